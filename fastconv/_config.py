@@ -1,0 +1,84 @@
+"""Thread count, instruction-set selection and build introspection."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+
+from . import _kernels
+from ._validation import fail, positive_int
+
+_num_threads: int | None = None
+
+
+def set_num_threads(n: int | None) -> None:
+    """Use at most `n` threads in every kernel; None goes back to the OpenMP default.
+
+    The default is OpenMP's (``omp_get_max_threads()``): OMP_NUM_THREADS and
+    ``threadpoolctl.threadpool_limits`` set it. An explicit ``set_num_threads`` wins over both.
+
+    >>> import fastconv
+    >>> fastconv.set_num_threads(1); fastconv.get_num_threads()
+    1
+    >>> fastconv.set_num_threads(None)
+    """
+    global _num_threads
+    _num_threads = None if n is None else positive_int("set_num_threads", "n", n)
+
+
+def get_num_threads() -> int:
+    """The most threads a kernel will use now (small problems use fewer)."""
+    return _num_threads if _num_threads is not None else max(1, _kernels.default_num_threads())
+
+
+@contextlib.contextmanager
+def num_threads(n: int | None):
+    """Context manager: ``with fastconv.num_threads(1): ...`` restores the old setting after."""
+    global _num_threads
+    old = _num_threads
+    set_num_threads(n)
+    try:
+        yield
+    finally:
+        _num_threads = old
+
+
+def available_isas() -> list[str]:
+    """The convolution paths this build and CPU can run, scalar first."""
+    return [name for name in _kernels.isa_names() if _kernels.isa_supported(name)]
+
+
+def selected_isa() -> str:
+    return _kernels.selected_isa()
+
+
+@contextlib.contextmanager
+def use_isa(name: str):
+    """Run the convolution kernels on the `name` path (e.g. 'avx2') inside the block.
+
+    Raises ValueError if this build or CPU cannot run it. Not thread-safe: meant for tests and
+    benchmarks. FASTCONV_ISA=name chooses the path at import instead.
+    """
+    if name not in _kernels.isa_names() or not _kernels.isa_supported(name):
+        fail("use_isa", f"name must be one of {available_isas()} on this machine, got {name!r}")
+    old = _kernels.selected_isa()
+    _kernels.select_isa(name)
+    try:
+        yield
+    finally:
+        _kernels.select_isa(old)
+
+
+def show_config(file=None) -> None:
+    """Print the version, OpenMP status, thread count and SIMD paths of this build."""
+    from . import __version__
+
+    out = file or sys.stdout
+    names = _kernels.isa_names()
+    print(f"fastconv {__version__}", file=out)
+    print(f"  OpenMP:   {'on' if _kernels.openmp_enabled() else 'off (serial build)'}", file=out)
+    print(f"  threads:  {get_num_threads()}"
+          f"{' (set_num_threads)' if _num_threads is not None else ' (OpenMP default)'}", file=out)
+    print(f"  compiled: {', '.join(n for n in names if _kernels.isa_compiled(n))}", file=out)
+    print(f"  CPU runs: {', '.join(available_isas())}", file=out)
+    print(f"  selected: {selected_isa()}", file=out)

@@ -1,0 +1,295 @@
+"""Argument checking and normalisation for fastconv.functional: one place for every rule.
+
+The dtype policy, the shape rules, PyTorch's output-size formulas and every error message live
+here, so the public functions read as validate -> normalise -> call the kernel, and the compiled
+code can trust what it is given.
+
+Dtype policy: float32 and float64 only (any byte order; non-native is converted). All float
+arguments of one call must share a dtype: fastconv never promotes silently, it raises TypeError.
+Errors: ``TypeError`` for a wrong type or dtype, ``ValueError`` for a wrong shape or value; the
+message starts with the op's name, names the argument and shows what was received.
+"""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+# Geometry values are kept far below 2**63 so that every index the kernels form
+# (origin + offset, row * width + column, …) fits in int64 with room to spare.
+MAX_PARAM = 2**31 - 1
+MAX_ELEMENTS = 2**60
+
+
+def fail(op: str, message: str, exc: type[Exception] = ValueError):
+    raise exc(f"{op}: {message}")
+
+
+def _shape(a) -> str:
+    return str(tuple(a.shape))
+
+
+def float_array(op: str, name: str, a, ndim: int | None = None, layout: str = "") -> np.ndarray:
+    """Check that `a` is a float32/float64 ndarray (of `ndim` dims) and return it, native order."""
+    if not isinstance(a, np.ndarray):
+        fail(op, f"{name} must be a numpy.ndarray, got {type(a).__name__}", TypeError)
+    if a.dtype.kind != "f" or a.dtype.itemsize not in (4, 8):
+        fail(op, f"{name} must have dtype float32 or float64, got {a.dtype}", TypeError)
+    if not a.dtype.isnative:
+        a = a.astype(a.dtype.newbyteorder("="))
+    if ndim is not None and a.ndim != ndim:
+        fail(op, f"{name} must be a {ndim}-D {layout} array, got shape {_shape(a)}".replace("  ", " "))
+    return a
+
+
+def same_dtype(op: str, **arrays) -> np.dtype:
+    """The common dtype of the named arrays (None entries skipped); TypeError if they differ."""
+    items = [(name, a) for name, a in arrays.items() if a is not None]
+    first_name, first = items[0]
+    for name, a in items[1:]:
+        if a.dtype != first.dtype:
+            fail(op, f"{name} has dtype {a.dtype} but {first_name} has dtype {first.dtype}; "
+                     "fastconv does not mix float32 and float64, convert one of them", TypeError)
+    return first.dtype
+
+
+def contiguous(a: np.ndarray) -> np.ndarray:
+    """A C-contiguous array the kernels may read (copies only when needed)."""
+    return np.ascontiguousarray(a)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_))
+
+
+def pair(op: str, name: str, value, minimum: int, what: str) -> tuple[int, int]:
+    """An int or a pair of ints, each >= minimum, as a (h, w) tuple."""
+    if _is_int(value):
+        values = (int(value), int(value))
+    elif (isinstance(value, (tuple, list)) and len(value) == 2 and all(_is_int(v) for v in value)):
+        values = (int(value[0]), int(value[1]))
+    else:
+        fail(op, f"{name} must be {what} int or a pair of them, got {value!r}",
+             TypeError if not isinstance(value, (tuple, list, numbers.Number)) else ValueError)
+    if min(values) < minimum or max(values) > MAX_PARAM:
+        fail(op, f"{name} must be {what} int or a pair of them"
+                 f"{' (at most 2**31 - 1)' if max(values) > MAX_PARAM else ''}, got {value!r}")
+    return values
+
+
+def positive_int(op: str, name: str, value) -> int:
+    if not _is_int(value) or value < 1 or value > MAX_PARAM:
+        fail(op, f"{name} must be a positive int, got {value!r}",
+             ValueError if _is_int(value) else TypeError)
+    return int(value)
+
+
+def shape4(op: str, name: str, shape) -> tuple[int, int, int, int]:
+    """A user-given 4-D shape: four non-negative ints."""
+    if (not isinstance(shape, (tuple, list)) or len(shape) != 4
+            or not all(_is_int(s) and s >= 0 for s in shape)):
+        fail(op, f"{name} must be a tuple of 4 non-negative ints (N, C, H, W), got {shape!r}")
+    return tuple(int(s) for s in shape)
+
+
+def check_elements(op: str, what: str, shape) -> None:
+    n = 1
+    for s in shape:
+        n *= int(s)
+    if n > MAX_ELEMENTS:
+        fail(op, f"{what} of shape {tuple(shape)} has {n} elements, more than fastconv's limit "
+                 "of 2**60 (its index arithmetic would overflow)")
+
+
+def check_grad_output(op: str, grad_output: np.ndarray, expected) -> None:
+    if tuple(grad_output.shape) != tuple(expected):
+        fail(op, f"grad_output must have the output's shape {tuple(expected)}, "
+                 f"got {_shape(grad_output)}")
+
+
+def check_same_shape(op: str, name: str, a: np.ndarray, other: str, b: np.ndarray) -> None:
+    if a.shape != b.shape:
+        fail(op, f"{name} must have the shape of {other} {_shape(b)}, got {_shape(a)}")
+
+
+# ---- convolution ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ConvGeometry:
+    """A validated conv2d problem; `kernel_args()` is the tuple _kernels expects."""
+    batch: int
+    in_channels: int
+    in_h: int
+    in_w: int
+    out_channels: int
+    groups: int
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    padding: tuple[int, int, int, int]  # top, bottom, left, right
+    dilation: tuple[int, int]
+    out_h: int
+    out_w: int
+
+    @property
+    def input_shape(self):
+        return (self.batch, self.in_channels, self.in_h, self.in_w)
+
+    @property
+    def weight_shape(self):
+        return (self.out_channels, self.in_channels // self.groups) + self.kernel
+
+    @property
+    def output_shape(self):
+        return (self.batch, self.out_channels, self.out_h, self.out_w)
+
+    def kernel_args(self) -> tuple:
+        return (self.batch, self.in_channels, self.in_h, self.in_w, self.out_channels, self.groups,
+                self.kernel[0], self.kernel[1], self.stride[0], self.stride[1],
+                self.padding[0], self.padding[2], self.dilation[0], self.dilation[1],
+                self.out_h, self.out_w)
+
+
+def conv_padding(op: str, padding, kernel, stride, dilation) -> tuple[int, int, int, int]:
+    """PyTorch's padding argument as (top, bottom, left, right)."""
+    if isinstance(padding, str):
+        if padding == "valid":
+            return (0, 0, 0, 0)
+        if padding == "same":
+            if stride != (1, 1):
+                fail(op, f"padding='same' needs stride 1, got stride={stride}")
+            pads = []
+            for k, d in zip(kernel, dilation):
+                total = d * (k - 1)
+                pads += [total // 2, total - total // 2]  # the odd one goes bottom/right
+            return tuple(pads)
+        fail(op, f"padding must be 'same', 'valid', an int or a pair of ints, got {padding!r}")
+    ph, pw = pair(op, "padding", padding, 0, "a non-negative")
+    return (ph, ph, pw, pw)
+
+
+def conv_geometry(op: str, input_shape, weight_shape, stride, padding, dilation,
+                  groups) -> ConvGeometry:
+    n, c, h, w = input_shape
+    k, cg, kh, kw = weight_shape
+    stride = pair(op, "stride", stride, 1, "a positive")
+    dilation = pair(op, "dilation", dilation, 1, "a positive")
+    groups = positive_int(op, "groups", groups)
+    if min(k, cg, kh, kw) < 1:
+        fail(op, f"weight must have a non-empty shape (K, C/groups, kH, kW), got {tuple(weight_shape)}")
+    if c < 1:
+        fail(op, f"input must have at least one channel, got shape {tuple(input_shape)}")
+    if c % groups:
+        fail(op, f"input channels ({c}) must be divisible by groups ({groups})")
+    if k % groups:
+        fail(op, f"weight's out_channels ({k}) must be divisible by groups ({groups})")
+    if cg * groups != c:
+        fail(op, f"weight of shape {tuple(weight_shape)} expects {cg * groups} input channels "
+                 f"(C/groups={cg}, groups={groups}), but the input has {c} (shape {tuple(input_shape)})")
+    if max(kh, kw) > MAX_PARAM:
+        fail(op, f"kernel size {(kh, kw)} is too large")
+    pad = conv_padding(op, padding, (kh, kw), stride, dilation)
+    out_h = (h + pad[0] + pad[1] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
+    out_w = (w + pad[2] + pad[3] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+    if out_h < 1 or out_w < 1:
+        fail(op, f"output size would be ({out_h}, {out_w}): the kernel ({kh}, {kw}) with dilation "
+                 f"{dilation} is larger than the padded input ({h + pad[0] + pad[1]}, "
+                 f"{w + pad[2] + pad[3]})")
+    geometry = ConvGeometry(n, c, h, w, k, groups, (kh, kw), stride, pad, dilation, out_h, out_w)
+    check_elements(op, "the output", geometry.output_shape)
+    return geometry
+
+
+# ---- pooling -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PoolGeometry:
+    """A validated pool2d problem over N*C planes; `kernel_args()` is the tuple _kernels expects."""
+    batch: int
+    channels: int
+    in_h: int
+    in_w: int
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+    dilation: tuple[int, int]
+    out_h: int
+    out_w: int
+
+    @property
+    def output_shape(self):
+        return (self.batch, self.channels, self.out_h, self.out_w)
+
+    def kernel_args(self) -> tuple:
+        return (self.batch * self.channels, self.in_h, self.in_w, *self.kernel, *self.stride,
+                *self.padding, *self.dilation, self.out_h, self.out_w)
+
+
+def pool_output_size(size: int, k: int, s: int, p: int, d: int, ceil_mode: bool) -> int:
+    """PyTorch's pooling output size, with the ceil_mode rule that drops a window starting in the
+    right padding."""
+    out = (size + 2 * p - d * (k - 1) - 1 + (s - 1 if ceil_mode else 0)) // s + 1
+    if ceil_mode and (out - 1) * s >= size + p:
+        out -= 1
+    return out
+
+
+def pool_geometry(op: str, input_shape, kernel_size, stride, padding, dilation,
+                  ceil_mode) -> PoolGeometry:
+    n, c, h, w = input_shape
+    kernel = pair(op, "kernel_size", kernel_size, 1, "a positive")
+    stride = kernel if stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0) \
+        else pair(op, "stride", stride, 1, "a positive")
+    padding = pair(op, "padding", padding, 0, "a non-negative")
+    dilation = pair(op, "dilation", dilation, 1, "a positive")
+    if not isinstance(ceil_mode, (bool, np.bool_)):
+        fail(op, f"ceil_mode must be a bool, got {ceil_mode!r}", TypeError)
+    for p, k in zip(padding, kernel):
+        if 2 * p > k:
+            fail(op, f"padding must be at most half of kernel_size, got padding={padding} "
+                     f"for kernel_size={kernel}")
+    out = [pool_output_size(size, k, s, p, d, bool(ceil_mode))
+           for size, k, s, p, d in zip((h, w), kernel, stride, padding, dilation)]
+    if min(out) < 1:
+        fail(op, f"output size would be {tuple(out)} for input size ({h}, {w}) with "
+                 f"kernel_size={kernel}, stride={stride}, padding={padding}, dilation={dilation}")
+    geometry = PoolGeometry(n, c, h, w, kernel, stride, padding, dilation, out[0], out[1])
+    check_elements(op, "the output", geometry.output_shape)
+    return geometry
+
+
+def divisor(op: str, divisor_override) -> int:
+    """divisor_override as the kernels take it: 0 = none."""
+    if divisor_override is None:
+        return 0
+    if not _is_int(divisor_override) or divisor_override == 0 or abs(divisor_override) > MAX_PARAM:
+        fail(op, f"divisor_override must be None or a non-zero int, got {divisor_override!r}",
+             ValueError if _is_int(divisor_override) else TypeError)
+    return int(divisor_override)
+
+
+def norm_type(op: str, value) -> float:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        fail(op, f"norm_type must be a positive finite number, got {value!r}", TypeError)
+    value = float(value)
+    if not np.isfinite(value) or value <= 0:
+        fail(op, f"norm_type must be a positive finite number, got {value!r}")
+    return value
+
+
+def max_pool_indices(op: str, indices, expected_shape, plane_size: int) -> np.ndarray:
+    """int64 indices of the output's shape, each -1 or a flat position in an input plane."""
+    if not isinstance(indices, np.ndarray) or indices.dtype.kind not in "iu":
+        got = indices.dtype if isinstance(indices, np.ndarray) else type(indices).__name__
+        fail(op, f"indices must be an integer numpy.ndarray (as max_pool2d returns), got {got}",
+             TypeError)
+    if tuple(indices.shape) != tuple(expected_shape):
+        fail(op, f"indices must have the output's shape {tuple(expected_shape)}, got {_shape(indices)}")
+    indices = np.ascontiguousarray(indices, dtype=np.int64)
+    if indices.size and (indices.min() < -1 or indices.max() >= plane_size):
+        fail(op, f"indices must lie in [-1, {plane_size}) (flat positions in an input plane), got "
+                 f"values in [{indices.min()}, {indices.max()}]")
+    return indices

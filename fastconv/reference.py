@@ -1,0 +1,405 @@
+"""Pure-NumPy reference implementation of every fastconv op (forward and backward).
+
+This module is the executable specification that the compiled kernels are tested
+against.  It favours obviousness over speed: every op is written as an explicit
+Python loop over kernel offsets ``(ki, kj)``, vectorised with NumPy over batch,
+channels and output pixels.  All arrays are NCHW; computations stay in the
+input's dtype (float32 or float64).  Arguments are assumed to be already
+normalised and valid (``stride``, ``dilation``, ``kernel_size`` are ``(h, w)``
+tuples; conv ``padding`` is ``(top, bottom, left, right)``; pool ``padding`` is
+``(h, w)``).  Semantics follow PyTorch's CPU kernels.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import numpy as np
+
+Pair = Tuple[int, int]
+
+
+def _window(start: int, step: int, count: int) -> slice:
+    """Slice selecting ``count`` elements ``start, start+step, ...``."""
+    return slice(start, start + step * (count - 1) + 1, step)
+
+
+# --------------------------------------------------------------------------- conv
+
+
+def _conv_out_size(size: int, pad_lo: int, pad_hi: int, k: int, s: int, d: int) -> int:
+    return (size + pad_lo + pad_hi - d * (k - 1) - 1) // s + 1
+
+
+def conv2d(
+    x: np.ndarray,
+    weight: np.ndarray,
+    bias: Optional[np.ndarray],
+    stride: Pair,
+    padding: Tuple[int, int, int, int],
+    dilation: Pair,
+    groups: int,
+) -> np.ndarray:
+    """2-D cross-correlation (PyTorch ``conv2d``).
+
+    Parameters
+    ----------
+    x : (N, C, H, W) array
+    weight : (K, C // groups, kH, kW) array
+    bias : (K,) array or None
+    stride, dilation : (h, w)
+    padding : (top, bottom, left, right), zero padding
+    groups : int
+
+    Returns
+    -------
+    out : (N, K, OH, OW) array, same dtype as ``x``
+    """
+    N, C, H, W = x.shape
+    K, Cg, kH, kW = weight.shape
+    sH, sW = stride
+    dH, dW = dilation
+    top, bottom, left, right = padding
+    assert C == Cg * groups and K % groups == 0
+    Kg = K // groups
+    OH = _conv_out_size(H, top, bottom, kH, sH, dH)
+    OW = _conv_out_size(W, left, right, kW, sW, dW)
+
+    xpad = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
+    out = np.zeros((N, K, OH, OW), dtype=x.dtype)
+    for g in range(groups):
+        cs = slice(g * Cg, (g + 1) * Cg)
+        ks = slice(g * Kg, (g + 1) * Kg)
+        for ki in range(kH):
+            for kj in range(kW):
+                # patch[n, c, oh, ow] = xpad[n, c, oh*sH + ki*dH, ow*sW + kj*dW]
+                patch = xpad[:, cs, _window(ki * dH, sH, OH), _window(kj * dW, sW, OW)]
+                w = weight[ks, :, ki, kj]  # (Kg, Cg)
+                out[:, ks] += np.einsum("nchw,kc->nkhw", patch, w)
+    if bias is not None:
+        out += bias.reshape(1, K, 1, 1)
+    return out
+
+
+def conv2d_backward(
+    grad_output: np.ndarray,
+    x: np.ndarray,
+    weight: np.ndarray,
+    stride: Pair,
+    padding: Tuple[int, int, int, int],
+    dilation: Pair,
+    groups: int,
+) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Gradients of :func:`conv2d`.
+
+    Returns
+    -------
+    grad_input : like ``x``
+    grad_weight : like ``weight``
+    grad_bias : (K,) array, ``grad_output.sum((0, 2, 3))``
+    """
+    N, C, H, W = x.shape
+    K, Cg, kH, kW = weight.shape
+    sH, sW = stride
+    dH, dW = dilation
+    top, bottom, left, right = padding
+    assert C == Cg * groups and K % groups == 0
+    Kg = K // groups
+    _, _, OH, OW = grad_output.shape
+
+    xpad = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
+    grad_xpad = np.zeros_like(xpad)
+    grad_weight = np.zeros_like(weight)
+    for g in range(groups):
+        cs = slice(g * Cg, (g + 1) * Cg)
+        ks = slice(g * Kg, (g + 1) * Kg)
+        go = grad_output[:, ks]  # (N, Kg, OH, OW)
+        for ki in range(kH):
+            for kj in range(kW):
+                hs = _window(ki * dH, sH, OH)
+                ws = _window(kj * dW, sW, OW)
+                patch = xpad[:, cs, hs, ws]
+                grad_weight[ks, :, ki, kj] += np.einsum("nkhw,nchw->kc", go, patch)
+                grad_xpad[:, cs, hs, ws] += np.einsum("nkhw,kc->nchw", go, weight[ks, :, ki, kj])
+    grad_input = grad_xpad[:, :, top:top + H, left:left + W].copy()
+    grad_bias = grad_output.sum(axis=(0, 2, 3))
+    return grad_input, grad_weight, grad_bias
+
+
+# --------------------------------------------------------------------------- pooling
+
+
+def pool_output_size(
+    size: int, kernel: int, stride: int, padding: int, dilation: int, ceil_mode: bool
+) -> int:
+    """Output length of a pooling op along one dimension (PyTorch's rule).
+
+    ``floor((size + 2p - d(k-1) - 1 + (s-1 if ceil_mode else 0)) / s) + 1``, and in
+    ceil mode the last window is dropped if it would start in the right padding.
+    """
+    numer = size + 2 * padding - dilation * (kernel - 1) - 1 + (stride - 1 if ceil_mode else 0)
+    out = numer // stride + 1  # Python // floors, like PyTorch's div_rtn
+    if ceil_mode and (out - 1) * stride >= size + padding:
+        out -= 1
+    return out
+
+
+def _pool_sizes(x: np.ndarray, kernel_size: Pair, stride: Pair, padding: Pair,
+                dilation: Pair, ceil_mode: bool) -> Tuple[int, int]:
+    _, _, H, W = x.shape
+    OH = pool_output_size(H, kernel_size[0], stride[0], padding[0], dilation[0], ceil_mode)
+    OW = pool_output_size(W, kernel_size[1], stride[1], padding[1], dilation[1], ceil_mode)
+    return OH, OW
+
+
+def _pad_for_pool(a: np.ndarray, kernel_size: Pair, stride: Pair, padding: Pair,
+                  dilation: Pair, out_hw: Tuple[int, int], value) -> np.ndarray:
+    """Pad the last two axes of ``a`` with ``value``: ``padding`` before, and after
+    as much as needed for every window of the ``out_hw`` output to fit."""
+    H, W = a.shape[-2:]
+    pads = [(0, 0)] * (a.ndim - 2)
+    for size, k, s, p, d, o in zip((H, W), kernel_size, stride, padding, dilation, out_hw):
+        needed = (o - 1) * s + d * (k - 1) + 1  # extent covered by the windows
+        pads.append((p, max(0, needed - size - p)))
+    return np.pad(a, pads, constant_values=value)
+
+
+def max_pool2d(
+    x: np.ndarray,
+    kernel_size: Pair,
+    stride: Pair,
+    padding: Pair,
+    dilation: Pair,
+    ceil_mode: bool,
+) -> Tuple[np.ndarray, np.ndarray]:
+    """2-D max pooling with indices (PyTorch CPU semantics).
+
+    Padding acts as ``-inf`` and is never selected.  The window is scanned in
+    row-major order and the running max is replaced when ``val > max or
+    isnan(val)``: ties keep the first maximum, NaN propagates (index of the last
+    NaN).  An all ``-inf`` window keeps the index of its first in-bounds element;
+    a window with no in-bounds element gives ``-inf`` and index ``-1``.
+
+    Returns
+    -------
+    out : (N, C, OH, OW) array, dtype of ``x``
+    indices : (N, C, OH, OW) int64, flat ``h * W + w`` within each plane
+    """
+    N, C, H, W = x.shape
+    kH, kW = kernel_size
+    sH, sW = stride
+    dH, dW = dilation
+    OH, OW = _pool_sizes(x, kernel_size, stride, padding, dilation, ceil_mode)
+
+    xpad = _pad_for_pool(x, kernel_size, stride, padding, dilation, (OH, OW), -np.inf)
+    flat = np.arange(H * W, dtype=np.int64).reshape(H, W)
+    idxpad = _pad_for_pool(flat, kernel_size, stride, padding, dilation, (OH, OW), -1)
+
+    maxval = np.full((N, C, OH, OW), -np.inf, dtype=x.dtype)
+    maxidx = np.full((N, C, OH, OW), -1, dtype=np.int64)
+    for ki in range(kH):
+        for kj in range(kW):
+            hs = _window(ki * dH, sH, OH)
+            ws = _window(kj * dW, sW, OW)
+            val = xpad[:, :, hs, ws]
+            idx = np.broadcast_to(idxpad[hs, ws], val.shape)
+            in_bounds = idx >= 0
+            # maxidx == -1: nothing in-bounds seen yet, so take the first in-bounds
+            # element (this is PyTorch's initial maxindex).
+            take = in_bounds & ((val > maxval) | np.isnan(val) | (maxidx == -1))
+            maxval = np.where(take, val, maxval)
+            maxidx = np.where(take, idx, maxidx)
+    return maxval, maxidx
+
+
+def max_pool2d_backward(
+    grad_output: np.ndarray,
+    x: np.ndarray,
+    kernel_size: Pair,
+    stride: Pair,
+    padding: Pair,
+    dilation: Pair,
+    ceil_mode: bool,
+    indices: Optional[np.ndarray] = None,
+) -> np.ndarray:
+    """Gradient of :func:`max_pool2d`: scatter-add ``grad_output`` to ``indices``.
+
+    ``indices`` are computed with :func:`max_pool2d` if not given; entries equal to
+    ``-1`` (windows wholly in the padding) are skipped.
+    """
+    N, C, H, W = x.shape
+    if indices is None:
+        _, indices = max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode)
+    grad_input = np.zeros((N * C, H * W), dtype=x.dtype)
+    OH, OW = indices.shape[2:]
+    idx = indices.reshape(N * C, OH * OW)
+    go = grad_output.reshape(N * C, OH * OW)
+    plane = np.broadcast_to(np.arange(N * C).reshape(-1, 1), idx.shape)
+    keep = idx >= 0
+    np.add.at(grad_input, (plane[keep], idx[keep]), go[keep])
+    return grad_input.reshape(N, C, H, W)
+
+
+def _avg_divisors(H: int, W: int, OH: int, OW: int, kernel_size: Pair, stride: Pair,
+                  padding: Pair, count_include_pad: bool,
+                  divisor_override: Optional[int]) -> np.ndarray:
+    """(OH, OW) int64 array of the divisor used by each avg-pool output."""
+    kH, kW = kernel_size
+    sH, sW = stride
+    pH, pW = padding
+    div = np.zeros((OH, OW), dtype=np.int64)
+    for oh in range(OH):
+        for ow in range(OW):
+            h0 = oh * sH - pH
+            w0 = ow * sW - pW
+            h1 = min(h0 + kH, H + pH)
+            w1 = min(w0 + kW, W + pW)
+            pool_size = (h1 - h0) * (w1 - w0)
+            h0, w0 = max(h0, 0), max(w0, 0)
+            h1, w1 = min(h1, H), min(w1, W)
+            if h0 >= h1 or w0 >= w1:
+                div[oh, ow] = 0  # empty clipped window: output is 0
+            elif divisor_override is not None:
+                div[oh, ow] = divisor_override
+            elif count_include_pad:
+                div[oh, ow] = pool_size
+            else:
+                div[oh, ow] = (h1 - h0) * (w1 - w0)
+    return div
+
+
+def avg_pool2d(
+    x: np.ndarray,
+    kernel_size: Pair,
+    stride: Pair,
+    padding: Pair,
+    ceil_mode: bool,
+    count_include_pad: bool,
+    divisor_override: Optional[int],
+) -> np.ndarray:
+    """2-D average pooling (PyTorch CPU semantics).
+
+    The sum runs over the window clipped to the input.  The divisor is
+    ``divisor_override`` if given, else the window size clipped to the padded
+    input (``count_include_pad``) or to the input itself.  Empty windows give 0.
+    """
+    N, C, H, W = x.shape
+    kH, kW = kernel_size
+    sH, sW = stride
+    OH, OW = _pool_sizes(x, kernel_size, stride, padding, (1, 1), ceil_mode)
+    # Zero padding: summing over padded positions adds nothing.
+    xpad = _pad_for_pool(x, kernel_size, stride, padding, (1, 1), (OH, OW), 0)
+    total = np.zeros((N, C, OH, OW), dtype=x.dtype)
+    for ki in range(kH):
+        for kj in range(kW):
+            total += xpad[:, :, _window(ki, sH, OH), _window(kj, sW, OW)]
+    div = _avg_divisors(H, W, OH, OW, kernel_size, stride, padding,
+                        count_include_pad, divisor_override)
+    safe = np.where(div == 0, 1, div).astype(x.dtype)
+    return np.where(div == 0, x.dtype.type(0), total / safe)
+
+
+def avg_pool2d_backward(
+    grad_output: np.ndarray,
+    x: np.ndarray,
+    kernel_size: Pair,
+    stride: Pair,
+    padding: Pair,
+    ceil_mode: bool,
+    count_include_pad: bool,
+    divisor_override: Optional[int],
+) -> np.ndarray:
+    """Gradient of :func:`avg_pool2d`: each output spreads ``grad / divisor`` over
+    the in-bounds part of its window."""
+    N, C, H, W = x.shape
+    kH, kW = kernel_size
+    sH, sW = stride
+    pH, pW = padding
+    OH, OW = grad_output.shape[2:]
+    div = _avg_divisors(H, W, OH, OW, kernel_size, stride, padding,
+                        count_include_pad, divisor_override)
+    safe = np.where(div == 0, 1, div).astype(x.dtype)
+    g = np.where(div == 0, x.dtype.type(0), grad_output / safe)
+    grad_pad = _pad_for_pool(np.zeros_like(x), kernel_size, stride, padding, (1, 1), (OH, OW), 0)
+    for ki in range(kH):
+        for kj in range(kW):
+            grad_pad[:, :, _window(ki, sH, OH), _window(kj, sW, OW)] += g
+    return grad_pad[:, :, pH:pH + H, pW:pW + W].copy()
+
+
+def _lp_scale(x: np.ndarray, kernel_size: Pair, stride: Pair, OH: int, OW: int) -> np.ndarray:
+    """(OH, OW) array ``kH*kW / area`` where ``area`` is the in-bounds window size."""
+    _, _, H, W = x.shape
+    kH, kW = kernel_size
+    area = _avg_divisors(H, W, OH, OW, kernel_size, stride, (0, 0), True, None)
+    return (kH * kW / area).astype(x.dtype)
+
+
+def lp_pool2d(
+    x: np.ndarray,
+    norm_type: float,
+    kernel_size: Pair,
+    stride: Pair,
+    ceil_mode: bool,
+) -> np.ndarray:
+    """2-D power-average pooling (PyTorch ``lp_pool2d``).
+
+    ``S = avg_pool2d(x**p, padding=0, count_include_pad=True)`` and
+    ``out = (sign(S) * relu(|S|) * kH * kW) ** (1/p)``; a partial (ceil_mode)
+    window is thereby scaled by ``kH*kW / area``.
+    """
+    p = x.dtype.type(norm_type)
+    kH, kW = kernel_size
+    with np.errstate(invalid="ignore", divide="ignore"):
+        S = avg_pool2d(x ** p, kernel_size, stride, (0, 0), ceil_mode, True, None)
+        base = np.sign(S) * relu(np.abs(S)) * x.dtype.type(kH * kW)
+        return base ** (x.dtype.type(1) / p)
+
+
+def lp_pool2d_backward(
+    grad_output: np.ndarray,
+    x: np.ndarray,
+    norm_type: float,
+    kernel_size: Pair,
+    stride: Pair,
+    ceil_mode: bool,
+) -> np.ndarray:
+    """Gradient of :func:`lp_pool2d`.
+
+    For each window containing ``x_i``:
+    ``d out / d x_i = (kH*kW/area) * x_i**(p-1) * out**(1-p)``, taken as 0 where
+    the window's ``S == 0``.
+    """
+    N, C, H, W = x.shape
+    kH, kW = kernel_size
+    sH, sW = stride
+    OH, OW = grad_output.shape[2:]
+    p = x.dtype.type(norm_type)
+    one = x.dtype.type(1)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        S = avg_pool2d(x ** p, kernel_size, stride, (0, 0), ceil_mode, True, None)
+        out = lp_pool2d(x, norm_type, kernel_size, stride, ceil_mode)
+        scale = _lp_scale(x, kernel_size, stride, OH, OW)
+        # Per-output factor; 0 for windows whose sum is 0.
+        g = np.where(S == 0, x.dtype.type(0), grad_output * scale * out ** (one - p))
+        acc = _pad_for_pool(np.zeros_like(x), kernel_size, stride, (0, 0), (1, 1), (OH, OW), 0)
+        for ki in range(kH):
+            for kj in range(kW):
+                acc[:, :, _window(ki, sH, OH), _window(kj, sW, OW)] += g
+        return acc[:, :, :H, :W] * x ** (p - one)
+
+
+# --------------------------------------------------------------------------- relu
+
+
+def relu(x: np.ndarray) -> np.ndarray:
+    """``max(x, 0)`` elementwise; NaN propagates (``relu(nan) == nan``)."""
+    return np.where(x <= 0, x.dtype.type(0), x)
+
+
+def relu_backward(grad_output: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Gradient of :func:`relu`: 0 where ``x <= 0``, else ``grad_output``.
+
+    As in PyTorch (``threshold_backward`` tests ``x <= 0``), the gradient passes through NaN.
+    """
+    return np.where(x <= 0, grad_output.dtype.type(0), grad_output)

@@ -1,0 +1,85 @@
+/* fc_internal.h: what the kernel files share and Python never sees: the OpenMP shim that keeps a
+ * serial build compiling, aligned workspace allocation, the thread-count heuristic, name pasting
+ * for the dtype/ISA templates, and the per-ISA symbols that dispatch.c selects between. */
+#ifndef FC_INTERNAL_H
+#define FC_INTERNAL_H
+
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fastconv.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#define FC_THREAD_ID() omp_get_thread_num()
+#define FC_NUM_THREADS_IN_TEAM() omp_get_num_threads()
+#else
+#define FC_THREAD_ID() 0
+#define FC_NUM_THREADS_IN_TEAM() 1
+#endif
+
+#define FC_PRAGMA(x) _Pragma(#x)
+
+#define FC_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define FC_MAX(a, b) ((a) > (b) ? (a) : (b))
+#define FC_CEIL_DIV(a, b) (((a) + (b) - 1) / (b))
+
+#define FC_CAT2_(a, b) a##b
+#define FC_CAT2(a, b) FC_CAT2_(a, b)
+#define FC_CAT3(a, b, c) FC_CAT2(FC_CAT2(a, b), c)
+
+/* Workspaces are 64-byte aligned so packed panels can be read with aligned vector loads. */
+static inline void *fc_aligned_alloc(size_t bytes) {
+    void *p = NULL;
+    if (bytes == 0) bytes = 64;
+    bytes = (bytes + 63) & ~(size_t)63;
+#if defined(_WIN32)
+    p = _aligned_malloc(bytes, 64);
+#else
+    if (posix_memalign(&p, 64, bytes) != 0) p = NULL;
+#endif
+    return p;
+}
+
+static inline void fc_aligned_free(void *p) {
+#if defined(_WIN32)
+    _aligned_free(p);
+#else
+    free(p);
+#endif
+}
+
+/* How many threads a job of `work` units (roughly: multiply-adds or bytes touched) split into
+ * `tasks` independent pieces should use: never more than the tasks, and one thread per
+ * `min_work_per_thread` units, so small problems stay on one thread instead of paying the
+ * fork/join cost. */
+static inline int fc_threads_for(int nthreads, double work, double min_work_per_thread,
+                                 fc_index tasks) {
+    double by_work = work / min_work_per_thread;
+    int n = nthreads < 1 ? 1 : nthreads;
+    if (by_work < n) n = by_work < 1.0 ? 1 : (int)by_work;
+    if (tasks < n) n = tasks < 1 ? 1 : (int)tasks;
+    return n;
+}
+
+/* Per-ISA kernels (see conv2d_gemm.h); dispatch.c picks one set at import. */
+#define FC_DECLARE_CONV_ISA(isa)                                                                   \
+    int fc_f32_conv2d_fwd__##isa(const fc_conv2d_params *, const float *, const float *,          \
+                                 const float *, float *, int);                                    \
+    int fc_f64_conv2d_fwd__##isa(const fc_conv2d_params *, const double *, const double *,        \
+                                 const double *, double *, int);                                  \
+    int fc_f32_conv2d_bwd_input__##isa(const fc_conv2d_params *, const float *, const float *,    \
+                                       float *, int);                                             \
+    int fc_f64_conv2d_bwd_input__##isa(const fc_conv2d_params *, const double *, const double *,  \
+                                       double *, int);                                            \
+    int fc_f32_conv2d_bwd_weight__##isa(const fc_conv2d_params *, const float *, const float *,   \
+                                        float *, float *, int);                                   \
+    int fc_f64_conv2d_bwd_weight__##isa(const fc_conv2d_params *, const double *, const double *, \
+                                        double *, double *, int);
+
+FC_DECLARE_CONV_ISA(scalar)
+FC_DECLARE_CONV_ISA(avx2)
+FC_DECLARE_CONV_ISA(avx512)
+
+#endif /* FC_INTERNAL_H */
