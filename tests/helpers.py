@@ -1,0 +1,89 @@
+"""Shared test helpers: the tolerances (in one place), argument normalisation for the reference,
+and the instruction-set parametrisation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fastconv
+from fastconv import _kernels
+
+DTYPES = [np.float32, np.float64]
+
+# Per-dtype unit roundoff; a sum of L products may drift by about L * eps relative to the size
+# of its terms, so tolerances grow with the reduction length (C/groups * kH * kW for conv).
+EPS = {np.dtype(np.float32): 2.0**-24, np.dtype(np.float64): 2.0**-53}
+
+
+def tolerance(dtype, reduction_length: int) -> float:
+    return 8 * EPS[np.dtype(dtype)] * (reduction_length + 8)
+
+
+def assert_close(actual: np.ndarray, expected: np.ndarray, reduction_length: int,
+                 scale: np.ndarray | None = None) -> None:
+    """|actual - expected| <= tol * scale, where scale is the sum of |terms| (or |expected|)."""
+    assert actual.shape == expected.shape, (actual.shape, expected.shape)
+    assert actual.dtype == expected.dtype, (actual.dtype, expected.dtype)
+    if scale is None:
+        scale = np.abs(expected)
+    bound = tolerance(actual.dtype, reduction_length) * (np.abs(scale) + 1.0)
+    err = np.abs(actual.astype(np.float64) - expected.astype(np.float64))
+    both_nan = np.isnan(actual) & np.isnan(expected)
+    bad = ~(err <= bound) & ~both_nan
+    assert not bad.any(), (
+        f"{bad.sum()} of {bad.size} elements differ; worst error {np.nanmax(np.where(bad, err, 0))}"
+        f" vs bound {bound.max() if np.ndim(bound) else bound}")
+
+
+def pair(v):
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
+def conv_padding4(padding, kernel, dilation):
+    """conv2d's padding argument as the reference's (top, bottom, left, right)."""
+    if padding == "valid":
+        return (0, 0, 0, 0)
+    if padding == "same":
+        out = []
+        for k, d in zip(kernel, dilation):
+            total = d * (k - 1)
+            out += [total // 2, total - total // 2]
+        return tuple(out)
+    ph, pw = pair(padding)
+    return (ph, ph, pw, pw)
+
+
+def random(rng, shape, dtype, layout="C"):
+    """A standard-normal array of `shape` in the given memory layout:
+    'C', 'F' (Fortran order), 'strided' (every other element), 'reversed' (negative strides),
+    'readonly'."""
+    a = rng.standard_normal(shape)
+    if layout == "F":
+        return np.asfortranarray(a.astype(dtype))
+    if layout == "strided":
+        big = np.zeros(tuple(2 * s for s in shape), dtype)
+        view = big[tuple(slice(None, None, 2) for _ in shape)]
+        view[...] = a
+        return view
+    if layout == "reversed":
+        return np.ascontiguousarray(a[..., ::-1, ::-1].astype(dtype))[..., ::-1, ::-1]
+    out = a.astype(dtype)
+    if layout == "readonly":
+        out.flags.writeable = False
+    return out
+
+
+def isa_params():
+    """Every ISA name, skipped with a stated reason where this build or CPU lacks it."""
+    params = []
+    for name in _kernels.isa_names():
+        if not _kernels.isa_compiled(name):
+            reason = f"{name} path not compiled into this build"
+        elif not _kernels.isa_supported(name):
+            reason = f"this CPU cannot run the {name} path"
+        else:
+            reason = None
+        marks = [pytest.mark.skip(reason=reason)] if reason else []
+        params.append(pytest.param(name, marks=marks, id=name))
+    return params

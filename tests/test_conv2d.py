@@ -1,0 +1,182 @@
+"""conv2d forward and backward kernels against fastconv.reference, on every ISA path.
+
+The case table spans the knobs (stride, padding incl. 'same', dilation, groups incl. depthwise,
+kernels 1x1 to 11x11, rectangular kernels and strides, 1x1 inputs, batch 0 and 1) and the kernels'
+tile edges: output channels around the register tile (MR = 4/6/8), pixels around the vector
+width and the pixel tile (384), reduction lengths past one packed panel (64..512) and
+input-gradient tasks whose rows cross 288.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import fastconv
+import fastconv.functional as F
+from fastconv import reference as ref
+from helpers import DTYPES, assert_close, conv_padding4, pair, random
+
+# (N, C, H, W, K, kernel, stride, padding, dilation, groups, bias)
+CONV_CASES = {
+    "basic3x3": (2, 3, 8, 8, 4, 3, 1, 0, 1, 1, True),
+    "pad1": (2, 3, 7, 9, 5, 3, 1, 1, 1, 1, True),
+    "same-odd": (1, 2, 6, 5, 3, 3, 1, "same", 1, 1, False),
+    "same-even-kernel": (2, 2, 7, 6, 3, (2, 4), 1, "same", 1, 1, True),
+    "same-dilated": (1, 3, 9, 8, 2, (3, 2), 1, "same", (2, 3), 1, True),
+    "valid": (2, 2, 6, 7, 3, (2, 3), 1, "valid", 1, 1, True),
+    "stride2": (2, 3, 9, 9, 4, 3, 2, 1, 1, 1, True),
+    "stride3-rect": (1, 2, 11, 10, 3, (3, 2), (3, 2), (1, 0), 1, 1, True),
+    "stride-rect-21": (2, 2, 8, 8, 3, 3, (2, 1), (0, 1), 1, 1, False),
+    "dilation2": (1, 3, 10, 10, 2, 3, 1, 2, 2, 1, True),
+    "dilation3-rect": (2, 2, 12, 9, 3, (2, 3), (1, 2), (3, 1), (3, 2), 1, True),
+    "groups2": (2, 4, 7, 7, 6, 3, 1, 1, 1, 2, True),
+    "groups3-strided": (1, 6, 9, 8, 9, (3, 2), 2, 1, 1, 3, True),
+    "depthwise": (2, 5, 8, 8, 5, 3, 1, 1, 1, 5, True),
+    "depthwise-multiplier": (1, 4, 7, 7, 8, 3, 2, 1, 1, 4, False),
+    "pointwise-1x1": (2, 16, 5, 5, 8, 1, 1, 0, 1, 1, True),
+    "1x1-stride2": (1, 4, 7, 6, 3, 1, 2, 0, 1, 1, True),
+    "5x5": (2, 1, 12, 12, 6, 5, 1, 2, 1, 1, True),
+    "7x7s2": (1, 3, 15, 15, 4, 7, 2, 3, 1, 1, True),
+    "11x11s4": (1, 3, 27, 27, 4, 11, 4, 0, 1, 1, True),
+    "1x3": (2, 3, 5, 6, 2, (1, 3), 1, (0, 1), 1, 1, True),
+    "3x1": (2, 3, 6, 5, 2, (3, 1), 1, (1, 0), 1, 1, True),
+    "input-1x1": (3, 4, 1, 1, 5, 1, 1, 0, 1, 1, True),
+    "input-1x1-padded": (2, 3, 1, 1, 2, 3, 1, 1, 1, 1, True),
+    "kernel-equals-input": (2, 2, 5, 4, 3, (5, 4), 1, 0, 1, 1, True),
+    "batch1": (1, 2, 6, 6, 3, 3, 1, 1, 1, 1, True),
+    "batch0": (0, 2, 6, 6, 3, 3, 1, 1, 1, 1, True),
+    "mr-edges-k9": (1, 2, 6, 6, 9, 3, 1, 1, 1, 1, True),
+    "mr-edges-k17": (2, 3, 5, 5, 17, 3, 1, 1, 1, 1, True),
+    "many-pixels-tiles": (1, 2, 23, 23, 3, 3, 1, 1, 1, 1, True),  # P = 529 > one 384 tile
+    "pixels-vector-edge": (1, 2, 5, 7, 3, 2, 1, 0, 1, 1, True),  # P = 24
+    "long-reduction": (1, 40, 6, 6, 7, 3, 1, 1, 1, 1, True),  # R = 360: several KC panels
+    "long-reduction-k": (1, 3, 6, 6, 140, 1, 1, 0, 1, 1, True),  # Kg = 140 > KC for dX
+    "rows-past-288": (1, 33, 5, 5, 4, 3, 1, 1, 1, 1, True),  # C*9 = 297 rows
+    "big-batch-weight-chunks": (20, 2, 5, 5, 3, 3, 1, 1, 1, 1, True),  # > 16 batch chunks
+}
+
+
+def _make(case, dtype, rng, layout="C"):
+    n, c, h, w, k, kernel, stride, padding, dilation, groups, has_bias = case
+    kh, kw = pair(kernel)
+    x = random(rng, (n, c, h, w), dtype, layout)
+    weight = random(rng, (k, c // groups, kh, kw), dtype, layout)
+    bias = random(rng, (k,), dtype) if has_bias else None
+    kwargs = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    ref_args = (pair(stride), conv_padding4(padding, (kh, kw), pair(dilation)), pair(dilation),
+                groups)
+    return x, weight, bias, kwargs, ref_args
+
+
+def _reduction(weight):
+    return int(np.prod(weight.shape[1:]))
+
+
+def _check_conv(x, weight, bias, kwargs, ref_args, rng):
+    L = _reduction(weight)
+    y = F.conv2d(x, weight, bias, **kwargs)
+    expected = ref.conv2d(x, weight, bias, *ref_args)
+    # scale by the sum of |terms|: the reference on |x| and |w|
+    scale = ref.conv2d(np.abs(x), np.abs(weight), None if bias is None else np.abs(bias), *ref_args)
+    assert_close(y, expected, L, scale)
+
+    gy = rng.standard_normal(y.shape).astype(x.dtype)
+    gx, gw, gb = F.conv2d_backward(gy, x, weight, **kwargs)
+    rgx, rgw, rgb = ref.conv2d_backward(gy, x, weight, *ref_args)
+    agx, agw, agb = ref.conv2d_backward(np.abs(gy), np.abs(x), np.abs(weight), *ref_args)
+    k = weight.shape[0] // kwargs["groups"]
+    per_pixel = y.shape[0] * y.shape[2] * y.shape[3]
+    assert_close(gx, rgx, k * weight.shape[2] * weight.shape[3], agx)
+    assert_close(gw, rgw, per_pixel, agw)
+    assert_close(gb, rgb, per_pixel, agb)
+    return y, (gx, gw, gb)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("case", list(CONV_CASES.values()), ids=list(CONV_CASES))
+def test_conv2d_matches_reference(case, dtype, isa):
+    rng = np.random.default_rng(abs(hash(str(case))) % 2**32)
+    _check_conv(*_make(case, dtype, rng), rng)
+
+
+@pytest.mark.parametrize("layout", ["F", "strided", "reversed", "readonly"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+def test_conv2d_any_memory_layout(layout, dtype):
+    rng = np.random.default_rng(7)
+    x, weight, bias, kwargs, ref_args = _make(CONV_CASES["groups3-strided"], dtype, rng, layout)
+    y, grads = _check_conv(x, weight, bias, kwargs, ref_args, rng)
+    contiguous = F.conv2d(np.ascontiguousarray(x), np.ascontiguousarray(weight), bias, **kwargs)
+    np.testing.assert_array_equal(y, contiguous)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("name", ["groups3-strided", "same-dilated", "long-reduction"])
+def test_conv2d_halves_equal_backward(name, dtype):
+    """conv2d_input and conv2d_weight give exactly what conv2d_backward gives."""
+    rng = np.random.default_rng(3)
+    x, weight, bias, kwargs, _ = _make(CONV_CASES[name], dtype, rng)
+    gy = rng.standard_normal(F.conv2d(x, weight, **kwargs).shape).astype(dtype)
+    gx, gw, _ = F.conv2d_backward(gy, x, weight, **kwargs)
+    np.testing.assert_array_equal(F.conv2d_input(x.shape, weight, gy, **kwargs), gx)
+    np.testing.assert_array_equal(F.conv2d_weight(x, weight.shape, gy, **kwargs), gw)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("name", ["many-pixels-tiles", "big-batch-weight-chunks", "long-reduction",
+                                  "depthwise"])
+def test_conv2d_same_result_for_1_and_2_threads(name, dtype, isa):
+    """The split into tasks does not depend on the thread count: results are bit-identical."""
+    rng = np.random.default_rng(5)
+    x, weight, bias, kwargs, _ = _make(CONV_CASES[name], dtype, rng)
+    gy = rng.standard_normal(F.conv2d(x, weight, **kwargs).shape).astype(dtype)
+    results = []
+    for n in (1, 2):
+        with fastconv.num_threads(n):
+            results.append((F.conv2d(x, weight, bias, **kwargs),
+                            *F.conv2d_backward(gy, x, weight, **kwargs)))
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_conv2d_isa_paths_agree():
+    """Every SIMD path against the scalar C path on a shape large enough to use full tiles."""
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((2, 24, 20, 20)).astype(np.float32)
+    w = rng.standard_normal((40, 24, 3, 3)).astype(np.float32)
+    gy = rng.standard_normal((2, 40, 20, 20)).astype(np.float32)
+    outputs = {}
+    for name in fastconv.available_isas():
+        with fastconv.use_isa(name):
+            outputs[name] = (F.conv2d(x, w, padding=1), *F.conv2d_backward(gy, x, w, padding=1))
+    base = outputs["scalar"]
+    for name, outs in outputs.items():
+        for a, b, L in zip(outs, base, (216, 360, 800, 800)):
+            assert_close(a, b, 2 * L, np.abs(b) + 10.0)
+
+
+@st.composite
+def conv_configs(draw):
+    groups = draw(st.integers(1, 3))
+    cg = draw(st.integers(1, 3))
+    kg = draw(st.integers(1, 4))
+    kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    dh, dw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    sh, sw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    same = draw(st.booleans()) and sh == sw == 1
+    ph, pw = draw(st.integers(0, 3)), draw(st.integers(0, 3))
+    # input at least as large as the dilated kernel minus the padding
+    h = draw(st.integers(max(1, dh * (kh - 1) + 1 - 2 * ph), 12))
+    w = draw(st.integers(max(1, dw * (kw - 1) + 1 - 2 * pw), 12))
+    n = draw(st.integers(0, 2))
+    return (n, cg * groups, h, w, kg * groups, (kh, kw), (sh, sw),
+            "same" if same else (ph, pw), (dh, dw), groups, draw(st.booleans()))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@given(case=conv_configs(), seed=st.integers(0, 2**32 - 1))
+def test_conv2d_random_configurations(dtype, case, seed):
+    rng = np.random.default_rng(seed)
+    _check_conv(*_make(case, dtype, rng), rng)

@@ -1,0 +1,253 @@
+"""Pooling (max, average, L^p) and relu kernels against fastconv.reference.
+
+Max pooling must match exactly (values and int64 indices, ties, NaN, -inf); average and L^p
+pooling within the dtype's tolerance for a kH*kW-term sum.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import fastconv
+import fastconv.functional as F
+from fastconv import reference as ref
+from helpers import DTYPES, assert_close, pair, random
+
+# (N, C, H, W, kernel, stride, padding, dilation, ceil_mode)
+MAX_CASES = {
+    "2x2s2": (2, 3, 8, 8, 2, None, 0, 1, False),
+    "3x3s2p1": (2, 3, 9, 9, 3, 2, 1, 1, False),
+    "3x3s2p1-ceil": (2, 2, 10, 10, 3, 2, 1, 1, True),
+    "3x3s1": (1, 2, 6, 7, 3, 1, 0, 1, False),
+    "rect-kernel": (2, 2, 9, 8, (3, 2), (2, 1), (1, 0), 1, False),
+    "rect-stride-ceil": (1, 3, 11, 7, 2, (3, 2), 0, 1, True),
+    "dilation2": (2, 2, 10, 10, 3, 1, 1, 2, False),
+    "dilation-rect-ceil": (1, 2, 13, 11, (2, 3), (2, 3), (1, 1), (3, 2), True),
+    "kernel1": (1, 2, 5, 5, 1, 1, 0, 1, False),
+    "kernel1-stride2": (1, 2, 5, 5, 1, 2, 0, 1, True),
+    "input-1x1": (2, 3, 1, 1, 1, 1, 0, 1, False),
+    "input-1x1-pad": (2, 3, 1, 1, 2, 1, 1, 1, True),
+    "global": (2, 4, 7, 7, 7, 1, 0, 1, False),
+    "big-kernel-pad": (1, 2, 12, 12, 5, 3, 2, 1, True),
+    "batch0": (0, 3, 6, 6, 2, 2, 0, 1, False),
+    "channels0": (2, 0, 6, 6, 2, 2, 0, 1, False),
+    "batch1-wide": (1, 1, 3, 40, (1, 3), (1, 2), (0, 1), 1, True),
+    # PyTorch 2.13 corrupts its heap on this one in backward: a dilated window lies wholly in the
+    # padding. fastconv gives -inf, index -1 and no gradient there.
+    "window-in-padding": (1, 1, 1, 14, (2, 3), (3, 1), (1, 0), (2, 2), True),
+}
+
+# (N, C, H, W, kernel, stride, padding, ceil_mode, count_include_pad, divisor_override)
+AVG_CASES = {
+    "2x2s2": (2, 3, 8, 8, 2, None, 0, False, True, None),
+    "3x3s2p1": (2, 3, 9, 9, 3, 2, 1, False, True, None),
+    "3x3s2p1-exclude-pad": (2, 3, 9, 9, 3, 2, 1, False, False, None),
+    "ceil-include": (1, 2, 10, 10, 3, 2, 1, True, True, None),
+    "ceil-exclude": (1, 2, 10, 10, 3, 2, 1, True, False, None),
+    "ceil-past-padding": (1, 2, 5, 5, 2, 2, 1, True, True, None),
+    "divisor": (2, 2, 7, 7, 3, 2, 1, False, True, 5),
+    "divisor-negative-ceil": (1, 2, 7, 8, 2, 2, 1, True, False, -3),
+    "rect": (2, 2, 9, 8, (3, 2), (2, 1), (1, 0), True, False, None),
+    "kernel1": (1, 2, 4, 5, 1, 1, 0, False, True, None),
+    "input-1x1": (2, 3, 1, 1, 1, 1, 0, False, True, None),
+    "input-1x1-pad": (2, 3, 1, 1, 3, 1, 1, True, False, None),
+    "global": (2, 4, 6, 6, 6, 1, 0, False, True, None),
+    "batch0": (0, 2, 6, 6, 2, 2, 0, False, True, None),
+}
+
+# (N, C, H, W, norm_type, kernel, stride, ceil_mode)
+LP_CASES = {
+    "l2-2x2": (2, 3, 8, 8, 2, 2, None, False),
+    "l2-3x3s2-ceil": (2, 2, 9, 10, 2, 3, 2, True),
+    "l1": (1, 2, 6, 6, 1, 2, 2, False),
+    "l3-rect": (2, 2, 7, 9, 3, (2, 3), (2, 1), True),
+    "l1.5": (1, 2, 6, 6, 1.5, 3, 1, False),
+    "l2-input-1x1": (1, 2, 1, 1, 2, 1, 1, False),
+    "batch0": (0, 2, 6, 6, 2, 2, 2, False),
+}
+
+IDS = ["f32", "f64"]
+
+
+def _ties_nan_inf(rng, shape, dtype):
+    """Small integers so windows hold ties, plus sprinkled NaN and -inf."""
+    x = rng.integers(-3, 4, size=shape).astype(dtype)
+    mask = rng.random(shape)
+    x[mask < 0.03] = np.nan
+    x[(mask >= 0.03) & (mask < 0.06)] = -np.inf
+    return x
+
+
+def _max_args(case):
+    n, c, h, w, kernel, stride, padding, dilation, ceil = case
+    kwargs = dict(kernel_size=kernel, stride=stride, padding=padding, dilation=dilation,
+                  ceil_mode=ceil)
+    ref_args = (pair(kernel), pair(kernel if stride is None else stride), pair(padding),
+                pair(dilation), ceil)
+    return (n, c, h, w), kwargs, ref_args
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=IDS)
+@pytest.mark.parametrize("values", ["normal", "ties-nan-inf"])
+@pytest.mark.parametrize("case", list(MAX_CASES.values()), ids=list(MAX_CASES))
+def test_max_pool2d_matches_reference_exactly(case, values, dtype):
+    rng = np.random.default_rng(1)
+    shape, kwargs, ref_args = _max_args(case)
+    x = random(rng, shape, dtype) if values == "normal" else _ties_nan_inf(rng, shape, dtype)
+    y, idx = F.max_pool2d(x, **kwargs, return_indices=True)
+    ry, ridx = ref.max_pool2d(x, *ref_args)
+    assert idx.dtype == np.int64
+    np.testing.assert_array_equal(y, ry)
+    np.testing.assert_array_equal(idx, ridx)
+    np.testing.assert_array_equal(F.max_pool2d(x, **kwargs), y)
+
+    gy = random(rng, y.shape, dtype)
+    expected = ref.max_pool2d_backward(gy, x, *ref_args)
+    np.testing.assert_array_equal(F.max_pool2d_backward(gy, x, **kwargs), expected)
+    np.testing.assert_array_equal(F.max_pool2d_backward(gy, x, **kwargs, indices=idx), expected)
+
+
+def test_max_pool2d_window_wholly_in_padding_is_defined():
+    x = np.arange(14.0).reshape(1, 1, 1, 14)
+    kwargs = dict(kernel_size=(2, 3), stride=(3, 1), padding=(1, 0), dilation=(2, 2),
+                  ceil_mode=True)
+    y, idx = F.max_pool2d(x, **kwargs, return_indices=True)
+    assert y.shape == (1, 1, 1, 10)
+    assert np.all(np.isneginf(y)) and np.all(idx == -1)
+    gx = F.max_pool2d_backward(np.ones_like(y), x, **kwargs, indices=idx)
+    np.testing.assert_array_equal(gx, np.zeros_like(x))
+
+
+def _avg_args(case):
+    n, c, h, w, kernel, stride, padding, ceil, include, divisor = case
+    kwargs = dict(kernel_size=kernel, stride=stride, padding=padding, ceil_mode=ceil,
+                  count_include_pad=include, divisor_override=divisor)
+    ref_args = (pair(kernel), pair(kernel if stride is None else stride), pair(padding), ceil,
+                include, divisor)
+    return (n, c, h, w), kwargs, ref_args
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=IDS)
+@pytest.mark.parametrize("case", list(AVG_CASES.values()), ids=list(AVG_CASES))
+def test_avg_pool2d_matches_reference(case, dtype):
+    rng = np.random.default_rng(2)
+    shape, kwargs, ref_args = _avg_args(case)
+    x = random(rng, shape, dtype)
+    L = int(np.prod(pair(kwargs["kernel_size"])))
+    y = F.avg_pool2d(x, **kwargs)
+    assert_close(y, ref.avg_pool2d(x, *ref_args), L, ref.avg_pool2d(np.abs(x), *ref_args))
+    gy = random(rng, y.shape, dtype)
+    assert_close(F.avg_pool2d_backward(gy, x, **kwargs), ref.avg_pool2d_backward(gy, x, *ref_args),
+                 L, ref.avg_pool2d_backward(np.abs(gy), x, *ref_args))
+
+
+def _lp_args(case):
+    n, c, h, w, p, kernel, stride, ceil = case
+    kwargs = dict(norm_type=p, kernel_size=kernel, stride=stride, ceil_mode=ceil)
+    ref_args = (p, pair(kernel), pair(kernel if stride is None else stride), ceil)
+    return (n, c, h, w), kwargs, ref_args
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=IDS)
+@pytest.mark.parametrize("case", list(LP_CASES.values()), ids=list(LP_CASES))
+def test_lp_pool2d_matches_reference(case, dtype):
+    rng = np.random.default_rng(3)
+    shape, kwargs, ref_args = _lp_args(case)
+    # positive inputs keep x**p real for fractional p; a zero window checks the zero gradient
+    x = np.abs(random(rng, shape, dtype)) + dtype(0.1)
+    if x.size:
+        x[0, 0, :2, :2] = 0
+    L = 4 * int(np.prod(pair(kwargs["kernel_size"])))
+    y = F.lp_pool2d(x, **kwargs)
+    assert_close(y, ref.lp_pool2d(x, *ref_args), L)
+    gy = random(rng, y.shape, dtype)
+    assert_close(F.lp_pool2d_backward(gy, x, **kwargs), ref.lp_pool2d_backward(gy, x, *ref_args),
+                 L, ref.lp_pool2d_backward(np.abs(gy), x, *ref_args))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=IDS)
+def test_relu_matches_reference(dtype):
+    rng = np.random.default_rng(4)
+    x = random(rng, (3, 4, 5, 6), dtype)
+    x.flat[::7] = np.nan
+    x.flat[1::11] = 0
+    gy = random(rng, x.shape, dtype)
+    np.testing.assert_array_equal(F.relu(x), ref.relu(x))
+    np.testing.assert_array_equal(F.relu_backward(gy, x), ref.relu_backward(gy, x))
+    # any shape, any layout
+    v = x[:, ::2, ::-1]
+    np.testing.assert_array_equal(F.relu(v), ref.relu(v))
+
+
+@pytest.mark.parametrize("layout", ["F", "strided", "reversed", "readonly"])
+def test_pools_accept_any_memory_layout(layout):
+    rng = np.random.default_rng(5)
+    x = random(rng, (2, 3, 9, 9), np.float32, layout)
+    c = np.ascontiguousarray(x)
+    for op, kwargs in ((F.max_pool2d, dict(kernel_size=3, stride=2, padding=1)),
+                       (F.avg_pool2d, dict(kernel_size=3, stride=2, padding=1)),
+                       (F.lp_pool2d, dict(norm_type=2, kernel_size=2))):
+        np.testing.assert_array_equal(op(x, **kwargs), op(c, **kwargs))
+
+
+def test_pools_same_result_for_1_and_2_threads():
+    rng = np.random.default_rng(6)
+    x = random(rng, (4, 8, 33, 33), np.float32)
+    calls = [
+        lambda: F.max_pool2d(x, 3, 2, 1, return_indices=True),
+        lambda: F.max_pool2d_backward(np.ones((4, 8, 17, 17), np.float32), x, 3, 2, 1),
+        lambda: F.avg_pool2d(x, 3, 2, 1),
+        lambda: F.avg_pool2d_backward(np.ones((4, 8, 17, 17), np.float32), x, 3, 2, 1),
+        lambda: F.lp_pool2d(x, 2, 2),
+        lambda: F.lp_pool2d_backward(np.ones((4, 8, 16, 16), np.float32), x, 2, 2),
+    ]
+    for call in calls:
+        with fastconv.num_threads(1):
+            one = call()
+        with fastconv.num_threads(2):
+            two = call()
+        for a, b in zip(one if isinstance(one, tuple) else (one,),
+                        two if isinstance(two, tuple) else (two,)):
+            np.testing.assert_array_equal(a, b)
+
+
+@st.composite
+def pool_configs(draw):
+    kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    sh, sw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    ph, pw = draw(st.integers(0, kh // 2)), draw(st.integers(0, kw // 2))
+    dh, dw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    h = draw(st.integers(max(1, dh * (kh - 1) + 1 - 2 * ph), 11))
+    w = draw(st.integers(max(1, dw * (kw - 1) + 1 - 2 * pw), 11))
+    return ((draw(st.integers(0, 2)), draw(st.integers(1, 3)), h, w), (kh, kw), (sh, sw),
+            (ph, pw), (dh, dw), draw(st.booleans()), draw(st.booleans()))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=IDS)
+@given(config=pool_configs(), seed=st.integers(0, 2**32 - 1))
+def test_pools_random_configurations(dtype, config, seed):
+    shape, kernel, stride, padding, dilation, ceil, include = config
+    rng = np.random.default_rng(seed)
+    x = _ties_nan_inf(rng, shape, dtype)
+    y, idx = F.max_pool2d(x, kernel, stride, padding, dilation, ceil, return_indices=True)
+    ry, ridx = ref.max_pool2d(x, kernel, stride, padding, dilation, ceil)
+    np.testing.assert_array_equal(y, ry)
+    np.testing.assert_array_equal(idx, ridx)
+    gy = random(rng, y.shape, dtype)
+    np.testing.assert_array_equal(F.max_pool2d_backward(gy, x, kernel, stride, padding, dilation,
+                                                        ceil),
+                                  ref.max_pool2d_backward(gy, x, kernel, stride, padding, dilation,
+                                                          ceil))
+    x = random(rng, shape, dtype)
+    L = kernel[0] * kernel[1]
+    ya = F.avg_pool2d(x, kernel, stride, padding, ceil, include)
+    assert_close(ya, ref.avg_pool2d(x, kernel, stride, padding, ceil, include, None), L,
+                 ref.avg_pool2d(np.abs(x), kernel, stride, padding, ceil, include, None))
+    gy = random(rng, ya.shape, dtype)
+    assert_close(F.avg_pool2d_backward(gy, x, kernel, stride, padding, ceil, include),
+                 ref.avg_pool2d_backward(gy, x, kernel, stride, padding, ceil, include, None), L,
+                 ref.avg_pool2d_backward(np.abs(gy), x, kernel, stride, padding, ceil, include,
+                                         None))
