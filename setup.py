@@ -1,7 +1,8 @@
 """Build the fastconv._kernels extension.
 
 What this file decides, and why:
-- OpenMP is probed with the real compiler; without it (Apple clang, say) the build goes serial and warns.
+- OpenMP is probed with the real compiler; without it (Apple clang, say) the build goes serial
+  and warns.
   FASTCONV_NO_OPENMP=1 forces the serial build so that path is tested too.
 - SIMD kernels live in files named *_avx2.c / *_avx512.c and only those files get -m flags, so the
   default binary runs on any x86-64 CPU and picks its path at import (no -march=native).
@@ -108,14 +109,16 @@ class BuildExt(build_ext):
         # OpenMP: probe with this compiler, fall back to serial with a warning.
         omp_flag = "/openmp" if is_msvc else "-fopenmp"
         if _env_flag("FASTCONV_NO_OPENMP"):
-            warnings.warn("fastconv: FASTCONV_NO_OPENMP is set; building without OpenMP (serial kernels)")
+            warnings.warn("fastconv: FASTCONV_NO_OPENMP is set; building serial kernels",
+                          stacklevel=2)
         elif _try_compile(compiler, OPENMP_PROBE, [omp_flag], [omp_flag]):
             compile_args.append(omp_flag)
             link_args.append(omp_flag)
         else:
             warnings.warn(
                 "fastconv: the C compiler does not support OpenMP; building serial kernels. "
-                "Install an OpenMP runtime (e.g. libomp) and rebuild for multi-threading."
+                "Install an OpenMP runtime (e.g. libomp) and rebuild for multi-threading.",
+                stacklevel=2,
             )
 
         # SIMD: only on x86-64 with a GCC-compatible compiler, and only the flags that compile.
@@ -167,7 +170,7 @@ extensions = [
 ]
 
 if sys.platform == "win32":
-    warnings.warn("fastconv: Windows builds are untested")
+    warnings.warn("fastconv: Windows builds are untested", stacklevel=2)
 
 setup(
     ext_modules=cythonize(extensions, compiler_directives=directives),

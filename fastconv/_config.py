@@ -52,15 +52,19 @@ def selected_isa() -> str:
     return _kernels.selected_isa()
 
 
-@contextlib.contextmanager
 def use_isa(name: str):
-    """Run the convolution kernels on the `name` path (e.g. 'avx2') inside the block.
+    """Run the convolution kernels on the `name` path (e.g. 'avx2') inside a ``with`` block.
 
-    Raises ValueError if this build or CPU cannot run it. Not thread-safe: meant for tests and
-    benchmarks. FASTCONV_ISA=name chooses the path at import instead.
+    Raises ValueError at once if this build or CPU cannot run it. Not thread-safe: meant for
+    tests and benchmarks. FASTCONV_ISA=name chooses the path at import instead.
     """
-    if name not in _kernels.isa_names() or not _kernels.isa_supported(name):
+    if not isinstance(name, str) or name not in available_isas():
         fail("use_isa", f"name must be one of {available_isas()} on this machine, got {name!r}")
+    return _isa_switched(name)
+
+
+@contextlib.contextmanager
+def _isa_switched(name: str):
     old = _kernels.selected_isa()
     _kernels.select_isa(name)
     try:

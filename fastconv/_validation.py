@@ -42,7 +42,8 @@ def float_array(op: str, name: str, a, ndim: int | None = None, layout: str = ""
     if not a.dtype.isnative:
         a = a.astype(a.dtype.newbyteorder("="))
     if ndim is not None and a.ndim != ndim:
-        fail(op, f"{name} must be a {ndim}-D {layout} array, got shape {_shape(a)}".replace("  ", " "))
+        described = f"{ndim}-D {layout}".strip()
+        fail(op, f"{name} must be a {described} array, got shape {_shape(a)}")
     return a
 
 
@@ -67,32 +68,45 @@ def _is_int(v) -> bool:
 
 
 def pair(op: str, name: str, value, minimum: int, what: str) -> tuple[int, int]:
-    """An int or a pair of ints, each >= minimum, as a (h, w) tuple."""
+    """An int or a pair of ints, each in [minimum, 2**31 - 1], as a (h, w) tuple.
+
+    TypeError for a value of the wrong type (a float, a bool, None), ValueError for a wrong count
+    or an int out of range.
+    """
+    message = f"{name} must be {what} int or a pair of them (at most 2**31 - 1), got {value!r}"
     if _is_int(value):
         values = (int(value), int(value))
-    elif (isinstance(value, (tuple, list)) and len(value) == 2 and all(_is_int(v) for v in value)):
+    elif isinstance(value, (tuple, list)) and all(_is_int(v) for v in value):
+        if len(value) != 2:
+            fail(op, message)
         values = (int(value[0]), int(value[1]))
     else:
-        fail(op, f"{name} must be {what} int or a pair of them, got {value!r}",
-             TypeError if not isinstance(value, (tuple, list, numbers.Number)) else ValueError)
+        fail(op, message, TypeError)
     if min(values) < minimum or max(values) > MAX_PARAM:
-        fail(op, f"{name} must be {what} int or a pair of them"
-                 f"{' (at most 2**31 - 1)' if max(values) > MAX_PARAM else ''}, got {value!r}")
+        fail(op, message)
     return values
 
 
 def positive_int(op: str, name: str, value) -> int:
     if not _is_int(value) or value < 1 or value > MAX_PARAM:
-        fail(op, f"{name} must be a positive int, got {value!r}",
+        fail(op, f"{name} must be a positive int (at most 2**31 - 1), got {value!r}",
              ValueError if _is_int(value) else TypeError)
     return int(value)
 
 
-def shape4(op: str, name: str, shape) -> tuple[int, int, int, int]:
-    """A user-given 4-D shape: four non-negative ints."""
-    if (not isinstance(shape, (tuple, list)) or len(shape) != 4
-            or not all(_is_int(s) and s >= 0 for s in shape)):
-        fail(op, f"{name} must be a tuple of 4 non-negative ints (N, C, H, W), got {shape!r}")
+def boolean(op: str, name: str, value) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        fail(op, f"{name} must be a bool, got {value!r}", TypeError)
+    return bool(value)
+
+
+def shape4(op: str, name: str, shape, layout: str) -> tuple[int, int, int, int]:
+    """A user-given 4-D shape: four non-negative ints, e.g. layout '(N, C, H, W)'."""
+    message = f"{name} must be a tuple of 4 non-negative ints {layout}, got {shape!r}"
+    if not isinstance(shape, (tuple, list)) or not all(_is_int(s) for s in shape):
+        fail(op, message, TypeError)
+    if len(shape) != 4 or min(shape) < 0:
+        fail(op, message)
     return tuple(int(s) for s in shape)
 
 
@@ -179,7 +193,8 @@ def conv_geometry(op: str, input_shape, weight_shape, stride, padding, dilation,
     dilation = pair(op, "dilation", dilation, 1, "a positive")
     groups = positive_int(op, "groups", groups)
     if min(k, cg, kh, kw) < 1:
-        fail(op, f"weight must have a non-empty shape (K, C/groups, kH, kW), got {tuple(weight_shape)}")
+        fail(op, "weight must have a non-empty shape (K, C/groups, kH, kW), "
+                 f"got {tuple(weight_shape)}")
     if c < 1:
         fail(op, f"input must have at least one channel, got shape {tuple(input_shape)}")
     if c % groups:
@@ -188,7 +203,8 @@ def conv_geometry(op: str, input_shape, weight_shape, stride, padding, dilation,
         fail(op, f"weight's out_channels ({k}) must be divisible by groups ({groups})")
     if cg * groups != c:
         fail(op, f"weight of shape {tuple(weight_shape)} expects {cg * groups} input channels "
-                 f"(C/groups={cg}, groups={groups}), but the input has {c} (shape {tuple(input_shape)})")
+                 f"(C/groups={cg}, groups={groups}), but the input has {c} "
+                 f"(shape {tuple(input_shape)})")
     if max(kh, kw) > MAX_PARAM:
         fail(op, f"kernel size {(kh, kw)} is too large")
     pad = conv_padding(op, padding, (kh, kw), stride, dilation)
@@ -245,13 +261,12 @@ def pool_geometry(op: str, input_shape, kernel_size, stride, padding, dilation,
         else pair(op, "stride", stride, 1, "a positive")
     padding = pair(op, "padding", padding, 0, "a non-negative")
     dilation = pair(op, "dilation", dilation, 1, "a positive")
-    if not isinstance(ceil_mode, (bool, np.bool_)):
-        fail(op, f"ceil_mode must be a bool, got {ceil_mode!r}", TypeError)
+    ceil_mode = boolean(op, "ceil_mode", ceil_mode)
     for p, k in zip(padding, kernel):
         if 2 * p > k:
             fail(op, f"padding must be at most half of kernel_size, got padding={padding} "
                      f"for kernel_size={kernel}")
-    out = [pool_output_size(size, k, s, p, d, bool(ceil_mode))
+    out = [pool_output_size(size, k, s, p, d, ceil_mode)
            for size, k, s, p, d in zip((h, w), kernel, stride, padding, dilation)]
     if min(out) < 1:
         fail(op, f"output size would be {tuple(out)} for input size ({h}, {w}) with "
@@ -266,7 +281,8 @@ def divisor(op: str, divisor_override) -> int:
     if divisor_override is None:
         return 0
     if not _is_int(divisor_override) or divisor_override == 0 or abs(divisor_override) > MAX_PARAM:
-        fail(op, f"divisor_override must be None or a non-zero int, got {divisor_override!r}",
+        fail(op, "divisor_override must be None or a non-zero int (at most 2**31 - 1 in size), "
+                 f"got {divisor_override!r}",
              ValueError if _is_int(divisor_override) else TypeError)
     return int(divisor_override)
 
@@ -287,9 +303,12 @@ def max_pool_indices(op: str, indices, expected_shape, plane_size: int) -> np.nd
         fail(op, f"indices must be an integer numpy.ndarray (as max_pool2d returns), got {got}",
              TypeError)
     if tuple(indices.shape) != tuple(expected_shape):
-        fail(op, f"indices must have the output's shape {tuple(expected_shape)}, got {_shape(indices)}")
-    indices = np.ascontiguousarray(indices, dtype=np.int64)
-    if indices.size and (indices.min() < -1 or indices.max() >= plane_size):
-        fail(op, f"indices must lie in [-1, {plane_size}) (flat positions in an input plane), got "
-                 f"values in [{indices.min()}, {indices.max()}]")
-    return indices
+        fail(op, f"indices must have the output's shape {tuple(expected_shape)}, "
+                 f"got {_shape(indices)}")
+    # range-check before the cast, so no unsigned value can wrap round to -1
+    if indices.size:
+        low, high = int(indices.min()), int(indices.max())
+        if low < -1 or high >= plane_size:
+            fail(op, f"indices must lie in [-1, {plane_size}) (flat positions in an input plane), "
+                     f"got values in [{low}, {high}]")
+    return np.ascontiguousarray(indices, dtype=np.int64)

@@ -96,7 +96,7 @@ def conv2d_input(input_shape, weight: np.ndarray, grad_output: np.ndarray, strid
            [1., 2., 1.]])
     """
     op = "conv2d_input"
-    input_shape = v.shape4(op, "input_shape", input_shape)
+    input_shape = v.shape4(op, "input_shape", input_shape, "(N, C, H, W)")
     weight = v.float_array(op, "weight", weight, 4, "(K, C/groups, kH, kW)")
     grad_output = v.float_array(op, "grad_output", grad_output, 4, "(N, K, OH, OW)")
     dtype = v.same_dtype(op, weight=weight, grad_output=grad_output)
@@ -130,7 +130,7 @@ def conv2d_weight(x: np.ndarray, weight_shape, grad_output: np.ndarray, stride=1
     """
     op = "conv2d_weight"
     x = v.float_array(op, "x", x, 4, "(N, C, H, W)")
-    weight_shape = v.shape4(op, "weight_shape", weight_shape)
+    weight_shape = v.shape4(op, "weight_shape", weight_shape, "(K, C/groups, kH, kW)")
     grad_output = v.float_array(op, "grad_output", grad_output, 4, "(N, K, OH, OW)")
     dtype = v.same_dtype(op, x=x, grad_output=grad_output)
     g = _conv_setup(op, x.shape, weight_shape, stride, padding, dilation, groups)
@@ -139,6 +139,7 @@ def conv2d_weight(x: np.ndarray, weight_shape, grad_output: np.ndarray, stride=1
 
 
 def _conv_grad_weight(g, x, grad_output, dtype, want_bias):
+    v.check_elements("conv2d_weight", "the weight gradient", g.weight_shape)
     gw = np.empty(g.weight_shape, dtype)
     gb = np.empty((g.out_channels,), dtype) if want_bias else None
     if g.batch == 0:
@@ -224,6 +225,7 @@ def max_pool2d(x: np.ndarray, kernel_size, stride=None, padding=0, dilation=1,
     op = "max_pool2d"
     x = _pool_input(op, x)
     g = v.pool_geometry(op, x.shape, kernel_size, stride, padding, dilation, ceil_mode)
+    return_indices = v.boolean(op, "return_indices", return_indices)
     y = np.empty(g.output_shape, x.dtype)
     indices = np.empty(g.output_shape, np.int64) if return_indices else None
     if y.size:
@@ -254,6 +256,8 @@ def max_pool2d_backward(grad_output: np.ndarray, x: np.ndarray, kernel_size, str
     x = _pool_input(op, x)
     g = v.pool_geometry(op, x.shape, kernel_size, stride, padding, dilation, ceil_mode)
     grad_output = _pool_grad_output(op, grad_output, x, g)
+    if indices is not None:
+        indices = v.max_pool_indices(op, indices, g.output_shape, g.in_h * g.in_w)
     gx = np.empty(x.shape, x.dtype)
     if gx.size == 0:
         return gx
@@ -261,8 +265,6 @@ def max_pool2d_backward(grad_output: np.ndarray, x: np.ndarray, kernel_size, str
         indices = np.empty(g.output_shape, np.int64)
         _kernels.maxpool2d_forward(g.kernel_args(), v.contiguous(x), np.empty_like(grad_output),
                                    indices, get_num_threads())
-    else:
-        indices = v.max_pool_indices(op, indices, g.output_shape, g.in_h * g.in_w)
     _kernels.maxpool2d_backward(g.kernel_args(), grad_output, indices, gx, get_num_threads())
     return gx
 
@@ -294,9 +296,10 @@ def avg_pool2d(x: np.ndarray, kernel_size, stride=None, padding=0, ceil_mode: bo
     x = _pool_input(op, x)
     g = v.pool_geometry(op, x.shape, kernel_size, stride, padding, 1, ceil_mode)
     div = v.divisor(op, divisor_override)
+    include = v.boolean(op, "count_include_pad", count_include_pad)
     y = np.empty(g.output_shape, x.dtype)
     if y.size:
-        _kernels.avgpool2d_forward(g.kernel_args(), bool(count_include_pad), div, v.contiguous(x),
+        _kernels.avgpool2d_forward(g.kernel_args(), include, div, v.contiguous(x),
                                    y, get_num_threads())
     return y
 
@@ -317,10 +320,11 @@ def avg_pool2d_backward(grad_output: np.ndarray, x: np.ndarray, kernel_size, str
     x = _pool_input(op, x)
     g = v.pool_geometry(op, x.shape, kernel_size, stride, padding, 1, ceil_mode)
     div = v.divisor(op, divisor_override)
+    include = v.boolean(op, "count_include_pad", count_include_pad)
     grad_output = _pool_grad_output(op, grad_output, x, g)
     gx = np.empty(x.shape, x.dtype)
     if gx.size:
-        _kernels.avgpool2d_backward(g.kernel_args(), bool(count_include_pad), div, grad_output, gx,
+        _kernels.avgpool2d_backward(g.kernel_args(), include, div, grad_output, gx,
                                     get_num_threads())
     return gx
 

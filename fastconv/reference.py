@@ -12,11 +12,9 @@ tuples; conv ``padding`` is ``(top, bottom, left, right)``; pool ``padding`` is
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
-
 import numpy as np
 
-Pair = Tuple[int, int]
+Pair = tuple[int, int]
 
 
 def _window(start: int, step: int, count: int) -> slice:
@@ -34,9 +32,9 @@ def _conv_out_size(size: int, pad_lo: int, pad_hi: int, k: int, s: int, d: int) 
 def conv2d(
     x: np.ndarray,
     weight: np.ndarray,
-    bias: Optional[np.ndarray],
+    bias: np.ndarray | None,
     stride: Pair,
-    padding: Tuple[int, int, int, int],
+    padding: tuple[int, int, int, int],
     dilation: Pair,
     groups: int,
 ) -> np.ndarray:
@@ -60,7 +58,7 @@ def conv2d(
     sH, sW = stride
     dH, dW = dilation
     top, bottom, left, right = padding
-    assert C == Cg * groups and K % groups == 0
+    assert Cg * groups == C and K % groups == 0
     Kg = K // groups
     OH = _conv_out_size(H, top, bottom, kH, sH, dH)
     OW = _conv_out_size(W, left, right, kW, sW, dW)
@@ -86,10 +84,10 @@ def conv2d_backward(
     x: np.ndarray,
     weight: np.ndarray,
     stride: Pair,
-    padding: Tuple[int, int, int, int],
+    padding: tuple[int, int, int, int],
     dilation: Pair,
     groups: int,
-) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Gradients of :func:`conv2d`.
 
     Returns
@@ -103,7 +101,7 @@ def conv2d_backward(
     sH, sW = stride
     dH, dW = dilation
     top, bottom, left, right = padding
-    assert C == Cg * groups and K % groups == 0
+    assert Cg * groups == C and K % groups == 0
     Kg = K // groups
     _, _, OH, OW = grad_output.shape
 
@@ -145,7 +143,7 @@ def pool_output_size(
 
 
 def _pool_sizes(x: np.ndarray, kernel_size: Pair, stride: Pair, padding: Pair,
-                dilation: Pair, ceil_mode: bool) -> Tuple[int, int]:
+                dilation: Pair, ceil_mode: bool) -> tuple[int, int]:
     _, _, H, W = x.shape
     OH = pool_output_size(H, kernel_size[0], stride[0], padding[0], dilation[0], ceil_mode)
     OW = pool_output_size(W, kernel_size[1], stride[1], padding[1], dilation[1], ceil_mode)
@@ -153,7 +151,7 @@ def _pool_sizes(x: np.ndarray, kernel_size: Pair, stride: Pair, padding: Pair,
 
 
 def _pad_for_pool(a: np.ndarray, kernel_size: Pair, stride: Pair, padding: Pair,
-                  dilation: Pair, out_hw: Tuple[int, int], value) -> np.ndarray:
+                  dilation: Pair, out_hw: tuple[int, int], value) -> np.ndarray:
     """Pad the last two axes of ``a`` with ``value``: ``padding`` before, and after
     as much as needed for every window of the ``out_hw`` output to fit."""
     H, W = a.shape[-2:]
@@ -171,7 +169,7 @@ def max_pool2d(
     padding: Pair,
     dilation: Pair,
     ceil_mode: bool,
-) -> Tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray]:
     """2-D max pooling with indices (PyTorch CPU semantics).
 
     Padding acts as ``-inf`` and is never selected.  The window is scanned in
@@ -220,7 +218,7 @@ def max_pool2d_backward(
     padding: Pair,
     dilation: Pair,
     ceil_mode: bool,
-    indices: Optional[np.ndarray] = None,
+    indices: np.ndarray | None = None,
 ) -> np.ndarray:
     """Gradient of :func:`max_pool2d`: scatter-add ``grad_output`` to ``indices``.
 
@@ -242,7 +240,7 @@ def max_pool2d_backward(
 
 def _avg_divisors(H: int, W: int, OH: int, OW: int, kernel_size: Pair, stride: Pair,
                   padding: Pair, count_include_pad: bool,
-                  divisor_override: Optional[int]) -> np.ndarray:
+                  divisor_override: int | None) -> np.ndarray:
     """(OH, OW) int64 array of the divisor used by each avg-pool output."""
     kH, kW = kernel_size
     sH, sW = stride
@@ -275,7 +273,7 @@ def avg_pool2d(
     padding: Pair,
     ceil_mode: bool,
     count_include_pad: bool,
-    divisor_override: Optional[int],
+    divisor_override: int | None,
 ) -> np.ndarray:
     """2-D average pooling (PyTorch CPU semantics).
 
@@ -307,7 +305,7 @@ def avg_pool2d_backward(
     padding: Pair,
     ceil_mode: bool,
     count_include_pad: bool,
-    divisor_override: Optional[int],
+    divisor_override: int | None,
 ) -> np.ndarray:
     """Gradient of :func:`avg_pool2d`: each output spreads ``grad / divisor`` over
     the in-bounds part of its window."""

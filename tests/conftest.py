@@ -1,10 +1,10 @@
 import os
 
 import pytest
+from helpers import isa_params
 from hypothesis import HealthCheck, settings
 
 import fastconv
-from helpers import isa_params
 
 settings.register_profile("ci", max_examples=60, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])

@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import fastconv
 from fastconv import _kernels
 
 DTYPES = [np.float32, np.float64]

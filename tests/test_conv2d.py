@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import DTYPES, assert_close, conv_padding4, pair, random
 from hypothesis import given
 from hypothesis import strategies as st
 
 import fastconv
 import fastconv.functional as F
 from fastconv import reference as ref
-from helpers import DTYPES, assert_close, conv_padding4, pair, random
 
 # (N, C, H, W, K, kernel, stride, padding, dilation, groups, bias)
 CONV_CASES = {
@@ -152,7 +152,7 @@ def test_conv2d_isa_paths_agree():
         with fastconv.use_isa(name):
             outputs[name] = (F.conv2d(x, w, padding=1), *F.conv2d_backward(gy, x, w, padding=1))
     base = outputs["scalar"]
-    for name, outs in outputs.items():
+    for outs in outputs.values():
         for a, b, L in zip(outs, base, (216, 360, 800, 800)):
             assert_close(a, b, 2 * L, np.abs(b) + 10.0)
 

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import DTYPES, assert_close, pair, random
 from hypothesis import given
 from hypothesis import strategies as st
 
 import fastconv
 import fastconv.functional as F
 from fastconv import reference as ref
-from helpers import DTYPES, assert_close, pair, random
 
 # (N, C, H, W, kernel, stride, padding, dilation, ceil_mode)
 MAX_CASES = {
