@@ -6,6 +6,7 @@ import io
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -23,8 +24,9 @@ def _run(code: str, **env) -> str:
     for key, value in env.items():
         if value is None:
             full_env.pop(key)
+    # run outside the source tree, so the installed package is imported, not ./fastconv
     out = subprocess.run([sys.executable, "-c", code], env=full_env, capture_output=True,
-                         text=True, check=True)
+                         text=True, check=True, cwd=tempfile.gettempdir())
     return out.stdout.strip()
 
 
