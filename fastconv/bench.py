@@ -1,0 +1,250 @@
+"""Side-by-side benchmarks: fastconv against PyTorch (when installed) and the NumPy reference.
+
+Used by the ``fastconv bench`` command and by the pytest-benchmark suite in bench/. Shapes are
+the real layers of shared/ANCHORS.md. Each pair of calls is interleaved (fastconv, PyTorch,
+fastconv, PyTorch, …) so a noisy machine slows both alike, and the ratio reported is the median
+of the per-pair ratios.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+import fastconv
+import fastconv.functional as F
+
+# name: (N, C, H(=W), K, kernel, stride, padding)
+CONV_LAYERS = {
+    "lenet1-5x5": (64, 1, 28, 32, 5, 1, 2),
+    "cifar-3x3": (64, 3, 32, 32, 3, 1, 1),
+    "vgg-64": (32, 64, 56, 64, 3, 1, 1),
+    "res-256": (32, 256, 14, 256, 3, 1, 1),
+    "pw-1x1": (32, 256, 14, 64, 1, 1, 0),
+    "down-s2": (32, 64, 56, 128, 3, 2, 1),
+    "alex-11x11s4": (16, 3, 227, 96, 11, 4, 0),
+}
+
+POOL_SHAPE = (64, 64, 56, 56)
+# name: (op, kwargs)
+POOL_CASES = {
+    "max-2x2s2": ("max", dict(kernel_size=2, stride=2)),
+    "max-3x3s2p1": ("max", dict(kernel_size=3, stride=2, padding=1)),
+    "avg-2x2s2": ("avg", dict(kernel_size=2, stride=2)),
+    "l2-2x2s2": ("lp", dict(kernel_size=2, stride=2)),
+}
+
+
+@dataclass
+class Case:
+    """One benchmark: a fastconv call, the same call in PyTorch (or None), and its work."""
+    group: str
+    name: str
+    direction: str
+    fastconv: Callable[[], object]
+    torch: Callable[[], object] | None
+    work: float  # FLOP for convolution, bytes moved for pooling
+    unit: str  # "GFLOP/s" or "GB/s"
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+def conv_cases(dtype=np.float32, names=None, seed=0) -> list[Case]:
+    torch = _torch()
+    rng = np.random.default_rng(seed)
+    cases = []
+    for name, (n, c, h, k, ks, s, p) in CONV_LAYERS.items():
+        if names and name not in names:
+            continue
+        x = rng.standard_normal((n, c, h, h)).astype(dtype)
+        w = (rng.standard_normal((k, c, ks, ks)) / np.sqrt(c * ks * ks)).astype(dtype)
+        b = rng.standard_normal(k).astype(dtype)
+        y = F.conv2d(x, w, b, stride=s, padding=p)
+        gy = rng.standard_normal(y.shape).astype(dtype)
+        flop = 2.0 * y.size * c * ks * ks
+        fwd_t = bwd_t = None
+        if torch is not None:
+            tx, tw, tb, tgy = (torch.from_numpy(a) for a in (x, w, b, gy))
+
+            def fwd_t(tx=tx, tw=tw, tb=tb, s=s, p=p):
+                return torch.nn.functional.conv2d(tx, tw, tb, stride=s, padding=p)
+
+            def bwd_t(tx=tx, tw=tw, tgy=tgy, s=s, p=p, k=k):
+                return torch.ops.aten.convolution_backward(
+                    tgy, tx, tw, [k], [s, s], [p, p], [1, 1], False, [0, 0], 1,
+                    [True, True, True])
+
+        cases.append(Case("conv2d", name, "forward",
+                          lambda x=x, w=w, b=b, s=s, p=p: F.conv2d(x, w, b, stride=s, padding=p),
+                          fwd_t, flop, "GFLOP/s"))
+        cases.append(Case("conv2d", name, "backward",
+                          lambda x=x, w=w, gy=gy, s=s, p=p: F.conv2d_backward(gy, x, w, stride=s,
+                                                                              padding=p),
+                          bwd_t, 2 * flop, "GFLOP/s"))
+    return cases
+
+
+def pool_cases(dtype=np.float32, names=None, seed=0) -> list[Case]:
+    torch = _torch()
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(POOL_SHAPE).astype(dtype)
+    tx = torch.from_numpy(x) if torch is not None else None
+    cases = []
+    for name, (op, kw) in POOL_CASES.items():
+        if names and name not in names:
+            continue
+        if op == "max":
+            y, idx = F.max_pool2d(x, **kw, return_indices=True)
+        elif op == "avg":
+            y = F.avg_pool2d(x, **kw)
+        else:
+            y = F.lp_pool2d(x, 2, **kw)
+        gy = rng.standard_normal(y.shape).astype(dtype)
+        moved = float(x.nbytes + y.nbytes)
+        fwd_f = {
+            "max": lambda kw=kw: F.max_pool2d(x, **kw),
+            "avg": lambda kw=kw: F.avg_pool2d(x, **kw),
+            "lp": lambda kw=kw: F.lp_pool2d(x, 2, **kw),
+        }[op]
+        bwd_f = {
+            "max": lambda kw=kw, gy=gy, idx=(idx if op == "max" else None):
+                F.max_pool2d_backward(gy, x, **kw, indices=idx),
+            "avg": lambda kw=kw, gy=gy: F.avg_pool2d_backward(gy, x, **kw),
+            "lp": lambda kw=kw, gy=gy: F.lp_pool2d_backward(gy, x, 2, **kw),
+        }[op]
+        fwd_t = bwd_t = None
+        if torch is not None:
+            tf = torch.nn.functional
+            tgy = torch.from_numpy(gy)
+            k, s, p = kw["kernel_size"], kw["stride"], kw.get("padding", 0)
+            if op == "max":
+                _, tidx = tf.max_pool2d(tx, k, s, p, return_indices=True)
+
+                def fwd_t(k=k, s=s, p=p):
+                    return tf.max_pool2d(tx, k, s, p)
+
+                def bwd_t(k=k, s=s, p=p, tgy=tgy, tidx=tidx):
+                    return torch.ops.aten.max_pool2d_with_indices_backward(
+                        tgy, tx, [k, k], [s, s], [p, p], [1, 1], False, tidx)
+            elif op == "avg":
+                def fwd_t(k=k, s=s, p=p):
+                    return tf.avg_pool2d(tx, k, s, p)
+
+                def bwd_t(k=k, s=s, p=p, tgy=tgy):
+                    return torch.ops.aten.avg_pool2d_backward(tgy, tx, [k, k], [s, s], [p, p],
+                                                              False, True, None)
+            else:
+                txg = tx.clone().requires_grad_(True)
+                ty = tf.lp_pool2d(txg, 2, k, s)
+
+                def fwd_t(k=k, s=s):
+                    return tf.lp_pool2d(tx, 2, k, s)
+
+                def bwd_t(ty=ty, tgy=tgy):
+                    ty.backward(tgy, retain_graph=True)
+
+        cases.append(Case("pool2d", name, "forward", fwd_f, fwd_t, moved, "GB/s"))
+        cases.append(Case("pool2d", name, "backward", bwd_f, bwd_t, moved + x.nbytes, "GB/s"))
+    return cases
+
+
+@dataclass
+class Result:
+    case: Case
+    fastconv_s: float  # median seconds
+    torch_s: float | None
+    ratio: float | None  # median of per-pair torch/fastconv: > 1 means fastconv is faster
+
+    @property
+    def throughput(self) -> float:
+        return self.case.work / self.fastconv_s / 1e9
+
+
+def _time(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def run(case: Case, repeat: int = 5, threads: int | None = None) -> Result:
+    """Time `case` interleaved with PyTorch at the same thread count; medians of `repeat` pairs."""
+    torch = _torch()
+    n = threads or fastconv.get_num_threads()
+    if torch is not None:
+        torch.set_num_threads(n)
+    with fastconv.num_threads(n):
+        case.fastconv()  # warm-up: page faults, thread start-up, oneDNN primitive creation
+        if case.torch is not None:
+            case.torch()
+        ours, theirs, ratios = [], [], []
+        for _ in range(repeat):
+            a = _time(case.fastconv)
+            ours.append(a)
+            if case.torch is not None:
+                b = _time(case.torch)
+                theirs.append(b)
+                ratios.append(b / a)
+    return Result(case, statistics.median(ours),
+                  statistics.median(theirs) if theirs else None,
+                  statistics.median(ratios) if ratios else None)
+
+
+def geomean(values) -> float:
+    values = [v for v in values if v]
+    return float(np.exp(np.mean(np.log(values)))) if values else float("nan")
+
+
+def format_table(results: list[Result]) -> str:
+    lines = [f"{'op':<8}{'layer':<15}{'pass':<10}{'fastconv':>11}{'':>13}{'PyTorch':>11}"
+             f"{'speed-up':>10}",
+             "-" * 78]
+    for r in results:
+        theirs = f"{r.torch_s * 1e3:9.2f}ms" if r.torch_s else f"{'-':>11}"
+        ratio = f"{r.ratio:9.2f}x" if r.ratio else f"{'-':>10}"
+        lines.append(f"{r.case.group:<8}{r.case.name:<15}{r.case.direction:<10}"
+                     f"{r.fastconv_s * 1e3:9.2f}ms{r.throughput:8.1f} {r.case.unit:<7}"
+                     f"{theirs}{ratio}")
+    for group in sorted({r.case.group for r in results}):
+        for direction in ("forward", "backward"):
+            ratios = [r.ratio for r in results
+                      if r.case.group == group and r.case.direction == direction and r.ratio]
+            if ratios:
+                lines.append(f"geometric mean speed-up, {group} {direction}: "
+                             f"{geomean(ratios):.2f}x (min {min(ratios):.2f}x)")
+    return "\n".join(lines)
+
+
+def plot(results: list[Result], path: str) -> bool:
+    """A bar chart of the speed-ups; False if matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    rows = [r for r in results if r.ratio]
+    if not rows:
+        return False
+    labels = [f"{r.case.name}\n{r.case.direction}" for r in rows]
+    fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(rows)), 4))
+    ax.bar(range(len(rows)), [r.ratio for r in rows],
+           color=["tab:blue" if r.case.group == "conv2d" else "tab:orange" for r in rows])
+    ax.axhline(1.0, color="k", lw=0.8)
+    ax.set_xticks(range(len(rows)), labels, rotation=90, fontsize=7)
+    ax.set_ylabel("speed-up over PyTorch (x)")
+    ax.set_title(f"fastconv vs PyTorch, {fastconv.get_num_threads()} threads")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
