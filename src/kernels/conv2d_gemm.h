@@ -1,6 +1,7 @@
 /* conv2d_gemm.h: convolution forward and backward as packed GEMMs, one template for every dtype and
- * instruction set. A kernel file defines T, FC_DT (f32|f64), FC_ISA (scalar|avx2|avx512), FC_MR,
- * FC_NR and FC_VBYTES (0 = plain C loops, else the vector width in bytes) and includes this file.
+ * instruction set. A kernel file defines T, FC_DT (f32|f64), FC_ISA (scalar|avx2|avx512), FC_MR
+ * and FC_NR, and for a SIMD path the vector type and intrinsics listed at the microkernel, then
+ * includes this file.
  *
  * Every pass is C[M x N] (+)= A[M x Kd] * B[Kd x N] on one image and one group, BLIS-style: A and B
  * are packed into MR-row / NR-column panels and an MR x NR register microkernel does the FMAs. The
@@ -32,47 +33,47 @@
 /* ---- the microkernel: C[mr x nr] (+)= A_panel * B_panel over kc --------------------------- */
 /* A panel: kc groups of FC_MR values; B panel: kc groups of FC_NR values (zero padded).
  * accumulate: C += acc; else C = acc + bias[i] (bias may be NULL). */
-#if FC_VBYTES > 0
-typedef T FC_LOCAL(vec_t) __attribute__((vector_size(FC_VBYTES), aligned(sizeof(T))));
-#define FC_VL ((int)(FC_VBYTES / sizeof(T)))
+#ifdef FC_VEC
+/* Vector path: the kernel file defines FC_VEC (the register type), FC_VL (its lanes) and the
+ * intrinsics FC_VLOADU, FC_VSTOREU, FC_VSET1, FC_VFMA (a*b+c), FC_VADD, FC_VZERO. The broadcast of
+ * A folds into the FMA's memory operand; MR x NR/VL accumulators stay in registers. */
 #define FC_NV (FC_NR / FC_VL)
 
 static inline void FC_LOCAL(ukernel)(fc_index kc, const T *restrict A, const T *restrict B,
                                      T *restrict C, fc_index ldc, int mr, int nr, int accumulate,
                                      const T *restrict bias) {
-    typedef FC_LOCAL(vec_t) vec;
-    vec acc[FC_MR][FC_NV];
+    FC_VEC acc[FC_MR][FC_NV];
+    FC_PRAGMA(GCC unroll 16)
     for (int i = 0; i < FC_MR; i++)
-        for (int v = 0; v < FC_NV; v++) acc[i][v] = (vec){0};
-    for (fc_index r = 0; r < kc; r++) {
-        vec b[FC_NV];
         FC_PRAGMA(GCC unroll 8)
-        for (int v = 0; v < FC_NV; v++) memcpy(&b[v], B + r * FC_NR + v * FC_VL, sizeof(vec));
+        for (int v = 0; v < FC_NV; v++) acc[i][v] = FC_VZERO();
+    for (fc_index r = 0; r < kc; r++) {
+        FC_VEC b[FC_NV];
+        FC_PRAGMA(GCC unroll 8)
+        for (int v = 0; v < FC_NV; v++) b[v] = FC_VLOADU(B + r * FC_NR + v * FC_VL);
         FC_PRAGMA(GCC unroll 16)
         for (int i = 0; i < FC_MR; i++) {
-            const vec a = (vec){0} + A[r * FC_MR + i];
+            const FC_VEC a = FC_VSET1(A[r * FC_MR + i]);
             FC_PRAGMA(GCC unroll 8)
-            for (int v = 0; v < FC_NV; v++) acc[i][v] += a * b[v];
+            for (int v = 0; v < FC_NV; v++) acc[i][v] = FC_VFMA(a, b[v], acc[i][v]);
         }
     }
     if (mr == FC_MR && nr == FC_NR) {
+        FC_PRAGMA(GCC unroll 16)
         for (int i = 0; i < FC_MR; i++) {
             T *c = C + i * ldc;
+            const FC_VEC add = (!accumulate && bias) ? FC_VSET1(bias[i]) : FC_VZERO();
+            FC_PRAGMA(GCC unroll 8)
             for (int v = 0; v < FC_NV; v++) {
-                vec out = acc[i][v], old;
-                if (accumulate) {
-                    memcpy(&old, c + v * FC_VL, sizeof(vec));
-                    out += old;
-                } else if (bias) {
-                    out += bias[i];
-                }
-                memcpy(c + v * FC_VL, &out, sizeof(vec));
+                const FC_VEC base = accumulate ? FC_VLOADU(c + v * FC_VL) : add;
+                FC_VSTOREU(c + v * FC_VL, FC_VADD(acc[i][v], base));
             }
         }
         return;
     }
     T tile[FC_MR][FC_NR];
-    memcpy(tile, acc, sizeof(tile));
+    for (int i = 0; i < FC_MR; i++)
+        for (int v = 0; v < FC_NV; v++) FC_VSTOREU(&tile[i][v * FC_VL], acc[i][v]);
     for (int i = 0; i < mr; i++) {
         T *c = C + i * ldc;
         const T add = (!accumulate && bias) ? bias[i] : (T)0;
@@ -434,5 +435,4 @@ int FC_FN(conv2d_bwd_weight)(const fc_conv2d_params *p, const T *gy, const T *x,
 #undef FC_ROWS_MAX
 #undef FC_RB
 #undef FC_CONV_MIN_WORK
-#undef FC_VL
 #undef FC_NV

@@ -1,7 +1,7 @@
-/* conv2d_scalar.c: convolution forward/backward kernels, the portable reference C path: plain loops, no vector types (any CPU, any compiler).
- * The loops live in conv2d_gemm.h; this file only fixes the dtype, tile shape and vector width. */
+/* conv2d_scalar.c: convolution forward/backward kernels, the portable reference C path: plain
+ * loops, no intrinsics (any CPU, any compiler). The loops live in conv2d_gemm.h; this file only
+ * fixes the dtype and tile shape. */
 #define FC_ISA scalar
-#define FC_VBYTES 0
 
 #define T float
 #define FC_DT f32
