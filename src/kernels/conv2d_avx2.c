@@ -5,6 +5,17 @@
 
 #define FC_ISA avx2
 
+/* Copy n < VL elements with AVX2 masked moves (lanes below n enabled). */
+static inline void fc_copy_partial_f32(float *d, const float *s, int n) {
+    const __m256i m =
+        _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    _mm256_maskstore_ps(d, m, _mm256_maskload_ps(s, m));
+}
+static inline void fc_copy_partial_f64(double *d, const double *s, int n) {
+    const __m256i m = _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_setr_epi64x(0, 1, 2, 3));
+    _mm256_maskstore_pd(d, m, _mm256_maskload_pd(s, m));
+}
+
 #define T float
 #define FC_DT f32
 #define FC_MR 6
@@ -17,6 +28,7 @@
 #define FC_VFMA(a, b, c) _mm256_fmadd_ps(a, b, c)
 #define FC_VADD(a, b) _mm256_add_ps(a, b)
 #define FC_VZERO() _mm256_setzero_ps()
+#define FC_VCOPY_PARTIAL(d, s, n) fc_copy_partial_f32(d, s, n)
 #include "conv2d_gemm.h"
 #undef T
 #undef FC_DT
@@ -30,6 +42,7 @@
 #undef FC_VFMA
 #undef FC_VADD
 #undef FC_VZERO
+#undef FC_VCOPY_PARTIAL
 
 #define T double
 #define FC_DT f64
@@ -43,4 +56,5 @@
 #define FC_VFMA(a, b, c) _mm256_fmadd_pd(a, b, c)
 #define FC_VADD(a, b) _mm256_add_pd(a, b)
 #define FC_VZERO() _mm256_setzero_pd()
+#define FC_VCOPY_PARTIAL(d, s, n) fc_copy_partial_f64(d, s, n)
 #include "conv2d_gemm.h"

@@ -17,6 +17,9 @@
 #define FC_VFMA(a, b, c) _mm512_fmadd_ps(a, b, c)
 #define FC_VADD(a, b) _mm512_add_ps(a, b)
 #define FC_VZERO() _mm512_setzero_ps()
+#define FC_VCOPY_PARTIAL(d, s, n) \
+    _mm512_mask_storeu_ps(d, (__mmask16)((1u << (n)) - 1),                                   \
+                          _mm512_maskz_loadu_ps((__mmask16)((1u << (n)) - 1), s))
 #include "conv2d_gemm.h"
 #undef T
 #undef FC_DT
@@ -30,6 +33,7 @@
 #undef FC_VFMA
 #undef FC_VADD
 #undef FC_VZERO
+#undef FC_VCOPY_PARTIAL
 
 #define T double
 #define FC_DT f64
@@ -43,4 +47,7 @@
 #define FC_VFMA(a, b, c) _mm512_fmadd_pd(a, b, c)
 #define FC_VADD(a, b) _mm512_add_pd(a, b)
 #define FC_VZERO() _mm512_setzero_pd()
+#define FC_VCOPY_PARTIAL(d, s, n) \
+    _mm512_mask_storeu_pd(d, (__mmask8)((1u << (n)) - 1),                                    \
+                          _mm512_maskz_loadu_pd((__mmask8)((1u << (n)) - 1), s))
 #include "conv2d_gemm.h"

@@ -35,36 +35,38 @@
  * accumulate: C += acc; else C = acc + bias[i] (bias may be NULL). */
 #ifdef FC_VEC
 /* Vector path: the kernel file defines FC_VEC (the register type), FC_VL (its lanes) and the
- * intrinsics FC_VLOADU, FC_VSTOREU, FC_VSET1, FC_VFMA (a*b+c), FC_VADD, FC_VZERO. The broadcast of
- * A folds into the FMA's memory operand; MR x NR/VL accumulators stay in registers. */
+ * intrinsics FC_VLOADU, FC_VSTOREU, FC_VSET1, FC_VFMA (a*b+c), FC_VADD, FC_VZERO and
+ * FC_VCOPY_PARTIAL(dst, src, n < VL) (a masked copy). The broadcast of
+ * A folds into the FMA's memory operand; MR x NV accumulators stay in registers. NV is NR/VL for
+ * full panels and half that for a narrow last panel, so P = 196 does not pay for 224 columns. */
 #define FC_NV (FC_NR / FC_VL)
 
-static inline void FC_LOCAL(ukernel)(fc_index kc, const T *restrict A, const T *restrict B,
-                                     T *restrict C, fc_index ldc, int mr, int nr, int accumulate,
-                                     const T *restrict bias) {
+static inline __attribute__((always_inline)) void FC_LOCAL(ukernel_nv)(
+    const int nv, fc_index kc, const T *restrict A, const T *restrict B, T *restrict C,
+    fc_index ldc, int mr, int nr, int accumulate, const T *restrict bias) {
     FC_VEC acc[FC_MR][FC_NV];
     FC_PRAGMA(GCC unroll 16)
     for (int i = 0; i < FC_MR; i++)
         FC_PRAGMA(GCC unroll 8)
-        for (int v = 0; v < FC_NV; v++) acc[i][v] = FC_VZERO();
+        for (int v = 0; v < nv; v++) acc[i][v] = FC_VZERO();
     for (fc_index r = 0; r < kc; r++) {
         FC_VEC b[FC_NV];
         FC_PRAGMA(GCC unroll 8)
-        for (int v = 0; v < FC_NV; v++) b[v] = FC_VLOADU(B + r * FC_NR + v * FC_VL);
+        for (int v = 0; v < nv; v++) b[v] = FC_VLOADU(B + r * FC_NR + v * FC_VL);
         FC_PRAGMA(GCC unroll 16)
         for (int i = 0; i < FC_MR; i++) {
             const FC_VEC a = FC_VSET1(A[r * FC_MR + i]);
             FC_PRAGMA(GCC unroll 8)
-            for (int v = 0; v < FC_NV; v++) acc[i][v] = FC_VFMA(a, b[v], acc[i][v]);
+            for (int v = 0; v < nv; v++) acc[i][v] = FC_VFMA(a, b[v], acc[i][v]);
         }
     }
-    if (mr == FC_MR && nr == FC_NR) {
+    if (mr == FC_MR && nr == nv * FC_VL) {
         FC_PRAGMA(GCC unroll 16)
         for (int i = 0; i < FC_MR; i++) {
             T *c = C + i * ldc;
             const FC_VEC add = (!accumulate && bias) ? FC_VSET1(bias[i]) : FC_VZERO();
             FC_PRAGMA(GCC unroll 8)
-            for (int v = 0; v < FC_NV; v++) {
+            for (int v = 0; v < nv; v++) {
                 const FC_VEC base = accumulate ? FC_VLOADU(c + v * FC_VL) : add;
                 FC_VSTOREU(c + v * FC_VL, FC_VADD(acc[i][v], base));
             }
@@ -73,12 +75,38 @@ static inline void FC_LOCAL(ukernel)(fc_index kc, const T *restrict A, const T *
     }
     T tile[FC_MR][FC_NR];
     for (int i = 0; i < FC_MR; i++)
-        for (int v = 0; v < FC_NV; v++) FC_VSTOREU(&tile[i][v * FC_VL], acc[i][v]);
+        for (int v = 0; v < nv; v++) FC_VSTOREU(&tile[i][v * FC_VL], acc[i][v]);
     for (int i = 0; i < mr; i++) {
         T *c = C + i * ldc;
         const T add = (!accumulate && bias) ? bias[i] : (T)0;
         for (int j = 0; j < nr; j++) c[j] = accumulate ? c[j] + tile[i][j] : tile[i][j] + add;
     }
+}
+
+static void FC_LOCAL(ukernel_full)(fc_index kc, const T *restrict A, const T *restrict B,
+                                   T *restrict C, fc_index ldc, int mr, int nr, int accumulate,
+                                   const T *restrict bias) {
+    FC_LOCAL(ukernel_nv)(FC_NV, kc, A, B, C, ldc, mr, nr, accumulate, bias);
+}
+
+#if FC_NV % 2 == 0
+static void FC_LOCAL(ukernel_half)(fc_index kc, const T *restrict A, const T *restrict B,
+                                   T *restrict C, fc_index ldc, int mr, int nr, int accumulate,
+                                   const T *restrict bias) {
+    FC_LOCAL(ukernel_nv)(FC_NV / 2, kc, A, B, C, ldc, mr, nr, accumulate, bias);
+}
+#endif
+
+static inline void FC_LOCAL(ukernel)(fc_index kc, const T *restrict A, const T *restrict B,
+                                     T *restrict C, fc_index ldc, int mr, int nr, int accumulate,
+                                     const T *restrict bias) {
+#if FC_NV % 2 == 0
+    if (nr <= FC_NR / 2) {
+        FC_LOCAL(ukernel_half)(kc, A, B, C, ldc, mr, nr, accumulate, bias);
+        return;
+    }
+#endif
+    FC_LOCAL(ukernel_full)(kc, A, B, C, ldc, mr, nr, accumulate, bias);
 }
 #else
 static inline void FC_LOCAL(ukernel)(fc_index kc, const T *restrict A, const T *restrict B,
@@ -115,45 +143,121 @@ static void FC_LOCAL(pack_a)(fc_index m, fc_index kd, const T *src, fc_index rs,
     }
 }
 
-/* Window origin (top-left, in input coordinates) of output pixels p0 .. p0+n-1; pixels past the
- * image get an origin so far outside that every offset stays out of bounds. */
-static void FC_LOCAL(window_origins)(const fc_conv2d_params *p, fc_index p0, fc_index n,
-                                     fc_index *ih0, fc_index *iw0) {
-    const fc_index P = p->out_h * p->out_w;
-    fc_index oh = p0 / p->out_w, ow = p0 % p->out_w;
-    for (fc_index q = 0; q < n; q++) {
-        if (p0 + q < P) {
-            ih0[q] = oh * p->stride_h - p->pad_top;
-            iw0[q] = ow * p->stride_w - p->pad_left;
-            if (++ow == p->out_w) { ow = 0; oh++; }
-        } else {
-            ih0[q] = -((fc_index)1 << 62);
-            iw0[q] = -((fc_index)1 << 62);
-        }
+/* ---- im2col by row runs ------------------------------------------------------------------------
+ * The pixels of a tile are cut into runs that lie in one output row (and one NR panel). For a
+ * kernel tap (c, i, j) a run reads one input row at a fixed column step, so packing and col2im
+ * work on contiguous stretches with the bounds settled once per run, not once per element. */
+typedef struct {
+    fc_index q;   /* first pixel of the run, relative to the tile */
+    fc_index len; /* pixels in the run */
+    fc_index ih0; /* input row of tap (0, 0): oh * stride_h - pad_top */
+    fc_index iw0; /* input column of tap (0, 0) for the run's first pixel */
+} FC_LOCAL(run_t);
+
+/* True when col(X) row r is simply channel r of X (1x1, stride 1, no padding): runs may then
+ * cross output rows. */
+static inline int FC_LOCAL(is_pointwise)(const fc_conv2d_params *p) {
+    return p->kernel_h == 1 && p->kernel_w == 1 && p->stride_h == 1 && p->stride_w == 1 &&
+           p->pad_top == 0 && p->pad_left == 0 && p->out_w == p->in_w && p->out_h == p->in_h;
+}
+
+/* Runs of tile pixels [p0, p0 + n), also cut every `split` pixels; returns how many. */
+static fc_index FC_LOCAL(tile_runs)(const fc_conv2d_params *p, fc_index p0, fc_index n,
+                                    fc_index split, FC_LOCAL(run_t) *runs) {
+    const int pointwise = FC_LOCAL(is_pointwise)(p);
+    fc_index count = 0, q = 0;
+    while (q < n) {
+        const fc_index oh = (p0 + q) / p->out_w, ow = (p0 + q) % p->out_w;
+        fc_index len = FC_MIN(n - q, split - q % split);
+        if (!pointwise) len = FC_MIN(len, p->out_w - ow);
+        runs[count].q = q;
+        runs[count].len = len;
+        runs[count].ih0 = oh * p->stride_h - p->pad_top;
+        runs[count].iw0 = ow * p->stride_w - p->pad_left;
+        count++;
+        q += len;
+    }
+    return count;
+}
+
+/* The part [lo, hi) of a run of `len` columns iw = iw0 + t * s that lies inside [0, W). */
+static inline void FC_LOCAL(valid_span)(fc_index iw0, fc_index s, fc_index W, fc_index len,
+                                        fc_index *lo, fc_index *hi) {
+    fc_index a = iw0 < 0 ? (-iw0 + s - 1) / s : 0;
+    fc_index b = iw0 > W - 1 ? 0 : (W - 1 - iw0) / s + 1;
+    a = FC_MIN(a, len);
+    b = FC_MIN(b, len);
+    *lo = a;
+    *hi = FC_MAX(a, b);
+}
+
+/* dst[t * ds] = row[iw0 + t * s] for t < len, 0 where the column falls outside the row (or the
+ * whole run when row is NULL: an input row in the padding). */
+static inline void FC_LOCAL(gather_run)(const T *row, fc_index iw0, fc_index s, fc_index W,
+                                        fc_index len, T *dst, fc_index ds) {
+    fc_index lo = len, hi = len, t = 0;
+    if (row) FC_LOCAL(valid_span)(iw0, s, W, len, &lo, &hi);
+    for (; t < lo; t++) dst[t * ds] = (T)0;
+    if (s == 1 && ds == 1) {
+        const T *src = row + iw0;
+#ifdef FC_VEC
+        /* short runs: vector copies and one masked tail beat a memcpy call */
+        for (; t + FC_VL <= hi; t += FC_VL) FC_VSTOREU(dst + t, FC_VLOADU(src + t));
+        if (t < hi) FC_VCOPY_PARTIAL(dst + t, src + t, (int)(hi - t));
+        t = hi;
+#else
+        for (; t < hi; t++) dst[t] = src[t];
+#endif
+    } else {
+        for (; t < hi; t++) dst[t * ds] = row[iw0 + t * s];
+    }
+    for (; t < len; t++) dst[t * ds] = (T)0;
+}
+
+/* row[iw0 + t * s] += src[t] for the columns inside the row. */
+static inline void FC_LOCAL(scatter_add_run)(T *row, fc_index iw0, fc_index s, fc_index W,
+                                             fc_index len, const T *src) {
+    fc_index lo, hi;
+    FC_LOCAL(valid_span)(iw0, s, W, len, &lo, &hi);
+    if (s == 1) {
+        T *d = row + iw0;
+        for (fc_index t = lo; t < hi; t++) d[t] += src[t];
+    } else {
+        for (fc_index t = lo; t < hi; t++) row[iw0 + t * s] += src[t];
     }
 }
 
-/* col(X)(r, q) for r in [r0, r0+kc) and tile pixels q in [0, nc), into panels [nc / NR][kc][NR].
- * xg points at channel 0 of this group in this image. */
+/* Input row of tap (c, i) for a run, or NULL when it lies in the padding. For pointwise runs the
+ * "row" is the channel itself starting at the run's first pixel. */
+static inline const T *FC_LOCAL(tap_row)(const fc_conv2d_params *p, const T *xc,
+                                         const FC_LOCAL(run_t) *run, fc_index di, int pointwise) {
+    if (pointwise) return xc + run->ih0 * p->in_w;
+    const fc_index ih = run->ih0 + di;
+    return (fc_uindex)ih < (fc_uindex)p->in_h ? xc + ih * p->in_w : NULL;
+}
+
+/* col(X)(r, q) for r in [r0, r0+kc) and the tile's pixels, into panels [nc / NR][kc][NR].
+ * xg points at channel 0 of this group in this image; runs never cross an NR panel. */
 static void FC_LOCAL(pack_b_im2col)(const fc_conv2d_params *p, const T *xg, fc_index r0,
-                                    fc_index kc, fc_index nc, const fc_index *ih0,
-                                    const fc_index *iw0, T *dst) {
-    const fc_index H = p->in_h, W = p->in_w, kk = p->kernel_h * p->kernel_w;
-    for (fc_index q0 = 0; q0 < nc; q0 += FC_NR) {
-        const int nr = (int)FC_MIN(FC_NR, nc - q0);
-        fc_index c = r0 / kk, i = (r0 % kk) / p->kernel_w, j = r0 % p->kernel_w;
-        for (fc_index r = 0; r < kc; r++, dst += FC_NR) {
-            const T *src = xg + c * H * W;
-            const fc_index di = i * p->dilation_h, dj = j * p->dilation_w;
-            int q = 0;
-            for (; q < nr; q++) {
-                const fc_index ih = ih0[q0 + q] + di, iw = iw0[q0 + q] + dj;
-                dst[q] = ((fc_uindex)ih < (fc_uindex)H && (fc_uindex)iw < (fc_uindex)W)
-                             ? src[ih * W + iw] : (T)0;
-            }
-            for (; q < FC_NR; q++) dst[q] = (T)0;
-            if (++j == p->kernel_w) { j = 0; if (++i == p->kernel_h) { i = 0; c++; } }
+                                    fc_index kc, fc_index nc, const FC_LOCAL(run_t) *runs,
+                                    fc_index nruns, T *dst) {
+    const fc_index HW = p->in_h * p->in_w, kk = p->kernel_h * p->kernel_w;
+    const int pointwise = FC_LOCAL(is_pointwise)(p);
+    fc_index c = r0 / kk, i = (r0 % kk) / p->kernel_w, j = r0 % p->kernel_w;
+    for (fc_index r = 0; r < kc; r++) {
+        const T *xc = xg + c * HW;
+        const fc_index di = i * p->dilation_h, dj = j * p->dilation_w;
+        for (fc_index u = 0; u < nruns; u++) {
+            const FC_LOCAL(run_t) *run = &runs[u];
+            T *d = dst + ((run->q / FC_NR) * kc + r) * FC_NR + run->q % FC_NR;
+            FC_LOCAL(gather_run)(FC_LOCAL(tap_row)(p, xc, run, di, pointwise), run->iw0 + dj,
+                                 pointwise ? 1 : p->stride_w, pointwise ? HW : p->in_w, run->len,
+                                 d, 1);
         }
+        if (nc % FC_NR) /* the last panel's columns past the tile */
+            memset(dst + ((nc / FC_NR) * kc + r) * FC_NR + nc % FC_NR, 0,
+                   sizeof(T) * (size_t)(FC_NR - nc % FC_NR));
+        if (++j == p->kernel_w) { j = 0; if (++i == p->kernel_h) { i = 0; c++; } }
     }
 }
 
@@ -169,30 +273,30 @@ static void FC_LOCAL(pack_b_rows)(fc_index kd, fc_index nc, const T *src, fc_ind
     }
 }
 
-/* col(X)^T(q, r) for tile pixels q < nc and r in [r0, r0+nr_total), into panels
- * [nr_total / NR][nc][NR]: each panel gathers NR kernel taps for every pixel. */
+/* col(X)^T(q, r) for the tile's pixels q < nc and r in [r0, r0+ncols), into panels
+ * [ncols / NR][nc][NR]: each panel holds NR kernel taps for every pixel. */
 static void FC_LOCAL(pack_b_im2col_t)(const fc_conv2d_params *p, const T *xg, fc_index r0,
-                                      fc_index ncols, fc_index nc, const fc_index *ih0,
-                                      const fc_index *iw0, T *dst) {
-    const fc_index H = p->in_h, W = p->in_w, kk = p->kernel_h * p->kernel_w;
-    for (fc_index c0 = 0; c0 < ncols; c0 += FC_NR) {
-        const int nr = (int)FC_MIN(FC_NR, ncols - c0);
-        fc_index coff[FC_NR], di[FC_NR], dj[FC_NR];
-        for (int t = 0; t < nr; t++) {
-            const fc_index r = r0 + c0 + t;
-            coff[t] = (r / kk) * H * W;
-            di[t] = ((r % kk) / p->kernel_w) * p->dilation_h;
-            dj[t] = (r % p->kernel_w) * p->dilation_w;
+                                      fc_index ncols, fc_index nc, const FC_LOCAL(run_t) *runs,
+                                      fc_index nruns, T *dst) {
+    const fc_index HW = p->in_h * p->in_w, kk = p->kernel_h * p->kernel_w;
+    const int pointwise = FC_LOCAL(is_pointwise)(p);
+    for (fc_index rr = 0; rr < ncols; rr++) {
+        const fc_index r = r0 + rr;
+        const T *xc = xg + (r / kk) * HW;
+        const fc_index di = ((r % kk) / p->kernel_w) * p->dilation_h;
+        const fc_index dj = (r % p->kernel_w) * p->dilation_w;
+        T *base = dst + (rr / FC_NR) * nc * FC_NR + rr % FC_NR;
+        for (fc_index u = 0; u < nruns; u++) {
+            const FC_LOCAL(run_t) *run = &runs[u];
+            FC_LOCAL(gather_run)(FC_LOCAL(tap_row)(p, xc, run, di, pointwise), run->iw0 + dj,
+                                 pointwise ? 1 : p->stride_w, pointwise ? HW : p->in_w, run->len,
+                                 base + run->q * FC_NR, FC_NR);
         }
-        for (fc_index q = 0; q < nc; q++, dst += FC_NR) {
-            int t = 0;
-            for (; t < nr; t++) {
-                const fc_index ih = ih0[q] + di[t], iw = iw0[q] + dj[t];
-                dst[t] = ((fc_uindex)ih < (fc_uindex)H && (fc_uindex)iw < (fc_uindex)W)
-                             ? xg[coff[t] + ih * W + iw] : (T)0;
-            }
-            for (; t < FC_NR; t++) dst[t] = (T)0;
-        }
+    }
+    if (ncols % FC_NR) { /* the last panel's taps past ncols */
+        T *last = dst + (ncols / FC_NR) * nc * FC_NR;
+        for (fc_index q = 0; q < nc; q++)
+            for (fc_index t = ncols % FC_NR; t < FC_NR; t++) last[q * FC_NR + t] = (T)0;
     }
 }
 
@@ -228,35 +332,36 @@ int FC_FN(conv2d_fwd)(const fc_conv2d_params *p, const T *x, const T *w, const T
     FC_PRAGMA(omp parallel num_threads(nt))
     {
         T *bp = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(kc_max * nc_max));
-        fc_index *org = (fc_index *)malloc(sizeof(fc_index) * 2 * (size_t)nc_max);
-        if (!bp || !org) {
+        FC_LOCAL(run_t) *runs = (FC_LOCAL(run_t) *)malloc(sizeof(*runs) * (size_t)nc_max);
+        if (!bp || !runs) {
             FC_PRAGMA(omp atomic write)
             failed = 1;
         }
         FC_PRAGMA(omp for schedule(dynamic, 1))
         for (fc_index t = 0; t < ntasks; t++) {
-            if (!bp || !org) continue;
+            if (!bp || !runs) continue;
             const fc_index tile = t % ntiles, g = (t / ntiles) % G, n = t / (ntiles * G);
             const fc_index p0 = tile * nc_max, nc = FC_MIN(nc_max, P - p0);
             const T *xg = x + (n * p->in_channels + g * Cg) * HW;
             T *yg = y + (n * p->out_channels + g * Kg) * P + p0;
             const T *bg = bias ? bias + g * Kg : NULL;
-            FC_LOCAL(window_origins)(p, p0, nc, org, org + nc_max);
+            const fc_index nruns = FC_LOCAL(tile_runs)(p, p0, nc, FC_NR, runs);
             for (fc_index r0 = 0; r0 < R; r0 += FC_KC) {
                 const fc_index kc = FC_MIN(FC_KC, R - r0);
-                FC_LOCAL(pack_b_im2col)(p, xg, r0, kc, nc, org, org + nc_max, bp);
-                for (fc_index kb = 0; kb < kblocks; kb++) {
-                    const T *ap = wp + (g * kblocks + kb) * FC_MR * R + r0 * FC_MR;
-                    const int mr = (int)FC_MIN(FC_MR, Kg - kb * FC_MR);
-                    for (fc_index q0 = 0; q0 < nc; q0 += FC_NR)
-                        FC_LOCAL(ukernel)(kc, ap, bp + q0 * kc, yg + kb * FC_MR * P + q0, P, mr,
+                FC_LOCAL(pack_b_im2col)(p, xg, r0, kc, nc, runs, nruns, bp);
+                /* one B panel (kc x NR, <= 16 KB) stays in L1 while every A panel passes */
+                for (fc_index q0 = 0; q0 < nc; q0 += FC_NR)
+                    for (fc_index kb = 0; kb < kblocks; kb++) {
+                        const T *ap = wp + (g * kblocks + kb) * FC_MR * R + r0 * FC_MR;
+                        FC_LOCAL(ukernel)(kc, ap, bp + q0 * kc, yg + kb * FC_MR * P + q0, P,
+                                          (int)FC_MIN(FC_MR, Kg - kb * FC_MR),
                                           (int)FC_MIN(FC_NR, nc - q0), r0 > 0,
                                           bg ? bg + kb * FC_MR : NULL);
-                }
+                    }
             }
         }
         fc_aligned_free(bp);
-        free(org);
+        free(runs);
     }
     fc_aligned_free(wp);
     return failed ? FC_ENOMEM : FC_OK;
@@ -284,8 +389,8 @@ int FC_FN(conv2d_bwd_input)(const fc_conv2d_params *p, const T *gy, const T *w, 
         T *bp = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(kc_max * nc_max));
         T *col = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(rows_max * nc_max));
         T *wtp = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(rows_max * Kg));
-        fc_index *org = (fc_index *)malloc(sizeof(fc_index) * 2 * (size_t)nc_max);
-        const int ok = bp && col && wtp && org;
+        FC_LOCAL(run_t) *runs = (FC_LOCAL(run_t) *)malloc(sizeof(*runs) * (size_t)nc_max);
+        const int ok = bp && col && wtp && runs;
         if (!ok) {
             FC_PRAGMA(omp atomic write)
             failed = 1;
@@ -315,17 +420,21 @@ int FC_FN(conv2d_bwd_input)(const fc_conv2d_params *p, const T *gy, const T *w, 
                     }
                 }
                 /* col2im: scatter-add the tile's rows into this task's channels. */
-                FC_LOCAL(window_origins)(p, p0, nc, org, org + nc_max);
+                const fc_index nruns = FC_LOCAL(tile_runs)(p, p0, nc, nc, runs);
+                const int pointwise = FC_LOCAL(is_pointwise)(p);
                 for (fc_index r = 0; r < rows; r++) {
                     const fc_index rr = row0 + r;
                     T *dst = gxg + (rr / kk) * HW;
                     const fc_index di = ((rr % kk) / p->kernel_w) * p->dilation_h;
                     const fc_index dj = (rr % p->kernel_w) * p->dilation_w;
-                    const T *src = col + r * ldc;
-                    for (fc_index q = 0; q < nc; q++) {
-                        const fc_index ih = org[q] + di, iw = org[nc_max + q] + dj;
-                        if ((fc_uindex)ih < (fc_uindex)H && (fc_uindex)iw < (fc_uindex)W)
-                            dst[ih * W + iw] += src[q];
+                    for (fc_index u = 0; u < nruns; u++) {
+                        const FC_LOCAL(run_t) *run = &runs[u];
+                        T *row = (T *)FC_LOCAL(tap_row)(p, dst, run, di, pointwise);
+                        if (row)
+                            FC_LOCAL(scatter_add_run)(row, run->iw0 + dj,
+                                                      pointwise ? 1 : p->stride_w,
+                                                      pointwise ? HW : W, run->len,
+                                                      col + r * ldc + run->q);
                     }
                 }
             }
@@ -333,7 +442,7 @@ int FC_FN(conv2d_bwd_input)(const fc_conv2d_params *p, const T *gy, const T *w, 
         fc_aligned_free(bp);
         fc_aligned_free(col);
         fc_aligned_free(wtp);
-        free(org);
+        free(runs);
     }
     return failed ? FC_ENOMEM : FC_OK;
 }
@@ -368,14 +477,14 @@ int FC_FN(conv2d_bwd_weight)(const fc_conv2d_params *p, const T *gy, const T *x,
     {
         T *ap = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(kblocks * FC_MR * tile));
         T *bp = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(FC_RB * tile));
-        fc_index *org = (fc_index *)malloc(sizeof(fc_index) * 2 * (size_t)tile);
-        if (!ap || !bp || !org) {
+        FC_LOCAL(run_t) *runs = (FC_LOCAL(run_t) *)malloc(sizeof(*runs) * (size_t)tile);
+        if (!ap || !bp || !runs) {
             FC_PRAGMA(omp atomic write)
             failed = 1;
         }
         FC_PRAGMA(omp for schedule(dynamic, 1))
         for (fc_index t = 0; t < ntasks; t++) {
-            if (!ap || !bp || !org) continue;
+            if (!ap || !bp || !runs) continue;
             const fc_index rb = t % rblocks, g = (t / rblocks) % G, chunk = t / (rblocks * G);
             const fc_index r0 = rb * FC_RB, ncols = FC_MIN(FC_RB, R - r0);
             const fc_index n0 = chunk * N / chunks, n1 = (chunk + 1) * N / chunks;
@@ -388,8 +497,8 @@ int FC_FN(conv2d_bwd_weight)(const fc_conv2d_params *p, const T *gy, const T *x,
                 for (fc_index p0 = 0; p0 < P; p0 += tile) {
                     const fc_index nc = FC_MIN(tile, P - p0);
                     FC_LOCAL(pack_a)(Kg, nc, gyg + p0, P, 1, ap);
-                    FC_LOCAL(window_origins)(p, p0, nc, org, org + tile);
-                    FC_LOCAL(pack_b_im2col_t)(p, xg, r0, ncols, nc, org, org + tile, bp);
+                    const fc_index nruns = FC_LOCAL(tile_runs)(p, p0, nc, nc, runs);
+                    FC_LOCAL(pack_b_im2col_t)(p, xg, r0, ncols, nc, runs, nruns, bp);
                     for (fc_index kb = 0; kb < kblocks; kb++) {
                         const int mr = (int)FC_MIN(FC_MR, Kg - kb * FC_MR);
                         for (fc_index c0 = 0; c0 < ncols; c0 += FC_NR)
@@ -402,7 +511,7 @@ int FC_FN(conv2d_bwd_weight)(const fc_conv2d_params *p, const T *gy, const T *x,
         }
         fc_aligned_free(ap);
         fc_aligned_free(bp);
-        free(org);
+        free(runs);
         FC_PRAGMA(omp barrier)
         if (!failed && partial) {
             FC_PRAGMA(omp for schedule(static))
