@@ -1,66 +1,187 @@
-/* pool2d_impl.h: max, average and L^p pooling, forward and backward, for one dtype. pool2d.c
- * defines T and FC_DT and includes it twice.
+/* pool2d_impl.h: max, average and L^p pooling, forward and backward, and relu, for one dtype.
+ * pool2d.c defines T and FC_DT and includes it twice.
  *
- * Forward passes are parallel over (plane, output row): every output element is written by exactly
- * one task. Backward passes scatter into overlapping windows, so they are parallel over whole
- * planes: a task zeroes its plane's gradient and owns it.
- * Semantics follow PyTorch's CPU kernels (see shared semantics in fastconv/_validation.py):
- * max ties keep the first maximum in row-major window order, NaN wins (the last NaN seen),
- * a window wholly in the padding gives -inf with index -1. */
+ * Pooling is bandwidth-bound, so each output row is computed in two vectorisable passes over
+ * whole rows instead of window by window: first along every input row of the window (a fold over
+ * the kW taps, the tap loop outside and the output-column loop inside, so the compiler vectorises
+ * over columns), then down the kH rows. Columns whose window is clipped by the border take a
+ * separate scalar path, so the inner loops carry no bounds checks.
+ *
+ * Forward passes are parallel over (plane, output row): each output element has one writer.
+ * Backward passes scatter into overlapping windows, so they are parallel over planes: a task
+ * zeroes its plane's gradient (L1-sized for typical layers) and owns it.
+ *
+ * Semantics are PyTorch's CPU kernels': max pooling scans a window in row-major order keeping
+ * the first maximum, and a NaN replaces anything (so the last NaN wins). Folding each row first
+ * and then the row results with the same rule gives exactly that scan's answer. A window wholly
+ * in the padding gives -inf with index -1 (PyTorch reads out of bounds there). */
 #include <math.h>
 
 #include "fc_internal.h"
 
 #define FC_FN(op) FC_CAT3(fc_, FC_DT, FC_CAT2(_, op))
+#define FC_LOCAL(name) FC_CAT3(name, _, FC_DT)
 /* Roughly 32k window reads per thread before another thread pays for its start-up. */
 #define FC_POOL_MIN_WORK 3.2e4
 
-/* Window rows [h0, h1) stepping by dilation, first in-bounds row, for max pooling. */
-static inline void FC_CAT2(max_window_, FC_DT)(fc_index o, fc_index stride, fc_index pad,
-                                                fc_index dil, fc_index k, fc_index in,
-                                                fc_index *start, fc_index *end) {
-    fc_index s = o * stride - pad;
-    const fc_index e = FC_MIN(s + (k - 1) * dil + 1, in);
-    while (s < 0) s += dil;
-    *start = s;
-    *end = e;
+/* The taps [j0, j1) of a window starting at w0 (step d, k taps) that fall inside [0, n). */
+static inline void FC_LOCAL(tap_span)(fc_index w0, fc_index d, fc_index k, fc_index n,
+                                       fc_index *j0, fc_index *j1) {
+    fc_index a = w0 < 0 ? (-w0 + d - 1) / d : 0;
+    fc_index b = w0 > n - 1 ? 0 : (n - 1 - w0) / d + 1;
+    a = FC_MIN(a, k);
+    b = FC_MIN(b, k);
+    *j0 = a;
+    *j1 = FC_MAX(a, b);
+}
+
+/* Output columns [lo, hi) whose whole window lies inside the row: no clipping there. */
+static inline void FC_LOCAL(interior_columns)(const fc_pool2d_params *p, fc_index *lo,
+                                              fc_index *hi) {
+    const fc_index extent = (p->kernel_w - 1) * p->dilation_w; /* last tap's offset */
+    fc_index a = FC_CEIL_DIV(p->pad_w, p->stride_w);
+    fc_index b = p->in_w - 1 - extent + p->pad_w < 0
+                     ? 0 : (p->in_w - 1 - extent + p->pad_w) / p->stride_w + 1;
+    a = FC_MIN(a, p->out_w);
+    b = FC_MIN(b, p->out_w);
+    *lo = a;
+    *hi = FC_MAX(a, b);
+}
+
+#define FC_MAX_TAKES(v, m) ((v) > (m) || (v) != (v)) /* PyTorch's update rule */
+
+/* ---- max pooling ------------------------------------------------------------------------------ */
+
+/* Fold one input row along the window: val[ow] = the row's maximum for output column ow, tap[ow]
+ * its tap index j (-1 when no tap of that column lies inside the row). */
+static void FC_LOCAL(max_fold_row)(const fc_pool2d_params *p, const T *row, fc_index lo,
+                                   fc_index hi, T *val, int32_t *tap) {
+    const fc_index s = p->stride_w, d = p->dilation_w, pad = p->pad_w;
+    for (fc_index ow = 0; ow < p->out_w; ow++) {
+        if (ow == lo && lo < hi) { ow = hi - 1; continue; } /* interior: below */
+        fc_index j0, j1;
+        const fc_index w0 = ow * s - pad;
+        FC_LOCAL(tap_span)(w0, d, p->kernel_w, p->in_w, &j0, &j1);
+        T m = -(T)INFINITY;
+        int32_t best = -1;
+        for (fc_index j = j0; j < j1; j++) {
+            const T v = row[w0 + j * d];
+            if (j == j0 || FC_MAX_TAKES(v, m)) { m = v; best = (int32_t)j; }
+        }
+        val[ow] = m;
+        tap[ow] = best;
+    }
+    if (lo >= hi) return;
+    const T *base = row - pad;
+    for (fc_index ow = lo; ow < hi; ow++) { val[ow] = base[ow * s]; tap[ow] = 0; }
+    for (fc_index j = 1; j < p->kernel_w; j++) {
+        const T *src = base + j * d;
+        for (fc_index ow = lo; ow < hi; ow++) {
+            const T v = src[ow * s];
+            const int take = FC_MAX_TAKES(v, val[ow]);
+            val[ow] = take ? v : val[ow];
+            tap[ow] = take ? (int32_t)j : tap[ow];
+        }
+    }
+}
+
+/* Values only (no indices wanted): the same fold without tracking positions. */
+static void FC_LOCAL(max_fold_row_values)(const fc_pool2d_params *p, const T *row, fc_index lo,
+                                          fc_index hi, T *val) {
+    const fc_index s = p->stride_w, d = p->dilation_w, pad = p->pad_w;
+    for (fc_index ow = 0; ow < p->out_w; ow++) {
+        if (ow == lo && lo < hi) { ow = hi - 1; continue; }
+        fc_index j0, j1;
+        const fc_index w0 = ow * s - pad;
+        FC_LOCAL(tap_span)(w0, d, p->kernel_w, p->in_w, &j0, &j1);
+        T m = -(T)INFINITY;
+        for (fc_index j = j0; j < j1; j++) {
+            const T v = row[w0 + j * d];
+            if (j == j0 || FC_MAX_TAKES(v, m)) m = v;
+        }
+        val[ow] = m;
+    }
+    if (lo >= hi) return;
+    const T *base = row - pad;
+    for (fc_index ow = lo; ow < hi; ow++) val[ow] = base[ow * s];
+    for (fc_index j = 1; j < p->kernel_w; j++) {
+        const T *src = base + j * d;
+        for (fc_index ow = lo; ow < hi; ow++) {
+            const T v = src[ow * s];
+            val[ow] = FC_MAX_TAKES(v, val[ow]) ? v : val[ow];
+        }
+    }
 }
 
 int FC_FN(maxpool2d_fwd)(const fc_pool2d_params *p, const T *x, T *y, int64_t *indices,
                          int nthreads) {
     const fc_index H = p->in_h, W = p->in_w, OH = p->out_h, OW = p->out_w;
     const fc_index ntasks = p->planes * OH;
+    fc_index lo, hi;
+    FC_LOCAL(interior_columns)(p, &lo, &hi);
+    int failed = 0;
     const int nt = fc_threads_for(nthreads, (double)ntasks * OW * p->kernel_h * p->kernel_w,
                                   FC_POOL_MIN_WORK, ntasks);
-    FC_PRAGMA(omp parallel for schedule(static) num_threads(nt))
-    for (fc_index t = 0; t < ntasks; t++) {
-        const fc_index plane = t / OH, oh = t % OH;
-        const T *src = x + plane * H * W;
-        T *dst = y + plane * OH * OW + oh * OW;
-        int64_t *idx = indices ? indices + plane * OH * OW + oh * OW : NULL;
-        fc_index h0, h1;
-        FC_CAT2(max_window_, FC_DT)(oh, p->stride_h, p->pad_h, p->dilation_h, p->kernel_h, H, &h0, &h1);
-        for (fc_index ow = 0; ow < OW; ow++) {
-            fc_index w0, w1;
-            FC_CAT2(max_window_, FC_DT)(ow, p->stride_w, p->pad_w, p->dilation_w, p->kernel_w, W, &w0, &w1);
-            T best = -(T)INFINITY;
-            int64_t best_i = -1;
-            if (h0 < h1 && w0 < w1) {
-                best_i = h0 * W + w0;
-                for (fc_index ih = h0; ih < h1; ih += p->dilation_h)
-                    for (fc_index iw = w0; iw < w1; iw += p->dilation_w) {
-                        const T v = src[ih * W + iw];
-                        if (v > best || isnan(v)) {
-                            best = v;
-                            best_i = ih * W + iw;
-                        }
-                    }
-            }
-            dst[ow] = best;
-            if (idx) idx[ow] = best_i;
+    FC_PRAGMA(omp parallel num_threads(nt))
+    {
+        /* per thread: one folded row, and the running best's row and tap */
+        T *val = (T *)malloc(sizeof(T) * (size_t)OW);
+        int32_t *tap = (int32_t *)malloc(sizeof(int32_t) * (size_t)OW * 3);
+        if (!val || !tap) {
+            FC_PRAGMA(omp atomic write)
+            failed = 1;
         }
+        FC_PRAGMA(omp for schedule(static))
+        for (fc_index t = 0; t < ntasks; t++) {
+            if (!val || !tap) continue;
+            const fc_index plane = t / OH, oh = t % OH;
+            const T *src = x + plane * H * W;
+            T *out = y + plane * OH * OW + oh * OW;
+            fc_index i0, i1;
+            const fc_index h0 = oh * p->stride_h - p->pad_h;
+            FC_LOCAL(tap_span)(h0, p->dilation_h, p->kernel_h, H, &i0, &i1);
+            int32_t *best_tap = tap + OW, *best_row = tap + 2 * OW;
+            if (i0 >= i1) { /* the whole row of windows lies in the padding */
+                for (fc_index ow = 0; ow < OW; ow++) out[ow] = -(T)INFINITY;
+                if (indices)
+                    for (fc_index ow = 0; ow < OW; ow++) indices[plane * OH * OW + oh * OW + ow] = -1;
+                continue;
+            }
+            for (fc_index i = i0; i < i1; i++) {
+                const T *row = src + (h0 + i * p->dilation_h) * W;
+                if (!indices) {
+                    FC_LOCAL(max_fold_row_values)(p, row, lo, hi, i == i0 ? out : val);
+                    if (i > i0)
+                        for (fc_index ow = 0; ow < OW; ow++)
+                            out[ow] = FC_MAX_TAKES(val[ow], out[ow]) ? val[ow] : out[ow];
+                    continue;
+                }
+                FC_LOCAL(max_fold_row)(p, row, lo, hi, i == i0 ? out : val,
+                                       i == i0 ? best_tap : tap);
+                if (i == i0) {
+                    for (fc_index ow = 0; ow < OW; ow++) best_row[ow] = (int32_t)i;
+                    continue;
+                }
+                for (fc_index ow = 0; ow < OW; ow++) {
+                    const int take = FC_MAX_TAKES(val[ow], out[ow]);
+                    out[ow] = take ? val[ow] : out[ow];
+                    best_tap[ow] = take ? tap[ow] : best_tap[ow];
+                    best_row[ow] = take ? (int32_t)i : best_row[ow];
+                }
+            }
+            if (indices) {
+                int64_t *idx = indices + plane * OH * OW + oh * OW;
+                for (fc_index ow = 0; ow < OW; ow++) {
+                    const fc_index ih = h0 + best_row[ow] * p->dilation_h;
+                    const fc_index iw = ow * p->stride_w - p->pad_w + best_tap[ow] * p->dilation_w;
+                    idx[ow] = best_tap[ow] < 0 ? -1 : ih * W + iw;
+                }
+            }
+        }
+        free(val);
+        free(tap);
     }
-    return FC_OK;
+    return failed ? FC_ENOMEM : FC_OK;
 }
 
 int FC_FN(maxpool2d_bwd)(const fc_pool2d_params *p, const T *gy, const int64_t *indices, T *gx,
@@ -80,52 +201,104 @@ int FC_FN(maxpool2d_bwd)(const fc_pool2d_params *p, const T *gy, const int64_t *
     return FC_OK;
 }
 
-/* PyTorch's average-pool window: the divisor counts the padded window unless told otherwise, and
- * the window is clipped to the input for the sum. */
-typedef struct {
-    fc_index h0, h1, w0, w1;
-    T divisor; /* 0 for an empty window, whose output is 0 */
-} FC_CAT2(avg_window_, FC_DT);
+/* ---- average and L^p pooling ------------------------------------------------------------------- */
 
-static inline FC_CAT2(avg_window_, FC_DT) FC_CAT2(avg_window_at_, FC_DT)(
-    const fc_pool2d_params *p, fc_index oh, fc_index ow) {
-    FC_CAT2(avg_window_, FC_DT) win;
-    fc_index h0 = oh * p->stride_h - p->pad_h, w0 = ow * p->stride_w - p->pad_w;
-    fc_index h1 = FC_MIN(h0 + p->kernel_h, p->in_h + p->pad_h);
-    fc_index w1 = FC_MIN(w0 + p->kernel_w, p->in_w + p->pad_w);
-    const fc_index pool_size = (h1 - h0) * (w1 - w0);
-    h0 = FC_MAX(h0, 0);
-    w0 = FC_MAX(w0, 0);
-    h1 = FC_MIN(h1, p->in_h);
-    w1 = FC_MIN(w1, p->in_w);
-    fc_index divisor;
-    if (p->divisor_override) divisor = p->divisor_override;
-    else if (p->count_include_pad) divisor = pool_size;
-    else divisor = (h1 - h0) * (w1 - w0);
-    win.h0 = h0; win.h1 = h1; win.w0 = w0; win.w1 = w1;
-    win.divisor = (h0 < h1 && w0 < w1) ? (T)divisor : (T)0;
-    return win;
+/* Sum one input row along the window, of f(x) where f is x (norm 0: average pooling), x*x
+ * (norm 2) or x^norm: sum[ow] over the taps inside the row. */
+static void FC_LOCAL(sum_fold_row)(const fc_pool2d_params *p, const T *row, fc_index lo,
+                                   fc_index hi, double norm, T *sum) {
+    const fc_index s = p->stride_w, pad = p->pad_w, k = p->kernel_w;
+#define FC_F(v) (norm == 0.0 ? (v) : norm == 2.0 ? (v) * (v) : (T)pow((double)(v), norm))
+    for (fc_index ow = 0; ow < p->out_w; ow++) {
+        if (ow == lo && lo < hi) { ow = hi - 1; continue; }
+        fc_index j0, j1;
+        const fc_index w0 = ow * s - pad;
+        FC_LOCAL(tap_span)(w0, 1, k, p->in_w, &j0, &j1);
+        T acc = 0;
+        for (fc_index j = j0; j < j1; j++) acc += FC_F(row[w0 + j]);
+        sum[ow] = acc;
+    }
+    if (lo >= hi) return;
+    const T *base = row - pad;
+    if (norm == 0.0) {
+        for (fc_index ow = lo; ow < hi; ow++) sum[ow] = base[ow * s];
+        for (fc_index j = 1; j < k; j++)
+            for (fc_index ow = lo; ow < hi; ow++) sum[ow] += base[ow * s + j];
+    } else if (norm == 2.0) {
+        for (fc_index ow = lo; ow < hi; ow++) sum[ow] = base[ow * s] * base[ow * s];
+        for (fc_index j = 1; j < k; j++)
+            for (fc_index ow = lo; ow < hi; ow++) sum[ow] += base[ow * s + j] * base[ow * s + j];
+    } else {
+        for (fc_index ow = lo; ow < hi; ow++) {
+            T acc = 0;
+            for (fc_index j = 0; j < k; j++) acc += FC_F(base[ow * s + j]);
+            sum[ow] = acc;
+        }
+    }
+#undef FC_F
+}
+
+/* PyTorch's average-pool divisor for output column/row o along one dimension: the window length
+ * counted with padding (clipped to input + padding) and without (clipped to the input). */
+static inline void FC_LOCAL(avg_extent)(fc_index o, fc_index s, fc_index pad, fc_index k,
+                                        fc_index n, fc_index *padded, fc_index *inside) {
+    const fc_index a = o * s - pad;
+    const fc_index b = FC_MIN(a + k, n + pad);
+    *padded = b - a;
+    *inside = FC_MIN(b, n) - FC_MAX(a, 0);
+}
+
+static inline T FC_LOCAL(avg_divisor)(const fc_pool2d_params *p, fc_index oh, fc_index ow) {
+    fc_index ph, ih, pw, iw;
+    FC_LOCAL(avg_extent)(oh, p->stride_h, p->pad_h, p->kernel_h, p->in_h, &ph, &ih);
+    FC_LOCAL(avg_extent)(ow, p->stride_w, p->pad_w, p->kernel_w, p->in_w, &pw, &iw);
+    if (ih <= 0 || iw <= 0) return 0; /* empty window: output 0, no gradient */
+    if (p->divisor_override) return (T)p->divisor_override;
+    return (T)(p->count_include_pad ? ph * pw : ih * iw);
+}
+
+/* Sum of f(x) over each window of output row oh into out[0..OW). */
+static void FC_LOCAL(window_sums)(const fc_pool2d_params *p, const T *plane, fc_index oh,
+                                  fc_index lo, fc_index hi, double norm, T *row_sum, T *out) {
+    fc_index i0, i1;
+    const fc_index h0 = oh * p->stride_h - p->pad_h;
+    FC_LOCAL(tap_span)(h0, 1, p->kernel_h, p->in_h, &i0, &i1);
+    for (fc_index ow = 0; ow < p->out_w; ow++) out[ow] = 0;
+    for (fc_index i = i0; i < i1; i++) {
+        FC_LOCAL(sum_fold_row)(p, plane + (h0 + i) * p->in_w, lo, hi, norm, row_sum);
+        for (fc_index ow = 0; ow < p->out_w; ow++) out[ow] += row_sum[ow];
+    }
 }
 
 int FC_FN(avgpool2d_fwd)(const fc_pool2d_params *p, const T *x, T *y, int nthreads) {
-    const fc_index H = p->in_h, W = p->in_w, OH = p->out_h, OW = p->out_w;
+    const fc_index HW = p->in_h * p->in_w, OH = p->out_h, OW = p->out_w;
     const fc_index ntasks = p->planes * OH;
+    fc_index lo, hi;
+    FC_LOCAL(interior_columns)(p, &lo, &hi);
+    int failed = 0;
     const int nt = fc_threads_for(nthreads, (double)ntasks * OW * p->kernel_h * p->kernel_w,
                                   FC_POOL_MIN_WORK, ntasks);
-    FC_PRAGMA(omp parallel for schedule(static) num_threads(nt))
-    for (fc_index t = 0; t < ntasks; t++) {
-        const fc_index plane = t / OH, oh = t % OH;
-        const T *src = x + plane * H * W;
-        T *dst = y + plane * OH * OW + oh * OW;
-        for (fc_index ow = 0; ow < OW; ow++) {
-            const FC_CAT2(avg_window_, FC_DT) win = FC_CAT2(avg_window_at_, FC_DT)(p, oh, ow);
-            T sum = 0;
-            for (fc_index ih = win.h0; ih < win.h1; ih++)
-                for (fc_index iw = win.w0; iw < win.w1; iw++) sum += src[ih * W + iw];
-            dst[ow] = win.divisor != 0 ? sum / win.divisor : (T)0;
+    FC_PRAGMA(omp parallel num_threads(nt))
+    {
+        T *row_sum = (T *)malloc(sizeof(T) * (size_t)OW);
+        if (!row_sum) {
+            FC_PRAGMA(omp atomic write)
+            failed = 1;
         }
+        FC_PRAGMA(omp for schedule(static))
+        for (fc_index t = 0; t < ntasks; t++) {
+            if (!row_sum) continue;
+            const fc_index plane = t / OH, oh = t % OH;
+            T *out = y + plane * OH * OW + oh * OW;
+            FC_LOCAL(window_sums)(p, x + plane * HW, oh, lo, hi, 0.0, row_sum, out);
+            for (fc_index ow = 0; ow < OW; ow++) {
+                const T divisor = FC_LOCAL(avg_divisor)(p, oh, ow);
+                out[ow] = divisor != 0 ? out[ow] / divisor : (T)0;
+            }
+        }
+        free(row_sum);
     }
-    return FC_OK;
+    return failed ? FC_ENOMEM : FC_OK;
 }
 
 int FC_FN(avgpool2d_bwd)(const fc_pool2d_params *p, const T *gy, T *gx, int nthreads) {
@@ -137,92 +310,123 @@ int FC_FN(avgpool2d_bwd)(const fc_pool2d_params *p, const T *gy, T *gx, int nthr
         T *dst = gx + plane * H * W;
         const T *g = gy + plane * OH * OW;
         memset(dst, 0, sizeof(T) * (size_t)(H * W));
-        for (fc_index oh = 0; oh < OH; oh++)
+        for (fc_index oh = 0; oh < OH; oh++) {
+            fc_index i0, i1;
+            const fc_index h0 = oh * p->stride_h - p->pad_h;
+            FC_LOCAL(tap_span)(h0, 1, p->kernel_h, H, &i0, &i1);
             for (fc_index ow = 0; ow < OW; ow++) {
-                const FC_CAT2(avg_window_, FC_DT) win = FC_CAT2(avg_window_at_, FC_DT)(p, oh, ow);
-                if (win.divisor == 0) continue;
-                const T share = g[oh * OW + ow] / win.divisor;
-                for (fc_index ih = win.h0; ih < win.h1; ih++)
-                    for (fc_index iw = win.w0; iw < win.w1; iw++) dst[ih * W + iw] += share;
+                const T divisor = FC_LOCAL(avg_divisor)(p, oh, ow);
+                if (divisor == 0) continue;
+                const T share = g[oh * OW + ow] / divisor;
+                fc_index j0, j1;
+                const fc_index w0 = ow * p->stride_w - p->pad_w;
+                FC_LOCAL(tap_span)(w0, 1, p->kernel_w, W, &j0, &j1);
+                for (fc_index i = i0; i < i1; i++) {
+                    T *row = dst + (h0 + i) * W + w0;
+                    for (fc_index j = j0; j < j1; j++) row[j] += share;
+                }
             }
-    }
-    return FC_OK;
-}
-
-/* x^p with exact fast paths for the common norms. */
-static inline double FC_CAT2(lp_pow_, FC_DT)(double v, double norm) {
-    if (norm == 2.0) return v * v;
-    if (norm == 1.0) return v;
-    return pow(v, norm);
-}
-
-/* lp_pool2d (no padding, no dilation): out = (S * kH*kW / area)^(1/p), S = sum of x^p over the
- * window clipped to the input, so a partial ceil_mode window is scaled up as PyTorch does. */
-static inline double FC_CAT2(lp_window_sum_, FC_DT)(const fc_pool2d_params *p, const T *src,
-                                                   double norm, fc_index oh, fc_index ow,
-                                                   fc_index *h0, fc_index *h1, fc_index *w0,
-                                                   fc_index *w1) {
-    *h0 = oh * p->stride_h;
-    *w0 = ow * p->stride_w;
-    *h1 = FC_MIN(*h0 + p->kernel_h, p->in_h);
-    *w1 = FC_MIN(*w0 + p->kernel_w, p->in_w);
-    double s = 0;
-    for (fc_index ih = *h0; ih < *h1; ih++)
-        for (fc_index iw = *w0; iw < *w1; iw++)
-            s += FC_CAT2(lp_pow_, FC_DT)((double)src[ih * p->in_w + iw], norm);
-    return s;
-}
-
-int FC_FN(lppool2d_fwd)(const fc_pool2d_params *p, double norm, const T *x, T *y, int nthreads) {
-    const fc_index OH = p->out_h, OW = p->out_w, HW = p->in_h * p->in_w;
-    const double kk = (double)(p->kernel_h * p->kernel_w);
-    const fc_index ntasks = p->planes * OH;
-    const int nt = fc_threads_for(nthreads, (double)ntasks * OW * kk * 4, FC_POOL_MIN_WORK, ntasks);
-    FC_PRAGMA(omp parallel for schedule(static) num_threads(nt))
-    for (fc_index t = 0; t < ntasks; t++) {
-        const fc_index plane = t / OH, oh = t % OH;
-        const T *src = x + plane * HW;
-        T *dst = y + plane * OH * OW + oh * OW;
-        for (fc_index ow = 0; ow < OW; ow++) {
-            fc_index h0, h1, w0, w1;
-            const double s = FC_CAT2(lp_window_sum_, FC_DT)(p, src, norm, oh, ow, &h0, &h1, &w0, &w1);
-            const double scaled = s * kk / (double)((h1 - h0) * (w1 - w0));
-            dst[ow] = (T)(norm == 2.0 ? sqrt(scaled) : pow(scaled, 1.0 / norm));
         }
     }
     return FC_OK;
 }
 
+/* lp_pool2d (no padding, no dilation): out = (S * kH*kW / area)^(1/p), S = sum of x^p over the
+ * window clipped to the input, so a partial ceil_mode window is scaled up as PyTorch does. */
+static inline T FC_LOCAL(lp_finish)(T sum, double norm, double scale) {
+    const double v = (double)sum * scale;
+    return (T)(norm == 2.0 ? sqrt(v) : norm == 1.0 ? v : pow(v, 1.0 / norm));
+}
+
+static inline double FC_LOCAL(lp_scale)(const fc_pool2d_params *p, fc_index oh, fc_index ow) {
+    const fc_index ah = FC_MIN(oh * p->stride_h + p->kernel_h, p->in_h) - oh * p->stride_h;
+    const fc_index aw = FC_MIN(ow * p->stride_w + p->kernel_w, p->in_w) - ow * p->stride_w;
+    return (double)(p->kernel_h * p->kernel_w) / (double)(ah * aw);
+}
+
+int FC_FN(lppool2d_fwd)(const fc_pool2d_params *p, double norm, const T *x, T *y, int nthreads) {
+    const fc_index HW = p->in_h * p->in_w, OH = p->out_h, OW = p->out_w;
+    const fc_index ntasks = p->planes * OH;
+    fc_index lo, hi;
+    FC_LOCAL(interior_columns)(p, &lo, &hi);
+    int failed = 0;
+    const int nt = fc_threads_for(nthreads, (double)ntasks * OW * p->kernel_h * p->kernel_w * 4,
+                                  FC_POOL_MIN_WORK, ntasks);
+    FC_PRAGMA(omp parallel num_threads(nt))
+    {
+        T *row_sum = (T *)malloc(sizeof(T) * (size_t)OW);
+        if (!row_sum) {
+            FC_PRAGMA(omp atomic write)
+            failed = 1;
+        }
+        FC_PRAGMA(omp for schedule(static))
+        for (fc_index t = 0; t < ntasks; t++) {
+            if (!row_sum) continue;
+            const fc_index plane = t / OH, oh = t % OH;
+            T *out = y + plane * OH * OW + oh * OW;
+            FC_LOCAL(window_sums)(p, x + plane * HW, oh, lo, hi, norm, row_sum, out);
+            for (fc_index ow = 0; ow < OW; ow++)
+                out[ow] = FC_LOCAL(lp_finish)(out[ow], norm, FC_LOCAL(lp_scale)(p, oh, ow));
+        }
+        free(row_sum);
+    }
+    return failed ? FC_ENOMEM : FC_OK;
+}
+
 int FC_FN(lppool2d_bwd)(const fc_pool2d_params *p, double norm, const T *gy, const T *x, T *gx,
                         int nthreads) {
-    const fc_index OH = p->out_h, OW = p->out_w, W = p->in_w, HW = p->in_h * p->in_w;
-    const double kk = (double)(p->kernel_h * p->kernel_w);
-    const int nt = fc_threads_for(nthreads, (double)p->planes * OH * OW * kk * 8,
-                                  FC_POOL_MIN_WORK, p->planes);
-    FC_PRAGMA(omp parallel for schedule(static) num_threads(nt))
-    for (fc_index plane = 0; plane < p->planes; plane++) {
-        const T *src = x + plane * HW;
-        T *dst = gx + plane * HW;
-        memset(dst, 0, sizeof(T) * (size_t)HW);
-        for (fc_index oh = 0; oh < OH; oh++)
-            for (fc_index ow = 0; ow < OW; ow++) {
-                fc_index h0, h1, w0, w1;
-                const double s = FC_CAT2(lp_window_sum_, FC_DT)(p, src, norm, oh, ow, &h0, &h1, &w0, &w1);
-                if (s == 0) continue; /* PyTorch's relu in the formula gives a zero gradient */
-                const double c = kk / (double)((h1 - h0) * (w1 - w0));
-                const double out = norm == 2.0 ? sqrt(s * c) : pow(s * c, 1.0 / norm);
-                /* d out / d x = c * x^(p-1) * out^(1-p) */
-                const double coef = (double)gy[plane * OH * OW + oh * OW + ow] * c *
-                                    (norm == 2.0 ? 1.0 / out : pow(out, 1.0 - norm));
-                for (fc_index ih = h0; ih < h1; ih++)
-                    for (fc_index iw = w0; iw < w1; iw++) {
-                        const double v = (double)src[ih * W + iw];
-                        const double dv = norm == 2.0 ? v : norm == 1.0 ? 1.0 : pow(v, norm - 1.0);
-                        dst[ih * W + iw] += (T)(coef * dv);
+    const fc_index H = p->in_h, W = p->in_w, HW = H * W, OH = p->out_h, OW = p->out_w;
+    fc_index lo, hi;
+    FC_LOCAL(interior_columns)(p, &lo, &hi);
+    int failed = 0;
+    const int nt = fc_threads_for(nthreads, (double)p->planes * OH * OW * p->kernel_h *
+                                  p->kernel_w * 8, FC_POOL_MIN_WORK, p->planes);
+    FC_PRAGMA(omp parallel num_threads(nt))
+    {
+        T *row_sum = (T *)malloc(sizeof(T) * (size_t)OW * 2);
+        if (!row_sum) {
+            FC_PRAGMA(omp atomic write)
+            failed = 1;
+        }
+        FC_PRAGMA(omp for schedule(static))
+        for (fc_index plane = 0; plane < p->planes; plane++) {
+            if (!row_sum) continue;
+            const T *src = x + plane * HW;
+            T *dst = gx + plane * HW;
+            T *coef = row_sum + OW;
+            memset(dst, 0, sizeof(T) * (size_t)HW);
+            for (fc_index oh = 0; oh < OH; oh++) {
+                /* coef = gy * c * out^(1-p) with c = kH*kW/area: d out/d x = coef * x^(p-1) */
+                FC_LOCAL(window_sums)(p, src, oh, lo, hi, norm, row_sum, coef);
+                for (fc_index ow = 0; ow < OW; ow++) {
+                    const double c = FC_LOCAL(lp_scale)(p, oh, ow), s = (double)coef[ow];
+                    const double g = (double)gy[plane * OH * OW + oh * OW + ow];
+                    if (s == 0) { coef[ow] = 0; continue; } /* PyTorch's relu: zero gradient */
+                    const double out = norm == 2.0 ? sqrt(s * c) : pow(s * c, 1.0 / norm);
+                    coef[ow] = (T)(g * c * (norm == 2.0 ? 1.0 / out : pow(out, 1.0 - norm)));
+                }
+                const fc_index h0 = oh * p->stride_h;
+                const fc_index h1 = FC_MIN(h0 + p->kernel_h, H);
+                for (fc_index ih = h0; ih < h1; ih++) {
+                    const T *xr = src + ih * W;
+                    T *gr = dst + ih * W;
+                    for (fc_index ow = 0; ow < OW; ow++) {
+                        const fc_index w0 = ow * p->stride_w, w1 = FC_MIN(w0 + p->kernel_w, W);
+                        const T cf = coef[ow];
+                        if (cf == 0) continue;
+                        for (fc_index iw = w0; iw < w1; iw++) {
+                            const T v = xr[iw];
+                            gr[iw] += norm == 2.0 ? cf * v
+                                      : norm == 1.0 ? cf
+                                                    : (T)((double)cf * pow((double)v, norm - 1.0));
+                        }
                     }
+                }
             }
+        }
+        free(row_sum);
     }
-    return FC_OK;
+    return failed ? FC_ENOMEM : FC_OK;
 }
 
 /* ---- relu ----------------------------------------------------------------------------------- */
@@ -245,5 +449,7 @@ int FC_FN(relu_bwd)(fc_index n, const T *gy, const T *x, T *gx, int nthreads) {
 }
 
 #undef FC_FN
+#undef FC_LOCAL
+#undef FC_MAX_TAKES
 #undef FC_POOL_MIN_WORK
 #undef FC_ELTWISE_MIN_WORK
