@@ -178,5 +178,7 @@ def conv_configs(draw):
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 @given(case=conv_configs(), seed=st.integers(0, 2**32 - 1))
 def test_conv2d_random_configurations(dtype, case, seed):
-    rng = np.random.default_rng(seed)
-    _check_conv(*_make(case, dtype, rng), rng)
+    for name in fastconv.available_isas():
+        with fastconv.use_isa(name):
+            rng = np.random.default_rng(seed)
+            _check_conv(*_make(case, dtype, rng), rng)

@@ -1,4 +1,4 @@
-"""Pooling (max, average, L^p) and relu kernels against fastconv.reference.
+"""Pooling (max, average, L^p) and relu kernels against fastconv.reference, on every ISA path.
 
 Max pooling must match exactly (values and int64 indices, ties, NaN, -inf); average and L^p
 pooling within the dtype's tolerance for a kH*kW-term sum.
@@ -93,7 +93,7 @@ def _max_args(case):
 @pytest.mark.parametrize("dtype", DTYPES, ids=IDS)
 @pytest.mark.parametrize("values", ["normal", "ties-nan-inf"])
 @pytest.mark.parametrize("case", list(MAX_CASES.values()), ids=list(MAX_CASES))
-def test_max_pool2d_matches_reference_exactly(case, values, dtype):
+def test_max_pool2d_matches_reference_exactly(case, values, dtype, isa):
     rng = np.random.default_rng(1)
     shape, kwargs, ref_args = _max_args(case)
     x = random(rng, shape, dtype) if values == "normal" else _ties_nan_inf(rng, shape, dtype)
@@ -132,7 +132,7 @@ def _avg_args(case):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=IDS)
 @pytest.mark.parametrize("case", list(AVG_CASES.values()), ids=list(AVG_CASES))
-def test_avg_pool2d_matches_reference(case, dtype):
+def test_avg_pool2d_matches_reference(case, dtype, isa):
     rng = np.random.default_rng(2)
     shape, kwargs, ref_args = _avg_args(case)
     x = random(rng, shape, dtype)
@@ -153,7 +153,7 @@ def _lp_args(case):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=IDS)
 @pytest.mark.parametrize("case", list(LP_CASES.values()), ids=list(LP_CASES))
-def test_lp_pool2d_matches_reference(case, dtype):
+def test_lp_pool2d_matches_reference(case, dtype, isa):
     rng = np.random.default_rng(3)
     shape, kwargs, ref_args = _lp_args(case)
     # positive inputs keep x**p real for fractional p; a zero window checks the zero gradient
@@ -169,7 +169,7 @@ def test_lp_pool2d_matches_reference(case, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=IDS)
-def test_relu_matches_reference(dtype):
+def test_relu_matches_reference(dtype, isa):
     rng = np.random.default_rng(4)
     x = random(rng, (3, 4, 5, 6), dtype)
     x.flat[::7] = np.nan
@@ -229,6 +229,12 @@ def pool_configs(draw):
 @pytest.mark.parametrize("dtype", DTYPES, ids=IDS)
 @given(config=pool_configs(), seed=st.integers(0, 2**32 - 1))
 def test_pools_random_configurations(dtype, config, seed):
+    for name in fastconv.available_isas():
+        with fastconv.use_isa(name):
+            _check_random_pools(dtype, config, seed)
+
+
+def _check_random_pools(dtype, config, seed):
     shape, kernel, stride, padding, dilation, ceil, include = config
     rng = np.random.default_rng(seed)
     x = _ties_nan_inf(rng, shape, dtype)

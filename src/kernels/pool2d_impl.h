@@ -1,5 +1,7 @@
 /* pool2d_impl.h: max, average and L^p pooling, forward and backward, and relu, for one dtype.
- * pool2d.c defines T and FC_DT and includes it twice.
+ * A kernel file (pool2d_scalar.c, pool2d_avx2.c, pool2d_avx512.c) defines T, FC_DT and FC_ISA
+ * and includes it once per dtype; the code is plain C that the compiler vectorises for the file's
+ * instruction set.
  *
  * Pooling is bandwidth-bound, so each output row is computed in two vectorisable passes over
  * whole rows instead of window by window: first along every input row of the window (a fold over
@@ -19,7 +21,7 @@
 
 #include "fc_internal.h"
 
-#define FC_FN(op) FC_CAT3(fc_, FC_DT, FC_CAT2(_, op))
+#define FC_FN(op) FC_CAT3(FC_CAT3(fc_, FC_DT, _), op, FC_CAT2(__, FC_ISA))
 #define FC_LOCAL(name) FC_CAT3(name, _, FC_DT)
 /* Roughly 32k window reads per thread before another thread pays for its start-up. */
 #define FC_POOL_MIN_WORK 3.2e4

@@ -1,4 +1,6 @@
-/* pool2d.c: pooling and relu kernels for float32 and float64 (the loops live in pool2d_impl.h). */
+/* pool2d_avx512.c: pooling and relu kernels, built with -mavx512f ...; the loops are in pool2d_impl.h. */
+#define FC_ISA avx512
+
 #define T float
 #define FC_DT f32
 #include "pool2d_impl.h"
