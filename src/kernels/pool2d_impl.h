@@ -56,14 +56,15 @@ static inline void FC_LOCAL(interior_columns)(const fc_pool2d_params *p, fc_inde
 
 /* Fold one input row along the window: val[ow] = the row's maximum for output column ow, tap[ow]
  * its tap index j (-1 when no tap of that column lies inside the row). */
-static void FC_LOCAL(max_fold_row)(const fc_pool2d_params *p, const T *row, fc_index lo,
-                                   fc_index hi, T *val, int32_t *tap) {
-    const fc_index s = p->stride_w, d = p->dilation_w, pad = p->pad_w;
-    for (fc_index ow = 0; ow < p->out_w; ow++) {
+static void FC_LOCAL(max_fold_row)(const fc_pool2d_params *p, const T *restrict row, fc_index lo,
+                                   fc_index hi, T *restrict val, int32_t *restrict tap) {
+    const fc_index s = p->stride_w, d = p->dilation_w, pad = p->pad_w, k = p->kernel_w;
+    const fc_index OW = p->out_w, W = p->in_w;
+    for (fc_index ow = 0; ow < OW; ow++) {
         if (ow == lo && lo < hi) { ow = hi - 1; continue; } /* interior: below */
         fc_index j0, j1;
         const fc_index w0 = ow * s - pad;
-        FC_LOCAL(tap_span)(w0, d, p->kernel_w, p->in_w, &j0, &j1);
+        FC_LOCAL(tap_span)(w0, d, k, W, &j0, &j1);
         T m = -(T)INFINITY;
         int32_t best = -1;
         for (fc_index j = j0; j < j1; j++) {
@@ -75,8 +76,26 @@ static void FC_LOCAL(max_fold_row)(const fc_pool2d_params *p, const T *row, fc_i
     }
     if (lo >= hi) return;
     const T *base = row - pad;
+    /* Common stride-2 windows with constant taps: one pass, loads de-interleaved in registers. */
+#define FC_MAX_TAP_PASS(S, K)                                                                      \
+    for (fc_index ow = lo; ow < hi; ow++) {                                                         \
+        const T *w = base + ow * (S);                                                               \
+        T m = w[0];                                                                                 \
+        int32_t b = 0;                                                                              \
+        for (int j = 1; j < (K); j++) {                                                             \
+            const int take = FC_MAX_TAKES(w[j], m);                                                 \
+            m = take ? w[j] : m;                                                                    \
+            b = take ? j : b;                                                                       \
+        }                                                                                           \
+        val[ow] = m;                                                                                \
+        tap[ow] = b;                                                                                \
+    }                                                                                               \
+    return;
+    if (d == 1 && s == 2 && k == 2) { FC_MAX_TAP_PASS(2, 2) }
+    if (d == 1 && s == 2 && k == 3) { FC_MAX_TAP_PASS(2, 3) }
+#undef FC_MAX_TAP_PASS
     for (fc_index ow = lo; ow < hi; ow++) { val[ow] = base[ow * s]; tap[ow] = 0; }
-    for (fc_index j = 1; j < p->kernel_w; j++) {
+    for (fc_index j = 1; j < k; j++) {
         const T *src = base + j * d;
         for (fc_index ow = lo; ow < hi; ow++) {
             const T v = src[ow * s];
@@ -88,14 +107,15 @@ static void FC_LOCAL(max_fold_row)(const fc_pool2d_params *p, const T *row, fc_i
 }
 
 /* Values only (no indices wanted): the same fold without tracking positions. */
-static void FC_LOCAL(max_fold_row_values)(const fc_pool2d_params *p, const T *row, fc_index lo,
-                                          fc_index hi, T *val) {
-    const fc_index s = p->stride_w, d = p->dilation_w, pad = p->pad_w;
-    for (fc_index ow = 0; ow < p->out_w; ow++) {
+static void FC_LOCAL(max_fold_row_values)(const fc_pool2d_params *p, const T *restrict row,
+                                          fc_index lo, fc_index hi, T *restrict val) {
+    const fc_index s = p->stride_w, d = p->dilation_w, pad = p->pad_w, k = p->kernel_w;
+    const fc_index OW = p->out_w, W = p->in_w;
+    for (fc_index ow = 0; ow < OW; ow++) {
         if (ow == lo && lo < hi) { ow = hi - 1; continue; }
         fc_index j0, j1;
         const fc_index w0 = ow * s - pad;
-        FC_LOCAL(tap_span)(w0, d, p->kernel_w, p->in_w, &j0, &j1);
+        FC_LOCAL(tap_span)(w0, d, k, W, &j0, &j1);
         T m = -(T)INFINITY;
         for (fc_index j = j0; j < j1; j++) {
             const T v = row[w0 + j * d];
@@ -105,8 +125,19 @@ static void FC_LOCAL(max_fold_row_values)(const fc_pool2d_params *p, const T *ro
     }
     if (lo >= hi) return;
     const T *base = row - pad;
+#define FC_MAX_PASS(S, K)                                                                          \
+    for (fc_index ow = lo; ow < hi; ow++) {                                                         \
+        const T *w = base + ow * (S);                                                               \
+        T m = w[0];                                                                                 \
+        for (int j = 1; j < (K); j++) m = FC_MAX_TAKES(w[j], m) ? w[j] : m;                         \
+        val[ow] = m;                                                                                \
+    }                                                                                               \
+    return;
+    if (d == 1 && s == 2 && k == 2) { FC_MAX_PASS(2, 2) }
+    if (d == 1 && s == 2 && k == 3) { FC_MAX_PASS(2, 3) }
+#undef FC_MAX_PASS
     for (fc_index ow = lo; ow < hi; ow++) val[ow] = base[ow * s];
-    for (fc_index j = 1; j < p->kernel_w; j++) {
+    for (fc_index j = 1; j < k; j++) {
         const T *src = base + j * d;
         for (fc_index ow = lo; ow < hi; ow++) {
             const T v = src[ow * s];
@@ -207,21 +238,39 @@ int FC_FN(maxpool2d_bwd)(const fc_pool2d_params *p, const T *gy, const int64_t *
 
 /* Sum one input row along the window, of f(x) where f is x (norm 0: average pooling), x*x
  * (norm 2) or x^norm: sum[ow] over the taps inside the row. */
-static void FC_LOCAL(sum_fold_row)(const fc_pool2d_params *p, const T *row, fc_index lo,
-                                   fc_index hi, double norm, T *sum) {
+static void FC_LOCAL(sum_fold_row)(const fc_pool2d_params *p, const T *restrict row, fc_index lo,
+                                   fc_index hi, double norm, T *restrict sum) {
     const fc_index s = p->stride_w, pad = p->pad_w, k = p->kernel_w;
+    const fc_index OW = p->out_w, W = p->in_w;
 #define FC_F(v) (norm == 0.0 ? (v) : norm == 2.0 ? (v) * (v) : (T)pow((double)(v), norm))
-    for (fc_index ow = 0; ow < p->out_w; ow++) {
+    for (fc_index ow = 0; ow < OW; ow++) {
         if (ow == lo && lo < hi) { ow = hi - 1; continue; }
         fc_index j0, j1;
         const fc_index w0 = ow * s - pad;
-        FC_LOCAL(tap_span)(w0, 1, k, p->in_w, &j0, &j1);
+        FC_LOCAL(tap_span)(w0, 1, k, W, &j0, &j1);
         T acc = 0;
         for (fc_index j = j0; j < j1; j++) acc += FC_F(row[w0 + j]);
         sum[ow] = acc;
     }
     if (lo >= hi) return;
     const T *base = row - pad;
+#define FC_SUM_PASS(S, K, F)                                                                       \
+    for (fc_index ow = lo; ow < hi; ow++) {                                                         \
+        const T *w = base + ow * (S);                                                               \
+        T acc = F(w[0]);                                                                            \
+        for (int j = 1; j < (K); j++) acc += F(w[j]);                                               \
+        sum[ow] = acc;                                                                              \
+    }                                                                                               \
+    return;
+#define FC_ID(v) (v)
+#define FC_SQ(v) ((v) * (v))
+    if (s == 2 && k == 2 && norm == 0.0) { FC_SUM_PASS(2, 2, FC_ID) }
+    if (s == 2 && k == 3 && norm == 0.0) { FC_SUM_PASS(2, 3, FC_ID) }
+    if (s == 2 && k == 2 && norm == 2.0) { FC_SUM_PASS(2, 2, FC_SQ) }
+    if (s == 2 && k == 3 && norm == 2.0) { FC_SUM_PASS(2, 3, FC_SQ) }
+#undef FC_SUM_PASS
+#undef FC_ID
+#undef FC_SQ
     if (norm == 0.0) {
         for (fc_index ow = lo; ow < hi; ow++) sum[ow] = base[ow * s];
         for (fc_index j = 1; j < k; j++)
@@ -250,26 +299,45 @@ static inline void FC_LOCAL(avg_extent)(fc_index o, fc_index s, fc_index pad, fc
     *inside = FC_MIN(b, n) - FC_MAX(a, 0);
 }
 
-static inline T FC_LOCAL(avg_divisor)(const fc_pool2d_params *p, fc_index oh, fc_index ow) {
-    fc_index ph, ih, pw, iw;
-    FC_LOCAL(avg_extent)(oh, p->stride_h, p->pad_h, p->kernel_h, p->in_h, &ph, &ih);
-    FC_LOCAL(avg_extent)(ow, p->stride_w, p->pad_w, p->kernel_w, p->in_w, &pw, &iw);
-    if (ih <= 0 || iw <= 0) return 0; /* empty window: output 0, no gradient */
-    if (p->divisor_override) return (T)p->divisor_override;
-    return (T)(p->count_include_pad ? ph * pw : ih * iw);
+/* Per output column: the window length counted with padding and inside the input, computed once
+ * per call so the per-output division needs no branches. */
+static void FC_LOCAL(avg_columns)(const fc_pool2d_params *p, fc_index *padded, fc_index *inside) {
+    for (fc_index ow = 0; ow < p->out_w; ow++)
+        FC_LOCAL(avg_extent)(ow, p->stride_w, p->pad_w, p->kernel_w, p->in_w, &padded[ow],
+                             &inside[ow]);
+}
+
+/* divisor[ow] for output row oh, 0 for an empty window (output 0, no gradient). */
+static void FC_LOCAL(avg_divisors)(const fc_pool2d_params *p, fc_index oh,
+                                   const fc_index *restrict col_padded,
+                                   const fc_index *restrict col_inside, T *restrict divisor) {
+    const fc_index OW = p->out_w, override = p->divisor_override;
+    const int include = p->count_include_pad;
+    fc_index row_padded, row_inside;
+    FC_LOCAL(avg_extent)(oh, p->stride_h, p->pad_h, p->kernel_h, p->in_h, &row_padded,
+                         &row_inside);
+    for (fc_index ow = 0; ow < OW; ow++) {
+        const fc_index d = override ? override
+                           : include ? row_padded * col_padded[ow] : row_inside * col_inside[ow];
+        divisor[ow] = (row_inside > 0 && col_inside[ow] > 0) ? (T)d : (T)0;
+    }
 }
 
 /* Sum of f(x) over each window of output row oh into out[0..OW). */
 static void FC_LOCAL(window_sums)(const fc_pool2d_params *p, const T *plane, fc_index oh,
-                                  fc_index lo, fc_index hi, double norm, T *row_sum, T *out) {
+                                  fc_index lo, fc_index hi, double norm, T *restrict row_sum,
+                                  T *restrict out) {
+    const fc_index OW = p->out_w, W = p->in_w;
     fc_index i0, i1;
     const fc_index h0 = oh * p->stride_h - p->pad_h;
     FC_LOCAL(tap_span)(h0, 1, p->kernel_h, p->in_h, &i0, &i1);
-    for (fc_index ow = 0; ow < p->out_w; ow++) out[ow] = 0;
     for (fc_index i = i0; i < i1; i++) {
-        FC_LOCAL(sum_fold_row)(p, plane + (h0 + i) * p->in_w, lo, hi, norm, row_sum);
-        for (fc_index ow = 0; ow < p->out_w; ow++) out[ow] += row_sum[ow];
+        FC_LOCAL(sum_fold_row)(p, plane + (h0 + i) * W, lo, hi, norm, i == i0 ? out : row_sum);
+        if (i > i0)
+            for (fc_index ow = 0; ow < OW; ow++) out[ow] += row_sum[ow];
     }
+    if (i0 >= i1)
+        for (fc_index ow = 0; ow < OW; ow++) out[ow] = 0;
 }
 
 int FC_FN(avgpool2d_fwd)(const fc_pool2d_params *p, const T *x, T *y, int nthreads) {
@@ -282,23 +350,26 @@ int FC_FN(avgpool2d_fwd)(const fc_pool2d_params *p, const T *x, T *y, int nthrea
                                   FC_POOL_MIN_WORK, ntasks);
     FC_PRAGMA(omp parallel num_threads(nt))
     {
-        T *row_sum = (T *)malloc(sizeof(T) * (size_t)OW);
-        if (!row_sum) {
+        T *row_sum = (T *)malloc(sizeof(T) * (size_t)OW * 2);
+        fc_index *cols = (fc_index *)malloc(sizeof(fc_index) * (size_t)OW * 2);
+        if (!row_sum || !cols) {
             FC_PRAGMA(omp atomic write)
             failed = 1;
+        } else {
+            FC_LOCAL(avg_columns)(p, cols, cols + OW);
         }
         FC_PRAGMA(omp for schedule(static))
         for (fc_index t = 0; t < ntasks; t++) {
-            if (!row_sum) continue;
+            if (!row_sum || !cols) continue;
             const fc_index plane = t / OH, oh = t % OH;
-            T *out = y + plane * OH * OW + oh * OW;
+            T *out = y + plane * OH * OW + oh * OW, *divisor = row_sum + OW;
             FC_LOCAL(window_sums)(p, x + plane * HW, oh, lo, hi, 0.0, row_sum, out);
-            for (fc_index ow = 0; ow < OW; ow++) {
-                const T divisor = FC_LOCAL(avg_divisor)(p, oh, ow);
-                out[ow] = divisor != 0 ? out[ow] / divisor : (T)0;
-            }
+            FC_LOCAL(avg_divisors)(p, oh, cols, cols + OW, divisor);
+            for (fc_index ow = 0; ow < OW; ow++)
+                out[ow] = divisor[ow] != 0 ? out[ow] / divisor[ow] : (T)0;
         }
         free(row_sum);
+        free(cols);
     }
     return failed ? FC_ENOMEM : FC_OK;
 }
@@ -307,8 +378,20 @@ int FC_FN(avgpool2d_bwd)(const fc_pool2d_params *p, const T *gy, T *gx, int nthr
     const fc_index H = p->in_h, W = p->in_w, OH = p->out_h, OW = p->out_w;
     const int nt = fc_threads_for(nthreads, (double)p->planes * OH * OW * p->kernel_h * p->kernel_w,
                                   FC_POOL_MIN_WORK, p->planes);
-    FC_PRAGMA(omp parallel for schedule(static) num_threads(nt))
+    int failed = 0;
+    FC_PRAGMA(omp parallel num_threads(nt))
+    {
+    T *divisor = (T *)malloc(sizeof(T) * (size_t)OW);
+    fc_index *cols = (fc_index *)malloc(sizeof(fc_index) * (size_t)OW * 2);
+    if (!divisor || !cols) {
+        FC_PRAGMA(omp atomic write)
+        failed = 1;
+    } else {
+        FC_LOCAL(avg_columns)(p, cols, cols + OW);
+    }
+    FC_PRAGMA(omp for schedule(static))
     for (fc_index plane = 0; plane < p->planes; plane++) {
+        if (!divisor || !cols) continue;
         T *dst = gx + plane * H * W;
         const T *g = gy + plane * OH * OW;
         memset(dst, 0, sizeof(T) * (size_t)(H * W));
@@ -316,10 +399,10 @@ int FC_FN(avgpool2d_bwd)(const fc_pool2d_params *p, const T *gy, T *gx, int nthr
             fc_index i0, i1;
             const fc_index h0 = oh * p->stride_h - p->pad_h;
             FC_LOCAL(tap_span)(h0, 1, p->kernel_h, H, &i0, &i1);
+            FC_LOCAL(avg_divisors)(p, oh, cols, cols + OW, divisor);
             for (fc_index ow = 0; ow < OW; ow++) {
-                const T divisor = FC_LOCAL(avg_divisor)(p, oh, ow);
-                if (divisor == 0) continue;
-                const T share = g[oh * OW + ow] / divisor;
+                if (divisor[ow] == 0) continue;
+                const T share = g[oh * OW + ow] / divisor[ow];
                 fc_index j0, j1;
                 const fc_index w0 = ow * p->stride_w - p->pad_w;
                 FC_LOCAL(tap_span)(w0, 1, p->kernel_w, W, &j0, &j1);
@@ -330,7 +413,10 @@ int FC_FN(avgpool2d_bwd)(const fc_pool2d_params *p, const T *gy, T *gx, int nthr
             }
         }
     }
-    return FC_OK;
+    free(divisor);
+    free(cols);
+    }
+    return failed ? FC_ENOMEM : FC_OK;
 }
 
 /* lp_pool2d (no padding, no dilation): out = (S * kH*kW / area)^(1/p), S = sum of x^p over the
