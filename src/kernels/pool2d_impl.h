@@ -374,8 +374,51 @@ int FC_FN(avgpool2d_fwd)(const fc_pool2d_params *p, const T *x, T *y, int nthrea
     return failed ? FC_ENOMEM : FC_OK;
 }
 
+/* The backward of a sum fold: grow[w] += share[ow] * f'(x[w]) for every tap w of column ow inside
+ * the row, where f'(x) = 1 (norm 0: average pooling; norm 1), x (norm 2) or
+ * x^(norm-1). */
+static void FC_LOCAL(spread_row)(const fc_pool2d_params *p, T *restrict grow,
+                                 const T *restrict xrow, fc_index lo, fc_index hi, double norm,
+                                 const T *restrict share) {
+    const fc_index s = p->stride_w, pad = p->pad_w, k = p->kernel_w;
+    const fc_index OW = p->out_w, W = p->in_w;
+#define FC_D(v) (norm == 2.0 ? (v) : (T)pow((double)(v), norm - 1.0))
+    const int plain = norm == 0.0 || norm == 1.0;
+    for (fc_index ow = 0; ow < OW; ow++) {
+        if (ow == lo && lo < hi) { ow = hi - 1; continue; }
+        fc_index j0, j1;
+        const fc_index w0 = ow * s - pad;
+        FC_LOCAL(tap_span)(w0, 1, k, W, &j0, &j1);
+        for (fc_index j = j0; j < j1; j++)
+            grow[w0 + j] += plain ? share[ow] : share[ow] * FC_D(xrow[w0 + j]);
+    }
+    if (lo >= hi) return;
+    T *gbase = grow - pad;
+    const T *xbase = xrow - pad;
+    if (s == 2 && k == 2 && plain) {
+        for (fc_index ow = lo; ow < hi; ow++) {
+            gbase[2 * ow] += share[ow];
+            gbase[2 * ow + 1] += share[ow];
+        }
+    } else if (s == 2 && k == 2 && norm == 2.0) {
+        for (fc_index ow = lo; ow < hi; ow++) {
+            gbase[2 * ow] += share[ow] * xbase[2 * ow];
+            gbase[2 * ow + 1] += share[ow] * xbase[2 * ow + 1];
+        }
+    } else {
+        for (fc_index j = 0; j < k; j++)
+            for (fc_index ow = lo; ow < hi; ow++) {
+                const fc_index w = ow * s + j;
+                gbase[w] += plain ? share[ow] : share[ow] * FC_D(xbase[w]);
+            }
+    }
+#undef FC_D
+}
+
 int FC_FN(avgpool2d_bwd)(const fc_pool2d_params *p, const T *gy, T *gx, int nthreads) {
     const fc_index H = p->in_h, W = p->in_w, OH = p->out_h, OW = p->out_w;
+    fc_index lo, hi;
+    FC_LOCAL(interior_columns)(p, &lo, &hi);
     const int nt = fc_threads_for(nthreads, (double)p->planes * OH * OW * p->kernel_h * p->kernel_w,
                                   FC_POOL_MIN_WORK, p->planes);
     int failed = 0;
@@ -400,17 +443,10 @@ int FC_FN(avgpool2d_bwd)(const fc_pool2d_params *p, const T *gy, T *gx, int nthr
             const fc_index h0 = oh * p->stride_h - p->pad_h;
             FC_LOCAL(tap_span)(h0, 1, p->kernel_h, H, &i0, &i1);
             FC_LOCAL(avg_divisors)(p, oh, cols, cols + OW, divisor);
-            for (fc_index ow = 0; ow < OW; ow++) {
-                if (divisor[ow] == 0) continue;
-                const T share = g[oh * OW + ow] / divisor[ow];
-                fc_index j0, j1;
-                const fc_index w0 = ow * p->stride_w - p->pad_w;
-                FC_LOCAL(tap_span)(w0, 1, p->kernel_w, W, &j0, &j1);
-                for (fc_index i = i0; i < i1; i++) {
-                    T *row = dst + (h0 + i) * W + w0;
-                    for (fc_index j = j0; j < j1; j++) row[j] += share;
-                }
-            }
+            for (fc_index ow = 0; ow < OW; ow++) /* divisor 0: an empty window, no gradient */
+                divisor[ow] = divisor[ow] != 0 ? g[oh * OW + ow] / divisor[ow] : (T)0;
+            for (fc_index i = i0; i < i1; i++)
+                FC_LOCAL(spread_row)(p, dst + (h0 + i) * W, NULL, lo, hi, 0.0, divisor);
         }
     }
     free(divisor);
@@ -495,21 +531,8 @@ int FC_FN(lppool2d_bwd)(const fc_pool2d_params *p, double norm, const T *gy, con
                 }
                 const fc_index h0 = oh * p->stride_h;
                 const fc_index h1 = FC_MIN(h0 + p->kernel_h, H);
-                for (fc_index ih = h0; ih < h1; ih++) {
-                    const T *xr = src + ih * W;
-                    T *gr = dst + ih * W;
-                    for (fc_index ow = 0; ow < OW; ow++) {
-                        const fc_index w0 = ow * p->stride_w, w1 = FC_MIN(w0 + p->kernel_w, W);
-                        const T cf = coef[ow];
-                        if (cf == 0) continue;
-                        for (fc_index iw = w0; iw < w1; iw++) {
-                            const T v = xr[iw];
-                            gr[iw] += norm == 2.0 ? cf * v
-                                      : norm == 1.0 ? cf
-                                                    : (T)((double)cf * pow((double)v, norm - 1.0));
-                        }
-                    }
-                }
+                for (fc_index ih = h0; ih < h1; ih++)
+                    FC_LOCAL(spread_row)(p, dst + ih * W, src + ih * W, lo, hi, norm, coef);
             }
         }
         free(row_sum);
