@@ -4,7 +4,8 @@ The case table spans the knobs (stride, padding incl. 'same', dilation, groups i
 kernels 1x1 to 11x11, rectangular kernels and strides, 1x1 inputs, batch 0 and 1) and the kernels'
 tile edges: output channels around the register tile (MR = 4/6/8), pixels around the vector
 width and the pixel tile (384), reduction lengths past one packed panel (64..512) and
-input-gradient tasks whose rows cross 288.
+input-gradient tasks whose rows cross 288. Stride-1 input gradients run as forward convolutions
+with flipped weights; strided ones through col2im: the table covers both.
 """
 
 from __future__ import annotations
@@ -55,6 +56,10 @@ CONV_CASES = {
     "long-reduction": (1, 40, 6, 6, 7, 3, 1, 1, 1, 1, True),  # R = 360: several KC panels
     "long-reduction-k": (1, 3, 6, 6, 140, 1, 1, 0, 1, 1, True),  # Kg = 140 > KC for dX
     "rows-past-288": (1, 33, 5, 5, 4, 3, 1, 1, 1, 1, True),  # C*9 = 297 rows
+    # stride > 1 takes the col2im input-gradient path: its row blocks and K panels too
+    "rows-past-288-strided": (1, 33, 7, 7, 4, 3, 2, 1, 1, 1, True),
+    "long-reduction-k-strided": (1, 3, 7, 7, 140, 1, 2, 0, 1, 1, True),
+    "padding-beyond-kernel": (2, 2, 5, 5, 3, 2, 1, 3, 1, 1, True),  # d*(k-1) - pad < 0
     "big-batch-weight-chunks": (20, 2, 5, 5, 3, 3, 1, 1, 1, 1, True),  # > 16 batch chunks
 }
 

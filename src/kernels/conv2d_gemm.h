@@ -7,8 +7,9 @@
  * are packed into MR-row / NR-column panels and an MR x NR register microkernel does the FMAs. The
  * im2col matrix is never built whole: it is packed tile by tile into a bounded per-thread buffer.
  *   forward      Y[K, P]      = W[K, R] * col(X)[R, P]      tasks: (image, group, pixel tile)
- *   input grad   col(dX)[R,P] = W^T[R, K] * dY[K, P]        tasks: (image, group, channel block);
- *                then col2im scatter-adds each tile into dX (a task owns its channels: no races)
+ *   input grad   stride 1: a forward convolution of dY with the flipped, transposed weights;
+ *                otherwise col(dX)[R,P] = W^T[R, K] * dY[K, P], tasks (image, group, channel
+ *                block), then col2im scatter-adds each tile into dX (a task owns its channels)
  *   weight grad  dW[K, R]    += dY[K, P] * col(X)^T[P, R]   tasks: (batch chunk, group, R block);
  *                batch chunks accumulate privately and are summed in a fixed order
  * with R = C/groups * kH * kW and P = OH * OW. The split into tasks never depends on the thread
@@ -369,8 +370,39 @@ int FC_FN(conv2d_fwd)(const fc_conv2d_params *p, const T *x, const T *w, const T
 
 /* ---- input gradient ------------------------------------------------------------------------- */
 
+/* Stride 1: the input gradient is itself a convolution, of dY with the weights transposed
+ * (K <-> C per group) and flipped, padded by d*(k-1) - pad, so it runs on the forward kernels
+ * with no col2im scatter and the forward's parallelism over pixel tiles. */
+static int FC_LOCAL(bwd_input_as_forward)(const fc_conv2d_params *p, const T *gy, const T *w,
+                                          T *gx, int nthreads) {
+    const fc_index G = p->groups, Cg = p->in_channels / G, Kg = p->out_channels / G;
+    const fc_index kh = p->kernel_h, kw = p->kernel_w, kk = kh * kw;
+    T *wt = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(p->out_channels * Cg * kk));
+    if (!wt) return FC_ENOMEM;
+    for (fc_index g = 0; g < G; g++)
+        for (fc_index k = 0; k < Kg; k++)
+            for (fc_index c = 0; c < Cg; c++)
+                for (fc_index t = 0; t < kk; t++) /* t -> kk-1-t flips both axes */
+                    wt[((g * Cg + c) * Kg + k) * kk + (kk - 1 - t)] =
+                        w[((g * Kg + k) * Cg + c) * kk + t];
+    fc_conv2d_params q = *p;
+    q.in_channels = p->out_channels;
+    q.in_h = p->out_h;
+    q.in_w = p->out_w;
+    q.out_channels = p->in_channels;
+    q.pad_top = p->dilation_h * (kh - 1) - p->pad_top;
+    q.pad_left = p->dilation_w * (kw - 1) - p->pad_left;
+    q.out_h = p->in_h;
+    q.out_w = p->in_w;
+    const int rc = FC_FN(conv2d_fwd)(&q, gy, wt, NULL, gx, nthreads);
+    fc_aligned_free(wt);
+    return rc;
+}
+
 int FC_FN(conv2d_bwd_input)(const fc_conv2d_params *p, const T *gy, const T *w, T *gx,
                             int nthreads) {
+    if (p->stride_h == 1 && p->stride_w == 1)
+        return FC_LOCAL(bwd_input_as_forward)(p, gy, w, gx, nthreads);
     const fc_index G = p->groups, Cg = p->in_channels / G, Kg = p->out_channels / G;
     const fc_index kk = p->kernel_h * p->kernel_w, R = Cg * kk, P = p->out_h * p->out_w;
     const fc_index H = p->in_h, W = p->in_w, HW = H * W;
