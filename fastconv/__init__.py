@@ -16,7 +16,7 @@ except ImportError as exc:  # pragma: no cover - only on a broken install
         f"--inplace` in a source checkout. Original error: {exc}"
     ) from exc
 
-from . import functional, reference  # noqa: E402
+from . import functional, init, nn, optim, reference  # noqa: E402
 from ._config import (  # noqa: E402
     available_isas,
     get_num_threads,
@@ -28,6 +28,6 @@ from ._config import (  # noqa: E402
 )
 
 __all__ = [
-    "functional", "reference", "available_isas", "get_num_threads", "num_threads",
-    "selected_isa", "set_num_threads", "show_config", "use_isa", "__version__",
+    "functional", "init", "nn", "optim", "reference", "available_isas", "get_num_threads",
+    "num_threads", "selected_isa", "set_num_threads", "show_config", "use_isa", "__version__",
 ]

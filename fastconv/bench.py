@@ -99,6 +99,7 @@ def pool_cases(dtype=np.float32, names=None, seed=0) -> list[Case]:
     rng = np.random.default_rng(seed)
     x = rng.standard_normal(POOL_SHAPE).astype(dtype)
     tx = torch.from_numpy(x) if torch is not None else None
+    tf = torch.nn.functional if torch is not None else None
     cases = []
     for name, (op, kw) in POOL_CASES.items():
         if names and name not in names:
@@ -124,7 +125,6 @@ def pool_cases(dtype=np.float32, names=None, seed=0) -> list[Case]:
         }[op]
         fwd_t = bwd_t = None
         if torch is not None:
-            tf = torch.nn.functional
             tgy = torch.from_numpy(gy)
             k, s, p = kw["kernel_size"], kw["stride"], kw.get("padding", 0)
             if op == "max":

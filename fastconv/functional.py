@@ -12,10 +12,13 @@ inputs, given ``grad_output`` (the loss's gradient with respect to the op's outp
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
 from . import _kernels
 from . import _validation as v
+from . import init as _init
 from ._config import get_num_threads
 
 __all__ = [
@@ -24,6 +27,11 @@ __all__ = [
     "avg_pool2d", "avg_pool2d_backward",
     "lp_pool2d", "lp_pool2d_backward",
     "relu", "relu_backward",
+    "linear", "linear_backward",
+    "tanh", "tanh_backward", "sigmoid", "sigmoid_backward",
+    "dropout", "dropout_backward",
+    "batch_norm", "batch_norm_backward",
+    "cross_entropy", "cross_entropy_backward",
 ]
 
 
@@ -412,3 +420,443 @@ def relu_backward(grad_output: np.ndarray, x: np.ndarray) -> np.ndarray:
     gx = np.empty(x.shape, x.dtype)
     _kernels.relu_backward(v.contiguous(grad_output), v.contiguous(x), gx, get_num_threads())
     return gx
+
+
+# ---- linear, activations, dropout, batch norm, cross entropy -------------------------------------
+#
+# These ops are a matrix product or a few passes over memory, so NumPy (BLAS for the products)
+# already runs them near the machine's limits: they need no C kernel of their own. Each computes
+# in its input's dtype and follows the same rules as the ops above (validate, never mix dtypes,
+# never return a view of an input).
+
+def _real(op: str, name: str, value, low: float, high: float, what: str) -> float:
+    """A real number (not a bool) in [low, high]; TypeError for a non-number, else ValueError."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        v.fail(op, f"{name} must be {what}, got {value!r}", TypeError)
+    if not low <= value <= high:  # also rejects NaN
+        v.fail(op, f"{name} must be {what}, got {value!r}")
+    return float(value)
+
+
+def _probability(op: str, p) -> float:
+    return _real(op, "p", p, 0.0, 1.0, "a probability in [0, 1]")
+
+
+def _scalar_grad(op: str, grad_output) -> float:
+    """The gradient of a scalar loss: a real number or a 0-d float array."""
+    if isinstance(grad_output, np.ndarray) and grad_output.shape == () \
+            and grad_output.dtype.kind == "f":
+        return float(grad_output)
+    if isinstance(grad_output, (bool, np.bool_)) or not isinstance(grad_output, numbers.Real):
+        v.fail(op, "grad_output must be a real number or a 0-d float array (the loss is a "
+                   f"scalar), got {grad_output!r}", TypeError)
+    return float(grad_output)
+
+
+def _check_linear(op, x, weight, grad_output=None):
+    if x.ndim < 1:
+        v.fail(op, f"x must have at least 1 dim (*, in_features), got shape {x.shape}")
+    if x.shape[-1] != weight.shape[1]:
+        v.fail(op, f"x's last dim ({x.shape[-1]}) must equal weight's in_features "
+                   f"(weight shape {weight.shape})")
+    if grad_output is not None:
+        v.check_grad_output(op, grad_output, x.shape[:-1] + (weight.shape[0],))
+
+
+def linear(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
+    """``x @ weight.T + bias``, as ``torch.nn.functional.linear``.
+
+    Parameters
+    ----------
+    x : (*, in_features) float32 or float64 (any number of leading dims, including none)
+    weight : (out_features, in_features), same dtype
+    bias : (out_features,) or None
+
+    Returns
+    -------
+    (*, out_features) array.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv.functional as F
+    >>> F.linear(np.array([[1.0, 2.0]]), np.array([[1.0, 1.0], [0.0, 3.0]]), np.array([0.5, 0.0]))
+    array([[3.5, 6. ]])
+    """
+    op = "linear"
+    x = v.float_array(op, "x", x)
+    weight = v.float_array(op, "weight", weight, 2, "(out_features, in_features)")
+    if bias is not None:
+        bias = v.float_array(op, "bias", bias, 1, "(out_features,)")
+        if bias.shape != weight.shape[:1]:
+            v.fail(op, f"bias must have shape ({weight.shape[0]},) (weight's out_features), "
+                       f"got {bias.shape}")
+    v.same_dtype(op, x=x, weight=weight, bias=bias)
+    _check_linear(op, x, weight)
+    # one GEMM over all leading dims, rather than a batched matmul
+    y = (x.reshape(-1, weight.shape[1]) @ weight.T).reshape(x.shape[:-1] + weight.shape[:1])
+    if bias is not None:
+        y += bias
+    return y
+
+
+def linear_backward(grad_output: np.ndarray, x: np.ndarray, weight: np.ndarray):
+    """Gradients of linear: ``(grad_input, grad_weight, grad_bias)``.
+
+    Shapes: grad_input like x (*, in_features), grad_weight like weight, grad_bias
+    (out_features,) (the sum of grad_output over the leading dims; returned whether or not the
+    forward pass had a bias).
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv.functional as F
+    >>> x = np.ones((4, 3)); w = np.ones((2, 3))
+    >>> [g.shape for g in F.linear_backward(np.ones((4, 2)), x, w)]
+    [(4, 3), (2, 3), (2,)]
+    """
+    op = "linear_backward"
+    grad_output = v.float_array(op, "grad_output", grad_output)
+    x = v.float_array(op, "x", x)
+    weight = v.float_array(op, "weight", weight, 2, "(out_features, in_features)")
+    v.same_dtype(op, x=x, weight=weight, grad_output=grad_output)
+    _check_linear(op, x, weight, grad_output)
+    out_features, in_features = weight.shape
+    go = grad_output.reshape(-1, out_features)
+    grad_input = (go @ weight).reshape(x.shape)
+    grad_weight = go.T @ x.reshape(-1, in_features)
+    return grad_input, grad_weight, go.sum(axis=0)
+
+
+def _unary_backward(op, grad_output, output):
+    grad_output = v.float_array(op, "grad_output", grad_output)
+    output = v.float_array(op, "output", output)
+    v.same_dtype(op, output=output, grad_output=grad_output)
+    v.check_same_shape(op, "grad_output", grad_output, "output", output)
+    return grad_output, output
+
+
+def tanh(x: np.ndarray) -> np.ndarray:
+    """Hyperbolic tangent element-wise, any shape.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv.functional as F
+    >>> F.tanh(np.array([0.0, 100.0]))
+    array([0., 1.])
+    """
+    return np.tanh(v.float_array("tanh", "x", x))
+
+
+def tanh_backward(grad_output: np.ndarray, output: np.ndarray) -> np.ndarray:
+    """Gradient of tanh from its output (as PyTorch's ``tanh_backward``):
+    ``grad_output * (1 - output**2)``, where ``output = tanh(x)``.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv.functional as F
+    >>> F.tanh_backward(np.ones(2), F.tanh(np.array([0.0, 100.0])))
+    array([1., 0.])
+    """
+    grad_output, output = _unary_backward("tanh_backward", grad_output, output)
+    return grad_output * (1 - output * output)
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """Logistic function ``1 / (1 + exp(-x))`` element-wise, any shape; no overflow for any x.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv.functional as F
+    >>> F.sigmoid(np.array([-1000.0, 0.0, 1000.0]))
+    array([0. , 0.5, 1. ])
+    """
+    x = v.float_array("sigmoid", "x", x)
+    # exp(-|x|) never overflows; the two branches are the same function, each exact on its side
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+
+
+def sigmoid_backward(grad_output: np.ndarray, output: np.ndarray) -> np.ndarray:
+    """Gradient of sigmoid from its output (as PyTorch's ``sigmoid_backward``):
+    ``grad_output * output * (1 - output)``, where ``output = sigmoid(x)``.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv.functional as F
+    >>> F.sigmoid_backward(np.ones(1), F.sigmoid(np.zeros(1)))
+    array([0.25])
+    """
+    grad_output, output = _unary_backward("sigmoid_backward", grad_output, output)
+    return grad_output * output * (1 - output)
+
+
+def dropout(x: np.ndarray, p: float = 0.5, training: bool = True,
+            rng: np.random.Generator | None = None):
+    """Inverted dropout: zero each element with probability p and scale the rest by 1/(1-p).
+
+    Parameters
+    ----------
+    x : float32 or float64, any shape
+    p : probability of zeroing an element, in [0, 1], default 0.5 (p=1 gives zeros)
+    training : default True; when False (or p == 0) the op is the identity
+    rng : numpy.random.Generator, default the generator that ``fastconv.init.manual_seed`` seeds
+
+    Returns
+    -------
+    ``(out, mask)``: ``out = x * mask``, where mask has x's shape and dtype and holds 0 or
+    1/(1-p); pass the mask to ``dropout_backward``. mask is None when the op is the identity.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv.functional as F
+    >>> out, mask = F.dropout(np.ones(8), p=0.5, rng=np.random.default_rng(0))
+    >>> sorted(set(out.tolist())), bool(np.array_equal(out, mask))
+    ([0.0, 2.0], True)
+    """
+    op = "dropout"
+    x = v.float_array(op, "x", x)
+    p = _probability(op, p)
+    training = v.boolean(op, "training", training)
+    if rng is None:
+        rng = _init.default_generator()
+    elif not isinstance(rng, np.random.Generator):
+        v.fail(op, f"rng must be a numpy.random.Generator or None, got {type(rng).__name__}",
+               TypeError)
+    if not training or p == 0:
+        return x.copy(), None
+    keep = rng.random(x.shape, dtype=x.dtype) < 1 - p  # kept with probability 1 - p
+    mask = keep.astype(x.dtype)
+    if p < 1:
+        mask *= 1 / (1 - p)
+    return x * mask, mask
+
+
+def dropout_backward(grad_output: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """Gradient of dropout: ``grad_output * mask`` with the mask dropout returned
+    (a copy of grad_output when the mask is None, i.e. dropout was the identity).
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv.functional as F
+    >>> F.dropout_backward(np.ones(3), np.array([0.0, 2.0, 2.0]))
+    array([0., 2., 2.])
+    """
+    op = "dropout_backward"
+    grad_output = v.float_array(op, "grad_output", grad_output)
+    if mask is None:
+        return grad_output.copy()
+    mask = v.float_array(op, "mask", mask)
+    v.same_dtype(op, grad_output=grad_output, mask=mask)
+    v.check_same_shape(op, "grad_output", grad_output, "mask", mask)
+    return grad_output * mask
+
+
+def _batch_norm_args(op, x, running_mean, running_var, weight, bias, training, eps,
+                     updates_stats):
+    """Validated (x, running_mean, running_var, weight, bias, training, eps)."""
+    x = v.float_array(op, "x", x)
+    if x.ndim < 2:
+        v.fail(op, f"x must be an (N, C, *) array of at least 2 dims, got shape {x.shape}")
+    channels = x.shape[1]
+    per_channel = {"running_mean": running_mean, "running_var": running_var,
+                   "weight": weight, "bias": bias}
+    for name, a in per_channel.items():
+        if a is None:
+            continue
+        checked = v.float_array(op, name, a, 1, "(C,)")
+        if checked.shape != (channels,):
+            v.fail(op, f"{name} must have shape ({channels},) (x's channels), got {a.shape}")
+        # running statistics are updated in place, so they cannot be a converted copy
+        if updates_stats and name.startswith("running") and \
+                (checked is not a or not a.flags.writeable):
+            v.fail(op, f"{name} must be a writeable array in native byte order (it is updated "
+                       "in place when training)")
+        per_channel[name] = checked
+    v.same_dtype(op, x=x, **per_channel)
+    training = v.boolean(op, "training", training)
+    if (running_mean is None) != (running_var is None):
+        v.fail(op, "running_mean and running_var must both be arrays or both be None")
+    if not training and running_mean is None:
+        v.fail(op, "running_mean and running_var are needed when training=False")
+    if training and x.size <= channels:
+        v.fail(op, f"training needs more than one value per channel, got x of shape {x.shape}")
+    eps = _real(op, "eps", eps, np.finfo(np.float64).tiny, np.inf, "a positive number")
+    return (x, *per_channel.values(), training, eps)
+
+
+def _batch_norm_stats(x, running_mean, running_var, training):
+    """(axes reduced, broadcast shape of a per-channel array, mean, variance) for x."""
+    axes = (0,) + tuple(range(2, x.ndim))
+    shape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
+    if not training:
+        return axes, shape, running_mean, running_var
+    mean = x.mean(axis=axes)
+    centred = x - mean.reshape(shape)
+    return axes, shape, mean, np.mean(centred * centred, axis=axes)  # biased, as PyTorch
+
+
+def batch_norm(x: np.ndarray, running_mean: np.ndarray | None, running_var: np.ndarray | None,
+               weight: np.ndarray | None = None, bias: np.ndarray | None = None,
+               training: bool = False, momentum: float = 0.1, eps: float = 1e-5) -> np.ndarray:
+    """Batch normalisation over channel 1, as ``torch.nn.functional.batch_norm``.
+
+    ``y = (x - mean) / sqrt(var + eps) * weight + bias`` per channel. In training the mean and
+    the biased variance come from x (over every dim but 1), and the running statistics, when
+    given, are updated IN PLACE: ``running = (1 - momentum) * running + momentum * batch``, with
+    the unbiased variance (times n/(n-1), n = values per channel) going into running_var. In
+    evaluation (training=False) the running statistics normalise.
+
+    Parameters
+    ----------
+    x : (N, C, *) float32 or float64, e.g. (N, C), (N, C, L) or (N, C, H, W)
+    running_mean, running_var : (C,) or both None (training only)
+    weight, bias : (C,) or None (scale 1, shift 0)
+    training : default False
+    momentum : in [0, 1], default 0.1
+    eps : positive, default 1e-5
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv.functional as F
+    >>> mean, var = np.zeros(1), np.ones(1)
+    >>> F.batch_norm(np.array([[1.0], [3.0]]), mean, var, training=True, eps=1e-12)
+    array([[-1.],
+           [ 1.]])
+    >>> mean, var
+    (array([0.2]), array([1.1]))
+    """
+    op = "batch_norm"
+    x, running_mean, running_var, weight, bias, training, eps = _batch_norm_args(
+        op, x, running_mean, running_var, weight, bias, training, eps, updates_stats=True)
+    momentum = _real(op, "momentum", momentum, 0.0, 1.0, "a number in [0, 1]")
+    axes, shape, mean, var = _batch_norm_stats(x, running_mean, running_var, training)
+    if training and running_mean is not None:
+        n = x.size // x.shape[1]
+        running_mean *= 1 - momentum
+        running_mean += momentum * mean
+        running_var *= 1 - momentum
+        running_var += (momentum * n / (n - 1)) * var
+    y = (x - mean.reshape(shape)) * (1 / np.sqrt(var + eps)).reshape(shape)
+    if weight is not None:
+        y *= weight.reshape(shape)
+    if bias is not None:
+        y += bias.reshape(shape)
+    return y
+
+
+def batch_norm_backward(grad_output: np.ndarray, x: np.ndarray,
+                        running_mean: np.ndarray | None, running_var: np.ndarray | None,
+                        weight: np.ndarray | None = None, training: bool = False,
+                        eps: float = 1e-5):
+    """Gradients of batch_norm: ``(grad_input, grad_weight, grad_bias)``, each of x's dtype.
+
+    Arguments as batch_norm's (training as it was in the forward pass). In training the batch
+    statistics are recomputed from x and the gradient flows through them; in evaluation the
+    running statistics are constants. grad_weight ``sum(grad_output * x_hat)`` and grad_bias
+    ``sum(grad_output)`` have shape (C,) and are returned even when weight/bias were None.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv.functional as F
+    >>> x = np.array([[1.0], [3.0]])
+    >>> gx, gw, gb = F.batch_norm_backward(np.ones((2, 1)), x, None, None, training=True)
+    >>> gx, gw, gb  # shifting every output equally is undone by the batch mean: no gradient
+    (array([[0.],
+           [0.]]), array([0.]), array([2.]))
+    """
+    op = "batch_norm_backward"
+    x, running_mean, running_var, weight, _, training, eps = _batch_norm_args(
+        op, x, running_mean, running_var, weight, None, training, eps, updates_stats=False)
+    grad_output = v.float_array(op, "grad_output", grad_output)
+    v.same_dtype(op, x=x, grad_output=grad_output)
+    v.check_grad_output(op, grad_output, x.shape)
+    axes, shape, mean, var = _batch_norm_stats(x, running_mean, running_var, training)
+    invstd = 1 / np.sqrt(var + eps)
+    x_hat = (x - mean.reshape(shape)) * invstd.reshape(shape)
+    grad_bias = grad_output.sum(axis=axes)
+    grad_weight = (grad_output * x_hat).sum(axis=axes)
+    scale = invstd if weight is None else weight * invstd
+    if training:
+        # the batch mean and variance depend on every x: subtract their share of the gradient
+        n = x.size // x.shape[1]
+        grad_input = grad_output - (grad_bias / n).reshape(shape) \
+            - x_hat * (grad_weight / n).reshape(shape)
+        grad_input *= scale.reshape(shape)
+    else:
+        grad_input = grad_output * scale.reshape(shape)
+    return grad_input, grad_weight, grad_bias
+
+
+def _cross_entropy_args(op, logits, target):
+    logits = v.float_array(op, "logits", logits, 2, "(N, C)")
+    n, classes = logits.shape
+    if n < 1 or classes < 1:
+        v.fail(op, f"logits must have at least one row and one class, got shape {logits.shape}")
+    if not isinstance(target, np.ndarray) or target.dtype.kind not in "iu":
+        got = target.dtype if isinstance(target, np.ndarray) else type(target).__name__
+        v.fail(op, f"target must be an integer numpy.ndarray of class indices, got {got}",
+               TypeError)
+    if target.shape != (n,):
+        v.fail(op, f"target must have shape ({n},) (one class index per row of logits), "
+                   f"got {target.shape}")
+    low, high = int(target.min()), int(target.max())
+    if low < 0 or high >= classes:
+        v.fail(op, f"target values must lie in [0, {classes}) (class indices), "
+                   f"got values in [{low}, {high}]")
+    return logits, target.astype(np.intp, copy=False)
+
+
+def _log_softmax_parts(logits):
+    """(logits - row max, log of the row sums of exp of that): never overflows."""
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return shifted, exp, np.log(exp.sum(axis=1, keepdims=True))
+
+
+def cross_entropy(logits: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Mean softmax cross-entropy of logits against integer class labels, as
+    ``torch.nn.functional.cross_entropy`` with its defaults (reduction='mean').
+
+    ``mean over rows of (logsumexp(logits[i]) - logits[i, target[i]])``, computed after
+    subtracting each row's maximum, so large logits neither overflow nor lose the answer.
+    Unlike PyTorch, there is no ignore_index: every label must be a valid class.
+
+    Parameters
+    ----------
+    logits : (N, C) float32 or float64, N >= 1
+    target : (N,) integer array of class indices in [0, C)
+
+    Returns
+    -------
+    0-d array of logits' dtype (``float(loss)`` gives a Python float).
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv.functional as F
+    >>> loss = F.cross_entropy(np.array([[1e4, 0.0], [0.0, 0.0]]), np.array([0, 1]))
+    >>> round(float(loss), 6)   # (0 + log 2) / 2
+    0.346574
+    """
+    logits, target = _cross_entropy_args("cross_entropy", logits, target)
+    shifted, _, log_sum = _log_softmax_parts(logits)
+    rows = np.arange(logits.shape[0])
+    return np.asarray((log_sum[:, 0] - shifted[rows, target]).mean(), dtype=logits.dtype)
+
+
+def cross_entropy_backward(grad_output, logits: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Gradient of cross_entropy with respect to logits: ``grad_output * (softmax(logits) -
+    one_hot(target)) / N``, shape (N, C). grad_output is the loss's gradient, usually 1.0.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv.functional as F
+    >>> F.cross_entropy_backward(1.0, np.zeros((1, 2)), np.array([1]))
+    array([[ 0.5, -0.5]])
+    """
+    op = "cross_entropy_backward"
+    grad_output = _scalar_grad(op, grad_output)
+    logits, target = _cross_entropy_args(op, logits, target)
+    _, exp, _ = _log_softmax_parts(logits)
+    grad = exp / exp.sum(axis=1, keepdims=True)
+    grad[np.arange(logits.shape[0]), target] -= 1
+    grad *= grad_output / logits.shape[0]
+    return grad

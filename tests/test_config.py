@@ -24,7 +24,11 @@ def _run(code: str, **env) -> str:
     for key, value in env.items():
         if value is None:
             full_env.pop(key)
-    # run outside the source tree, so the installed package is imported, not ./fastconv
+    # the folder fastconv was imported from (site-packages, or a checkout built in place)
+    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(fastconv.__file__)))
+    full_env["PYTHONPATH"] = os.pathsep.join(
+        [package_parent] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+    # run outside the source tree, so the same fastconv is imported, not whatever ./fastconv is
     out = subprocess.run([sys.executable, "-c", code], env=full_env, capture_output=True,
                          text=True, check=True, cwd=tempfile.gettempdir())
     return out.stdout.strip()

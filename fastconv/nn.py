@@ -1,0 +1,609 @@
+"""Layers, a loss and a small Module API, on NumPy arrays, built only on ``fastconv.functional``.
+
+Every layer has ``forward(x)`` (also run by calling it) and ``backward(grad_output)`` which
+returns the gradient with respect to x and ADDS the parameters' gradients to their ``.grad``, so
+gradients accumulate over backward passes until ``zero_grad()``. A layer keeps what its backward
+needs from its latest forward; backward before any forward raises RuntimeError.
+
+Names, arguments, default initialisation, parameter names and ``state_dict`` keys and shapes are
+PyTorch's, so a PyTorch model's weights load directly::
+
+    model.load_state_dict({k: t.numpy() for k, t in torch_model.state_dict().items()})
+
+Layers compute in float32 unless built with ``dtype=np.float64`` or converted with
+``model.to(np.float64)``; inputs must have the model's dtype (fastconv never promotes).
+
+Examples
+--------
+>>> import numpy as np
+>>> from fastconv import nn, init
+>>> _ = init.manual_seed(0)
+>>> model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+...                       nn.MaxPool2d(2), nn.Flatten(), nn.Linear(4 * 2 * 2, 3))
+>>> loss_fn = nn.CrossEntropyLoss()
+>>> x, labels = np.ones((5, 1, 4, 4), np.float32), np.array([0, 1, 2, 0, 1])
+>>> loss = loss_fn(model(x), labels)
+>>> grad_x = model.backward(loss_fn.backward())
+>>> grad_x.shape, model[0].weight.grad.shape, list(model.state_dict())[:4]
+((5, 1, 4, 4), (4, 1, 3, 3), ['0.weight', '0.bias', '1.weight', '1.bias'])
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import _validation as v
+from . import functional as F
+from . import init
+
+__all__ = [
+    "Parameter", "Module", "Sequential",
+    "Conv2d", "Linear", "MaxPool2d", "AvgPool2d", "LPPool2d",
+    "ReLU", "Tanh", "Sigmoid", "Flatten", "Dropout", "BatchNorm1d", "BatchNorm2d",
+    "CrossEntropyLoss",
+]
+
+
+def _float_dtype(op: str, dtype) -> np.dtype:
+    try:
+        dtype = np.dtype(dtype)
+    except TypeError:
+        dtype = None
+    if dtype not in v.FLOAT_DTYPES:
+        v.fail(op, f"dtype must be float32 or float64, got {dtype}", TypeError)
+    return dtype
+
+
+class Parameter:
+    """A trainable array: ``.data`` holds the values, ``.grad`` (same shape and dtype, zeros
+    until a backward pass adds to it) the accumulated gradient of the loss."""
+
+    __slots__ = ("data", "grad")
+
+    def __init__(self, data: np.ndarray):
+        self.data = data
+        self.grad = np.zeros_like(data)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.data.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.data.dtype
+
+    def __repr__(self) -> str:
+        return f"Parameter(shape={self.data.shape}, dtype={self.data.dtype})"
+
+
+class Module:
+    """Base class of layers and losses.
+
+    Parameters are the attributes holding a Parameter, submodules those holding a Module (in the
+    order they were set, which gives PyTorch's names: '0.weight', '1.running_mean', …); buffers
+    are the attributes listed in ``_buffer_names``.
+    """
+
+    _buffer_names: tuple[str, ...] = ()
+
+    def __init__(self):
+        self.training = True
+        self._saved = None  # what backward needs, set by forward
+
+    # ---- running ---------------------------------------------------------------------------
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    def forward(self, x):
+        raise NotImplementedError
+
+    def backward(self, grad_output):
+        raise NotImplementedError
+
+    def _saved_for_backward(self):
+        if self._saved is None:
+            raise RuntimeError(f"{type(self).__name__}.backward called before forward: call the "
+                               "module on an input first")
+        return self._saved
+
+    # ---- structure ---------------------------------------------------------------------------
+
+    def _own(self, kind):
+        return [(name, value) for name, value in vars(self).items() if isinstance(value, kind)]
+
+    def children(self):
+        """The direct submodules."""
+        return (m for _, m in self._own(Module))
+
+    def modules(self):
+        """This module and every submodule, depth first."""
+        yield self
+        for child in self.children():
+            yield from child.modules()
+
+    def named_parameters(self, prefix: str = ""):
+        """(name, Parameter) pairs with PyTorch's names, e.g. ('0.weight', …)."""
+        yield from ((prefix + name, p) for name, p in self._own(Parameter))
+        for name, child in self._own(Module):
+            yield from child.named_parameters(f"{prefix}{name}.")
+
+    def parameters(self):
+        """Every Parameter of this module and its submodules (what an optimiser takes)."""
+        return (p for _, p in self.named_parameters())
+
+    def _named_state(self, prefix: str = ""):
+        """(key, live array) in PyTorch's state_dict order: own parameters, own buffers, then
+        each submodule's."""
+        for name, p in self._own(Parameter):
+            yield prefix + name, p.data
+        for name in self._buffer_names:
+            yield prefix + name, getattr(self, name)
+        for name, child in self._own(Module):
+            yield from child._named_state(f"{prefix}{name}.")
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Copies of every parameter and buffer, keyed and shaped as PyTorch's state_dict."""
+        return {key: array.copy() for key, array in self._named_state()}
+
+    def load_state_dict(self, state_dict) -> Module:
+        """Copy values into this model's parameters and buffers (converted to their dtypes).
+
+        The keys must be exactly this model's (KeyError naming the missing and unexpected ones)
+        and each value must have its array's shape (ValueError naming the key). Nothing is
+        changed unless every entry fits. Values may be NumPy arrays or anything np.asarray takes.
+        """
+        own = dict(self._named_state())
+        missing = [k for k in own if k not in state_dict]
+        unexpected = [k for k in state_dict if k not in own]
+        if missing or unexpected:
+            raise KeyError(f"load_state_dict: keys do not match the model: missing {missing}, "
+                           f"unexpected {unexpected}")
+        values = {k: np.asarray(state_dict[k]) for k in own}
+        for key, target in own.items():
+            value = values[key]
+            if value.shape != target.shape:
+                raise ValueError(f"load_state_dict: {key!r} has shape {value.shape} in the "
+                                 f"state_dict but {target.shape} in the model")
+            if not np.can_cast(value.dtype, target.dtype, "same_kind"):
+                raise TypeError(f"load_state_dict: {key!r} has dtype {value.dtype}, which "
+                                f"cannot become the model's {target.dtype}")
+        for key, target in own.items():
+            np.copyto(target, values[key], casting="same_kind")
+        return self
+
+    def save(self, path) -> None:
+        """Write ``state_dict()`` to `path` as an .npz archive (exactly that path)."""
+        with open(path, "wb") as f:
+            np.savez(f, **self.state_dict())
+
+    def load(self, path) -> Module:
+        """Load a file written by ``save`` (or any .npz of a matching state_dict)."""
+        with np.load(path, allow_pickle=False) as archive:
+            return self.load_state_dict({key: archive[key] for key in archive.files})
+
+    # ---- modes, gradients, dtype --------------------------------------------------------------
+
+    def train(self, mode: bool = True) -> Module:
+        """Training mode (batch statistics, dropout on) for this module and its submodules."""
+        mode = v.boolean("train", "mode", mode)
+        for m in self.modules():
+            m.training = mode
+        return self
+
+    def eval(self) -> Module:
+        """Evaluation mode (running statistics, dropout off)."""
+        return self.train(False)
+
+    def zero_grad(self) -> None:
+        """Set every parameter's gradient to 0."""
+        for p in self.parameters():
+            p.grad.fill(0)
+
+    def to(self, dtype) -> Module:
+        """Convert every parameter, its gradient and every float buffer to float32 or float64."""
+        dtype = _float_dtype("Module.to", dtype)
+        for m in self.modules():
+            for _, p in m._own(Parameter):
+                p.data, p.grad = p.data.astype(dtype), p.grad.astype(dtype)
+            for name in m._buffer_names:
+                if getattr(m, name).dtype.kind == "f":
+                    setattr(m, name, getattr(m, name).astype(dtype))
+            m._saved = None  # saved arrays have the old dtype
+        return self
+
+    astype = to
+
+    def extra_repr(self) -> str:
+        return ""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.extra_repr()})"
+
+
+class Sequential(Module):
+    """Modules applied in order; backward runs them in reverse. Submodules are named '0', '1', …
+
+    Examples
+    --------
+    >>> from fastconv import nn
+    >>> model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    >>> [name for name, _ in model.named_parameters()]
+    ['0.weight', '0.bias', '2.weight', '2.bias']
+    """
+
+    def __init__(self, *layers: Module):
+        super().__init__()
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Module):
+                v.fail("Sequential", f"layer {i} must be a fastconv.nn.Module, "
+                                     f"got {type(layer).__name__}", TypeError)
+            setattr(self, str(i), layer)
+
+    def __getitem__(self, i: int) -> Module:
+        return list(self.children())[i]
+
+    def __len__(self) -> int:
+        return len(self._own(Module))
+
+    def __iter__(self):
+        return self.children()
+
+    def forward(self, x):
+        for layer in self.children():
+            x = layer(x)
+        return x
+
+    def backward(self, grad_output):
+        # a layer that has not run forward raises, naming itself
+        for layer in reversed(list(self.children())):
+            grad_output = layer.backward(grad_output)
+        return grad_output
+
+    def __repr__(self) -> str:
+        lines = [f"  ({name}): {layer!r}" for name, layer in self._own(Module)]
+        return "Sequential(\n" + "\n".join(lines) + "\n)"
+
+
+# ---- layers with parameters ----------------------------------------------------------------------
+
+def _reset_like_pytorch(weight: Parameter, bias: Parameter | None) -> None:
+    """PyTorch's default for Conv2d and Linear: kaiming_uniform_(a=sqrt(5)) weights, that is
+    U(-1/sqrt(fan_in), 1/sqrt(fan_in)), and bias from the same range."""
+    init.kaiming_uniform_(weight, a=math.sqrt(5))
+    if bias is not None:
+        bound = 1 / math.sqrt(weight.data[0].size)  # fan_in
+        init.uniform_(bias, -bound, bound)
+
+
+class Conv2d(Module):
+    """2-D convolution layer, as ``torch.nn.Conv2d``; see ``fastconv.functional.conv2d``.
+
+    weight (out_channels, in_channels // groups, kH, kW), bias (out_channels,) unless
+    bias=False. Input (N, in_channels, H, W) -> output (N, out_channels, OH, OW).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
+                 dilation=1, groups: int = 1, bias: bool = True, dtype=np.float32):
+        super().__init__()
+        op = "Conv2d"
+        self.in_channels = v.positive_int(op, "in_channels", in_channels)
+        self.out_channels = v.positive_int(op, "out_channels", out_channels)
+        self.groups = v.positive_int(op, "groups", groups)
+        if in_channels % groups or out_channels % groups:
+            v.fail(op, f"in_channels ({in_channels}) and out_channels ({out_channels}) must be "
+                       f"divisible by groups ({groups})")
+        self.kernel_size = v.pair(op, "kernel_size", kernel_size, 1, "a positive")
+        self.stride = v.pair(op, "stride", stride, 1, "a positive")
+        self.dilation = v.pair(op, "dilation", dilation, 1, "a positive")
+        v.conv_padding(op, padding, self.kernel_size, self.stride, self.dilation)
+        self.padding = padding if isinstance(padding, str) else \
+            v.pair(op, "padding", padding, 0, "a non-negative")
+        dtype = _float_dtype(op, dtype)
+        self.weight = Parameter(np.empty((out_channels, in_channels // groups)
+                                         + self.kernel_size, dtype))
+        self.bias = Parameter(np.empty(out_channels, dtype)) \
+            if v.boolean(op, "bias", bias) else None
+        _reset_like_pytorch(self.weight, self.bias)
+
+    def _geometry(self):
+        return self.stride, self.padding, self.dilation, self.groups
+
+    def forward(self, x):
+        bias = None if self.bias is None else self.bias.data
+        y = F.conv2d(x, self.weight.data, bias, *self._geometry())
+        self._saved = x
+        return y
+
+    def backward(self, grad_output):
+        x = self._saved_for_backward()
+        gx, gw, gb = F.conv2d_backward(grad_output, x, self.weight.data, *self._geometry())
+        self.weight.grad += gw
+        if self.bias is not None:
+            self.bias.grad += gb
+        return gx
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, padding={self.padding}, dilation={self.dilation}, "
+                f"groups={self.groups}, bias={self.bias is not None}")
+
+
+class Linear(Module):
+    """``y = x @ weight.T + bias``, as ``torch.nn.Linear``: weight (out_features, in_features),
+    bias (out_features,) unless bias=False; input (*, in_features) -> (*, out_features)."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True,
+                 dtype=np.float32):
+        super().__init__()
+        op = "Linear"
+        self.in_features = v.positive_int(op, "in_features", in_features)
+        self.out_features = v.positive_int(op, "out_features", out_features)
+        dtype = _float_dtype(op, dtype)
+        self.weight = Parameter(np.empty((out_features, in_features), dtype))
+        self.bias = Parameter(np.empty(out_features, dtype)) \
+            if v.boolean(op, "bias", bias) else None
+        _reset_like_pytorch(self.weight, self.bias)
+
+    def forward(self, x):
+        y = F.linear(x, self.weight.data, None if self.bias is None else self.bias.data)
+        self._saved = x
+        return y
+
+    def backward(self, grad_output):
+        x = self._saved_for_backward()
+        gx, gw, gb = F.linear_backward(grad_output, x, self.weight.data)
+        self.weight.grad += gw
+        if self.bias is not None:
+            self.bias.grad += gb
+        return gx
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.bias is not None}")
+
+
+class _BatchNorm(Module):
+    """Batch normalisation over channel 1 with PyTorch's buffers and update rule; see
+    ``fastconv.functional.batch_norm``. Training normalises with the batch's mean and biased
+    variance and updates running_mean / running_var (unbiased) with `momentum`; evaluation
+    normalises with the running statistics."""
+
+    _buffer_names = ("running_mean", "running_var", "num_batches_tracked")
+    _input_ndims: tuple[int, ...] = ()
+    _layout = ""
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1,
+                 dtype=np.float32):
+        super().__init__()
+        op = type(self).__name__
+        self.num_features = v.positive_int(op, "num_features", num_features)
+        self.eps = F._real(op, "eps", eps, np.finfo(np.float64).tiny, np.inf, "a positive number")
+        self.momentum = F._real(op, "momentum", momentum, 0.0, 1.0, "a number in [0, 1]")
+        dtype = _float_dtype(op, dtype)
+        self.weight = Parameter(np.ones(num_features, dtype))
+        self.bias = Parameter(np.zeros(num_features, dtype))
+        self.running_mean = np.zeros(num_features, dtype)
+        self.running_var = np.ones(num_features, dtype)
+        self.num_batches_tracked = np.zeros((), np.int64)
+
+    def forward(self, x):
+        if not isinstance(x, np.ndarray) or x.ndim not in self._input_ndims:
+            got = x.shape if isinstance(x, np.ndarray) else type(x).__name__
+            v.fail(type(self).__name__, f"x must be a {self._layout} array, got {got}")
+        training = self.training
+        y = F.batch_norm(x, self.running_mean, self.running_var, self.weight.data,
+                         self.bias.data, training, self.momentum, self.eps)
+        if training:
+            self.num_batches_tracked += 1
+        self._saved = (x, training)
+        return y
+
+    def backward(self, grad_output):
+        x, training = self._saved_for_backward()
+        gx, gw, gb = F.batch_norm_backward(grad_output, x, self.running_mean, self.running_var,
+                                           self.weight.data, training, self.eps)
+        self.weight.grad += gw
+        self.bias.grad += gb
+        return gx
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
+
+
+class BatchNorm1d(_BatchNorm):
+    """``torch.nn.BatchNorm1d(num_features)``: input (N, C) or (N, C, L)."""
+
+    _input_ndims = (2, 3)
+    _layout = "2-D (N, C) or 3-D (N, C, L)"
+
+
+class BatchNorm2d(_BatchNorm):
+    """``torch.nn.BatchNorm2d(num_features)``: input (N, C, H, W)."""
+
+    _input_ndims = (4,)
+    _layout = "4-D (N, C, H, W)"
+
+
+# ---- layers without parameters -------------------------------------------------------------------
+
+class MaxPool2d(Module):
+    """``torch.nn.MaxPool2d``; see ``fastconv.functional.max_pool2d``. Keeps the argmax indices
+    of the forward pass for backward."""
+
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, ceil_mode: bool = False):
+        super().__init__()
+        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+        self.dilation, self.ceil_mode = dilation, ceil_mode
+
+    def _args(self):
+        return self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode
+
+    def forward(self, x):
+        y, indices = F.max_pool2d(x, *self._args(), return_indices=True)
+        self._saved = (x, indices)
+        return y
+
+    def backward(self, grad_output):
+        x, indices = self._saved_for_backward()
+        return F.max_pool2d_backward(grad_output, x, *self._args(), indices=indices)
+
+    def extra_repr(self) -> str:
+        return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
+                f"dilation={self.dilation}, ceil_mode={self.ceil_mode}")
+
+
+class AvgPool2d(Module):
+    """``torch.nn.AvgPool2d``; see ``fastconv.functional.avg_pool2d``."""
+
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode: bool = False,
+                 count_include_pad: bool = True, divisor_override: int | None = None):
+        super().__init__()
+        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+        self.ceil_mode, self.count_include_pad = ceil_mode, count_include_pad
+        self.divisor_override = divisor_override
+
+    def _args(self):
+        return (self.kernel_size, self.stride, self.padding, self.ceil_mode,
+                self.count_include_pad, self.divisor_override)
+
+    def forward(self, x):
+        y = F.avg_pool2d(x, *self._args())
+        self._saved = x
+        return y
+
+    def backward(self, grad_output):
+        return F.avg_pool2d_backward(grad_output, self._saved_for_backward(), *self._args())
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+
+class LPPool2d(Module):
+    """``torch.nn.LPPool2d``: power-average pooling, L2 pooling with norm_type=2; see
+    ``fastconv.functional.lp_pool2d``."""
+
+    def __init__(self, norm_type: float, kernel_size, stride=None, ceil_mode: bool = False):
+        super().__init__()
+        self.norm_type, self.kernel_size, self.stride = norm_type, kernel_size, stride
+        self.ceil_mode = ceil_mode
+
+    def _args(self):
+        return self.norm_type, self.kernel_size, self.stride, self.ceil_mode
+
+    def forward(self, x):
+        y = F.lp_pool2d(x, *self._args())
+        self._saved = x
+        return y
+
+    def backward(self, grad_output):
+        return F.lp_pool2d_backward(grad_output, self._saved_for_backward(), *self._args())
+
+    def extra_repr(self) -> str:
+        return f"norm_type={self.norm_type}, kernel_size={self.kernel_size}, stride={self.stride}"
+
+
+class ReLU(Module):
+    """max(x, 0) element-wise."""
+
+    def forward(self, x):
+        y = F.relu(x)
+        self._saved = x
+        return y
+
+    def backward(self, grad_output):
+        return F.relu_backward(grad_output, self._saved_for_backward())
+
+
+class Tanh(Module):
+    """tanh element-wise (backward uses the saved output)."""
+
+    def forward(self, x):
+        self._saved = y = F.tanh(x)
+        return y
+
+    def backward(self, grad_output):
+        return F.tanh_backward(grad_output, self._saved_for_backward())
+
+
+class Sigmoid(Module):
+    """1 / (1 + exp(-x)) element-wise (backward uses the saved output)."""
+
+    def forward(self, x):
+        self._saved = y = F.sigmoid(x)
+        return y
+
+    def backward(self, grad_output):
+        return F.sigmoid_backward(grad_output, self._saved_for_backward())
+
+
+class Flatten(Module):
+    """Merge dims start_dim..end_dim into one, as ``torch.nn.Flatten``: (N, C, H, W) ->
+    (N, C*H*W) by default. Like PyTorch's, the output is a view of x where NumPy can make one."""
+
+    def __init__(self, start_dim: int = 1, end_dim: int = -1):
+        super().__init__()
+        self.start_dim, self.end_dim = start_dim, end_dim
+
+    def forward(self, x):
+        if not isinstance(x, np.ndarray):
+            v.fail("Flatten", f"x must be a numpy.ndarray, got {type(x).__name__}", TypeError)
+        dims = (self.start_dim, self.end_dim)
+        if not all(-x.ndim <= d < x.ndim for d in dims) or dims[0] % x.ndim > dims[1] % x.ndim:
+            v.fail("Flatten", f"start_dim={self.start_dim}, end_dim={self.end_dim} do not fit "
+                              f"an input of shape {x.shape}")
+        start, end = (d % x.ndim for d in dims)
+        self._saved = x.shape
+        return x.reshape(x.shape[:start] + (math.prod(x.shape[start:end + 1]),)
+                         + x.shape[end + 1:])
+
+    def backward(self, grad_output):
+        return np.reshape(grad_output, self._saved_for_backward())
+
+    def extra_repr(self) -> str:
+        return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
+
+
+class Dropout(Module):
+    """Inverted dropout, as ``torch.nn.Dropout``: in training, zero each element with
+    probability p and scale the rest by 1/(1-p); the identity in evaluation. Draws from the
+    generator ``fastconv.init.manual_seed`` seeds."""
+
+    def __init__(self, p: float = 0.5):
+        super().__init__()
+        self.p = F._probability("Dropout", p)
+
+    def forward(self, x):
+        y, mask = F.dropout(x, self.p, self.training)
+        self._saved = (mask,)  # a tuple: the mask itself is None in evaluation
+        return y
+
+    def backward(self, grad_output):
+        (mask,) = self._saved_for_backward()
+        return F.dropout_backward(grad_output, mask)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+# ---- loss ----------------------------------------------------------------------------------------
+
+class CrossEntropyLoss(Module):
+    """Mean softmax cross-entropy over integer labels, fused and numerically stable, as
+    ``torch.nn.CrossEntropyLoss()``; see ``fastconv.functional.cross_entropy``.
+
+    ``forward(logits, labels)`` with logits (N, C) and integer labels (N,) returns the mean loss
+    as a 0-d array (``float(loss)`` for a Python float); ``backward()`` returns the gradient of
+    that loss with respect to the logits, (N, C).
+    """
+
+    def forward(self, logits, labels):
+        loss = F.cross_entropy(logits, labels)
+        self._saved = (logits, labels)
+        return loss
+
+    def backward(self, grad_output=1.0):
+        logits, labels = self._saved_for_backward()
+        return F.cross_entropy_backward(grad_output, logits, labels)

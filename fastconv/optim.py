@@ -1,0 +1,163 @@
+"""Optimisers with PyTorch's exact update rules: SGD (momentum, dampening, Nesterov, weight
+decay) and Adam (bias-corrected, L2 weight decay added to the gradient).
+
+An optimiser takes ``model.parameters()`` and updates each Parameter's ``.data`` in place from
+its ``.grad``, in the parameter's dtype. Hyper-parameters are plain attributes (``opt.lr = …``
+changes the learning rate for the next step).
+
+Examples
+--------
+>>> import numpy as np
+>>> from fastconv import nn, optim
+>>> layer = nn.Linear(2, 1)
+>>> opt = optim.SGD(layer.parameters(), lr=0.1, momentum=0.9)
+>>> before = layer.weight.data.copy()
+>>> layer.weight.grad[...] = 1.0
+>>> opt.step()
+>>> np.allclose(layer.weight.data, before - 0.1)
+True
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+from .nn import Parameter
+
+__all__ = ["Optimizer", "SGD", "Adam"]
+
+
+def _number(op: str, name: str, value, valid, what: str) -> float:
+    """A real number for which valid(value) holds: TypeError for a non-number, else ValueError."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{op}: {name} must be {what}, got {value!r}")
+    if not valid(value):  # written so that NaN fails
+        raise ValueError(f"{op}: {name} must be {what}, got {value!r}")
+    return float(value)
+
+
+def _non_negative(op, name, value):
+    return _number(op, name, value, lambda x: 0 <= x < math.inf, "a non-negative number")
+
+
+class Optimizer:
+    """Base class: holds the parameters and one state dict per parameter."""
+
+    def __init__(self, params):
+        op = type(self).__name__
+        self.params = list(params)
+        if not self.params:
+            raise ValueError(f"{op}: params is empty; pass model.parameters()")
+        for p in self.params:
+            if not isinstance(p, Parameter):
+                raise TypeError(f"{op}: params must be fastconv.nn.Parameter objects, "
+                                f"got {type(p).__name__}")
+        self.state = [{} for _ in self.params]
+
+    def zero_grad(self) -> None:
+        """Set every parameter's gradient to 0."""
+        for p in self.params:
+            p.grad.fill(0)
+
+    def step(self) -> None:
+        raise NotImplementedError
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent, as ``torch.optim.SGD``.
+
+    Per step, with g the gradient: ``g += weight_decay * p``; with momentum, ``buf = g`` on the
+    first step and ``buf = momentum * buf + (1 - dampening) * g`` after, then ``g = g +
+    momentum * buf`` (nesterov) or ``g = buf``; finally ``p -= lr * g``.
+
+    Parameters
+    ----------
+    params : iterable of Parameter
+    lr : learning rate, non-negative
+    momentum, dampening, weight_decay : non-negative, default 0
+    nesterov : Nesterov momentum (needs momentum > 0 and dampening == 0), default False
+    """
+
+    def __init__(self, params, lr: float, momentum: float = 0, dampening: float = 0,
+                 weight_decay: float = 0, nesterov: bool = False):
+        super().__init__(params)
+        op = "SGD"
+        self.lr = _non_negative(op, "lr", lr)
+        self.momentum = _non_negative(op, "momentum", momentum)
+        self.dampening = _number(op, "dampening", dampening, lambda x: -math.inf < x < math.inf,
+                                 "a finite number")
+        self.weight_decay = _non_negative(op, "weight_decay", weight_decay)
+        if not isinstance(nesterov, (bool, np.bool_)):
+            raise TypeError(f"{op}: nesterov must be a bool, got {nesterov!r}")
+        if nesterov and (self.momentum <= 0 or self.dampening != 0):
+            raise ValueError(f"{op}: nesterov=True needs momentum > 0 and dampening == 0, got "
+                             f"momentum={momentum!r}, dampening={dampening!r}")
+        self.nesterov = bool(nesterov)
+
+    def step(self) -> None:
+        """One update of every parameter from its current .grad."""
+        for p, state in zip(self.params, self.state):
+            g = p.grad
+            if self.weight_decay:
+                g = g + self.weight_decay * p.data
+            if self.momentum:
+                buf = state.get("momentum_buffer")
+                if buf is None:
+                    buf = state["momentum_buffer"] = g.copy()
+                else:
+                    buf *= self.momentum
+                    buf += (1 - self.dampening) * g
+                g = g + self.momentum * buf if self.nesterov else buf
+            p.data -= self.lr * g
+
+
+class Adam(Optimizer):
+    """Adam, as ``torch.optim.Adam`` (amsgrad off).
+
+    Per step t = 1, 2, …, with g the gradient: ``g += weight_decay * p`` (L2, not AdamW);
+    ``m += (1 - beta1) * (g - m)``; ``s = beta2 * s + (1 - beta2) * g**2``;
+    ``p -= lr / (1 - beta1**t) * m / (sqrt(s) / sqrt(1 - beta2**t) + eps)``.
+
+    Parameters
+    ----------
+    params : iterable of Parameter
+    lr : default 1e-3, non-negative
+    betas : (beta1, beta2), each in [0, 1), default (0.9, 0.999)
+    eps : default 1e-8, non-negative
+    weight_decay : default 0, non-negative
+    """
+
+    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0):
+        super().__init__(params)
+        op = "Adam"
+        self.lr = _non_negative(op, "lr", lr)
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise ValueError(f"{op}: betas must be a pair (beta1, beta2), got {betas!r}")
+        self.betas = tuple(_number(op, f"betas[{i}]", b, lambda x: 0 <= x < 1,
+                                   "a number in [0, 1)") for i, b in enumerate(betas))
+        self.eps = _non_negative(op, "eps", eps)
+        self.weight_decay = _non_negative(op, "weight_decay", weight_decay)
+
+    def step(self) -> None:
+        """One update of every parameter from its current .grad."""
+        beta1, beta2 = self.betas
+        for p, state in zip(self.params, self.state):
+            if not state:
+                state.update(step=0, exp_avg=np.zeros_like(p.data),
+                             exp_avg_sq=np.zeros_like(p.data))
+            state["step"] += 1
+            t, m, s = state["step"], state["exp_avg"], state["exp_avg_sq"]
+            g = p.grad
+            if self.weight_decay:
+                g = g + self.weight_decay * p.data
+            # the same operations in the same order as PyTorch's single-tensor Adam
+            m += (1 - beta1) * (g - m)
+            s *= beta2
+            s += (1 - beta2) * g * g
+            step_size = self.lr / (1 - beta1**t)
+            denom = np.sqrt(s) / math.sqrt(1 - beta2**t) + self.eps
+            p.data += (-step_size * m) / denom
