@@ -10,8 +10,9 @@
  *   input grad   stride 1: a forward convolution of dY with the flipped, transposed weights;
  *                otherwise col(dX)[R,P] = W^T[R, K] * dY[K, P], tasks (image, group, channel
  *                block), then col2im scatter-adds each tile into dX (a task owns its channels)
- *   weight grad  dW[K, R]    += dY[K, P] * col(X)^T[P, R]   tasks: (batch chunk, group, R block);
- *                batch chunks accumulate privately and are summed in a fixed order
+ *   weight grad  dW^T[R, K] += col(X)[R, P] * dY^T[P, K] with col(X) read in place from
+ *                zero-padded stride phases of each image (no im2col); tasks: (batch chunk,
+ *                group, channel block); batch chunks sum privately, added in a fixed order
  * with R = C/groups * kH * kW and P = OH * OW. The split into tasks never depends on the thread
  * count, so results are bit-identical for any number of threads.
  */
@@ -26,8 +27,6 @@
 #define FC_NC_MAX 384
 /* Rows of col(dX) (channels x kernel offsets) that one input-gradient task owns at most. */
 #define FC_ROWS_MAX 288
-/* Columns of dW one weight-gradient task packs at once. */
-#define FC_RB 256
 /* Roughly 200k multiply-adds per thread before another thread pays for its start-up. */
 #define FC_CONV_MIN_WORK 2.0e5
 
@@ -274,33 +273,6 @@ static void FC_LOCAL(pack_b_rows)(fc_index kd, fc_index nc, const T *src, fc_ind
     }
 }
 
-/* col(X)^T(q, r) for the tile's pixels q < nc and r in [r0, r0+ncols), into panels
- * [ncols / NR][nc][NR]: each panel holds NR kernel taps for every pixel. */
-static void FC_LOCAL(pack_b_im2col_t)(const fc_conv2d_params *p, const T *xg, fc_index r0,
-                                      fc_index ncols, fc_index nc, const FC_LOCAL(run_t) *runs,
-                                      fc_index nruns, T *dst) {
-    const fc_index HW = p->in_h * p->in_w, kk = p->kernel_h * p->kernel_w;
-    const int pointwise = FC_LOCAL(is_pointwise)(p);
-    for (fc_index rr = 0; rr < ncols; rr++) {
-        const fc_index r = r0 + rr;
-        const T *xc = xg + (r / kk) * HW;
-        const fc_index di = ((r % kk) / p->kernel_w) * p->dilation_h;
-        const fc_index dj = (r % p->kernel_w) * p->dilation_w;
-        T *base = dst + (rr / FC_NR) * nc * FC_NR + rr % FC_NR;
-        for (fc_index u = 0; u < nruns; u++) {
-            const FC_LOCAL(run_t) *run = &runs[u];
-            FC_LOCAL(gather_run)(FC_LOCAL(tap_row)(p, xc, run, di, pointwise), run->iw0 + dj,
-                                 pointwise ? 1 : p->stride_w, pointwise ? HW : p->in_w, run->len,
-                                 base + run->q * FC_NR, FC_NR);
-        }
-    }
-    if (ncols % FC_NR) { /* the last panel's taps past ncols */
-        T *last = dst + (ncols / FC_NR) * nc * FC_NR;
-        for (fc_index q = 0; q < nc; q++)
-            for (fc_index t = ncols % FC_NR; t < FC_NR; t++) last[q * FC_NR + t] = (T)0;
-    }
-}
-
 /* Split P pixels into equal tiles of at most `max_tile`, rounded up to NR. */
 static fc_index FC_LOCAL(tile_size)(fc_index P, fc_index max_tile) {
     const fc_index ntiles = FC_CEIL_DIV(P, max_tile);
@@ -401,7 +373,9 @@ static int FC_LOCAL(bwd_input_as_forward)(const fc_conv2d_params *p, const T *gy
 
 int FC_FN(conv2d_bwd_input)(const fc_conv2d_params *p, const T *gy, const T *w, T *gx,
                             int nthreads) {
-    if (p->stride_h == 1 && p->stride_w == 1)
+    /* as a forward pass the input channels become output channels: worth it once they fill the
+     * microkernel's rows (not for C = 1 inputs or depthwise layers) */
+    if (p->stride_h == 1 && p->stride_w == 1 && p->in_channels / p->groups >= FC_MR)
         return FC_LOCAL(bwd_input_as_forward)(p, gy, w, gx, nthreads);
     const fc_index G = p->groups, Cg = p->in_channels / G, Kg = p->out_channels / G;
     const fc_index kk = p->kernel_h * p->kernel_w, R = Cg * kk, P = p->out_h * p->out_w;
@@ -479,7 +453,117 @@ int FC_FN(conv2d_bwd_input)(const fc_conv2d_params *p, const T *gy, const T *w, 
     return failed ? FC_ENOMEM : FC_OK;
 }
 
-/* ---- weight and bias gradients -------------------------------------------------------------- */
+/* ---- weight and bias gradients --------------------------------------------------------------
+ * dW^T[R, K] = col(X)[R, P] * dY^T[P, K], with the microkernel's broadcast operand read straight
+ * from the input, no im2col at all: each image's channels are copied once, zero padded, into
+ * stride x stride phases (phase (a, b) holds padded rows a, a+sH, ... and columns b, b+sW, ...).
+ * In its phase a kernel tap (i, j) then reads a plain contiguous row for consecutive output
+ * pixels, on a grid of width `wph` >= OW whose extra columns meet zeros in the packed dY^T. */
+typedef struct {
+    fc_index hph, wph; /* rows and columns of one phase */
+    fc_index phase;    /* elements in one phase */
+    fc_index channel;  /* elements of one channel's sH * sW phases */
+} FC_LOCAL(phases_t);
+
+static FC_LOCAL(phases_t) FC_LOCAL(phase_geometry)(const fc_conv2d_params *p) {
+    FC_LOCAL(phases_t) ph;
+    /* the last tap of the last output row and column, plus one spare row: the grid's padding
+     * columns of the last row run on into it */
+    ph.hph = p->out_h + ((p->kernel_h - 1) * p->dilation_h) / p->stride_h + 1;
+    ph.wph = p->out_w + ((p->kernel_w - 1) * p->dilation_w) / p->stride_w;
+    ph.phase = ph.hph * ph.wph;
+    ph.channel = p->stride_h * p->stride_w * ph.phase;
+    return ph;
+}
+
+/* Where tap (i, j) of a channel starts in its phases. */
+static inline fc_index FC_LOCAL(tap_offset)(const fc_conv2d_params *p,
+                                            const FC_LOCAL(phases_t) *ph, fc_index i,
+                                            fc_index j) {
+    const fc_index di = i * p->dilation_h, dj = j * p->dilation_w;
+    const fc_index a = di % p->stride_h, b = dj % p->stride_w;
+    return (a * p->stride_w + b) * ph->phase + (di / p->stride_h) * ph->wph + dj / p->stride_w;
+}
+
+/* Split channel xc (in_h x in_w) into its zero-padded phases at dst. */
+static void FC_LOCAL(split_phases)(const fc_conv2d_params *p, const FC_LOCAL(phases_t) *ph,
+                                   const T *xc, T *dst) {
+    for (fc_index a = 0; a < p->stride_h; a++)
+        for (fc_index b = 0; b < p->stride_w; b++) {
+            T *out = dst + (a * p->stride_w + b) * ph->phase;
+            for (fc_index r = 0; r < ph->hph; r++) {
+                const fc_index ih = r * p->stride_h + a - p->pad_top;
+                const T *row = (fc_uindex)ih < (fc_uindex)p->in_h ? xc + ih * p->in_w : NULL;
+                FC_LOCAL(gather_run)(row, b - p->pad_left, p->stride_w, p->in_w, ph->wph,
+                                     out + r * ph->wph, 1);
+            }
+        }
+}
+
+/* dY^T for grid pixels [q0, q0 + n) of one image: panels [Kg / NR][n][NR], zero for the grid's
+ * padding columns and for channels past Kg. */
+static void FC_LOCAL(pack_dy_t)(const fc_conv2d_params *p, const FC_LOCAL(phases_t) *ph,
+                                const T *gyg, fc_index Kg, fc_index q0, fc_index n, T *dst) {
+    const fc_index P = p->out_h * p->out_w, OW = p->out_w;
+    for (fc_index k0 = 0; k0 < Kg; k0 += FC_NR) {
+        const int nr = (int)FC_MIN(FC_NR, Kg - k0);
+        T *panel = dst + (k0 / FC_NR) * n * FC_NR;
+        fc_index oh = q0 / ph->wph, ow = q0 % ph->wph;
+        for (fc_index q = 0; q < n; q++, panel += FC_NR) {
+            int t = 0;
+            if (ow < OW)
+                for (; t < nr; t++) panel[t] = gyg[(k0 + t) * P + oh * OW + ow];
+            for (; t < FC_NR; t++) panel[t] = (T)0;
+            if (++ow == ph->wph) { ow = 0; oh++; }
+        }
+    }
+}
+
+#ifdef FC_VEC
+/* C[MR x NR] += sum_r a[i][r] * B[r][j]: the A operand is MR input rows read in place. */
+static void FC_LOCAL(ukernel_rows)(fc_index kc, const T *const *a, const T *restrict B,
+                                   T *restrict C, fc_index ldc) {
+    const T *rows[FC_MR];
+    FC_VEC acc[FC_MR][FC_NV];
+    FC_PRAGMA(GCC unroll 16)
+    for (int i = 0; i < FC_MR; i++) {
+        rows[i] = a[i];
+        FC_PRAGMA(GCC unroll 8)
+        for (int v = 0; v < FC_NV; v++) acc[i][v] = FC_VZERO();
+    }
+    for (fc_index r = 0; r < kc; r++) {
+        FC_VEC b[FC_NV];
+        FC_PRAGMA(GCC unroll 8)
+        for (int v = 0; v < FC_NV; v++) b[v] = FC_VLOADU(B + r * FC_NR + v * FC_VL);
+        FC_PRAGMA(GCC unroll 16)
+        for (int i = 0; i < FC_MR; i++) {
+            const FC_VEC av = FC_VSET1(rows[i][r]);
+            FC_PRAGMA(GCC unroll 8)
+            for (int v = 0; v < FC_NV; v++) acc[i][v] = FC_VFMA(av, b[v], acc[i][v]);
+        }
+    }
+    FC_PRAGMA(GCC unroll 16)
+    for (int i = 0; i < FC_MR; i++)
+        FC_PRAGMA(GCC unroll 8)
+        for (int v = 0; v < FC_NV; v++) {
+            T *c = C + i * ldc + v * FC_VL;
+            FC_VSTOREU(c, FC_VADD(acc[i][v], FC_VLOADU(c)));
+        }
+}
+#else
+static void FC_LOCAL(ukernel_rows)(fc_index kc, const T *const *a, const T *restrict B,
+                                   T *restrict C, fc_index ldc) {
+    T acc[FC_MR][FC_NR];
+    memset(acc, 0, sizeof(acc));
+    for (fc_index r = 0; r < kc; r++)
+        for (int i = 0; i < FC_MR; i++) {
+            const T av = a[i][r];
+            for (int j = 0; j < FC_NR; j++) acc[i][j] += av * B[r * FC_NR + j];
+        }
+    for (int i = 0; i < FC_MR; i++)
+        for (int j = 0; j < FC_NR; j++) C[i * ldc + j] += acc[i][j];
+}
+#endif
 
 int FC_FN(conv2d_bwd_weight)(const fc_conv2d_params *p, const T *gy, const T *x, T *gw, T *gb,
                              int nthreads) {
@@ -487,15 +571,19 @@ int FC_FN(conv2d_bwd_weight)(const fc_conv2d_params *p, const T *gy, const T *x,
     const fc_index kk = p->kernel_h * p->kernel_w, R = Cg * kk, P = p->out_h * p->out_w;
     const fc_index HW = p->in_h * p->in_w, N = p->batch;
     const fc_index wsize = p->out_channels * R;
-    const fc_index rblocks = FC_CEIL_DIV(R, FC_RB);
-    const fc_index kblocks = FC_CEIL_DIV(Kg, FC_MR);
-    const fc_index tile = FC_LOCAL(tile_size)(P, FC_KC);
+    const FC_LOCAL(phases_t) ph = FC_LOCAL(phase_geometry)(p);
+    const fc_index L = p->out_h * ph.wph; /* grid pixels per image */
+    const fc_index cb = FC_MAX(1, FC_ROWS_MAX / kk); /* channels per task */
+    const fc_index cblocks = FC_CEIL_DIV(Cg, cb);
+    const fc_index rows_max = FC_CEIL_DIV(FC_MIN(cb, Cg) * kk, FC_MR) * FC_MR;
+    const fc_index kg_pad = FC_CEIL_DIV(Kg, FC_NR) * FC_NR;
+    const fc_index qc = FC_KC; /* grid pixels per packed dY^T chunk: one panel stays in L1 */
     /* Batch chunks: enough to occupy a machine's cores when the weight is small, few enough that
      * the private sums stay within ~32 MB. Fixed by the problem, not by the thread count. */
     fc_index chunks = FC_MIN(N, 16);
     while (chunks > 1 && (chunks - 1) * wsize * (fc_index)sizeof(T) > ((fc_index)32 << 20)) chunks--;
     if (chunks < 1) chunks = 1;
-    const fc_index ntasks = chunks * G * rblocks;
+    const fc_index ntasks = chunks * G * cblocks;
     int failed = 0;
 
     T *partial = NULL;
@@ -507,61 +595,73 @@ int FC_FN(conv2d_bwd_weight)(const fc_conv2d_params *p, const T *gy, const T *x,
                                   FC_CONV_MIN_WORK, ntasks);
     FC_PRAGMA(omp parallel num_threads(nt))
     {
-        T *ap = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(kblocks * FC_MR * tile));
-        T *bp = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(FC_RB * tile));
-        FC_LOCAL(run_t) *runs = (FC_LOCAL(run_t) *)malloc(sizeof(*runs) * (size_t)tile);
-        if (!ap || !bp || !runs) {
+        T *xph = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(FC_MIN(cb, Cg) * ph.channel));
+        T *bp = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(kg_pad * qc));
+        T *acc = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(rows_max * kg_pad));
+        fc_index *taps = (fc_index *)malloc(sizeof(fc_index) * (size_t)rows_max);
+        const int ok = xph && bp && acc && taps;
+        if (!ok) {
             FC_PRAGMA(omp atomic write)
             failed = 1;
         }
         FC_PRAGMA(omp for schedule(dynamic, 1))
         for (fc_index t = 0; t < ntasks; t++) {
-            if (!ap || !bp || !runs) continue;
-            const fc_index rb = t % rblocks, g = (t / rblocks) % G, chunk = t / (rblocks * G);
-            const fc_index r0 = rb * FC_RB, ncols = FC_MIN(FC_RB, R - r0);
-            const fc_index n0 = chunk * N / chunks, n1 = (chunk + 1) * N / chunks;
-            T *acc = (chunk == 0 ? gw : partial + (chunk - 1) * wsize) + g * Kg * R;
-            for (fc_index k = 0; k < Kg; k++)
-                memset(acc + k * R + r0, 0, sizeof(T) * (size_t)ncols);
+            if (!ok) continue;
+            const fc_index blk = t % cblocks, g = (t / cblocks) % G, chunk = t / (cblocks * G);
+            const fc_index c0 = blk * cb, c1 = FC_MIN(Cg, c0 + cb);
+            const fc_index rows = (c1 - c0) * kk, n0 = chunk * N / chunks;
+            const fc_index n1 = (chunk + 1) * N / chunks;
+            /* where each of this task's rows (taps) starts in xph; padding rows read row 0 */
+            for (fc_index r = 0; r < rows_max; r++) {
+                const fc_index rr = FC_MIN(r, rows - 1);
+                taps[r] = (rr / kk) * ph.channel +
+                          FC_LOCAL(tap_offset)(p, &ph, (rr % kk) / p->kernel_w, rr % p->kernel_w);
+            }
+            memset(acc, 0, sizeof(T) * (size_t)(rows_max * kg_pad));
             for (fc_index n = n0; n < n1; n++) {
                 const T *xg = x + (n * p->in_channels + g * Cg) * HW;
                 const T *gyg = gy + (n * p->out_channels + g * Kg) * P;
-                for (fc_index p0 = 0; p0 < P; p0 += tile) {
-                    const fc_index nc = FC_MIN(tile, P - p0);
-                    FC_LOCAL(pack_a)(Kg, nc, gyg + p0, P, 1, ap);
-                    const fc_index nruns = FC_LOCAL(tile_runs)(p, p0, nc, nc, runs);
-                    FC_LOCAL(pack_b_im2col_t)(p, xg, r0, ncols, nc, runs, nruns, bp);
-                    for (fc_index kb = 0; kb < kblocks; kb++) {
-                        const int mr = (int)FC_MIN(FC_MR, Kg - kb * FC_MR);
-                        for (fc_index c0 = 0; c0 < ncols; c0 += FC_NR)
-                            FC_LOCAL(ukernel)(nc, ap + kb * FC_MR * nc, bp + c0 * nc,
-                                              acc + kb * FC_MR * R + r0 + c0, R, mr,
-                                              (int)FC_MIN(FC_NR, ncols - c0), 1, NULL);
-                    }
+                for (fc_index c = c0; c < c1; c++)
+                    FC_LOCAL(split_phases)(p, &ph, xg + c * HW, xph + (c - c0) * ph.channel);
+                for (fc_index q0 = 0; q0 < L; q0 += qc) {
+                    const fc_index kc = FC_MIN(qc, L - q0);
+                    FC_LOCAL(pack_dy_t)(p, &ph, gyg, Kg, q0, kc, bp);
+                    for (fc_index k0 = 0; k0 < kg_pad; k0 += FC_NR)
+                        for (fc_index m0 = 0; m0 < rows; m0 += FC_MR) {
+                            const T *a[FC_MR];
+                            for (int i = 0; i < FC_MR; i++) a[i] = xph + taps[m0 + i] + q0;
+                            FC_LOCAL(ukernel_rows)(kc, a, bp + k0 * kc, acc + m0 * kg_pad + k0,
+                                                   kg_pad);
+                        }
                 }
             }
+            /* this chunk's sum, transposed into its copy of dW (chunk 0 writes dW itself) */
+            T *dst = (chunk == 0 ? gw : partial + (chunk - 1) * wsize) + g * Kg * R + c0 * kk;
+            for (fc_index k = 0; k < Kg; k++)
+                for (fc_index r = 0; r < rows; r++) dst[k * R + r] = acc[r * kg_pad + k];
         }
-        fc_aligned_free(ap);
+        fc_aligned_free(xph);
         fc_aligned_free(bp);
-        free(runs);
+        fc_aligned_free(acc);
+        free(taps);
         FC_PRAGMA(omp barrier)
         if (!failed && partial) {
             FC_PRAGMA(omp for schedule(static))
             for (fc_index e = 0; e < wsize; e++) {
-                T s = gw[e];
-                for (fc_index c = 1; c < chunks; c++) s += partial[(c - 1) * wsize + e];
-                gw[e] = s;
+                T sum = gw[e];
+                for (fc_index c = 1; c < chunks; c++) sum += partial[(c - 1) * wsize + e];
+                gw[e] = sum;
             }
         }
         if (gb) {
             FC_PRAGMA(omp for schedule(static))
             for (fc_index k = 0; k < p->out_channels; k++) {
-                T s = 0;
+                T sum = 0;
                 for (fc_index n = 0; n < N; n++) {
                     const T *row = gy + (n * p->out_channels + k) * P;
-                    for (fc_index q = 0; q < P; q++) s += row[q];
+                    for (fc_index q = 0; q < P; q++) sum += row[q];
                 }
-                gb[k] = s;
+                gb[k] = sum;
             }
         }
     }
@@ -574,6 +674,5 @@ int FC_FN(conv2d_bwd_weight)(const fc_conv2d_params *p, const T *gy, const T *x,
 #undef FC_KC
 #undef FC_NC_MAX
 #undef FC_ROWS_MAX
-#undef FC_RB
 #undef FC_CONV_MIN_WORK
 #undef FC_NV
