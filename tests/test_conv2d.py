@@ -4,8 +4,8 @@ The case table spans the knobs (stride, padding incl. 'same', dilation, groups i
 kernels 1x1 to 11x11, rectangular kernels and strides, 1x1 inputs, batch 0 and 1) and the kernels'
 tile edges: output channels around the register tile (MR = 4/6/8), pixels around the vector
 width and the pixel tile (384), reduction lengths past one packed panel (64..512) and
-input-gradient tasks whose rows cross 288. Stride-1 input gradients run as forward convolutions
-with flipped weights; strided ones through col2im: the table covers both.
+input-gradient tasks whose rows cross 288. Stride-1 input gradients with C/groups >= MR run as
+forward convolutions with flipped weights, the others through col2im: the table covers both.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ CONV_CASES = {
     "depthwise": (2, 5, 8, 8, 5, 3, 1, 1, 1, 5, True),
     "depthwise-multiplier": (1, 4, 7, 7, 8, 3, 2, 1, 1, 4, False),
     "pointwise-1x1": (2, 16, 5, 5, 8, 1, 1, 0, 1, 1, True),
+    "pointwise-tiles": (1, 8, 21, 21, 9, 1, 1, 0, 1, 1, True),  # P = 441: two tiles, a ragged end
     "1x1-stride2": (1, 4, 7, 6, 3, 1, 2, 0, 1, 1, True),
     "5x5": (2, 1, 12, 12, 6, 5, 1, 2, 1, 1, True),
     "7x7s2": (1, 3, 15, 15, 4, 7, 2, 3, 1, 1, True),

@@ -236,31 +236,6 @@ static inline const T *FC_LOCAL(tap_row)(const fc_conv2d_params *p, const T *xc,
     return (fc_uindex)ih < (fc_uindex)p->in_h ? xc + ih * p->in_w : NULL;
 }
 
-/* col(X)(r, q) for r in [r0, r0+kc) and the tile's pixels, into panels [nc / NR][kc][NR].
- * xg points at channel 0 of this group in this image; runs never cross an NR panel. */
-static void FC_LOCAL(pack_b_im2col)(const fc_conv2d_params *p, const T *xg, fc_index r0,
-                                    fc_index kc, fc_index nc, const FC_LOCAL(run_t) *runs,
-                                    fc_index nruns, T *dst) {
-    const fc_index HW = p->in_h * p->in_w, kk = p->kernel_h * p->kernel_w;
-    const int pointwise = FC_LOCAL(is_pointwise)(p);
-    fc_index c = r0 / kk, i = (r0 % kk) / p->kernel_w, j = r0 % p->kernel_w;
-    for (fc_index r = 0; r < kc; r++) {
-        const T *xc = xg + c * HW;
-        const fc_index di = i * p->dilation_h, dj = j * p->dilation_w;
-        for (fc_index u = 0; u < nruns; u++) {
-            const FC_LOCAL(run_t) *run = &runs[u];
-            T *d = dst + ((run->q / FC_NR) * kc + r) * FC_NR + run->q % FC_NR;
-            FC_LOCAL(gather_run)(FC_LOCAL(tap_row)(p, xc, run, di, pointwise), run->iw0 + dj,
-                                 pointwise ? 1 : p->stride_w, pointwise ? HW : p->in_w, run->len,
-                                 d, 1);
-        }
-        if (nc % FC_NR) /* the last panel's columns past the tile */
-            memset(dst + ((nc / FC_NR) * kc + r) * FC_NR + nc % FC_NR, 0,
-                   sizeof(T) * (size_t)(FC_NR - nc % FC_NR));
-        if (++j == p->kernel_w) { j = 0; if (++i == p->kernel_h) { i = 0; c++; } }
-    }
-}
-
 /* B(k, q) = src[k * ld + q] for k < kd, q < nc, into panels [nc / NR][kd][NR]. */
 static void FC_LOCAL(pack_b_rows)(fc_index kd, fc_index nc, const T *src, fc_index ld, T *dst) {
     for (fc_index q0 = 0; q0 < nc; q0 += FC_NR) {
@@ -280,18 +255,117 @@ static fc_index FC_LOCAL(tile_size)(fc_index P, fc_index max_tile) {
     return FC_CEIL_DIV(t, FC_NR) * FC_NR;
 }
 
+/* ---- stride phases ---------------------------------------------------------------------------
+ * Each image's channels are copied once, zero padded, into stride x stride phases: phase (a, b)
+ * holds padded rows a, a+sH, ... and columns b, b+sW, .... In its phase a kernel tap (i, j) reads
+ * a plain contiguous row for consecutive output pixels, on a grid of `wph` >= OW columns per output
+ * row, so col(X) never needs to be built: the microkernels read it in place. The grid's extra
+ * columns are computed and dropped (forward) or meet zeros in dY (weight gradient). */
+typedef struct {
+    fc_index hph, wph; /* rows and columns of one phase */
+    fc_index phase;    /* elements in one phase */
+    fc_index channel;  /* elements of one channel's sH * sW phases */
+} FC_LOCAL(phases_t);
+
+static FC_LOCAL(phases_t) FC_LOCAL(phase_geometry)(const fc_conv2d_params *p) {
+    FC_LOCAL(phases_t) ph;
+    /* the last tap of the last output row and column, plus one spare row: the grid's padding
+     * columns of the last row run on into it */
+    ph.hph = p->out_h + ((p->kernel_h - 1) * p->dilation_h) / p->stride_h + 1;
+    ph.wph = p->out_w + ((p->kernel_w - 1) * p->dilation_w) / p->stride_w;
+    ph.phase = ph.hph * ph.wph;
+    ph.channel = p->stride_h * p->stride_w * ph.phase;
+    return ph;
+}
+
+/* Where tap (i, j) of a channel starts in its phases. */
+static inline fc_index FC_LOCAL(tap_offset)(const fc_conv2d_params *p,
+                                            const FC_LOCAL(phases_t) *ph, fc_index i,
+                                            fc_index j) {
+    const fc_index di = i * p->dilation_h, dj = j * p->dilation_w;
+    const fc_index a = di % p->stride_h, b = dj % p->stride_w;
+    return (a * p->stride_w + b) * ph->phase + (di / p->stride_h) * ph->wph + dj / p->stride_w;
+}
+
+/* Split channel xc (in_h x in_w) into its zero-padded phases at dst. */
+static void FC_LOCAL(split_phases)(const fc_conv2d_params *p, const FC_LOCAL(phases_t) *ph,
+                                   const T *xc, T *dst) {
+    for (fc_index a = 0; a < p->stride_h; a++)
+        for (fc_index b = 0; b < p->stride_w; b++) {
+            T *out = dst + (a * p->stride_w + b) * ph->phase;
+            for (fc_index r = 0; r < ph->hph; r++) {
+                const fc_index ih = r * p->stride_h + a - p->pad_top;
+                const T *row = (fc_uindex)ih < (fc_uindex)p->in_h ? xc + ih * p->in_w : NULL;
+                FC_LOCAL(gather_run)(row, b - p->pad_left, p->stride_w, p->in_w, ph->wph,
+                                     out + r * ph->wph, 1);
+            }
+        }
+}
+
 /* ---- forward -------------------------------------------------------------------------------- */
+
+#ifdef FC_VEC
+/* C[MR x NR] (=|+=) A_panel * B, where B's row r is NR values at brow[r] + q: col(X) read in place
+ * from the stride phases. Full tiles only (C is a padded buffer). */
+static void FC_LOCAL(ukernel_bptr)(fc_index kc, const T *restrict A, const T *const *brow,
+                                   fc_index q, T *restrict C, fc_index ldc, int accumulate) {
+    FC_VEC acc[FC_MR][FC_NV];
+    FC_PRAGMA(GCC unroll 16)
+    for (int i = 0; i < FC_MR; i++)
+        FC_PRAGMA(GCC unroll 8)
+        for (int v = 0; v < FC_NV; v++) acc[i][v] = FC_VZERO();
+    for (fc_index r = 0; r < kc; r++) {
+        const T *br = brow[r] + q;
+        FC_VEC b[FC_NV];
+        FC_PRAGMA(GCC unroll 8)
+        for (int v = 0; v < FC_NV; v++) b[v] = FC_VLOADU(br + v * FC_VL);
+        FC_PRAGMA(GCC unroll 16)
+        for (int i = 0; i < FC_MR; i++) {
+            const FC_VEC a = FC_VSET1(A[r * FC_MR + i]);
+            FC_PRAGMA(GCC unroll 8)
+            for (int v = 0; v < FC_NV; v++) acc[i][v] = FC_VFMA(a, b[v], acc[i][v]);
+        }
+    }
+    FC_PRAGMA(GCC unroll 16)
+    for (int i = 0; i < FC_MR; i++)
+        FC_PRAGMA(GCC unroll 8)
+        for (int v = 0; v < FC_NV; v++) {
+            T *c = C + i * ldc + v * FC_VL;
+            FC_VSTOREU(c, accumulate ? FC_VADD(acc[i][v], FC_VLOADU(c)) : acc[i][v]);
+        }
+}
+#else
+static void FC_LOCAL(ukernel_bptr)(fc_index kc, const T *restrict A, const T *const *brow,
+                                   fc_index q, T *restrict C, fc_index ldc, int accumulate) {
+    T acc[FC_MR][FC_NR];
+    memset(acc, 0, sizeof(acc));
+    for (fc_index r = 0; r < kc; r++) {
+        const T *br = brow[r] + q;
+        for (int i = 0; i < FC_MR; i++) {
+            const T a = A[r * FC_MR + i];
+            for (int j = 0; j < FC_NR; j++) acc[i][j] += a * br[j];
+        }
+    }
+    for (int i = 0; i < FC_MR; i++)
+        for (int j = 0; j < FC_NR; j++)
+            C[i * ldc + j] = accumulate ? C[i * ldc + j] + acc[i][j] : acc[i][j];
+}
+#endif
 
 int FC_FN(conv2d_fwd)(const fc_conv2d_params *p, const T *x, const T *w, const T *bias, T *y,
                       int nthreads) {
     const fc_index G = p->groups, Cg = p->in_channels / G, Kg = p->out_channels / G;
     const fc_index kk = p->kernel_h * p->kernel_w, R = Cg * kk, P = p->out_h * p->out_w;
-    const fc_index HW = p->in_h * p->in_w;
-    const fc_index nc_max = FC_LOCAL(tile_size)(P, FC_NC_MAX);
-    const fc_index ntiles = FC_CEIL_DIV(P, nc_max);
+    const fc_index HW = p->in_h * p->in_w, OW = p->out_w;
+    const FC_LOCAL(phases_t) ph = FC_LOCAL(phase_geometry)(p);
+    const fc_index L = p->out_h * ph.wph; /* grid pixels per image */
+    const fc_index nc_max = FC_LOCAL(tile_size)(L, FC_NC_MAX);
+    const fc_index ntiles = FC_CEIL_DIV(L, nc_max);
     const fc_index ntasks = p->batch * G * ntiles;
     const fc_index kblocks = FC_CEIL_DIV(Kg, FC_MR);
-    const fc_index kc_max = FC_MIN(R, FC_KC);
+    /* phases of one image's group, plus slack for the last tile's padding pixels */
+    const fc_index xph_size = Cg * ph.channel + ph.phase + nc_max;
+    const int pointwise = FC_LOCAL(is_pointwise)(p);
     int failed = 0;
 
     /* Weights packed once for all tasks: [group][k block][R][MR]. */
@@ -304,37 +378,79 @@ int FC_FN(conv2d_fwd)(const fc_conv2d_params *p, const T *x, const T *w, const T
                                   FC_CONV_MIN_WORK, ntasks);
     FC_PRAGMA(omp parallel num_threads(nt))
     {
-        T *bp = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(kc_max * nc_max));
-        FC_LOCAL(run_t) *runs = (FC_LOCAL(run_t) *)malloc(sizeof(*runs) * (size_t)nc_max);
-        if (!bp || !runs) {
+        T *xph = pointwise ? NULL : (T *)fc_aligned_alloc(sizeof(T) * (size_t)xph_size);
+        T *cbuf = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(kblocks * FC_MR * nc_max));
+        T *stage = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(FC_KC * FC_NR));
+        const T **brow = (const T **)malloc(sizeof(*brow) * (size_t)(R + FC_KC));
+        const int ok = (xph || pointwise) && cbuf && stage && brow;
+        if (!ok) {
             FC_PRAGMA(omp atomic write)
             failed = 1;
+        } else if (!pointwise) {
+            memset(xph + Cg * ph.channel, 0, sizeof(T) * (size_t)(xph_size - Cg * ph.channel));
+            for (fc_index r = 0; r < R; r++) /* where tap r starts, in this thread's phases */
+                brow[r] = xph + (r / kk) * ph.channel +
+                          FC_LOCAL(tap_offset)(p, &ph, (r % kk) / p->kernel_w, r % p->kernel_w);
         }
+        fc_index built = -1; /* which (image, group) xph or brow holds */
         FC_PRAGMA(omp for schedule(dynamic, 1))
         for (fc_index t = 0; t < ntasks; t++) {
-            if (!bp || !runs) continue;
-            const fc_index tile = t % ntiles, g = (t / ntiles) % G, n = t / (ntiles * G);
-            const fc_index p0 = tile * nc_max, nc = FC_MIN(nc_max, P - p0);
-            const T *xg = x + (n * p->in_channels + g * Cg) * HW;
-            T *yg = y + (n * p->out_channels + g * Kg) * P + p0;
-            const T *bg = bias ? bias + g * Kg : NULL;
-            const fc_index nruns = FC_LOCAL(tile_runs)(p, p0, nc, FC_NR, runs);
+            if (!ok) continue;
+            const fc_index tile = t % ntiles, ng = t / ntiles, g = ng % G, n = ng / G;
+            const fc_index q0 = tile * nc_max, nc = FC_MIN(nc_max, L - q0);
+            if (built != ng) {
+                const T *xg = x + (n * p->in_channels + g * Cg) * HW;
+                if (pointwise) /* 1x1, stride 1, no padding: the channels are the phases */
+                    for (fc_index c = 0; c < Cg; c++) brow[c] = xg + c * HW;
+                else
+                    for (fc_index c = 0; c < Cg; c++)
+                        FC_LOCAL(split_phases)(p, &ph, xg + c * HW, xph + c * ph.channel);
+                built = ng;
+            }
             for (fc_index r0 = 0; r0 < R; r0 += FC_KC) {
                 const fc_index kc = FC_MIN(FC_KC, R - r0);
-                FC_LOCAL(pack_b_im2col)(p, xg, r0, kc, nc, runs, nruns, bp);
-                /* one B panel (kc x NR, <= 16 KB) stays in L1 while every A panel passes */
-                for (fc_index q0 = 0; q0 < nc; q0 += FC_NR)
-                    for (fc_index kb = 0; kb < kblocks; kb++) {
-                        const T *ap = wp + (g * kblocks + kb) * FC_MR * R + r0 * FC_MR;
-                        FC_LOCAL(ukernel)(kc, ap, bp + q0 * kc, yg + kb * FC_MR * P + q0, P,
-                                          (int)FC_MIN(FC_MR, Kg - kb * FC_MR),
-                                          (int)FC_MIN(FC_NR, nc - q0), r0 > 0,
-                                          bg ? bg + kb * FC_MR : NULL);
+                /* the kc x NR block of col(X) stays in L1 while every A panel passes */
+                for (fc_index j = 0; j < nc; j += FC_NR) {
+                    const T *const *rows = brow + r0;
+                    fc_index q = q0 + j;
+                    if (pointwise && q + FC_NR > L) {
+                        /* a last panel that would read past the input: copy it, zero padded */
+                        const T **staged = brow + R;
+                        for (fc_index r = 0; r < kc; r++) {
+                            T *d = stage + r * FC_NR;
+                            fc_index u = 0;
+                            for (; u < L - q; u++) d[u] = rows[r][q + u];
+                            for (; u < FC_NR; u++) d[u] = (T)0;
+                            staged[r] = d;
+                        }
+                        rows = staged;
+                        q = 0;
                     }
+                    for (fc_index kb = 0; kb < kblocks; kb++)
+                        FC_LOCAL(ukernel_bptr)(kc, wp + (g * kblocks + kb) * FC_MR * R + r0 * FC_MR,
+                                               rows, q, cbuf + kb * FC_MR * nc_max + j, nc_max,
+                                               r0 > 0);
+                }
+            }
+            /* the grid's real columns (ow < OW), plus bias, into Y */
+            T *yg = y + (n * p->out_channels + g * Kg) * P;
+            for (fc_index j = 0; j < nc;) {
+                const fc_index q = q0 + j, oh = q / ph.wph, ow = q % ph.wph;
+                const fc_index len = FC_MIN(nc - j, ph.wph - ow);
+                const fc_index valid = FC_MAX(0, FC_MIN(len, OW - ow));
+                for (fc_index k = 0; k < Kg; k++) {
+                    const T b = bias ? bias[g * Kg + k] : (T)0;
+                    const T *src = cbuf + k * nc_max + j;
+                    T *dst = yg + k * P + oh * OW + ow;
+                    for (fc_index u = 0; u < valid; u++) dst[u] = src[u] + b;
+                }
+                j += len;
             }
         }
-        fc_aligned_free(bp);
-        free(runs);
+        fc_aligned_free(xph);
+        fc_aligned_free(cbuf);
+        fc_aligned_free(stage);
+        free(brow);
     }
     fc_aligned_free(wp);
     return failed ? FC_ENOMEM : FC_OK;
@@ -454,52 +570,8 @@ int FC_FN(conv2d_bwd_input)(const fc_conv2d_params *p, const T *gy, const T *w, 
 }
 
 /* ---- weight and bias gradients --------------------------------------------------------------
- * dW^T[R, K] = col(X)[R, P] * dY^T[P, K], with the microkernel's broadcast operand read straight
- * from the input, no im2col at all: each image's channels are copied once, zero padded, into
- * stride x stride phases (phase (a, b) holds padded rows a, a+sH, ... and columns b, b+sW, ...).
- * In its phase a kernel tap (i, j) then reads a plain contiguous row for consecutive output
- * pixels, on a grid of width `wph` >= OW whose extra columns meet zeros in the packed dY^T. */
-typedef struct {
-    fc_index hph, wph; /* rows and columns of one phase */
-    fc_index phase;    /* elements in one phase */
-    fc_index channel;  /* elements of one channel's sH * sW phases */
-} FC_LOCAL(phases_t);
-
-static FC_LOCAL(phases_t) FC_LOCAL(phase_geometry)(const fc_conv2d_params *p) {
-    FC_LOCAL(phases_t) ph;
-    /* the last tap of the last output row and column, plus one spare row: the grid's padding
-     * columns of the last row run on into it */
-    ph.hph = p->out_h + ((p->kernel_h - 1) * p->dilation_h) / p->stride_h + 1;
-    ph.wph = p->out_w + ((p->kernel_w - 1) * p->dilation_w) / p->stride_w;
-    ph.phase = ph.hph * ph.wph;
-    ph.channel = p->stride_h * p->stride_w * ph.phase;
-    return ph;
-}
-
-/* Where tap (i, j) of a channel starts in its phases. */
-static inline fc_index FC_LOCAL(tap_offset)(const fc_conv2d_params *p,
-                                            const FC_LOCAL(phases_t) *ph, fc_index i,
-                                            fc_index j) {
-    const fc_index di = i * p->dilation_h, dj = j * p->dilation_w;
-    const fc_index a = di % p->stride_h, b = dj % p->stride_w;
-    return (a * p->stride_w + b) * ph->phase + (di / p->stride_h) * ph->wph + dj / p->stride_w;
-}
-
-/* Split channel xc (in_h x in_w) into its zero-padded phases at dst. */
-static void FC_LOCAL(split_phases)(const fc_conv2d_params *p, const FC_LOCAL(phases_t) *ph,
-                                   const T *xc, T *dst) {
-    for (fc_index a = 0; a < p->stride_h; a++)
-        for (fc_index b = 0; b < p->stride_w; b++) {
-            T *out = dst + (a * p->stride_w + b) * ph->phase;
-            for (fc_index r = 0; r < ph->hph; r++) {
-                const fc_index ih = r * p->stride_h + a - p->pad_top;
-                const T *row = (fc_uindex)ih < (fc_uindex)p->in_h ? xc + ih * p->in_w : NULL;
-                FC_LOCAL(gather_run)(row, b - p->pad_left, p->stride_w, p->in_w, ph->wph,
-                                     out + r * ph->wph, 1);
-            }
-        }
-}
-
+ * dW^T[R, K] = col(X)[R, P] * dY^T[P, K]: the microkernel's broadcast operand is read in place
+ * from the stride phases, dY^T is packed per chunk of grid pixels. */
 /* dY^T for grid pixels [q0, q0 + n) of one image: panels [Kg / NR][n][NR], zero for the grid's
  * padding columns and for channels past Kg. */
 static void FC_LOCAL(pack_dy_t)(const fc_conv2d_params *p, const FC_LOCAL(phases_t) *ph,
