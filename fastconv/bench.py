@@ -17,6 +17,7 @@ import numpy as np
 
 import fastconv
 import fastconv.functional as F
+from fastconv import reference as ref
 
 # name: (N, C, H(=W), K, kernel, stride, padding)
 CONV_LAYERS = {
@@ -49,6 +50,7 @@ class Case:
     torch: Callable[[], object] | None
     work: float  # FLOP for convolution, bytes moved for pooling
     unit: str  # "GFLOP/s" or "GB/s"
+    reference: Callable[[], object] | None = None  # the same call in fastconv.reference
 
 
 def _torch():
@@ -84,13 +86,16 @@ def conv_cases(dtype=np.float32, names=None, seed=0) -> list[Case]:
                     tgy, tx, tw, [k], [s, s], [p, p], [1, 1], False, [0, 0], 1,
                     [True, True, True])
 
+        ref_args = ((s, s), (p, p, p, p), (1, 1), 1)
         cases.append(Case("conv2d", name, "forward",
                           lambda x=x, w=w, b=b, s=s, p=p: F.conv2d(x, w, b, stride=s, padding=p),
-                          fwd_t, flop, "GFLOP/s"))
+                          fwd_t, flop, "GFLOP/s",
+                          lambda x=x, w=w, b=b, a=ref_args: ref.conv2d(x, w, b, *a)))
         cases.append(Case("conv2d", name, "backward",
                           lambda x=x, w=w, gy=gy, s=s, p=p: F.conv2d_backward(gy, x, w, stride=s,
                                                                               padding=p),
-                          bwd_t, 2 * flop, "GFLOP/s"))
+                          bwd_t, 2 * flop, "GFLOP/s",
+                          lambda x=x, w=w, gy=gy, a=ref_args: ref.conv2d_backward(gy, x, w, *a)))
     return cases
 
 
@@ -153,8 +158,20 @@ def pool_cases(dtype=np.float32, names=None, seed=0) -> list[Case]:
                 def bwd_t(ty=ty, tgy=tgy):
                     ty.backward(tgy, retain_graph=True)
 
-        cases.append(Case("pool2d", name, "forward", fwd_f, fwd_t, moved, "GB/s"))
-        cases.append(Case("pool2d", name, "backward", bwd_f, bwd_t, moved + x.nbytes, "GB/s"))
+        k2, s2, p2 = ((kw["kernel_size"],) * 2, (kw["stride"],) * 2, (kw.get("padding", 0),) * 2)
+        fwd_r = {
+            "max": lambda: ref.max_pool2d(x, k2, s2, p2, (1, 1), False),
+            "avg": lambda: ref.avg_pool2d(x, k2, s2, p2, False, True, None),
+            "lp": lambda: ref.lp_pool2d(x, 2.0, k2, s2, False),
+        }[op]
+        bwd_r = {
+            "max": lambda gy=gy: ref.max_pool2d_backward(gy, x, k2, s2, p2, (1, 1), False),
+            "avg": lambda gy=gy: ref.avg_pool2d_backward(gy, x, k2, s2, p2, False, True, None),
+            "lp": lambda gy=gy: ref.lp_pool2d_backward(gy, x, 2.0, k2, s2, False),
+        }[op]
+        cases.append(Case("pool2d", name, "forward", fwd_f, fwd_t, moved, "GB/s", fwd_r))
+        cases.append(Case("pool2d", name, "backward", bwd_f, bwd_t, moved + x.nbytes, "GB/s",
+                          bwd_r))
     return cases
 
 
@@ -248,3 +265,27 @@ def plot(results: list[Result], path: str) -> bool:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return True
+
+
+def main(threads: int | None = None, repeat: int = 7, only: str = "all", plot_path: str | None = None,
+         dtype=np.float32, out=None) -> list[Result]:
+    """Run the side-by-side table (the `fastconv bench` command) and print it."""
+    import sys
+
+    out = out or sys.stdout
+    n = threads or fastconv.get_num_threads()
+    torch = _torch()
+    cases = []
+    if only in ("all", "conv"):
+        cases += conv_cases(dtype)
+    if only in ("all", "pool"):
+        cases += pool_cases(dtype)
+    print(f"fastconv {fastconv.__version__} ({fastconv.selected_isa()}) vs "
+          f"{'PyTorch ' + torch.__version__ if torch else 'no PyTorch (not installed)'}, "
+          f"{np.dtype(dtype).name}, {n} thread(s), median of {repeat} interleaved pairs",
+          file=out)
+    results = [run(case, repeat, n) for case in cases]
+    print(format_table(results), file=out)
+    if plot_path and plot(results, plot_path):
+        print(f"chart written to {plot_path}", file=out)
+    return results
