@@ -158,16 +158,16 @@ def pool_cases(dtype=np.float32, names=None, seed=0) -> list[Case]:
                 def bwd_t(ty=ty, tgy=tgy):
                     ty.backward(tgy, retain_graph=True)
 
-        k2, s2, p2 = ((kw["kernel_size"],) * 2, (kw["stride"],) * 2, (kw.get("padding", 0),) * 2)
+        g2 = ((kw["kernel_size"],) * 2, (kw["stride"],) * 2, (kw.get("padding", 0),) * 2)
         fwd_r = {
-            "max": lambda: ref.max_pool2d(x, k2, s2, p2, (1, 1), False),
-            "avg": lambda: ref.avg_pool2d(x, k2, s2, p2, False, True, None),
-            "lp": lambda: ref.lp_pool2d(x, 2.0, k2, s2, False),
+            "max": lambda g2=g2: ref.max_pool2d(x, *g2, (1, 1), False),
+            "avg": lambda g2=g2: ref.avg_pool2d(x, *g2, False, True, None),
+            "lp": lambda g2=g2: ref.lp_pool2d(x, 2.0, *g2[:2], False),
         }[op]
         bwd_r = {
-            "max": lambda gy=gy: ref.max_pool2d_backward(gy, x, k2, s2, p2, (1, 1), False),
-            "avg": lambda gy=gy: ref.avg_pool2d_backward(gy, x, k2, s2, p2, False, True, None),
-            "lp": lambda gy=gy: ref.lp_pool2d_backward(gy, x, 2.0, k2, s2, False),
+            "max": lambda gy=gy, g2=g2: ref.max_pool2d_backward(gy, x, *g2, (1, 1), False),
+            "avg": lambda gy=gy, g2=g2: ref.avg_pool2d_backward(gy, x, *g2, False, True, None),
+            "lp": lambda gy=gy, g2=g2: ref.lp_pool2d_backward(gy, x, 2.0, *g2[:2], False),
         }[op]
         cases.append(Case("pool2d", name, "forward", fwd_f, fwd_t, moved, "GB/s", fwd_r))
         cases.append(Case("pool2d", name, "backward", bwd_f, bwd_t, moved + x.nbytes, "GB/s",
@@ -267,8 +267,8 @@ def plot(results: list[Result], path: str) -> bool:
     return True
 
 
-def main(threads: int | None = None, repeat: int = 7, only: str = "all", plot_path: str | None = None,
-         dtype=np.float32, out=None) -> list[Result]:
+def main(threads: int | None = None, repeat: int = 7, only: str = "all",
+         plot_path: str | None = None, dtype=np.float32, out=None) -> list[Result]:
     """Run the side-by-side table (the `fastconv bench` command) and print it."""
     import sys
 
