@@ -21,8 +21,8 @@
 #define FC_FN(op) FC_CAT3(FC_CAT3(fc_, FC_DT, _), op, FC_CAT2(__, FC_ISA))
 #define FC_LOCAL(name) FC_CAT3(name, _, FC_DT)
 
-/* Reduction depth per packed panel: one B panel (KC x NR) stays within ~16 KB of L1. */
-#define FC_KC FC_MAX(64, 16384 / (FC_NR * (int)sizeof(T)))
+/* Reduction depth per panel: one B panel (KC x NR) stays within ~24 KB of L1. */
+#define FC_KC FC_MAX(64, 24576 / (FC_NR * (int)sizeof(T)))
 /* Upper bound on the pixels in one forward / input-gradient tile. */
 #define FC_NC_MAX 384
 /* Rows of col(dX) (channels x kernel offsets) that one input-gradient task owns at most. */
