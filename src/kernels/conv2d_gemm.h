@@ -573,22 +573,40 @@ int FC_FN(conv2d_bwd_input)(const fc_conv2d_params *p, const T *gy, const T *w, 
  * dW^T[R, K] = col(X)[R, P] * dY^T[P, K]: the microkernel's broadcast operand is read in place
  * from the stride phases, dY^T is packed per chunk of grid pixels. */
 /* dY^T for grid pixels [q0, q0 + n) of one image: panels [Kg / NR][n][NR], zero for the grid's
- * padding columns and for channels past Kg. */
+ * padding columns and for channels past Kg. Reads dY along its rows (one output row run at a
+ * time) and scatters into the L1-sized panel, rather than gathering NR rows per pixel. */
 static void FC_LOCAL(pack_dy_t)(const fc_conv2d_params *p, const FC_LOCAL(phases_t) *ph,
                                 const T *gyg, fc_index Kg, fc_index q0, fc_index n, T *dst) {
-    const fc_index P = p->out_h * p->out_w, OW = p->out_w;
+    const fc_index P = p->out_h * p->out_w, OW = p->out_w, wph = ph->wph;
     for (fc_index k0 = 0; k0 < Kg; k0 += FC_NR) {
         const int nr = (int)FC_MIN(FC_NR, Kg - k0);
         T *panel = dst + (k0 / FC_NR) * n * FC_NR;
-        fc_index oh = q0 / ph->wph, ow = q0 % ph->wph;
-        for (fc_index q = 0; q < n; q++, panel += FC_NR) {
-            int t = 0;
-            if (ow < OW)
-                for (; t < nr; t++) panel[t] = gyg[(k0 + t) * P + oh * OW + ow];
-            for (; t < FC_NR; t++) panel[t] = (T)0;
-            if (++ow == ph->wph) { ow = 0; oh++; }
+        memset(panel, 0, sizeof(T) * (size_t)(n * FC_NR));
+        for (int t = 0; t < nr; t++) {
+            const T *src = gyg + (k0 + t) * P;
+            for (fc_index q = q0; q < q0 + n;) {
+                const fc_index oh = q / wph, ow = q % wph;
+                const fc_index len = FC_MIN(q0 + n - q, wph - ow);
+                const fc_index valid = FC_MAX(0, FC_MIN(len, OW - ow));
+                T *d = panel + (q - q0) * FC_NR + t;
+                const T *s = src + oh * OW + ow;
+                for (fc_index u = 0; u < valid; u++) d[u * FC_NR] = s[u];
+                q += len;
+            }
         }
     }
+}
+
+/* dst[k * ld + r] = acc[r * kg_pad + k] for r < rows, k < Kg, in 16 x 16 blocks that stay in
+ * cache on both sides. */
+static void FC_LOCAL(transpose_out)(const T *acc, fc_index rows, fc_index Kg, fc_index kg_pad,
+                                    T *dst, fc_index ld) {
+    for (fc_index k0 = 0; k0 < Kg; k0 += 16)
+        for (fc_index r0 = 0; r0 < rows; r0 += 16) {
+            const fc_index k1 = FC_MIN(Kg, k0 + 16), r1 = FC_MIN(rows, r0 + 16);
+            for (fc_index k = k0; k < k1; k++)
+                for (fc_index r = r0; r < r1; r++) dst[k * ld + r] = acc[r * kg_pad + k];
+        }
 }
 
 #ifdef FC_VEC
@@ -649,10 +667,12 @@ int FC_FN(conv2d_bwd_weight)(const fc_conv2d_params *p, const T *gy, const T *x,
     const fc_index cblocks = FC_CEIL_DIV(Cg, cb);
     const fc_index rows_max = FC_CEIL_DIV(FC_MIN(cb, Cg) * kk, FC_MR) * FC_MR;
     const fc_index kg_pad = FC_CEIL_DIV(Kg, FC_NR) * FC_NR;
-    const fc_index qc = FC_KC; /* grid pixels per packed dY^T chunk: one panel stays in L1 */
-    /* Batch chunks: enough to occupy a machine's cores when the weight is small, few enough that
-     * the private sums stay within ~32 MB. Fixed by the problem, not by the thread count. */
-    fc_index chunks = FC_MIN(N, 16);
+    /* grid pixels per packed dY^T chunk (one panel stays in L1), in equal chunks */
+    const fc_index qc = FC_CEIL_DIV(L, FC_CEIL_DIV(L, FC_KC));
+    /* Batch chunks: enough for 16 tasks in all (a 16-core machine's worth), no more, since each
+     * costs a private copy of dW to transpose and add; within ~32 MB of private sums. Fixed by
+     * the problem, not by the thread count, so results do not depend on it. */
+    fc_index chunks = FC_MIN(N, FC_MAX(2, FC_CEIL_DIV(16, G * cblocks)));
     while (chunks > 1 && (chunks - 1) * wsize * (fc_index)sizeof(T) > ((fc_index)32 << 20)) chunks--;
     if (chunks < 1) chunks = 1;
     const fc_index ntasks = chunks * G * cblocks;
@@ -709,8 +729,7 @@ int FC_FN(conv2d_bwd_weight)(const fc_conv2d_params *p, const T *gy, const T *x,
             }
             /* this chunk's sum, transposed into its copy of dW (chunk 0 writes dW itself) */
             T *dst = (chunk == 0 ? gw : partial + (chunk - 1) * wsize) + g * Kg * R + c0 * kk;
-            for (fc_index k = 0; k < Kg; k++)
-                for (fc_index r = 0; r < rows; r++) dst[k * R + r] = acc[r * kg_pad + k];
+            FC_LOCAL(transpose_out)(acc, rows, Kg, kg_pad, dst, R);
         }
         fc_aligned_free(xph);
         fc_aligned_free(bp);
