@@ -747,12 +747,18 @@ int FC_FN(conv2d_bwd_weight)(const fc_conv2d_params *p, const T *gy, const T *x,
         if (gb) {
             FC_PRAGMA(omp for schedule(static))
             for (fc_index k = 0; k < p->out_channels; k++) {
-                T sum = 0;
+                /* N*P terms: double partial sums keep float32 results at float32 accuracy, and
+                 * eight independent chains keep the adds from waiting on each other */
+                double part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
                 for (fc_index n = 0; n < N; n++) {
                     const T *row = gy + (n * p->out_channels + k) * P;
-                    for (fc_index q = 0; q < P; q++) sum += row[q];
+                    fc_index q = 0;
+                    for (; q + 8 <= P; q += 8)
+                        for (int u = 0; u < 8; u++) part[u] += (double)row[q + u];
+                    for (; q < P; q++) part[q % 8] += (double)row[q];
                 }
-                gb[k] = sum;
+                gb[k] = (T)(((part[0] + part[1]) + (part[2] + part[3])) +
+                            ((part[4] + part[5]) + (part[6] + part[7])));
             }
         }
     }
