@@ -6,7 +6,8 @@
  * Every pass is C[M x N] (+)= A[M x Kd] * B[Kd x N] on one image and one group, BLIS-style: A and B
  * are packed into MR-row / NR-column panels and an MR x NR register microkernel does the FMAs. The
  * im2col matrix is never built whole: it is packed tile by tile into a bounded per-thread buffer.
- *   forward      Y[K, P]      = W[K, R] * col(X)[R, P]      tasks: (image, group, pixel tile)
+ *   forward      Y[K, P]      = W[K, R] * col(X)[R, P]      tasks: (image, group, pixel tile,
+ *                                                                  output-channel part)
  *   input grad   stride 1: a forward convolution of dY with the flipped, transposed weights;
  *                otherwise col(dX)[R,P] = W^T[R, K] * dY[K, P], tasks (image, group, channel
  *                block), then col2im scatter-adds each tile into dX (a task owns its channels)
@@ -361,8 +362,12 @@ int FC_FN(conv2d_fwd)(const fc_conv2d_params *p, const T *x, const T *w, const T
     const fc_index L = p->out_h * ph.wph; /* grid pixels per image */
     const fc_index nc_max = FC_LOCAL(tile_size)(L, FC_NC_MAX);
     const fc_index ntiles = FC_CEIL_DIV(L, nc_max);
-    const fc_index ntasks = p->batch * G * ntiles;
     const fc_index kblocks = FC_CEIL_DIV(Kg, FC_MR);
+    /* Output channels split too when images and tiles alone leave threads idle (batch 1). Every
+     * output is still summed by one task in one order, so results do not depend on the split. */
+    const fc_index kparts = FC_MAX(1, FC_MIN(kblocks, FC_CEIL_DIV(2 * (fc_index)nthreads,
+                                                                   p->batch * G * ntiles)));
+    const fc_index ntasks = p->batch * G * ntiles * kparts;
     /* phases of one image's group, plus slack for the last tile's padding pixels */
     const fc_index xph_size = Cg * ph.channel + ph.phase + nc_max;
     const int pointwise = FC_LOCAL(is_pointwise)(p);
@@ -396,8 +401,10 @@ int FC_FN(conv2d_fwd)(const fc_conv2d_params *p, const T *x, const T *w, const T
         FC_PRAGMA(omp for schedule(dynamic, 1))
         for (fc_index t = 0; t < ntasks; t++) {
             if (!ok) continue;
-            const fc_index tile = t % ntiles, ng = t / ntiles, g = ng % G, n = ng / G;
+            const fc_index part = t % kparts, tile = (t / kparts) % ntiles;
+            const fc_index ng = t / (kparts * ntiles), g = ng % G, n = ng / G;
             const fc_index q0 = tile * nc_max, nc = FC_MIN(nc_max, L - q0);
+            const fc_index kb0 = part * kblocks / kparts, kb1 = (part + 1) * kblocks / kparts;
             if (built != ng) {
                 const T *xg = x + (n * p->in_channels + g * Cg) * HW;
                 if (pointwise) /* 1x1, stride 1, no padding: the channels are the phases */
@@ -426,7 +433,7 @@ int FC_FN(conv2d_fwd)(const fc_conv2d_params *p, const T *x, const T *w, const T
                         rows = staged;
                         q = 0;
                     }
-                    for (fc_index kb = 0; kb < kblocks; kb++)
+                    for (fc_index kb = kb0; kb < kb1; kb++)
                         FC_LOCAL(ukernel_bptr)(kc, wp + (g * kblocks + kb) * FC_MR * R + r0 * FC_MR,
                                                rows, q, cbuf + kb * FC_MR * nc_max + j, nc_max,
                                                r0 > 0);
@@ -438,7 +445,7 @@ int FC_FN(conv2d_fwd)(const fc_conv2d_params *p, const T *x, const T *w, const T
                 const fc_index q = q0 + j, oh = q / ph.wph, ow = q % ph.wph;
                 const fc_index len = FC_MIN(nc - j, ph.wph - ow);
                 const fc_index valid = FC_MAX(0, FC_MIN(len, OW - ow));
-                for (fc_index k = 0; k < Kg; k++) {
+                for (fc_index k = kb0 * FC_MR; k < FC_MIN(Kg, kb1 * FC_MR); k++) {
                     const T b = bias ? bias[g * Kg + k] : (T)0;
                     const T *src = cbuf + k * nc_max + j;
                     T *dst = yg + k * P + oh * OW + ow;
