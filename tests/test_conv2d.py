@@ -61,6 +61,14 @@ CONV_CASES = {
     "rows-past-288-strided": (1, 33, 7, 7, 4, 3, 2, 1, 1, 1, True),
     "long-reduction-k-strided": (1, 3, 7, 7, 140, 1, 2, 0, 1, 1, True),
     "padding-beyond-kernel": (2, 2, 5, 5, 3, 2, 1, 3, 1, 1, True),  # d*(k-1) - pad < 0
+    # 3x3 stride 1 with >= 16 channels each side runs Winograd F(2x2, 3x3): odd sizes (partial
+    # tiles), groups, no padding, reductions past one panel, tile blocks past one
+    "winograd": (2, 20, 9, 11, 24, 3, 1, 1, 1, 1, True),
+    "winograd-valid-odd": (1, 16, 8, 7, 17, 3, 1, 0, 1, 1, True),
+    "winograd-same-groups": (2, 32, 10, 6, 32, 3, 1, "same", 1, 2, True),
+    "winograd-long-reduction": (1, 200, 5, 5, 16, 3, 1, 1, 1, 1, True),
+    "winograd-many-tiles": (1, 16, 30, 31, 16, 3, 1, 1, 1, 1, True),
+    "winograd-big-padding": (1, 16, 4, 4, 16, 3, 1, 3, 1, 1, True),
     "big-batch-weight-chunks": (20, 2, 5, 5, 3, 3, 1, 1, 1, 1, True),  # > 16 batch chunks
 }
 

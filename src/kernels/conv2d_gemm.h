@@ -353,8 +353,12 @@ static void FC_LOCAL(ukernel_bptr)(fc_index kc, const T *restrict A, const T *co
 }
 #endif
 
+#include "conv2d_winograd.h"
+
 int FC_FN(conv2d_fwd)(const fc_conv2d_params *p, const T *x, const T *w, const T *bias, T *y,
                       int nthreads) {
+    if (FC_LOCAL(winograd_applies)(p))
+        return FC_LOCAL(conv2d_fwd_winograd)(p, x, w, bias, y, nthreads);
     const fc_index G = p->groups, Cg = p->in_channels / G, Kg = p->out_channels / G;
     const fc_index kk = p->kernel_h * p->kernel_w, R = Cg * kk, P = p->out_h * p->out_w;
     const fc_index HW = p->in_h * p->in_w, OW = p->out_w;
