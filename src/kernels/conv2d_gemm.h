@@ -181,23 +181,12 @@ static fc_index FC_LOCAL(tile_runs)(const fc_conv2d_params *p, fc_index p0, fc_i
     return count;
 }
 
-/* The part [lo, hi) of a run of `len` columns iw = iw0 + t * s that lies inside [0, W). */
-static inline void FC_LOCAL(valid_span)(fc_index iw0, fc_index s, fc_index W, fc_index len,
-                                        fc_index *lo, fc_index *hi) {
-    fc_index a = iw0 < 0 ? (-iw0 + s - 1) / s : 0;
-    fc_index b = iw0 > W - 1 ? 0 : (W - 1 - iw0) / s + 1;
-    a = FC_MIN(a, len);
-    b = FC_MIN(b, len);
-    *lo = a;
-    *hi = FC_MAX(a, b);
-}
-
 /* dst[t * ds] = row[iw0 + t * s] for t < len, 0 where the column falls outside the row (or the
  * whole run when row is NULL: an input row in the padding). */
 static inline void FC_LOCAL(gather_run)(const T *row, fc_index iw0, fc_index s, fc_index W,
                                         fc_index len, T *dst, fc_index ds) {
     fc_index lo = len, hi = len, t = 0;
-    if (row) FC_LOCAL(valid_span)(iw0, s, W, len, &lo, &hi);
+    if (row) fc_inside_span(iw0, s, len, W, &lo, &hi);
     for (; t < lo; t++) dst[t * ds] = (T)0;
     if (s == 1 && ds == 1) {
         const T *src = row + iw0;
@@ -219,7 +208,7 @@ static inline void FC_LOCAL(gather_run)(const T *row, fc_index iw0, fc_index s, 
 static inline void FC_LOCAL(scatter_add_run)(T *row, fc_index iw0, fc_index s, fc_index W,
                                              fc_index len, const T *src) {
     fc_index lo, hi;
-    FC_LOCAL(valid_span)(iw0, s, W, len, &lo, &hi);
+    fc_inside_span(iw0, s, len, W, &lo, &hi);
     if (s == 1) {
         T *d = row + iw0;
         for (fc_index t = lo; t < hi; t++) d[t] += src[t];

@@ -50,6 +50,18 @@ static inline void fc_aligned_free(void *p) {
 #endif
 }
 
+/* Of the positions start + t * step, t in [0, count), those inside [0, n) form one run
+ * [*lo, *hi): the kernels settle bounds once per run of columns or taps, not per element. */
+static inline void fc_inside_span(fc_index start, fc_index step, fc_index count, fc_index n,
+                                  fc_index *lo, fc_index *hi) {
+    fc_index a = start < 0 ? (-start + step - 1) / step : 0;
+    fc_index b = start > n - 1 ? 0 : (n - 1 - start) / step + 1;
+    a = FC_MIN(a, count);
+    b = FC_MIN(b, count);
+    *lo = a;
+    *hi = FC_MAX(a, b);
+}
+
 /* How many threads a job of `work` units (roughly: multiply-adds or bytes touched) split into
  * `tasks` independent pieces should use: never more than the tasks, and one thread per
  * `min_work_per_thread` units, so small problems stay on one thread instead of paying the

@@ -26,17 +26,6 @@
 /* Roughly 32k window reads per thread before another thread pays for its start-up. */
 #define FC_POOL_MIN_WORK 3.2e4
 
-/* The taps [j0, j1) of a window starting at w0 (step d, k taps) that fall inside [0, n). */
-static inline void FC_LOCAL(tap_span)(fc_index w0, fc_index d, fc_index k, fc_index n,
-                                       fc_index *j0, fc_index *j1) {
-    fc_index a = w0 < 0 ? (-w0 + d - 1) / d : 0;
-    fc_index b = w0 > n - 1 ? 0 : (n - 1 - w0) / d + 1;
-    a = FC_MIN(a, k);
-    b = FC_MIN(b, k);
-    *j0 = a;
-    *j1 = FC_MAX(a, b);
-}
-
 /* Output columns [lo, hi) whose whole window lies inside the row: no clipping there. */
 static inline void FC_LOCAL(interior_columns)(const fc_pool2d_params *p, fc_index *lo,
                                               fc_index *hi) {
@@ -64,7 +53,7 @@ static void FC_LOCAL(max_fold_row)(const fc_pool2d_params *p, const T *restrict 
         if (ow == lo && lo < hi) { ow = hi - 1; continue; } /* interior: below */
         fc_index j0, j1;
         const fc_index w0 = ow * s - pad;
-        FC_LOCAL(tap_span)(w0, d, k, W, &j0, &j1);
+        fc_inside_span(w0, d, k, W, &j0, &j1);
         T m = -(T)INFINITY;
         int32_t best = -1;
         for (fc_index j = j0; j < j1; j++) {
@@ -115,7 +104,7 @@ static void FC_LOCAL(max_fold_row_values)(const fc_pool2d_params *p, const T *re
         if (ow == lo && lo < hi) { ow = hi - 1; continue; }
         fc_index j0, j1;
         const fc_index w0 = ow * s - pad;
-        FC_LOCAL(tap_span)(w0, d, k, W, &j0, &j1);
+        fc_inside_span(w0, d, k, W, &j0, &j1);
         T m = -(T)INFINITY;
         for (fc_index j = j0; j < j1; j++) {
             const T v = row[w0 + j * d];
@@ -172,7 +161,7 @@ int FC_FN(maxpool2d_fwd)(const fc_pool2d_params *p, const T *x, T *y, int64_t *i
             T *out = y + plane * OH * OW + oh * OW;
             fc_index i0, i1;
             const fc_index h0 = oh * p->stride_h - p->pad_h;
-            FC_LOCAL(tap_span)(h0, p->dilation_h, p->kernel_h, H, &i0, &i1);
+            fc_inside_span(h0, p->dilation_h, p->kernel_h, H, &i0, &i1);
             int32_t *best_tap = tap + OW, *best_row = tap + 2 * OW;
             if (i0 >= i1) { /* the whole row of windows lies in the padding */
                 for (fc_index ow = 0; ow < OW; ow++) out[ow] = -(T)INFINITY;
@@ -247,7 +236,7 @@ static void FC_LOCAL(sum_fold_row)(const fc_pool2d_params *p, const T *restrict 
         if (ow == lo && lo < hi) { ow = hi - 1; continue; }
         fc_index j0, j1;
         const fc_index w0 = ow * s - pad;
-        FC_LOCAL(tap_span)(w0, 1, k, W, &j0, &j1);
+        fc_inside_span(w0, 1, k, W, &j0, &j1);
         T acc = 0;
         for (fc_index j = j0; j < j1; j++) acc += FC_F(row[w0 + j]);
         sum[ow] = acc;
@@ -330,7 +319,7 @@ static void FC_LOCAL(window_sums)(const fc_pool2d_params *p, const T *plane, fc_
     const fc_index OW = p->out_w, W = p->in_w;
     fc_index i0, i1;
     const fc_index h0 = oh * p->stride_h - p->pad_h;
-    FC_LOCAL(tap_span)(h0, 1, p->kernel_h, p->in_h, &i0, &i1);
+    fc_inside_span(h0, 1, p->kernel_h, p->in_h, &i0, &i1);
     for (fc_index i = i0; i < i1; i++) {
         FC_LOCAL(sum_fold_row)(p, plane + (h0 + i) * W, lo, hi, norm, i == i0 ? out : row_sum);
         if (i > i0)
@@ -388,7 +377,7 @@ static void FC_LOCAL(spread_row)(const fc_pool2d_params *p, T *restrict grow,
         if (ow == lo && lo < hi) { ow = hi - 1; continue; }
         fc_index j0, j1;
         const fc_index w0 = ow * s - pad;
-        FC_LOCAL(tap_span)(w0, 1, k, W, &j0, &j1);
+        fc_inside_span(w0, 1, k, W, &j0, &j1);
         for (fc_index j = j0; j < j1; j++)
             grow[w0 + j] += plain ? share[ow] : share[ow] * FC_D(xrow[w0 + j]);
     }
@@ -441,7 +430,7 @@ int FC_FN(avgpool2d_bwd)(const fc_pool2d_params *p, const T *gy, T *gx, int nthr
         for (fc_index oh = 0; oh < OH; oh++) {
             fc_index i0, i1;
             const fc_index h0 = oh * p->stride_h - p->pad_h;
-            FC_LOCAL(tap_span)(h0, 1, p->kernel_h, H, &i0, &i1);
+            fc_inside_span(h0, 1, p->kernel_h, H, &i0, &i1);
             FC_LOCAL(avg_divisors)(p, oh, cols, cols + OW, divisor);
             for (fc_index ow = 0; ow < OW; ow++) /* divisor 0: an empty window, no gradient */
                 divisor[ow] = divisor[ow] != 0 ? g[oh * OW + ow] / divisor[ow] : (T)0;
