@@ -188,16 +188,19 @@ static inline void FC_LOCAL(gather_run)(const T *row, fc_index iw0, fc_index s, 
     fc_index lo = len, hi = len, t = 0;
     if (row) fc_inside_span(iw0, s, len, W, &lo, &hi);
     for (; t < lo; t++) dst[t * ds] = (T)0;
-    if (s == 1 && ds == 1) {
-        const T *src = row + iw0;
+    if (row && s == 1 && ds == 1) {
+        const T *src = row + (iw0 + lo); /* the first column inside the row */
+        T *d = dst + lo;
+        const fc_index n = hi - lo;
+        fc_index u = 0;
 #ifdef FC_VEC
         /* short runs: vector copies and one masked tail beat a memcpy call */
-        for (; t + FC_VL <= hi; t += FC_VL) FC_VSTOREU(dst + t, FC_VLOADU(src + t));
-        if (t < hi) FC_VCOPY_PARTIAL(dst + t, src + t, (int)(hi - t));
-        t = hi;
+        for (; u + FC_VL <= n; u += FC_VL) FC_VSTOREU(d + u, FC_VLOADU(src + u));
+        if (u < n) FC_VCOPY_PARTIAL(d + u, src + u, (int)(n - u));
 #else
-        for (; t < hi; t++) dst[t] = src[t];
+        for (; u < n; u++) d[u] = src[u];
 #endif
+        t = hi;
     } else {
         for (; t < hi; t++) dst[t * ds] = row[iw0 + t * s];
     }
@@ -210,8 +213,8 @@ static inline void FC_LOCAL(scatter_add_run)(T *row, fc_index iw0, fc_index s, f
     fc_index lo, hi;
     fc_inside_span(iw0, s, len, W, &lo, &hi);
     if (s == 1) {
-        T *d = row + iw0;
-        for (fc_index t = lo; t < hi; t++) d[t] += src[t];
+        T *d = row + (iw0 + lo);
+        for (fc_index t = lo; t < hi; t++) d[t - lo] += src[t];
     } else {
         for (fc_index t = lo; t < hi; t++) row[iw0 + t * s] += src[t];
     }

@@ -64,11 +64,11 @@ static void FC_LOCAL(max_fold_row)(const fc_pool2d_params *p, const T *restrict 
         tap[ow] = best;
     }
     if (lo >= hi) return;
-    const T *base = row - pad;
+    const T *base = row + (lo * s - pad); /* the first interior column's window */
     /* Common stride-2 windows with constant taps: one pass, loads de-interleaved in registers. */
 #define FC_MAX_TAP_PASS(S, K)                                                                      \
     for (fc_index ow = lo; ow < hi; ow++) {                                                         \
-        const T *w = base + ow * (S);                                                               \
+        const T *w = base + (ow - lo) * (S);                                                               \
         T m = w[0];                                                                                 \
         int32_t b = 0;                                                                              \
         for (int j = 1; j < (K); j++) {                                                             \
@@ -83,11 +83,11 @@ static void FC_LOCAL(max_fold_row)(const fc_pool2d_params *p, const T *restrict 
     if (d == 1 && s == 2 && k == 2) { FC_MAX_TAP_PASS(2, 2) }
     if (d == 1 && s == 2 && k == 3) { FC_MAX_TAP_PASS(2, 3) }
 #undef FC_MAX_TAP_PASS
-    for (fc_index ow = lo; ow < hi; ow++) { val[ow] = base[ow * s]; tap[ow] = 0; }
+    for (fc_index ow = lo; ow < hi; ow++) { val[ow] = base[(ow - lo) * s]; tap[ow] = 0; }
     for (fc_index j = 1; j < k; j++) {
         const T *src = base + j * d;
         for (fc_index ow = lo; ow < hi; ow++) {
-            const T v = src[ow * s];
+            const T v = src[(ow - lo) * s];
             const int take = FC_MAX_TAKES(v, val[ow]);
             val[ow] = take ? v : val[ow];
             tap[ow] = take ? (int32_t)j : tap[ow];
@@ -113,10 +113,10 @@ static void FC_LOCAL(max_fold_row_values)(const fc_pool2d_params *p, const T *re
         val[ow] = m;
     }
     if (lo >= hi) return;
-    const T *base = row - pad;
+    const T *base = row + (lo * s - pad); /* the first interior column's window */
 #define FC_MAX_PASS(S, K)                                                                          \
     for (fc_index ow = lo; ow < hi; ow++) {                                                         \
-        const T *w = base + ow * (S);                                                               \
+        const T *w = base + (ow - lo) * (S);                                                               \
         T m = w[0];                                                                                 \
         for (int j = 1; j < (K); j++) m = FC_MAX_TAKES(w[j], m) ? w[j] : m;                         \
         val[ow] = m;                                                                                \
@@ -125,11 +125,11 @@ static void FC_LOCAL(max_fold_row_values)(const fc_pool2d_params *p, const T *re
     if (d == 1 && s == 2 && k == 2) { FC_MAX_PASS(2, 2) }
     if (d == 1 && s == 2 && k == 3) { FC_MAX_PASS(2, 3) }
 #undef FC_MAX_PASS
-    for (fc_index ow = lo; ow < hi; ow++) val[ow] = base[ow * s];
+    for (fc_index ow = lo; ow < hi; ow++) val[ow] = base[(ow - lo) * s];
     for (fc_index j = 1; j < k; j++) {
         const T *src = base + j * d;
         for (fc_index ow = lo; ow < hi; ow++) {
-            const T v = src[ow * s];
+            const T v = src[(ow - lo) * s];
             val[ow] = FC_MAX_TAKES(v, val[ow]) ? v : val[ow];
         }
     }
@@ -242,10 +242,10 @@ static void FC_LOCAL(sum_fold_row)(const fc_pool2d_params *p, const T *restrict 
         sum[ow] = acc;
     }
     if (lo >= hi) return;
-    const T *base = row - pad;
+    const T *base = row + (lo * s - pad); /* the first interior column's window */
 #define FC_SUM_PASS(S, K, F)                                                                       \
     for (fc_index ow = lo; ow < hi; ow++) {                                                         \
-        const T *w = base + ow * (S);                                                               \
+        const T *w = base + (ow - lo) * (S);                                                               \
         T acc = F(w[0]);                                                                            \
         for (int j = 1; j < (K); j++) acc += F(w[j]);                                               \
         sum[ow] = acc;                                                                              \
@@ -261,17 +261,17 @@ static void FC_LOCAL(sum_fold_row)(const fc_pool2d_params *p, const T *restrict 
 #undef FC_ID
 #undef FC_SQ
     if (norm == 0.0) {
-        for (fc_index ow = lo; ow < hi; ow++) sum[ow] = base[ow * s];
+        for (fc_index ow = lo; ow < hi; ow++) sum[ow] = base[(ow - lo) * s];
         for (fc_index j = 1; j < k; j++)
-            for (fc_index ow = lo; ow < hi; ow++) sum[ow] += base[ow * s + j];
+            for (fc_index ow = lo; ow < hi; ow++) sum[ow] += base[(ow - lo) * s + j];
     } else if (norm == 2.0) {
-        for (fc_index ow = lo; ow < hi; ow++) sum[ow] = base[ow * s] * base[ow * s];
+        for (fc_index ow = lo; ow < hi; ow++) sum[ow] = base[(ow - lo) * s] * base[(ow - lo) * s];
         for (fc_index j = 1; j < k; j++)
-            for (fc_index ow = lo; ow < hi; ow++) sum[ow] += base[ow * s + j] * base[ow * s + j];
+            for (fc_index ow = lo; ow < hi; ow++) sum[ow] += base[(ow - lo) * s + j] * base[(ow - lo) * s + j];
     } else {
         for (fc_index ow = lo; ow < hi; ow++) {
             T acc = 0;
-            for (fc_index j = 0; j < k; j++) acc += FC_F(base[ow * s + j]);
+            for (fc_index j = 0; j < k; j++) acc += FC_F(base[(ow - lo) * s + j]);
             sum[ow] = acc;
         }
     }
@@ -382,22 +382,22 @@ static void FC_LOCAL(spread_row)(const fc_pool2d_params *p, T *restrict grow,
             grow[w0 + j] += plain ? share[ow] : share[ow] * FC_D(xrow[w0 + j]);
     }
     if (lo >= hi) return;
-    T *gbase = grow - pad;
-    const T *xbase = xrow - pad;
+    T *gbase = grow + (lo * s - pad); /* the first interior column's window */
+    const T *xbase = xrow ? xrow + (lo * s - pad) : NULL;
     if (s == 2 && k == 2 && plain) {
         for (fc_index ow = lo; ow < hi; ow++) {
-            gbase[2 * ow] += share[ow];
-            gbase[2 * ow + 1] += share[ow];
+            gbase[2 * (ow - lo)] += share[ow];
+            gbase[2 * (ow - lo) + 1] += share[ow];
         }
     } else if (s == 2 && k == 2 && norm == 2.0) {
         for (fc_index ow = lo; ow < hi; ow++) {
-            gbase[2 * ow] += share[ow] * xbase[2 * ow];
-            gbase[2 * ow + 1] += share[ow] * xbase[2 * ow + 1];
+            gbase[2 * (ow - lo)] += share[ow] * xbase[2 * (ow - lo)];
+            gbase[2 * (ow - lo) + 1] += share[ow] * xbase[2 * (ow - lo) + 1];
         }
     } else {
         for (fc_index j = 0; j < k; j++)
             for (fc_index ow = lo; ow < hi; ow++) {
-                const fc_index w = ow * s + j;
+                const fc_index w = (ow - lo) * s + j;
                 gbase[w] += plain ? share[ow] : share[ow] * FC_D(xbase[w]);
             }
     }
