@@ -10,7 +10,17 @@ settings.register_profile("ci", max_examples=60, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("long", max_examples=2000, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
+# .ci/sanitize: the instrumented kernels are several times slower
+settings.register_profile("sanitize", max_examples=15, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "fuzz: hypothesis fuzzing of every public op (also runs by "
+                                       "default; HYPOTHESIS_PROFILE=long pytest -m fuzz for more)")
+    config.addinivalue_line("markers", "slow: needs more than 4 GB or a minute; runs only with "
+                                       "FASTCONV_TEST_LARGE=1")
 
 
 @pytest.fixture(params=isa_params())

@@ -345,11 +345,128 @@ static void FC_LOCAL(ukernel_bptr)(fc_index kc, const T *restrict A, const T *co
 }
 #endif
 
+/* ---- the exact fallbacks ---------------------------------------------------------------------
+ * Plain loops straight from the definition, parallel over outputs. They serve the cases the fast
+ * paths must not take: geometries whose stride phases would dwarf the data (strides or
+ * dilations of millions), and, for the weight gradient, inputs holding Inf or NaN, which the
+ * phase grid's dropped columns would otherwise turn into NaN through 0 * Inf. */
+
+/* True when every element is finite (exponent bits not all set), as an integer OR-reduction. */
+static int FC_LOCAL(all_finite)(const T *a, fc_index n, int nthreads) {
+    int bad = 0;
+    const int nt = fc_threads_for(nthreads, (double)n, 1.0e6, n);
+    FC_PRAGMA(omp parallel for reduction(| : bad) schedule(static) num_threads(nt))
+    for (fc_index i = 0; i < n; i++) {
+        const T v = a[i];
+        bad |= (v - v) != (v - v); /* inf - inf and NaN - NaN are NaN */
+    }
+    return !bad;
+}
+
+/* Stride phases cost sH*sW*hph*wph per channel; beyond a few times the channel's input and
+ * output they are the wrong tool (and could overflow an index), so the plain loops run. */
+static int FC_LOCAL(phases_fit)(const fc_conv2d_params *p) {
+    const double hph = (double)p->out_h + (double)(p->kernel_h - 1) * p->dilation_h / p->stride_h + 1;
+    const double wph = (double)p->out_w + (double)(p->kernel_w - 1) * p->dilation_w / p->stride_w;
+    const double phases = (double)p->stride_h * (double)p->stride_w * hph * wph;
+    const double data = (double)p->in_h * p->in_w + (double)p->out_h * p->out_w;
+    return phases <= 4.0 * data + 65536.0;
+}
+
+static int FC_LOCAL(conv2d_fwd_plain)(const fc_conv2d_params *p, const T *x, const T *w,
+                                      const T *bias, T *y, int nthreads) {
+    const fc_index G = p->groups, Cg = p->in_channels / G, Kg = p->out_channels / G;
+    const fc_index H = p->in_h, W = p->in_w, OH = p->out_h, OW = p->out_w;
+    const fc_index kh = p->kernel_h, kw = p->kernel_w, ntasks = p->batch * p->out_channels;
+    const int nt = fc_threads_for(nthreads, (double)ntasks * OH * OW * Cg * kh * kw,
+                                  FC_CONV_MIN_WORK, ntasks);
+    FC_PRAGMA(omp parallel for schedule(dynamic, 1) num_threads(nt))
+    for (fc_index t = 0; t < ntasks; t++) {
+        const fc_index n = t / p->out_channels, k = t % p->out_channels, g = k / Kg;
+        const T *xg = x + (n * p->in_channels + g * Cg) * H * W;
+        T *out = y + t * OH * OW;
+        for (fc_index oh = 0; oh < OH; oh++)
+            for (fc_index ow = 0; ow < OW; ow++) {
+                T acc = bias ? bias[k] : (T)0;
+                for (fc_index c = 0; c < Cg; c++)
+                    for (fc_index i = 0; i < kh; i++) {
+                        const fc_index ih = oh * p->stride_h - p->pad_top + i * p->dilation_h;
+                        if ((fc_uindex)ih >= (fc_uindex)H) continue;
+                        for (fc_index j = 0; j < kw; j++) {
+                            const fc_index iw = ow * p->stride_w - p->pad_left + j * p->dilation_w;
+                            if ((fc_uindex)iw < (fc_uindex)W)
+                                acc += w[((k * Cg + c) * kh + i) * kw + j] *
+                                       xg[(c * H + ih) * W + iw];
+                        }
+                    }
+                out[oh * OW + ow] = acc;
+            }
+    }
+    return FC_OK;
+}
+
+static int FC_LOCAL(conv2d_bwd_weight_plain)(const fc_conv2d_params *p, const T *gy, const T *x,
+                                             T *gw, int nthreads) {
+    const fc_index G = p->groups, Cg = p->in_channels / G, Kg = p->out_channels / G;
+    const fc_index H = p->in_h, W = p->in_w, OH = p->out_h, OW = p->out_w;
+    const fc_index kh = p->kernel_h, kw = p->kernel_w, ntasks = p->out_channels * Cg;
+    const int nt = fc_threads_for(nthreads, (double)p->batch * ntasks * OH * OW * kh * kw,
+                                  FC_CONV_MIN_WORK, ntasks);
+    FC_PRAGMA(omp parallel for schedule(dynamic, 1) num_threads(nt))
+    for (fc_index t = 0; t < ntasks; t++) {
+        const fc_index k = t / Cg, c = t % Cg, g = k / Kg;
+        for (fc_index i = 0; i < kh; i++)
+            for (fc_index j = 0; j < kw; j++) {
+                T acc = 0;
+                for (fc_index n = 0; n < p->batch; n++) {
+                    const T *xc = x + (n * p->in_channels + g * Cg + c) * H * W;
+                    const T *g_out = gy + (n * p->out_channels + k) * OH * OW;
+                    for (fc_index oh = 0; oh < OH; oh++) {
+                        const fc_index ih = oh * p->stride_h - p->pad_top + i * p->dilation_h;
+                        if ((fc_uindex)ih >= (fc_uindex)H) continue;
+                        for (fc_index ow = 0; ow < OW; ow++) {
+                            const fc_index iw = ow * p->stride_w - p->pad_left + j * p->dilation_w;
+                            if ((fc_uindex)iw < (fc_uindex)W)
+                                acc += g_out[oh * OW + ow] * xc[ih * W + iw];
+                        }
+                    }
+                }
+                gw[(t * kh + i) * kw + j] = acc;
+            }
+    }
+    return FC_OK;
+}
+
+/* db[k] = sum of dY[:, k]: double partial sums keep float32 results at float32 accuracy, and
+ * eight independent chains keep the adds from waiting on each other. */
+static void FC_LOCAL(bias_grad)(const fc_conv2d_params *p, const T *gy, T *gb, int nthreads) {
+    const fc_index P = p->out_h * p->out_w, K = p->out_channels;
+    const int nt = fc_threads_for(nthreads, (double)p->batch * K * P, 1.0e6, K);
+    FC_PRAGMA(omp parallel for schedule(static) num_threads(nt))
+    for (fc_index k = 0; k < K; k++) {
+        double part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        for (fc_index n = 0; n < p->batch; n++) {
+            const T *row = gy + (n * K + k) * P;
+            fc_index q = 0;
+            for (; q + 8 <= P; q += 8)
+                for (int u = 0; u < 8; u++) part[u] += (double)row[q + u];
+            for (; q < P; q++) part[q % 8] += (double)row[q];
+        }
+        gb[k] = (T)(((part[0] + part[1]) + (part[2] + part[3])) +
+                    ((part[4] + part[5]) + (part[6] + part[7])));
+    }
+}
+
 #include "conv2d_winograd.h"
 
 int FC_FN(conv2d_fwd)(const fc_conv2d_params *p, const T *x, const T *w, const T *bias, T *y,
                       int nthreads) {
-    if (FC_LOCAL(winograd_applies)(p))
+    if (!FC_LOCAL(phases_fit)(p)) return FC_LOCAL(conv2d_fwd_plain)(p, x, w, bias, y, nthreads);
+    /* Winograd's transforms would turn an Inf into NaN (Inf - Inf): exact inputs only */
+    if (FC_LOCAL(winograd_applies)(p) &&
+        FC_LOCAL(all_finite)(x, p->batch * p->in_channels * p->in_h * p->in_w, nthreads) &&
+        FC_LOCAL(all_finite)(w, p->out_channels * (p->in_channels / p->groups) * p->kernel_h *
+                                    p->kernel_w, nthreads))
         return FC_LOCAL(conv2d_fwd_winograd)(p, x, w, bias, y, nthreads);
     const fc_index G = p->groups, Cg = p->in_channels / G, Kg = p->out_channels / G;
     const fc_index kk = p->kernel_h * p->kernel_w, R = Cg * kk, P = p->out_h * p->out_w;
@@ -660,6 +777,12 @@ static void FC_LOCAL(ukernel_rows)(fc_index kc, const T *const *a, const T *rest
 
 int FC_FN(conv2d_bwd_weight)(const fc_conv2d_params *p, const T *gy, const T *x, T *gw, T *gb,
                              int nthreads) {
+    if (!FC_LOCAL(phases_fit)(p) ||
+        !FC_LOCAL(all_finite)(x, p->batch * p->in_channels * p->in_h * p->in_w, nthreads)) {
+        const int rc = FC_LOCAL(conv2d_bwd_weight_plain)(p, gy, x, gw, nthreads);
+        if (gb) FC_LOCAL(bias_grad)(p, gy, gb, nthreads);
+        return rc;
+    }
     const fc_index G = p->groups, Cg = p->in_channels / G, Kg = p->out_channels / G;
     const fc_index kk = p->kernel_h * p->kernel_w, R = Cg * kk, P = p->out_h * p->out_w;
     const fc_index HW = p->in_h * p->in_w, N = p->batch;
@@ -747,25 +870,9 @@ int FC_FN(conv2d_bwd_weight)(const fc_conv2d_params *p, const T *gy, const T *x,
                 gw[e] = sum;
             }
         }
-        if (gb) {
-            FC_PRAGMA(omp for schedule(static))
-            for (fc_index k = 0; k < p->out_channels; k++) {
-                /* N*P terms: double partial sums keep float32 results at float32 accuracy, and
-                 * eight independent chains keep the adds from waiting on each other */
-                double part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-                for (fc_index n = 0; n < N; n++) {
-                    const T *row = gy + (n * p->out_channels + k) * P;
-                    fc_index q = 0;
-                    for (; q + 8 <= P; q += 8)
-                        for (int u = 0; u < 8; u++) part[u] += (double)row[q + u];
-                    for (; q < P; q++) part[q % 8] += (double)row[q];
-                }
-                gb[k] = (T)(((part[0] + part[1]) + (part[2] + part[3])) +
-                            ((part[4] + part[5]) + (part[6] + part[7])));
-            }
-        }
     }
     fc_aligned_free(partial);
+    if (gb && !failed) FC_LOCAL(bias_grad)(p, gy, gb, nthreads);
     return failed ? FC_ENOMEM : FC_OK;
 }
 
