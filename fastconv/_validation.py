@@ -130,6 +130,13 @@ def check_same_shape(op: str, name: str, a: np.ndarray, other: str, b: np.ndarra
         fail(op, f"{name} must have the shape of {other} {_shape(b)}, got {_shape(a)}")
 
 
+def check_non_batch_dims(op: str, input_shape) -> None:
+    """As in PyTorch, only the batch may be empty: C, H and W must be at least 1."""
+    if min(input_shape[1:]) < 1:
+        fail(op, "input must have at least one channel, row and column (only the batch may be "
+                 f"empty), got shape {tuple(input_shape)}")
+
+
 # ---- convolution ---------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -195,8 +202,7 @@ def conv_geometry(op: str, input_shape, weight_shape, stride, padding, dilation,
     if min(k, cg, kh, kw) < 1:
         fail(op, "weight must have a non-empty shape (K, C/groups, kH, kW), "
                  f"got {tuple(weight_shape)}")
-    if c < 1:
-        fail(op, f"input must have at least one channel, got shape {tuple(input_shape)}")
+    check_non_batch_dims(op, input_shape)
     if c % groups:
         fail(op, f"input channels ({c}) must be divisible by groups ({groups})")
     if k % groups:
@@ -255,6 +261,7 @@ def pool_output_size(size: int, k: int, s: int, p: int, d: int, ceil_mode: bool)
 
 def pool_geometry(op: str, input_shape, kernel_size, stride, padding, dilation,
                   ceil_mode) -> PoolGeometry:
+    check_non_batch_dims(op, input_shape)
     n, c, h, w = input_shape
     kernel = pair(op, "kernel_size", kernel_size, 1, "a positive")
     stride = kernel if stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0) \

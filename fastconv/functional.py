@@ -12,6 +12,7 @@ inputs, given ``grad_output`` (the loss's gradient with respect to the op's outp
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
@@ -493,7 +494,8 @@ def linear(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None) ->
     v.same_dtype(op, x=x, weight=weight, bias=bias)
     _check_linear(op, x, weight)
     # one GEMM over all leading dims, rather than a batched matmul
-    y = (x.reshape(-1, weight.shape[1]) @ weight.T).reshape(x.shape[:-1] + weight.shape[:1])
+    rows = math.prod(x.shape[:-1])  # not reshape(-1, ...): that fails for in_features = 0
+    y = (x.reshape(rows, weight.shape[1]) @ weight.T).reshape(x.shape[:-1] + weight.shape[:1])
     if bias is not None:
         y += bias
     return y
@@ -520,9 +522,10 @@ def linear_backward(grad_output: np.ndarray, x: np.ndarray, weight: np.ndarray):
     v.same_dtype(op, x=x, weight=weight, grad_output=grad_output)
     _check_linear(op, x, weight, grad_output)
     out_features, in_features = weight.shape
-    go = grad_output.reshape(-1, out_features)
+    rows = math.prod(x.shape[:-1])
+    go = grad_output.reshape(rows, out_features)
     grad_input = (go @ weight).reshape(x.shape)
-    grad_weight = go.T @ x.reshape(-1, in_features)
+    grad_weight = go.T @ x.reshape(rows, in_features)
     return grad_input, grad_weight, go.sum(axis=0)
 
 

@@ -31,6 +31,8 @@ Examples
 from __future__ import annotations
 
 import math
+import zipfile
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -155,6 +157,9 @@ class Module:
         and each value must have its array's shape (ValueError naming the key). Nothing is
         changed unless every entry fits. Values may be NumPy arrays or anything np.asarray takes.
         """
+        if not isinstance(state_dict, Mapping):
+            raise TypeError("load_state_dict: state_dict must be a mapping of names to arrays, "
+                            f"got {type(state_dict).__name__}")
         own = dict(self._named_state())
         missing = [k for k in own if k not in state_dict]
         unexpected = [k for k in state_dict if k not in own]
@@ -180,9 +185,24 @@ class Module:
             np.savez(f, **self.state_dict())
 
     def load(self, path) -> Module:
-        """Load a file written by ``save`` (or any .npz of a matching state_dict)."""
-        with np.load(path, allow_pickle=False) as archive:
-            return self.load_state_dict({key: archive[key] for key in archive.files})
+        """Load a file written by ``save`` (or any .npz of a matching state_dict).
+
+        A missing file raises FileNotFoundError; a file that is not a readable .npz archive
+        (truncated, corrupted, another format) raises ValueError naming it. The model is left
+        unchanged unless the whole file loads.
+        """
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                if not hasattr(archive, "files"):
+                    raise ValueError("it holds a single array, not an .npz archive")
+                state = {key: archive[key] for key in archive.files}
+        except FileNotFoundError:
+            raise
+        except (ValueError, EOFError, OSError, zipfile.BadZipFile, AttributeError,
+                TypeError) as exc:
+            raise ValueError(f"load: {str(path)!r} is not a readable fastconv model file "
+                             f"(.npz written by save): {exc}") from exc
+        return self.load_state_dict(state)
 
     # ---- modes, gradients, dtype --------------------------------------------------------------
 
@@ -560,7 +580,16 @@ class Flatten(Module):
                          + x.shape[end + 1:])
 
     def backward(self, grad_output):
-        return np.reshape(grad_output, self._saved_for_backward())
+        shape = self._saved_for_backward()
+        expected = shape[:self.start_dim % len(shape)] + (
+            math.prod(shape[self.start_dim % len(shape):self.end_dim % len(shape) + 1]),) + \
+            shape[self.end_dim % len(shape) + 1:]
+        if not isinstance(grad_output, np.ndarray) or grad_output.shape != expected:
+            got = grad_output.shape if isinstance(grad_output, np.ndarray) else \
+                type(grad_output).__name__
+            v.fail("Flatten.backward", f"grad_output must have the output's shape {expected}, "
+                                       f"got {got}")
+        return np.reshape(grad_output, shape)
 
     def extra_repr(self) -> str:
         return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
