@@ -102,7 +102,9 @@ class BuildExt(build_ext):
 
         sanitize = os.environ.get("FASTCONV_SANITIZE", "").strip()
         if sanitize:
-            flags = [f"-fsanitize={sanitize}", "-fno-omit-frame-pointer", "-g", "-O1"]
+            # -fno-wrapv undoes Python's -fwrapv so UBSan sees signed overflow; reports are fatal
+            flags = [f"-fsanitize={sanitize}", "-fno-sanitize-recover=undefined", "-fno-wrapv",
+                     "-fno-omit-frame-pointer", "-g", "-O1"]
             compile_args += flags
             link_args += [f"-fsanitize={sanitize}"]
 
