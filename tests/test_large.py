@@ -15,11 +15,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 
 import numpy as np
 import pytest
 
+import fastconv
 import fastconv.functional as F
 
 BIG = 2**31 - 1  # the largest geometry value fastconv accepts
@@ -180,9 +182,12 @@ _WORKSPACE_SCRIPT = textwrap.dedent("""
 def test_kernel_workspace_allocation_failure_is_memory_error():
     """_kernels' FC_ENOMEM path: a workspace malloc fails -> MemoryError, and the process (and
     the next call) carry on normally."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # the fastconv under test (installed, or a checkout built in place), run from outside the
+    # source tree so ./fastconv cannot shadow it
+    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(fastconv.__file__)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": package_parent}
     result = subprocess.run([sys.executable, "-c", _WORKSPACE_SCRIPT], capture_output=True,
-                            text=True, timeout=120, env=env)
+                            text=True, timeout=120, env=env, cwd=tempfile.gettempdir())
     assert result.returncode == 0, result.stderr[-3000:]
     assert "MemoryError: fastconv: could not allocate a kernel workspace" in result.stdout, \
         result.stdout + result.stderr[-3000:]
