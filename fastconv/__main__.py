@@ -1,4 +1,9 @@
-"""The `fastconv` command: ``fastconv demo`` runs every op once on a real layer shape, checks it
+"""The `fastconv` command: train a ConvNet, run the experiments, time the kernels.
+
+``fastconv train`` trains a ConvNet on Fashion-MNIST (``fastconv.train``); ``fastconv experiment
+params|relu-vs-tanh`` reproduces two claims about ConvNets as reports in docs/
+(``fastconv.experiments``); ``fastconv bench`` times the kernels against PyTorch on real layer
+shapes (``fastconv.bench``); ``fastconv demo`` runs every op once on a real layer shape, checks it
 against the NumPy reference and prints timings; ``fastconv config`` prints the build."""
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import numpy as np
 
 import fastconv
 import fastconv.functional as F
+from fastconv import experiments, train
 from fastconv import reference as ref
 
 
@@ -79,10 +85,36 @@ def main(argv=None) -> int:
     p_demo.add_argument("--threads", type=int, default=None, help="threads (default: OpenMP's)")
     p_demo.add_argument("--float64", action="store_true", help="run in float64")
     sub.add_parser("config", help="print version, OpenMP, threads and SIMD paths")
+    p_train = sub.add_parser("train", help="train a ConvNet on Fashion-MNIST",
+                             description=train.__doc__.split("\n\n")[1])
+    train.add_arguments(p_train)
+    p_exp = sub.add_parser("experiment", help="reproduce a claim about ConvNets as a report "
+                                              "in docs/")
+    experiments.add_arguments(p_exp)
+    p_bench = sub.add_parser("bench", help="time fastconv against PyTorch side by side on real "
+                                           "layer shapes")
+    p_bench.add_argument("--threads", type=int, default=None,
+                         help="threads for both (default: fastconv's default)")
+    p_bench.add_argument("--repeat", type=int, default=7, help="interleaved pairs (default 7)")
+    p_bench.add_argument("--only", choices=["all", "conv", "pool"], default="all")
+    p_bench.add_argument("--float64", action="store_true", help="run in float64")
+    p_bench.add_argument("--plot", metavar="PNG", default=None,
+                         help="write a bar chart of the speed-ups (needs matplotlib)")
     args = parser.parse_args(argv)
 
     if args.command == "config":
         fastconv.show_config()
+        return 0
+    if args.command == "train":
+        return train.run(args)
+    if args.command == "experiment":
+        args.argv = sys.argv[1:] if argv is None else list(argv)
+        return experiments.run(args)
+    if args.command == "bench":
+        from fastconv import bench
+
+        bench.main(threads=args.threads, repeat=args.repeat, only=args.only,
+                   plot_path=args.plot, dtype=np.float64 if args.float64 else np.float32)
         return 0
     if args.command == "demo":
         if args.threads is not None:
