@@ -391,12 +391,14 @@ static int FC_LOCAL(conv2d_fwd_plain)(const fc_conv2d_params *p, const T *x, con
                 for (fc_index c = 0; c < Cg; c++)
                     for (fc_index i = 0; i < kh; i++) {
                         const fc_index ih = oh * p->stride_h - p->pad_top + i * p->dilation_h;
-                        if ((fc_uindex)ih >= (fc_uindex)H) continue;
+                        const int row_in = (fc_uindex)ih < (fc_uindex)H;
                         for (fc_index j = 0; j < kw; j++) {
                             const fc_index iw = ow * p->stride_w - p->pad_left + j * p->dilation_w;
-                            if ((fc_uindex)iw < (fc_uindex)W)
-                                acc += w[((k * Cg + c) * kh + i) * kw + j] *
-                                       xg[(c * H + ih) * W + iw];
+                            /* padding is a zero that still multiplies (0 * NaN weight = NaN),
+                             * as in PyTorch's im2col convolution and the reference */
+                            const T v = row_in && (fc_uindex)iw < (fc_uindex)W
+                                            ? xg[(c * H + ih) * W + iw] : (T)0;
+                            acc += w[((k * Cg + c) * kh + i) * kw + j] * v;
                         }
                     }
                 out[oh * OW + ow] = acc;
@@ -423,11 +425,12 @@ static int FC_LOCAL(conv2d_bwd_weight_plain)(const fc_conv2d_params *p, const T 
                     const T *g_out = gy + (n * p->out_channels + k) * OH * OW;
                     for (fc_index oh = 0; oh < OH; oh++) {
                         const fc_index ih = oh * p->stride_h - p->pad_top + i * p->dilation_h;
-                        if ((fc_uindex)ih >= (fc_uindex)H) continue;
+                        const int row_in = (fc_uindex)ih < (fc_uindex)H;
                         for (fc_index ow = 0; ow < OW; ow++) {
                             const fc_index iw = ow * p->stride_w - p->pad_left + j * p->dilation_w;
-                            if ((fc_uindex)iw < (fc_uindex)W)
-                                acc += g_out[oh * OW + ow] * xc[ih * W + iw];
+                            const T v = row_in && (fc_uindex)iw < (fc_uindex)W
+                                            ? xc[ih * W + iw] : (T)0; /* padding multiplies too */
+                            acc += g_out[oh * OW + ow] * v;
                         }
                     }
                 }
@@ -462,12 +465,11 @@ static void FC_LOCAL(bias_grad)(const fc_conv2d_params *p, const T *gy, T *gb, i
 int FC_FN(conv2d_fwd)(const fc_conv2d_params *p, const T *x, const T *w, const T *bias, T *y,
                       int nthreads) {
     if (!FC_LOCAL(phases_fit)(p)) return FC_LOCAL(conv2d_fwd_plain)(p, x, w, bias, y, nthreads);
-    /* Winograd's transforms would turn an Inf into NaN (Inf - Inf): exact inputs only */
-    if (FC_LOCAL(winograd_applies)(p) &&
-        FC_LOCAL(all_finite)(x, p->batch * p->in_channels * p->in_h * p->in_w, nthreads) &&
-        FC_LOCAL(all_finite)(w, p->out_channels * (p->in_channels / p->groups) * p->kernel_h *
-                                    p->kernel_w, nthreads))
-        return FC_LOCAL(conv2d_fwd_winograd)(p, x, w, bias, y, nthreads);
+    if (FC_LOCAL(winograd_applies)(p)) {
+        /* on Inf/NaN data Winograd reports it and the direct path below redoes the call */
+        const int rc = FC_LOCAL(conv2d_fwd_winograd)(p, x, w, bias, y, nthreads);
+        if (rc != FC_WINO_NONFINITE) return rc;
+    }
     const fc_index G = p->groups, Cg = p->in_channels / G, Kg = p->out_channels / G;
     const fc_index kk = p->kernel_h * p->kernel_w, R = Cg * kk, P = p->out_h * p->out_w;
     const fc_index HW = p->in_h * p->in_w, OW = p->out_w;
@@ -611,7 +613,11 @@ int FC_FN(conv2d_bwd_input)(const fc_conv2d_params *p, const T *gy, const T *w, 
                             int nthreads) {
     /* as a forward pass the input channels become output channels: worth it once they fill the
      * microkernel's rows (not for C = 1 inputs or depthwise layers) */
-    if (p->stride_h == 1 && p->stride_w == 1 && p->in_channels / p->groups >= FC_MR)
+    if (p->stride_h == 1 && p->stride_w == 1 && p->in_channels / p->groups >= FC_MR &&
+        /* the forward pass pads dY with zeros that would meet Inf/NaN weights, which the exact
+         * gradient (col2im keeps only real output positions) never multiplies */
+        FC_LOCAL(all_finite)(w, p->out_channels * (p->in_channels / p->groups) * p->kernel_h *
+                                    p->kernel_w, nthreads))
         return FC_LOCAL(bwd_input_as_forward)(p, gy, w, gx, nthreads);
     const fc_index G = p->groups, Cg = p->in_channels / G, Kg = p->out_channels / G;
     const fc_index kk = p->kernel_h * p->kernel_w, R = Cg * kk, P = p->out_h * p->out_w;
@@ -878,6 +884,7 @@ int FC_FN(conv2d_bwd_weight)(const fc_conv2d_params *p, const T *gy, const T *x,
 
 #undef FC_FN
 #undef FC_LOCAL
+#undef FC_WINO_NONFINITE
 #undef FC_KC
 #undef FC_NC_MAX
 #undef FC_ROWS_MAX

@@ -14,6 +14,9 @@
  * and packed once per call. Workspace per thread: a few padded images plus 16 x (C + K) x TB. */
 
 #define FC_WINO_TB (4 * FC_NR) /* tiles per task block */
+/* Returned when x or w holds an Inf or NaN: the transforms' cancellations (Inf - Inf) would give
+ * NaN where the exact sum is +-Inf, so the caller redoes the call on the direct path. */
+#define FC_WINO_NONFINITE 1
 
 /* Worth it when the GEMMs dominate the transforms: enough channels on both sides. */
 static inline int FC_LOCAL(winograd_applies)(const fc_conv2d_params *p) {
@@ -136,28 +139,42 @@ static int FC_LOCAL(conv2d_fwd_winograd)(const fc_conv2d_params *p, const T *x, 
     /* U_e for every group, packed like the direct path's weights: [e][group][k block][C][MR]. */
     const fc_index u_stride = kblocks * FC_MR * Cg; /* one (e, group) */
     T *up = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(16 * G * u_stride));
-    T *ut = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(16 * Kg * Cg));
+    T *ut = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(16 * G * Kg * Cg)); /* [g][e][k][c] */
     if (!up || !ut) {
         fc_aligned_free(up);
         fc_aligned_free(ut);
         return FC_ENOMEM;
     }
-    for (fc_index g = 0; g < G; g++) {
-        for (fc_index k = 0; k < Kg; k++)
-            for (fc_index c = 0; c < Cg; c++) {
-                T u[16];
-                FC_LOCAL(wino_kernel_transform)(w + ((g * Kg + k) * Cg + c) * 9, u);
-                for (int e = 0; e < 16; e++) ut[(e * Kg + k) * Cg + c] = u[e];
-            }
-        for (int e = 0; e < 16; e++)
-            FC_LOCAL(pack_a)(Kg, Cg, ut + e * Kg * Cg, Cg, 1, up + (e * G + g) * u_stride);
-    }
-    fc_aligned_free(ut);
+    int nonfinite = 0; /* an Inf or NaN seen in x or w: the caller redoes the call exactly */
 
     const int nt = fc_threads_for(nthreads, (double)p->batch * p->out_channels * P * Cg * 9,
                                   FC_CONV_MIN_WORK, ntasks);
     FC_PRAGMA(omp parallel num_threads(nt))
     {
+        /* U_e = G g G^T for every kernel, then packed per (e, group), shared by all tasks */
+        FC_PRAGMA(omp for schedule(static))
+        for (fc_index gk = 0; gk < G * Kg; gk++) {
+            const fc_index g = gk / Kg, k = gk % Kg;
+            int bad = 0;
+            for (fc_index c = 0; c < Cg; c++) {
+                T u[16];
+                FC_LOCAL(wino_kernel_transform)(w + ((g * Kg + k) * Cg + c) * 9, u);
+                for (int e = 0; e < 16; e++) {
+                    ut[((g * 16 + e) * Kg + k) * Cg + c] = u[e];
+                    bad |= (u[e] - u[e]) != (u[e] - u[e]);
+                }
+            }
+            if (bad) {
+                FC_PRAGMA(omp atomic write)
+                nonfinite = 1;
+            }
+        }
+        FC_PRAGMA(omp for schedule(static))
+        for (fc_index ge = 0; ge < G * 16; ge++) {
+            const fc_index g = ge / 16, e = ge % 16;
+            FC_LOCAL(pack_a)(Kg, Cg, ut + ge * Kg * Cg, Cg, 1, up + (e * G + g) * u_stride);
+        }
+
         T *xp = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(span * Cg * Hp * Wp));
         T *vb = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(16 * Cg * TB));
         T *mb = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(16 * kblocks * FC_MR * TB));
@@ -184,13 +201,21 @@ static int FC_LOCAL(conv2d_fwd_winograd)(const fc_conv2d_params *p, const T *x, 
                 slot_of[n % span] = n * G + g;
                 const T *xg = x + (n * p->in_channels + g * Cg) * HW;
                 T *dst = xp + (n % span) * Cg * Hp * Wp;
+                int bad = 0;
                 for (fc_index c = 0; c < Cg; c++)
                     for (fc_index r = 0; r < Hp; r++) {
                         const fc_index ih = r - p->pad_top;
+                        T *row = dst + (c * Hp + r) * Wp;
                         FC_LOCAL(gather_run)((fc_uindex)ih < (fc_uindex)H ? xg + c * HW + ih * W
                                                                           : NULL,
-                                             -p->pad_left, 1, W, Wp, dst + (c * Hp + r) * Wp, 1);
+                                             -p->pad_left, 1, W, Wp, row, 1);
+                        for (fc_index q = 0; q < Wp; q++)
+                            bad |= (row[q] - row[q]) != (row[q] - row[q]);
                     }
+                if (bad) {
+                    FC_PRAGMA(omp atomic write)
+                    nonfinite = 1;
+                }
             }
             /* input transform: V_e[c][tile], tiles past the block's end zeroed */
             for (fc_index c = 0; c < Cg; c++) {
@@ -245,7 +270,8 @@ static int FC_LOCAL(conv2d_fwd_winograd)(const fc_conv2d_params *p, const T *x, 
         free(slot_of);
     }
     fc_aligned_free(up);
-    return failed ? FC_ENOMEM : FC_OK;
+    fc_aligned_free(ut);
+    return failed ? FC_ENOMEM : nonfinite ? FC_WINO_NONFINITE : FC_OK;
 }
 
 #undef FC_WINO_TB
