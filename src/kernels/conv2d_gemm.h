@@ -513,7 +513,8 @@ int FC_FN(conv2d_fwd)(const fc_conv2d_params *p, const T *x, const T *w, const T
                           FC_LOCAL(tap_offset)(p, &ph, (r % kk) / p->kernel_w, r % p->kernel_w);
         }
         fc_index built = -1; /* which (image, group) xph or brow holds */
-        FC_PRAGMA(omp for schedule(dynamic, 1))
+        /* contiguous ranges: a thread meets each image once and builds its phases once */
+        FC_PRAGMA(omp for schedule(static))
         for (fc_index t = 0; t < ntasks; t++) {
             if (!ok) continue;
             const fc_index part = t % kparts, tile = (t / kparts) % ntiles;

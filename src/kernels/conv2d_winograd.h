@@ -189,7 +189,8 @@ static int FC_LOCAL(conv2d_fwd_winograd)(const fc_conv2d_params *p, const T *x, 
             failed = 1;
         }
         for (fc_index i = 0; ok && i < span; i++) slot_of[i] = -1;
-        FC_PRAGMA(omp for schedule(dynamic, 1))
+        /* contiguous ranges of blocks: a thread pads each image it meets once */
+        FC_PRAGMA(omp for schedule(static))
         for (fc_index t = 0; t < ntasks; t++) {
             if (!ok) continue;
             const fc_index blk = t % nblocks, g = t / nblocks;
