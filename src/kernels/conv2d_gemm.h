@@ -483,6 +483,7 @@ int FC_FN(conv2d_fwd)(const fc_conv2d_params *p, const T *x, const T *w, const T
     const fc_index kparts = FC_MAX(1, FC_MIN(kblocks, FC_CEIL_DIV(2 * (fc_index)nthreads,
                                                                    p->batch * G * ntiles)));
     const fc_index ntasks = p->batch * G * ntiles * kparts;
+    const int per_image = (int)FC_MIN(ntiles * kparts, 1 << 20); /* tasks of one image */
     /* phases of one image's group, plus slack for the last tile's padding pixels */
     const fc_index xph_size = Cg * ph.channel + ph.phase + nc_max;
     const int pointwise = FC_LOCAL(is_pointwise)(p);
@@ -513,8 +514,9 @@ int FC_FN(conv2d_fwd)(const fc_conv2d_params *p, const T *x, const T *w, const T
                           FC_LOCAL(tap_offset)(p, &ph, (r % kk) / p->kernel_w, r % p->kernel_w);
         }
         fc_index built = -1; /* which (image, group) xph or brow holds */
-        /* contiguous ranges: a thread meets each image once and builds its phases once */
-        FC_PRAGMA(omp for schedule(static))
+        /* an image's tasks at a time: a thread builds each image's phases once, and threads
+         * slowed by other work still hand over whole images to faster ones */
+        FC_PRAGMA(omp for schedule(dynamic, per_image))
         for (fc_index t = 0; t < ntasks; t++) {
             if (!ok) continue;
             const fc_index part = t % kparts, tile = (t / kparts) % ntiles;

@@ -134,6 +134,10 @@ static int FC_LOCAL(conv2d_fwd_winograd)(const fc_conv2d_params *p, const T *x, 
     const fc_index nblocks = FC_CEIL_DIV(total, TB);
     const fc_index kblocks = FC_CEIL_DIV(Kg, FC_MR);
     const fc_index ntasks = G * nblocks;
+    const int per_image = (int)FC_MAX(1, FC_MIN(TI / TB, 1 << 20)); /* blocks of one image */
+    /* The 16 transforms are read and written together: skewing their strides off powers of two
+     * by 3 cache lines keeps them from all landing in the same L1 sets. */
+    const fc_index v_stride = Cg * TB + 48, m_stride = kblocks * FC_MR * TB + 48;
     int failed = 0;
 
     /* U_e for every group, packed like the direct path's weights: [e][group][k block][C][MR]. */
@@ -176,8 +180,8 @@ static int FC_LOCAL(conv2d_fwd_winograd)(const fc_conv2d_params *p, const T *x, 
         }
 
         T *xp = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(span * Cg * Hp * Wp));
-        T *vb = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(16 * Cg * TB));
-        T *mb = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(16 * kblocks * FC_MR * TB));
+        T *vb = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(16 * v_stride));
+        T *mb = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(16 * m_stride));
         const T **rows = (const T **)malloc(sizeof(*rows) * (size_t)Cg);
         T *tmp = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(16 * TW));
         /* xp holds `span` padded images, image n of group g in slot n % span (a block's images
@@ -189,8 +193,9 @@ static int FC_LOCAL(conv2d_fwd_winograd)(const fc_conv2d_params *p, const T *x, 
             failed = 1;
         }
         for (fc_index i = 0; ok && i < span; i++) slot_of[i] = -1;
-        /* contiguous ranges of blocks: a thread pads each image it meets once */
-        FC_PRAGMA(omp for schedule(static))
+        /* an image's worth of blocks at a time: a thread pads each image it meets once, and
+         * threads slowed by other work still hand over images to faster ones */
+        FC_PRAGMA(omp for schedule(dynamic, per_image))
         for (fc_index t = 0; t < ntasks; t++) {
             if (!ok) continue;
             const fc_index blk = t % nblocks, g = t / nblocks;
@@ -222,7 +227,7 @@ static int FC_LOCAL(conv2d_fwd_winograd)(const fc_conv2d_params *p, const T *x, 
             for (fc_index c = 0; c < Cg; c++) {
                 T *v[16];
                 for (int e = 0; e < 16; e++) {
-                    v[e] = vb + (e * Cg + c) * TB;
+                    v[e] = vb + e * v_stride + c * TB;
                     for (fc_index u = nb; u < TB; u++) v[e][u] = (T)0;
                 }
                 for (fc_index u = 0; u < nb;) { /* one tile row (of one image) at a time */
@@ -237,10 +242,11 @@ static int FC_LOCAL(conv2d_fwd_winograd)(const fc_conv2d_params *p, const T *x, 
             /* the 16 GEMMs: M_e[k][tile] = sum_c U_e[k][c] V_e[c][tile] */
             for (int e = 0; e < 16; e++) {
                 const T *ue = up + (e * G + g) * u_stride;
-                T *me = mb + e * kblocks * FC_MR * TB;
+                T *me = mb + e * m_stride;
                 for (fc_index c0 = 0; c0 < Cg; c0 += FC_KC) {
                     const fc_index kc = FC_MIN(FC_KC, Cg - c0);
-                    for (fc_index c = 0; c < kc; c++) rows[c] = vb + (e * Cg + c0 + c) * TB;
+                    for (fc_index c = 0; c < kc; c++)
+                        rows[c] = vb + e * v_stride + (c0 + c) * TB;
                     for (fc_index j = 0; j < nb; j += FC_NR)
                         for (fc_index kb = 0; kb < kblocks; kb++)
                             FC_LOCAL(ukernel_bptr)(kc, ue + kb * FC_MR * Cg + c0 * FC_MR, rows, j,
@@ -250,7 +256,7 @@ static int FC_LOCAL(conv2d_fwd_winograd)(const fc_conv2d_params *p, const T *x, 
             /* output transform into Y */
             for (fc_index k = 0; k < Kg; k++) {
                 const T *m[16];
-                for (int e = 0; e < 16; e++) m[e] = mb + (e * kblocks * FC_MR + k) * TB;
+                for (int e = 0; e < 16; e++) m[e] = mb + e * m_stride + k * TB;
                 const T b = bias ? bias[g * Kg + k] : (T)0;
                 for (fc_index u = 0; u < nb;) {
                     const fc_index n = (t0 + u) / TI, ti = (t0 + u) % TI;
