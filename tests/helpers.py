@@ -86,3 +86,20 @@ def isa_params():
         marks = [pytest.mark.skip(reason=reason)] if reason else []
         params.append(pytest.param(name, marks=marks, id=name))
     return params
+
+
+def numerical_gradient(loss, array: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    """d loss() / d array by central differences, perturbing `array` in place one element at a
+    time (it must be C-contiguous so that the flat view writes through). For float64 checks."""
+    assert array.flags.c_contiguous
+    flat = array.reshape(-1)
+    grad = np.empty(flat.shape)
+    for i in range(flat.size):
+        saved = flat[i]
+        flat[i] = saved + eps
+        up = loss()
+        flat[i] = saved - eps
+        down = loss()
+        flat[i] = saved
+        grad[i] = (up - down) / (2 * eps)
+    return grad.reshape(array.shape)

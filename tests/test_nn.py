@@ -14,6 +14,7 @@ import math
 
 import numpy as np
 import pytest
+from helpers import numerical_gradient
 
 import fastconv
 import fastconv.functional as F
@@ -28,23 +29,6 @@ TORCH_TOL = {np.float64: dict(rtol=1e-10, atol=1e-12), np.float32: dict(rtol=2e-
 
 # ---- finite differences --------------------------------------------------------------------------
 
-def numerical_gradient(loss, array: np.ndarray) -> np.ndarray:
-    """d loss() / d array by central differences, perturbing `array` in place one element at a
-    time (it must be C-contiguous so that the flat view writes through)."""
-    assert array.flags.c_contiguous
-    flat = array.reshape(-1)
-    grad = np.empty(flat.shape)
-    for i in range(flat.size):
-        saved = flat[i]
-        flat[i] = saved + FD_STEP
-        up = loss()
-        flat[i] = saved - FD_STEP
-        down = loss()
-        flat[i] = saved
-        grad[i] = (up - down) / (2 * FD_STEP)
-    return grad.reshape(array.shape)
-
-
 def check_gradients(run_forward, run_backward, module, x):
     """Compare backward's gradients (input and every parameter) with finite differences of the
     scalar loss run_forward(); run_backward() returns the input gradient and fills .grad."""
@@ -52,10 +36,10 @@ def check_gradients(run_forward, run_backward, module, x):
     module.zero_grad()
     grad_x = run_backward()
     analytic = {name: p.grad.copy() for name, p in module.named_parameters()}
-    np.testing.assert_allclose(grad_x, numerical_gradient(run_forward, x), **FD_TOL,
+    np.testing.assert_allclose(grad_x, numerical_gradient(run_forward, x, FD_STEP), **FD_TOL,
                                err_msg="input gradient")
     for name, p in module.named_parameters():
-        np.testing.assert_allclose(analytic[name], numerical_gradient(run_forward, p.data),
+        np.testing.assert_allclose(analytic[name], numerical_gradient(run_forward, p.data, FD_STEP),
                                    **FD_TOL, err_msg=f"gradient of {name}")
 
 

@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 import pytest
+from helpers import numerical_gradient
 
 from fastconv import reference as ref
 
@@ -24,21 +25,6 @@ def a4(rows) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def numeric_grad(f, arr: np.ndarray, eps: float = 1e-6) -> np.ndarray:
-    """Central-difference gradient of scalar ``f()`` w.r.t. ``arr`` (perturbed in place)."""
-    g = np.zeros_like(arr)
-    flat, gflat = arr.reshape(-1), g.reshape(-1)
-    for i in range(flat.size):
-        old = flat[i]
-        flat[i] = old + eps
-        fp = f()
-        flat[i] = old - eps
-        fm = f()
-        flat[i] = old
-        gflat[i] = (fp - fm) / (2 * eps)
-    return g
 
 
 def assert_grad_close(analytic: np.ndarray, numeric: np.ndarray) -> None:
@@ -198,9 +184,9 @@ def test_conv2d_backward_finite_difference(case):
     loss = lambda: float(np.sum(ref.conv2d(x, w, b, s, p, d, g) * G))  # noqa: E731
     gi, gw, gb = ref.conv2d_backward(G, x, w, s, p, d, g)
     assert gi.shape == x.shape and gw.shape == w.shape and gb.shape == b.shape
-    assert_grad_close(gi, numeric_grad(loss, x))
-    assert_grad_close(gw, numeric_grad(loss, w))
-    assert_grad_close(gb, numeric_grad(loss, b))
+    assert_grad_close(gi, numerical_gradient(loss, x))
+    assert_grad_close(gw, numerical_gradient(loss, w))
+    assert_grad_close(gb, numerical_gradient(loss, b))
 
 
 # --------------------------------------------------------------------------- pool_output_size
@@ -348,7 +334,7 @@ def test_max_pool2d_backward_finite_difference(case):
         o = ref.max_pool2d(x, k, s, p, d, cm)[0]
         return float(np.sum(np.where(G != 0, o, 0) * G))
 
-    num = numeric_grad(loss, x)
+    num = numerical_gradient(loss, x)
     assert_grad_close(ref.max_pool2d_backward(G, x, k, s, p, d, cm), num)
     assert_grad_close(ref.max_pool2d_backward(G, x, k, s, p, d, cm, idx), num)
 
@@ -427,7 +413,8 @@ def test_avg_pool2d_backward_finite_difference(case):
     x = rng.standard_normal((2, 2, H, W))
     G = rng.standard_normal(ref.avg_pool2d(x, k, s, p, cm, cip, dov).shape)
     loss = lambda: float(np.sum(ref.avg_pool2d(x, k, s, p, cm, cip, dov) * G))  # noqa: E731
-    assert_grad_close(ref.avg_pool2d_backward(G, x, k, s, p, cm, cip, dov), numeric_grad(loss, x))
+    assert_grad_close(ref.avg_pool2d_backward(G, x, k, s, p, cm, cip, dov),
+                      numerical_gradient(loss, x))
 
 
 # --------------------------------------------------------------------------- lp_pool2d
@@ -474,7 +461,7 @@ def test_lp_pool2d_backward_finite_difference(case):
     x = rng.uniform(0.5, 2.0, size=(2, 2, H, W))
     G = rng.standard_normal(ref.lp_pool2d(x, pn, k, s, cm).shape)
     loss = lambda: float(np.sum(ref.lp_pool2d(x, pn, k, s, cm) * G))  # noqa: E731
-    assert_grad_close(ref.lp_pool2d_backward(G, x, pn, k, s, cm), numeric_grad(loss, x))
+    assert_grad_close(ref.lp_pool2d_backward(G, x, pn, k, s, cm), numerical_gradient(loss, x))
 
 
 @pytest.mark.parametrize("case", LP_CASES)
@@ -507,7 +494,7 @@ def test_relu_backward_finite_difference():
     x = rng.choice([-1, 1], size=(2, 3, 4, 4)) * rng.uniform(0.1, 1.0, size=(2, 3, 4, 4))
     G = rng.standard_normal(x.shape)
     loss = lambda: float(np.sum(ref.relu(x) * G))  # noqa: E731
-    assert_grad_close(ref.relu_backward(G, x), numeric_grad(loss, x))
+    assert_grad_close(ref.relu_backward(G, x), numerical_gradient(loss, x))
 
 
 # --------------------------------------------------------------------------- dtypes, empty batch
