@@ -378,8 +378,10 @@ def lp_pool2d_backward(
         S = avg_pool2d(x ** p, kernel_size, stride, (0, 0), ceil_mode, True, None)
         out = lp_pool2d(x, norm_type, kernel_size, stride, ceil_mode)
         scale = _lp_scale(x, kernel_size, stride, OH, OW)
-        # Per-output factor; 0 for windows whose sum is 0.
-        g = np.where(S == 0, x.dtype.type(0), grad_output * scale * out ** (one - p))
+        # Per-output factor; 0 for windows whose sum is 0, and (PyTorch's sign(NaN) = 0 in its
+        # chain) for a NaN sum when p == 1, where t**(1/p - 1) = t**0 stays finite.
+        g = np.where((S == 0) | (np.isnan(S) & (p == one)), x.dtype.type(0),
+                     grad_output * scale * out ** (one - p))
         acc = _pad_for_pool(np.zeros_like(x), kernel_size, stride, (0, 0), (1, 1), (OH, OW), 0)
         for ki in range(kH):
             for kj in range(kW):

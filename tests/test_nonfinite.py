@@ -140,9 +140,6 @@ def test_lp_pool2d_against_torch(T, p, dtype):
     assert_same_nonfinite(F.lp_pool2d_backward(gy, x, p, 2), tgx, 16)
 
 
-@pytest.mark.xfail(strict=True, reason="lp_pool2d_backward with norm_type=1: NaN ** 0 == 1, so a "
-                   "window holding NaN passes gradient 1 (kernel and reference alike); PyTorch's "
-                   "autograd gives 0 there (and NaN for p=2)")
 def test_lp_pool2d_norm_1_nan_window_gradient(T):
     x = np.array([[[[1.0, np.nan], [2.0, 3.0]]]])
     gy = np.ones((1, 1, 1, 1))
@@ -150,10 +147,6 @@ def test_lp_pool2d_norm_1_nan_window_gradient(T):
     assert_same_nonfinite(F.lp_pool2d_backward(gy, x, 1.0, 2), tgx)
 
 
-@pytest.mark.xfail(strict=True, reason="lp_pool2d_backward: an inf that no window covers (the "
-                   "last column of an odd width) gets gradient 0 from the kernel, NaN from "
-                   "PyTorch and the reference (0 * inf in pow's backward); the kernel is the "
-                   "mathematically sensible one: decide and align the reference or the kernel")
 def test_lp_pool2d_backward_uncovered_inf(T):
     x = np.array([[[[1.0, 2.0, np.inf], [3.0, 4.0, 5.0]]]])
     gy = np.ones((1, 1, 1, 1))

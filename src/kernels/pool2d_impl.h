@@ -486,6 +486,12 @@ int FC_FN(lppool2d_fwd)(const fc_pool2d_params *p, double norm, const T *x, T *y
     return failed ? FC_ENOMEM : FC_OK;
 }
 
+/* Whether input row (or column) i lies in some window oh*s .. oh*s + k - 1, oh < out. */
+static inline int FC_LOCAL(lp_covered)(fc_index i, fc_index s, fc_index k, fc_index out) {
+    const fc_index last = FC_MIN(i / s, out - 1); /* the last window starting at or before i */
+    return last >= 0 && i < last * s + k;
+}
+
 int FC_FN(lppool2d_bwd)(const fc_pool2d_params *p, double norm, const T *gy, const T *x, T *gx,
                         int nthreads) {
     const fc_index H = p->in_h, W = p->in_w, HW = H * W, OH = p->out_h, OW = p->out_w;
@@ -494,6 +500,13 @@ int FC_FN(lppool2d_bwd)(const fc_pool2d_params *p, double norm, const T *gy, con
     int failed = 0;
     const int nt = fc_threads_for(nthreads, (double)p->planes * OH * OW * p->kernel_h *
                                   p->kernel_w * 8, FC_POOL_MIN_WORK, p->planes);
+    /* Elements no window covers (cut off by the stride or the end of the image) still get
+     * PyTorch's 0 * d(x^p)/dx, which is NaN at an Inf or NaN input. */
+    int all_covered = 1;
+    for (fc_index ih = 0; ih < H; ih++)
+        all_covered &= FC_LOCAL(lp_covered)(ih, p->stride_h, p->kernel_h, OH);
+    for (fc_index iw = 0; iw < W; iw++)
+        all_covered &= FC_LOCAL(lp_covered)(iw, p->stride_w, p->kernel_w, OW);
     FC_PRAGMA(omp parallel num_threads(nt))
     {
         T *row_sum = (T *)malloc(sizeof(T) * (size_t)OW * 2);
@@ -508,6 +521,16 @@ int FC_FN(lppool2d_bwd)(const fc_pool2d_params *p, double norm, const T *gy, con
             T *dst = gx + plane * HW;
             T *coef = row_sum + OW;
             memset(dst, 0, sizeof(T) * (size_t)HW);
+            if (!all_covered)
+                for (fc_index ih = 0; ih < H; ih++)
+                    for (fc_index iw = 0; iw < W; iw++)
+                        if (!FC_LOCAL(lp_covered)(ih, p->stride_h, p->kernel_h, OH) ||
+                            !FC_LOCAL(lp_covered)(iw, p->stride_w, p->kernel_w, OW)) {
+                            const double v = (double)src[ih * W + iw];
+                            dst[ih * W + iw] = (T)(0.0 * (norm == 2.0   ? v
+                                                          : norm == 1.0 ? 1.0
+                                                                        : pow(v, norm - 1.0)));
+                        }
             for (fc_index oh = 0; oh < OH; oh++) {
                 /* coef = gy * c * out^(1-p) with c = kH*kW/area: d out/d x = coef * x^(p-1) */
                 FC_LOCAL(window_sums)(p, src, oh, lo, hi, norm, row_sum, coef);
@@ -515,6 +538,9 @@ int FC_FN(lppool2d_bwd)(const fc_pool2d_params *p, double norm, const T *gy, con
                     const double c = FC_LOCAL(lp_scale)(p, oh, ow), s = (double)coef[ow];
                     const double g = (double)gy[plane * OH * OW + oh * OW + ow];
                     if (s == 0) { coef[ow] = 0; continue; } /* PyTorch's relu: zero gradient */
+                    /* a NaN sum: PyTorch's chain multiplies by sign(NaN) = 0, which only the
+                     * finite t^(1/p - 1) of p = 1 survives as 0 */
+                    if (s != s && norm == 1.0) { coef[ow] = 0; continue; }
                     const double out = norm == 2.0 ? sqrt(s * c) : pow(s * c, 1.0 / norm);
                     coef[ow] = (T)(g * c * (norm == 2.0 ? 1.0 / out : pow(out, 1.0 - norm)));
                 }
