@@ -798,6 +798,7 @@ int FC_FN(conv2d_bwd_weight)(const fc_conv2d_params *p, const T *gy, const T *x,
     const fc_index wsize = p->out_channels * R;
     const FC_LOCAL(phases_t) ph = FC_LOCAL(phase_geometry)(p);
     const fc_index L = p->out_h * ph.wph; /* grid pixels per image */
+    const int pointwise = FC_LOCAL(is_pointwise)(p); /* then the grid is X's own layout */
     const fc_index cb = FC_MAX(1, FC_ROWS_MAX / kk); /* channels per task */
     const fc_index cblocks = FC_CEIL_DIV(Cg, cb);
     const fc_index rows_max = FC_CEIL_DIV(FC_MIN(cb, Cg) * kk, FC_MR) * FC_MR;
@@ -822,11 +823,12 @@ int FC_FN(conv2d_bwd_weight)(const fc_conv2d_params *p, const T *gy, const T *x,
                                   FC_CONV_MIN_WORK, ntasks);
     FC_PRAGMA(omp parallel num_threads(nt))
     {
-        T *xph = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(FC_MIN(cb, Cg) * ph.channel));
+        T *xph = pointwise ? NULL
+                           : (T *)fc_aligned_alloc(sizeof(T) * (size_t)(FC_MIN(cb, Cg) * ph.channel));
         T *bp = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(kg_pad * qc));
         T *acc = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(rows_max * kg_pad));
         fc_index *taps = (fc_index *)malloc(sizeof(fc_index) * (size_t)rows_max);
-        const int ok = xph && bp && acc && taps;
+        const int ok = (xph || pointwise) && bp && acc && taps;
         if (!ok) {
             FC_PRAGMA(omp atomic write)
             failed = 1;
@@ -838,25 +840,30 @@ int FC_FN(conv2d_bwd_weight)(const fc_conv2d_params *p, const T *gy, const T *x,
             const fc_index c0 = blk * cb, c1 = FC_MIN(Cg, c0 + cb);
             const fc_index rows = (c1 - c0) * kk, n0 = chunk * N / chunks;
             const fc_index n1 = (chunk + 1) * N / chunks;
-            /* where each of this task's rows (taps) starts in xph; padding rows read row 0 */
+            /* where each of this task's rows (taps) starts in its phases (for a pointwise
+             * layer, in X itself: the grid is the image); padding rows read row 0 */
             for (fc_index r = 0; r < rows_max; r++) {
                 const fc_index rr = FC_MIN(r, rows - 1);
-                taps[r] = (rr / kk) * ph.channel +
-                          FC_LOCAL(tap_offset)(p, &ph, (rr % kk) / p->kernel_w, rr % p->kernel_w);
+                taps[r] = pointwise ? rr * HW
+                                    : (rr / kk) * ph.channel +
+                                          FC_LOCAL(tap_offset)(p, &ph, (rr % kk) / p->kernel_w,
+                                                               rr % p->kernel_w);
             }
             memset(acc, 0, sizeof(T) * (size_t)(rows_max * kg_pad));
             for (fc_index n = n0; n < n1; n++) {
                 const T *xg = x + (n * p->in_channels + g * Cg) * HW;
                 const T *gyg = gy + (n * p->out_channels + g * Kg) * P;
-                for (fc_index c = c0; c < c1; c++)
-                    FC_LOCAL(split_phases)(p, &ph, xg + c * HW, xph + (c - c0) * ph.channel);
+                const T *a_base = pointwise ? xg + c0 * HW : xph;
+                if (!pointwise)
+                    for (fc_index c = c0; c < c1; c++)
+                        FC_LOCAL(split_phases)(p, &ph, xg + c * HW, xph + (c - c0) * ph.channel);
                 for (fc_index q0 = 0; q0 < L; q0 += qc) {
                     const fc_index kc = FC_MIN(qc, L - q0);
                     FC_LOCAL(pack_dy_t)(p, &ph, gyg, Kg, q0, kc, bp);
                     for (fc_index k0 = 0; k0 < kg_pad; k0 += FC_NR)
                         for (fc_index m0 = 0; m0 < rows; m0 += FC_MR) {
                             const T *a[FC_MR];
-                            for (int i = 0; i < FC_MR; i++) a[i] = xph + taps[m0 + i] + q0;
+                            for (int i = 0; i < FC_MR; i++) a[i] = a_base + taps[m0 + i] + q0;
                             FC_LOCAL(ukernel_rows)(kc, a, bp + k0 * kc, acc + m0 * kg_pad + k0,
                                                    kg_pad);
                         }
