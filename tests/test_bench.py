@@ -1,0 +1,62 @@
+"""fastconv.bench: the interleaved runner, the table and the chart, on tiny cases (the real layer
+shapes are for `fastconv bench` and bench/, never for timed tests: nothing here asserts speed)."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+
+import fastconv.functional as F
+from fastconv import bench
+
+
+def _tiny_case(with_torch: bool) -> bench.Case:
+    x = np.ones((1, 2, 6, 6), np.float32)
+    w = np.ones((3, 2, 3, 3), np.float32)
+    fn = lambda: F.conv2d(x, w, padding=1)  # noqa: E731
+    return bench.Case("conv2d", "tiny", "forward", fn, fn if with_torch else None,
+                      work=2.0 * 3 * 36 * 18, unit="GFLOP/s", reference=fn)
+
+
+@pytest.mark.parametrize("with_torch", [True, False])
+def test_run_and_table(with_torch):
+    result = bench.run(_tiny_case(with_torch), repeat=3, threads=1)
+    assert result.fastconv_s > 0 and result.throughput > 0
+    assert (result.ratio is not None) == with_torch
+    table = bench.format_table([result])
+    assert "conv2d" in table and "tiny" in table and "GFLOP/s" in table
+    if with_torch:
+        assert "geometric mean speed-up, conv2d forward" in table
+
+
+def test_geomean():
+    assert bench.geomean([2.0, 8.0]) == pytest.approx(4.0)
+    assert np.isnan(bench.geomean([]))
+
+
+def test_plot_writes_a_png(tmp_path):
+    pytest.importorskip("matplotlib")
+    result = bench.run(_tiny_case(True), repeat=1, threads=1)
+    path = tmp_path / "chart.png"
+    assert bench.plot([result], str(path))
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_layer_tables_match_the_shapes_they_name():
+    """Every case the command would time exists for every listed layer and pass."""
+    assert set(bench.CONV_LAYERS) == {"lenet1-5x5", "cifar-3x3", "vgg-64", "res-256", "pw-1x1",
+                                      "down-s2", "alex-11x11s4"}
+    assert set(bench.POOL_CASES) == {"max-2x2s2", "max-3x3s2p1", "avg-2x2s2", "l2-2x2s2"}
+    cases = bench.conv_cases(names={"lenet1-5x5"})
+    assert [(c.name, c.direction) for c in cases] == [("lenet1-5x5", "forward"),
+                                                      ("lenet1-5x5", "backward")]
+    assert all(c.reference is not None for c in cases)
+
+
+def test_main_prints_the_table(monkeypatch):
+    monkeypatch.setattr(bench, "conv_cases", lambda dtype=np.float32: [_tiny_case(True)])
+    out = io.StringIO()
+    results = bench.main(threads=1, repeat=1, only="conv", out=out)
+    assert len(results) == 1 and "tiny" in out.getvalue()
