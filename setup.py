@@ -25,6 +25,7 @@ from setuptools.command.build_ext import build_ext
 
 HERE = Path(__file__).parent
 KERNEL_DIR = Path("src") / "kernels"
+RUNTIME_DIR = Path("src") / "runtime"  # Python-facing C support (the output cache)
 
 ISA_FLAGS = {
     "avx2": ["-mavx2", "-mfma"],
@@ -164,10 +165,10 @@ else:
 extensions = [
     Extension(
         "fastconv._kernels",
-        sources=["fastconv/_kernels.pyx"] + kernel_sources(),
-        include_dirs=[str(KERNEL_DIR), np.get_include()],
+        sources=["fastconv/_kernels.pyx", str(RUNTIME_DIR / "output_cache.c")] + kernel_sources(),
+        include_dirs=[str(KERNEL_DIR), str(RUNTIME_DIR), np.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
-        depends=sorted(str(p) for p in KERNEL_DIR.glob("*.h")),
+        depends=sorted(str(p) for d in (KERNEL_DIR, RUNTIME_DIR) for p in d.glob("*.h")),
     )
 ]
 

@@ -19,15 +19,18 @@ except ImportError as exc:  # pragma: no cover - only on a broken install
 from . import functional, init, nn, optim, reference  # noqa: E402
 from ._config import (  # noqa: E402
     available_isas,
+    cache_info,
     get_num_threads,
     num_threads,
     selected_isa,
+    set_cache_limit,
     set_num_threads,
     show_config,
     use_isa,
 )
 
 __all__ = [
-    "functional", "init", "nn", "optim", "reference", "available_isas", "get_num_threads",
-    "num_threads", "selected_isa", "set_num_threads", "show_config", "use_isa", "__version__",
+    "functional", "init", "nn", "optim", "reference", "available_isas", "cache_info",
+    "get_num_threads", "num_threads", "selected_isa", "set_cache_limit", "set_num_threads",
+    "show_config", "use_isa", "__version__",
 ]

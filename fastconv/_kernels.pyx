@@ -9,6 +9,8 @@ only unpacks the geometry, picks the dtype's kernel and releases the GIL around 
 cimport numpy as cnp
 from libc.stdint cimport int64_t
 
+import numpy as np
+
 cnp.import_array()
 
 cdef extern from "fastconv.h" nogil:
@@ -32,6 +34,7 @@ cdef extern from "fastconv.h" nogil:
         fc_index divisor_override
 
     int FC_ENOMEM
+    int FC_EINDEX
     int FC_ISA_COUNT
 
     const char *fc_isa_name(int isa)
@@ -76,8 +79,22 @@ cdef extern from "fastconv.h" nogil:
     int fc_f32_relu_bwd(fc_index, const float *, const float *, float *, int)
     int fc_f64_relu_bwd(fc_index, const double *, const double *, double *, int)
 
+cdef extern from "output_cache.h":
+    ctypedef struct fc_cache_info:
+        size_t limit, held, blocks, hits, misses
+    size_t FC_CACHE_MIN_BYTES
+    int fc_cache_init(size_t limit) except -1
+    object fc_cache_handler()
+    void fc_cache_set_limit(size_t limit) nogil
+    fc_cache_info fc_cache_get_info() nogil
+
+cdef extern from "numpy/arrayobject.h":
+    object PyDataMem_SetHandler(object handler)
+
 
 fc_select_isa_from_env()
+fc_cache_init(0)  # off until fastconv._config sets the limit
+cdef object _cache_handler = fc_cache_handler()
 
 
 # ---- configuration -------------------------------------------------------------------------
@@ -110,6 +127,30 @@ def openmp_enabled():
 
 def default_num_threads():
     return fc_default_num_threads()
+
+
+# ---- output buffers ------------------------------------------------------------------------
+
+def set_cache_limit(size_t limit):
+    fc_cache_set_limit(limit)
+
+
+def cache_info():
+    cdef fc_cache_info i = fc_cache_get_info()
+    return {"limit": i.limit, "held": i.held, "blocks": i.blocks, "hits": i.hits,
+            "misses": i.misses}
+
+
+def empty(shape, dtype):
+    """np.empty(shape, dtype), its buffer from the output cache when the cache is on and the
+    array is big enough to be kept (see src/runtime/output_cache.h)."""
+    if fc_cache_get_info().limit == 0:
+        return np.empty(shape, dtype)
+    old = PyDataMem_SetHandler(_cache_handler)
+    try:
+        return np.empty(shape, dtype)
+    finally:
+        PyDataMem_SetHandler(old)
 
 
 # ---- helpers ---------------------------------------------------------------------------------
@@ -219,6 +260,7 @@ def maxpool2d_forward(tuple geometry, cnp.ndarray x, cnp.ndarray y, object indic
 
 def maxpool2d_backward(tuple geometry, cnp.ndarray gy, cnp.ndarray indices, cnp.ndarray gx,
                        int nthreads):
+    """Scatter gy to gx at the int64 indices; True if every index was in [-1, H*W)."""
     cdef fc_pool2d_params p = _pool_params(geometry)
     cdef int64_t *pi = <int64_t *>_ptr(indices)
     cdef void *pgy = _ptr(gy)
@@ -231,6 +273,7 @@ def maxpool2d_backward(tuple geometry, cnp.ndarray gy, cnp.ndarray indices, cnp.
         with nogil:
             rc = fc_f64_maxpool2d_bwd(&p, <double *>pgy, pi, <double *>pgx, nthreads)
     _check(rc)
+    return rc != FC_EINDEX  # False: some index lay outside [-1, H*W); those were skipped
 
 
 def avgpool2d_forward(tuple geometry, bint count_include_pad, fc_index divisor_override,

@@ -94,6 +94,14 @@ def positive_int(op: str, name: str, value) -> int:
     return int(value)
 
 
+def byte_count(op: str, name: str, value) -> int:
+    """A number of bytes: an int >= 0."""
+    if not _is_int(value) or value < 0:
+        fail(op, f"{name} must be an int >= 0 (bytes), got {value!r}",
+             ValueError if _is_int(value) else TypeError)
+    return int(value)
+
+
 def boolean(op: str, name: str, value) -> bool:
     if not isinstance(value, (bool, np.bool_)):
         fail(op, f"{name} must be a bool, got {value!r}", TypeError)
@@ -304,7 +312,9 @@ def norm_type(op: str, value) -> float:
 
 
 def max_pool_indices(op: str, indices, expected_shape, plane_size: int) -> np.ndarray:
-    """int64 indices of the output's shape, each -1 or a flat position in an input plane."""
+    """int64 indices of the output's shape. Their range, [-1, plane_size), is checked here for
+    other integer dtypes (before the cast, so no unsigned value can wrap round to -1) and by the
+    kernel as it scatters int64 ones, which then calls `max_pool_indices_out_of_range`."""
     if not isinstance(indices, np.ndarray) or indices.dtype.kind not in "iu":
         got = indices.dtype if isinstance(indices, np.ndarray) else type(indices).__name__
         fail(op, f"indices must be an integer numpy.ndarray (as max_pool2d returns), got {got}",
@@ -312,10 +322,13 @@ def max_pool_indices(op: str, indices, expected_shape, plane_size: int) -> np.nd
     if tuple(indices.shape) != tuple(expected_shape):
         fail(op, f"indices must have the output's shape {tuple(expected_shape)}, "
                  f"got {_shape(indices)}")
-    # range-check before the cast, so no unsigned value can wrap round to -1
-    if indices.size:
+    if indices.dtype != np.int64 and indices.size:
         low, high = int(indices.min()), int(indices.max())
         if low < -1 or high >= plane_size:
-            fail(op, f"indices must lie in [-1, {plane_size}) (flat positions in an input plane), "
-                     f"got values in [{low}, {high}]")
+            max_pool_indices_out_of_range(op, indices, plane_size)
     return np.ascontiguousarray(indices, dtype=np.int64)
+
+
+def max_pool_indices_out_of_range(op: str, indices: np.ndarray, plane_size: int):
+    fail(op, f"indices must lie in [-1, {plane_size}) (flat positions in an input plane), "
+             f"got values in [{int(indices.min())}, {int(indices.max())}]")

@@ -80,7 +80,7 @@ def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, st
     if bias is not None and bias.shape != (g.out_channels,):
         v.fail(op, f"bias must have shape ({g.out_channels},) (weight's out_channels), "
                    f"got {bias.shape}")
-    y = np.empty(g.output_shape, x.dtype)
+    y = _kernels.empty(g.output_shape, x.dtype)
     if y.size:
         _kernels.conv2d_forward(g.kernel_args(), v.contiguous(x), v.contiguous(weight),
                                 None if bias is None else v.contiguous(bias), y,
@@ -116,7 +116,7 @@ def conv2d_input(input_shape, weight: np.ndarray, grad_output: np.ndarray, strid
 
 def _conv_grad_input(g, grad_output, weight, dtype):
     v.check_elements("conv2d_input", "the input gradient", g.input_shape)
-    gx = np.empty(g.input_shape, dtype)
+    gx = _kernels.empty(g.input_shape, dtype)
     if gx.size:
         _kernels.conv2d_backward_input(g.kernel_args(), v.contiguous(grad_output),
                                        v.contiguous(weight), gx, get_num_threads())
@@ -149,7 +149,7 @@ def conv2d_weight(x: np.ndarray, weight_shape, grad_output: np.ndarray, stride=1
 
 def _conv_grad_weight(g, x, grad_output, dtype, want_bias):
     v.check_elements("conv2d_weight", "the weight gradient", g.weight_shape)
-    gw = np.empty(g.weight_shape, dtype)
+    gw = _kernels.empty(g.weight_shape, dtype)
     gb = np.empty((g.out_channels,), dtype) if want_bias else None
     if g.batch == 0:
         gw[...] = 0
@@ -235,8 +235,8 @@ def max_pool2d(x: np.ndarray, kernel_size, stride=None, padding=0, dilation=1,
     x = _pool_input(op, x)
     g = v.pool_geometry(op, x.shape, kernel_size, stride, padding, dilation, ceil_mode)
     return_indices = v.boolean(op, "return_indices", return_indices)
-    y = np.empty(g.output_shape, x.dtype)
-    indices = np.empty(g.output_shape, np.int64) if return_indices else None
+    y = _kernels.empty(g.output_shape, x.dtype)
+    indices = _kernels.empty(g.output_shape, np.int64) if return_indices else None
     if y.size:
         _kernels.maxpool2d_forward(g.kernel_args(), v.contiguous(x), y, indices, get_num_threads())
     return (y, indices) if return_indices else y
@@ -267,14 +267,17 @@ def max_pool2d_backward(grad_output: np.ndarray, x: np.ndarray, kernel_size, str
     grad_output = _pool_grad_output(op, grad_output, x, g)
     if indices is not None:
         indices = v.max_pool_indices(op, indices, g.output_shape, g.in_h * g.in_w)
-    gx = np.empty(x.shape, x.dtype)
+    gx = _kernels.empty(x.shape, x.dtype)
     if gx.size == 0:
         return gx
     if indices is None:
-        indices = np.empty(g.output_shape, np.int64)
-        _kernels.maxpool2d_forward(g.kernel_args(), v.contiguous(x), np.empty_like(grad_output),
-                                   indices, get_num_threads())
-    _kernels.maxpool2d_backward(g.kernel_args(), grad_output, indices, gx, get_num_threads())
+        indices = _kernels.empty(g.output_shape, np.int64)
+        _kernels.maxpool2d_forward(g.kernel_args(), v.contiguous(x),
+                                   _kernels.empty(g.output_shape, x.dtype), indices,
+                                   get_num_threads())
+    if not _kernels.maxpool2d_backward(g.kernel_args(), grad_output, indices, gx,
+                                       get_num_threads()):
+        v.max_pool_indices_out_of_range(op, indices, g.in_h * g.in_w)
     return gx
 
 
@@ -306,7 +309,7 @@ def avg_pool2d(x: np.ndarray, kernel_size, stride=None, padding=0, ceil_mode: bo
     g = v.pool_geometry(op, x.shape, kernel_size, stride, padding, 1, ceil_mode)
     div = v.divisor(op, divisor_override)
     include = v.boolean(op, "count_include_pad", count_include_pad)
-    y = np.empty(g.output_shape, x.dtype)
+    y = _kernels.empty(g.output_shape, x.dtype)
     if y.size:
         _kernels.avgpool2d_forward(g.kernel_args(), include, div, v.contiguous(x),
                                    y, get_num_threads())
@@ -331,7 +334,7 @@ def avg_pool2d_backward(grad_output: np.ndarray, x: np.ndarray, kernel_size, str
     div = v.divisor(op, divisor_override)
     include = v.boolean(op, "count_include_pad", count_include_pad)
     grad_output = _pool_grad_output(op, grad_output, x, g)
-    gx = np.empty(x.shape, x.dtype)
+    gx = _kernels.empty(x.shape, x.dtype)
     if gx.size:
         _kernels.avgpool2d_backward(g.kernel_args(), include, div, grad_output, gx,
                                     get_num_threads())
@@ -357,7 +360,7 @@ def lp_pool2d(x: np.ndarray, norm_type: float, kernel_size, stride=None,
     x = _pool_input(op, x)
     p = v.norm_type(op, norm_type)
     g = v.pool_geometry(op, x.shape, kernel_size, stride, 0, 1, ceil_mode)
-    y = np.empty(g.output_shape, x.dtype)
+    y = _kernels.empty(g.output_shape, x.dtype)
     if y.size:
         _kernels.lppool2d_forward(g.kernel_args(), p, v.contiguous(x), y, get_num_threads())
     return y
@@ -380,7 +383,7 @@ def lp_pool2d_backward(grad_output: np.ndarray, x: np.ndarray, norm_type: float,
     p = v.norm_type(op, norm_type)
     g = v.pool_geometry(op, x.shape, kernel_size, stride, 0, 1, ceil_mode)
     grad_output = _pool_grad_output(op, grad_output, x, g)
-    gx = np.empty(x.shape, x.dtype)
+    gx = _kernels.empty(x.shape, x.dtype)
     if gx.size:
         _kernels.lppool2d_backward(g.kernel_args(), p, grad_output, v.contiguous(x), gx,
                                    get_num_threads())
@@ -399,7 +402,7 @@ def relu(x: np.ndarray) -> np.ndarray:
     array([0., 0., 2.])
     """
     x = v.float_array("relu", "x", x)
-    y = np.empty(x.shape, x.dtype)
+    y = _kernels.empty(x.shape, x.dtype)
     _kernels.relu_forward(v.contiguous(x), y, get_num_threads())
     return y
 
@@ -418,7 +421,7 @@ def relu_backward(grad_output: np.ndarray, x: np.ndarray) -> np.ndarray:
     x = v.float_array(op, "x", x)
     v.same_dtype(op, x=x, grad_output=grad_output)
     v.check_same_shape(op, "grad_output", grad_output, "x", x)
-    gx = np.empty(x.shape, x.dtype)
+    gx = _kernels.empty(x.shape, x.dtype)
     _kernels.relu_backward(v.contiguous(grad_output), v.contiguous(x), gx, get_num_threads())
     return gx
 

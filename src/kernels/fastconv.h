@@ -4,7 +4,9 @@
  * validated by fastconv/_validation.py (positive kernel/stride/dilation, output size >= 1, no 64-bit
  * overflow). The kernels trust their arguments and never allocate more than a bounded per-thread
  * workspace. Each function returns 0, or FC_ENOMEM if a workspace allocation failed (nothing is
- * written past the outputs in either case).
+ * written past the outputs in either case). The one exception to trust: max-pool backward checks
+ * the indices as it scatters them (a separate pass would cost a third of its time) and returns
+ * FC_EINDEX, having skipped them, if any lies outside [-1, plane size).
  *
  * Threads: `nthreads` is an upper bound; a kernel uses fewer when the problem is too small to gain.
  */
@@ -15,6 +17,7 @@
 
 #define FC_OK 0
 #define FC_ENOMEM (-1)
+#define FC_EINDEX (-2)
 
 typedef int64_t fc_index;
 typedef uint64_t fc_uindex; /* for one-compare bounds checks: (fc_uindex)i < (fc_uindex)n */

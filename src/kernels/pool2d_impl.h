@@ -211,16 +211,21 @@ int FC_FN(maxpool2d_bwd)(const fc_pool2d_params *p, const T *gy, const int64_t *
     const fc_index HW = p->in_h * p->in_w, OHW = p->out_h * p->out_w;
     const int nt = fc_threads_for(nthreads, (double)p->planes * (HW + OHW), FC_POOL_MIN_WORK,
                                   p->planes);
-    FC_PRAGMA(omp parallel for schedule(static) num_threads(nt))
+    int bad = 0;
+    FC_PRAGMA(omp parallel for schedule(static) num_threads(nt) reduction(|:bad))
     for (fc_index plane = 0; plane < p->planes; plane++) {
         T *dst = gx + plane * HW;
         const T *g = gy + plane * OHW;
         const int64_t *idx = indices + plane * OHW;
         memset(dst, 0, sizeof(T) * (size_t)HW);
-        for (fc_index o = 0; o < OHW; o++)
-            if (idx[o] >= 0) dst[idx[o]] += g[o];
+        for (fc_index o = 0; o < OHW; o++) {
+            /* one unsigned compare: -1 (no input) maps to 0, anything outside to > HW */
+            const fc_uindex slot = (fc_uindex)idx[o] + 1;
+            if (slot > (fc_uindex)HW) { bad = 1; continue; }
+            if (slot) dst[slot - 1] += g[o];
+        }
     }
-    return FC_OK;
+    return bad ? FC_EINDEX : FC_OK;
 }
 
 /* ---- average and L^p pooling ------------------------------------------------------------------- */
