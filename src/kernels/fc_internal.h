@@ -54,12 +54,26 @@ static inline void fc_aligned_free(void *p) {
  * [*lo, *hi): the kernels settle bounds once per run of columns or taps, not per element. */
 static inline void fc_inside_span(fc_index start, fc_index step, fc_index count, fc_index n,
                                   fc_index *lo, fc_index *hi) {
+    if (start >= 0 && start + (count - 1) * step < n) { /* all inside: the common case */
+        *lo = 0;
+        *hi = count;
+        return;
+    }
     fc_index a = start < 0 ? (-start + step - 1) / step : 0;
     fc_index b = start > n - 1 ? 0 : (n - 1 - start) / step + 1;
     a = FC_MIN(a, count);
     b = FC_MIN(b, count);
     *lo = a;
     *hi = FC_MAX(a, b);
+}
+
+/* This thread's share [*t0, *t1) of `n` tasks, contiguous and balanced as schedule(static)
+ * deals them, for loops that walk their tasks incrementally instead of dividing each index. */
+static inline void fc_static_share(fc_index n, fc_index *t0, fc_index *t1) {
+    const fc_index team = FC_NUM_THREADS_IN_TEAM(), id = FC_THREAD_ID();
+    const fc_index q = n / team, r = n % team;
+    *t0 = id * q + FC_MIN(id, r);
+    *t1 = *t0 + q + (id < r);
 }
 
 /* How many threads a job of `work` units (roughly: multiply-adds or bytes touched) split into

@@ -43,102 +43,104 @@ static inline void FC_LOCAL(interior_columns)(const fc_pool2d_params *p, fc_inde
 
 /* ---- max pooling ------------------------------------------------------------------------------ */
 
+/* Per-thread rows run FC_POOL_LANES outputs past a multiple of FC_POOL_LANES beyond OW, so the
+ * vector loops over a row's interior need no scalar remainder: at OW = 28 the remainder was 12 of
+ * the 28 outputs. The extra lanes read on past the row's last window, into the next row, so
+ * interior_count grants them only while those reads stay inside the input. */
+#define FC_POOL_LANES 16
+#define FC_POOL_ROW(ow) (FC_CEIL_DIV((ow), FC_POOL_LANES) * FC_POOL_LANES + FC_POOL_LANES)
+
+/* How many interior outputs from column lo to compute for an input row with `avail` elements from
+ * its start to the end of the input: hi - lo rounded up to whole lanes when the reads allow. */
+static inline fc_index FC_LOCAL(interior_count)(const fc_pool2d_params *p, fc_index lo,
+                                                fc_index hi, fc_index avail) {
+    const fc_index n = hi - lo;
+    if (n <= 0) return 0;
+    const fc_index padded = FC_CEIL_DIV(n, FC_POOL_LANES) * FC_POOL_LANES;
+    const fc_index last = lo * p->stride_w - p->pad_w + (padded - 1) * p->stride_w +
+                          (p->kernel_w - 1) * p->dilation_w;
+    return last < avail ? padded : n;
+}
+
 /* Fold one input row along the window: val[ow] = the row's maximum for output column ow, tap[ow]
- * its tap index j (-1 when no tap of that column lies inside the row). */
+ * its tap index j (-1 when no tap of that column lies inside the row); tap NULL: values only.
+ * Interior columns first, `count` of them from lo (possibly past hi, see FC_POOL_LANES), then the
+ * clipped border columns, which the interior's extra lanes may have overwritten. */
 static void FC_LOCAL(max_fold_row)(const fc_pool2d_params *p, const T *restrict row, fc_index lo,
-                                   fc_index hi, T *restrict val, int32_t *restrict tap) {
+                                   fc_index hi, fc_index count, T *restrict val,
+                                   int32_t *restrict tap) {
     const fc_index s = p->stride_w, d = p->dilation_w, pad = p->pad_w, k = p->kernel_w;
     const fc_index OW = p->out_w, W = p->in_w;
+    const T *base = row + (lo * s - pad); /* the first interior column's window */
+    T *v = val + lo;
+    int32_t *tp = tap ? tap + lo : NULL;
+    /* Common stride-2 windows with constant taps: one pass, loads de-interleaved in registers. */
+#define FC_MAX_PASS(S, K)                                                                          \
+    if (tp) {                                                                                      \
+        for (fc_index c = 0; c < count; c++) {                                                     \
+            const T *w = base + c * (S);                                                           \
+            T m = w[0];                                                                            \
+            int32_t b = 0;                                                                         \
+            for (int j = 1; j < (K); j++) {                                                        \
+                const int take = FC_MAX_TAKES(w[j], m);                                            \
+                m = take ? w[j] : m;                                                               \
+                b = take ? j : b;                                                                  \
+            }                                                                                      \
+            v[c] = m;                                                                              \
+            tp[c] = b;                                                                             \
+        }                                                                                          \
+    } else {                                                                                       \
+        for (fc_index c = 0; c < count; c++) {                                                     \
+            const T *w = base + c * (S);                                                           \
+            T m = w[0];                                                                            \
+            for (int j = 1; j < (K); j++) m = FC_MAX_TAKES(w[j], m) ? w[j] : m;                    \
+            v[c] = m;                                                                              \
+        }                                                                                          \
+    }
+    if (count <= 0) {
+    } else if (d == 1 && s == 2 && k == 2) {
+        FC_MAX_PASS(2, 2)
+    } else if (d == 1 && s == 2 && k == 3) {
+        FC_MAX_PASS(2, 3)
+    } else {
+        for (fc_index c = 0; c < count; c++) v[c] = base[c * s];
+        if (tp)
+            for (fc_index c = 0; c < count; c++) tp[c] = 0;
+        for (fc_index j = 1; j < k; j++) {
+            const T *src = base + j * d;
+            if (tp) {
+                for (fc_index c = 0; c < count; c++) {
+                    const int take = FC_MAX_TAKES(src[c * s], v[c]);
+                    v[c] = take ? src[c * s] : v[c];
+                    tp[c] = take ? (int32_t)j : tp[c];
+                }
+            } else {
+                for (fc_index c = 0; c < count; c++)
+                    v[c] = FC_MAX_TAKES(src[c * s], v[c]) ? src[c * s] : v[c];
+            }
+        }
+    }
+#undef FC_MAX_PASS
     for (fc_index ow = 0; ow < OW; ow++) {
-        if (ow == lo && lo < hi) { ow = hi - 1; continue; } /* interior: below */
+        if (ow == lo && lo < hi) { ow = hi - 1; continue; } /* interior: done above */
         fc_index j0, j1;
         const fc_index w0 = ow * s - pad;
         fc_inside_span(w0, d, k, W, &j0, &j1);
         T m = -(T)INFINITY;
         int32_t best = -1;
         for (fc_index j = j0; j < j1; j++) {
-            const T v = row[w0 + j * d];
-            if (j == j0 || FC_MAX_TAKES(v, m)) { m = v; best = (int32_t)j; }
+            const T x = row[w0 + j * d];
+            if (j == j0 || FC_MAX_TAKES(x, m)) { m = x; best = (int32_t)j; }
         }
         val[ow] = m;
-        tap[ow] = best;
-    }
-    if (lo >= hi) return;
-    const T *base = row + (lo * s - pad); /* the first interior column's window */
-    /* Common stride-2 windows with constant taps: one pass, loads de-interleaved in registers. */
-#define FC_MAX_TAP_PASS(S, K)                                                                      \
-    for (fc_index ow = lo; ow < hi; ow++) {                                                         \
-        const T *w = base + (ow - lo) * (S);                                                               \
-        T m = w[0];                                                                                 \
-        int32_t b = 0;                                                                              \
-        for (int j = 1; j < (K); j++) {                                                             \
-            const int take = FC_MAX_TAKES(w[j], m);                                                 \
-            m = take ? w[j] : m;                                                                    \
-            b = take ? j : b;                                                                       \
-        }                                                                                           \
-        val[ow] = m;                                                                                \
-        tap[ow] = b;                                                                                \
-    }                                                                                               \
-    return;
-    if (d == 1 && s == 2 && k == 2) { FC_MAX_TAP_PASS(2, 2) }
-    if (d == 1 && s == 2 && k == 3) { FC_MAX_TAP_PASS(2, 3) }
-#undef FC_MAX_TAP_PASS
-    for (fc_index ow = lo; ow < hi; ow++) { val[ow] = base[(ow - lo) * s]; tap[ow] = 0; }
-    for (fc_index j = 1; j < k; j++) {
-        const T *src = base + j * d;
-        for (fc_index ow = lo; ow < hi; ow++) {
-            const T v = src[(ow - lo) * s];
-            const int take = FC_MAX_TAKES(v, val[ow]);
-            val[ow] = take ? v : val[ow];
-            tap[ow] = take ? (int32_t)j : tap[ow];
-        }
-    }
-}
-
-/* Values only (no indices wanted): the same fold without tracking positions. */
-static void FC_LOCAL(max_fold_row_values)(const fc_pool2d_params *p, const T *restrict row,
-                                          fc_index lo, fc_index hi, T *restrict val) {
-    const fc_index s = p->stride_w, d = p->dilation_w, pad = p->pad_w, k = p->kernel_w;
-    const fc_index OW = p->out_w, W = p->in_w;
-    for (fc_index ow = 0; ow < OW; ow++) {
-        if (ow == lo && lo < hi) { ow = hi - 1; continue; }
-        fc_index j0, j1;
-        const fc_index w0 = ow * s - pad;
-        fc_inside_span(w0, d, k, W, &j0, &j1);
-        T m = -(T)INFINITY;
-        for (fc_index j = j0; j < j1; j++) {
-            const T v = row[w0 + j * d];
-            if (j == j0 || FC_MAX_TAKES(v, m)) m = v;
-        }
-        val[ow] = m;
-    }
-    if (lo >= hi) return;
-    const T *base = row + (lo * s - pad); /* the first interior column's window */
-#define FC_MAX_PASS(S, K)                                                                          \
-    for (fc_index ow = lo; ow < hi; ow++) {                                                         \
-        const T *w = base + (ow - lo) * (S);                                                               \
-        T m = w[0];                                                                                 \
-        for (int j = 1; j < (K); j++) m = FC_MAX_TAKES(w[j], m) ? w[j] : m;                         \
-        val[ow] = m;                                                                                \
-    }                                                                                               \
-    return;
-    if (d == 1 && s == 2 && k == 2) { FC_MAX_PASS(2, 2) }
-    if (d == 1 && s == 2 && k == 3) { FC_MAX_PASS(2, 3) }
-#undef FC_MAX_PASS
-    for (fc_index ow = lo; ow < hi; ow++) val[ow] = base[(ow - lo) * s];
-    for (fc_index j = 1; j < k; j++) {
-        const T *src = base + j * d;
-        for (fc_index ow = lo; ow < hi; ow++) {
-            const T v = src[(ow - lo) * s];
-            val[ow] = FC_MAX_TAKES(v, val[ow]) ? v : val[ow];
-        }
+        if (tap) tap[ow] = best;
     }
 }
 
 int FC_FN(maxpool2d_fwd)(const fc_pool2d_params *p, const T *x, T *y, int64_t *indices,
                          int nthreads) {
     const fc_index H = p->in_h, W = p->in_w, OH = p->out_h, OW = p->out_w;
-    const fc_index ntasks = p->planes * OH;
+    const fc_index ntasks = p->planes * OH, total = p->planes * H * W, row_len = FC_POOL_ROW(OW);
     fc_index lo, hi;
     FC_LOCAL(interior_columns)(p, &lo, &hi);
     int failed = 0;
@@ -146,62 +148,72 @@ int FC_FN(maxpool2d_fwd)(const fc_pool2d_params *p, const T *x, T *y, int64_t *i
                                   FC_POOL_MIN_WORK, ntasks);
     FC_PRAGMA(omp parallel num_threads(nt))
     {
-        /* per thread: one folded row, and the running best's row and tap */
-        T *val = (T *)malloc(sizeof(T) * (size_t)OW);
-        int32_t *tap = (int32_t *)malloc(sizeof(int32_t) * (size_t)OW * 3);
-        if (!val || !tap) {
+        /* per thread: the running best and one folded row, values and taps, the best's row, and
+         * the flat indices */
+        T *acc = (T *)calloc((size_t)row_len * 2, sizeof(T));
+        int32_t *taps = (int32_t *)calloc((size_t)row_len * 3, sizeof(int32_t));
+        int64_t *flat = (int64_t *)malloc(sizeof(int64_t) * (size_t)row_len);
+        T *val = acc + row_len;
+        int32_t *best_tap = taps, *tap = taps + row_len, *best_row = taps + 2 * row_len;
+        if (!acc || !taps || !flat) {
             FC_PRAGMA(omp atomic write)
             failed = 1;
         }
-        FC_PRAGMA(omp for schedule(static))
-        for (fc_index t = 0; t < ntasks; t++) {
-            if (!val || !tap) continue;
-            const fc_index plane = t / OH, oh = t % OH;
+        /* this thread's share of the (plane, output row) tasks, walked in order */
+        fc_index t0, t1;
+        fc_static_share(ntasks, &t0, &t1);
+        fc_index plane = t0 / OH, oh = t0 % OH;
+        for (fc_index t = t0; t < t1 && acc && taps && flat; t++, oh++) {
+            if (oh == OH) { oh = 0; plane++; }
             const T *src = x + plane * H * W;
             T *out = y + plane * OH * OW + oh * OW;
+            int64_t *idx = indices ? indices + plane * OH * OW + oh * OW : NULL;
             fc_index i0, i1;
             const fc_index h0 = oh * p->stride_h - p->pad_h;
             fc_inside_span(h0, p->dilation_h, p->kernel_h, H, &i0, &i1);
-            int32_t *best_tap = tap + OW, *best_row = tap + 2 * OW;
             if (i0 >= i1) { /* the whole row of windows lies in the padding */
                 for (fc_index ow = 0; ow < OW; ow++) out[ow] = -(T)INFINITY;
-                if (indices)
-                    for (fc_index ow = 0; ow < OW; ow++) indices[plane * OH * OW + oh * OW + ow] = -1;
+                if (idx)
+                    for (fc_index ow = 0; ow < OW; ow++) idx[ow] = -1;
                 continue;
             }
             for (fc_index i = i0; i < i1; i++) {
-                const T *row = src + (h0 + i * p->dilation_h) * W;
-                if (!indices) {
-                    FC_LOCAL(max_fold_row_values)(p, row, lo, hi, i == i0 ? out : val);
-                    if (i > i0)
-                        for (fc_index ow = 0; ow < OW; ow++)
-                            out[ow] = FC_MAX_TAKES(val[ow], out[ow]) ? val[ow] : out[ow];
-                    continue;
-                }
-                FC_LOCAL(max_fold_row)(p, row, lo, hi, i == i0 ? out : val,
-                                       i == i0 ? best_tap : tap);
+                const fc_index r = h0 + i * p->dilation_h;
+                const T *row = src + r * W;
+                const fc_index count = FC_LOCAL(interior_count)(p, lo, hi,
+                                                                total - (plane * H * W + r * W));
                 if (i == i0) {
-                    for (fc_index ow = 0; ow < OW; ow++) best_row[ow] = (int32_t)i;
+                    FC_LOCAL(max_fold_row)(p, row, lo, hi, count, acc, idx ? best_tap : NULL);
+                    if (idx)
+                        for (fc_index ow = 0; ow < row_len; ow++) best_row[ow] = (int32_t)i;
                     continue;
                 }
-                for (fc_index ow = 0; ow < OW; ow++) {
-                    const int take = FC_MAX_TAKES(val[ow], out[ow]);
-                    out[ow] = take ? val[ow] : out[ow];
+                FC_LOCAL(max_fold_row)(p, row, lo, hi, count, val, idx ? tap : NULL);
+                if (!idx) {
+                    for (fc_index ow = 0; ow < row_len; ow++)
+                        acc[ow] = FC_MAX_TAKES(val[ow], acc[ow]) ? val[ow] : acc[ow];
+                    continue;
+                }
+                for (fc_index ow = 0; ow < row_len; ow++) {
+                    const int take = FC_MAX_TAKES(val[ow], acc[ow]);
+                    acc[ow] = take ? val[ow] : acc[ow];
                     best_tap[ow] = take ? tap[ow] : best_tap[ow];
                     best_row[ow] = take ? (int32_t)i : best_row[ow];
                 }
             }
-            if (indices) {
-                int64_t *idx = indices + plane * OH * OW + oh * OW;
-                for (fc_index ow = 0; ow < OW; ow++) {
+            memcpy(out, acc, sizeof(T) * (size_t)OW);
+            if (idx) {
+                for (fc_index ow = 0; ow < row_len; ow++) { /* whole lanes, then one copy */
                     const fc_index ih = h0 + best_row[ow] * p->dilation_h;
                     const fc_index iw = ow * p->stride_w - p->pad_w + best_tap[ow] * p->dilation_w;
-                    idx[ow] = best_tap[ow] < 0 ? -1 : ih * W + iw;
+                    flat[ow] = best_tap[ow] < 0 ? -1 : ih * W + iw;
                 }
+                memcpy(idx, flat, sizeof(int64_t) * (size_t)OW);
             }
         }
-        free(val);
-        free(tap);
+        free(acc);
+        free(taps);
+        free(flat);
     }
     return failed ? FC_ENOMEM : FC_OK;
 }
@@ -231,54 +243,59 @@ int FC_FN(maxpool2d_bwd)(const fc_pool2d_params *p, const T *gy, const int64_t *
 /* ---- average and L^p pooling ------------------------------------------------------------------- */
 
 /* Sum one input row along the window, of f(x) where f is x (norm 0: average pooling), x*x
- * (norm 2) or x^norm: sum[ow] over the taps inside the row. */
+ * (norm 2) or x^norm: sum[ow] over the taps inside the row. As max_fold_row: `count` interior
+ * columns from lo (whole lanes where the reads allow), then the clipped borders. */
 static void FC_LOCAL(sum_fold_row)(const fc_pool2d_params *p, const T *restrict row, fc_index lo,
-                                   fc_index hi, double norm, T *restrict sum) {
+                                   fc_index hi, fc_index count, double norm, T *restrict sum) {
     const fc_index s = p->stride_w, pad = p->pad_w, k = p->kernel_w;
     const fc_index OW = p->out_w, W = p->in_w;
 #define FC_F(v) (norm == 0.0 ? (v) : norm == 2.0 ? (v) * (v) : (T)pow((double)(v), norm))
+    const T *base = row + (lo * s - pad); /* the first interior column's window */
+    T *out = sum + lo;
+#define FC_SUM_PASS(S, K, F)                                                                       \
+    for (fc_index c = 0; c < count; c++) {                                                         \
+        const T *w = base + c * (S);                                                               \
+        T acc = F(w[0]);                                                                           \
+        for (int j = 1; j < (K); j++) acc += F(w[j]);                                              \
+        out[c] = acc;                                                                              \
+    }
+#define FC_ID(v) (v)
+#define FC_SQ(v) ((v) * (v))
+    if (count <= 0) {
+    } else if (s == 2 && k == 2 && norm == 0.0) {
+        FC_SUM_PASS(2, 2, FC_ID)
+    } else if (s == 2 && k == 3 && norm == 0.0) {
+        FC_SUM_PASS(2, 3, FC_ID)
+    } else if (s == 2 && k == 2 && norm == 2.0) {
+        FC_SUM_PASS(2, 2, FC_SQ)
+    } else if (s == 2 && k == 3 && norm == 2.0) {
+        FC_SUM_PASS(2, 3, FC_SQ)
+    } else if (norm == 0.0) {
+        for (fc_index c = 0; c < count; c++) out[c] = base[c * s];
+        for (fc_index j = 1; j < k; j++)
+            for (fc_index c = 0; c < count; c++) out[c] += base[c * s + j];
+    } else if (norm == 2.0) {
+        for (fc_index c = 0; c < count; c++) out[c] = base[c * s] * base[c * s];
+        for (fc_index j = 1; j < k; j++)
+            for (fc_index c = 0; c < count; c++) out[c] += base[c * s + j] * base[c * s + j];
+    } else {
+        for (fc_index c = 0; c < count; c++) {
+            T acc = 0;
+            for (fc_index j = 0; j < k; j++) acc += FC_F(base[c * s + j]);
+            out[c] = acc;
+        }
+    }
+#undef FC_SUM_PASS
+#undef FC_ID
+#undef FC_SQ
     for (fc_index ow = 0; ow < OW; ow++) {
-        if (ow == lo && lo < hi) { ow = hi - 1; continue; }
+        if (ow == lo && lo < hi) { ow = hi - 1; continue; } /* interior: done above */
         fc_index j0, j1;
         const fc_index w0 = ow * s - pad;
         fc_inside_span(w0, 1, k, W, &j0, &j1);
         T acc = 0;
         for (fc_index j = j0; j < j1; j++) acc += FC_F(row[w0 + j]);
         sum[ow] = acc;
-    }
-    if (lo >= hi) return;
-    const T *base = row + (lo * s - pad); /* the first interior column's window */
-#define FC_SUM_PASS(S, K, F)                                                                       \
-    for (fc_index ow = lo; ow < hi; ow++) {                                                         \
-        const T *w = base + (ow - lo) * (S);                                                               \
-        T acc = F(w[0]);                                                                            \
-        for (int j = 1; j < (K); j++) acc += F(w[j]);                                               \
-        sum[ow] = acc;                                                                              \
-    }                                                                                               \
-    return;
-#define FC_ID(v) (v)
-#define FC_SQ(v) ((v) * (v))
-    if (s == 2 && k == 2 && norm == 0.0) { FC_SUM_PASS(2, 2, FC_ID) }
-    if (s == 2 && k == 3 && norm == 0.0) { FC_SUM_PASS(2, 3, FC_ID) }
-    if (s == 2 && k == 2 && norm == 2.0) { FC_SUM_PASS(2, 2, FC_SQ) }
-    if (s == 2 && k == 3 && norm == 2.0) { FC_SUM_PASS(2, 3, FC_SQ) }
-#undef FC_SUM_PASS
-#undef FC_ID
-#undef FC_SQ
-    if (norm == 0.0) {
-        for (fc_index ow = lo; ow < hi; ow++) sum[ow] = base[(ow - lo) * s];
-        for (fc_index j = 1; j < k; j++)
-            for (fc_index ow = lo; ow < hi; ow++) sum[ow] += base[(ow - lo) * s + j];
-    } else if (norm == 2.0) {
-        for (fc_index ow = lo; ow < hi; ow++) sum[ow] = base[(ow - lo) * s] * base[(ow - lo) * s];
-        for (fc_index j = 1; j < k; j++)
-            for (fc_index ow = lo; ow < hi; ow++) sum[ow] += base[(ow - lo) * s + j] * base[(ow - lo) * s + j];
-    } else {
-        for (fc_index ow = lo; ow < hi; ow++) {
-            T acc = 0;
-            for (fc_index j = 0; j < k; j++) acc += FC_F(base[(ow - lo) * s + j]);
-            sum[ow] = acc;
-        }
     }
 #undef FC_F
 }
@@ -301,15 +318,21 @@ static void FC_LOCAL(avg_columns)(const fc_pool2d_params *p, fc_index *padded, f
                              &inside[ow]);
 }
 
-/* divisor[ow] for output row oh, 0 for an empty window (output 0, no gradient). */
+/* divisor[ow] for output row oh, 0 for an empty window (output 0, no gradient). Rows share
+ * their divisors unless clipped differently, so `last` (the row extents divisor was made for;
+ * start with {-1, -1}) skips the work for a row like the one before. */
 static void FC_LOCAL(avg_divisors)(const fc_pool2d_params *p, fc_index oh,
                                    const fc_index *restrict col_padded,
-                                   const fc_index *restrict col_inside, T *restrict divisor) {
+                                   const fc_index *restrict col_inside, fc_index last[2],
+                                   T *restrict divisor) {
     const fc_index OW = p->out_w, override = p->divisor_override;
     const int include = p->count_include_pad;
     fc_index row_padded, row_inside;
     FC_LOCAL(avg_extent)(oh, p->stride_h, p->pad_h, p->kernel_h, p->in_h, &row_padded,
                          &row_inside);
+    if (row_padded == last[0] && row_inside == last[1]) return;
+    last[0] = row_padded;
+    last[1] = row_inside;
     for (fc_index ow = 0; ow < OW; ow++) {
         const fc_index d = override ? override
                            : include ? row_padded * col_padded[ow] : row_inside * col_inside[ow];
@@ -317,26 +340,30 @@ static void FC_LOCAL(avg_divisors)(const fc_pool2d_params *p, fc_index oh,
     }
 }
 
-/* Sum of f(x) over each window of output row oh into out[0..OW). */
+/* Sum of f(x) over each window of output row oh into acc, FC_POOL_ROW(OW) long (lanes past OW
+ * hold junk); row_sum is scratch of that length. `avail`: elements from the plane's start to the
+ * end of the input. */
 static void FC_LOCAL(window_sums)(const fc_pool2d_params *p, const T *plane, fc_index oh,
-                                  fc_index lo, fc_index hi, double norm, T *restrict row_sum,
-                                  T *restrict out) {
-    const fc_index OW = p->out_w, W = p->in_w;
+                                  fc_index lo, fc_index hi, double norm, fc_index avail,
+                                  T *restrict row_sum, T *restrict acc) {
+    const fc_index W = p->in_w, row_len = FC_POOL_ROW(p->out_w);
     fc_index i0, i1;
     const fc_index h0 = oh * p->stride_h - p->pad_h;
     fc_inside_span(h0, 1, p->kernel_h, p->in_h, &i0, &i1);
     for (fc_index i = i0; i < i1; i++) {
-        FC_LOCAL(sum_fold_row)(p, plane + (h0 + i) * W, lo, hi, norm, i == i0 ? out : row_sum);
+        const fc_index r = h0 + i;
+        const fc_index count = FC_LOCAL(interior_count)(p, lo, hi, avail - r * W);
+        FC_LOCAL(sum_fold_row)(p, plane + r * W, lo, hi, count, norm, i == i0 ? acc : row_sum);
         if (i > i0)
-            for (fc_index ow = 0; ow < OW; ow++) out[ow] += row_sum[ow];
+            for (fc_index ow = 0; ow < row_len; ow++) acc[ow] += row_sum[ow];
     }
     if (i0 >= i1)
-        for (fc_index ow = 0; ow < OW; ow++) out[ow] = 0;
+        for (fc_index ow = 0; ow < row_len; ow++) acc[ow] = 0;
 }
 
 int FC_FN(avgpool2d_fwd)(const fc_pool2d_params *p, const T *x, T *y, int nthreads) {
     const fc_index HW = p->in_h * p->in_w, OH = p->out_h, OW = p->out_w;
-    const fc_index ntasks = p->planes * OH;
+    const fc_index ntasks = p->planes * OH, total = p->planes * HW, row_len = FC_POOL_ROW(OW);
     fc_index lo, hi;
     FC_LOCAL(interior_columns)(p, &lo, &hi);
     int failed = 0;
@@ -344,25 +371,29 @@ int FC_FN(avgpool2d_fwd)(const fc_pool2d_params *p, const T *x, T *y, int nthrea
                                   FC_POOL_MIN_WORK, ntasks);
     FC_PRAGMA(omp parallel num_threads(nt))
     {
-        T *row_sum = (T *)malloc(sizeof(T) * (size_t)OW * 2);
+        /* per thread: the window sums, one row's sums and the divisors (0 past OW) */
+        T *acc = (T *)calloc((size_t)row_len * 3, sizeof(T));
         fc_index *cols = (fc_index *)malloc(sizeof(fc_index) * (size_t)OW * 2);
-        if (!row_sum || !cols) {
+        T *row_sum = acc + row_len, *divisor = acc + 2 * row_len;
+        if (!acc || !cols) {
             FC_PRAGMA(omp atomic write)
             failed = 1;
         } else {
             FC_LOCAL(avg_columns)(p, cols, cols + OW);
         }
-        FC_PRAGMA(omp for schedule(static))
-        for (fc_index t = 0; t < ntasks; t++) {
-            if (!row_sum || !cols) continue;
-            const fc_index plane = t / OH, oh = t % OH;
-            T *out = y + plane * OH * OW + oh * OW, *divisor = row_sum + OW;
-            FC_LOCAL(window_sums)(p, x + plane * HW, oh, lo, hi, 0.0, row_sum, out);
-            FC_LOCAL(avg_divisors)(p, oh, cols, cols + OW, divisor);
-            for (fc_index ow = 0; ow < OW; ow++)
-                out[ow] = divisor[ow] != 0 ? out[ow] / divisor[ow] : (T)0;
+        fc_index t0, t1, last_row[2] = {-1, -1};
+        fc_static_share(ntasks, &t0, &t1);
+        fc_index plane = t0 / OH, oh = t0 % OH;
+        for (fc_index t = t0; t < t1 && acc && cols; t++, oh++) {
+            if (oh == OH) { oh = 0; plane++; }
+            FC_LOCAL(window_sums)(p, x + plane * HW, oh, lo, hi, 0.0, total - plane * HW, row_sum,
+                                  acc);
+            FC_LOCAL(avg_divisors)(p, oh, cols, cols + OW, last_row, divisor);
+            for (fc_index ow = 0; ow < row_len; ow++)
+                acc[ow] = divisor[ow] != 0 ? acc[ow] / divisor[ow] : (T)0;
+            memcpy(y + plane * OH * OW + oh * OW, acc, sizeof(T) * (size_t)OW);
         }
-        free(row_sum);
+        free(acc);
         free(cols);
     }
     return failed ? FC_ENOMEM : FC_OK;
@@ -418,7 +449,8 @@ int FC_FN(avgpool2d_bwd)(const fc_pool2d_params *p, const T *gy, T *gx, int nthr
     int failed = 0;
     FC_PRAGMA(omp parallel num_threads(nt))
     {
-    T *divisor = (T *)malloc(sizeof(T) * (size_t)OW);
+    T *divisor = (T *)malloc(sizeof(T) * (size_t)OW * 2), *share = divisor ? divisor + OW : NULL;
+    fc_index last_row[2] = {-1, -1};
     fc_index *cols = (fc_index *)malloc(sizeof(fc_index) * (size_t)OW * 2);
     if (!divisor || !cols) {
         FC_PRAGMA(omp atomic write)
@@ -436,11 +468,11 @@ int FC_FN(avgpool2d_bwd)(const fc_pool2d_params *p, const T *gy, T *gx, int nthr
             fc_index i0, i1;
             const fc_index h0 = oh * p->stride_h - p->pad_h;
             fc_inside_span(h0, 1, p->kernel_h, H, &i0, &i1);
-            FC_LOCAL(avg_divisors)(p, oh, cols, cols + OW, divisor);
+            FC_LOCAL(avg_divisors)(p, oh, cols, cols + OW, last_row, divisor);
             for (fc_index ow = 0; ow < OW; ow++) /* divisor 0: an empty window, no gradient */
-                divisor[ow] = divisor[ow] != 0 ? g[oh * OW + ow] / divisor[ow] : (T)0;
+                share[ow] = divisor[ow] != 0 ? g[oh * OW + ow] / divisor[ow] : (T)0;
             for (fc_index i = i0; i < i1; i++)
-                FC_LOCAL(spread_row)(p, dst + (h0 + i) * W, NULL, lo, hi, 0.0, divisor);
+                FC_LOCAL(spread_row)(p, dst + (h0 + i) * W, NULL, lo, hi, 0.0, share);
         }
     }
     free(divisor);
@@ -464,7 +496,7 @@ static inline double FC_LOCAL(lp_scale)(const fc_pool2d_params *p, fc_index oh, 
 
 int FC_FN(lppool2d_fwd)(const fc_pool2d_params *p, double norm, const T *x, T *y, int nthreads) {
     const fc_index HW = p->in_h * p->in_w, OH = p->out_h, OW = p->out_w;
-    const fc_index ntasks = p->planes * OH;
+    const fc_index ntasks = p->planes * OH, total = p->planes * HW, row_len = FC_POOL_ROW(OW);
     fc_index lo, hi;
     FC_LOCAL(interior_columns)(p, &lo, &hi);
     int failed = 0;
@@ -472,21 +504,30 @@ int FC_FN(lppool2d_fwd)(const fc_pool2d_params *p, double norm, const T *x, T *y
                                   FC_POOL_MIN_WORK, ntasks);
     FC_PRAGMA(omp parallel num_threads(nt))
     {
-        T *row_sum = (T *)malloc(sizeof(T) * (size_t)OW);
-        if (!row_sum) {
+        T *acc = (T *)calloc((size_t)row_len * 2, sizeof(T));
+        T *row_sum = acc + row_len;
+        if (!acc) {
             FC_PRAGMA(omp atomic write)
             failed = 1;
         }
-        FC_PRAGMA(omp for schedule(static))
-        for (fc_index t = 0; t < ntasks; t++) {
-            if (!row_sum) continue;
-            const fc_index plane = t / OH, oh = t % OH;
+        fc_index t0, t1;
+        fc_static_share(ntasks, &t0, &t1);
+        fc_index plane = t0 / OH, oh = t0 % OH;
+        for (fc_index t = t0; t < t1 && acc; t++, oh++) {
+            if (oh == OH) { oh = 0; plane++; }
             T *out = y + plane * OH * OW + oh * OW;
-            FC_LOCAL(window_sums)(p, x + plane * HW, oh, lo, hi, norm, row_sum, out);
+            FC_LOCAL(window_sums)(p, x + plane * HW, oh, lo, hi, norm, total - plane * HW, row_sum,
+                                  acc);
+            const int full_row = oh * p->stride_h + p->kernel_h <= p->in_h;
+            if (norm == 2.0 && full_row && hi == OW) { /* scale 1 up to column hi: vectorised */
+                for (fc_index ow = 0; ow < row_len; ow++) acc[ow] = (T)sqrt((double)acc[ow]);
+                memcpy(out, acc, sizeof(T) * (size_t)OW);
+                continue;
+            }
             for (fc_index ow = 0; ow < OW; ow++)
-                out[ow] = FC_LOCAL(lp_finish)(out[ow], norm, FC_LOCAL(lp_scale)(p, oh, ow));
+                out[ow] = FC_LOCAL(lp_finish)(acc[ow], norm, FC_LOCAL(lp_scale)(p, oh, ow));
         }
-        free(row_sum);
+        free(acc);
     }
     return failed ? FC_ENOMEM : FC_OK;
 }
@@ -500,6 +541,7 @@ static inline int FC_LOCAL(lp_covered)(fc_index i, fc_index s, fc_index k, fc_in
 int FC_FN(lppool2d_bwd)(const fc_pool2d_params *p, double norm, const T *gy, const T *x, T *gx,
                         int nthreads) {
     const fc_index H = p->in_h, W = p->in_w, HW = H * W, OH = p->out_h, OW = p->out_w;
+    const fc_index total = p->planes * HW, row_len = FC_POOL_ROW(OW);
     fc_index lo, hi;
     FC_LOCAL(interior_columns)(p, &lo, &hi);
     int failed = 0;
@@ -514,7 +556,7 @@ int FC_FN(lppool2d_bwd)(const fc_pool2d_params *p, double norm, const T *gy, con
         all_covered &= FC_LOCAL(lp_covered)(iw, p->stride_w, p->kernel_w, OW);
     FC_PRAGMA(omp parallel num_threads(nt))
     {
-        T *row_sum = (T *)malloc(sizeof(T) * (size_t)OW * 2);
+        T *row_sum = (T *)calloc((size_t)row_len * 2, sizeof(T));
         if (!row_sum) {
             FC_PRAGMA(omp atomic write)
             failed = 1;
@@ -524,7 +566,7 @@ int FC_FN(lppool2d_bwd)(const fc_pool2d_params *p, double norm, const T *gy, con
             if (!row_sum) continue;
             const T *src = x + plane * HW;
             T *dst = gx + plane * HW;
-            T *coef = row_sum + OW;
+            T *coef = row_sum + row_len;
             memset(dst, 0, sizeof(T) * (size_t)HW);
             if (!all_covered)
                 for (fc_index ih = 0; ih < H; ih++)
@@ -538,7 +580,7 @@ int FC_FN(lppool2d_bwd)(const fc_pool2d_params *p, double norm, const T *gy, con
                         }
             for (fc_index oh = 0; oh < OH; oh++) {
                 /* coef = gy * c * out^(1-p) with c = kH*kW/area: d out/d x = coef * x^(p-1) */
-                FC_LOCAL(window_sums)(p, src, oh, lo, hi, norm, row_sum, coef);
+                FC_LOCAL(window_sums)(p, src, oh, lo, hi, norm, total - plane * HW, row_sum, coef);
                 for (fc_index ow = 0; ow < OW; ow++) {
                     const double c = FC_LOCAL(lp_scale)(p, oh, ow), s = (double)coef[ow];
                     const double g = (double)gy[plane * OH * OW + oh * OW + ow];
