@@ -34,6 +34,9 @@ MAX_CASES = {
     "big-kernel-pad": (1, 2, 12, 12, 5, 3, 2, 1, True),
     "batch0": (0, 3, 6, 6, 2, 2, 0, 1, False),
     "batch1-wide": (1, 1, 3, 40, (1, 3), (1, 2), (0, 1), 1, True),
+    # rows of several 16-output blocks plus a remainder (the kernels compute whole blocks)
+    "2x2s2-long-rows": (2, 3, 6, 70, 2, None, 0, 1, False),
+    "3x3s2p1-long-rows": (2, 3, 7, 67, 3, 2, 1, 1, False),
     # PyTorch 2.13 corrupts its heap on this one in backward: a dilated window lies wholly in the
     # padding. fastconv gives -inf, index -1 and no gradient there.
     "window-in-padding": (1, 1, 1, 14, (2, 3), (3, 1), (1, 0), (2, 2), True),
@@ -55,6 +58,8 @@ AVG_CASES = {
     "input-1x1-pad": (2, 3, 1, 1, 3, 1, 1, True, False, None),
     "global": (2, 4, 6, 6, 6, 1, 0, False, True, None),
     "batch0": (0, 2, 6, 6, 2, 2, 0, False, True, None),
+    "2x2s2-long-rows": (2, 3, 6, 70, 2, None, 0, False, True, None),
+    "3x3s2p1-long-rows-exclude": (2, 3, 7, 67, 3, 2, 1, True, False, None),
 }
 
 # (N, C, H, W, norm_type, kernel, stride, ceil_mode)
@@ -66,6 +71,8 @@ LP_CASES = {
     "l1.5": (1, 2, 6, 6, 1.5, 3, 1, False),
     "l2-input-1x1": (1, 2, 1, 1, 2, 1, 1, False),
     "batch0": (0, 2, 6, 6, 2, 2, 2, False),
+    "l2-2x2-long-rows": (2, 3, 6, 70, 2, 2, None, False),
+    "l2-3x3s2-long-rows-ceil": (2, 2, 7, 68, 2, 3, 2, True),
 }
 
 IDS = ["f32", "f64"]

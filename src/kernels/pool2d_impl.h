@@ -49,6 +49,16 @@ static inline void FC_LOCAL(interior_columns)(const fc_pool2d_params *p, fc_inde
  * interior_count grants them only while those reads stay inside the input. */
 #define FC_POOL_LANES 16
 #define FC_POOL_ROW(ow) (FC_CEIL_DIV((ow), FC_POOL_LANES) * FC_POOL_LANES + FC_POOL_LANES)
+/* for c in [0, count): whole blocks of FC_POOL_LANES as fixed-length loops, which the compiler
+ * vectorises without the run-time checks it may otherwise fail at these short lengths */
+#define FC_FOR_LANES(c, count, body)                                                               \
+    for (fc_index c##_block = 0; c##_block < (count); c##_block += FC_POOL_LANES) {                \
+        if ((count) - c##_block >= FC_POOL_LANES) {                                                \
+            for (fc_index c = c##_block; c < c##_block + FC_POOL_LANES; c++) body                  \
+        } else {                                                                                   \
+            for (fc_index c = c##_block; c < (count); c++) body                                    \
+        }                                                                                          \
+    }
 
 /* How many interior outputs from column lo to compute for an input row with `avail` elements from
  * its start to the end of the input: hi - lo rounded up to whole lanes when the reads allow. */
@@ -77,7 +87,7 @@ static void FC_LOCAL(max_fold_row)(const fc_pool2d_params *p, const T *restrict 
     /* Common stride-2 windows with constant taps: one pass, loads de-interleaved in registers. */
 #define FC_MAX_PASS(S, K)                                                                          \
     if (tp) {                                                                                      \
-        for (fc_index c = 0; c < count; c++) {                                                     \
+        FC_FOR_LANES(c, count, {                                                                   \
             const T *w = base + c * (S);                                                           \
             T m = w[0];                                                                            \
             int32_t b = 0;                                                                         \
@@ -88,18 +98,43 @@ static void FC_LOCAL(max_fold_row)(const fc_pool2d_params *p, const T *restrict 
             }                                                                                      \
             v[c] = m;                                                                              \
             tp[c] = b;                                                                             \
-        }                                                                                          \
+        })                                                                                         \
     } else {                                                                                       \
-        for (fc_index c = 0; c < count; c++) {                                                     \
+        FC_FOR_LANES(c, count, {                                                                   \
             const T *w = base + c * (S);                                                           \
             T m = w[0];                                                                            \
             for (int j = 1; j < (K); j++) m = FC_MAX_TAKES(w[j], m) ? w[j] : m;                    \
             v[c] = m;                                                                              \
-        }                                                                                          \
+        })                                                                                         \
     }
     if (count <= 0) {
     } else if (d == 1 && s == 2 && k == 2) {
         FC_MAX_PASS(2, 2)
+    } else if (d == 1 && s == 2 && k == 3 && count % FC_POOL_LANES == 0) {
+        /* Taps 2c, 2c+1, 2c+2: split each block's inputs into evens and odds first, so the fold
+         * reads e[l], o[l], e[l+1] contiguously (read in place, the compiler vectorises only
+         * part of the block) */
+        for (fc_index cb = 0; cb < count; cb += FC_POOL_LANES) {
+            T e[FC_POOL_LANES + 1], o[FC_POOL_LANES];
+            const T *w = base + 2 * cb;
+            for (int l = 0; l < FC_POOL_LANES; l++) {
+                e[l] = w[2 * l];
+                o[l] = w[2 * l + 1];
+            }
+            e[FC_POOL_LANES] = w[2 * FC_POOL_LANES];
+            for (int l = 0; l < FC_POOL_LANES; l++) {
+                T m = e[l];
+                int32_t b = 0;
+                int take = FC_MAX_TAKES(o[l], m);
+                m = take ? o[l] : m;
+                b = take ? 1 : b;
+                take = FC_MAX_TAKES(e[l + 1], m);
+                m = take ? e[l + 1] : m;
+                b = take ? 2 : b;
+                v[cb + l] = m;
+                if (tp) tp[cb + l] = b;
+            }
+        }
     } else if (d == 1 && s == 2 && k == 3) {
         FC_MAX_PASS(2, 3)
     } else {
