@@ -555,7 +555,12 @@ int FC_FN(lppool2d_fwd)(const fc_pool2d_params *p, double norm, const T *x, T *y
                                   acc);
             const int full_row = oh * p->stride_h + p->kernel_h <= p->in_h;
             if (norm == 2.0 && full_row && hi == OW) { /* scale 1 up to column hi: vectorised */
-                for (fc_index ow = 0; ow < row_len; ow++) acc[ow] = (T)sqrt((double)acc[ow]);
+                /* the dtype's own square root: rounding sqrt's double result to float is
+                 * exact (double carries over 2*24+2 bits), so sqrtf gives the same answer */
+                if (sizeof(T) == sizeof(float))
+                    for (fc_index ow = 0; ow < row_len; ow++) acc[ow] = (T)sqrtf((float)acc[ow]);
+                else
+                    for (fc_index ow = 0; ow < row_len; ow++) acc[ow] = (T)sqrt((double)acc[ow]);
                 memcpy(out, acc, sizeof(T) * (size_t)OW);
                 continue;
             }
