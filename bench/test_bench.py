@@ -21,11 +21,13 @@ from fastconv import bench
 
 @functools.lru_cache(maxsize=1)
 def _cases():
-    return {f"{c.group}-{c.name}-{c.direction}": c for c in bench.conv_cases() + bench.pool_cases()}
+    cases = bench.conv_cases() + bench.pool_cases() + [bench.copy_case()]
+    return {f"{c.group}-{c.name}-{c.direction}": c for c in cases}
 
 
 CASE_IDS = [f"conv2d-{n}-{d}" for n in bench.CONV_LAYERS for d in ("forward", "backward")] + \
-           [f"pool2d-{n}-{d}" for n in bench.POOL_CASES for d in ("forward", "backward")]
+           [f"pool2d-{n}-{d}" for n in bench.POOL_CASES for d in ("forward", "backward")] + \
+           ["relu-copy-forward"]
 
 IMPLS = [pytest.param("fastconv", marks=pytest.mark.short),
          pytest.param("torch", marks=pytest.mark.short),
@@ -49,4 +51,5 @@ def test_layer(benchmark, case_id, impl):
         benchmark.pedantic(fn, rounds=1, iterations=1, warmup_rounds=0)
     else:
         benchmark(fn)
-    benchmark.extra_info[case.unit] = case.work / benchmark.stats.stats.median / 1e9
+    if benchmark.stats is not None:  # None under --benchmark-disable
+        benchmark.extra_info[case.unit] = case.work / benchmark.stats.stats.median / 1e9

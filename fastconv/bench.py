@@ -175,6 +175,17 @@ def pool_cases(dtype=np.float32, names=None, seed=0) -> list[Case]:
     return cases
 
 
+def copy_case(dtype=np.float32, seed=0) -> Case:
+    """relu over the pooling benchmarks' input: one read and one write of every element, the
+    machine's copy bandwidth measured in the same run, that pooling's GB/s is judged against."""
+    torch = _torch()
+    x = np.random.default_rng(seed).standard_normal(POOL_SHAPE).astype(dtype)
+    tx = torch.from_numpy(x) if torch is not None else None
+    return Case("relu", "copy", "forward", lambda: F.relu(x),
+                (lambda: torch.relu(tx)) if torch is not None else None, 2.0 * x.nbytes, "GB/s",
+                lambda: ref.relu(x))
+
+
 @dataclass
 class Result:
     case: Case
@@ -238,6 +249,13 @@ def format_table(results: list[Result]) -> str:
             if ratios:
                 lines.append(f"geometric mean speed-up, {group} {direction}: "
                              f"{geomean(ratios):.2f}x (min {min(ratios):.2f}x)")
+    copy = [r for r in results if (r.case.group, r.case.name) == ("relu", "copy")]
+    pools = [r for r in results if (r.case.group, r.case.direction) == ("pool2d", "forward")]
+    if copy and pools:
+        bandwidth = copy[0].throughput
+        shares = ", ".join(f"{r.case.name} {r.throughput / bandwidth:.0%}" for r in pools)
+        lines.append(f"pool2d forward, share of the copy bandwidth ({bandwidth:.1f} GB/s, relu "
+                     f"above): {shares}")
     return "\n".join(lines)
 
 
@@ -279,7 +297,7 @@ def main(threads: int | None = None, repeat: int = 7, only: str = "all",
     if only in ("all", "conv"):
         cases += conv_cases(dtype)
     if only in ("all", "pool"):
-        cases += pool_cases(dtype)
+        cases += pool_cases(dtype) + [copy_case(dtype)]
     print(f"fastconv {fastconv.__version__} ({fastconv.selected_isa()}) vs "
           f"{'PyTorch ' + torch.__version__ if torch else 'no PyTorch (not installed)'}, "
           f"{np.dtype(dtype).name}, {n} thread(s), median of {repeat} interleaved pairs",

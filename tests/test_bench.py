@@ -60,3 +60,18 @@ def test_main_prints_the_table(monkeypatch):
     out = io.StringIO()
     results = bench.main(threads=1, repeat=1, only="conv", out=out)
     assert len(results) == 1 and "tiny" in out.getvalue()
+
+
+def test_table_gives_pooling_as_a_share_of_the_copy_bandwidth():
+    def result(group, name, seconds):
+        case = bench.Case(group, name, "forward", lambda: None, None, work=1e9, unit="GB/s")
+        return bench.Result(case, seconds, None, None)
+
+    table = bench.format_table([result("pool2d", "max-2x2s2", 0.2), result("relu", "copy", 0.1)])
+    assert ("share of the copy bandwidth (10.0 GB/s, relu above): max-2x2s2 50%"
+            in table.splitlines()[-1])
+
+
+def test_copy_case_reads_and_writes_the_pooling_input():
+    case = bench.copy_case()
+    assert case.work == 2 * np.prod(bench.POOL_SHAPE) * 4 and case.unit == "GB/s"
