@@ -49,17 +49,6 @@ static inline void FC_LOCAL(interior_columns)(const fc_pool2d_params *p, fc_inde
  * interior_count grants them only while those reads stay inside the input. */
 #define FC_POOL_LANES 16
 #define FC_POOL_ROW(ow) (FC_CEIL_DIV((ow), FC_POOL_LANES) * FC_POOL_LANES + FC_POOL_LANES)
-/* for c in [0, count): whole blocks of FC_POOL_LANES as fixed-length loops, which the compiler
- * vectorises without the run-time checks it may otherwise fail at these short lengths */
-#define FC_FOR_LANES(c, count, body)                                                               \
-    for (fc_index c##_block = 0; c##_block < (count); c##_block += FC_POOL_LANES) {                \
-        if ((count) - c##_block >= FC_POOL_LANES) {                                                \
-            for (fc_index c = c##_block; c < c##_block + FC_POOL_LANES; c++) body                  \
-        } else {                                                                                   \
-            for (fc_index c = c##_block; c < (count); c++) body                                    \
-        }                                                                                          \
-    }
-
 /* How many interior outputs from column lo to compute for an input row with `avail` elements from
  * its start to the end of the input: hi - lo rounded up to whole lanes when the reads allow. */
 static inline fc_index FC_LOCAL(interior_count)(const fc_pool2d_params *p, fc_index lo,
@@ -87,7 +76,7 @@ static void FC_LOCAL(max_fold_row)(const fc_pool2d_params *p, const T *restrict 
     /* Common stride-2 windows with constant taps: one pass, loads de-interleaved in registers. */
 #define FC_MAX_PASS(S, K)                                                                          \
     if (tp) {                                                                                      \
-        FC_FOR_LANES(c, count, {                                                                   \
+        for (fc_index c = 0; c < count; c++) {                                                     \
             const T *w = base + c * (S);                                                           \
             T m = w[0];                                                                            \
             int32_t b = 0;                                                                         \
@@ -98,14 +87,14 @@ static void FC_LOCAL(max_fold_row)(const fc_pool2d_params *p, const T *restrict 
             }                                                                                      \
             v[c] = m;                                                                              \
             tp[c] = b;                                                                             \
-        })                                                                                         \
+        }                                                                                          \
     } else {                                                                                       \
-        FC_FOR_LANES(c, count, {                                                                   \
+        for (fc_index c = 0; c < count; c++) {                                                     \
             const T *w = base + c * (S);                                                           \
             T m = w[0];                                                                            \
             for (int j = 1; j < (K); j++) m = FC_MAX_TAKES(w[j], m) ? w[j] : m;                    \
             v[c] = m;                                                                              \
-        })                                                                                         \
+        }                                                                                          \
     }
     if (count <= 0) {
     } else if (d == 1 && s == 2 && k == 2) {
@@ -183,14 +172,12 @@ int FC_FN(maxpool2d_fwd)(const fc_pool2d_params *p, const T *x, T *y, int64_t *i
                                   FC_POOL_MIN_WORK, ntasks);
     FC_PRAGMA(omp parallel num_threads(nt))
     {
-        /* per thread: the running best and one folded row, values and taps, the best's row, and
-         * the flat indices */
+        /* per thread: the running best and one folded row, values and taps, and the best's row */
         T *acc = (T *)calloc((size_t)row_len * 2, sizeof(T));
         int32_t *taps = (int32_t *)calloc((size_t)row_len * 3, sizeof(int32_t));
-        int64_t *flat = (int64_t *)malloc(sizeof(int64_t) * (size_t)row_len);
         T *val = acc + row_len;
         int32_t *best_tap = taps, *tap = taps + row_len, *best_row = taps + 2 * row_len;
-        if (!acc || !taps || !flat) {
+        if (!acc || !taps) {
             FC_PRAGMA(omp atomic write)
             failed = 1;
         }
@@ -198,7 +185,7 @@ int FC_FN(maxpool2d_fwd)(const fc_pool2d_params *p, const T *x, T *y, int64_t *i
         fc_index t0, t1;
         fc_static_share(ntasks, &t0, &t1);
         fc_index plane = t0 / OH, oh = t0 % OH;
-        for (fc_index t = t0; t < t1 && acc && taps && flat; t++, oh++) {
+        for (fc_index t = t0; t < t1 && acc && taps; t++, oh++) {
             if (oh == OH) { oh = 0; plane++; }
             const T *src = x + plane * H * W;
             T *out = y + plane * OH * OW + oh * OW;
@@ -238,17 +225,15 @@ int FC_FN(maxpool2d_fwd)(const fc_pool2d_params *p, const T *x, T *y, int64_t *i
             }
             memcpy(out, acc, sizeof(T) * (size_t)OW);
             if (idx) {
-                for (fc_index ow = 0; ow < row_len; ow++) { /* whole lanes, then one copy */
+                for (fc_index ow = 0; ow < OW; ow++) {
                     const fc_index ih = h0 + best_row[ow] * p->dilation_h;
                     const fc_index iw = ow * p->stride_w - p->pad_w + best_tap[ow] * p->dilation_w;
-                    flat[ow] = best_tap[ow] < 0 ? -1 : ih * W + iw;
+                    idx[ow] = best_tap[ow] < 0 ? -1 : ih * W + iw;
                 }
-                memcpy(idx, flat, sizeof(int64_t) * (size_t)OW);
             }
         }
         free(acc);
         free(taps);
-        free(flat);
     }
     return failed ? FC_ENOMEM : FC_OK;
 }
