@@ -63,12 +63,14 @@ static char *fc_fresh(size_t capacity, int zeroed) {
     return base + FC_HEADER;
 }
 
-static void fc_drop_slot(int i) {
-    fc_release(fc_slots[i].data);
+/* Take slot i out of the table and return its block. Caller holds the lock. */
+static char *fc_remove_slot(int i) {
+    char *data = fc_slots[i].data;
     fc_info.held -= fc_slots[i].capacity;
     fc_info.blocks--;
     memmove(&fc_slots[i], &fc_slots[i + 1], sizeof(fc_slot) * (size_t)(fc_nslots - i - 1));
     fc_nslots--;
+    return data;
 }
 
 /* Take a kept block for `size` bytes, or NULL. Caller holds the lock. */
@@ -80,14 +82,7 @@ static char *fc_take(size_t size) {
             (best < 0 || cap < fc_slots[best].capacity))
             best = i;
     }
-    if (best < 0) return NULL;
-    char *data = fc_slots[best].data;
-    fc_info.held -= fc_slots[best].capacity;
-    fc_info.blocks--;
-    memmove(&fc_slots[best], &fc_slots[best + 1],
-            sizeof(fc_slot) * (size_t)(fc_nslots - best - 1));
-    fc_nslots--;
-    return data;
+    return best < 0 ? NULL : fc_remove_slot(best);
 }
 
 static void *fc_alloc(size_t size, int zeroed) {
@@ -125,7 +120,7 @@ static void fc_free(void *ctx, void *ptr, size_t size) {
         PyThread_acquire_lock(fc_lock, WAIT_LOCK);
         if (cap <= fc_info.limit) {
             while (fc_nslots > 0 && (fc_nslots == FC_SLOTS || fc_info.held + cap > fc_info.limit))
-                fc_drop_slot(0);
+                fc_release(fc_remove_slot(0));
             fc_slots[fc_nslots].data = (char *)ptr;
             fc_slots[fc_nslots].capacity = cap;
             fc_nslots++;
@@ -172,7 +167,7 @@ PyObject *fc_cache_handler(void) { return PyCapsule_New(&fc_handler, "mem_handle
 void fc_cache_set_limit(size_t limit) {
     PyThread_acquire_lock(fc_lock, WAIT_LOCK);
     fc_info.limit = limit;
-    while (fc_nslots > 0 && fc_info.held > limit) fc_drop_slot(0);
+    while (fc_nslots > 0 && fc_info.held > limit) fc_release(fc_remove_slot(0));
     PyThread_release_lock(fc_lock);
 }
 
