@@ -189,7 +189,7 @@ def write_params_report(results: list[Trained], args, provenance: str, n_train: 
                     "networks' accuracy levels off as they widen, the ConvNets' keeps rising.")
     lines.append(summary)
 
-    plt = _pyplot()
+    plt, fig = _pyplot(), None
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     if plt is not None:
@@ -205,12 +205,19 @@ def write_params_report(results: list[Trained], args, provenance: str, n_train: 
                title=f"Fashion-MNIST, {args.epochs} epoch(s), {n_train:,} training images")
         ax.grid(alpha=0.3, which="both")
         ax.legend()
+    return _write_report(out, "params", lines, plt, fig, "test accuracy against parameters")
+
+
+def _write_report(out: Path, name: str, lines: list[str], plt, fig, alt: str) -> str:
+    """Write out/name.md from `lines`, with `fig` (None without matplotlib) saved as out/name.png
+    and shown at the end; return the report's text."""
+    if fig is not None:
         fig.tight_layout()
-        fig.savefig(out / "params.png", dpi=100)
+        fig.savefig(out / f"{name}.png", dpi=100)
         plt.close(fig)
-        lines += ["", "![test accuracy against parameters](params.png)"]
+        lines = [*lines, "", f"![{alt}]({name}.png)"]
     report = "\n".join(lines) + "\n"
-    (out / "params.md").write_text(report)
+    (out / f"{name}.md").write_text(report)
     return report
 
 
@@ -333,7 +340,7 @@ def relu_vs_tanh_experiment(args) -> str:
                      "gap to the previous measurement.")
     lines.append(_lower_thresholds_sentence(curves, thresholds))
 
-    plt = _pyplot()
+    plt, fig = _pyplot(), None
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     if plt is not None:
@@ -350,13 +357,8 @@ def relu_vs_tanh_experiment(args) -> str:
             ax.legend()
         ax_e.set_ylabel("training error (%)")
         fig.suptitle("ConvNet on Fashion-MNIST: ReLU against tanh (dotted: 25%)")
-        fig.tight_layout()
-        fig.savefig(out / "relu-vs-tanh.png", dpi=100)
-        plt.close(fig)
-        lines += ["", "![training error against epochs and seconds](relu-vs-tanh.png)"]
-    report = "\n".join(lines) + "\n"
-    (out / "relu-vs-tanh.md").write_text(report)
-    return report
+    return _write_report(out, "relu-vs-tanh", lines, plt, fig,
+                         "training error against epochs and seconds")
 
 
 def _lower_thresholds_sentence(curves, thresholds) -> str:
