@@ -61,6 +61,49 @@ static inline fc_index FC_LOCAL(interior_count)(const fc_pool2d_params *p, fc_in
     return last < avail ? padded : n;
 }
 
+/* 3-wide, stride-2 windows (the ResNet stem pool) in blocks of FC_POOL_LANES outputs: the block's
+ * 2*LANES+1 inputs split into evens e (taps 0), odds o (taps 1) and e shifted by one (taps 2) in
+ * registers. Written in plain C, gcc builds the shifted evens element by element and the fold's
+ * vector load then waits on those stores (the store-forwarding stall was half the pool's time);
+ * GNU vector extensions give the same code on every ISA of a file with whole-register shuffles.
+ * `count` is a multiple of FC_POOL_LANES. */
+#if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12)
+#define FC_HAVE_SHUFFLEVECTOR 1
+#if FC_POOL_LANES != 16
+#error "the shuffle patterns below are written out for 16 lanes"
+#endif
+static void FC_LOCAL(max_fold_k3s2)(const T *restrict base, fc_index count, T *restrict val,
+                                    int32_t *restrict tap) {
+    typedef T vec __attribute__((vector_size(FC_POOL_LANES * sizeof(T))));
+    typedef __typeof__((vec){0} > (vec){0}) mask; /* lanes of -1 / 0, T's width */
+    typedef int32_t tvec __attribute__((vector_size(FC_POOL_LANES * sizeof(int32_t))));
+    for (fc_index cb = 0; cb < count; cb += FC_POOL_LANES) {
+        const T *w = base + 2 * cb;
+        vec lo, hi;
+        memcpy(&lo, w, sizeof lo);
+        memcpy(&hi, w + FC_POOL_LANES, sizeof hi);
+        const vec e = __builtin_shufflevector(lo, hi, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22,
+                                              24, 26, 28, 30);
+        const vec o = __builtin_shufflevector(lo, hi, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23,
+                                              25, 27, 29, 31);
+        const vec next = (vec){0} + w[2 * FC_POOL_LANES]; /* the last window's third tap */
+        const vec e1 = __builtin_shufflevector(e, next, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13,
+                                               14, 15, 16);
+        const mask take1 = (o > e) | (o != o);
+        vec m = (vec)((take1 & (mask)o) | (~take1 & (mask)e));
+        const mask take2 = (e1 > m) | (e1 != e1);
+        m = (vec)((take2 & (mask)e1) | (~take2 & (mask)m));
+        memcpy(val + cb, &m, sizeof m);
+        if (tap) {
+            const tvec t1 = __builtin_convertvector(take1, tvec);
+            const tvec t2 = __builtin_convertvector(take2, tvec);
+            const tvec b = (t2 & 2) | (~t2 & (t1 & 1));
+            memcpy(tap + cb, &b, sizeof b);
+        }
+    }
+}
+#endif
+
 /* Fold one input row along the window: val[ow] = the row's maximum for output column ow, tap[ow]
  * its tap index j (-1 when no tap of that column lies inside the row); tap NULL: values only.
  * Interior columns first, `count` of them from lo (possibly past hi, see FC_POOL_LANES), then the
@@ -99,31 +142,10 @@ static void FC_LOCAL(max_fold_row)(const fc_pool2d_params *p, const T *restrict 
     if (count <= 0) {
     } else if (d == 1 && s == 2 && k == 2) {
         FC_MAX_PASS(2, 2)
+#ifdef FC_HAVE_SHUFFLEVECTOR
     } else if (d == 1 && s == 2 && k == 3 && count % FC_POOL_LANES == 0) {
-        /* Taps 2c, 2c+1, 2c+2: split each block's inputs into evens and odds first, so the fold
-         * reads e[l], o[l], e[l+1] contiguously (read in place, the compiler vectorises only
-         * part of the block) */
-        for (fc_index cb = 0; cb < count; cb += FC_POOL_LANES) {
-            T e[FC_POOL_LANES + 1], o[FC_POOL_LANES];
-            const T *w = base + 2 * cb;
-            for (int l = 0; l < FC_POOL_LANES; l++) {
-                e[l] = w[2 * l];
-                o[l] = w[2 * l + 1];
-            }
-            e[FC_POOL_LANES] = w[2 * FC_POOL_LANES];
-            for (int l = 0; l < FC_POOL_LANES; l++) {
-                T m = e[l];
-                int32_t b = 0;
-                int take = FC_MAX_TAKES(o[l], m);
-                m = take ? o[l] : m;
-                b = take ? 1 : b;
-                take = FC_MAX_TAKES(e[l + 1], m);
-                m = take ? e[l + 1] : m;
-                b = take ? 2 : b;
-                v[cb + l] = m;
-                if (tp) tp[cb + l] = b;
-            }
-        }
+        FC_LOCAL(max_fold_k3s2)(base, count, v, tp);
+#endif
     } else if (d == 1 && s == 2 && k == 3) {
         FC_MAX_PASS(2, 3)
     } else {
@@ -172,11 +194,16 @@ int FC_FN(maxpool2d_fwd)(const fc_pool2d_params *p, const T *x, T *y, int64_t *i
                                   FC_POOL_MIN_WORK, ntasks);
     FC_PRAGMA(omp parallel num_threads(nt))
     {
-        /* per thread: the running best and one folded row, values and taps, and the best's row */
-        T *acc = (T *)calloc((size_t)row_len * 2, sizeof(T));
-        int32_t *taps = (int32_t *)calloc((size_t)row_len * 3, sizeof(int32_t));
-        T *val = acc + row_len;
+        /* per thread: the running best, one folded row and the window's last folded row, values
+         * and taps, and the best's row. The last row is kept because the next output row's window
+         * often starts on it (3x3 stride 2: rows 2oh-1..2oh+1, then 2oh+1..2oh+3), so a third of
+         * the folds are skipped. */
+        T *acc = (T *)calloc((size_t)row_len * 3, sizeof(T));
+        int32_t *taps = (int32_t *)calloc((size_t)row_len * 4, sizeof(int32_t));
+        T *val = acc + row_len, *kept_val = acc + 2 * row_len;
         int32_t *best_tap = taps, *tap = taps + row_len, *best_row = taps + 2 * row_len;
+        int32_t *kept_tap = taps + 3 * row_len;
+        fc_index kept = -1; /* plane * H + input row of the kept fold, -1 for none */
         if (!acc || !taps) {
             FC_PRAGMA(omp atomic write)
             failed = 1;
@@ -204,22 +231,40 @@ int FC_FN(maxpool2d_fwd)(const fc_pool2d_params *p, const T *x, T *y, int64_t *i
                 const T *row = src + r * W;
                 const fc_index count = FC_LOCAL(interior_count)(p, lo, hi,
                                                                 total - (plane * H * W + r * W));
+                T *fv = val;
+                int32_t *ft = tap;
+                if (plane * H + r == kept) {
+                    fv = kept_val;
+                    ft = kept_tap;
+                } else if (i == i1 - 1) {
+                    fv = kept_val;
+                    ft = kept_tap;
+                    FC_LOCAL(max_fold_row)(p, row, lo, hi, count, fv, idx ? ft : NULL);
+                    kept = plane * H + r;
+                } else if (i == i0) { /* straight into the running best */
+                    fv = acc;
+                    ft = best_tap;
+                    FC_LOCAL(max_fold_row)(p, row, lo, hi, count, fv, idx ? ft : NULL);
+                } else {
+                    FC_LOCAL(max_fold_row)(p, row, lo, hi, count, fv, idx ? ft : NULL);
+                }
                 if (i == i0) {
-                    FC_LOCAL(max_fold_row)(p, row, lo, hi, count, acc, idx ? best_tap : NULL);
-                    if (idx)
+                    if (fv != acc) memcpy(acc, fv, sizeof(T) * (size_t)row_len);
+                    if (idx) {
+                        if (ft != best_tap) memcpy(best_tap, ft, sizeof(int32_t) * (size_t)row_len);
                         for (fc_index ow = 0; ow < row_len; ow++) best_row[ow] = (int32_t)i;
+                    }
                     continue;
                 }
-                FC_LOCAL(max_fold_row)(p, row, lo, hi, count, val, idx ? tap : NULL);
                 if (!idx) {
                     for (fc_index ow = 0; ow < row_len; ow++)
-                        acc[ow] = FC_MAX_TAKES(val[ow], acc[ow]) ? val[ow] : acc[ow];
+                        acc[ow] = FC_MAX_TAKES(fv[ow], acc[ow]) ? fv[ow] : acc[ow];
                     continue;
                 }
                 for (fc_index ow = 0; ow < row_len; ow++) {
-                    const int take = FC_MAX_TAKES(val[ow], acc[ow]);
-                    acc[ow] = take ? val[ow] : acc[ow];
-                    best_tap[ow] = take ? tap[ow] : best_tap[ow];
+                    const int take = FC_MAX_TAKES(fv[ow], acc[ow]);
+                    acc[ow] = take ? fv[ow] : acc[ow];
+                    best_tap[ow] = take ? ft[ow] : best_tap[ow];
                     best_row[ow] = take ? (int32_t)i : best_row[ow];
                 }
             }
