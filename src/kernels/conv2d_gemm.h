@@ -241,6 +241,15 @@ static void FC_LOCAL(pack_b_rows)(fc_index kd, fc_index nc, const T *src, fc_ind
     }
 }
 
+/* B(r, u) = rows[r][q + u] for r < kc, u < NR: one KC x NR panel of col(X) (or of a Winograd
+ * V_e) whose rows lie apart in memory. Reading them in place cost more than this copy: rows at
+ * a power-of-two stride fall into a few L1 sets and evict each other, and unaligned rows split
+ * every load over two cache lines. The panel is reused by every A panel that passes. */
+static inline void FC_LOCAL(pack_b_panel)(fc_index kc, const T *const *rows, fc_index q,
+                                          T *restrict dst) {
+    for (fc_index r = 0; r < kc; r++) memcpy(dst + r * FC_NR, rows[r] + q, sizeof(T) * FC_NR);
+}
+
 /* Split P pixels into equal tiles of at most `max_tile`, rounded up to NR. */
 static fc_index FC_LOCAL(tile_size)(fc_index P, fc_index max_tile) {
     const fc_index ntiles = FC_CEIL_DIV(P, max_tile);
@@ -252,8 +261,9 @@ static fc_index FC_LOCAL(tile_size)(fc_index P, fc_index max_tile) {
  * Each image's channels are copied once, zero padded, into stride x stride phases: phase (a, b)
  * holds padded rows a, a+sH, ... and columns b, b+sW, .... In its phase a kernel tap (i, j) reads
  * a plain contiguous row for consecutive output pixels, on a grid of `wph` >= OW columns per output
- * row, so col(X) never needs to be built: the microkernels read it in place. The grid's extra
- * columns are computed and dropped (forward) or meet zeros in dY (weight gradient). */
+ * row, so col(X) never needs to be built: a KC x NR panel of it is a copy of NR-wide rows
+ * (forward) or is read in place (weight gradient). The grid's extra columns are computed and
+ * dropped (forward) or meet zeros in dY (weight gradient). */
 typedef struct {
     fc_index hph, wph; /* rows and columns of one phase */
     fc_index phase;    /* elements in one phase */
@@ -296,54 +306,6 @@ static void FC_LOCAL(split_phases)(const fc_conv2d_params *p, const FC_LOCAL(pha
 }
 
 /* ---- forward -------------------------------------------------------------------------------- */
-
-#ifdef FC_VEC
-/* C[MR x NR] (=|+=) A_panel * B, where B's row r is NR values at brow[r] + q: col(X) read in place
- * from the stride phases. Full tiles only (C is a padded buffer). */
-static void FC_LOCAL(ukernel_bptr)(fc_index kc, const T *restrict A, const T *const *brow,
-                                   fc_index q, T *restrict C, fc_index ldc, int accumulate) {
-    FC_VEC acc[FC_MR][FC_NV];
-    FC_PRAGMA(GCC unroll 16)
-    for (int i = 0; i < FC_MR; i++)
-        FC_PRAGMA(GCC unroll 8)
-        for (int v = 0; v < FC_NV; v++) acc[i][v] = FC_VZERO();
-    for (fc_index r = 0; r < kc; r++) {
-        const T *br = brow[r] + q;
-        FC_VEC b[FC_NV];
-        FC_PRAGMA(GCC unroll 8)
-        for (int v = 0; v < FC_NV; v++) b[v] = FC_VLOADU(br + v * FC_VL);
-        FC_PRAGMA(GCC unroll 16)
-        for (int i = 0; i < FC_MR; i++) {
-            const FC_VEC a = FC_VSET1(A[r * FC_MR + i]);
-            FC_PRAGMA(GCC unroll 8)
-            for (int v = 0; v < FC_NV; v++) acc[i][v] = FC_VFMA(a, b[v], acc[i][v]);
-        }
-    }
-    FC_PRAGMA(GCC unroll 16)
-    for (int i = 0; i < FC_MR; i++)
-        FC_PRAGMA(GCC unroll 8)
-        for (int v = 0; v < FC_NV; v++) {
-            T *c = C + i * ldc + v * FC_VL;
-            FC_VSTOREU(c, accumulate ? FC_VADD(acc[i][v], FC_VLOADU(c)) : acc[i][v]);
-        }
-}
-#else
-static void FC_LOCAL(ukernel_bptr)(fc_index kc, const T *restrict A, const T *const *brow,
-                                   fc_index q, T *restrict C, fc_index ldc, int accumulate) {
-    T acc[FC_MR][FC_NR];
-    memset(acc, 0, sizeof(acc));
-    for (fc_index r = 0; r < kc; r++) {
-        const T *br = brow[r] + q;
-        for (int i = 0; i < FC_MR; i++) {
-            const T a = A[r * FC_MR + i];
-            for (int j = 0; j < FC_NR; j++) acc[i][j] += a * br[j];
-        }
-    }
-    for (int i = 0; i < FC_MR; i++)
-        for (int j = 0; j < FC_NR; j++)
-            C[i * ldc + j] = accumulate ? C[i * ldc + j] + acc[i][j] : acc[i][j];
-}
-#endif
 
 /* ---- the exact fallbacks ---------------------------------------------------------------------
  * Plain loops straight from the definition, parallel over outputs. They serve the cases the fast
@@ -502,7 +464,7 @@ int FC_FN(conv2d_fwd)(const fc_conv2d_params *p, const T *x, const T *w, const T
         T *xph = pointwise ? NULL : (T *)fc_aligned_alloc(sizeof(T) * (size_t)xph_size);
         T *cbuf = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(kblocks * FC_MR * nc_max));
         T *stage = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(FC_KC * FC_NR));
-        const T **brow = (const T **)malloc(sizeof(*brow) * (size_t)(R + FC_KC));
+        const T **brow = (const T **)malloc(sizeof(*brow) * (size_t)R);
         const int ok = (xph || pointwise) && cbuf && stage && brow;
         if (!ok) {
             FC_PRAGMA(omp atomic write)
@@ -537,24 +499,21 @@ int FC_FN(conv2d_fwd)(const fc_conv2d_params *p, const T *x, const T *w, const T
                 /* the kc x NR block of col(X) stays in L1 while every A panel passes */
                 for (fc_index j = 0; j < nc; j += FC_NR) {
                     const T *const *rows = brow + r0;
-                    fc_index q = q0 + j;
-                    if (pointwise && q + FC_NR > L) {
-                        /* a last panel that would read past the input: copy it, zero padded */
-                        const T **staged = brow + R;
+                    const fc_index q = q0 + j;
+                    if (pointwise && q + FC_NR > L) { /* would read past the input */
                         for (fc_index r = 0; r < kc; r++) {
                             T *d = stage + r * FC_NR;
                             fc_index u = 0;
                             for (; u < L - q; u++) d[u] = rows[r][q + u];
                             for (; u < FC_NR; u++) d[u] = (T)0;
-                            staged[r] = d;
                         }
-                        rows = staged;
-                        q = 0;
+                    } else {
+                        FC_LOCAL(pack_b_panel)(kc, rows, q, stage);
                     }
                     for (fc_index kb = kb0; kb < kb1; kb++)
-                        FC_LOCAL(ukernel_bptr)(kc, wp + (g * kblocks + kb) * FC_MR * R + r0 * FC_MR,
-                                               rows, q, cbuf + kb * FC_MR * nc_max + j, nc_max,
-                                               r0 > 0);
+                        FC_LOCAL(ukernel)(kc, wp + (g * kblocks + kb) * FC_MR * R + r0 * FC_MR,
+                                          stage, cbuf + kb * FC_MR * nc_max + j, nc_max, FC_MR,
+                                          FC_NR, r0 > 0, NULL);
                 }
             }
             /* the grid's real columns (ow < OW), plus bias, into Y */

@@ -184,10 +184,11 @@ static int FC_LOCAL(conv2d_fwd_winograd)(const fc_conv2d_params *p, const T *x, 
         T *mb = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(16 * m_stride));
         const T **rows = (const T **)malloc(sizeof(*rows) * (size_t)Cg);
         T *tmp = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(16 * TW));
+        T *stage = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(FC_KC * FC_NR)); /* B panel */
         /* xp holds `span` padded images, image n of group g in slot n % span (a block's images
          * are consecutive, so they never collide); slot_of remembers which is where */
         fc_index *slot_of = (fc_index *)malloc(sizeof(fc_index) * (size_t)span);
-        const int ok = xp && vb && mb && rows && tmp && slot_of;
+        const int ok = xp && vb && mb && rows && tmp && stage && slot_of;
         if (!ok) {
             FC_PRAGMA(omp atomic write)
             failed = 1;
@@ -247,10 +248,13 @@ static int FC_LOCAL(conv2d_fwd_winograd)(const fc_conv2d_params *p, const T *x, 
                     const fc_index kc = FC_MIN(FC_KC, Cg - c0);
                     for (fc_index c = 0; c < kc; c++)
                         rows[c] = vb + e * v_stride + (c0 + c) * TB;
-                    for (fc_index j = 0; j < nb; j += FC_NR)
+                    for (fc_index j = 0; j < nb; j += FC_NR) {
+                        FC_LOCAL(pack_b_panel)(kc, rows, j, stage);
                         for (fc_index kb = 0; kb < kblocks; kb++)
-                            FC_LOCAL(ukernel_bptr)(kc, ue + kb * FC_MR * Cg + c0 * FC_MR, rows, j,
-                                                   me + kb * FC_MR * TB + j, TB, c0 > 0);
+                            FC_LOCAL(ukernel)(kc, ue + kb * FC_MR * Cg + c0 * FC_MR, stage,
+                                              me + kb * FC_MR * TB + j, TB, FC_MR, FC_NR, c0 > 0,
+                                              NULL);
+                    }
                 }
             }
             /* output transform into Y */
@@ -273,6 +277,7 @@ static int FC_LOCAL(conv2d_fwd_winograd)(const fc_conv2d_params *p, const T *x, 
         fc_aligned_free(vb);
         fc_aligned_free(mb);
         fc_aligned_free(tmp);
+        fc_aligned_free(stage);
         free(rows);
         free(slot_of);
     }
