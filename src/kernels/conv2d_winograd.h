@@ -26,21 +26,34 @@ static inline int FC_LOCAL(winograd_applies)(const fc_conv2d_params *p) {
            p->out_w >= 2;
 }
 
-/* U = G g G^T for one 3x3 kernel, G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1]. */
-static void FC_LOCAL(wino_kernel_transform)(const T *g, T *u /* [16] */) {
-    T t[4][3];
-    for (int j = 0; j < 3; j++) {
-        t[0][j] = g[j];
-        t[1][j] = (T)0.5 * (g[j] + g[3 + j] + g[6 + j]);
-        t[2][j] = (T)0.5 * (g[j] - g[3 + j] + g[6 + j]);
-        t[3][j] = g[6 + j];
-    }
-    for (int i = 0; i < 4; i++) {
-        u[i * 4 + 0] = t[i][0];
-        u[i * 4 + 1] = (T)0.5 * (t[i][0] + t[i][1] + t[i][2]);
-        u[i * 4 + 2] = (T)0.5 * (t[i][0] - t[i][1] + t[i][2]);
-        u[i * 4 + 3] = t[i][2];
-    }
+/* U = G g G^T, G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1], for the FC_MR kernels of one
+ * packed A panel at once (lane i: kernel k0 + i, input channel c; lanes past Kg are zero), so
+ * the transform vectorises across kernels and writes its 16 results straight into the panels:
+ * u[e * FC_MR + i]. Returns nonzero if any result is Inf or NaN. */
+static int FC_LOCAL(wino_kernel_transform)(const T *w, fc_index k0, fc_index Kg, fc_index Cg,
+                                           fc_index c, T *restrict u /* [16][FC_MR] */) {
+    T g[9][FC_MR], t[4][3][FC_MR];
+    for (int i = 0; i < FC_MR; i++)
+        for (int tap = 0; tap < 9; tap++)
+            g[tap][i] = k0 + i < Kg ? w[((k0 + i) * Cg + c) * 9 + tap] : (T)0;
+    for (int j = 0; j < 3; j++)
+        for (int i = 0; i < FC_MR; i++) {
+            t[0][j][i] = g[j][i];
+            t[1][j][i] = (T)0.5 * (g[j][i] + g[3 + j][i] + g[6 + j][i]);
+            t[2][j][i] = (T)0.5 * (g[j][i] - g[3 + j][i] + g[6 + j][i]);
+            t[3][j][i] = g[6 + j][i];
+        }
+    int bad = 0;
+    for (int r = 0; r < 4; r++)
+        for (int i = 0; i < FC_MR; i++) {
+            const T a = t[r][0][i], b = t[r][1][i], d = t[r][2][i];
+            const T v[4] = {a, (T)0.5 * (a + b + d), (T)0.5 * (a - b + d), d};
+            for (int s = 0; s < 4; s++) {
+                u[(r * 4 + s) * FC_MR + i] = v[s];
+                bad |= (v[s] - v[s]) != (v[s] - v[s]);
+            }
+        }
+    return bad;
 }
 
 /* Element-wise passes over a tile row, each one simple loop the compiler vectorises. */
@@ -143,42 +156,31 @@ static int FC_LOCAL(conv2d_fwd_winograd)(const fc_conv2d_params *p, const T *x, 
     /* U_e for every group, packed like the direct path's weights: [e][group][k block][C][MR]. */
     const fc_index u_stride = kblocks * FC_MR * Cg; /* one (e, group) */
     T *up = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(16 * G * u_stride));
-    T *ut = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(16 * G * Kg * Cg)); /* [g][e][k][c] */
-    if (!up || !ut) {
-        fc_aligned_free(up);
-        fc_aligned_free(ut);
-        return FC_ENOMEM;
-    }
+    if (!up) return FC_ENOMEM;
     int nonfinite = 0; /* an Inf or NaN seen in x or w: the caller redoes the call exactly */
 
     const int nt = fc_threads_for(nthreads, (double)p->batch * p->out_channels * P * Cg * 9,
                                   FC_CONV_MIN_WORK, ntasks);
     FC_PRAGMA(omp parallel num_threads(nt))
     {
-        /* U_e = G g G^T for every kernel, then packed per (e, group), shared by all tasks */
+        /* U_e = G g G^T for every kernel, into the packed panels shared by all tasks */
         FC_PRAGMA(omp for schedule(static))
-        for (fc_index gk = 0; gk < G * Kg; gk++) {
-            const fc_index g = gk / Kg, k = gk % Kg;
+        for (fc_index gkb = 0; gkb < G * kblocks; gkb++) {
+            const fc_index g = gkb / kblocks, kb = gkb % kblocks;
             int bad = 0;
             for (fc_index c = 0; c < Cg; c++) {
-                T u[16];
-                FC_LOCAL(wino_kernel_transform)(w + ((g * Kg + k) * Cg + c) * 9, u);
-                for (int e = 0; e < 16; e++) {
-                    ut[((g * 16 + e) * Kg + k) * Cg + c] = u[e];
-                    bad |= (u[e] - u[e]) != (u[e] - u[e]);
-                }
+                T u[16 * FC_MR];
+                bad |= FC_LOCAL(wino_kernel_transform)(w + g * Kg * Cg * 9, kb * FC_MR, Kg, Cg,
+                                                       c, u);
+                for (int e = 0; e < 16; e++)
+                    memcpy(up + (e * G + g) * u_stride + (kb * Cg + c) * FC_MR, u + e * FC_MR,
+                           sizeof(T) * FC_MR);
             }
             if (bad) {
                 FC_PRAGMA(omp atomic write)
                 nonfinite = 1;
             }
         }
-        FC_PRAGMA(omp for schedule(static))
-        for (fc_index ge = 0; ge < G * 16; ge++) {
-            const fc_index g = ge / 16, e = ge % 16;
-            FC_LOCAL(pack_a)(Kg, Cg, ut + ge * Kg * Cg, Cg, 1, up + (e * G + g) * u_stride);
-        }
-
         T *xp = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(span * Cg * Hp * Wp));
         T *vb = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(16 * v_stride));
         T *mb = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(16 * m_stride));
@@ -282,7 +284,6 @@ static int FC_LOCAL(conv2d_fwd_winograd)(const fc_conv2d_params *p, const T *x, 
         free(slot_of);
     }
     fc_aligned_free(up);
-    fc_aligned_free(ut);
     return failed ? FC_ENOMEM : nonfinite ? FC_WINO_NONFINITE : FC_OK;
 }
 
