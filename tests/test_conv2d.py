@@ -69,6 +69,9 @@ CONV_CASES = {
     "winograd-long-reduction": (1, 200, 5, 5, 16, 3, 1, 1, 1, 1, True),
     "winograd-many-tiles": (1, 16, 30, 31, 16, 3, 1, 1, 1, 1, True),
     "winograd-big-padding": (1, 16, 4, 4, 16, 3, 1, 3, 1, 1, True),
+    # 20 tiles an image, 9 images: the first 128-tile block ends inside image 6's second tile
+    # row, so the input transform starts and stops mid-row and a block spans 7 images
+    "winograd-blocks-across-images": (9, 16, 7, 9, 16, 3, 1, 1, 1, 1, True),
     "big-batch-weight-chunks": (20, 2, 5, 5, 3, 3, 1, 1, 1, 1, True),  # > 16 batch chunks
 }
 

@@ -10,7 +10,7 @@
  *
  * Loop structure: tasks are (group, block of TB tiles, counted across the batch). A task pads
  * the channels of the images its block touches, transforms its tiles' inputs into V (vectorised
- * along tile rows), runs the 16 GEMMs into M and transforms M into the outputs. U is transformed
+ * across each image's tile rows), runs the 16 GEMMs into M and transforms M into the outputs. U is transformed
  * and packed once per call. Workspace per thread: a few padded images plus 16 x (C + K) x TB. */
 
 #define FC_WINO_TB (4 * FC_NR) /* tiles per task block */
@@ -56,42 +56,43 @@ static int FC_LOCAL(wino_kernel_transform)(const T *w, fc_index k0, fc_index Kg,
     return bad;
 }
 
-/* Element-wise passes over a tile row, each one simple loop the compiler vectorises. */
-static void FC_LOCAL(wino_sub2)(fc_index n, const T *restrict p, const T *restrict q,
-                                T *restrict o) { /* o[t] = p[2t] - q[2t] */
-    for (fc_index t = 0; t < n; t++) o[t] = p[2 * t] - q[2 * t];
-}
-static void FC_LOCAL(wino_add2)(fc_index n, const T *restrict p, const T *restrict q,
-                                T *restrict o) { /* o[t] = p[2t] + q[2t] */
-    for (fc_index t = 0; t < n; t++) o[t] = p[2 * t] + q[2 * t];
-}
-/* the B^T combination of four columns: o0 = c0 - c2, o1 = c1 + c2, o2 = c2 - c1, o3 = c1 - c3 */
-static void FC_LOCAL(wino_bt)(fc_index n, const T *restrict c0, const T *restrict c1,
-                              const T *restrict c2, const T *restrict c3, T *restrict o0,
-                              T *restrict o1, T *restrict o2, T *restrict o3) {
-    for (fc_index t = 0; t < n; t++) {
-        o0[t] = c0[t] - c2[t];
-        o1[t] = c1[t] + c2[t];
-        o2[t] = c2[t] - c1[t];
-        o3[t] = c1[t] - c3[t];
-    }
-}
-
-/* V_e[t] = (B^T d B)_e, B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1], for tiles t < n of one
- * tile row: d's rows are the padded input rows r[0..3] from column 2t. First B^T along the rows
- * (column j of row combination i into tmp[i*4 + j]), then along the columns into v. */
-static void FC_LOCAL(wino_input_row)(const T *const *r, fc_index n, T *tmp, fc_index ts,
-                                     T *const *v, fc_index v_off) {
-    for (int j = 0; j < 4; j++) {
-        FC_LOCAL(wino_sub2)(n, r[0] + j, r[2] + j, tmp + (0 * 4 + j) * ts);
-        FC_LOCAL(wino_add2)(n, r[1] + j, r[2] + j, tmp + (1 * 4 + j) * ts);
-        FC_LOCAL(wino_sub2)(n, r[2] + j, r[1] + j, tmp + (2 * 4 + j) * ts);
-        FC_LOCAL(wino_sub2)(n, r[1] + j, r[3] + j, tmp + (3 * 4 + j) * ts);
+/* The input transform V = B^T d B, B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1], of every tile
+ * in tile rows [th0, th1) of one padded channel (Wp = 2 TW + 2 columns), in two passes of long
+ * vectorised loops; a tile row has only TW tiles (7 in res-256), too few to vectorise one at a
+ * time. Pass 1, down the rows: row combination i of each tile row (r0 - r2, r1 + r2, r2 - r1,
+ * r1 - r3 of its rows r0..r3), stored twice with 2 TW columns per tile row: from column 0 in lo
+ * and from column 2 in hi. Tile t's columns 2t..2t+3 are then lo[2t], lo[2t+1], hi[2t], hi[2t+1],
+ * with the same t for every tile row in one flat index m = (th - th0) * TW + tw. Pass 2, along
+ * the columns, writes V_e for tiles m in [m0, m1) to v[e] + (m - m0). */
+static void FC_LOCAL(wino_input_rows)(const T *plane, fc_index Wp, fc_index th0, fc_index th1,
+                                      fc_index m0, fc_index m1, T *restrict lo, T *restrict hi,
+                                      T *const *v) {
+    const fc_index w2 = Wp - 2, rows = th1 - th0, stride = rows * w2; /* one combination */
+    for (fc_index th = th0; th < th1; th++) {
+        const T *restrict r0 = plane + 2 * th * Wp, *restrict r1 = r0 + Wp;
+        const T *restrict r2 = r1 + Wp, *restrict r3 = r2 + Wp;
+        for (int half = 0; half < 2; half++) {
+            T *restrict o = (half ? hi : lo) + (th - th0) * w2;
+            const fc_index s = 2 * half;
+            for (fc_index x = 0; x < w2; x++) {
+                o[x] = r0[x + s] - r2[x + s];
+                o[stride + x] = r1[x + s] + r2[x + s];
+                o[2 * stride + x] = r2[x + s] - r1[x + s];
+                o[3 * stride + x] = r1[x + s] - r3[x + s];
+            }
+        }
     }
     for (int i = 0; i < 4; i++) {
-        const T *c = tmp + i * 4 * ts;
-        FC_LOCAL(wino_bt)(n, c, c + ts, c + 2 * ts, c + 3 * ts, v[i * 4] + v_off,
-                          v[i * 4 + 1] + v_off, v[i * 4 + 2] + v_off, v[i * 4 + 3] + v_off);
+        const T *restrict a = lo + i * stride, *restrict b = hi + i * stride;
+        T *restrict v0 = v[i * 4] - m0, *restrict v1 = v[i * 4 + 1] - m0;
+        T *restrict v2 = v[i * 4 + 2] - m0, *restrict v3 = v[i * 4 + 3] - m0;
+        for (fc_index m = m0; m < m1; m++) {
+            const T c0 = a[2 * m], c1 = a[2 * m + 1], c2 = b[2 * m], c3 = b[2 * m + 1];
+            v0[m] = c0 - c2;
+            v1[m] = c1 + c2;
+            v2[m] = c2 - c1;
+            v3[m] = c1 - c3;
+        }
     }
 }
 
@@ -109,20 +110,26 @@ static void FC_LOCAL(wino_interleave)(fc_index n, const T *restrict e, const T *
     }
 }
 
-/* Y = A^T M A, A^T = [1 1 1 0; 0 1 -1 -1], for tiles t < n of one tile row: output rows y0
- * (2*th) and y1 (2*th + 1, NULL past the image), columns 2t and 2t+1 while < ow_count. */
-static void FC_LOCAL(wino_output_row)(const T *const *m, fc_index m_off, fc_index n, T bias,
-                                      T *tmp, fc_index ts, T *y0, T *y1, fc_index ow_count) {
+/* Y = A^T M A, A^T = [1 1 1 0; 0 1 -1 -1], for tiles t < n (a whole block, across tile rows and
+ * images: the sums are element-wise over tiles, so they run as long vector loops): tmp's rows
+ * 8..11 (stride ts) get each tile's outputs (0, 0), (0, 1), (1, 0), (1, 1), plus bias. */
+static void FC_LOCAL(wino_output_sums)(const T *const *m, fc_index n, T bias, T *tmp,
+                                       fc_index ts) {
     T *s = tmp, *d = tmp + 4 * ts, *o = tmp + 8 * ts; /* A^T M's rows, then the outputs */
     for (int j = 0; j < 4; j++) {
-        FC_LOCAL(wino_sum3)(n, m[j] + m_off, m[4 + j] + m_off, m[8 + j] + m_off, 1, 0, s + j * ts);
-        FC_LOCAL(wino_sum3)(n, m[4 + j] + m_off, m[8 + j] + m_off, m[12 + j] + m_off, -1, 0,
-                            d + j * ts);
+        FC_LOCAL(wino_sum3)(n, m[j], m[4 + j], m[8 + j], 1, 0, s + j * ts);
+        FC_LOCAL(wino_sum3)(n, m[4 + j], m[8 + j], m[12 + j], -1, 0, d + j * ts);
     }
     FC_LOCAL(wino_sum3)(n, s, s + ts, s + 2 * ts, 1, bias, o);
     FC_LOCAL(wino_sum3)(n, s + ts, s + 2 * ts, s + 3 * ts, -1, bias, o + ts);
     FC_LOCAL(wino_sum3)(n, d, d + ts, d + 2 * ts, 1, bias, o + 2 * ts);
     FC_LOCAL(wino_sum3)(n, d + ts, d + 2 * ts, d + 3 * ts, -1, bias, o + 3 * ts);
+}
+
+/* One tile row's n tiles of wino_output_sums' o (stride ts) into output rows y0 (2*th) and y1
+ * (2*th + 1, NULL past the image), columns 2t and 2t+1 while < ow_count. */
+static void FC_LOCAL(wino_output_row)(const T *o, fc_index ts, fc_index n, T *y0, T *y1,
+                                      fc_index ow_count) {
     const fc_index full = ow_count / 2; /* tiles whose two columns both exist */
     FC_LOCAL(wino_interleave)(full, o, o + ts, y0);
     if (y1) FC_LOCAL(wino_interleave)(full, o + 2 * ts, o + 3 * ts, y1);
@@ -185,12 +192,15 @@ static int FC_LOCAL(conv2d_fwd_winograd)(const fc_conv2d_params *p, const T *x, 
         T *vb = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(16 * v_stride));
         T *mb = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(16 * m_stride));
         const T **rows = (const T **)malloc(sizeof(*rows) * (size_t)Cg);
-        T *tmp = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(16 * TW));
+        T *tmp = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(12 * TB)); /* output sums */
+        /* the input transform's row combinations: 4 x 2 x TH tile rows of 2 TW columns */
+        T *lo = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(8 * TH * 2 * TW));
+        T *hi = lo ? lo + 4 * TH * 2 * TW : NULL;
         T *stage = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(FC_KC * FC_NR)); /* B panel */
         /* xp holds `span` padded images, image n of group g in slot n % span (a block's images
          * are consecutive, so they never collide); slot_of remembers which is where */
         fc_index *slot_of = (fc_index *)malloc(sizeof(fc_index) * (size_t)span);
-        const int ok = xp && vb && mb && rows && tmp && stage && slot_of;
+        const int ok = xp && vb && mb && rows && tmp && lo && stage && slot_of;
         if (!ok) {
             FC_PRAGMA(omp atomic write)
             failed = 1;
@@ -226,19 +236,22 @@ static int FC_LOCAL(conv2d_fwd_winograd)(const fc_conv2d_params *p, const T *x, 
                     nonfinite = 1;
                 }
             }
-            /* input transform: V_e[c][tile], tiles past the block's end zeroed */
+            /* input transform: V_e[c][tile], tiles past the block's end zeroed; an image's
+             * tiles in the block are consecutive, so each image is one call */
             for (fc_index c = 0; c < Cg; c++) {
                 T *v[16];
                 for (int e = 0; e < 16; e++) {
                     v[e] = vb + e * v_stride + c * TB;
                     for (fc_index u = nb; u < TB; u++) v[e][u] = (T)0;
                 }
-                for (fc_index u = 0; u < nb;) { /* one tile row (of one image) at a time */
+                for (fc_index u = 0; u < nb;) {
                     const fc_index n = (t0 + u) / TI, ti = (t0 + u) % TI;
-                    const fc_index th = ti / TW, tw = ti % TW, len = FC_MIN(nb - u, TW - tw);
-                    const T *r0 = xp + ((n % span) * Cg + c) * Hp * Wp + 2 * th * Wp + 2 * tw;
-                    const T *r[4] = {r0, r0 + Wp, r0 + 2 * Wp, r0 + 3 * Wp};
-                    FC_LOCAL(wino_input_row)(r, len, tmp, TW, v, u);
+                    const fc_index len = FC_MIN(nb - u, TI - ti), th0 = ti / TW;
+                    const fc_index th1 = (ti + len - 1) / TW + 1;
+                    T *ve[16];
+                    for (int e = 0; e < 16; e++) ve[e] = v[e] + u;
+                    FC_LOCAL(wino_input_rows)(xp + ((n % span) * Cg + c) * Hp * Wp, Wp, th0, th1,
+                                              ti - th0 * TW, ti - th0 * TW + len, lo, hi, ve);
                     u += len;
                 }
             }
@@ -263,13 +276,13 @@ static int FC_LOCAL(conv2d_fwd_winograd)(const fc_conv2d_params *p, const T *x, 
             for (fc_index k = 0; k < Kg; k++) {
                 const T *m[16];
                 for (int e = 0; e < 16; e++) m[e] = mb + e * m_stride + k * TB;
-                const T b = bias ? bias[g * Kg + k] : (T)0;
+                FC_LOCAL(wino_output_sums)(m, nb, bias ? bias[g * Kg + k] : (T)0, tmp, TB);
                 for (fc_index u = 0; u < nb;) {
                     const fc_index n = (t0 + u) / TI, ti = (t0 + u) % TI;
                     const fc_index th = ti / TW, tw = ti % TW, len = FC_MIN(nb - u, TW - tw);
                     T *y0 = y + ((n * p->out_channels + g * Kg + k) * OH + 2 * th) * OW + 2 * tw;
                     T *y1 = 2 * th + 1 < OH ? y0 + OW : NULL;
-                    FC_LOCAL(wino_output_row)(m, u, len, b, tmp, TW, y0, y1,
+                    FC_LOCAL(wino_output_row)(tmp + 8 * TB + u, TB, len, y0, y1,
                                               FC_MIN(2 * len, OW - 2 * tw));
                     u += len;
                 }
@@ -279,6 +292,7 @@ static int FC_LOCAL(conv2d_fwd_winograd)(const fc_conv2d_params *p, const T *x, 
         fc_aligned_free(vb);
         fc_aligned_free(mb);
         fc_aligned_free(tmp);
+        fc_aligned_free(lo);
         fc_aligned_free(stage);
         free(rows);
         free(slot_of);
