@@ -74,6 +74,8 @@ cdef extern from "fastconv.h" nogil:
     int fc_f64_lppool2d_bwd(const fc_pool2d_params *, double, const double *, const double *,
                             double *, int)
 
+    int fc_f32_fma_peak(fc_index, int, double *)
+    int fc_f64_fma_peak(fc_index, int, double *)
     int fc_f32_relu_fwd(fc_index, const float *, float *, int)
     int fc_f64_relu_fwd(fc_index, const double *, double *, int)
     int fc_f32_relu_bwd(fc_index, const float *, const float *, float *, int)
@@ -337,6 +339,21 @@ def lppool2d_backward(tuple geometry, double norm_type, cnp.ndarray gy, cnp.ndar
             rc = fc_f64_lppool2d_bwd(&p, norm_type, <double *>pgy, <double *>px, <double *>pgx,
                                      nthreads)
     _check(rc)
+
+
+# ---- the machine -------------------------------------------------------------------------------
+
+def fma_peak(fc_index iterations, int nthreads, bint f32=True):
+    """Run `iterations` rounds of independent multiply-add chains in the active ISA's register
+    type on up to `nthreads` threads (float32 or float64 lanes); returns the FLOPs done, for the
+    caller to divide by the time it took (fastconv.bench.fma_peak)."""
+    cdef double flops = 0
+    with nogil:
+        if f32:
+            fc_f32_fma_peak(iterations, nthreads, &flops)
+        else:
+            fc_f64_fma_peak(iterations, nthreads, &flops)
+    return flops
 
 
 # ---- element-wise ------------------------------------------------------------------------------

@@ -227,12 +227,34 @@ def run(case: Case, repeat: int = 5, threads: int | None = None) -> Result:
                   statistics.median(ratios) if ratios else None)
 
 
+def fma_peak(threads: int | None = None, dtype=np.float32, seconds: float = 0.05) -> float:
+    """The machine's multiply-add peak right now, in GFLOP/s: independent FMA chains in the
+    active ISA's registers on `threads` threads, timed for about `seconds`. On a shared machine
+    it moves with the neighbours' load, so `main` measures it beside every convolution case."""
+    from fastconv import _kernels
+
+    n = threads or fastconv.get_num_threads()
+    f32 = np.dtype(dtype) == np.float32
+    iterations = 100_000
+    while True:
+        start = time.perf_counter()
+        flops = _kernels.fma_peak(iterations, n, f32)
+        elapsed = time.perf_counter() - start
+        if elapsed >= seconds / 4 or iterations > 1 << 34:
+            break
+        iterations *= 4
+    return flops / elapsed / 1e9
+
+
 def geomean(values) -> float:
     values = [v for v in values if v]
     return float(np.exp(np.mean(np.log(values)))) if values else float("nan")
 
 
-def format_table(results: list[Result]) -> str:
+def format_table(results: list[Result], peak: float | None = None) -> str:
+    """The side-by-side table, the geometric means, pooling forward as a share of the copy
+    bandwidth (the relu row) and, given `peak` (GFLOP/s, fma_peak in the same run), convolution
+    forward as a share of the multiply-add peak."""
     lines = [f"{'op':<8}{'layer':<15}{'pass':<10}{'fastconv':>11}{'':>13}{'PyTorch':>11}"
              f"{'speed-up':>10}",
              "-" * 78]
@@ -256,6 +278,11 @@ def format_table(results: list[Result]) -> str:
         shares = ", ".join(f"{r.case.name} {r.throughput / bandwidth:.0%}" for r in pools)
         lines.append(f"pool2d forward, share of the copy bandwidth ({bandwidth:.1f} GB/s, relu "
                      f"above): {shares}")
+    convs = [r for r in results if (r.case.group, r.case.direction) == ("conv2d", "forward")]
+    if peak and convs:
+        shares = ", ".join(f"{r.case.name} {r.throughput / peak:.0%}" for r in convs)
+        lines.append(f"conv2d forward, share of the FMA peak ({peak:.0f} GFLOP/s, median of this "
+                     f"run's measurements; direct-convolution FLOPs): {shares}")
     return "\n".join(lines)
 
 
@@ -302,8 +329,12 @@ def main(threads: int | None = None, repeat: int = 7, only: str = "all",
           f"{'PyTorch ' + torch.__version__ if torch else 'no PyTorch (not installed)'}, "
           f"{np.dtype(dtype).name}, {n} thread(s), median of {repeat} interleaved pairs",
           file=out)
-    results = [run(case, repeat, n) for case in cases]
-    print(format_table(results), file=out)
+    results, peaks = [], []
+    for case in cases:
+        if case.group == "conv2d":  # the peak beside each layer: the machine's load moves
+            peaks.append(fma_peak(n, dtype))
+        results.append(run(case, repeat, n))
+    print(format_table(results, statistics.median(peaks) if peaks else None), file=out)
     if plot_path and plot(results, plot_path):
         print(f"chart written to {plot_path}", file=out)
     return results

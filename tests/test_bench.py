@@ -75,3 +75,26 @@ def test_table_gives_pooling_as_a_share_of_the_copy_bandwidth():
 def test_copy_case_reads_and_writes_the_pooling_input():
     case = bench.copy_case()
     assert case.work == 2 * np.prod(bench.POOL_SHAPE) * 4 and case.unit == "GB/s"
+
+
+def test_table_gives_convolution_forward_as_a_share_of_the_fma_peak():
+    case = bench.Case("conv2d", "res-256", "forward", lambda: None, None, work=3e9,
+                      unit="GFLOP/s")
+    table = bench.format_table([bench.Result(case, 0.01, None, None)], peak=400.0)
+    assert table.splitlines()[-1].endswith("share of the FMA peak (400 GFLOP/s, median of this "
+                                           "run's measurements; direct-convolution FLOPs): "
+                                           "res-256 75%")
+    assert "FMA peak" not in bench.format_table([bench.Result(case, 0.01, None, None)])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fma_peak_counts_flops_per_thread(dtype):
+    """The peak kernel's FLOP count: 12 chains x lanes x 2 per round, times the threads used
+    (a run on one thread does half the FLOPs of a run on two, where OpenMP gives two)."""
+    from fastconv import _kernels
+
+    one = _kernels.fma_peak(1000, 1, dtype == np.float32)
+    assert one > 0 and one % (2 * 12 * 1000) == 0
+    two = _kernels.fma_peak(1000, 2, dtype == np.float32)
+    assert two in (one, 2 * one)
+    assert bench.fma_peak(1, dtype, seconds=0.001) > 0

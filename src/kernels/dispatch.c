@@ -22,6 +22,8 @@
                               float *gw, float *gb, int nt), (p, gy, x, gw, gb, nt))              \
     X(f64_conv2d_bwd_weight, (const fc_conv2d_params *p, const double *gy, const double *x,       \
                               double *gw, double *gb, int nt), (p, gy, x, gw, gb, nt))            \
+    X(f32_fma_peak, (fc_index iterations, int nt, double *flops), (iterations, nt, flops))         \
+    X(f64_fma_peak, (fc_index iterations, int nt, double *flops), (iterations, nt, flops))         \
     FC_POOL_KERNELS(X, f32, float)                                                                 \
     FC_POOL_KERNELS(X, f64, double)
 

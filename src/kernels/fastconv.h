@@ -74,6 +74,10 @@ int fc_f32_conv2d_bwd_weight(const fc_conv2d_params *p, const float *gy, const f
                              float *gb, int nthreads);
 int fc_f64_conv2d_bwd_weight(const fc_conv2d_params *p, const double *gy, const double *x,
                              double *gw, double *gb, int nthreads);
+/* The multiply-add peak in the microkernel's register type: `iterations` rounds of independent
+ * FMA chains on up to nthreads threads; *flops gets the FLOPs done (time them to get FLOP/s). */
+int fc_f32_fma_peak(fc_index iterations, int nthreads, double *flops);
+int fc_f64_fma_peak(fc_index iterations, int nthreads, double *flops);
 
 /* ---- pooling -------------------------------------------------------------------------------- */
 /* indices may be NULL; a window wholly in the padding yields -inf and index -1. */

@@ -102,7 +102,9 @@ static inline int fc_threads_for(int nthreads, double work, double min_work_per_
     int fc_f32_conv2d_bwd_weight__##isa(const fc_conv2d_params *, const float *, const float *,   \
                                         float *, float *, int);                                   \
     int fc_f64_conv2d_bwd_weight__##isa(const fc_conv2d_params *, const double *, const double *, \
-                                        double *, double *, int);
+                                        double *, double *, int);                                 \
+    int fc_f32_fma_peak__##isa(fc_index, int, double *);                                          \
+    int fc_f64_fma_peak__##isa(fc_index, int, double *);
 
 #define FC_DECLARE_POOL_ISA_DT(isa, dt, T)                                                       \
     int fc_##dt##_maxpool2d_fwd__##isa(const fc_pool2d_params *, const T *, T *, int64_t *, int); \
