@@ -67,6 +67,21 @@ static inline void fc_inside_span(fc_index start, fc_index step, fc_index count,
     *hi = FC_MAX(a, b);
 }
 
+/* Software prefetch for streaming kernels: the hardware prefetchers of this project's machine
+ * (a VM) keep too few lines in flight, so a thread reading its input in order reached ~6 GB/s;
+ * touching the lines FC_PREFETCH_AHEAD bytes ahead of the reads doubles that for pooling.
+ * fc_prefetch_ahead(p, n, end) asks for the n bytes that follow p + FC_PREFETCH_AHEAD, stopping
+ * at end (prefetching never faults, but an address past the array need not be valid). */
+#define FC_PREFETCH_AHEAD 4096
+static inline void fc_prefetch_ahead(const void *p, size_t n, const void *end) {
+#if defined(__GNUC__) || defined(__clang__)
+    const char *a = (const char *)p + FC_PREFETCH_AHEAD, *e = (const char *)end;
+    for (size_t b = 0; b < n && a + b < e; b += 64) __builtin_prefetch(a + b, 0, 3);
+#else
+    (void)p, (void)n, (void)end;
+#endif
+}
+
 /* This thread's share [*t0, *t1) of `n` tasks, contiguous and balanced as schedule(static)
  * deals them, for loops that walk their tasks incrementally instead of dividing each index. */
 static inline void fc_static_share(fc_index n, fc_index *t0, fc_index *t1) {

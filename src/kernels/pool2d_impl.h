@@ -217,6 +217,9 @@ int FC_FN(maxpool2d_fwd)(const fc_pool2d_params *p, const T *x, T *y, int64_t *i
             const T *src = x + plane * H * W;
             T *out = y + plane * OH * OW + oh * OW;
             int64_t *idx = indices ? indices + plane * OH * OW + oh * OW : NULL;
+            /* each row of outputs moves on stride_h input rows */
+            fc_prefetch_ahead(src + oh * p->stride_h * W, sizeof(T) * (size_t)(p->stride_h * W),
+                              x + total);
             fc_index i0, i1;
             const fc_index h0 = oh * p->stride_h - p->pad_h;
             fc_inside_span(h0, p->dilation_h, p->kernel_h, H, &i0, &i1);
@@ -451,6 +454,8 @@ int FC_FN(avgpool2d_fwd)(const fc_pool2d_params *p, const T *x, T *y, int nthrea
         fc_index plane = t0 / OH, oh = t0 % OH;
         for (fc_index t = t0; t < t1 && acc && cols; t++, oh++) {
             if (oh == OH) { oh = 0; plane++; }
+            fc_prefetch_ahead(x + plane * HW + oh * p->stride_h * p->in_w,
+                              sizeof(T) * (size_t)(p->stride_h * p->in_w), x + total);
             FC_LOCAL(window_sums)(p, x + plane * HW, oh, lo, hi, 0.0, total - plane * HW, row_sum,
                                   acc);
             FC_LOCAL(avg_divisors)(p, oh, cols, cols + OW, last_row, divisor);
@@ -581,6 +586,8 @@ int FC_FN(lppool2d_fwd)(const fc_pool2d_params *p, double norm, const T *x, T *y
         for (fc_index t = t0; t < t1 && acc; t++, oh++) {
             if (oh == OH) { oh = 0; plane++; }
             T *out = y + plane * OH * OW + oh * OW;
+            fc_prefetch_ahead(x + plane * HW + oh * p->stride_h * p->in_w,
+                              sizeof(T) * (size_t)(p->stride_h * p->in_w), x + total);
             FC_LOCAL(window_sums)(p, x + plane * HW, oh, lo, hi, norm, total - plane * HW, row_sum,
                                   acc);
             const int full_row = oh * p->stride_h + p->kernel_h <= p->in_h;
@@ -677,17 +684,31 @@ int FC_FN(lppool2d_bwd)(const fc_pool2d_params *p, double norm, const T *gy, con
  * tests `x <= 0`). */
 #define FC_ELTWISE_MIN_WORK 1.0e5
 
+/* Blocks of FC_ELTWISE_BLOCK elements, each prefetching its inputs' next lines first. */
+#define FC_ELTWISE_BLOCK 1024
+
 int FC_FN(relu_fwd)(fc_index n, const T *x, T *y, int nthreads) {
     const int nt = fc_threads_for(nthreads, (double)n, FC_ELTWISE_MIN_WORK, n);
-    FC_PRAGMA(omp parallel for simd schedule(static) num_threads(nt))
-    for (fc_index i = 0; i < n; i++) y[i] = x[i] <= 0 ? (T)0 : x[i];
+    const fc_index nblocks = FC_CEIL_DIV(n, FC_ELTWISE_BLOCK);
+    FC_PRAGMA(omp parallel for schedule(static) num_threads(nt))
+    for (fc_index b = 0; b < nblocks; b++) {
+        const fc_index i0 = b * FC_ELTWISE_BLOCK, i1 = FC_MIN(n, i0 + FC_ELTWISE_BLOCK);
+        fc_prefetch_ahead(x + i0, sizeof(T) * FC_ELTWISE_BLOCK, x + n);
+        for (fc_index i = i0; i < i1; i++) y[i] = x[i] <= 0 ? (T)0 : x[i];
+    }
     return FC_OK;
 }
 
 int FC_FN(relu_bwd)(fc_index n, const T *gy, const T *x, T *gx, int nthreads) {
     const int nt = fc_threads_for(nthreads, (double)n, FC_ELTWISE_MIN_WORK, n);
-    FC_PRAGMA(omp parallel for simd schedule(static) num_threads(nt))
-    for (fc_index i = 0; i < n; i++) gx[i] = x[i] <= 0 ? (T)0 : gy[i];
+    const fc_index nblocks = FC_CEIL_DIV(n, FC_ELTWISE_BLOCK);
+    FC_PRAGMA(omp parallel for schedule(static) num_threads(nt))
+    for (fc_index b = 0; b < nblocks; b++) {
+        const fc_index i0 = b * FC_ELTWISE_BLOCK, i1 = FC_MIN(n, i0 + FC_ELTWISE_BLOCK);
+        fc_prefetch_ahead(x + i0, sizeof(T) * FC_ELTWISE_BLOCK, x + n);
+        fc_prefetch_ahead(gy + i0, sizeof(T) * FC_ELTWISE_BLOCK, gy + n);
+        for (fc_index i = i0; i < i1; i++) gx[i] = x[i] <= 0 ? (T)0 : gy[i];
+    }
     return FC_OK;
 }
 
@@ -696,3 +717,4 @@ int FC_FN(relu_bwd)(fc_index n, const T *gy, const T *x, T *gx, int nthreads) {
 #undef FC_MAX_TAKES
 #undef FC_POOL_MIN_WORK
 #undef FC_ELTWISE_MIN_WORK
+#undef FC_ELTWISE_BLOCK
