@@ -251,10 +251,20 @@ def geomean(values) -> float:
     return float(np.exp(np.mean(np.log(values)))) if values else float("nan")
 
 
-def format_table(results: list[Result], peak: float | None = None) -> str:
+def copy_bandwidth(copy: Case, threads: int | None = None, calls: int = 5) -> float:
+    """GB/s of `copy` (copy_case: relu over the pooling input), the median of a few calls."""
+    with fastconv.num_threads(threads or fastconv.get_num_threads()):
+        copy.fastconv()
+        seconds = statistics.median(_time(copy.fastconv) for _ in range(calls))
+    return copy.work / seconds / 1e9
+
+
+def format_table(results: list[Result], peak: float | None = None,
+                 bandwidth: float | None = None) -> str:
     """The side-by-side table, the geometric means, pooling forward as a share of the copy
-    bandwidth (the relu row) and, given `peak` (GFLOP/s, fma_peak in the same run), convolution
-    forward as a share of the multiply-add peak."""
+    bandwidth (`bandwidth` in GB/s, copy_bandwidth in the same run, else the relu row) and,
+    given `peak` (GFLOP/s, fma_peak in the same run), convolution forward as a share of the
+    multiply-add peak."""
     lines = [f"{'op':<8}{'layer':<15}{'pass':<10}{'fastconv':>11}{'':>13}{'PyTorch':>11}"
              f"{'speed-up':>10}",
              "-" * 78]
@@ -273,11 +283,12 @@ def format_table(results: list[Result], peak: float | None = None) -> str:
                              f"{geomean(ratios):.2f}x (min {min(ratios):.2f}x)")
     copy = [r for r in results if (r.case.group, r.case.name) == ("relu", "copy")]
     pools = [r for r in results if (r.case.group, r.case.direction) == ("pool2d", "forward")]
-    if copy and pools:
-        bandwidth = copy[0].throughput
+    if pools and (bandwidth or copy):
+        source = "median of this run's relu copies" if bandwidth else "relu above"
+        bandwidth = bandwidth or copy[0].throughput
         shares = ", ".join(f"{r.case.name} {r.throughput / bandwidth:.0%}" for r in pools)
-        lines.append(f"pool2d forward, share of the copy bandwidth ({bandwidth:.1f} GB/s, relu "
-                     f"above): {shares}")
+        lines.append(f"pool2d forward, share of the copy bandwidth ({bandwidth:.1f} GB/s, "
+                     f"{source}): {shares}")
     convs = [r for r in results if (r.case.group, r.case.direction) == ("conv2d", "forward")]
     if peak and convs:
         shares = ", ".join(f"{r.case.name} {r.throughput / peak:.0%}" for r in convs)
@@ -329,12 +340,18 @@ def main(threads: int | None = None, repeat: int = 7, only: str = "all",
           f"{'PyTorch ' + torch.__version__ if torch else 'no PyTorch (not installed)'}, "
           f"{np.dtype(dtype).name}, {n} thread(s), median of {repeat} interleaved pairs",
           file=out)
-    results, peaks = [], []
+    # The machine's limits, measured beside each case they judge (its load moves): the FMA peak
+    # before each convolution, the copy bandwidth before each pooling forward.
+    results, peaks, bandwidths = [], [], []
+    copy = next((c for c in cases if c.group == "relu"), None)
     for case in cases:
-        if case.group == "conv2d":  # the peak beside each layer: the machine's load moves
+        if case.group == "conv2d":
             peaks.append(fma_peak(n, dtype))
+        if copy is not None and (case.group, case.direction) == ("pool2d", "forward"):
+            bandwidths.append(copy_bandwidth(copy, n))
         results.append(run(case, repeat, n))
-    print(format_table(results, statistics.median(peaks) if peaks else None), file=out)
+    print(format_table(results, statistics.median(peaks) if peaks else None,
+                       statistics.median(bandwidths) if bandwidths else None), file=out)
     if plot_path and plot(results, plot_path):
         print(f"chart written to {plot_path}", file=out)
     return results

@@ -70,6 +70,15 @@ def test_table_gives_pooling_as_a_share_of_the_copy_bandwidth():
     table = bench.format_table([result("pool2d", "max-2x2s2", 0.2), result("relu", "copy", 0.1)])
     assert ("share of the copy bandwidth (10.0 GB/s, relu above): max-2x2s2 50%"
             in table.splitlines()[-1])
+    table = bench.format_table([result("pool2d", "max-2x2s2", 0.2)], bandwidth=20.0)
+    assert ("share of the copy bandwidth (20.0 GB/s, median of this run's relu copies): "
+            "max-2x2s2 25%" in table.splitlines()[-1])
+
+
+def test_copy_bandwidth_times_the_copy_case():
+    x = np.ones(1 << 16, np.float32)
+    case = bench.Case("relu", "copy", "forward", lambda: F.relu(x), None, 2.0 * x.nbytes, "GB/s")
+    assert bench.copy_bandwidth(case, threads=1, calls=3) > 0
 
 
 def test_copy_case_reads_and_writes_the_pooling_input():
