@@ -72,36 +72,74 @@ static inline fc_index FC_LOCAL(interior_count)(const fc_pool2d_params *p, fc_in
 #if FC_POOL_LANES != 16
 #error "the shuffle patterns below are written out for 16 lanes"
 #endif
+typedef T FC_LOCAL(vec) __attribute__((vector_size(FC_POOL_LANES * sizeof(T))));
+typedef __typeof__((FC_LOCAL(vec)){0} > (FC_LOCAL(vec)){0}) FC_LOCAL(mask); /* -1 / 0 lanes */
+typedef int32_t FC_LOCAL(tvec) __attribute__((vector_size(FC_POOL_LANES * sizeof(int32_t))));
+
+/* v where take, else m (a macro: a function returning a 64-byte vector from the AVX2 and
+ * scalar files draws gcc's ABI warning, though it would be inlined) */
+#define FC_SELECT(take, v, m)                                                                      \
+    ((FC_LOCAL(vec))(((take) & (FC_LOCAL(mask))(v)) | (~(take) & (FC_LOCAL(mask))(m))))
+
+/* One block: the maxima of the windows at w[2l], w[2l+1], w[2l+2], l < LANES, and the takes
+ * of taps 1 and 2 (for the tap index). pad_first: w[0] lies in the left padding, and reads as
+ * -inf, which gives the scan's own answer there (an input -inf beats nothing, and a -inf result
+ * has one bit pattern). */
+static inline void FC_LOCAL(max_block_k3s2)(const T *w, int pad_first, FC_LOCAL(vec) *max,
+                                             FC_LOCAL(mask) *take1, FC_LOCAL(mask) *take2) {
+    typedef FC_LOCAL(vec) vec;
+    vec lo, hi;
+    memcpy(&lo, w, sizeof lo);
+    memcpy(&hi, w + FC_POOL_LANES, sizeof hi);
+    vec e = __builtin_shufflevector(lo, hi, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26,
+                                    28, 30);
+    if (pad_first) e[0] = -(T)INFINITY;
+    const vec o = __builtin_shufflevector(lo, hi, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25,
+                                          27, 29, 31);
+    const vec next = (vec){0} + w[2 * FC_POOL_LANES]; /* the last window's third tap */
+    const vec e1 = __builtin_shufflevector(e, next, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14,
+                                           15, 16);
+    *take1 = (o > e) | (o != o);
+    const vec m = FC_SELECT(*take1, o, e);
+    *take2 = (e1 > m) | (e1 != e1);
+    *max = FC_SELECT(*take2, e1, m);
+}
+
 static void FC_LOCAL(max_fold_k3s2)(const T *restrict base, fc_index count, T *restrict val,
                                     int32_t *restrict tap) {
-    typedef T vec __attribute__((vector_size(FC_POOL_LANES * sizeof(T))));
-    typedef __typeof__((vec){0} > (vec){0}) mask; /* lanes of -1 / 0, T's width */
-    typedef int32_t tvec __attribute__((vector_size(FC_POOL_LANES * sizeof(int32_t))));
     for (fc_index cb = 0; cb < count; cb += FC_POOL_LANES) {
-        const T *w = base + 2 * cb;
-        vec lo, hi;
-        memcpy(&lo, w, sizeof lo);
-        memcpy(&hi, w + FC_POOL_LANES, sizeof hi);
-        const vec e = __builtin_shufflevector(lo, hi, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22,
-                                              24, 26, 28, 30);
-        const vec o = __builtin_shufflevector(lo, hi, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23,
-                                              25, 27, 29, 31);
-        const vec next = (vec){0} + w[2 * FC_POOL_LANES]; /* the last window's third tap */
-        const vec e1 = __builtin_shufflevector(e, next, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13,
-                                               14, 15, 16);
-        const mask take1 = (o > e) | (o != o);
-        vec m = (vec)((take1 & (mask)o) | (~take1 & (mask)e));
-        const mask take2 = (e1 > m) | (e1 != e1);
-        m = (vec)((take2 & (mask)e1) | (~take2 & (mask)m));
+        FC_LOCAL(mask) take1, take2;
+        FC_LOCAL(vec) m;
+        FC_LOCAL(max_block_k3s2)(base + 2 * cb, 0, &m, &take1, &take2);
         memcpy(val + cb, &m, sizeof m);
         if (tap) {
-            const tvec t1 = __builtin_convertvector(take1, tvec);
-            const tvec t2 = __builtin_convertvector(take2, tvec);
-            const tvec b = (t2 & 2) | (~t2 & (t1 & 1));
+            const FC_LOCAL(tvec) t1 = __builtin_convertvector(take1, FC_LOCAL(tvec));
+            const FC_LOCAL(tvec) t2 = __builtin_convertvector(take2, FC_LOCAL(tvec));
+            const FC_LOCAL(tvec) b = (t2 & 2) | (~t2 & (t1 & 1));
             memcpy(tap + cb, &b, sizeof b);
         }
     }
 }
+
+/* Values only, a whole window row at once: out[c] for c < count (a multiple of the lanes) is
+ * the maximum over rows[0..nrows) (window bases, in row order) of each row's 3-wide stride-2
+ * window maximum, combined in row order as max_fold_row and the caller's combination would:
+ * the same answer, with no folded rows stored and reloaded in between. */
+static void FC_LOCAL(max_rows_k3s2)(const T *const *rows, int nrows, fc_index count,
+                                    int pad_first, T *restrict out) {
+    for (fc_index cb = 0; cb < count; cb += FC_POOL_LANES) {
+        FC_LOCAL(mask) t1, t2;
+        const int pad = pad_first && cb == 0;
+        FC_LOCAL(vec) m, v;
+        FC_LOCAL(max_block_k3s2)(rows[0] + 2 * cb, pad, &m, &t1, &t2);
+        for (int r = 1; r < nrows; r++) {
+            FC_LOCAL(max_block_k3s2)(rows[r] + 2 * cb, pad, &v, &t1, &t2);
+            m = FC_SELECT((v > m) | (v != v), v, m);
+        }
+        memcpy(out + cb, &m, sizeof m);
+    }
+}
+#undef FC_SELECT
 #endif
 
 /* Fold one input row along the window: val[ow] = the row's maximum for output column ow, tap[ow]
@@ -183,6 +221,30 @@ static void FC_LOCAL(max_fold_row)(const fc_pool2d_params *p, const T *restrict 
     }
 }
 
+/* Values only: acc[ow] for the clipped border columns (ow < lo or ow >= hi) of the window rows
+ * i0..i1 from h0, scanned row by row in PyTorch's order. */
+static void FC_LOCAL(max_border_columns)(const fc_pool2d_params *p, const T *plane, fc_index h0,
+                                         fc_index i0, fc_index i1, fc_index lo, fc_index hi,
+                                         T *restrict acc) {
+    const fc_index s = p->stride_w, d = p->dilation_w, W = p->in_w;
+    for (fc_index ow = 0; ow < p->out_w; ow++) {
+        if (ow == lo && lo < hi) { ow = hi - 1; continue; } /* interior: not here */
+        fc_index j0, j1;
+        const fc_index w0 = ow * s - p->pad_w;
+        fc_inside_span(w0, d, p->kernel_w, W, &j0, &j1);
+        T m = -(T)INFINITY;
+        int any = 0;
+        for (fc_index i = i0; i < i1; i++) {
+            const T *row = plane + (h0 + i * p->dilation_h) * W;
+            for (fc_index j = j0; j < j1; j++) {
+                const T v = row[w0 + j * d];
+                if (!any || FC_MAX_TAKES(v, m)) { m = v; any = 1; }
+            }
+        }
+        acc[ow] = m;
+    }
+}
+
 int FC_FN(maxpool2d_fwd)(const fc_pool2d_params *p, const T *x, T *y, int64_t *indices,
                          int nthreads) {
     const fc_index H = p->in_h, W = p->in_w, OH = p->out_h, OW = p->out_w;
@@ -192,6 +254,10 @@ int FC_FN(maxpool2d_fwd)(const fc_pool2d_params *p, const T *x, T *y, int64_t *i
     int failed = 0;
     const int nt = fc_threads_for(nthreads, (double)ntasks * OW * p->kernel_h * p->kernel_w,
                                   FC_POOL_MIN_WORK, ntasks);
+    /* 3-wide stride-2 windows of at most 3 rows, values only: whole window rows in registers */
+    const int fused_k3s2 = p->kernel_w == 3 && p->stride_w == 2 && p->dilation_w == 1 &&
+                           p->kernel_h <= 3;
+    (void)fused_k3s2;
     FC_PRAGMA(omp parallel num_threads(nt))
     {
         /* per thread: the running best, one folded row and the window's last folded row, values
@@ -229,6 +295,31 @@ int FC_FN(maxpool2d_fwd)(const fc_pool2d_params *p, const T *x, T *y, int64_t *i
                     for (fc_index ow = 0; ow < OW; ow++) idx[ow] = -1;
                 continue;
             }
+#ifdef FC_HAVE_SHUFFLEVECTOR
+            if (fused_k3s2 && !idx) {
+                /* With padding 1, column 0 joins the interior, its padding tap read as -inf
+                 * (from the element before the row, so not on the input's first row). The
+                 * rows' window bases; the last row has the least input after it, so its
+                 * interior count is the one every row can run. */
+                const int pad_first = lo == 1 && p->pad_w == 1 && plane * H + h0 + i0 > 0;
+                const fc_index start = pad_first ? 0 : lo;
+                const T *rows[3];
+                int nrows = 0;
+                fc_index count = 0;
+                for (fc_index i = i0; i < i1; i++) {
+                    const fc_index r = h0 + i * p->dilation_h;
+                    rows[nrows++] = src + r * W + (start * 2 - p->pad_w);
+                    count = FC_LOCAL(interior_count)(p, start, hi,
+                                                     total - (plane * H * W + r * W));
+                }
+                if (count % FC_POOL_LANES == 0) {
+                    FC_LOCAL(max_rows_k3s2)(rows, nrows, count, pad_first, acc + start);
+                    FC_LOCAL(max_border_columns)(p, src, h0, i0, i1, start, hi, acc);
+                    memcpy(out, acc, sizeof(T) * (size_t)OW);
+                    continue;
+                }
+            }
+#endif
             for (fc_index i = i0; i < i1; i++) {
                 const fc_index r = h0 + i * p->dilation_h;
                 const T *row = src + r * W;
