@@ -749,6 +749,20 @@ int FC_FN(lppool2d_bwd)(const fc_pool2d_params *p, double norm, const T *gy, con
             for (fc_index oh = 0; oh < OH; oh++) {
                 /* coef = gy * c * out^(1-p) with c = kH*kW/area: d out/d x = coef * x^(p-1) */
                 FC_LOCAL(window_sums)(p, src, oh, lo, hi, norm, total - plane * HW, row_sum, coef);
+                const T *g_row = gy + plane * OH * OW + oh * OW;
+                if (norm == 2.0 && oh * p->stride_h + p->kernel_h <= H && hi == OW) {
+                    /* every window whole (c = 1): the expression below with c folded in, in
+                     * one loop the compiler vectorises (square roots and divisions in double,
+                     * one at a time, took most of this pass) */
+                    for (fc_index ow = 0; ow < OW; ow++) {
+                        const double s = (double)coef[ow], g = (double)g_row[ow];
+                        const double v = g * 1.0 * (1.0 / sqrt(s * 1.0));
+                        coef[ow] = s == 0 ? (T)0 : (T)v;
+                    }
+                    for (fc_index ih = oh * p->stride_h; ih < oh * p->stride_h + p->kernel_h; ih++)
+                        FC_LOCAL(spread_row)(p, dst + ih * W, src + ih * W, lo, hi, norm, coef);
+                    continue;
+                }
                 for (fc_index ow = 0; ow < OW; ow++) {
                     const double c = FC_LOCAL(lp_scale)(p, oh, ow), s = (double)coef[ow];
                     const double g = (double)gy[plane * OH * OW + oh * OW + ow];
