@@ -79,12 +79,21 @@ IDS = ["f32", "f64"]
 
 
 def _ties_nan_inf(rng, shape, dtype):
-    """Small integers so windows hold ties, plus sprinkled NaN and -inf."""
+    """Small integers so windows hold ties, plus sprinkled NaN and -inf; some zeros are -0.0 and
+    some NaNs have their sign bit set, so ties and NaNs that compare alike differ in bits and
+    only the right element (the first maximum, the last NaN) gives the expected bits."""
     x = rng.integers(-3, 4, size=shape).astype(dtype)
     mask = rng.random(shape)
     x[mask < 0.03] = np.nan
+    x[mask < 0.015] = -np.nan
     x[(mask >= 0.03) & (mask < 0.06)] = -np.inf
+    x[(x == 0) & (mask > 0.5)] = -0.0
     return x
+
+
+def _bits(a):
+    """The array's bit patterns, so -0.0 != 0.0 and NaNs compare by payload and sign."""
+    return a.view(np.uint32 if a.dtype == np.float32 else np.uint64)
 
 
 def _max_args(case):
@@ -106,9 +115,9 @@ def test_max_pool2d_matches_reference_exactly(case, values, dtype, isa):
     y, idx = F.max_pool2d(x, **kwargs, return_indices=True)
     ry, ridx = ref.max_pool2d(x, *ref_args)
     assert idx.dtype == np.int64
-    np.testing.assert_array_equal(y, ry)
+    np.testing.assert_array_equal(_bits(y), _bits(ry))
     np.testing.assert_array_equal(idx, ridx)
-    np.testing.assert_array_equal(F.max_pool2d(x, **kwargs), y)
+    np.testing.assert_array_equal(_bits(F.max_pool2d(x, **kwargs)), _bits(y))  # values only
 
     gy = random(rng, y.shape, dtype)
     expected = ref.max_pool2d_backward(gy, x, *ref_args)

@@ -96,7 +96,8 @@ static inline void FC_LOCAL(max_block_k3s2)(const T *w, int pad_first, FC_LOCAL(
     if (pad_first) e[0] = -(T)INFINITY;
     const vec o = __builtin_shufflevector(lo, hi, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25,
                                           27, 29, 31);
-    const vec next = (vec){0} + w[2 * FC_POOL_LANES]; /* the last window's third tap */
+    vec next = {0}; /* lane 0: the last window's third tap (set, not added to 0: 0 + -0 = +0) */
+    next[0] = w[2 * FC_POOL_LANES];
     const vec e1 = __builtin_shufflevector(e, next, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14,
                                            15, 16);
     *take1 = (o > e) | (o != o);
