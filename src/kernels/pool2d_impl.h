@@ -748,6 +748,8 @@ int FC_FN(lppool2d_bwd)(const fc_pool2d_params *p, double norm, const T *gy, con
                                                                         : pow(v, norm - 1.0)));
                         }
             for (fc_index oh = 0; oh < OH; oh++) {
+                fc_prefetch_ahead(src + oh * p->stride_h * W, sizeof(T) * (size_t)(p->stride_h * W),
+                                  x + total);
                 /* coef = gy * c * out^(1-p) with c = kH*kW/area: d out/d x = coef * x^(p-1) */
                 FC_LOCAL(window_sums)(p, src, oh, lo, hi, norm, total - plane * HW, row_sum, coef);
                 const T *g_row = gy + plane * OH * OW + oh * OW;
