@@ -36,6 +36,8 @@ MAX_CASES = {
     "batch1-wide": (1, 1, 3, 40, (1, 3), (1, 2), (0, 1), 1, True),
     # rows of several 16-output blocks plus a remainder (the kernels compute whole blocks)
     "2x2s2-long-rows": (2, 3, 6, 70, 2, None, 0, 1, False),
+    # odd sizes in ceil mode: a last column of one tap (a border) and a last row of one row
+    "2x2s2-long-rows-ceil": (2, 3, 7, 67, 2, None, 0, 1, True),
     "3x3s2p1-long-rows": (2, 3, 7, 67, 3, 2, 1, 1, False),
     # PyTorch 2.13 corrupts its heap on this one in backward: a dilated window lies wholly in the
     # padding. fastconv gives -inf, index -1 and no gradient there.

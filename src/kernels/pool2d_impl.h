@@ -140,6 +140,49 @@ static void FC_LOCAL(max_rows_k3s2)(const T *const *rows, int nrows, fc_index co
         memcpy(out + cb, &m, sizeof m);
     }
 }
+/* 2x2 stride 2 windows (no padding) with their argmax, a whole window row at once: for c <
+ * count (a multiple of the lanes), out[c] and index[c] (flat h * W + w in the plane) over
+ * rows[0..nrows) (the window's input rows, first row h0), combined in row order with the same
+ * takes as the row-by-row path, so the same element wins. */
+static void FC_LOCAL(max_rows_k2s2_index)(const T *const *rows, int nrows, fc_index count,
+                                          fc_index h0, fc_index W, fc_index c0, T *restrict out,
+                                          int64_t *restrict index) {
+    typedef FC_LOCAL(vec) vec;
+    typedef FC_LOCAL(mask) mask;
+    typedef FC_LOCAL(tvec) tvec;
+    typedef int64_t ivec __attribute__((vector_size(FC_POOL_LANES * sizeof(int64_t))));
+    const tvec lane = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+    for (fc_index cb = 0; cb < count; cb += FC_POOL_LANES) {
+        vec m = {0};
+        tvec at = {0}; /* the winner's flat index in the plane */
+        for (int r = 0; r < nrows; r++) {
+            const T *w = rows[r] + 2 * cb;
+            vec lo, hi;
+            memcpy(&lo, w, sizeof lo);
+            memcpy(&hi, w + FC_POOL_LANES, sizeof hi);
+            const vec e = __builtin_shufflevector(lo, hi, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20,
+                                                  22, 24, 26, 28, 30);
+            const vec o = __builtin_shufflevector(lo, hi, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21,
+                                                  23, 25, 27, 29, 31);
+            const mask take = (o > e) | (o != o);
+            const vec v = FC_SELECT(take, o, e);
+            const tvec t = __builtin_convertvector(take, tvec) & 1;
+            const tvec here = (int32_t)((h0 + r) * W + 2 * (c0 + cb)) + 2 * lane + t;
+            if (r == 0) {
+                m = v;
+                at = here;
+                continue;
+            }
+            const mask row_take = (v > m) | (v != v);
+            const tvec rt = __builtin_convertvector(row_take, tvec);
+            m = FC_SELECT(row_take, v, m);
+            at = (rt & here) | (~rt & at);
+        }
+        memcpy(out + cb, &m, sizeof m);
+        const ivec wide = __builtin_convertvector(at, ivec);
+        memcpy(index + cb, &wide, sizeof wide);
+    }
+}
 #undef FC_SELECT
 #endif
 
@@ -222,11 +265,12 @@ static void FC_LOCAL(max_fold_row)(const fc_pool2d_params *p, const T *restrict 
     }
 }
 
-/* Values only: acc[ow] for the clipped border columns (ow < lo or ow >= hi) of the window rows
- * i0..i1 from h0, scanned row by row in PyTorch's order. */
+/* acc[ow] (and index[ow], flat h * W + w in the plane or -1 for no input, when index is not
+ * NULL) for the clipped border columns (ow < lo or ow >= hi) of the window rows i0..i1 from
+ * h0, scanned row by row in PyTorch's order. */
 static void FC_LOCAL(max_border_columns)(const fc_pool2d_params *p, const T *plane, fc_index h0,
                                          fc_index i0, fc_index i1, fc_index lo, fc_index hi,
-                                         T *restrict acc) {
+                                         T *restrict acc, int64_t *restrict index) {
     const fc_index s = p->stride_w, d = p->dilation_w, W = p->in_w;
     for (fc_index ow = 0; ow < p->out_w; ow++) {
         if (ow == lo && lo < hi) { ow = hi - 1; continue; } /* interior: not here */
@@ -234,15 +278,17 @@ static void FC_LOCAL(max_border_columns)(const fc_pool2d_params *p, const T *pla
         const fc_index w0 = ow * s - p->pad_w;
         fc_inside_span(w0, d, p->kernel_w, W, &j0, &j1);
         T m = -(T)INFINITY;
-        int any = 0;
+        int64_t at = -1;
         for (fc_index i = i0; i < i1; i++) {
-            const T *row = plane + (h0 + i * p->dilation_h) * W;
+            const fc_index ih = h0 + i * p->dilation_h;
+            const T *row = plane + ih * W;
             for (fc_index j = j0; j < j1; j++) {
                 const T v = row[w0 + j * d];
-                if (!any || FC_MAX_TAKES(v, m)) { m = v; any = 1; }
+                if (at < 0 || FC_MAX_TAKES(v, m)) { m = v; at = ih * W + w0 + j * d; }
             }
         }
         acc[ow] = m;
+        if (index) index[ow] = at;
     }
 }
 
@@ -258,7 +304,12 @@ int FC_FN(maxpool2d_fwd)(const fc_pool2d_params *p, const T *x, T *y, int64_t *i
     /* 3-wide stride-2 windows of at most 3 rows, values only: whole window rows in registers */
     const int fused_k3s2 = p->kernel_w == 3 && p->stride_w == 2 && p->dilation_w == 1 &&
                            p->kernel_h <= 3;
+    /* 2x2 stride 2, no padding, with indices (flat plane indices fit an int32 lane) */
+    const int fused_k2s2 = p->kernel_w == 2 && p->stride_w == 2 && p->dilation_w == 1 &&
+                           p->pad_w == 0 && p->kernel_h <= 2 && p->dilation_h == 1 &&
+                           H * W < ((fc_index)1 << 31);
     (void)fused_k3s2;
+    (void)fused_k2s2;
     FC_PRAGMA(omp parallel num_threads(nt))
     {
         /* per thread: the running best, one folded row and the window's last folded row, values
@@ -267,11 +318,12 @@ int FC_FN(maxpool2d_fwd)(const fc_pool2d_params *p, const T *x, T *y, int64_t *i
          * the folds are skipped. */
         T *acc = (T *)calloc((size_t)row_len * 3, sizeof(T));
         int32_t *taps = (int32_t *)calloc((size_t)row_len * 4, sizeof(int32_t));
+        int64_t *flat = (int64_t *)calloc((size_t)row_len, sizeof(int64_t)); /* fused indices */
         T *val = acc + row_len, *kept_val = acc + 2 * row_len;
         int32_t *best_tap = taps, *tap = taps + row_len, *best_row = taps + 2 * row_len;
         int32_t *kept_tap = taps + 3 * row_len;
         fc_index kept = -1; /* plane * H + input row of the kept fold, -1 for none */
-        if (!acc || !taps) {
+        if (!acc || !taps || !flat) {
             FC_PRAGMA(omp atomic write)
             failed = 1;
         }
@@ -279,7 +331,7 @@ int FC_FN(maxpool2d_fwd)(const fc_pool2d_params *p, const T *x, T *y, int64_t *i
         fc_index t0, t1;
         fc_static_share(ntasks, &t0, &t1);
         fc_index plane = t0 / OH, oh = t0 % OH;
-        for (fc_index t = t0; t < t1 && acc && taps; t++, oh++) {
+        for (fc_index t = t0; t < t1 && acc && taps && flat; t++, oh++) {
             if (oh == OH) { oh = 0; plane++; }
             const T *src = x + plane * H * W;
             T *out = y + plane * OH * OW + oh * OW;
@@ -315,8 +367,25 @@ int FC_FN(maxpool2d_fwd)(const fc_pool2d_params *p, const T *x, T *y, int64_t *i
                 }
                 if (count % FC_POOL_LANES == 0) {
                     FC_LOCAL(max_rows_k3s2)(rows, nrows, count, pad_first, acc + start);
-                    FC_LOCAL(max_border_columns)(p, src, h0, i0, i1, start, hi, acc);
+                    FC_LOCAL(max_border_columns)(p, src, h0, i0, i1, start, hi, acc, NULL);
                     memcpy(out, acc, sizeof(T) * (size_t)OW);
+                    continue;
+                }
+            }
+            if (fused_k2s2 && idx) {
+                const T *rows[2];
+                int nrows = 0;
+                fc_index count = 0;
+                for (fc_index i = i0; i < i1; i++) {
+                    rows[nrows++] = src + (h0 + i) * W;
+                    count = FC_LOCAL(interior_count)(p, 0, hi,
+                                                     total - (plane * H * W + (h0 + i) * W));
+                }
+                if (count % FC_POOL_LANES == 0) {
+                    FC_LOCAL(max_rows_k2s2_index)(rows, nrows, count, h0 + i0, W, 0, acc, flat);
+                    FC_LOCAL(max_border_columns)(p, src, h0, i0, i1, 0, hi, acc, flat);
+                    memcpy(out, acc, sizeof(T) * (size_t)OW);
+                    memcpy(idx, flat, sizeof(int64_t) * (size_t)OW);
                     continue;
                 }
             }
@@ -374,6 +443,7 @@ int FC_FN(maxpool2d_fwd)(const fc_pool2d_params *p, const T *x, T *y, int64_t *i
         }
         free(acc);
         free(taps);
+        free(flat);
     }
     return failed ? FC_ENOMEM : FC_OK;
 }
