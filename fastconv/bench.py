@@ -229,8 +229,9 @@ def run(case: Case, repeat: int = 5, threads: int | None = None) -> Result:
 
 def fma_peak(threads: int | None = None, dtype=np.float32, seconds: float = 0.05) -> float:
     """The machine's multiply-add peak right now, in GFLOP/s: independent FMA chains in the
-    active ISA's registers on `threads` threads, timed for about `seconds`. On a shared machine
-    it moves with the neighbours' load, so `main` measures it beside every convolution case."""
+    active ISA's registers on `threads` threads, run with 4x more rounds until one run takes at
+    least `seconds` / 4. On a shared machine it moves with the neighbours' load, so `main`
+    measures it beside every convolution case."""
     from fastconv import _kernels
 
     n = threads or fastconv.get_num_threads()

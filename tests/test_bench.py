@@ -106,4 +106,5 @@ def test_fma_peak_counts_flops_per_thread(dtype):
     assert one > 0 and one % (2 * 12 * 1000) == 0
     two = _kernels.fma_peak(1000, 2, dtype == np.float32)
     assert two in (one, 2 * one)
+    assert _kernels.fma_peak(-5, 0, dtype == np.float32) == 0  # clamped, not negative
     assert bench.fma_peak(1, dtype, seconds=0.001) > 0

@@ -38,6 +38,10 @@ MAX_CASES = {
     "2x2s2-long-rows": (2, 3, 6, 70, 2, None, 0, 1, False),
     # odd sizes in ceil mode: a last column of one tap (a border) and a last row of one row
     "2x2s2-long-rows-ceil": (2, 3, 7, 67, 2, None, 0, 1, True),
+    # one column: column 0's window (taps -1, 0, 1) is clipped on both sides, so the 3x3 stride
+    # 2 path must not treat it as interior (it read the next row's element)
+    "3x3s2p1-width1": (1, 2, 40, 1, 3, 2, 1, 1, False),
+    "3x3s2p1-width2": (1, 2, 40, 2, 3, 2, 1, 1, True),
     "3x3s2p1-long-rows": (2, 3, 7, 67, 3, 2, 1, 1, False),
     # PyTorch 2.13 corrupts its heap on this one in backward: a dilated window lies wholly in the
     # padding. fastconv gives -inf, index -1 and no gradient there.

@@ -874,9 +874,12 @@ int FC_FN(conv2d_bwd_weight)(const fc_conv2d_params *p, const T *gy, const T *x,
  * each of up to nthreads threads, in the microkernel's register type. `fastconv bench` times it
  * in the same run as the layers, since a shared machine's peak moves. *flops: the FLOPs done. */
 #define FC_PEAK_CHAINS 12
+static volatile double FC_LOCAL(peak_sink); /* the chains' sum: stored, so they cannot be dropped */
 int FC_FN(fma_peak)(fc_index iterations, int nthreads, double *flops) {
     int team = 1;
     double sink = 0;
+    if (iterations < 0) iterations = 0;
+    if (nthreads < 1) nthreads = 1;
     FC_PRAGMA(omp parallel num_threads(nthreads) reduction(+ : sink))
     {
         FC_PRAGMA(omp single)
@@ -907,7 +910,8 @@ int FC_FN(fma_peak)(fc_index iterations, int nthreads, double *flops) {
     const double lanes_per_op = 1;
 #endif
     *flops = 2.0 * FC_PEAK_CHAINS * lanes_per_op * (double)iterations * team;
-    return sink == sink ? FC_OK : FC_OK; /* the sum is only there to keep the chains alive */
+    FC_LOCAL(peak_sink) = sink;
+    return FC_OK;
 }
 #undef FC_PEAK_CHAINS
 

@@ -75,8 +75,10 @@ static inline void fc_inside_span(fc_index start, fc_index step, fc_index count,
 #define FC_PREFETCH_AHEAD 4096
 static inline void fc_prefetch_ahead(const void *p, size_t n, const void *end) {
 #if defined(__GNUC__) || defined(__clang__)
-    const char *a = (const char *)p + FC_PREFETCH_AHEAD, *e = (const char *)end;
-    for (size_t b = 0; b < n && a + b < e; b += 64) __builtin_prefetch(a + b, 0, 3);
+    /* addresses as integers: a pointer past the array's end would be undefined behaviour */
+    const uintptr_t a = (uintptr_t)p + FC_PREFETCH_AHEAD, e = (uintptr_t)end;
+    for (uintptr_t b = 0; b < n && a + b < e; b += 64)
+        __builtin_prefetch((const void *)(a + b), 0, 3);
 #else
     (void)p, (void)n, (void)end;
 #endif

@@ -351,10 +351,11 @@ int FC_FN(maxpool2d_fwd)(const fc_pool2d_params *p, const T *x, T *y, int64_t *i
 #ifdef FC_HAVE_SHUFFLEVECTOR
             if (fused_k3s2 && !idx) {
                 /* With padding 1, column 0 joins the interior, its padding tap read as -inf
-                 * (from the element before the row, so not on the input's first row). The
+                 * (from the element before the row, so not on the input's first row; and only
+                 * when its last tap, column 1, exists). The
                  * rows' window bases; the last row has the least input after it, so its
                  * interior count is the one every row can run. */
-                const int pad_first = lo == 1 && p->pad_w == 1 && plane * H + h0 + i0 > 0;
+                const int pad_first = lo == 1 && p->pad_w == 1 && W >= 2 && plane * H + h0 + i0 > 0;
                 const fc_index start = pad_first ? 0 : lo;
                 const T *rows[3];
                 int nrows = 0;
