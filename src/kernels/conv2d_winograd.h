@@ -71,10 +71,13 @@ static void FC_LOCAL(wino_input_rows)(const T *plane, fc_index Wp, fc_index th0,
     for (fc_index th = th0; th < th1; th++) {
         const T *restrict r0 = plane + 2 * th * Wp, *restrict r1 = r0 + Wp;
         const T *restrict r2 = r1 + Wp, *restrict r3 = r2 + Wp;
+        /* only the columns pass 2 reads: the first and last rows may be partly in the block */
+        const fc_index xa = th == th0 ? 2 * m0 : 0;
+        const fc_index xb = th == th1 - 1 ? 2 * m1 - (th1 - 1 - th0) * w2 : w2;
         for (int half = 0; half < 2; half++) {
             T *restrict o = (half ? hi : lo) + (th - th0) * w2;
             const fc_index s = 2 * half;
-            for (fc_index x = 0; x < w2; x++) {
+            for (fc_index x = xa; x < xb; x++) {
                 o[x] = r0[x + s] - r2[x + s];
                 o[stride + x] = r1[x + s] + r2[x + s];
                 o[2 * stride + x] = r2[x + s] - r1[x + s];
