@@ -11,7 +11,9 @@
  * Loop structure: tasks are (group, block of TB tiles, counted across the batch). A task pads
  * the channels of the images its block touches, transforms its tiles' inputs into V (vectorised
  * across each image's tile rows), runs the 16 GEMMs into M and transforms M into the outputs. U is transformed
- * and packed once per call. Workspace per thread: a few padded images plus 16 x (C + K) x TB. */
+ * and packed once per call. Workspace per thread: a few padded images, 16 x (C + K) x TB, one
+ * KC x NR B panel and the input transform's row combinations (8 x TH x 2 TW, four padded
+ * channels' worth). */
 
 #define FC_WINO_TB (4 * FC_NR) /* tiles per task block */
 /* Returned when x or w holds an Inf or NaN: the transforms' cancellations (Inf - Inf) would give
