@@ -39,6 +39,14 @@ static inline void FC_LOCAL(interior_columns)(const fc_pool2d_params *p, fc_inde
     *hi = FC_MAX(a, b);
 }
 
+/* Prefetch (fc_prefetch_ahead) for output row oh of a plane: the stride_h input rows it moves
+ * the window on by, ahead of the reads, stopping at the input's end. */
+static inline void FC_LOCAL(prefetch_rows)(const fc_pool2d_params *p, const T *plane, fc_index oh,
+                                           const T *end) {
+    const fc_index step = p->stride_h * p->in_w;
+    fc_prefetch_ahead(plane + oh * step, sizeof(T) * (size_t)step, end);
+}
+
 #define FC_MAX_TAKES(v, m) ((v) > (m) || (v) != (v)) /* PyTorch's update rule */
 
 /* ---- max pooling ------------------------------------------------------------------------------ */
@@ -81,6 +89,17 @@ typedef int32_t FC_LOCAL(tvec) __attribute__((vector_size(FC_POOL_LANES * sizeof
 #define FC_SELECT(take, v, m)                                                                      \
     ((FC_LOCAL(vec))(((take) & (FC_LOCAL(mask))(v)) | (~(take) & (FC_LOCAL(mask))(m))))
 
+/* w[0 .. 2 LANES) split into its evens and odds: taps 0 and 1 of LANES stride-2 windows */
+static inline void FC_LOCAL(split_even_odd)(const T *w, FC_LOCAL(vec) *even, FC_LOCAL(vec) *odd) {
+    FC_LOCAL(vec) lo, hi;
+    memcpy(&lo, w, sizeof lo);
+    memcpy(&hi, w + FC_POOL_LANES, sizeof hi);
+    *even = __builtin_shufflevector(lo, hi, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28,
+                                    30);
+    *odd = __builtin_shufflevector(lo, hi, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29,
+                                   31);
+}
+
 /* One block: the maxima of the windows at w[2l], w[2l+1], w[2l+2], l < LANES, and the takes
  * of taps 1 and 2 (for the tap index). pad_first: w[0] lies in the left padding, and reads as
  * -inf, which gives the scan's own answer there (an input -inf beats nothing, and a -inf result
@@ -88,14 +107,9 @@ typedef int32_t FC_LOCAL(tvec) __attribute__((vector_size(FC_POOL_LANES * sizeof
 static inline void FC_LOCAL(max_block_k3s2)(const T *w, int pad_first, FC_LOCAL(vec) *max,
                                              FC_LOCAL(mask) *take1, FC_LOCAL(mask) *take2) {
     typedef FC_LOCAL(vec) vec;
-    vec lo, hi;
-    memcpy(&lo, w, sizeof lo);
-    memcpy(&hi, w + FC_POOL_LANES, sizeof hi);
-    vec e = __builtin_shufflevector(lo, hi, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26,
-                                    28, 30);
+    vec e, o;
+    FC_LOCAL(split_even_odd)(w, &e, &o);
     if (pad_first) e[0] = -(T)INFINITY;
-    const vec o = __builtin_shufflevector(lo, hi, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25,
-                                          27, 29, 31);
     vec next = {0}; /* lane 0: the last window's third tap (set, not added to 0: 0 + -0 = +0) */
     next[0] = w[2 * FC_POOL_LANES];
     const vec e1 = __builtin_shufflevector(e, next, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14,
@@ -156,14 +170,8 @@ static void FC_LOCAL(max_rows_k2s2_index)(const T *const *rows, int nrows, fc_in
         vec m = {0};
         tvec at = {0}; /* the winner's flat index in the plane */
         for (int r = 0; r < nrows; r++) {
-            const T *w = rows[r] + 2 * cb;
-            vec lo, hi;
-            memcpy(&lo, w, sizeof lo);
-            memcpy(&hi, w + FC_POOL_LANES, sizeof hi);
-            const vec e = __builtin_shufflevector(lo, hi, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20,
-                                                  22, 24, 26, 28, 30);
-            const vec o = __builtin_shufflevector(lo, hi, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21,
-                                                  23, 25, 27, 29, 31);
+            vec e, o;
+            FC_LOCAL(split_even_odd)(rows[r] + 2 * cb, &e, &o);
             const mask take = (o > e) | (o != o);
             const vec v = FC_SELECT(take, o, e);
             const tvec t = __builtin_convertvector(take, tvec) & 1;
@@ -301,15 +309,15 @@ int FC_FN(maxpool2d_fwd)(const fc_pool2d_params *p, const T *x, T *y, int64_t *i
     int failed = 0;
     const int nt = fc_threads_for(nthreads, (double)ntasks * OW * p->kernel_h * p->kernel_w,
                                   FC_POOL_MIN_WORK, ntasks);
-    /* 3-wide stride-2 windows of at most 3 rows, values only: whole window rows in registers */
-    const int fused_k3s2 = p->kernel_w == 3 && p->stride_w == 2 && p->dilation_w == 1 &&
-                           p->kernel_h <= 3;
-    /* 2x2 stride 2, no padding, with indices (flat plane indices fit an int32 lane) */
-    const int fused_k2s2 = p->kernel_w == 2 && p->stride_w == 2 && p->dilation_w == 1 &&
-                           p->pad_w == 0 && p->kernel_h <= 2 && p->dilation_h == 1 &&
-                           H * W < ((fc_index)1 << 31);
-    (void)fused_k3s2;
-    (void)fused_k2s2;
+    /* Whole window rows in registers: values only, 3-wide stride-2 windows of at most 3 rows
+     * (max_rows_k3s2); with indices, 2x2 stride 2 without padding, whose flat plane indices fit
+     * an int32 lane (max_rows_k2s2_index) */
+    const int fused = indices ? p->kernel_w == 2 && p->stride_w == 2 && p->dilation_w == 1 &&
+                                    p->pad_w == 0 && p->kernel_h <= 2 && p->dilation_h == 1 &&
+                                    H * W < ((fc_index)1 << 31)
+                              : p->kernel_w == 3 && p->stride_w == 2 && p->dilation_w == 1 &&
+                                    p->kernel_h <= 3;
+    (void)fused;
     FC_PRAGMA(omp parallel num_threads(nt))
     {
         /* per thread: the running best, one folded row and the window's last folded row, values
@@ -336,9 +344,7 @@ int FC_FN(maxpool2d_fwd)(const fc_pool2d_params *p, const T *x, T *y, int64_t *i
             const T *src = x + plane * H * W;
             T *out = y + plane * OH * OW + oh * OW;
             int64_t *idx = indices ? indices + plane * OH * OW + oh * OW : NULL;
-            /* each row of outputs moves on stride_h input rows */
-            fc_prefetch_ahead(src + oh * p->stride_h * W, sizeof(T) * (size_t)(p->stride_h * W),
-                              x + total);
+            FC_LOCAL(prefetch_rows)(p, src, oh, x + total);
             fc_index i0, i1;
             const fc_index h0 = oh * p->stride_h - p->pad_h;
             fc_inside_span(h0, p->dilation_h, p->kernel_h, H, &i0, &i1);
@@ -349,44 +355,34 @@ int FC_FN(maxpool2d_fwd)(const fc_pool2d_params *p, const T *x, T *y, int64_t *i
                 continue;
             }
 #ifdef FC_HAVE_SHUFFLEVECTOR
-            if (fused_k3s2 && !idx) {
-                /* With padding 1, column 0 joins the interior, its padding tap read as -inf
-                 * (from the element before the row, so not on the input's first row; and only
-                 * when its last tap, column 1, exists). The
-                 * rows' window bases; the last row has the least input after it, so its
-                 * interior count is the one every row can run. */
-                const int pad_first = lo == 1 && p->pad_w == 1 && W >= 2 && plane * H + h0 + i0 > 0;
+            if (fused) {
+                /* Values only, padding 1: column 0 joins the interior, its padding tap read as
+                 * -inf (from the element before the row, so not on the input's first row; and
+                 * only when its last tap, column 1, exists). The rows' window bases; the last
+                 * row has the least input after it, so its interior count is the one every row
+                 * can run. */
+                const int pad_first = !idx && lo == 1 && p->pad_w == 1 && W >= 2 &&
+                                      plane * H + h0 + i0 > 0;
                 const fc_index start = pad_first ? 0 : lo;
                 const T *rows[3];
                 int nrows = 0;
                 fc_index count = 0;
                 for (fc_index i = i0; i < i1; i++) {
                     const fc_index r = h0 + i * p->dilation_h;
-                    rows[nrows++] = src + r * W + (start * 2 - p->pad_w);
+                    rows[nrows++] = src + r * W + (start * p->stride_w - p->pad_w);
                     count = FC_LOCAL(interior_count)(p, start, hi,
                                                      total - (plane * H * W + r * W));
                 }
                 if (count % FC_POOL_LANES == 0) {
-                    FC_LOCAL(max_rows_k3s2)(rows, nrows, count, pad_first, acc + start);
-                    FC_LOCAL(max_border_columns)(p, src, h0, i0, i1, start, hi, acc, NULL);
+                    if (idx)
+                        FC_LOCAL(max_rows_k2s2_index)(rows, nrows, count, h0 + i0, W, start,
+                                                      acc + start, flat + start);
+                    else
+                        FC_LOCAL(max_rows_k3s2)(rows, nrows, count, pad_first, acc + start);
+                    FC_LOCAL(max_border_columns)(p, src, h0, i0, i1, start, hi, acc,
+                                                 idx ? flat : NULL);
                     memcpy(out, acc, sizeof(T) * (size_t)OW);
-                    continue;
-                }
-            }
-            if (fused_k2s2 && idx) {
-                const T *rows[2];
-                int nrows = 0;
-                fc_index count = 0;
-                for (fc_index i = i0; i < i1; i++) {
-                    rows[nrows++] = src + (h0 + i) * W;
-                    count = FC_LOCAL(interior_count)(p, 0, hi,
-                                                     total - (plane * H * W + (h0 + i) * W));
-                }
-                if (count % FC_POOL_LANES == 0) {
-                    FC_LOCAL(max_rows_k2s2_index)(rows, nrows, count, h0 + i0, W, 0, acc, flat);
-                    FC_LOCAL(max_border_columns)(p, src, h0, i0, i1, 0, hi, acc, flat);
-                    memcpy(out, acc, sizeof(T) * (size_t)OW);
-                    memcpy(idx, flat, sizeof(int64_t) * (size_t)OW);
+                    if (idx) memcpy(idx, flat, sizeof(int64_t) * (size_t)OW);
                     continue;
                 }
             }
@@ -617,8 +613,7 @@ int FC_FN(avgpool2d_fwd)(const fc_pool2d_params *p, const T *x, T *y, int nthrea
         fc_index plane = t0 / OH, oh = t0 % OH;
         for (fc_index t = t0; t < t1 && acc && cols; t++, oh++) {
             if (oh == OH) { oh = 0; plane++; }
-            fc_prefetch_ahead(x + plane * HW + oh * p->stride_h * p->in_w,
-                              sizeof(T) * (size_t)(p->stride_h * p->in_w), x + total);
+            FC_LOCAL(prefetch_rows)(p, x + plane * HW, oh, x + total);
             FC_LOCAL(window_sums)(p, x + plane * HW, oh, lo, hi, 0.0, total - plane * HW, row_sum,
                                   acc);
             FC_LOCAL(avg_divisors)(p, oh, cols, cols + OW, last_row, divisor);
@@ -749,8 +744,7 @@ int FC_FN(lppool2d_fwd)(const fc_pool2d_params *p, double norm, const T *x, T *y
         for (fc_index t = t0; t < t1 && acc; t++, oh++) {
             if (oh == OH) { oh = 0; plane++; }
             T *out = y + plane * OH * OW + oh * OW;
-            fc_prefetch_ahead(x + plane * HW + oh * p->stride_h * p->in_w,
-                              sizeof(T) * (size_t)(p->stride_h * p->in_w), x + total);
+            FC_LOCAL(prefetch_rows)(p, x + plane * HW, oh, x + total);
             FC_LOCAL(window_sums)(p, x + plane * HW, oh, lo, hi, norm, total - plane * HW, row_sum,
                                   acc);
             const int full_row = oh * p->stride_h + p->kernel_h <= p->in_h;
@@ -819,8 +813,7 @@ int FC_FN(lppool2d_bwd)(const fc_pool2d_params *p, double norm, const T *gy, con
                                                                         : pow(v, norm - 1.0)));
                         }
             for (fc_index oh = 0; oh < OH; oh++) {
-                fc_prefetch_ahead(src + oh * p->stride_h * W, sizeof(T) * (size_t)(p->stride_h * W),
-                                  x + total);
+                FC_LOCAL(prefetch_rows)(p, src, oh, x + total);
                 /* coef = gy * c * out^(1-p) with c = kH*kW/area: d out/d x = coef * x^(p-1) */
                 FC_LOCAL(window_sums)(p, src, oh, lo, hi, norm, total - plane * HW, row_sum, coef);
                 const T *g_row = gy + plane * OH * OW + oh * OW;
