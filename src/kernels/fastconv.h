@@ -9,6 +9,7 @@
  * FC_EINDEX, having skipped them, if any lies outside [-1, plane size).
  *
  * Threads: `nthreads` is an upper bound; a kernel uses fewer when the problem is too small to gain.
+ * The kernels' prototypes are generated from fc_kernel_list.h, where each is written once.
  */
 #ifndef FASTCONV_H
 #define FASTCONV_H
@@ -44,6 +45,7 @@ typedef struct {
     fc_index out_h, out_w;
     int count_include_pad;     /* avg pool only */
     fc_index divisor_override; /* avg pool only; 0 = none */
+    double norm;               /* lp pool only: the p of the L^p norm, > 0 */
 } fc_pool2d_params;
 
 /* ---- instruction-set selection ------------------------------------------------------------- */
@@ -60,54 +62,11 @@ int fc_select_isa_from_env(void); /* FASTCONV_ISA=avx512|avx2|scalar, else the b
 int fc_openmp_enabled(void);
 int fc_default_num_threads(void); /* omp_get_max_threads(), or 1 without OpenMP */
 
-/* ---- convolution ---------------------------------------------------------------------------- */
-int fc_f32_conv2d_fwd(const fc_conv2d_params *p, const float *x, const float *w, const float *bias,
-                      float *y, int nthreads);
-int fc_f64_conv2d_fwd(const fc_conv2d_params *p, const double *x, const double *w,
-                      const double *bias, double *y, int nthreads);
-int fc_f32_conv2d_bwd_input(const fc_conv2d_params *p, const float *gy, const float *w, float *gx,
-                            int nthreads);
-int fc_f64_conv2d_bwd_input(const fc_conv2d_params *p, const double *gy, const double *w,
-                            double *gx, int nthreads);
-/* gb may be NULL (no bias gradient wanted). */
-int fc_f32_conv2d_bwd_weight(const fc_conv2d_params *p, const float *gy, const float *x, float *gw,
-                             float *gb, int nthreads);
-int fc_f64_conv2d_bwd_weight(const fc_conv2d_params *p, const double *gy, const double *x,
-                             double *gw, double *gb, int nthreads);
-/* The multiply-add peak in the microkernel's register type: `iterations` rounds of independent
- * FMA chains on up to nthreads threads; *flops gets the FLOPs done (time them to get FLOP/s). */
-int fc_f32_fma_peak(fc_index iterations, int nthreads, double *flops);
-int fc_f64_fma_peak(fc_index iterations, int nthreads, double *flops);
+/* ---- kernels: fc_f32_conv2d_fwd, fc_f64_maxpool2d_bwd, ... (fc_kernel_list.h) ------------- */
+#include "fc_kernel_list.h"
 
-/* ---- pooling -------------------------------------------------------------------------------- */
-/* indices may be NULL; a window wholly in the padding yields -inf and index -1. */
-int fc_f32_maxpool2d_fwd(const fc_pool2d_params *p, const float *x, float *y, int64_t *indices,
-                         int nthreads);
-int fc_f64_maxpool2d_fwd(const fc_pool2d_params *p, const double *x, double *y, int64_t *indices,
-                         int nthreads);
-/* Backward kernels write every element of gx. Max-pool indices of -1 are skipped. */
-int fc_f32_maxpool2d_bwd(const fc_pool2d_params *p, const float *gy, const int64_t *indices,
-                         float *gx, int nthreads);
-int fc_f64_maxpool2d_bwd(const fc_pool2d_params *p, const double *gy, const int64_t *indices,
-                         double *gx, int nthreads);
-int fc_f32_avgpool2d_fwd(const fc_pool2d_params *p, const float *x, float *y, int nthreads);
-int fc_f64_avgpool2d_fwd(const fc_pool2d_params *p, const double *x, double *y, int nthreads);
-int fc_f32_avgpool2d_bwd(const fc_pool2d_params *p, const float *gy, float *gx, int nthreads);
-int fc_f64_avgpool2d_bwd(const fc_pool2d_params *p, const double *gy, double *gx, int nthreads);
-/* L^p pooling, PyTorch's lp_pool2d (no padding; p > 0). */
-int fc_f32_lppool2d_fwd(const fc_pool2d_params *p, double norm, const float *x, float *y,
-                        int nthreads);
-int fc_f64_lppool2d_fwd(const fc_pool2d_params *p, double norm, const double *x, double *y,
-                        int nthreads);
-int fc_f32_lppool2d_bwd(const fc_pool2d_params *p, double norm, const float *gy, const float *x,
-                        float *gx, int nthreads);
-int fc_f64_lppool2d_bwd(const fc_pool2d_params *p, double norm, const double *gy, const double *x,
-                        double *gx, int nthreads);
-
-/* ---- element-wise --------------------------------------------------------------------------- */
-int fc_f32_relu_fwd(fc_index n, const float *x, float *y, int nthreads);
-int fc_f64_relu_fwd(fc_index n, const double *x, double *y, int nthreads);
-int fc_f32_relu_bwd(fc_index n, const float *gy, const float *x, float *gx, int nthreads);
-int fc_f64_relu_bwd(fc_index n, const double *gy, const double *x, double *gx, int nthreads);
+#define FC_PUBLIC_PROTOTYPE(ctx, name, params, args) int fc_##name params;
+FC_KERNEL_LIST(FC_PUBLIC_PROTOTYPE, _)
+#undef FC_PUBLIC_PROTOTYPE
 
 #endif /* FASTCONV_H */

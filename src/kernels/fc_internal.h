@@ -106,41 +106,16 @@ static inline int fc_threads_for(int nthreads, double work, double min_work_per_
     return n;
 }
 
-/* Per-ISA kernels (conv2d_gemm.h, pool2d_impl.h); dispatch.c picks one set at import. */
-#define FC_DECLARE_CONV_ISA(isa)                                                                   \
-    int fc_f32_conv2d_fwd__##isa(const fc_conv2d_params *, const float *, const float *,          \
-                                 const float *, float *, int);                                    \
-    int fc_f64_conv2d_fwd__##isa(const fc_conv2d_params *, const double *, const double *,        \
-                                 const double *, double *, int);                                  \
-    int fc_f32_conv2d_bwd_input__##isa(const fc_conv2d_params *, const float *, const float *,    \
-                                       float *, int);                                             \
-    int fc_f64_conv2d_bwd_input__##isa(const fc_conv2d_params *, const double *, const double *,  \
-                                       double *, int);                                            \
-    int fc_f32_conv2d_bwd_weight__##isa(const fc_conv2d_params *, const float *, const float *,   \
-                                        float *, float *, int);                                   \
-    int fc_f64_conv2d_bwd_weight__##isa(const fc_conv2d_params *, const double *, const double *, \
-                                        double *, double *, int);                                 \
-    int fc_f32_fma_peak__##isa(fc_index, int, double *);                                          \
-    int fc_f64_fma_peak__##isa(fc_index, int, double *);
-
-#define FC_DECLARE_POOL_ISA_DT(isa, dt, T)                                                       \
-    int fc_##dt##_maxpool2d_fwd__##isa(const fc_pool2d_params *, const T *, T *, int64_t *, int); \
-    int fc_##dt##_maxpool2d_bwd__##isa(const fc_pool2d_params *, const T *, const int64_t *, T *, \
-                                       int);                                                      \
-    int fc_##dt##_avgpool2d_fwd__##isa(const fc_pool2d_params *, const T *, T *, int);            \
-    int fc_##dt##_avgpool2d_bwd__##isa(const fc_pool2d_params *, const T *, T *, int);            \
-    int fc_##dt##_lppool2d_fwd__##isa(const fc_pool2d_params *, double, const T *, T *, int);     \
-    int fc_##dt##_lppool2d_bwd__##isa(const fc_pool2d_params *, double, const T *, const T *, T *,\
-                                      int);                                                       \
-    int fc_##dt##_relu_fwd__##isa(fc_index, const T *, T *, int);                                 \
-    int fc_##dt##_relu_bwd__##isa(fc_index, const T *, const T *, T *, int);
+/* Each instruction set's entry points, fc_<name>__<isa>, from the one list in fc_kernel_list.h;
+ * dispatch.c picks one set at import. */
+#define FC_ISA_PROTOTYPE(isa, name, params, args) int fc_##name##__##isa params;
 #define FC_DECLARE_ISA(isa)                                                                        \
-    FC_DECLARE_CONV_ISA(isa)                                                                       \
-    FC_DECLARE_POOL_ISA_DT(isa, f32, float)                                                        \
-    FC_DECLARE_POOL_ISA_DT(isa, f64, double)
-
+    FC_KERNEL_LIST(FC_ISA_PROTOTYPE, isa)                                                          \
+    FC_PRIVATE_LIST(FC_ISA_PROTOTYPE, isa)
 FC_DECLARE_ISA(scalar)
 FC_DECLARE_ISA(avx2)
 FC_DECLARE_ISA(avx512)
+#undef FC_DECLARE_ISA
+#undef FC_ISA_PROTOTYPE
 
 #endif /* FC_INTERNAL_H */

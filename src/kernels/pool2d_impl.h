@@ -722,7 +722,8 @@ static inline double FC_LOCAL(lp_scale)(const fc_pool2d_params *p, fc_index oh, 
     return (double)(p->kernel_h * p->kernel_w) / (double)(ah * aw);
 }
 
-int FC_FN(lppool2d_fwd)(const fc_pool2d_params *p, double norm, const T *x, T *y, int nthreads) {
+int FC_FN(lppool2d_fwd)(const fc_pool2d_params *p, const T *x, T *y, int nthreads) {
+    const double norm = p->norm;
     const fc_index HW = p->in_h * p->in_w, OH = p->out_h, OW = p->out_w;
     const fc_index ntasks = p->planes * OH, total = p->planes * HW, row_len = FC_POOL_ROW(OW);
     fc_index lo, hi;
@@ -772,8 +773,9 @@ static inline int FC_LOCAL(lp_covered)(fc_index i, fc_index s, fc_index k, fc_in
     return last >= 0 && i < last * s + k;
 }
 
-int FC_FN(lppool2d_bwd)(const fc_pool2d_params *p, double norm, const T *gy, const T *x, T *gx,
+int FC_FN(lppool2d_bwd)(const fc_pool2d_params *p, const T *gy, const T *x, T *gx,
                         int nthreads) {
+    const double norm = p->norm;
     const fc_index H = p->in_h, W = p->in_w, HW = H * W, OH = p->out_h, OW = p->out_w;
     const fc_index total = p->planes * HW, row_len = FC_POOL_ROW(OW);
     fc_index lo, hi;

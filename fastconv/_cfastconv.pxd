@@ -1,0 +1,191 @@
+# The C declarations fastconv/_kernels.pyx uses, once: the kernels' API (src/kernels/fastconv.h,
+# whose kernel prototypes come from src/kernels/fc_kernel_list.h), the benchmark's private entry
+# points (fc_private.h) and the output cache (src/runtime/output_cache.h). Below them, `real`,
+# the fused type the wrappers are written over, and one dtype-generic name per kernel that
+# resolves at compile time to its float32 or float64 symbol.
+
+from libc.stdint cimport int64_t
+
+
+cdef extern from "fastconv.h" nogil:
+    ctypedef int64_t fc_index
+    ctypedef struct fc_conv2d_params:
+        fc_index batch, in_channels, in_h, in_w
+        fc_index out_channels, groups
+        fc_index kernel_h, kernel_w
+        fc_index stride_h, stride_w
+        fc_index pad_top, pad_left
+        fc_index dilation_h, dilation_w
+        fc_index out_h, out_w
+    ctypedef struct fc_pool2d_params:
+        fc_index planes, in_h, in_w
+        fc_index kernel_h, kernel_w
+        fc_index stride_h, stride_w
+        fc_index pad_h, pad_w
+        fc_index dilation_h, dilation_w
+        fc_index out_h, out_w
+        int count_include_pad
+        fc_index divisor_override
+        double norm
+
+    int FC_OK
+    int FC_ENOMEM
+    int FC_EINDEX
+    int FC_ISA_COUNT
+
+    const char *fc_isa_name(int isa)
+    int fc_isa_compiled(int isa)
+    int fc_isa_supported(int isa)
+    int fc_isa_selected()
+    int fc_select_isa(int isa)
+    int fc_select_isa_from_env()
+    int fc_openmp_enabled()
+    int fc_default_num_threads()
+
+    int fc_f32_conv2d_fwd(const fc_conv2d_params *p, const float *x, const float *w,
+                          const float *bias, float *y, int nthreads)
+    int fc_f64_conv2d_fwd(const fc_conv2d_params *p, const double *x, const double *w,
+                          const double *bias, double *y, int nthreads)
+    int fc_f32_conv2d_bwd_input(const fc_conv2d_params *p, const float *gy, const float *w,
+                                float *gx, int nthreads)
+    int fc_f64_conv2d_bwd_input(const fc_conv2d_params *p, const double *gy, const double *w,
+                                double *gx, int nthreads)
+    int fc_f32_conv2d_bwd_weight(const fc_conv2d_params *p, const float *gy, const float *x,
+                                 float *gw, float *gb, int nthreads)
+    int fc_f64_conv2d_bwd_weight(const fc_conv2d_params *p, const double *gy, const double *x,
+                                 double *gw, double *gb, int nthreads)
+
+    int fc_f32_maxpool2d_fwd(const fc_pool2d_params *p, const float *x, float *y,
+                             int64_t *indices, int nthreads)
+    int fc_f64_maxpool2d_fwd(const fc_pool2d_params *p, const double *x, double *y,
+                             int64_t *indices, int nthreads)
+    int fc_f32_maxpool2d_bwd(const fc_pool2d_params *p, const float *gy, const int64_t *indices,
+                             float *gx, int nthreads)
+    int fc_f64_maxpool2d_bwd(const fc_pool2d_params *p, const double *gy,
+                             const int64_t *indices, double *gx, int nthreads)
+    int fc_f32_avgpool2d_fwd(const fc_pool2d_params *p, const float *x, float *y, int nthreads)
+    int fc_f64_avgpool2d_fwd(const fc_pool2d_params *p, const double *x, double *y, int nthreads)
+    int fc_f32_avgpool2d_bwd(const fc_pool2d_params *p, const float *gy, float *gx, int nthreads)
+    int fc_f64_avgpool2d_bwd(const fc_pool2d_params *p, const double *gy, double *gx,
+                             int nthreads)
+    int fc_f32_lppool2d_fwd(const fc_pool2d_params *p, const float *x, float *y, int nthreads)
+    int fc_f64_lppool2d_fwd(const fc_pool2d_params *p, const double *x, double *y, int nthreads)
+    int fc_f32_lppool2d_bwd(const fc_pool2d_params *p, const float *gy, const float *x,
+                            float *gx, int nthreads)
+    int fc_f64_lppool2d_bwd(const fc_pool2d_params *p, const double *gy, const double *x,
+                            double *gx, int nthreads)
+
+    int fc_f32_relu_fwd(fc_index n, const float *x, float *y, int nthreads)
+    int fc_f64_relu_fwd(fc_index n, const double *x, double *y, int nthreads)
+    int fc_f32_relu_bwd(fc_index n, const float *gy, const float *x, float *gx, int nthreads)
+    int fc_f64_relu_bwd(fc_index n, const double *gy, const double *x, double *gx, int nthreads)
+
+
+cdef extern from "fc_private.h" nogil:
+    int fc_f32_fma_peak(fc_index iterations, int nthreads, double *flops)
+    int fc_f64_fma_peak(fc_index iterations, int nthreads, double *flops)
+
+
+cdef extern from "output_cache.h":
+    ctypedef struct fc_cache_info:
+        size_t limit, held, blocks, hits, misses
+    size_t FC_CACHE_MIN_BYTES
+    int fc_cache_init(size_t limit) except -1
+    object fc_cache_handler()
+    void fc_cache_set_limit(size_t limit) nogil
+    fc_cache_info fc_cache_get_info() nogil
+
+
+ctypedef fused real:
+    float
+    double
+
+
+# ---- each kernel under one name for both dtypes ------------------------------------------------
+
+cdef inline int conv2d_fwd(const fc_conv2d_params *p, const real *x, const real *w,
+                           const real *bias, real *y, int nthreads) noexcept nogil:
+    if real is float:
+        return fc_f32_conv2d_fwd(p, x, w, bias, y, nthreads)
+    else:
+        return fc_f64_conv2d_fwd(p, x, w, bias, y, nthreads)
+
+
+cdef inline int conv2d_bwd_input(const fc_conv2d_params *p, const real *gy, const real *w,
+                                 real *gx, int nthreads) noexcept nogil:
+    if real is float:
+        return fc_f32_conv2d_bwd_input(p, gy, w, gx, nthreads)
+    else:
+        return fc_f64_conv2d_bwd_input(p, gy, w, gx, nthreads)
+
+
+cdef inline int conv2d_bwd_weight(const fc_conv2d_params *p, const real *gy, const real *x,
+                                  real *gw, real *gb, int nthreads) noexcept nogil:
+    if real is float:
+        return fc_f32_conv2d_bwd_weight(p, gy, x, gw, gb, nthreads)
+    else:
+        return fc_f64_conv2d_bwd_weight(p, gy, x, gw, gb, nthreads)
+
+
+cdef inline int maxpool2d_fwd(const fc_pool2d_params *p, const real *x, real *y,
+                              int64_t *indices, int nthreads) noexcept nogil:
+    if real is float:
+        return fc_f32_maxpool2d_fwd(p, x, y, indices, nthreads)
+    else:
+        return fc_f64_maxpool2d_fwd(p, x, y, indices, nthreads)
+
+
+cdef inline int maxpool2d_bwd(const fc_pool2d_params *p, const real *gy, const int64_t *indices,
+                              real *gx, int nthreads) noexcept nogil:
+    if real is float:
+        return fc_f32_maxpool2d_bwd(p, gy, indices, gx, nthreads)
+    else:
+        return fc_f64_maxpool2d_bwd(p, gy, indices, gx, nthreads)
+
+
+cdef inline int avgpool2d_fwd(const fc_pool2d_params *p, const real *x, real *y,
+                              int nthreads) noexcept nogil:
+    if real is float:
+        return fc_f32_avgpool2d_fwd(p, x, y, nthreads)
+    else:
+        return fc_f64_avgpool2d_fwd(p, x, y, nthreads)
+
+
+cdef inline int avgpool2d_bwd(const fc_pool2d_params *p, const real *gy, real *gx,
+                              int nthreads) noexcept nogil:
+    if real is float:
+        return fc_f32_avgpool2d_bwd(p, gy, gx, nthreads)
+    else:
+        return fc_f64_avgpool2d_bwd(p, gy, gx, nthreads)
+
+
+cdef inline int lppool2d_fwd(const fc_pool2d_params *p, const real *x, real *y,
+                             int nthreads) noexcept nogil:
+    if real is float:
+        return fc_f32_lppool2d_fwd(p, x, y, nthreads)
+    else:
+        return fc_f64_lppool2d_fwd(p, x, y, nthreads)
+
+
+cdef inline int lppool2d_bwd(const fc_pool2d_params *p, const real *gy, const real *x, real *gx,
+                             int nthreads) noexcept nogil:
+    if real is float:
+        return fc_f32_lppool2d_bwd(p, gy, x, gx, nthreads)
+    else:
+        return fc_f64_lppool2d_bwd(p, gy, x, gx, nthreads)
+
+
+cdef inline int relu_fwd(fc_index n, const real *x, real *y, int nthreads) noexcept nogil:
+    if real is float:
+        return fc_f32_relu_fwd(n, x, y, nthreads)
+    else:
+        return fc_f64_relu_fwd(n, x, y, nthreads)
+
+
+cdef inline int relu_bwd(fc_index n, const real *gy, const real *x, real *gx,
+                         int nthreads) noexcept nogil:
+    if real is float:
+        return fc_f32_relu_bwd(n, gy, x, gx, nthreads)
+    else:
+        return fc_f64_relu_bwd(n, gy, x, gx, nthreads)
+
