@@ -1,5 +1,9 @@
-/* conv2d_winograd.h: 3x3 stride-1 convolution by Winograd's minimal filtering F(2x2, 3x3),
- * included by conv2d_gemm.h (it uses that file's microkernel, packing and helpers).
+/* conv2d_winograd.h: 3x3 stride-1 convolution by Winograd's minimal filtering F(2x2, 3x3), on
+ * the direct path's GEMM microkernel (conv2d_gemm_ukernel.h) and B-panel packing (conv2d_pack.h).
+ *
+ *   fc_<dt>_winograd_f2x2_3x3_kernel_transform_mr<MR>__<isa>   U = G g G^T, MR kernels at once
+ *   fc_<dt>_winograd_f2x2_3x3_input_transform__<isa>          V = B^T d B, tile rows at once
+ *   fc_<dt>_winograd_f2x2_3x3_output_transform__<isa>         Y = A^T M A (+ bias), a block
  *
  * Each 2x2 block of outputs ("tile") comes from a 4x4 input tile d and a 3x3 kernel g as
  *   Y = A^T [ (G g G^T) .* (B^T d B) ] A,
@@ -14,6 +18,14 @@
  * and packed once per call. Workspace per thread: a few padded images, 16 x (C + K) x TB, one
  * KC x NR B panel and the input transform's row combinations (8 x TH x 2 TW, four padded
  * channels' worth). */
+
+#ifndef FC_CONV2D_WINOGRAD_H
+#define FC_CONV2D_WINOGRAD_H
+
+#include "conv2d_gemm_ukernel.h"
+#include "conv2d_pack.h"
+#include "conv2d_tuning.h"
+#include "fc_template.h"
 
 #define FC_WINO_TB (4 * FC_NR) /* tiles per task block */
 /* Returned when x or w holds an Inf or NaN: the transforms' cancellations (Inf - Inf) would give
@@ -32,7 +44,7 @@ static inline int FC_LOCAL(winograd_applies)(const fc_conv2d_params *p) {
  * packed A panel at once (lane i: kernel k0 + i, input channel c; lanes past Kg are zero), so
  * the transform vectorises across kernels and writes its 16 results straight into the panels:
  * u[e * FC_MR + i]. Returns nonzero if any result is Inf or NaN. */
-static int FC_LOCAL(wino_kernel_transform)(const T *w, fc_index k0, fc_index Kg, fc_index Cg,
+static int FC_MR_NAME(winograd_f2x2_3x3_kernel_transform)(const T *w, fc_index k0, fc_index Kg, fc_index Cg,
                                            fc_index c, T *restrict u /* [16][FC_MR] */) {
     T g[9][FC_MR], t[4][3][FC_MR];
     for (int i = 0; i < FC_MR; i++)
@@ -66,7 +78,7 @@ static int FC_LOCAL(wino_kernel_transform)(const T *w, fc_index k0, fc_index Kg,
  * and from column 2 in hi. Tile t's columns 2t..2t+3 are then lo[2t], lo[2t+1], hi[2t], hi[2t+1],
  * with the same t for every tile row in one flat index m = (th - th0) * TW + tw. Pass 2, along
  * the columns, writes V_e for tiles m in [m0, m1) to v[e] + (m - m0). */
-static void FC_LOCAL(wino_input_rows)(const T *plane, fc_index Wp, fc_index th0, fc_index th1,
+static void FC_FN(winograd_f2x2_3x3_input_transform)(const T *plane, fc_index Wp, fc_index th0, fc_index th1,
                                       fc_index m0, fc_index m1, T *restrict lo, T *restrict hi,
                                       T *const *v) {
     const fc_index w2 = Wp - 2, rows = th1 - th0, stride = rows * w2; /* one combination */
@@ -118,7 +130,7 @@ static void FC_LOCAL(wino_interleave)(fc_index n, const T *restrict e, const T *
 /* Y = A^T M A, A^T = [1 1 1 0; 0 1 -1 -1], for tiles t < n (a whole block, across tile rows and
  * images: the sums are element-wise over tiles, so they run as long vector loops): tmp's rows
  * 8..11 (stride ts) get each tile's outputs (0, 0), (0, 1), (1, 0), (1, 1), plus bias. */
-static void FC_LOCAL(wino_output_sums)(const T *const *m, fc_index n, T bias, T *tmp,
+static void FC_FN(winograd_f2x2_3x3_output_transform)(const T *const *m, fc_index n, T bias, T *tmp,
                                        fc_index ts) {
     T *s = tmp, *d = tmp + 4 * ts, *o = tmp + 8 * ts; /* A^T M's rows, then the outputs */
     for (int j = 0; j < 4; j++) {
@@ -133,7 +145,7 @@ static void FC_LOCAL(wino_output_sums)(const T *const *m, fc_index n, T bias, T 
 
 /* One tile row's n tiles of wino_output_sums' o (stride ts) into output rows y0 (2*th) and y1
  * (2*th + 1, NULL past the image), columns 2t and 2t+1 while < ow_count. */
-static void FC_LOCAL(wino_output_row)(const T *o, fc_index ts, fc_index n, T *y0, T *y1,
+static void FC_LOCAL(winograd_output_row)(const T *o, fc_index ts, fc_index n, T *y0, T *y1,
                                       fc_index ow_count) {
     const fc_index full = ow_count / 2; /* tiles whose two columns both exist */
     FC_LOCAL(wino_interleave)(full, o, o + ts, y0);
@@ -182,7 +194,7 @@ static int FC_LOCAL(conv2d_fwd_winograd)(const fc_conv2d_params *p, const T *x, 
             int bad = 0;
             for (fc_index c = 0; c < Cg; c++) {
                 T u[16 * FC_MR];
-                bad |= FC_LOCAL(wino_kernel_transform)(w + g * Kg * Cg * 9, kb * FC_MR, Kg, Cg,
+                bad |= FC_MR_NAME(winograd_f2x2_3x3_kernel_transform)(w + g * Kg * Cg * 9, kb * FC_MR, Kg, Cg,
                                                        c, u);
                 for (int e = 0; e < 16; e++)
                     memcpy(up + (e * G + g) * u_stride + (kb * Cg + c) * FC_MR, u + e * FC_MR,
@@ -230,7 +242,7 @@ static int FC_LOCAL(conv2d_fwd_winograd)(const fc_conv2d_params *p, const T *x, 
                     for (fc_index r = 0; r < Hp; r++) {
                         const fc_index ih = r - p->pad_top;
                         T *row = dst + (c * Hp + r) * Wp;
-                        FC_LOCAL(gather_run)((fc_uindex)ih < (fc_uindex)H ? xg + c * HW + ih * W
+                        FC_FN(gather_run)((fc_uindex)ih < (fc_uindex)H ? xg + c * HW + ih * W
                                                                           : NULL,
                                              -p->pad_left, 1, W, Wp, row, 1);
                         for (fc_index q = 0; q < Wp; q++)
@@ -255,7 +267,7 @@ static int FC_LOCAL(conv2d_fwd_winograd)(const fc_conv2d_params *p, const T *x, 
                     const fc_index th1 = (ti + len - 1) / TW + 1;
                     T *ve[16];
                     for (int e = 0; e < 16; e++) ve[e] = v[e] + u;
-                    FC_LOCAL(wino_input_rows)(xp + ((n % span) * Cg + c) * Hp * Wp, Wp, th0, th1,
+                    FC_FN(winograd_f2x2_3x3_input_transform)(xp + ((n % span) * Cg + c) * Hp * Wp, Wp, th0, th1,
                                               ti - th0 * TW, ti - th0 * TW + len, lo, hi, ve);
                     u += len;
                 }
@@ -269,9 +281,9 @@ static int FC_LOCAL(conv2d_fwd_winograd)(const fc_conv2d_params *p, const T *x, 
                     for (fc_index c = 0; c < kc; c++)
                         rows[c] = vb + e * v_stride + (c0 + c) * TB;
                     for (fc_index j = 0; j < nb; j += FC_NR) {
-                        FC_LOCAL(pack_b_panel)(kc, rows, j, stage);
+                        FC_NR_NAME(gemm_pack_b_panel)(kc, rows, j, stage);
                         for (fc_index kb = 0; kb < kblocks; kb++)
-                            FC_LOCAL(ukernel)(kc, ue + kb * FC_MR * Cg + c0 * FC_MR, stage,
+                            FC_GEMM(kc, ue + kb * FC_MR * Cg + c0 * FC_MR, stage,
                                               me + kb * FC_MR * TB + j, TB, FC_MR, FC_NR, c0 > 0,
                                               NULL);
                     }
@@ -281,13 +293,13 @@ static int FC_LOCAL(conv2d_fwd_winograd)(const fc_conv2d_params *p, const T *x, 
             for (fc_index k = 0; k < Kg; k++) {
                 const T *m[16];
                 for (int e = 0; e < 16; e++) m[e] = mb + e * m_stride + k * TB;
-                FC_LOCAL(wino_output_sums)(m, nb, bias ? bias[g * Kg + k] : (T)0, tmp, TB);
+                FC_FN(winograd_f2x2_3x3_output_transform)(m, nb, bias ? bias[g * Kg + k] : (T)0, tmp, TB);
                 for (fc_index u = 0; u < nb;) {
                     const fc_index n = (t0 + u) / TI, ti = (t0 + u) % TI;
                     const fc_index th = ti / TW, tw = ti % TW, len = FC_MIN(nb - u, TW - tw);
                     T *y0 = y + ((n * p->out_channels + g * Kg + k) * OH + 2 * th) * OW + 2 * tw;
                     T *y1 = 2 * th + 1 < OH ? y0 + OW : NULL;
-                    FC_LOCAL(wino_output_row)(tmp + 8 * TB + u, TB, len, y0, y1,
+                    FC_LOCAL(winograd_output_row)(tmp + 8 * TB + u, TB, len, y0, y1,
                                               FC_MIN(2 * len, OW - 2 * tw));
                     u += len;
                 }
@@ -306,4 +318,4 @@ static int FC_LOCAL(conv2d_fwd_winograd)(const fc_conv2d_params *p, const T *x, 
     return failed ? FC_ENOMEM : nonfinite ? FC_WINO_NONFINITE : FC_OK;
 }
 
-#undef FC_WINO_TB
+#endif /* FC_CONV2D_WINOGRAD_H */

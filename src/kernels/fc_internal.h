@@ -29,6 +29,10 @@
 #define FC_CAT2(a, b) FC_CAT2_(a, b)
 #define FC_CAT3(a, b, c) FC_CAT2(FC_CAT2(a, b), c)
 
+/* The element types, as the planner and the tuning table index them (f32 / f64 are pasted into
+ * kernel names, fc_template.h). */
+typedef enum { FC_DTYPE_f32 = 0, FC_DTYPE_f64 = 1, FC_DTYPE_COUNT = 2 } fc_dtype;
+
 /* Workspaces are 64-byte aligned so packed panels can be read with aligned vector loads. */
 static inline void *fc_aligned_alloc(size_t bytes) {
     void *p = NULL;

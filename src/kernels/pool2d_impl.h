@@ -1,7 +1,7 @@
-/* pool2d_impl.h: max, average and L^p pooling, forward and backward, and relu, for one dtype.
- * A kernel file (pool2d_scalar.c, pool2d_avx2.c, pool2d_avx512.c) defines T, FC_DT and FC_ISA
- * and includes it once per dtype; the code is plain C that the compiler vectorises for the file's
- * instruction set.
+/* pool2d_impl.h: max, average and L^p pooling, forward and backward, for one dtype. A kernel
+ * file (pool2d_scalar.c, pool2d_avx2.c, pool2d_avx512.c) includes its fc_isa_<isa>.h and
+ * instantiates this template once per dtype (fc_each_dtype.h); the code is plain C that the
+ * compiler vectorises for the file's instruction set.
  *
  * Pooling is bandwidth-bound, so each output row is computed in two vectorisable passes over
  * whole rows instead of window by window: first along every input row of the window (a fold over
@@ -19,10 +19,8 @@
  * in the padding gives -inf with index -1 (PyTorch reads out of bounds there). */
 #include <math.h>
 
-#include "fc_internal.h"
+#include "fc_template.h"
 
-#define FC_FN(op) FC_CAT3(FC_CAT3(fc_, FC_DT, _), op, FC_CAT2(__, FC_ISA))
-#define FC_LOCAL(name) FC_CAT3(name, _, FC_DT)
 /* Roughly 32k window reads per thread before another thread pays for its start-up. */
 #define FC_POOL_MIN_WORK 3.2e4
 
@@ -863,42 +861,5 @@ int FC_FN(lppool2d_bwd)(const fc_pool2d_params *p, const T *gy, const T *x, T *g
     return failed ? FC_ENOMEM : FC_OK;
 }
 
-/* ---- relu ----------------------------------------------------------------------------------- */
-/* relu(NaN) = NaN, and the gradient passes through a NaN input, as in PyTorch (whose backward
- * tests `x <= 0`). */
-#define FC_ELTWISE_MIN_WORK 1.0e5
-
-/* Blocks of FC_ELTWISE_BLOCK elements, each prefetching its inputs' next lines first. */
-#define FC_ELTWISE_BLOCK 1024
-
-int FC_FN(relu_fwd)(fc_index n, const T *x, T *y, int nthreads) {
-    const int nt = fc_threads_for(nthreads, (double)n, FC_ELTWISE_MIN_WORK, n);
-    const fc_index nblocks = FC_CEIL_DIV(n, FC_ELTWISE_BLOCK);
-    FC_PRAGMA(omp parallel for schedule(static) num_threads(nt))
-    for (fc_index b = 0; b < nblocks; b++) {
-        const fc_index i0 = b * FC_ELTWISE_BLOCK, i1 = FC_MIN(n, i0 + FC_ELTWISE_BLOCK);
-        fc_prefetch_ahead(x + i0, sizeof(T) * FC_ELTWISE_BLOCK, x + n);
-        for (fc_index i = i0; i < i1; i++) y[i] = x[i] <= 0 ? (T)0 : x[i];
-    }
-    return FC_OK;
-}
-
-int FC_FN(relu_bwd)(fc_index n, const T *gy, const T *x, T *gx, int nthreads) {
-    const int nt = fc_threads_for(nthreads, (double)n, FC_ELTWISE_MIN_WORK, n);
-    const fc_index nblocks = FC_CEIL_DIV(n, FC_ELTWISE_BLOCK);
-    FC_PRAGMA(omp parallel for schedule(static) num_threads(nt))
-    for (fc_index b = 0; b < nblocks; b++) {
-        const fc_index i0 = b * FC_ELTWISE_BLOCK, i1 = FC_MIN(n, i0 + FC_ELTWISE_BLOCK);
-        fc_prefetch_ahead(x + i0, sizeof(T) * FC_ELTWISE_BLOCK, x + n);
-        fc_prefetch_ahead(gy + i0, sizeof(T) * FC_ELTWISE_BLOCK, gy + n);
-        for (fc_index i = i0; i < i1; i++) gx[i] = x[i] <= 0 ? (T)0 : gy[i];
-    }
-    return FC_OK;
-}
-
-#undef FC_FN
-#undef FC_LOCAL
 #undef FC_MAX_TAKES
 #undef FC_POOL_MIN_WORK
-#undef FC_ELTWISE_MIN_WORK
-#undef FC_ELTWISE_BLOCK
