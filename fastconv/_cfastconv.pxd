@@ -1,6 +1,7 @@
 # The C declarations fastconv/_kernels.pyx uses, once: the kernels' API (src/kernels/fastconv.h,
 # whose kernel prototypes come from src/kernels/fc_kernel_list.h), the benchmark's private entry
-# points (fc_private.h) and the output cache (src/runtime/output_cache.h). Below them, `real`,
+# points (fc_private.h), the tests' microkernel tables (fc_ukernels.h) and the output cache
+# (src/runtime/output_cache.h). Below them, `real`,
 # the fused type the wrappers are written over, and one dtype-generic name per kernel that
 # resolves at compile time to its float32 or float64 symbol.
 
@@ -84,6 +85,47 @@ cdef extern from "fastconv.h" nogil:
 cdef extern from "fc_private.h" nogil:
     int fc_f32_fma_peak(fc_index iterations, int nthreads, double *flops)
     int fc_f64_fma_peak(fc_index iterations, int nthreads, double *flops)
+
+
+cdef extern from "fc_ukernels.h" nogil:
+    ctypedef struct fc_ukernel_table:
+        int dtype, mr, nr
+        const char *gemm_name
+        void (*gemm)(fc_index kc, const void *a, const void *b, void *c, fc_index ldc, int mr,
+                     int nr, int accumulate, const void *bias)
+        const char *gemm_half_name
+        void (*gemm_half)(fc_index kc, const void *a, const void *b, void *c, fc_index ldc,
+                          int mr, int nr, int accumulate, const void *bias)
+        const char *gemm_rows_name
+        void (*gemm_rows)(fc_index kc, const void *const *a, const void *b, void *c,
+                          fc_index ldc)
+        const char *pack_a_name
+        void (*pack_a)(fc_index m, fc_index kd, const void *src, fc_index rs, fc_index cs,
+                       void *dst)
+        const char *pack_b_name
+        void (*pack_b)(fc_index kd, fc_index nc, const void *src, fc_index ld, void *dst)
+        const char *pack_b_panel_name
+        void (*pack_b_panel)(fc_index kc, const void *const *rows, fc_index q, void *dst)
+        const char *pack_dyt_name
+        void (*pack_dyt)(const void *gy, fc_index kg, fc_index p, fc_index ow, fc_index wph,
+                         fc_index q0, fc_index n, void *dst)
+        const char *gather_run_name
+        void (*gather_run)(const void *row, fc_index iw0, fc_index s, fc_index w, fc_index len,
+                           void *dst, fc_index ds)
+        const char *scatter_add_run_name
+        void (*scatter_add_run)(void *row, fc_index iw0, fc_index s, fc_index w, fc_index len,
+                                const void *src)
+        const char *winograd_kernel_name
+        int (*winograd_kernel)(const void *w, fc_index k0, fc_index kg, fc_index cg,
+                               fc_index c, void *u)
+        const char *winograd_input_name
+        void (*winograd_input)(const void *plane, fc_index wp, fc_index th0, fc_index th1,
+                               fc_index m0, fc_index m1, void *lo, void *hi, void *const *v)
+        const char *winograd_output_name
+        void (*winograd_output)(const void *const *m, fc_index n, const void *bias, void *tmp,
+                                fc_index ts)
+
+    const fc_ukernel_table *fc_ukernel_table_for(int isa, int dtype)
 
 
 cdef extern from "output_cache.h":

@@ -10,6 +10,7 @@ function only chooses float or double from the output array's dtype.
 """
 
 cimport numpy as cnp
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.stdint cimport int64_t
 
 from fastconv._cfastconv cimport *
@@ -372,3 +373,210 @@ def fma_peak(fc_index iterations, int nthreads, bint f32=True):
         else:
             fc_f64_fma_peak(iterations, nthreads, &flops)
     return flops
+
+
+# ---- for the tests: the microkernels, transforms and packing routines one by one ---------------
+
+cdef _name(const char *s):
+    return None if s == NULL else s.decode()
+
+
+def ukernel_table(str isa, dtype):
+    """The UkernelTable of instruction set `isa` for float32 or float64; ValueError where this
+    build or CPU lacks the ISA."""
+    return UkernelTable(isa, dtype)
+
+
+cdef class UkernelTable:
+    """One ISA's and dtype's GEMM microkernels, Winograd F(2x2, 3x3) transforms and packing
+    routines, called directly on NumPy arrays (src/kernels/fc_ukernels.h; their contracts are in
+    docs/KERNELS.md). For the tests: every array must be C-contiguous and of the table's dtype,
+    and each call checks that the elements it will touch lie inside the arrays it is given.
+    Pointer arguments (A rows, B rows, the 16 Winograd matrices) are given as one array and the
+    element offsets into it."""
+
+    cdef const fc_ukernel_table *t
+    cdef readonly str isa
+    cdef readonly object dtype
+
+    def __init__(self, str isa, dtype):
+        self.isa = isa
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+            raise TypeError(f"ukernel_table: dtype must be float32 or float64, got {dtype}")
+        self.t = fc_ukernel_table_for(isa_names().index(isa), self.dtype == np.float64)
+        if self.t == NULL:
+            raise ValueError(f"ukernel_table: this build or CPU has no {isa} path")
+
+    @property
+    def mr(self):
+        return self.t.mr
+
+    @property
+    def nr(self):
+        return self.t.nr
+
+    @property
+    def names(self):
+        """{routine: the C name it runs}, None for a routine this ISA lacks."""
+        t = self.t
+        return {"gemm": _name(t.gemm_name), "gemm_half": _name(t.gemm_half_name),
+                "gemm_rows": _name(t.gemm_rows_name), "pack_a": _name(t.pack_a_name),
+                "pack_b": _name(t.pack_b_name), "pack_b_panel": _name(t.pack_b_panel_name),
+                "pack_dyt": _name(t.pack_dyt_name), "gather_run": _name(t.gather_run_name),
+                "scatter_add_run": _name(t.scatter_add_run_name),
+                "winograd_kernel": _name(t.winograd_kernel_name),
+                "winograd_input": _name(t.winograd_input_name),
+                "winograd_output": _name(t.winograd_output_name)}
+
+    cdef void *_data(self, cnp.ndarray a, fc_index need, str what) except NULL:
+        """a's data, after checking its dtype and layout and that it holds `need` elements."""
+        if a.dtype != self.dtype or not a.flags.c_contiguous:
+            raise TypeError(f"{what} must be a C-contiguous {self.dtype} array")
+        if need > a.size:
+            raise ValueError(f"{what} has {a.size} elements, the call touches {need}")
+        return cnp.PyArray_DATA(a)
+
+    cdef const void **_pointers(self, cnp.ndarray base, offsets, fc_index extent,
+                                str what) except NULL:
+        """Pointers base + offsets[i] (elements), each with `extent` elements inside base; the
+        caller frees the array."""
+        cdef char *data = <char *>self._data(base, 0, what)
+        cdef fc_index n = len(offsets), i, off, item = base.itemsize
+        cdef const void **ptrs = <const void **>PyMem_Malloc(sizeof(void *) * max(n, 1))
+        if ptrs == NULL:
+            raise MemoryError()
+        for i in range(n):
+            off = offsets[i]
+            if off < 0 or off + extent > base.size:
+                PyMem_Free(ptrs)
+                raise ValueError(f"{what}: offset {off} + {extent} elements lies outside the "
+                                 f"{base.size} given")
+            ptrs[i] = data + off * item
+        return ptrs
+
+    def gemm(self, fc_index kc, cnp.ndarray a, cnp.ndarray b, cnp.ndarray c, fc_index ldc,
+             int mr, int nr, bint accumulate, cnp.ndarray bias=None, bint half=False):
+        """C[mr x nr] (+)= A panel [kc][MR] * B panel [kc][NR] (+ bias[:mr]); half: the
+        half-width microkernel (nr <= NR/2)."""
+        fn = self.t.gemm_half if half else self.t.gemm
+        if fn == NULL:
+            raise ValueError(f"{self.isa} has no half-width microkernel")
+        if not (1 <= mr <= self.t.mr and 1 <= nr <= (self.t.nr // 2 if half else self.t.nr)
+                and ldc >= nr and kc >= 1):
+            raise ValueError(f"gemm: mr={mr}, nr={nr}, ldc={ldc}, kc={kc} outside the tile")
+        cdef const void *pa = self._data(a, kc * self.t.mr, "a")
+        cdef const void *pb = self._data(b, kc * self.t.nr, "b")
+        cdef void *pc = self._data(c, (mr - 1) * ldc + nr, "c")
+        cdef const void *pbias = NULL if bias is None else self._data(bias, mr, "bias")
+        fn(kc, pa, pb, pc, ldc, mr, nr, accumulate, pbias)
+
+    def gemm_rows(self, fc_index kc, cnp.ndarray a, a_offsets, cnp.ndarray b, cnp.ndarray c,
+                  fc_index ldc):
+        """C[MR x NR] += A * B panel [kc][NR], A's row i being a[a_offsets[i]:][:kc]."""
+        if len(a_offsets) != self.t.mr or ldc < self.t.nr or kc < 1:
+            raise ValueError("gemm_rows: MR row offsets, ldc >= NR and kc >= 1 needed")
+        cdef const void *pb = self._data(b, kc * self.t.nr, "b")
+        cdef void *pc = self._data(c, (self.t.mr - 1) * ldc + self.t.nr, "c")
+        cdef const void **rows = self._pointers(a, a_offsets, kc, "a")
+        self.t.gemm_rows(kc, rows, pb, pc, ldc)
+        PyMem_Free(rows)
+
+    def pack_a(self, fc_index m, fc_index kd, cnp.ndarray src, fc_index rs, fc_index cs,
+               cnp.ndarray dst):
+        """dst = A(i, k) = src[i * rs + k * cs] packed as [ceil(m / MR)][kd][MR]."""
+        if m < 1 or kd < 1 or rs < 0 or cs < 0:
+            raise ValueError("pack_a: m, kd >= 1 and strides >= 0 needed")
+        cdef const void *ps = self._data(src, (m - 1) * rs + (kd - 1) * cs + 1, "src")
+        cdef void *pd = self._data(dst, -(-m // self.t.mr) * self.t.mr * kd, "dst")
+        self.t.pack_a(m, kd, ps, rs, cs, pd)
+
+    def pack_b(self, fc_index kd, fc_index nc, cnp.ndarray src, fc_index ld, cnp.ndarray dst):
+        """dst = B(k, q) = src[k * ld + q] packed as [ceil(nc / NR)][kd][NR]."""
+        if nc < 1 or kd < 1 or ld < nc:
+            raise ValueError("pack_b: nc, kd >= 1 and ld >= nc needed")
+        cdef const void *ps = self._data(src, (kd - 1) * ld + nc, "src")
+        cdef void *pd = self._data(dst, -(-nc // self.t.nr) * self.t.nr * kd, "dst")
+        self.t.pack_b(kd, nc, ps, ld, pd)
+
+    def pack_b_panel(self, fc_index kc, cnp.ndarray rows, row_offsets, fc_index q,
+                     cnp.ndarray dst):
+        """dst[r][u] = rows[row_offsets[r] + q + u] for r < kc, u < NR."""
+        if len(row_offsets) != kc or q < 0:
+            raise ValueError("pack_b_panel: kc row offsets and q >= 0 needed")
+        cdef void *pd = self._data(dst, kc * self.t.nr, "dst")
+        cdef const void **pr = self._pointers(rows, [o + q for o in row_offsets], self.t.nr,
+                                              "rows")
+        cdef fc_index i, shift = q * rows.itemsize
+        for i in range(kc):  # the routine is given the rows' starts and adds q itself
+            pr[i] = <const char *>pr[i] - shift
+        self.t.pack_b_panel(kc, pr, q, pd)
+        PyMem_Free(pr)
+
+    def pack_dyt(self, cnp.ndarray gy, fc_index kg, fc_index p, fc_index ow, fc_index wph,
+                 fc_index q0, fc_index n, cnp.ndarray dst):
+        """dst = dY^T of grid pixels [q0, q0 + n) (wph columns per output row of ow) of the
+        kg channels of gy (p pixels each), as [ceil(kg / NR)][n][NR]."""
+        if kg < 1 or ow < 1 or p % ow or wph < ow or q0 < 0 or n < 1 or q0 + n > p // ow * wph:
+            raise ValueError("pack_dyt: the chunk must lie on the grid")
+        cdef const void *pg = self._data(gy, kg * p, "gy")
+        cdef void *pd = self._data(dst, -(-kg // self.t.nr) * self.t.nr * n, "dst")
+        self.t.pack_dyt(pg, kg, p, ow, wph, q0, n, pd)
+
+    def gather_run(self, cnp.ndarray row, fc_index iw0, fc_index s, fc_index w,
+                   fc_index length, cnp.ndarray dst, fc_index ds):
+        """dst[t * ds] = row[iw0 + t * s] (0 outside [0, w), or everywhere for row None)."""
+        if s < 1 or ds < 1 or length < 1 or w < 1:
+            raise ValueError("gather_run: s, ds, length and w >= 1 needed")
+        cdef const void *pr = NULL if row is None else self._data(row, w, "row")
+        cdef void *pd = self._data(dst, (length - 1) * ds + 1, "dst")
+        self.t.gather_run(pr, iw0, s, w, length, pd, ds)
+
+    def scatter_add_run(self, cnp.ndarray row, fc_index iw0, fc_index s, fc_index w,
+                        fc_index length, cnp.ndarray src):
+        """row[iw0 + t * s] += src[t] where 0 <= iw0 + t * s < w."""
+        if s < 1 or length < 1 or w < 1:
+            raise ValueError("scatter_add_run: s, length and w >= 1 needed")
+        cdef void *pr = self._data(row, w, "row")
+        cdef const void *ps = self._data(src, length, "src")
+        self.t.scatter_add_run(pr, iw0, s, w, length, ps)
+
+    def winograd_kernel(self, cnp.ndarray w, fc_index k0, fc_index kg, fc_index cg, fc_index c,
+                        cnp.ndarray u):
+        """u[e][i] = (G g G^T)[e] for kernel k0 + i of w (kg, cg, 3, 3), channel c (0 past kg);
+        True if any of them is Inf or NaN."""
+        if not (0 <= k0 < kg and 0 <= c < cg):
+            raise ValueError("winograd_kernel: k0 < kg and c < cg needed")
+        cdef const void *pw = self._data(w, kg * cg * 9, "w")
+        cdef void *pu = self._data(u, 16 * self.t.mr, "u")
+        return bool(self.t.winograd_kernel(pw, k0, kg, cg, c, pu))
+
+    def winograd_input(self, cnp.ndarray plane, fc_index wp, fc_index th0, fc_index th1,
+                       fc_index m0, fc_index m1, cnp.ndarray v, v_offsets):
+        """V_e = (B^T d B)[e] of the tiles m in [m0, m1) counted from tile row th0 of a padded
+        plane (wp = 2 * tiles per row + 2 columns), into v[v_offsets[e] + m - m0]."""
+        cdef fc_index tw = (wp - 2) // 2
+        if wp < 4 or wp % 2 or not (0 <= th0 < th1) or not (0 <= m0 < m1 <= (th1 - th0) * tw) \
+                or m0 >= tw or m1 <= (th1 - th0 - 1) * tw or len(v_offsets) != 16:
+            raise ValueError("winograd_input: [m0, m1) must start in tile row th0 and end in "
+                             "th1 - 1, with 16 offsets")
+        cdef const void *pp = self._data(plane, (2 * th1 + 2) * wp, "plane")
+        cdef cnp.ndarray lo = np.empty(4 * (th1 - th0) * (wp - 2), self.dtype)
+        cdef cnp.ndarray hi = np.empty_like(lo)
+        cdef const void **pv = self._pointers(v, v_offsets, m1 - m0, "v")
+        self.t.winograd_input(pp, wp, th0, th1, m0, m1, cnp.PyArray_DATA(lo),
+                              cnp.PyArray_DATA(hi), <void *const *>pv)
+        PyMem_Free(pv)
+
+    def winograd_output(self, cnp.ndarray m, m_offsets, fc_index n, double bias,
+                        cnp.ndarray tmp, fc_index ts):
+        """Rows 8..11 of tmp (row stride ts) = outputs (0, 0), (0, 1), (1, 0), (1, 1) of
+        A^T M A + bias for the n tiles whose M_e is m[m_offsets[e]:][:n]."""
+        if len(m_offsets) != 16 or n < 1 or ts < n:
+            raise ValueError("winograd_output: 16 offsets, n >= 1 and ts >= n needed")
+        cdef void *pt = self._data(tmp, 11 * ts + n, "tmp")
+        cdef float bias32 = <float>bias
+        cdef const void *pbias = &bias32 if self.t.dtype == 0 else <const void *>&bias
+        cdef const void **pm = self._pointers(m, m_offsets, n, "m")
+        self.t.winograd_output(pm, n, pbias, pt, ts)
+        PyMem_Free(pm)

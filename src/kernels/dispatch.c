@@ -8,6 +8,7 @@
 
 #include "fc_internal.h"
 #include "fc_private.h"
+#include "fc_ukernels.h"
 
 /* The kernel table: one function pointer per entry of fc_kernel_list.h, one row per ISA. */
 #define FC_ENTRIES(X, ctx) FC_KERNEL_LIST(X, ctx) FC_PRIVATE_LIST(X, ctx)
@@ -17,19 +18,30 @@ typedef struct {
     FC_ENTRIES(FC_FIELD, _)
 } fc_kernel_table;
 
+/* An ISA's row where this build has it, else an empty one. */
+#ifdef FC_BUILD_AVX2
+#define FC_IF_AVX2(...) __VA_ARGS__
+#else
+#define FC_IF_AVX2(...) {0}
+#endif
+#ifdef FC_BUILD_AVX512
+#define FC_IF_AVX512(...) __VA_ARGS__
+#else
+#define FC_IF_AVX512(...) {0}
+#endif
+
 #define FC_ENTRY(isa, name, params, args) fc_##name##__##isa,
 static const fc_kernel_table kernel_tables[FC_ISA_COUNT] = {
     {FC_ENTRIES(FC_ENTRY, scalar)},
-#ifdef FC_BUILD_AVX2
-    {FC_ENTRIES(FC_ENTRY, avx2)},
-#else
-    {0},
-#endif
-#ifdef FC_BUILD_AVX512
-    {FC_ENTRIES(FC_ENTRY, avx512)},
-#else
-    {0},
-#endif
+    FC_IF_AVX2({FC_ENTRIES(FC_ENTRY, avx2)}),
+    FC_IF_AVX512({FC_ENTRIES(FC_ENTRY, avx512)}),
+};
+
+/* The tests' microkernel tables (fc_ukernels.h), by ISA and dtype. */
+static const fc_ukernel_table *const ukernel_tables[FC_ISA_COUNT][FC_DTYPE_COUNT] = {
+    {&fc_f32_ukernel_table__scalar, &fc_f64_ukernel_table__scalar},
+    FC_IF_AVX2({&fc_f32_ukernel_table__avx2, &fc_f64_ukernel_table__avx2}),
+    FC_IF_AVX512({&fc_f32_ukernel_table__avx512, &fc_f64_ukernel_table__avx512}),
 };
 
 static const char *const isa_names[FC_ISA_COUNT] = {"scalar", "avx2", "avx512"};
@@ -80,6 +92,11 @@ int fc_select_isa_from_env(void) {
     for (int isa = want; isa >= 0; isa--)
         if (fc_select_isa(isa) == 0) return isa;
     return fc_select_isa(FC_ISA_SCALAR);
+}
+
+const fc_ukernel_table *fc_ukernel_table_for(int isa, int dtype) {
+    if (!fc_isa_supported(isa) || dtype < 0 || dtype >= FC_DTYPE_COUNT) return NULL;
+    return ukernel_tables[isa][dtype];
 }
 
 int fc_openmp_enabled(void) {
