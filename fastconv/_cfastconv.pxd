@@ -18,6 +18,7 @@ cdef extern from "fastconv.h" nogil:
         fc_index pad_top, pad_left
         fc_index dilation_h, dilation_w
         fc_index out_h, out_w
+        int algorithm
     ctypedef struct fc_pool2d_params:
         fc_index planes, in_h, in_w
         fc_index kernel_h, kernel_w
@@ -32,7 +33,9 @@ cdef extern from "fastconv.h" nogil:
     int FC_OK
     int FC_ENOMEM
     int FC_EINDEX
+    int FC_EALGORITHM
     int FC_ISA_COUNT
+    int FC_CONV_ALGORITHM_COUNT
 
     const char *fc_isa_name(int isa)
     int fc_isa_compiled(int isa)
@@ -83,6 +86,29 @@ cdef extern from "fastconv.h" nogil:
 
 
 cdef extern from "fc_private.h" nogil:
+    ctypedef enum fc_dtype:
+        FC_DTYPE_f32
+        FC_DTYPE_f64
+    ctypedef enum fc_conv_pass:
+        FC_CONV_FWD
+        FC_CONV_BWD_INPUT
+        FC_CONV_BWD_WEIGHT
+    ctypedef struct fc_tuning:
+        int mr, nr
+        fc_index kc, tile_pixels, task_rows, winograd_block, winograd_min_channels
+        fc_index weight_grad_tasks, weight_grad_private_bytes
+        double phases_ratio, phases_slack
+        double conv_min_work, stream_min_work, pool_min_work, eltwise_min_work
+    ctypedef struct fc_conv_plan:
+        int algorithm
+        int nonfinite
+        const fc_tuning *tuning
+    const fc_tuning fc_tuning_table[][2]  # [isa][dtype]
+    int fc_conv2d_plan(fc_conv_pass which, fc_dtype dtype, int isa, const fc_conv2d_params *p,
+                       fc_conv_plan *plan)
+    const char *fc_conv2d_cannot_run(fc_conv_pass which, int algorithm, fc_dtype dtype, int isa,
+                                     const fc_conv2d_params *p)
+
     int fc_f32_fma_peak(fc_index iterations, int nthreads, double *flops)
     int fc_f64_fma_peak(fc_index iterations, int nthreads, double *flops)
 

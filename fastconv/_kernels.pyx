@@ -101,9 +101,11 @@ cdef inline int _check(int rc) except -1:
     return 0
 
 
-cdef fc_conv2d_params _conv_params(g) except *:
-    """The C geometry of a validated fastconv._validation.ConvGeometry."""
+cdef fc_conv2d_params _conv_params(g, fc_conv_pass which) except *:
+    """The C geometry of a validated fastconv._validation.ConvGeometry, for pass `which`: with
+    the algorithm force_conv_algorithms set for it, else 0 (the plan chooses)."""
     cdef fc_conv2d_params p
+    p.algorithm = _forced[<int>which]
     p.batch = g.batch
     p.in_channels = g.in_channels
     p.in_h = g.in_h
@@ -141,6 +143,69 @@ cdef fc_pool2d_params _pool_params(g) except *:
 
 # ---- convolution -------------------------------------------------------------------------------
 
+# fc_conv_algorithm's values (fastconv.h) by name, and the passes'
+CONV_ALGORITHMS = ("auto", "direct", "winograd", "plain", "transposed", "col2im")
+CONV_PASSES = ("forward", "input", "weight")
+assert len(CONV_ALGORITHMS) == FC_CONV_ALGORITHM_COUNT
+cdef int _forced[3]  # per pass: the algorithm force_conv_algorithms set, 0 = auto
+_forced[:] = [0, 0, 0]
+
+
+cdef int _check_conv(int rc, fc_conv_pass which, const fc_conv2d_params *p,
+                     fc_dtype dtype) except -1:
+    if rc == FC_EALGORITHM:
+        reason = fc_conv2d_cannot_run(which, p.algorithm, dtype, fc_isa_selected(), p)
+        raise ValueError(f"conv2d ({CONV_PASSES[<int>which]} pass): the forced algorithm "
+                         f"{CONV_ALGORITHMS[p.algorithm]!r} cannot run this geometry: "
+                         f"{reason.decode()}")
+    return _check(rc)
+
+
+class force_conv_algorithms:
+    """Run the convolution passes with the named algorithms inside a ``with`` block, for tests
+    and benchmarks (private; process-wide, not per thread).
+
+    ``forward``: 'direct', 'winograd' or 'plain'; ``input`` (the input gradient): 'transposed'
+    or 'col2im'; ``weight`` (the weight gradient): 'direct' or 'plain'; None or 'auto' leaves a
+    pass to the plan (src/kernels/conv2d_plan.c). A forced algorithm that cannot run a call's
+    geometry makes the call raise ValueError; a non-finite fallback still runs where the data
+    needs one (docs/KERNELS.md).
+    """
+
+    def __init__(self, forward=None, input=None, weight=None):
+        self.wanted = [CONV_ALGORITHMS.index(a or "auto") for a in (forward, input, weight)]
+
+    def __enter__(self):
+        self.saved = [_forced[i] for i in range(3)]
+        for i in range(3):
+            _forced[i] = self.wanted[i]
+        return self
+
+    def __exit__(self, *exc):
+        for i in range(3):
+            _forced[i] = self.saved[i]
+
+
+def conv_plan(geometry, str which, dtype):
+    """(algorithm, non-finite fallback) names of the plan the selected ISA makes for pass
+    `which` ('forward', 'input' or 'weight') of the ConvGeometry in float32 or float64, with
+    any algorithm force_conv_algorithms set; ValueError if that cannot run it."""
+    cdef int index = CONV_PASSES.index(which)
+    cdef fc_conv_pass pass_ = <fc_conv_pass>index
+    cdef fc_conv2d_params p = _conv_params(geometry, pass_)
+    cdef fc_dtype dt = FC_DTYPE_f64 if np.dtype(dtype) == np.float64 else FC_DTYPE_f32
+    cdef fc_conv_plan plan
+    _check_conv(fc_conv2d_plan(pass_, dt, fc_isa_selected(), &p, &plan), pass_, &p, dt)
+    return CONV_ALGORITHMS[plan.algorithm], CONV_ALGORITHMS[plan.nonfinite]
+
+
+def tuning(str isa, dtype):
+    """The tuning table's row (src/kernels/fc_tuning.c) for `isa` and float32 or float64."""
+    cdef fc_tuning t = fc_tuning_table[isa_names().index(isa)][
+        1 if np.dtype(dtype) == np.float64 else 0]
+    return t
+
+
 cdef int _conv2d_forward(real *y, const fc_conv2d_params *p, x, w, bias,
                          int nthreads) except -1:
     cdef const real *px = <real *>_ptr(x)
@@ -149,13 +214,13 @@ cdef int _conv2d_forward(real *y, const fc_conv2d_params *p, x, w, bias,
     cdef int rc
     with nogil:
         rc = conv2d_fwd(p, px, pw, pb, y, nthreads)
-    return _check(rc)
+    return _check_conv(rc, FC_CONV_FWD, p, FC_DTYPE_f32 if real is float else FC_DTYPE_f64)
 
 
 def conv2d_forward(geometry, cnp.ndarray x, cnp.ndarray w, object bias, cnp.ndarray y,
                    int nthreads):
     """y = conv2d(x, w, bias) (bias may be None) for the ConvGeometry `geometry`."""
-    cdef fc_conv2d_params p = _conv_params(geometry)
+    cdef fc_conv2d_params p = _conv_params(geometry, FC_CONV_FWD)
     if _is_f32(y):
         _conv2d_forward(<float *>_ptr(y), &p, x, w, bias, nthreads)
     else:
@@ -169,13 +234,13 @@ cdef int _conv2d_backward_input(real *gx, const fc_conv2d_params *p, gy, w,
     cdef int rc
     with nogil:
         rc = conv2d_bwd_input(p, pgy, pw, gx, nthreads)
-    return _check(rc)
+    return _check_conv(rc, FC_CONV_BWD_INPUT, p, FC_DTYPE_f32 if real is float else FC_DTYPE_f64)
 
 
 def conv2d_backward_input(geometry, cnp.ndarray gy, cnp.ndarray w, cnp.ndarray gx,
                           int nthreads):
     """gx = the gradient of conv2d with respect to its input, given gy."""
-    cdef fc_conv2d_params p = _conv_params(geometry)
+    cdef fc_conv2d_params p = _conv_params(geometry, FC_CONV_BWD_INPUT)
     if _is_f32(gx):
         _conv2d_backward_input(<float *>_ptr(gx), &p, gy, w, nthreads)
     else:
@@ -190,13 +255,14 @@ cdef int _conv2d_backward_weight(real *gw, const fc_conv2d_params *p, gy, x, gb,
     cdef int rc
     with nogil:
         rc = conv2d_bwd_weight(p, pgy, px, gw, pgb, nthreads)
-    return _check(rc)
+    return _check_conv(rc, FC_CONV_BWD_WEIGHT, p,
+                       FC_DTYPE_f32 if real is float else FC_DTYPE_f64)
 
 
 def conv2d_backward_weight(geometry, cnp.ndarray gy, cnp.ndarray x, cnp.ndarray gw, object gb,
                            int nthreads):
     """gw (and gb unless it is None) = the gradients of conv2d's weight and bias, given gy."""
-    cdef fc_conv2d_params p = _conv_params(geometry)
+    cdef fc_conv2d_params p = _conv_params(geometry, FC_CONV_BWD_WEIGHT)
     if _is_f32(gw):
         _conv2d_backward_weight(<float *>_ptr(gw), &p, gy, x, gb, nthreads)
     else:

@@ -15,16 +15,20 @@
 #include "conv2d_gemm_ukernel.h"
 #include "conv2d_pack.h"
 #include "conv2d_plain.h"
-#include "conv2d_tuning.h"
+#include "conv2d_plan.h"
 #include "fc_template.h"
 
 /* Stride 1: the input gradient is itself a convolution, of dY with the weights transposed
  * (K <-> C per group) and flipped, padded by d*(k-1) - pad, so it runs on the forward kernels
- * with no col2im scatter and the forward's parallelism over pixel tiles. */
-static int FC_LOCAL(bwd_input_as_forward)(const fc_conv2d_params *p, const T *gy, const T *w,
-                                          T *gx, int nthreads) {
+ * (with a plan of its own) with no col2im scatter and the forward's parallelism over pixel
+ * tiles. FC_NONFINITE when w holds an Inf or NaN: that forward pass pads dY with zeros that
+ * would meet them, which the exact gradient (col2im keeps only real output positions) never
+ * multiplies. */
+static int FC_LOCAL(conv2d_bwd_input_transposed)(const fc_conv2d_params *p, const fc_tuning *tn,
+                                                 const T *gy, const T *w, T *gx, int nthreads) {
     const fc_index G = p->groups, Cg = p->in_channels / G, Kg = p->out_channels / G;
     const fc_index kh = p->kernel_h, kw = p->kernel_w, kk = kh * kw;
+    if (!FC_LOCAL(all_finite)(tn, w, p->out_channels * Cg * kk, nthreads)) return FC_NONFINITE;
     T *wt = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(p->out_channels * Cg * kk));
     if (!wt) return FC_ENOMEM;
     for (fc_index g = 0; g < G; g++)
@@ -42,34 +46,28 @@ static int FC_LOCAL(bwd_input_as_forward)(const fc_conv2d_params *p, const T *gy
     q.pad_left = p->dilation_w * (kw - 1) - p->pad_left;
     q.out_h = p->in_h;
     q.out_w = p->in_w;
+    q.algorithm = FC_CONV_AUTO;
     const int rc = FC_FN(conv2d_fwd)(&q, gy, wt, NULL, gx, nthreads);
     fc_aligned_free(wt);
     return rc;
 }
 
-int FC_FN(conv2d_bwd_input)(const fc_conv2d_params *p, const T *gy, const T *w, T *gx,
-                            int nthreads) {
-    /* as a forward pass the input channels become output channels: worth it once they fill the
-     * microkernel's rows (not for C = 1 inputs or depthwise layers) */
-    if (p->stride_h == 1 && p->stride_w == 1 && p->in_channels / p->groups >= FC_MR &&
-        /* the forward pass pads dY with zeros that would meet Inf/NaN weights, which the exact
-         * gradient (col2im keeps only real output positions) never multiplies */
-        FC_LOCAL(all_finite)(w, p->out_channels * (p->in_channels / p->groups) * p->kernel_h *
-                                    p->kernel_w, nthreads))
-        return FC_LOCAL(bwd_input_as_forward)(p, gy, w, gx, nthreads);
+/* Any stride: col(dX) = W^T dY tile by tile, scatter-added into dX. */
+static int FC_LOCAL(conv2d_bwd_input_col2im)(const fc_conv2d_params *p, const fc_tuning *tn,
+                                             const T *gy, const T *w, T *gx, int nthreads) {
     const fc_index G = p->groups, Cg = p->in_channels / G, Kg = p->out_channels / G;
     const fc_index kk = p->kernel_h * p->kernel_w, R = Cg * kk, P = p->out_h * p->out_w;
     const fc_index H = p->in_h, W = p->in_w, HW = H * W;
-    const fc_index cb = FC_MAX(1, FC_ROWS_MAX / kk); /* channels per task */
+    const fc_index cb = FC_MAX(1, tn->task_rows / kk); /* channels per task */
     const fc_index cblocks = FC_CEIL_DIV(Cg, cb);
     const fc_index rows_max = FC_CEIL_DIV(FC_MIN(cb, Cg) * kk, FC_MR) * FC_MR;
-    const fc_index nc_max = FC_LOCAL(tile_size)(P, FC_NC_MAX);
+    const fc_index nc_max = FC_LOCAL(tile_size)(P, tn->tile_pixels);
     const fc_index ntasks = p->batch * G * cblocks;
-    const fc_index kc_max = FC_MIN(Kg, FC_KC);
+    const fc_index kc_max = FC_MIN(Kg, tn->kc);
     int failed = 0;
 
     const int nt = fc_threads_for(nthreads, (double)p->batch * p->out_channels * P * R,
-                                  FC_CONV_MIN_WORK, ntasks);
+                                  tn->conv_min_work, ntasks);
     FC_PRAGMA(omp parallel num_threads(nt))
     {
         T *bp = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(kc_max * nc_max));
@@ -95,8 +93,8 @@ int FC_FN(conv2d_bwd_input)(const fc_conv2d_params *p, const T *gy, const T *w, 
             for (fc_index p0 = 0; p0 < P; p0 += nc_max) {
                 const fc_index nc = FC_MIN(nc_max, P - p0);
                 const fc_index ldc = FC_CEIL_DIV(nc, FC_NR) * FC_NR;
-                for (fc_index k0 = 0; k0 < Kg; k0 += FC_KC) {
-                    const fc_index kc = FC_MIN(FC_KC, Kg - k0);
+                for (fc_index k0 = 0; k0 < Kg; k0 += tn->kc) {
+                    const fc_index kc = FC_MIN(tn->kc, Kg - k0);
                     FC_NR_NAME(gemm_pack_b)(kc, nc, gyg + k0 * P + p0, P, bp);
                     for (fc_index m0 = 0; m0 < rows; m0 += FC_MR) {
                         const T *ap = wtp + (m0 * Kg + k0 * FC_MR);
@@ -131,6 +129,26 @@ int FC_FN(conv2d_bwd_input)(const fc_conv2d_params *p, const T *gy, const T *w, 
         free(runs);
     }
     return failed ? FC_ENOMEM : FC_OK;
+}
+
+static int FC_LOCAL(conv2d_bwd_input_run)(fc_conv_algorithm algorithm, const fc_conv2d_params *p,
+                                          const fc_tuning *tn, const T *gy, const T *w, T *gx,
+                                          int nthreads) {
+    if (algorithm == FC_CONV_TRANSPOSED)
+        return FC_LOCAL(conv2d_bwd_input_transposed)(p, tn, gy, w, gx, nthreads);
+    return FC_LOCAL(conv2d_bwd_input_col2im)(p, tn, gy, w, gx, nthreads);
+}
+
+/* The algorithm the plan (conv2d_plan.c) gives, then its fallback if that met Inf or NaN. */
+int FC_FN(conv2d_bwd_input)(const fc_conv2d_params *p, const T *gy, const T *w, T *gx,
+                            int nthreads) {
+    fc_conv_plan plan;
+    if (fc_conv2d_plan(FC_CONV_BWD_INPUT, FC_DT_ID, FC_ISA_ID, p, &plan) != FC_OK)
+        return FC_EALGORITHM;
+    const int rc = FC_LOCAL(conv2d_bwd_input_run)(plan.algorithm, p, plan.tuning, gy, w, gx,
+                                                  nthreads);
+    if (rc != FC_NONFINITE) return rc;
+    return FC_LOCAL(conv2d_bwd_input_run)(plan.nonfinite, p, plan.tuning, gy, w, gx, nthreads);
 }
 
 #endif /* FC_CONV2D_BWD_INPUT_H */

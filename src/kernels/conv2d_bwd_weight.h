@@ -16,14 +16,15 @@
 #include "conv2d_pack.h"
 #include "conv2d_phases.h"
 #include "conv2d_plain.h"
-#include "conv2d_tuning.h"
+#include "conv2d_plan.h"
 #include "fc_template.h"
 
 /* db[k] = sum of dY[:, k]: double partial sums keep float32 results at float32 accuracy, and
  * eight independent chains keep the adds from waiting on each other. */
-static void FC_LOCAL(bias_grad)(const fc_conv2d_params *p, const T *gy, T *gb, int nthreads) {
+static void FC_LOCAL(bias_grad)(const fc_conv2d_params *p, const fc_tuning *tn, const T *gy,
+                                T *gb, int nthreads) {
     const fc_index P = p->out_h * p->out_w, K = p->out_channels;
-    const int nt = fc_threads_for(nthreads, (double)p->batch * K * P, 1.0e6, K);
+    const int nt = fc_threads_for(nthreads, (double)p->batch * K * P, tn->stream_min_work, K);
     FC_PRAGMA(omp parallel for schedule(static) num_threads(nt))
     for (fc_index k = 0; k < K; k++) {
         double part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
@@ -51,14 +52,13 @@ static void FC_LOCAL(transpose_out)(const T *acc, fc_index rows, fc_index Kg, fc
         }
 }
 
-int FC_FN(conv2d_bwd_weight)(const fc_conv2d_params *p, const T *gy, const T *x, T *gw, T *gb,
-                             int nthreads) {
-    if (!FC_LOCAL(phases_fit)(p) ||
-        !FC_LOCAL(all_finite)(x, p->batch * p->in_channels * p->in_h * p->in_w, nthreads)) {
-        const int rc = FC_LOCAL(conv2d_bwd_weight_plain)(p, gy, x, gw, nthreads);
-        if (gb) FC_LOCAL(bias_grad)(p, gy, gb, nthreads);
-        return rc;
-    }
+/* dW on the stride phases; FC_NONFINITE when x holds an Inf or NaN, which the phase grid's
+ * dropped columns would multiply by the zeros of dY there (0 * Inf = NaN where the exact
+ * gradient never reads the element). */
+static int FC_LOCAL(conv2d_bwd_weight_direct)(const fc_conv2d_params *p, const fc_tuning *tn,
+                                              const T *gy, const T *x, T *gw, int nthreads) {
+    if (!FC_LOCAL(all_finite)(tn, x, p->batch * p->in_channels * p->in_h * p->in_w, nthreads))
+        return FC_NONFINITE;
     const fc_index G = p->groups, Cg = p->in_channels / G, Kg = p->out_channels / G;
     const fc_index kk = p->kernel_h * p->kernel_w, R = Cg * kk, P = p->out_h * p->out_w;
     const fc_index HW = p->in_h * p->in_w, N = p->batch;
@@ -66,17 +66,20 @@ int FC_FN(conv2d_bwd_weight)(const fc_conv2d_params *p, const T *gy, const T *x,
     const FC_LOCAL(phases_t) ph = FC_LOCAL(phase_geometry)(p);
     const fc_index L = p->out_h * ph.wph; /* grid pixels per image */
     const int pointwise = FC_LOCAL(is_pointwise)(p); /* then the grid is X's own layout */
-    const fc_index cb = FC_MAX(1, FC_ROWS_MAX / kk); /* channels per task */
+    const fc_index cb = FC_MAX(1, tn->task_rows / kk); /* channels per task */
     const fc_index cblocks = FC_CEIL_DIV(Cg, cb);
     const fc_index rows_max = FC_CEIL_DIV(FC_MIN(cb, Cg) * kk, FC_MR) * FC_MR;
     const fc_index kg_pad = FC_CEIL_DIV(Kg, FC_NR) * FC_NR;
     /* grid pixels per packed dY^T chunk (one panel stays in L1), in equal chunks */
-    const fc_index qc = FC_CEIL_DIV(L, FC_CEIL_DIV(L, FC_KC));
-    /* Batch chunks: enough for 16 tasks in all (a 16-core machine's worth), no more, since each
-     * costs a private copy of dW to transpose and add; within ~32 MB of private sums. Fixed by
-     * the problem, not by the thread count, so results do not depend on it. */
-    fc_index chunks = FC_MIN(N, FC_MAX(2, FC_CEIL_DIV(16, G * cblocks)));
-    while (chunks > 1 && (chunks - 1) * wsize * (fc_index)sizeof(T) > ((fc_index)32 << 20)) chunks--;
+    const fc_index qc = FC_CEIL_DIV(L, FC_CEIL_DIV(L, tn->kc));
+    /* Batch chunks: enough for weight_grad_tasks tasks in all (a 16-core machine's worth), no
+     * more, since each costs a private copy of dW to transpose and add; within
+     * weight_grad_private_bytes of private sums. Fixed by the problem, not by the thread count,
+     * so results do not depend on it. */
+    fc_index chunks = FC_MIN(N, FC_MAX(2, FC_CEIL_DIV(tn->weight_grad_tasks, G * cblocks)));
+    while (chunks > 1 &&
+           (chunks - 1) * wsize * (fc_index)sizeof(T) > tn->weight_grad_private_bytes)
+        chunks--;
     if (chunks < 1) chunks = 1;
     const fc_index ntasks = chunks * G * cblocks;
     int failed = 0;
@@ -87,7 +90,7 @@ int FC_FN(conv2d_bwd_weight)(const fc_conv2d_params *p, const T *gy, const T *x,
         if (!partial) return FC_ENOMEM;
     }
     const int nt = fc_threads_for(nthreads, (double)N * p->out_channels * P * R,
-                                  FC_CONV_MIN_WORK, ntasks);
+                                  tn->conv_min_work, ntasks);
     FC_PRAGMA(omp parallel num_threads(nt))
     {
         T *xph = pointwise ? NULL
@@ -155,8 +158,29 @@ int FC_FN(conv2d_bwd_weight)(const fc_conv2d_params *p, const T *gy, const T *x,
         }
     }
     fc_aligned_free(partial);
-    if (gb && !failed) FC_LOCAL(bias_grad)(p, gy, gb, nthreads);
     return failed ? FC_ENOMEM : FC_OK;
+}
+
+static int FC_LOCAL(conv2d_bwd_weight_run)(fc_conv_algorithm algorithm,
+                                           const fc_conv2d_params *p, const fc_tuning *tn,
+                                           const T *gy, const T *x, T *gw, int nthreads) {
+    if (algorithm == FC_CONV_PLAIN)
+        return FC_LOCAL(conv2d_bwd_weight_plain)(p, tn, gy, x, gw, nthreads);
+    return FC_LOCAL(conv2d_bwd_weight_direct)(p, tn, gy, x, gw, nthreads);
+}
+
+/* The algorithm the plan (conv2d_plan.c) gives, then its fallback if that met Inf or NaN; then
+ * the bias gradient. */
+int FC_FN(conv2d_bwd_weight)(const fc_conv2d_params *p, const T *gy, const T *x, T *gw, T *gb,
+                             int nthreads) {
+    fc_conv_plan plan;
+    if (fc_conv2d_plan(FC_CONV_BWD_WEIGHT, FC_DT_ID, FC_ISA_ID, p, &plan) != FC_OK)
+        return FC_EALGORITHM;
+    int rc = FC_LOCAL(conv2d_bwd_weight_run)(plan.algorithm, p, plan.tuning, gy, x, gw, nthreads);
+    if (rc == FC_NONFINITE)
+        rc = FC_LOCAL(conv2d_bwd_weight_run)(plan.nonfinite, p, plan.tuning, gy, x, gw, nthreads);
+    if (rc == FC_OK && gb) FC_LOCAL(bias_grad)(p, plan.tuning, gy, gb, nthreads);
+    return rc;
 }
 
 #endif /* FC_CONV2D_BWD_WEIGHT_H */

@@ -16,24 +16,19 @@
 #include "conv2d_pack.h"
 #include "conv2d_phases.h"
 #include "conv2d_plain.h"
-#include "conv2d_tuning.h"
+#include "conv2d_plan.h"
 #include "conv2d_winograd.h"
 #include "fc_template.h"
 
-int FC_FN(conv2d_fwd)(const fc_conv2d_params *p, const T *x, const T *w, const T *bias, T *y,
-                      int nthreads) {
-    if (!FC_LOCAL(phases_fit)(p)) return FC_LOCAL(conv2d_fwd_plain)(p, x, w, bias, y, nthreads);
-    if (FC_LOCAL(winograd_applies)(p)) {
-        /* on Inf/NaN data Winograd reports it and the direct path below redoes the call */
-        const int rc = FC_LOCAL(conv2d_fwd_winograd)(p, x, w, bias, y, nthreads);
-        if (rc != FC_WINO_NONFINITE) return rc;
-    }
+static int FC_LOCAL(conv2d_fwd_direct)(const fc_conv2d_params *p, const fc_tuning *tn,
+                                       const T *x, const T *w, const T *bias, T *y,
+                                       int nthreads) {
     const fc_index G = p->groups, Cg = p->in_channels / G, Kg = p->out_channels / G;
     const fc_index kk = p->kernel_h * p->kernel_w, R = Cg * kk, P = p->out_h * p->out_w;
     const fc_index HW = p->in_h * p->in_w, OW = p->out_w;
     const FC_LOCAL(phases_t) ph = FC_LOCAL(phase_geometry)(p);
     const fc_index L = p->out_h * ph.wph; /* grid pixels per image */
-    const fc_index nc_max = FC_LOCAL(tile_size)(L, FC_NC_MAX);
+    const fc_index nc_max = FC_LOCAL(tile_size)(L, tn->tile_pixels);
     const fc_index ntiles = FC_CEIL_DIV(L, nc_max);
     const fc_index kblocks = FC_CEIL_DIV(Kg, FC_MR);
     /* Output channels split too when images and tiles alone leave threads idle (batch 1). Every
@@ -54,12 +49,12 @@ int FC_FN(conv2d_fwd)(const fc_conv2d_params *p, const T *x, const T *w, const T
         FC_MR_NAME(gemm_pack_a)(Kg, R, w + g * Kg * R, R, 1, wp + g * kblocks * FC_MR * R);
 
     const int nt = fc_threads_for(nthreads, (double)p->batch * p->out_channels * P * R,
-                                  FC_CONV_MIN_WORK, ntasks);
+                                  tn->conv_min_work, ntasks);
     FC_PRAGMA(omp parallel num_threads(nt))
     {
         T *xph = pointwise ? NULL : (T *)fc_aligned_alloc(sizeof(T) * (size_t)xph_size);
         T *cbuf = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(kblocks * FC_MR * nc_max));
-        T *stage = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(FC_KC * FC_NR));
+        T *stage = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(tn->kc * FC_NR));
         const T **brow = (const T **)malloc(sizeof(*brow) * (size_t)R);
         const int ok = (xph || pointwise) && cbuf && stage && brow;
         if (!ok) {
@@ -90,8 +85,8 @@ int FC_FN(conv2d_fwd)(const fc_conv2d_params *p, const T *x, const T *w, const T
                         FC_LOCAL(split_phases)(p, &ph, xg + c * HW, xph + c * ph.channel);
                 built = ng;
             }
-            for (fc_index r0 = 0; r0 < R; r0 += FC_KC) {
-                const fc_index kc = FC_MIN(FC_KC, R - r0);
+            for (fc_index r0 = 0; r0 < R; r0 += tn->kc) {
+                const fc_index kc = FC_MIN(tn->kc, R - r0);
                 /* the kc x NR block of col(X) stays in L1 while every A panel passes */
                 for (fc_index j = 0; j < nc; j += FC_NR) {
                     const T *const *rows = brow + r0;
@@ -137,6 +132,30 @@ int FC_FN(conv2d_fwd)(const fc_conv2d_params *p, const T *x, const T *w, const T
     }
     fc_aligned_free(wp);
     return failed ? FC_ENOMEM : FC_OK;
+}
+
+static int FC_LOCAL(conv2d_fwd_run)(fc_conv_algorithm algorithm, const fc_conv2d_params *p,
+                                    const fc_tuning *tn, const T *x, const T *w, const T *bias,
+                                    T *y, int nthreads) {
+    switch (algorithm) {
+    case FC_CONV_PLAIN:
+        return FC_LOCAL(conv2d_fwd_plain)(p, tn, x, w, bias, y, nthreads);
+    case FC_CONV_WINOGRAD:
+        return FC_LOCAL(conv2d_fwd_winograd)(p, tn, x, w, bias, y, nthreads);
+    default:
+        return FC_LOCAL(conv2d_fwd_direct)(p, tn, x, w, bias, y, nthreads);
+    }
+}
+
+/* The algorithm the plan (conv2d_plan.c) gives, then its fallback if that met Inf or NaN. */
+int FC_FN(conv2d_fwd)(const fc_conv2d_params *p, const T *x, const T *w, const T *bias, T *y,
+                      int nthreads) {
+    fc_conv_plan plan;
+    if (fc_conv2d_plan(FC_CONV_FWD, FC_DT_ID, FC_ISA_ID, p, &plan) != FC_OK) return FC_EALGORITHM;
+    const int rc =
+        FC_LOCAL(conv2d_fwd_run)(plan.algorithm, p, plan.tuning, x, w, bias, y, nthreads);
+    if (rc != FC_NONFINITE) return rc;
+    return FC_LOCAL(conv2d_fwd_run)(plan.nonfinite, p, plan.tuning, x, w, bias, y, nthreads);
 }
 
 #endif /* FC_CONV2D_FWD_H */

@@ -10,13 +10,13 @@
 #ifndef FC_CONV2D_PLAIN_H
 #define FC_CONV2D_PLAIN_H
 
-#include "conv2d_tuning.h"
+#include "conv2d_plan.h"
 #include "fc_template.h"
 
 /* True when every element is finite (exponent bits not all set), as an integer OR-reduction. */
-static int FC_LOCAL(all_finite)(const T *a, fc_index n, int nthreads) {
+static int FC_LOCAL(all_finite)(const fc_tuning *tn, const T *a, fc_index n, int nthreads) {
     int bad = 0;
-    const int nt = fc_threads_for(nthreads, (double)n, 1.0e6, n);
+    const int nt = fc_threads_for(nthreads, (double)n, tn->stream_min_work, n);
     FC_PRAGMA(omp parallel for reduction(| : bad) schedule(static) num_threads(nt))
     for (fc_index i = 0; i < n; i++) {
         const T v = a[i];
@@ -25,23 +25,13 @@ static int FC_LOCAL(all_finite)(const T *a, fc_index n, int nthreads) {
     return !bad;
 }
 
-/* Stride phases cost sH*sW*hph*wph per channel; beyond a few times the channel's input and
- * output they are the wrong tool (and could overflow an index), so the plain loops run. */
-static int FC_LOCAL(phases_fit)(const fc_conv2d_params *p) {
-    const double hph = (double)p->out_h + (double)(p->kernel_h - 1) * p->dilation_h / p->stride_h + 1;
-    const double wph = (double)p->out_w + (double)(p->kernel_w - 1) * p->dilation_w / p->stride_w;
-    const double phases = (double)p->stride_h * (double)p->stride_w * hph * wph;
-    const double data = (double)p->in_h * p->in_w + (double)p->out_h * p->out_w;
-    return phases <= 4.0 * data + 65536.0;
-}
-
-static int FC_LOCAL(conv2d_fwd_plain)(const fc_conv2d_params *p, const T *x, const T *w,
-                                      const T *bias, T *y, int nthreads) {
+static int FC_LOCAL(conv2d_fwd_plain)(const fc_conv2d_params *p, const fc_tuning *tn, const T *x,
+                                      const T *w, const T *bias, T *y, int nthreads) {
     const fc_index G = p->groups, Cg = p->in_channels / G, Kg = p->out_channels / G;
     const fc_index H = p->in_h, W = p->in_w, OH = p->out_h, OW = p->out_w;
     const fc_index kh = p->kernel_h, kw = p->kernel_w, ntasks = p->batch * p->out_channels;
     const int nt = fc_threads_for(nthreads, (double)ntasks * OH * OW * Cg * kh * kw,
-                                  FC_CONV_MIN_WORK, ntasks);
+                                  tn->conv_min_work, ntasks);
     FC_PRAGMA(omp parallel for schedule(dynamic, 1) num_threads(nt))
     for (fc_index t = 0; t < ntasks; t++) {
         const fc_index n = t / p->out_channels, k = t % p->out_channels, g = k / Kg;
@@ -69,13 +59,13 @@ static int FC_LOCAL(conv2d_fwd_plain)(const fc_conv2d_params *p, const T *x, con
     return FC_OK;
 }
 
-static int FC_LOCAL(conv2d_bwd_weight_plain)(const fc_conv2d_params *p, const T *gy, const T *x,
-                                             T *gw, int nthreads) {
+static int FC_LOCAL(conv2d_bwd_weight_plain)(const fc_conv2d_params *p, const fc_tuning *tn,
+                                             const T *gy, const T *x, T *gw, int nthreads) {
     const fc_index G = p->groups, Cg = p->in_channels / G, Kg = p->out_channels / G;
     const fc_index H = p->in_h, W = p->in_w, OH = p->out_h, OW = p->out_w;
     const fc_index kh = p->kernel_h, kw = p->kernel_w, ntasks = p->out_channels * Cg;
     const int nt = fc_threads_for(nthreads, (double)p->batch * ntasks * OH * OW * kh * kw,
-                                  FC_CONV_MIN_WORK, ntasks);
+                                  tn->conv_min_work, ntasks);
     FC_PRAGMA(omp parallel for schedule(dynamic, 1) num_threads(nt))
     for (fc_index t = 0; t < ntasks; t++) {
         const fc_index k = t / Cg, c = t % Cg, g = k / Kg;

@@ -24,21 +24,8 @@
 
 #include "conv2d_gemm_ukernel.h"
 #include "conv2d_pack.h"
-#include "conv2d_tuning.h"
+#include "conv2d_plan.h"
 #include "fc_template.h"
-
-#define FC_WINO_TB (4 * FC_NR) /* tiles per task block */
-/* Returned when x or w holds an Inf or NaN: the transforms' cancellations (Inf - Inf) would give
- * NaN where the exact sum is +-Inf, so the caller redoes the call on the direct path. */
-#define FC_WINO_NONFINITE 1
-
-/* Worth it when the GEMMs dominate the transforms: enough channels on both sides. */
-static inline int FC_LOCAL(winograd_applies)(const fc_conv2d_params *p) {
-    const fc_index Cg = p->in_channels / p->groups, Kg = p->out_channels / p->groups;
-    return p->kernel_h == 3 && p->kernel_w == 3 && p->stride_h == 1 && p->stride_w == 1 &&
-           p->dilation_h == 1 && p->dilation_w == 1 && Cg >= 16 && Kg >= 16 && p->out_h >= 2 &&
-           p->out_w >= 2;
-}
 
 /* U = G g G^T, G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1], for the FC_MR kernels of one
  * packed A panel at once (lane i: kernel k0 + i, input channel c; lanes past Kg are zero), so
@@ -156,8 +143,12 @@ static void FC_LOCAL(winograd_output_row)(const T *o, fc_index ts, fc_index n, T
     }
 }
 
-static int FC_LOCAL(conv2d_fwd_winograd)(const fc_conv2d_params *p, const T *x, const T *w,
-                                         const T *bias, T *y, int nthreads) {
+/* The forward pass by Winograd; FC_NONFINITE when x or w holds an Inf or NaN, whose
+ * cancellations in the transforms (Inf - Inf) would give NaN where the exact sum is +-Inf: the
+ * plan's fallback then redoes the call, rewriting all of y. */
+static int FC_LOCAL(conv2d_fwd_winograd)(const fc_conv2d_params *p, const fc_tuning *tn,
+                                         const T *x, const T *w, const T *bias, T *y,
+                                         int nthreads) {
     const fc_index G = p->groups, Cg = p->in_channels / G, Kg = p->out_channels / G;
     const fc_index H = p->in_h, W = p->in_w, HW = H * W, OH = p->out_h, OW = p->out_w;
     const fc_index P = OH * OW;
@@ -166,7 +157,7 @@ static int FC_LOCAL(conv2d_fwd_winograd)(const fc_conv2d_params *p, const T *x, 
     /* Blocks run over the tiles of all images in a row, so small images (res-256's 7 x 7 tiles)
      * fill whole panels; a block spans at most `span` images. */
     const fc_index total = p->batch * TI;
-    const fc_index TB = FC_MIN(FC_WINO_TB, FC_CEIL_DIV(total, FC_NR) * FC_NR);
+    const fc_index TB = FC_MIN(tn->winograd_block, FC_CEIL_DIV(total, FC_NR) * FC_NR);
     const fc_index span = FC_CEIL_DIV(TB, TI) + 1;
     const fc_index nblocks = FC_CEIL_DIV(total, TB);
     const fc_index kblocks = FC_CEIL_DIV(Kg, FC_MR);
@@ -184,7 +175,7 @@ static int FC_LOCAL(conv2d_fwd_winograd)(const fc_conv2d_params *p, const T *x, 
     int nonfinite = 0; /* an Inf or NaN seen in x or w: the caller redoes the call exactly */
 
     const int nt = fc_threads_for(nthreads, (double)p->batch * p->out_channels * P * Cg * 9,
-                                  FC_CONV_MIN_WORK, ntasks);
+                                  tn->conv_min_work, ntasks);
     FC_PRAGMA(omp parallel num_threads(nt))
     {
         /* U_e = G g G^T for every kernel, into the packed panels shared by all tasks */
@@ -213,7 +204,7 @@ static int FC_LOCAL(conv2d_fwd_winograd)(const fc_conv2d_params *p, const T *x, 
         /* the input transform's row combinations: 4 x 2 x TH tile rows of 2 TW columns */
         T *lo = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(8 * TH * 2 * TW));
         T *hi = lo ? lo + 4 * TH * 2 * TW : NULL;
-        T *stage = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(FC_KC * FC_NR)); /* B panel */
+        T *stage = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(tn->kc * FC_NR)); /* B panel */
         /* xp holds `span` padded images, image n of group g in slot n % span (a block's images
          * are consecutive, so they never collide); slot_of remembers which is where */
         fc_index *slot_of = (fc_index *)malloc(sizeof(fc_index) * (size_t)span);
@@ -276,8 +267,8 @@ static int FC_LOCAL(conv2d_fwd_winograd)(const fc_conv2d_params *p, const T *x, 
             for (int e = 0; e < 16; e++) {
                 const T *ue = up + (e * G + g) * u_stride;
                 T *me = mb + e * m_stride;
-                for (fc_index c0 = 0; c0 < Cg; c0 += FC_KC) {
-                    const fc_index kc = FC_MIN(FC_KC, Cg - c0);
+                for (fc_index c0 = 0; c0 < Cg; c0 += tn->kc) {
+                    const fc_index kc = FC_MIN(tn->kc, Cg - c0);
                     for (fc_index c = 0; c < kc; c++)
                         rows[c] = vb + e * v_stride + (c0 + c) * TB;
                     for (fc_index j = 0; j < nb; j += FC_NR) {
@@ -315,7 +306,7 @@ static int FC_LOCAL(conv2d_fwd_winograd)(const fc_conv2d_params *p, const T *x, 
         free(slot_of);
     }
     fc_aligned_free(up);
-    return failed ? FC_ENOMEM : nonfinite ? FC_WINO_NONFINITE : FC_OK;
+    return failed ? FC_ENOMEM : nonfinite ? FC_NONFINITE : FC_OK;
 }
 
 #endif /* FC_CONV2D_WINOGRAD_H */

@@ -7,10 +7,11 @@
  * thread streams one contiguous stretch); each block first prefetches its inputs' lines
  * FC_PREFETCH_AHEAD bytes on, then runs one vectorisable loop. */
 #include "fc_template.h"
+#include "fc_tuning.h"
 
 /* relu(NaN) = NaN, and the gradient passes through a NaN input, as in PyTorch (whose backward
  * tests `x <= 0`). */
-#define FC_ELTWISE_MIN_WORK 1.0e5
+#define FC_ELTWISE_MIN_WORK (fc_tuning_table[FC_ISA_ID][FC_DT_ID].eltwise_min_work)
 
 /* Blocks of FC_ELTWISE_BLOCK elements, each prefetching its inputs' next lines first. */
 #define FC_ELTWISE_BLOCK 1024

@@ -19,9 +19,22 @@
 #define FC_OK 0
 #define FC_ENOMEM (-1)
 #define FC_EINDEX (-2)
+#define FC_EALGORITHM (-3) /* the algorithm forced in fc_conv2d_params cannot run this pass */
 
 typedef int64_t fc_index;
 typedef uint64_t fc_uindex; /* for one-compare bounds checks: (fc_uindex)i < (fc_uindex)n */
+
+/* The ways a convolution pass can run (NNPACK's nnp_convolution_algorithm is the model).
+ * src/kernels/conv2d_plan.c chooses one per call; docs/KERNELS.md says when and why. */
+typedef enum {
+    FC_CONV_AUTO = 0,       /* let the plan choose */
+    FC_CONV_DIRECT = 1,     /* forward, weight gradient: packed GEMM on the stride phases */
+    FC_CONV_WINOGRAD = 2,   /* forward: Winograd F(2x2, 3x3); 3x3 kernels, stride 1, dilation 1 */
+    FC_CONV_PLAIN = 3,      /* forward, weight gradient: plain loops from the definition */
+    FC_CONV_TRANSPOSED = 4, /* input gradient: a forward convolution of dY; stride 1 */
+    FC_CONV_COL2IM = 5,     /* input gradient: a GEMM into col(dX), scattered back */
+    FC_CONV_ALGORITHM_COUNT = 6
+} fc_conv_algorithm;
 
 /* conv2d geometry. pad_top/pad_left shift the window; the bottom/right padding is implied by
  * out_h/out_w (so asymmetric 'same' padding needs no extra fields). */
@@ -33,6 +46,9 @@ typedef struct {
     fc_index pad_top, pad_left;
     fc_index dilation_h, dilation_w;
     fc_index out_h, out_w;
+    /* FC_CONV_AUTO (0), or the fc_conv_algorithm this pass must run, for tests and benchmarks:
+     * the call returns FC_EALGORITHM, having done nothing, if it cannot run this geometry */
+    int algorithm;
 } fc_conv2d_params;
 
 /* pool2d geometry over `planes` = N*C independent (in_h, in_w) planes. */

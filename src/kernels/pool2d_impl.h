@@ -20,9 +20,10 @@
 #include <math.h>
 
 #include "fc_template.h"
+#include "fc_tuning.h"
 
-/* Roughly 32k window reads per thread before another thread pays for its start-up. */
-#define FC_POOL_MIN_WORK 3.2e4
+/* Window reads per thread before another thread pays for its start-up (fc_tuning.h). */
+#define FC_POOL_MIN_WORK (fc_tuning_table[FC_ISA_ID][FC_DT_ID].pool_min_work)
 
 /* Output columns [lo, hi) whose whole window lies inside the row: no clipping there. */
 static inline void FC_LOCAL(interior_columns)(const fc_pool2d_params *p, fc_index *lo,
