@@ -99,8 +99,8 @@ static int FC_LOCAL(conv2d_bwd_input_col2im)(const fc_conv2d_params *p, const fc
                     for (fc_index m0 = 0; m0 < rows; m0 += FC_MR) {
                         const T *ap = wtp + (m0 * Kg + k0 * FC_MR);
                         for (fc_index q0 = 0; q0 < nc; q0 += FC_NR)
-                            FC_GEMM(kc, ap, bp + q0 * kc, col + m0 * ldc + q0, ldc,
-                                              FC_MR, FC_NR, k0 > 0, NULL);
+                            FC_GEMM(kc, ap, bp + q0 * kc, col + m0 * ldc + q0, ldc, FC_MR, FC_NR,
+                                    k0 > 0, NULL);
                     }
                 }
                 /* col2im: scatter-add the tile's rows into this task's channels. */
@@ -115,10 +115,9 @@ static int FC_LOCAL(conv2d_bwd_input_col2im)(const fc_conv2d_params *p, const fc
                         const FC_LOCAL(run_t) *run = &runs[u];
                         T *row = (T *)FC_LOCAL(tap_row)(p, dst, run, di, pointwise);
                         if (row)
-                            FC_FN(scatter_add_run)(row, run->iw0 + dj,
-                                                      pointwise ? 1 : p->stride_w,
-                                                      pointwise ? HW : W, run->len,
-                                                      col + r * ldc + run->q);
+                            FC_FN(scatter_add_run)(row, run->iw0 + dj, pointwise ? 1 : p->stride_w,
+                                                   pointwise ? HW : W, run->len,
+                                                   col + r * ldc + run->q);
                     }
                 }
             }

@@ -21,8 +21,8 @@
 
 /* db[k] = sum of dY[:, k]: double partial sums keep float32 results at float32 accuracy, and
  * eight independent chains keep the adds from waiting on each other. */
-static void FC_LOCAL(bias_grad)(const fc_conv2d_params *p, const fc_tuning *tn, const T *gy,
-                                T *gb, int nthreads) {
+static void FC_LOCAL(bias_grad)(const fc_conv2d_params *p, const fc_tuning *tn, const T *gy, T *gb,
+                                int nthreads) {
     const fc_index P = p->out_h * p->out_w, K = p->out_channels;
     const int nt = fc_threads_for(nthreads, (double)p->batch * K * P, tn->stream_min_work, K);
     FC_PRAGMA(omp parallel for schedule(static) num_threads(nt))
@@ -64,8 +64,8 @@ static int FC_LOCAL(conv2d_bwd_weight_direct)(const fc_conv2d_params *p, const f
     const fc_index HW = p->in_h * p->in_w, N = p->batch;
     const fc_index wsize = p->out_channels * R;
     const FC_LOCAL(phases_t) ph = FC_LOCAL(phase_geometry)(p);
-    const fc_index L = p->out_h * ph.wph; /* grid pixels per image */
-    const int pointwise = FC_LOCAL(is_pointwise)(p); /* then the grid is X's own layout */
+    const fc_index L = p->out_h * ph.wph;              /* grid pixels per image */
+    const int pointwise = FC_LOCAL(is_pointwise)(p);   /* then the grid is X's own layout */
     const fc_index cb = FC_MAX(1, tn->task_rows / kk); /* channels per task */
     const fc_index cblocks = FC_CEIL_DIV(Cg, cb);
     const fc_index rows_max = FC_CEIL_DIV(FC_MIN(cb, Cg) * kk, FC_MR) * FC_MR;
@@ -77,8 +77,7 @@ static int FC_LOCAL(conv2d_bwd_weight_direct)(const fc_conv2d_params *p, const f
      * weight_grad_private_bytes of private sums. Fixed by the problem, not by the thread count,
      * so results do not depend on it. */
     fc_index chunks = FC_MIN(N, FC_MAX(2, FC_CEIL_DIV(tn->weight_grad_tasks, G * cblocks)));
-    while (chunks > 1 &&
-           (chunks - 1) * wsize * (fc_index)sizeof(T) > tn->weight_grad_private_bytes)
+    while (chunks > 1 && (chunks - 1) * wsize * (fc_index)sizeof(T) > tn->weight_grad_private_bytes)
         chunks--;
     if (chunks < 1) chunks = 1;
     const fc_index ntasks = chunks * G * cblocks;
@@ -89,12 +88,13 @@ static int FC_LOCAL(conv2d_bwd_weight_direct)(const fc_conv2d_params *p, const f
         partial = (T *)fc_aligned_alloc(sizeof(T) * (size_t)((chunks - 1) * wsize));
         if (!partial) return FC_ENOMEM;
     }
-    const int nt = fc_threads_for(nthreads, (double)N * p->out_channels * P * R,
-                                  tn->conv_min_work, ntasks);
+    const int nt = fc_threads_for(nthreads, (double)N * p->out_channels * P * R, tn->conv_min_work,
+                                  ntasks);
     FC_PRAGMA(omp parallel num_threads(nt))
     {
-        T *xph = pointwise ? NULL
-                           : (T *)fc_aligned_alloc(sizeof(T) * (size_t)(FC_MIN(cb, Cg) * ph.channel));
+        T *xph = pointwise
+                     ? NULL
+                     : (T *)fc_aligned_alloc(sizeof(T) * (size_t)(FC_MIN(cb, Cg) * ph.channel));
         T *bp = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(kg_pad * qc));
         T *acc = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(rows_max * kg_pad));
         fc_index *taps = (fc_index *)malloc(sizeof(fc_index) * (size_t)rows_max);
@@ -134,8 +134,8 @@ static int FC_LOCAL(conv2d_bwd_weight_direct)(const fc_conv2d_params *p, const f
                         for (fc_index m0 = 0; m0 < rows; m0 += FC_MR) {
                             const T *a[FC_MR];
                             for (int i = 0; i < FC_MR; i++) a[i] = a_base + taps[m0 + i] + q0;
-                            FC_UKERNEL(gemm_rows_ukernel)(kc, a, bp + k0 * kc, acc + m0 * kg_pad + k0,
-                                                   kg_pad);
+                            FC_UKERNEL(gemm_rows_ukernel)(kc, a, bp + k0 * kc,
+                                                          acc + m0 * kg_pad + k0, kg_pad);
                         }
                 }
             }
@@ -161,9 +161,9 @@ static int FC_LOCAL(conv2d_bwd_weight_direct)(const fc_conv2d_params *p, const f
     return failed ? FC_ENOMEM : FC_OK;
 }
 
-static int FC_LOCAL(conv2d_bwd_weight_run)(fc_conv_algorithm algorithm,
-                                           const fc_conv2d_params *p, const fc_tuning *tn,
-                                           const T *gy, const T *x, T *gw, int nthreads) {
+static int FC_LOCAL(conv2d_bwd_weight_run)(fc_conv_algorithm algorithm, const fc_conv2d_params *p,
+                                           const fc_tuning *tn, const T *gy, const T *x, T *gw,
+                                           int nthreads) {
     if (algorithm == FC_CONV_PLAIN)
         return FC_LOCAL(conv2d_bwd_weight_plain)(p, tn, gy, x, gw, nthreads);
     return FC_LOCAL(conv2d_bwd_weight_direct)(p, tn, gy, x, gw, nthreads);

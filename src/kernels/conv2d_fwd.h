@@ -20,9 +20,8 @@
 #include "conv2d_winograd.h"
 #include "fc_template.h"
 
-static int FC_LOCAL(conv2d_fwd_direct)(const fc_conv2d_params *p, const fc_tuning *tn,
-                                       const T *x, const T *w, const T *bias, T *y,
-                                       int nthreads) {
+static int FC_LOCAL(conv2d_fwd_direct)(const fc_conv2d_params *p, const fc_tuning *tn, const T *x,
+                                       const T *w, const T *bias, T *y, int nthreads) {
     const fc_index G = p->groups, Cg = p->in_channels / G, Kg = p->out_channels / G;
     const fc_index kk = p->kernel_h * p->kernel_w, R = Cg * kk, P = p->out_h * p->out_w;
     const fc_index HW = p->in_h * p->in_w, OW = p->out_w;
@@ -33,8 +32,8 @@ static int FC_LOCAL(conv2d_fwd_direct)(const fc_conv2d_params *p, const fc_tunin
     const fc_index kblocks = FC_CEIL_DIV(Kg, FC_MR);
     /* Output channels split too when images and tiles alone leave threads idle (batch 1). Every
      * output is still summed by one task in one order, so results do not depend on the split. */
-    const fc_index kparts = FC_MAX(1, FC_MIN(kblocks, FC_CEIL_DIV(2 * (fc_index)nthreads,
-                                                                   p->batch * G * ntiles)));
+    const fc_index kparts = FC_MAX(
+        1, FC_MIN(kblocks, FC_CEIL_DIV(2 * (fc_index)nthreads, p->batch * G * ntiles)));
     const fc_index ntasks = p->batch * G * ntiles * kparts;
     const int per_image = (int)FC_MIN(ntiles * kparts, 1 << 20); /* tasks of one image */
     /* phases of one image's group, plus slack for the last tile's padding pixels */
@@ -102,9 +101,8 @@ static int FC_LOCAL(conv2d_fwd_direct)(const fc_conv2d_params *p, const fc_tunin
                         FC_NR_NAME(gemm_pack_b_panel)(kc, rows, q, stage);
                     }
                     for (fc_index kb = kb0; kb < kb1; kb++)
-                        FC_GEMM(kc, wp + (g * kblocks + kb) * FC_MR * R + r0 * FC_MR,
-                                          stage, cbuf + kb * FC_MR * nc_max + j, nc_max, FC_MR,
-                                          FC_NR, r0 > 0, NULL);
+                        FC_GEMM(kc, wp + (g * kblocks + kb) * FC_MR * R + r0 * FC_MR, stage,
+                                cbuf + kb * FC_MR * nc_max + j, nc_max, FC_MR, FC_NR, r0 > 0, NULL);
                 }
             }
             /* the grid's real columns (ow < OW), plus bias, into Y, one channel at a time: the
@@ -152,8 +150,8 @@ int FC_FN(conv2d_fwd)(const fc_conv2d_params *p, const T *x, const T *w, const T
                       int nthreads) {
     fc_conv_plan plan;
     if (fc_conv2d_plan(FC_CONV_FWD, FC_DT_ID, FC_ISA_ID, p, &plan) != FC_OK) return FC_EALGORITHM;
-    const int rc =
-        FC_LOCAL(conv2d_fwd_run)(plan.algorithm, p, plan.tuning, x, w, bias, y, nthreads);
+    const int rc = FC_LOCAL(conv2d_fwd_run)(plan.algorithm, p, plan.tuning, x, w, bias, y,
+                                            nthreads);
     if (rc != FC_NONFINITE) return rc;
     return FC_LOCAL(conv2d_fwd_run)(plan.nonfinite, p, plan.tuning, x, w, bias, y, nthreads);
 }

@@ -29,9 +29,8 @@ static inline __attribute__((always_inline)) void FC_LOCAL(gemm_ukernel_nv)(
     fc_index ldc, int mr, int nr, int accumulate, const T *restrict bias) {
     FC_VEC acc[FC_MR][FC_NV];
     FC_PRAGMA(GCC unroll 16)
-    for (int i = 0; i < FC_MR; i++)
-        FC_PRAGMA(GCC unroll 8)
-        for (int v = 0; v < nv; v++) acc[i][v] = FC_VZERO();
+    for (int i = 0; i < FC_MR; i++) FC_PRAGMA(GCC unroll 8)
+    for (int v = 0; v < nv; v++) acc[i][v] = FC_VZERO();
     for (fc_index r = 0; r < kc; r++) {
         FC_VEC b[FC_NV];
         FC_PRAGMA(GCC unroll 8)
@@ -88,8 +87,8 @@ static void FC_GEMM_UKERNEL_HALF(fc_index kc, const T *restrict A, const T *rest
  * it. */
 #define FC_GEMM FC_LOCAL(gemm_tile)
 static inline void FC_LOCAL(gemm_tile)(fc_index kc, const T *restrict A, const T *restrict B,
-                                       T *restrict C, fc_index ldc, int mr, int nr,
-                                       int accumulate, const T *restrict bias) {
+                                       T *restrict C, fc_index ldc, int mr, int nr, int accumulate,
+                                       const T *restrict bias) {
 #if FC_HAVE_GEMM_HALF
     if (nr <= FC_NR / 2) {
         FC_GEMM_UKERNEL_HALF(kc, A, B, C, ldc, mr, nr, accumulate, bias);
@@ -122,21 +121,19 @@ static void FC_UKERNEL(gemm_rows_ukernel)(fc_index kc, const T *const *a, const 
         }
     }
     FC_PRAGMA(GCC unroll 16)
-    for (int i = 0; i < FC_MR; i++)
-        FC_PRAGMA(GCC unroll 8)
-        for (int v = 0; v < FC_NV; v++) {
-            T *c = C + i * ldc + v * FC_VL;
-            FC_VSTOREU(c, FC_VADD(acc[i][v], FC_VLOADU(c)));
-        }
+    for (int i = 0; i < FC_MR; i++) FC_PRAGMA(GCC unroll 8)
+    for (int v = 0; v < FC_NV; v++) {
+        T *c = C + i * ldc + v * FC_VL;
+        FC_VSTOREU(c, FC_VADD(acc[i][v], FC_VLOADU(c)));
+    }
 }
 
 #else /* the scalar path */
 #define FC_HAVE_GEMM_HALF 0
 
-static inline void FC_UKERNEL(gemm_ukernel)(fc_index kc, const T *restrict A,
-                                            const T *restrict B, T *restrict C, fc_index ldc,
-                                            int mr, int nr, int accumulate,
-                                            const T *restrict bias) {
+static inline void FC_UKERNEL(gemm_ukernel)(fc_index kc, const T *restrict A, const T *restrict B,
+                                            T *restrict C, fc_index ldc, int mr, int nr,
+                                            int accumulate, const T *restrict bias) {
     T acc[FC_MR][FC_NR];
     memset(acc, 0, sizeof(acc));
     for (fc_index r = 0; r < kc; r++)

@@ -20,7 +20,7 @@
 /* A(i, k) = src[i * rs + k * cs] for i < m, k < kd, into panels [m / MR][kd][MR] (rows past m are
  * zero). Used for W (forward), W^T (input gradient) and dY (weight gradient). */
 static void FC_MR_NAME(gemm_pack_a)(fc_index m, fc_index kd, const T *src, fc_index rs, fc_index cs,
-                             T *dst) {
+                                    T *dst) {
     for (fc_index i0 = 0; i0 < m; i0 += FC_MR) {
         const int mr = (int)FC_MIN(FC_MR, m - i0);
         for (fc_index k = 0; k < kd; k++, dst += FC_MR) {
@@ -71,7 +71,7 @@ static fc_index FC_LOCAL(tile_runs)(const fc_conv2d_params *p, fc_index p0, fc_i
 /* dst[t * ds] = row[iw0 + t * s] for t < len, 0 where the column falls outside the row (or the
  * whole run when row is NULL: an input row in the padding). */
 static inline void FC_FN(gather_run)(const T *row, fc_index iw0, fc_index s, fc_index W,
-                                        fc_index len, T *dst, fc_index ds) {
+                                     fc_index len, T *dst, fc_index ds) {
     fc_index lo = len, hi = len, t = 0;
     if (row) fc_inside_span(iw0, s, len, W, &lo, &hi);
     for (; t < lo; t++) dst[t * ds] = (T)0;
@@ -110,7 +110,7 @@ static inline void FC_FN(gather_run)(const T *row, fc_index iw0, fc_index s, fc_
 
 /* row[iw0 + t * s] += src[t] for the columns inside the row. */
 static inline void FC_FN(scatter_add_run)(T *row, fc_index iw0, fc_index s, fc_index W,
-                                             fc_index len, const T *src) {
+                                          fc_index len, const T *src) {
     fc_index lo, hi;
     fc_inside_span(iw0, s, len, W, &lo, &hi);
     if (s == 1) {
@@ -147,7 +147,7 @@ static void FC_NR_NAME(gemm_pack_b)(fc_index kd, fc_index nc, const T *src, fc_i
  * a power-of-two stride fall into a few L1 sets and evict each other, and unaligned rows split
  * every load over two cache lines. The panel is reused by every A panel that passes. */
 static inline void FC_NR_NAME(gemm_pack_b_panel)(fc_index kc, const T *const *rows, fc_index q,
-                                          T *restrict dst) {
+                                                 T *restrict dst) {
     for (fc_index r = 0; r < kc; r++) memcpy(dst + r * FC_NR, rows[r] + q, sizeof(T) * FC_NR);
 }
 

@@ -34,9 +34,8 @@ static FC_LOCAL(phases_t) FC_LOCAL(phase_geometry)(const fc_conv2d_params *p) {
 }
 
 /* Where tap (i, j) of a channel starts in its phases. */
-static inline fc_index FC_LOCAL(tap_offset)(const fc_conv2d_params *p,
-                                            const FC_LOCAL(phases_t) *ph, fc_index i,
-                                            fc_index j) {
+static inline fc_index FC_LOCAL(tap_offset)(const fc_conv2d_params *p, const FC_LOCAL(phases_t) *ph,
+                                            fc_index i, fc_index j) {
     const fc_index di = i * p->dilation_h, dj = j * p->dilation_w;
     const fc_index a = di % p->stride_h, b = dj % p->stride_w;
     return (a * p->stride_w + b) * ph->phase + (di / p->stride_h) * ph->wph + dj / p->stride_w;
@@ -52,7 +51,7 @@ static void FC_LOCAL(split_phases)(const fc_conv2d_params *p, const FC_LOCAL(pha
                 const fc_index ih = r * p->stride_h + a - p->pad_top;
                 const T *row = (fc_uindex)ih < (fc_uindex)p->in_h ? xc + ih * p->in_w : NULL;
                 FC_FN(gather_run)(row, b - p->pad_left, p->stride_w, p->in_w, ph->wph,
-                                     out + r * ph->wph, 1);
+                                  out + r * ph->wph, 1);
             }
         }
 }

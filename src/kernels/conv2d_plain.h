@@ -49,7 +49,8 @@ static int FC_LOCAL(conv2d_fwd_plain)(const fc_conv2d_params *p, const fc_tuning
                             /* padding is a zero that still multiplies (0 * NaN weight = NaN),
                              * as in PyTorch's im2col convolution and the reference */
                             const T v = row_in && (fc_uindex)iw < (fc_uindex)W
-                                            ? xg[(c * H + ih) * W + iw] : (T)0;
+                                            ? xg[(c * H + ih) * W + iw]
+                                            : (T)0;
                             acc += w[((k * Cg + c) * kh + i) * kw + j] * v;
                         }
                     }
@@ -81,7 +82,8 @@ static int FC_LOCAL(conv2d_bwd_weight_plain)(const fc_conv2d_params *p, const fc
                         for (fc_index ow = 0; ow < OW; ow++) {
                             const fc_index iw = ow * p->stride_w - p->pad_left + j * p->dilation_w;
                             const T v = row_in && (fc_uindex)iw < (fc_uindex)W
-                                            ? xc[ih * W + iw] : (T)0; /* padding multiplies too */
+                                            ? xc[ih * W + iw]
+                                            : (T)0; /* padding multiplies too */
                             acc += g_out[oh * OW + ow] * v;
                         }
                     }

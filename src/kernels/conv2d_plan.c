@@ -8,8 +8,8 @@
 /* Stride phases cost sH*sW*hph*wph per channel; beyond a few times the channel's input and
  * output they are the wrong tool (and could overflow an index). */
 static int phases_fit(const fc_conv2d_params *p, const fc_tuning *tn) {
-    const double hph =
-        (double)p->out_h + (double)(p->kernel_h - 1) * p->dilation_h / p->stride_h + 1;
+    const double hph = (double)p->out_h + (double)(p->kernel_h - 1) * p->dilation_h / p->stride_h +
+                       1;
     const double wph = (double)p->out_w + (double)(p->kernel_w - 1) * p->dilation_w / p->stride_w;
     const double phases = (double)p->stride_h * (double)p->stride_w * hph * wph;
     const double data = (double)p->in_h * p->in_w + (double)p->out_h * p->out_w;
@@ -51,8 +51,7 @@ const char *fc_conv2d_cannot_run(fc_conv_pass pass, int algorithm, fc_dtype dtyp
 }
 
 /* The choice among the algorithms that can run. */
-static fc_conv_algorithm choose(fc_conv_pass pass, const fc_conv2d_params *p,
-                                const fc_tuning *tn) {
+static fc_conv_algorithm choose(fc_conv_pass pass, const fc_conv2d_params *p, const fc_tuning *tn) {
     const fc_index Cg = p->in_channels / p->groups, Kg = p->out_channels / p->groups;
     switch (pass) {
     case FC_CONV_FWD:

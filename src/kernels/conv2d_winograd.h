@@ -14,10 +14,10 @@
  *
  * Loop structure: tasks are (group, block of TB tiles, counted across the batch). A task pads
  * the channels of the images its block touches, transforms its tiles' inputs into V (vectorised
- * across each image's tile rows), runs the 16 GEMMs into M and transforms M into the outputs. U is transformed
- * and packed once per call. Workspace per thread: a few padded images, 16 x (C + K) x TB, one
- * KC x NR B panel and the input transform's row combinations (8 x TH x 2 TW, four padded
- * channels' worth). */
+ * across each image's tile rows), runs the 16 GEMMs into M and transforms M into the outputs.
+ * U is transformed and packed once per call. Workspace per thread: a few padded images,
+ * 16 x (C + K) x TB, one KC x NR B panel and the input transform's row combinations
+ * (8 x TH x 2 TW, four padded channels' worth). */
 
 #ifndef FC_CONV2D_WINOGRAD_H
 #define FC_CONV2D_WINOGRAD_H
@@ -31,8 +31,9 @@
  * packed A panel at once (lane i: kernel k0 + i, input channel c; lanes past Kg are zero), so
  * the transform vectorises across kernels and writes its 16 results straight into the panels:
  * u[e * FC_MR + i]. Returns nonzero if any result is Inf or NaN. */
-static int FC_MR_NAME(winograd_f2x2_3x3_kernel_transform)(const T *w, fc_index k0, fc_index Kg, fc_index Cg,
-                                           fc_index c, T *restrict u /* [16][FC_MR] */) {
+static int FC_MR_NAME(winograd_f2x2_3x3_kernel_transform)(const T *w, fc_index k0, fc_index Kg,
+                                                          fc_index Cg, fc_index c,
+                                                          T *restrict u /* [16][FC_MR] */) {
     T g[9][FC_MR], t[4][3][FC_MR];
     for (int i = 0; i < FC_MR; i++)
         for (int tap = 0; tap < 9; tap++)
@@ -65,9 +66,9 @@ static int FC_MR_NAME(winograd_f2x2_3x3_kernel_transform)(const T *w, fc_index k
  * and from column 2 in hi. Tile t's columns 2t..2t+3 are then lo[2t], lo[2t+1], hi[2t], hi[2t+1],
  * with the same t for every tile row in one flat index m = (th - th0) * TW + tw. Pass 2, along
  * the columns, writes V_e for tiles m in [m0, m1) to v[e] + (m - m0). */
-static void FC_FN(winograd_f2x2_3x3_input_transform)(const T *plane, fc_index Wp, fc_index th0, fc_index th1,
-                                      fc_index m0, fc_index m1, T *restrict lo, T *restrict hi,
-                                      T *const *v) {
+static void FC_FN(winograd_f2x2_3x3_input_transform)(const T *plane, fc_index Wp, fc_index th0,
+                                                     fc_index th1, fc_index m0, fc_index m1,
+                                                     T *restrict lo, T *restrict hi, T *const *v) {
     const fc_index w2 = Wp - 2, rows = th1 - th0, stride = rows * w2; /* one combination */
     for (fc_index th = th0; th < th1; th++) {
         const T *restrict r0 = plane + 2 * th * Wp, *restrict r1 = r0 + Wp;
@@ -118,7 +119,7 @@ static void FC_LOCAL(wino_interleave)(fc_index n, const T *restrict e, const T *
  * images: the sums are element-wise over tiles, so they run as long vector loops): tmp's rows
  * 8..11 (stride ts) get each tile's outputs (0, 0), (0, 1), (1, 0), (1, 1), plus bias. */
 static void FC_FN(winograd_f2x2_3x3_output_transform)(const T *const *m, fc_index n, T bias, T *tmp,
-                                       fc_index ts) {
+                                                      fc_index ts) {
     T *s = tmp, *d = tmp + 4 * ts, *o = tmp + 8 * ts; /* A^T M's rows, then the outputs */
     for (int j = 0; j < 4; j++) {
         FC_LOCAL(wino_sum3)(n, m[j], m[4 + j], m[8 + j], 1, 0, s + j * ts);
@@ -133,7 +134,7 @@ static void FC_FN(winograd_f2x2_3x3_output_transform)(const T *const *m, fc_inde
 /* One tile row's n tiles of wino_output_sums' o (stride ts) into output rows y0 (2*th) and y1
  * (2*th + 1, NULL past the image), columns 2t and 2t+1 while < ow_count. */
 static void FC_LOCAL(winograd_output_row)(const T *o, fc_index ts, fc_index n, T *y0, T *y1,
-                                      fc_index ow_count) {
+                                          fc_index ow_count) {
     const fc_index full = ow_count / 2; /* tiles whose two columns both exist */
     FC_LOCAL(wino_interleave)(full, o, o + ts, y0);
     if (y1) FC_LOCAL(wino_interleave)(full, o + 2 * ts, o + 3 * ts, y1);
@@ -146,9 +147,8 @@ static void FC_LOCAL(winograd_output_row)(const T *o, fc_index ts, fc_index n, T
 /* The forward pass by Winograd; FC_NONFINITE when x or w holds an Inf or NaN, whose
  * cancellations in the transforms (Inf - Inf) would give NaN where the exact sum is +-Inf: the
  * plan's fallback then redoes the call, rewriting all of y. */
-static int FC_LOCAL(conv2d_fwd_winograd)(const fc_conv2d_params *p, const fc_tuning *tn,
-                                         const T *x, const T *w, const T *bias, T *y,
-                                         int nthreads) {
+static int FC_LOCAL(conv2d_fwd_winograd)(const fc_conv2d_params *p, const fc_tuning *tn, const T *x,
+                                         const T *w, const T *bias, T *y, int nthreads) {
     const fc_index G = p->groups, Cg = p->in_channels / G, Kg = p->out_channels / G;
     const fc_index H = p->in_h, W = p->in_w, HW = H * W, OH = p->out_h, OW = p->out_w;
     const fc_index P = OH * OW;
@@ -185,8 +185,8 @@ static int FC_LOCAL(conv2d_fwd_winograd)(const fc_conv2d_params *p, const fc_tun
             int bad = 0;
             for (fc_index c = 0; c < Cg; c++) {
                 T u[16 * FC_MR];
-                bad |= FC_MR_NAME(winograd_f2x2_3x3_kernel_transform)(w + g * Kg * Cg * 9, kb * FC_MR, Kg, Cg,
-                                                       c, u);
+                bad |= FC_MR_NAME(winograd_f2x2_3x3_kernel_transform)(w + g * Kg * Cg * 9,
+                                                                      kb * FC_MR, Kg, Cg, c, u);
                 for (int e = 0; e < 16; e++)
                     memcpy(up + (e * G + g) * u_stride + (kb * Cg + c) * FC_MR, u + e * FC_MR,
                            sizeof(T) * FC_MR);
@@ -234,8 +234,8 @@ static int FC_LOCAL(conv2d_fwd_winograd)(const fc_conv2d_params *p, const fc_tun
                         const fc_index ih = r - p->pad_top;
                         T *row = dst + (c * Hp + r) * Wp;
                         FC_FN(gather_run)((fc_uindex)ih < (fc_uindex)H ? xg + c * HW + ih * W
-                                                                          : NULL,
-                                             -p->pad_left, 1, W, Wp, row, 1);
+                                                                       : NULL,
+                                          -p->pad_left, 1, W, Wp, row, 1);
                         for (fc_index q = 0; q < Wp; q++)
                             bad |= (row[q] - row[q]) != (row[q] - row[q]);
                     }
@@ -258,8 +258,9 @@ static int FC_LOCAL(conv2d_fwd_winograd)(const fc_conv2d_params *p, const fc_tun
                     const fc_index th1 = (ti + len - 1) / TW + 1;
                     T *ve[16];
                     for (int e = 0; e < 16; e++) ve[e] = v[e] + u;
-                    FC_FN(winograd_f2x2_3x3_input_transform)(xp + ((n % span) * Cg + c) * Hp * Wp, Wp, th0, th1,
-                                              ti - th0 * TW, ti - th0 * TW + len, lo, hi, ve);
+                    FC_FN(winograd_f2x2_3x3_input_transform)(xp + ((n % span) * Cg + c) * Hp * Wp,
+                                                             Wp, th0, th1, ti - th0 * TW,
+                                                             ti - th0 * TW + len, lo, hi, ve);
                     u += len;
                 }
             }
@@ -269,14 +270,12 @@ static int FC_LOCAL(conv2d_fwd_winograd)(const fc_conv2d_params *p, const fc_tun
                 T *me = mb + e * m_stride;
                 for (fc_index c0 = 0; c0 < Cg; c0 += tn->kc) {
                     const fc_index kc = FC_MIN(tn->kc, Cg - c0);
-                    for (fc_index c = 0; c < kc; c++)
-                        rows[c] = vb + e * v_stride + (c0 + c) * TB;
+                    for (fc_index c = 0; c < kc; c++) rows[c] = vb + e * v_stride + (c0 + c) * TB;
                     for (fc_index j = 0; j < nb; j += FC_NR) {
                         FC_NR_NAME(gemm_pack_b_panel)(kc, rows, j, stage);
                         for (fc_index kb = 0; kb < kblocks; kb++)
                             FC_GEMM(kc, ue + kb * FC_MR * Cg + c0 * FC_MR, stage,
-                                              me + kb * FC_MR * TB + j, TB, FC_MR, FC_NR, c0 > 0,
-                                              NULL);
+                                    me + kb * FC_MR * TB + j, TB, FC_MR, FC_NR, c0 > 0, NULL);
                     }
                 }
             }
@@ -284,14 +283,15 @@ static int FC_LOCAL(conv2d_fwd_winograd)(const fc_conv2d_params *p, const fc_tun
             for (fc_index k = 0; k < Kg; k++) {
                 const T *m[16];
                 for (int e = 0; e < 16; e++) m[e] = mb + e * m_stride + k * TB;
-                FC_FN(winograd_f2x2_3x3_output_transform)(m, nb, bias ? bias[g * Kg + k] : (T)0, tmp, TB);
+                FC_FN(winograd_f2x2_3x3_output_transform)(m, nb, bias ? bias[g * Kg + k] : (T)0,
+                                                          tmp, TB);
                 for (fc_index u = 0; u < nb;) {
                     const fc_index n = (t0 + u) / TI, ti = (t0 + u) % TI;
                     const fc_index th = ti / TW, tw = ti % TW, len = FC_MIN(nb - u, TW - tw);
                     T *y0 = y + ((n * p->out_channels + g * Kg + k) * OH + 2 * th) * OW + 2 * tw;
                     T *y1 = 2 * th + 1 < OH ? y0 + OW : NULL;
                     FC_LOCAL(winograd_output_row)(tmp + 8 * TB + u, TB, len, y0, y1,
-                                              FC_MIN(2 * len, OW - 2 * tw));
+                                                  FC_MIN(2 * len, OW - 2 * tw));
                     u += len;
                 }
             }

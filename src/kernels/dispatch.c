@@ -117,6 +117,6 @@ int fc_default_num_threads(void) {
 
 /* ---- the public entry points forward to the active table ------------------------------------ */
 
-#define FC_FORWARD(ctx, name, params, args) \
+#define FC_FORWARD(ctx, name, params, args)                                                        \
     int fc_##name params { return active->name args; }
 FC_ENTRIES(FC_FORWARD, _)

@@ -1,12 +1,12 @@
 /* fastconv.h: the C kernels' public interface, as called from fastconv/_kernels.pyx.
  *
  * Contract: every pointer is a C-contiguous NCHW buffer of the stated size, every size is already
- * validated by fastconv/_validation.py (positive kernel/stride/dilation, output size >= 1, no 64-bit
- * overflow). The kernels trust their arguments and never allocate more than a bounded per-thread
- * workspace. Each function returns 0, or FC_ENOMEM if a workspace allocation failed (nothing is
- * written past the outputs in either case). The one exception to trust: max-pool backward checks
- * the indices as it scatters them (a separate pass would cost a third of its time) and returns
- * FC_EINDEX, having skipped them, if any lies outside [-1, plane size).
+ * validated by fastconv/_validation.py (positive kernel/stride/dilation, output size >= 1, no
+ * 64-bit overflow). The kernels trust their arguments and never allocate more than a bounded
+ * per-thread workspace. Each function returns 0, or FC_ENOMEM if a workspace allocation failed
+ * (nothing is written past the outputs in either case). The one exception to trust: max-pool
+ * backward checks the indices as it scatters them (a separate pass would cost a third of its time)
+ * and returns FC_EINDEX, having skipped them, if any lies outside [-1, plane size).
  *
  * Threads: `nthreads` is an upper bound; a kernel uses fewer when the problem is too small to gain.
  * The kernels' prototypes are generated from fc_kernel_list.h, where each is written once.
@@ -71,7 +71,7 @@ const char *fc_isa_name(int isa);
 int fc_isa_compiled(int isa);  /* built into this binary */
 int fc_isa_supported(int isa); /* compiled and this CPU can run it */
 int fc_isa_selected(void);
-int fc_select_isa(int isa);    /* returns 0, or -1 if the ISA is not supported here */
+int fc_select_isa(int isa);       /* returns 0, or -1 if the ISA is not supported here */
 int fc_select_isa_from_env(void); /* FASTCONV_ISA=avx512|avx2|scalar, else the best supported */
 
 /* ---- threads -------------------------------------------------------------------------------- */

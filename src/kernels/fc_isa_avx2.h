@@ -24,8 +24,8 @@ typedef __m256 fc_vec_f32;
 #define fc_vzero_f32 _mm256_setzero_ps
 /* Copy n < VL elements with AVX2 masked moves (lanes below n enabled). */
 static inline void fc_vcopy_partial_f32(float *d, const float *s, int n) {
-    const __m256i m =
-        _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(n),
+                                         _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
     _mm256_maskstore_ps(d, m, _mm256_maskload_ps(s, m));
 }
 

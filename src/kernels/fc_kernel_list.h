@@ -21,21 +21,21 @@
 /* Dispatched like the kernels but private to fastconv's benchmark (fc_private.h): the
  * multiply-add peak in the active instruction set's microkernel registers. */
 #define FC_PRIVATE_LIST(X, ctx)                                                                    \
-    X(ctx, f32_fma_peak, (fc_index iterations, int nthreads, double *flops),                      \
+    X(ctx, f32_fma_peak, (fc_index iterations, int nthreads, double *flops),                       \
       (iterations, nthreads, flops))                                                               \
-    X(ctx, f64_fma_peak, (fc_index iterations, int nthreads, double *flops),                      \
+    X(ctx, f64_fma_peak, (fc_index iterations, int nthreads, double *flops),                       \
       (iterations, nthreads, flops))
 
 /* Convolution. gb may be NULL (no bias gradient wanted), bias too (no bias). */
 #define FC_CONV_KERNELS(X, ctx, dt, T)                                                             \
     X(ctx, dt##_conv2d_fwd,                                                                        \
-      (const fc_conv2d_params *p, const T *x, const T *w, const T *bias, T *y, int nthreads),     \
+      (const fc_conv2d_params *p, const T *x, const T *w, const T *bias, T *y, int nthreads),      \
       (p, x, w, bias, y, nthreads))                                                                \
     X(ctx, dt##_conv2d_bwd_input,                                                                  \
-      (const fc_conv2d_params *p, const T *gy, const T *w, T *gx, int nthreads),                  \
+      (const fc_conv2d_params *p, const T *gy, const T *w, T *gx, int nthreads),                   \
       (p, gy, w, gx, nthreads))                                                                    \
     X(ctx, dt##_conv2d_bwd_weight,                                                                 \
-      (const fc_conv2d_params *p, const T *gy, const T *x, T *gw, T *gb, int nthreads),           \
+      (const fc_conv2d_params *p, const T *gy, const T *x, T *gw, T *gb, int nthreads),            \
       (p, gy, x, gw, gb, nthreads))
 
 /* Pooling. Max pooling: indices may be NULL; a window wholly in the padding yields -inf and
@@ -43,25 +43,25 @@
  * gx. L^p pooling is PyTorch's lp_pool2d (no padding, p = p->norm > 0). */
 #define FC_POOL_KERNELS(X, ctx, dt, T)                                                             \
     X(ctx, dt##_maxpool2d_fwd,                                                                     \
-      (const fc_pool2d_params *p, const T *x, T *y, int64_t *indices, int nthreads),              \
+      (const fc_pool2d_params *p, const T *x, T *y, int64_t *indices, int nthreads),               \
       (p, x, y, indices, nthreads))                                                                \
     X(ctx, dt##_maxpool2d_bwd,                                                                     \
-      (const fc_pool2d_params *p, const T *gy, const int64_t *indices, T *gx, int nthreads),      \
+      (const fc_pool2d_params *p, const T *gy, const int64_t *indices, T *gx, int nthreads),       \
       (p, gy, indices, gx, nthreads))                                                              \
-    X(ctx, dt##_avgpool2d_fwd, (const fc_pool2d_params *p, const T *x, T *y, int nthreads),       \
+    X(ctx, dt##_avgpool2d_fwd, (const fc_pool2d_params *p, const T *x, T *y, int nthreads),        \
       (p, x, y, nthreads))                                                                         \
-    X(ctx, dt##_avgpool2d_bwd, (const fc_pool2d_params *p, const T *gy, T *gx, int nthreads),     \
+    X(ctx, dt##_avgpool2d_bwd, (const fc_pool2d_params *p, const T *gy, T *gx, int nthreads),      \
       (p, gy, gx, nthreads))                                                                       \
-    X(ctx, dt##_lppool2d_fwd, (const fc_pool2d_params *p, const T *x, T *y, int nthreads),        \
+    X(ctx, dt##_lppool2d_fwd, (const fc_pool2d_params *p, const T *x, T *y, int nthreads),         \
       (p, x, y, nthreads))                                                                         \
     X(ctx, dt##_lppool2d_bwd,                                                                      \
-      (const fc_pool2d_params *p, const T *gy, const T *x, T *gx, int nthreads),                  \
+      (const fc_pool2d_params *p, const T *gy, const T *x, T *gx, int nthreads),                   \
       (p, gy, x, gx, nthreads))
 
 /* Element-wise, over n elements of any shape. */
 #define FC_ELTWISE_KERNELS(X, ctx, dt, T)                                                          \
-    X(ctx, dt##_relu_fwd, (fc_index n, const T *x, T *y, int nthreads), (n, x, y, nthreads))      \
-    X(ctx, dt##_relu_bwd, (fc_index n, const T *gy, const T *x, T *gx, int nthreads),             \
+    X(ctx, dt##_relu_fwd, (fc_index n, const T *x, T *y, int nthreads), (n, x, y, nthreads))       \
+    X(ctx, dt##_relu_bwd, (fc_index n, const T *gy, const T *x, T *gx, int nthreads),              \
       (n, gy, x, gx, nthreads))
 
 #endif /* FC_KERNEL_LIST_H */

@@ -54,8 +54,8 @@ typedef struct {
                            void *u);
     /* V = B^T d B of the tiles [m0, m1) of tile rows [th0, th1) of a padded plane, into v[16] */
     const char *winograd_input_name;
-    void (*winograd_input)(const void *plane, fc_index wp, fc_index th0, fc_index th1,
-                           fc_index m0, fc_index m1, void *lo, void *hi, void *const *v);
+    void (*winograd_input)(const void *plane, fc_index wp, fc_index th0, fc_index th1, fc_index m0,
+                           fc_index m1, void *lo, void *hi, void *const *v);
     /* Y = A^T M A + *bias of n tiles from m[16], into rows 8..11 of tmp (row stride ts) */
     const char *winograd_output_name;
     void (*winograd_output)(const void *const *m, fc_index n, const void *bias, void *tmp,

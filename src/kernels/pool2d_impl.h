@@ -31,7 +31,8 @@ static inline void FC_LOCAL(interior_columns)(const fc_pool2d_params *p, fc_inde
     const fc_index extent = (p->kernel_w - 1) * p->dilation_w; /* last tap's offset */
     fc_index a = FC_CEIL_DIV(p->pad_w, p->stride_w);
     fc_index b = p->in_w - 1 - extent + p->pad_w < 0
-                     ? 0 : (p->in_w - 1 - extent + p->pad_w) / p->stride_w + 1;
+                     ? 0
+                     : (p->in_w - 1 - extent + p->pad_w) / p->stride_w + 1;
     a = FC_MIN(a, p->out_w);
     b = FC_MIN(b, p->out_w);
     *lo = a;
@@ -48,7 +49,7 @@ static inline void FC_LOCAL(prefetch_rows)(const fc_pool2d_params *p, const T *p
 
 #define FC_MAX_TAKES(v, m) ((v) > (m) || (v) != (v)) /* PyTorch's update rule */
 
-/* ---- max pooling ------------------------------------------------------------------------------ */
+/* ---- max pooling ----------------------------------------------------------------------------- */
 
 /* Per-thread rows run FC_POOL_LANES outputs past a multiple of FC_POOL_LANES beyond OW, so the
  * vector loops over a row's interior need no scalar remainder: at OW = 28 the remainder was 12 of
@@ -58,8 +59,8 @@ static inline void FC_LOCAL(prefetch_rows)(const fc_pool2d_params *p, const T *p
 #define FC_POOL_ROW(ow) (FC_CEIL_DIV((ow), FC_POOL_LANES) * FC_POOL_LANES + FC_POOL_LANES)
 /* How many interior outputs from column lo to compute for an input row with `avail` elements from
  * its start to the end of the input: hi - lo rounded up to whole lanes when the reads allow. */
-static inline fc_index FC_LOCAL(interior_count)(const fc_pool2d_params *p, fc_index lo,
-                                                fc_index hi, fc_index avail) {
+static inline fc_index FC_LOCAL(interior_count)(const fc_pool2d_params *p, fc_index lo, fc_index hi,
+                                                fc_index avail) {
     const fc_index n = hi - lo;
     if (n <= 0) return 0;
     const fc_index padded = FC_CEIL_DIV(n, FC_POOL_LANES) * FC_POOL_LANES;
@@ -104,7 +105,7 @@ static inline void FC_LOCAL(split_even_odd)(const T *w, FC_LOCAL(vec) *even, FC_
  * -inf, which gives the scan's own answer there (an input -inf beats nothing, and a -inf result
  * has one bit pattern). */
 static inline void FC_LOCAL(max_block_k3s2)(const T *w, int pad_first, FC_LOCAL(vec) *max,
-                                             FC_LOCAL(mask) *take1, FC_LOCAL(mask) *take2) {
+                                            FC_LOCAL(mask) *take1, FC_LOCAL(mask) *take2) {
     typedef FC_LOCAL(vec) vec;
     vec e, o;
     FC_LOCAL(split_even_odd)(w, &e, &o);
@@ -139,8 +140,8 @@ static void FC_LOCAL(max_fold_k3s2)(const T *restrict base, fc_index count, T *r
  * the maximum over rows[0..nrows) (window bases, in row order) of each row's 3-wide stride-2
  * window maximum, combined in row order as max_fold_row and the caller's combination would:
  * the same answer, with no folded rows stored and reloaded in between. */
-static void FC_LOCAL(max_rows_k3s2)(const T *const *rows, int nrows, fc_index count,
-                                    int pad_first, T *restrict out) {
+static void FC_LOCAL(max_rows_k3s2)(const T *const *rows, int nrows, fc_index count, int pad_first,
+                                    T *restrict out) {
     for (fc_index cb = 0; cb < count; cb += FC_POOL_LANES) {
         FC_LOCAL(mask) t1, t2;
         const int pad = pad_first && cb == 0;
@@ -257,7 +258,11 @@ static void FC_LOCAL(max_fold_row)(const fc_pool2d_params *p, const T *restrict 
     }
 #undef FC_MAX_PASS
     for (fc_index ow = 0; ow < OW; ow++) {
-        if (ow == lo && lo < hi) { ow = hi - 1; continue; } /* interior: done above */
+        /* interior: done above */
+        if (ow == lo && lo < hi) {
+            ow = hi - 1;
+            continue;
+        }
         fc_index j0, j1;
         const fc_index w0 = ow * s - pad;
         fc_inside_span(w0, d, k, W, &j0, &j1);
@@ -265,7 +270,10 @@ static void FC_LOCAL(max_fold_row)(const fc_pool2d_params *p, const T *restrict 
         int32_t best = -1;
         for (fc_index j = j0; j < j1; j++) {
             const T x = row[w0 + j * d];
-            if (j == j0 || FC_MAX_TAKES(x, m)) { m = x; best = (int32_t)j; }
+            if (j == j0 || FC_MAX_TAKES(x, m)) {
+                m = x;
+                best = (int32_t)j;
+            }
         }
         val[ow] = m;
         if (tap) tap[ow] = best;
@@ -280,7 +288,11 @@ static void FC_LOCAL(max_border_columns)(const fc_pool2d_params *p, const T *pla
                                          T *restrict acc, int64_t *restrict index) {
     const fc_index s = p->stride_w, d = p->dilation_w, W = p->in_w;
     for (fc_index ow = 0; ow < p->out_w; ow++) {
-        if (ow == lo && lo < hi) { ow = hi - 1; continue; } /* interior: not here */
+        /* interior: not here */
+        if (ow == lo && lo < hi) {
+            ow = hi - 1;
+            continue;
+        }
         fc_index j0, j1;
         const fc_index w0 = ow * s - p->pad_w;
         fc_inside_span(w0, d, p->kernel_w, W, &j0, &j1);
@@ -291,7 +303,10 @@ static void FC_LOCAL(max_border_columns)(const fc_pool2d_params *p, const T *pla
             const T *row = plane + ih * W;
             for (fc_index j = j0; j < j1; j++) {
                 const T v = row[w0 + j * d];
-                if (at < 0 || FC_MAX_TAKES(v, m)) { m = v; at = ih * W + w0 + j * d; }
+                if (at < 0 || FC_MAX_TAKES(v, m)) {
+                    m = v;
+                    at = ih * W + w0 + j * d;
+                }
             }
         }
         acc[ow] = m;
@@ -339,7 +354,10 @@ int FC_FN(maxpool2d_fwd)(const fc_pool2d_params *p, const T *x, T *y, int64_t *i
         fc_static_share(ntasks, &t0, &t1);
         fc_index plane = t0 / OH, oh = t0 % OH;
         for (fc_index t = t0; t < t1 && acc && taps && flat; t++, oh++) {
-            if (oh == OH) { oh = 0; plane++; }
+            if (oh == OH) {
+                oh = 0;
+                plane++;
+            }
             const T *src = x + plane * H * W;
             T *out = y + plane * OH * OW + oh * OW;
             int64_t *idx = indices ? indices + plane * OH * OW + oh * OW : NULL;
@@ -369,8 +387,7 @@ int FC_FN(maxpool2d_fwd)(const fc_pool2d_params *p, const T *x, T *y, int64_t *i
                 for (fc_index i = i0; i < i1; i++) {
                     const fc_index r = h0 + i * p->dilation_h;
                     rows[nrows++] = src + r * W + (start * p->stride_w - p->pad_w);
-                    count = FC_LOCAL(interior_count)(p, start, hi,
-                                                     total - (plane * H * W + r * W));
+                    count = FC_LOCAL(interior_count)(p, start, hi, total - (plane * H * W + r * W));
                 }
                 if (count % FC_POOL_LANES == 0) {
                     if (idx)
@@ -459,14 +476,17 @@ int FC_FN(maxpool2d_bwd)(const fc_pool2d_params *p, const T *gy, const int64_t *
         for (fc_index o = 0; o < OHW; o++) {
             /* one unsigned compare: -1 (no input) maps to 0, anything outside to > HW */
             const fc_uindex slot = (fc_uindex)idx[o] + 1;
-            if (slot > (fc_uindex)HW) { bad = 1; continue; }
+            if (slot > (fc_uindex)HW) {
+                bad = 1;
+                continue;
+            }
             if (slot) dst[slot - 1] += g[o];
         }
     }
     return bad ? FC_EINDEX : FC_OK;
 }
 
-/* ---- average and L^p pooling ------------------------------------------------------------------- */
+/* ---- average and L^p pooling ----------------------------------------------------------------- */
 
 /* Sum one input row along the window, of f(x) where f is x (norm 0: average pooling), x*x
  * (norm 2) or x^norm: sum[ow] over the taps inside the row. As max_fold_row: `count` interior
@@ -515,7 +535,11 @@ static void FC_LOCAL(sum_fold_row)(const fc_pool2d_params *p, const T *restrict 
 #undef FC_ID
 #undef FC_SQ
     for (fc_index ow = 0; ow < OW; ow++) {
-        if (ow == lo && lo < hi) { ow = hi - 1; continue; } /* interior: done above */
+        /* interior: done above */
+        if (ow == lo && lo < hi) {
+            ow = hi - 1;
+            continue;
+        }
         fc_index j0, j1;
         const fc_index w0 = ow * s - pad;
         fc_inside_span(w0, 1, k, W, &j0, &j1);
@@ -554,14 +578,14 @@ static void FC_LOCAL(avg_divisors)(const fc_pool2d_params *p, fc_index oh,
     const fc_index OW = p->out_w, override = p->divisor_override;
     const int include = p->count_include_pad;
     fc_index row_padded, row_inside;
-    FC_LOCAL(avg_extent)(oh, p->stride_h, p->pad_h, p->kernel_h, p->in_h, &row_padded,
-                         &row_inside);
+    FC_LOCAL(avg_extent)(oh, p->stride_h, p->pad_h, p->kernel_h, p->in_h, &row_padded, &row_inside);
     if (row_padded == last[0] && row_inside == last[1]) return;
     last[0] = row_padded;
     last[1] = row_inside;
     for (fc_index ow = 0; ow < OW; ow++) {
-        const fc_index d = override ? override
-                           : include ? row_padded * col_padded[ow] : row_inside * col_inside[ow];
+        const fc_index d = override  ? override
+                           : include ? row_padded * col_padded[ow]
+                                     : row_inside * col_inside[ow];
         divisor[ow] = (row_inside > 0 && col_inside[ow] > 0) ? (T)d : (T)0;
     }
 }
@@ -611,7 +635,10 @@ int FC_FN(avgpool2d_fwd)(const fc_pool2d_params *p, const T *x, T *y, int nthrea
         fc_static_share(ntasks, &t0, &t1);
         fc_index plane = t0 / OH, oh = t0 % OH;
         for (fc_index t = t0; t < t1 && acc && cols; t++, oh++) {
-            if (oh == OH) { oh = 0; plane++; }
+            if (oh == OH) {
+                oh = 0;
+                plane++;
+            }
             FC_LOCAL(prefetch_rows)(p, x + plane * HW, oh, x + total);
             FC_LOCAL(window_sums)(p, x + plane * HW, oh, lo, hi, 0.0, total - plane * HW, row_sum,
                                   acc);
@@ -637,7 +664,10 @@ static void FC_LOCAL(spread_row)(const fc_pool2d_params *p, T *restrict grow,
 #define FC_D(v) (norm == 2.0 ? (v) : (T)pow((double)(v), norm - 1.0))
     const int plain = norm == 0.0 || norm == 1.0;
     for (fc_index ow = 0; ow < OW; ow++) {
-        if (ow == lo && lo < hi) { ow = hi - 1; continue; }
+        if (ow == lo && lo < hi) {
+            ow = hi - 1;
+            continue;
+        }
         fc_index j0, j1;
         const fc_index w0 = ow * s - pad;
         fc_inside_span(w0, 1, k, W, &j0, &j1);
@@ -676,15 +706,16 @@ int FC_FN(avgpool2d_bwd)(const fc_pool2d_params *p, const T *gy, T *gx, int nthr
     int failed = 0;
     FC_PRAGMA(omp parallel num_threads(nt))
     {
-    T *divisor = (T *)malloc(sizeof(T) * (size_t)OW * 2), *share = divisor ? divisor + OW : NULL;
-    fc_index last_row[2] = {-1, -1};
-    fc_index *cols = (fc_index *)malloc(sizeof(fc_index) * (size_t)OW * 2);
-    if (!divisor || !cols) {
-        FC_PRAGMA(omp atomic write)
-        failed = 1;
-    } else {
-        FC_LOCAL(avg_columns)(p, cols, cols + OW);
-    }
+        T *divisor = (T *)malloc(sizeof(T) * (size_t)OW * 2),
+          *share = divisor ? divisor + OW : NULL;
+        fc_index last_row[2] = {-1, -1};
+        fc_index *cols = (fc_index *)malloc(sizeof(fc_index) * (size_t)OW * 2);
+        if (!divisor || !cols) {
+            FC_PRAGMA(omp atomic write)
+            failed = 1;
+        } else {
+            FC_LOCAL(avg_columns)(p, cols, cols + OW);
+        }
     FC_PRAGMA(omp for schedule(static))
     for (fc_index plane = 0; plane < p->planes; plane++) {
         if (!divisor || !cols) continue;
@@ -742,7 +773,10 @@ int FC_FN(lppool2d_fwd)(const fc_pool2d_params *p, const T *x, T *y, int nthread
         fc_static_share(ntasks, &t0, &t1);
         fc_index plane = t0 / OH, oh = t0 % OH;
         for (fc_index t = t0; t < t1 && acc; t++, oh++) {
-            if (oh == OH) { oh = 0; plane++; }
+            if (oh == OH) {
+                oh = 0;
+                plane++;
+            }
             T *out = y + plane * OH * OW + oh * OW;
             FC_LOCAL(prefetch_rows)(p, x + plane * HW, oh, x + total);
             FC_LOCAL(window_sums)(p, x + plane * HW, oh, lo, hi, norm, total - plane * HW, row_sum,
@@ -772,16 +806,16 @@ static inline int FC_LOCAL(lp_covered)(fc_index i, fc_index s, fc_index k, fc_in
     return last >= 0 && i < last * s + k;
 }
 
-int FC_FN(lppool2d_bwd)(const fc_pool2d_params *p, const T *gy, const T *x, T *gx,
-                        int nthreads) {
+int FC_FN(lppool2d_bwd)(const fc_pool2d_params *p, const T *gy, const T *x, T *gx, int nthreads) {
     const double norm = p->norm;
     const fc_index H = p->in_h, W = p->in_w, HW = H * W, OH = p->out_h, OW = p->out_w;
     const fc_index total = p->planes * HW, row_len = FC_POOL_ROW(OW);
     fc_index lo, hi;
     FC_LOCAL(interior_columns)(p, &lo, &hi);
     int failed = 0;
-    const int nt = fc_threads_for(nthreads, (double)p->planes * OH * OW * p->kernel_h *
-                                  p->kernel_w * 8, FC_POOL_MIN_WORK, p->planes);
+    const int nt = fc_threads_for(nthreads,
+                                  (double)p->planes * OH * OW * p->kernel_h * p->kernel_w * 8,
+                                  FC_POOL_MIN_WORK, p->planes);
     /* Elements no window covers (cut off by the stride or the end of the image) still get
      * PyTorch's 0 * d(x^p)/dx, which is NaN at an Inf or NaN input. */
     int all_covered = 1;
@@ -844,10 +878,17 @@ int FC_FN(lppool2d_bwd)(const fc_pool2d_params *p, const T *gy, const T *x, T *g
                 for (fc_index ow = 0; ow < OW; ow++) {
                     const double c = FC_LOCAL(lp_scale)(p, oh, ow), s = (double)coef[ow];
                     const double g = (double)gy[plane * OH * OW + oh * OW + ow];
-                    if (s == 0) { coef[ow] = 0; continue; } /* PyTorch's relu: zero gradient */
+                    /* PyTorch's relu: zero gradient */
+                    if (s == 0) {
+                        coef[ow] = 0;
+                        continue;
+                    }
                     /* a NaN sum: PyTorch's chain multiplies by sign(NaN) = 0, which only the
                      * finite t^(1/p - 1) of p = 1 survives as 0 */
-                    if (s != s && norm == 1.0) { coef[ow] = 0; continue; }
+                    if (s != s && norm == 1.0) {
+                        coef[ow] = 0;
+                        continue;
+                    }
                     const double out = norm == 2.0 ? sqrt(s * c) : pow(s * c, 1.0 / norm);
                     coef[ow] = (T)(g * c * (norm == 2.0 ? 1.0 / out : pow(out, 1.0 - norm)));
                 }

@@ -21,8 +21,8 @@
 #define FC_STR(x) FC_STR_(x)
 #define FC_WRAP(name) FC_LOCAL(FC_CAT2(table_, name))
 
-static void FC_WRAP(gemm)(fc_index kc, const void *a, const void *b, void *c, fc_index ldc,
-                          int mr, int nr, int accumulate, const void *bias) {
+static void FC_WRAP(gemm)(fc_index kc, const void *a, const void *b, void *c, fc_index ldc, int mr,
+                          int nr, int accumulate, const void *bias) {
     FC_UKERNEL(gemm_ukernel)(kc, a, b, c, ldc, mr, nr, accumulate, bias);
 }
 
@@ -63,13 +63,13 @@ static void FC_WRAP(pack_dyt)(const void *gy, fc_index kg, fc_index p, fc_index 
     FC_NR_NAME(conv2d_pack_dyt)(gy, kg, p, ow, wph, q0, n, dst);
 }
 
-static void FC_WRAP(gather_run)(const void *row, fc_index iw0, fc_index s, fc_index w,
-                                fc_index len, void *dst, fc_index ds) {
+static void FC_WRAP(gather_run)(const void *row, fc_index iw0, fc_index s, fc_index w, fc_index len,
+                                void *dst, fc_index ds) {
     FC_FN(gather_run)(row, iw0, s, w, len, dst, ds);
 }
 
-static void FC_WRAP(scatter_add_run)(void *row, fc_index iw0, fc_index s, fc_index w,
-                                     fc_index len, const void *src) {
+static void FC_WRAP(scatter_add_run)(void *row, fc_index iw0, fc_index s, fc_index w, fc_index len,
+                                     const void *src) {
     FC_FN(scatter_add_run)(row, iw0, s, w, len, src);
 }
 
@@ -79,15 +79,14 @@ static int FC_WRAP(winograd_kernel)(const void *w, fc_index k0, fc_index kg, fc_
 }
 
 static void FC_WRAP(winograd_input)(const void *plane, fc_index wp, fc_index th0, fc_index th1,
-                                    fc_index m0, fc_index m1, void *lo, void *hi,
-                                    void *const *v) {
+                                    fc_index m0, fc_index m1, void *lo, void *hi, void *const *v) {
     T *ve[16];
     for (int e = 0; e < 16; e++) ve[e] = v[e];
     FC_FN(winograd_f2x2_3x3_input_transform)(plane, wp, th0, th1, m0, m1, lo, hi, ve);
 }
 
-static void FC_WRAP(winograd_output)(const void *const *m, fc_index n, const void *bias,
-                                     void *tmp, fc_index ts) {
+static void FC_WRAP(winograd_output)(const void *const *m, fc_index n, const void *bias, void *tmp,
+                                     fc_index ts) {
     const T *me[16];
     for (int e = 0; e < 16; e++) me[e] = m[e];
     FC_FN(winograd_f2x2_3x3_output_transform)(me, n, *(const T *)bias, tmp, ts);
@@ -97,18 +96,29 @@ const fc_ukernel_table FC_FN(ukernel_table) = {
     FC_DT_ID,
     FC_MR,
     FC_NR,
-    FC_STR(FC_UKERNEL(gemm_ukernel)), FC_WRAP(gemm),
+    FC_STR(FC_UKERNEL(gemm_ukernel)),
+    FC_WRAP(gemm),
     FC_GEMM_HALF_ENTRY,
-    FC_STR(FC_UKERNEL(gemm_rows_ukernel)), FC_WRAP(gemm_rows),
-    FC_STR(FC_MR_NAME(gemm_pack_a)), FC_WRAP(pack_a),
-    FC_STR(FC_NR_NAME(gemm_pack_b)), FC_WRAP(pack_b),
-    FC_STR(FC_NR_NAME(gemm_pack_b_panel)), FC_WRAP(pack_b_panel),
-    FC_STR(FC_NR_NAME(conv2d_pack_dyt)), FC_WRAP(pack_dyt),
-    FC_STR(FC_FN(gather_run)), FC_WRAP(gather_run),
-    FC_STR(FC_FN(scatter_add_run)), FC_WRAP(scatter_add_run),
-    FC_STR(FC_MR_NAME(winograd_f2x2_3x3_kernel_transform)), FC_WRAP(winograd_kernel),
-    FC_STR(FC_FN(winograd_f2x2_3x3_input_transform)), FC_WRAP(winograd_input),
-    FC_STR(FC_FN(winograd_f2x2_3x3_output_transform)), FC_WRAP(winograd_output),
+    FC_STR(FC_UKERNEL(gemm_rows_ukernel)),
+    FC_WRAP(gemm_rows),
+    FC_STR(FC_MR_NAME(gemm_pack_a)),
+    FC_WRAP(pack_a),
+    FC_STR(FC_NR_NAME(gemm_pack_b)),
+    FC_WRAP(pack_b),
+    FC_STR(FC_NR_NAME(gemm_pack_b_panel)),
+    FC_WRAP(pack_b_panel),
+    FC_STR(FC_NR_NAME(conv2d_pack_dyt)),
+    FC_WRAP(pack_dyt),
+    FC_STR(FC_FN(gather_run)),
+    FC_WRAP(gather_run),
+    FC_STR(FC_FN(scatter_add_run)),
+    FC_WRAP(scatter_add_run),
+    FC_STR(FC_MR_NAME(winograd_f2x2_3x3_kernel_transform)),
+    FC_WRAP(winograd_kernel),
+    FC_STR(FC_FN(winograd_f2x2_3x3_input_transform)),
+    FC_WRAP(winograd_input),
+    FC_STR(FC_FN(winograd_f2x2_3x3_output_transform)),
+    FC_WRAP(winograd_output),
 };
 
 #endif /* FC_UKERNEL_TABLE_H */
