@@ -107,8 +107,8 @@ static int FC_LOCAL(conv2d_fwd_direct)(const fc_conv2d_params *p, const fc_tunin
             }
             /* the grid's real columns (ow < OW), plus bias, into Y, one channel at a time: the
              * tile's rows of a channel are consecutive in Y, so each channel is one stream the
-             * prefetcher follows (row by row across all channels, the write misses of ~100
-             * streams waited one by one: alex's copy ran at 6 GB/s) */
+             * prefetcher follows, where row by row across all channels would keep a write
+             * stream open per channel and their misses would wait one by one */
             T *yg = y + (n * p->out_channels + g * Kg) * P;
             for (fc_index k = kb0 * FC_MR; k < FC_MIN(Kg, kb1 * FC_MR); k++) {
                 const T b = bias ? bias[g * Kg + k] : (T)0;

@@ -90,8 +90,7 @@ static inline void FC_FN(gather_run)(const T *row, fc_index iw0, fc_index s, fc_
         t = hi;
     } else if (row && ds == 1 && s >= 2 && s <= 4) {
         /* the stride phases of strided layers: a constant stride lets the compiler load whole
-         * registers and permute them (down-s2 spent a sixth of its time here, element by
-         * element) */
+         * registers and permute them, where a variable one moves element by element */
         const T *src = row + (iw0 + lo * s);
         T *d = dst + lo;
         const fc_index n = hi - lo;

@@ -3,7 +3,8 @@
  * CPU is chosen at import; FASTCONV_ISA=avx512|avx2|scalar asks for a specific one (falling back
  * to the best supported one below it), and fc_select_isa() switches in-process so the tests can
  * run every path. Each public entry point forwards to the selected ISA's row of the kernel
- * table; the table, its rows and the forwarding functions are generated from fc_kernel_list.h. */
+ * table; the table, its rows and the forwarding functions are generated from fc_kernel_list.h.
+ * The tests' microkernel tables (fc_ukernels.h) are looked up here by ISA too. */
 #include <stdio.h>
 
 #include "fc_internal.h"

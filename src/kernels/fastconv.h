@@ -5,8 +5,10 @@
  * 64-bit overflow). The kernels trust their arguments and never allocate more than a bounded
  * per-thread workspace. Each function returns 0, or FC_ENOMEM if a workspace allocation failed
  * (nothing is written past the outputs in either case). The one exception to trust: max-pool
- * backward checks the indices as it scatters them (a separate pass would cost a third of its time)
- * and returns FC_EINDEX, having skipped them, if any lies outside [-1, plane size).
+ * backward checks the indices as it scatters them (a separate pass would read them all twice)
+ * and returns FC_EINDEX, having skipped them, if any lies outside [-1, plane size). A call whose
+ * fc_conv2d_params forces an algorithm that cannot run its geometry returns FC_EALGORITHM
+ * having done nothing.
  *
  * Threads: `nthreads` is an upper bound; a kernel uses fewer when the problem is too small to gain.
  * The kernels' prototypes are generated from fc_kernel_list.h, where each is written once.

@@ -1,6 +1,8 @@
 /* fc_internal.h: what the kernel files share and Python never sees: the OpenMP shim that keeps a
- * serial build compiling, aligned workspace allocation, the thread-count heuristic, name pasting
- * for the dtype/ISA templates, and the per-ISA symbols that dispatch.c selects between. */
+ * serial build compiling, aligned workspace allocation, bounds of strided runs, software
+ * prefetch, the split of tasks among threads and the thread-count heuristic, name pasting, the
+ * dtype enum, and each instruction set's entry points (declared from fc_kernel_list.h) that
+ * dispatch.c selects between. */
 #ifndef FC_INTERNAL_H
 #define FC_INTERNAL_H
 
@@ -71,11 +73,12 @@ static inline void fc_inside_span(fc_index start, fc_index step, fc_index count,
     *hi = FC_MAX(a, b);
 }
 
-/* Software prefetch for streaming kernels: the hardware prefetchers of this project's machine
- * (a VM) keep too few lines in flight, so a thread reading its input in order reached ~6 GB/s;
- * touching the lines FC_PREFETCH_AHEAD bytes ahead of the reads doubles that for pooling.
- * fc_prefetch_ahead(p, n, end) asks for the n bytes that follow p + FC_PREFETCH_AHEAD, stopping
- * at end (prefetching never faults, but an address past the array need not be valid). */
+/* Software prefetch for streaming kernels: hardware prefetchers (a virtual machine's in
+ * particular) may keep too few lines in flight for one thread reading in order to reach the
+ * memory's bandwidth, which leaves pooling bound by read latency; touching the lines
+ * FC_PREFETCH_AHEAD bytes ahead of the reads keeps more in flight (docs/KERNELS.md has the
+ * figures). fc_prefetch_ahead(p, n, end) asks for the n bytes that follow p + FC_PREFETCH_AHEAD,
+ * stopping at end (prefetching never faults, but an address past the array need not be valid). */
 #define FC_PREFETCH_AHEAD 4096
 static inline void fc_prefetch_ahead(const void *p, size_t n, const void *end) {
 #if defined(__GNUC__) || defined(__clang__)

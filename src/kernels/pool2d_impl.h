@@ -72,8 +72,8 @@ static inline fc_index FC_LOCAL(interior_count)(const fc_pool2d_params *p, fc_in
 /* 3-wide, stride-2 windows (the ResNet stem pool) in blocks of FC_POOL_LANES outputs: the block's
  * 2*LANES+1 inputs split into evens e (taps 0), odds o (taps 1) and e shifted by one (taps 2) in
  * registers. Written in plain C, gcc builds the shifted evens element by element and the fold's
- * vector load then waits on those stores (the store-forwarding stall was half the pool's time);
- * GNU vector extensions give the same code on every ISA of a file with whole-register shuffles.
+ * vector load then waits on those stores (a store-forwarding stall, on every block); GNU vector
+ * extensions give the same code on every ISA of a file with whole-register shuffles.
  * `count` is a multiple of FC_POOL_LANES. */
 #if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12)
 #define FC_HAVE_SHUFFLEVECTOR 1
@@ -854,12 +854,12 @@ int FC_FN(lppool2d_bwd)(const fc_pool2d_params *p, const T *gy, const T *x, T *g
                 const T *g_row = gy + plane * OH * OW + oh * OW;
                 if (norm == 2.0 && oh * p->stride_h + p->kernel_h <= H && hi == OW) {
                     /* every window whole (c = 1): the expression below with c folded in, in
-                     * one loop the compiler vectorises (square roots and divisions in double,
-                     * one at a time, took most of this pass) */
+                     * one loop the compiler vectorises, instead of a square root and a division
+                     * in double per output, one at a time */
                     if (sizeof(T) == sizeof(float)) {
                         /* float32 in float: g / sqrt(s) with two correctly rounded steps, within
-                         * an ulp of the double expression, at half its vector cost (the double
-                         * square roots and divisions were a third of this pass) */
+                         * an ulp of the double expression, at half its vector cost (twice the
+                         * lanes per square root and division) */
                         for (fc_index ow = 0; ow < OW; ow++) {
                             const float s = (float)coef[ow], v = (float)g_row[ow] / sqrtf(s);
                             coef[ow] = s == 0 ? (T)0 : (T)v;
