@@ -43,6 +43,17 @@ def _rand(rng, n, dtype):
     return rng.standard_normal(n).astype(dtype)
 
 
+def _tile(rng, rows: int, cols: int, ldc: int, dtype):
+    """A C tile buffer of rows x ldc: random in its first `cols` columns, NaN past them; and the
+    mask of those columns."""
+    written = np.zeros((rows, ldc), bool)
+    written[:, :cols] = True
+    written = written.reshape(-1)
+    c = _nan(rows * ldc, dtype)
+    c[written] = _rand(rng, rows * cols, dtype)
+    return c, written
+
+
 def _assert_region(actual, expected, written, terms: int, scale, what: str):
     """actual == expected within the tolerance where `written`, and still NaN elsewhere."""
     assert np.isnan(actual[~written]).all(), f"{what}: wrote outside its region"
@@ -85,11 +96,7 @@ def _check_gemm(table, case, half, seed=0):
     if half:  # columns past NR/2 must not be read: poison them
         b.reshape(kc, NR)[:, width:] = np.nan
     ldc = width + ldc_extra
-    c = _nan(m * ldc, dtype)
-    written = np.zeros((m, ldc), bool)
-    written[:, :n] = True
-    written = written.reshape(-1)
-    c[written] = _rand(rng, m * n, dtype)
+    c, written = _tile(rng, m, n, ldc, dtype)
     bias = _rand(rng, MR, dtype) if with_bias else None
     before = c.copy()
     table.gemm(kc, a, b, c, ldc, m, n, accumulate, bias, half=half)
@@ -143,11 +150,7 @@ def test_gemm_rows_ukernel(table, case):
     a = _rand(rng, max(offsets) + kc + 3, dtype)
     b = _rand(rng, kc * NR, dtype)
     ldc = NR + ldc_extra
-    c = _nan(MR * ldc, dtype)
-    written = np.zeros((MR, ldc), bool)
-    written[:, :NR] = True
-    written = written.reshape(-1)
-    c[written] = _rand(rng, MR * NR, dtype)
+    c, written = _tile(rng, MR, NR, ldc, dtype)
     before = c.copy().reshape(MR, ldc)
     table.gemm_rows(kc, a, offsets, b, c, ldc)
     A = np.stack([a[o:o + kc] for o in offsets]).astype(np.float64)
