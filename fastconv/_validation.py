@@ -149,7 +149,7 @@ def check_non_batch_dims(op: str, input_shape) -> None:
 
 @dataclass(frozen=True)
 class ConvGeometry:
-    """A validated conv2d problem; `kernel_args()` is the tuple _kernels expects."""
+    """A validated conv2d problem; _kernels reads the C geometry from its fields by name."""
     batch: int
     in_channels: int
     in_h: int
@@ -174,12 +174,6 @@ class ConvGeometry:
     @property
     def output_shape(self):
         return (self.batch, self.out_channels, self.out_h, self.out_w)
-
-    def kernel_args(self) -> tuple:
-        return (self.batch, self.in_channels, self.in_h, self.in_w, self.out_channels, self.groups,
-                self.kernel[0], self.kernel[1], self.stride[0], self.stride[1],
-                self.padding[0], self.padding[2], self.dilation[0], self.dilation[1],
-                self.out_h, self.out_w)
 
 
 def conv_padding(op: str, padding, kernel, stride, dilation) -> tuple[int, int, int, int]:
@@ -237,7 +231,8 @@ def conv_geometry(op: str, input_shape, weight_shape, stride, padding, dilation,
 
 @dataclass(frozen=True)
 class PoolGeometry:
-    """A validated pool2d problem over N*C planes; `kernel_args()` is the tuple _kernels expects."""
+    """A validated pool2d problem over N*C planes; _kernels reads the C geometry from its fields
+    by name."""
     batch: int
     channels: int
     in_h: int
@@ -252,10 +247,6 @@ class PoolGeometry:
     @property
     def output_shape(self):
         return (self.batch, self.channels, self.out_h, self.out_w)
-
-    def kernel_args(self) -> tuple:
-        return (self.batch * self.channels, self.in_h, self.in_w, *self.kernel, *self.stride,
-                *self.padding, *self.dilation, self.out_h, self.out_w)
 
 
 def pool_output_size(size: int, k: int, s: int, p: int, d: int, ceil_mode: bool) -> int:

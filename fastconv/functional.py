@@ -82,7 +82,7 @@ def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, st
                    f"got {bias.shape}")
     y = _kernels.empty(g.output_shape, x.dtype)
     if y.size:
-        _kernels.conv2d_forward(g.kernel_args(), v.contiguous(x), v.contiguous(weight),
+        _kernels.conv2d_forward(g, v.contiguous(x), v.contiguous(weight),
                                 None if bias is None else v.contiguous(bias), y,
                                 get_num_threads())
     return y
@@ -118,7 +118,7 @@ def _conv_grad_input(g, grad_output, weight, dtype):
     v.check_elements("conv2d_input", "the input gradient", g.input_shape)
     gx = _kernels.empty(g.input_shape, dtype)
     if gx.size:
-        _kernels.conv2d_backward_input(g.kernel_args(), v.contiguous(grad_output),
+        _kernels.conv2d_backward_input(g, v.contiguous(grad_output),
                                        v.contiguous(weight), gx, get_num_threads())
     return gx
 
@@ -156,7 +156,7 @@ def _conv_grad_weight(g, x, grad_output, dtype, want_bias):
         if gb is not None:
             gb[...] = 0
     else:
-        _kernels.conv2d_backward_weight(g.kernel_args(), v.contiguous(grad_output),
+        _kernels.conv2d_backward_weight(g, v.contiguous(grad_output),
                                         v.contiguous(x), gw, gb, get_num_threads())
     return gw, gb
 
@@ -238,7 +238,7 @@ def max_pool2d(x: np.ndarray, kernel_size, stride=None, padding=0, dilation=1,
     y = _kernels.empty(g.output_shape, x.dtype)
     indices = _kernels.empty(g.output_shape, np.int64) if return_indices else None
     if y.size:
-        _kernels.maxpool2d_forward(g.kernel_args(), v.contiguous(x), y, indices, get_num_threads())
+        _kernels.maxpool2d_forward(g, v.contiguous(x), y, indices, get_num_threads())
     return (y, indices) if return_indices else y
 
 
@@ -272,11 +272,9 @@ def max_pool2d_backward(grad_output: np.ndarray, x: np.ndarray, kernel_size, str
         return gx
     if indices is None:
         indices = _kernels.empty(g.output_shape, np.int64)
-        _kernels.maxpool2d_forward(g.kernel_args(), v.contiguous(x),
-                                   _kernels.empty(g.output_shape, x.dtype), indices,
-                                   get_num_threads())
-    if not _kernels.maxpool2d_backward(g.kernel_args(), grad_output, indices, gx,
-                                       get_num_threads()):
+        _kernels.maxpool2d_forward(g, v.contiguous(x), _kernels.empty(g.output_shape, x.dtype),
+                                   indices, get_num_threads())
+    if not _kernels.maxpool2d_backward(g, grad_output, indices, gx, get_num_threads()):
         v.max_pool_indices_out_of_range(op, indices, g.in_h * g.in_w)
     return gx
 
@@ -311,8 +309,8 @@ def avg_pool2d(x: np.ndarray, kernel_size, stride=None, padding=0, ceil_mode: bo
     include = v.boolean(op, "count_include_pad", count_include_pad)
     y = _kernels.empty(g.output_shape, x.dtype)
     if y.size:
-        _kernels.avgpool2d_forward(g.kernel_args(), include, div, v.contiguous(x),
-                                   y, get_num_threads())
+        _kernels.avgpool2d_forward(g, v.contiguous(x), y, get_num_threads(),
+                                   count_include_pad=include, divisor_override=div)
     return y
 
 
@@ -336,8 +334,8 @@ def avg_pool2d_backward(grad_output: np.ndarray, x: np.ndarray, kernel_size, str
     grad_output = _pool_grad_output(op, grad_output, x, g)
     gx = _kernels.empty(x.shape, x.dtype)
     if gx.size:
-        _kernels.avgpool2d_backward(g.kernel_args(), include, div, grad_output, gx,
-                                    get_num_threads())
+        _kernels.avgpool2d_backward(g, grad_output, gx, get_num_threads(),
+                                    count_include_pad=include, divisor_override=div)
     return gx
 
 
@@ -362,7 +360,7 @@ def lp_pool2d(x: np.ndarray, norm_type: float, kernel_size, stride=None,
     g = v.pool_geometry(op, x.shape, kernel_size, stride, 0, 1, ceil_mode)
     y = _kernels.empty(g.output_shape, x.dtype)
     if y.size:
-        _kernels.lppool2d_forward(g.kernel_args(), p, v.contiguous(x), y, get_num_threads())
+        _kernels.lppool2d_forward(g, v.contiguous(x), y, get_num_threads(), norm=p)
     return y
 
 
@@ -385,8 +383,8 @@ def lp_pool2d_backward(grad_output: np.ndarray, x: np.ndarray, norm_type: float,
     grad_output = _pool_grad_output(op, grad_output, x, g)
     gx = _kernels.empty(x.shape, x.dtype)
     if gx.size:
-        _kernels.lppool2d_backward(g.kernel_args(), p, grad_output, v.contiguous(x), gx,
-                                   get_num_threads())
+        _kernels.lppool2d_backward(g, grad_output, v.contiguous(x), gx, get_num_threads(),
+                                   norm=p)
     return gx
 
 
