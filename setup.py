@@ -144,7 +144,7 @@ def _write_if_changed(path, text):
 def cython_directives(debug):
     directives = {"language_level": "3", "embedsignature": True}
     if debug:
-        directives.update(boundscheck=True, wraparound=True, initializedcheck=True)
+        directives.update(boundscheck=True, wraparound=True)
     else:
         directives.update(boundscheck=False, wraparound=False, cdivision=True)
     return directives
