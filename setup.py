@@ -42,6 +42,7 @@ from setuptools.modified import newer_group
 SRC = Path("src")
 PACKAGE = "fastconv"
 BUILD_INFO = "_build_info.py"
+BUILD_INFO_DOC = '"""How this build of fastconv._kernels was made (written by setup.py)."""\n'
 
 # Flags per instruction set, for GCC-style compilers (gcc, clang, MinGW) and for MSVC.
 ISA_FLAGS = {
@@ -155,28 +156,24 @@ class BuildExt(build_ext):
     step of its own, and rebuilds whenever the build configuration changes."""
 
     def build_extensions(self):
-        self.config = self._configure()
+        self.build_config = self._configure()
         base_temp = Path(self.build_temp)
         stamp = base_temp / "fastconv-build-config.json"
-        _write_if_changed(stamp, json.dumps(self.config, indent=1, sort_keys=True) + "\n")
-        self.build_temp = str(base_temp / f"fastconv-{self.config['hash']}")
+        _write_if_changed(stamp, json.dumps(self.build_config, indent=1, sort_keys=True) + "\n")
+        self.build_temp = str(base_temp / f"fastconv-{self.build_config['hash']}")
 
-        macros = [(f"FC_BUILD_{isa.upper()}", "1") for isa in self.config["isas"]]
+        macros = [(f"FC_BUILD_{isa.upper()}", "1") for isa in self.build_config["isas"]]
         for ext in self.extensions:
             ext.depends = [*ext.depends, str(stamp)]
             ext.define_macros = [*macros, *ext.define_macros]
-            ext.extra_compile_args = [*self.config["compile_args"], *ext.extra_compile_args]
-            ext.extra_link_args = [*self.config["link_args"], *ext.extra_link_args]
+            ext.extra_compile_args = [*self.build_config["compile_args"], *ext.extra_compile_args]
+            ext.extra_link_args = [*self.build_config["link_args"], *ext.extra_link_args]
         super().build_extensions()
-        entries = "".join(f"    {key!r}: {value!r},\n" for key, value in sorted(
-            self.config.items()))
-        _write_if_changed(self._build_info_path(),
-                          '"""How this build of fastconv._kernels was made: written by setup.py '
-                          'beside the extension."""\n\n'
-                          f"CONFIG = {{\n{entries}}}\n")
+        entries = "".join(f"    {k!r}: {v!r},\n" for k, v in sorted(self.build_config.items()))
+        _write_if_changed(self._build_info_path(), f"{BUILD_INFO_DOC}\nCONFIG = {{\n{entries}}}\n")
 
     def build_extension(self, ext):
-        (cythonized,) = cythonize([ext], compiler_directives=self.config["cython_directives"],
+        (cythonized,) = cythonize([ext], compiler_directives=self.build_config["cython_directives"],
                                   build_dir=self.build_temp, force=self.force, quiet=True)
         by_isa = {isa: [s for s in cythonized.sources if _isa_of(s) == isa] for isa in ISA_FLAGS}
         ext.sources = [s for s in cythonized.sources if _isa_of(s) is None]
@@ -191,11 +188,11 @@ class BuildExt(build_ext):
         """Compile each enabled ISA's files with that ISA's flags; return the objects."""
         objects = []
         for isa, sources in by_isa.items():
-            if sources and isa in self.config["isas"]:
+            if sources and isa in self.build_config["isas"]:
                 objects += self.compiler.compile(
                     sources, output_dir=self.build_temp, macros=ext.define_macros,
                     include_dirs=ext.include_dirs, debug=self.debug,
-                    extra_postargs=[*ext.extra_compile_args, *self.config["isa_flags"][isa]],
+                    extra_postargs=[*ext.extra_compile_args, *self.build_config["isa_flags"][isa]],
                     depends=ext.depends)
         return objects
 
