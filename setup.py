@@ -1,9 +1,9 @@
 """Build the fastconv._kernels extension.
 
 What this file decides, and why:
-- Sources: fastconv/_kernels.pyx and every C file under src/ make one extension; every header
-  under src/ is a dependency. Nothing here names a kernel file, so kernels can be split and renamed
-  freely.
+- Sources: fastconv/_kernels.pyx and every C file under src/ make one extension; every other file
+  under src/ (headers, X-macro lists) is a dependency. Nothing here names a kernel file, so kernels
+  can be split and renamed freely.
 - SIMD: files named *_avx2.c / *_avx512.c, and only they, get that instruction set's flags. Each
   ISA is probed first: one the compiler (or target) cannot build is left out, its files are not
   compiled and dispatch skips it (FC_BUILD_AVX2 / FC_BUILD_AVX512 stay undefined). Never
@@ -288,7 +288,7 @@ class BuildExt(build_ext):
 
 
 def _under_src(pattern):
-    return sorted(str(p) for p in SRC.rglob(pattern))
+    return sorted(str(p) for p in SRC.rglob(pattern) if p.is_file())
 
 
 extensions = [
@@ -300,7 +300,8 @@ extensions = [
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"),
                        # the oldest NumPy the binary runs with: pyproject.toml's numpy>=1.23
                        ("NPY_TARGET_VERSION", "NPY_1_23_API_VERSION")],
-        depends=_under_src("*.h"),
+        # headers, and anything else a source may #include (an X-macro list, say)
+        depends=_under_src("*"),
     )
 ]
 
