@@ -400,8 +400,8 @@ class _BatchNorm(Module):
         super().__init__()
         op = type(self).__name__
         self.num_features = v.positive_int(op, "num_features", num_features)
-        self.eps = F._real(op, "eps", eps, np.finfo(np.float64).tiny, np.inf, "a positive number")
-        self.momentum = F._real(op, "momentum", momentum, 0.0, 1.0, "a number in [0, 1]")
+        self.eps = v.positive_real(op, "eps", eps)
+        self.momentum = v.real(op, "momentum", momentum, 0.0, 1.0, "a number in [0, 1]")
         dtype = _float_dtype(op, dtype)
         self.weight = Parameter(np.ones(num_features, dtype))
         self.bias = Parameter(np.zeros(num_features, dtype))
@@ -602,7 +602,7 @@ class Dropout(Module):
 
     def __init__(self, p: float = 0.5):
         super().__init__()
-        self.p = F._probability("Dropout", p)
+        self.p = v.probability("Dropout", p)
 
     def forward(self, x):
         y, mask = F.dropout(x, self.p, self.training)

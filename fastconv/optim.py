@@ -21,26 +21,17 @@ True
 from __future__ import annotations
 
 import math
-import numbers
 
 import numpy as np
 
+from . import _validation as v
 from .nn import Parameter
 
 __all__ = ["Optimizer", "SGD", "Adam"]
 
 
-def _number(op: str, name: str, value, valid, what: str) -> float:
-    """A real number for which valid(value) holds: TypeError for a non-number, else ValueError."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{op}: {name} must be {what}, got {value!r}")
-    if not valid(value):  # written so that NaN fails
-        raise ValueError(f"{op}: {name} must be {what}, got {value!r}")
-    return float(value)
-
-
 def _non_negative(op, name, value):
-    return _number(op, name, value, lambda x: 0 <= x < math.inf, "a non-negative number")
+    return v.number(op, name, value, lambda x: 0 <= x < math.inf, "a non-negative number")
 
 
 class Optimizer:
@@ -87,7 +78,7 @@ class SGD(Optimizer):
         op = "SGD"
         self.lr = _non_negative(op, "lr", lr)
         self.momentum = _non_negative(op, "momentum", momentum)
-        self.dampening = _number(op, "dampening", dampening, lambda x: -math.inf < x < math.inf,
+        self.dampening = v.number(op, "dampening", dampening, lambda x: -math.inf < x < math.inf,
                                  "a finite number")
         self.weight_decay = _non_negative(op, "weight_decay", weight_decay)
         if not isinstance(nesterov, (bool, np.bool_)):
@@ -137,7 +128,7 @@ class Adam(Optimizer):
         self.lr = _non_negative(op, "lr", lr)
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
             raise ValueError(f"{op}: betas must be a pair (beta1, beta2), got {betas!r}")
-        self.betas = tuple(_number(op, f"betas[{i}]", b, lambda x: 0 <= x < 1,
+        self.betas = tuple(v.number(op, f"betas[{i}]", b, lambda x: 0 <= x < 1,
                                    "a number in [0, 1)") for i, b in enumerate(betas))
         self.eps = _non_negative(op, "eps", eps)
         self.weight_decay = _non_negative(op, "weight_decay", weight_decay)
