@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from . import _io
+
 __all__ = ["CLASSES", "DEBIAN_FOLDER", "SHIPPED_FOLDER", "default_folder", "load_fashion_mnist",
            "read_idx", "write_idx"]
 
@@ -112,7 +114,7 @@ def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
                + np.ascontiguousarray(array, native.newbyteorder(">")).tobytes())
     path = Path(path)
     # mtime=0 keeps the bytes reproducible
-    path.write_bytes(gzip.compress(payload, mtime=0) if path.suffix == ".gz" else payload)
+    _io.write_bytes(path, gzip.compress(payload, mtime=0) if path.suffix == ".gz" else payload)
 
 
 def _find(folder: Path, stem: str) -> Path:
