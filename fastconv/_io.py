@@ -28,9 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["atomic_write", "write_bytes", "write_text", "save_figure", "save_npz", "load_npz",
-           "read_metadata", "FileFormatError", "METADATA", "MAX_METADATA_BYTES",
-           "NPY_HEADER_BYTES"]
+__all__ = ["atomic_write", "check_writable", "write_bytes", "write_text", "save_figure",
+           "save_npz", "load_npz", "read_metadata", "FileFormatError", "METADATA",
+           "MAX_METADATA_BYTES", "NPY_HEADER_BYTES"]
 
 METADATA = "__metadata__"  # the member holding the JSON metadata, as UTF-8 bytes (uint8)
 MAX_METADATA_BYTES = 16 * 2**20
@@ -84,6 +84,15 @@ def atomic_write(path):
             temp.unlink()
         raise
     _fsync_folder(path.parent)
+
+
+def check_writable(folder) -> None:
+    """OSError unless a file can be created in (and removed from) `folder`: what a command
+    checks before its work, rather than failing at its end."""
+    probe = Path(folder) / f".fastconv-probe.{secrets.token_hex(8)}.tmp"
+    with open(probe, "xb"):
+        pass
+    probe.unlink()
 
 
 def write_bytes(path, data: bytes) -> None:
