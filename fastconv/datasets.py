@@ -379,14 +379,18 @@ def locate(name: str = "fashion-mnist", root=None, download: bool | None = None,
             return Source(fetched, f"{dataset.title}, downloaded into the cache ({fetched})",
                           True)
         except OSError as exc:  # DownloadError, or a cache folder that cannot be written
+            why = "the download failed"
+            if not isinstance(exc, DownloadError):  # each mirror's failure is logged already
+                log(f"{why}: {exc}")
             if dataset.shipped is None:
-                raise
-            why = f"the download failed ({exc})"
-    elif dataset.shipped is None:
+                raise DownloadError(f"locate: {dataset.title} is not in the cache ({cached}) "
+                                    f"and {why} ({exc}); put its four .gz files there, or "
+                                    "pass a folder") from exc
+    if dataset.shipped is None:
         raise DownloadError(f"locate: {dataset.title} is not in the cache ({cached}) and "
                             f"{why}: put its four .gz files there, or pass a folder")
     return Source(dataset.shipped,
-                  f"the {dataset.title} subset shipped with fastconv ({dataset.shipped}): "
+                  f"the {dataset.title} subset shipped with fastconv ({dataset.shipped}), as "
                   f"{why}; `apt-get install dataset-{dataset.name}` or a connection gives the "
                   "full set", False)
 

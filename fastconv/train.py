@@ -202,12 +202,11 @@ def stop_on_signals():
         yield request
         return
 
+    # only a flag: printing here could re-enter a write to stderr (a progress bar's) and fail
     def handler(signum, frame):
         if request.signum is not None:
             raise Interrupted(signum, saved=False)
         request.signum = signum
-        print(f"\n{signal.Signals(signum).name}: finishing this step and saving a checkpoint "
-              "(send it again to stop at once)", file=sys.stderr, flush=True)
 
     previous = {signum: signal.signal(signum, handler)
                 for signum in (signal.SIGINT, signal.SIGTERM)}
@@ -258,6 +257,7 @@ def fit(model, optimizer, train: tuple[np.ndarray, np.ndarray],
                                 acc=f"{state.correct / state.seen:.2%}", refresh=False)
                 if stop is not None and stop.signum is not None and state.step < steps:
                     state.seconds += time.perf_counter() - start
+                    _stopping(stop.signum, checkpoint is not None)
                     if checkpoint is not None:
                         checkpoint(state)
                     raise Interrupted(stop.signum, saved=checkpoint is not None)
@@ -273,11 +273,20 @@ def fit(model, optimizer, train: tuple[np.ndarray, np.ndarray],
         log(f"epoch {epoch}/{epochs}: train loss {record.train_loss:.4f} accuracy "
             f"{record.train_accuracy:.2%} | test loss {test_loss:.4f} accuracy "
             f"{test_accuracy:.2%} | {seconds:.1f} s ({record.images_per_second:.0f} images/s)")
+        stopping = stop is not None and stop.signum is not None and state.epoch < epochs
+        if stopping:
+            _stopping(stop.signum, checkpoint is not None)
         if checkpoint is not None:
             checkpoint(state)
-        if stop is not None and stop.signum is not None and state.epoch < epochs:
+        if stopping:
             raise Interrupted(stop.signum, saved=checkpoint is not None)
     return state.history
+
+
+def _stopping(signum: int, saving: bool) -> None:
+    print(f"\n{signal.Signals(signum).name}: stopping after this step"
+          + (", saving a checkpoint (send it again to stop at once)" if saving else ""),
+          file=sys.stderr, flush=True)
 
 
 def plot_history(history: History, path: Path, title: str) -> bool:
