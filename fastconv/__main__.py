@@ -17,9 +17,9 @@ import numpy as np
 
 import fastconv
 import fastconv.functional as F
-from fastconv import _io, experiments, train
+from fastconv import experiments, train
 from fastconv import reference as ref
-from fastconv.train import UsageError, positive_int
+from fastconv.train import UsageError, check_outputs, positive_int
 
 
 def _best_time(fn, repeat: int) -> float:
@@ -116,17 +116,6 @@ def main(argv=None) -> int:
         commands[args.command].error(str(exc))
 
 
-def check_plot_path(path: Path) -> None:
-    """``bench --plot``: refuse a folder, or a folder that cannot be written, before timing."""
-    if path.is_dir():
-        raise UsageError(f"--plot: {path} is a directory")
-    try:
-        _io.check_writable(path.parent)
-    except OSError as exc:
-        raise UsageError(f"--plot: cannot write in {path.parent}: "
-                         f"{exc.strerror or exc}") from exc
-
-
 def _run(args, argv) -> int:
     if args.command == "config":
         fastconv.show_config()
@@ -139,8 +128,8 @@ def _run(args, argv) -> int:
     if args.command == "bench":
         from fastconv import bench
 
-        if args.plot is not None:
-            check_plot_path(args.plot)
+        if args.plot is not None:  # checked before the minutes of timing, not after
+            check_outputs("--plot", (args.plot,))
         bench.main(threads=args.threads, repeat=args.repeat, only=args.only,
                    plot_path=args.plot, dtype=np.float64 if args.float64 else np.float32)
         return 0

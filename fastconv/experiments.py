@@ -31,9 +31,9 @@ import fastconv
 from fastconv import _io, init, nn, optim
 from fastconv._progress import progress_bar
 from fastconv.train import (
-    UsageError,
     add_data_arguments,
     blas_single_threaded,
+    check_outputs,
     convnet,
     count_parameters,
     data_source,
@@ -418,27 +418,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         add_data_arguments(q)
 
 
-def check_output_dir(folder: Path, name: str) -> None:
-    """Refuse, before any training, an output folder that cannot be made or written, or a
-    report name taken by a folder (UsageError)."""
-    for path in (folder / f"{name}.md", folder / f"{name}.png"):
-        if path.is_dir():
-            raise UsageError(f"--output-dir: {path} is a directory")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        _io.check_writable(folder)
-    except OSError as exc:
-        raise UsageError(f"--output-dir: cannot write in {folder}: "
-                         f"{exc.strerror or exc}") from exc
-
-
 def run(args: argparse.Namespace) -> int:
     """``fastconv experiment NAME``: UsageError for options, paths or data refused before
     training."""
     args.argv = sys.argv[1:] if getattr(args, "argv", None) is None else args.argv
     args.seed = 0 if args.seed is None else args.seed
     args.dataset = args.dataset or "fashion-mnist"
-    check_output_dir(Path(args.output_dir), args.experiment)  # the report's name
+    folder, name = Path(args.output_dir), args.experiment  # the report's name
+    check_outputs("--output-dir", (folder / f"{name}.md", folder / f"{name}.png"))
     experiment = {"params": params_experiment, "relu-vs-tanh": relu_vs_tanh_experiment}
     with blas_single_threaded():
         report = experiment[args.experiment](args)

@@ -45,7 +45,8 @@ from fastconv._progress import progress_bar
 
 __all__ = ["Architecture", "convnet", "mlp", "count_parameters", "train_step", "evaluate",
            "fit", "TrainingState", "Interrupted", "stop_on_signals", "load_model",
-           "OutputPaths", "blas_single_threaded", "add_arguments", "run", "UsageError"]
+           "OutputPaths", "check_outputs", "blas_single_threaded", "add_arguments", "run",
+           "UsageError"]
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
 IMAGE_SHAPE = (1, 28, 28)
@@ -257,10 +258,7 @@ def fit(model, optimizer, train: tuple[np.ndarray, np.ndarray],
                                 acc=f"{state.correct / state.seen:.2%}", refresh=False)
                 if stop is not None and stop.signum is not None and state.step < steps:
                     state.seconds += time.perf_counter() - start
-                    _stopping(stop.signum, checkpoint is not None)
-                    if checkpoint is not None:
-                        checkpoint(state)
-                    raise Interrupted(stop.signum, saved=checkpoint is not None)
+                    _stop(stop.signum, checkpoint, state)
         seconds = state.seconds + time.perf_counter() - start
         optimizer.lr *= lr_decay
         test_loss, test_accuracy = evaluate(model, *test)
@@ -273,20 +271,21 @@ def fit(model, optimizer, train: tuple[np.ndarray, np.ndarray],
         log(f"epoch {epoch}/{epochs}: train loss {record.train_loss:.4f} accuracy "
             f"{record.train_accuracy:.2%} | test loss {test_loss:.4f} accuracy "
             f"{test_accuracy:.2%} | {seconds:.1f} s ({record.images_per_second:.0f} images/s)")
-        stopping = stop is not None and stop.signum is not None and state.epoch < epochs
-        if stopping:
-            _stopping(stop.signum, checkpoint is not None)
+        if stop is not None and stop.signum is not None and state.epoch < epochs:
+            _stop(stop.signum, checkpoint, state)
         if checkpoint is not None:
             checkpoint(state)
-        if stopping:
-            raise Interrupted(stop.signum, saved=checkpoint is not None)
     return state.history
 
 
-def _stopping(signum: int, saving: bool) -> None:
-    print(f"\n{signal.Signals(signum).name}: stopping after this step"
-          + (", saving a checkpoint (send it again to stop at once)" if saving else ""),
+def _stop(signum: int, checkpoint, state: TrainingState):
+    """Save the checkpoint (if there is one) and raise Interrupted."""
+    print(f"\n{signal.Signals(signum).name}: stopping"
+          + (", saving a checkpoint (send it again to stop at once)" if checkpoint else ""),
           file=sys.stderr, flush=True)
+    if checkpoint is not None:
+        checkpoint(state)
+    raise Interrupted(signum, saved=checkpoint is not None)
 
 
 def plot_history(history: History, path: Path, title: str) -> bool:
@@ -318,11 +317,6 @@ def plot_history(history: History, path: Path, title: str) -> bool:
     return True
 
 
-def _architecture(meta: dict) -> Architecture:
-    arch = meta["architecture"]
-    return Architecture(**{**arch, "channels": tuple(arch["channels"])})
-
-
 def load_model(path: str | Path) -> nn.Sequential:
     """Rebuild a model saved by ``fastconv train``: the architecture from the metadata member
     of the .npz, then its weights, in eval mode. (Files from fastconv 0.1, without that member,
@@ -332,7 +326,8 @@ def load_model(path: str | Path) -> nn.Sequential:
     if meta is None:
         meta = json.loads(path.with_suffix(".json").read_text())
     try:
-        model = _architecture(meta).build()
+        arch = meta["architecture"]
+        model = Architecture(**{**arch, "channels": tuple(arch["channels"])}).build()
     except (KeyError, TypeError) as exc:
         raise ValueError(f"load_model: {str(path)!r} has no readable architecture in its "
                          f"metadata: {exc!r}") from exc
@@ -523,6 +518,21 @@ def run_options(args: argparse.Namespace, saved: dict | None = None) -> dict:
 
 # ---- output files --------------------------------------------------------------------------------
 
+def check_outputs(option: str, paths) -> None:
+    """Refuse (UsageError, naming `option`), before any work, files that could not be written
+    at the end: a path that is a folder, or a folder that cannot be made or written in."""
+    for path in paths:
+        if Path(path).is_dir():
+            raise UsageError(f"{option}: {path} is a directory")
+    for folder in {Path(path).parent for path in paths}:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            _io.check_writable(folder)
+        except OSError as exc:
+            raise UsageError(f"{option}: cannot write in {folder}: "
+                             f"{exc.strerror or exc}") from exc
+
+
 @dataclass(frozen=True)
 class OutputPaths:
     """The files of a run named `stem`: the suffix of each is appended, never substituted, so
@@ -555,17 +565,7 @@ class OutputPaths:
         """Refuse, before any work, outputs that cannot be written or would overwrite what
         they should not: a folder in the way, an unwritable folder, an existing model or an
         unfinished run's checkpoint (unless `force`, or when resuming: `fresh` False)."""
-        paths = (self.model, self.metadata, self.figure, self.checkpoint)
-        for path in paths:
-            if path.is_dir():
-                raise UsageError(f"--output: {path} is a directory")
-        folder = self.model.parent
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            _io.check_writable(folder)
-        except OSError as exc:
-            raise UsageError(f"--output: cannot write in {folder}: "
-                             f"{exc.strerror or exc}") from exc
+        check_outputs("--output", (self.model, self.metadata, self.figure, self.checkpoint))
         if fresh and not force:
             if self.checkpoint.exists():
                 raise UsageError(f"{self.checkpoint} holds an unfinished run: continue it with "

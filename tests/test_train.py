@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import fastconv
-from fastconv import nn
+from fastconv import _io, nn
 from fastconv.__main__ import main
 from fastconv.datasets import SHIPPED_FOLDER, load_fashion_mnist, write_idx
 from fastconv.train import Architecture, convnet, count_parameters, evaluate, load_model, mlp
@@ -28,8 +28,9 @@ TINY = ["--data", str(SHIPPED_FOLDER), "--limit", "96", "--test-limit", "50", "-
 def test_train_end_to_end(tmp_path, capsys, flags):
     output = tmp_path / "out" / "model.npz"
     assert main(["train", *TINY, "--output", str(output), *flags]) == 0
-    out = capsys.readouterr().out
-    assert f"data: {SHIPPED_FOLDER}" in out
+    out, err = capsys.readouterr()
+    assert err == ""  # --no-progress: nothing on stderr
+    assert out.startswith(f"data: {SHIPPED_FOLDER}\nmodel: ")
     assert re.search(r"^epoch 1/1: train loss [\d.]+ accuracy [\d.]+% \| test loss [\d.]+ "
                      r"accuracy [\d.]+% \| [\d.]+ s \([\d]+ images/s\)$", out, re.M), out
     final = out.strip().splitlines()[-1]
@@ -37,6 +38,8 @@ def test_train_end_to_end(tmp_path, capsys, flags):
 
     meta = json.loads(output.with_suffix(".json").read_text())
     assert meta["training_images"] == 96 and meta["test_images"] == 50
+    assert _io.read_metadata("test", output) == meta  # the model file holds the same
+    assert not output.with_suffix(".ckpt").exists()
     assert len(meta["history"]) == 1
     model = load_model(output)
     x, y = load_fashion_mnist(SHIPPED_FOLDER, "test")
