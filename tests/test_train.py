@@ -268,3 +268,16 @@ def test_experiment_relu_vs_tanh(tmp_path):
     assert re.search(r"^\| 1 \| [\d.]+% \| [\d.]+% \|$", report, re.M)  # error after epoch 1
     pytest.importorskip("matplotlib")
     assert (tmp_path / "relu-vs-tanh.png").stat().st_size > 0
+
+
+def test_load_model_reads_files_of_fastconv_0_1(tmp_path):
+    """Before the metadata member, the architecture lived only in the .json beside the model."""
+    model = convnet(channels=(2, 4), hidden=8)
+    model.save(tmp_path / "old.npz")
+    meta = {"architecture": {"channels": [2, 4], "kernel_size": 5, "hidden": 8,
+                             "activation": "relu", "dropout": 0.0, "batchnorm": False}}
+    (tmp_path / "old.json").write_text(json.dumps(meta))
+    loaded = load_model(tmp_path / "old.npz")
+    x = np.random.default_rng(0).random((2, 1, 28, 28), dtype=np.float32)
+    model.eval()
+    assert loaded(x).tobytes() == model(x).tobytes()
