@@ -30,6 +30,7 @@ import contextlib
 import hashlib
 import json
 import math
+import os
 import signal
 import sys
 import threading
@@ -611,6 +612,11 @@ def read_checkpoint(path: Path) -> dict:
         raise UsageError(str(exc)) from exc
     if meta is None or meta.get("format") != CHECKPOINT_FORMAT:
         raise UsageError(f"--resume: {path} is not a checkpoint of fastconv train")
+    missing = sorted({"arrays", "fingerprint", "history", "optimizer", "options", "output",
+                      "position", "rng"} - set(meta))
+    if missing or not isinstance(meta["options"], dict) \
+            or set(meta["options"]) != set(RUN_DEFAULTS):
+        raise UsageError(f"--resume: {path} is an incomplete checkpoint (missing {missing})")
     return meta
 
 
@@ -659,10 +665,10 @@ def run(args: argparse.Namespace) -> int:
     if saved is not None and options["epochs"] < saved["position"]["epoch"]:
         raise UsageError(f"--epochs {options['epochs']} is fewer than the "
                          f"{saved['position']['epoch']} the resumed run has done")
-    paths = OutputPaths.of(saved["output"] if saved is not None else
-                           args.output if args.output is not None else "convnet")
+    paths = OutputPaths(saved["output"]) if saved is not None else \
+        OutputPaths.of(args.output if args.output is not None else "convnet")
     if saved is not None and args.output is not None \
-            and OutputPaths.of(args.output).stem != paths.stem:
+            and os.path.abspath(OutputPaths.of(args.output).stem) != paths.stem:
         raise UsageError(f"--output {args.output} differs from the resumed run's {paths.stem}")
     paths.check(fresh=saved is None, force=args.force)
 
@@ -689,7 +695,9 @@ def run(args: argparse.Namespace) -> int:
           f"{len(test[0]):,} test images; {options['epochs']} epoch(s) of batches of "
           f"{options['batch_size']}, Adam lr {options['lr']:g} x {options['lr_decay']:g} per "
           f"epoch; {fastconv.get_num_threads()} thread(s), {fastconv.selected_isa()} kernels")
-    meta = {"output": paths.stem, "options": options, "fingerprint": fingerprint}
+    # the run's name as an absolute path: it can be resumed from any folder
+    meta = {"output": os.path.abspath(paths.stem), "options": options,
+            "fingerprint": fingerprint}
 
     def checkpoint(state: TrainingState) -> None:
         save_checkpoint(paths.checkpoint, model, optimizer, state, rng, meta)

@@ -166,3 +166,19 @@ def test_import_pulls_in_numpy_and_the_standard_library_only():
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_a_second_signal_stops_at_once():
+    """The first SIGINT or SIGTERM only asks (fit stops after its step); the second raises at
+    once; the previous handlers come back after the block."""
+    from fastconv.train import Interrupted, stop_on_signals
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(Interrupted) as info, stop_on_signals() as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.01)  # the handler runs between bytecodes of the main thread
+        assert stop.signum == signal.SIGTERM
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(1)
+    assert info.value.signum == signal.SIGINT and not info.value.saved
+    assert signal.getsignal(signal.SIGTERM) is before
