@@ -203,7 +203,10 @@ class Module:
             "load", path, own,
             # float64 or int64 at most, whatever this model's dtype, plus the .npy header
             lambda key: own[key].size * 8 + _io.NPY_HEADER_BYTES)
-        return self.load_state_dict(state)
+        try:
+            return self.load_state_dict(state)
+        except (TypeError, ValueError) as exc:  # an array of the wrong shape or dtype
+            raise ValueError(f"load: {str(path)!r} does not fit this model: {exc}") from exc
 
     # ---- modes, gradients, dtype --------------------------------------------------------------
 
