@@ -446,10 +446,11 @@ RUN_DEFAULTS = {"epochs": 3, "batch_size": 32, "lr": 1e-3, "lr_decay": 0.5,
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     """Options shared by ``fastconv train`` and ``fastconv experiment``."""
     parser.add_argument("--dataset", choices=sorted(datasets.DATASETS), default=None,
-                        help="fashion-mnist (default) or mnist, downloaded once into the "
-                             "cache (FASTCONV_DATA, else ~/.cache/fastconv); Fashion-MNIST "
-                             "falls back on Debian's dataset-fashion-mnist, then the shipped "
-                             "subset")
+                        help="fashion-mnist (default) or mnist: from the cache "
+                             "(FASTCONV_DATA, else ~/.cache/fastconv), else Debian's "
+                             "dataset-fashion-mnist, else downloaded once into the cache, else "
+                             "the subset shipped with fastconv (the last two: Fashion-MNIST "
+                             "only; FASTCONV_OFFLINE=1 never downloads)")
     parser.add_argument("--data", type=Path, default=None, metavar="FOLDER",
                         help="a folder of MNIST-format IDX files to use instead")
     parser.add_argument("--limit", type=positive_int, default=None, metavar="N",
