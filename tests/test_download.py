@@ -234,3 +234,26 @@ def test_unknown_dataset():
     with pytest.raises(ValueError, match=r"download: name must be one of \['fashion-mnist', "
                                          r"'mnist'\], got 'cifar'"):
         datasets.download("cifar")
+
+
+def test_interrupted_download_leaves_nothing(server, tiny, tmp_path, monkeypatch):
+    """Ctrl-C half way through a file: the temporary goes, the cache stays as it was."""
+    base, _ = server
+
+    class Interrupting:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            pass
+
+        def update(self, n):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(datasets, "progress_bar", Interrupting)
+    with pytest.raises(KeyboardInterrupt):
+        datasets.download("tiny", tmp_path, [f"{base}/good/"], log=_quiet)
+    assert _cache(tmp_path) == []
