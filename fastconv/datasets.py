@@ -221,7 +221,12 @@ def idx_files(folder, split: str) -> tuple[Path, Path]:
 
 def cache_folder(root=None) -> Path:
     """Where downloads go: `root`, else ``FASTCONV_DATA``, else ``$XDG_CACHE_HOME/fastconv``,
-    else ``~/.cache/fastconv``."""
+    else ``~/.cache/fastconv``.
+
+    >>> from fastconv.datasets import cache_folder
+    >>> str(cache_folder("/data/cache"))
+    '/data/cache'
+    """
     if root is not None:
         return Path(root)
     if os.environ.get("FASTCONV_DATA"):
@@ -365,6 +370,11 @@ def locate(name: str = "fashion-mnist", root=None, download: bool | None = None,
     set"; the other arguments are ``download``'s.
 
     Raises DownloadError for MNIST when it is neither cached nor downloadable.
+
+    >>> from fastconv import datasets
+    >>> source = datasets.locate("fashion-mnist", download=False)
+    >>> source.folder.is_dir(), source.description.startswith(("Fashion-MNIST", "Debian", "the"))
+    (True, True)
     """
     dataset = _dataset("locate", name)
     cached = cache_folder(root) / dataset.name
