@@ -12,7 +12,11 @@ few SGD steps with the naive layers and with fastconv's, from the same weights.
 from __future__ import annotations
 
 import copy
+import importlib.util
 import pickle
+import sys
+import textwrap
+import threading
 
 import cs231n_naive as naive
 import numpy as np
@@ -373,6 +377,223 @@ def test_errors_name_the_function(case):
     with pytest.raises(exception) as info:
         call()
     assert str(info.value).startswith(message), str(info.value)
+
+
+# ---- install() -----------------------------------------------------------------------------------
+
+FAST_LAYERS = ["conv_forward_fast", "conv_backward_fast", "conv_forward_strides",
+               "conv_backward_strides", "conv_forward_im2col", "conv_backward_im2col",
+               "max_pool_forward_fast", "max_pool_backward_fast", "max_pool_forward_reshape",
+               "max_pool_backward_reshape", "max_pool_forward_im2col", "max_pool_backward_im2col"]
+NAIVE = ["conv_forward_naive", "conv_backward_naive", "max_pool_forward_naive",
+         "max_pool_backward_naive"]
+LAYER_UTILS = ["relu_forward", "relu_backward", "conv_relu_forward", "conv_relu_backward",
+               "conv_relu_pool_forward", "conv_relu_pool_backward"]
+MISSING = object()
+
+
+def _cs231n_modules():
+    return [name for name in sys.modules if name == "cs231n" or name.startswith("cs231n.")]
+
+
+@pytest.fixture
+def clean():
+    """Not installed and no cs231n module imported, before and after the test."""
+    def clear():
+        fc.uninstall()
+        for name in _cs231n_modules():
+            del sys.modules[name]
+    clear()
+    yield
+    clear()
+
+
+@pytest.fixture
+def no_package(clean):
+    if importlib.util.find_spec("cs231n") is not None:
+        pytest.skip("a cs231n package is importable here")
+
+
+USER_FILES = {
+    "__init__.py": "",
+    "layers.py": """
+        def affine_forward(x, w, b):
+            return "user's affine_forward"
+
+        def relu_forward(x):
+            return "user's relu_forward"
+        """,
+    "fast_layers.py": """
+        def conv_forward_fast(x, w, b, conv_param):
+            return "user's conv_forward_fast", None
+        """,
+    "layer_utils.py": """
+        from .layers import *
+        from .fast_layers import *
+
+        def affine_relu_forward(x, w, b):
+            return "user's affine_relu_forward"
+
+        def conv_relu_forward(x, w, b, conv_param):
+            return "user's conv_relu_forward"
+
+        def conv_twice_forward(x, w, b, conv_param):
+            out, _ = conv_forward_fast(x, w, b, conv_param)
+            return conv_forward_fast(out, w, b, conv_param)
+        """,
+}
+
+
+def write_package(folder, files):
+    package = folder / "cs231n"
+    package.mkdir()
+    for name, text in files.items():
+        (package / name).write_text(textwrap.dedent(text))
+
+
+@pytest.fixture
+def user_package(clean, tmp_path, monkeypatch):
+    """A user's own cs231n package (layers, fast_layers, layer_utils) first on sys.path."""
+    write_package(tmp_path, USER_FILES)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return tmp_path
+
+
+def star_import(module):
+    namespace = {}
+    exec(f"from {module} import *", namespace)
+    return namespace
+
+
+def test_install_without_a_cs231n_package(no_package):
+    fc.install()
+    assert fc.is_installed()
+    fast = star_import("cs231n.fast_layers")
+    assert {k: v for k, v in fast.items() if k != "__builtins__"} == \
+        {name: getattr(fc, name) for name in FAST_LAYERS}
+    import cs231n.fast_layers
+    assert all(getattr(cs231n.fast_layers, name) is getattr(fc, name) for name in NAIVE)
+    utils = star_import("cs231n.layer_utils")
+    assert all(utils[name] is getattr(fc, name) for name in FAST_LAYERS + LAYER_UTILS)
+    from cs231n import layer_utils
+    assert layer_utils is sys.modules["cs231n.layer_utils"]
+
+    args = _conv_args(np.random.default_rng(11)) + (POOL,)
+    np.testing.assert_array_equal(utils["conv_relu_pool_forward"](*args)[0],
+                                  naive.conv_relu_pool_forward(*args)[0])
+    fc.uninstall()
+    assert not fc.is_installed() and _cs231n_modules() == []
+    with pytest.raises(ModuleNotFoundError):
+        import cs231n  # noqa: F401
+
+
+def test_install_is_idempotent(no_package):
+    fc.install()
+    module = sys.modules["cs231n.fast_layers"]
+    fc.install()
+    assert sys.modules["cs231n.fast_layers"] is module
+    fc.uninstall()
+    assert _cs231n_modules() == []
+    fc.uninstall()
+    assert not fc.is_installed()
+
+
+def test_installed_context(no_package):
+    with fc.installed():
+        assert star_import("cs231n.layer_utils")["relu_forward"] is fc.relu_forward
+    assert not fc.is_installed() and _cs231n_modules() == []
+    fc.install()
+    with fc.installed():
+        pass
+    assert fc.is_installed()  # installed before the with block: still installed after it
+
+
+def test_install_from_many_threads(no_package):
+    start = threading.Barrier(8)
+    errors = []
+
+    def churn():
+        start.wait()
+        try:
+            for _ in range(50):
+                fc.install()
+                star_import("cs231n.fast_layers")
+                fc.uninstall()
+        except Exception as exc:  # ImportError where another thread uninstalled in between
+            errors.append(exc)
+
+    threads = [threading.Thread(target=churn) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not any(t.is_alive() for t in threads)
+    assert all(isinstance(e, ImportError) for e in errors), errors
+    fc.uninstall()
+    assert _cs231n_modules() == []
+
+
+def _snapshot(package):
+    return {name: (sys.modules.get(f"cs231n.{name}", MISSING), vars(package).get(name, MISSING))
+            for name in ("fast_layers", "layer_utils")}
+
+
+@pytest.mark.parametrize("imported_before", [False, True], ids=["fresh", "imported-before"])
+def test_install_over_a_user_package(user_package, imported_before):
+    import cs231n
+    if imported_before:
+        import cs231n.layer_utils  # also imports the user's fast_layers
+    before = _snapshot(cs231n)
+
+    fc.install()
+    assert sys.modules["cs231n"] is cs231n  # the user's package, not a stand-in
+    fast = star_import("cs231n.fast_layers")
+    assert all(fast[name] is getattr(fc, name) for name in FAST_LAYERS)
+    assert cs231n.fast_layers is sys.modules["cs231n.fast_layers"]
+    utils = star_import("cs231n.layer_utils")
+    assert all(utils[name] is getattr(fc, name) for name in FAST_LAYERS + LAYER_UTILS)
+    # the user's own layers stay beside fastconv's
+    assert utils["affine_relu_forward"](None, None, None) == "user's affine_relu_forward"
+    assert utils["affine_forward"](None, None, None) == "user's affine_forward"
+    rng = np.random.default_rng(12)
+    x, w, b = rng.standard_normal((1, 3, 5, 5)), rng.standard_normal((3, 3, 3, 3)), np.zeros(3)
+    conv_param = {"stride": 1, "pad": 1}
+    twice, _ = utils["conv_twice_forward"](x, w, b, conv_param)
+    if imported_before:  # its fast_layers names were bound before install()
+        assert twice == "user's conv_forward_fast"
+    else:  # imported by install(), with fastconv's fast_layers in place
+        once, _ = fc.conv_forward_fast(x, w, b, conv_param)
+        np.testing.assert_array_equal(twice, fc.conv_forward_fast(once, w, b, conv_param)[0])
+
+    fc.uninstall()
+    assert _snapshot(cs231n) == before
+    assert sys.modules["cs231n"] is cs231n
+    from cs231n.fast_layers import conv_forward_fast
+    assert conv_forward_fast(None, None, None, None)[0] == "user's conv_forward_fast"
+
+
+def test_install_over_an_empty_user_package(clean, tmp_path, monkeypatch):
+    write_package(tmp_path, {"__init__.py": ""})
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import cs231n
+    fc.install()
+    assert cs231n.layer_utils.relu_forward is fc.relu_forward
+    assert sorted(star_import("cs231n.layer_utils")) == \
+        sorted(FAST_LAYERS + LAYER_UTILS + ["__builtins__"])
+    fc.uninstall()
+    assert _snapshot(cs231n) == {name: (MISSING, MISSING)
+                                 for name in ("fast_layers", "layer_utils")}
+
+
+def test_install_changes_nothing_when_the_user_layer_utils_fails(clean, tmp_path, monkeypatch):
+    write_package(tmp_path, {"__init__.py": "", "layer_utils.py": "raise RuntimeError('broken')"})
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import cs231n
+    with pytest.raises(RuntimeError, match="broken"):
+        fc.install()
+    assert not fc.is_installed()
+    assert _snapshot(cs231n) == {name: (MISSING, MISSING)
+                                 for name in ("fast_layers", "layer_utils")}
 
 
 # ---- a ThreeLayerConvNet-style network -----------------------------------------------------------

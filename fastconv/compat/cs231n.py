@@ -51,6 +51,12 @@ Examples
 from __future__ import annotations
 
 import contextlib
+import importlib
+import importlib.machinery
+import importlib.util
+import sys
+import threading
+import types
 from collections.abc import Mapping
 
 import numpy as np
@@ -80,7 +86,8 @@ _LAYER_UTILS = (
     "conv_relu_pool_forward", "conv_relu_pool_backward",
 )
 
-__all__ = [*_FAST_LAYERS, *_NAIVE, *_LAYER_UTILS]
+__all__ = [*_FAST_LAYERS, *_NAIVE, *_LAYER_UTILS,
+           "install", "uninstall", "installed", "is_installed"]
 
 
 # ---- argument handling ---------------------------------------------------------------------------
@@ -387,3 +394,174 @@ def conv_relu_pool_backward(dout: np.ndarray, cache):
         "conv_relu_pool_backward", cache, ("conv_cache", "relu_cache", "pool_cache"))
     da = relu_backward(max_pool_backward_fast(dout, pool_cache), relu_cache)
     return conv_backward_fast(da, conv_cache)
+
+
+# ---- install() -----------------------------------------------------------------------------------
+
+_PACKAGE = "cs231n"
+_MISSING = object()
+_lock = threading.Lock()
+# what install() changed, as functions that put it back; None when not installed
+_undo: list | None = None
+
+
+def install() -> None:
+    """Make ``cs231n.fast_layers`` and ``cs231n.layer_utils`` this module's functions.
+
+    After ``install()``, ``from cs231n.fast_layers import *``, ``from cs231n.layer_utils import
+    *``, ``import cs231n.fast_layers`` and ``from cs231n import layer_utils`` give fastconv's
+    layers, so existing assignment code runs on fastconv unchanged. Call it before that code is
+    imported: names a module has already imported keep the functions they were bound to.
+
+    - ``cs231n.fast_layers`` exports the conv_* and max_pool_* functions (``_fast``, ``_strides``,
+      ``_im2col``, ``_reshape``); the ``_naive`` names are attributes but are not exported by
+      ``import *``, so a notebook's own naive layers stay in place beside them.
+    - ``cs231n.layer_utils`` exports those and relu_*, conv_relu_* and conv_relu_pool_*.
+    - Without a ``cs231n`` package on ``sys.path``, a stand-in package holding only these two
+      modules is put in ``sys.modules``. With one (the assignment's own), it is imported and its
+      ``fast_layers`` and ``layer_utils`` attributes and ``sys.modules`` entries are replaced.
+      Its ``layer_utils`` keeps everything it defines (affine_relu_forward and so on) beside
+      these functions: it is imported, after fastconv's fast_layers is in place, if it was not
+      already, and fastconv's module starts as a copy of its namespace.
+
+    Idempotent, and safe to call from several threads. ``uninstall()`` puts everything back.
+    If importing the user's ``cs231n`` or ``layer_utils`` raises, nothing stays changed and the
+    error propagates.
+
+    Examples
+    --------
+    >>> import fastconv.compat.cs231n
+    >>> fastconv.compat.cs231n.install()
+    >>> from cs231n.fast_layers import conv_forward_fast
+    >>> conv_forward_fast is fastconv.compat.cs231n.conv_forward_fast
+    True
+    >>> fastconv.compat.cs231n.uninstall()
+    """
+    global _undo
+    with _lock:
+        if _undo is not None:
+            return
+        undo: list = []
+        try:
+            _install(undo)
+        except BaseException:
+            _revert(undo)
+            raise
+        _undo = undo
+
+
+def uninstall() -> None:
+    """Undo ``install()``: the ``sys.modules`` entries and package attributes it replaced are
+    restored to exactly what they were (or removed where there were none), and a stand-in
+    ``cs231n`` package is removed. The user's own ``cs231n`` package, if install() imported it,
+    stays imported. Does nothing when not installed."""
+    global _undo
+    with _lock:
+        if _undo is None:
+            return
+        undo, _undo = _undo, None
+        _revert(undo)
+
+
+def is_installed() -> bool:
+    """Whether ``install()`` is in effect."""
+    return _undo is not None
+
+
+@contextlib.contextmanager
+def installed():
+    """``install()`` for the duration of a with block; on leaving it, ``uninstall()`` unless it
+    was already installed on entering.
+
+    Examples
+    --------
+    >>> import fastconv.compat.cs231n
+    >>> with fastconv.compat.cs231n.installed():
+    ...     from cs231n.layer_utils import conv_relu_pool_forward
+    >>> fastconv.compat.cs231n.is_installed()
+    False
+    """
+    was_installed = is_installed()
+    install()
+    try:
+        yield
+    finally:
+        if not was_installed:
+            uninstall()
+
+
+def _install(undo: list) -> None:
+    package = _user_package()
+    if package is None:
+        package = types.ModuleType(_PACKAGE, "A stand-in cs231n package holding fastconv's "
+                                             "fast_layers and layer_utils (fastconv.compat.cs231n)")
+        package.__path__ = []
+        package.__spec__ = importlib.machinery.ModuleSpec(_PACKAGE, None, is_package=True)
+        _save(sys.modules, _PACKAGE, undo)
+        sys.modules[_PACKAGE] = package
+    # recorded before anything below (importing the user's layer_utils included) changes them
+    for name in ("fast_layers", "layer_utils"):
+        _save(sys.modules, f"{_PACKAGE}.{name}", undo)
+        _save(vars(package), name, undo)
+    user_utils = sys.modules.get(f"{_PACKAGE}.layer_utils")
+    _put(package, _module("fast_layers", _FAST_LAYERS, _NAIVE))
+    if user_utils is None:
+        user_utils = _user_module(package, "layer_utils")  # binds its fast layers to fastconv's
+    _put(package, _module("layer_utils", _FAST_LAYERS + _LAYER_UTILS, base=user_utils))
+
+
+def _user_package():
+    """The user's cs231n package (imported if need be), or None if there is none."""
+    package = sys.modules.get(_PACKAGE)
+    if package is not None:
+        return package
+    if _PACKAGE in sys.modules or importlib.util.find_spec(_PACKAGE) is None:
+        return None  # None in sys.modules: imports of it are blocked
+    return importlib.import_module(_PACKAGE)
+
+
+def _user_module(package, name: str):
+    """The package's own submodule `name`, imported, or None where it has none."""
+    if not hasattr(package, "__path__") or \
+            importlib.util.find_spec(f"{_PACKAGE}.{name}") is None:
+        return None
+    return importlib.import_module(f"{_PACKAGE}.{name}")
+
+
+def _module(name: str, exported: tuple[str, ...], hidden: tuple[str, ...] = (), base=None):
+    """A new module cs231n.`name` holding this module's functions `exported` (its __all__) and
+    `hidden`, over a copy of `base`'s namespace when given (its exports stay exported)."""
+    full = f"{_PACKAGE}.{name}"
+    module = types.ModuleType(full, f"fastconv's {full}, put here by fastconv.compat.cs231n."
+                                    "install()")
+    module.__spec__ = importlib.machinery.ModuleSpec(full, None)
+    names = set(exported)
+    if base is not None:
+        module.__dict__.update({k: v for k, v in vars(base).items()
+                                if not (k.startswith("__") and k.endswith("__"))})
+        names.update(getattr(base, "__all__", None) or
+                     [k for k in vars(base) if not k.startswith("_")])
+    own = globals()
+    module.__dict__.update({k: own[k] for k in exported + hidden})
+    module.__all__ = sorted(names)
+    return module
+
+
+def _put(package, module) -> None:
+    sys.modules[module.__name__] = module
+    setattr(package, module.__name__.rpartition(".")[2], module)
+
+
+def _save(namespace: dict, key: str, undo: list) -> None:
+    """Record how to restore `namespace[key]` (a sys.modules entry or a module attribute) to what
+    it is now, absent included."""
+    old = namespace.get(key, _MISSING)
+    if old is _MISSING:
+        undo.append(lambda: namespace.pop(key, None))
+    else:
+        undo.append(lambda: namespace.__setitem__(key, old))
+
+
+def _revert(undo: list) -> None:
+    for step in reversed(undo):
+        step()
