@@ -508,27 +508,38 @@ def test_installed_context(no_package):
     assert fc.is_installed()  # installed before the with block: still installed after it
 
 
-def test_install_from_many_threads(no_package):
-    start = threading.Barrier(8)
-    errors = []
+def _in_threads(work, count=8):
+    """Run work() in `count` threads started together; re-raise the first error."""
+    start, errors = threading.Barrier(count), []
 
-    def churn():
+    def run():
         start.wait()
         try:
-            for _ in range(50):
-                fc.install()
-                star_import("cs231n.fast_layers")
-                fc.uninstall()
-        except Exception as exc:  # ImportError where another thread uninstalled in between
+            work()
+        except Exception as exc:
             errors.append(exc)
 
-    threads = [threading.Thread(target=churn) for _ in range(8)]
+    threads = [threading.Thread(target=run) for _ in range(count)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(timeout=60)
     assert not any(t.is_alive() for t in threads)
-    assert all(isinstance(e, ImportError) for e in errors), errors
+    if errors:
+        raise errors[0]
+
+
+def test_install_from_many_threads(no_package):
+    def churn():
+        for _ in range(50):
+            fc.install()
+            fc.uninstall()
+
+    _in_threads(churn)
+    assert not fc.is_installed() and _cs231n_modules() == []
+    seen = []
+    _in_threads(lambda: (fc.install(), seen.append(sys.modules["cs231n.fast_layers"])))
+    assert len(seen) == 8 and all(module is seen[0] for module in seen)  # installed once
     fc.uninstall()
     assert _cs231n_modules() == []
 
