@@ -23,7 +23,7 @@ cdef extern from "fastconv.h" nogil:
         fc_index planes, in_h, in_w
         fc_index kernel_h, kernel_w
         fc_index stride_h, stride_w
-        fc_index pad_h, pad_w
+        fc_index pad_top, pad_bottom, pad_left, pad_right
         fc_index dilation_h, dilation_w
         fc_index out_h, out_w
         int count_include_pad

@@ -140,7 +140,7 @@ cdef fc_pool2d_params _pool_params(g) except *:
     p.in_w = g.in_w
     p.kernel_h, p.kernel_w = g.kernel
     p.stride_h, p.stride_w = g.stride
-    p.pad_h, p.pad_w = g.padding
+    p.pad_top, p.pad_bottom, p.pad_left, p.pad_right = g.padding
     p.dilation_h, p.dilation_w = g.dilation
     p.out_h = g.out_h
     p.out_w = g.out_w

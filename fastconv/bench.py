@@ -159,16 +159,16 @@ def pool_cases(dtype=np.float32, names=None, seed=0) -> list[Case]:
                 def bwd_t(ty=ty, tgy=tgy):
                     ty.backward(tgy, retain_graph=True)
 
-        g2 = ((kw["kernel_size"],) * 2, (kw["stride"],) * 2, (kw.get("padding", 0),) * 2)
+        g2 = ((kw["kernel_size"],) * 2, (kw["stride"],) * 2, (kw.get("padding", 0),) * 4)
         fwd_r = {
             "max": lambda g2=g2: ref.max_pool2d(x, *g2, (1, 1), False),
             "avg": lambda g2=g2: ref.avg_pool2d(x, *g2, False, True, None),
-            "lp": lambda g2=g2: ref.lp_pool2d(x, 2.0, *g2[:2], False),
+            "lp": lambda g2=g2: ref.lp_pool2d(x, 2.0, *g2[:2], False, g2[2]),
         }[op]
         bwd_r = {
             "max": lambda gy=gy, g2=g2: ref.max_pool2d_backward(gy, x, *g2, (1, 1), False),
             "avg": lambda gy=gy, g2=g2: ref.avg_pool2d_backward(gy, x, *g2, False, True, None),
-            "lp": lambda gy=gy, g2=g2: ref.lp_pool2d_backward(gy, x, 2.0, *g2[:2], False),
+            "lp": lambda gy=gy, g2=g2: ref.lp_pool2d_backward(gy, x, 2.0, *g2[:2], False, g2[2]),
         }[op]
         cases.append(Case("pool2d", name, "forward", fwd_f, fwd_t, moved, "GB/s", fwd_r))
         cases.append(Case("pool2d", name, "backward", bwd_f, bwd_t, moved + x.nbytes, "GB/s",

@@ -322,9 +322,8 @@ class Conv2d(Module):
         self.kernel_size = v.pair(op, "kernel_size", kernel_size, 1, "a positive")
         self.stride = v.pair(op, "stride", stride, 1, "a positive")
         self.dilation = v.pair(op, "dilation", dilation, 1, "a positive")
-        v.conv_padding(op, padding, self.kernel_size, self.stride, self.dilation)
-        self.padding = padding if isinstance(padding, str) else \
-            v.pair(op, "padding", padding, 0, "a non-negative")
+        self.padding = v.padding_form(op, padding)  # 'same'/'valid', (h, w) or a 4-tuple
+        v.padding4(op, self.padding, self.kernel_size, self.stride, self.dilation)
         dtype = _float_dtype(op, dtype)
         self.weight = Parameter(np.empty((out_channels, in_channels // groups)
                                          + self.kernel_size, dtype))
@@ -507,26 +506,30 @@ class AvgPool2d(Module):
 
 class LPPool2d(Module):
     """``torch.nn.LPPool2d``: power-average pooling, L2 pooling with norm_type=2; see
-    ``fastconv.functional.lp_pool2d``."""
+    ``fastconv.functional.lp_pool2d``. ``padding`` (keyword only, zeros) is fastconv's
+    extension."""
 
-    def __init__(self, norm_type: float, kernel_size, stride=None, ceil_mode: bool = False):
+    def __init__(self, norm_type: float, kernel_size, stride=None, ceil_mode: bool = False, *,
+                 padding=0):
         super().__init__()
         self.norm_type, self.kernel_size, self.stride = norm_type, kernel_size, stride
-        self.ceil_mode = ceil_mode
+        self.ceil_mode, self.padding = ceil_mode, padding
 
     def _args(self):
         return self.norm_type, self.kernel_size, self.stride, self.ceil_mode
 
     def forward(self, x):
-        y = F.lp_pool2d(x, *self._args())
+        y = F.lp_pool2d(x, *self._args(), padding=self.padding)
         self._saved = x
         return y
 
     def backward(self, grad_output):
-        return F.lp_pool2d_backward(grad_output, self._saved_for_backward(), *self._args())
+        return F.lp_pool2d_backward(grad_output, self._saved_for_backward(), *self._args(),
+                                    padding=self.padding)
 
     def extra_repr(self) -> str:
-        return f"norm_type={self.norm_type}, kernel_size={self.kernel_size}, stride={self.stride}"
+        return (f"norm_type={self.norm_type}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, padding={self.padding}")
 
 
 class ReLU(Module):

@@ -39,16 +39,18 @@ def pair(v):
     return (v, v) if isinstance(v, int) else tuple(v)
 
 
-def conv_padding4(padding, kernel, dilation):
-    """conv2d's padding argument as the reference's (top, bottom, left, right)."""
+def padding4(padding, kernel, dilation=(1, 1)):
+    """A padding argument of conv2d or a pool as the reference's (top, bottom, left, right)."""
     if padding == "valid":
         return (0, 0, 0, 0)
     if padding == "same":
         out = []
-        for k, d in zip(kernel, dilation):
+        for k, d in zip(pair(kernel), pair(dilation)):
             total = d * (k - 1)
             out += [total // 2, total - total // 2]
         return tuple(out)
+    if len(pair(padding)) == 4:
+        return tuple(padding)
     ph, pw = pair(padding)
     return (ph, ph, pw, pw)
 

@@ -40,7 +40,7 @@
 
 /* Pooling. Max pooling: indices may be NULL; a window wholly in the padding yields -inf and
  * index -1, and the backward pass skips indices of -1. Backward kernels write every element of
- * gx. L^p pooling is PyTorch's lp_pool2d (no padding, p = p->norm > 0). */
+ * gx. L^p pooling is PyTorch's lp_pool2d (p = p->norm > 0), with zero padding. */
 #define FC_POOL_KERNELS(X, ctx, dt, T)                                                             \
     X(ctx, dt##_maxpool2d_fwd,                                                                     \
       (const fc_pool2d_params *p, const T *x, T *y, int64_t *indices, int nthreads),               \
