@@ -424,6 +424,48 @@ def pool_geometry(op: str, input_shape, kernel_size, stride, padding, dilation,
     return geometry
 
 
+@dataclass(frozen=True)
+class AdaptivePoolGeometry:
+    """A validated adaptive pooling problem over N*C planes (each output's window is PyTorch's
+    [floor(o * in / out), ceil((o + 1) * in / out)) along each dimension); _kernels reads the C
+    geometry from its fields by name."""
+    batch: int
+    channels: int
+    in_h: int
+    in_w: int
+    out_h: int
+    out_w: int
+
+    @property
+    def output_shape(self):
+        return (self.batch, self.channels, self.out_h, self.out_w)
+
+
+def adaptive_geometry(op: str, input_shape, output_size) -> AdaptivePoolGeometry:
+    """output_size: an int or a pair of ints >= 0, None in a pair meaning the input's size."""
+    check_non_batch_dims(op, input_shape)
+    n, c, h, w = input_shape
+    message = ("output_size must be an int >= 0 or a pair of them, None in a pair keeping the "
+               f"input's size (at most 2**31 - 1), got {output_size!r}")
+    if _is_int(output_size):
+        out = (int(output_size),) * 2
+    elif isinstance(output_size, (tuple, list)) and \
+            all(v is None or _is_int(v) for v in output_size):
+        if len(output_size) != 2:
+            fail(op, message)
+        out = tuple(size if v is None else int(v) for v, size in zip(output_size, (h, w)))
+    else:
+        fail(op, message, TypeError)
+    if min(out) < 0 or max(out) > MAX_PARAM:
+        fail(op, message)
+    if max(h * out[0], w * out[1]) > MAX_ELEMENTS:  # the kernels form o * in
+        fail(op, f"input size ({h}, {w}) times output size {out} is past fastconv's limit of "
+                 "2**60 (its index arithmetic would overflow)")
+    geometry = AdaptivePoolGeometry(n, c, h, w, out[0], out[1])
+    check_elements(op, "the output", geometry.output_shape)
+    return geometry
+
+
 def divisor(op: str, divisor_override) -> int:
     """divisor_override as the kernels take it: 0 = none."""
     if divisor_override is None:

@@ -26,6 +26,8 @@ __all__ = [
     "max_pool2d", "max_pool2d_backward",
     "avg_pool2d", "avg_pool2d_backward",
     "lp_pool2d", "lp_pool2d_backward",
+    "adaptive_avg_pool2d", "adaptive_avg_pool2d_backward",
+    "adaptive_max_pool2d", "adaptive_max_pool2d_backward",
     "relu", "relu_backward",
     "linear", "linear_backward",
     "tanh", "tanh_backward", "sigmoid", "sigmoid_backward",
@@ -436,6 +438,136 @@ def lp_pool2d_backward(grad_output: np.ndarray, x: np.ndarray, norm_type: float,
     if gx.size:
         _kernels.lppool2d_backward(g, grad_output, v.contiguous(x), gx, get_num_threads(),
                                    norm=p)
+    return gx
+
+
+# ---- adaptive and global pooling -----------------------------------------------------------------
+
+def adaptive_avg_pool2d(x: np.ndarray, output_size) -> np.ndarray:
+    """2-D adaptive average pooling, as ``torch.nn.functional.adaptive_avg_pool2d``.
+
+    Output (oh, ow) averages the input rows ``[floor(oh*H/OH), ceil((oh+1)*H/OH))`` and the
+    columns likewise: windows of varying size that may overlap (or repeat, for an output larger
+    than the input). ``output_size=1`` is global average pooling (ONNX's GlobalAveragePool).
+
+    Parameters
+    ----------
+    x : (N, C, H, W) float32 or float64
+    output_size : int or (int, int), each >= 0; None in a pair keeps that input size
+
+    Returns
+    -------
+    (N, C, OH, OW) array.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv.functional as F
+    >>> x = np.arange(15.0).reshape(1, 1, 3, 5)
+    >>> F.adaptive_avg_pool2d(x, (1, 2))[0, 0]
+    array([[6., 8.]])
+    """
+    op = "adaptive_avg_pool2d"
+    x = _pool_input(op, x)
+    g = v.adaptive_geometry(op, x.shape, output_size)
+    y = _kernels.empty(g.output_shape, x.dtype)
+    if y.size:
+        _kernels.adaptive_avgpool2d_forward(g, v.contiguous(x), y, get_num_threads())
+    return y
+
+
+def adaptive_avg_pool2d_backward(grad_output: np.ndarray, x: np.ndarray,
+                                 output_size) -> np.ndarray:
+    """Gradient of adaptive_avg_pool2d with respect to x (shape of x): each output's gradient
+    divided by its window's height and width, spread over the window.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv.functional as F
+    >>> F.adaptive_avg_pool2d_backward(np.ones((1, 1, 1, 1)), np.zeros((1, 1, 2, 2)), 1)[0, 0]
+    array([[0.25, 0.25],
+           [0.25, 0.25]])
+    """
+    op = "adaptive_avg_pool2d_backward"
+    x = _pool_input(op, x)
+    g = v.adaptive_geometry(op, x.shape, output_size)
+    grad_output = _pool_grad_output(op, grad_output, x, g)
+    gx = _kernels.empty(x.shape, x.dtype)
+    if gx.size and grad_output.size:
+        _kernels.adaptive_avgpool2d_backward(g, grad_output, gx, get_num_threads())
+    else:
+        gx[...] = 0
+    return gx
+
+
+def adaptive_max_pool2d(x: np.ndarray, output_size, return_indices: bool = False):
+    """2-D adaptive max pooling, as ``torch.nn.functional.adaptive_max_pool2d``.
+
+    Windows as adaptive_avg_pool2d's; each is scanned in row-major order: ties keep the first
+    maximum, NaN propagates (the last NaN's index). ``output_size=1`` is global max pooling
+    (ONNX's GlobalMaxPool).
+
+    Parameters
+    ----------
+    x : (N, C, H, W) float32 or float64
+    output_size : int or (int, int), each >= 0; None in a pair keeps that input size
+    return_indices : also return int64 flat indices ``h * W + w`` of each maximum in its plane
+
+    Returns
+    -------
+    (N, C, OH, OW) array, or ``(out, indices)``.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv.functional as F
+    >>> x = np.arange(15.0).reshape(1, 1, 3, 5)
+    >>> y, idx = F.adaptive_max_pool2d(x, (1, 2), return_indices=True)
+    >>> y[0, 0], idx[0, 0]
+    (array([[12., 14.]]), array([[12, 14]]))
+    """
+    op = "adaptive_max_pool2d"
+    x = _pool_input(op, x)
+    g = v.adaptive_geometry(op, x.shape, output_size)
+    return_indices = v.boolean(op, "return_indices", return_indices)
+    y = _kernels.empty(g.output_shape, x.dtype)
+    indices = _kernels.empty(g.output_shape, np.int64) if return_indices else None
+    if y.size:
+        _kernels.adaptive_maxpool2d_forward(g, v.contiguous(x), y, indices, get_num_threads())
+    return (y, indices) if return_indices else y
+
+
+def adaptive_max_pool2d_backward(grad_output: np.ndarray, x: np.ndarray, output_size,
+                                 indices: np.ndarray | None = None) -> np.ndarray:
+    """Gradient of adaptive_max_pool2d with respect to x (shape of x): each output's gradient
+    goes to its maximum. Pass the `indices` that ``adaptive_max_pool2d(...,
+    return_indices=True)`` gave to skip recomputing them (output's shape, in [0, H*W)).
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv.functional as F
+    >>> x = np.arange(4.0).reshape(1, 1, 2, 2)
+    >>> F.adaptive_max_pool2d_backward(np.ones((1, 1, 1, 1)), x, 1)[0, 0]
+    array([[0., 0.],
+           [0., 1.]])
+    """
+    op = "adaptive_max_pool2d_backward"
+    x = _pool_input(op, x)
+    g = v.adaptive_geometry(op, x.shape, output_size)
+    grad_output = _pool_grad_output(op, grad_output, x, g)
+    if indices is not None:
+        indices = v.max_pool_indices(op, indices, g.output_shape, g.in_h * g.in_w)
+    gx = _kernels.empty(x.shape, x.dtype)
+    if gx.size == 0:
+        return gx
+    if grad_output.size == 0:
+        gx[...] = 0
+        return gx
+    if indices is None:
+        indices = _kernels.empty(g.output_shape, np.int64)
+        _kernels.adaptive_maxpool2d_forward(g, v.contiguous(x),
+                                            _kernels.empty(g.output_shape, x.dtype), indices,
+                                            get_num_threads())
+    if not _kernels.adaptive_maxpool2d_backward(g, grad_output, indices, gx, get_num_threads()):
+        v.max_pool_indices_out_of_range(op, indices, g.in_h * g.in_w)
     return gx
 
 

@@ -42,6 +42,7 @@ from . import functional as F
 __all__ = [
     "Parameter", "Module", "Sequential",
     "Conv2d", "Linear", "MaxPool2d", "AvgPool2d", "LPPool2d",
+    "AdaptiveAvgPool2d", "AdaptiveMaxPool2d",
     "ReLU", "Tanh", "Sigmoid", "Flatten", "Dropout", "BatchNorm1d", "BatchNorm2d",
     "CrossEntropyLoss",
 ]
@@ -530,6 +531,50 @@ class LPPool2d(Module):
     def extra_repr(self) -> str:
         return (f"norm_type={self.norm_type}, kernel_size={self.kernel_size}, "
                 f"stride={self.stride}, padding={self.padding}")
+
+
+class AdaptiveAvgPool2d(Module):
+    """``torch.nn.AdaptiveAvgPool2d(output_size)``; ``AdaptiveAvgPool2d(1)`` is global average
+    pooling. See ``fastconv.functional.adaptive_avg_pool2d``."""
+
+    def __init__(self, output_size):
+        super().__init__()
+        self.output_size = output_size
+
+    def forward(self, x):
+        y = F.adaptive_avg_pool2d(x, self.output_size)
+        self._saved = x
+        return y
+
+    def backward(self, grad_output):
+        return F.adaptive_avg_pool2d_backward(grad_output, self._saved_for_backward(),
+                                              self.output_size)
+
+    def extra_repr(self) -> str:
+        return f"output_size={self.output_size}"
+
+
+class AdaptiveMaxPool2d(Module):
+    """``torch.nn.AdaptiveMaxPool2d(output_size, return_indices=False)``: forward returns the
+    output, or ``(output, indices)`` with return_indices; backward takes the output's gradient.
+    See ``fastconv.functional.adaptive_max_pool2d``."""
+
+    def __init__(self, output_size, return_indices: bool = False):
+        super().__init__()
+        self.output_size = output_size
+        self.return_indices = v.boolean("AdaptiveMaxPool2d", "return_indices", return_indices)
+
+    def forward(self, x):
+        y, indices = F.adaptive_max_pool2d(x, self.output_size, return_indices=True)
+        self._saved = (x, indices)
+        return (y, indices) if self.return_indices else y
+
+    def backward(self, grad_output):
+        x, indices = self._saved_for_backward()
+        return F.adaptive_max_pool2d_backward(grad_output, x, self.output_size, indices=indices)
+
+    def extra_repr(self) -> str:
+        return f"output_size={self.output_size}, return_indices={self.return_indices}"
 
 
 class ReLU(Module):

@@ -235,9 +235,16 @@ def max_pool2d_backward(
     ``indices`` are computed with :func:`max_pool2d` if not given; entries equal to
     ``-1`` (windows wholly in the padding) are skipped.
     """
-    N, C, H, W = x.shape
     if indices is None:
         _, indices = max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode)
+    return _scatter_to_indices(grad_output, indices, x)
+
+
+def _scatter_to_indices(grad_output: np.ndarray, indices: np.ndarray,
+                        x: np.ndarray) -> np.ndarray:
+    """Max pooling's gradient: each output's gradient added at its flat index in its plane of
+    x's shape; indices of -1 (no input) skipped."""
+    N, C, H, W = x.shape
     grad_input = np.zeros((N * C, H * W), dtype=x.dtype)
     OH, OW = indices.shape[2:]
     idx = indices.reshape(N * C, OH * OW)
@@ -410,6 +417,73 @@ def lp_pool2d_backward(
             for kj in range(kW):
                 acc[:, :, _window(ki, sH, OH), _window(kj, sW, OW)] += g
         return _unpad(acc, padding, H, W) * x ** (p - one)
+
+
+# --------------------------------------------------------------------------- adaptive pooling
+
+
+def _adaptive_windows(size: int, out: int) -> list[tuple[int, int]]:
+    """PyTorch's adaptive windows along one dimension: output o pools
+    ``[floor(o * size / out), ceil((o + 1) * size / out))``."""
+    return [(o * size // out, -(-(o + 1) * size // out)) for o in range(out)]
+
+
+def adaptive_avg_pool2d(x: np.ndarray, output_size: Pair) -> np.ndarray:
+    """Adaptive average pooling (PyTorch ``adaptive_avg_pool2d``) to ``output_size`` (OH, OW):
+    each output is its window's sum divided by the window's height, then by its width."""
+    N, C, H, W = x.shape
+    OH, OW = output_size
+    out = np.zeros((N, C, OH, OW), dtype=x.dtype)
+    for oh, (h0, h1) in enumerate(_adaptive_windows(H, OH)):
+        for ow, (w0, w1) in enumerate(_adaptive_windows(W, OW)):
+            total = x[:, :, h0:h1, w0:w1].sum(axis=(2, 3))
+            out[:, :, oh, ow] = total / x.dtype.type(h1 - h0) / x.dtype.type(w1 - w0)
+    return out
+
+
+def adaptive_avg_pool2d_backward(grad_output: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Gradient of :func:`adaptive_avg_pool2d`: each output spreads ``grad / height / width``
+    over its window."""
+    N, C, H, W = x.shape
+    OH, OW = grad_output.shape[2:]
+    grad_input = np.zeros_like(x)
+    for oh, (h0, h1) in enumerate(_adaptive_windows(H, OH)):
+        for ow, (w0, w1) in enumerate(_adaptive_windows(W, OW)):
+            share = grad_output[:, :, oh, ow] / x.dtype.type(h1 - h0) / x.dtype.type(w1 - w0)
+            grad_input[:, :, h0:h1, w0:w1] += share[:, :, None, None]
+    return grad_input
+
+
+def adaptive_max_pool2d(x: np.ndarray, output_size: Pair) -> tuple[np.ndarray, np.ndarray]:
+    """Adaptive max pooling (PyTorch ``adaptive_max_pool2d``) with int64 flat indices
+    ``h * W + w``: each window is scanned in row-major order from ``-inf`` at its first
+    element, a value replacing the maximum when greater or NaN (ties keep the first maximum,
+    NaN propagates with the index of the last NaN)."""
+    N, C, H, W = x.shape
+    OH, OW = output_size
+    out = np.empty((N, C, OH, OW), dtype=x.dtype)
+    indices = np.empty((N, C, OH, OW), dtype=np.int64)
+    for oh, (h0, h1) in enumerate(_adaptive_windows(H, OH)):
+        for ow, (w0, w1) in enumerate(_adaptive_windows(W, OW)):
+            best = np.full((N, C), -np.inf, dtype=x.dtype)
+            at = np.full((N, C), h0 * W + w0, dtype=np.int64)
+            for h in range(h0, h1):
+                for w in range(w0, w1):
+                    val = x[:, :, h, w]
+                    take = (val > best) | np.isnan(val)
+                    best = np.where(take, val, best)
+                    at = np.where(take, h * W + w, at)
+            out[:, :, oh, ow], indices[:, :, oh, ow] = best, at
+    return out, indices
+
+
+def adaptive_max_pool2d_backward(grad_output: np.ndarray, x: np.ndarray,
+                                 indices: np.ndarray | None = None) -> np.ndarray:
+    """Gradient of :func:`adaptive_max_pool2d`: ``grad_output`` added at ``indices`` (computed
+    from x for grad_output's output size if not given)."""
+    if indices is None:
+        _, indices = adaptive_max_pool2d(x, grad_output.shape[2:])
+    return _scatter_to_indices(grad_output, indices, x)
 
 
 # --------------------------------------------------------------------------- relu

@@ -754,6 +754,71 @@ def test_linear_with_no_features(op, args, shapes):
         np.testing.assert_array_equal(out, np.ones((2, 3)))
 
 
+# ---- adaptive pooling ------------------------------------------------------------------------
+
+ADAPTIVE_OPS = ["adaptive_avg_pool2d", "adaptive_avg_pool2d_backward", "adaptive_max_pool2d",
+                "adaptive_max_pool2d_backward"]
+
+
+def adaptive_oracle(x_shape, output_size):
+    """PyTorch's adaptive pooling rules: the output shape, or None."""
+    n, c, h, w = x_shape
+    if is_int(output_size):
+        out = (int(output_size),) * 2
+    elif isinstance(output_size, (tuple, list)) and len(output_size) == 2 \
+            and all(v is None or is_int(v) for v in output_size):
+        out = tuple(size if v is None else int(v) for v, size in zip(output_size, (h, w)))
+    else:
+        return None
+    if min(c, h, w) < 1 or min(out) < 0 or max(out) > LIMIT:
+        return None
+    return (n, c, *out)
+
+
+@pytest.mark.parametrize("op", ADAPTIVE_OPS)
+@given(data=st.data(), seed=st.integers(0, 2**32 - 1))
+def test_fuzz_adaptive_pool(op, data, seed):
+    rng = np.random.default_rng(seed)
+    dtype = data.draw(st.sampled_from([np.float32, np.float64]), label="dtype")
+    x_shape = draw_shape(data, "x", hw=(1, 9))
+    size = st.integers(0, 11)
+    output_size = data.draw(st.one_of(
+        size, st.tuples(size, size), st.tuples(st.none(), size), st.tuples(size, st.none()),
+        st.sampled_from([(None, None), -1, (2, -1), (1, 2, 3), 2.0, "2", None, True, 2**31])),
+        label="output_size")
+    out_shape = adaptive_oracle(x_shape, output_size)
+    assume(modest(out_shape))
+    x = make_array(data, rng, x_shape, dtype, "x")
+    kwargs = dict(x=x, output_size=output_size)
+    valid = out_shape is not None and is_float_array(x, 4)
+    gy = None
+    if op == "adaptive_max_pool2d":
+        kwargs["return_indices"] = flag(data, "return_indices")
+        valid = valid and isinstance(kwargs["return_indices"], bool)
+    elif op.endswith("_backward"):
+        gy = kwargs["grad_output"] = grad_for(data, rng, out_shape, dtype)
+        valid = valid and arrays_ok(kwargs, ["x", "grad_output"], 4) and gy.shape == out_shape
+    if not valid:
+        expect_error(op, kwargs)
+        return
+    out = getattr(F, op)(**kwargs)
+    outs = out if isinstance(out, tuple) else (out,)
+    assert outs[0].shape == (x.shape if op.endswith("_backward") else out_shape)
+    assert outs[0].dtype == x.dtype
+    hw = out_shape[2:]
+    if op == "adaptive_max_pool2d":
+        expected, indices = ref.adaptive_max_pool2d(x, hw)
+        np.testing.assert_array_equal(outs[0], expected)
+        if kwargs["return_indices"]:
+            np.testing.assert_array_equal(outs[1], indices)
+        return
+    expected = {"adaptive_avg_pool2d": lambda: ref.adaptive_avg_pool2d(x, hw),
+                "adaptive_avg_pool2d_backward": lambda: ref.adaptive_avg_pool2d_backward(gy, x),
+                "adaptive_max_pool2d_backward":
+                    lambda: ref.adaptive_max_pool2d_backward(gy, x)}[op]()
+    assert_close(outs[0], expected, (x.shape[2] + 1) * (x.shape[3] + 1))
+
+
 # ---- same_padding ------------------------------------------------------------------------------
 
 @given(data=st.data())
@@ -783,7 +848,7 @@ def test_fuzz_same_padding(data):
 
 # ---- every public op is fuzzed -------------------------------------------------------------
 
-FUZZED = set(CONV_OPS + POOL_OPS + list(ELEMENTWISE) + [
+FUZZED = set(CONV_OPS + POOL_OPS + ADAPTIVE_OPS + list(ELEMENTWISE) + [
     "linear", "linear_backward", "dropout", "dropout_backward", "batch_norm",
     "batch_norm_backward", "cross_entropy", "cross_entropy_backward", "same_padding"])
 

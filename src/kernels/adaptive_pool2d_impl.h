@@ -1,0 +1,242 @@
+/* adaptive_pool2d_impl.h: adaptive average and max pooling (PyTorch's adaptive_avg_pool2d and
+ * adaptive_max_pool2d), forward and the average's backward, for one dtype. A kernel file
+ * (adaptive_pool2d_scalar.c, _avx2.c, _avx512.c) includes its fc_isa_<isa>.h and instantiates
+ * this template once per dtype (fc_each_dtype.h). The max-pool backward is the scatter of
+ * maxpool2d_bwd (pool2d_impl.h), which any indices serve.
+ *
+ * Output (oh, ow) pools the window rows [floor(oh H / OH), ceil((oh + 1) H / OH)) and columns
+ * likewise: windows of varying size that may overlap, or repeat when the output is larger than
+ * the input. Three cases:
+ * - global (1 x 1 output, the ResNet / ONNX GlobalAveragePool case): a bandwidth-bound reduction
+ *   of each plane (adaptive_pool2d_ukernel.h), parallel over planes;
+ * - sizes that divide the input: plain pooling with kernel = stride = size / output, so the
+ *   pool2d kernels run it (same windows, same scan order);
+ * - the rest, parallel over (plane, output row): the average sums its window rows into one row
+ *   (a contiguous, vectorised pass) and then each column window of it; the max runs PyTorch's
+ *   row-major scan for all the output columns at once, tap by tap, each column reading its own
+ *   window (its last column again once it has no more), so each step is a gather over the
+ *   output row.
+ * Every output has one writer and one order of operations, whatever the thread count. */
+#include <math.h>
+
+#include "fc_template.h"
+#include "fc_tuning.h"
+
+#include "adaptive_pool2d_ukernel.h"
+
+#define FC_ADAPTIVE_MIN_WORK (fc_tuning_table[FC_ISA_ID][FC_DT_ID].pool_min_work)
+
+/* PyTorch's adaptive window of output o along a dimension of n inputs and `out` outputs. */
+static inline fc_index FC_LOCAL(adaptive_start)(fc_index o, fc_index out, fc_index n) {
+    return o * n / out;
+}
+static inline fc_index FC_LOCAL(adaptive_end)(fc_index o, fc_index out, fc_index n) {
+    return ((o + 1) * n + out - 1) / out;
+}
+
+/* The plain pooling an adaptive one is when its output sizes divide the input's, else 0. */
+static int FC_LOCAL(as_plain_pool)(const fc_pool2d_params *p, fc_pool2d_params *q) {
+    if (p->in_h % p->out_h || p->in_w % p->out_w) return 0;
+    *q = *p;
+    q->kernel_h = q->stride_h = p->in_h / p->out_h;
+    q->kernel_w = q->stride_w = p->in_w / p->out_w;
+    q->pad_top = q->pad_bottom = q->pad_left = q->pad_right = 0;
+    q->dilation_h = q->dilation_w = 1;
+    q->count_include_pad = 1;
+    q->divisor_override = 0;
+    return 1;
+}
+
+/* Each output column's window [cols[ow], cols[OW + ow]); the widest window's width. */
+static fc_index FC_LOCAL(adaptive_columns)(const fc_pool2d_params *p, fc_index *cols) {
+    fc_index widest = 0;
+    for (fc_index ow = 0; ow < p->out_w; ow++) {
+        cols[ow] = FC_LOCAL(adaptive_start)(ow, p->out_w, p->in_w);
+        cols[p->out_w + ow] = FC_LOCAL(adaptive_end)(ow, p->out_w, p->in_w);
+        widest = FC_MAX(widest, cols[p->out_w + ow] - cols[ow]);
+    }
+    return widest;
+}
+
+/* Global average: y[plane] = (the plane's sum / H) / W, as PyTorch divides. */
+static void FC_LOCAL(global_avg)(const fc_pool2d_params *p, const T *x, T *y, int nthreads) {
+    const fc_index HW = p->in_h * p->in_w;
+    const int nt = fc_threads_for(nthreads, (double)p->planes * HW, FC_ADAPTIVE_MIN_WORK,
+                                  p->planes);
+    FC_PRAGMA(omp parallel for schedule(static) num_threads(nt))
+    for (fc_index plane = 0; plane < p->planes; plane++)
+        y[plane] = FC_FN(plane_sum_ukernel_16)(HW, x + plane * HW) / (T)p->in_h / (T)p->in_w;
+}
+
+static void FC_LOCAL(global_max)(const fc_pool2d_params *p, const T *x, T *y, int64_t *indices,
+                                 int nthreads) {
+    const fc_index HW = p->in_h * p->in_w;
+    const int nt = fc_threads_for(nthreads, (double)p->planes * HW, FC_ADAPTIVE_MIN_WORK,
+                                  p->planes);
+    FC_PRAGMA(omp parallel for schedule(static) num_threads(nt))
+    for (fc_index plane = 0; plane < p->planes; plane++) {
+        const fc_index at = FC_FN(plane_argmax_ukernel_16)(HW, x + plane * HW, y + plane);
+        if (indices) indices[plane] = at;
+    }
+}
+
+int FC_FN(adaptive_avgpool2d_fwd)(const fc_pool2d_params *p, const T *x, T *y, int nthreads) {
+    fc_pool2d_params q;
+    if (p->out_h == 1 && p->out_w == 1) {
+        FC_LOCAL(global_avg)(p, x, y, nthreads);
+        return FC_OK;
+    }
+    if (FC_LOCAL(as_plain_pool)(p, &q)) return FC_FN(avgpool2d_fwd)(&q, x, y, nthreads);
+    const fc_index H = p->in_h, W = p->in_w, OH = p->out_h, OW = p->out_w, HW = H * W;
+    const fc_index ntasks = p->planes * OH;
+    fc_index *cols = (fc_index *)malloc(sizeof(fc_index) * (size_t)(2 * OW));
+    if (!cols) return FC_ENOMEM;
+    const fc_index widest = FC_LOCAL(adaptive_columns)(p, cols);
+    const fc_index tallest = FC_CEIL_DIV(H, OH) + 1;
+    int failed = 0;
+    const int nt = fc_threads_for(nthreads, (double)ntasks * OW * tallest * widest,
+                                  FC_ADAPTIVE_MIN_WORK, ntasks);
+    FC_PRAGMA(omp parallel num_threads(nt))
+    {
+        T *rows = (T *)malloc(sizeof(T) * (size_t)W); /* the window rows' column sums */
+        if (!rows) {
+            FC_PRAGMA(omp atomic write)
+            failed = 1;
+        }
+        FC_PRAGMA(omp for schedule(static))
+        for (fc_index t = 0; t < ntasks; t++) {
+            if (!rows) continue;
+            const fc_index plane = t / OH, oh = t % OH;
+            const fc_index h0 = FC_LOCAL(adaptive_start)(oh, OH, H);
+            const fc_index h1 = FC_LOCAL(adaptive_end)(oh, OH, H);
+            const T *src = x + plane * HW + h0 * W;
+            memcpy(rows, src, sizeof(T) * (size_t)W);
+            for (fc_index ih = 1; ih < h1 - h0; ih++)
+                for (fc_index iw = 0; iw < W; iw++) rows[iw] += src[ih * W + iw];
+            T *out = y + plane * OH * OW + oh * OW;
+            for (fc_index ow = 0; ow < OW; ow++) {
+                T sum = 0;
+                for (fc_index iw = cols[ow]; iw < cols[OW + ow]; iw++) sum += rows[iw];
+                out[ow] = sum / (T)(h1 - h0) / (T)(cols[OW + ow] - cols[ow]);
+            }
+        }
+        free(rows);
+    }
+    free(cols);
+    return failed ? FC_ENOMEM : FC_OK;
+}
+
+int FC_FN(adaptive_avgpool2d_bwd)(const fc_pool2d_params *p, const T *gy, T *gx, int nthreads) {
+    const fc_index H = p->in_h, W = p->in_w, OH = p->out_h, OW = p->out_w, HW = H * W;
+    fc_pool2d_params q;
+    if (p->out_h == 1 && p->out_w == 1) { /* every element gets (gy / H) / W */
+        const int nt = fc_threads_for(nthreads, (double)p->planes * HW, FC_ADAPTIVE_MIN_WORK,
+                                      p->planes);
+        FC_PRAGMA(omp parallel for schedule(static) num_threads(nt))
+        for (fc_index plane = 0; plane < p->planes; plane++) {
+            const T share = gy[plane] / (T)H / (T)W;
+            T *dst = gx + plane * HW;
+            for (fc_index i = 0; i < HW; i++) dst[i] = share;
+        }
+        return FC_OK;
+    }
+    if (FC_LOCAL(as_plain_pool)(p, &q)) return FC_FN(avgpool2d_bwd)(&q, gy, gx, nthreads);
+    fc_index *cols = (fc_index *)malloc(sizeof(fc_index) * (size_t)(2 * OW));
+    if (!cols) return FC_ENOMEM;
+    const fc_index widest = FC_LOCAL(adaptive_columns)(p, cols);
+    const fc_index tallest = FC_CEIL_DIV(H, OH) + 1;
+    int failed = 0;
+    const int nt = fc_threads_for(nthreads, (double)p->planes * OH * OW * tallest * widest,
+                                  FC_ADAPTIVE_MIN_WORK, p->planes);
+    FC_PRAGMA(omp parallel num_threads(nt))
+    {
+        T *row = (T *)malloc(sizeof(T) * (size_t)W); /* one output row's share of an input row */
+        if (!row) {
+            FC_PRAGMA(omp atomic write)
+            failed = 1;
+        }
+        FC_PRAGMA(omp for schedule(static))
+        for (fc_index plane = 0; plane < p->planes; plane++) {
+            if (!row) continue;
+            T *dst = gx + plane * HW;
+            memset(dst, 0, sizeof(T) * (size_t)HW);
+            for (fc_index oh = 0; oh < OH; oh++) {
+                const fc_index h0 = FC_LOCAL(adaptive_start)(oh, OH, H);
+                const fc_index h1 = FC_LOCAL(adaptive_end)(oh, OH, H);
+                const T *g = gy + plane * OH * OW + oh * OW;
+                memset(row, 0, sizeof(T) * (size_t)W);
+                for (fc_index ow = 0; ow < OW; ow++) {
+                    const T share = g[ow] / (T)(h1 - h0) / (T)(cols[OW + ow] - cols[ow]);
+                    for (fc_index iw = cols[ow]; iw < cols[OW + ow]; iw++) row[iw] += share;
+                }
+                for (fc_index ih = h0; ih < h1; ih++)
+                    for (fc_index iw = 0; iw < W; iw++) dst[ih * W + iw] += row[iw];
+            }
+        }
+        free(row);
+    }
+    free(cols);
+    return failed ? FC_ENOMEM : FC_OK;
+}
+
+int FC_FN(adaptive_maxpool2d_fwd)(const fc_pool2d_params *p, const T *x, T *y, int64_t *indices,
+                                  int nthreads) {
+    fc_pool2d_params q;
+    if (p->out_h == 1 && p->out_w == 1) {
+        FC_LOCAL(global_max)(p, x, y, indices, nthreads);
+        return FC_OK;
+    }
+    if (FC_LOCAL(as_plain_pool)(p, &q)) return FC_FN(maxpool2d_fwd)(&q, x, y, indices, nthreads);
+    const fc_index H = p->in_h, W = p->in_w, OH = p->out_h, OW = p->out_w, HW = H * W;
+    const fc_index ntasks = p->planes * OH;
+    fc_index *cols = (fc_index *)malloc(sizeof(fc_index) * (size_t)(2 * OW));
+    if (!cols) return FC_ENOMEM;
+    const fc_index widest = FC_LOCAL(adaptive_columns)(p, cols);
+    const fc_index tallest = FC_CEIL_DIV(H, OH) + 1;
+    int failed = 0;
+    const int nt = fc_threads_for(nthreads, (double)ntasks * OW * tallest * widest,
+                                  FC_ADAPTIVE_MIN_WORK, ntasks);
+    FC_PRAGMA(omp parallel num_threads(nt))
+    {
+        /* per thread: the running maximum of each output column and its flat index */
+        T *best = (T *)malloc(sizeof(T) * (size_t)OW);
+        fc_index *at = (fc_index *)malloc(sizeof(fc_index) * (size_t)OW);
+        if (!best || !at) {
+            FC_PRAGMA(omp atomic write)
+            failed = 1;
+        }
+        FC_PRAGMA(omp for schedule(static))
+        for (fc_index t = 0; t < ntasks; t++) {
+            if (!best || !at) continue;
+            const fc_index plane = t / OH, oh = t % OH;
+            const fc_index h0 = FC_LOCAL(adaptive_start)(oh, OH, H);
+            const fc_index h1 = FC_LOCAL(adaptive_end)(oh, OH, H);
+            const T *src = x + plane * HW;
+            /* PyTorch's start: -inf at the window's first element */
+            for (fc_index ow = 0; ow < OW; ow++) {
+                best[ow] = -(T)INFINITY;
+                at[ow] = h0 * W + cols[ow];
+            }
+            for (fc_index ih = h0; ih < h1; ih++)
+                for (fc_index j = 0; j < widest; j++)
+                    for (fc_index ow = 0; ow < OW; ow++) {
+                        /* past its window's end a column reads its last element again, which
+                         * changes nothing: not greater than itself, and a NaN there takes its
+                         * own index again */
+                        const fc_index iw = FC_MIN(cols[ow] + j, cols[OW + ow] - 1);
+                        const T v = src[ih * W + iw];
+                        const int take = v > best[ow] || v != v;
+                        best[ow] = take ? v : best[ow];
+                        at[ow] = take ? ih * W + iw : at[ow];
+                    }
+            memcpy(y + plane * OH * OW + oh * OW, best, sizeof(T) * (size_t)OW);
+            if (indices) memcpy(indices + plane * OH * OW + oh * OW, at, sizeof(int64_t) * OW);
+        }
+        free(best);
+        free(at);
+    }
+    free(cols);
+    return failed ? FC_ENOMEM : FC_OK;
+}
+
+#undef FC_ADAPTIVE_MIN_WORK
