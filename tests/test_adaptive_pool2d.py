@@ -2,11 +2,12 @@
 and nn layers) against fastconv.reference on every ISA path, the reference against finite
 differences, and both against PyTorch where it is installed.
 
-Case table: output sizes that divide the input (the kernels run them as plain pooling), that do
-not (windows of varying size that overlap), larger than the input (windows that repeat), 1 x 1
-(global pooling: a reduction per plane, planes whose sizes sit around the 16 lanes), None
-(keep that input size) and 0 (an empty output). Max pooling must match exactly (values, bits
-and int64 indices, ties, NaN, -inf); average pooling within the tolerance of its window's sum.
+Case table: output sizes that divide the input (the kernels run narrow windows as plain
+pooling), that do not (windows of varying size that overlap), larger than the input (windows
+that repeat), 1 x 1 (global pooling: a reduction per plane, planes whose sizes sit around the 16
+lanes), None (keep that input size) and 0 (an empty output). Max pooling must match exactly
+(values, bits and int64 indices, ties, NaN, -inf); average pooling within the tolerance of its
+window's sum.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from fastconv import reference as ref
 
 # (N, C, H, W, output_size)
 CASES = {
-    "divides": (2, 3, 8, 12, (4, 3)),
+    "divides": (2, 3, 8, 12, (4, 3)),  # windows 2 x 4: the adaptive kernels
+    "divides-narrow": (2, 3, 8, 9, (4, 3)),  # windows 2 x 3: the pool2d kernels
     "divides-identity": (1, 2, 5, 6, (None, None)),
     "not-dividing": (2, 3, 7, 10, (3, 4)),
     "not-dividing-square": (2, 2, 13, 13, 6),

@@ -9,13 +9,13 @@
  * the input. Three cases:
  * - global (1 x 1 output, the ResNet / ONNX GlobalAveragePool case): a bandwidth-bound reduction
  *   of each plane (adaptive_pool2d_ukernel.h), parallel over planes;
- * - sizes that divide the input: plain pooling with kernel = stride = size / output, so the
- *   pool2d kernels run it (same windows, same scan order);
- * - the rest, parallel over (plane, output row): the average sums its window rows into one row
- *   (a contiguous, vectorised pass) and then each column window of it; the max runs PyTorch's
- *   row-major scan for all the output columns at once, tap by tap, each column reading its own
- *   window (its last column again once it has no more), so each step is a gather over the
- *   output row.
+ * - sizes that divide the input into windows up to FC_PLAIN_MAX_WIDTH wide: plain pooling with
+ *   kernel = stride = size / output, so the pool2d kernels run it (same windows, same order);
+ * - the rest, parallel over (plane, output row), vectorised along the input row: the average
+ *   sums its window rows into one row and then each column window of it; the max folds the
+ *   window rows into each column's maximum and its row with the scan's rule (a contiguous,
+ *   vectorised pass), then picks in each column window the element the row-major scan ends on
+ *   (window_pick: the ordering of rows, then columns, that the scan implies).
  * Every output has one writer and one order of operations, whatever the thread count. */
 #include <math.h>
 
@@ -25,6 +25,11 @@
 #include "adaptive_pool2d_ukernel.h"
 
 #define FC_ADAPTIVE_MIN_WORK (fc_tuning_table[FC_ISA_ID][FC_DT_ID].pool_min_work)
+/* Sizes that divide the input run as plain pooling up to windows this wide: the pool2d kernels
+ * fold a window row tap by tap at the stride, in registers for widths 2 and 3; wider, the
+ * adaptive path (one contiguous pass down the window rows, then each column window) does
+ * better. */
+#define FC_PLAIN_MAX_WIDTH 3
 
 /* PyTorch's adaptive window of output o along a dimension of n inputs and `out` outputs. */
 static inline fc_index FC_LOCAL(adaptive_start)(fc_index o, fc_index out, fc_index n) {
@@ -86,7 +91,8 @@ int FC_FN(adaptive_avgpool2d_fwd)(const fc_pool2d_params *p, const T *x, T *y, i
         FC_LOCAL(global_avg)(p, x, y, nthreads);
         return FC_OK;
     }
-    if (FC_LOCAL(as_plain_pool)(p, &q)) return FC_FN(avgpool2d_fwd)(&q, x, y, nthreads);
+    if (FC_LOCAL(as_plain_pool)(p, &q) && q.kernel_w <= FC_PLAIN_MAX_WIDTH)
+        return FC_FN(avgpool2d_fwd)(&q, x, y, nthreads);
     const fc_index H = p->in_h, W = p->in_w, OH = p->out_h, OW = p->out_w, HW = H * W;
     const fc_index ntasks = p->planes * OH;
     fc_index *cols = (fc_index *)malloc(sizeof(fc_index) * (size_t)(2 * OW));
@@ -140,7 +146,8 @@ int FC_FN(adaptive_avgpool2d_bwd)(const fc_pool2d_params *p, const T *gy, T *gx,
         }
         return FC_OK;
     }
-    if (FC_LOCAL(as_plain_pool)(p, &q)) return FC_FN(avgpool2d_bwd)(&q, gy, gx, nthreads);
+    if (FC_LOCAL(as_plain_pool)(p, &q) && q.kernel_w <= FC_PLAIN_MAX_WIDTH)
+        return FC_FN(avgpool2d_bwd)(&q, gy, gx, nthreads);
     fc_index *cols = (fc_index *)malloc(sizeof(fc_index) * (size_t)(2 * OW));
     if (!cols) return FC_ENOMEM;
     const fc_index widest = FC_LOCAL(adaptive_columns)(p, cols);
@@ -179,6 +186,23 @@ int FC_FN(adaptive_avgpool2d_bwd)(const fc_pool2d_params *p, const T *gy, T *gx,
     return failed ? FC_ENOMEM : FC_OK;
 }
 
+/* Of columns c0 < c1 of a window (their maxima down the window rows and those maxima's rows),
+ * the one PyTorch's row-major scan ends on: with a NaN, the last NaN in row-major order (the
+ * greatest row, then column); else the first maximum (the greatest value at the least row,
+ * then column). Returns the column; *row is its row. */
+static inline fc_index FC_LOCAL(window_pick)(const T *colv, const fc_index *colr, fc_index c0,
+                                             fc_index c1, fc_index *row) {
+    fc_index bc = c0;
+    for (fc_index c = c0 + 1; c < c1; c++) {
+        const T v = colv[c], best = colv[bc];
+        const int take = best != best ? v != v && colr[c] >= colr[bc]
+                                      : v != v || v > best || (v == best && colr[c] < colr[bc]);
+        bc = take ? c : bc;
+    }
+    *row = colr[bc];
+    return bc;
+}
+
 int FC_FN(adaptive_maxpool2d_fwd)(const fc_pool2d_params *p, const T *x, T *y, int64_t *indices,
                                   int nthreads) {
     fc_pool2d_params q;
@@ -186,7 +210,8 @@ int FC_FN(adaptive_maxpool2d_fwd)(const fc_pool2d_params *p, const T *x, T *y, i
         FC_LOCAL(global_max)(p, x, y, indices, nthreads);
         return FC_OK;
     }
-    if (FC_LOCAL(as_plain_pool)(p, &q)) return FC_FN(maxpool2d_fwd)(&q, x, y, indices, nthreads);
+    if (FC_LOCAL(as_plain_pool)(p, &q) && q.kernel_w <= FC_PLAIN_MAX_WIDTH)
+        return FC_FN(maxpool2d_fwd)(&q, x, y, indices, nthreads);
     const fc_index H = p->in_h, W = p->in_w, OH = p->out_h, OW = p->out_w, HW = H * W;
     const fc_index ntasks = p->planes * OH;
     fc_index *cols = (fc_index *)malloc(sizeof(fc_index) * (size_t)(2 * OW));
@@ -198,45 +223,47 @@ int FC_FN(adaptive_maxpool2d_fwd)(const fc_pool2d_params *p, const T *x, T *y, i
                                   FC_ADAPTIVE_MIN_WORK, ntasks);
     FC_PRAGMA(omp parallel num_threads(nt))
     {
-        /* per thread: the running maximum of each output column and its flat index */
-        T *best = (T *)malloc(sizeof(T) * (size_t)OW);
-        fc_index *at = (fc_index *)malloc(sizeof(fc_index) * (size_t)OW);
-        if (!best || !at) {
+        /* per thread: each input column's maximum down the window rows and its row, as the
+         * scan finds it (the last NaN, else the first maximum) */
+        T *colv = (T *)malloc(sizeof(T) * (size_t)W);
+        fc_index *colr = (fc_index *)malloc(sizeof(fc_index) * (size_t)W);
+        if (!colv || !colr) {
             FC_PRAGMA(omp atomic write)
             failed = 1;
         }
         FC_PRAGMA(omp for schedule(static))
         for (fc_index t = 0; t < ntasks; t++) {
-            if (!best || !at) continue;
+            if (!colv || !colr) continue;
             const fc_index plane = t / OH, oh = t % OH;
             const fc_index h0 = FC_LOCAL(adaptive_start)(oh, OH, H);
             const fc_index h1 = FC_LOCAL(adaptive_end)(oh, OH, H);
             const T *src = x + plane * HW;
-            /* PyTorch's start: -inf at the window's first element */
-            for (fc_index ow = 0; ow < OW; ow++) {
-                best[ow] = -(T)INFINITY;
-                at[ow] = h0 * W + cols[ow];
+            /* the first row, as the scan from -inf at it would leave each column */
+            memcpy(colv, src + h0 * W, sizeof(T) * (size_t)W);
+            for (fc_index iw = 0; iw < W; iw++) colr[iw] = h0;
+            for (fc_index ih = h0 + 1; ih < h1; ih++) {
+                const T *row = src + ih * W;
+                for (fc_index iw = 0; iw < W; iw++) {
+                    const int take = row[iw] > colv[iw] || row[iw] != row[iw];
+                    colv[iw] = take ? row[iw] : colv[iw];
+                    colr[iw] = take ? ih : colr[iw];
+                }
             }
-            for (fc_index ih = h0; ih < h1; ih++)
-                for (fc_index j = 0; j < widest; j++)
-                    for (fc_index ow = 0; ow < OW; ow++) {
-                        /* past its window's end a column reads its last element again, which
-                         * changes nothing: not greater than itself, and a NaN there takes its
-                         * own index again */
-                        const fc_index iw = FC_MIN(cols[ow] + j, cols[OW + ow] - 1);
-                        const T v = src[ih * W + iw];
-                        const int take = v > best[ow] || v != v;
-                        best[ow] = take ? v : best[ow];
-                        at[ow] = take ? ih * W + iw : at[ow];
-                    }
-            memcpy(y + plane * OH * OW + oh * OW, best, sizeof(T) * (size_t)OW);
-            if (indices) memcpy(indices + plane * OH * OW + oh * OW, at, sizeof(int64_t) * OW);
+            T *out = y + plane * OH * OW + oh * OW;
+            int64_t *idx = indices ? indices + plane * OH * OW + oh * OW : NULL;
+            for (fc_index ow = 0; ow < OW; ow++) {
+                fc_index ih;
+                const fc_index iw = FC_LOCAL(window_pick)(colv, colr, cols[ow], cols[OW + ow], &ih);
+                out[ow] = colv[iw];
+                if (idx) idx[ow] = ih * W + iw;
+            }
         }
-        free(best);
-        free(at);
+        free(colv);
+        free(colr);
     }
     free(cols);
     return failed ? FC_ENOMEM : FC_OK;
 }
 
 #undef FC_ADAPTIVE_MIN_WORK
+#undef FC_PLAIN_MAX_WIDTH
