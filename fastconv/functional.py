@@ -309,16 +309,26 @@ def max_pool2d_backward(grad_output: np.ndarray, x: np.ndarray, kernel_size, str
     x = _pool_input(op, x)
     g = v.pool_geometry(op, x.shape, kernel_size, stride, padding, dilation, ceil_mode)
     grad_output = _pool_grad_output(op, grad_output, x, g)
+    return _scatter_to_maxima(op, g, grad_output, x, indices, "maxpool2d")
+
+
+def _scatter_to_maxima(op, g, grad_output, x, indices, kernels):
+    """A max pooling's input gradient: grad_output added at the maxima's indices, which the
+    forward kernel of `kernels` ('maxpool2d' or 'adaptive_maxpool2d', for the geometry g)
+    computes when they are None."""
     if indices is not None:
         indices = v.max_pool_indices(op, indices, g.output_shape, g.in_h * g.in_w)
     gx = _kernels.empty(x.shape, x.dtype)
-    if gx.size == 0:
+    if gx.size == 0 or grad_output.size == 0:  # an empty output passes no gradient
+        gx[...] = 0
         return gx
     if indices is None:
         indices = _kernels.empty(g.output_shape, np.int64)
-        _kernels.maxpool2d_forward(g, v.contiguous(x), _kernels.empty(g.output_shape, x.dtype),
-                                   indices, get_num_threads())
-    if not _kernels.maxpool2d_backward(g, grad_output, indices, gx, get_num_threads()):
+        getattr(_kernels, f"{kernels}_forward")(g, v.contiguous(x),
+                                                _kernels.empty(g.output_shape, x.dtype), indices,
+                                                get_num_threads())
+    if not getattr(_kernels, f"{kernels}_backward")(g, grad_output, indices, gx,
+                                                    get_num_threads()):
         v.max_pool_indices_out_of_range(op, indices, g.in_h * g.in_w)
     return gx
 
@@ -553,22 +563,7 @@ def adaptive_max_pool2d_backward(grad_output: np.ndarray, x: np.ndarray, output_
     x = _pool_input(op, x)
     g = v.adaptive_geometry(op, x.shape, output_size)
     grad_output = _pool_grad_output(op, grad_output, x, g)
-    if indices is not None:
-        indices = v.max_pool_indices(op, indices, g.output_shape, g.in_h * g.in_w)
-    gx = _kernels.empty(x.shape, x.dtype)
-    if gx.size == 0:
-        return gx
-    if grad_output.size == 0:
-        gx[...] = 0
-        return gx
-    if indices is None:
-        indices = _kernels.empty(g.output_shape, np.int64)
-        _kernels.adaptive_maxpool2d_forward(g, v.contiguous(x),
-                                            _kernels.empty(g.output_shape, x.dtype), indices,
-                                            get_num_threads())
-    if not _kernels.adaptive_maxpool2d_backward(g, grad_output, indices, gx, get_num_threads()):
-        v.max_pool_indices_out_of_range(op, indices, g.in_h * g.in_w)
-    return gx
+    return _scatter_to_maxima(op, g, grad_output, x, indices, "adaptive_maxpool2d")
 
 
 # ---- element-wise --------------------------------------------------------------------------------

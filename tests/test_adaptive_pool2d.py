@@ -14,9 +14,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import DTYPES, assert_close, numerical_gradient, random
+from helpers import (
+    DTYPES,
+    assert_close,
+    assert_same_for_1_and_2_threads,
+    numerical_gradient,
+    random,
+)
 
-import fastconv
 import fastconv.functional as F
 from fastconv import nn
 from fastconv import reference as ref
@@ -115,14 +120,7 @@ def test_adaptive_pools_same_result_for_1_and_2_threads(name):
              lambda: F.adaptive_avg_pool2d_backward(gy, x, output_size),
              lambda: F.adaptive_max_pool2d(x, output_size, return_indices=True),
              lambda: F.adaptive_max_pool2d_backward(gy, x, output_size)]
-    for call in calls:
-        with fastconv.num_threads(1):
-            one = call()
-        with fastconv.num_threads(2):
-            two = call()
-        for a, b in zip(one if isinstance(one, tuple) else (one,),
-                        two if isinstance(two, tuple) else (two,)):
-            np.testing.assert_array_equal(a, b)
+    assert_same_for_1_and_2_threads(calls)
 
 
 def test_adaptive_pools_accept_any_memory_layout():

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import DTYPES, assert_close, padding4, pair, random
+from helpers import DTYPES, assert_close, assert_same_for_1_and_2_threads, padding4, pair, random
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -294,14 +294,7 @@ def test_pools_same_result_for_1_and_2_threads():
         lambda: F.lp_pool2d_backward(np.ones((4, 8, 17, 17), np.float32), x, 2, 2,
                                      padding=(1, 0, 0, 1)),
     ]
-    for call in calls:
-        with fastconv.num_threads(1):
-            one = call()
-        with fastconv.num_threads(2):
-            two = call()
-        for a, b in zip(one if isinstance(one, tuple) else (one,),
-                        two if isinstance(two, tuple) else (two,)):
-            np.testing.assert_array_equal(a, b)
+    assert_same_for_1_and_2_threads(calls)
 
 
 @st.composite

@@ -52,15 +52,22 @@ static int FC_LOCAL(as_plain_pool)(const fc_pool2d_params *p, fc_pool2d_params *
     return 1;
 }
 
-/* Each output column's window [cols[ow], cols[OW + ow]); the widest window's width. */
-static fc_index FC_LOCAL(adaptive_columns)(const fc_pool2d_params *p, fc_index *cols) {
+/* For the general passes: each output column's window [cols[ow], cols[OW + ow]) (the caller
+ * frees cols; NULL when out of memory) and *nt, the threads for `tasks` tasks. */
+static fc_index *FC_LOCAL(general_columns)(const fc_pool2d_params *p, int nthreads, fc_index tasks,
+                                           int *nt) {
+    fc_index *cols = (fc_index *)malloc(sizeof(fc_index) * (size_t)(2 * p->out_w));
+    if (!cols) return NULL;
     fc_index widest = 0;
     for (fc_index ow = 0; ow < p->out_w; ow++) {
         cols[ow] = FC_LOCAL(adaptive_start)(ow, p->out_w, p->in_w);
         cols[p->out_w + ow] = FC_LOCAL(adaptive_end)(ow, p->out_w, p->in_w);
         widest = FC_MAX(widest, cols[p->out_w + ow] - cols[ow]);
     }
-    return widest;
+    const fc_index tallest = FC_CEIL_DIV(p->in_h, p->out_h) + 1;
+    *nt = fc_threads_for(nthreads, (double)p->planes * p->out_h * p->out_w * tallest * widest,
+                         FC_ADAPTIVE_MIN_WORK, tasks);
+    return cols;
 }
 
 /* Global average: y[plane] = (the plane's sum / H) / W, as PyTorch divides. */
@@ -95,13 +102,9 @@ int FC_FN(adaptive_avgpool2d_fwd)(const fc_pool2d_params *p, const T *x, T *y, i
         return FC_FN(avgpool2d_fwd)(&q, x, y, nthreads);
     const fc_index H = p->in_h, W = p->in_w, OH = p->out_h, OW = p->out_w, HW = H * W;
     const fc_index ntasks = p->planes * OH;
-    fc_index *cols = (fc_index *)malloc(sizeof(fc_index) * (size_t)(2 * OW));
+    int nt, failed = 0;
+    fc_index *cols = FC_LOCAL(general_columns)(p, nthreads, ntasks, &nt);
     if (!cols) return FC_ENOMEM;
-    const fc_index widest = FC_LOCAL(adaptive_columns)(p, cols);
-    const fc_index tallest = FC_CEIL_DIV(H, OH) + 1;
-    int failed = 0;
-    const int nt = fc_threads_for(nthreads, (double)ntasks * OW * tallest * widest,
-                                  FC_ADAPTIVE_MIN_WORK, ntasks);
     FC_PRAGMA(omp parallel num_threads(nt))
     {
         T *rows = (T *)malloc(sizeof(T) * (size_t)W); /* the window rows' column sums */
@@ -148,13 +151,9 @@ int FC_FN(adaptive_avgpool2d_bwd)(const fc_pool2d_params *p, const T *gy, T *gx,
     }
     if (FC_LOCAL(as_plain_pool)(p, &q) && q.kernel_w <= FC_PLAIN_MAX_WIDTH)
         return FC_FN(avgpool2d_bwd)(&q, gy, gx, nthreads);
-    fc_index *cols = (fc_index *)malloc(sizeof(fc_index) * (size_t)(2 * OW));
+    int nt, failed = 0;
+    fc_index *cols = FC_LOCAL(general_columns)(p, nthreads, p->planes, &nt);
     if (!cols) return FC_ENOMEM;
-    const fc_index widest = FC_LOCAL(adaptive_columns)(p, cols);
-    const fc_index tallest = FC_CEIL_DIV(H, OH) + 1;
-    int failed = 0;
-    const int nt = fc_threads_for(nthreads, (double)p->planes * OH * OW * tallest * widest,
-                                  FC_ADAPTIVE_MIN_WORK, p->planes);
     FC_PRAGMA(omp parallel num_threads(nt))
     {
         T *row = (T *)malloc(sizeof(T) * (size_t)W); /* one output row's share of an input row */
@@ -214,13 +213,9 @@ int FC_FN(adaptive_maxpool2d_fwd)(const fc_pool2d_params *p, const T *x, T *y, i
         return FC_FN(maxpool2d_fwd)(&q, x, y, indices, nthreads);
     const fc_index H = p->in_h, W = p->in_w, OH = p->out_h, OW = p->out_w, HW = H * W;
     const fc_index ntasks = p->planes * OH;
-    fc_index *cols = (fc_index *)malloc(sizeof(fc_index) * (size_t)(2 * OW));
+    int nt, failed = 0;
+    fc_index *cols = FC_LOCAL(general_columns)(p, nthreads, ntasks, &nt);
     if (!cols) return FC_ENOMEM;
-    const fc_index widest = FC_LOCAL(adaptive_columns)(p, cols);
-    const fc_index tallest = FC_CEIL_DIV(H, OH) + 1;
-    int failed = 0;
-    const int nt = fc_threads_for(nthreads, (double)ntasks * OW * tallest * widest,
-                                  FC_ADAPTIVE_MIN_WORK, ntasks);
     FC_PRAGMA(omp parallel num_threads(nt))
     {
         /* per thread: each input column's maximum down the window rows and its row, as the

@@ -13,6 +13,9 @@
 #include "fc_template.h"
 
 #define FC_PLANE_LANES 16
+/* lo, hi = the first and second halves of vector v */
+#define FC_PLANE_SPLIT(v, lo, hi)                                                                  \
+    (memcpy(&(lo), &(v), sizeof(lo)), memcpy(&(hi), (const char *)&(v) + sizeof(lo), sizeof(hi)))
 
 typedef T FC_LOCAL(plane_vec) __attribute__((vector_size(FC_PLANE_LANES * sizeof(T))));
 typedef T FC_LOCAL(plane_vec8) __attribute__((vector_size(8 * sizeof(T))));
@@ -45,12 +48,10 @@ static T FC_FN(plane_sum_ukernel_16)(fc_index n, const T *restrict x) {
     }
     acc += acc2;
     vec8 lo8, hi8;
-    memcpy(&lo8, &acc, sizeof lo8);
-    memcpy(&hi8, (const char *)&acc + sizeof lo8, sizeof hi8);
+    FC_PLANE_SPLIT(acc, lo8, hi8);
     lo8 += hi8;
     vec4 lo4, hi4;
-    memcpy(&lo4, &lo8, sizeof lo4);
-    memcpy(&hi4, (const char *)&lo8 + sizeof lo4, sizeof hi4);
+    FC_PLANE_SPLIT(lo8, lo4, hi4);
     lo4 += hi4;
     T sum = (lo4[0] + lo4[2]) + (lo4[1] + lo4[3]);
     for (; i < n; i++) sum += x[i];
@@ -112,22 +113,16 @@ static fc_index FC_FN(plane_argmax_ukernel_16)(fc_index n, const T *restrict x, 
         }
         vec8 m8, m8b;
         mask8 i8, i8b, n8, n8b;
-        memcpy(&m8, &m, sizeof m8);
-        memcpy(&m8b, (const char *)&m + sizeof m8, sizeof m8);
-        memcpy(&i8, &idx, sizeof i8);
-        memcpy(&i8b, (const char *)&idx + sizeof i8, sizeof i8);
-        memcpy(&n8, &nan, sizeof n8);
-        memcpy(&n8b, (const char *)&nan + sizeof n8, sizeof n8);
+        FC_PLANE_SPLIT(m, m8, m8b);
+        FC_PLANE_SPLIT(idx, i8, i8b);
+        FC_PLANE_SPLIT(nan, n8, n8b);
         FC_PLANE_KEEP(m8, i8, m8b, i8b, mask8, vec8);
         n8 |= n8b;
         vec4 m4, m4b;
         mask4 i4, i4b, n4, n4b;
-        memcpy(&m4, &m8, sizeof m4);
-        memcpy(&m4b, (const char *)&m8 + sizeof m4, sizeof m4);
-        memcpy(&i4, &i8, sizeof i4);
-        memcpy(&i4b, (const char *)&i8 + sizeof i4, sizeof i4);
-        memcpy(&n4, &n8, sizeof n4);
-        memcpy(&n4b, (const char *)&n8 + sizeof n4, sizeof n4);
+        FC_PLANE_SPLIT(m8, m4, m4b);
+        FC_PLANE_SPLIT(i8, i4, i4b);
+        FC_PLANE_SPLIT(n8, n4, n4b);
         FC_PLANE_KEEP(m4, i4, m4b, i4b, mask4, vec4);
         n4 |= n4b;
         if (n4[0] | n4[1] | n4[2] | n4[3]) {
@@ -153,3 +148,4 @@ static fc_index FC_FN(plane_argmax_ukernel_16)(fc_index n, const T *restrict x, 
 }
 
 #undef FC_PLANE_KEEP
+#undef FC_PLANE_SPLIT
