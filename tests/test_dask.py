@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -21,6 +22,7 @@ da = pytest.importorskip("dask.array")
 distributed = pytest.importorskip("distributed")
 
 import fastconv.dask as fd  # noqa: E402
+import fastconv.distributed as fdist  # noqa: E402
 import fastconv.functional as F  # noqa: E402
 from fastconv import init, nn, optim, train  # noqa: E402
 
@@ -50,7 +52,8 @@ def test_import_fastconv_leaves_dask_alone():
     assert result.stdout.strip() == "[]"
 
 
-@pytest.mark.parametrize("module, missing", [("fastconv.dask", "dask")])
+@pytest.mark.parametrize("module, missing", [("fastconv.dask", "dask"),
+                                             ("fastconv.distributed", "distributed")])
 def test_missing_dask_names_the_extra(module, missing):
     result = _run(f"import sys; sys.modules[{missing!r}] = None\n"
                   f"try:\n    import {module}\nexcept ImportError as e:\n    print(e)")
@@ -386,3 +389,147 @@ def test_a_worker_killed_during_predict_loses_and_duplicates_nothing(client):
         result = future.result(timeout=120)
     _assert_logits_close(result, expected)
     client.wait_for_workers(2, timeout=60)
+
+
+# ---- data-parallel training ----------------------------------------------------------------------
+
+def _train_locally(model, optimizer, batches):
+    loss_fn = nn.CrossEntropyLoss()
+    return [train.train_step(model, loss_fn, optimizer, x, y) for x, y in batches]
+
+
+def _assert_same_state(a, b, rtol):
+    for (key, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+        np.testing.assert_allclose(x, y, rtol=rtol, atol=rtol, err_msg=key)
+
+
+def test_data_parallel_steps_equal_single_process_training(client):
+    """Three Adam steps, batches of 37, 37 and 26 (shards of 19 + 18 and 13 + 13, so a
+    gradient average that ignored shard sizes would show)."""
+    x, y = _images(100, np.float64)
+    batches = [(x[:37], y[:37]), (x[37:74], y[37:74]), (x[74:], y[74:])]
+    local, remote = _model(np.float64), _model(np.float64)
+    expected = _train_locally(local, optim.Adam(local.parameters(), lr=1e-2), batches)
+    parallel = fdist.DataParallel(client)
+    optimizer = optim.Adam(remote.parameters(), lr=1e-2)
+    got = [parallel.step(remote, nn.CrossEntropyLoss(), optimizer, xb, yb) for xb, yb in batches]
+    assert parallel.shards == 2 and parallel.steps == 3
+    _assert_same_state(remote, local, rtol=1e-10)
+    for (loss, correct), (want_loss, want_correct) in zip(got, expected):
+        assert loss == pytest.approx(want_loss, rel=1e-12) and correct == want_correct
+    timing = parallel.last_timing
+    assert len(timing.shard_seconds) == 2 and 0 < timing.overhead < timing.seconds
+
+
+def test_data_parallel_batch_norm_normalises_each_shard(client):
+    """With batch norm a step equals one single-process replica per shard, gradients and
+    running statistics averaged with the shard sizes as weights."""
+    x, y = _images(37, np.float64)
+    model = _model(np.float64, batchnorm=True)
+    whole = copy.deepcopy(model)
+    _train_locally(whole, optim.SGD(whole.parameters(), lr=0.1), [(x, y)])
+
+    shards = [(x[:19], y[:19]), (x[19:], y[19:])]
+    replicas = [copy.deepcopy(model) for _ in shards]
+    for replica, batch in zip(replicas, shards):
+        _train_locally(replica, optim.SGD(replica.parameters(), lr=0.0), [batch])
+    expected = copy.deepcopy(model)
+    for name, p in expected.named_parameters():
+        grads = [dict(r.named_parameters())[name].grad for r in replicas]
+        p.data -= 0.1 * (19 / 37 * grads[0] + 18 / 37 * grads[1])
+    state, params = expected.state_dict(), {name for name, _ in model.named_parameters()}
+    for key in state.keys() - params:
+        first, second = (r.state_dict()[key] for r in replicas)
+        state[key] = 19 / 37 * first + 18 / 37 * second if first.dtype.kind == "f" else first
+    expected.load_state_dict(state)
+
+    fdist.DataParallel(client).step(model, nn.CrossEntropyLoss(),
+                                    optim.SGD(model.parameters(), lr=0.1), x, y)
+    _assert_same_state(model, expected, rtol=1e-10)
+    assert int(model[1].num_batches_tracked) == 1
+    # not whole-batch training (beyond the tolerance that equal results are held to), but the
+    # running mean is the whole batch's
+    assert not np.allclose(model[0].weight.data, whole[0].weight.data, rtol=1e-10, atol=0)
+    assert not np.allclose(model[1].running_var, whole[1].running_var, rtol=1e-10, atol=0)
+    np.testing.assert_allclose(model[1].running_mean, whole[1].running_mean, rtol=1e-12)
+
+
+def test_a_failed_step_raises_and_changes_nothing(client):
+    x, y = _images(20)
+    y[-1] = 10  # not a class: the second shard's loss raises on its worker
+    model = _model()
+    before = copy.deepcopy(model)
+    optimizer = optim.Adam(model.parameters())
+    parallel = fdist.DataParallel(client)
+    with pytest.raises(RuntimeError, match="^DataParallel.step: step 1 failed .*not applied.*"
+                                           "target values"):
+        parallel.step(model, nn.CrossEntropyLoss(), optimizer, x, y)
+    _assert_same_state(model, before, rtol=0)
+    assert optimizer.state == [{} for _ in optimizer.params] and parallel.steps == 0
+
+
+@pytest.mark.parametrize("x, y, exc, text", [
+    (np.zeros((0, 1, 28, 28), np.float32), np.zeros(0, int), ValueError, ">= 1"),
+    (np.zeros((4, 1, 28, 28), np.float32), np.zeros(3, int), ValueError, "4 and 3"),
+    ([[1.0]], np.zeros(1, int), TypeError, "x must be a numpy.ndarray"),
+])
+def test_data_parallel_step_checks_the_batch(client, x, y, exc, text):
+    model = _model()
+    with pytest.raises(exc, match=f"^DataParallel.step: .*{text}"):
+        fdist.DataParallel(client).step(model, nn.CrossEntropyLoss(),
+                                        optim.SGD(model.parameters(), lr=0.1), x, y)
+
+
+def test_a_worker_killed_during_a_step_changes_nothing(client):
+    """The killed worker's shard runs again on the other worker: the step's result is bit for
+    bit the one an undisturbed step gives."""
+    x, y = _images(512, seed=4)
+    undisturbed, model = _model(channels=(32, 64), hidden=128), _model(channels=(32, 64),
+                                                                       hidden=128)
+    loss_fn = nn.CrossEntropyLoss()
+    expected = fdist.DataParallel(client).step(undisturbed, loss_fn,
+                                               optim.SGD(undisturbed.parameters(), lr=0.1), x, y)
+    parallel = fdist.DataParallel(client)
+    optimizer = optim.SGD(model.parameters(), lr=0.1)
+    with ThreadPoolExecutor(1) as pool:
+        stepping = pool.submit(parallel.step, model, loss_fn, optimizer, x, y)
+        _kill_a_worker_when(client, lambda address: bool(client.processing().get(address)))
+        assert stepping.result(timeout=120) == expected and parallel.steps == 1
+    _assert_same_state(model, undisturbed, rtol=0)
+    client.wait_for_workers(2, timeout=60)
+
+
+def test_fit_checkpoints_every_epoch_and_equals_the_local_loop(client, tmp_path):
+    x, y = _images(40, np.float64)
+    model, local = _model(np.float64), _model(np.float64)
+    lines = []
+    losses = fdist.fit(model, optim.SGD(model.parameters(), lr=0.05), nn.CrossEntropyLoss(),
+                       x, y, client, epochs=2, batch_size=16, seed=7,
+                       checkpoint=tmp_path / "model-{epoch}.npz", log=lines.append)
+    rng, optimizer = np.random.default_rng(7), optim.SGD(local.parameters(), lr=0.05)
+    for _ in range(2):
+        order = rng.permutation(40)
+        _train_locally(local, optimizer, [(x[order[i:i + 16]], y[order[i:i + 16]])
+                                          for i in range(0, 40, 16)])
+    _assert_same_state(model, local, rtol=1e-10)
+    assert len(losses) == 2 and len(lines) == 2 and "model-2.npz" in lines[1]
+    first, last = _model(np.float64).load(tmp_path / "model-1.npz"), \
+        _model(np.float64).load(tmp_path / "model-2.npz")
+    _assert_same_state(last, model, rtol=0)
+    assert not np.array_equal(first[0].weight.data, last[0].weight.data)
+
+
+@pytest.mark.parametrize("kwargs, exc, text", [
+    ({"shards": 0}, ValueError, "shards"), ({"retries": -1}, ValueError, "retries"),
+    ({"timeout": 0}, ValueError, "timeout"), ({"seed": 1.5}, TypeError, "seed"),
+])
+def test_data_parallel_checks_its_options(client, kwargs, exc, text):
+    with pytest.raises(exc, match=f"^DataParallel: {text}"):
+        fdist.DataParallel(client, **kwargs)
+
+
+def test_connect_needs_one_of_scheduler_and_workers():
+    for kwargs in ({}, {"scheduler": "tcp://127.0.0.1:1", "workers": 2}):
+        with pytest.raises(ValueError, match="^connect: give exactly one"), \
+                fdist.connect(**kwargs):
+            pass
