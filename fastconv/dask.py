@@ -5,13 +5,15 @@ chunk along C, H and W) and returns a lazy dask array whose shape, chunks and dt
 before anything runs: the ``fastconv.functional`` op of the same name applied to every chunk.
 Arguments are checked when the op is called, by that functional op itself run on an empty batch
 of x's image shape, so a bad argument raises the usual ValueError or TypeError while the graph
-is built, not later on a worker. NumPy arrays among the arguments (weight, bias) become one key
-shared by every chunk's task, so they travel once to each worker rather than once per chunk.
+is built, not later on a worker.
 
 ``predict(model, x)`` runs a ``fastconv.nn`` model in evaluation mode over every chunk, and
-``from_npy(path)`` reads a .npy file lazily on the workers. With a ``dask.distributed`` client
-active, ``predict`` scatters the model to every worker once (and the result must then be
-computed on that client); otherwise the model is one key of the graph.
+``from_npy(path)`` reads a .npy file lazily on the workers.
+
+The model and the NumPy arrays among an op's arguments (weight, bias) travel once to each
+worker, not once per chunk: with a ``dask.distributed`` client active they are scattered to
+every worker when the op or predict is called (so the result must be computed on that client),
+otherwise each is one key of the graph that every chunk's task refers to.
 
 Kernel threads: a worker runs ``threads_per_worker`` tasks at once and each kernel call uses up
 to ``fastconv.get_num_threads()`` OpenMP threads, so keep their product at most the worker's

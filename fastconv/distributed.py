@@ -132,6 +132,18 @@ class StepTiming:
         return self.seconds - max(self.shard_seconds)
 
 
+def _examples(op: str, x, y) -> int:
+    """The number of examples in (x, y): NumPy arrays (or memory maps) of the same length >= 1."""
+    for name, a in (("x", x), ("y", y)):
+        if not isinstance(a, np.ndarray) or a.ndim < 1:
+            v.fail(op, f"{name} must be a numpy.ndarray with a batch axis, got "
+                       f"{getattr(a, 'shape', type(a).__name__)}", TypeError)
+    if len(x) == 0 or len(y) != len(x):
+        v.fail(op, f"x and y must hold the same number (>= 1) of examples, got {len(x)} and "
+                   f"{len(y)}")
+    return len(x)
+
+
 def _non_negative_int(op: str, name: str, value) -> int:
     if not v._is_int(value) or value < 0:
         v.fail(op, f"{name} must be an int >= 0, got {value!r}",
@@ -193,14 +205,7 @@ class DataParallel:
             if not isinstance(module, nn.Module):
                 v.fail(op, f"{name} must be a fastconv.nn.Module, got {type(module).__name__}",
                        TypeError)
-        for name, a in (("x", x), ("y", y)):
-            if not isinstance(a, np.ndarray) or a.ndim < 1:
-                v.fail(op, f"{name} must be a numpy.ndarray with a batch axis, got "
-                           f"{getattr(a, 'shape', type(a).__name__)}", TypeError)
-        n = len(x)
-        if n == 0 or len(y) != n:
-            v.fail(op, f"x and y must hold the same number (>= 1) of examples, got {n} and "
-                       f"{len(y)}")
+        n = _examples(op, x, y)
         bounds = [(int(part[0]), int(part[-1]) + 1)
                   for part in np.array_split(np.arange(n), min(self.shards, n))]
         shares = [(stop - first) / n for first, stop in bounds]
@@ -264,6 +269,7 @@ def fit(model: nn.Module, optimizer, loss_fn: nn.Module, x: np.ndarray, y: np.nd
     op = "fit"
     epochs = v.positive_int(op, "epochs", epochs)
     batch_size = v.positive_int(op, "batch_size", batch_size)
+    _examples(op, x, y)
     parallel = DataParallel(client, seed=seed, **options)
     rng = np.random.default_rng(seed)
     losses = []
@@ -274,7 +280,7 @@ def fit(model: nn.Module, optimizer, loss_fn: nn.Module, x: np.ndarray, y: np.nd
             batch = order[first:first + batch_size]
             loss, _ = parallel.step(model, loss_fn, optimizer, x[batch], y[batch])
             total += loss * len(batch)
-        losses.append(total / max(len(order), 1))
+        losses.append(total / len(order))
         saved = ""
         if checkpoint is not None:
             path = str(checkpoint).format(epoch=epoch)

@@ -473,11 +473,13 @@ def test_a_failed_step_raises_and_changes_nothing(client):
     (np.zeros((4, 1, 28, 28), np.float32), np.zeros(3, int), ValueError, "4 and 3"),
     ([[1.0]], np.zeros(1, int), TypeError, "x must be a numpy.ndarray"),
 ])
-def test_data_parallel_step_checks_the_batch(client, x, y, exc, text):
+def test_data_parallel_step_and_fit_check_the_examples(client, x, y, exc, text):
     model = _model()
+    optimizer = optim.SGD(model.parameters(), lr=0.1)
     with pytest.raises(exc, match=f"^DataParallel.step: .*{text}"):
-        fdist.DataParallel(client).step(model, nn.CrossEntropyLoss(),
-                                        optim.SGD(model.parameters(), lr=0.1), x, y)
+        fdist.DataParallel(client).step(model, nn.CrossEntropyLoss(), optimizer, x, y)
+    with pytest.raises(exc, match=f"^fit: .*{text}"):
+        fdist.fit(model, optimizer, nn.CrossEntropyLoss(), x, y, client)
 
 
 def test_a_worker_killed_during_a_step_changes_nothing(client):
