@@ -85,13 +85,14 @@ def run(clients: dict, images: int = 8192, chunk: int = 256, batch: int = 256, s
     rng = np.random.default_rng(0)
     fastconv.init.manual_seed(0)
     model = train.convnet()
-    x = rng.random((images, *train.IMAGE_SHAPE), np.float32)
     xb = rng.random((batch, *train.IMAGE_SHAPE), np.float32)
     yb = rng.integers(0, train.N_CLASSES, batch)
-    held = {}
+    held = {}  # the images to predict, made and kept on the workers
     for k, client in clients.items():
         with client.as_current():
-            held[k] = client.persist(da.from_array(x, chunks=(chunk, *train.IMAGE_SHAPE)))
+            held[k] = client.persist(da.random.default_rng(0).random(
+                (images, *train.IMAGE_SHAPE), dtype=np.float32,
+                chunks=(chunk, *train.IMAGE_SHAPE)))
             wait(held[k])
 
     # every variant trains its own copy; SGD keeps the work per step constant
