@@ -39,6 +39,7 @@ Examples
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 import operator
 import os
@@ -150,6 +151,10 @@ def _batchwise(func: Callable) -> Callable:
                                        token=op) for i, m in enumerate(meta))
 
     batchwise.__name__ = batchwise.__qualname__ = op
+    signature = inspect.signature(func)  # what help() shows: func's, x and the result dask's
+    x_param, *params = signature.parameters.values()
+    batchwise.__signature__ = signature.replace(
+        parameters=[x_param.replace(annotation="da.Array"), *params], return_annotation="da.Array")
     batchwise.__doc__ = f"""``fastconv.functional.{op}`` on a dask array, one task per batch chunk.
 
     x : (N, C, H, W) dask array chunked along N only (else ValueError); the other arguments,

@@ -74,6 +74,7 @@ except ImportError as exc:
     ) from exc
 
 from . import _validation as v
+from . import functional as F
 from . import init, nn
 from .dask import _snapshot
 
@@ -184,9 +185,9 @@ class DataParallel:
         self.client = client
         self.shards = v.positive_int(op, "shards", shards)
         self.retries = _non_negative_int(op, "retries", retries)
-        if timeout is not None and not (isinstance(timeout, (int, float)) and timeout > 0):
-            v.fail(op, f"timeout must be None or a positive number of seconds, got {timeout!r}")
-        self.timeout = timeout
+        self.timeout = None if timeout is None else F._real(
+            op, "timeout", timeout, np.finfo(np.float64).tiny, np.inf,
+            "None or a positive number of seconds")
         self.seed = _non_negative_int(op, "seed", seed)
         self.steps = 0
         self.last_timing: StepTiming | None = None
@@ -209,13 +210,14 @@ class DataParallel:
         bounds = [(int(part[0]), int(part[-1]) + 1)
                   for part in np.array_split(np.arange(n), min(self.shards, n))]
         shares = [(stop - first) / n for first, stop in bounds]
-        shared_model = self.client.scatter(_snapshot(model), broadcast=True, hash=False)
         loss_copy = _snapshot(loss_fn)
-        futures = [self.client.submit(_shard_step, shared_model, loss_copy, x[first:stop],
-                                      y[first:stop], share, self._seed(i), pure=False,
-                                      retries=self.retries)
-                   for i, ((first, stop), share) in enumerate(zip(bounds, shares))]
+        futures = []
         try:
+            shared_model = self.client.scatter(_snapshot(model), broadcast=True, hash=False)
+            futures = [self.client.submit(_shard_step, shared_model, loss_copy, x[first:stop],
+                                          y[first:stop], share, self._seed(i), pure=False,
+                                          retries=self.retries)
+                       for i, ((first, stop), share) in enumerate(zip(bounds, shares))]
             with self.client.as_current():  # wait() asks for the current client
                 wait(futures, timeout=self.timeout)
             shards = self.client.gather(futures)
