@@ -11,9 +11,10 @@ worker and one with 2, and times on both, interleaved and repeated:
   minus its slowest shard's time on a worker) and its parts: a task's round trip through the
   scheduler, scattering the model to every worker, the bytes that travel.
 
-Reports medians, each ratio of medians and the load average before and after (the machine may
-be shared: a ratio only holds if the load did not change much). Options: ``--images``,
-``--chunk``, ``--batch``, ``--steps``, ``--repeat``.
+Reports medians and fastest runs, each speed-up from both and run by run (interleaved runs meet
+the same load), and the load average before and after: on a shared machine other processes slow
+some runs, so read the spread. Options: ``--images``, ``--chunk``, ``--batch``, ``--steps``,
+``--repeat``.
 """
 
 from __future__ import annotations
@@ -39,6 +40,14 @@ WORKER_COUNTS = (1, 2)
 
 def _median(values) -> float:
     return statistics.median(values)
+
+
+def _speed_ups(slow: list[float], fast: list[float]) -> str:
+    """The speed-up of `fast` over `slow` (times of interleaved runs), three ways: a shared
+    machine's load can slow any single run."""
+    rounds = sorted(a / b for a, b in zip(slow, fast))
+    return (f"{_median(slow) / _median(fast):.2f}x from the medians, {min(slow) / min(fast):.2f}x "
+            f"from the fastest runs; run by run {' '.join(f'{r:.2f}' for r in rounds)}")
 
 
 def _noop():
@@ -78,8 +87,8 @@ def overhead_parts(client, model: nn.Module, repeat: int = 20) -> dict[str, floa
             "gradient_bytes": sum(p.data.nbytes for p in model.parameters())}
 
 
-def run(clients: dict, images: int = 8192, chunk: int = 256, batch: int = 256, steps: int = 3,
-        repeat: int = 5, log=print) -> dict:
+def run(clients: dict, images: int = 4096, chunk: int = 256, batch: int = 256, steps: int = 3,
+        repeat: int = 9, log=print) -> dict:
     """Time predict and training steps on each client of `clients` ({workers: Client}),
     interleaved, `repeat` rounds; log the report and return its figures."""
     rng = np.random.default_rng(0)
@@ -102,11 +111,13 @@ def run(clients: dict, images: int = 8192, chunk: int = 256, batch: int = 256, s
     parallel = {k: DataParallel(client) for k, client in clients.items()}
 
     def step(name):
+        """(seconds, overhead, slowest shard's seconds on its worker) of one step."""
         if name == "local":
-            return time_local_step(models[name], optimizers[name], xb, yb), 0.0
+            seconds = time_local_step(models[name], optimizers[name], xb, yb)
+            return seconds, 0.0, seconds
         parallel[name].step(models[name], nn.CrossEntropyLoss(), optimizers[name], xb, yb)
         timing = parallel[name].last_timing
-        return timing.seconds, timing.overhead
+        return timing.seconds, timing.overhead, max(timing.shard_seconds)
 
     load_before = os.getloadavg()
     for k, client in clients.items():  # warm up: imports, first scatter, thread pools
@@ -114,58 +125,58 @@ def run(clients: dict, images: int = 8192, chunk: int = 256, batch: int = 256, s
         step(k)
     step("local")
     predict_times = {k: [] for k in clients}
-    step_times = {name: [] for name in variants}
-    overheads = {k: [] for k in clients}
+    steps_seen = {name: [] for name in variants}
     for _ in range(repeat):
         for k, client in clients.items():
             predict_times[k].append(time_predict(client, model, held[k]))
         for _ in range(steps):
             for name in variants:
-                seconds, overhead = step(name)
-                step_times[name].append(seconds)
-                if name != "local":
-                    overheads[name].append(overhead)
+                steps_seen[name].append(step(name))
     parts = overhead_parts(clients[max(clients)], model)
     load_after = os.getloadavg()
 
     first, last = min(clients), max(clients)
-    predict_median = {k: _median(t) for k, t in predict_times.items()}
-    step_median = {name: _median(t) for name, t in step_times.items()}
+    step_times = {name: [s[0] for s in seen] for name, seen in steps_seen.items()}
     log(f"fastconv {fastconv.__version__} ({fastconv.selected_isa()}); workers are processes "
         f"of 1 thread, fastconv kernel threads per worker: "
         f"{sorted(set(clients[last].run(fastconv.get_num_threads).values()))}")
     log("load average before: " + " ".join(f"{a:.2f}" for a in load_before))
     log(f"predict: {images} images {train.IMAGE_SHAPE} in chunks of {chunk}, the fastconv "
-        f"train ConvNet ({train.count_parameters(model):,} parameters), median of {repeat}")
+        f"train ConvNet ({train.count_parameters(model):,} parameters), {repeat} rounds")
     for k in clients:
-        log(f"  {k} worker(s): {predict_median[k]:.3f} s, {images / predict_median[k]:.0f} "
-            f"images/s (runs: {' '.join(f'{t:.3f}' for t in predict_times[k])})")
-    log(f"  speed-up {last} vs {first}: {predict_median[first] / predict_median[last]:.2f}x")
-    log(f"training step, batch {batch}, median of {repeat} x {steps} steps")
-    log(f"  in this process, 1 thread: {1e3 * step_median['local']:.0f} ms")
+        log(f"  {k} worker(s): median {_median(predict_times[k]):.3f} s "
+            f"({images / _median(predict_times[k]):.0f} images/s), fastest "
+            f"{min(predict_times[k]):.3f} s ({images / min(predict_times[k]):.0f} images/s)")
+    log(f"  speed-up {last} vs {first}: {_speed_ups(predict_times[first], predict_times[last])}")
+    log(f"training step, batch {batch}, {repeat} rounds of {steps} steps")
+    log(f"  in this process, 1 thread: median {1e3 * _median(step_times['local']):.0f} ms")
     for k in clients:
-        log(f"  {k} worker(s): {1e3 * step_median[k]:.0f} ms, overhead "
-            f"{1e3 * _median(overheads[k]):.1f} ms (the step minus its slowest shard)")
-    log(f"  speed-up {last} vs {first}: {step_median[first] / step_median[last]:.2f}x; "
-        f"{first} worker vs this process: {step_median['local'] / step_median[first]:.2f}x")
+        overhead = _median([s[1] for s in steps_seen[k]])
+        shard = _median([s[2] for s in steps_seen[k]])
+        log(f"  {k} worker(s): median {1e3 * _median(step_times[k]):.0f} ms, fastest "
+            f"{1e3 * min(step_times[k]):.0f} ms; slowest shard on its worker {1e3 * shard:.0f} "
+            f"ms; overhead {1e3 * overhead:.1f} ms (the step minus its slowest shard)")
+    log(f"  speed-up {last} vs {first}: {_speed_ups(step_times[first], step_times[last])}")
+    log(f"  {first} worker vs this process: "
+        f"{_speed_ups(step_times['local'], step_times[first])}")
     log(f"overhead parts: a task's round trip {1e3 * parts['round_trip']:.1f} ms; scattering "
         f"the model ({parts['model_bytes'] / 1e6:.2f} MB) to every worker "
         f"{1e3 * parts['scatter']:.1f} ms; each shard returns "
         f"{parts['gradient_bytes'] / 1e6:.2f} MB of gradients")
     log("load average after: " + " ".join(f"{a:.2f}" for a in load_after))
-    return {"predict": predict_median, "step": step_median,
-            "overhead": {k: _median(o) for k, o in overheads.items()}, "parts": parts,
-            "load": (load_before, load_after)}
+    return {"predict": predict_times, "step": step_times,
+            "overhead": {k: _median([s[1] for s in steps_seen[k]]) for k in clients},
+            "parts": parts, "load": (load_before, load_after)}
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fastconv.dask_bench",
                                      description=__doc__.split("\n")[0])
-    parser.add_argument("--images", type=int, default=8192, help="images to predict (8192)")
+    parser.add_argument("--images", type=int, default=4096, help="images to predict (4096)")
     parser.add_argument("--chunk", type=int, default=256, help="images per chunk (256)")
     parser.add_argument("--batch", type=int, default=256, help="training batch (256)")
     parser.add_argument("--steps", type=int, default=3, help="training steps per round (3)")
-    parser.add_argument("--repeat", type=int, default=5, help="interleaved rounds (5)")
+    parser.add_argument("--repeat", type=int, default=9, help="interleaved rounds (9)")
     args = parser.parse_args(argv)
     with connect(workers=1) as one, connect(workers=2) as two:
         run({1: one, 2: two}, args.images, args.chunk, args.batch, args.steps, args.repeat)

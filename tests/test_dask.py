@@ -544,7 +544,7 @@ def test_dask_bench_runs_and_reports(client):
     figures = dask_bench.run({1: client, 2: client}, images=64, chunk=16, batch=16, steps=1,
                              repeat=1, log=lines.append)
     assert set(figures["predict"]) == {1, 2} and set(figures["step"]) == {"local", 1, 2}
-    assert all(t > 0 for t in figures["predict"].values())
+    assert all(min(t) > 0 for t in figures["predict"].values())
     assert figures["parts"]["model_bytes"] > figures["parts"]["gradient_bytes"] > 0
     report = "\n".join(lines)
     for text in ("load average before", "images/s", "speed-up", "overhead parts",
