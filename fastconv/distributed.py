@@ -311,7 +311,9 @@ def connect(scheduler: str | None = None, workers: int | None = None,
         return
     workers = v.positive_int(op, "workers", workers)
     threads_per_worker = v.positive_int(op, "threads_per_worker", threads_per_worker)
+    # workers on this machine are always reachable: fetch results from them directly rather
+    # than through the scheduler, a few milliseconds less per step
     with LocalCluster(n_workers=workers, threads_per_worker=threads_per_worker,
                       processes=True, dashboard_address=None) as cluster, \
-            Client(cluster) as client:
+            Client(cluster, direct_to_workers=True) as client:
         yield client
