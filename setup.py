@@ -1,73 +1,75 @@
 """Build the fastconv._kernels extension.
 
 What this file decides, and why:
-- OpenMP is probed with the real compiler; without it (Apple clang, say) the build goes serial
-  and warns.
-  FASTCONV_NO_OPENMP=1 forces the serial build so that path is tested too.
-- SIMD kernels live in files named *_avx2.c / *_avx512.c and only those files get -m flags, so the
-  default binary runs on any x86-64 CPU and picks its path at import (no -march=native).
+- Sources: fastconv/_kernels.pyx and every C file under src/ make one extension; every other file
+  under src/ (headers, X-macro lists) is a dependency. Nothing here names a kernel file, so kernels
+  can be split and renamed freely.
+- SIMD: files named *_avx2.c / *_avx512.c, and only they, get that instruction set's flags. Each
+  ISA is probed first: one the compiler (or target) cannot build is left out, its files are not
+  compiled and dispatch skips it (FC_BUILD_AVX2 / FC_BUILD_AVX512 stay undefined). Never
+  -march=native: the binary runs on any CPU of its architecture and picks its path at import.
+- OpenMP is probed with the real compiler; without it (Apple clang, say) the build goes serial and
+  warns. FASTCONV_NO_OPENMP=1 forces the serial build so that path is tested too.
 - FASTCONV_DEBUG=1 builds -O0 -g with Cython bounds checks; FASTCONV_SANITIZE=address,undefined adds
-  -fsanitize flags (run with the sanitizer runtime preloaded).
+  -fsanitize flags (run with the sanitizer runtime preloaded, as .ci/sanitize does).
+- Rebuilds: the build configuration (compiler and its command line, flags, OpenMP, ISAs, debug,
+  sanitize, Cython and NumPy versions) is hashed. Objects and Cython's C go to a build-temp folder
+  named by that hash, and a stamp file holding the configuration, rewritten whenever it changes, is
+  a dependency of the extension: a changed flag rebuilds it even when no source is newer than the
+  last build. The configuration is written beside the extension as fastconv/_build_info.py
+  (CONFIG), which fastconv.show_config() prints.
 """
 
+import hashlib
+import json
 import os
-import platform
+import subprocess
 import sys
+import sysconfig
 import tempfile
 import textwrap
 import warnings
 from pathlib import Path
 
+import Cython
 import numpy as np
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
+from setuptools.errors import CompileError, LinkError, SetupError
+from setuptools.modified import newer_group
 
-HERE = Path(__file__).parent
-KERNEL_DIR = Path("src") / "kernels"
-RUNTIME_DIR = Path("src") / "runtime"  # Python-facing C support (the output cache)
+SRC = Path("src")
+PACKAGE = "fastconv"
+BUILD_INFO = "_build_info.py"
+BUILD_INFO_DOC = '"""How this build of fastconv._kernels was made (written by setup.py)."""\n'
 
+# Flags per instruction set, for GCC-style compilers (gcc, clang, MinGW) and for MSVC.
 ISA_FLAGS = {
-    "avx2": ["-mavx2", "-mfma"],
-    "avx512": ["-mavx512f", "-mavx512dq", "-mavx512bw", "-mavx512vl", "-mavx2", "-mfma"],
+    "avx2": {"gcc": ["-mavx2", "-mfma"], "msvc": ["/arch:AVX2"]},
+    "avx512": {"gcc": ["-mavx512f", "-mavx512dq", "-mavx512bw", "-mavx512vl", "-mavx2", "-mfma"],
+               "msvc": ["/arch:AVX512"]},
 }
-ISA_MACROS = {"avx2": "FC_BUILD_AVX2", "avx512": "FC_BUILD_AVX512"}
 
-
-def _env_flag(name):
-    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
-
-
-def _isa_of(source):
-    stem = Path(source).stem
-    for isa in ISA_FLAGS:
-        if stem.endswith("_" + isa):
-            return isa
-    return None
-
-
-def _try_compile(compiler, code, extra_compile=(), extra_link=(), link=True):
-    """Return True if `code` compiles (and links) with the given flags."""
-    with tempfile.TemporaryDirectory() as tmp:
-        src = Path(tmp) / "probe.c"
-        src.write_text(textwrap.dedent(code))
-        try:
-            with open(os.devnull, "w") as devnull:
-                old_err = os.dup(2)
-                os.dup2(devnull.fileno(), 2)
-                try:
-                    objs = compiler.compile([str(src)], output_dir=tmp,
-                                            extra_postargs=list(extra_compile))
-                    if link:
-                        compiler.link_executable(objs, str(Path(tmp) / "probe"),
-                                                 extra_postargs=list(extra_link))
-                finally:
-                    os.dup2(old_err, 2)
-                    os.close(old_err)
-        except Exception:  # any compile or link failure means "not supported"
-            return False
-    return True
-
+# Each probe uses an intrinsic the ISA's flags enable and refuses a target that is not x86-64 (a
+# cross-compiler for arm64 on an x86-64 host, say), so the answer is about the target, not the host.
+_X86_64_ONLY = """
+#if !defined(__x86_64__) && !defined(_M_X64)
+#error "not an x86-64 target"
+#endif
+#include <immintrin.h>
+"""
+ISA_PROBES = {
+    "avx2": _X86_64_ONLY + "__m256 probe(__m256 a) { return _mm256_fmadd_ps(a, a, a); }\n",
+    "avx512": _X86_64_ONLY + """
+__m512 probe(__m512 a, __m512i i) {
+    __mmask64 bytes = _mm512_movepi8_mask(i);                /* AVX-512BW */
+    __m512d d = _mm512_cvtepi64_pd(i);                       /* AVX-512DQ */
+    __m256 half = _mm256_maskz_mov_ps((__mmask8)bytes, _mm512_castps512_ps256(a));  /* VL */
+    return _mm512_fmadd_ps(a, _mm512_castps256_ps512(half), _mm512_castpd_ps(d));
+}
+""",
+}
 
 OPENMP_PROBE = """
 #include <omp.h>
@@ -75,113 +77,235 @@ int main(void) {
     int n = 0;
     #pragma omp parallel reduction(+:n)
     n += 1;
-    return n > 0 ? 0 : 1;
+    return n > 0 && omp_get_max_threads() > 0 ? 0 : 1;
 }
 """
 
-SIMD_PROBE = """
-#include <immintrin.h>
-int main(void) { return 0; }
-"""
+
+def _env_flag(name):
+    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _isa_of(source):
+    """The ISA a source file is written for ('avx2' for conv2d_avx2.c), or None if portable."""
+    stem = Path(source).stem
+    return next((isa for isa in ISA_FLAGS if stem.endswith("_" + isa)), None)
+
+
+def _flavour(compiler):
+    return "msvc" if compiler.compiler_type == "msvc" else "gcc"
+
+
+def _compiles(compiler, code, flags=(), link=False):
+    """True if `code` compiles (and, with `link`, links into a program) with `flags`.
+
+    The compiler's complaints about a probe are expected, so its stderr is silenced."""
+    with tempfile.TemporaryDirectory() as tmp:
+        source = Path(tmp) / "probe.c"
+        source.write_text(textwrap.dedent(code))
+        saved_stderr = os.dup(2)
+        try:
+            with open(os.devnull, "w") as devnull:
+                os.dup2(devnull.fileno(), 2)
+            objects = compiler.compile([str(source)], output_dir=tmp, extra_postargs=list(flags))
+            if link:
+                compiler.link_executable(objects, str(Path(tmp) / "probe"),
+                                         extra_postargs=list(flags))
+        except (CompileError, LinkError):
+            return False
+        finally:
+            os.dup2(saved_stderr, 2)
+            os.close(saved_stderr)
+    return True
+
+
+def _compiler_identity(compiler):
+    """What names the compiler: its full command lines (with CFLAGS, LDFLAGS) and its version."""
+    commands = {name: getattr(compiler, name) for name in ("compiler_so", "linker_so")
+                if getattr(compiler, name, None)}
+    version = compiler.compiler_type
+    if "compiler_so" in commands:
+        try:
+            out = subprocess.run([commands["compiler_so"][0], "--version"], capture_output=True,
+                                 text=True, timeout=30, check=True).stdout
+            version = out.splitlines()[0].strip() if out.strip() else version
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return commands, version
+
+
+def _write_if_changed(path, text):
+    """Write `text` to `path` unless it already holds exactly that (its mtime then stays)."""
+    path = Path(path)
+    if not path.exists() or path.read_text() != text:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+
+def cython_directives(debug):
+    directives = {"language_level": "3", "embedsignature": True}
+    if debug:
+        directives.update(boundscheck=True, wraparound=True)
+    else:
+        directives.update(boundscheck=False, wraparound=False, cdivision=True)
+    return directives
 
 
 class BuildExt(build_ext):
-    """build_ext that probes OpenMP and SIMD flags and applies ISA flags per source file."""
+    """build_ext that probes OpenMP and the ISAs, compiles each ISA's files with its own flags in a
+    step of its own, and rebuilds whenever the build configuration changes."""
 
     def build_extensions(self):
-        compiler = self.compiler
-        is_msvc = compiler.compiler_type == "msvc"
-        compile_args, link_args, macros = [], [], []
+        self.build_config = self._configure()
+        base_temp = Path(self.build_temp)
+        stamp = base_temp / "fastconv-build-config.json"
+        _write_if_changed(stamp, json.dumps(self.build_config, indent=1, sort_keys=True) + "\n")
+        self.build_temp = str(base_temp / f"fastconv-{self.build_config['hash']}")
 
-        if _env_flag("FASTCONV_DEBUG"):
-            compile_args += ["/Od"] if is_msvc else ["-O0", "-g"]
-            macros.append(("FC_DEBUG", "1"))
+        macros = [(f"FC_BUILD_{isa.upper()}", "1") for isa in self.build_config["isas"]]
+        for ext in self.extensions:
+            ext.depends = [*ext.depends, str(stamp)]
+            ext.define_macros = [*macros, *ext.define_macros]
+            ext.extra_compile_args = [*self.build_config["compile_args"], *ext.extra_compile_args]
+            ext.extra_link_args = [*self.build_config["link_args"], *ext.extra_link_args]
+        super().build_extensions()
+        entries = "".join(f"    {k!r}: {v!r},\n" for k, v in sorted(self.build_config.items()))
+        _write_if_changed(self._build_info_path(), f"{BUILD_INFO_DOC}\nCONFIG = {{\n{entries}}}\n")
+
+    def build_extension(self, ext):
+        (cythonized,) = cythonize([ext], compiler_directives=self.build_config["cython_directives"],
+                                  build_dir=self.build_temp, force=self.force, quiet=True)
+        by_isa = {isa: [s for s in cythonized.sources if _isa_of(s) == isa] for isa in ISA_FLAGS}
+        ext.sources = [s for s in cythonized.sources if _isa_of(s) is None]
+        ext.depends = [*ext.depends, *(s for sources in by_isa.values() for s in sources)]
+        # the rule build_ext applies to the extension as a whole, applied first to the ISA step
+        if self.force or newer_group(ext.sources + ext.depends, self.get_ext_fullpath(ext.name),
+                                     missing="newer"):
+            ext.extra_objects = [*ext.extra_objects, *self._compile_isa_sources(ext, by_isa)]
+        super().build_extension(ext)
+
+    def _compile_isa_sources(self, ext, by_isa):
+        """Compile each enabled ISA's files with that ISA's flags; return the objects."""
+        objects = []
+        for isa, sources in by_isa.items():
+            if sources and isa in self.build_config["isas"]:
+                objects += self.compiler.compile(
+                    sources, output_dir=self.build_temp, macros=ext.define_macros,
+                    include_dirs=ext.include_dirs, debug=self.debug,
+                    extra_postargs=[*ext.extra_compile_args, *self.build_config["isa_flags"][isa]],
+                    depends=ext.depends)
+        return objects
+
+    def _configure(self):
+        """The build configuration: flags, probes' results, versions, and its hash."""
+        compiler = self.compiler
+        flavour = _flavour(compiler)
+        debug = _env_flag("FASTCONV_DEBUG")
+        sanitize = os.environ.get("FASTCONV_SANITIZE", "").strip()
+
+        if flavour == "msvc":
+            compile_args = ["/Od", "/Zi"] if debug else ["/O2"]
         else:
-            compile_args += ["/O2"] if is_msvc else ["-O3"]
-        if not is_msvc:
             # -fno-math-errno: no kernel reads errno, and with it set gcc keeps sqrt scalar
             # (a call per element for the errno of a negative argument) instead of vsqrtps.
             # -fno-trapping-math: no kernel reads the floating-point exception flags, and with
             # them gcc will not compute both sides of `s == 0 ? 0 : g / sqrt(s)` to vectorise
             # it. Neither changes a result.
-            compile_args += ["-std=gnu11", "-fno-strict-aliasing", "-fno-math-errno",
-                             "-fno-trapping-math"]
-
-        sanitize = os.environ.get("FASTCONV_SANITIZE", "").strip()
+            compile_args = (["-O0", "-g"] if debug else ["-O3"]) + [
+                "-std=gnu11", "-fno-strict-aliasing", "-fno-math-errno", "-fno-trapping-math"]
+        link_args = []
         if sanitize:
+            if flavour == "msvc":
+                raise SetupError("FASTCONV_SANITIZE needs gcc or clang, not MSVC")
             # -fno-wrapv undoes Python's -fwrapv so UBSan sees signed overflow; reports are fatal
-            flags = [f"-fsanitize={sanitize}", "-fno-sanitize-recover=undefined", "-fno-wrapv",
-                     "-fno-omit-frame-pointer", "-g", "-O1"]
-            compile_args += flags
+            compile_args += [f"-fsanitize={sanitize}", "-fno-sanitize-recover=undefined",
+                             "-fno-wrapv", "-fno-omit-frame-pointer", "-g", "-O1"]
             link_args += [f"-fsanitize={sanitize}"]
 
-        # OpenMP: probe with this compiler, fall back to serial with a warning.
-        omp_flag = "/openmp" if is_msvc else "-fopenmp"
+        openmp_flags = self._openmp_flags(flavour)
+        if openmp_flags:
+            compile_args += openmp_flags
+            if flavour != "msvc":  # MSVC's linker takes no /openmp; the compiler pulls it in
+                link_args += openmp_flags
+
+        isa_flags = {isa: flags[flavour] for isa, flags in ISA_FLAGS.items()
+                     if _compiles(compiler, ISA_PROBES[isa], flags[flavour])}
+        commands, compiler_version = _compiler_identity(compiler)
+        config = {
+            "compiler": compiler_version,
+            "compiler_type": compiler.compiler_type,
+            "compile_args": compile_args,
+            "link_args": link_args,
+            "openmp": bool(openmp_flags),
+            "isas": sorted(isa_flags),
+            "isa_flags": isa_flags,
+            "debug": debug,
+            "sanitize": sanitize,
+            "cython_directives": cython_directives(debug),
+            "python": sysconfig.get_config_var("EXT_SUFFIX") or sys.version,
+            "cython": Cython.__version__,
+            "numpy": np.__version__,
+        }
+        identity = json.dumps({**config, "commands": commands}, sort_keys=True)
+        config["hash"] = hashlib.sha256(identity.encode()).hexdigest()[:12]
+        return config
+
+    def _openmp_flags(self, flavour):
+        """The flags that build and link an OpenMP program with this compiler; [] if none do."""
         if _env_flag("FASTCONV_NO_OPENMP"):
             warnings.warn("fastconv: FASTCONV_NO_OPENMP is set; building serial kernels",
                           stacklevel=2)
-        elif _try_compile(compiler, OPENMP_PROBE, [omp_flag], [omp_flag]):
-            compile_args.append(omp_flag)
-            link_args.append(omp_flag)
-        else:
-            warnings.warn(
-                "fastconv: the C compiler does not support OpenMP; building serial kernels. "
-                "Install an OpenMP runtime (e.g. libomp) and rebuild for multi-threading.",
-                stacklevel=2,
-            )
+            return []
+        flags = ["/openmp"] if flavour == "msvc" else ["-fopenmp"]
+        if _compiles(self.compiler, OPENMP_PROBE, flags, link=True):
+            return flags
+        warnings.warn(
+            "fastconv: the C compiler does not support OpenMP; building serial kernels. "
+            "Use a compiler with OpenMP (gcc, or LLVM clang with libomp) and rebuild for "
+            "multi-threading.", stacklevel=2)
+        return []
 
-        # SIMD: only on x86-64 with a GCC-compatible compiler, and only the flags that compile.
-        self._isa_enabled = {}
-        x86 = platform.machine().lower() in ("x86_64", "amd64", "i686", "x86")
-        for isa, flags in ISA_FLAGS.items():
-            ok = x86 and not is_msvc and _try_compile(compiler, SIMD_PROBE, flags, link=False)
-            self._isa_enabled[isa] = ok
-            if ok:
-                macros.append((ISA_MACROS[isa], "1"))
+    def _build_info_path(self):
+        return Path(self.build_lib, PACKAGE, BUILD_INFO)
 
-        for ext in self.extensions:
-            ext.sources = [s for s in ext.sources
-                           if _isa_of(s) is None or self._isa_enabled[_isa_of(s)]]
-            ext.extra_compile_args = compile_args + list(ext.extra_compile_args)
-            ext.extra_link_args = link_args + list(ext.extra_link_args)
-            ext.define_macros = macros + list(ext.define_macros)
+    # fastconv/_build_info.py travels with the extension: into wheels (it is in build_lib), and
+    # into the source tree for in-place and editable builds.
+    def copy_extensions_to_source(self):
+        super().copy_extensions_to_source()
+        package_dir = self.get_finalized_command("build_py").get_package_dir(PACKAGE)
+        self.copy_file(str(self._build_info_path()), os.path.join(package_dir, BUILD_INFO))
 
-        # Per-file ISA flags: wrap the compiler's per-source compile step.
-        original_compile = compiler._compile
+    def get_outputs(self):
+        outputs = super().get_outputs()  # in place: get_output_mapping's keys, which include it
+        return outputs if self.inplace else [*outputs, str(self._build_info_path())]
 
-        def compile_with_isa_flags(obj, src, ext, cc_args, extra_postargs, pp_opts):
-            isa = _isa_of(src)
-            extra = list(extra_postargs) + (ISA_FLAGS[isa] if isa else [])
-            return original_compile(obj, src, ext, cc_args, extra, pp_opts)
-
-        compiler._compile = compile_with_isa_flags
-        super().build_extensions()
+    def get_output_mapping(self):
+        mapping = super().get_output_mapping()
+        if self.inplace:
+            package_dir = self.get_finalized_command("build_py").get_package_dir(PACKAGE)
+            mapping[str(self._build_info_path())] = os.path.join(package_dir, BUILD_INFO)
+        return mapping
 
 
-def kernel_sources():
-    return sorted(str(p) for p in KERNEL_DIR.glob("*.c"))
+def _under_src(pattern):
+    return sorted(str(p) for p in SRC.rglob(pattern) if p.is_file())
 
-
-directives = {"language_level": "3", "embedsignature": True}
-if _env_flag("FASTCONV_DEBUG"):
-    directives.update(boundscheck=True, wraparound=True)
-else:
-    directives.update(boundscheck=False, wraparound=False, cdivision=True)
 
 extensions = [
     Extension(
         "fastconv._kernels",
-        sources=["fastconv/_kernels.pyx", str(RUNTIME_DIR / "output_cache.c")] + kernel_sources(),
-        include_dirs=[str(KERNEL_DIR), str(RUNTIME_DIR), np.get_include()],
-        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
-        depends=sorted(str(p) for d in (KERNEL_DIR, RUNTIME_DIR) for p in d.glob("*.h")),
+        sources=["fastconv/_kernels.pyx", *_under_src("*.c")],
+        include_dirs=[*sorted({str(Path(h).parent) for h in _under_src("*.h")}),
+                      np.get_include()],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"),
+                       # the oldest NumPy the binary runs with: pyproject.toml's numpy>=1.23
+                       ("NPY_TARGET_VERSION", "NPY_1_23_API_VERSION")],
+        # headers, and anything else a source may #include (an X-macro list, say)
+        depends=_under_src("*"),
     )
 ]
 
 if sys.platform == "win32":
     warnings.warn("fastconv: Windows builds are untested", stacklevel=2)
 
-setup(
-    ext_modules=cythonize(extensions, compiler_directives=directives),
-    cmdclass={"build_ext": BuildExt},
-)
+setup(ext_modules=extensions, cmdclass={"build_ext": BuildExt})

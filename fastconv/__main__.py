@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -18,6 +19,7 @@ import fastconv
 import fastconv.functional as F
 from fastconv import experiments, train
 from fastconv import reference as ref
+from fastconv.train import UsageError, check_outputs, positive_int
 
 
 def _best_time(fn, repeat: int) -> float:
@@ -80,9 +82,11 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="fastconv", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command")
     p_demo = sub.add_parser("demo", help="run every op on a real layer shape with timings")
-    p_demo.add_argument("--batch", type=int, default=32, help="batch size (default 32)")
-    p_demo.add_argument("--repeat", type=int, default=5, help="timed repetitions (default 5)")
-    p_demo.add_argument("--threads", type=int, default=None, help="threads (default: OpenMP's)")
+    p_demo.add_argument("--batch", type=positive_int, default=32, help="batch size (default 32)")
+    p_demo.add_argument("--repeat", type=positive_int, default=5,
+                        help="timed repetitions (default 5)")
+    p_demo.add_argument("--threads", type=positive_int, default=None,
+                        help="threads (default: OpenMP's)")
     p_demo.add_argument("--float64", action="store_true", help="run in float64")
     sub.add_parser("config", help="print version, OpenMP, threads and SIMD paths")
     p_train = sub.add_parser("train", help="train a ConvNet on Fashion-MNIST",
@@ -93,15 +97,26 @@ def main(argv=None) -> int:
     experiments.add_arguments(p_exp)
     p_bench = sub.add_parser("bench", help="time fastconv against PyTorch side by side on real "
                                            "layer shapes")
-    p_bench.add_argument("--threads", type=int, default=None,
+    p_bench.add_argument("--threads", type=positive_int, default=None,
                          help="threads for both (default: fastconv's default)")
-    p_bench.add_argument("--repeat", type=int, default=7, help="interleaved pairs (default 7)")
+    p_bench.add_argument("--repeat", type=positive_int, default=7,
+                         help="interleaved pairs (default 7)")
     p_bench.add_argument("--only", choices=["all", "conv", "pool"], default="all")
     p_bench.add_argument("--float64", action="store_true", help="run in float64")
-    p_bench.add_argument("--plot", metavar="PNG", default=None,
+    p_bench.add_argument("--plot", metavar="PNG", type=Path, default=None,
                          help="write a bar chart of the speed-ups (needs matplotlib)")
     args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    commands = {"train": p_train, "experiment": p_exp, "bench": p_bench}
+    try:
+        return _run(args, argv)
+    except UsageError as exc:  # refused before any work: a usage error, exit status 2
+        commands[args.command].error(str(exc))
 
+
+def _run(args, argv) -> int:
     if args.command == "config":
         fastconv.show_config()
         return 0
@@ -113,6 +128,8 @@ def main(argv=None) -> int:
     if args.command == "bench":
         from fastconv import bench
 
+        if args.plot is not None:  # checked before the minutes of timing, not after
+            check_outputs("--plot", (args.plot,))
         bench.main(threads=args.threads, repeat=args.repeat, only=args.only,
                    plot_path=args.plot, dtype=np.float64 if args.float64 else np.float32)
         return 0
@@ -120,7 +137,6 @@ def main(argv=None) -> int:
         if args.threads is not None:
             fastconv.set_num_threads(args.threads)
         return demo(args.batch, args.repeat, np.float64 if args.float64 else np.float32)
-    parser.print_help()
     return 0
 
 

@@ -121,7 +121,7 @@ def _isa_switched(name: str):
 
 
 def show_config(file=None) -> None:
-    """Print the version, OpenMP status, thread count and SIMD paths of this build."""
+    """Print the version, OpenMP status, thread count, SIMD paths and build configuration."""
     from . import __version__
 
     out = file or sys.stdout
@@ -134,3 +134,14 @@ def show_config(file=None) -> None:
     print(f"  CPU runs: {', '.join(available_isas())}", file=out)
     print(f"  selected: {selected_isa()}", file=out)
     print(f"  cache:    {cache_info()['limit'] // 2**20} MiB for output buffers", file=out)
+    try:
+        from ._build_info import CONFIG as build
+    except ImportError:  # a build made before setup.py recorded its configuration
+        return
+    print(f"  compiler: {build['compiler']}", file=out)
+    print(f"  flags:    {' '.join(build['compile_args'])}", file=out)
+    kind = "debug" if build["debug"] else "release"
+    if build["sanitize"]:
+        kind += f", sanitize={build['sanitize']}"
+    print(f"  build:    {kind}, configuration {build['hash']} (NumPy {build['numpy']}, "
+          f"Cython {build['cython']})", file=out)

@@ -2,93 +2,22 @@
 """Cython glue between fastconv.functional and the C kernels in src/kernels.
 
 Private. Every array arrives validated by fastconv._validation: C-contiguous, float32 or float64
-(int64 indices), the shapes the geometry tuple describes, outputs freshly allocated. This layer
-only unpacks the geometry, picks the dtype's kernel and releases the GIL around the call.
+(int64 indices), the shapes the geometry describes, outputs freshly allocated. This layer fills
+the C geometry struct from the validated ConvGeometry / PoolGeometry by name, picks the dtype's
+kernel and releases the GIL around the call. Each wrapper is written once, over the fused type
+`real` (the C declarations and the dtype-generic kernel names are in _cfastconv.pxd); its public
+function only chooses float or double from the output array's dtype.
 """
 
 cimport numpy as cnp
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.stdint cimport int64_t
+
+from fastconv._cfastconv cimport *
 
 import numpy as np
 
 cnp.import_array()
-
-cdef extern from "fastconv.h" nogil:
-    ctypedef int64_t fc_index
-    ctypedef struct fc_conv2d_params:
-        fc_index batch, in_channels, in_h, in_w
-        fc_index out_channels, groups
-        fc_index kernel_h, kernel_w
-        fc_index stride_h, stride_w
-        fc_index pad_top, pad_left
-        fc_index dilation_h, dilation_w
-        fc_index out_h, out_w
-    ctypedef struct fc_pool2d_params:
-        fc_index planes, in_h, in_w
-        fc_index kernel_h, kernel_w
-        fc_index stride_h, stride_w
-        fc_index pad_h, pad_w
-        fc_index dilation_h, dilation_w
-        fc_index out_h, out_w
-        int count_include_pad
-        fc_index divisor_override
-
-    int FC_ENOMEM
-    int FC_EINDEX
-    int FC_ISA_COUNT
-
-    const char *fc_isa_name(int isa)
-    int fc_isa_compiled(int isa)
-    int fc_isa_supported(int isa)
-    int fc_isa_selected()
-    int fc_select_isa(int isa)
-    int fc_select_isa_from_env()
-    int fc_openmp_enabled()
-    int fc_default_num_threads()
-
-    int fc_f32_conv2d_fwd(const fc_conv2d_params *, const float *, const float *, const float *,
-                          float *, int)
-    int fc_f64_conv2d_fwd(const fc_conv2d_params *, const double *, const double *,
-                          const double *, double *, int)
-    int fc_f32_conv2d_bwd_input(const fc_conv2d_params *, const float *, const float *, float *, int)
-    int fc_f64_conv2d_bwd_input(const fc_conv2d_params *, const double *, const double *, double *,
-                                int)
-    int fc_f32_conv2d_bwd_weight(const fc_conv2d_params *, const float *, const float *, float *,
-                                 float *, int)
-    int fc_f64_conv2d_bwd_weight(const fc_conv2d_params *, const double *, const double *,
-                                 double *, double *, int)
-
-    int fc_f32_maxpool2d_fwd(const fc_pool2d_params *, const float *, float *, int64_t *, int)
-    int fc_f64_maxpool2d_fwd(const fc_pool2d_params *, const double *, double *, int64_t *, int)
-    int fc_f32_maxpool2d_bwd(const fc_pool2d_params *, const float *, const int64_t *, float *, int)
-    int fc_f64_maxpool2d_bwd(const fc_pool2d_params *, const double *, const int64_t *, double *,
-                             int)
-    int fc_f32_avgpool2d_fwd(const fc_pool2d_params *, const float *, float *, int)
-    int fc_f64_avgpool2d_fwd(const fc_pool2d_params *, const double *, double *, int)
-    int fc_f32_avgpool2d_bwd(const fc_pool2d_params *, const float *, float *, int)
-    int fc_f64_avgpool2d_bwd(const fc_pool2d_params *, const double *, double *, int)
-    int fc_f32_lppool2d_fwd(const fc_pool2d_params *, double, const float *, float *, int)
-    int fc_f64_lppool2d_fwd(const fc_pool2d_params *, double, const double *, double *, int)
-    int fc_f32_lppool2d_bwd(const fc_pool2d_params *, double, const float *, const float *,
-                            float *, int)
-    int fc_f64_lppool2d_bwd(const fc_pool2d_params *, double, const double *, const double *,
-                            double *, int)
-
-    int fc_f32_fma_peak(fc_index, int, double *)
-    int fc_f64_fma_peak(fc_index, int, double *)
-    int fc_f32_relu_fwd(fc_index, const float *, float *, int)
-    int fc_f64_relu_fwd(fc_index, const double *, double *, int)
-    int fc_f32_relu_bwd(fc_index, const float *, const float *, float *, int)
-    int fc_f64_relu_bwd(fc_index, const double *, const double *, double *, int)
-
-cdef extern from "output_cache.h":
-    ctypedef struct fc_cache_info:
-        size_t limit, held, blocks, hits, misses
-    size_t FC_CACHE_MIN_BYTES
-    int fc_cache_init(size_t limit) except -1
-    object fc_cache_handler()
-    void fc_cache_set_limit(size_t limit) nogil
-    fc_cache_info fc_cache_get_info() nogil
 
 cdef extern from "numpy/arrayobject.h":
     object PyDataMem_SetHandler(object handler)
@@ -157,188 +86,344 @@ def empty(shape, dtype):
 
 # ---- helpers ---------------------------------------------------------------------------------
 
-cdef inline void *_ptr(cnp.ndarray a):
-    return cnp.PyArray_DATA(a)
+cdef inline void *_ptr(object a):
+    """The data of an ndarray, NULL for None (an optional argument)."""
+    return NULL if a is None else cnp.PyArray_DATA(<cnp.ndarray>a)
 
 
 cdef inline bint _is_f32(cnp.ndarray a):
     return cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT32
 
 
-cdef inline void _check(int rc) except *:
+cdef inline int _check(int rc) except -1:
     if rc == FC_ENOMEM:
         raise MemoryError("fastconv: could not allocate a kernel workspace")
+    return 0
 
 
-cdef fc_conv2d_params _conv_params(tuple g):
+cdef fc_conv2d_params _conv_params(g, fc_conv_pass which) except *:
+    """The C geometry of a validated fastconv._validation.ConvGeometry, for pass `which`: with
+    the algorithm force_conv_algorithms set for it, else 0 (the plan chooses)."""
     cdef fc_conv2d_params p
-    (p.batch, p.in_channels, p.in_h, p.in_w, p.out_channels, p.groups, p.kernel_h, p.kernel_w,
-     p.stride_h, p.stride_w, p.pad_top, p.pad_left, p.dilation_h, p.dilation_w,
-     p.out_h, p.out_w) = g
+    p.algorithm = _forced[<int>which]
+    p.batch = g.batch
+    p.in_channels = g.in_channels
+    p.in_h = g.in_h
+    p.in_w = g.in_w
+    p.out_channels = g.out_channels
+    p.groups = g.groups
+    p.kernel_h, p.kernel_w = g.kernel
+    p.stride_h, p.stride_w = g.stride
+    p.pad_top = g.padding[0]  # (top, bottom, left, right); bottom and right follow from the
+    p.pad_left = g.padding[2]  # output size
+    p.dilation_h, p.dilation_w = g.dilation
+    p.out_h = g.out_h
+    p.out_w = g.out_w
     return p
 
 
-cdef fc_pool2d_params _pool_params(tuple g, bint count_include_pad=True,
-                                   fc_index divisor_override=0):
+cdef fc_pool2d_params _pool_params(g) except *:
+    """The C geometry of a validated fastconv._validation.PoolGeometry; the options of the
+    pooling kinds that take them are set by their wrappers."""
     cdef fc_pool2d_params p
-    (p.planes, p.in_h, p.in_w, p.kernel_h, p.kernel_w, p.stride_h, p.stride_w, p.pad_h, p.pad_w,
-     p.dilation_h, p.dilation_w, p.out_h, p.out_w) = g
-    p.count_include_pad = count_include_pad
-    p.divisor_override = divisor_override
+    p.planes = g.batch * g.channels
+    p.in_h = g.in_h
+    p.in_w = g.in_w
+    p.kernel_h, p.kernel_w = g.kernel
+    p.stride_h, p.stride_w = g.stride
+    p.pad_h, p.pad_w = g.padding
+    p.dilation_h, p.dilation_w = g.dilation
+    p.out_h = g.out_h
+    p.out_w = g.out_w
+    p.count_include_pad = True
+    p.divisor_override = 0
+    p.norm = 0
     return p
 
 
 # ---- convolution -------------------------------------------------------------------------------
 
-def conv2d_forward(tuple geometry, cnp.ndarray x, cnp.ndarray w, object bias, cnp.ndarray y,
+# fc_conv_algorithm's values (fastconv.h) by name, and the passes'
+CONV_ALGORITHMS = ("auto", "direct", "winograd", "plain", "transposed", "col2im")
+CONV_PASSES = ("forward", "input", "weight")
+assert len(CONV_ALGORITHMS) == FC_CONV_ALGORITHM_COUNT
+cdef int _forced[3]  # per pass: the algorithm force_conv_algorithms set, 0 = auto
+_forced[:] = [0, 0, 0]
+
+
+cdef int _check_conv(int rc, fc_conv_pass which, const fc_conv2d_params *p,
+                     fc_dtype dtype) except -1:
+    if rc == FC_EALGORITHM:
+        reason = fc_conv2d_cannot_run(which, p.algorithm, dtype, fc_isa_selected(), p)
+        raise ValueError(f"conv2d ({CONV_PASSES[<int>which]} pass): the forced algorithm "
+                         f"{CONV_ALGORITHMS[p.algorithm]!r} cannot run this geometry: "
+                         f"{reason.decode()}")
+    return _check(rc)
+
+
+class force_conv_algorithms:
+    """Run the convolution passes with the named algorithms inside a ``with`` block, for tests
+    and benchmarks (private; process-wide, not per thread).
+
+    ``forward``: 'direct', 'winograd' or 'plain'; ``input`` (the input gradient): 'transposed'
+    or 'col2im'; ``weight`` (the weight gradient): 'direct' or 'plain'; None or 'auto' leaves a
+    pass to the plan (src/kernels/conv2d_plan.c). A forced algorithm that cannot run a call's
+    geometry makes the call raise ValueError; a non-finite fallback still runs where the data
+    needs one (docs/KERNELS.md).
+    """
+
+    def __init__(self, forward=None, input=None, weight=None):
+        self.wanted = [CONV_ALGORITHMS.index(a or "auto") for a in (forward, input, weight)]
+
+    def __enter__(self):
+        self.saved = [_forced[i] for i in range(3)]
+        for i in range(3):
+            _forced[i] = self.wanted[i]
+        return self
+
+    def __exit__(self, *exc):
+        for i in range(3):
+            _forced[i] = self.saved[i]
+
+
+def conv_plan(geometry, str which, dtype):
+    """(algorithm, non-finite fallback) names of the plan the selected ISA makes for pass
+    `which` ('forward', 'input' or 'weight') of the ConvGeometry in float32 or float64, with
+    any algorithm force_conv_algorithms set; ValueError if that cannot run it."""
+    cdef int index = CONV_PASSES.index(which)
+    cdef fc_conv_pass pass_ = <fc_conv_pass>index
+    cdef fc_conv2d_params p = _conv_params(geometry, pass_)
+    cdef fc_dtype dt = FC_DTYPE_f64 if np.dtype(dtype) == np.float64 else FC_DTYPE_f32
+    cdef fc_conv_plan plan
+    _check_conv(fc_conv2d_plan(pass_, dt, fc_isa_selected(), &p, &plan), pass_, &p, dt)
+    return CONV_ALGORITHMS[plan.algorithm], CONV_ALGORITHMS[plan.nonfinite]
+
+
+def tuning(str isa, dtype):
+    """The tuning table's row (src/kernels/fc_tuning.c) for `isa` and float32 or float64."""
+    cdef fc_tuning t = fc_tuning_table[isa_names().index(isa)][
+        1 if np.dtype(dtype) == np.float64 else 0]
+    return t
+
+
+cdef int _conv2d_forward(real *y, const fc_conv2d_params *p, x, w, bias,
+                         int nthreads) except -1:
+    cdef const real *px = <real *>_ptr(x)
+    cdef const real *pw = <real *>_ptr(w)
+    cdef const real *pb = <real *>_ptr(bias)
+    cdef int rc
+    with nogil:
+        rc = conv2d_fwd(p, px, pw, pb, y, nthreads)
+    return _check_conv(rc, FC_CONV_FWD, p, FC_DTYPE_f32 if real is float else FC_DTYPE_f64)
+
+
+def conv2d_forward(geometry, cnp.ndarray x, cnp.ndarray w, object bias, cnp.ndarray y,
                    int nthreads):
-    cdef fc_conv2d_params p = _conv_params(geometry)
-    cdef void *b = NULL if bias is None else _ptr(bias)
-    cdef void *px = _ptr(x)
-    cdef void *pw = _ptr(w)
-    cdef void *py = _ptr(y)
-    cdef int rc
-    if _is_f32(x):
-        with nogil:
-            rc = fc_f32_conv2d_fwd(&p, <float *>px, <float *>pw, <float *>b, <float *>py, nthreads)
+    """y = conv2d(x, w, bias) (bias may be None) for the ConvGeometry `geometry`."""
+    cdef fc_conv2d_params p = _conv_params(geometry, FC_CONV_FWD)
+    if _is_f32(y):
+        _conv2d_forward(<float *>_ptr(y), &p, x, w, bias, nthreads)
     else:
-        with nogil:
-            rc = fc_f64_conv2d_fwd(&p, <double *>px, <double *>pw, <double *>b, <double *>py,
-                                   nthreads)
-    _check(rc)
+        _conv2d_forward(<double *>_ptr(y), &p, x, w, bias, nthreads)
 
 
-def conv2d_backward_input(tuple geometry, cnp.ndarray gy, cnp.ndarray w, cnp.ndarray gx,
+cdef int _conv2d_backward_input(real *gx, const fc_conv2d_params *p, gy, w,
+                                int nthreads) except -1:
+    cdef const real *pgy = <real *>_ptr(gy)
+    cdef const real *pw = <real *>_ptr(w)
+    cdef int rc
+    with nogil:
+        rc = conv2d_bwd_input(p, pgy, pw, gx, nthreads)
+    return _check_conv(rc, FC_CONV_BWD_INPUT, p, FC_DTYPE_f32 if real is float else FC_DTYPE_f64)
+
+
+def conv2d_backward_input(geometry, cnp.ndarray gy, cnp.ndarray w, cnp.ndarray gx,
                           int nthreads):
-    cdef fc_conv2d_params p = _conv_params(geometry)
-    cdef void *pgy = _ptr(gy)
-    cdef void *pw = _ptr(w)
-    cdef void *pgx = _ptr(gx)
-    cdef int rc
-    if _is_f32(gy):
-        with nogil:
-            rc = fc_f32_conv2d_bwd_input(&p, <float *>pgy, <float *>pw, <float *>pgx, nthreads)
+    """gx = the gradient of conv2d with respect to its input, given gy."""
+    cdef fc_conv2d_params p = _conv_params(geometry, FC_CONV_BWD_INPUT)
+    if _is_f32(gx):
+        _conv2d_backward_input(<float *>_ptr(gx), &p, gy, w, nthreads)
     else:
-        with nogil:
-            rc = fc_f64_conv2d_bwd_input(&p, <double *>pgy, <double *>pw, <double *>pgx, nthreads)
-    _check(rc)
+        _conv2d_backward_input(<double *>_ptr(gx), &p, gy, w, nthreads)
 
 
-def conv2d_backward_weight(tuple geometry, cnp.ndarray gy, cnp.ndarray x, cnp.ndarray gw,
-                           object gb, int nthreads):
-    cdef fc_conv2d_params p = _conv_params(geometry)
-    cdef void *pgb = NULL if gb is None else _ptr(gb)
-    cdef void *pgy = _ptr(gy)
-    cdef void *px = _ptr(x)
-    cdef void *pgw = _ptr(gw)
+cdef int _conv2d_backward_weight(real *gw, const fc_conv2d_params *p, gy, x, gb,
+                                 int nthreads) except -1:
+    cdef const real *pgy = <real *>_ptr(gy)
+    cdef const real *px = <real *>_ptr(x)
+    cdef real *pgb = <real *>_ptr(gb)
     cdef int rc
-    if _is_f32(gy):
-        with nogil:
-            rc = fc_f32_conv2d_bwd_weight(&p, <float *>pgy, <float *>px, <float *>pgw,
-                                          <float *>pgb, nthreads)
+    with nogil:
+        rc = conv2d_bwd_weight(p, pgy, px, gw, pgb, nthreads)
+    return _check_conv(rc, FC_CONV_BWD_WEIGHT, p,
+                       FC_DTYPE_f32 if real is float else FC_DTYPE_f64)
+
+
+def conv2d_backward_weight(geometry, cnp.ndarray gy, cnp.ndarray x, cnp.ndarray gw, object gb,
+                           int nthreads):
+    """gw (and gb unless it is None) = the gradients of conv2d's weight and bias, given gy."""
+    cdef fc_conv2d_params p = _conv_params(geometry, FC_CONV_BWD_WEIGHT)
+    if _is_f32(gw):
+        _conv2d_backward_weight(<float *>_ptr(gw), &p, gy, x, gb, nthreads)
     else:
-        with nogil:
-            rc = fc_f64_conv2d_bwd_weight(&p, <double *>pgy, <double *>px, <double *>pgw,
-                                          <double *>pgb, nthreads)
-    _check(rc)
+        _conv2d_backward_weight(<double *>_ptr(gw), &p, gy, x, gb, nthreads)
 
 
 # ---- pooling -----------------------------------------------------------------------------------
 
-def maxpool2d_forward(tuple geometry, cnp.ndarray x, cnp.ndarray y, object indices, int nthreads):
-    cdef fc_pool2d_params p = _pool_params(geometry)
-    cdef int64_t *pi = NULL if indices is None else <int64_t *>_ptr(indices)
-    cdef void *px = _ptr(x)
-    cdef void *py = _ptr(y)
-    cdef int rc
-    if _is_f32(x):
-        with nogil:
-            rc = fc_f32_maxpool2d_fwd(&p, <float *>px, <float *>py, pi, nthreads)
-    else:
-        with nogil:
-            rc = fc_f64_maxpool2d_fwd(&p, <double *>px, <double *>py, pi, nthreads)
-    _check(rc)
-
-
-def maxpool2d_backward(tuple geometry, cnp.ndarray gy, cnp.ndarray indices, cnp.ndarray gx,
-                       int nthreads):
-    """Scatter gy to gx at the int64 indices; True if every index was in [-1, H*W)."""
-    cdef fc_pool2d_params p = _pool_params(geometry)
+cdef int _maxpool2d_forward(real *y, const fc_pool2d_params *p, x, indices,
+                            int nthreads) except -1:
+    cdef const real *px = <real *>_ptr(x)
     cdef int64_t *pi = <int64_t *>_ptr(indices)
-    cdef void *pgy = _ptr(gy)
-    cdef void *pgx = _ptr(gx)
     cdef int rc
-    if _is_f32(gy):
-        with nogil:
-            rc = fc_f32_maxpool2d_bwd(&p, <float *>pgy, pi, <float *>pgx, nthreads)
-    else:
-        with nogil:
-            rc = fc_f64_maxpool2d_bwd(&p, <double *>pgy, pi, <double *>pgx, nthreads)
-    _check(rc)
-    return rc != FC_EINDEX  # False: some index lay outside [-1, H*W); those were skipped
+    with nogil:
+        rc = maxpool2d_fwd(p, px, y, pi, nthreads)
+    return _check(rc)
 
 
-def avgpool2d_forward(tuple geometry, bint count_include_pad, fc_index divisor_override,
-                      cnp.ndarray x, cnp.ndarray y, int nthreads):
-    cdef fc_pool2d_params p = _pool_params(geometry, count_include_pad, divisor_override)
-    cdef void *px = _ptr(x)
-    cdef void *py = _ptr(y)
-    cdef int rc
-    if _is_f32(x):
-        with nogil:
-            rc = fc_f32_avgpool2d_fwd(&p, <float *>px, <float *>py, nthreads)
-    else:
-        with nogil:
-            rc = fc_f64_avgpool2d_fwd(&p, <double *>px, <double *>py, nthreads)
-    _check(rc)
-
-
-def avgpool2d_backward(tuple geometry, bint count_include_pad, fc_index divisor_override,
-                       cnp.ndarray gy, cnp.ndarray gx, int nthreads):
-    cdef fc_pool2d_params p = _pool_params(geometry, count_include_pad, divisor_override)
-    cdef void *pgy = _ptr(gy)
-    cdef void *pgx = _ptr(gx)
-    cdef int rc
-    if _is_f32(gy):
-        with nogil:
-            rc = fc_f32_avgpool2d_bwd(&p, <float *>pgy, <float *>pgx, nthreads)
-    else:
-        with nogil:
-            rc = fc_f64_avgpool2d_bwd(&p, <double *>pgy, <double *>pgx, nthreads)
-    _check(rc)
-
-
-def lppool2d_forward(tuple geometry, double norm_type, cnp.ndarray x, cnp.ndarray y,
-                     int nthreads):
+def maxpool2d_forward(geometry, cnp.ndarray x, cnp.ndarray y, object indices, int nthreads):
+    """y (and the int64 indices unless they are None) = max_pool2d(x)."""
     cdef fc_pool2d_params p = _pool_params(geometry)
-    cdef void *px = _ptr(x)
-    cdef void *py = _ptr(y)
-    cdef int rc
-    if _is_f32(x):
-        with nogil:
-            rc = fc_f32_lppool2d_fwd(&p, norm_type, <float *>px, <float *>py, nthreads)
+    if _is_f32(y):
+        _maxpool2d_forward(<float *>_ptr(y), &p, x, indices, nthreads)
     else:
-        with nogil:
-            rc = fc_f64_lppool2d_fwd(&p, norm_type, <double *>px, <double *>py, nthreads)
+        _maxpool2d_forward(<double *>_ptr(y), &p, x, indices, nthreads)
+
+
+cdef int _maxpool2d_backward(real *gx, const fc_pool2d_params *p, gy, indices,
+                             int nthreads) except -1:
+    cdef const real *pgy = <real *>_ptr(gy)
+    cdef const int64_t *pi = <int64_t *>_ptr(indices)
+    cdef int rc
+    with nogil:
+        rc = maxpool2d_bwd(p, pgy, pi, gx, nthreads)
     _check(rc)
+    return rc != FC_EINDEX
 
 
-def lppool2d_backward(tuple geometry, double norm_type, cnp.ndarray gy, cnp.ndarray x,
-                      cnp.ndarray gx, int nthreads):
+def maxpool2d_backward(geometry, cnp.ndarray gy, cnp.ndarray indices, cnp.ndarray gx,
+                       int nthreads):
+    """Scatter gy to gx at the int64 indices; True if every index was in [-1, H*W) (False: some
+    lay outside, and were skipped)."""
     cdef fc_pool2d_params p = _pool_params(geometry)
-    cdef void *pgy = _ptr(gy)
-    cdef void *px = _ptr(x)
-    cdef void *pgx = _ptr(gx)
+    if _is_f32(gx):
+        return bool(_maxpool2d_backward(<float *>_ptr(gx), &p, gy, indices, nthreads))
+    return bool(_maxpool2d_backward(<double *>_ptr(gx), &p, gy, indices, nthreads))
+
+
+cdef int _avgpool2d_forward(real *y, const fc_pool2d_params *p, x, int nthreads) except -1:
+    cdef const real *px = <real *>_ptr(x)
     cdef int rc
-    if _is_f32(x):
-        with nogil:
-            rc = fc_f32_lppool2d_bwd(&p, norm_type, <float *>pgy, <float *>px, <float *>pgx,
-                                     nthreads)
+    with nogil:
+        rc = avgpool2d_fwd(p, px, y, nthreads)
+    return _check(rc)
+
+
+def avgpool2d_forward(geometry, cnp.ndarray x, cnp.ndarray y, int nthreads, *,
+                      bint count_include_pad, fc_index divisor_override):
+    """y = avg_pool2d(x); divisor_override 0 means none."""
+    cdef fc_pool2d_params p = _pool_params(geometry)
+    p.count_include_pad = count_include_pad
+    p.divisor_override = divisor_override
+    if _is_f32(y):
+        _avgpool2d_forward(<float *>_ptr(y), &p, x, nthreads)
     else:
-        with nogil:
-            rc = fc_f64_lppool2d_bwd(&p, norm_type, <double *>pgy, <double *>px, <double *>pgx,
-                                     nthreads)
-    _check(rc)
+        _avgpool2d_forward(<double *>_ptr(y), &p, x, nthreads)
+
+
+cdef int _avgpool2d_backward(real *gx, const fc_pool2d_params *p, gy, int nthreads) except -1:
+    cdef const real *pgy = <real *>_ptr(gy)
+    cdef int rc
+    with nogil:
+        rc = avgpool2d_bwd(p, pgy, gx, nthreads)
+    return _check(rc)
+
+
+def avgpool2d_backward(geometry, cnp.ndarray gy, cnp.ndarray gx, int nthreads, *,
+                       bint count_include_pad, fc_index divisor_override):
+    """gx = the gradient of avg_pool2d, given gy."""
+    cdef fc_pool2d_params p = _pool_params(geometry)
+    p.count_include_pad = count_include_pad
+    p.divisor_override = divisor_override
+    if _is_f32(gx):
+        _avgpool2d_backward(<float *>_ptr(gx), &p, gy, nthreads)
+    else:
+        _avgpool2d_backward(<double *>_ptr(gx), &p, gy, nthreads)
+
+
+cdef int _lppool2d_forward(real *y, const fc_pool2d_params *p, x, int nthreads) except -1:
+    cdef const real *px = <real *>_ptr(x)
+    cdef int rc
+    with nogil:
+        rc = lppool2d_fwd(p, px, y, nthreads)
+    return _check(rc)
+
+
+def lppool2d_forward(geometry, cnp.ndarray x, cnp.ndarray y, int nthreads, *, double norm):
+    """y = lp_pool2d(x, norm)."""
+    cdef fc_pool2d_params p = _pool_params(geometry)
+    p.norm = norm
+    if _is_f32(y):
+        _lppool2d_forward(<float *>_ptr(y), &p, x, nthreads)
+    else:
+        _lppool2d_forward(<double *>_ptr(y), &p, x, nthreads)
+
+
+cdef int _lppool2d_backward(real *gx, const fc_pool2d_params *p, gy, x, int nthreads) except -1:
+    cdef const real *pgy = <real *>_ptr(gy)
+    cdef const real *px = <real *>_ptr(x)
+    cdef int rc
+    with nogil:
+        rc = lppool2d_bwd(p, pgy, px, gx, nthreads)
+    return _check(rc)
+
+
+def lppool2d_backward(geometry, cnp.ndarray gy, cnp.ndarray x, cnp.ndarray gx, int nthreads, *,
+                      double norm):
+    """gx = the gradient of lp_pool2d(x, norm), given gy."""
+    cdef fc_pool2d_params p = _pool_params(geometry)
+    p.norm = norm
+    if _is_f32(gx):
+        _lppool2d_backward(<float *>_ptr(gx), &p, gy, x, nthreads)
+    else:
+        _lppool2d_backward(<double *>_ptr(gx), &p, gy, x, nthreads)
+
+
+# ---- element-wise ------------------------------------------------------------------------------
+
+cdef int _relu_forward(real *y, x, int nthreads) except -1:
+    cdef fc_index n = cnp.PyArray_SIZE(<cnp.ndarray>x)
+    cdef const real *px = <real *>_ptr(x)
+    cdef int rc
+    with nogil:
+        rc = relu_fwd(n, px, y, nthreads)
+    return _check(rc)
+
+
+def relu_forward(cnp.ndarray x, cnp.ndarray y, int nthreads):
+    """y = relu(x), any shape."""
+    if _is_f32(y):
+        _relu_forward(<float *>_ptr(y), x, nthreads)
+    else:
+        _relu_forward(<double *>_ptr(y), x, nthreads)
+
+
+cdef int _relu_backward(real *gx, gy, x, int nthreads) except -1:
+    cdef fc_index n = cnp.PyArray_SIZE(<cnp.ndarray>x)
+    cdef const real *pgy = <real *>_ptr(gy)
+    cdef const real *px = <real *>_ptr(x)
+    cdef int rc
+    with nogil:
+        rc = relu_bwd(n, pgy, px, gx, nthreads)
+    return _check(rc)
+
+
+def relu_backward(cnp.ndarray gy, cnp.ndarray x, cnp.ndarray gx, int nthreads):
+    """gx = the gradient of relu at x, given gy."""
+    if _is_f32(gx):
+        _relu_backward(<float *>_ptr(gx), gy, x, nthreads)
+    else:
+        _relu_backward(<double *>_ptr(gx), gy, x, nthreads)
 
 
 # ---- the machine -------------------------------------------------------------------------------
@@ -346,7 +431,7 @@ def lppool2d_backward(tuple geometry, double norm_type, cnp.ndarray gy, cnp.ndar
 def fma_peak(fc_index iterations, int nthreads, bint f32=True):
     """Run `iterations` rounds of independent multiply-add chains in the active ISA's register
     type on up to `nthreads` threads (float32 or float64 lanes); returns the FLOPs done, for the
-    caller to divide by the time it took (fastconv.bench.fma_peak)."""
+    caller to divide by the time it took (fastconv.bench.fma_peak). Private to the benchmark."""
     cdef double flops = 0
     with nogil:
         if f32:
@@ -356,28 +441,208 @@ def fma_peak(fc_index iterations, int nthreads, bint f32=True):
     return flops
 
 
-# ---- element-wise ------------------------------------------------------------------------------
+# ---- for the tests: the microkernels, transforms and packing routines one by one ---------------
 
-def relu_forward(cnp.ndarray x, cnp.ndarray y, int nthreads):
-    cdef fc_index n = cnp.PyArray_SIZE(x)
-    cdef void *px = _ptr(x)
-    cdef void *py = _ptr(y)
-    if _is_f32(x):
-        with nogil:
-            fc_f32_relu_fwd(n, <float *>px, <float *>py, nthreads)
-    else:
-        with nogil:
-            fc_f64_relu_fwd(n, <double *>px, <double *>py, nthreads)
+cdef _name(const char *s):
+    return None if s == NULL else s.decode()
 
 
-def relu_backward(cnp.ndarray gy, cnp.ndarray x, cnp.ndarray gx, int nthreads):
-    cdef fc_index n = cnp.PyArray_SIZE(x)
-    cdef void *pgy = _ptr(gy)
-    cdef void *px = _ptr(x)
-    cdef void *pgx = _ptr(gx)
-    if _is_f32(x):
-        with nogil:
-            fc_f32_relu_bwd(n, <float *>pgy, <float *>px, <float *>pgx, nthreads)
-    else:
-        with nogil:
-            fc_f64_relu_bwd(n, <double *>pgy, <double *>px, <double *>pgx, nthreads)
+def ukernel_table(str isa, dtype):
+    """The UkernelTable of instruction set `isa` for float32 or float64; ValueError where this
+    build or CPU lacks the ISA."""
+    return UkernelTable(isa, dtype)
+
+
+cdef class UkernelTable:
+    """One ISA's and dtype's GEMM microkernels, Winograd F(2x2, 3x3) transforms and packing
+    routines, called directly on NumPy arrays (src/kernels/fc_ukernels.h; their contracts are in
+    docs/KERNELS.md). For the tests: every array must be C-contiguous and of the table's dtype,
+    and each call checks that the elements it will touch lie inside the arrays it is given.
+    Pointer arguments (A rows, B rows, the 16 Winograd matrices) are given as one array and the
+    element offsets into it."""
+
+    cdef const fc_ukernel_table *t
+    cdef readonly str isa
+    cdef readonly object dtype
+
+    def __init__(self, str isa, dtype):
+        self.isa = isa
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+            raise TypeError(f"ukernel_table: dtype must be float32 or float64, got {dtype}")
+        self.t = fc_ukernel_table_for(isa_names().index(isa), self.dtype == np.float64)
+        if self.t == NULL:
+            raise ValueError(f"ukernel_table: this build or CPU has no {isa} path")
+
+    @property
+    def mr(self):
+        return self.t.mr
+
+    @property
+    def nr(self):
+        return self.t.nr
+
+    @property
+    def names(self):
+        """{routine: the C name it runs}, None for a routine this ISA lacks."""
+        t = self.t
+        return {"gemm": _name(t.gemm_name), "gemm_half": _name(t.gemm_half_name),
+                "gemm_rows": _name(t.gemm_rows_name), "pack_a": _name(t.pack_a_name),
+                "pack_b": _name(t.pack_b_name), "pack_b_panel": _name(t.pack_b_panel_name),
+                "pack_dyt": _name(t.pack_dyt_name), "gather_run": _name(t.gather_run_name),
+                "scatter_add_run": _name(t.scatter_add_run_name),
+                "winograd_kernel": _name(t.winograd_kernel_name),
+                "winograd_input": _name(t.winograd_input_name),
+                "winograd_output": _name(t.winograd_output_name)}
+
+    cdef void *_data(self, cnp.ndarray a, fc_index need, str what) except NULL:
+        """a's data, after checking its dtype and layout and that it holds `need` elements."""
+        if a.dtype != self.dtype or not a.flags.c_contiguous:
+            raise TypeError(f"{what} must be a C-contiguous {self.dtype} array")
+        if need > a.size:
+            raise ValueError(f"{what} has {a.size} elements, the call touches {need}")
+        return cnp.PyArray_DATA(a)
+
+    cdef const void **_pointers(self, cnp.ndarray base, offsets, fc_index extent,
+                                str what) except NULL:
+        """Pointers base + offsets[i] (elements), each with `extent` elements inside base; the
+        caller frees the array."""
+        cdef char *data = <char *>self._data(base, 0, what)
+        cdef fc_index n = len(offsets), i, off, item = base.itemsize
+        cdef const void **ptrs = <const void **>PyMem_Malloc(sizeof(void *) * max(n, 1))
+        if ptrs == NULL:
+            raise MemoryError()
+        for i in range(n):
+            off = offsets[i]
+            if off < 0 or off + extent > base.size:
+                PyMem_Free(ptrs)
+                raise ValueError(f"{what}: offset {off} + {extent} elements lies outside the "
+                                 f"{base.size} given")
+            ptrs[i] = data + off * item
+        return ptrs
+
+    def gemm(self, fc_index kc, cnp.ndarray a, cnp.ndarray b, cnp.ndarray c, fc_index ldc,
+             int mr, int nr, bint accumulate, cnp.ndarray bias=None, bint half=False):
+        """C[mr x nr] (+)= A panel [kc][MR] * B panel [kc][NR] (+ bias[:mr]); half: the
+        half-width microkernel (nr <= NR/2)."""
+        fn = self.t.gemm_half if half else self.t.gemm
+        if fn == NULL:
+            raise ValueError(f"{self.isa} has no half-width microkernel")
+        if not (1 <= mr <= self.t.mr and 1 <= nr <= (self.t.nr // 2 if half else self.t.nr)
+                and ldc >= nr and kc >= 1):
+            raise ValueError(f"gemm: mr={mr}, nr={nr}, ldc={ldc}, kc={kc} outside the tile")
+        cdef const void *pa = self._data(a, kc * self.t.mr, "a")
+        cdef const void *pb = self._data(b, kc * self.t.nr, "b")
+        cdef void *pc = self._data(c, (mr - 1) * ldc + nr, "c")
+        cdef const void *pbias = NULL if bias is None else self._data(bias, mr, "bias")
+        fn(kc, pa, pb, pc, ldc, mr, nr, accumulate, pbias)
+
+    def gemm_rows(self, fc_index kc, cnp.ndarray a, a_offsets, cnp.ndarray b, cnp.ndarray c,
+                  fc_index ldc):
+        """C[MR x NR] += A * B panel [kc][NR], A's row i being a[a_offsets[i]:][:kc]."""
+        if len(a_offsets) != self.t.mr or ldc < self.t.nr or kc < 1:
+            raise ValueError("gemm_rows: MR row offsets, ldc >= NR and kc >= 1 needed")
+        cdef const void *pb = self._data(b, kc * self.t.nr, "b")
+        cdef void *pc = self._data(c, (self.t.mr - 1) * ldc + self.t.nr, "c")
+        cdef const void **rows = self._pointers(a, a_offsets, kc, "a")
+        self.t.gemm_rows(kc, rows, pb, pc, ldc)
+        PyMem_Free(rows)
+
+    def pack_a(self, fc_index m, fc_index kd, cnp.ndarray src, fc_index rs, fc_index cs,
+               cnp.ndarray dst):
+        """dst = A(i, k) = src[i * rs + k * cs] packed as [ceil(m / MR)][kd][MR]."""
+        if m < 1 or kd < 1 or rs < 0 or cs < 0:
+            raise ValueError("pack_a: m, kd >= 1 and strides >= 0 needed")
+        cdef const void *ps = self._data(src, (m - 1) * rs + (kd - 1) * cs + 1, "src")
+        cdef void *pd = self._data(dst, -(-m // self.t.mr) * self.t.mr * kd, "dst")
+        self.t.pack_a(m, kd, ps, rs, cs, pd)
+
+    def pack_b(self, fc_index kd, fc_index nc, cnp.ndarray src, fc_index ld, cnp.ndarray dst):
+        """dst = B(k, q) = src[k * ld + q] packed as [ceil(nc / NR)][kd][NR]."""
+        if nc < 1 or kd < 1 or ld < nc:
+            raise ValueError("pack_b: nc, kd >= 1 and ld >= nc needed")
+        cdef const void *ps = self._data(src, (kd - 1) * ld + nc, "src")
+        cdef void *pd = self._data(dst, -(-nc // self.t.nr) * self.t.nr * kd, "dst")
+        self.t.pack_b(kd, nc, ps, ld, pd)
+
+    def pack_b_panel(self, fc_index kc, cnp.ndarray rows, row_offsets, fc_index q,
+                     cnp.ndarray dst):
+        """dst[r][u] = rows[row_offsets[r] + q + u] for r < kc, u < NR."""
+        if len(row_offsets) != kc or q < 0:
+            raise ValueError("pack_b_panel: kc row offsets and q >= 0 needed")
+        cdef void *pd = self._data(dst, kc * self.t.nr, "dst")
+        cdef const void **pr = self._pointers(rows, [o + q for o in row_offsets], self.t.nr,
+                                              "rows")
+        cdef fc_index i, shift = q * rows.itemsize
+        for i in range(kc):  # the routine is given the rows' starts and adds q itself
+            pr[i] = <const char *>pr[i] - shift
+        self.t.pack_b_panel(kc, pr, q, pd)
+        PyMem_Free(pr)
+
+    def pack_dyt(self, cnp.ndarray gy, fc_index kg, fc_index p, fc_index ow, fc_index wph,
+                 fc_index q0, fc_index n, cnp.ndarray dst):
+        """dst = dY^T of grid pixels [q0, q0 + n) (wph columns per output row of ow) of the
+        kg channels of gy (p pixels each), as [ceil(kg / NR)][n][NR]."""
+        if kg < 1 or ow < 1 or p % ow or wph < ow or q0 < 0 or n < 1 or q0 + n > p // ow * wph:
+            raise ValueError("pack_dyt: the chunk must lie on the grid")
+        cdef const void *pg = self._data(gy, kg * p, "gy")
+        cdef void *pd = self._data(dst, -(-kg // self.t.nr) * self.t.nr * n, "dst")
+        self.t.pack_dyt(pg, kg, p, ow, wph, q0, n, pd)
+
+    def gather_run(self, cnp.ndarray row, fc_index iw0, fc_index s, fc_index w,
+                   fc_index length, cnp.ndarray dst, fc_index ds):
+        """dst[t * ds] = row[iw0 + t * s] (0 outside [0, w), or everywhere for row None)."""
+        if s < 1 or ds < 1 or length < 1 or w < 1:
+            raise ValueError("gather_run: s, ds, length and w >= 1 needed")
+        cdef const void *pr = NULL if row is None else self._data(row, w, "row")
+        cdef void *pd = self._data(dst, (length - 1) * ds + 1, "dst")
+        self.t.gather_run(pr, iw0, s, w, length, pd, ds)
+
+    def scatter_add_run(self, cnp.ndarray row, fc_index iw0, fc_index s, fc_index w,
+                        fc_index length, cnp.ndarray src):
+        """row[iw0 + t * s] += src[t] where 0 <= iw0 + t * s < w."""
+        if s < 1 or length < 1 or w < 1:
+            raise ValueError("scatter_add_run: s, length and w >= 1 needed")
+        cdef void *pr = self._data(row, w, "row")
+        cdef const void *ps = self._data(src, length, "src")
+        self.t.scatter_add_run(pr, iw0, s, w, length, ps)
+
+    def winograd_kernel(self, cnp.ndarray w, fc_index k0, fc_index kg, fc_index cg, fc_index c,
+                        cnp.ndarray u):
+        """u[e][i] = (G g G^T)[e] for kernel k0 + i of w (kg, cg, 3, 3), channel c (0 past kg);
+        True if any of them is Inf or NaN."""
+        if not (0 <= k0 < kg and 0 <= c < cg):
+            raise ValueError("winograd_kernel: k0 < kg and c < cg needed")
+        cdef const void *pw = self._data(w, kg * cg * 9, "w")
+        cdef void *pu = self._data(u, 16 * self.t.mr, "u")
+        return bool(self.t.winograd_kernel(pw, k0, kg, cg, c, pu))
+
+    def winograd_input(self, cnp.ndarray plane, fc_index wp, fc_index th0, fc_index th1,
+                       fc_index m0, fc_index m1, cnp.ndarray v, v_offsets):
+        """V_e = (B^T d B)[e] of the tiles m in [m0, m1) counted from tile row th0 of a padded
+        plane (wp = 2 * tiles per row + 2 columns), into v[v_offsets[e] + m - m0]."""
+        cdef fc_index tw = (wp - 2) // 2
+        if wp < 4 or wp % 2 or not (0 <= th0 < th1) or not (0 <= m0 < m1 <= (th1 - th0) * tw) \
+                or m0 >= tw or m1 <= (th1 - th0 - 1) * tw or len(v_offsets) != 16:
+            raise ValueError("winograd_input: [m0, m1) must start in tile row th0 and end in "
+                             "th1 - 1, with 16 offsets")
+        cdef const void *pp = self._data(plane, (2 * th1 + 2) * wp, "plane")
+        cdef cnp.ndarray lo = np.empty(4 * (th1 - th0) * (wp - 2), self.dtype)
+        cdef cnp.ndarray hi = np.empty_like(lo)
+        cdef const void **pv = self._pointers(v, v_offsets, m1 - m0, "v")
+        self.t.winograd_input(pp, wp, th0, th1, m0, m1, cnp.PyArray_DATA(lo),
+                              cnp.PyArray_DATA(hi), <void *const *>pv)
+        PyMem_Free(pv)
+
+    def winograd_output(self, cnp.ndarray m, m_offsets, fc_index n, double bias,
+                        cnp.ndarray tmp, fc_index ts):
+        """Rows 8..11 of tmp (row stride ts) = outputs (0, 0), (0, 1), (1, 0), (1, 1) of
+        A^T M A + bias for the n tiles whose M_e is m[m_offsets[e]:][:n]."""
+        if len(m_offsets) != 16 or n < 1 or ts < n:
+            raise ValueError("winograd_output: 16 offsets, n >= 1 and ts >= n needed")
+        cdef void *pt = self._data(tmp, 11 * ts + n, "tmp")
+        cdef float bias32 = <float>bias
+        cdef const void *pbias = &bias32 if self.t.dtype == 0 else <const void *>&bias
+        cdef const void **pm = self._pointers(m, m_offsets, n, "m")
+        self.t.winograd_output(pm, n, pbias, pt, ts)
+        PyMem_Free(pm)

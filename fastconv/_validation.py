@@ -145,11 +145,112 @@ def check_non_batch_dims(op: str, input_shape) -> None:
                  f"empty), got shape {tuple(input_shape)}")
 
 
+# ---- the NumPy-only ops (linear, dropout, batch norm, cross entropy) and numbers -----------------
+
+def number(op: str, name: str, value, valid, what: str) -> float:
+    """A real number (not a bool) for which ``valid(value)`` holds, as a float: TypeError for a
+    non-number, else ValueError. Write ``valid`` so that NaN fails it."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        fail(op, f"{name} must be {what}, got {value!r}", TypeError)
+    if not valid(value):
+        fail(op, f"{name} must be {what}, got {value!r}")
+    return float(value)
+
+
+def real(op: str, name: str, value, low: float, high: float, what: str) -> float:
+    """A real number in [low, high] (NaN never is)."""
+    return number(op, name, value, lambda x: low <= x <= high, what)
+
+
+def probability(op: str, p) -> float:
+    return real(op, "p", p, 0.0, 1.0, "a probability in [0, 1]")
+
+
+def scalar_grad(op: str, grad_output) -> float:
+    """The gradient of a scalar loss: a real number or a 0-d float array."""
+    if isinstance(grad_output, np.ndarray) and grad_output.shape == () \
+            and grad_output.dtype.kind == "f":
+        return float(grad_output)
+    if isinstance(grad_output, (bool, np.bool_)) or not isinstance(grad_output, numbers.Real):
+        fail(op, "grad_output must be a real number or a 0-d float array (the loss is a "
+                 f"scalar), got {grad_output!r}", TypeError)
+    return float(grad_output)
+
+
+def check_linear(op: str, x: np.ndarray, weight: np.ndarray, grad_output=None) -> None:
+    """x (*, in_features) against weight (out_features, in_features), and grad_output's shape."""
+    if x.ndim < 1:
+        fail(op, f"x must have at least 1 dim (*, in_features), got shape {x.shape}")
+    if x.shape[-1] != weight.shape[1]:
+        fail(op, f"x's last dim ({x.shape[-1]}) must equal weight's in_features "
+                 f"(weight shape {weight.shape})")
+    if grad_output is not None:
+        check_grad_output(op, grad_output, x.shape[:-1] + (weight.shape[0],))
+
+
+def batch_norm_args(op: str, x, running_mean, running_var, weight, bias, training, eps,
+                    updates_stats: bool):
+    """Validated (x, running_mean, running_var, weight, bias, training, eps)."""
+    x = float_array(op, "x", x)
+    if x.ndim < 2:
+        fail(op, f"x must be an (N, C, *) array of at least 2 dims, got shape {x.shape}")
+    channels = x.shape[1]
+    per_channel = {"running_mean": running_mean, "running_var": running_var,
+                   "weight": weight, "bias": bias}
+    for name, a in per_channel.items():
+        if a is None:
+            continue
+        checked = float_array(op, name, a, 1, "(C,)")
+        if checked.shape != (channels,):
+            fail(op, f"{name} must have shape ({channels},) (x's channels), got {a.shape}")
+        # running statistics are updated in place, so they cannot be a converted copy
+        if updates_stats and name.startswith("running") and \
+                (checked is not a or not a.flags.writeable):
+            fail(op, f"{name} must be a writeable array in native byte order (it is updated "
+                     "in place when training)")
+        per_channel[name] = checked
+    same_dtype(op, x=x, **per_channel)
+    training = boolean(op, "training", training)
+    if (running_mean is None) != (running_var is None):
+        fail(op, "running_mean and running_var must both be arrays or both be None")
+    if not training and running_mean is None:
+        fail(op, "running_mean and running_var are needed when training=False")
+    if training and x.size <= channels:
+        fail(op, f"training needs more than one value per channel, got x of shape {x.shape}")
+    eps = positive_real(op, "eps", eps)
+    return (x, *per_channel.values(), training, eps)
+
+
+def positive_real(op: str, name: str, value) -> float:
+    """A positive number (batch norm's eps): at least the smallest normal float64."""
+    return real(op, name, value, np.finfo(np.float64).tiny, np.inf, "a positive number")
+
+
+def cross_entropy_args(op: str, logits, target) -> tuple[np.ndarray, np.ndarray]:
+    """Validated (logits (N, C) float, target (N,) intp class indices in [0, C))."""
+    logits = float_array(op, "logits", logits, 2, "(N, C)")
+    n, classes = logits.shape
+    if n < 1 or classes < 1:
+        fail(op, f"logits must have at least one row and one class, got shape {logits.shape}")
+    if not isinstance(target, np.ndarray) or target.dtype.kind not in "iu":
+        got = target.dtype if isinstance(target, np.ndarray) else type(target).__name__
+        fail(op, f"target must be an integer numpy.ndarray of class indices, got {got}",
+             TypeError)
+    if target.shape != (n,):
+        fail(op, f"target must have shape ({n},) (one class index per row of logits), "
+                 f"got {target.shape}")
+    low, high = int(target.min()), int(target.max())
+    if low < 0 or high >= classes:
+        fail(op, f"target values must lie in [0, {classes}) (class indices), "
+                 f"got values in [{low}, {high}]")
+    return logits, target.astype(np.intp, copy=False)
+
+
 # ---- convolution ---------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class ConvGeometry:
-    """A validated conv2d problem; `kernel_args()` is the tuple _kernels expects."""
+    """A validated conv2d problem; _kernels reads the C geometry from its fields by name."""
     batch: int
     in_channels: int
     in_h: int
@@ -174,12 +275,6 @@ class ConvGeometry:
     @property
     def output_shape(self):
         return (self.batch, self.out_channels, self.out_h, self.out_w)
-
-    def kernel_args(self) -> tuple:
-        return (self.batch, self.in_channels, self.in_h, self.in_w, self.out_channels, self.groups,
-                self.kernel[0], self.kernel[1], self.stride[0], self.stride[1],
-                self.padding[0], self.padding[2], self.dilation[0], self.dilation[1],
-                self.out_h, self.out_w)
 
 
 def conv_padding(op: str, padding, kernel, stride, dilation) -> tuple[int, int, int, int]:
@@ -237,7 +332,8 @@ def conv_geometry(op: str, input_shape, weight_shape, stride, padding, dilation,
 
 @dataclass(frozen=True)
 class PoolGeometry:
-    """A validated pool2d problem over N*C planes; `kernel_args()` is the tuple _kernels expects."""
+    """A validated pool2d problem over N*C planes; _kernels reads the C geometry from its fields
+    by name."""
     batch: int
     channels: int
     in_h: int
@@ -252,10 +348,6 @@ class PoolGeometry:
     @property
     def output_shape(self):
         return (self.batch, self.channels, self.out_h, self.out_w)
-
-    def kernel_args(self) -> tuple:
-        return (self.batch * self.channels, self.in_h, self.in_w, *self.kernel, *self.stride,
-                *self.padding, *self.dilation, self.out_h, self.out_w)
 
 
 def pool_output_size(size: int, k: int, s: int, p: int, d: int, ceil_mode: bool) -> int:

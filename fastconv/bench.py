@@ -17,6 +17,7 @@ import numpy as np
 
 import fastconv
 import fastconv.functional as F
+from fastconv import _io
 from fastconv import reference as ref
 
 # name: (N, C, H(=W), K, kernel, stride, padding)
@@ -318,8 +319,10 @@ def plot(results: list[Result], path: str) -> bool:
     ax.set_ylabel("speed-up over PyTorch (x)")
     ax.set_title(f"fastconv vs PyTorch, {fastconv.get_num_threads()} threads")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    try:
+        _io.save_figure(fig, path, dpi=120)  # atomically: a stopped run leaves the old chart
+    finally:
+        plt.close(fig)
     return True
 
 

@@ -74,7 +74,6 @@ except ImportError as exc:
     ) from exc
 
 from . import _validation as v
-from . import functional as F
 from . import init, nn
 from .dask import _snapshot
 
@@ -185,7 +184,7 @@ class DataParallel:
         self.client = client
         self.shards = v.positive_int(op, "shards", shards)
         self.retries = _non_negative_int(op, "retries", retries)
-        self.timeout = None if timeout is None else F._real(
+        self.timeout = None if timeout is None else v.real(
             op, "timeout", timeout, np.finfo(np.float64).tiny, np.inf,
             "None or a positive number of seconds")
         self.seed = _non_negative_int(op, "seed", seed)

@@ -28,17 +28,23 @@ from pathlib import Path
 import numpy as np
 
 import fastconv
-from fastconv import init, nn, optim
+from fastconv import _io, init, nn, optim
+from fastconv._progress import progress_bar
 from fastconv.train import (
     add_data_arguments,
     blas_single_threaded,
+    check_outputs,
     convnet,
     count_parameters,
-    describe_data,
+    data_source,
+    decay_factor,
     evaluate,
     fit,
     load_data,
     mlp,
+    percentage,
+    positive_int,
+    positive_number,
     train_step,
 )
 
@@ -62,9 +68,9 @@ def _pyplot():
 def _setup(args) -> tuple[tuple, tuple, str]:
     if args.threads is not None:
         fastconv.set_num_threads(args.threads)
-    data = describe_data(args.data)
+    folder, data = data_source(args.data, args.dataset, args.progress)
     print(f"data: {data}")
-    train, test = load_data(args.data, args.limit, args.test_limit,
+    train, test = load_data(folder, args.limit, args.test_limit,
                             np.random.default_rng(args.seed))
     return train, test, data
 
@@ -213,11 +219,13 @@ def _write_report(out: Path, name: str, lines: list[str], plt, fig, alt: str) ->
     and shown at the end; return the report's text."""
     if fig is not None:
         fig.tight_layout()
-        fig.savefig(out / f"{name}.png", dpi=100)
-        plt.close(fig)
+        try:
+            _io.save_figure(fig, out / f"{name}.png", dpi=100)
+        finally:
+            plt.close(fig)
         lines = [*lines, "", f"![{alt}]({name}.png)"]
     report = "\n".join(lines) + "\n"
-    (out / f"{name}.md").write_text(report)
+    _io.write_text(out / f"{name}.md", report)
     return report
 
 
@@ -261,22 +269,22 @@ def _train_curve(activation, train, test, probe, args) -> Curve:
     curve.seconds.append(0.0)
     curve.train_error.append(1 - evaluate(model, *probe)[1])
     elapsed = 0.0
-    from tqdm import tqdm
     for epoch in range(args.epochs):
         order = rng.permutation(len(x))
-        bar = tqdm(range(steps), desc=f"{activation} epoch {epoch + 1}/{args.epochs}",
-                   leave=False, disable=not args.progress, dynamic_ncols=True)
-        for step in bar:
-            batch = order[step * args.batch_size:(step + 1) * args.batch_size]
-            start = time.perf_counter()
-            train_step(model, loss_fn, optimizer, x[batch], y[batch])
-            elapsed += time.perf_counter() - start
-            if ((step + 1) % every == 0 or step + 1 == steps
-                    or (epoch == 0 and step + 1 in early)):
-                curve.epochs.append(epoch + (step + 1) / steps)
-                curve.seconds.append(elapsed)
-                curve.train_error.append(1 - evaluate(model, *probe)[1])
-                bar.set_postfix(train_error=f"{curve.train_error[-1]:.2%}", refresh=False)
+        with progress_bar(steps, f"{activation} epoch {epoch + 1}/{args.epochs}", "step",
+                          args.progress) as bar:
+            for step in range(steps):
+                batch = order[step * args.batch_size:(step + 1) * args.batch_size]
+                start = time.perf_counter()
+                train_step(model, loss_fn, optimizer, x[batch], y[batch])
+                elapsed += time.perf_counter() - start
+                bar.update()
+                if ((step + 1) % every == 0 or step + 1 == steps
+                        or (epoch == 0 and step + 1 in early)):
+                    curve.epochs.append(epoch + (step + 1) / steps)
+                    curve.seconds.append(elapsed)
+                    curve.train_error.append(1 - evaluate(model, *probe)[1])
+                    bar.set_postfix(train_error=f"{curve.train_error[-1]:.2%}", refresh=False)
         print(f"{activation}: epoch {epoch + 1}: training error {curve.train_error[-1]:.2%}, "
               f"{elapsed:.0f} s of training so far")
     curve.test_accuracy = evaluate(model, *test)[1]
@@ -383,30 +391,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="experiment", required=True)
     p = sub.add_parser("params", help="parameters of the ConvNet against fully connected "
                                       "networks of comparable accuracy")
-    p.add_argument("--epochs", type=int, default=3, help="epochs per network (default 3)")
-    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
-    p.add_argument("--lr-decay", type=float, default=0.5, metavar="GAMMA",
-                   help="learning rate factor after each epoch (default 0.5)")
+    p.add_argument("--epochs", type=positive_int, default=3,
+                   help="epochs per network (default 3)")
+    p.add_argument("--lr", type=positive_number, default=1e-3,
+                   help="Adam learning rate (default 1e-3)")
+    p.add_argument("--lr-decay", type=decay_factor, default=0.5, metavar="GAMMA",
+                   help="learning rate factor in (0, 1] after each epoch (default 0.5)")
     r = sub.add_parser("relu-vs-tanh", help="training speed of the ConvNet with ReLU and tanh")
-    r.add_argument("--epochs", type=int, default=3, help="epochs per network (default 3)")
+    r.add_argument("--epochs", type=positive_int, default=3,
+                   help="epochs per network (default 3)")
     r.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd",
                    help="sgd (with momentum 0.9, as Krizhevsky et al.; default) or adam")
-    r.add_argument("--lr", type=float, default=0.01, help="learning rate (default 0.01)")
-    r.add_argument("--checkpoints", type=int, default=20,
+    r.add_argument("--lr", type=positive_number, default=0.01,
+                   help="learning rate (default 0.01)")
+    r.add_argument("--checkpoints", type=positive_int, default=20,
                    help="training-error measurements per epoch (default 20)")
-    r.add_argument("--probe", type=int, default=2000,
+    r.add_argument("--probe", type=positive_int, default=2000,
                    help="training images the training error is measured on (default 2000)")
-    r.add_argument("--thresholds", type=float, nargs="+", default=[25, 15, 10],
+    r.add_argument("--thresholds", type=percentage, nargs="+", default=[25, 15, 10],
                    help="training errors in %% to time (default 25 15 10)")
     for q in (p, r):
-        q.add_argument("--batch-size", type=int, default=32, help="mini-batch size (default 32)")
+        q.add_argument("--batch-size", type=positive_int, default=32,
+                       help="mini-batch size (default 32)")
         q.add_argument("--output-dir", type=Path, default=Path("docs"),
                        help="where the report and figure go (default docs)")
         add_data_arguments(q)
 
 
 def run(args: argparse.Namespace) -> int:
+    """``fastconv experiment NAME``: UsageError for options, paths or data refused before
+    training."""
     args.argv = sys.argv[1:] if getattr(args, "argv", None) is None else args.argv
+    args.seed = 0 if args.seed is None else args.seed
+    args.dataset = args.dataset or "fashion-mnist"
+    folder, name = Path(args.output_dir), args.experiment  # the report's name
+    check_outputs("--output-dir", (folder / f"{name}.md", folder / f"{name}.png"))
     experiment = {"params": params_experiment, "relu-vs-tanh": relu_vs_tanh_experiment}
     with blas_single_threaded():
         report = experiment[args.experiment](args)

@@ -13,7 +13,6 @@ inputs, given ``grad_output`` (the loss's gradient with respect to the op's outp
 from __future__ import annotations
 
 import math
-import numbers
 
 import numpy as np
 
@@ -82,7 +81,7 @@ def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, st
                    f"got {bias.shape}")
     y = _kernels.empty(g.output_shape, x.dtype)
     if y.size:
-        _kernels.conv2d_forward(g.kernel_args(), v.contiguous(x), v.contiguous(weight),
+        _kernels.conv2d_forward(g, v.contiguous(x), v.contiguous(weight),
                                 None if bias is None else v.contiguous(bias), y,
                                 get_num_threads())
     return y
@@ -118,7 +117,7 @@ def _conv_grad_input(g, grad_output, weight, dtype):
     v.check_elements("conv2d_input", "the input gradient", g.input_shape)
     gx = _kernels.empty(g.input_shape, dtype)
     if gx.size:
-        _kernels.conv2d_backward_input(g.kernel_args(), v.contiguous(grad_output),
+        _kernels.conv2d_backward_input(g, v.contiguous(grad_output),
                                        v.contiguous(weight), gx, get_num_threads())
     return gx
 
@@ -156,7 +155,7 @@ def _conv_grad_weight(g, x, grad_output, dtype, want_bias):
         if gb is not None:
             gb[...] = 0
     else:
-        _kernels.conv2d_backward_weight(g.kernel_args(), v.contiguous(grad_output),
+        _kernels.conv2d_backward_weight(g, v.contiguous(grad_output),
                                         v.contiguous(x), gw, gb, get_num_threads())
     return gw, gb
 
@@ -238,7 +237,7 @@ def max_pool2d(x: np.ndarray, kernel_size, stride=None, padding=0, dilation=1,
     y = _kernels.empty(g.output_shape, x.dtype)
     indices = _kernels.empty(g.output_shape, np.int64) if return_indices else None
     if y.size:
-        _kernels.maxpool2d_forward(g.kernel_args(), v.contiguous(x), y, indices, get_num_threads())
+        _kernels.maxpool2d_forward(g, v.contiguous(x), y, indices, get_num_threads())
     return (y, indices) if return_indices else y
 
 
@@ -272,11 +271,9 @@ def max_pool2d_backward(grad_output: np.ndarray, x: np.ndarray, kernel_size, str
         return gx
     if indices is None:
         indices = _kernels.empty(g.output_shape, np.int64)
-        _kernels.maxpool2d_forward(g.kernel_args(), v.contiguous(x),
-                                   _kernels.empty(g.output_shape, x.dtype), indices,
-                                   get_num_threads())
-    if not _kernels.maxpool2d_backward(g.kernel_args(), grad_output, indices, gx,
-                                       get_num_threads()):
+        _kernels.maxpool2d_forward(g, v.contiguous(x), _kernels.empty(g.output_shape, x.dtype),
+                                   indices, get_num_threads())
+    if not _kernels.maxpool2d_backward(g, grad_output, indices, gx, get_num_threads()):
         v.max_pool_indices_out_of_range(op, indices, g.in_h * g.in_w)
     return gx
 
@@ -311,8 +308,8 @@ def avg_pool2d(x: np.ndarray, kernel_size, stride=None, padding=0, ceil_mode: bo
     include = v.boolean(op, "count_include_pad", count_include_pad)
     y = _kernels.empty(g.output_shape, x.dtype)
     if y.size:
-        _kernels.avgpool2d_forward(g.kernel_args(), include, div, v.contiguous(x),
-                                   y, get_num_threads())
+        _kernels.avgpool2d_forward(g, v.contiguous(x), y, get_num_threads(),
+                                   count_include_pad=include, divisor_override=div)
     return y
 
 
@@ -336,8 +333,8 @@ def avg_pool2d_backward(grad_output: np.ndarray, x: np.ndarray, kernel_size, str
     grad_output = _pool_grad_output(op, grad_output, x, g)
     gx = _kernels.empty(x.shape, x.dtype)
     if gx.size:
-        _kernels.avgpool2d_backward(g.kernel_args(), include, div, grad_output, gx,
-                                    get_num_threads())
+        _kernels.avgpool2d_backward(g, grad_output, gx, get_num_threads(),
+                                    count_include_pad=include, divisor_override=div)
     return gx
 
 
@@ -362,7 +359,7 @@ def lp_pool2d(x: np.ndarray, norm_type: float, kernel_size, stride=None,
     g = v.pool_geometry(op, x.shape, kernel_size, stride, 0, 1, ceil_mode)
     y = _kernels.empty(g.output_shape, x.dtype)
     if y.size:
-        _kernels.lppool2d_forward(g.kernel_args(), p, v.contiguous(x), y, get_num_threads())
+        _kernels.lppool2d_forward(g, v.contiguous(x), y, get_num_threads(), norm=p)
     return y
 
 
@@ -385,8 +382,8 @@ def lp_pool2d_backward(grad_output: np.ndarray, x: np.ndarray, norm_type: float,
     grad_output = _pool_grad_output(op, grad_output, x, g)
     gx = _kernels.empty(x.shape, x.dtype)
     if gx.size:
-        _kernels.lppool2d_backward(g.kernel_args(), p, grad_output, v.contiguous(x), gx,
-                                   get_num_threads())
+        _kernels.lppool2d_backward(g, grad_output, v.contiguous(x), gx, get_num_threads(),
+                                   norm=p)
     return gx
 
 
@@ -433,40 +430,6 @@ def relu_backward(grad_output: np.ndarray, x: np.ndarray) -> np.ndarray:
 # in its input's dtype and follows the same rules as the ops above (validate, never mix dtypes,
 # never return a view of an input).
 
-def _real(op: str, name: str, value, low: float, high: float, what: str) -> float:
-    """A real number (not a bool) in [low, high]; TypeError for a non-number, else ValueError."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        v.fail(op, f"{name} must be {what}, got {value!r}", TypeError)
-    if not low <= value <= high:  # also rejects NaN
-        v.fail(op, f"{name} must be {what}, got {value!r}")
-    return float(value)
-
-
-def _probability(op: str, p) -> float:
-    return _real(op, "p", p, 0.0, 1.0, "a probability in [0, 1]")
-
-
-def _scalar_grad(op: str, grad_output) -> float:
-    """The gradient of a scalar loss: a real number or a 0-d float array."""
-    if isinstance(grad_output, np.ndarray) and grad_output.shape == () \
-            and grad_output.dtype.kind == "f":
-        return float(grad_output)
-    if isinstance(grad_output, (bool, np.bool_)) or not isinstance(grad_output, numbers.Real):
-        v.fail(op, "grad_output must be a real number or a 0-d float array (the loss is a "
-                   f"scalar), got {grad_output!r}", TypeError)
-    return float(grad_output)
-
-
-def _check_linear(op, x, weight, grad_output=None):
-    if x.ndim < 1:
-        v.fail(op, f"x must have at least 1 dim (*, in_features), got shape {x.shape}")
-    if x.shape[-1] != weight.shape[1]:
-        v.fail(op, f"x's last dim ({x.shape[-1]}) must equal weight's in_features "
-                   f"(weight shape {weight.shape})")
-    if grad_output is not None:
-        v.check_grad_output(op, grad_output, x.shape[:-1] + (weight.shape[0],))
-
-
 def linear(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
     """``x @ weight.T + bias``, as ``torch.nn.functional.linear``.
 
@@ -495,7 +458,7 @@ def linear(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None) ->
             v.fail(op, f"bias must have shape ({weight.shape[0]},) (weight's out_features), "
                        f"got {bias.shape}")
     v.same_dtype(op, x=x, weight=weight, bias=bias)
-    _check_linear(op, x, weight)
+    v.check_linear(op, x, weight)
     # one GEMM over all leading dims, rather than a batched matmul
     rows = math.prod(x.shape[:-1])  # not reshape(-1, ...): that fails for in_features = 0
     y = (x.reshape(rows, weight.shape[1]) @ weight.T).reshape(x.shape[:-1] + weight.shape[:1])
@@ -523,7 +486,7 @@ def linear_backward(grad_output: np.ndarray, x: np.ndarray, weight: np.ndarray):
     x = v.float_array(op, "x", x)
     weight = v.float_array(op, "weight", weight, 2, "(out_features, in_features)")
     v.same_dtype(op, x=x, weight=weight, grad_output=grad_output)
-    _check_linear(op, x, weight, grad_output)
+    v.check_linear(op, x, weight, grad_output)
     out_features, in_features = weight.shape
     rows = math.prod(x.shape[:-1])
     go = grad_output.reshape(rows, out_features)
@@ -620,7 +583,7 @@ def dropout(x: np.ndarray, p: float = 0.5, training: bool = True,
     """
     op = "dropout"
     x = v.float_array(op, "x", x)
-    p = _probability(op, p)
+    p = v.probability(op, p)
     training = v.boolean(op, "training", training)
     if rng is None:
         rng = _init.default_generator()
@@ -654,39 +617,6 @@ def dropout_backward(grad_output: np.ndarray, mask: np.ndarray | None) -> np.nda
     v.same_dtype(op, grad_output=grad_output, mask=mask)
     v.check_same_shape(op, "grad_output", grad_output, "mask", mask)
     return grad_output * mask
-
-
-def _batch_norm_args(op, x, running_mean, running_var, weight, bias, training, eps,
-                     updates_stats):
-    """Validated (x, running_mean, running_var, weight, bias, training, eps)."""
-    x = v.float_array(op, "x", x)
-    if x.ndim < 2:
-        v.fail(op, f"x must be an (N, C, *) array of at least 2 dims, got shape {x.shape}")
-    channels = x.shape[1]
-    per_channel = {"running_mean": running_mean, "running_var": running_var,
-                   "weight": weight, "bias": bias}
-    for name, a in per_channel.items():
-        if a is None:
-            continue
-        checked = v.float_array(op, name, a, 1, "(C,)")
-        if checked.shape != (channels,):
-            v.fail(op, f"{name} must have shape ({channels},) (x's channels), got {a.shape}")
-        # running statistics are updated in place, so they cannot be a converted copy
-        if updates_stats and name.startswith("running") and \
-                (checked is not a or not a.flags.writeable):
-            v.fail(op, f"{name} must be a writeable array in native byte order (it is updated "
-                       "in place when training)")
-        per_channel[name] = checked
-    v.same_dtype(op, x=x, **per_channel)
-    training = v.boolean(op, "training", training)
-    if (running_mean is None) != (running_var is None):
-        v.fail(op, "running_mean and running_var must both be arrays or both be None")
-    if not training and running_mean is None:
-        v.fail(op, "running_mean and running_var are needed when training=False")
-    if training and x.size <= channels:
-        v.fail(op, f"training needs more than one value per channel, got x of shape {x.shape}")
-    eps = _real(op, "eps", eps, np.finfo(np.float64).tiny, np.inf, "a positive number")
-    return (x, *per_channel.values(), training, eps)
 
 
 def _batch_norm_stats(x, running_mean, running_var, training):
@@ -731,9 +661,9 @@ def batch_norm(x: np.ndarray, running_mean: np.ndarray | None, running_var: np.n
     (array([0.2]), array([1.1]))
     """
     op = "batch_norm"
-    x, running_mean, running_var, weight, bias, training, eps = _batch_norm_args(
+    x, running_mean, running_var, weight, bias, training, eps = v.batch_norm_args(
         op, x, running_mean, running_var, weight, bias, training, eps, updates_stats=True)
-    momentum = _real(op, "momentum", momentum, 0.0, 1.0, "a number in [0, 1]")
+    momentum = v.real(op, "momentum", momentum, 0.0, 1.0, "a number in [0, 1]")
     axes, shape, mean, var = _batch_norm_stats(x, running_mean, running_var, training)
     if training and running_mean is not None:
         n = x.size // x.shape[1]
@@ -770,7 +700,7 @@ def batch_norm_backward(grad_output: np.ndarray, x: np.ndarray,
            [0.]]), array([0.]), array([2.]))
     """
     op = "batch_norm_backward"
-    x, running_mean, running_var, weight, _, training, eps = _batch_norm_args(
+    x, running_mean, running_var, weight, _, training, eps = v.batch_norm_args(
         op, x, running_mean, running_var, weight, None, training, eps, updates_stats=False)
     grad_output = v.float_array(op, "grad_output", grad_output)
     v.same_dtype(op, x=x, grad_output=grad_output)
@@ -790,25 +720,6 @@ def batch_norm_backward(grad_output: np.ndarray, x: np.ndarray,
     else:
         grad_input = grad_output * scale.reshape(shape)
     return grad_input, grad_weight, grad_bias
-
-
-def _cross_entropy_args(op, logits, target):
-    logits = v.float_array(op, "logits", logits, 2, "(N, C)")
-    n, classes = logits.shape
-    if n < 1 or classes < 1:
-        v.fail(op, f"logits must have at least one row and one class, got shape {logits.shape}")
-    if not isinstance(target, np.ndarray) or target.dtype.kind not in "iu":
-        got = target.dtype if isinstance(target, np.ndarray) else type(target).__name__
-        v.fail(op, f"target must be an integer numpy.ndarray of class indices, got {got}",
-               TypeError)
-    if target.shape != (n,):
-        v.fail(op, f"target must have shape ({n},) (one class index per row of logits), "
-                   f"got {target.shape}")
-    low, high = int(target.min()), int(target.max())
-    if low < 0 or high >= classes:
-        v.fail(op, f"target values must lie in [0, {classes}) (class indices), "
-                   f"got values in [{low}, {high}]")
-    return logits, target.astype(np.intp, copy=False)
 
 
 def _log_softmax_parts(logits):
@@ -842,7 +753,7 @@ def cross_entropy(logits: np.ndarray, target: np.ndarray) -> np.ndarray:
     >>> round(float(loss), 6)   # (0 + log 2) / 2
     0.346574
     """
-    logits, target = _cross_entropy_args("cross_entropy", logits, target)
+    logits, target = v.cross_entropy_args("cross_entropy", logits, target)
     shifted, _, log_sum = _log_softmax_parts(logits)
     rows = np.arange(logits.shape[0])
     return np.asarray((log_sum[:, 0] - shifted[rows, target]).mean(), dtype=logits.dtype)
@@ -859,8 +770,8 @@ def cross_entropy_backward(grad_output, logits: np.ndarray, target: np.ndarray) 
     array([[ 0.5, -0.5]])
     """
     op = "cross_entropy_backward"
-    grad_output = _scalar_grad(op, grad_output)
-    logits, target = _cross_entropy_args(op, logits, target)
+    grad_output = v.scalar_grad(op, grad_output)
+    logits, target = v.cross_entropy_args(op, logits, target)
     _, exp, _ = _log_softmax_parts(logits)
     grad = exp / exp.sum(axis=1, keepdims=True)
     grad[np.arange(logits.shape[0]), target] -= 1

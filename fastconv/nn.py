@@ -31,14 +31,13 @@ Examples
 from __future__ import annotations
 
 import math
-import zipfile
 from collections.abc import Mapping
 
 import numpy as np
 
+from . import _io, init
 from . import _validation as v
 from . import functional as F
-from . import init
 
 __all__ = [
     "Parameter", "Module", "Sequential",
@@ -179,30 +178,35 @@ class Module:
             np.copyto(target, values[key], casting="same_kind")
         return self
 
-    def save(self, path) -> None:
-        """Write ``state_dict()`` to `path` as an .npz archive (exactly that path)."""
-        with open(path, "wb") as f:
-            np.savez(f, **self.state_dict())
+    def save(self, path, metadata: dict | None = None) -> None:
+        """Write ``state_dict()`` to `path` as an .npz archive (exactly that path), with
+        `metadata` (a JSON-serialisable dict, e.g. the architecture) as its ``__metadata__``
+        member.
+
+        The write is atomic: `path` holds the previous file until the new one is complete and
+        on disk, so an interrupt, a kill or a full disk never leaves a broken or partial model
+        (see ``fastconv._io``).
+        """
+        _io.save_npz(path, self.state_dict(), metadata)
 
     def load(self, path) -> Module:
-        """Load a file written by ``save`` (or any .npz of a matching state_dict).
+        """Load a file written by ``save`` (or any .npz of exactly this model's state_dict).
 
-        A missing file raises FileNotFoundError; a file that is not a readable .npz archive
-        (truncated, corrupted, another format) raises ValueError naming it. The model is left
-        unchanged unless the whole file loads.
+        Only the expected arrays are read: each must be in the file, nothing else may be (but
+        the ``__metadata__`` member), each is bounded by its array's size before it is
+        unpacked, and nothing is unpickled. A missing file raises FileNotFoundError; any other
+        problem ValueError naming the file. The model is left unchanged unless the whole file
+        loads.
         """
+        own = dict(self._named_state())
+        state, _ = _io.load_npz(
+            "load", path, own,
+            # float64 or int64 at most, whatever this model's dtype, plus the .npy header
+            lambda key: own[key].size * 8 + _io.NPY_HEADER_BYTES)
         try:
-            with np.load(path, allow_pickle=False) as archive:
-                if not hasattr(archive, "files"):
-                    raise ValueError("it holds a single array, not an .npz archive")
-                state = {key: archive[key] for key in archive.files}
-        except FileNotFoundError:
-            raise
-        except (ValueError, EOFError, OSError, zipfile.BadZipFile, AttributeError,
-                TypeError) as exc:
-            raise ValueError(f"load: {str(path)!r} is not a readable fastconv model file "
-                             f"(.npz written by save): {exc}") from exc
-        return self.load_state_dict(state)
+            return self.load_state_dict(state)
+        except (TypeError, ValueError) as exc:  # an array of the wrong shape or dtype
+            raise ValueError(f"load: {str(path)!r} does not fit this model: {exc}") from exc
 
     # ---- modes, gradients, dtype --------------------------------------------------------------
 
@@ -400,8 +404,8 @@ class _BatchNorm(Module):
         super().__init__()
         op = type(self).__name__
         self.num_features = v.positive_int(op, "num_features", num_features)
-        self.eps = F._real(op, "eps", eps, np.finfo(np.float64).tiny, np.inf, "a positive number")
-        self.momentum = F._real(op, "momentum", momentum, 0.0, 1.0, "a number in [0, 1]")
+        self.eps = v.positive_real(op, "eps", eps)
+        self.momentum = v.real(op, "momentum", momentum, 0.0, 1.0, "a number in [0, 1]")
         dtype = _float_dtype(op, dtype)
         self.weight = Parameter(np.ones(num_features, dtype))
         self.bias = Parameter(np.zeros(num_features, dtype))
@@ -602,7 +606,7 @@ class Dropout(Module):
 
     def __init__(self, p: float = 0.5):
         super().__init__()
-        self.p = F._probability("Dropout", p)
+        self.p = v.probability("Dropout", p)
 
     def forward(self, x):
         y, mask = F.dropout(x, self.p, self.training)

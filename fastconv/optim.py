@@ -21,26 +21,17 @@ True
 from __future__ import annotations
 
 import math
-import numbers
 
 import numpy as np
 
+from . import _validation as v
 from .nn import Parameter
 
 __all__ = ["Optimizer", "SGD", "Adam"]
 
 
-def _number(op: str, name: str, value, valid, what: str) -> float:
-    """A real number for which valid(value) holds: TypeError for a non-number, else ValueError."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{op}: {name} must be {what}, got {value!r}")
-    if not valid(value):  # written so that NaN fails
-        raise ValueError(f"{op}: {name} must be {what}, got {value!r}")
-    return float(value)
-
-
 def _non_negative(op, name, value):
-    return _number(op, name, value, lambda x: 0 <= x < math.inf, "a non-negative number")
+    return v.number(op, name, value, lambda x: 0 <= x < math.inf, "a non-negative number")
 
 
 class Optimizer:
@@ -57,6 +48,8 @@ class Optimizer:
                                 f"got {type(p).__name__}")
         self.state = [{} for _ in self.params]
 
+    _hyperparameters: tuple[str, ...] = ("lr",)
+
     def zero_grad(self) -> None:
         """Set every parameter's gradient to 0."""
         for p in self.params:
@@ -64,6 +57,62 @@ class Optimizer:
 
     def step(self) -> None:
         raise NotImplementedError
+
+    def state_dict(self) -> dict:
+        """What resuming needs, as ``torch.optim``'s: ``{"hyperparameters": {name: value},
+        "state": [{name: array}, ...]}``, one dict per parameter in order (Adam: step,
+        exp_avg, exp_avg_sq; SGD with momentum: momentum_buffer), arrays copied, the step as a
+        0-d int64 array.
+
+        Examples
+        --------
+        >>> from fastconv import nn, optim
+        >>> layer = nn.Linear(2, 1)
+        >>> opt = optim.Adam(layer.parameters())
+        >>> layer.weight.grad[...] = 1.0
+        >>> opt.step()
+        >>> sorted(opt.state_dict()["state"][0]), opt.state_dict()["hyperparameters"]["lr"]
+        (['exp_avg', 'exp_avg_sq', 'step'], 0.001)
+        """
+        return {"hyperparameters": {name: getattr(self, name) for name in self._hyperparameters},
+                "state": [{name: np.array(value) for name, value in state.items()}
+                          for state in self.state]}
+
+    def load_state_dict(self, state_dict: dict) -> Optimizer:
+        """Restore what ``state_dict`` returned (for the same parameters, in the same order).
+
+        ValueError if the number of parameters, a name or an array's shape does not match;
+        nothing changes unless everything does.
+        """
+        op = f"{type(self).__name__}.load_state_dict"
+        if not isinstance(state_dict, dict) or set(state_dict) != {"hyperparameters", "state"}:
+            v.fail(op, "state_dict must be a dict with 'hyperparameters' and 'state' (as "
+                       f"state_dict() returns), got {type(state_dict).__name__}", TypeError)
+        hyper, states = state_dict["hyperparameters"], state_dict["state"]
+        if set(hyper) != set(self._hyperparameters) or len(states) != len(self.params):
+            v.fail(op, f"state_dict is for another optimiser: hyperparameters {sorted(hyper)} "
+                       f"and {len(states)} parameter states, expected "
+                       f"{sorted(self._hyperparameters)} and {len(self.params)}")
+        restored = []
+        for i, (p, state) in enumerate(zip(self.params, states)):
+            entry = {}
+            for name, value in state.items():
+                value = np.asarray(value)
+                if name == "step" and value.shape == () and value.dtype.kind in "iu":
+                    entry[name] = int(value)
+                elif name in ("exp_avg", "exp_avg_sq", "momentum_buffer") \
+                        and value.shape == p.shape:
+                    entry[name] = value.astype(p.dtype)
+                else:
+                    v.fail(op, f"state {i} has {name!r} of shape {value.shape}, which parameter "
+                               f"{i} of shape {p.shape} cannot take")
+            restored.append(entry)
+        self.state = restored
+        self.lr = _non_negative(op, "lr", hyper["lr"])
+        for name in self._hyperparameters[1:]:
+            value = hyper[name]
+            setattr(self, name, tuple(value) if isinstance(value, list) else value)
+        return self
 
 
 class SGD(Optimizer):
@@ -81,13 +130,15 @@ class SGD(Optimizer):
     nesterov : Nesterov momentum (needs momentum > 0 and dampening == 0), default False
     """
 
+    _hyperparameters = ("lr", "momentum", "dampening", "weight_decay", "nesterov")
+
     def __init__(self, params, lr: float, momentum: float = 0, dampening: float = 0,
                  weight_decay: float = 0, nesterov: bool = False):
         super().__init__(params)
         op = "SGD"
         self.lr = _non_negative(op, "lr", lr)
         self.momentum = _non_negative(op, "momentum", momentum)
-        self.dampening = _number(op, "dampening", dampening, lambda x: -math.inf < x < math.inf,
+        self.dampening = v.number(op, "dampening", dampening, lambda x: -math.inf < x < math.inf,
                                  "a finite number")
         self.weight_decay = _non_negative(op, "weight_decay", weight_decay)
         if not isinstance(nesterov, (bool, np.bool_)):
@@ -130,6 +181,8 @@ class Adam(Optimizer):
     weight_decay : default 0, non-negative
     """
 
+    _hyperparameters = ("lr", "betas", "eps", "weight_decay")
+
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0):
         super().__init__(params)
@@ -137,7 +190,7 @@ class Adam(Optimizer):
         self.lr = _non_negative(op, "lr", lr)
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
             raise ValueError(f"{op}: betas must be a pair (beta1, beta2), got {betas!r}")
-        self.betas = tuple(_number(op, f"betas[{i}]", b, lambda x: 0 <= x < 1,
+        self.betas = tuple(v.number(op, f"betas[{i}]", b, lambda x: 0 <= x < 1,
                                    "a number in [0, 1)") for i, b in enumerate(betas))
         self.eps = _non_negative(op, "eps", eps)
         self.weight_decay = _non_negative(op, "weight_decay", weight_decay)

@@ -23,6 +23,15 @@ def pytest_configure(config):
                                        "FASTCONV_TEST_LARGE=1")
 
 
+@pytest.fixture(autouse=True)
+def no_downloads(monkeypatch, tmp_path_factory):
+    """Tests never reach the network and never touch the user's dataset cache: downloads are
+    off and the cache is an empty folder (subprocesses inherit both); the download tests turn
+    them back on against a local server."""
+    monkeypatch.setenv("FASTCONV_OFFLINE", "1")
+    monkeypatch.setenv("FASTCONV_DATA", str(tmp_path_factory.mktemp("dataset-cache")))
+
+
 @pytest.fixture(params=isa_params())
 def isa(request):
     """Run the test once on every instruction-set path this machine has."""

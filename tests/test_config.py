@@ -83,6 +83,9 @@ def test_show_config_reports_the_build():
     assert f"threads:  {fastconv.get_num_threads()}" in text
     for name in fastconv.available_isas():
         assert name in text
+    from fastconv._build_info import CONFIG  # written by setup.py beside the extension
+    assert f"configuration {CONFIG['hash']}" in text
+    assert ("-fopenmp" in text or "/openmp" in text) == _kernels.openmp_enabled()
 
 
 def test_scalar_path_is_always_available():

@@ -1,11 +1,15 @@
-"""conv2d forward and backward kernels against fastconv.reference, on every ISA path.
+"""conv2d forward and backward kernels against fastconv.reference, on every ISA path, with every
+algorithm that can run each pass.
 
 The case table spans the knobs (stride, padding incl. 'same', dilation, groups incl. depthwise,
 kernels 1x1 to 11x11, rectangular kernels and strides, 1x1 inputs, batch 0 and 1) and the kernels'
 tile edges: output channels around the register tile (MR = 4/6/8), pixels around the vector
 width and the pixel tile (384), reduction lengths past one packed panel (64..512) and
-input-gradient tasks whose rows cross 288. Stride-1 input gradients with C/groups >= MR run as
-forward convolutions with flipped weights, the others through col2im: the table covers both.
+input-gradient tasks whose rows cross 288. Each case runs once as the plan chooses
+(src/kernels/conv2d_plan.c; tests/test_plan.py tests its choices) and once with each algorithm
+forced (fastconv._kernels.force_conv_algorithms): direct, Winograd and plain loops forward, the
+transposed forward pass and col2im for the input gradient, direct and plain loops for the weight
+gradient. Forcing an algorithm on a geometry it cannot run is an error.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from hypothesis import strategies as st
 
 import fastconv
 import fastconv.functional as F
+from fastconv import _kernels
 from fastconv import reference as ref
 
 # (N, C, H, W, K, kernel, stride, padding, dilation, groups, bias)
@@ -92,24 +97,65 @@ def _reduction(weight):
     return int(np.prod(weight.shape[1:]))
 
 
-def _check_conv(x, weight, bias, kwargs, ref_args, rng):
-    L = _reduction(weight)
+def _check_forward(x, weight, bias, kwargs, ref_args):
     y = F.conv2d(x, weight, bias, **kwargs)
     expected = ref.conv2d(x, weight, bias, *ref_args)
     # scale by the sum of |terms|: the reference on |x| and |w|
     scale = ref.conv2d(np.abs(x), np.abs(weight), None if bias is None else np.abs(bias), *ref_args)
-    assert_close(y, expected, L, scale)
+    assert_close(y, expected, _reduction(weight), scale)
+    return y
 
-    gy = rng.standard_normal(y.shape).astype(x.dtype)
+
+def _check_backward(x, weight, gy, kwargs, ref_args, passes=("input", "weight")):
+    """The gradients conv2d_backward gives, those of `passes` checked against the reference."""
     gx, gw, gb = F.conv2d_backward(gy, x, weight, **kwargs)
     rgx, rgw, rgb = ref.conv2d_backward(gy, x, weight, *ref_args)
     agx, agw, agb = ref.conv2d_backward(np.abs(gy), np.abs(x), np.abs(weight), *ref_args)
     k = weight.shape[0] // kwargs["groups"]
-    per_pixel = y.shape[0] * y.shape[2] * y.shape[3]
-    assert_close(gx, rgx, k * weight.shape[2] * weight.shape[3], agx)
-    assert_close(gw, rgw, per_pixel, agw)
-    assert_close(gb, rgb, per_pixel, agb)
-    return y, (gx, gw, gb)
+    per_pixel = gy.shape[0] * gy.shape[2] * gy.shape[3]
+    if "input" in passes:
+        assert_close(gx, rgx, k * weight.shape[2] * weight.shape[3], agx)
+    if "weight" in passes:
+        assert_close(gw, rgw, per_pixel, agw)
+        assert_close(gb, rgb, per_pixel, agb)
+    return gx, gw, gb
+
+
+def _check_conv(x, weight, bias, kwargs, ref_args, rng):
+    y = _check_forward(x, weight, bias, kwargs, ref_args)
+    gy = rng.standard_normal(y.shape).astype(x.dtype)
+    return y, _check_backward(x, weight, gy, kwargs, ref_args)
+
+
+# (pass, algorithm): every way a pass can run (fastconv.h, fc_conv_algorithm)
+ALGORITHMS = [("forward", "direct"), ("forward", "winograd"), ("forward", "plain"),
+              ("input", "transposed"), ("input", "col2im"),
+              ("weight", "direct"), ("weight", "plain")]
+
+
+def _can_run(algorithm, case) -> bool:
+    """The geometry rules, as docs/KERNELS.md states them (the table's strides and dilations
+    are small, so the stride phases of the direct passes always fit)."""
+    _, _, _, _, _, kernel, stride, _, dilation, _, _ = case
+    if algorithm == "winograd":
+        return pair(kernel) == (3, 3) and pair(stride) == (1, 1) and pair(dilation) == (1, 1)
+    if algorithm == "transposed":
+        return pair(stride) == (1, 1)
+    return True
+
+
+def _algorithm_cases(runnable: bool):
+    return [pytest.param(case, which, algorithm, id=f"{name}-{which}-{algorithm}")
+            for name, case in CONV_CASES.items() for which, algorithm in ALGORITHMS
+            if _can_run(algorithm, case) == runnable and (runnable or case[0] > 0)]
+
+
+def _run_pass(which, case, dtype, rng):
+    x, weight, bias, kwargs, ref_args = _make(case, dtype, rng)
+    if which == "forward":
+        return (_check_forward(x, weight, bias, kwargs, ref_args),)
+    gy = rng.standard_normal(F.conv2d(x, weight, **kwargs).shape).astype(dtype)
+    return _check_backward(x, weight, gy, kwargs, ref_args, passes=(which,))
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
@@ -117,6 +163,25 @@ def _check_conv(x, weight, bias, kwargs, ref_args, rng):
 def test_conv2d_matches_reference(case, dtype, isa):
     rng = np.random.default_rng(abs(hash(str(case))) % 2**32)
     _check_conv(*_make(case, dtype, rng), rng)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("case, which, algorithm", _algorithm_cases(runnable=True))
+def test_conv2d_algorithm_matches_reference(case, which, algorithm, dtype, isa):
+    """Each algorithm of each pass run directly on the case table, whatever the plan would
+    choose for the case."""
+    rng = np.random.default_rng(abs(hash(str(case))) % 2**32)
+    with _kernels.force_conv_algorithms(**{which: algorithm}):
+        _run_pass(which, case, dtype, rng)
+
+
+@pytest.mark.parametrize("case, which, algorithm", _algorithm_cases(runnable=False))
+def test_conv2d_forced_algorithm_that_cannot_run_raises(case, which, algorithm, isa):
+    rng = np.random.default_rng(0)
+    with _kernels.force_conv_algorithms(**{which: algorithm}), \
+            pytest.raises(ValueError, match=rf"conv2d \({which} pass\): the forced algorithm "
+                                            rf"'{algorithm}' cannot run this geometry: it needs"):
+        _run_pass(which, case, np.float64, rng)
 
 
 @pytest.mark.parametrize("layout", ["F", "strided", "reversed", "readonly"])
@@ -141,17 +206,25 @@ def test_conv2d_halves_equal_backward(name, dtype):
     np.testing.assert_array_equal(F.conv2d_weight(x, weight.shape, gy, **kwargs), gw)
 
 
+# all stride 1 and 3x3, so that every algorithm can run them
+THREAD_CASES = ["many-pixels-tiles", "big-batch-weight-chunks", "long-reduction", "depthwise",
+                "winograd-blocks-across-images"]
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
-@pytest.mark.parametrize("name", ["many-pixels-tiles", "big-batch-weight-chunks", "long-reduction",
-                                  "depthwise"])
-def test_conv2d_same_result_for_1_and_2_threads(name, dtype, isa):
-    """The split into tasks does not depend on the thread count: results are bit-identical."""
+@pytest.mark.parametrize("algorithms", [{}, dict(forward="winograd", input="transposed"),
+                                        dict(forward="plain", input="col2im", weight="plain")],
+                         ids=["planned", "winograd-transposed", "plain-col2im"])
+@pytest.mark.parametrize("name", THREAD_CASES)
+def test_conv2d_same_result_for_1_and_2_threads(name, algorithms, dtype, isa):
+    """The split into tasks does not depend on the thread count: results are bit-identical, for
+    the planned algorithms and for the others forced (where the geometry allows them)."""
     rng = np.random.default_rng(5)
     x, weight, bias, kwargs, _ = _make(CONV_CASES[name], dtype, rng)
     gy = rng.standard_normal(F.conv2d(x, weight, **kwargs).shape).astype(dtype)
     results = []
     for n in (1, 2):
-        with fastconv.num_threads(n):
+        with fastconv.num_threads(n), _kernels.force_conv_algorithms(**algorithms):
             results.append((F.conv2d(x, weight, bias, **kwargs),
                             *F.conv2d_backward(gy, x, weight, **kwargs)))
     for a, b in zip(*results):

@@ -4,7 +4,9 @@ subset shipped with fastconv."""
 from __future__ import annotations
 
 import gzip
+import hashlib
 import struct
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -126,9 +128,42 @@ def test_shipped_subset(split, n):
     assert (SHIPPED_FOLDER / "LICENSE-fashion-mnist").is_file()
 
 
-def test_default_folder_prefers_debian(tmp_path, monkeypatch):
-    monkeypatch.setattr(datasets, "DEBIAN_FOLDER", tmp_path)
+def test_default_folder_prefers_the_cache_then_debian(tmp_path, monkeypatch):
+    debian, cache = tmp_path / "debian", tmp_path / "cache"
+    debian.mkdir()
+    monkeypatch.setitem(datasets.DATASETS, "fashion-mnist",
+                        replace(datasets.DATASETS["fashion-mnist"], debian=debian))
+    monkeypatch.setenv("FASTCONV_DATA", str(cache))
     assert datasets.default_folder() == SHIPPED_FOLDER
-    _fake_mnist(tmp_path)
-    assert datasets.default_folder() == tmp_path
+    _fake_mnist(debian)
+    assert datasets.default_folder() == debian
     assert load_fashion_mnist(split="test")[0].shape == (3, 1, 28, 28)
+    # a complete cache (the published sizes) wins over Debian's package
+    (cache / "fashion-mnist").mkdir(parents=True)
+    for remote in datasets.DATASETS["fashion-mnist"].files:
+        with open(cache / "fashion-mnist" / remote.name, "wb") as f:
+            f.truncate(remote.size)
+    assert datasets.default_folder() == cache / "fashion-mnist"
+
+
+# Debian's files are the published ones with their gzip header rewritten (file name dropped,
+# time set to the package's build): restoring the original header, with the times the files
+# were made, must give exactly the published MD5 and SHA-256. This checks fastconv's checksum
+# table against a copy that did not come through fastconv's own downloads.
+ORIGINAL_GZIP_TIMES = {"train": 1504176606, "t10k": 1504176627}
+
+
+@pytest.mark.skipif(not all((datasets.DEBIAN_FOLDER / f.name).is_file()
+                            for f in datasets.DATASETS["fashion-mnist"].files),
+                    reason="Debian's dataset-fashion-mnist is not installed")
+@pytest.mark.parametrize("remote", datasets.DATASETS["fashion-mnist"].files,
+                         ids=lambda r: r.name)
+def test_published_checksums_match_debians_files(remote):
+    raw = (datasets.DEBIAN_FOLDER / remote.name).read_bytes()
+    assert raw[:4] == b"\x1f\x8b\x08\x00"  # gzip, deflate, no name stored
+    when = ORIGINAL_GZIP_TIMES[remote.name.split("-")[0]]
+    original = (b"\x1f\x8b\x08\x08" + struct.pack("<I", when) + raw[8:10]
+                + remote.name[:-3].encode() + b"\0" + raw[10:])
+    assert len(original) == remote.size
+    assert hashlib.md5(original).hexdigest() == remote.md5
+    assert hashlib.sha256(original).hexdigest() == remote.sha256

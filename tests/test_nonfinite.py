@@ -13,6 +13,7 @@ import pytest
 from helpers import assert_close
 
 import fastconv.functional as F
+from fastconv import _kernels
 from fastconv import reference as ref
 
 DTYPES = [np.float32, np.float64]
@@ -175,6 +176,36 @@ def test_conv2d_weight_gradient_ignores_unread_infinities(dtype, case):
     assert np.isfinite(expected[0, 0, 0, 0])
     assert_same_nonfinite(F.conv2d_backward(gy, x, w, stride=stride, dilation=dilation)[1],
                           expected)
+
+
+# The plan's non-finite fallbacks (docs/KERNELS.md): an algorithm that cannot take Inf or NaN
+# exactly hands the call to its fallback, also when it was forced, so the result is bit for bit
+# the fallback's.
+
+# (pass, the algorithm forced, its fallback, which input holds the Inf and NaN)
+FALLBACKS = [("forward", "winograd", "direct", "x"), ("forward", "winograd", "direct", "w"),
+             ("input", "transposed", "col2im", "w"), ("weight", "direct", "plain", "x")]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("which, algorithm, fallback, holder", FALLBACKS,
+                         ids=[f"{w}-{a}-{h}" for w, a, _, h in FALLBACKS])
+def test_nonfinite_data_runs_the_plans_fallback(which, algorithm, fallback, holder, dtype):
+    rng = np.random.default_rng(27)
+    x = rng.standard_normal((2, 16, 6, 7)).astype(dtype)
+    w = rng.standard_normal((16, 16, 3, 3)).astype(dtype)
+    gy = rng.standard_normal((2, 16, 6, 7)).astype(dtype)
+    special = {"x": x, "w": w}[holder]
+    special.flat[[5, 40, 77]] = [np.inf, -np.inf, np.nan]
+
+    def run(name):
+        with _kernels.force_conv_algorithms(**{which: name}):
+            if which == "forward":
+                return F.conv2d(x, w, padding=1)
+            gx, gw, gb = F.conv2d_backward(gy, x, w, padding=1)
+            return gx if which == "input" else gw
+
+    np.testing.assert_array_equal(run(algorithm), run(fallback))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

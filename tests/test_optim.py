@@ -12,7 +12,7 @@ import math
 import numpy as np
 import pytest
 
-from fastconv import nn, optim
+from fastconv import init, nn, optim
 
 TOL = {np.float64: dict(rtol=1e-12, atol=1e-14), np.float32: dict(rtol=1e-5, atol=1e-6)}
 SHAPES = [(3, 4), (5,)]
@@ -172,3 +172,50 @@ def test_bad_params_raise(cls):
         cls([], lr=0.1)
     with pytest.raises(TypeError, match="params must be fastconv.nn.Parameter"):
         cls([np.zeros(3)], lr=0.1)
+
+
+# ---- state_dict: resuming an optimiser ----------------------------------------------------------
+
+@pytest.mark.parametrize("make", [
+    lambda params: optim.Adam(params, lr=0.01, weight_decay=0.1),
+    lambda params: optim.SGD(params, lr=0.1, momentum=0.9, nesterov=True),
+], ids=["Adam", "SGD"])
+def test_state_dict_resumes_exactly(make):
+    """Three steps, a state_dict into a fresh optimiser on a copy of the weights, three more:
+    the same weights, bit for bit, as six steps in one go."""
+    rng = np.random.default_rng(0)
+    grads = [rng.standard_normal((3, 4)).astype(np.float32) for _ in range(6)]
+
+    def layer():
+        init.manual_seed(0)
+        return nn.Linear(4, 3, bias=False)
+
+    def steps(model, opt, gs):
+        for g in gs:
+            model.weight.grad[...] = g
+            opt.step()
+
+    straight = layer()
+    steps(straight, make(straight.parameters()), grads)
+    first = layer()
+    opt = make(first.parameters())
+    steps(first, opt, grads[:3])
+    opt.lr *= 1.0  # hyperparameters travel too
+    second = layer().load_state_dict(first.state_dict())
+    resumed = make(second.parameters()).load_state_dict(opt.state_dict())
+    steps(second, resumed, grads[3:])
+    assert second.weight.data.tobytes() == straight.weight.data.tobytes()
+
+
+def test_load_state_dict_refuses_a_mismatch():
+    layer = nn.Linear(4, 3)
+    opt = optim.Adam(layer.parameters())
+    layer.weight.grad[...] = 1
+    opt.step()
+    other = optim.Adam(nn.Linear(5, 3).parameters())
+    with pytest.raises(ValueError, match="Adam.load_state_dict: state 0 has 'exp_avg' of shape"):
+        other.load_state_dict(opt.state_dict())
+    with pytest.raises(ValueError, match="another optimiser"):
+        optim.SGD(layer.parameters(), lr=0.1).load_state_dict(opt.state_dict())
+    with pytest.raises(TypeError, match="must be a dict with 'hyperparameters' and 'state'"):
+        opt.load_state_dict([1, 2])

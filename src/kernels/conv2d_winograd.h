@@ -1,5 +1,9 @@
-/* conv2d_winograd.h: 3x3 stride-1 convolution by Winograd's minimal filtering F(2x2, 3x3),
- * included by conv2d_gemm.h (it uses that file's microkernel, packing and helpers).
+/* conv2d_winograd.h: 3x3 stride-1 convolution by Winograd's minimal filtering F(2x2, 3x3), on
+ * the direct path's GEMM microkernel (conv2d_gemm_ukernel.h) and B-panel packing (conv2d_pack.h).
+ *
+ *   fc_<dt>_winograd_f2x2_3x3_kernel_transform_mr<MR>__<isa>   U = G g G^T, MR kernels at once
+ *   fc_<dt>_winograd_f2x2_3x3_input_transform__<isa>          V = B^T d B, tile rows at once
+ *   fc_<dt>_winograd_f2x2_3x3_output_transform__<isa>         Y = A^T M A (+ bias), a block
  *
  * Each 2x2 block of outputs ("tile") comes from a 4x4 input tile d and a 3x3 kernel g as
  *   Y = A^T [ (G g G^T) .* (B^T d B) ] A,
@@ -10,30 +14,26 @@
  *
  * Loop structure: tasks are (group, block of TB tiles, counted across the batch). A task pads
  * the channels of the images its block touches, transforms its tiles' inputs into V (vectorised
- * across each image's tile rows), runs the 16 GEMMs into M and transforms M into the outputs. U is transformed
- * and packed once per call. Workspace per thread: a few padded images, 16 x (C + K) x TB, one
- * KC x NR B panel and the input transform's row combinations (8 x TH x 2 TW, four padded
- * channels' worth). */
+ * across each image's tile rows), runs the 16 GEMMs into M and transforms M into the outputs.
+ * U is transformed and packed once per call. Workspace per thread: a few padded images,
+ * 16 x (C + K) x TB, one KC x NR B panel and the input transform's row combinations
+ * (8 x TH x 2 TW, four padded channels' worth). */
 
-#define FC_WINO_TB (4 * FC_NR) /* tiles per task block */
-/* Returned when x or w holds an Inf or NaN: the transforms' cancellations (Inf - Inf) would give
- * NaN where the exact sum is +-Inf, so the caller redoes the call on the direct path. */
-#define FC_WINO_NONFINITE 1
+#ifndef FC_CONV2D_WINOGRAD_H
+#define FC_CONV2D_WINOGRAD_H
 
-/* Worth it when the GEMMs dominate the transforms: enough channels on both sides. */
-static inline int FC_LOCAL(winograd_applies)(const fc_conv2d_params *p) {
-    const fc_index Cg = p->in_channels / p->groups, Kg = p->out_channels / p->groups;
-    return p->kernel_h == 3 && p->kernel_w == 3 && p->stride_h == 1 && p->stride_w == 1 &&
-           p->dilation_h == 1 && p->dilation_w == 1 && Cg >= 16 && Kg >= 16 && p->out_h >= 2 &&
-           p->out_w >= 2;
-}
+#include "conv2d_gemm_ukernel.h"
+#include "conv2d_pack.h"
+#include "conv2d_plan.h"
+#include "fc_template.h"
 
 /* U = G g G^T, G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1], for the FC_MR kernels of one
  * packed A panel at once (lane i: kernel k0 + i, input channel c; lanes past Kg are zero), so
  * the transform vectorises across kernels and writes its 16 results straight into the panels:
  * u[e * FC_MR + i]. Returns nonzero if any result is Inf or NaN. */
-static int FC_LOCAL(wino_kernel_transform)(const T *w, fc_index k0, fc_index Kg, fc_index Cg,
-                                           fc_index c, T *restrict u /* [16][FC_MR] */) {
+static int FC_MR_NAME(winograd_f2x2_3x3_kernel_transform)(const T *w, fc_index k0, fc_index Kg,
+                                                          fc_index Cg, fc_index c,
+                                                          T *restrict u /* [16][FC_MR] */) {
     T g[9][FC_MR], t[4][3][FC_MR];
     for (int i = 0; i < FC_MR; i++)
         for (int tap = 0; tap < 9; tap++)
@@ -66,9 +66,9 @@ static int FC_LOCAL(wino_kernel_transform)(const T *w, fc_index k0, fc_index Kg,
  * and from column 2 in hi. Tile t's columns 2t..2t+3 are then lo[2t], lo[2t+1], hi[2t], hi[2t+1],
  * with the same t for every tile row in one flat index m = (th - th0) * TW + tw. Pass 2, along
  * the columns, writes V_e for tiles m in [m0, m1) to v[e] + (m - m0). */
-static void FC_LOCAL(wino_input_rows)(const T *plane, fc_index Wp, fc_index th0, fc_index th1,
-                                      fc_index m0, fc_index m1, T *restrict lo, T *restrict hi,
-                                      T *const *v) {
+static void FC_FN(winograd_f2x2_3x3_input_transform)(const T *plane, fc_index Wp, fc_index th0,
+                                                     fc_index th1, fc_index m0, fc_index m1,
+                                                     T *restrict lo, T *restrict hi, T *const *v) {
     const fc_index w2 = Wp - 2, rows = th1 - th0, stride = rows * w2; /* one combination */
     for (fc_index th = th0; th < th1; th++) {
         const T *restrict r0 = plane + 2 * th * Wp, *restrict r1 = r0 + Wp;
@@ -118,8 +118,8 @@ static void FC_LOCAL(wino_interleave)(fc_index n, const T *restrict e, const T *
 /* Y = A^T M A, A^T = [1 1 1 0; 0 1 -1 -1], for tiles t < n (a whole block, across tile rows and
  * images: the sums are element-wise over tiles, so they run as long vector loops): tmp's rows
  * 8..11 (stride ts) get each tile's outputs (0, 0), (0, 1), (1, 0), (1, 1), plus bias. */
-static void FC_LOCAL(wino_output_sums)(const T *const *m, fc_index n, T bias, T *tmp,
-                                       fc_index ts) {
+static void FC_FN(winograd_f2x2_3x3_output_transform)(const T *const *m, fc_index n, T bias, T *tmp,
+                                                      fc_index ts) {
     T *s = tmp, *d = tmp + 4 * ts, *o = tmp + 8 * ts; /* A^T M's rows, then the outputs */
     for (int j = 0; j < 4; j++) {
         FC_LOCAL(wino_sum3)(n, m[j], m[4 + j], m[8 + j], 1, 0, s + j * ts);
@@ -133,8 +133,8 @@ static void FC_LOCAL(wino_output_sums)(const T *const *m, fc_index n, T bias, T 
 
 /* One tile row's n tiles of wino_output_sums' o (stride ts) into output rows y0 (2*th) and y1
  * (2*th + 1, NULL past the image), columns 2t and 2t+1 while < ow_count. */
-static void FC_LOCAL(wino_output_row)(const T *o, fc_index ts, fc_index n, T *y0, T *y1,
-                                      fc_index ow_count) {
+static void FC_LOCAL(winograd_output_row)(const T *o, fc_index ts, fc_index n, T *y0, T *y1,
+                                          fc_index ow_count) {
     const fc_index full = ow_count / 2; /* tiles whose two columns both exist */
     FC_LOCAL(wino_interleave)(full, o, o + ts, y0);
     if (y1) FC_LOCAL(wino_interleave)(full, o + 2 * ts, o + 3 * ts, y1);
@@ -144,8 +144,11 @@ static void FC_LOCAL(wino_output_row)(const T *o, fc_index ts, fc_index n, T *y0
     }
 }
 
-static int FC_LOCAL(conv2d_fwd_winograd)(const fc_conv2d_params *p, const T *x, const T *w,
-                                         const T *bias, T *y, int nthreads) {
+/* The forward pass by Winograd; FC_NONFINITE when x or w holds an Inf or NaN, whose
+ * cancellations in the transforms (Inf - Inf) would give NaN where the exact sum is +-Inf: the
+ * plan's fallback then redoes the call, rewriting all of y. */
+static int FC_LOCAL(conv2d_fwd_winograd)(const fc_conv2d_params *p, const fc_tuning *tn, const T *x,
+                                         const T *w, const T *bias, T *y, int nthreads) {
     const fc_index G = p->groups, Cg = p->in_channels / G, Kg = p->out_channels / G;
     const fc_index H = p->in_h, W = p->in_w, HW = H * W, OH = p->out_h, OW = p->out_w;
     const fc_index P = OH * OW;
@@ -154,7 +157,7 @@ static int FC_LOCAL(conv2d_fwd_winograd)(const fc_conv2d_params *p, const T *x, 
     /* Blocks run over the tiles of all images in a row, so small images (res-256's 7 x 7 tiles)
      * fill whole panels; a block spans at most `span` images. */
     const fc_index total = p->batch * TI;
-    const fc_index TB = FC_MIN(FC_WINO_TB, FC_CEIL_DIV(total, FC_NR) * FC_NR);
+    const fc_index TB = FC_MIN(tn->winograd_block, FC_CEIL_DIV(total, FC_NR) * FC_NR);
     const fc_index span = FC_CEIL_DIV(TB, TI) + 1;
     const fc_index nblocks = FC_CEIL_DIV(total, TB);
     const fc_index kblocks = FC_CEIL_DIV(Kg, FC_MR);
@@ -172,7 +175,7 @@ static int FC_LOCAL(conv2d_fwd_winograd)(const fc_conv2d_params *p, const T *x, 
     int nonfinite = 0; /* an Inf or NaN seen in x or w: the caller redoes the call exactly */
 
     const int nt = fc_threads_for(nthreads, (double)p->batch * p->out_channels * P * Cg * 9,
-                                  FC_CONV_MIN_WORK, ntasks);
+                                  tn->conv_min_work, ntasks);
     FC_PRAGMA(omp parallel num_threads(nt))
     {
         /* U_e = G g G^T for every kernel, into the packed panels shared by all tasks */
@@ -182,8 +185,8 @@ static int FC_LOCAL(conv2d_fwd_winograd)(const fc_conv2d_params *p, const T *x, 
             int bad = 0;
             for (fc_index c = 0; c < Cg; c++) {
                 T u[16 * FC_MR];
-                bad |= FC_LOCAL(wino_kernel_transform)(w + g * Kg * Cg * 9, kb * FC_MR, Kg, Cg,
-                                                       c, u);
+                bad |= FC_MR_NAME(winograd_f2x2_3x3_kernel_transform)(w + g * Kg * Cg * 9,
+                                                                      kb * FC_MR, Kg, Cg, c, u);
                 for (int e = 0; e < 16; e++)
                     memcpy(up + (e * G + g) * u_stride + (kb * Cg + c) * FC_MR, u + e * FC_MR,
                            sizeof(T) * FC_MR);
@@ -201,7 +204,7 @@ static int FC_LOCAL(conv2d_fwd_winograd)(const fc_conv2d_params *p, const T *x, 
         /* the input transform's row combinations: 4 x 2 x TH tile rows of 2 TW columns */
         T *lo = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(8 * TH * 2 * TW));
         T *hi = lo ? lo + 4 * TH * 2 * TW : NULL;
-        T *stage = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(FC_KC * FC_NR)); /* B panel */
+        T *stage = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(tn->kc * FC_NR)); /* B panel */
         /* xp holds `span` padded images, image n of group g in slot n % span (a block's images
          * are consecutive, so they never collide); slot_of remembers which is where */
         fc_index *slot_of = (fc_index *)malloc(sizeof(fc_index) * (size_t)span);
@@ -230,9 +233,9 @@ static int FC_LOCAL(conv2d_fwd_winograd)(const fc_conv2d_params *p, const T *x, 
                     for (fc_index r = 0; r < Hp; r++) {
                         const fc_index ih = r - p->pad_top;
                         T *row = dst + (c * Hp + r) * Wp;
-                        FC_LOCAL(gather_run)((fc_uindex)ih < (fc_uindex)H ? xg + c * HW + ih * W
-                                                                          : NULL,
-                                             -p->pad_left, 1, W, Wp, row, 1);
+                        FC_FN(gather_run)((fc_uindex)ih < (fc_uindex)H ? xg + c * HW + ih * W
+                                                                       : NULL,
+                                          -p->pad_left, 1, W, Wp, row, 1);
                         for (fc_index q = 0; q < Wp; q++)
                             bad |= (row[q] - row[q]) != (row[q] - row[q]);
                     }
@@ -255,8 +258,9 @@ static int FC_LOCAL(conv2d_fwd_winograd)(const fc_conv2d_params *p, const T *x, 
                     const fc_index th1 = (ti + len - 1) / TW + 1;
                     T *ve[16];
                     for (int e = 0; e < 16; e++) ve[e] = v[e] + u;
-                    FC_LOCAL(wino_input_rows)(xp + ((n % span) * Cg + c) * Hp * Wp, Wp, th0, th1,
-                                              ti - th0 * TW, ti - th0 * TW + len, lo, hi, ve);
+                    FC_FN(winograd_f2x2_3x3_input_transform)(xp + ((n % span) * Cg + c) * Hp * Wp,
+                                                             Wp, th0, th1, ti - th0 * TW,
+                                                             ti - th0 * TW + len, lo, hi, ve);
                     u += len;
                 }
             }
@@ -264,16 +268,14 @@ static int FC_LOCAL(conv2d_fwd_winograd)(const fc_conv2d_params *p, const T *x, 
             for (int e = 0; e < 16; e++) {
                 const T *ue = up + (e * G + g) * u_stride;
                 T *me = mb + e * m_stride;
-                for (fc_index c0 = 0; c0 < Cg; c0 += FC_KC) {
-                    const fc_index kc = FC_MIN(FC_KC, Cg - c0);
-                    for (fc_index c = 0; c < kc; c++)
-                        rows[c] = vb + e * v_stride + (c0 + c) * TB;
+                for (fc_index c0 = 0; c0 < Cg; c0 += tn->kc) {
+                    const fc_index kc = FC_MIN(tn->kc, Cg - c0);
+                    for (fc_index c = 0; c < kc; c++) rows[c] = vb + e * v_stride + (c0 + c) * TB;
                     for (fc_index j = 0; j < nb; j += FC_NR) {
-                        FC_LOCAL(pack_b_panel)(kc, rows, j, stage);
+                        FC_NR_NAME(gemm_pack_b_panel)(kc, rows, j, stage);
                         for (fc_index kb = 0; kb < kblocks; kb++)
-                            FC_LOCAL(ukernel)(kc, ue + kb * FC_MR * Cg + c0 * FC_MR, stage,
-                                              me + kb * FC_MR * TB + j, TB, FC_MR, FC_NR, c0 > 0,
-                                              NULL);
+                            FC_GEMM(kc, ue + kb * FC_MR * Cg + c0 * FC_MR, stage,
+                                    me + kb * FC_MR * TB + j, TB, FC_MR, FC_NR, c0 > 0, NULL);
                     }
                 }
             }
@@ -281,14 +283,15 @@ static int FC_LOCAL(conv2d_fwd_winograd)(const fc_conv2d_params *p, const T *x, 
             for (fc_index k = 0; k < Kg; k++) {
                 const T *m[16];
                 for (int e = 0; e < 16; e++) m[e] = mb + e * m_stride + k * TB;
-                FC_LOCAL(wino_output_sums)(m, nb, bias ? bias[g * Kg + k] : (T)0, tmp, TB);
+                FC_FN(winograd_f2x2_3x3_output_transform)(m, nb, bias ? bias[g * Kg + k] : (T)0,
+                                                          tmp, TB);
                 for (fc_index u = 0; u < nb;) {
                     const fc_index n = (t0 + u) / TI, ti = (t0 + u) % TI;
                     const fc_index th = ti / TW, tw = ti % TW, len = FC_MIN(nb - u, TW - tw);
                     T *y0 = y + ((n * p->out_channels + g * Kg + k) * OH + 2 * th) * OW + 2 * tw;
                     T *y1 = 2 * th + 1 < OH ? y0 + OW : NULL;
-                    FC_LOCAL(wino_output_row)(tmp + 8 * TB + u, TB, len, y0, y1,
-                                              FC_MIN(2 * len, OW - 2 * tw));
+                    FC_LOCAL(winograd_output_row)(tmp + 8 * TB + u, TB, len, y0, y1,
+                                                  FC_MIN(2 * len, OW - 2 * tw));
                     u += len;
                 }
             }
@@ -303,7 +306,7 @@ static int FC_LOCAL(conv2d_fwd_winograd)(const fc_conv2d_params *p, const T *x, 
         free(slot_of);
     }
     fc_aligned_free(up);
-    return failed ? FC_ENOMEM : nonfinite ? FC_WINO_NONFINITE : FC_OK;
+    return failed ? FC_ENOMEM : nonfinite ? FC_NONFINITE : FC_OK;
 }
 
-#undef FC_WINO_TB
+#endif /* FC_CONV2D_WINOGRAD_H */

@@ -1,68 +1,48 @@
 /* dispatch.c: runtime choice of the instruction set for the convolution, pooling and relu
- * kernels, and the thread helpers. The best ISA that is both compiled in and supported by this CPU is chosen at import;
- * FASTCONV_ISA=avx512|avx2|scalar asks for a specific one (falling back to the best supported one
- * below it), and fc_select_isa() switches in-process so the tests can run every path. */
+ * kernels, and the thread helpers. The best ISA that is both compiled in and supported by this
+ * CPU is chosen at import; FASTCONV_ISA=avx512|avx2|scalar asks for a specific one (falling back
+ * to the best supported one below it), and fc_select_isa() switches in-process so the tests can
+ * run every path. Each public entry point forwards to the selected ISA's row of the kernel
+ * table; the table, its rows and the forwarding functions are generated from fc_kernel_list.h.
+ * The tests' microkernel tables (fc_ukernels.h) are looked up here by ISA too. */
 #include <stdio.h>
 
 #include "fc_internal.h"
+#include "fc_private.h"
+#include "fc_ukernels.h"
 
-/* Every kernel that has per-ISA variants, as X(name, return-less parameter list, argument names).
- * The table type, its per-ISA rows and the public forwarding functions are all generated from
- * this one list. */
-#define FC_KERNELS(X)                                                                              \
-    X(f32_conv2d_fwd, (const fc_conv2d_params *p, const float *x, const float *w,                 \
-                       const float *b, float *y, int nt), (p, x, w, b, y, nt))                    \
-    X(f64_conv2d_fwd, (const fc_conv2d_params *p, const double *x, const double *w,               \
-                       const double *b, double *y, int nt), (p, x, w, b, y, nt))                  \
-    X(f32_conv2d_bwd_input, (const fc_conv2d_params *p, const float *gy, const float *w,          \
-                             float *gx, int nt), (p, gy, w, gx, nt))                              \
-    X(f64_conv2d_bwd_input, (const fc_conv2d_params *p, const double *gy, const double *w,        \
-                             double *gx, int nt), (p, gy, w, gx, nt))                             \
-    X(f32_conv2d_bwd_weight, (const fc_conv2d_params *p, const float *gy, const float *x,         \
-                              float *gw, float *gb, int nt), (p, gy, x, gw, gb, nt))              \
-    X(f64_conv2d_bwd_weight, (const fc_conv2d_params *p, const double *gy, const double *x,       \
-                              double *gw, double *gb, int nt), (p, gy, x, gw, gb, nt))            \
-    X(f32_fma_peak, (fc_index iterations, int nt, double *flops), (iterations, nt, flops))         \
-    X(f64_fma_peak, (fc_index iterations, int nt, double *flops), (iterations, nt, flops))         \
-    FC_POOL_KERNELS(X, f32, float)                                                                 \
-    FC_POOL_KERNELS(X, f64, double)
+/* The kernel table: one function pointer per entry of fc_kernel_list.h, one row per ISA. */
+#define FC_ENTRIES(X, ctx) FC_KERNEL_LIST(X, ctx) FC_PRIVATE_LIST(X, ctx)
 
-#define FC_POOL_KERNELS(X, dt, T)                                                                  \
-    X(dt##_maxpool2d_fwd, (const fc_pool2d_params *p, const T *x, T *y, int64_t *idx, int nt),    \
-      (p, x, y, idx, nt))                                                                          \
-    X(dt##_maxpool2d_bwd, (const fc_pool2d_params *p, const T *gy, const int64_t *idx, T *gx,     \
-                           int nt), (p, gy, idx, gx, nt))                                          \
-    X(dt##_avgpool2d_fwd, (const fc_pool2d_params *p, const T *x, T *y, int nt), (p, x, y, nt))   \
-    X(dt##_avgpool2d_bwd, (const fc_pool2d_params *p, const T *gy, T *gx, int nt),                \
-      (p, gy, gx, nt))                                                                             \
-    X(dt##_lppool2d_fwd, (const fc_pool2d_params *p, double norm, const T *x, T *y, int nt),      \
-      (p, norm, x, y, nt))                                                                         \
-    X(dt##_lppool2d_bwd, (const fc_pool2d_params *p, double norm, const T *gy, const T *x, T *gx, \
-                          int nt), (p, norm, gy, x, gx, nt))                                       \
-    X(dt##_relu_fwd, (fc_index n, const T *x, T *y, int nt), (n, x, y, nt))                       \
-    X(dt##_relu_bwd, (fc_index n, const T *gy, const T *x, T *gx, int nt), (n, gy, x, gx, nt))
-
-#define FC_FIELD(name, params, args) int(*name) params;
+#define FC_FIELD(ctx, name, params, args) int(*name) params;
 typedef struct {
-    FC_KERNELS(FC_FIELD)
+    FC_ENTRIES(FC_FIELD, _)
 } fc_kernel_table;
 
-#define FC_ENTRY_scalar(name, params, args) fc_##name##__scalar,
-#define FC_ENTRY_avx2(name, params, args) fc_##name##__avx2,
-#define FC_ENTRY_avx512(name, params, args) fc_##name##__avx512,
-
-static const fc_kernel_table kernel_tables[FC_ISA_COUNT] = {
-    {FC_KERNELS(FC_ENTRY_scalar)},
+/* An ISA's row where this build has it, else an empty one. */
 #ifdef FC_BUILD_AVX2
-    {FC_KERNELS(FC_ENTRY_avx2)},
+#define FC_IF_AVX2(...) __VA_ARGS__
 #else
-    {0},
+#define FC_IF_AVX2(...) {0}
 #endif
 #ifdef FC_BUILD_AVX512
-    {FC_KERNELS(FC_ENTRY_avx512)},
+#define FC_IF_AVX512(...) __VA_ARGS__
 #else
-    {0},
+#define FC_IF_AVX512(...) {0}
 #endif
+
+#define FC_ENTRY(isa, name, params, args) fc_##name##__##isa,
+static const fc_kernel_table kernel_tables[FC_ISA_COUNT] = {
+    {FC_ENTRIES(FC_ENTRY, scalar)},
+    FC_IF_AVX2({FC_ENTRIES(FC_ENTRY, avx2)}),
+    FC_IF_AVX512({FC_ENTRIES(FC_ENTRY, avx512)}),
+};
+
+/* The tests' microkernel tables (fc_ukernels.h), by ISA and dtype. */
+static const fc_ukernel_table *const ukernel_tables[FC_ISA_COUNT][FC_DTYPE_COUNT] = {
+    {&fc_f32_ukernel_table__scalar, &fc_f64_ukernel_table__scalar},
+    FC_IF_AVX2({&fc_f32_ukernel_table__avx2, &fc_f64_ukernel_table__avx2}),
+    FC_IF_AVX512({&fc_f32_ukernel_table__avx512, &fc_f64_ukernel_table__avx512}),
 };
 
 static const char *const isa_names[FC_ISA_COUNT] = {"scalar", "avx2", "avx512"};
@@ -115,6 +95,11 @@ int fc_select_isa_from_env(void) {
     return fc_select_isa(FC_ISA_SCALAR);
 }
 
+const fc_ukernel_table *fc_ukernel_table_for(int isa, int dtype) {
+    if (!fc_isa_supported(isa) || dtype < 0 || dtype >= FC_DTYPE_COUNT) return NULL;
+    return ukernel_tables[isa][dtype];
+}
+
 int fc_openmp_enabled(void) {
 #ifdef _OPENMP
     return 1;
@@ -133,6 +118,6 @@ int fc_default_num_threads(void) {
 
 /* ---- the public entry points forward to the active table ------------------------------------ */
 
-#define FC_FORWARD(name, params, args) \
+#define FC_FORWARD(ctx, name, params, args)                                                        \
     int fc_##name params { return active->name args; }
-FC_KERNELS(FC_FORWARD)
+FC_ENTRIES(FC_FORWARD, _)

@@ -1,14 +1,17 @@
 /* fastconv.h: the C kernels' public interface, as called from fastconv/_kernels.pyx.
  *
  * Contract: every pointer is a C-contiguous NCHW buffer of the stated size, every size is already
- * validated by fastconv/_validation.py (positive kernel/stride/dilation, output size >= 1, no 64-bit
- * overflow). The kernels trust their arguments and never allocate more than a bounded per-thread
- * workspace. Each function returns 0, or FC_ENOMEM if a workspace allocation failed (nothing is
- * written past the outputs in either case). The one exception to trust: max-pool backward checks
- * the indices as it scatters them (a separate pass would cost a third of its time) and returns
- * FC_EINDEX, having skipped them, if any lies outside [-1, plane size).
+ * validated by fastconv/_validation.py (positive kernel/stride/dilation, output size >= 1, no
+ * 64-bit overflow). The kernels trust their arguments and never allocate more than a bounded
+ * per-thread workspace. Each function returns 0, or FC_ENOMEM if a workspace allocation failed
+ * (nothing is written past the outputs in either case). The one exception to trust: max-pool
+ * backward checks the indices as it scatters them (a separate pass would read them all twice)
+ * and returns FC_EINDEX, having skipped them, if any lies outside [-1, plane size). A call whose
+ * fc_conv2d_params forces an algorithm that cannot run its geometry returns FC_EALGORITHM
+ * having done nothing.
  *
  * Threads: `nthreads` is an upper bound; a kernel uses fewer when the problem is too small to gain.
+ * The kernels' prototypes are generated from fc_kernel_list.h, where each is written once.
  */
 #ifndef FASTCONV_H
 #define FASTCONV_H
@@ -18,9 +21,22 @@
 #define FC_OK 0
 #define FC_ENOMEM (-1)
 #define FC_EINDEX (-2)
+#define FC_EALGORITHM (-3) /* the algorithm forced in fc_conv2d_params cannot run this pass */
 
 typedef int64_t fc_index;
 typedef uint64_t fc_uindex; /* for one-compare bounds checks: (fc_uindex)i < (fc_uindex)n */
+
+/* The ways a convolution pass can run (NNPACK's nnp_convolution_algorithm is the model).
+ * src/kernels/conv2d_plan.c chooses one per call; docs/KERNELS.md says when and why. */
+typedef enum {
+    FC_CONV_AUTO = 0,       /* let the plan choose */
+    FC_CONV_DIRECT = 1,     /* forward, weight gradient: packed GEMM on the stride phases */
+    FC_CONV_WINOGRAD = 2,   /* forward: Winograd F(2x2, 3x3); 3x3 kernels, stride 1, dilation 1 */
+    FC_CONV_PLAIN = 3,      /* forward, weight gradient: plain loops from the definition */
+    FC_CONV_TRANSPOSED = 4, /* input gradient: a forward convolution of dY; stride 1 */
+    FC_CONV_COL2IM = 5,     /* input gradient: a GEMM into col(dX), scattered back */
+    FC_CONV_ALGORITHM_COUNT = 6
+} fc_conv_algorithm;
 
 /* conv2d geometry. pad_top/pad_left shift the window; the bottom/right padding is implied by
  * out_h/out_w (so asymmetric 'same' padding needs no extra fields). */
@@ -32,6 +48,9 @@ typedef struct {
     fc_index pad_top, pad_left;
     fc_index dilation_h, dilation_w;
     fc_index out_h, out_w;
+    /* FC_CONV_AUTO (0), or the fc_conv_algorithm this pass must run, for tests and benchmarks:
+     * the call returns FC_EALGORITHM, having done nothing, if it cannot run this geometry */
+    int algorithm;
 } fc_conv2d_params;
 
 /* pool2d geometry over `planes` = N*C independent (in_h, in_w) planes. */
@@ -44,6 +63,7 @@ typedef struct {
     fc_index out_h, out_w;
     int count_include_pad;     /* avg pool only */
     fc_index divisor_override; /* avg pool only; 0 = none */
+    double norm;               /* lp pool only: the p of the L^p norm, > 0 */
 } fc_pool2d_params;
 
 /* ---- instruction-set selection ------------------------------------------------------------- */
@@ -53,61 +73,18 @@ const char *fc_isa_name(int isa);
 int fc_isa_compiled(int isa);  /* built into this binary */
 int fc_isa_supported(int isa); /* compiled and this CPU can run it */
 int fc_isa_selected(void);
-int fc_select_isa(int isa);    /* returns 0, or -1 if the ISA is not supported here */
+int fc_select_isa(int isa);       /* returns 0, or -1 if the ISA is not supported here */
 int fc_select_isa_from_env(void); /* FASTCONV_ISA=avx512|avx2|scalar, else the best supported */
 
 /* ---- threads -------------------------------------------------------------------------------- */
 int fc_openmp_enabled(void);
 int fc_default_num_threads(void); /* omp_get_max_threads(), or 1 without OpenMP */
 
-/* ---- convolution ---------------------------------------------------------------------------- */
-int fc_f32_conv2d_fwd(const fc_conv2d_params *p, const float *x, const float *w, const float *bias,
-                      float *y, int nthreads);
-int fc_f64_conv2d_fwd(const fc_conv2d_params *p, const double *x, const double *w,
-                      const double *bias, double *y, int nthreads);
-int fc_f32_conv2d_bwd_input(const fc_conv2d_params *p, const float *gy, const float *w, float *gx,
-                            int nthreads);
-int fc_f64_conv2d_bwd_input(const fc_conv2d_params *p, const double *gy, const double *w,
-                            double *gx, int nthreads);
-/* gb may be NULL (no bias gradient wanted). */
-int fc_f32_conv2d_bwd_weight(const fc_conv2d_params *p, const float *gy, const float *x, float *gw,
-                             float *gb, int nthreads);
-int fc_f64_conv2d_bwd_weight(const fc_conv2d_params *p, const double *gy, const double *x,
-                             double *gw, double *gb, int nthreads);
-/* The multiply-add peak in the microkernel's register type: `iterations` rounds of independent
- * FMA chains on up to nthreads threads; *flops gets the FLOPs done (time them to get FLOP/s). */
-int fc_f32_fma_peak(fc_index iterations, int nthreads, double *flops);
-int fc_f64_fma_peak(fc_index iterations, int nthreads, double *flops);
+/* ---- kernels: fc_f32_conv2d_fwd, fc_f64_maxpool2d_bwd, ... (fc_kernel_list.h) ------------- */
+#include "fc_kernel_list.h"
 
-/* ---- pooling -------------------------------------------------------------------------------- */
-/* indices may be NULL; a window wholly in the padding yields -inf and index -1. */
-int fc_f32_maxpool2d_fwd(const fc_pool2d_params *p, const float *x, float *y, int64_t *indices,
-                         int nthreads);
-int fc_f64_maxpool2d_fwd(const fc_pool2d_params *p, const double *x, double *y, int64_t *indices,
-                         int nthreads);
-/* Backward kernels write every element of gx. Max-pool indices of -1 are skipped. */
-int fc_f32_maxpool2d_bwd(const fc_pool2d_params *p, const float *gy, const int64_t *indices,
-                         float *gx, int nthreads);
-int fc_f64_maxpool2d_bwd(const fc_pool2d_params *p, const double *gy, const int64_t *indices,
-                         double *gx, int nthreads);
-int fc_f32_avgpool2d_fwd(const fc_pool2d_params *p, const float *x, float *y, int nthreads);
-int fc_f64_avgpool2d_fwd(const fc_pool2d_params *p, const double *x, double *y, int nthreads);
-int fc_f32_avgpool2d_bwd(const fc_pool2d_params *p, const float *gy, float *gx, int nthreads);
-int fc_f64_avgpool2d_bwd(const fc_pool2d_params *p, const double *gy, double *gx, int nthreads);
-/* L^p pooling, PyTorch's lp_pool2d (no padding; p > 0). */
-int fc_f32_lppool2d_fwd(const fc_pool2d_params *p, double norm, const float *x, float *y,
-                        int nthreads);
-int fc_f64_lppool2d_fwd(const fc_pool2d_params *p, double norm, const double *x, double *y,
-                        int nthreads);
-int fc_f32_lppool2d_bwd(const fc_pool2d_params *p, double norm, const float *gy, const float *x,
-                        float *gx, int nthreads);
-int fc_f64_lppool2d_bwd(const fc_pool2d_params *p, double norm, const double *gy, const double *x,
-                        double *gx, int nthreads);
-
-/* ---- element-wise --------------------------------------------------------------------------- */
-int fc_f32_relu_fwd(fc_index n, const float *x, float *y, int nthreads);
-int fc_f64_relu_fwd(fc_index n, const double *x, double *y, int nthreads);
-int fc_f32_relu_bwd(fc_index n, const float *gy, const float *x, float *gx, int nthreads);
-int fc_f64_relu_bwd(fc_index n, const double *gy, const double *x, double *gx, int nthreads);
+#define FC_PUBLIC_PROTOTYPE(ctx, name, params, args) int fc_##name params;
+FC_KERNEL_LIST(FC_PUBLIC_PROTOTYPE, _)
+#undef FC_PUBLIC_PROTOTYPE
 
 #endif /* FASTCONV_H */

@@ -1,6 +1,8 @@
 /* fc_internal.h: what the kernel files share and Python never sees: the OpenMP shim that keeps a
- * serial build compiling, aligned workspace allocation, the thread-count heuristic, name pasting
- * for the dtype/ISA templates, and the per-ISA symbols that dispatch.c selects between. */
+ * serial build compiling, aligned workspace allocation, bounds of strided runs, software
+ * prefetch, the split of tasks among threads and the thread-count heuristic, name pasting, the
+ * dtype enum, and each instruction set's entry points (declared from fc_kernel_list.h) that
+ * dispatch.c selects between. */
 #ifndef FC_INTERNAL_H
 #define FC_INTERNAL_H
 
@@ -28,6 +30,10 @@
 #define FC_CAT2_(a, b) a##b
 #define FC_CAT2(a, b) FC_CAT2_(a, b)
 #define FC_CAT3(a, b, c) FC_CAT2(FC_CAT2(a, b), c)
+
+/* The element types, as the planner and the tuning table index them (f32 / f64 are pasted into
+ * kernel names, fc_template.h). */
+typedef enum { FC_DTYPE_f32 = 0, FC_DTYPE_f64 = 1, FC_DTYPE_COUNT = 2 } fc_dtype;
 
 /* Workspaces are 64-byte aligned so packed panels can be read with aligned vector loads. */
 static inline void *fc_aligned_alloc(size_t bytes) {
@@ -67,11 +73,12 @@ static inline void fc_inside_span(fc_index start, fc_index step, fc_index count,
     *hi = FC_MAX(a, b);
 }
 
-/* Software prefetch for streaming kernels: the hardware prefetchers of this project's machine
- * (a VM) keep too few lines in flight, so a thread reading its input in order reached ~6 GB/s;
- * touching the lines FC_PREFETCH_AHEAD bytes ahead of the reads doubles that for pooling.
- * fc_prefetch_ahead(p, n, end) asks for the n bytes that follow p + FC_PREFETCH_AHEAD, stopping
- * at end (prefetching never faults, but an address past the array need not be valid). */
+/* Software prefetch for streaming kernels: hardware prefetchers (a virtual machine's in
+ * particular) may keep too few lines in flight for one thread reading in order to reach the
+ * memory's bandwidth, which leaves pooling bound by read latency; touching the lines
+ * FC_PREFETCH_AHEAD bytes ahead of the reads keeps more in flight (docs/KERNELS.md has the
+ * figures). fc_prefetch_ahead(p, n, end) asks for the n bytes that follow p + FC_PREFETCH_AHEAD,
+ * stopping at end (prefetching never faults, but an address past the array need not be valid). */
 #define FC_PREFETCH_AHEAD 4096
 static inline void fc_prefetch_ahead(const void *p, size_t n, const void *end) {
 #if defined(__GNUC__) || defined(__clang__)
@@ -106,41 +113,16 @@ static inline int fc_threads_for(int nthreads, double work, double min_work_per_
     return n;
 }
 
-/* Per-ISA kernels (conv2d_gemm.h, pool2d_impl.h); dispatch.c picks one set at import. */
-#define FC_DECLARE_CONV_ISA(isa)                                                                   \
-    int fc_f32_conv2d_fwd__##isa(const fc_conv2d_params *, const float *, const float *,          \
-                                 const float *, float *, int);                                    \
-    int fc_f64_conv2d_fwd__##isa(const fc_conv2d_params *, const double *, const double *,        \
-                                 const double *, double *, int);                                  \
-    int fc_f32_conv2d_bwd_input__##isa(const fc_conv2d_params *, const float *, const float *,    \
-                                       float *, int);                                             \
-    int fc_f64_conv2d_bwd_input__##isa(const fc_conv2d_params *, const double *, const double *,  \
-                                       double *, int);                                            \
-    int fc_f32_conv2d_bwd_weight__##isa(const fc_conv2d_params *, const float *, const float *,   \
-                                        float *, float *, int);                                   \
-    int fc_f64_conv2d_bwd_weight__##isa(const fc_conv2d_params *, const double *, const double *, \
-                                        double *, double *, int);                                 \
-    int fc_f32_fma_peak__##isa(fc_index, int, double *);                                          \
-    int fc_f64_fma_peak__##isa(fc_index, int, double *);
-
-#define FC_DECLARE_POOL_ISA_DT(isa, dt, T)                                                       \
-    int fc_##dt##_maxpool2d_fwd__##isa(const fc_pool2d_params *, const T *, T *, int64_t *, int); \
-    int fc_##dt##_maxpool2d_bwd__##isa(const fc_pool2d_params *, const T *, const int64_t *, T *, \
-                                       int);                                                      \
-    int fc_##dt##_avgpool2d_fwd__##isa(const fc_pool2d_params *, const T *, T *, int);            \
-    int fc_##dt##_avgpool2d_bwd__##isa(const fc_pool2d_params *, const T *, T *, int);            \
-    int fc_##dt##_lppool2d_fwd__##isa(const fc_pool2d_params *, double, const T *, T *, int);     \
-    int fc_##dt##_lppool2d_bwd__##isa(const fc_pool2d_params *, double, const T *, const T *, T *,\
-                                      int);                                                       \
-    int fc_##dt##_relu_fwd__##isa(fc_index, const T *, T *, int);                                 \
-    int fc_##dt##_relu_bwd__##isa(fc_index, const T *, const T *, T *, int);
+/* Each instruction set's entry points, fc_<name>__<isa>, from the one list in fc_kernel_list.h;
+ * dispatch.c picks one set at import. */
+#define FC_ISA_PROTOTYPE(isa, name, params, args) int fc_##name##__##isa params;
 #define FC_DECLARE_ISA(isa)                                                                        \
-    FC_DECLARE_CONV_ISA(isa)                                                                       \
-    FC_DECLARE_POOL_ISA_DT(isa, f32, float)                                                        \
-    FC_DECLARE_POOL_ISA_DT(isa, f64, double)
-
+    FC_KERNEL_LIST(FC_ISA_PROTOTYPE, isa)                                                          \
+    FC_PRIVATE_LIST(FC_ISA_PROTOTYPE, isa)
 FC_DECLARE_ISA(scalar)
 FC_DECLARE_ISA(avx2)
 FC_DECLARE_ISA(avx512)
+#undef FC_DECLARE_ISA
+#undef FC_ISA_PROTOTYPE
 
 #endif /* FC_INTERNAL_H */

@@ -1,7 +1,7 @@
-/* pool2d_impl.h: max, average and L^p pooling, forward and backward, and relu, for one dtype.
- * A kernel file (pool2d_scalar.c, pool2d_avx2.c, pool2d_avx512.c) defines T, FC_DT and FC_ISA
- * and includes it once per dtype; the code is plain C that the compiler vectorises for the file's
- * instruction set.
+/* pool2d_impl.h: max, average and L^p pooling, forward and backward, for one dtype. A kernel
+ * file (pool2d_scalar.c, pool2d_avx2.c, pool2d_avx512.c) includes its fc_isa_<isa>.h and
+ * instantiates this template once per dtype (fc_each_dtype.h); the code is plain C that the
+ * compiler vectorises for the file's instruction set.
  *
  * Pooling is bandwidth-bound, so each output row is computed in two vectorisable passes over
  * whole rows instead of window by window: first along every input row of the window (a fold over
@@ -19,12 +19,11 @@
  * in the padding gives -inf with index -1 (PyTorch reads out of bounds there). */
 #include <math.h>
 
-#include "fc_internal.h"
+#include "fc_template.h"
+#include "fc_tuning.h"
 
-#define FC_FN(op) FC_CAT3(FC_CAT3(fc_, FC_DT, _), op, FC_CAT2(__, FC_ISA))
-#define FC_LOCAL(name) FC_CAT3(name, _, FC_DT)
-/* Roughly 32k window reads per thread before another thread pays for its start-up. */
-#define FC_POOL_MIN_WORK 3.2e4
+/* Window reads per thread before another thread pays for its start-up (fc_tuning.h). */
+#define FC_POOL_MIN_WORK (fc_tuning_table[FC_ISA_ID][FC_DT_ID].pool_min_work)
 
 /* Output columns [lo, hi) whose whole window lies inside the row: no clipping there. */
 static inline void FC_LOCAL(interior_columns)(const fc_pool2d_params *p, fc_index *lo,
@@ -32,7 +31,8 @@ static inline void FC_LOCAL(interior_columns)(const fc_pool2d_params *p, fc_inde
     const fc_index extent = (p->kernel_w - 1) * p->dilation_w; /* last tap's offset */
     fc_index a = FC_CEIL_DIV(p->pad_w, p->stride_w);
     fc_index b = p->in_w - 1 - extent + p->pad_w < 0
-                     ? 0 : (p->in_w - 1 - extent + p->pad_w) / p->stride_w + 1;
+                     ? 0
+                     : (p->in_w - 1 - extent + p->pad_w) / p->stride_w + 1;
     a = FC_MIN(a, p->out_w);
     b = FC_MIN(b, p->out_w);
     *lo = a;
@@ -49,7 +49,7 @@ static inline void FC_LOCAL(prefetch_rows)(const fc_pool2d_params *p, const T *p
 
 #define FC_MAX_TAKES(v, m) ((v) > (m) || (v) != (v)) /* PyTorch's update rule */
 
-/* ---- max pooling ------------------------------------------------------------------------------ */
+/* ---- max pooling ----------------------------------------------------------------------------- */
 
 /* Per-thread rows run FC_POOL_LANES outputs past a multiple of FC_POOL_LANES beyond OW, so the
  * vector loops over a row's interior need no scalar remainder: at OW = 28 the remainder was 12 of
@@ -59,8 +59,8 @@ static inline void FC_LOCAL(prefetch_rows)(const fc_pool2d_params *p, const T *p
 #define FC_POOL_ROW(ow) (FC_CEIL_DIV((ow), FC_POOL_LANES) * FC_POOL_LANES + FC_POOL_LANES)
 /* How many interior outputs from column lo to compute for an input row with `avail` elements from
  * its start to the end of the input: hi - lo rounded up to whole lanes when the reads allow. */
-static inline fc_index FC_LOCAL(interior_count)(const fc_pool2d_params *p, fc_index lo,
-                                                fc_index hi, fc_index avail) {
+static inline fc_index FC_LOCAL(interior_count)(const fc_pool2d_params *p, fc_index lo, fc_index hi,
+                                                fc_index avail) {
     const fc_index n = hi - lo;
     if (n <= 0) return 0;
     const fc_index padded = FC_CEIL_DIV(n, FC_POOL_LANES) * FC_POOL_LANES;
@@ -72,8 +72,8 @@ static inline fc_index FC_LOCAL(interior_count)(const fc_pool2d_params *p, fc_in
 /* 3-wide, stride-2 windows (the ResNet stem pool) in blocks of FC_POOL_LANES outputs: the block's
  * 2*LANES+1 inputs split into evens e (taps 0), odds o (taps 1) and e shifted by one (taps 2) in
  * registers. Written in plain C, gcc builds the shifted evens element by element and the fold's
- * vector load then waits on those stores (the store-forwarding stall was half the pool's time);
- * GNU vector extensions give the same code on every ISA of a file with whole-register shuffles.
+ * vector load then waits on those stores (a store-forwarding stall, on every block); GNU vector
+ * extensions give the same code on every ISA of a file with whole-register shuffles.
  * `count` is a multiple of FC_POOL_LANES. */
 #if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12)
 #define FC_HAVE_SHUFFLEVECTOR 1
@@ -105,7 +105,7 @@ static inline void FC_LOCAL(split_even_odd)(const T *w, FC_LOCAL(vec) *even, FC_
  * -inf, which gives the scan's own answer there (an input -inf beats nothing, and a -inf result
  * has one bit pattern). */
 static inline void FC_LOCAL(max_block_k3s2)(const T *w, int pad_first, FC_LOCAL(vec) *max,
-                                             FC_LOCAL(mask) *take1, FC_LOCAL(mask) *take2) {
+                                            FC_LOCAL(mask) *take1, FC_LOCAL(mask) *take2) {
     typedef FC_LOCAL(vec) vec;
     vec e, o;
     FC_LOCAL(split_even_odd)(w, &e, &o);
@@ -140,8 +140,8 @@ static void FC_LOCAL(max_fold_k3s2)(const T *restrict base, fc_index count, T *r
  * the maximum over rows[0..nrows) (window bases, in row order) of each row's 3-wide stride-2
  * window maximum, combined in row order as max_fold_row and the caller's combination would:
  * the same answer, with no folded rows stored and reloaded in between. */
-static void FC_LOCAL(max_rows_k3s2)(const T *const *rows, int nrows, fc_index count,
-                                    int pad_first, T *restrict out) {
+static void FC_LOCAL(max_rows_k3s2)(const T *const *rows, int nrows, fc_index count, int pad_first,
+                                    T *restrict out) {
     for (fc_index cb = 0; cb < count; cb += FC_POOL_LANES) {
         FC_LOCAL(mask) t1, t2;
         const int pad = pad_first && cb == 0;
@@ -258,7 +258,11 @@ static void FC_LOCAL(max_fold_row)(const fc_pool2d_params *p, const T *restrict 
     }
 #undef FC_MAX_PASS
     for (fc_index ow = 0; ow < OW; ow++) {
-        if (ow == lo && lo < hi) { ow = hi - 1; continue; } /* interior: done above */
+        /* interior: done above */
+        if (ow == lo && lo < hi) {
+            ow = hi - 1;
+            continue;
+        }
         fc_index j0, j1;
         const fc_index w0 = ow * s - pad;
         fc_inside_span(w0, d, k, W, &j0, &j1);
@@ -266,7 +270,10 @@ static void FC_LOCAL(max_fold_row)(const fc_pool2d_params *p, const T *restrict 
         int32_t best = -1;
         for (fc_index j = j0; j < j1; j++) {
             const T x = row[w0 + j * d];
-            if (j == j0 || FC_MAX_TAKES(x, m)) { m = x; best = (int32_t)j; }
+            if (j == j0 || FC_MAX_TAKES(x, m)) {
+                m = x;
+                best = (int32_t)j;
+            }
         }
         val[ow] = m;
         if (tap) tap[ow] = best;
@@ -281,7 +288,11 @@ static void FC_LOCAL(max_border_columns)(const fc_pool2d_params *p, const T *pla
                                          T *restrict acc, int64_t *restrict index) {
     const fc_index s = p->stride_w, d = p->dilation_w, W = p->in_w;
     for (fc_index ow = 0; ow < p->out_w; ow++) {
-        if (ow == lo && lo < hi) { ow = hi - 1; continue; } /* interior: not here */
+        /* interior: not here */
+        if (ow == lo && lo < hi) {
+            ow = hi - 1;
+            continue;
+        }
         fc_index j0, j1;
         const fc_index w0 = ow * s - p->pad_w;
         fc_inside_span(w0, d, p->kernel_w, W, &j0, &j1);
@@ -292,7 +303,10 @@ static void FC_LOCAL(max_border_columns)(const fc_pool2d_params *p, const T *pla
             const T *row = plane + ih * W;
             for (fc_index j = j0; j < j1; j++) {
                 const T v = row[w0 + j * d];
-                if (at < 0 || FC_MAX_TAKES(v, m)) { m = v; at = ih * W + w0 + j * d; }
+                if (at < 0 || FC_MAX_TAKES(v, m)) {
+                    m = v;
+                    at = ih * W + w0 + j * d;
+                }
             }
         }
         acc[ow] = m;
@@ -340,7 +354,10 @@ int FC_FN(maxpool2d_fwd)(const fc_pool2d_params *p, const T *x, T *y, int64_t *i
         fc_static_share(ntasks, &t0, &t1);
         fc_index plane = t0 / OH, oh = t0 % OH;
         for (fc_index t = t0; t < t1 && acc && taps && flat; t++, oh++) {
-            if (oh == OH) { oh = 0; plane++; }
+            if (oh == OH) {
+                oh = 0;
+                plane++;
+            }
             const T *src = x + plane * H * W;
             T *out = y + plane * OH * OW + oh * OW;
             int64_t *idx = indices ? indices + plane * OH * OW + oh * OW : NULL;
@@ -370,8 +387,7 @@ int FC_FN(maxpool2d_fwd)(const fc_pool2d_params *p, const T *x, T *y, int64_t *i
                 for (fc_index i = i0; i < i1; i++) {
                     const fc_index r = h0 + i * p->dilation_h;
                     rows[nrows++] = src + r * W + (start * p->stride_w - p->pad_w);
-                    count = FC_LOCAL(interior_count)(p, start, hi,
-                                                     total - (plane * H * W + r * W));
+                    count = FC_LOCAL(interior_count)(p, start, hi, total - (plane * H * W + r * W));
                 }
                 if (count % FC_POOL_LANES == 0) {
                     if (idx)
@@ -460,14 +476,17 @@ int FC_FN(maxpool2d_bwd)(const fc_pool2d_params *p, const T *gy, const int64_t *
         for (fc_index o = 0; o < OHW; o++) {
             /* one unsigned compare: -1 (no input) maps to 0, anything outside to > HW */
             const fc_uindex slot = (fc_uindex)idx[o] + 1;
-            if (slot > (fc_uindex)HW) { bad = 1; continue; }
+            if (slot > (fc_uindex)HW) {
+                bad = 1;
+                continue;
+            }
             if (slot) dst[slot - 1] += g[o];
         }
     }
     return bad ? FC_EINDEX : FC_OK;
 }
 
-/* ---- average and L^p pooling ------------------------------------------------------------------- */
+/* ---- average and L^p pooling ----------------------------------------------------------------- */
 
 /* Sum one input row along the window, of f(x) where f is x (norm 0: average pooling), x*x
  * (norm 2) or x^norm: sum[ow] over the taps inside the row. As max_fold_row: `count` interior
@@ -516,7 +535,11 @@ static void FC_LOCAL(sum_fold_row)(const fc_pool2d_params *p, const T *restrict 
 #undef FC_ID
 #undef FC_SQ
     for (fc_index ow = 0; ow < OW; ow++) {
-        if (ow == lo && lo < hi) { ow = hi - 1; continue; } /* interior: done above */
+        /* interior: done above */
+        if (ow == lo && lo < hi) {
+            ow = hi - 1;
+            continue;
+        }
         fc_index j0, j1;
         const fc_index w0 = ow * s - pad;
         fc_inside_span(w0, 1, k, W, &j0, &j1);
@@ -555,14 +578,14 @@ static void FC_LOCAL(avg_divisors)(const fc_pool2d_params *p, fc_index oh,
     const fc_index OW = p->out_w, override = p->divisor_override;
     const int include = p->count_include_pad;
     fc_index row_padded, row_inside;
-    FC_LOCAL(avg_extent)(oh, p->stride_h, p->pad_h, p->kernel_h, p->in_h, &row_padded,
-                         &row_inside);
+    FC_LOCAL(avg_extent)(oh, p->stride_h, p->pad_h, p->kernel_h, p->in_h, &row_padded, &row_inside);
     if (row_padded == last[0] && row_inside == last[1]) return;
     last[0] = row_padded;
     last[1] = row_inside;
     for (fc_index ow = 0; ow < OW; ow++) {
-        const fc_index d = override ? override
-                           : include ? row_padded * col_padded[ow] : row_inside * col_inside[ow];
+        const fc_index d = override  ? override
+                           : include ? row_padded * col_padded[ow]
+                                     : row_inside * col_inside[ow];
         divisor[ow] = (row_inside > 0 && col_inside[ow] > 0) ? (T)d : (T)0;
     }
 }
@@ -612,7 +635,10 @@ int FC_FN(avgpool2d_fwd)(const fc_pool2d_params *p, const T *x, T *y, int nthrea
         fc_static_share(ntasks, &t0, &t1);
         fc_index plane = t0 / OH, oh = t0 % OH;
         for (fc_index t = t0; t < t1 && acc && cols; t++, oh++) {
-            if (oh == OH) { oh = 0; plane++; }
+            if (oh == OH) {
+                oh = 0;
+                plane++;
+            }
             FC_LOCAL(prefetch_rows)(p, x + plane * HW, oh, x + total);
             FC_LOCAL(window_sums)(p, x + plane * HW, oh, lo, hi, 0.0, total - plane * HW, row_sum,
                                   acc);
@@ -638,7 +664,10 @@ static void FC_LOCAL(spread_row)(const fc_pool2d_params *p, T *restrict grow,
 #define FC_D(v) (norm == 2.0 ? (v) : (T)pow((double)(v), norm - 1.0))
     const int plain = norm == 0.0 || norm == 1.0;
     for (fc_index ow = 0; ow < OW; ow++) {
-        if (ow == lo && lo < hi) { ow = hi - 1; continue; }
+        if (ow == lo && lo < hi) {
+            ow = hi - 1;
+            continue;
+        }
         fc_index j0, j1;
         const fc_index w0 = ow * s - pad;
         fc_inside_span(w0, 1, k, W, &j0, &j1);
@@ -677,15 +706,16 @@ int FC_FN(avgpool2d_bwd)(const fc_pool2d_params *p, const T *gy, T *gx, int nthr
     int failed = 0;
     FC_PRAGMA(omp parallel num_threads(nt))
     {
-    T *divisor = (T *)malloc(sizeof(T) * (size_t)OW * 2), *share = divisor ? divisor + OW : NULL;
-    fc_index last_row[2] = {-1, -1};
-    fc_index *cols = (fc_index *)malloc(sizeof(fc_index) * (size_t)OW * 2);
-    if (!divisor || !cols) {
-        FC_PRAGMA(omp atomic write)
-        failed = 1;
-    } else {
-        FC_LOCAL(avg_columns)(p, cols, cols + OW);
-    }
+        T *divisor = (T *)malloc(sizeof(T) * (size_t)OW * 2),
+          *share = divisor ? divisor + OW : NULL;
+        fc_index last_row[2] = {-1, -1};
+        fc_index *cols = (fc_index *)malloc(sizeof(fc_index) * (size_t)OW * 2);
+        if (!divisor || !cols) {
+            FC_PRAGMA(omp atomic write)
+            failed = 1;
+        } else {
+            FC_LOCAL(avg_columns)(p, cols, cols + OW);
+        }
     FC_PRAGMA(omp for schedule(static))
     for (fc_index plane = 0; plane < p->planes; plane++) {
         if (!divisor || !cols) continue;
@@ -722,7 +752,8 @@ static inline double FC_LOCAL(lp_scale)(const fc_pool2d_params *p, fc_index oh, 
     return (double)(p->kernel_h * p->kernel_w) / (double)(ah * aw);
 }
 
-int FC_FN(lppool2d_fwd)(const fc_pool2d_params *p, double norm, const T *x, T *y, int nthreads) {
+int FC_FN(lppool2d_fwd)(const fc_pool2d_params *p, const T *x, T *y, int nthreads) {
+    const double norm = p->norm;
     const fc_index HW = p->in_h * p->in_w, OH = p->out_h, OW = p->out_w;
     const fc_index ntasks = p->planes * OH, total = p->planes * HW, row_len = FC_POOL_ROW(OW);
     fc_index lo, hi;
@@ -742,7 +773,10 @@ int FC_FN(lppool2d_fwd)(const fc_pool2d_params *p, double norm, const T *x, T *y
         fc_static_share(ntasks, &t0, &t1);
         fc_index plane = t0 / OH, oh = t0 % OH;
         for (fc_index t = t0; t < t1 && acc; t++, oh++) {
-            if (oh == OH) { oh = 0; plane++; }
+            if (oh == OH) {
+                oh = 0;
+                plane++;
+            }
             T *out = y + plane * OH * OW + oh * OW;
             FC_LOCAL(prefetch_rows)(p, x + plane * HW, oh, x + total);
             FC_LOCAL(window_sums)(p, x + plane * HW, oh, lo, hi, norm, total - plane * HW, row_sum,
@@ -772,15 +806,16 @@ static inline int FC_LOCAL(lp_covered)(fc_index i, fc_index s, fc_index k, fc_in
     return last >= 0 && i < last * s + k;
 }
 
-int FC_FN(lppool2d_bwd)(const fc_pool2d_params *p, double norm, const T *gy, const T *x, T *gx,
-                        int nthreads) {
+int FC_FN(lppool2d_bwd)(const fc_pool2d_params *p, const T *gy, const T *x, T *gx, int nthreads) {
+    const double norm = p->norm;
     const fc_index H = p->in_h, W = p->in_w, HW = H * W, OH = p->out_h, OW = p->out_w;
     const fc_index total = p->planes * HW, row_len = FC_POOL_ROW(OW);
     fc_index lo, hi;
     FC_LOCAL(interior_columns)(p, &lo, &hi);
     int failed = 0;
-    const int nt = fc_threads_for(nthreads, (double)p->planes * OH * OW * p->kernel_h *
-                                  p->kernel_w * 8, FC_POOL_MIN_WORK, p->planes);
+    const int nt = fc_threads_for(nthreads,
+                                  (double)p->planes * OH * OW * p->kernel_h * p->kernel_w * 8,
+                                  FC_POOL_MIN_WORK, p->planes);
     /* Elements no window covers (cut off by the stride or the end of the image) still get
      * PyTorch's 0 * d(x^p)/dx, which is NaN at an Inf or NaN input. */
     int all_covered = 1;
@@ -819,12 +854,12 @@ int FC_FN(lppool2d_bwd)(const fc_pool2d_params *p, double norm, const T *gy, con
                 const T *g_row = gy + plane * OH * OW + oh * OW;
                 if (norm == 2.0 && oh * p->stride_h + p->kernel_h <= H && hi == OW) {
                     /* every window whole (c = 1): the expression below with c folded in, in
-                     * one loop the compiler vectorises (square roots and divisions in double,
-                     * one at a time, took most of this pass) */
+                     * one loop the compiler vectorises, instead of a square root and a division
+                     * in double per output, one at a time */
                     if (sizeof(T) == sizeof(float)) {
                         /* float32 in float: g / sqrt(s) with two correctly rounded steps, within
-                         * an ulp of the double expression, at half its vector cost (the double
-                         * square roots and divisions were a third of this pass) */
+                         * an ulp of the double expression, at half its vector cost (twice the
+                         * lanes per square root and division) */
                         for (fc_index ow = 0; ow < OW; ow++) {
                             const float s = (float)coef[ow], v = (float)g_row[ow] / sqrtf(s);
                             coef[ow] = s == 0 ? (T)0 : (T)v;
@@ -843,10 +878,17 @@ int FC_FN(lppool2d_bwd)(const fc_pool2d_params *p, double norm, const T *gy, con
                 for (fc_index ow = 0; ow < OW; ow++) {
                     const double c = FC_LOCAL(lp_scale)(p, oh, ow), s = (double)coef[ow];
                     const double g = (double)gy[plane * OH * OW + oh * OW + ow];
-                    if (s == 0) { coef[ow] = 0; continue; } /* PyTorch's relu: zero gradient */
+                    /* PyTorch's relu: zero gradient */
+                    if (s == 0) {
+                        coef[ow] = 0;
+                        continue;
+                    }
                     /* a NaN sum: PyTorch's chain multiplies by sign(NaN) = 0, which only the
                      * finite t^(1/p - 1) of p = 1 survives as 0 */
-                    if (s != s && norm == 1.0) { coef[ow] = 0; continue; }
+                    if (s != s && norm == 1.0) {
+                        coef[ow] = 0;
+                        continue;
+                    }
                     const double out = norm == 2.0 ? sqrt(s * c) : pow(s * c, 1.0 / norm);
                     coef[ow] = (T)(g * c * (norm == 2.0 ? 1.0 / out : pow(out, 1.0 - norm)));
                 }
@@ -861,42 +903,5 @@ int FC_FN(lppool2d_bwd)(const fc_pool2d_params *p, double norm, const T *gy, con
     return failed ? FC_ENOMEM : FC_OK;
 }
 
-/* ---- relu ----------------------------------------------------------------------------------- */
-/* relu(NaN) = NaN, and the gradient passes through a NaN input, as in PyTorch (whose backward
- * tests `x <= 0`). */
-#define FC_ELTWISE_MIN_WORK 1.0e5
-
-/* Blocks of FC_ELTWISE_BLOCK elements, each prefetching its inputs' next lines first. */
-#define FC_ELTWISE_BLOCK 1024
-
-int FC_FN(relu_fwd)(fc_index n, const T *x, T *y, int nthreads) {
-    const int nt = fc_threads_for(nthreads, (double)n, FC_ELTWISE_MIN_WORK, n);
-    const fc_index nblocks = FC_CEIL_DIV(n, FC_ELTWISE_BLOCK);
-    FC_PRAGMA(omp parallel for schedule(static) num_threads(nt))
-    for (fc_index b = 0; b < nblocks; b++) {
-        const fc_index i0 = b * FC_ELTWISE_BLOCK, i1 = FC_MIN(n, i0 + FC_ELTWISE_BLOCK);
-        fc_prefetch_ahead(x + i0, sizeof(T) * FC_ELTWISE_BLOCK, x + n);
-        for (fc_index i = i0; i < i1; i++) y[i] = x[i] <= 0 ? (T)0 : x[i];
-    }
-    return FC_OK;
-}
-
-int FC_FN(relu_bwd)(fc_index n, const T *gy, const T *x, T *gx, int nthreads) {
-    const int nt = fc_threads_for(nthreads, (double)n, FC_ELTWISE_MIN_WORK, n);
-    const fc_index nblocks = FC_CEIL_DIV(n, FC_ELTWISE_BLOCK);
-    FC_PRAGMA(omp parallel for schedule(static) num_threads(nt))
-    for (fc_index b = 0; b < nblocks; b++) {
-        const fc_index i0 = b * FC_ELTWISE_BLOCK, i1 = FC_MIN(n, i0 + FC_ELTWISE_BLOCK);
-        fc_prefetch_ahead(x + i0, sizeof(T) * FC_ELTWISE_BLOCK, x + n);
-        fc_prefetch_ahead(gy + i0, sizeof(T) * FC_ELTWISE_BLOCK, gy + n);
-        for (fc_index i = i0; i < i1; i++) gx[i] = x[i] <= 0 ? (T)0 : gy[i];
-    }
-    return FC_OK;
-}
-
-#undef FC_FN
-#undef FC_LOCAL
 #undef FC_MAX_TAKES
 #undef FC_POOL_MIN_WORK
-#undef FC_ELTWISE_MIN_WORK
-#undef FC_ELTWISE_BLOCK

@@ -78,8 +78,7 @@ static char *fc_take(size_t size) {
     int best = -1;
     for (int i = 0; i < fc_nslots; i++) {
         const size_t cap = fc_slots[i].capacity;
-        if (cap >= size && cap - size <= size / 4 &&
-            (best < 0 || cap < fc_slots[best].capacity))
+        if (cap >= size && cap - size <= size / 4 && (best < 0 || cap < fc_slots[best].capacity))
             best = i;
     }
     return best < 0 ? NULL : fc_remove_slot(best);
@@ -89,8 +88,10 @@ static void *fc_alloc(size_t size, int zeroed) {
     if (size >= FC_CACHE_MIN_BYTES) {
         PyThread_acquire_lock(fc_lock, WAIT_LOCK);
         char *data = fc_take(size);
-        if (data) fc_info.hits++;
-        else fc_info.misses++;
+        if (data)
+            fc_info.hits++;
+        else
+            fc_info.misses++;
         PyThread_release_lock(fc_lock);
         if (data) {
             if (zeroed) memset(data, 0, size);

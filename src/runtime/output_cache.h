@@ -1,8 +1,8 @@
 /* output_cache.h: a NumPy memory handler that keeps freed large output buffers for reuse.
  *
  * Why: a fresh multi-megabyte NumPy array is fresh mmap memory, and the first write to each page
- * faults and has the kernel zero it. For a bandwidth-bound op that costs as much as the op: a
- * relu over 51 MB takes 2.8 ms into a reused buffer and 5.6 ms into a fresh one. Training loops
+ * faults and has the kernel zero it. For a bandwidth-bound op that costs about as much as the op
+ * itself (docs/KERNELS.md has the figures). Training loops
  * allocate the same shapes every step, so fastconv allocates its outputs through this handler,
  * which keeps up to a byte limit of freed blocks (>= FC_CACHE_MIN_BYTES each) and hands them back
  * for a request of about the same size. Smaller arrays go straight to malloc, whose own free

@@ -1,0 +1,259 @@
+# The C declarations fastconv/_kernels.pyx uses, once: the kernels' API (src/kernels/fastconv.h,
+# whose kernel prototypes come from src/kernels/fc_kernel_list.h), the benchmark's private entry
+# points (fc_private.h), the tests' microkernel tables (fc_ukernels.h) and the output cache
+# (src/runtime/output_cache.h). Below them, `real`,
+# the fused type the wrappers are written over, and one dtype-generic name per kernel that
+# resolves at compile time to its float32 or float64 symbol.
+
+from libc.stdint cimport int64_t
+
+
+cdef extern from "fastconv.h" nogil:
+    ctypedef int64_t fc_index
+    ctypedef struct fc_conv2d_params:
+        fc_index batch, in_channels, in_h, in_w
+        fc_index out_channels, groups
+        fc_index kernel_h, kernel_w
+        fc_index stride_h, stride_w
+        fc_index pad_top, pad_left
+        fc_index dilation_h, dilation_w
+        fc_index out_h, out_w
+        int algorithm
+    ctypedef struct fc_pool2d_params:
+        fc_index planes, in_h, in_w
+        fc_index kernel_h, kernel_w
+        fc_index stride_h, stride_w
+        fc_index pad_h, pad_w
+        fc_index dilation_h, dilation_w
+        fc_index out_h, out_w
+        int count_include_pad
+        fc_index divisor_override
+        double norm
+
+    int FC_OK
+    int FC_ENOMEM
+    int FC_EINDEX
+    int FC_EALGORITHM
+    int FC_ISA_COUNT
+    int FC_CONV_ALGORITHM_COUNT
+
+    const char *fc_isa_name(int isa)
+    int fc_isa_compiled(int isa)
+    int fc_isa_supported(int isa)
+    int fc_isa_selected()
+    int fc_select_isa(int isa)
+    int fc_select_isa_from_env()
+    int fc_openmp_enabled()
+    int fc_default_num_threads()
+
+    int fc_f32_conv2d_fwd(const fc_conv2d_params *p, const float *x, const float *w,
+                          const float *bias, float *y, int nthreads)
+    int fc_f64_conv2d_fwd(const fc_conv2d_params *p, const double *x, const double *w,
+                          const double *bias, double *y, int nthreads)
+    int fc_f32_conv2d_bwd_input(const fc_conv2d_params *p, const float *gy, const float *w,
+                                float *gx, int nthreads)
+    int fc_f64_conv2d_bwd_input(const fc_conv2d_params *p, const double *gy, const double *w,
+                                double *gx, int nthreads)
+    int fc_f32_conv2d_bwd_weight(const fc_conv2d_params *p, const float *gy, const float *x,
+                                 float *gw, float *gb, int nthreads)
+    int fc_f64_conv2d_bwd_weight(const fc_conv2d_params *p, const double *gy, const double *x,
+                                 double *gw, double *gb, int nthreads)
+
+    int fc_f32_maxpool2d_fwd(const fc_pool2d_params *p, const float *x, float *y,
+                             int64_t *indices, int nthreads)
+    int fc_f64_maxpool2d_fwd(const fc_pool2d_params *p, const double *x, double *y,
+                             int64_t *indices, int nthreads)
+    int fc_f32_maxpool2d_bwd(const fc_pool2d_params *p, const float *gy, const int64_t *indices,
+                             float *gx, int nthreads)
+    int fc_f64_maxpool2d_bwd(const fc_pool2d_params *p, const double *gy,
+                             const int64_t *indices, double *gx, int nthreads)
+    int fc_f32_avgpool2d_fwd(const fc_pool2d_params *p, const float *x, float *y, int nthreads)
+    int fc_f64_avgpool2d_fwd(const fc_pool2d_params *p, const double *x, double *y, int nthreads)
+    int fc_f32_avgpool2d_bwd(const fc_pool2d_params *p, const float *gy, float *gx, int nthreads)
+    int fc_f64_avgpool2d_bwd(const fc_pool2d_params *p, const double *gy, double *gx,
+                             int nthreads)
+    int fc_f32_lppool2d_fwd(const fc_pool2d_params *p, const float *x, float *y, int nthreads)
+    int fc_f64_lppool2d_fwd(const fc_pool2d_params *p, const double *x, double *y, int nthreads)
+    int fc_f32_lppool2d_bwd(const fc_pool2d_params *p, const float *gy, const float *x,
+                            float *gx, int nthreads)
+    int fc_f64_lppool2d_bwd(const fc_pool2d_params *p, const double *gy, const double *x,
+                            double *gx, int nthreads)
+
+    int fc_f32_relu_fwd(fc_index n, const float *x, float *y, int nthreads)
+    int fc_f64_relu_fwd(fc_index n, const double *x, double *y, int nthreads)
+    int fc_f32_relu_bwd(fc_index n, const float *gy, const float *x, float *gx, int nthreads)
+    int fc_f64_relu_bwd(fc_index n, const double *gy, const double *x, double *gx, int nthreads)
+
+
+cdef extern from "fc_private.h" nogil:
+    ctypedef enum fc_dtype:
+        FC_DTYPE_f32
+        FC_DTYPE_f64
+    ctypedef enum fc_conv_pass:
+        FC_CONV_FWD
+        FC_CONV_BWD_INPUT
+        FC_CONV_BWD_WEIGHT
+    ctypedef struct fc_tuning:
+        int mr, nr
+        fc_index kc, tile_pixels, task_rows, winograd_block, winograd_min_channels
+        fc_index weight_grad_tasks, weight_grad_private_bytes
+        double phases_ratio, phases_slack
+        double conv_min_work, stream_min_work, pool_min_work, eltwise_min_work
+    ctypedef struct fc_conv_plan:
+        int algorithm
+        int nonfinite
+        const fc_tuning *tuning
+    const fc_tuning fc_tuning_table[][2]  # [isa][dtype]
+    int fc_conv2d_plan(fc_conv_pass which, fc_dtype dtype, int isa, const fc_conv2d_params *p,
+                       fc_conv_plan *plan)
+    const char *fc_conv2d_cannot_run(fc_conv_pass which, int algorithm, fc_dtype dtype, int isa,
+                                     const fc_conv2d_params *p)
+
+    int fc_f32_fma_peak(fc_index iterations, int nthreads, double *flops)
+    int fc_f64_fma_peak(fc_index iterations, int nthreads, double *flops)
+
+
+cdef extern from "fc_ukernels.h" nogil:
+    ctypedef struct fc_ukernel_table:
+        int dtype, mr, nr
+        const char *gemm_name
+        void (*gemm)(fc_index kc, const void *a, const void *b, void *c, fc_index ldc, int mr,
+                     int nr, int accumulate, const void *bias)
+        const char *gemm_half_name
+        void (*gemm_half)(fc_index kc, const void *a, const void *b, void *c, fc_index ldc,
+                          int mr, int nr, int accumulate, const void *bias)
+        const char *gemm_rows_name
+        void (*gemm_rows)(fc_index kc, const void *const *a, const void *b, void *c,
+                          fc_index ldc)
+        const char *pack_a_name
+        void (*pack_a)(fc_index m, fc_index kd, const void *src, fc_index rs, fc_index cs,
+                       void *dst)
+        const char *pack_b_name
+        void (*pack_b)(fc_index kd, fc_index nc, const void *src, fc_index ld, void *dst)
+        const char *pack_b_panel_name
+        void (*pack_b_panel)(fc_index kc, const void *const *rows, fc_index q, void *dst)
+        const char *pack_dyt_name
+        void (*pack_dyt)(const void *gy, fc_index kg, fc_index p, fc_index ow, fc_index wph,
+                         fc_index q0, fc_index n, void *dst)
+        const char *gather_run_name
+        void (*gather_run)(const void *row, fc_index iw0, fc_index s, fc_index w, fc_index len,
+                           void *dst, fc_index ds)
+        const char *scatter_add_run_name
+        void (*scatter_add_run)(void *row, fc_index iw0, fc_index s, fc_index w, fc_index len,
+                                const void *src)
+        const char *winograd_kernel_name
+        int (*winograd_kernel)(const void *w, fc_index k0, fc_index kg, fc_index cg,
+                               fc_index c, void *u)
+        const char *winograd_input_name
+        void (*winograd_input)(const void *plane, fc_index wp, fc_index th0, fc_index th1,
+                               fc_index m0, fc_index m1, void *lo, void *hi, void *const *v)
+        const char *winograd_output_name
+        void (*winograd_output)(const void *const *m, fc_index n, const void *bias, void *tmp,
+                                fc_index ts)
+
+    const fc_ukernel_table *fc_ukernel_table_for(int isa, int dtype)
+
+
+cdef extern from "output_cache.h":
+    ctypedef struct fc_cache_info:
+        size_t limit, held, blocks, hits, misses
+    size_t FC_CACHE_MIN_BYTES
+    int fc_cache_init(size_t limit) except -1
+    object fc_cache_handler()
+    void fc_cache_set_limit(size_t limit) nogil
+    fc_cache_info fc_cache_get_info() nogil
+
+
+ctypedef fused real:
+    float
+    double
+
+
+# ---- each kernel under one name for both dtypes ------------------------------------------------
+
+cdef inline int conv2d_fwd(const fc_conv2d_params *p, const real *x, const real *w,
+                           const real *bias, real *y, int nthreads) noexcept nogil:
+    if real is float:
+        return fc_f32_conv2d_fwd(p, x, w, bias, y, nthreads)
+    else:
+        return fc_f64_conv2d_fwd(p, x, w, bias, y, nthreads)
+
+
+cdef inline int conv2d_bwd_input(const fc_conv2d_params *p, const real *gy, const real *w,
+                                 real *gx, int nthreads) noexcept nogil:
+    if real is float:
+        return fc_f32_conv2d_bwd_input(p, gy, w, gx, nthreads)
+    else:
+        return fc_f64_conv2d_bwd_input(p, gy, w, gx, nthreads)
+
+
+cdef inline int conv2d_bwd_weight(const fc_conv2d_params *p, const real *gy, const real *x,
+                                  real *gw, real *gb, int nthreads) noexcept nogil:
+    if real is float:
+        return fc_f32_conv2d_bwd_weight(p, gy, x, gw, gb, nthreads)
+    else:
+        return fc_f64_conv2d_bwd_weight(p, gy, x, gw, gb, nthreads)
+
+
+cdef inline int maxpool2d_fwd(const fc_pool2d_params *p, const real *x, real *y,
+                              int64_t *indices, int nthreads) noexcept nogil:
+    if real is float:
+        return fc_f32_maxpool2d_fwd(p, x, y, indices, nthreads)
+    else:
+        return fc_f64_maxpool2d_fwd(p, x, y, indices, nthreads)
+
+
+cdef inline int maxpool2d_bwd(const fc_pool2d_params *p, const real *gy, const int64_t *indices,
+                              real *gx, int nthreads) noexcept nogil:
+    if real is float:
+        return fc_f32_maxpool2d_bwd(p, gy, indices, gx, nthreads)
+    else:
+        return fc_f64_maxpool2d_bwd(p, gy, indices, gx, nthreads)
+
+
+cdef inline int avgpool2d_fwd(const fc_pool2d_params *p, const real *x, real *y,
+                              int nthreads) noexcept nogil:
+    if real is float:
+        return fc_f32_avgpool2d_fwd(p, x, y, nthreads)
+    else:
+        return fc_f64_avgpool2d_fwd(p, x, y, nthreads)
+
+
+cdef inline int avgpool2d_bwd(const fc_pool2d_params *p, const real *gy, real *gx,
+                              int nthreads) noexcept nogil:
+    if real is float:
+        return fc_f32_avgpool2d_bwd(p, gy, gx, nthreads)
+    else:
+        return fc_f64_avgpool2d_bwd(p, gy, gx, nthreads)
+
+
+cdef inline int lppool2d_fwd(const fc_pool2d_params *p, const real *x, real *y,
+                             int nthreads) noexcept nogil:
+    if real is float:
+        return fc_f32_lppool2d_fwd(p, x, y, nthreads)
+    else:
+        return fc_f64_lppool2d_fwd(p, x, y, nthreads)
+
+
+cdef inline int lppool2d_bwd(const fc_pool2d_params *p, const real *gy, const real *x, real *gx,
+                             int nthreads) noexcept nogil:
+    if real is float:
+        return fc_f32_lppool2d_bwd(p, gy, x, gx, nthreads)
+    else:
+        return fc_f64_lppool2d_bwd(p, gy, x, gx, nthreads)
+
+
+cdef inline int relu_fwd(fc_index n, const real *x, real *y, int nthreads) noexcept nogil:
+    if real is float:
+        return fc_f32_relu_fwd(n, x, y, nthreads)
+    else:
+        return fc_f64_relu_fwd(n, x, y, nthreads)
+
+
+cdef inline int relu_bwd(fc_index n, const real *gy, const real *x, real *gx,
+                         int nthreads) noexcept nogil:
+    if real is float:
+        return fc_f32_relu_bwd(n, gy, x, gx, nthreads)
+    else:
+        return fc_f64_relu_bwd(n, gy, x, gx, nthreads)
+

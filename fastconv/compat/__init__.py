@@ -1,0 +1,6 @@
+"""Adapters that give existing NumPy code fastconv's kernels behind that code's own API.
+
+Each client has its own module, imported by name (nothing is imported or installed here):
+``fastconv.compat.cs231n`` for the cache-style layer functions of the Stanford cs231n
+assignments.
+"""

@@ -1,0 +1,153 @@
+/* conv2d_bwd_input.h: the convolution input gradient dX, two ways.
+ *
+ * Stride 1: a forward convolution (conv2d_fwd.h) of dY with the flipped, transposed weights.
+ * Otherwise: col(dX)[R, P] = W^T[R, K] * dY[K, P] per image and group, then col2im.
+ *
+ * Loop structure (col2im): tasks are (image, group, block of input channels), so a task owns its
+ * channels of dX and no two tasks write the same element. Within a task: its rows of W^T are
+ * packed once; over pixel tiles, over KC-deep slices of K, dY is packed into NR-column panels
+ * and every MR-row panel of W^T passes through the microkernel into col(dX); the tile's rows are
+ * then scatter-added into dX run by run (conv2d_pack.h). */
+#ifndef FC_CONV2D_BWD_INPUT_H
+#define FC_CONV2D_BWD_INPUT_H
+
+#include "conv2d_fwd.h"
+#include "conv2d_gemm_ukernel.h"
+#include "conv2d_pack.h"
+#include "conv2d_plain.h"
+#include "conv2d_plan.h"
+#include "fc_template.h"
+
+/* Stride 1: the input gradient is itself a convolution, of dY with the weights transposed
+ * (K <-> C per group) and flipped, padded by d*(k-1) - pad, so it runs on the forward kernels
+ * (with a plan of its own) with no col2im scatter and the forward's parallelism over pixel
+ * tiles. FC_NONFINITE when w holds an Inf or NaN: that forward pass pads dY with zeros that
+ * would meet them, which the exact gradient (col2im keeps only real output positions) never
+ * multiplies. */
+static int FC_LOCAL(conv2d_bwd_input_transposed)(const fc_conv2d_params *p, const fc_tuning *tn,
+                                                 const T *gy, const T *w, T *gx, int nthreads) {
+    const fc_index G = p->groups, Cg = p->in_channels / G, Kg = p->out_channels / G;
+    const fc_index kh = p->kernel_h, kw = p->kernel_w, kk = kh * kw;
+    if (!FC_LOCAL(all_finite)(tn, w, p->out_channels * Cg * kk, nthreads)) return FC_NONFINITE;
+    T *wt = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(p->out_channels * Cg * kk));
+    if (!wt) return FC_ENOMEM;
+    for (fc_index g = 0; g < G; g++)
+        for (fc_index k = 0; k < Kg; k++)
+            for (fc_index c = 0; c < Cg; c++)
+                for (fc_index t = 0; t < kk; t++) /* t -> kk-1-t flips both axes */
+                    wt[((g * Cg + c) * Kg + k) * kk + (kk - 1 - t)] =
+                        w[((g * Kg + k) * Cg + c) * kk + t];
+    fc_conv2d_params q = *p;
+    q.in_channels = p->out_channels;
+    q.in_h = p->out_h;
+    q.in_w = p->out_w;
+    q.out_channels = p->in_channels;
+    q.pad_top = p->dilation_h * (kh - 1) - p->pad_top;
+    q.pad_left = p->dilation_w * (kw - 1) - p->pad_left;
+    q.out_h = p->in_h;
+    q.out_w = p->in_w;
+    q.algorithm = FC_CONV_AUTO;
+    const int rc = FC_FN(conv2d_fwd)(&q, gy, wt, NULL, gx, nthreads);
+    fc_aligned_free(wt);
+    return rc;
+}
+
+/* Any stride: col(dX) = W^T dY tile by tile, scatter-added into dX. */
+static int FC_LOCAL(conv2d_bwd_input_col2im)(const fc_conv2d_params *p, const fc_tuning *tn,
+                                             const T *gy, const T *w, T *gx, int nthreads) {
+    const fc_index G = p->groups, Cg = p->in_channels / G, Kg = p->out_channels / G;
+    const fc_index kk = p->kernel_h * p->kernel_w, R = Cg * kk, P = p->out_h * p->out_w;
+    const fc_index H = p->in_h, W = p->in_w, HW = H * W;
+    const fc_index cb = FC_MAX(1, tn->task_rows / kk); /* channels per task */
+    const fc_index cblocks = FC_CEIL_DIV(Cg, cb);
+    const fc_index rows_max = FC_CEIL_DIV(FC_MIN(cb, Cg) * kk, FC_MR) * FC_MR;
+    const fc_index nc_max = FC_LOCAL(tile_size)(P, tn->tile_pixels);
+    const fc_index ntasks = p->batch * G * cblocks;
+    const fc_index kc_max = FC_MIN(Kg, tn->kc);
+    int failed = 0;
+
+    const int nt = fc_threads_for(nthreads, (double)p->batch * p->out_channels * P * R,
+                                  tn->conv_min_work, ntasks);
+    FC_PRAGMA(omp parallel num_threads(nt))
+    {
+        T *bp = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(kc_max * nc_max));
+        T *col = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(rows_max * nc_max));
+        T *wtp = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(rows_max * Kg));
+        FC_LOCAL(run_t) *runs = (FC_LOCAL(run_t) *)malloc(sizeof(*runs) * (size_t)nc_max);
+        const int ok = bp && col && wtp && runs;
+        if (!ok) {
+            FC_PRAGMA(omp atomic write)
+            failed = 1;
+        }
+        FC_PRAGMA(omp for schedule(dynamic, 1))
+        for (fc_index t = 0; t < ntasks; t++) {
+            if (!ok) continue;
+            const fc_index blk = t % cblocks, g = (t / cblocks) % G, n = t / (cblocks * G);
+            const fc_index c0 = blk * cb, c1 = FC_MIN(Cg, c0 + cb);
+            const fc_index row0 = c0 * kk, rows = (c1 - c0) * kk;
+            T *gxg = gx + (n * p->in_channels + g * Cg) * HW;
+            const T *gyg = gy + (n * p->out_channels + g * Kg) * P;
+            memset(gxg + c0 * HW, 0, sizeof(T) * (size_t)((c1 - c0) * HW));
+            /* This task's rows of W^T, packed as [row block][Kg][MR]. */
+            FC_MR_NAME(gemm_pack_a)(rows, Kg, w + g * Kg * R + row0, 1, R, wtp);
+            for (fc_index p0 = 0; p0 < P; p0 += nc_max) {
+                const fc_index nc = FC_MIN(nc_max, P - p0);
+                const fc_index ldc = FC_CEIL_DIV(nc, FC_NR) * FC_NR;
+                for (fc_index k0 = 0; k0 < Kg; k0 += tn->kc) {
+                    const fc_index kc = FC_MIN(tn->kc, Kg - k0);
+                    FC_NR_NAME(gemm_pack_b)(kc, nc, gyg + k0 * P + p0, P, bp);
+                    for (fc_index m0 = 0; m0 < rows; m0 += FC_MR) {
+                        const T *ap = wtp + (m0 * Kg + k0 * FC_MR);
+                        for (fc_index q0 = 0; q0 < nc; q0 += FC_NR)
+                            FC_GEMM(kc, ap, bp + q0 * kc, col + m0 * ldc + q0, ldc, FC_MR, FC_NR,
+                                    k0 > 0, NULL);
+                    }
+                }
+                /* col2im: scatter-add the tile's rows into this task's channels. */
+                const fc_index nruns = FC_LOCAL(tile_runs)(p, p0, nc, nc, runs);
+                const int pointwise = FC_LOCAL(is_pointwise)(p);
+                for (fc_index r = 0; r < rows; r++) {
+                    const fc_index rr = row0 + r;
+                    T *dst = gxg + (rr / kk) * HW;
+                    const fc_index di = ((rr % kk) / p->kernel_w) * p->dilation_h;
+                    const fc_index dj = (rr % p->kernel_w) * p->dilation_w;
+                    for (fc_index u = 0; u < nruns; u++) {
+                        const FC_LOCAL(run_t) *run = &runs[u];
+                        T *row = (T *)FC_LOCAL(tap_row)(p, dst, run, di, pointwise);
+                        if (row)
+                            FC_FN(scatter_add_run)(row, run->iw0 + dj, pointwise ? 1 : p->stride_w,
+                                                   pointwise ? HW : W, run->len,
+                                                   col + r * ldc + run->q);
+                    }
+                }
+            }
+        }
+        fc_aligned_free(bp);
+        fc_aligned_free(col);
+        fc_aligned_free(wtp);
+        free(runs);
+    }
+    return failed ? FC_ENOMEM : FC_OK;
+}
+
+static int FC_LOCAL(conv2d_bwd_input_run)(fc_conv_algorithm algorithm, const fc_conv2d_params *p,
+                                          const fc_tuning *tn, const T *gy, const T *w, T *gx,
+                                          int nthreads) {
+    if (algorithm == FC_CONV_TRANSPOSED)
+        return FC_LOCAL(conv2d_bwd_input_transposed)(p, tn, gy, w, gx, nthreads);
+    return FC_LOCAL(conv2d_bwd_input_col2im)(p, tn, gy, w, gx, nthreads);
+}
+
+/* The algorithm the plan (conv2d_plan.c) gives, then its fallback if that met Inf or NaN. */
+int FC_FN(conv2d_bwd_input)(const fc_conv2d_params *p, const T *gy, const T *w, T *gx,
+                            int nthreads) {
+    fc_conv_plan plan;
+    if (fc_conv2d_plan(FC_CONV_BWD_INPUT, FC_DT_ID, FC_ISA_ID, p, &plan) != FC_OK)
+        return FC_EALGORITHM;
+    const int rc = FC_LOCAL(conv2d_bwd_input_run)(plan.algorithm, p, plan.tuning, gy, w, gx,
+                                                  nthreads);
+    if (rc != FC_NONFINITE) return rc;
+    return FC_LOCAL(conv2d_bwd_input_run)(plan.nonfinite, p, plan.tuning, gy, w, gx, nthreads);
+}
+
+#endif /* FC_CONV2D_BWD_INPUT_H */

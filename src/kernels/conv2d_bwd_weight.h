@@ -1,0 +1,186 @@
+/* conv2d_bwd_weight.h: the convolution weight and bias gradients,
+ * dW^T[R, K] += col(X)[R, P] * dY^T[P, K] per image and group, with col(X) read in place from
+ * the zero-padded stride phases of each image (conv2d_phases.h) by the rows microkernel, and
+ * dY^T packed per chunk of grid pixels; the plain loops (conv2d_plain.h) where the phases do not
+ * fit or X holds Inf or NaN.
+ *
+ * Loop structure: tasks are (batch chunk, group, block of input channels). A task sums its
+ * images in a private MR-aligned accumulator: per image, its channels are split into phases,
+ * then over pixel chunks (one packed dY^T panel in L1), over NR-wide panels of K, over MR rows
+ * of taps. Each chunk's sum is transposed into its own copy of dW, and the copies are added in a
+ * fixed order at the end, so results do not depend on the thread count. */
+#ifndef FC_CONV2D_BWD_WEIGHT_H
+#define FC_CONV2D_BWD_WEIGHT_H
+
+#include "conv2d_gemm_ukernel.h"
+#include "conv2d_pack.h"
+#include "conv2d_phases.h"
+#include "conv2d_plain.h"
+#include "conv2d_plan.h"
+#include "fc_template.h"
+
+/* db[k] = sum of dY[:, k]: double partial sums keep float32 results at float32 accuracy, and
+ * eight independent chains keep the adds from waiting on each other. */
+static void FC_LOCAL(bias_grad)(const fc_conv2d_params *p, const fc_tuning *tn, const T *gy, T *gb,
+                                int nthreads) {
+    const fc_index P = p->out_h * p->out_w, K = p->out_channels;
+    const int nt = fc_threads_for(nthreads, (double)p->batch * K * P, tn->stream_min_work, K);
+    FC_PRAGMA(omp parallel for schedule(static) num_threads(nt))
+    for (fc_index k = 0; k < K; k++) {
+        double part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        for (fc_index n = 0; n < p->batch; n++) {
+            const T *row = gy + (n * K + k) * P;
+            fc_index q = 0;
+            for (; q + 8 <= P; q += 8)
+                for (int u = 0; u < 8; u++) part[u] += (double)row[q + u];
+            for (; q < P; q++) part[q % 8] += (double)row[q];
+        }
+        gb[k] = (T)(((part[0] + part[1]) + (part[2] + part[3])) +
+                    ((part[4] + part[5]) + (part[6] + part[7])));
+    }
+}
+
+/* dst[k * ld + r] = acc[r * kg_pad + k] for r < rows, k < Kg, in 16 x 16 blocks that stay in
+ * cache on both sides. */
+static void FC_LOCAL(transpose_out)(const T *acc, fc_index rows, fc_index Kg, fc_index kg_pad,
+                                    T *dst, fc_index ld) {
+    for (fc_index k0 = 0; k0 < Kg; k0 += 16)
+        for (fc_index r0 = 0; r0 < rows; r0 += 16) {
+            const fc_index k1 = FC_MIN(Kg, k0 + 16), r1 = FC_MIN(rows, r0 + 16);
+            for (fc_index k = k0; k < k1; k++)
+                for (fc_index r = r0; r < r1; r++) dst[k * ld + r] = acc[r * kg_pad + k];
+        }
+}
+
+/* dW on the stride phases; FC_NONFINITE when x holds an Inf or NaN, which the phase grid's
+ * dropped columns would multiply by the zeros of dY there (0 * Inf = NaN where the exact
+ * gradient never reads the element). */
+static int FC_LOCAL(conv2d_bwd_weight_direct)(const fc_conv2d_params *p, const fc_tuning *tn,
+                                              const T *gy, const T *x, T *gw, int nthreads) {
+    if (!FC_LOCAL(all_finite)(tn, x, p->batch * p->in_channels * p->in_h * p->in_w, nthreads))
+        return FC_NONFINITE;
+    const fc_index G = p->groups, Cg = p->in_channels / G, Kg = p->out_channels / G;
+    const fc_index kk = p->kernel_h * p->kernel_w, R = Cg * kk, P = p->out_h * p->out_w;
+    const fc_index HW = p->in_h * p->in_w, N = p->batch;
+    const fc_index wsize = p->out_channels * R;
+    const FC_LOCAL(phases_t) ph = FC_LOCAL(phase_geometry)(p);
+    const fc_index L = p->out_h * ph.wph;              /* grid pixels per image */
+    const int pointwise = FC_LOCAL(is_pointwise)(p);   /* then the grid is X's own layout */
+    const fc_index cb = FC_MAX(1, tn->task_rows / kk); /* channels per task */
+    const fc_index cblocks = FC_CEIL_DIV(Cg, cb);
+    const fc_index rows_max = FC_CEIL_DIV(FC_MIN(cb, Cg) * kk, FC_MR) * FC_MR;
+    const fc_index kg_pad = FC_CEIL_DIV(Kg, FC_NR) * FC_NR;
+    /* grid pixels per packed dY^T chunk (one panel stays in L1), in equal chunks */
+    const fc_index qc = FC_CEIL_DIV(L, FC_CEIL_DIV(L, tn->kc));
+    /* Batch chunks: enough for weight_grad_tasks tasks in all (a 16-core machine's worth), no
+     * more, since each costs a private copy of dW to transpose and add; within
+     * weight_grad_private_bytes of private sums. Fixed by the problem, not by the thread count,
+     * so results do not depend on it. */
+    fc_index chunks = FC_MIN(N, FC_MAX(2, FC_CEIL_DIV(tn->weight_grad_tasks, G * cblocks)));
+    while (chunks > 1 && (chunks - 1) * wsize * (fc_index)sizeof(T) > tn->weight_grad_private_bytes)
+        chunks--;
+    if (chunks < 1) chunks = 1;
+    const fc_index ntasks = chunks * G * cblocks;
+    int failed = 0;
+
+    T *partial = NULL;
+    if (chunks > 1) {
+        partial = (T *)fc_aligned_alloc(sizeof(T) * (size_t)((chunks - 1) * wsize));
+        if (!partial) return FC_ENOMEM;
+    }
+    const int nt = fc_threads_for(nthreads, (double)N * p->out_channels * P * R, tn->conv_min_work,
+                                  ntasks);
+    FC_PRAGMA(omp parallel num_threads(nt))
+    {
+        T *xph = pointwise
+                     ? NULL
+                     : (T *)fc_aligned_alloc(sizeof(T) * (size_t)(FC_MIN(cb, Cg) * ph.channel));
+        T *bp = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(kg_pad * qc));
+        T *acc = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(rows_max * kg_pad));
+        fc_index *taps = (fc_index *)malloc(sizeof(fc_index) * (size_t)rows_max);
+        const int ok = (xph || pointwise) && bp && acc && taps;
+        if (!ok) {
+            FC_PRAGMA(omp atomic write)
+            failed = 1;
+        }
+        FC_PRAGMA(omp for schedule(dynamic, 1))
+        for (fc_index t = 0; t < ntasks; t++) {
+            if (!ok) continue;
+            const fc_index blk = t % cblocks, g = (t / cblocks) % G, chunk = t / (cblocks * G);
+            const fc_index c0 = blk * cb, c1 = FC_MIN(Cg, c0 + cb);
+            const fc_index rows = (c1 - c0) * kk, n0 = chunk * N / chunks;
+            const fc_index n1 = (chunk + 1) * N / chunks;
+            /* where each of this task's rows (taps) starts in its phases (for a pointwise
+             * layer, in X itself: the grid is the image); padding rows read row 0 */
+            for (fc_index r = 0; r < rows_max; r++) {
+                const fc_index rr = FC_MIN(r, rows - 1);
+                taps[r] = pointwise ? rr * HW
+                                    : (rr / kk) * ph.channel +
+                                          FC_LOCAL(tap_offset)(p, &ph, (rr % kk) / p->kernel_w,
+                                                               rr % p->kernel_w);
+            }
+            memset(acc, 0, sizeof(T) * (size_t)(rows_max * kg_pad));
+            for (fc_index n = n0; n < n1; n++) {
+                const T *xg = x + (n * p->in_channels + g * Cg) * HW;
+                const T *gyg = gy + (n * p->out_channels + g * Kg) * P;
+                const T *a_base = pointwise ? xg + c0 * HW : xph;
+                if (!pointwise)
+                    for (fc_index c = c0; c < c1; c++)
+                        FC_LOCAL(split_phases)(p, &ph, xg + c * HW, xph + (c - c0) * ph.channel);
+                for (fc_index q0 = 0; q0 < L; q0 += qc) {
+                    const fc_index kc = FC_MIN(qc, L - q0);
+                    FC_NR_NAME(conv2d_pack_dyt)(gyg, Kg, P, p->out_w, ph.wph, q0, kc, bp);
+                    for (fc_index k0 = 0; k0 < kg_pad; k0 += FC_NR)
+                        for (fc_index m0 = 0; m0 < rows; m0 += FC_MR) {
+                            const T *a[FC_MR];
+                            for (int i = 0; i < FC_MR; i++) a[i] = a_base + taps[m0 + i] + q0;
+                            FC_UKERNEL(gemm_rows_ukernel)(kc, a, bp + k0 * kc,
+                                                          acc + m0 * kg_pad + k0, kg_pad);
+                        }
+                }
+            }
+            /* this chunk's sum, transposed into its copy of dW (chunk 0 writes dW itself) */
+            T *dst = (chunk == 0 ? gw : partial + (chunk - 1) * wsize) + g * Kg * R + c0 * kk;
+            FC_LOCAL(transpose_out)(acc, rows, Kg, kg_pad, dst, R);
+        }
+        fc_aligned_free(xph);
+        fc_aligned_free(bp);
+        fc_aligned_free(acc);
+        free(taps);
+        FC_PRAGMA(omp barrier)
+        if (!failed && partial) {
+            FC_PRAGMA(omp for schedule(static))
+            for (fc_index e = 0; e < wsize; e++) {
+                T sum = gw[e];
+                for (fc_index c = 1; c < chunks; c++) sum += partial[(c - 1) * wsize + e];
+                gw[e] = sum;
+            }
+        }
+    }
+    fc_aligned_free(partial);
+    return failed ? FC_ENOMEM : FC_OK;
+}
+
+static int FC_LOCAL(conv2d_bwd_weight_run)(fc_conv_algorithm algorithm, const fc_conv2d_params *p,
+                                           const fc_tuning *tn, const T *gy, const T *x, T *gw,
+                                           int nthreads) {
+    if (algorithm == FC_CONV_PLAIN)
+        return FC_LOCAL(conv2d_bwd_weight_plain)(p, tn, gy, x, gw, nthreads);
+    return FC_LOCAL(conv2d_bwd_weight_direct)(p, tn, gy, x, gw, nthreads);
+}
+
+/* The algorithm the plan (conv2d_plan.c) gives, then its fallback if that met Inf or NaN; then
+ * the bias gradient. */
+int FC_FN(conv2d_bwd_weight)(const fc_conv2d_params *p, const T *gy, const T *x, T *gw, T *gb,
+                             int nthreads) {
+    fc_conv_plan plan;
+    if (fc_conv2d_plan(FC_CONV_BWD_WEIGHT, FC_DT_ID, FC_ISA_ID, p, &plan) != FC_OK)
+        return FC_EALGORITHM;
+    int rc = FC_LOCAL(conv2d_bwd_weight_run)(plan.algorithm, p, plan.tuning, gy, x, gw, nthreads);
+    if (rc == FC_NONFINITE)
+        rc = FC_LOCAL(conv2d_bwd_weight_run)(plan.nonfinite, p, plan.tuning, gy, x, gw, nthreads);
+    if (rc == FC_OK && gb) FC_LOCAL(bias_grad)(p, plan.tuning, gy, gb, nthreads);
+    return rc;
+}
+
+#endif /* FC_CONV2D_BWD_WEIGHT_H */

@@ -1,0 +1,159 @@
+/* conv2d_fwd.h: the convolution forward pass, Y[K, P] = W[K, R] * col(X)[R, P] per image and
+ * group (R = C/groups * kH * kW, P = OH * OW), as a packed GEMM on the stride phases
+ * (conv2d_phases.h); Winograd (conv2d_winograd.h) and the plain loops (conv2d_plain.h) where
+ * they apply.
+ *
+ * Loop structure: W is packed once into MR-row panels. Tasks are (image, group, pixel tile,
+ * output-channel part), an image's tasks dealt together so each thread splits an image into its
+ * phases once. Within a task: over KC-deep slices of R, over NR-wide panels of the tile, one
+ * KC x NR panel of col(X) is copied from the phases into an aligned buffer and every MR-row
+ * panel of W passes over it through the microkernel into a tile buffer; the tile's real columns
+ * are then copied out to Y, one output channel at a time, plus bias. */
+#ifndef FC_CONV2D_FWD_H
+#define FC_CONV2D_FWD_H
+
+#include "conv2d_gemm_ukernel.h"
+#include "conv2d_pack.h"
+#include "conv2d_phases.h"
+#include "conv2d_plain.h"
+#include "conv2d_plan.h"
+#include "conv2d_winograd.h"
+#include "fc_template.h"
+
+static int FC_LOCAL(conv2d_fwd_direct)(const fc_conv2d_params *p, const fc_tuning *tn, const T *x,
+                                       const T *w, const T *bias, T *y, int nthreads) {
+    const fc_index G = p->groups, Cg = p->in_channels / G, Kg = p->out_channels / G;
+    const fc_index kk = p->kernel_h * p->kernel_w, R = Cg * kk, P = p->out_h * p->out_w;
+    const fc_index HW = p->in_h * p->in_w, OW = p->out_w;
+    const FC_LOCAL(phases_t) ph = FC_LOCAL(phase_geometry)(p);
+    const fc_index L = p->out_h * ph.wph; /* grid pixels per image */
+    const fc_index nc_max = FC_LOCAL(tile_size)(L, tn->tile_pixels);
+    const fc_index ntiles = FC_CEIL_DIV(L, nc_max);
+    const fc_index kblocks = FC_CEIL_DIV(Kg, FC_MR);
+    /* Output channels split too when images and tiles alone leave threads idle (batch 1). Every
+     * output is still summed by one task in one order, so results do not depend on the split. */
+    const fc_index kparts = FC_MAX(
+        1, FC_MIN(kblocks, FC_CEIL_DIV(2 * (fc_index)nthreads, p->batch * G * ntiles)));
+    const fc_index ntasks = p->batch * G * ntiles * kparts;
+    const int per_image = (int)FC_MIN(ntiles * kparts, 1 << 20); /* tasks of one image */
+    /* phases of one image's group, plus slack for the last tile's padding pixels */
+    const fc_index xph_size = Cg * ph.channel + ph.phase + nc_max;
+    const int pointwise = FC_LOCAL(is_pointwise)(p);
+    int failed = 0;
+
+    /* Weights packed once for all tasks: [group][k block][R][MR]. */
+    T *wp = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(G * kblocks * FC_MR * R));
+    if (!wp) return FC_ENOMEM;
+    for (fc_index g = 0; g < G; g++)
+        FC_MR_NAME(gemm_pack_a)(Kg, R, w + g * Kg * R, R, 1, wp + g * kblocks * FC_MR * R);
+
+    const int nt = fc_threads_for(nthreads, (double)p->batch * p->out_channels * P * R,
+                                  tn->conv_min_work, ntasks);
+    FC_PRAGMA(omp parallel num_threads(nt))
+    {
+        T *xph = pointwise ? NULL : (T *)fc_aligned_alloc(sizeof(T) * (size_t)xph_size);
+        T *cbuf = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(kblocks * FC_MR * nc_max));
+        T *stage = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(tn->kc * FC_NR));
+        const T **brow = (const T **)malloc(sizeof(*brow) * (size_t)R);
+        const int ok = (xph || pointwise) && cbuf && stage && brow;
+        if (!ok) {
+            FC_PRAGMA(omp atomic write)
+            failed = 1;
+        } else if (!pointwise) {
+            memset(xph + Cg * ph.channel, 0, sizeof(T) * (size_t)(xph_size - Cg * ph.channel));
+            for (fc_index r = 0; r < R; r++) /* where tap r starts, in this thread's phases */
+                brow[r] = xph + (r / kk) * ph.channel +
+                          FC_LOCAL(tap_offset)(p, &ph, (r % kk) / p->kernel_w, r % p->kernel_w);
+        }
+        fc_index built = -1; /* which (image, group) xph or brow holds */
+        /* an image's tasks at a time: a thread builds each image's phases once, and threads
+         * slowed by other work still hand over whole images to faster ones */
+        FC_PRAGMA(omp for schedule(dynamic, per_image))
+        for (fc_index t = 0; t < ntasks; t++) {
+            if (!ok) continue;
+            const fc_index part = t % kparts, tile = (t / kparts) % ntiles;
+            const fc_index ng = t / (kparts * ntiles), g = ng % G, n = ng / G;
+            const fc_index q0 = tile * nc_max, nc = FC_MIN(nc_max, L - q0);
+            const fc_index kb0 = part * kblocks / kparts, kb1 = (part + 1) * kblocks / kparts;
+            if (built != ng) {
+                const T *xg = x + (n * p->in_channels + g * Cg) * HW;
+                if (pointwise) /* 1x1, stride 1, no padding: the channels are the phases */
+                    for (fc_index c = 0; c < Cg; c++) brow[c] = xg + c * HW;
+                else
+                    for (fc_index c = 0; c < Cg; c++)
+                        FC_LOCAL(split_phases)(p, &ph, xg + c * HW, xph + c * ph.channel);
+                built = ng;
+            }
+            for (fc_index r0 = 0; r0 < R; r0 += tn->kc) {
+                const fc_index kc = FC_MIN(tn->kc, R - r0);
+                /* the kc x NR block of col(X) stays in L1 while every A panel passes */
+                for (fc_index j = 0; j < nc; j += FC_NR) {
+                    const T *const *rows = brow + r0;
+                    const fc_index q = q0 + j;
+                    if (pointwise && q + FC_NR > L) { /* would read past the input */
+                        for (fc_index r = 0; r < kc; r++) {
+                            T *d = stage + r * FC_NR;
+                            fc_index u = 0;
+                            for (; u < L - q; u++) d[u] = rows[r][q + u];
+                            for (; u < FC_NR; u++) d[u] = (T)0;
+                        }
+                    } else {
+                        FC_NR_NAME(gemm_pack_b_panel)(kc, rows, q, stage);
+                    }
+                    for (fc_index kb = kb0; kb < kb1; kb++)
+                        FC_GEMM(kc, wp + (g * kblocks + kb) * FC_MR * R + r0 * FC_MR, stage,
+                                cbuf + kb * FC_MR * nc_max + j, nc_max, FC_MR, FC_NR, r0 > 0, NULL);
+                }
+            }
+            /* the grid's real columns (ow < OW), plus bias, into Y, one channel at a time: the
+             * tile's rows of a channel are consecutive in Y, so each channel is one stream the
+             * prefetcher follows, where row by row across all channels would keep a write
+             * stream open per channel and their misses would wait one by one */
+            T *yg = y + (n * p->out_channels + g * Kg) * P;
+            for (fc_index k = kb0 * FC_MR; k < FC_MIN(Kg, kb1 * FC_MR); k++) {
+                const T b = bias ? bias[g * Kg + k] : (T)0;
+                for (fc_index j = 0; j < nc;) {
+                    const fc_index q = q0 + j, oh = q / ph.wph, ow = q % ph.wph;
+                    const fc_index len = FC_MIN(nc - j, ph.wph - ow);
+                    const fc_index valid = FC_MAX(0, FC_MIN(len, OW - ow));
+                    const T *src = cbuf + k * nc_max + j;
+                    T *dst = yg + k * P + oh * OW + ow;
+                    for (fc_index u = 0; u < valid; u++) dst[u] = src[u] + b;
+                    j += len;
+                }
+            }
+        }
+        fc_aligned_free(xph);
+        fc_aligned_free(cbuf);
+        fc_aligned_free(stage);
+        free(brow);
+    }
+    fc_aligned_free(wp);
+    return failed ? FC_ENOMEM : FC_OK;
+}
+
+static int FC_LOCAL(conv2d_fwd_run)(fc_conv_algorithm algorithm, const fc_conv2d_params *p,
+                                    const fc_tuning *tn, const T *x, const T *w, const T *bias,
+                                    T *y, int nthreads) {
+    switch (algorithm) {
+    case FC_CONV_PLAIN:
+        return FC_LOCAL(conv2d_fwd_plain)(p, tn, x, w, bias, y, nthreads);
+    case FC_CONV_WINOGRAD:
+        return FC_LOCAL(conv2d_fwd_winograd)(p, tn, x, w, bias, y, nthreads);
+    default:
+        return FC_LOCAL(conv2d_fwd_direct)(p, tn, x, w, bias, y, nthreads);
+    }
+}
+
+/* The algorithm the plan (conv2d_plan.c) gives, then its fallback if that met Inf or NaN. */
+int FC_FN(conv2d_fwd)(const fc_conv2d_params *p, const T *x, const T *w, const T *bias, T *y,
+                      int nthreads) {
+    fc_conv_plan plan;
+    if (fc_conv2d_plan(FC_CONV_FWD, FC_DT_ID, FC_ISA_ID, p, &plan) != FC_OK) return FC_EALGORITHM;
+    const int rc = FC_LOCAL(conv2d_fwd_run)(plan.algorithm, p, plan.tuning, x, w, bias, y,
+                                            nthreads);
+    if (rc != FC_NONFINITE) return rc;
+    return FC_LOCAL(conv2d_fwd_run)(plan.nonfinite, p, plan.tuning, x, w, bias, y, nthreads);
+}
+
+#endif /* FC_CONV2D_FWD_H */

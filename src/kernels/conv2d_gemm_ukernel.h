@@ -1,0 +1,168 @@
+/* conv2d_gemm_ukernel.h: the GEMM microkernels every convolution pass runs on, one template for
+ * every dtype and instruction set (the register tile MR x NR and the vector operations come from
+ * the kernel file's fc_isa_<isa>.h; docs/KERNELS.md states each one's contract).
+ *
+ *   fc_<dt>_gemm_ukernel_<MR>x<NR>__<isa>        C[mr x nr] (+)= A panel * B panel (+ bias)
+ *   fc_<dt>_gemm_ukernel_<MR>x<NR>__<isa>_half   the same on the panel's first NR/2 columns
+ *   fc_<dt>_gemm_rows_ukernel_<MR>x<NR>__<isa>   C[MR x NR] += A * B panel, A's MR rows read
+ *                                                through row pointers (no packed A)
+ *
+ * Loop structure: over the reduction index r < kc, one B panel row of NR values is loaded into
+ * NR/VL registers and each of the MR A values is broadcast against it into MR x NR/VL
+ * accumulators, which stay in registers for the whole reduction; the tile is then added to (or
+ * stored into) C once. The scalar path runs the same loops on plain arrays. */
+#ifndef FC_CONV2D_GEMM_UKERNEL_H
+#define FC_CONV2D_GEMM_UKERNEL_H
+
+#include "fc_template.h"
+
+/* A panel: kc groups of FC_MR values; B panel: kc groups of FC_NR values (zero padded).
+ * accumulate: C += acc; else C = acc + bias[i] (bias may be NULL). */
+#if FC_HAVE_VEC
+/* The broadcast of A folds into the FMA's memory operand; MR x NV accumulators stay in
+ * registers. NV is NR/VL for full panels and half that for a narrow last panel, so P = 196 does
+ * not pay for 224 columns. */
+#define FC_NV (FC_NR / FC_VL)
+
+static inline __attribute__((always_inline)) void FC_LOCAL(gemm_ukernel_nv)(
+    const int nv, fc_index kc, const T *restrict A, const T *restrict B, T *restrict C,
+    fc_index ldc, int mr, int nr, int accumulate, const T *restrict bias) {
+    FC_VEC acc[FC_MR][FC_NV];
+    FC_PRAGMA(GCC unroll 16)
+    for (int i = 0; i < FC_MR; i++) FC_PRAGMA(GCC unroll 8)
+    for (int v = 0; v < nv; v++) acc[i][v] = FC_VZERO();
+    for (fc_index r = 0; r < kc; r++) {
+        FC_VEC b[FC_NV];
+        FC_PRAGMA(GCC unroll 8)
+        for (int v = 0; v < nv; v++) b[v] = FC_VLOADU(B + r * FC_NR + v * FC_VL);
+        FC_PRAGMA(GCC unroll 16)
+        for (int i = 0; i < FC_MR; i++) {
+            const FC_VEC a = FC_VSET1(A[r * FC_MR + i]);
+            FC_PRAGMA(GCC unroll 8)
+            for (int v = 0; v < nv; v++) acc[i][v] = FC_VFMA(a, b[v], acc[i][v]);
+        }
+    }
+    if (mr == FC_MR && nr == nv * FC_VL) {
+        FC_PRAGMA(GCC unroll 16)
+        for (int i = 0; i < FC_MR; i++) {
+            T *c = C + i * ldc;
+            const FC_VEC add = (!accumulate && bias) ? FC_VSET1(bias[i]) : FC_VZERO();
+            FC_PRAGMA(GCC unroll 8)
+            for (int v = 0; v < nv; v++) {
+                const FC_VEC base = accumulate ? FC_VLOADU(c + v * FC_VL) : add;
+                FC_VSTOREU(c + v * FC_VL, FC_VADD(acc[i][v], base));
+            }
+        }
+        return;
+    }
+    T tile[FC_MR][FC_NR];
+    for (int i = 0; i < FC_MR; i++)
+        for (int v = 0; v < nv; v++) FC_VSTOREU(&tile[i][v * FC_VL], acc[i][v]);
+    for (int i = 0; i < mr; i++) {
+        T *c = C + i * ldc;
+        const T add = (!accumulate && bias) ? bias[i] : (T)0;
+        for (int j = 0; j < nr; j++) c[j] = accumulate ? c[j] + tile[i][j] : tile[i][j] + add;
+    }
+}
+
+static void FC_UKERNEL(gemm_ukernel)(fc_index kc, const T *restrict A, const T *restrict B,
+                                     T *restrict C, fc_index ldc, int mr, int nr, int accumulate,
+                                     const T *restrict bias) {
+    FC_LOCAL(gemm_ukernel_nv)(FC_NV, kc, A, B, C, ldc, mr, nr, accumulate, bias);
+}
+
+#if FC_NV % 2 == 0
+#define FC_HAVE_GEMM_HALF 1
+#define FC_GEMM_UKERNEL_HALF FC_CAT2(FC_UKERNEL(gemm_ukernel), _half)
+static void FC_GEMM_UKERNEL_HALF(fc_index kc, const T *restrict A, const T *restrict B,
+                                 T *restrict C, fc_index ldc, int mr, int nr, int accumulate,
+                                 const T *restrict bias) {
+    FC_LOCAL(gemm_ukernel_nv)(FC_NV / 2, kc, A, B, C, ldc, mr, nr, accumulate, bias);
+}
+#else
+#define FC_HAVE_GEMM_HALF 0
+#endif
+
+/* The passes' one entry (FC_GEMM): the half-width microkernel where the tile's columns fit in
+ * it. */
+#define FC_GEMM FC_LOCAL(gemm_tile)
+static inline void FC_LOCAL(gemm_tile)(fc_index kc, const T *restrict A, const T *restrict B,
+                                       T *restrict C, fc_index ldc, int mr, int nr, int accumulate,
+                                       const T *restrict bias) {
+#if FC_HAVE_GEMM_HALF
+    if (nr <= FC_NR / 2) {
+        FC_GEMM_UKERNEL_HALF(kc, A, B, C, ldc, mr, nr, accumulate, bias);
+        return;
+    }
+#endif
+    FC_UKERNEL(gemm_ukernel)(kc, A, B, C, ldc, mr, nr, accumulate, bias);
+}
+
+/* C[MR x NR] += sum_r a[i][r] * B[r][j]: the A operand is MR input rows read in place. */
+static void FC_UKERNEL(gemm_rows_ukernel)(fc_index kc, const T *const *a, const T *restrict B,
+                                          T *restrict C, fc_index ldc) {
+    const T *rows[FC_MR];
+    FC_VEC acc[FC_MR][FC_NV];
+    FC_PRAGMA(GCC unroll 16)
+    for (int i = 0; i < FC_MR; i++) {
+        rows[i] = a[i];
+        FC_PRAGMA(GCC unroll 8)
+        for (int v = 0; v < FC_NV; v++) acc[i][v] = FC_VZERO();
+    }
+    for (fc_index r = 0; r < kc; r++) {
+        FC_VEC b[FC_NV];
+        FC_PRAGMA(GCC unroll 8)
+        for (int v = 0; v < FC_NV; v++) b[v] = FC_VLOADU(B + r * FC_NR + v * FC_VL);
+        FC_PRAGMA(GCC unroll 16)
+        for (int i = 0; i < FC_MR; i++) {
+            const FC_VEC av = FC_VSET1(rows[i][r]);
+            FC_PRAGMA(GCC unroll 8)
+            for (int v = 0; v < FC_NV; v++) acc[i][v] = FC_VFMA(av, b[v], acc[i][v]);
+        }
+    }
+    FC_PRAGMA(GCC unroll 16)
+    for (int i = 0; i < FC_MR; i++) FC_PRAGMA(GCC unroll 8)
+    for (int v = 0; v < FC_NV; v++) {
+        T *c = C + i * ldc + v * FC_VL;
+        FC_VSTOREU(c, FC_VADD(acc[i][v], FC_VLOADU(c)));
+    }
+}
+
+#else /* the scalar path */
+#define FC_HAVE_GEMM_HALF 0
+
+static inline void FC_UKERNEL(gemm_ukernel)(fc_index kc, const T *restrict A, const T *restrict B,
+                                            T *restrict C, fc_index ldc, int mr, int nr,
+                                            int accumulate, const T *restrict bias) {
+    T acc[FC_MR][FC_NR];
+    memset(acc, 0, sizeof(acc));
+    for (fc_index r = 0; r < kc; r++)
+        for (int i = 0; i < FC_MR; i++) {
+            const T a = A[r * FC_MR + i];
+            for (int j = 0; j < FC_NR; j++) acc[i][j] += a * B[r * FC_NR + j];
+        }
+    for (int i = 0; i < mr; i++) {
+        T *c = C + i * ldc;
+        const T add = (!accumulate && bias) ? bias[i] : (T)0;
+        for (int j = 0; j < nr; j++) c[j] = accumulate ? c[j] + acc[i][j] : acc[i][j] + add;
+    }
+}
+
+/* The passes' one entry: the microkernel itself. */
+#define FC_GEMM FC_UKERNEL(gemm_ukernel)
+
+static void FC_UKERNEL(gemm_rows_ukernel)(fc_index kc, const T *const *a, const T *restrict B,
+                                          T *restrict C, fc_index ldc) {
+    T acc[FC_MR][FC_NR];
+    memset(acc, 0, sizeof(acc));
+    for (fc_index r = 0; r < kc; r++)
+        for (int i = 0; i < FC_MR; i++) {
+            const T av = a[i][r];
+            for (int j = 0; j < FC_NR; j++) acc[i][j] += av * B[r * FC_NR + j];
+        }
+    for (int i = 0; i < FC_MR; i++)
+        for (int j = 0; j < FC_NR; j++) C[i * ldc + j] += acc[i][j];
+}
+#endif
+
+#endif /* FC_CONV2D_GEMM_UKERNEL_H */

@@ -1,0 +1,185 @@
+/* conv2d_pack.h: how the convolution passes lay out GEMM operands for the microkernels
+ * (conv2d_gemm_ukernel.h): A panels of MR rows, B panels of NR columns, and the row runs that
+ * im2col and col2im move as contiguous stretches. docs/KERNELS.md gives each layout.
+ *
+ *   fc_<dt>_gemm_pack_a_mr<MR>__<isa>         A(i, k) from any strides into [m/MR][kd][MR]
+ *   fc_<dt>_gemm_pack_b_nr<NR>__<isa>         B(k, q) from rows into [nc/NR][kd][NR]
+ *   fc_<dt>_gemm_pack_b_panel_nr<NR>__<isa>   one KC x NR panel from kc row pointers
+ *   fc_<dt>_conv2d_pack_dyt_nr<NR>__<isa>     dY^T of a pixel chunk into [Kg/NR][n][NR]
+ *   fc_<dt>_gather_run__<isa>                 one strided run of an input row, zero outside
+ *   fc_<dt>_scatter_add_run__<isa>            its adjoint: add a run back into a row
+ *
+ * Loop structure: each routine walks its destination in order, panel by panel, writing every
+ * element once (zeros for the padding rows and columns of a partial panel), so a packed operand
+ * never needs clearing first. */
+#ifndef FC_CONV2D_PACK_H
+#define FC_CONV2D_PACK_H
+
+#include "fc_template.h"
+
+/* A(i, k) = src[i * rs + k * cs] for i < m, k < kd, into panels [m / MR][kd][MR] (rows past m are
+ * zero). Used for W (forward), W^T (input gradient) and dY (weight gradient). */
+static void FC_MR_NAME(gemm_pack_a)(fc_index m, fc_index kd, const T *src, fc_index rs, fc_index cs,
+                                    T *dst) {
+    for (fc_index i0 = 0; i0 < m; i0 += FC_MR) {
+        const int mr = (int)FC_MIN(FC_MR, m - i0);
+        for (fc_index k = 0; k < kd; k++, dst += FC_MR) {
+            int i = 0;
+            for (; i < mr; i++) dst[i] = src[(i0 + i) * rs + k * cs];
+            for (; i < FC_MR; i++) dst[i] = (T)0;
+        }
+    }
+}
+
+/* ---- im2col by row runs ------------------------------------------------------------------------
+ * The pixels of a tile are cut into runs that lie in one output row (and one NR panel). For a
+ * kernel tap (c, i, j) a run reads one input row at a fixed column step, so packing and col2im
+ * work on contiguous stretches with the bounds settled once per run, not once per element. */
+typedef struct {
+    fc_index q;   /* first pixel of the run, relative to the tile */
+    fc_index len; /* pixels in the run */
+    fc_index ih0; /* input row of tap (0, 0): oh * stride_h - pad_top */
+    fc_index iw0; /* input column of tap (0, 0) for the run's first pixel */
+} FC_LOCAL(run_t);
+
+/* True when col(X) row r is simply channel r of X (1x1, stride 1, no padding): runs may then
+ * cross output rows. */
+static inline int FC_LOCAL(is_pointwise)(const fc_conv2d_params *p) {
+    return p->kernel_h == 1 && p->kernel_w == 1 && p->stride_h == 1 && p->stride_w == 1 &&
+           p->pad_top == 0 && p->pad_left == 0 && p->out_w == p->in_w && p->out_h == p->in_h;
+}
+
+/* Runs of tile pixels [p0, p0 + n), also cut every `split` pixels; returns how many. */
+static fc_index FC_LOCAL(tile_runs)(const fc_conv2d_params *p, fc_index p0, fc_index n,
+                                    fc_index split, FC_LOCAL(run_t) *runs) {
+    const int pointwise = FC_LOCAL(is_pointwise)(p);
+    fc_index count = 0, q = 0;
+    while (q < n) {
+        const fc_index oh = (p0 + q) / p->out_w, ow = (p0 + q) % p->out_w;
+        fc_index len = FC_MIN(n - q, split - q % split);
+        if (!pointwise) len = FC_MIN(len, p->out_w - ow);
+        runs[count].q = q;
+        runs[count].len = len;
+        runs[count].ih0 = oh * p->stride_h - p->pad_top;
+        runs[count].iw0 = ow * p->stride_w - p->pad_left;
+        count++;
+        q += len;
+    }
+    return count;
+}
+
+/* dst[t * ds] = row[iw0 + t * s] for t < len, 0 where the column falls outside the row (or the
+ * whole run when row is NULL: an input row in the padding). */
+static inline void FC_FN(gather_run)(const T *row, fc_index iw0, fc_index s, fc_index W,
+                                     fc_index len, T *dst, fc_index ds) {
+    fc_index lo = len, hi = len, t = 0;
+    if (row) fc_inside_span(iw0, s, len, W, &lo, &hi);
+    for (; t < lo; t++) dst[t * ds] = (T)0;
+    if (row && s == 1 && ds == 1) {
+        const T *src = row + (iw0 + lo); /* the first column inside the row */
+        T *d = dst + lo;
+        const fc_index n = hi - lo;
+        fc_index u = 0;
+#if FC_HAVE_VEC
+        /* short runs: vector copies and one masked tail beat a memcpy call */
+        for (; u + FC_VL <= n; u += FC_VL) FC_VSTOREU(d + u, FC_VLOADU(src + u));
+        if (u < n) FC_VCOPY_PARTIAL(d + u, src + u, (int)(n - u));
+#else
+        for (; u < n; u++) d[u] = src[u];
+#endif
+        t = hi;
+    } else if (row && ds == 1 && s >= 2 && s <= 4) {
+        /* the stride phases of strided layers: a constant stride lets the compiler load whole
+         * registers and permute them, where a variable one moves element by element */
+        const T *src = row + (iw0 + lo * s);
+        T *d = dst + lo;
+        const fc_index n = hi - lo;
+        if (s == 2)
+            for (fc_index u = 0; u < n; u++) d[u] = src[2 * u];
+        else if (s == 3)
+            for (fc_index u = 0; u < n; u++) d[u] = src[3 * u];
+        else
+            for (fc_index u = 0; u < n; u++) d[u] = src[4 * u];
+        t = hi;
+    } else {
+        for (; t < hi; t++) dst[t * ds] = row[iw0 + t * s];
+    }
+    for (; t < len; t++) dst[t * ds] = (T)0;
+}
+
+/* row[iw0 + t * s] += src[t] for the columns inside the row. */
+static inline void FC_FN(scatter_add_run)(T *row, fc_index iw0, fc_index s, fc_index W,
+                                          fc_index len, const T *src) {
+    fc_index lo, hi;
+    fc_inside_span(iw0, s, len, W, &lo, &hi);
+    if (s == 1) {
+        T *d = row + (iw0 + lo);
+        for (fc_index t = lo; t < hi; t++) d[t - lo] += src[t];
+    } else {
+        for (fc_index t = lo; t < hi; t++) row[iw0 + t * s] += src[t];
+    }
+}
+
+/* Input row of tap (c, i) for a run, or NULL when it lies in the padding. For pointwise runs the
+ * "row" is the channel itself starting at the run's first pixel. */
+static inline const T *FC_LOCAL(tap_row)(const fc_conv2d_params *p, const T *xc,
+                                         const FC_LOCAL(run_t) *run, fc_index di, int pointwise) {
+    if (pointwise) return xc + run->ih0 * p->in_w;
+    const fc_index ih = run->ih0 + di;
+    return (fc_uindex)ih < (fc_uindex)p->in_h ? xc + ih * p->in_w : NULL;
+}
+
+/* B(k, q) = src[k * ld + q] for k < kd, q < nc, into panels [nc / NR][kd][NR]. */
+static void FC_NR_NAME(gemm_pack_b)(fc_index kd, fc_index nc, const T *src, fc_index ld, T *dst) {
+    for (fc_index q0 = 0; q0 < nc; q0 += FC_NR) {
+        const int nr = (int)FC_MIN(FC_NR, nc - q0);
+        for (fc_index k = 0; k < kd; k++, dst += FC_NR) {
+            int q = 0;
+            for (; q < nr; q++) dst[q] = src[k * ld + q0 + q];
+            for (; q < FC_NR; q++) dst[q] = (T)0;
+        }
+    }
+}
+
+/* B(r, u) = rows[r][q + u] for r < kc, u < NR: one KC x NR panel of col(X) (or of a Winograd
+ * V_e) whose rows lie apart in memory. Reading them in place cost more than this copy: rows at
+ * a power-of-two stride fall into a few L1 sets and evict each other, and unaligned rows split
+ * every load over two cache lines. The panel is reused by every A panel that passes. */
+static inline void FC_NR_NAME(gemm_pack_b_panel)(fc_index kc, const T *const *rows, fc_index q,
+                                                 T *restrict dst) {
+    for (fc_index r = 0; r < kc; r++) memcpy(dst + r * FC_NR, rows[r] + q, sizeof(T) * FC_NR);
+}
+
+/* Split P pixels into equal tiles of at most `max_tile`, rounded up to NR. */
+static fc_index FC_LOCAL(tile_size)(fc_index P, fc_index max_tile) {
+    const fc_index ntiles = FC_CEIL_DIV(P, max_tile);
+    const fc_index t = FC_CEIL_DIV(P, ntiles);
+    return FC_CEIL_DIV(t, FC_NR) * FC_NR;
+}
+
+/* dY^T for grid pixels [q0, q0 + n) of one image's dY (Kg channels of P = OH x OW pixels, on a
+ * grid of wph >= OW columns per output row): panels [Kg / NR][n][NR], zero for the grid's
+ * padding columns and for channels past Kg. Reads dY along its rows (one output row run at a
+ * time) and scatters into the L1-sized panel, rather than gathering NR rows per pixel. */
+static void FC_NR_NAME(conv2d_pack_dyt)(const T *gyg, fc_index Kg, fc_index P, fc_index OW,
+                                        fc_index wph, fc_index q0, fc_index n, T *dst) {
+    for (fc_index k0 = 0; k0 < Kg; k0 += FC_NR) {
+        const int nr = (int)FC_MIN(FC_NR, Kg - k0);
+        T *panel = dst + (k0 / FC_NR) * n * FC_NR;
+        memset(panel, 0, sizeof(T) * (size_t)(n * FC_NR));
+        for (int t = 0; t < nr; t++) {
+            const T *src = gyg + (k0 + t) * P;
+            for (fc_index q = q0; q < q0 + n;) {
+                const fc_index oh = q / wph, ow = q % wph;
+                const fc_index len = FC_MIN(q0 + n - q, wph - ow);
+                const fc_index valid = FC_MAX(0, FC_MIN(len, OW - ow));
+                T *d = panel + (q - q0) * FC_NR + t;
+                const T *s = src + oh * OW + ow;
+                for (fc_index u = 0; u < valid; u++) d[u * FC_NR] = s[u];
+                q += len;
+            }
+        }
+    }
+}
+
+#endif /* FC_CONV2D_PACK_H */

@@ -1,0 +1,59 @@
+/* conv2d_phases.h: the stride phases the forward and weight-gradient passes read col(X) from,
+ * without building it: their geometry, where each kernel tap starts in them, and the split of a
+ * channel into them.
+ *
+ * Loop structure (split_phases): over the sH x sW phases, over each phase's rows, one strided
+ * gather of an input row (zeros for the padding) per phase row. */
+#ifndef FC_CONV2D_PHASES_H
+#define FC_CONV2D_PHASES_H
+
+#include "conv2d_pack.h"
+#include "fc_template.h"
+
+/* Each image's channels are copied once, zero padded, into stride x stride phases: phase (a, b)
+ * holds padded rows a, a+sH, ... and columns b, b+sW, .... In its phase a kernel tap (i, j) reads
+ * a plain contiguous row for consecutive output pixels, on a grid of `wph` >= OW columns per output
+ * row, so col(X) never needs to be built: a KC x NR panel of it is a copy of NR-wide rows
+ * (forward) or is read in place (weight gradient). The grid's extra columns are computed and
+ * dropped (forward) or meet zeros in dY (weight gradient). */
+typedef struct {
+    fc_index hph, wph; /* rows and columns of one phase */
+    fc_index phase;    /* elements in one phase */
+    fc_index channel;  /* elements of one channel's sH * sW phases */
+} FC_LOCAL(phases_t);
+
+static FC_LOCAL(phases_t) FC_LOCAL(phase_geometry)(const fc_conv2d_params *p) {
+    FC_LOCAL(phases_t) ph;
+    /* the last tap of the last output row and column, plus one spare row: the grid's padding
+     * columns of the last row run on into it */
+    ph.hph = p->out_h + ((p->kernel_h - 1) * p->dilation_h) / p->stride_h + 1;
+    ph.wph = p->out_w + ((p->kernel_w - 1) * p->dilation_w) / p->stride_w;
+    ph.phase = ph.hph * ph.wph;
+    ph.channel = p->stride_h * p->stride_w * ph.phase;
+    return ph;
+}
+
+/* Where tap (i, j) of a channel starts in its phases. */
+static inline fc_index FC_LOCAL(tap_offset)(const fc_conv2d_params *p, const FC_LOCAL(phases_t) *ph,
+                                            fc_index i, fc_index j) {
+    const fc_index di = i * p->dilation_h, dj = j * p->dilation_w;
+    const fc_index a = di % p->stride_h, b = dj % p->stride_w;
+    return (a * p->stride_w + b) * ph->phase + (di / p->stride_h) * ph->wph + dj / p->stride_w;
+}
+
+/* Split channel xc (in_h x in_w) into its zero-padded phases at dst. */
+static void FC_LOCAL(split_phases)(const fc_conv2d_params *p, const FC_LOCAL(phases_t) *ph,
+                                   const T *xc, T *dst) {
+    for (fc_index a = 0; a < p->stride_h; a++)
+        for (fc_index b = 0; b < p->stride_w; b++) {
+            T *out = dst + (a * p->stride_w + b) * ph->phase;
+            for (fc_index r = 0; r < ph->hph; r++) {
+                const fc_index ih = r * p->stride_h + a - p->pad_top;
+                const T *row = (fc_uindex)ih < (fc_uindex)p->in_h ? xc + ih * p->in_w : NULL;
+                FC_FN(gather_run)(row, b - p->pad_left, p->stride_w, p->in_w, ph->wph,
+                                  out + r * ph->wph, 1);
+            }
+        }
+}
+
+#endif /* FC_CONV2D_PHASES_H */

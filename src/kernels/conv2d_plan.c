@@ -1,0 +1,102 @@
+/* conv2d_plan.c: the one place that decides how a convolution pass runs, for every instruction
+ * set and dtype alike (the templates only carry the plan out). What an algorithm can run is
+ * fixed by its geometry rules (fc_conv2d_cannot_run); which of those runs is a choice made from
+ * the instruction set's row of the tuning table (fc_tuning.c); the non-finite fallbacks are part
+ * of the plan (conv2d_plan.h). docs/KERNELS.md explains each rule. */
+#include "conv2d_plan.h"
+
+/* Stride phases cost sH*sW*hph*wph per channel; beyond a few times the channel's input and
+ * output they are the wrong tool (and could overflow an index). */
+static int phases_fit(const fc_conv2d_params *p, const fc_tuning *tn) {
+    const double hph = (double)p->out_h + (double)(p->kernel_h - 1) * p->dilation_h / p->stride_h +
+                       1;
+    const double wph = (double)p->out_w + (double)(p->kernel_w - 1) * p->dilation_w / p->stride_w;
+    const double phases = (double)p->stride_h * (double)p->stride_w * hph * wph;
+    const double data = (double)p->in_h * p->in_w + (double)p->out_h * p->out_w;
+    return phases <= tn->phases_ratio * data + tn->phases_slack;
+}
+
+static int is_3x3_stride1(const fc_conv2d_params *p) {
+    return p->kernel_h == 3 && p->kernel_w == 3 && p->stride_h == 1 && p->stride_w == 1 &&
+           p->dilation_h == 1 && p->dilation_w == 1;
+}
+
+static const char *cannot_run(fc_conv_pass pass, int algorithm, const fc_conv2d_params *p,
+                              const fc_tuning *tn) {
+    const char *no_phases = "its stride phases would dwarf the input and output (strides or "
+                            "dilations this large need the plain loops)";
+    switch (pass) {
+    case FC_CONV_FWD:
+        if (algorithm == FC_CONV_PLAIN) return NULL;
+        if (algorithm == FC_CONV_DIRECT) return phases_fit(p, tn) ? NULL : no_phases;
+        if (algorithm == FC_CONV_WINOGRAD)
+            return is_3x3_stride1(p) ? NULL : "it needs a 3x3 kernel, stride 1 and dilation 1";
+        return "it is not a forward algorithm (direct, winograd or plain)";
+    case FC_CONV_BWD_INPUT:
+        if (algorithm == FC_CONV_COL2IM) return NULL;
+        if (algorithm == FC_CONV_TRANSPOSED)
+            return p->stride_h == 1 && p->stride_w == 1 ? NULL : "it needs stride 1";
+        return "it is not an input-gradient algorithm (transposed or col2im)";
+    case FC_CONV_BWD_WEIGHT:
+        if (algorithm == FC_CONV_PLAIN) return NULL;
+        if (algorithm == FC_CONV_DIRECT) return phases_fit(p, tn) ? NULL : no_phases;
+        return "it is not a weight-gradient algorithm (direct or plain)";
+    }
+    return "unknown pass";
+}
+
+const char *fc_conv2d_cannot_run(fc_conv_pass pass, int algorithm, fc_dtype dtype, int isa,
+                                 const fc_conv2d_params *p) {
+    return cannot_run(pass, algorithm, p, &fc_tuning_table[isa][dtype]);
+}
+
+/* The choice among the algorithms that can run. */
+static fc_conv_algorithm choose(fc_conv_pass pass, const fc_conv2d_params *p, const fc_tuning *tn) {
+    const fc_index Cg = p->in_channels / p->groups, Kg = p->out_channels / p->groups;
+    switch (pass) {
+    case FC_CONV_FWD:
+        if (!phases_fit(p, tn)) return FC_CONV_PLAIN;
+        /* Winograd pays when the GEMMs dominate its transforms: enough channels on both sides,
+         * and at least one whole 2 x 2 output tile */
+        if (is_3x3_stride1(p) && Cg >= tn->winograd_min_channels &&
+            Kg >= tn->winograd_min_channels && p->out_h >= 2 && p->out_w >= 2)
+            return FC_CONV_WINOGRAD;
+        return FC_CONV_DIRECT;
+    case FC_CONV_BWD_INPUT:
+        /* as a forward pass the input channels become output channels: worth it once they
+         * fill the microkernel's rows (not for C = 1 inputs or depthwise layers) */
+        return p->stride_h == 1 && p->stride_w == 1 && Cg >= tn->mr ? FC_CONV_TRANSPOSED
+                                                                    : FC_CONV_COL2IM;
+    case FC_CONV_BWD_WEIGHT:
+        return phases_fit(p, tn) ? FC_CONV_DIRECT : FC_CONV_PLAIN;
+    }
+    return FC_CONV_PLAIN;
+}
+
+int fc_conv2d_plan(fc_conv_pass pass, fc_dtype dtype, int isa, const fc_conv2d_params *p,
+                   fc_conv_plan *plan) {
+    const fc_tuning *tn = &fc_tuning_table[isa][dtype];
+    plan->tuning = tn;
+    if (p->algorithm == FC_CONV_AUTO) {
+        plan->algorithm = choose(pass, p, tn);
+    } else {
+        if (p->algorithm < 0 || p->algorithm >= FC_CONV_ALGORITHM_COUNT ||
+            cannot_run(pass, p->algorithm, p, tn))
+            return FC_EALGORITHM;
+        plan->algorithm = (fc_conv_algorithm)p->algorithm;
+    }
+    switch (plan->algorithm) {
+    case FC_CONV_WINOGRAD: /* direct can run every geometry Winograd can */
+        plan->nonfinite = FC_CONV_DIRECT;
+        break;
+    case FC_CONV_TRANSPOSED:
+        plan->nonfinite = FC_CONV_COL2IM;
+        break;
+    case FC_CONV_DIRECT:
+        plan->nonfinite = pass == FC_CONV_BWD_WEIGHT ? FC_CONV_PLAIN : FC_CONV_DIRECT;
+        break;
+    default:
+        plan->nonfinite = plan->algorithm;
+    }
+    return FC_OK;
+}

@@ -1,0 +1,45 @@
+/* eltwise_impl.h: element-wise kernels (relu forward and backward) for one dtype. A kernel file
+ * (eltwise_scalar.c, eltwise_avx2.c, eltwise_avx512.c) includes its fc_isa_<isa>.h and
+ * instantiates this template once per dtype (fc_each_dtype.h); the loops are plain C that the
+ * compiler vectorises for the file's instruction set.
+ *
+ * Loop structure: parallel over blocks of FC_ELTWISE_BLOCK elements (static schedule, so each
+ * thread streams one contiguous stretch); each block first prefetches its inputs' lines
+ * FC_PREFETCH_AHEAD bytes on, then runs one vectorisable loop. */
+#include "fc_template.h"
+#include "fc_tuning.h"
+
+/* relu(NaN) = NaN, and the gradient passes through a NaN input, as in PyTorch (whose backward
+ * tests `x <= 0`). */
+#define FC_ELTWISE_MIN_WORK (fc_tuning_table[FC_ISA_ID][FC_DT_ID].eltwise_min_work)
+
+/* Blocks of FC_ELTWISE_BLOCK elements, each prefetching its inputs' next lines first. */
+#define FC_ELTWISE_BLOCK 1024
+
+int FC_FN(relu_fwd)(fc_index n, const T *x, T *y, int nthreads) {
+    const int nt = fc_threads_for(nthreads, (double)n, FC_ELTWISE_MIN_WORK, n);
+    const fc_index nblocks = FC_CEIL_DIV(n, FC_ELTWISE_BLOCK);
+    FC_PRAGMA(omp parallel for schedule(static) num_threads(nt))
+    for (fc_index b = 0; b < nblocks; b++) {
+        const fc_index i0 = b * FC_ELTWISE_BLOCK, i1 = FC_MIN(n, i0 + FC_ELTWISE_BLOCK);
+        fc_prefetch_ahead(x + i0, sizeof(T) * FC_ELTWISE_BLOCK, x + n);
+        for (fc_index i = i0; i < i1; i++) y[i] = x[i] <= 0 ? (T)0 : x[i];
+    }
+    return FC_OK;
+}
+
+int FC_FN(relu_bwd)(fc_index n, const T *gy, const T *x, T *gx, int nthreads) {
+    const int nt = fc_threads_for(nthreads, (double)n, FC_ELTWISE_MIN_WORK, n);
+    const fc_index nblocks = FC_CEIL_DIV(n, FC_ELTWISE_BLOCK);
+    FC_PRAGMA(omp parallel for schedule(static) num_threads(nt))
+    for (fc_index b = 0; b < nblocks; b++) {
+        const fc_index i0 = b * FC_ELTWISE_BLOCK, i1 = FC_MIN(n, i0 + FC_ELTWISE_BLOCK);
+        fc_prefetch_ahead(x + i0, sizeof(T) * FC_ELTWISE_BLOCK, x + n);
+        fc_prefetch_ahead(gy + i0, sizeof(T) * FC_ELTWISE_BLOCK, gy + n);
+        for (fc_index i = i0; i < i1; i++) gx[i] = x[i] <= 0 ? (T)0 : gy[i];
+    }
+    return FC_OK;
+}
+
+#undef FC_ELTWISE_MIN_WORK
+#undef FC_ELTWISE_BLOCK

@@ -1,0 +1,67 @@
+/* fc_kernel_list.h: every kernel entry point, written once, as X(ctx, name, parameters,
+ * arguments). fastconv.h expands it into the public prototypes, fc_internal.h into each
+ * instruction set's (fc_<name>__<isa>), and dispatch.c into the kernel table, its per-ISA rows
+ * and the public functions that forward to the selected row. `ctx` is passed through untouched,
+ * so one X can paste the ISA into the names it makes.
+ *
+ * Every entry point returns FC_OK or an error code (fastconv.h) and takes `nthreads` last: an
+ * upper bound, a kernel uses fewer threads when the problem is too small to gain. */
+#ifndef FC_KERNEL_LIST_H
+#define FC_KERNEL_LIST_H
+
+/* The public C API (fastconv.h). */
+#define FC_KERNEL_LIST(X, ctx)                                                                     \
+    FC_CONV_KERNELS(X, ctx, f32, float)                                                            \
+    FC_CONV_KERNELS(X, ctx, f64, double)                                                           \
+    FC_POOL_KERNELS(X, ctx, f32, float)                                                            \
+    FC_POOL_KERNELS(X, ctx, f64, double)                                                           \
+    FC_ELTWISE_KERNELS(X, ctx, f32, float)                                                         \
+    FC_ELTWISE_KERNELS(X, ctx, f64, double)
+
+/* Dispatched like the kernels but private to fastconv's benchmark (fc_private.h): the
+ * multiply-add peak in the active instruction set's microkernel registers. */
+#define FC_PRIVATE_LIST(X, ctx)                                                                    \
+    X(ctx, f32_fma_peak, (fc_index iterations, int nthreads, double *flops),                       \
+      (iterations, nthreads, flops))                                                               \
+    X(ctx, f64_fma_peak, (fc_index iterations, int nthreads, double *flops),                       \
+      (iterations, nthreads, flops))
+
+/* Convolution. gb may be NULL (no bias gradient wanted), bias too (no bias). */
+#define FC_CONV_KERNELS(X, ctx, dt, T)                                                             \
+    X(ctx, dt##_conv2d_fwd,                                                                        \
+      (const fc_conv2d_params *p, const T *x, const T *w, const T *bias, T *y, int nthreads),      \
+      (p, x, w, bias, y, nthreads))                                                                \
+    X(ctx, dt##_conv2d_bwd_input,                                                                  \
+      (const fc_conv2d_params *p, const T *gy, const T *w, T *gx, int nthreads),                   \
+      (p, gy, w, gx, nthreads))                                                                    \
+    X(ctx, dt##_conv2d_bwd_weight,                                                                 \
+      (const fc_conv2d_params *p, const T *gy, const T *x, T *gw, T *gb, int nthreads),            \
+      (p, gy, x, gw, gb, nthreads))
+
+/* Pooling. Max pooling: indices may be NULL; a window wholly in the padding yields -inf and
+ * index -1, and the backward pass skips indices of -1. Backward kernels write every element of
+ * gx. L^p pooling is PyTorch's lp_pool2d (no padding, p = p->norm > 0). */
+#define FC_POOL_KERNELS(X, ctx, dt, T)                                                             \
+    X(ctx, dt##_maxpool2d_fwd,                                                                     \
+      (const fc_pool2d_params *p, const T *x, T *y, int64_t *indices, int nthreads),               \
+      (p, x, y, indices, nthreads))                                                                \
+    X(ctx, dt##_maxpool2d_bwd,                                                                     \
+      (const fc_pool2d_params *p, const T *gy, const int64_t *indices, T *gx, int nthreads),       \
+      (p, gy, indices, gx, nthreads))                                                              \
+    X(ctx, dt##_avgpool2d_fwd, (const fc_pool2d_params *p, const T *x, T *y, int nthreads),        \
+      (p, x, y, nthreads))                                                                         \
+    X(ctx, dt##_avgpool2d_bwd, (const fc_pool2d_params *p, const T *gy, T *gx, int nthreads),      \
+      (p, gy, gx, nthreads))                                                                       \
+    X(ctx, dt##_lppool2d_fwd, (const fc_pool2d_params *p, const T *x, T *y, int nthreads),         \
+      (p, x, y, nthreads))                                                                         \
+    X(ctx, dt##_lppool2d_bwd,                                                                      \
+      (const fc_pool2d_params *p, const T *gy, const T *x, T *gx, int nthreads),                   \
+      (p, gy, x, gx, nthreads))
+
+/* Element-wise, over n elements of any shape. */
+#define FC_ELTWISE_KERNELS(X, ctx, dt, T)                                                          \
+    X(ctx, dt##_relu_fwd, (fc_index n, const T *x, T *y, int nthreads), (n, x, y, nthreads))       \
+    X(ctx, dt##_relu_bwd, (fc_index n, const T *gy, const T *x, T *gx, int nthreads),              \
+      (n, gy, x, gx, nthreads))
+
+#endif /* FC_KERNEL_LIST_H */

@@ -1,0 +1,41 @@
+/* fc_tuning.h: the kernels' block sizes and thresholds, one row per instruction set and dtype
+ * (fc_tuning.c holds the values; BLIS's bli_cntx_init_<config>.c is the model). The templates
+ * read their row as fc_tuning_table[FC_ISA_ID][FC_DT_ID]; conv2d_plan.c chooses algorithms from
+ * it. */
+#ifndef FC_TUNING_H
+#define FC_TUNING_H
+
+#include "fc_internal.h"
+
+typedef struct {
+    /* The GEMM microkernels' register tile. The templates keep compile-time copies for their
+     * registers (fc_isa_<isa>.h); tests/test_plan.py checks that the two agree. */
+    int mr, nr;
+    /* Reduction depth of a packed panel: one KC x NR B panel stays in L1 while every A panel
+     * passes. */
+    fc_index kc;
+    /* Pixels in one forward or col2im tile, at most. */
+    fc_index tile_pixels;
+    /* Rows of col(dX) or dW^T (channels x kernel taps) that one task owns, at most. */
+    fc_index task_rows;
+    /* Winograd: tiles per task block, and the channels per group, in and out, below which the
+     * transforms cost more than the multiplies they save. */
+    fc_index winograd_block;
+    fc_index winograd_min_channels;
+    /* Weight gradient: the tasks (batch chunks x groups x channel blocks) to aim for, and the
+     * bytes of private partial sums the batch chunks may take. */
+    fc_index weight_grad_tasks;
+    fc_index weight_grad_private_bytes;
+    /* The stride phases are used while they hold at most phases_ratio times a channel's input
+     * and output elements, plus phases_slack; past that (strides or dilations of millions) the
+     * plain loops run. */
+    double phases_ratio, phases_slack;
+    /* Work per thread before another thread pays for its start-up: multiply-adds (convolution),
+     * elements streamed (finiteness checks, bias gradient), window reads (pooling), elements
+     * (element-wise). */
+    double conv_min_work, stream_min_work, pool_min_work, eltwise_min_work;
+} fc_tuning;
+
+extern const fc_tuning fc_tuning_table[FC_ISA_COUNT][FC_DTYPE_COUNT];
+
+#endif /* FC_TUNING_H */

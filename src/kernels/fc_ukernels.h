@@ -1,0 +1,76 @@
+/* fc_ukernels.h: the GEMM microkernels, Winograd transforms and packing routines of one
+ * instruction set and dtype, by pointer, for the tests only (fastconv._kernels.UkernelTable,
+ * tests/test_ukernels.py). docs/KERNELS.md states each one's contract.
+ *
+ * The passes call these routines directly and inlined; the tables are built in files of their
+ * own (ukernel_table_<dt>_<isa>.c, from ukernel_table.h) from the same templates with the same
+ * flags, so taking their addresses changes nothing in the passes' compiled code. Each entry
+ * names the routine it runs (e.g. "fc_f32_gemm_ukernel_8x32__avx512") and points to a thin
+ * wrapper with the dtype erased to void pointers, so one table type serves both dtypes; a
+ * routine a build lacks (the half-width GEMM on the scalar path) has a NULL pointer. */
+#ifndef FC_UKERNELS_H
+#define FC_UKERNELS_H
+
+#include "fastconv.h"
+
+typedef struct {
+    int dtype;  /* FC_DTYPE_f32 or FC_DTYPE_f64 (fc_internal.h) */
+    int mr, nr; /* the GEMM register tile */
+    /* C[mr x nr] (+)= A * B (+ bias): fc_<dt>_gemm_ukernel_<MR>x<NR>__<isa> */
+    const char *gemm_name;
+    void (*gemm)(fc_index kc, const void *a, const void *b, void *c, fc_index ldc, int mr, int nr,
+                 int accumulate, const void *bias);
+    /* the same on the first NR/2 columns of the B panel (nr <= NR/2): ..._half */
+    const char *gemm_half_name;
+    void (*gemm_half)(fc_index kc, const void *a, const void *b, void *c, fc_index ldc, int mr,
+                      int nr, int accumulate, const void *bias);
+    /* C[MR x NR] += A * B, A's rows through MR pointers: fc_<dt>_gemm_rows_ukernel_... */
+    const char *gemm_rows_name;
+    void (*gemm_rows)(fc_index kc, const void *const *a, const void *b, void *c, fc_index ldc);
+    /* A(i, k) = src[i * rs + k * cs] into [m/MR][kd][MR]: fc_<dt>_gemm_pack_a_mr<MR>__<isa> */
+    const char *pack_a_name;
+    void (*pack_a)(fc_index m, fc_index kd, const void *src, fc_index rs, fc_index cs, void *dst);
+    /* B(k, q) = src[k * ld + q] into [nc/NR][kd][NR]: fc_<dt>_gemm_pack_b_nr<NR>__<isa> */
+    const char *pack_b_name;
+    void (*pack_b)(fc_index kd, fc_index nc, const void *src, fc_index ld, void *dst);
+    /* B(r, u) = rows[r][q + u] into one [kc][NR] panel: fc_<dt>_gemm_pack_b_panel_nr<NR>__ */
+    const char *pack_b_panel_name;
+    void (*pack_b_panel)(fc_index kc, const void *const *rows, fc_index q, void *dst);
+    /* dY^T of grid pixels [q0, q0 + n) into [Kg/NR][n][NR]: fc_<dt>_conv2d_pack_dyt_nr<NR>__ */
+    const char *pack_dyt_name;
+    void (*pack_dyt)(const void *gy, fc_index kg, fc_index p, fc_index ow, fc_index wph,
+                     fc_index q0, fc_index n, void *dst);
+    /* dst[t * ds] = row[iw0 + t * s], 0 outside [0, w) or for a NULL row: fc_<dt>_gather_run__ */
+    const char *gather_run_name;
+    void (*gather_run)(const void *row, fc_index iw0, fc_index s, fc_index w, fc_index len,
+                       void *dst, fc_index ds);
+    /* row[iw0 + t * s] += src[t] inside [0, w): fc_<dt>_scatter_add_run__<isa> */
+    const char *scatter_add_run_name;
+    void (*scatter_add_run)(void *row, fc_index iw0, fc_index s, fc_index w, fc_index len,
+                            const void *src);
+    /* U = G g G^T of kernels k0 .. k0 + MR - 1, channel c, into u[16][MR]; nonzero on Inf/NaN */
+    const char *winograd_kernel_name;
+    int (*winograd_kernel)(const void *w, fc_index k0, fc_index kg, fc_index cg, fc_index c,
+                           void *u);
+    /* V = B^T d B of the tiles [m0, m1) of tile rows [th0, th1) of a padded plane, into v[16] */
+    const char *winograd_input_name;
+    void (*winograd_input)(const void *plane, fc_index wp, fc_index th0, fc_index th1, fc_index m0,
+                           fc_index m1, void *lo, void *hi, void *const *v);
+    /* Y = A^T M A + *bias of n tiles from m[16], into rows 8..11 of tmp (row stride ts) */
+    const char *winograd_output_name;
+    void (*winograd_output)(const void *const *m, fc_index n, const void *bias, void *tmp,
+                            fc_index ts);
+} fc_ukernel_table;
+
+/* Each ISA's tables, fc_<dt>_ukernel_table__<isa> (ukernel_table.h), */
+#define FC_DECLARE_UKERNEL_TABLES(isa)                                                             \
+    extern const fc_ukernel_table fc_f32_ukernel_table__##isa, fc_f64_ukernel_table__##isa;
+FC_DECLARE_UKERNEL_TABLES(scalar)
+FC_DECLARE_UKERNEL_TABLES(avx2)
+FC_DECLARE_UKERNEL_TABLES(avx512)
+#undef FC_DECLARE_UKERNEL_TABLES
+
+/* and the one of `isa` for `dtype`, or NULL where this build or CPU lacks the ISA. */
+const fc_ukernel_table *fc_ukernel_table_for(int isa, int dtype);
+
+#endif /* FC_UKERNELS_H */

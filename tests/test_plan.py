@@ -1,0 +1,132 @@
+"""The convolution plan (src/kernels/conv2d_plan.c) and the tuning table it reads
+(src/kernels/fc_tuning.c): which algorithm each pass runs on which geometry, on every ISA path,
+what forcing an algorithm does, and that the microkernels' compile-time register tiles agree with
+the table.
+
+The conv tests (test_conv2d.py) run every algorithm on every case; these test the choice itself,
+at the thresholds: Winograd from 16 channels per group on both sides, the input gradient as a
+forward pass from MR channels per group, the plain loops where the stride phases would not fit.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from helpers import DTYPES, isa_params
+
+from fastconv import _kernels
+from fastconv import _validation as v
+
+BIG = 2**31 - 1
+
+
+def _geometry(c=16, k=16, size=8, kernel=3, stride=1, padding=1, dilation=1, groups=1):
+    return v.conv_geometry("conv2d", (2, c, size, size), (k, c // groups, kernel, kernel), stride,
+                           padding, dilation, groups)
+
+
+# id: (geometry arguments, forward, input gradient, weight gradient), each a pair
+# (algorithm, fallback when the data holds Inf or NaN); "MR" stands for the ISA's register rows
+PLAN_CASES = {
+    "winograd": (dict(), ("winograd", "direct"), ("transposed", "col2im"),
+                 ("direct", "plain")),
+    "winograd-15-in": (dict(c=15), ("direct", "direct"), ("transposed", "col2im"),
+                       ("direct", "plain")),
+    "winograd-15-out": (dict(k=15), ("direct", "direct"), ("transposed", "col2im"),
+                        ("direct", "plain")),
+    "winograd-per-group": (dict(c=32, k=32, groups=2), ("winograd", "direct"),
+                           ("transposed", "col2im"), ("direct", "plain")),
+    "winograd-15-per-group": (dict(c=30, k=32, groups=2), ("direct", "direct"),
+                              ("transposed", "col2im"), ("direct", "plain")),
+    "winograd-one-output-column": (dict(size=3, padding=(1, 0)), ("direct", "direct"),
+                                   ("transposed", "col2im"), ("direct", "plain")),
+    "winograd-not-5x5": (dict(kernel=5, padding=2), ("direct", "direct"),
+                         ("transposed", "col2im"), ("direct", "plain")),
+    "winograd-not-strided": (dict(stride=2), ("direct", "direct"), ("col2im", "col2im"),
+                             ("direct", "plain")),
+    "winograd-not-dilated": (dict(dilation=2, padding=2), ("direct", "direct"),
+                             ("transposed", "col2im"), ("direct", "plain")),
+    "transposed-at-MR": (dict(c="MR", k=4, kernel=5, padding=2), ("direct", "direct"),
+                         ("transposed", "col2im"), ("direct", "plain")),
+    "col2im-below-MR": (dict(c="MR-1", k=4, kernel=5, padding=2), ("direct", "direct"),
+                        ("col2im", "col2im"), ("direct", "plain")),
+    "depthwise": (dict(c=16, k=16, groups=16), ("direct", "direct"), ("col2im", "col2im"),
+                  ("direct", "plain")),
+    "phases-too-big": (dict(c=2, k=2, size=2, kernel=1, stride=BIG, padding=0),
+                       ("plain", "plain"), ("col2im", "col2im"), ("plain", "plain")),
+    "dilation-too-big": (dict(c=16, k=2, size=3, dilation=BIG, padding=BIG),
+                         ("plain", "plain"), ("transposed", "col2im"), ("plain", "plain")),
+}
+
+
+def _arguments(spec, mr):
+    return {key: mr + int(val[2:] or 0) if isinstance(val, str) else val
+            for key, val in spec.items()}
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("case", list(PLAN_CASES.values()), ids=list(PLAN_CASES))
+def test_plan_chooses(case, dtype, isa):
+    spec, forward, input_grad, weight_grad = case
+    mr = _kernels.tuning(isa, dtype)["mr"]
+    g = _geometry(**_arguments(spec, mr))
+    for which, expected in zip(_kernels.CONV_PASSES, (forward, input_grad, weight_grad)):
+        assert _kernels.conv_plan(g, which, dtype) == expected, which
+
+
+# (pass, algorithm, geometry arguments, what the message says)
+REFUSALS = [
+    ("forward", "winograd", dict(kernel=5, padding=2), "needs a 3x3 kernel, stride 1"),
+    ("forward", "winograd", dict(stride=2), "needs a 3x3 kernel, stride 1"),
+    ("forward", "direct", dict(kernel=1, stride=BIG, padding=0), "stride phases would dwarf"),
+    ("weight", "direct", dict(kernel=1, stride=BIG, padding=0), "stride phases would dwarf"),
+    ("input", "transposed", dict(stride=2), "needs stride 1"),
+    ("forward", "col2im", dict(), "not a forward algorithm"),
+    ("forward", "transposed", dict(), "not a forward algorithm"),
+    ("input", "direct", dict(), "not an input-gradient algorithm"),
+    ("input", "winograd", dict(), "not an input-gradient algorithm"),
+    ("weight", "winograd", dict(), "not a weight-gradient algorithm"),
+    ("weight", "col2im", dict(), "not a weight-gradient algorithm"),
+]
+
+
+@pytest.mark.parametrize("which, algorithm, spec, reason", REFUSALS,
+                         ids=[f"{w}-{a}-{r.split()[-1]}" for w, a, _, r in REFUSALS])
+def test_forcing_an_algorithm_that_cannot_run_is_an_error(which, algorithm, spec, reason, isa):
+    g = _geometry(**spec)
+    with _kernels.force_conv_algorithms(**{which: algorithm}), pytest.raises(
+            ValueError, match=rf"^conv2d \({which} pass\): the forced algorithm '{algorithm}' "
+                              rf"cannot run this geometry: .*{reason}"):
+        _kernels.conv_plan(g, which, np.float32)
+
+
+def test_forcing_sets_each_pass_and_restores_on_exit():
+    g = _geometry()
+    with pytest.raises(RuntimeError), _kernels.force_conv_algorithms(forward="plain",
+                                                                     weight="plain"):
+        assert _kernels.conv_plan(g, "forward", np.float32) == ("plain", "plain")
+        assert _kernels.conv_plan(g, "input", np.float32) == ("transposed", "col2im")
+        assert _kernels.conv_plan(g, "weight", np.float32) == ("plain", "plain")
+        raise RuntimeError
+    assert _kernels.conv_plan(g, "forward", np.float32) == ("winograd", "direct")
+    assert _kernels.conv_plan(g, "weight", np.float32) == ("direct", "plain")
+
+
+def test_forcing_an_unknown_algorithm_is_an_error():
+    with pytest.raises(ValueError):
+        _kernels.force_conv_algorithms(forward="fft")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("name", [p.values[0] for p in isa_params()],
+                         ids=[p.values[0] for p in isa_params()])
+def test_tuning_table_agrees_with_the_microkernels(name, dtype):
+    """The templates' compile-time register tile (fc_isa_<isa>.h) is the table's, and KC keeps
+    one KC x NR panel of B within 24 KB of L1."""
+    if not _kernels.isa_supported(name):
+        pytest.skip(f"this build or CPU has no {name} path")
+    row = _kernels.tuning(name, dtype)
+    table = _kernels.ukernel_table(name, dtype)
+    assert (row["mr"], row["nr"]) == (table.mr, table.nr)
+    assert row["kc"] * row["nr"] * np.dtype(dtype).itemsize <= 24576 and row["kc"] >= 64
+    assert row["winograd_block"] == 4 * row["nr"]

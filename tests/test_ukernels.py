@@ -1,0 +1,425 @@
+"""The GEMM microkernels, Winograd F(2x2, 3x3) transforms and packing routines one by one, against
+plain NumPy, on every ISA path this machine has (fastconv._kernels.ukernel_table; each routine's
+contract is in docs/KERNELS.md).
+
+As XNNPACK tests its microkernels: one tester per routine and a table of cases at the routine's
+edges, with sizes given relative to the ISA's register tile where the tile matters ("tile-1" is
+MR - 1 or NR - 1): m < MR, n < NR, k = 1, reductions that are not a multiple of anything, odd
+leading dimensions and offsets, accumulate vs overwrite, with and without bias. Every buffer starts
+as NaN, so a routine that writes outside its contract, or leaves a promised element unwritten,
+fails.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from helpers import DTYPES, isa_params, tolerance
+
+from fastconv import _kernels
+
+
+@pytest.fixture(params=[pytest.param((p.values[0], d), marks=p.marks,
+                                     id=f"{p.values[0]}-{np.dtype(d).name}")
+                        for p in isa_params() for d in DTYPES])
+def table(request):
+    isa, dtype = request.param
+    return _kernels.ukernel_table(isa, dtype)
+
+
+def _size(spec, tile: int) -> int:
+    """An int, or 'tile' / 'tile-1' / 'tile+1' / '2tile+3' relative to the register tile."""
+    if isinstance(spec, int):
+        return spec
+    times, _, delta = spec.partition("tile")
+    return (int(times) if times else 1) * tile + int(delta or 0)
+
+
+def _nan(n, dtype):
+    return np.full(n, np.nan, dtype)
+
+
+def _rand(rng, n, dtype):
+    return rng.standard_normal(n).astype(dtype)
+
+
+def _tile(rng, rows: int, cols: int, ldc: int, dtype):
+    """A C tile buffer of rows x ldc: random in its first `cols` columns, NaN past them; and the
+    mask of those columns."""
+    written = np.zeros((rows, ldc), bool)
+    written[:, :cols] = True
+    written = written.reshape(-1)
+    c = _nan(rows * ldc, dtype)
+    c[written] = _rand(rng, rows * cols, dtype)
+    return c, written
+
+
+def _assert_region(actual, expected, written, terms: int, scale, what: str):
+    """actual == expected within the tolerance where `written`, and still NaN elsewhere."""
+    assert np.isnan(actual[~written]).all(), f"{what}: wrote outside its region"
+    bound = tolerance(actual.dtype, terms) * (np.abs(scale[written]) + 1.0)
+    err = np.abs(actual[written].astype(np.float64) - expected[written])
+    assert (err <= bound).all(), f"{what}: worst error {err.max()} vs bound {bound.max()}"
+
+
+# ---- GEMM microkernels -------------------------------------------------------------------------
+
+# id: (m, n, kc, extra columns of ldc, accumulate, bias)
+GEMM_CASES = {
+    "full-tile": ("tile", "tile", 17, 0, False, False),
+    "full-tile-bias": ("tile", "tile", 17, 0, False, True),
+    "k1": ("tile", "tile", 1, 0, False, True),
+    "k2": ("tile", "tile", 2, 0, False, False),
+    "k3-odd-ldc": ("tile", "tile", 3, 3, False, True),
+    "k-long-odd": ("tile", "tile", 193, 1, False, False),
+    "m1": (1, "tile", 5, 0, False, True),
+    "m-edge": ("tile-1", "tile", 7, 0, False, True),
+    "n1": ("tile", 1, 5, 0, False, True),
+    "n-edge": ("tile", "tile-1", 7, 0, False, False),
+    "mn-edge-odd-ldc": ("tile-1", "tile-1", 9, 5, False, True),
+    "m1-n1-k1": (1, 1, 1, 0, False, True),
+    "accumulate": ("tile", "tile", 9, 0, True, False),
+    "accumulate-k1": ("tile", "tile", 1, 2, True, False),
+    "accumulate-edges": ("tile-1", "tile-1", 11, 3, True, False),
+    "accumulate-ignores-bias": ("tile", "tile-1", 4, 0, True, True),
+}
+
+
+def _check_gemm(table, case, half, seed=0):
+    m_spec, n_spec, kc, ldc_extra, accumulate, with_bias = case
+    MR, NR, dtype = table.mr, table.nr, table.dtype
+    width = NR // 2 if half else NR
+    m, n = _size(m_spec, MR), _size(n_spec, width)
+    rng = np.random.default_rng(seed)
+    a = _rand(rng, kc * MR, dtype)  # the packed A panel [kc][MR]
+    b = _rand(rng, kc * NR, dtype)  # the packed B panel [kc][NR]
+    if half:  # columns past NR/2 must not be read: poison them
+        b.reshape(kc, NR)[:, width:] = np.nan
+    ldc = width + ldc_extra
+    c, written = _tile(rng, m, n, ldc, dtype)
+    bias = _rand(rng, MR, dtype) if with_bias else None
+    before = c.copy()
+    table.gemm(kc, a, b, c, ldc, m, n, accumulate, bias, half=half)
+
+    A = a.reshape(kc, MR).T.astype(np.float64)[:m]
+    B = b.reshape(kc, NR).astype(np.float64)[:, :n]
+    expected = np.full((m, ldc), np.nan)
+    scale = np.zeros((m, ldc))
+    expected[:, :n] = A @ B
+    scale[:, :n] = np.abs(A) @ np.abs(B)
+    base = before.reshape(m, ldc)[:, :n].astype(np.float64)
+    if accumulate:
+        expected[:, :n] += base
+        scale[:, :n] += np.abs(base)
+    elif bias is not None:
+        expected[:, :n] += bias[:m, None]
+        scale[:, :n] += np.abs(bias[:m, None])
+    name = table.names["gemm_half" if half else "gemm"]
+    _assert_region(c, expected.reshape(-1), written, kc + 1, scale.reshape(-1), name)
+
+
+@pytest.mark.parametrize("case", list(GEMM_CASES.values()), ids=list(GEMM_CASES))
+def test_gemm_ukernel(table, case):
+    _check_gemm(table, case, half=False)
+
+
+@pytest.mark.parametrize("case", list(GEMM_CASES.values()), ids=list(GEMM_CASES))
+def test_gemm_ukernel_half(table, case):
+    if table.names["gemm_half"] is None:
+        pytest.skip(f"the {table.isa} path has no half-width microkernel (no vector registers)")
+    _check_gemm(table, case, half=True)
+
+
+# id: (kc, extra columns of ldc, row offsets as a function of (MR, kc)): the rows microkernel
+# reads A through MR row pointers, which the weight gradient points at overlapping taps
+GEMM_ROWS_CASES = {
+    "k1": (1, 0, lambda mr, kc: [i * 3 for i in range(mr)]),
+    "k2-odd-ldc": (2, 3, lambda mr, kc: [i * 5 + 1 for i in range(mr)]),
+    "k7-overlapping-rows": (7, 0, lambda mr, kc: [i + 1 for i in range(mr)]),
+    "k64-same-row": (64, 1, lambda mr, kc: [3] * mr),
+    "k65-far-apart": (65, 5, lambda mr, kc: [i * (kc + 17) + 2 for i in range(mr)]),
+}
+
+
+@pytest.mark.parametrize("case", list(GEMM_ROWS_CASES.values()), ids=list(GEMM_ROWS_CASES))
+def test_gemm_rows_ukernel(table, case):
+    kc, ldc_extra, offsets_of = case
+    MR, NR, dtype = table.mr, table.nr, table.dtype
+    offsets = offsets_of(MR, kc)
+    rng = np.random.default_rng(1)
+    a = _rand(rng, max(offsets) + kc + 3, dtype)
+    b = _rand(rng, kc * NR, dtype)
+    ldc = NR + ldc_extra
+    c, written = _tile(rng, MR, NR, ldc, dtype)
+    before = c.copy().reshape(MR, ldc)
+    table.gemm_rows(kc, a, offsets, b, c, ldc)
+    A = np.stack([a[o:o + kc] for o in offsets]).astype(np.float64)
+    B = b.reshape(kc, NR).astype(np.float64)
+    expected = np.full((MR, ldc), np.nan)
+    expected[:, :NR] = before[:, :NR] + A @ B
+    scale = np.zeros((MR, ldc))
+    scale[:, :NR] = np.abs(before[:, :NR]) + np.abs(A) @ np.abs(B)
+    _assert_region(c, expected.reshape(-1), written, kc + 1, scale.reshape(-1),
+                   table.names["gemm_rows"])
+
+
+# ---- packing -----------------------------------------------------------------------------------
+
+def _panels(matrix: np.ndarray, width: int) -> np.ndarray:
+    """rows x depth -> [ceil(rows / width)][depth][width], zero past the last row."""
+    rows, depth = matrix.shape
+    blocks = -(-rows // width)
+    padded = np.zeros((blocks * width, depth), matrix.dtype)
+    padded[:rows] = matrix
+    return padded.reshape(blocks, width, depth).transpose(0, 2, 1).reshape(-1)
+
+
+# id: (m, kd, row stride, column stride) with m relative to MR; the strides as functions of
+# (m, kd): W packs row-major, W^T and dY column-major
+PACK_A_CASES = {
+    "m1-row-major": (1, 5, lambda m, kd: (kd, 1)),
+    "m-edge": ("tile-1", 3, lambda m, kd: (kd, 1)),
+    "m-tile": ("tile", 1, lambda m, kd: (kd, 1)),
+    "m-past-tile": ("tile+1", 4, lambda m, kd: (kd, 1)),
+    "two-panels-odd-stride": ("2tile+3", 7, lambda m, kd: (kd + 3, 1)),
+    "transposed": ("tile+2", 5, lambda m, kd: (1, m)),
+    "transposed-odd-stride": ("tile-1", 6, lambda m, kd: (1, m + 5)),
+}
+
+
+@pytest.mark.parametrize("case", list(PACK_A_CASES.values()), ids=list(PACK_A_CASES))
+def test_gemm_pack_a(table, case):
+    m_spec, kd, strides = case
+    MR, dtype = table.mr, table.dtype
+    m = _size(m_spec, MR)
+    rs, cs = strides(m, kd)
+    src = _rand(np.random.default_rng(2), (m - 1) * rs + (kd - 1) * cs + 1, dtype)
+    dst = _nan(-(-m // MR) * MR * kd, dtype)
+    table.pack_a(m, kd, src, rs, cs, dst)
+    matrix = np.array([[src[i * rs + k * cs] for k in range(kd)] for i in range(m)])
+    np.testing.assert_array_equal(dst, _panels(matrix, MR), err_msg=table.names["pack_a"])
+
+
+# id: (kd, nc, extra columns of ld) with nc relative to NR
+PACK_B_CASES = {
+    "n1": (3, 1, 0),
+    "n-edge": (4, "tile-1", 2),
+    "n-tile-k1": (1, "tile", 0),
+    "n-past-tile": (5, "tile+1", 0),
+    "three-panels-odd-ld": (2, "3tile-2", 7),
+}
+
+
+@pytest.mark.parametrize("case", list(PACK_B_CASES.values()), ids=list(PACK_B_CASES))
+def test_gemm_pack_b(table, case):
+    kd, nc_spec, ld_extra = case
+    NR, dtype = table.nr, table.dtype
+    nc = _size(nc_spec, NR)
+    ld = nc + ld_extra
+    src = _rand(np.random.default_rng(3), (kd - 1) * ld + nc, dtype)
+    dst = _nan(-(-nc // NR) * NR * kd, dtype)
+    table.pack_b(kd, nc, src, ld, dst)
+    matrix = np.array([[src[k * ld + q] for k in range(kd)] for q in range(nc)])
+    np.testing.assert_array_equal(dst, _panels(matrix, NR), err_msg=table.names["pack_b"])
+
+
+# id: (kc, q, row offsets as a function of kc): one KC x NR panel from rows anywhere
+PACK_B_PANEL_CASES = {
+    "k1": (1, 0, lambda kc: [5]),
+    "odd-offsets": (5, 3, lambda kc: [1, 10, 3, 40, 7]),
+    "k64-same-row": (64, 2, lambda kc: [9] * kc),
+    "k67-spread": (67, 1, lambda kc: [3 * r + 1 for r in range(kc)]),
+}
+
+
+@pytest.mark.parametrize("case", list(PACK_B_PANEL_CASES.values()), ids=list(PACK_B_PANEL_CASES))
+def test_gemm_pack_b_panel(table, case):
+    kc, q, offsets_of = case
+    NR, dtype = table.nr, table.dtype
+    offsets = offsets_of(kc)
+    rows = _rand(np.random.default_rng(4), max(offsets) + q + NR + 2, dtype)
+    dst = _nan(kc * NR, dtype)
+    table.pack_b_panel(kc, rows, offsets, q, dst)
+    expected = np.concatenate([rows[o + q:o + q + NR] for o in offsets])
+    np.testing.assert_array_equal(dst, expected, err_msg=table.names["pack_b_panel"])
+
+
+# id: (Kg relative to NR, OH, OW, extra grid columns, q0, n): dY^T of a chunk of grid pixels
+PACK_DYT_CASES = {
+    "one-channel-whole-grid": (1, 3, 4, 2, 0, 18),
+    "k-edge-mid-row-chunk": ("tile-1", 4, 5, 1, 3, 7),
+    "k-tile-rows-crossed": ("tile", 3, 3, 0, 2, 6),
+    "k-past-tile": ("tile+1", 2, 5, 3, 5, 11),
+    "single-pixel-in-grid-padding": (2, 2, 3, 2, 4, 1),
+}
+
+
+@pytest.mark.parametrize("case", list(PACK_DYT_CASES.values()), ids=list(PACK_DYT_CASES))
+def test_conv2d_pack_dyt(table, case):
+    kg_spec, oh, ow, extra, q0, n = case
+    NR, dtype = table.nr, table.dtype
+    kg, wph = _size(kg_spec, NR), ow + extra
+    gy = _rand(np.random.default_rng(5), kg * oh * ow, dtype)
+    dst = _nan(-(-kg // NR) * NR * n, dtype)
+    table.pack_dyt(gy, kg, oh * ow, ow, wph, q0, n, dst)
+    grid = np.zeros((kg, oh, wph), dtype)  # dY on the grid, zero in its padding columns
+    grid[:, :, :ow] = gy.reshape(kg, oh, ow)
+    chunk = grid.reshape(kg, -1)[:, q0:q0 + n]  # (kg, n)
+    np.testing.assert_array_equal(dst, _panels(chunk, NR), err_msg=table.names["pack_dyt"])
+
+
+# ---- row runs: the gather behind im2col and the stride phases, the scatter behind col2im ------
+
+# id: (iw0, column step s, row width W, run length, destination step ds, no row)
+RUN_CASES = {
+    "s1-inside": (2, 1, 40, 17, 1, False),
+    "s1-short": (0, 1, 5, 3, 1, False),
+    "s1-one": (4, 1, 9, 1, 1, False),
+    "s1-left-padding": (-3, 1, 20, 12, 1, False),
+    "s1-past-the-end": (10, 1, 20, 16, 1, False),
+    "s1-both-sides": (-2, 1, 7, 13, 1, False),
+    "s1-long": (1, 1, 100, 67, 1, False),
+    "s2-padded": (-1, 2, 21, 11, 1, False),
+    "s3-past-the-end": (2, 3, 20, 9, 1, False),
+    "s4": (0, 4, 33, 8, 1, False),
+    "s5-general": (-4, 5, 30, 8, 1, False),
+    "s1-ds3": (-1, 1, 10, 9, 3, False),
+    "s2-ds2": (1, 2, 15, 8, 2, False),
+    "all-outside": (-20, 1, 10, 5, 1, False),
+    "padding-row": (0, 1, 10, 6, 1, True),
+}
+
+
+def _run_columns(iw0, s, w, length):
+    cols = iw0 + s * np.arange(length)
+    return cols, (cols >= 0) & (cols < w)
+
+
+@pytest.mark.parametrize("case", list(RUN_CASES.values()), ids=list(RUN_CASES))
+def test_gather_run(table, case):
+    iw0, s, w, length, ds, no_row = case
+    dtype = table.dtype
+    row = None if no_row else _rand(np.random.default_rng(6), w, dtype)
+    dst = _nan((length - 1) * ds + 1, dtype)
+    table.gather_run(row, iw0, s, w, length, dst, ds)
+    cols, inside = _run_columns(iw0, s, w, length)
+    expected = np.full(dst.shape, np.nan, dtype)
+    expected[::ds] = 0
+    if row is not None:
+        expected[::ds][inside] = row[cols[inside]]
+    np.testing.assert_array_equal(dst, expected, err_msg=table.names["gather_run"])
+
+
+@pytest.mark.parametrize("case", [c for c in RUN_CASES.values() if c[4] == 1 and not c[5]],
+                         ids=[k for k, c in RUN_CASES.items() if c[4] == 1 and not c[5]])
+def test_scatter_add_run(table, case):
+    iw0, s, w, length, _, _ = case
+    dtype = table.dtype
+    rng = np.random.default_rng(7)
+    row, src = _rand(rng, w, dtype), _rand(rng, length, dtype)
+    expected = row.copy()
+    cols, inside = _run_columns(iw0, s, w, length)
+    np.add.at(expected, cols[inside], src[inside])
+    table.scatter_add_run(row, iw0, s, w, length, src)
+    np.testing.assert_array_equal(row, expected, err_msg=table.names["scatter_add_run"])
+
+
+# ---- Winograd F(2x2, 3x3) transforms -----------------------------------------------------------
+
+G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
+BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], float)
+AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], float)
+
+
+# id: (kg relative to MR, cg, k0, c): the transform writes MR kernels at once, lanes past kg zero
+WINO_KERNEL_CASES = {
+    "full-lanes": ("tile", 3, 0, 1),
+    "lanes-past-kg": ("tile-1", 2, 0, 0),
+    "one-kernel-left": ("2tile+1", 1, "2tile", 0),
+    "second-block": ("2tile", 4, "tile", 3),
+}
+
+
+@pytest.mark.parametrize("case", list(WINO_KERNEL_CASES.values()), ids=list(WINO_KERNEL_CASES))
+def test_winograd_kernel_transform(table, case):
+    kg_spec, cg, k0_spec, c = case
+    MR, dtype = table.mr, table.dtype
+    kg, k0 = _size(kg_spec, MR), _size(k0_spec, MR)
+    w = _rand(np.random.default_rng(8), kg * cg * 9, dtype)
+    u = _nan(16 * MR, dtype)
+    assert not table.winograd_kernel(w, k0, kg, cg, c, u)
+    g = w.reshape(kg, cg, 3, 3).astype(np.float64)
+    expected = np.zeros((16, MR))
+    for i in range(min(MR, kg - k0)):
+        expected[:, i] = (G @ g[k0 + i, c] @ G.T).reshape(16)
+    scale = np.abs(expected) + 1.0
+    _assert_region(u, expected.reshape(-1), np.ones(u.shape, bool), 9, scale.reshape(-1),
+                   table.names["winograd_kernel"])
+
+
+@pytest.mark.parametrize("special", [np.inf, -np.inf, np.nan])
+def test_winograd_kernel_transform_reports_nonfinite(table, special):
+    """Inf - Inf cancels into NaN in the transforms: the forward pass reruns on the direct path
+    when the kernel transform says so (docs/KERNELS.md, the plan)."""
+    MR, dtype = table.mr, table.dtype
+    w = _rand(np.random.default_rng(9), MR * 9, dtype)
+    w[4] = special
+    assert table.winograd_kernel(w, 0, MR, 1, 0, _nan(16 * MR, dtype))
+
+
+# id: (tile rows in the plane, tiles per row TW, th0, th1, m0, m1): the tiles [m0, m1) counted
+# from tile row th0; a block may start and end mid-row
+WINO_INPUT_CASES = {
+    "one-tile": (1, 1, 0, 1, 0, 1),
+    "one-row": (2, 7, 1, 2, 0, 7),
+    "whole-plane": (3, 5, 0, 3, 0, 15),
+    "starts-mid-row": (4, 6, 1, 3, 2, 12),
+    "ends-mid-row": (4, 6, 0, 3, 0, 14),
+    "mid-row-both-ends": (5, 4, 2, 5, 3, 9),
+    "inside-one-row": (2, 9, 1, 2, 2, 6),
+}
+
+
+@pytest.mark.parametrize("case", list(WINO_INPUT_CASES.values()), ids=list(WINO_INPUT_CASES))
+def test_winograd_input_transform(table, case):
+    th, tw, th0, th1, m0, m1 = case
+    dtype = table.dtype
+    hp, wp = 2 * th + 2, 2 * tw + 2
+    plane = _rand(np.random.default_rng(10), hp * wp, dtype)
+    count = m1 - m0
+    stride = count + 3  # each V_e is followed by three elements that must stay NaN
+    v = _nan(16 * stride, dtype)
+    table.winograd_input(plane, wp, th0, th1, m0, m1, v, [e * stride for e in range(16)])
+    d = plane.reshape(hp, wp).astype(np.float64)
+    expected = np.full((16, stride), np.nan)
+    for m in range(m0, m1):
+        r, col = th0 + m // tw, m % tw
+        expected[:, m - m0] = (BT @ d[2 * r:2 * r + 4, 2 * col:2 * col + 4] @ BT.T).reshape(16)
+    written = ~np.isnan(expected)
+    _assert_region(v, expected.reshape(-1), written.reshape(-1), 4,
+                   np.abs(expected).reshape(-1) + 4.0, table.names["winograd_input"])
+
+
+# id: (tiles n, extra row stride of tmp, bias)
+WINO_OUTPUT_CASES = {
+    "one-tile": (1, 0, 0.0),
+    "odd-count-bias": (5, 3, 1.5),
+    "long-block": (33, 0, -0.25),
+}
+
+
+@pytest.mark.parametrize("case", list(WINO_OUTPUT_CASES.values()), ids=list(WINO_OUTPUT_CASES))
+def test_winograd_output_transform(table, case):
+    n, extra, bias = case
+    dtype = table.dtype
+    ts = n + extra
+    m = _rand(np.random.default_rng(11), 16 * n, dtype)
+    tmp = _nan(12 * ts, dtype)
+    table.winograd_output(m, [e * n for e in range(16)], n, bias, tmp, ts)
+    M = m.reshape(4, 4, n).astype(np.float64)
+    Y = np.einsum("ij,jkt,lk->ilt", AT, M, AT) + float(dtype.type(bias))  # (2, 2, n)
+    out = tmp.reshape(12, ts)[8:, :n]
+    scale = np.einsum("ij,jkt,lk->ilt", np.abs(AT), np.abs(M), np.abs(AT)) + abs(bias)
+    np.testing.assert_array_less(np.abs(out - Y.reshape(4, n)),
+                                 tolerance(dtype, 9) * (scale.reshape(4, n) + 1.0),
+                                 err_msg=table.names["winograd_output"])
