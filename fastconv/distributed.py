@@ -27,9 +27,11 @@ size. running_mean then equals the single-process value (the weighted mean of th
 is the batch mean); running_var becomes the weighted mean of the shards' unbiased variances,
 which leaves out the spread between shard means. (DistributedDataParallel keeps rank 0's.)
 
-Dropout masks are drawn on the workers from fastconv.init's generator, reseeded for each shard
-from (seed, step number, shard index): a task that runs again after a worker was lost draws the
-same masks, but they are not the masks single-process training draws.
+Dropout: each step draws one seed per shard from fastconv.init's package-wide generator on the
+driver (the one ``init.manual_seed`` seeds and ``fastconv train`` checkpoints), and the shard's
+masks come from it on the worker. So a run is reproducible, a task that runs again after a
+worker was lost draws the same masks, and a resumed run draws the masks the uninterrupted one
+would have; they are not the masks single-process training draws.
 
 Failures: a worker lost during a step has its tasks run again on the others by the scheduler
 (up to ``distributed.scheduler.allowed-failures`` times); ``retries`` also re-runs tasks that
@@ -96,7 +98,7 @@ def _shard_step(model: nn.Module, loss_fn: nn.Module, x: np.ndarray, y: np.ndarr
     params = list(model.parameters())
     for p in params:
         p.grad = np.zeros_like(p.data)
-    init.manual_seed(seed)
+    init.manual_seed(seed)  # this worker's dropout masks
     logits = model(x)
     loss = loss_fn(logits, y)
     model.backward(loss_fn.backward())
@@ -162,7 +164,6 @@ class DataParallel:
         re-run regardless)
     timeout : seconds to wait for a step's tasks before failing the step, default None (wait;
         a cluster may be scaling up)
-    seed : seeds the workers' dropout masks, default 0
 
     Attributes
     ----------
@@ -171,7 +172,7 @@ class DataParallel:
     """
 
     def __init__(self, client: Client, shards: int | None = None, retries: int = 0,
-                 timeout: float | None = None, seed: int = 0):
+                 timeout: float | None = None):
         op = "DataParallel"
         if not isinstance(client, Client):
             v.fail(op, f"client must be a distributed.Client, got {type(client).__name__}",
@@ -187,7 +188,6 @@ class DataParallel:
         self.timeout = None if timeout is None else v.real(
             op, "timeout", timeout, np.finfo(np.float64).tiny, np.inf,
             "None or a positive number of seconds")
-        self.seed = _non_negative_int(op, "seed", seed)
         self.steps = 0
         self.last_timing: StepTiming | None = None
 
@@ -209,14 +209,15 @@ class DataParallel:
         bounds = [(int(part[0]), int(part[-1]) + 1)
                   for part in np.array_split(np.arange(n), min(self.shards, n))]
         shares = [(stop - first) / n for first, stop in bounds]
+        seeds = init.default_generator().integers(2**63 - 1, size=len(bounds))
         loss_copy = _snapshot(loss_fn)
         futures = []
         try:
             shared_model = self.client.scatter(_snapshot(model), broadcast=True, hash=False)
             futures = [self.client.submit(_shard_step, shared_model, loss_copy, x[first:stop],
-                                          y[first:stop], share, self._seed(i), pure=False,
+                                          y[first:stop], share, int(seed), pure=False,
                                           retries=self.retries)
-                       for i, ((first, stop), share) in enumerate(zip(bounds, shares))]
+                       for (first, stop), share, seed in zip(bounds, shares, seeds)]
             with self.client.as_current():  # wait() asks for the current client
                 wait(futures, timeout=self.timeout)
             shards = self.client.gather(futures)
@@ -240,9 +241,6 @@ class DataParallel:
                                       tuple(s.seconds for s in shards))
         return sum(s.loss for s in shards), sum(s.correct for s in shards)
 
-    def _seed(self, shard: int) -> int:
-        return int(np.random.SeedSequence([self.seed, self.steps, shard]).generate_state(1)[0])
-
 
 def fit(model: nn.Module, optimizer, loss_fn: nn.Module, x: np.ndarray, y: np.ndarray,
         client: Client, epochs: int = 1, batch_size: int = 32, seed: int = 0,
@@ -256,8 +254,8 @@ def fit(model: nn.Module, optimizer, loss_fn: nn.Module, x: np.ndarray, y: np.nd
     x, y : (N, ...) images and (N,) labels, NumPy arrays or memory maps
     client : distributed.Client
     epochs, batch_size : default 1 and 32
-    seed : shuffles the batches (``numpy.random.default_rng(seed).permutation`` per epoch)
-        and seeds the dropout masks
+    seed : shuffles the batches (``numpy.random.default_rng(seed).permutation`` per epoch);
+        ``fastconv.init.manual_seed`` seeds the dropout masks
     checkpoint : path to ``model.save`` to after every epoch, or None; ``{epoch}`` in it is
         replaced by the epoch's number (1, 2, …) to keep every epoch's
     log : called with a line per epoch, e.g. ``print``; default None
@@ -271,7 +269,7 @@ def fit(model: nn.Module, optimizer, loss_fn: nn.Module, x: np.ndarray, y: np.nd
     epochs = v.positive_int(op, "epochs", epochs)
     batch_size = v.positive_int(op, "batch_size", batch_size)
     _examples(op, x, y)
-    parallel = DataParallel(client, seed=seed, **options)
+    parallel = DataParallel(client, **options)
     rng = np.random.default_rng(seed)
     losses = []
     for epoch in range(1, epochs + 1):

@@ -454,6 +454,22 @@ def test_data_parallel_batch_norm_normalises_each_shard(client):
     np.testing.assert_allclose(model[1].running_mean, whole[1].running_mean, rtol=1e-12)
 
 
+def test_dropout_masks_follow_fastconv_init_seed(client):
+    """The shards' dropout masks come from seeds drawn from fastconv.init's generator: the same
+    seed gives the same step, another seed other masks."""
+    x, y = _images(24)
+    results = []
+    for seed in (5, 5, 6):
+        model = _model(dropout=0.5)
+        init.manual_seed(seed)
+        fdist.DataParallel(client).step(model, nn.CrossEntropyLoss(),
+                                        optim.SGD(model.parameters(), lr=0.1), x, y)
+        results.append(model.state_dict())
+    for key in results[0]:
+        assert np.array_equal(results[0][key], results[1][key])
+    assert not np.array_equal(results[0]["8.weight"], results[2]["8.weight"])
+
+
 def test_a_failed_step_raises_and_changes_nothing(client):
     x, y = _images(20)
     y[-1] = 10  # not a class: the second shard's loss raises on its worker
@@ -523,7 +539,7 @@ def test_fit_checkpoints_every_epoch_and_equals_the_local_loop(client, tmp_path)
 
 @pytest.mark.parametrize("kwargs, exc, text", [
     ({"shards": 0}, ValueError, "shards"), ({"retries": -1}, ValueError, "retries"),
-    ({"timeout": 0}, ValueError, "timeout"), ({"seed": 1.5}, TypeError, "seed"),
+    ({"timeout": 0}, ValueError, "timeout"), ({"retries": 1.0}, TypeError, "retries"),
 ])
 def test_data_parallel_checks_its_options(client, kwargs, exc, text):
     with pytest.raises(exc, match=f"^DataParallel: {text}"):
