@@ -37,6 +37,8 @@ Failures: a worker lost during a step has its tasks run again on the others by t
 (up to ``distributed.scheduler.allowed-failures`` times); ``retries`` also re-runs tasks that
 raise. A step that still fails, or outlasts ``timeout``, raises RuntimeError and is not applied:
 the model, its buffers and the optimiser stay as they were before it. It is never skipped.
+An exception of the driver's own while it waits (KeyboardInterrupt, a signal handler's) cancels
+the step's tasks and passes through as it is.
 
 Needs dask.distributed: ``pip install "fastconv[dask]"``.
 
@@ -59,9 +61,11 @@ Examples
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import copy
 import time
+from concurrent.futures import CancelledError
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -80,6 +84,10 @@ from . import init, nn
 from .dask import _snapshot
 
 __all__ = ["DataParallel", "StepTiming", "fit", "connect"]
+
+# how a step fails on the cluster besides a task raising (a KilledWorker, when a worker was lost
+# too often, among them): its timeout, cancelled tasks, lost connections
+_CLUSTER_ERRORS = (asyncio.TimeoutError, CancelledError, OSError)
 
 
 class _Shard(NamedTuple):
@@ -221,8 +229,12 @@ class DataParallel:
             with self.client.as_current():  # wait() asks for the current client
                 wait(futures, timeout=self.timeout)
             shards = self.client.gather(futures)
-        except Exception as exc:
-            self.client.cancel(futures)
+        except BaseException as exc:
+            failed = any(f.status == "error" for f in futures)
+            with contextlib.suppress(Exception):  # best effort: the cluster may be gone
+                self.client.cancel(futures)
+            if not (failed or isinstance(exc, _CLUSTER_ERRORS)):
+                raise  # not the cluster's: e.g. a signal handler's, raised while waiting
             raise RuntimeError(
                 f"{op}: step {self.steps + 1} failed on the cluster and was not applied (the "
                 f"model, its buffers and the optimiser are as they were): "

@@ -484,6 +484,36 @@ def test_a_failed_step_raises_and_changes_nothing(client):
     assert optimizer.state == [{} for _ in optimizer.params] and parallel.steps == 0
 
 
+class _Stop(Exception):
+    pass
+
+
+def test_the_drivers_own_exception_passes_through_and_cancels_the_step(client):
+    """An exception raised in the driver while it waits for the shards, as fastconv train's
+    signal handler raises one, is not taken for a failure of the cluster."""
+    x, y = _images(1024, seed=5)
+    model = _model(channels=(32, 64), hidden=128)
+    before = copy.deepcopy(model)
+
+    def stop(signum, frame):
+        raise _Stop
+
+    previous = signal.signal(signal.SIGALRM, stop)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.1)
+        with pytest.raises(_Stop):
+            fdist.DataParallel(client).step(model, nn.CrossEntropyLoss(),
+                                            optim.SGD(model.parameters(), lr=0.1), x, y)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    _assert_same_state(model, before, rtol=0)
+    deadline = time.monotonic() + 30
+    while any(client.processing().values()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(client.processing().values())  # the shards were cancelled
+
+
 @pytest.mark.parametrize("x, y, exc, text", [
     (np.zeros((0, 1, 28, 28), np.float32), np.zeros(0, int), ValueError, ">= 1"),
     (np.zeros((4, 1, 28, 28), np.float32), np.zeros(3, int), ValueError, "4 and 3"),
