@@ -18,7 +18,8 @@ otherwise each is one key of the graph that every chunk's task refers to.
 Kernel threads: a worker runs ``threads_per_worker`` tasks at once and each kernel call uses up
 to ``fastconv.get_num_threads()`` OpenMP threads, so keep their product at most the worker's
 cores. Workers started by a dask Nanny (``LocalCluster(processes=True)``, ``dask worker``) get
-``OMP_NUM_THREADS=1`` by default (the ``distributed.nanny.pre-spawn-environ`` setting).
+``OMP_NUM_THREADS=1`` unless the environment they start from sets it (the
+``distributed.nanny.pre-spawn-environ`` setting).
 
 Needs Dask: ``pip install "fastconv[dask]"`` (or ``pip install "dask[array,distributed]"``);
 ``import fastconv`` alone never imports it.

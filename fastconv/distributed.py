@@ -308,8 +308,9 @@ def connect(scheduler: str | None = None, workers: int | None = None,
     """A distributed.Client for ``with``: on the cluster whose scheduler is at `scheduler`
     (e.g. ``"tcp://10.0.0.1:8786"``), or on a LocalCluster of `workers` processes of
     `threads_per_worker` threads started here and shut down on leaving. Give exactly one of
-    the two. Workers started by dask get ``OMP_NUM_THREADS=1``, so fastconv runs one kernel
-    thread per task: keep workers x threads_per_worker at most the machine's cores."""
+    the two. Dask starts workers with ``OMP_NUM_THREADS=1`` unless this process's environment
+    sets it, so fastconv runs one kernel thread per task: keep workers x threads_per_worker
+    at most the machine's cores."""
     op = "connect"
     if (scheduler is None) == (workers is None):
         v.fail(op, f"give exactly one of scheduler and workers, got scheduler={scheduler!r}, "
