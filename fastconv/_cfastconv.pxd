@@ -42,6 +42,7 @@ cdef extern from "fastconv.h" nogil:
     int fc_isa_supported(int isa)
     int fc_isa_selected()
     int fc_select_isa(int isa)
+    int fc_select_isa_for_thread(int isa)
     int fc_select_isa_from_env()
     int fc_openmp_enabled()
     int fc_default_num_threads()

@@ -5,19 +5,25 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import threading
 import warnings
 
 from . import _kernels
 from ._validation import byte_count, fail, positive_int
 
-_num_threads: int | None = None
+_num_threads: int | None = None  # set_num_threads: the process's setting
+# The `with` forms (num_threads, use_isa) hold their setting per thread, so that blocks in two
+# threads that overlap in time never leave either thread, or the process, on the other's.
+_this_thread = threading.local()
 
 
 def set_num_threads(n: int | None) -> None:
-    """Use at most `n` threads in every kernel; None goes back to the OpenMP default.
+    """Use at most `n` threads in every kernel, in every Python thread; None goes back to the
+    OpenMP default.
 
     The default is OpenMP's (``omp_get_max_threads()``): OMP_NUM_THREADS and
-    ``threadpoolctl.threadpool_limits`` set it. An explicit ``set_num_threads`` wins over both.
+    ``threadpoolctl.threadpool_limits`` set it. An explicit ``set_num_threads`` wins over both,
+    and a ``with fastconv.num_threads(...)`` block wins over it in its own thread.
 
     >>> import fastconv
     >>> fastconv.set_num_threads(1); fastconv.get_num_threads()
@@ -29,20 +35,34 @@ def set_num_threads(n: int | None) -> None:
 
 
 def get_num_threads() -> int:
-    """The most threads a kernel will use now (small problems use fewer)."""
-    return _num_threads if _num_threads is not None else max(1, _kernels.default_num_threads())
+    """The most threads a kernel called from this thread will use now (small problems use
+    fewer)."""
+    n = getattr(_this_thread, "num_threads", None)
+    if n is None:
+        n = _num_threads
+    return n if n is not None else max(1, _kernels.default_num_threads())
 
 
 @contextlib.contextmanager
 def num_threads(n: int | None):
-    """Context manager: ``with fastconv.num_threads(1): ...`` restores the old setting after."""
-    global _num_threads
-    old = _num_threads
-    set_num_threads(n)
+    """Context manager: kernels called from this thread use at most `n` threads inside the block
+    (None: the process's setting), and the thread's previous setting comes back after it.
+
+    Per thread: other threads keep their own setting, so blocks in several threads may overlap
+    freely. ``set_num_threads`` changes the process's setting for every thread instead.
+
+    >>> import fastconv
+    >>> with fastconv.num_threads(1):
+    ...     fastconv.get_num_threads()
+    1
+    """
+    n = None if n is None else positive_int("num_threads", "n", n)
+    old = getattr(_this_thread, "num_threads", None)
+    _this_thread.num_threads = n
     try:
         yield
     finally:
-        _num_threads = old
+        _this_thread.num_threads = old
 
 
 DEFAULT_CACHE_MB = 256
@@ -96,14 +116,22 @@ def available_isas() -> list[str]:
 
 
 def selected_isa() -> str:
+    """The kernel path that calls from this thread run on."""
     return _kernels.selected_isa()
 
 
 def use_isa(name: str):
-    """Run the convolution kernels on the `name` path (e.g. 'avx2') inside a ``with`` block.
+    """Run the kernels called from this thread on the `name` path (e.g. 'avx2') inside a
+    ``with`` block; the thread's previous path comes back after it.
 
-    Raises ValueError at once if this build or CPU cannot run it. Not thread-safe: meant for
-    tests and benchmarks. FASTCONV_ISA=name chooses the path at import instead.
+    Per thread: other threads stay on their own path, so blocks in several threads may overlap
+    freely. Raises ValueError at once if this build or CPU cannot run `name`. FASTCONV_ISA=name
+    chooses the process's path at import instead.
+
+    >>> import fastconv
+    >>> with fastconv.use_isa("scalar"):
+    ...     fastconv.selected_isa()
+    'scalar'
     """
     if not isinstance(name, str) or name not in available_isas():
         fail("use_isa", f"name must be one of {available_isas()} on this machine, got {name!r}")
@@ -112,12 +140,14 @@ def use_isa(name: str):
 
 @contextlib.contextmanager
 def _isa_switched(name: str):
-    old = _kernels.selected_isa()
-    _kernels.select_isa(name)
+    old = getattr(_this_thread, "isa", None)  # None: the process's path
+    _kernels.select_isa_for_thread(name)
+    _this_thread.isa = name
     try:
         yield
     finally:
-        _kernels.select_isa(old)
+        _kernels.select_isa_for_thread(old)
+        _this_thread.isa = old
 
 
 def show_config(file=None) -> None:

@@ -11,9 +11,12 @@ function only chooses float or double from the output array's dtype.
 
 cimport numpy as cnp
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from cpython.pythread cimport PyThread_get_thread_ident
 from libc.stdint cimport int64_t
 
 from fastconv._cfastconv cimport *
+
+import os
 
 import numpy as np
 
@@ -48,8 +51,14 @@ def selected_isa():
 
 
 def select_isa(str name):
-    """Switch the convolution kernels to `name`; False if it is not supported here."""
+    """Switch the process's kernels to `name`; False if it is not supported here."""
     return fc_select_isa(isa_names().index(name)) == 0
+
+
+def select_isa_for_thread(name):
+    """Run the calling thread's kernels on `name` (None: the process's choice again); False if
+    it is not supported here. Other threads are not affected."""
+    return fc_select_isa_for_thread(-1 if name is None else isa_names().index(name)) == 0
 
 
 def openmp_enabled():
@@ -141,6 +150,63 @@ cdef fc_pool2d_params _pool_params(g) except *:
     return p
 
 
+# ---- fork --------------------------------------------------------------------------------------
+# GNU OpenMP's thread team does not survive fork(): in the child, the team of the thread that
+# forked still lists its workers, which do not exist there, and its next parallel region waits
+# for them forever. A thread started in the child gets a team of its own (as PyTorch leaks its
+# corrupt pool and makes a new one). So in a forked child, a multi-threaded kernel call made by
+# the thread that forked, when kernels had run in parallel before the fork, runs on a worker
+# thread of the child's; single-threaded calls (no team needed) and other threads call directly.
+
+cdef bint _parallel_ran = False  # a kernel has been called with nthreads > 1 in this process
+cdef bint _stale = False  # this is a forked child whose forking thread's OpenMP team is stale
+cdef unsigned long _stale_ident = 0  # that thread
+cdef bint _forking_ran = False  # set before a fork, read in the child
+cdef unsigned long _forking_ident = 0
+_fresh_thread = None  # the child's worker, made on first use
+
+
+cdef inline bint _must_hop(int nthreads):
+    global _parallel_ran
+    if nthreads > 1:
+        _parallel_ran = True
+        return _stale and PyThread_get_thread_ident() == _stale_ident
+    return False
+
+
+def _on_fresh_thread(function, *args, **kwargs):
+    """Run a kernel call on the forked child's worker thread and return what it returns."""
+    global _fresh_thread
+    if _fresh_thread is None:
+        from concurrent.futures import ThreadPoolExecutor
+        _fresh_thread = ThreadPoolExecutor(1, thread_name_prefix="fastconv-after-fork")
+    return _fresh_thread.submit(function, *args, **kwargs).result()
+
+
+def _before_fork():
+    global _forking_ran, _forking_ident
+    _forking_ran = (_parallel_ran or _stale) and fc_openmp_enabled()
+    _forking_ident = PyThread_get_thread_ident()
+
+
+def _after_fork_in_child():
+    global _stale, _stale_ident, _fresh_thread, _parallel_ran
+    # the parent's worker thread is not in the child; a stale thread stays stale in a grandchild
+    _fresh_thread = None
+    if _forking_ran:
+        _stale, _stale_ident = True, _forking_ident
+    _parallel_ran = False
+
+
+def after_fork_state():
+    """(stale, this thread is the stale one) in this process, for the tests."""
+    return bool(_stale), bool(_stale and PyThread_get_thread_ident() == _stale_ident)
+
+
+if hasattr(os, "register_at_fork"):  # POSIX; Windows has no fork
+    os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
+
+
 # ---- convolution -------------------------------------------------------------------------------
 
 # fc_conv_algorithm's values (fastconv.h) by name, and the passes'
@@ -220,6 +286,8 @@ cdef int _conv2d_forward(real *y, const fc_conv2d_params *p, x, w, bias,
 def conv2d_forward(geometry, cnp.ndarray x, cnp.ndarray w, object bias, cnp.ndarray y,
                    int nthreads):
     """y = conv2d(x, w, bias) (bias may be None) for the ConvGeometry `geometry`."""
+    if _must_hop(nthreads):
+        return _on_fresh_thread(conv2d_forward, geometry, x, w, bias, y, nthreads)
     cdef fc_conv2d_params p = _conv_params(geometry, FC_CONV_FWD)
     if _is_f32(y):
         _conv2d_forward(<float *>_ptr(y), &p, x, w, bias, nthreads)
@@ -240,6 +308,8 @@ cdef int _conv2d_backward_input(real *gx, const fc_conv2d_params *p, gy, w,
 def conv2d_backward_input(geometry, cnp.ndarray gy, cnp.ndarray w, cnp.ndarray gx,
                           int nthreads):
     """gx = the gradient of conv2d with respect to its input, given gy."""
+    if _must_hop(nthreads):
+        return _on_fresh_thread(conv2d_backward_input, geometry, gy, w, gx, nthreads)
     cdef fc_conv2d_params p = _conv_params(geometry, FC_CONV_BWD_INPUT)
     if _is_f32(gx):
         _conv2d_backward_input(<float *>_ptr(gx), &p, gy, w, nthreads)
@@ -262,6 +332,8 @@ cdef int _conv2d_backward_weight(real *gw, const fc_conv2d_params *p, gy, x, gb,
 def conv2d_backward_weight(geometry, cnp.ndarray gy, cnp.ndarray x, cnp.ndarray gw, object gb,
                            int nthreads):
     """gw (and gb unless it is None) = the gradients of conv2d's weight and bias, given gy."""
+    if _must_hop(nthreads):
+        return _on_fresh_thread(conv2d_backward_weight, geometry, gy, x, gw, gb, nthreads)
     cdef fc_conv2d_params p = _conv_params(geometry, FC_CONV_BWD_WEIGHT)
     if _is_f32(gw):
         _conv2d_backward_weight(<float *>_ptr(gw), &p, gy, x, gb, nthreads)
@@ -283,6 +355,8 @@ cdef int _maxpool2d_forward(real *y, const fc_pool2d_params *p, x, indices,
 
 def maxpool2d_forward(geometry, cnp.ndarray x, cnp.ndarray y, object indices, int nthreads):
     """y (and the int64 indices unless they are None) = max_pool2d(x)."""
+    if _must_hop(nthreads):
+        return _on_fresh_thread(maxpool2d_forward, geometry, x, y, indices, nthreads)
     cdef fc_pool2d_params p = _pool_params(geometry)
     if _is_f32(y):
         _maxpool2d_forward(<float *>_ptr(y), &p, x, indices, nthreads)
@@ -305,6 +379,8 @@ def maxpool2d_backward(geometry, cnp.ndarray gy, cnp.ndarray indices, cnp.ndarra
                        int nthreads):
     """Scatter gy to gx at the int64 indices; True if every index was in [-1, H*W) (False: some
     lay outside, and were skipped)."""
+    if _must_hop(nthreads):
+        return _on_fresh_thread(maxpool2d_backward, geometry, gy, indices, gx, nthreads)
     cdef fc_pool2d_params p = _pool_params(geometry)
     if _is_f32(gx):
         return bool(_maxpool2d_backward(<float *>_ptr(gx), &p, gy, indices, nthreads))
@@ -322,6 +398,8 @@ cdef int _avgpool2d_forward(real *y, const fc_pool2d_params *p, x, int nthreads)
 def avgpool2d_forward(geometry, cnp.ndarray x, cnp.ndarray y, int nthreads, *,
                       bint count_include_pad, fc_index divisor_override):
     """y = avg_pool2d(x); divisor_override 0 means none."""
+    if _must_hop(nthreads):
+        return _on_fresh_thread(avgpool2d_forward, geometry, x, y, nthreads, count_include_pad=count_include_pad, divisor_override=divisor_override)
     cdef fc_pool2d_params p = _pool_params(geometry)
     p.count_include_pad = count_include_pad
     p.divisor_override = divisor_override
@@ -342,6 +420,8 @@ cdef int _avgpool2d_backward(real *gx, const fc_pool2d_params *p, gy, int nthrea
 def avgpool2d_backward(geometry, cnp.ndarray gy, cnp.ndarray gx, int nthreads, *,
                        bint count_include_pad, fc_index divisor_override):
     """gx = the gradient of avg_pool2d, given gy."""
+    if _must_hop(nthreads):
+        return _on_fresh_thread(avgpool2d_backward, geometry, gy, gx, nthreads, count_include_pad=count_include_pad, divisor_override=divisor_override)
     cdef fc_pool2d_params p = _pool_params(geometry)
     p.count_include_pad = count_include_pad
     p.divisor_override = divisor_override
@@ -361,6 +441,8 @@ cdef int _lppool2d_forward(real *y, const fc_pool2d_params *p, x, int nthreads) 
 
 def lppool2d_forward(geometry, cnp.ndarray x, cnp.ndarray y, int nthreads, *, double norm):
     """y = lp_pool2d(x, norm)."""
+    if _must_hop(nthreads):
+        return _on_fresh_thread(lppool2d_forward, geometry, x, y, nthreads, norm=norm)
     cdef fc_pool2d_params p = _pool_params(geometry)
     p.norm = norm
     if _is_f32(y):
@@ -381,6 +463,8 @@ cdef int _lppool2d_backward(real *gx, const fc_pool2d_params *p, gy, x, int nthr
 def lppool2d_backward(geometry, cnp.ndarray gy, cnp.ndarray x, cnp.ndarray gx, int nthreads, *,
                       double norm):
     """gx = the gradient of lp_pool2d(x, norm), given gy."""
+    if _must_hop(nthreads):
+        return _on_fresh_thread(lppool2d_backward, geometry, gy, x, gx, nthreads, norm=norm)
     cdef fc_pool2d_params p = _pool_params(geometry)
     p.norm = norm
     if _is_f32(gx):
@@ -402,6 +486,8 @@ cdef int _relu_forward(real *y, x, int nthreads) except -1:
 
 def relu_forward(cnp.ndarray x, cnp.ndarray y, int nthreads):
     """y = relu(x), any shape."""
+    if _must_hop(nthreads):
+        return _on_fresh_thread(relu_forward, x, y, nthreads)
     if _is_f32(y):
         _relu_forward(<float *>_ptr(y), x, nthreads)
     else:
@@ -420,6 +506,8 @@ cdef int _relu_backward(real *gx, gy, x, int nthreads) except -1:
 
 def relu_backward(cnp.ndarray gy, cnp.ndarray x, cnp.ndarray gx, int nthreads):
     """gx = the gradient of relu at x, given gy."""
+    if _must_hop(nthreads):
+        return _on_fresh_thread(relu_backward, gy, x, gx, nthreads)
     if _is_f32(gx):
         _relu_backward(<float *>_ptr(gx), gy, x, nthreads)
     else:

@@ -390,7 +390,8 @@ def lp_pool2d_backward(grad_output: np.ndarray, x: np.ndarray, norm_type: float,
 # ---- element-wise --------------------------------------------------------------------------------
 
 def relu(x: np.ndarray) -> np.ndarray:
-    """max(x, 0) element-wise, any shape; NaN stays NaN.
+    """max(x, 0) element-wise, any shape: x unless x < 0, as PyTorch, so NaN stays NaN and
+    -0.0 stays -0.0.
 
     Examples
     --------

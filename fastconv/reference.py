@@ -393,8 +393,9 @@ def lp_pool2d_backward(
 
 
 def relu(x: np.ndarray) -> np.ndarray:
-    """``max(x, 0)`` elementwise; NaN propagates (``relu(nan) == nan``)."""
-    return np.where(x <= 0, x.dtype.type(0), x)
+    """``max(x, 0)`` elementwise, keeping x unless ``x < 0`` (PyTorch's clamp_min): NaN
+    propagates (``relu(nan) == nan``) and ``relu(-0.0)`` is -0.0."""
+    return np.where(x < 0, x.dtype.type(0), x)
 
 
 def relu_backward(grad_output: np.ndarray, x: np.ndarray) -> np.ndarray:

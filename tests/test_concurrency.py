@@ -117,15 +117,99 @@ def test_thread_pool_while_a_big_openmp_kernel_runs():
             np.testing.assert_array_equal(y, big_expected)
 
 
-def test_num_threads_is_process_wide():
-    """set_num_threads / num_threads set one process-wide value (documented in the README):
-    a setting made in one thread is what kernels in every thread use."""
+def test_set_num_threads_is_process_wide():
+    """set_num_threads sets the process's value: kernels in every thread use it."""
     seen = []
-    with fastconv.num_threads(1):
+    old = fastconv._config._num_threads
+    try:
+        fastconv.set_num_threads(1)
         t = threading.Thread(target=lambda: seen.append(fastconv.get_num_threads()))
         t.start()
         t.join(TIMEOUT)
+    finally:
+        fastconv.set_num_threads(old)
     assert seen == [1]
+
+
+def _overlapping_blocks(enter, read, first, second):
+    """Two threads whose `with enter(value)` blocks overlap in time, exited in the order they were
+    not entered (A enters, B enters, A exits, B exits): returns what each thread read before its
+    block, inside it after the other changed things, and after it."""
+    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+    seen = {}
+
+    def a():
+        seen["a before"] = read()
+        with enter(first):
+            a_in.set()
+            assert b_in.wait(TIMEOUT)
+            seen["a inside"] = read()
+        a_out.set()
+        seen["a after"] = read()
+
+    def b():
+        seen["b before"] = read()
+        assert a_in.wait(TIMEOUT)
+        with enter(second):
+            b_in.set()
+            assert a_out.wait(TIMEOUT)
+            seen["b inside, after a left"] = read()
+        seen["b after"] = read()
+
+    threads = [threading.Thread(target=a), threading.Thread(target=b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(TIMEOUT)
+    return seen
+
+
+def test_num_threads_blocks_are_per_thread_and_never_leak():
+    default = fastconv.get_num_threads()
+    seen = _overlapping_blocks(fastconv.num_threads, fastconv.get_num_threads, 1, 3)
+    assert seen["a inside"] == 1 and seen["b inside, after a left"] == 3
+    assert seen["a after"] == seen["a before"] and seen["b after"] == seen["b before"]
+    assert fastconv.get_num_threads() == default
+
+
+def test_use_isa_blocks_are_per_thread_and_never_leak():
+    isas = fastconv.available_isas()
+    if len(isas) < 2:
+        pytest.skip("this machine runs one kernel path only")
+    default = fastconv.selected_isa()
+    seen = _overlapping_blocks(fastconv.use_isa, fastconv.selected_isa, isas[0], isas[1])
+    assert seen == {"a before": default, "b before": default, "a inside": isas[0],
+                    "b inside, after a left": isas[1], "a after": default, "b after": default}
+    assert fastconv.selected_isa() == default
+
+
+def test_use_isa_runs_each_threads_kernels_on_its_own_path():
+    """Kernels called inside a thread's use_isa block run on that path while another thread
+    runs on another: the scalar and SIMD paths sum in different orders, so their last bits
+    differ, and each thread's results must equal its own path's bit for bit."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 16, 9, 9)).astype(np.float32)
+    w = rng.standard_normal((16, 16, 3, 3)).astype(np.float32)
+    expected = {}
+    for isa in fastconv.available_isas():
+        with fastconv.use_isa(isa):
+            expected[isa] = F.conv2d(x, w, padding=1)
+    if len({y.tobytes() for y in expected.values()}) < 2:
+        pytest.skip("every kernel path gives the same bits here: nothing to tell apart")
+    results = {}
+
+    def run(isa):
+        with fastconv.use_isa(isa):
+            results[isa] = [F.conv2d(x, w, padding=1) for _ in range(20)]
+
+    threads = [threading.Thread(target=run, args=(isa,)) for isa in expected]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(TIMEOUT)
+    for isa, ys in results.items():
+        for y in ys:
+            np.testing.assert_array_equal(y, expected[isa])
 
 
 def test_threadpoolctl_limits_openmp_default():

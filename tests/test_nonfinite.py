@@ -311,3 +311,52 @@ def test_kernels_against_reference(dtype):
     assert_same_nonfinite(F.lp_pool2d_backward(gl, ax, 2, 2), expected, 16)
     np.testing.assert_array_equal(F.relu(x), ref.relu(x))
     np.testing.assert_array_equal(F.relu_backward(gy[:, :4], x), ref.relu_backward(gy[:, :4], x))
+
+
+# Parity details that need no PyTorch to check: the reference states PyTorch's rule, and every
+# kernel path must give it bit for bit.
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_relu_keeps_negative_zero(isa, dtype):
+    """PyTorch's relu keeps x unless x < 0 (clamp_min): relu(-0.0) is -0.0, NaN stays NaN."""
+    x = np.array([-0.0, 0.0, -1.0, 2.0, np.nan, -np.nan, -np.inf, np.inf] * 300, dtype)
+    y = F.relu(x)
+    np.testing.assert_array_equal(y.view(f"u{y.itemsize}"), ref.relu(x).view(f"u{y.itemsize}"))
+    assert np.signbit(y[0]) and not np.signbit(y[1])
+    gx = F.relu_backward(np.ones_like(x), x)
+    np.testing.assert_array_equal(gx, ref.relu_backward(np.ones_like(x), x))
+    assert gx[0] == 0 and gx[4] == 1  # the gradient stops at -0.0, passes NaN
+
+
+# (dtype, value, p): an element no 2-wide window covers whose x^(p-1) overflows in its dtype
+# (or is Inf for another reason), so PyTorch's 0 * p * x^(p-1) is NaN; and some where it is not
+UNCOVERED = [(np.float32, 1e30, 3.0), (np.float32, -3e19, 3.0), (np.float64, 1e200, 3.0),
+             (np.float64, 1e30, 3.0), (np.float32, 1e30, 2.0), (np.float64, 0.0, 0.5),
+             (np.float32, 4e15, 3.5), (np.float64, -1.0, 1.5)]
+
+
+@pytest.mark.parametrize("dtype, value, p", UNCOVERED,
+                         ids=[f"{d.__name__}-{v:g}-p{p:g}" for d, v, p in UNCOVERED])
+def test_lp_pool2d_backward_uncovered_overflow(isa, dtype, value, p):
+    x = np.array([[[[1.0, 2.0, value], [3.0, 4.0, 5.0]]]], dtype)
+    gy = np.ones((1, 1, 1, 1), dtype)
+    gx = F.lp_pool2d_backward(gy, x, p, 2)
+    expected = ref.lp_pool2d_backward(gy, x, p, (2, 2), (2, 2), False)
+    assert_same_nonfinite(gx, expected)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        d = dtype(value) ** dtype(p - 1)  # what PyTorch's autograd computes, in the dtype
+    assert np.isnan(gx[0, 0, 0, 2]) == (not np.isfinite(d))
+
+
+def test_lp_pool2d_backward_uncovered_overflow_against_torch(T):
+    for dtype, value, p in UNCOVERED:
+        x = np.array([[[[1.0, 2.0, value], [3.0, 4.0, 5.0]]]], dtype)
+        gy = np.ones((1, 1, 1, 1), dtype)
+        _, (tgx,) = _torch_grads(lambda a, p=p: torch.nn.functional.lp_pool2d(a, p, 2), gy, x)
+        assert_same_nonfinite(F.lp_pool2d_backward(gy, x, p, 2), tgx)
+
+
+def test_relu_negative_zero_against_torch(T):
+    x = np.array([-0.0, 0.0, -1.0, np.nan], np.float32)
+    np.testing.assert_array_equal(F.relu(x).view(np.uint32),
+                                  torch.relu(torch.from_numpy(x)).numpy().view(np.uint32))

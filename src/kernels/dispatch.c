@@ -47,9 +47,17 @@ static const fc_ukernel_table *const ukernel_tables[FC_ISA_COUNT][FC_DTYPE_COUNT
 
 static const char *const isa_names[FC_ISA_COUNT] = {"scalar", "avx2", "avx512"};
 
-/* The selected table. Read by every call; written only by fc_select_isa (import, tests). */
+/* The process's selected ISA (fc_select_isa: at import, from FASTCONV_ISA), and a calling
+ * thread's own choice over it (fc_select_isa_for_thread: fastconv.use_isa), so that one thread
+ * switching paths never changes another's. Only the calling thread dispatches: a kernel's OpenMP
+ * workers never read these. */
 static const fc_kernel_table *active = &kernel_tables[FC_ISA_SCALAR];
 static int active_isa = FC_ISA_SCALAR;
+static FC_THREAD_LOCAL int thread_isa = -1; /* -1: the process's */
+
+static inline const fc_kernel_table *selected_table(void) {
+    return thread_isa < 0 ? active : &kernel_tables[thread_isa];
+}
 
 const char *fc_isa_name(int isa) {
     return (isa >= 0 && isa < FC_ISA_COUNT) ? isa_names[isa] : "unknown";
@@ -74,12 +82,22 @@ static int cpu_has(int isa) {
 
 int fc_isa_supported(int isa) { return fc_isa_compiled(isa) && cpu_has(isa); }
 
-int fc_isa_selected(void) { return active_isa; }
+int fc_isa_selected(void) { return thread_isa < 0 ? active_isa : thread_isa; }
 
 int fc_select_isa(int isa) {
     if (!fc_isa_supported(isa)) return -1;
     active = &kernel_tables[isa];
     active_isa = isa;
+    return 0;
+}
+
+int fc_select_isa_for_thread(int isa) {
+    if (isa < 0) {
+        thread_isa = -1;
+        return 0;
+    }
+    if (!fc_isa_supported(isa)) return -1;
+    thread_isa = isa;
     return 0;
 }
 
@@ -116,8 +134,8 @@ int fc_default_num_threads(void) {
 #endif
 }
 
-/* ---- the public entry points forward to the active table ------------------------------------ */
+/* ---- the public entry points forward to the calling thread's table --------------------------- */
 
 #define FC_FORWARD(ctx, name, params, args)                                                        \
-    int fc_##name params { return active->name args; }
+    int fc_##name params { return selected_table()->name args; }
 FC_ENTRIES(FC_FORWARD, _)

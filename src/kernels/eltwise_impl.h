@@ -9,8 +9,8 @@
 #include "fc_template.h"
 #include "fc_tuning.h"
 
-/* relu(NaN) = NaN, and the gradient passes through a NaN input, as in PyTorch (whose backward
- * tests `x <= 0`). */
+/* As PyTorch: relu keeps x unless x < 0, so NaN stays NaN and -0.0 stays -0.0 (its clamp_min);
+ * the gradient is 0 where x <= 0 and passes through a NaN input (its threshold_backward). */
 #define FC_ELTWISE_MIN_WORK (fc_tuning_table[FC_ISA_ID][FC_DT_ID].eltwise_min_work)
 
 /* Blocks of FC_ELTWISE_BLOCK elements, each prefetching its inputs' next lines first. */
@@ -23,7 +23,7 @@ int FC_FN(relu_fwd)(fc_index n, const T *x, T *y, int nthreads) {
     for (fc_index b = 0; b < nblocks; b++) {
         const fc_index i0 = b * FC_ELTWISE_BLOCK, i1 = FC_MIN(n, i0 + FC_ELTWISE_BLOCK);
         fc_prefetch_ahead(x + i0, sizeof(T) * FC_ELTWISE_BLOCK, x + n);
-        for (fc_index i = i0; i < i1; i++) y[i] = x[i] <= 0 ? (T)0 : x[i];
+        for (fc_index i = i0; i < i1; i++) y[i] = x[i] < 0 ? (T)0 : x[i];
     }
     return FC_OK;
 }

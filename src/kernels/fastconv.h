@@ -73,7 +73,10 @@ const char *fc_isa_name(int isa);
 int fc_isa_compiled(int isa);  /* built into this binary */
 int fc_isa_supported(int isa); /* compiled and this CPU can run it */
 int fc_isa_selected(void);
-int fc_select_isa(int isa);       /* returns 0, or -1 if the ISA is not supported here */
+int fc_select_isa(int isa); /* returns 0, or -1 if the ISA is not supported here */
+/* The calling thread's own ISA over the process's (-1: back to the process's); 0, or -1 if the
+ * ISA is not supported here. fc_isa_selected() gives the calling thread's. */
+int fc_select_isa_for_thread(int isa);
 int fc_select_isa_from_env(void); /* FASTCONV_ISA=avx512|avx2|scalar, else the best supported */
 
 /* ---- threads -------------------------------------------------------------------------------- */

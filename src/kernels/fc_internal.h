@@ -23,6 +23,13 @@
 
 #define FC_PRAGMA(x) _Pragma(#x)
 
+/* Thread-local storage: C11's keyword, MSVC's spelling of it. */
+#if defined(_MSC_VER) && !defined(__clang__)
+#define FC_THREAD_LOCAL __declspec(thread)
+#else
+#define FC_THREAD_LOCAL _Thread_local
+#endif
+
 #define FC_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define FC_MAX(a, b) ((a) > (b) ? (a) : (b))
 #define FC_CEIL_DIV(a, b) (((a) + (b) - 1) / (b))

@@ -842,10 +842,13 @@ int FC_FN(lppool2d_bwd)(const fc_pool2d_params *p, const T *gy, const T *x, T *g
                     for (fc_index iw = 0; iw < W; iw++)
                         if (!FC_LOCAL(lp_covered)(ih, p->stride_h, p->kernel_h, OH) ||
                             !FC_LOCAL(lp_covered)(iw, p->stride_w, p->kernel_w, OW)) {
-                            const double v = (double)src[ih * W + iw];
-                            dst[ih * W + iw] = (T)(0.0 * (norm == 2.0   ? v
-                                                          : norm == 1.0 ? 1.0
-                                                                        : pow(v, norm - 1.0)));
+                            /* x^(p-1) in T, as PyTorch's autograd computes it: it overflows
+                             * to Inf (and the product to NaN) where T's range ends */
+                            const T v = src[ih * W + iw];
+                            const T d = norm == 2.0   ? v
+                                        : norm == 1.0 ? (T)1
+                                                      : (T)pow((double)v, norm - 1.0);
+                            dst[ih * W + iw] = (T)0 * d;
                         }
             for (fc_index oh = 0; oh < OH; oh++) {
                 FC_LOCAL(prefetch_rows)(p, src, oh, x + total);
