@@ -484,6 +484,16 @@ def test_a_failed_step_raises_and_changes_nothing(client):
     assert optimizer.state == [{} for _ in optimizer.params] and parallel.steps == 0
 
 
+def test_a_step_past_its_timeout_raises_and_changes_nothing(client):
+    x, y = _images(1024, seed=6)
+    model = _model(channels=(32, 64), hidden=128)
+    before = copy.deepcopy(model)
+    with pytest.raises(RuntimeError, match="^DataParallel.step: step 1 failed .*TimeoutError"):
+        fdist.DataParallel(client, timeout=0.05).step(model, nn.CrossEntropyLoss(),
+                                                      optim.SGD(model.parameters(), lr=0.1), x, y)
+    _assert_same_state(model, before, rtol=0)
+
+
 class _Stop(Exception):
     pass
 
