@@ -606,3 +606,38 @@ def test_dask_bench_runs_and_reports(client):
     for text in ("load average before", "images/s", "speed-up", "overhead parts",
                  "load average after"):
         assert text in report
+
+
+# ---- fastconv train on a cluster -----------------------------------------------------------------
+
+def _train_cli(tmp_path, name, *flags):
+    from fastconv.__main__ import main
+    from fastconv.datasets import SHIPPED_FOLDER
+
+    output = tmp_path / name
+    assert main(["train", "--data", str(SHIPPED_FOLDER), "--limit", "96", "--test-limit", "50",
+                 "--epochs", "2", "--batch-size", "32", "--no-progress", "--seed", "3",
+                 "--channels", "4", "8", "--hidden", "16", "--output", str(output),
+                 *flags]) == 0
+    import json
+    return json.loads((tmp_path / f"{name}.json").read_text())["history"]
+
+
+def test_train_command_on_local_workers_matches_one_process(tmp_path, capsys):
+    """`fastconv train --workers 2`: the batch split over two worker processes gives the
+    single-process run's losses (sums in another order: float32 rounding apart)."""
+    alone = _train_cli(tmp_path, "alone")
+    split = _train_cli(tmp_path, "split", "--workers", "2")
+    assert "cluster: " in capsys.readouterr().out
+    for a, b in zip(alone, split):
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-4)
+        assert b["test_loss"] == pytest.approx(a["test_loss"], rel=1e-4)
+
+
+def test_train_command_without_dask_is_a_usage_error(tmp_path):
+    output = str(tmp_path / "m")
+    result = _run("import sys; sys.modules['distributed'] = None\n"
+                  "from fastconv.__main__ import main\n"
+                  f"sys.exit(main(['train', '--workers', '2', '--output', {output!r}]))")
+    assert result.returncode == 2, result.stderr
+    assert "--workers" in result.stderr and "fastconv[dask]" in result.stderr
