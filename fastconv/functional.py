@@ -118,8 +118,8 @@ def _conv_grad_input(g, grad_output, weight, dtype):
     v.check_elements("conv2d_input", "the input gradient", g.input_shape)
     gx = _kernels.empty(g.input_shape, dtype)
     if gx.size:
-        _kernels.conv2d_backward_input(g, v.contiguous(grad_output),
-                                       v.contiguous(weight), gx, get_num_threads())
+        _kernels.conv2d_backward_input(g, v.contiguous(grad_output), v.contiguous(weight), None,
+                                       gx, get_num_threads())
     return gx
 
 
@@ -251,10 +251,9 @@ def conv_transpose2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None 
                    f"groups), got {bias.shape}")
     y = _kernels.empty(g.input_shape, x.dtype)
     if y.size:
-        _kernels.conv2d_backward_input(g, v.contiguous(x), v.contiguous(weight), y,
+        _kernels.conv2d_backward_input(g, v.contiguous(x), v.contiguous(weight),
+                                       None if bias is None else v.contiguous(bias), y,
                                        get_num_threads())
-        if bias is not None:
-            y += bias.reshape(1, -1, 1, 1)
     return y
 
 

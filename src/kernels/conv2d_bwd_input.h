@@ -1,4 +1,5 @@
-/* conv2d_bwd_input.h: the convolution input gradient dX, two ways.
+/* conv2d_bwd_input.h: the convolution input gradient dX (plus a bias per input channel, when
+ * given: this pass is conv_transpose2d's forward), two ways.
  *
  * Stride 1: a forward convolution (conv2d_fwd.h) of dY with the flipped, transposed weights.
  * Otherwise: col(dX)[R, P] = W^T[R, K] * dY[K, P] per image and group, then col2im.
@@ -23,9 +24,10 @@
  * (with a plan of its own) with no col2im scatter and the forward's parallelism over pixel
  * tiles. FC_NONFINITE when w holds an Inf or NaN: that forward pass pads dY with zeros that
  * would meet them, which the exact gradient (col2im keeps only real output positions) never
- * multiplies. */
+ * multiplies. The bias is that forward pass's own. */
 static int FC_LOCAL(conv2d_bwd_input_transposed)(const fc_conv2d_params *p, const fc_tuning *tn,
-                                                 const T *gy, const T *w, T *gx, int nthreads) {
+                                                 const T *gy, const T *w, const T *bias, T *gx,
+                                                 int nthreads) {
     const fc_index G = p->groups, Cg = p->in_channels / G, Kg = p->out_channels / G;
     const fc_index kh = p->kernel_h, kw = p->kernel_w, kk = kh * kw;
     if (!FC_LOCAL(all_finite)(tn, w, p->out_channels * Cg * kk, nthreads)) return FC_NONFINITE;
@@ -47,14 +49,16 @@ static int FC_LOCAL(conv2d_bwd_input_transposed)(const fc_conv2d_params *p, cons
     q.out_h = p->in_h;
     q.out_w = p->in_w;
     q.algorithm = FC_CONV_AUTO;
-    const int rc = FC_FN(conv2d_fwd)(&q, gy, wt, NULL, gx, nthreads);
+    const int rc = FC_FN(conv2d_fwd)(&q, gy, wt, bias, gx, nthreads);
     fc_aligned_free(wt);
     return rc;
 }
 
-/* Any stride: col(dX) = W^T dY tile by tile, scatter-added into dX. */
+/* Any stride: col(dX) = W^T dY tile by tile, scatter-added into dX, whose channels start as
+ * their bias (or zero). */
 static int FC_LOCAL(conv2d_bwd_input_col2im)(const fc_conv2d_params *p, const fc_tuning *tn,
-                                             const T *gy, const T *w, T *gx, int nthreads) {
+                                             const T *gy, const T *w, const T *bias, T *gx,
+                                             int nthreads) {
     const fc_index G = p->groups, Cg = p->in_channels / G, Kg = p->out_channels / G;
     const fc_index kk = p->kernel_h * p->kernel_w, R = Cg * kk, P = p->out_h * p->out_w;
     const fc_index H = p->in_h, W = p->in_w, HW = H * W;
@@ -87,7 +91,10 @@ static int FC_LOCAL(conv2d_bwd_input_col2im)(const fc_conv2d_params *p, const fc
             const fc_index row0 = c0 * kk, rows = (c1 - c0) * kk;
             T *gxg = gx + (n * p->in_channels + g * Cg) * HW;
             const T *gyg = gy + (n * p->out_channels + g * Kg) * P;
-            memset(gxg + c0 * HW, 0, sizeof(T) * (size_t)((c1 - c0) * HW));
+            for (fc_index c = c0; c < c1; c++) {
+                const T b = bias ? bias[g * Cg + c] : (T)0;
+                for (fc_index i = 0; i < HW; i++) gxg[c * HW + i] = b;
+            }
             /* This task's rows of W^T, packed as [row block][Kg][MR]. */
             FC_MR_NAME(gemm_pack_a)(rows, Kg, w + g * Kg * R + row0, 1, R, wtp);
             for (fc_index p0 = 0; p0 < P; p0 += nc_max) {
@@ -131,23 +138,24 @@ static int FC_LOCAL(conv2d_bwd_input_col2im)(const fc_conv2d_params *p, const fc
 }
 
 static int FC_LOCAL(conv2d_bwd_input_run)(fc_conv_algorithm algorithm, const fc_conv2d_params *p,
-                                          const fc_tuning *tn, const T *gy, const T *w, T *gx,
-                                          int nthreads) {
+                                          const fc_tuning *tn, const T *gy, const T *w,
+                                          const T *bias, T *gx, int nthreads) {
     if (algorithm == FC_CONV_TRANSPOSED)
-        return FC_LOCAL(conv2d_bwd_input_transposed)(p, tn, gy, w, gx, nthreads);
-    return FC_LOCAL(conv2d_bwd_input_col2im)(p, tn, gy, w, gx, nthreads);
+        return FC_LOCAL(conv2d_bwd_input_transposed)(p, tn, gy, w, bias, gx, nthreads);
+    return FC_LOCAL(conv2d_bwd_input_col2im)(p, tn, gy, w, bias, gx, nthreads);
 }
 
 /* The algorithm the plan (conv2d_plan.c) gives, then its fallback if that met Inf or NaN. */
-int FC_FN(conv2d_bwd_input)(const fc_conv2d_params *p, const T *gy, const T *w, T *gx,
-                            int nthreads) {
+int FC_FN(conv2d_bwd_input)(const fc_conv2d_params *p, const T *gy, const T *w, const T *bias,
+                            T *gx, int nthreads) {
     fc_conv_plan plan;
     if (fc_conv2d_plan(FC_CONV_BWD_INPUT, FC_DT_ID, FC_ISA_ID, p, &plan) != FC_OK)
         return FC_EALGORITHM;
-    const int rc = FC_LOCAL(conv2d_bwd_input_run)(plan.algorithm, p, plan.tuning, gy, w, gx,
+    const int rc = FC_LOCAL(conv2d_bwd_input_run)(plan.algorithm, p, plan.tuning, gy, w, bias, gx,
                                                   nthreads);
     if (rc != FC_NONFINITE) return rc;
-    return FC_LOCAL(conv2d_bwd_input_run)(plan.nonfinite, p, plan.tuning, gy, w, gx, nthreads);
+    return FC_LOCAL(conv2d_bwd_input_run)(plan.nonfinite, p, plan.tuning, gy, w, bias, gx,
+                                          nthreads);
 }
 
 #endif /* FC_CONV2D_BWD_INPUT_H */
