@@ -292,7 +292,9 @@ def conv_transpose2d_backward(grad_output: np.ndarray, x: np.ndarray, weight: np
     else:
         _kernels.conv2d_forward(g, grad_output, weight, None, gx, nthreads)
         _kernels.conv2d_backward_weight(g, x, grad_output, gw, None, nthreads)
-    gb = grad_output.reshape(g.batch, g.in_channels, g.in_h * g.in_w).sum(axis=2).sum(axis=0)
+    # pairwise sums along each plane; Inf and NaN in grad_output give Inf and NaN, no warnings
+    with np.errstate(invalid="ignore", over="ignore"):
+        gb = grad_output.reshape(g.batch, g.in_channels, g.in_h * g.in_w).sum(axis=2).sum(axis=0)
     return gx, gw, gb
 
 

@@ -41,7 +41,7 @@ from . import functional as F
 
 __all__ = [
     "Parameter", "Module", "Sequential",
-    "Conv2d", "Linear", "MaxPool2d", "AvgPool2d", "LPPool2d",
+    "Conv2d", "ConvTranspose2d", "Linear", "MaxPool2d", "AvgPool2d", "LPPool2d",
     "ReLU", "Tanh", "Sigmoid", "Flatten", "Dropout", "BatchNorm1d", "BatchNorm2d",
     "CrossEntropyLoss",
 ]
@@ -352,6 +352,96 @@ class Conv2d(Module):
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
                 f"stride={self.stride}, padding={self.padding}, dilation={self.dilation}, "
+                f"groups={self.groups}, bias={self.bias is not None}")
+
+
+class ConvTranspose2d(Module):
+    """2-D transposed convolution layer, as ``torch.nn.ConvTranspose2d`` (same arguments, in the
+    same order); see ``fastconv.functional.conv_transpose2d``.
+
+    weight (in_channels, out_channels // groups, kH, kW), bias (out_channels,) unless
+    bias=False, both initialised as PyTorch does. Input (N, in_channels, H, W) -> output (N,
+    out_channels, OH, OW). ``forward(x, output_size=(OH, OW))`` (or a 4-element
+    (N, C, OH, OW)) chooses the output_padding that gives that size, as PyTorch does: the
+    sizes a strided conv2d maps to H are ``OH_min`` (output_padding 0) to ``OH_min + stride - 1``.
+    Only zero padding exists (padding_mode='zeros', as in PyTorch).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import nn
+    >>> down, up = nn.Conv2d(8, 8, 3, stride=2, padding=1), nn.ConvTranspose2d(8, 8, 3, 2, 1)
+    >>> x = np.ones((1, 8, 12, 12), np.float32)
+    >>> up(down(x)).shape, up(down(x), output_size=x.shape).shape
+    ((1, 8, 11, 11), (1, 8, 12, 12))
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
+                 output_padding=0, groups: int = 1, bias: bool = True, dilation=1,
+                 padding_mode: str = "zeros", dtype=np.float32):
+        super().__init__()
+        op = "ConvTranspose2d"
+        self.in_channels = v.positive_int(op, "in_channels", in_channels)
+        self.out_channels = v.positive_int(op, "out_channels", out_channels)
+        self.groups = v.positive_int(op, "groups", groups)
+        if in_channels % groups or out_channels % groups:
+            v.fail(op, f"in_channels ({in_channels}) and out_channels ({out_channels}) must be "
+                       f"divisible by groups ({groups})")
+        self.kernel_size = v.pair(op, "kernel_size", kernel_size, 1, "a positive")
+        self.stride = v.pair(op, "stride", stride, 1, "a positive")
+        self.padding = v.pair(op, "padding", padding, 0, "a non-negative")
+        self.output_padding = v.pair(op, "output_padding", output_padding, 0, "a non-negative")
+        self.dilation = v.pair(op, "dilation", dilation, 1, "a positive")
+        if padding_mode != "zeros":
+            v.fail(op, f"padding_mode must be 'zeros' (PyTorch's ConvTranspose2d has no other), "
+                       f"got {padding_mode!r}")
+        dtype = _float_dtype(op, dtype)
+        self.weight = Parameter(np.empty((in_channels, out_channels // groups)
+                                         + self.kernel_size, dtype))
+        self.bias = Parameter(np.empty(out_channels, dtype)) \
+            if v.boolean(op, "bias", bias) else None
+        _reset_like_pytorch(self.weight, self.bias)
+
+    def _output_padding(self, x, output_size):
+        """The output_padding that gives `output_size` ((OH, OW), or (N, C, OH, OW))."""
+        op = "ConvTranspose2d"
+        x = v.float_array(op, "x", x, 4, "(N, C_in, H, W)")
+        if not isinstance(output_size, (tuple, list)) or len(output_size) not in (2, 4):
+            v.fail(op, f"output_size must be (OH, OW) or (N, C, OH, OW), got {output_size!r}",
+                   TypeError)
+        wanted = v.pair(op, "output_size", tuple(output_size[-2:]), 1, "a positive")
+        smallest = tuple((size - 1) * s - 2 * p + d * (k - 1) + 1 for size, s, p, d, k in zip(
+            x.shape[2:], self.stride, self.padding, self.dilation, self.kernel_size))
+        largest = tuple(low + s - 1 for low, s in zip(smallest, self.stride))
+        if not all(low <= size <= high for low, size, high in zip(smallest, wanted, largest)):
+            v.fail(op, f"output_size {wanted} must lie between {smallest} and {largest} for an "
+                       f"input of size {x.shape[2:]}, got {tuple(output_size)}")
+        return tuple(size - low for size, low in zip(wanted, smallest))
+
+    def _geometry(self, output_padding):
+        return self.stride, self.padding, output_padding, self.groups, self.dilation
+
+    def forward(self, x, output_size=None):
+        output_padding = self.output_padding if output_size is None else \
+            self._output_padding(x, output_size)
+        bias = None if self.bias is None else self.bias.data
+        y = F.conv_transpose2d(x, self.weight.data, bias, *self._geometry(output_padding))
+        self._saved = (x, output_padding)
+        return y
+
+    def backward(self, grad_output):
+        x, output_padding = self._saved_for_backward()
+        gx, gw, gb = F.conv_transpose2d_backward(grad_output, x, self.weight.data,
+                                                 *self._geometry(output_padding))
+        self.weight.grad += gw
+        if self.bias is not None:
+            self.bias.grad += gb
+        return gx
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, padding={self.padding}, "
+                f"output_padding={self.output_padding}, dilation={self.dilation}, "
                 f"groups={self.groups}, bias={self.bias is not None}")
 
 

@@ -24,7 +24,7 @@ from helpers import DTYPES, assert_close, numerical_gradient, pair, random
 
 import fastconv
 import fastconv.functional as F
-from fastconv import _kernels
+from fastconv import _kernels, init, nn
 from fastconv import _validation as v
 from fastconv import reference as ref
 
@@ -359,6 +359,30 @@ def test_batch_zero_gives_empty_and_zero_gradients(dtype):
     assert not gw.any() and not gb.any() and gw.dtype == gb.dtype == dtype
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("name", ["padded3x3", "up-3x3s2p1-op1", "winograd"])
+def test_nan_and_inf_propagate_as_in_the_reference(name, dtype):
+    """Inputs sprinkled with NaN and +-Inf: NaN and the same infinities exactly where the
+    reference has them, in every output (the conv2d passes' non-finite fallbacks included)."""
+    rng = np.random.default_rng(9)
+    x, weight, bias, kwargs, ref_args = _make(CASES[name], dtype, rng)
+    gy = rng.standard_normal(ref.conv_transpose2d(x, weight, None, *ref_args).shape)
+    gy = gy.astype(dtype)
+    for a, fraction in ((x, 0.05), (weight, 0.02), (gy, 0.02)):
+        special = rng.random(a.shape) < fraction
+        a[special] = rng.choice([np.nan, np.inf, -np.inf], special.sum())
+    with np.errstate(invalid="ignore"):
+        expected = [ref.conv_transpose2d(x, weight, bias, *ref_args),
+                    *ref.conv_transpose2d_backward(gy, x, weight, *ref_args)]
+    actual = [F.conv_transpose2d(x, weight, bias, **kwargs),
+              *F.conv_transpose2d_backward(gy, x, weight, **kwargs)]
+    for a, e in zip(actual, expected):
+        np.testing.assert_array_equal(np.isnan(a), np.isnan(e))
+        np.testing.assert_array_equal(a[np.isinf(e)], e[np.isinf(e)])
+        finite = np.isfinite(e)
+        assert_close(a[finite], e[finite], int(np.prod(weight.shape)))
+
+
 # The decoder layers of real networks: (C_in, C_out, kernel, stride, padding, output_padding)
 DECODER_LAYERS = {
     "unet-2x2s2": (128, 64, 2, 2, 0, 0),
@@ -485,3 +509,144 @@ def test_rejects_bad_bias_and_grad_output(monkeypatch, op, overrides, exc, patte
 def test_base_arguments_are_valid(op, dtype):
     out = getattr(F, op)(**_base(op, dtype=dtype))
     assert all(o.dtype == dtype for o in (out if isinstance(out, tuple) else (out,)))
+
+
+# ---- nn.ConvTranspose2d --------------------------------------------------------------------------
+
+LAYERS = {  # id: (args, kwargs, input shape, output_size for forward or None)
+    "plain": ((3, 4, 3), {}, (2, 3, 4, 4), None),
+    "up-s2-op1": ((4, 6, 3), dict(stride=2, padding=1, output_padding=1), (2, 4, 3, 5), None),
+    "grouped-dilated-rect-nobias": ((4, 6, (3, 2)), dict(stride=(2, 1), padding=(1, 0),
+                                                           groups=2, bias=False, dilation=(1, 2)),
+                                    (1, 4, 4, 3), None),
+    "output_size": ((3, 2, 3), dict(stride=3, padding=1), (2, 3, 3, 4), (9, 11)),
+    "output_size-4d": ((2, 2, 4), dict(stride=2, padding=1), (1, 2, 3, 3), (1, 2, 7, 6)),
+}
+
+
+@pytest.mark.parametrize("args, kwargs, shape, output_size", list(LAYERS.values()),
+                         ids=list(LAYERS))
+def test_layer_gradients_match_finite_differences(args, kwargs, shape, output_size):
+    rng = np.random.default_rng(0)
+    init.manual_seed(0)
+    layer = nn.ConvTranspose2d(*args, **kwargs, dtype=np.float64)
+    x = rng.standard_normal(shape)
+    weights = rng.standard_normal(layer(x, output_size).shape)
+    loss = lambda: float(np.sum(layer(x, output_size) * weights))  # noqa: E731
+    loss()
+    layer.zero_grad()
+    grad_x = layer.backward(weights)
+    np.testing.assert_allclose(grad_x, numerical_gradient(loss, x), rtol=1e-5, atol=1e-7)
+    for name, p in layer.named_parameters():
+        np.testing.assert_allclose(p.grad, numerical_gradient(loss, p.data), rtol=1e-5,
+                                   atol=1e-7, err_msg=name)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("args, kwargs, shape, output_size", list(LAYERS.values()),
+                         ids=list(LAYERS))
+def test_layer_matches_torch(args, kwargs, shape, output_size, dtype):
+    """torch.nn.ConvTranspose2d built from the same arguments, its weights copied: outputs, the
+    input gradient and the parameter gradients; state_dict keys, order and shapes."""
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    theirs = torch.nn.ConvTranspose2d(*args, **kwargs).to(
+        {np.float32: torch.float32, np.float64: torch.float64}[dtype])
+    mine = nn.ConvTranspose2d(*args, **kwargs, dtype=dtype)
+    assert {k: a.shape for k, a in mine.state_dict().items()} == \
+        {k: tuple(t.shape) for k, t in theirs.state_dict().items()}
+    assert list(mine.state_dict()) == list(theirs.state_dict())
+    mine.load_state_dict({k: t.detach().numpy() for k, t in theirs.state_dict().items()})
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(shape).astype(dtype)
+    tx = torch.from_numpy(x).requires_grad_(True)
+    ty = theirs(tx, output_size)
+    y = mine(x, output_size)
+    gy = rng.standard_normal(y.shape).astype(dtype)
+    ty.backward(torch.from_numpy(gy))
+    grad_x = mine.backward(gy)
+    tol = dict(rtol=1e-10, atol=1e-12) if dtype == np.float64 else dict(rtol=2e-4, atol=2e-5)
+    np.testing.assert_allclose(y, ty.detach().numpy(), **tol)
+    np.testing.assert_allclose(grad_x, tx.grad.numpy(), **tol)
+    for name, p in mine.named_parameters():
+        np.testing.assert_allclose(p.grad, getattr(theirs, name).grad.numpy(), **tol,
+                                   err_msg=name)
+
+
+def test_layer_default_initialisation_matches_torchs():
+    """kaiming_uniform_(a=sqrt(5)) with fan_in = C_out/groups * kH * kW (the weight's second
+    dim, as PyTorch counts it), the bias from U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+    torch = pytest.importorskip("torch")
+    args = (64, 32, 4)
+    torch.manual_seed(0)
+    init.manual_seed(0)
+    theirs, mine = torch.nn.ConvTranspose2d(*args, groups=2), nn.ConvTranspose2d(*args, groups=2)
+    bound = 1 / np.sqrt(16 * 4 * 4)
+    for name, p in mine.named_parameters():
+        their = getattr(theirs, name).detach().numpy()
+        assert p.shape == their.shape and p.dtype == their.dtype, name
+        assert bound * 0.8 < np.abs(p.data).max() <= bound
+        assert np.abs(their).max() <= bound
+    assert mine.weight.data.std() == pytest.approx(theirs.weight.detach().numpy().std(), rel=0.05)
+
+
+def test_layer_repr_dtype_and_backward_before_forward():
+    layer = nn.ConvTranspose2d(4, 2, 3, stride=2, output_padding=1, bias=False)
+    assert repr(layer) == ("ConvTranspose2d(4, 2, kernel_size=(3, 3), stride=(2, 2), "
+                           "padding=(0, 0), output_padding=(1, 1), dilation=(1, 1), groups=1, "
+                           "bias=False)")
+    with pytest.raises(RuntimeError, match="ConvTranspose2d.backward called before forward"):
+        layer.backward(np.ones((1, 2, 8, 8), np.float32))
+    assert layer.weight.dtype == np.float32
+    x = np.ones((1, 4, 3, 3), np.float64)
+    with pytest.raises(TypeError, match="conv_transpose2d: .*dtype"):
+        layer(x)  # no silent promotion
+    assert layer.to(np.float64)(x).dtype == np.float64
+
+
+def test_layer_output_size_keeps_its_output_padding_for_backward():
+    """backward uses the output_padding the forward pass chose from output_size."""
+    layer = nn.ConvTranspose2d(2, 3, 3, stride=2, padding=1, dtype=np.float64)
+    x = np.random.default_rng(2).standard_normal((1, 2, 4, 4))
+    y = layer(x, output_size=(8, 8))
+    assert y.shape == (1, 3, 8, 8)
+    gx = layer.backward(np.ones_like(y))
+    expected = F.conv_transpose2d_backward(np.ones_like(y), x, layer.weight.data, 2, 1, 1)[0]
+    np.testing.assert_array_equal(gx, expected)
+
+
+LAYER_ERRORS = [  # (constructor call, exception, message pattern)
+    (lambda: nn.ConvTranspose2d(0, 4, 3), ValueError,
+     "^ConvTranspose2d: in_channels must be a positive int"),
+    (lambda: nn.ConvTranspose2d(3, 4, 3, groups=2), ValueError, r"divisible by groups \(2\)"),
+    (lambda: nn.ConvTranspose2d(4, 4, (3, 0)), ValueError,
+     r"^ConvTranspose2d: kernel_size must be a positive int .*got \(3, 0\)"),
+    (lambda: nn.ConvTranspose2d(4, 4, 3, output_padding=-1), ValueError,
+     "^ConvTranspose2d: output_padding must be a non-negative int"),
+    (lambda: nn.ConvTranspose2d(4, 4, 3, padding="same"), TypeError,
+     "^ConvTranspose2d: padding must be a non-negative int .*got 'same'"),
+    (lambda: nn.ConvTranspose2d(4, 4, 3, padding_mode="reflect"), ValueError,
+     r"^ConvTranspose2d: padding_mode must be 'zeros' .*got 'reflect'"),
+    (lambda: nn.ConvTranspose2d(4, 4, 3, dtype=np.int32), TypeError,
+     "^ConvTranspose2d: dtype must be float32"),
+    (lambda: nn.ConvTranspose2d(4, 4, 3, stride=2, padding=1)(np.ones((1, 4, 3, 3), np.float32),
+                                                             output_size=(7, 5)),
+     ValueError, r"^ConvTranspose2d: output_size \(7, 5\) must lie between \(5, 5\) and \(6, 6\) "
+                 r"for an input of size \(3, 3\), got \(7, 5\)"),
+    (lambda: nn.ConvTranspose2d(4, 4, 3)(np.ones((1, 4, 3, 3), np.float32), output_size=(5,)),
+     TypeError,
+     r"^ConvTranspose2d: output_size must be \(OH, OW\) or \(N, C, OH, OW\), got \(5,\)"),
+    (lambda: nn.ConvTranspose2d(4, 4, 3)(np.ones((1, 4, 3, 3), np.float32), output_size=5),
+     TypeError, "^ConvTranspose2d: output_size must be .*got 5$"),
+    (lambda: nn.ConvTranspose2d(4, 4, 3)(np.ones((4, 3, 3), np.float32), output_size=(5, 5)),
+     ValueError, r"^ConvTranspose2d: x must be a 4-D \(N, C_in, H, W\) array"),
+    (lambda: nn.ConvTranspose2d(4, 4, 3, stride=2, output_padding=2)(
+        np.ones((1, 4, 3, 3), np.float32)), ValueError,
+     "^conv_transpose2d: output_padding must be smaller than stride or dilation"),
+]
+
+
+@pytest.mark.parametrize("call, exc, pattern", LAYER_ERRORS)
+def test_bad_layer_arguments_raise(call, exc, pattern):
+    with pytest.raises(exc, match=pattern):
+        call()
