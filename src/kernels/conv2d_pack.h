@@ -107,7 +107,33 @@ static inline void FC_FN(gather_run)(const T *row, fc_index iw0, fc_index s, fc_
     for (; t < len; t++) dst[t * ds] = (T)0;
 }
 
-/* row[iw0 + t * s] += src[t] for the columns inside the row. */
+#if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12)
+#define FC_SCATTER_S2_BLOCKS 1
+typedef T FC_LOCAL(vec16) __attribute__((vector_size(16 * sizeof(T))));
+
+/* row[2u] += src[u] for u < 16, as whole registers over the 32 columns [0, 32): the sources
+ * interleaved with -0.0, which leaves the odd columns as they are (x + -0.0 is x for every x,
+ * -0.0 and NaN included; only a signalling NaN would come back quiet). */
+static inline void FC_LOCAL(scatter_add_block_s2)(T *row, const T *src) {
+    typedef FC_LOCAL(vec16) vec;
+    vec s, lo, hi, nz;
+    for (int u = 0; u < 16; u++) nz[u] = -(T)0;
+    memcpy(&s, src, sizeof s);
+    memcpy(&lo, row, sizeof lo);
+    memcpy(&hi, row + 16, sizeof hi);
+    lo += __builtin_shufflevector(s, nz, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    hi += __builtin_shufflevector(s, nz, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15,
+                                  31);
+    memcpy(row, &lo, sizeof lo);
+    memcpy(row + 16, &hi, sizeof hi);
+}
+#endif
+
+/* row[iw0 + t * s] += src[t] for the columns inside the row. Stride 2 (the input gradient of
+ * stride-2 layers, conv_transpose2d's upsampling by two) goes 16 sources at a time through
+ * whole registers where the block's 32 columns lie in the row: element by element it was half
+ * the time of col2im's GEMM. The odd columns a block passes over are read and written back
+ * unchanged, so the caller must own the whole row (col2im's tasks own whole channels). */
 static inline void FC_FN(scatter_add_run)(T *row, fc_index iw0, fc_index s, fc_index W,
                                           fc_index len, const T *src) {
     fc_index lo, hi;
@@ -115,9 +141,15 @@ static inline void FC_FN(scatter_add_run)(T *row, fc_index iw0, fc_index s, fc_i
     if (s == 1) {
         T *d = row + (iw0 + lo);
         for (fc_index t = lo; t < hi; t++) d[t - lo] += src[t];
-    } else {
-        for (fc_index t = lo; t < hi; t++) row[iw0 + t * s] += src[t];
+        return;
     }
+    fc_index t = lo;
+#ifdef FC_SCATTER_S2_BLOCKS
+    if (s == 2)
+        for (; t + 16 <= hi && iw0 + 2 * (t + 16) <= W; t += 16)
+            FC_LOCAL(scatter_add_block_s2)(row + iw0 + 2 * t, src + t);
+#endif
+    for (; t < hi; t++) row[iw0 + t * s] += src[t];
 }
 
 /* Input row of tap (c, i) for a run, or NULL when it lies in the padding. For pointwise runs the
