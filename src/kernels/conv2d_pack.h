@@ -189,18 +189,30 @@ static fc_index FC_LOCAL(tile_size)(fc_index P, fc_index max_tile) {
     return FC_CEIL_DIV(t, FC_NR) * FC_NR;
 }
 
+/* Where grid pixel q (wph columns per output row) lies in a plane of OW columns: the next
+ * real pixel's offset. */
+static inline fc_index FC_LOCAL(grid_to_plane)(fc_index q, fc_index OW, fc_index wph) {
+    return (q / wph) * OW + FC_MIN(q % wph, OW);
+}
+
 /* dY^T for grid pixels [q0, q0 + n) of one image's dY (Kg channels of P = OH x OW pixels, on a
  * grid of wph >= OW columns per output row): panels [Kg / NR][n][NR], zero for the grid's
  * padding columns and for channels past Kg. Reads dY along its rows (one output row run at a
- * time) and scatters into the L1-sized panel, rather than gathering NR rows per pixel. */
+ * time) and scatters into the L1-sized panel, rather than gathering NR rows per pixel. A chunk
+ * reads a short run from each of Kg planes, more streams than the hardware prefetchers follow,
+ * so each plane's next chunk is prefetched as this one is packed. */
 static void FC_NR_NAME(conv2d_pack_dyt)(const T *gyg, fc_index Kg, fc_index P, fc_index OW,
                                         fc_index wph, fc_index q0, fc_index n, T *dst) {
+    const fc_index grid = (P / OW) * wph;
+    const fc_index next0 = FC_LOCAL(grid_to_plane)(FC_MIN(q0 + n, grid), OW, wph);
+    const fc_index next1 = FC_LOCAL(grid_to_plane)(FC_MIN(q0 + 2 * n, grid), OW, wph);
     for (fc_index k0 = 0; k0 < Kg; k0 += FC_NR) {
         const int nr = (int)FC_MIN(FC_NR, Kg - k0);
         T *panel = dst + (k0 / FC_NR) * n * FC_NR;
         memset(panel, 0, sizeof(T) * (size_t)(n * FC_NR));
         for (int t = 0; t < nr; t++) {
             const T *src = gyg + (k0 + t) * P;
+            fc_prefetch(src + next0, sizeof(T) * (size_t)(next1 - next0));
             for (fc_index q = q0; q < q0 + n;) {
                 const fc_index oh = q / wph, ow = q % wph;
                 const fc_index len = FC_MIN(q0 + n - q, wph - ow);
