@@ -302,6 +302,35 @@ def _reset_like_pytorch(weight: Parameter, bias: Parameter | None) -> None:
         init.uniform_(bias, -bound, bound)
 
 
+def _conv_layer_arguments(layer: Module, op: str, in_channels, out_channels, kernel_size, stride,
+                          dilation, groups) -> None:
+    """Check the arguments Conv2d and ConvTranspose2d share and keep them on `layer`."""
+    layer.in_channels = v.positive_int(op, "in_channels", in_channels)
+    layer.out_channels = v.positive_int(op, "out_channels", out_channels)
+    layer.groups = v.positive_int(op, "groups", groups)
+    if in_channels % groups or out_channels % groups:
+        v.fail(op, f"in_channels ({in_channels}) and out_channels ({out_channels}) must be "
+                   f"divisible by groups ({groups})")
+    layer.kernel_size = v.pair(op, "kernel_size", kernel_size, 1, "a positive")
+    layer.stride = v.pair(op, "stride", stride, 1, "a positive")
+    layer.dilation = v.pair(op, "dilation", dilation, 1, "a positive")
+
+
+def _conv_layer_parameters(layer: Module, op: str, weight_shape, bias, dtype) -> None:
+    """A convolution layer's weight and (unless bias is False) bias, initialised as PyTorch's."""
+    dtype = _float_dtype(op, dtype)
+    layer.weight = Parameter(np.empty(weight_shape, dtype))
+    layer.bias = Parameter(np.empty(layer.out_channels, dtype)) \
+        if v.boolean(op, "bias", bias) else None
+    _reset_like_pytorch(layer.weight, layer.bias)
+
+
+def _add_parameter_grads(layer: Module, grad_weight, grad_bias) -> None:
+    layer.weight.grad += grad_weight
+    if layer.bias is not None:
+        layer.bias.grad += grad_bias
+
+
 class Conv2d(Module):
     """2-D convolution layer, as ``torch.nn.Conv2d``; see ``fastconv.functional.conv2d``.
 
@@ -313,24 +342,13 @@ class Conv2d(Module):
                  dilation=1, groups: int = 1, bias: bool = True, dtype=np.float32):
         super().__init__()
         op = "Conv2d"
-        self.in_channels = v.positive_int(op, "in_channels", in_channels)
-        self.out_channels = v.positive_int(op, "out_channels", out_channels)
-        self.groups = v.positive_int(op, "groups", groups)
-        if in_channels % groups or out_channels % groups:
-            v.fail(op, f"in_channels ({in_channels}) and out_channels ({out_channels}) must be "
-                       f"divisible by groups ({groups})")
-        self.kernel_size = v.pair(op, "kernel_size", kernel_size, 1, "a positive")
-        self.stride = v.pair(op, "stride", stride, 1, "a positive")
-        self.dilation = v.pair(op, "dilation", dilation, 1, "a positive")
+        _conv_layer_arguments(self, op, in_channels, out_channels, kernel_size, stride, dilation,
+                              groups)
         v.conv_padding(op, padding, self.kernel_size, self.stride, self.dilation)
         self.padding = padding if isinstance(padding, str) else \
             v.pair(op, "padding", padding, 0, "a non-negative")
-        dtype = _float_dtype(op, dtype)
-        self.weight = Parameter(np.empty((out_channels, in_channels // groups)
-                                         + self.kernel_size, dtype))
-        self.bias = Parameter(np.empty(out_channels, dtype)) \
-            if v.boolean(op, "bias", bias) else None
-        _reset_like_pytorch(self.weight, self.bias)
+        _conv_layer_parameters(self, op, (out_channels, in_channels // groups) + self.kernel_size,
+                               bias, dtype)
 
     def _geometry(self):
         return self.stride, self.padding, self.dilation, self.groups
@@ -344,9 +362,7 @@ class Conv2d(Module):
     def backward(self, grad_output):
         x = self._saved_for_backward()
         gx, gw, gb = F.conv2d_backward(grad_output, x, self.weight.data, *self._geometry())
-        self.weight.grad += gw
-        if self.bias is not None:
-            self.bias.grad += gb
+        _add_parameter_grads(self, gw, gb)
         return gx
 
     def extra_repr(self) -> str:
@@ -381,26 +397,15 @@ class ConvTranspose2d(Module):
                  padding_mode: str = "zeros", dtype=np.float32):
         super().__init__()
         op = "ConvTranspose2d"
-        self.in_channels = v.positive_int(op, "in_channels", in_channels)
-        self.out_channels = v.positive_int(op, "out_channels", out_channels)
-        self.groups = v.positive_int(op, "groups", groups)
-        if in_channels % groups or out_channels % groups:
-            v.fail(op, f"in_channels ({in_channels}) and out_channels ({out_channels}) must be "
-                       f"divisible by groups ({groups})")
-        self.kernel_size = v.pair(op, "kernel_size", kernel_size, 1, "a positive")
-        self.stride = v.pair(op, "stride", stride, 1, "a positive")
+        _conv_layer_arguments(self, op, in_channels, out_channels, kernel_size, stride, dilation,
+                              groups)
         self.padding = v.pair(op, "padding", padding, 0, "a non-negative")
         self.output_padding = v.pair(op, "output_padding", output_padding, 0, "a non-negative")
-        self.dilation = v.pair(op, "dilation", dilation, 1, "a positive")
         if padding_mode != "zeros":
             v.fail(op, f"padding_mode must be 'zeros' (PyTorch's ConvTranspose2d has no other), "
                        f"got {padding_mode!r}")
-        dtype = _float_dtype(op, dtype)
-        self.weight = Parameter(np.empty((in_channels, out_channels // groups)
-                                         + self.kernel_size, dtype))
-        self.bias = Parameter(np.empty(out_channels, dtype)) \
-            if v.boolean(op, "bias", bias) else None
-        _reset_like_pytorch(self.weight, self.bias)
+        _conv_layer_parameters(self, op, (in_channels, out_channels // groups) + self.kernel_size,
+                               bias, dtype)
 
     def _output_padding(self, x, output_size):
         """The output_padding that gives `output_size` ((OH, OW), or (N, C, OH, OW))."""
@@ -433,9 +438,7 @@ class ConvTranspose2d(Module):
         x, output_padding = self._saved_for_backward()
         gx, gw, gb = F.conv_transpose2d_backward(grad_output, x, self.weight.data,
                                                  *self._geometry(output_padding))
-        self.weight.grad += gw
-        if self.bias is not None:
-            self.bias.grad += gb
+        _add_parameter_grads(self, gw, gb)
         return gx
 
     def extra_repr(self) -> str:
