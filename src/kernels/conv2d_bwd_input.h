@@ -5,10 +5,11 @@
  * Otherwise: col(dX)[R, P] = W^T[R, K] * dY[K, P] per image and group, then col2im.
  *
  * Loop structure (col2im): tasks are (image, group, block of input channels), so a task owns its
- * channels of dX and no two tasks write the same element. Within a task: its rows of W^T are
- * packed once; over pixel tiles, over KC-deep slices of K, dY is packed into NR-column panels
- * and every MR-row panel of W^T passes through the microkernel into col(dX); the tile's rows are
- * then scatter-added into dX run by run (conv2d_pack.h). */
+ * channels of dX and no two tasks write the same element; the blocks are smaller when there are
+ * too few images to share out (batch 1). Within a task: its rows of W^T are packed once; over
+ * pixel tiles, over KC-deep slices of K, dY is packed into NR-column panels and every MR-row
+ * panel of W^T passes through the microkernel into col(dX); the tile's rows are then
+ * scatter-added into dX run by run (conv2d_pack.h). */
 #ifndef FC_CONV2D_BWD_INPUT_H
 #define FC_CONV2D_BWD_INPUT_H
 
@@ -62,7 +63,12 @@ static int FC_LOCAL(conv2d_bwd_input_col2im)(const fc_conv2d_params *p, const fc
     const fc_index G = p->groups, Cg = p->in_channels / G, Kg = p->out_channels / G;
     const fc_index kk = p->kernel_h * p->kernel_w, R = Cg * kk, P = p->out_h * p->out_w;
     const fc_index H = p->in_h, W = p->in_w, HW = H * W;
-    const fc_index cb = FC_MAX(1, tn->task_rows / kk); /* channels per task */
+    /* Channels per task: task_rows rows of col(dX) at most, and fewer when images and groups
+     * alone would leave threads idle (batch 1). A channel's sums do not depend on the block it
+     * is in, so results do not depend on the split. */
+    fc_index cb = FC_MAX(1, tn->task_rows / kk);
+    const fc_index images = p->batch * G, wanted = 2 * (fc_index)nthreads;
+    if (images * FC_CEIL_DIV(Cg, cb) < wanted) cb = FC_CEIL_DIV(Cg, FC_CEIL_DIV(wanted, images));
     const fc_index cblocks = FC_CEIL_DIV(Cg, cb);
     const fc_index rows_max = FC_CEIL_DIV(FC_MIN(cb, Cg) * kk, FC_MR) * FC_MR;
     const fc_index nc_max = FC_LOCAL(tile_size)(P, tn->tile_pixels);
