@@ -251,6 +251,9 @@ PACK_DYT_CASES = {
     "k-tile-rows-crossed": ("tile", 3, 3, 0, 2, 6),
     "k-past-tile": ("tile+1", 2, 5, 3, 5, 11),
     "single-pixel-in-grid-padding": (2, 2, 3, 2, 4, 1),
+    # float32 packs 16 channels x 16 pixels of a row at a time where both are there
+    "blocks-rows-of-37-mid-row": ("2tile+17", 3, 37, 2, 10, 90),
+    "blocks-rows-of-16": ("tile", 2, 16, 0, 0, 32),
 }
 
 
