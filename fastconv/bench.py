@@ -49,6 +49,19 @@ POOL_CASES = {
     "l2-2x2s2": ("lp", dict(kernel_size=2, stride=2)),
 }
 
+# Adaptive and global pooling. name: (op, input shape, output_size). The ResNet-50 head is the
+# global average ONNX models end on; the pooling input's shape adds the same op at 51 MB (a
+# bandwidth-bound reduction), an output that divides it (run as plain pooling) and one that
+# does not (windows of varying size).
+ADAPTIVE_POOL_CASES = {
+    "gavg-res50": ("avg", (32, 2048, 7, 7), 1),
+    "gavg-56": ("avg", POOL_SHAPE, 1),
+    "gmax-56": ("max", POOL_SHAPE, 1),
+    "aavg-7x7": ("avg", POOL_SHAPE, 7),
+    "aavg-6x6": ("avg", POOL_SHAPE, 6),
+    "amax-6x6": ("max", POOL_SHAPE, 6),
+}
+
 
 @dataclass
 class Case:
@@ -209,17 +222,63 @@ def pool_cases(dtype=np.float32, names=None, seed=0) -> list[Case]:
                 def bwd_t(ty=ty, tgy=tgy):
                     ty.backward(tgy, retain_graph=True)
 
-        g2 = ((kw["kernel_size"],) * 2, (kw["stride"],) * 2, (kw.get("padding", 0),) * 2)
+        g2 = ((kw["kernel_size"],) * 2, (kw["stride"],) * 2, (kw.get("padding", 0),) * 4)
         fwd_r = {
             "max": lambda g2=g2: ref.max_pool2d(x, *g2, (1, 1), False),
             "avg": lambda g2=g2: ref.avg_pool2d(x, *g2, False, True, None),
-            "lp": lambda g2=g2: ref.lp_pool2d(x, 2.0, *g2[:2], False),
+            "lp": lambda g2=g2: ref.lp_pool2d(x, 2.0, *g2[:2], False, g2[2]),
         }[op]
         bwd_r = {
             "max": lambda gy=gy, g2=g2: ref.max_pool2d_backward(gy, x, *g2, (1, 1), False),
             "avg": lambda gy=gy, g2=g2: ref.avg_pool2d_backward(gy, x, *g2, False, True, None),
-            "lp": lambda gy=gy, g2=g2: ref.lp_pool2d_backward(gy, x, 2.0, *g2[:2], False),
+            "lp": lambda gy=gy, g2=g2: ref.lp_pool2d_backward(gy, x, 2.0, *g2[:2], False, g2[2]),
         }[op]
+        cases.append(Case("pool2d", name, "forward", fwd_f, fwd_t, moved, "GB/s", fwd_r))
+        cases.append(Case("pool2d", name, "backward", bwd_f, bwd_t, moved + x.nbytes, "GB/s",
+                          bwd_r))
+    return cases
+
+
+def adaptive_pool_cases(dtype=np.float32, names=None, seed=0) -> list[Case]:
+    """The adaptive and global pooling cases, in the pooling group: forward and backward (max
+    with the forward pass's indices, as nn.AdaptiveMaxPool2d runs it)."""
+    torch = _torch()
+    tf = torch.nn.functional if torch is not None else None
+    rng = np.random.default_rng(seed)
+    cases = []
+    for name, (op, shape, size) in ADAPTIVE_POOL_CASES.items():
+        if names and name not in names:
+            continue
+        x = rng.standard_normal(shape).astype(dtype)
+        tx = torch.from_numpy(x) if torch is not None else None
+        if op == "max":
+            y, idx = F.adaptive_max_pool2d(x, size, return_indices=True)
+            gy = rng.standard_normal(y.shape).astype(dtype)
+            calls = (lambda x=x, s=size: F.adaptive_max_pool2d(x, s),
+                     lambda x=x, s=size, gy=gy, i=idx: F.adaptive_max_pool2d_backward(gy, x, s, i),
+                     lambda x=x, o=y.shape[2:]: ref.adaptive_max_pool2d(x, o),
+                     lambda x=x, gy=gy, i=idx: ref.adaptive_max_pool2d_backward(gy, x, i))
+            if torch is not None:
+                ti = tf.adaptive_max_pool2d(tx, size, return_indices=True)[1]
+                tgy = torch.from_numpy(gy)
+                calls += (lambda tx=tx, s=size: tf.adaptive_max_pool2d(tx, s),
+                          lambda tx=tx, tgy=tgy, ti=ti:
+                          torch.ops.aten.adaptive_max_pool2d_backward(tgy, tx, ti))
+        else:
+            y = F.adaptive_avg_pool2d(x, size)
+            gy = rng.standard_normal(y.shape).astype(dtype)
+            calls = (lambda x=x, s=size: F.adaptive_avg_pool2d(x, s),
+                     lambda x=x, s=size, gy=gy: F.adaptive_avg_pool2d_backward(gy, x, s),
+                     lambda x=x, o=y.shape[2:]: ref.adaptive_avg_pool2d(x, o),
+                     lambda x=x, gy=gy: ref.adaptive_avg_pool2d_backward(gy, x))
+            if torch is not None:
+                tgy = torch.from_numpy(gy)
+                calls += (lambda tx=tx, s=size: tf.adaptive_avg_pool2d(tx, s),
+                          lambda tx=tx, tgy=tgy:
+                          torch.ops.aten._adaptive_avg_pool2d_backward(tgy, tx))
+        fwd_f, bwd_f, fwd_r, bwd_r = calls[:4]
+        fwd_t, bwd_t = calls[4:] if torch is not None else (None, None)
+        moved = float(x.nbytes + y.nbytes)
         cases.append(Case("pool2d", name, "forward", fwd_f, fwd_t, moved, "GB/s", fwd_r))
         cases.append(Case("pool2d", name, "backward", bwd_f, bwd_t, moved + x.nbytes, "GB/s",
                           bwd_r))
@@ -393,7 +452,7 @@ def main(threads: int | None = None, repeat: int = 7, only: str = "all",
     if only in ("all", "conv_transpose"):
         cases += conv_transpose_cases(dtype)
     if only in ("all", "pool"):
-        cases += pool_cases(dtype) + [copy_case(dtype)]
+        cases += pool_cases(dtype) + adaptive_pool_cases(dtype) + [copy_case(dtype)]
     print(f"fastconv {fastconv.__version__} ({fastconv.selected_isa()}) vs "
           f"{'PyTorch ' + torch.__version__ if torch else 'no PyTorch (not installed)'}, "
           f"{np.dtype(dtype).name}, {n} thread(s), median of {repeat} interleaved pairs",

@@ -22,11 +22,13 @@ from . import init as _init
 from ._config import get_num_threads
 
 __all__ = [
-    "conv2d", "conv2d_backward", "conv2d_input", "conv2d_weight",
+    "conv2d", "conv2d_backward", "conv2d_input", "conv2d_weight", "same_padding",
     "conv_transpose2d", "conv_transpose2d_backward",
     "max_pool2d", "max_pool2d_backward",
     "avg_pool2d", "avg_pool2d_backward",
     "lp_pool2d", "lp_pool2d_backward",
+    "adaptive_avg_pool2d", "adaptive_avg_pool2d_backward",
+    "adaptive_max_pool2d", "adaptive_max_pool2d_backward",
     "relu", "relu_backward",
     "linear", "linear_backward",
     "tanh", "tanh_backward", "sigmoid", "sigmoid_backward",
@@ -52,8 +54,9 @@ def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, st
     weight : (K, C // groups, kH, kW), same dtype
     bias : (K,) or None
     stride, dilation : int or (int, int), default 1
-    padding : int, (int, int), 'valid' (= 0) or 'same' (stride 1 only; output size = input size,
-        the extra row/column of an odd total padding goes bottom/right). Zero padding.
+    padding : int, (int, int), (top, bottom, left, right), 'valid' (= 0) or 'same' (stride 1
+        only; output size = input size, the extra row/column of an odd total padding goes
+        bottom/right; ``same_padding`` gives SAME at any stride). Zero padding, never copied.
     groups : int, default 1. C and K must be divisible by it; groups == C is depthwise.
 
     Returns
@@ -189,6 +192,45 @@ def conv2d_backward(grad_output: np.ndarray, x: np.ndarray, weight: np.ndarray, 
     return gx, gw, gb
 
 
+def same_padding(input_size, kernel_size, stride=1, dilation=1,
+                 mode: str = "upper") -> tuple[int, int, int, int]:
+    """SAME padding at any stride and dilation, as ``(top, bottom, left, right)`` for the
+    ``padding`` argument of conv2d and the pools.
+
+    The output size is ``ceil(input / stride)``; the total padding of a dimension is
+    ``max(0, (out - 1) * stride + dilation * (kernel - 1) + 1 - input)``, TensorFlow's formula.
+    An odd total puts the extra row/column at the end (``mode="upper"``: TensorFlow, ONNX
+    SAME_UPPER, numpy-ml) or at the start (``mode="lower"``: ONNX SAME_LOWER). At stride 1 it
+    is PyTorch's ``padding='same'``.
+
+    Parameters
+    ----------
+    input_size : int or (int, int), the input's (H, W)
+    kernel_size, stride, dilation : int or (int, int)
+    mode : "upper" (default) or "lower"
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv.functional as F
+    >>> F.same_padding((7, 8), 3, stride=2)
+    (1, 1, 0, 1)
+    >>> F.same_padding(8, 2, stride=1, mode="lower")
+    (1, 0, 1, 0)
+    >>> x = np.ones((1, 1, 7, 8)); w = np.ones((1, 1, 3, 3))
+    >>> F.conv2d(x, w, stride=2, padding=F.same_padding(x.shape[2:], 3, stride=2)).shape
+    (1, 1, 4, 4)
+    """
+    op = "same_padding"
+    size = v.pair(op, "input_size", input_size, 1, "a positive")
+    kernel = v.pair(op, "kernel_size", kernel_size, 1, "a positive")
+    stride = v.pair(op, "stride", stride, 1, "a positive")
+    dilation = v.pair(op, "dilation", dilation, 1, "a positive")
+    if mode not in ("upper", "lower"):
+        v.fail(op, f"mode must be 'upper' or 'lower', got {mode!r}")
+    return tuple(p for n, k, s, d in zip(size, kernel, stride, dilation)
+                 for p in v.same_pads(n, k, s, d, upper=mode == "upper"))
+
+
 # A transposed convolution is the input gradient of the conv2d that v.conv_transpose_geometry
 # describes, so its passes run on the conv2d kernels: forward on that conv2d's input-gradient
 # pass, grad_input on its forward pass, grad_weight on its weight-gradient pass with the roles
@@ -320,17 +362,20 @@ def max_pool2d(x: np.ndarray, kernel_size, stride=None, padding=0, dilation=1,
     x : (N, C, H, W) float32 or float64
     kernel_size : int or (int, int)
     stride : int or (int, int), default kernel_size
-    padding : int or (int, int), default 0; implicit -inf, at most kernel_size // 2
+    padding : int or (int, int) (at most kernel_size // 2, as PyTorch), (top, bottom, left,
+        right) (any size, as ONNX's pads), 'valid' or 'same' (stride 1; fastconv's extension, as
+        conv2d's); default 0; implicit -inf
     dilation : int or (int, int), default 1
-    ceil_mode : round the output size up (a last window may start in the input or the left
-        padding, never wholly in the right padding)
+    ceil_mode : round the output size up (a last window may start in the input or the top/left
+        padding, never in the bottom/right padding)
     return_indices : also return int64 flat indices ``h * W + w`` of each maximum in its plane
 
     Returns
     -------
     (N, C, OH, OW) array, or ``(out, indices)``. Ties keep the first maximum in row-major window
-    order; NaN propagates. A dilated window lying wholly in the padding (possible with ceil_mode)
-    gives -inf with index -1 and no gradient (PyTorch crashes there).
+    order; NaN propagates. A window lying wholly in the padding (a dilated one with ceil_mode, or
+    a 4-tuple padding of at least the kernel) gives -inf with index -1 and no gradient (PyTorch
+    crashes there).
 
     Examples
     --------
@@ -374,16 +419,26 @@ def max_pool2d_backward(grad_output: np.ndarray, x: np.ndarray, kernel_size, str
     x = _pool_input(op, x)
     g = v.pool_geometry(op, x.shape, kernel_size, stride, padding, dilation, ceil_mode)
     grad_output = _pool_grad_output(op, grad_output, x, g)
+    return _scatter_to_maxima(op, g, grad_output, x, indices, "maxpool2d")
+
+
+def _scatter_to_maxima(op, g, grad_output, x, indices, kernels):
+    """A max pooling's input gradient: grad_output added at the maxima's indices, which the
+    forward kernel of `kernels` ('maxpool2d' or 'adaptive_maxpool2d', for the geometry g)
+    computes when they are None."""
     if indices is not None:
         indices = v.max_pool_indices(op, indices, g.output_shape, g.in_h * g.in_w)
     gx = _kernels.empty(x.shape, x.dtype)
-    if gx.size == 0:
+    if gx.size == 0 or grad_output.size == 0:  # an empty output passes no gradient
+        gx[...] = 0
         return gx
     if indices is None:
         indices = _kernels.empty(g.output_shape, np.int64)
-        _kernels.maxpool2d_forward(g, v.contiguous(x), _kernels.empty(g.output_shape, x.dtype),
-                                   indices, get_num_threads())
-    if not _kernels.maxpool2d_backward(g, grad_output, indices, gx, get_num_threads()):
+        getattr(_kernels, f"{kernels}_forward")(g, v.contiguous(x),
+                                                _kernels.empty(g.output_shape, x.dtype), indices,
+                                                get_num_threads())
+    if not getattr(_kernels, f"{kernels}_backward")(g, grad_output, indices, gx,
+                                                    get_num_threads()):
         v.max_pool_indices_out_of_range(op, indices, g.in_h * g.in_w)
     return gx
 
@@ -396,11 +451,13 @@ def avg_pool2d(x: np.ndarray, kernel_size, stride=None, padding=0, ceil_mode: bo
     ----------
     x : (N, C, H, W) float32 or float64
     kernel_size : int or (int, int); stride : default kernel_size
-    padding : int or (int, int), zeros, at most kernel_size // 2
+    padding : zeros; int or (int, int) (at most kernel_size // 2, as PyTorch), (top, bottom,
+        left, right) (any size, as ONNX's pads), 'valid' or 'same' (stride 1; an extension)
     ceil_mode : round the output size up
     count_include_pad : divide by the window size including padding (default) or by the number
-        of input elements in the window. A ceil_mode window that runs past the right padding is
-        divided by its size clipped to the padded input, as PyTorch does.
+        of input elements in the window. A ceil_mode window that runs past the bottom/right
+        padding is divided by its size clipped to the padded input, as PyTorch does. A window
+        wholly in the padding gives 0 either way (no division by zero) and no gradient.
     divisor_override : a non-zero int to divide by instead
 
     Examples
@@ -449,12 +506,16 @@ def avg_pool2d_backward(grad_output: np.ndarray, x: np.ndarray, kernel_size, str
 
 
 def lp_pool2d(x: np.ndarray, norm_type: float, kernel_size, stride=None,
-              ceil_mode: bool = False) -> np.ndarray:
+              ceil_mode: bool = False, *, padding=0) -> np.ndarray:
     """2-D power-average (L^p) pooling, as ``torch.nn.functional.lp_pool2d``.
 
     ``out = (sum over the window of x**p * kH*kW / window_area) ** (1/p)``: the plain p-norm of
     each full window (L2 pooling is norm_type=2); a partial ceil_mode window is scaled up by
-    kH*kW / its area, as PyTorch does. No padding. norm_type must be positive and finite.
+    kH*kW / its area, as PyTorch does. norm_type must be positive and finite.
+
+    ``padding`` (keyword only; avg_pool2d's forms) is fastconv's extension, PyTorch has none:
+    zeros, counted in a window's area as avg_pool2d's count_include_pad counts them, so a full
+    window is the p-norm of its elements and zeros and a window wholly in the padding gives 0.
 
     Examples
     --------
@@ -462,11 +523,14 @@ def lp_pool2d(x: np.ndarray, norm_type: float, kernel_size, stride=None,
     >>> x = np.full((1, 1, 2, 2), 3.0)
     >>> F.lp_pool2d(x, 2, 2)[0, 0]
     array([[6.]])
+    >>> F.lp_pool2d(x, 1, 2, 1, padding=(1, 0, 0, 0))[0, 0]
+    array([[ 6.],
+           [12.]])
     """
     op = "lp_pool2d"
     x = _pool_input(op, x)
     p = v.norm_type(op, norm_type)
-    g = v.pool_geometry(op, x.shape, kernel_size, stride, 0, 1, ceil_mode)
+    g = v.pool_geometry(op, x.shape, kernel_size, stride, padding, 1, ceil_mode)
     y = _kernels.empty(g.output_shape, x.dtype)
     if y.size:
         _kernels.lppool2d_forward(g, v.contiguous(x), y, get_num_threads(), norm=p)
@@ -474,7 +538,7 @@ def lp_pool2d(x: np.ndarray, norm_type: float, kernel_size, stride=None,
 
 
 def lp_pool2d_backward(grad_output: np.ndarray, x: np.ndarray, norm_type: float, kernel_size,
-                       stride=None, ceil_mode: bool = False) -> np.ndarray:
+                       stride=None, ceil_mode: bool = False, *, padding=0) -> np.ndarray:
     """Gradient of lp_pool2d with respect to x (shape of x); zero where a window's sum is zero.
 
     Examples
@@ -488,13 +552,128 @@ def lp_pool2d_backward(grad_output: np.ndarray, x: np.ndarray, norm_type: float,
     op = "lp_pool2d_backward"
     x = _pool_input(op, x)
     p = v.norm_type(op, norm_type)
-    g = v.pool_geometry(op, x.shape, kernel_size, stride, 0, 1, ceil_mode)
+    g = v.pool_geometry(op, x.shape, kernel_size, stride, padding, 1, ceil_mode)
     grad_output = _pool_grad_output(op, grad_output, x, g)
     gx = _kernels.empty(x.shape, x.dtype)
     if gx.size:
         _kernels.lppool2d_backward(g, grad_output, v.contiguous(x), gx, get_num_threads(),
                                    norm=p)
     return gx
+
+
+# ---- adaptive and global pooling -----------------------------------------------------------------
+
+def adaptive_avg_pool2d(x: np.ndarray, output_size) -> np.ndarray:
+    """2-D adaptive average pooling, as ``torch.nn.functional.adaptive_avg_pool2d``.
+
+    Output (oh, ow) averages the input rows ``[floor(oh*H/OH), ceil((oh+1)*H/OH))`` and the
+    columns likewise: windows of varying size that may overlap (or repeat, for an output larger
+    than the input). ``output_size=1`` is global average pooling (ONNX's GlobalAveragePool).
+
+    Parameters
+    ----------
+    x : (N, C, H, W) float32 or float64
+    output_size : int or (int, int), each >= 0; None in a pair keeps that input size
+
+    Returns
+    -------
+    (N, C, OH, OW) array.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv.functional as F
+    >>> x = np.arange(15.0).reshape(1, 1, 3, 5)
+    >>> F.adaptive_avg_pool2d(x, (1, 2))[0, 0]
+    array([[6., 8.]])
+    """
+    op = "adaptive_avg_pool2d"
+    x = _pool_input(op, x)
+    g = v.adaptive_geometry(op, x.shape, output_size)
+    y = _kernels.empty(g.output_shape, x.dtype)
+    if y.size:
+        _kernels.adaptive_avgpool2d_forward(g, v.contiguous(x), y, get_num_threads())
+    return y
+
+
+def adaptive_avg_pool2d_backward(grad_output: np.ndarray, x: np.ndarray,
+                                 output_size) -> np.ndarray:
+    """Gradient of adaptive_avg_pool2d with respect to x (shape of x): each output's gradient
+    divided by its window's height and width, spread over the window.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv.functional as F
+    >>> F.adaptive_avg_pool2d_backward(np.ones((1, 1, 1, 1)), np.zeros((1, 1, 2, 2)), 1)[0, 0]
+    array([[0.25, 0.25],
+           [0.25, 0.25]])
+    """
+    op = "adaptive_avg_pool2d_backward"
+    x = _pool_input(op, x)
+    g = v.adaptive_geometry(op, x.shape, output_size)
+    grad_output = _pool_grad_output(op, grad_output, x, g)
+    gx = _kernels.empty(x.shape, x.dtype)
+    if gx.size and grad_output.size:
+        _kernels.adaptive_avgpool2d_backward(g, grad_output, gx, get_num_threads())
+    else:
+        gx[...] = 0
+    return gx
+
+
+def adaptive_max_pool2d(x: np.ndarray, output_size, return_indices: bool = False):
+    """2-D adaptive max pooling, as ``torch.nn.functional.adaptive_max_pool2d``.
+
+    Windows as adaptive_avg_pool2d's; each is scanned in row-major order: ties keep the first
+    maximum, NaN propagates (the last NaN's index). ``output_size=1`` is global max pooling
+    (ONNX's GlobalMaxPool).
+
+    Parameters
+    ----------
+    x : (N, C, H, W) float32 or float64
+    output_size : int or (int, int), each >= 0; None in a pair keeps that input size
+    return_indices : also return int64 flat indices ``h * W + w`` of each maximum in its plane
+
+    Returns
+    -------
+    (N, C, OH, OW) array, or ``(out, indices)``.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv.functional as F
+    >>> x = np.arange(15.0).reshape(1, 1, 3, 5)
+    >>> y, idx = F.adaptive_max_pool2d(x, (1, 2), return_indices=True)
+    >>> y[0, 0], idx[0, 0]
+    (array([[12., 14.]]), array([[12, 14]]))
+    """
+    op = "adaptive_max_pool2d"
+    x = _pool_input(op, x)
+    g = v.adaptive_geometry(op, x.shape, output_size)
+    return_indices = v.boolean(op, "return_indices", return_indices)
+    y = _kernels.empty(g.output_shape, x.dtype)
+    indices = _kernels.empty(g.output_shape, np.int64) if return_indices else None
+    if y.size:
+        _kernels.adaptive_maxpool2d_forward(g, v.contiguous(x), y, indices, get_num_threads())
+    return (y, indices) if return_indices else y
+
+
+def adaptive_max_pool2d_backward(grad_output: np.ndarray, x: np.ndarray, output_size,
+                                 indices: np.ndarray | None = None) -> np.ndarray:
+    """Gradient of adaptive_max_pool2d with respect to x (shape of x): each output's gradient
+    goes to its maximum. Pass the `indices` that ``adaptive_max_pool2d(...,
+    return_indices=True)`` gave to skip recomputing them (output's shape, in [0, H*W)).
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv.functional as F
+    >>> x = np.arange(4.0).reshape(1, 1, 2, 2)
+    >>> F.adaptive_max_pool2d_backward(np.ones((1, 1, 1, 1)), x, 1)[0, 0]
+    array([[0., 0.],
+           [0., 1.]])
+    """
+    op = "adaptive_max_pool2d_backward"
+    x = _pool_input(op, x)
+    g = v.adaptive_geometry(op, x.shape, output_size)
+    grad_output = _pool_grad_output(op, grad_output, x, g)
+    return _scatter_to_maxima(op, g, grad_output, x, indices, "adaptive_maxpool2d")
 
 
 # ---- element-wise --------------------------------------------------------------------------------

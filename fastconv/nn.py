@@ -42,6 +42,7 @@ from . import functional as F
 __all__ = [
     "Parameter", "Module", "Sequential",
     "Conv2d", "ConvTranspose2d", "Linear", "MaxPool2d", "AvgPool2d", "LPPool2d",
+    "AdaptiveAvgPool2d", "AdaptiveMaxPool2d",
     "ReLU", "Tanh", "Sigmoid", "Flatten", "Dropout", "BatchNorm1d", "BatchNorm2d",
     "CrossEntropyLoss",
 ]
@@ -344,9 +345,8 @@ class Conv2d(Module):
         op = "Conv2d"
         _conv_layer_arguments(self, op, in_channels, out_channels, kernel_size, stride, dilation,
                               groups)
-        v.conv_padding(op, padding, self.kernel_size, self.stride, self.dilation)
-        self.padding = padding if isinstance(padding, str) else \
-            v.pair(op, "padding", padding, 0, "a non-negative")
+        self.padding = v.padding_form(op, padding)  # 'same'/'valid', (h, w) or a 4-tuple
+        v.padding4(op, self.padding, self.kernel_size, self.stride, self.dilation)
         _conv_layer_parameters(self, op, (out_channels, in_channels // groups) + self.kernel_size,
                                bias, dtype)
 
@@ -600,26 +600,74 @@ class AvgPool2d(Module):
 
 class LPPool2d(Module):
     """``torch.nn.LPPool2d``: power-average pooling, L2 pooling with norm_type=2; see
-    ``fastconv.functional.lp_pool2d``."""
+    ``fastconv.functional.lp_pool2d``. ``padding`` (keyword only, zeros) is fastconv's
+    extension."""
 
-    def __init__(self, norm_type: float, kernel_size, stride=None, ceil_mode: bool = False):
+    def __init__(self, norm_type: float, kernel_size, stride=None, ceil_mode: bool = False, *,
+                 padding=0):
         super().__init__()
         self.norm_type, self.kernel_size, self.stride = norm_type, kernel_size, stride
-        self.ceil_mode = ceil_mode
+        self.ceil_mode, self.padding = ceil_mode, padding
 
     def _args(self):
         return self.norm_type, self.kernel_size, self.stride, self.ceil_mode
 
     def forward(self, x):
-        y = F.lp_pool2d(x, *self._args())
+        y = F.lp_pool2d(x, *self._args(), padding=self.padding)
         self._saved = x
         return y
 
     def backward(self, grad_output):
-        return F.lp_pool2d_backward(grad_output, self._saved_for_backward(), *self._args())
+        return F.lp_pool2d_backward(grad_output, self._saved_for_backward(), *self._args(),
+                                    padding=self.padding)
 
     def extra_repr(self) -> str:
-        return f"norm_type={self.norm_type}, kernel_size={self.kernel_size}, stride={self.stride}"
+        return (f"norm_type={self.norm_type}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, padding={self.padding}")
+
+
+class AdaptiveAvgPool2d(Module):
+    """``torch.nn.AdaptiveAvgPool2d(output_size)``; ``AdaptiveAvgPool2d(1)`` is global average
+    pooling. See ``fastconv.functional.adaptive_avg_pool2d``."""
+
+    def __init__(self, output_size):
+        super().__init__()
+        self.output_size = output_size
+
+    def forward(self, x):
+        y = F.adaptive_avg_pool2d(x, self.output_size)
+        self._saved = x
+        return y
+
+    def backward(self, grad_output):
+        return F.adaptive_avg_pool2d_backward(grad_output, self._saved_for_backward(),
+                                              self.output_size)
+
+    def extra_repr(self) -> str:
+        return f"output_size={self.output_size}"
+
+
+class AdaptiveMaxPool2d(Module):
+    """``torch.nn.AdaptiveMaxPool2d(output_size, return_indices=False)``: forward returns the
+    output, or ``(output, indices)`` with return_indices; backward takes the output's gradient.
+    See ``fastconv.functional.adaptive_max_pool2d``."""
+
+    def __init__(self, output_size, return_indices: bool = False):
+        super().__init__()
+        self.output_size = output_size
+        self.return_indices = v.boolean("AdaptiveMaxPool2d", "return_indices", return_indices)
+
+    def forward(self, x):
+        y, indices = F.adaptive_max_pool2d(x, self.output_size, return_indices=True)
+        self._saved = (x, indices)
+        return (y, indices) if self.return_indices else y
+
+    def backward(self, grad_output):
+        x, indices = self._saved_for_backward()
+        return F.adaptive_max_pool2d_backward(grad_output, x, self.output_size, indices=indices)
+
+    def extra_repr(self) -> str:
+        return f"output_size={self.output_size}, return_indices={self.return_indices}"
 
 
 class ReLU(Module):

@@ -65,6 +65,24 @@ def test_layer_tables_match_the_shapes_they_name():
     assert all(c.reference is not None for c in cases)
 
 
+def test_adaptive_pool_cases_compute_what_they_name():
+    """Every adaptive case exists for both passes, in the pooling group, and its fastconv,
+    PyTorch (when installed) and reference calls agree."""
+    cases = {(c.name, c.direction): c for c in bench.adaptive_pool_cases()}
+    assert set(cases) == {(n, d) for n in bench.ADAPTIVE_POOL_CASES
+                          for d in ("forward", "backward")}
+    for case in cases.values():
+        assert case.group == "pool2d" and case.unit == "GB/s"
+        ours, expected = case.fastconv(), case.reference()
+        if isinstance(expected, tuple):  # the max forward's (out, indices)
+            expected = expected[0]
+        np.testing.assert_allclose(ours, expected, rtol=1e-4, atol=1e-5,
+                                   err_msg=f"{case.name} {case.direction}")
+        if case.torch is not None:
+            np.testing.assert_allclose(ours, np.asarray(case.torch()), rtol=1e-4, atol=1e-5,
+                                       err_msg=f"{case.name} {case.direction} (PyTorch)")
+
+
 def test_table_columns_fit_the_longest_names():
     case = bench.Case("conv_transpose2d", "dcgan-rgb-4x4s2", "backward", lambda: None, None,
                       work=1e9, unit="GFLOP/s")

@@ -1,6 +1,6 @@
-"""The GEMM microkernels, Winograd F(2x2, 3x3) transforms and packing routines one by one, against
-plain NumPy, on every ISA path this machine has (fastconv._kernels.ukernel_table; each routine's
-contract is in docs/KERNELS.md).
+"""The GEMM microkernels, Winograd F(2x2, 3x3) transforms, packing routines and global pooling's
+plane reductions one by one, against plain NumPy, on every ISA path this machine has
+(fastconv._kernels.ukernel_table; each routine's contract is in docs/KERNELS.md).
 
 As XNNPACK tests its microkernels: one tester per routine and a table of cases at the routine's
 edges, with sizes given relative to the ISA's register tile where the tile matters ("tile-1" is
@@ -438,3 +438,52 @@ def test_winograd_output_transform(table, case):
     np.testing.assert_array_less(np.abs(out - Y.reshape(4, n)),
                                  tolerance(dtype, 9) * (scale.reshape(4, n) + 1.0),
                                  err_msg=table.names["winograd_output"])
+
+
+# ---- global pooling's plane reductions ----------------------------------------------------------
+
+# plane sizes around the 16 lanes: none, one, a lane short, whole blocks, a remainder, 7 x 7
+PLANE_SIZES = [0, 1, 2, 15, 16, 17, 31, 32, 33, 49, 100, 1000]
+
+
+@pytest.mark.parametrize("n", PLANE_SIZES)
+def test_plane_sum_ukernel(table, n):
+    x = _rand(np.random.default_rng(n), n + 3, table.dtype)
+    x[n:] = np.nan  # past the plane: never read
+    total = table.plane_sum(n, x)
+    assert total.dtype == table.dtype
+    expected = np.sum(x[:n].astype(np.float64))
+    bound = tolerance(table.dtype, n) * (np.sum(np.abs(x[:n].astype(np.float64))) + 1.0)
+    assert abs(float(total) - expected) <= bound, (table.names["plane_sum"], n)
+
+
+def _scan_argmax(x):
+    """PyTorch's scan: from -inf at index 0, a value replaces the maximum when greater or NaN."""
+    best, at = -np.inf, 0
+    for i, v in enumerate(x):
+        if v > best or np.isnan(v):
+            best, at = v, i
+    return at
+
+
+@pytest.mark.parametrize("kind", ["distinct", "ties", "signed-zeros", "nan", "all-minus-inf",
+                                  "nan-first-lane-last"])
+@pytest.mark.parametrize("n", [n for n in PLANE_SIZES if n > 0])
+def test_plane_argmax_ukernel(table, n, kind):
+    rng = np.random.default_rng(n)
+    dtype = table.dtype
+    x = {"distinct": lambda: rng.permutation(n).astype(dtype),
+         "ties": lambda: rng.integers(-2, 3, n).astype(dtype),
+         "signed-zeros": lambda: np.where(rng.random(n) < 0.5, -0.0, 0.0).astype(dtype),
+         "nan": lambda: np.where(rng.random(n) < 0.2, np.nan, rng.integers(-2, 3, n)).astype(
+             dtype),
+         "all-minus-inf": lambda: np.full(n, -np.inf, dtype),
+         "nan-first-lane-last": lambda: np.where(np.arange(n) % 16 == 0, np.nan, 1.0).astype(
+             dtype)}[kind]()
+    if kind == "nan":
+        x[rng.integers(n)] = -np.nan  # NaNs of both signs: the last one's bits
+    buffer = np.concatenate([x, np.full(3, np.inf, dtype)])  # past the plane: never read
+    at, value = table.plane_argmax(n, buffer)
+    expected = _scan_argmax(x)
+    assert at == expected, (table.names["plane_argmax"], kind, n, at, expected)
+    assert value.tobytes() == x[expected].tobytes()
