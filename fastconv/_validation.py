@@ -248,16 +248,21 @@ def cross_entropy_args(op: str, logits, target) -> tuple[np.ndarray, np.ndarray]
 
 # ---- padding -------------------------------------------------------------------------------------
 
-PADDING_FORMS = ("'same', 'valid', a non-negative int, a pair of them (h, w) or a 4-tuple of them "
-                 "(top, bottom, left, right)")
+NUMERIC_PADDING_FORMS = ("a non-negative int, a pair of them (h, w) or a 4-tuple of them "
+                         "(top, bottom, left, right)")
+PADDING_FORMS = "'same', 'valid', " + NUMERIC_PADDING_FORMS
 
 
-def padding_form(op: str, padding):
-    """The padding argument checked for type and range: 'same' or 'valid', an (h, w) pair (from an
-    int or a pair) or a (top, bottom, left, right) tuple. TypeError for a wrong type, ValueError
-    for a wrong string, count or value."""
-    message = f"padding must be {PADDING_FORMS} (at most 2**31 - 1), got {padding!r}"
+def padding_form(op: str, padding, strings: bool = True):
+    """The padding argument checked for type and range: 'same' or 'valid' (unless `strings` is
+    False: conv_transpose2d takes neither, as in PyTorch), an (h, w) pair (from an int or a pair)
+    or a (top, bottom, left, right) tuple. TypeError for a wrong type, ValueError for a wrong
+    string, count or value."""
+    forms = PADDING_FORMS if strings else NUMERIC_PADDING_FORMS
+    message = f"padding must be {forms} (at most 2**31 - 1), got {padding!r}"
     if isinstance(padding, str):
+        if not strings:
+            fail(op, message, TypeError)
         if padding not in ("same", "valid"):
             fail(op, message)
         return padding
@@ -366,10 +371,11 @@ def conv_geometry(op: str, input_shape, weight_shape, stride, padding, dilation,
 
 
 def conv_transpose_padding(op: str, padding) -> tuple[int, int, int, int]:
-    """conv_transpose2d's padding argument (an int or a pair, as PyTorch takes it) as (top,
-    bottom, left, right): the rows and columns cropped off each side of the full output."""
-    ph, pw = pair(op, "padding", padding, 0, "a non-negative")
-    return (ph, ph, pw, pw)
+    """conv_transpose2d's padding argument, an int or a pair (PyTorch's forms) or a (top,
+    bottom, left, right) 4-tuple (ONNX ConvTranspose's pads), as (top, bottom, left, right): the
+    rows and columns cropped off each side of the uncropped output."""
+    padding = padding_form(op, padding, strings=False)
+    return padding if len(padding) == 4 else (padding[0], padding[0], padding[1], padding[1])
 
 
 def conv_transpose_geometry(op: str, input_shape, weight_shape, stride, padding, output_padding,

@@ -256,8 +256,10 @@ def conv_transpose2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None 
     weight : (C_in, C_out // groups, kH, kW), same dtype (PyTorch's layout: input channels first)
     bias : (C_out,) or None
     stride, dilation : int or (int, int), default 1
-    padding : int or (int, int), default 0: rows and columns cropped off both sides of the
-        output (``dilation*(k - 1) - padding`` of zero padding around x, seen as a convolution)
+    padding : int, (int, int) or (top, bottom, left, right) (ONNX ConvTranspose's pads), default
+        0: rows and columns cropped off the sides of the uncropped output (seen as a
+        convolution, ``dilation*(k - 1) - padding`` of zero padding around x); no 'same'/'valid'
+        (PyTorch takes neither)
     output_padding : int or (int, int), default 0: extra rows and columns at the bottom and
         right, each smaller than stride or dilation (they choose among the input sizes a
         strided conv2d maps to H, W)
@@ -266,7 +268,7 @@ def conv_transpose2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None 
     Returns
     -------
     (N, C_out, OH, OW) array,
-    ``OH = (H - 1)*stride - 2*padding + dilation*(kH - 1) + output_padding + 1``.
+    ``OH = (H - 1)*stride - pad_top - pad_bottom + dilation*(kH - 1) + output_padding + 1``.
 
     Examples
     --------

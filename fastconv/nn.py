@@ -380,7 +380,8 @@ class ConvTranspose2d(Module):
     out_channels, OH, OW). ``forward(x, output_size=(OH, OW))`` (or a 4-element
     (N, C, OH, OW)) chooses the output_padding that gives that size, as PyTorch does: the
     sizes a strided conv2d maps to H are ``OH_min`` (output_padding 0) to ``OH_min + stride - 1``.
-    Only zero padding exists (padding_mode='zeros', as in PyTorch).
+    padding may also be a (top, bottom, left, right) 4-tuple, as ONNX's pads (PyTorch takes an
+    int or a pair). Only zero padding exists (padding_mode='zeros', as in PyTorch).
 
     Examples
     --------
@@ -399,7 +400,7 @@ class ConvTranspose2d(Module):
         op = "ConvTranspose2d"
         _conv_layer_arguments(self, op, in_channels, out_channels, kernel_size, stride, dilation,
                               groups)
-        self.padding = v.pair(op, "padding", padding, 0, "a non-negative")
+        self.padding = v.padding_form(op, padding, strings=False)  # (h, w) or a 4-tuple
         self.output_padding = v.pair(op, "output_padding", output_padding, 0, "a non-negative")
         if padding_mode != "zeros":
             v.fail(op, f"padding_mode must be 'zeros' (PyTorch's ConvTranspose2d has no other), "
@@ -415,8 +416,11 @@ class ConvTranspose2d(Module):
             v.fail(op, f"output_size must be (OH, OW) or (N, C, OH, OW), got {output_size!r}",
                    TypeError)
         wanted = v.pair(op, "output_size", tuple(output_size[-2:]), 1, "a positive")
-        smallest = tuple((size - 1) * s - 2 * p + d * (k - 1) + 1 for size, s, p, d, k in zip(
-            x.shape[2:], self.stride, self.padding, self.dilation, self.kernel_size))
+        pad = v.conv_transpose_padding(op, self.padding)
+        smallest = tuple((size - 1) * s - p0 - p1 + d * (k - 1) + 1
+                         for size, s, p0, p1, d, k in zip(x.shape[2:], self.stride, pad[0::2],
+                                                          pad[1::2], self.dilation,
+                                                          self.kernel_size))
         largest = tuple(low + s - 1 for low, s in zip(smallest, self.stride))
         if not all(low <= size <= high for low, size, high in zip(smallest, wanted, largest)):
             v.fail(op, f"output_size {wanted} must lie between {smallest} and {largest} for an "

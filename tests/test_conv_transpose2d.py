@@ -49,6 +49,9 @@ CASES = {
     "depthwise": (2, 5, 6, 6, 5, 3, 2, 1, 1, 1, 5, True),
     "depthwise-multiplier": (1, 4, 5, 5, 8, 4, 2, 1, 0, 1, 4, False),
     "crops-to-1x1": (1, 2, 1, 1, 3, 3, 1, 1, 0, 1, 1, True),
+    # (top, bottom, left, right), as ONNX's pads
+    "asymmetric-4-tuple": (2, 3, 5, 4, 4, 3, 2, (0, 2, 1, 0), 1, 1, 1, True),
+    "asymmetric-4-tuple-s1": (1, 4, 5, 6, 9, (2, 3), 1, (1, 0, 2, 1), 0, 1, 1, True),
     "padding-beyond-kernel": (2, 2, 6, 6, 3, 2, 1, 2, 0, 1, 1, True),  # conv pad > d*(k-1)
     "input-1x1": (3, 4, 1, 1, 5, 3, 2, 0, 1, 1, 1, True),
     "odd-sizes-5x5s3": (1, 3, 7, 9, 5, 5, 3, 2, 1, 1, 1, True),
@@ -77,9 +80,16 @@ def _make(case, dtype, rng, layout="C"):
     b = random(rng, (c_out,), dtype) if bias else None
     kwargs = dict(stride=stride, padding=padding, output_padding=output_padding, groups=groups,
                   dilation=dilation)
-    ph, pw = pair(padding)
-    ref_args = (pair(stride), (ph, ph, pw, pw), pair(output_padding), groups, pair(dilation))
+    ref_args = (pair(stride), _pad4(padding), pair(output_padding), groups, pair(dilation))
     return x, weight, b, kwargs, ref_args
+
+
+def _pad4(padding):
+    """An int, a pair or a 4-tuple as the reference's (top, bottom, left, right)."""
+    if isinstance(padding, tuple) and len(padding) == 4:
+        return padding
+    ph, pw = pair(padding)
+    return (ph, ph, pw, pw)
 
 
 def _check_forward(x, weight, bias, kwargs, ref_args):
@@ -252,8 +262,7 @@ def test_matches_torch(xs, ws, kwargs):
     gy = rng.standard_normal(tuple(ty.shape))
     ty.backward(torch.from_numpy(gy))
     theirs = [ty.detach().numpy(), tx.grad.numpy(), tw.grad.numpy(), tb.grad.numpy()]
-    ph, pw = pair(kwargs.get("padding", 0))
-    ref_args = (pair(kwargs.get("stride", 1)), (ph, ph, pw, pw),
+    ref_args = (pair(kwargs.get("stride", 1)), _pad4(kwargs.get("padding", 0)),
                 pair(kwargs.get("output_padding", 0)), kwargs.get("groups", 1),
                 pair(kwargs.get("dilation", 1)))
     for mine in ([F.conv_transpose2d(x, w, b, **kwargs),
@@ -446,9 +455,12 @@ BAD = [  # (description, overrides, exception, pattern after "<op>: ")
     ("stride-zero", dict(stride=0), ValueError, r"stride must be a positive int .*got 0$"),
     ("stride-float", dict(stride=2.0), TypeError, r"stride must be a positive int .*got 2\.0$"),
     ("padding-negative", dict(padding=-1), ValueError,
-     r"padding must be a non-negative int .*got -1$"),
+     r"padding must be a non-negative int, a pair of them \(h, w\) or a 4-tuple of them "
+     r"\(top, bottom, left, right\) .*got -1$"),
+    ("padding-negative-in-4-tuple", dict(padding=(0, 1, -1, 0)), ValueError,
+     r"padding must be a non-negative int, .*got \(0, 1, -1, 0\)$"),
     ("padding-same", dict(padding="same"), TypeError,
-     r"padding must be a non-negative int .*got 'same'$"),
+     r"padding must be a non-negative int, .*got 'same'$"),
     ("padding-3-tuple", dict(padding=(1, 1, 1)), ValueError, r"padding must be .*got \(1, 1, 1\)"),
     ("output_padding-negative", dict(output_padding=(0, -1)), ValueError,
      r"output_padding must be a non-negative int .*got \(0, -1\)$"),
@@ -469,6 +481,8 @@ BAD = [  # (description, overrides, exception, pattern after "<op>: ")
     ("padding-crops-everything", dict(padding=4), ValueError,
      r"output size would be \(-1, -1\): padding \(top, bottom, left, right\) \(4, 4, 4, 4\) "
      r"crops away the whole uncropped output \(7, 7\)"),
+    ("padding-4-tuple-crops-everything", dict(padding=(0, 7, 0, 0)), ValueError,
+     r"output size would be \(0, 7\): padding \(top, bottom, left, right\) \(0, 7, 0, 0\)"),
     ("stride-2**31", dict(stride=2**31), ValueError, r"stride .*at most 2\*\*31 - 1\), got"),
 ]
 
@@ -521,6 +535,8 @@ LAYERS = {  # id: (args, kwargs, input shape, output_size for forward or None)
                                     (1, 4, 4, 3), None),
     "output_size": ((3, 2, 3), dict(stride=3, padding=1), (2, 3, 3, 4), (9, 11)),
     "output_size-4d": ((2, 2, 4), dict(stride=2, padding=1), (1, 2, 3, 3), (1, 2, 7, 6)),
+    "padding-4-tuple-output_size": ((2, 3, 3), dict(stride=2, padding=(1, 0, 0, 2)),
+                                    (1, 2, 3, 4), (7, 7)),
 }
 
 
@@ -531,7 +547,9 @@ def test_layer_gradients_match_finite_differences(args, kwargs, shape, output_si
     init.manual_seed(0)
     layer = nn.ConvTranspose2d(*args, **kwargs, dtype=np.float64)
     x = rng.standard_normal(shape)
-    weights = rng.standard_normal(layer(x, output_size).shape)
+    y = layer(x, output_size)
+    assert output_size is None or y.shape[2:] == tuple(output_size[-2:])
+    weights = rng.standard_normal(y.shape)
     loss = lambda: float(np.sum(layer(x, output_size) * weights))  # noqa: E731
     loss()
     layer.zero_grad()
@@ -543,8 +561,10 @@ def test_layer_gradients_match_finite_differences(args, kwargs, shape, output_si
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
-@pytest.mark.parametrize("args, kwargs, shape, output_size", list(LAYERS.values()),
-                         ids=list(LAYERS))
+@pytest.mark.parametrize("args, kwargs, shape, output_size",
+                         [c for c in LAYERS.values() if len(pair(c[1].get("padding", 0))) == 2],
+                         ids=[k for k, c in LAYERS.items()
+                              if len(pair(c[1].get("padding", 0))) == 2])
 def test_layer_matches_torch(args, kwargs, shape, output_size, dtype):
     """torch.nn.ConvTranspose2d built from the same arguments, its weights copied: outputs, the
     input gradient and the parameter gradients; state_dict keys, order and shapes."""
@@ -624,7 +644,7 @@ LAYER_ERRORS = [  # (constructor call, exception, message pattern)
     (lambda: nn.ConvTranspose2d(4, 4, 3, output_padding=-1), ValueError,
      "^ConvTranspose2d: output_padding must be a non-negative int"),
     (lambda: nn.ConvTranspose2d(4, 4, 3, padding="same"), TypeError,
-     "^ConvTranspose2d: padding must be a non-negative int .*got 'same'"),
+     "^ConvTranspose2d: padding must be a non-negative int, .*got 'same'"),
     (lambda: nn.ConvTranspose2d(4, 4, 3, padding_mode="reflect"), ValueError,
      r"^ConvTranspose2d: padding_mode must be 'zeros' .*got 'reflect'"),
     (lambda: nn.ConvTranspose2d(4, 4, 3, dtype=np.int32), TypeError,

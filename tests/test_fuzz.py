@@ -320,12 +320,15 @@ def test_fuzz_conv(op, data, seed):
 # ---- conv_transpose2d, conv_transpose2d_backward -------------------------------------------------
 
 def conv_transpose_oracle(x_shape, w_shape, stride, padding, output_padding, groups, dilation):
-    """PyTorch's conv_transpose2d rules: the output (N, C_out, OH, OW) and the reference's
-    (stride, pad4, output_padding, groups, dilation), or None."""
+    """PyTorch's conv_transpose2d rules, 4-tuple paddings (ONNX's pads) too: the output
+    (N, C_out, OH, OW) and the reference's (stride, pad4, output_padding, groups, dilation), or
+    None."""
     n, c, h, w = x_shape
     c_in, kg, kh, kw = w_shape
     stride, dilation = as_pair(stride, 1), as_pair(dilation, 1)
-    pad, output_padding = as_pair(padding, 0), as_pair(output_padding, 0)
+    output_padding = as_pair(output_padding, 0)
+    # an int, a pair or a 4-tuple, no 'same' or 'valid' (PyTorch takes no string)
+    pad = None if isinstance(padding, str) else as_pad4(padding, None, None, None)
     if None in (stride, dilation, pad, output_padding) or not is_int(groups) \
             or not 1 <= groups <= LIMIT:
         return None
@@ -333,12 +336,11 @@ def conv_transpose_oracle(x_shape, w_shape, stride, padding, output_padding, gro
         return None
     if any(o >= s and o >= d for o, s, d in zip(output_padding, stride, dilation)):
         return None
-    oh = (h - 1) * stride[0] - 2 * pad[0] + dilation[0] * (kh - 1) + output_padding[0] + 1
-    ow = (w - 1) * stride[1] - 2 * pad[1] + dilation[1] * (kw - 1) + output_padding[1] + 1
+    oh = (h - 1) * stride[0] - pad[0] - pad[1] + dilation[0] * (kh - 1) + output_padding[0] + 1
+    ow = (w - 1) * stride[1] - pad[2] - pad[3] + dilation[1] * (kw - 1) + output_padding[1] + 1
     if oh < 1 or ow < 1 or n * kg * groups * oh * ow > 2**60:
         return None
-    return (n, kg * groups, oh, ow), (stride, (pad[0], pad[0], pad[1], pad[1]), output_padding,
-                                      int(groups), dilation)
+    return (n, kg * groups, oh, ow), (stride, pad, output_padding, int(groups), dilation)
 
 
 @pytest.mark.parametrize("op", ["conv_transpose2d", "conv_transpose2d_backward"])
@@ -354,7 +356,7 @@ def test_fuzz_conv_transpose(op, data, seed):
         else data.draw(st.integers(0, 4), label="C_in")
     w_shape = (c_in, data.draw(st.integers(0, 3), label="C_out/groups"),
                data.draw(st.integers(0, 3), label="kH"), data.draw(st.integers(0, 3), label="kW"))
-    kwargs = dict(stride=int_param(data, 1, "stride"), padding=int_param(data, 0, "padding"),
+    kwargs = dict(stride=int_param(data, 1, "stride"), padding=pad_param(data),
                   output_padding=int_param(data, 0, "output_padding", huge=False),
                   groups=groups, dilation=int_param(data, 1, "dilation"))
     judged = conv_transpose_oracle(x_shape, w_shape, **kwargs)
