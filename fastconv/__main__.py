@@ -106,6 +106,9 @@ def main(argv=None) -> int:
     p_bench.add_argument("--float64", action="store_true", help="run in float64")
     p_bench.add_argument("--plot", metavar="PNG", type=Path, default=None,
                          help="write a bar chart of the speed-ups (needs matplotlib)")
+    p_bench.add_argument("--onnx", action="store_true",
+                         help="instead: a small CNN in ONNX's reference evaluator, plain and on "
+                              "fastconv, beside onnxruntime (needs onnx)")
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
@@ -127,6 +130,11 @@ def _run(args, argv) -> int:
         args.argv = sys.argv[1:] if argv is None else list(argv)
         return experiments.run(args)
     if args.command == "bench":
+        if args.onnx:
+            from fastconv import bench_onnx
+
+            bench_onnx.main(threads=args.threads, repeat=args.repeat)
+            return 0
         from fastconv import bench
 
         if args.plot is not None:  # checked before the minutes of timing, not after
