@@ -9,13 +9,14 @@ The operator classes here replace eight of them and keep the evaluator's results
     (y,) = sess.run(None, {"X": x})
 
 Every node of these types runs on fastconv when its input is a float32 or float64 NCHW tensor
-(4-D) and fastconv's op expresses its attributes; anything else goes to the plain evaluator's own
-implementation for that node's opset, so whatever the plain evaluator runs still runs:
+(4-D; or 1-D, (N, C, L), run as (N, C, 1, L)) and fastconv's op expresses its attributes;
+anything else goes to the plain evaluator's own implementation for that node's opset, so whatever
+the plain evaluator runs still runs:
 
 ========================  ===================================  ==================================
 operator                  on fastconv                          handed to the plain implementation
 ========================  ===================================  ==================================
-Conv                      conv2d: auto_pad (NOTSET, VALID,     1-D, 3-D, float16, integer types;
+Conv                      conv2d: auto_pad (NOTSET, VALID,     3-D, float16, integer types;
                           SAME_UPPER, SAME_LOWER), pads,       a bias that is not (M,)
                           strides, dilations, group, bias
 ConvTranspose             conv_transpose2d: pads,              as Conv; a bias that is not (M,)
@@ -40,9 +41,10 @@ Where the results differ from the plain evaluator's:
 
 - Rounding: fastconv sums in another order (and float32 3x3 convolutions may use Winograd), so
   float results differ in the last bits, within the tolerances of ONNX's own node tests.
-- NaN: the plain MaxPool, AveragePool (count_include_pad=0) and LpPool skip NaN inputs (NaN is
-  how they mark padding); fastconv propagates NaN, so a call whose output holds a NaN is run
-  again on the plain implementation, which gives the plain evaluator's result.
+- NaN: the plain MaxPool (unless a window starts with one), AveragePool (count_include_pad=0)
+  and LpPool skip NaN inputs (NaN is how they mark padding; onnxruntime's MaxPool skips them
+  all); fastconv propagates NaN, so a call whose output holds a NaN runs again on the plain
+  implementation, which gives the plain evaluator's result.
 - ConvTranspose with group > 1: the plain implementation is right only for one input and one
   output channel per group (it slices the weight by output channels and adds the whole bias to
   each group); fastconv computes what the ONNX specification and onnxruntime do.
@@ -52,6 +54,9 @@ Where the results differ from the plain evaluator's:
 - AveragePool with ceil_mode, where the last window overhangs the padded input by two or more
   rows or columns: the plain implementation shifts that axis's windows by the extra padding it
   adds; fastconv places them as the specification (and PyTorch) does.
+- LpPool with ceil_mode: a window that overhangs the padded input is scaled up by the kernel's
+  area over its own, as the plain implementation (and PyTorch) does; onnxruntime sums it
+  unscaled.
 - Indices: int64, ONNX's flat indices over the whole tensor (``((n * C + c) * H + h) * W + w``,
   or ``... + h + w * H`` with storage_order=1), ties going to the first maximum in row-major
   window order, as the plain MaxPool does.
@@ -119,11 +124,19 @@ def _require(condition) -> None:
         raise _Fallback
 
 
+# The attributes of 1-D nodes that get a first (H) axis when a 1-D input (N, C, L) runs as the 2-D
+# (N, C, 1, L), and that axis's value: the window, the stride, ... of a size-1 axis.
+_H_AXIS = {"kernel_shape": 1, "strides": 1, "dilations": 1, "output_padding": 0,
+           "output_shape": 1}
+
+
 class _FastconvOp(OpRun):
-    """An operator that runs `_fastconv` and hands the call to the plain evaluator's
-    implementation of the node's opset where `_fastconv` raises _Fallback."""
+    """An operator that runs `_fastconv` (on 2-D inputs; 1-D ones as 2-D with H = 1 where
+    `lifts_1d`) and hands the call to the plain evaluator's implementation of the node's
+    opset where `_fastconv` raises _Fallback."""
 
     op_domain = ""
+    lifts_1d = True
 
     def __init__(self, onnx_node, run_params, schema=None):
         super().__init__(onnx_node, run_params, schema)
@@ -133,7 +146,11 @@ class _FastconvOp(OpRun):
     def _run(self, *inputs, **attributes):
         op = self.onnx_node.op_type
         try:
-            result = self._fastconv(*inputs, **attributes)
+            x = inputs[0]
+            if self.lifts_1d and isinstance(x, np.ndarray) and x.ndim == 3:
+                result = self._fastconv_1d(op, inputs, attributes)
+            else:
+                result = self._fastconv(*inputs, **attributes)
             route = "fastconv"
         except _Fallback:
             # the plain class of an older opset may lack attributes of the newest (dilations)
@@ -148,6 +165,22 @@ class _FastconvOp(OpRun):
         with _counts_lock:
             counts[op, route] += 1
         return result
+
+    def _fastconv_1d(self, op, inputs, attributes):
+        """_fastconv on 1-D inputs (N, C, L) (and weights (M, C/group, k)) as (N, C, 1, L)."""
+        lifted = {}
+        for name, value in attributes.items():
+            if (name in _H_AXIS or name == "pads") and value is not None and len(value):
+                count = 2 if name == "pads" else 1
+                if len(value) != count:
+                    fail(op, f"{name} must have {count} value(s) for a 1-D input, got "
+                             f"{list(value)}")
+                value = [0, value[0], 0, value[1]] if name == "pads" else [_H_AXIS[name], *value]
+            lifted[name] = value
+        inputs = [a[:, :, None] if isinstance(a, np.ndarray) and a.ndim == 3 else a
+                  for a in inputs]
+        return tuple(y.reshape(y.shape[:2] + y.shape[3:])
+                     for y in self._fastconv(*inputs, **lifted))
 
     def _fastconv(self, *inputs, **attributes):
         raise NotImplementedError
@@ -230,8 +263,9 @@ def _window_in_padding(size, kernel, stride, padding, dilation, out) -> bool:
 
 def _pool_args(op, x, auto_pad, ceil_mode, dilations, kernel_shape, pads, strides,
                has_dilations=True) -> dict:
-    """A pooling node's attributes as fastconv's arguments; checks the ones fastconv pools
-    without dilation (has_dilations False) cannot take."""
+    """A pooling node's attributes as fastconv's arguments, for an input x that fastconv takes;
+    checks the ones fastconv pools without dilation (has_dilations False) cannot take."""
+    _floats(x)
     kernel = _kernel(op, kernel_shape)
     stride = _ints(op, "strides", strides, 1)
     dilation = _ints(op, "dilations", dilations, 1)
@@ -339,7 +373,6 @@ class MaxPool(_FastconvOp):
     def _fastconv(self, x, auto_pad=None, ceil_mode=None, dilations=None, kernel_shape=None,
                   pads=None, storage_order=None, strides=None):
         op = "MaxPool"
-        _floats(x)
         args = _pool_args(op, x, auto_pad, ceil_mode, dilations, kernel_shape, pads, strides)
         want_indices = len(self.output) > 1 and bool(self.output[1])
         if not want_indices:
@@ -361,7 +394,6 @@ class AveragePool(_FastconvOp):
     def _fastconv(self, x, auto_pad=None, ceil_mode=None, dilations=None, kernel_shape=None,
                   pads=None, strides=None, count_include_pad=None):
         op = "AveragePool"
-        _floats(x)
         args = _pool_args(op, x, auto_pad, ceil_mode, dilations, kernel_shape, pads, strides,
                           has_dilations=False)
         include = bool(count_include_pad)
@@ -379,7 +411,6 @@ class LpPool(_FastconvOp):
     def _fastconv(self, x, auto_pad=None, ceil_mode=None, dilations=None, kernel_shape=None,
                   p=None, pads=None, strides=None):
         op = "LpPool"
-        _floats(x)
         args = _pool_args(op, x, auto_pad, ceil_mode, dilations, kernel_shape, pads, strides,
                           has_dilations=False)
         p = 2 if p is None else p
@@ -410,6 +441,8 @@ class GlobalMaxPool(_FastconvOp):
 
 class Relu(_FastconvOp):
     """Relu on ``fastconv.functional.relu``, float32 or float64 tensors of any shape."""
+
+    lifts_1d = False
 
     def _fastconv(self, x):
         _require(isinstance(x, np.ndarray) and x.dtype in _FLOATS)
