@@ -132,10 +132,9 @@ def format_table(times: dict, batch: int, threads: int) -> str:
              f"{'evaluator':<36}{'time':>12}{'vs plain':>11}{'vs onnxruntime':>16}"
              f"{'max |error|':>13}"]
     for name in names:
-        versus_ort = f"{ratio('onnxruntime', name):15.2f}x" if "onnxruntime" in times else \
-            f"{'-':>16}"
+        versus_ort = f"{ratio('onnxruntime', name):.3g}x" if "onnxruntime" in times else "-"
         lines.append(f"{labels[name]:<36}{statistics.median(times[name]) * 1e3:10.2f}ms"
-                     f"{ratio('plain', name):10.1f}x{versus_ort}"
+                     f"{ratio('plain', name):10.4g}x{versus_ort:>16}"
                      f"{times['max_error'][name]:13.1e}")
     against = "onnxruntime's" if "onnxruntime" in times else "the plain evaluator's"
     lines.append(f"(speed-ups > 1: faster than that evaluator; errors: largest difference from "
