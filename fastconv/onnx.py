@@ -51,6 +51,9 @@ Where the results differ from the plain evaluator's:
 - ConvTranspose with output_shape: fastconv derives the pads from it as the specification and
   onnxruntime do (ignoring pads); the plain implementation starts the output at pads' begin
   (or 0), which differs where output_shape crops the uncropped output (where it fails).
+- MaxPool with SAME_LOWER at a stride or dilation above 1: the plain implementation floors the
+  output size (in / stride) and puts the odd padding at the end; fastconv takes ceil(in /
+  stride) and the start, as the specification and onnxruntime do.
 - AveragePool with ceil_mode, where the last window overhangs the padded input by two or more
   rows or columns: the plain implementation shifts that axis's windows by the extra padding it
   adds; fastconv places them as the specification (and PyTorch) does.

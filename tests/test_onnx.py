@@ -282,6 +282,8 @@ FALLBACKS = {
     "conv-float16": ("Conv", {}, _inputs([(1, 2, 5, 5), (3, 2, 3, 3)], np.float16)),
     "conv-3d": ("Conv", {}, _inputs([(1, 2, 4, 4, 4), (3, 2, 2, 2, 2)], np.float32)),
     "conv-bias-not-M": ("Conv", {}, _inputs([(1, 2, 5, 5), (3, 2, 3, 3), (1,)], np.float32)),
+    "conv-bias-float64": ("Conv", {}, [*_inputs([(1, 2, 5, 5), (3, 2, 3, 3)], np.float32),
+                                       np.arange(3.0)]),
     "max-int8": ("MaxPool", dict(kernel_shape=[2, 2], strides=[2, 2]),
                  [np.arange(-50, 50, dtype=np.int8).reshape(1, 1, 10, 10)]),
     "max-nan": ("MaxPool", dict(kernel_shape=[2, 2], strides=[2, 2]),
