@@ -4,9 +4,10 @@ The evaluators: ONNX's plain reference evaluator (``onnx.reference.ReferenceEval
 ``fastconv.onnx.ReferenceEvaluator`` (the same with its convolution, pooling and relu nodes on
 fastconv) and onnxruntime (when installed), all on the same number of threads (NumPy's BLAS
 limited to it through threadpoolctl for the two reference evaluators, onnxruntime's intra-op
-pool set to it). Each round runs the three once, in turn, on the same batch, so a noisy machine
-slows all alike; every figure is a median over the rounds, the ratios medians of the per-round
-ratios. The model, ``cnn_model``, is also what tests/test_onnx.py checks against onnxruntime.
+pool set to it). Each round runs the three in turn on the same batch, each for about 50 ms
+(the plain one once), so a noisy machine slows all alike; every figure is a median over the
+rounds, the ratios medians of the per-round ratios. The model, ``cnn_model``, is also what
+tests/test_onnx.py checks against onnxruntime.
 """
 
 from __future__ import annotations
@@ -81,16 +82,21 @@ def onnxruntime_session(model: onnx.ModelProto, threads: int):
                                         providers=["CPUExecutionProvider"])
 
 
-def _timed(fn):
+def _seconds_per_call(fn, calls: int) -> float:
     start = time.perf_counter()
-    result = fn()
-    return time.perf_counter() - start, result
+    for _ in range(calls):
+        fn()
+    return (time.perf_counter() - start) / calls
 
 
-def run(batch: int = 8, repeat: int = 5, threads: int | None = None, seed: int = 0) -> dict:
-    """Time the three evaluators on cnn_model at `batch`; returns {name: [seconds per round]}
-    and, under "max_error", each one's largest difference from onnxruntime's logits (from the
-    plain evaluator's without onnxruntime)."""
+def run(batch: int = 8, repeat: int = 5, threads: int | None = None, seed: int = 0,
+        round_seconds: float = 0.05) -> dict:
+    """Time the three evaluators on cnn_model at `batch`; returns {name: [seconds per call, one
+    per round]} and, under "max_error", each one's largest difference from onnxruntime's logits
+    (from the plain evaluator's without onnxruntime). In each round an evaluator runs as many
+    calls as took about `round_seconds` at warm-up (at least one): a single call of a fast one
+    is a few milliseconds, which one time slice of another process on a shared machine
+    doubles."""
     from threadpoolctl import threadpool_limits
 
     n = threads or fastconv.get_num_threads()
@@ -101,15 +107,15 @@ def run(batch: int = 8, repeat: int = 5, threads: int | None = None, seed: int =
     session = onnxruntime_session(model, n)
     if session is not None:
         runners["onnxruntime"] = session
+    calls = {name: (lambda sess=sess: sess.run(None, {"X": x})) for name, sess in runners.items()}
     times = {name: [] for name in runners}
-    outputs = {}
     with threadpool_limits(n), fastconv.num_threads(n):
-        for name, sess in runners.items():  # warm-up: thread pools, page faults
-            outputs[name] = sess.run(None, {"X": x})[0]
+        outputs = {name: call()[0] for name, call in calls.items()}  # warm-up: thread pools
+        per_round = {name: max(1, int(round_seconds / _seconds_per_call(call, 1)))
+                     for name, call in calls.items()}
         for _ in range(repeat):
-            for name, sess in runners.items():
-                seconds, _ = _timed(lambda sess=sess: sess.run(None, {"X": x}))
-                times[name].append(seconds)
+            for name, call in calls.items():
+                times[name].append(_seconds_per_call(call, per_round[name]))
     against = outputs.get("onnxruntime", outputs["plain"])
     times["max_error"] = {name: float(np.abs(y - against).max()) for name, y in outputs.items()}
     return times
@@ -128,7 +134,7 @@ def format_table(times: dict, batch: int, threads: int) -> str:
         return statistics.median(a / b for a, b in zip(times[slow], times[fast]))
 
     lines = [f"ONNX CNN ({CNN_LAYERS}), float32, batch {batch}, {threads} thread(s), median of "
-             f"{repeat} interleaved rounds",
+             f"{repeat} interleaved rounds (time per call)",
              f"{'evaluator':<36}{'time':>12}{'vs plain':>11}{'vs onnxruntime':>16}"
              f"{'max |error|':>13}"]
     for name in names:
