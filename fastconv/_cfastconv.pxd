@@ -85,6 +85,21 @@ cdef extern from "fastconv.h" nogil:
     int fc_f32_relu_bwd(fc_index n, const float *gy, const float *x, float *gx, int nthreads)
     int fc_f64_relu_bwd(fc_index n, const double *gy, const double *x, double *gx, int nthreads)
 
+    int fc_f32_linear_fwd(fc_index m, fc_index k, fc_index n, const float *x, const float *w,
+                          const float *bias, float *y, int nthreads)
+    int fc_f64_linear_fwd(fc_index m, fc_index k, fc_index n, const double *x, const double *w,
+                          const double *bias, double *y, int nthreads)
+    int fc_f32_linear_bwd_input(fc_index m, fc_index k, fc_index n, const float *gy,
+                                const float *w, float *gx, int nthreads)
+    int fc_f64_linear_bwd_input(fc_index m, fc_index k, fc_index n, const double *gy,
+                                const double *w, double *gx, int nthreads)
+    int fc_f32_linear_bwd_weight(fc_index m, fc_index k, fc_index n, const float *gy,
+                                 const float *x, float *gw, float *gb, int accumulate,
+                                 int nthreads)
+    int fc_f64_linear_bwd_weight(fc_index m, fc_index k, fc_index n, const double *gy,
+                                 const double *x, double *gw, double *gb, int accumulate,
+                                 int nthreads)
+
 
 cdef extern from "fc_private.h" nogil:
     ctypedef enum fc_dtype:
@@ -258,3 +273,28 @@ cdef inline int relu_bwd(fc_index n, const real *gy, const real *x, real *gx,
     else:
         return fc_f64_relu_bwd(n, gy, x, gx, nthreads)
 
+
+
+cdef inline int linear_fwd(fc_index m, fc_index k, fc_index n, const real *x, const real *w,
+                           const real *bias, real *y, int nthreads) noexcept nogil:
+    if real is float:
+        return fc_f32_linear_fwd(m, k, n, x, w, bias, y, nthreads)
+    else:
+        return fc_f64_linear_fwd(m, k, n, x, w, bias, y, nthreads)
+
+
+cdef inline int linear_bwd_input(fc_index m, fc_index k, fc_index n, const real *gy,
+                                 const real *w, real *gx, int nthreads) noexcept nogil:
+    if real is float:
+        return fc_f32_linear_bwd_input(m, k, n, gy, w, gx, nthreads)
+    else:
+        return fc_f64_linear_bwd_input(m, k, n, gy, w, gx, nthreads)
+
+
+cdef inline int linear_bwd_weight(fc_index m, fc_index k, fc_index n, const real *gy,
+                                  const real *x, real *gw, real *gb, int accumulate,
+                                  int nthreads) noexcept nogil:
+    if real is float:
+        return fc_f32_linear_bwd_weight(m, k, n, gy, x, gw, gb, accumulate, nthreads)
+    else:
+        return fc_f64_linear_bwd_weight(m, k, n, gy, x, gw, gb, accumulate, nthreads)

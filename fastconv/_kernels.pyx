@@ -514,6 +514,79 @@ def relu_backward(cnp.ndarray gy, cnp.ndarray x, cnp.ndarray gx, int nthreads):
         _relu_backward(<double *>_ptr(gx), gy, x, nthreads)
 
 
+# ---- fully connected -------------------------------------------------------------------------
+# x (m, k), w (n, k), y and gy (m, n): C-contiguous, k and n from w's shape, m given (x may be
+# empty when k is 0).
+
+cdef int _linear_forward(real *y, fc_index m, x, cnp.ndarray w, bias, int nthreads) except -1:
+    cdef const real *px = <real *>_ptr(x)
+    cdef const real *pw = <real *>_ptr(w)
+    cdef const real *pb = <real *>_ptr(bias)
+    cdef fc_index n = w.shape[0], k = w.shape[1]
+    cdef int rc
+    with nogil:
+        rc = linear_fwd(m, k, n, px, pw, pb, y, nthreads)
+    return _check(rc)
+
+
+def linear_forward(fc_index m, cnp.ndarray x, cnp.ndarray w, object bias, cnp.ndarray y,
+                   int nthreads):
+    """y = x w^T (+ bias unless it is None)."""
+    if _must_hop(nthreads):
+        return _on_fresh_thread(linear_forward, m, x, w, bias, y, nthreads)
+    if _is_f32(y):
+        _linear_forward(<float *>_ptr(y), m, x, w, bias, nthreads)
+    else:
+        _linear_forward(<double *>_ptr(y), m, x, w, bias, nthreads)
+
+
+cdef int _linear_backward_input(real *gx, fc_index m, gy, cnp.ndarray w,
+                                int nthreads) except -1:
+    cdef const real *pgy = <real *>_ptr(gy)
+    cdef const real *pw = <real *>_ptr(w)
+    cdef fc_index n = w.shape[0], k = w.shape[1]
+    cdef int rc
+    with nogil:
+        rc = linear_bwd_input(m, k, n, pgy, pw, gx, nthreads)
+    return _check(rc)
+
+
+def linear_backward_input(fc_index m, cnp.ndarray gy, cnp.ndarray w, cnp.ndarray gx,
+                          int nthreads):
+    """gx = gy w."""
+    if _must_hop(nthreads):
+        return _on_fresh_thread(linear_backward_input, m, gy, w, gx, nthreads)
+    if _is_f32(gx):
+        _linear_backward_input(<float *>_ptr(gx), m, gy, w, nthreads)
+    else:
+        _linear_backward_input(<double *>_ptr(gx), m, gy, w, nthreads)
+
+
+cdef int _linear_backward_weight(real *gw, fc_index m, gy, x, gb, bint accumulate,
+                                 int nthreads, fc_index n, fc_index k) except -1:
+    cdef const real *pgy = <real *>_ptr(gy)
+    cdef const real *px = <real *>_ptr(x)
+    cdef real *pgb = <real *>_ptr(gb)
+    cdef int rc
+    with nogil:
+        rc = linear_bwd_weight(m, k, n, pgy, px, gw, pgb, accumulate, nthreads)
+    return _check(rc)
+
+
+def linear_backward_weight(fc_index m, cnp.ndarray gy, cnp.ndarray x, cnp.ndarray gw,
+                           object gb, bint accumulate, int nthreads):
+    """gw (n, k) = gy^T x and gb (unless None) = gy summed over its rows; with `accumulate`
+    both are added to instead."""
+    if _must_hop(nthreads):
+        return _on_fresh_thread(linear_backward_weight, m, gy, x, gw, gb, accumulate, nthreads)
+    if _is_f32(gw):
+        _linear_backward_weight(<float *>_ptr(gw), m, gy, x, gb, accumulate, nthreads,
+                                gw.shape[0], gw.shape[1])
+    else:
+        _linear_backward_weight(<double *>_ptr(gw), m, gy, x, gb, accumulate, nthreads,
+                                gw.shape[0], gw.shape[1])
+
+
 # ---- the machine -------------------------------------------------------------------------------
 
 def fma_peak(fc_index iterations, int nthreads, bint f32=True):

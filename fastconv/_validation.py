@@ -188,6 +188,19 @@ def check_linear(op: str, x: np.ndarray, weight: np.ndarray, grad_output=None) -
         check_grad_output(op, grad_output, x.shape[:-1] + (weight.shape[0],))
 
 
+def accumulator(op: str, name: str, a, shape, dtype) -> np.ndarray:
+    """An array a kernel adds to in place: C-contiguous and writeable, of `shape` and `dtype`
+    (a converted copy would take the sum instead)."""
+    float_array(op, name, a)
+    if a.shape != tuple(shape) or a.dtype != dtype or not a.flags.c_contiguous \
+            or not a.flags.writeable:
+        fail(op, f"{name} must be a writeable C-contiguous {dtype} array of shape {tuple(shape)} "
+                 f"(the gradient is added to it in place), got {a.dtype} {_shape(a)}"
+                 + ("" if a.flags.c_contiguous and a.flags.writeable
+                    else " that is not C-contiguous and writeable"))
+    return a
+
+
 def batch_norm_args(op: str, x, running_mean, running_var, weight, bias, training, eps,
                     updates_stats: bool):
     """Validated (x, running_mean, running_var, weight, bias, training, eps)."""

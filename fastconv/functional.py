@@ -424,15 +424,13 @@ def relu_backward(grad_output: np.ndarray, x: np.ndarray) -> np.ndarray:
     return gx
 
 
-# ---- linear, activations, dropout, batch norm, cross entropy -------------------------------------
-#
-# These ops are a matrix product or a few passes over memory, so NumPy (BLAS for the products)
-# already runs them near the machine's limits: they need no C kernel of their own. Each computes
-# in its input's dtype and follows the same rules as the ops above (validate, never mix dtypes,
-# never return a view of an input).
+# ---- fully connected ------------------------------------------------------------------------
 
 def linear(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
     """``x @ weight.T + bias``, as ``torch.nn.functional.linear``.
+
+    Runs on fastconv's own GEMM microkernels and threads (no BLAS, whose thread pool would fight
+    the kernels' for the cores).
 
     Parameters
     ----------
@@ -460,20 +458,26 @@ def linear(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None) ->
                        f"got {bias.shape}")
     v.same_dtype(op, x=x, weight=weight, bias=bias)
     v.check_linear(op, x, weight)
-    # one GEMM over all leading dims, rather than a batched matmul
-    rows = math.prod(x.shape[:-1])  # not reshape(-1, ...): that fails for in_features = 0
-    y = (x.reshape(rows, weight.shape[1]) @ weight.T).reshape(x.shape[:-1] + weight.shape[:1])
-    if bias is not None:
-        y += bias
+    rows = math.prod(x.shape[:-1])  # the leading dims as one, for one GEMM
+    y = _kernels.empty(x.shape[:-1] + weight.shape[:1], x.dtype)
+    _kernels.linear_forward(rows, v.contiguous(x), v.contiguous(weight),
+                            None if bias is None else v.contiguous(bias), y, get_num_threads())
     return y
 
 
-def linear_backward(grad_output: np.ndarray, x: np.ndarray, weight: np.ndarray):
+def linear_backward(grad_output: np.ndarray, x: np.ndarray, weight: np.ndarray, *,
+                    grad_weight: np.ndarray | None = None,
+                    grad_bias: np.ndarray | None = None):
     """Gradients of linear: ``(grad_input, grad_weight, grad_bias)``.
 
     Shapes: grad_input like x (*, in_features), grad_weight like weight, grad_bias
     (out_features,) (the sum of grad_output over the leading dims; returned whether or not the
     forward pass had a bias).
+
+    `grad_weight` and `grad_bias`, when given, are arrays the gradients are ADDED to in place
+    (``fastconv.nn.Linear`` passes its parameters' ``.grad``), and are returned as the second
+    and third results: C-contiguous and writeable, of weight's dtype and the shapes above. A
+    gradient not given is a new array, as usual.
 
     Examples
     --------
@@ -481,20 +485,37 @@ def linear_backward(grad_output: np.ndarray, x: np.ndarray, weight: np.ndarray):
     >>> x = np.ones((4, 3)); w = np.ones((2, 3))
     >>> [g.shape for g in F.linear_backward(np.ones((4, 2)), x, w)]
     [(4, 3), (2, 3), (2,)]
+    >>> total = np.ones((2, 3))
+    >>> _, gw, _ = F.linear_backward(np.ones((4, 2)), x, w, grad_weight=total)
+    >>> gw is total, float(total[0, 0])
+    (True, 5.0)
     """
     op = "linear_backward"
     grad_output = v.float_array(op, "grad_output", grad_output)
     x = v.float_array(op, "x", x)
     weight = v.float_array(op, "weight", weight, 2, "(out_features, in_features)")
-    v.same_dtype(op, x=x, weight=weight, grad_output=grad_output)
+    dtype = v.same_dtype(op, x=x, weight=weight, grad_output=grad_output)
     v.check_linear(op, x, weight, grad_output)
-    out_features, in_features = weight.shape
+    accumulate = grad_weight is not None or grad_bias is not None
+    new = np.zeros if accumulate else _kernels.empty  # a gradient not given starts at 0
+    grad_weight = new(weight.shape, dtype) if grad_weight is None else \
+        v.accumulator(op, "grad_weight", grad_weight, weight.shape, dtype)
+    grad_bias = new(weight.shape[:1], dtype) if grad_bias is None else \
+        v.accumulator(op, "grad_bias", grad_bias, weight.shape[:1], dtype)
     rows = math.prod(x.shape[:-1])
-    go = grad_output.reshape(rows, out_features)
-    grad_input = (go @ weight).reshape(x.shape)
-    grad_weight = go.T @ x.reshape(rows, in_features)
-    return grad_input, grad_weight, go.sum(axis=0)
+    grad_output, x, weight = v.contiguous(grad_output), v.contiguous(x), v.contiguous(weight)
+    grad_input = _kernels.empty(x.shape, dtype)
+    n = get_num_threads()
+    _kernels.linear_backward_input(rows, grad_output, weight, grad_input, n)
+    _kernels.linear_backward_weight(rows, grad_output, x, grad_weight, grad_bias, accumulate, n)
+    return grad_input, grad_weight, grad_bias
 
+
+# ---- activations, dropout, batch norm, cross entropy -------------------------------------------
+#
+# These ops are a few passes over memory, which NumPy runs near the machine's limits: they need
+# no C kernel of their own. Each computes in its input's dtype and follows the same rules as the
+# ops above (validate, never mix dtypes, never return a view of an input).
 
 def _unary_backward(op, grad_output, output):
     grad_output = v.float_array(op, "grad_output", grad_output)

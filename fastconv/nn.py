@@ -65,7 +65,7 @@ class Parameter:
 
     def __init__(self, data: np.ndarray):
         self.data = data
-        self.grad = np.zeros_like(data)
+        self.grad = np.zeros(data.shape, data.dtype)  # C order: kernels add to it in place
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -231,7 +231,7 @@ class Module:
         dtype = _float_dtype("Module.to", dtype)
         for m in self.modules():
             for _, p in m._own(Parameter):
-                p.data, p.grad = p.data.astype(dtype), p.grad.astype(dtype)
+                p.data, p.grad = p.data.astype(dtype), p.grad.astype(dtype, order="C")
             for name in m._buffer_names:
                 if getattr(m, name).dtype.kind == "f":
                     setattr(m, name, getattr(m, name).astype(dtype))
@@ -378,10 +378,10 @@ class Linear(Module):
 
     def backward(self, grad_output):
         x = self._saved_for_backward()
-        gx, gw, gb = F.linear_backward(grad_output, x, self.weight.data)
-        self.weight.grad += gw
-        if self.bias is not None:
-            self.bias.grad += gb
+        # the kernel adds the parameters' gradients into their .grad itself
+        gx, _, _ = F.linear_backward(grad_output, x, self.weight.data,
+                                     grad_weight=self.weight.grad,
+                                     grad_bias=None if self.bias is None else self.bias.grad)
         return gx
 
     def extra_repr(self) -> str:

@@ -404,3 +404,24 @@ def relu_backward(grad_output: np.ndarray, x: np.ndarray) -> np.ndarray:
     As in PyTorch (``threshold_backward`` tests ``x <= 0``), the gradient passes through NaN.
     """
     return np.where(x <= 0, grad_output.dtype.type(0), grad_output)
+
+
+# --------------------------------------------------------------------------- linear
+
+
+def linear(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
+    """``x @ weight.T + bias`` (PyTorch ``linear``): x (*, in), weight (out, in), bias (out,)
+    or None; one matrix product over all leading dims."""
+    rows = int(np.prod(x.shape[:-1]))  # not reshape(-1, ...): that fails for in_features = 0
+    y = (x.reshape(rows, weight.shape[1]) @ weight.T).reshape(x.shape[:-1] + weight.shape[:1])
+    return y if bias is None else y + bias
+
+
+def linear_backward(grad_output: np.ndarray, x: np.ndarray, weight: np.ndarray):
+    """Gradients of :func:`linear`: ``(grad_input, grad_weight, grad_bias)``, grad_bias being
+    grad_output summed over the leading dims."""
+    out_features, in_features = weight.shape
+    rows = int(np.prod(x.shape[:-1]))
+    go = grad_output.reshape(rows, out_features)
+    return ((go @ weight).reshape(x.shape), go.T @ x.reshape(rows, in_features),
+            go.sum(axis=0))

@@ -16,7 +16,9 @@
     FC_POOL_KERNELS(X, ctx, f32, float)                                                            \
     FC_POOL_KERNELS(X, ctx, f64, double)                                                           \
     FC_ELTWISE_KERNELS(X, ctx, f32, float)                                                         \
-    FC_ELTWISE_KERNELS(X, ctx, f64, double)
+    FC_ELTWISE_KERNELS(X, ctx, f64, double)                                                        \
+    FC_LINEAR_KERNELS(X, ctx, f32, float)                                                          \
+    FC_LINEAR_KERNELS(X, ctx, f64, double)
 
 /* Dispatched like the kernels but private to fastconv's benchmark (fc_private.h): the
  * multiply-add peak in the active instruction set's microkernel registers. */
@@ -63,5 +65,20 @@
     X(ctx, dt##_relu_fwd, (fc_index n, const T *x, T *y, int nthreads), (n, x, y, nthreads))       \
     X(ctx, dt##_relu_bwd, (fc_index n, const T *gy, const T *x, T *gx, int nthreads),              \
       (n, gy, x, gx, nthreads))
+
+/* Fully connected layers: x (m, k), W (n, k), y and gy (m, n), all row-major. bias and gb may
+ * be NULL; with `accumulate` nonzero, gw and gb are added to instead of overwritten. */
+#define FC_LINEAR_KERNELS(X, ctx, dt, T)                                                           \
+    X(ctx, dt##_linear_fwd,                                                                        \
+      (fc_index m, fc_index k, fc_index n, const T *x, const T *w, const T *bias, T *y,            \
+       int nthreads),                                                                              \
+      (m, k, n, x, w, bias, y, nthreads))                                                          \
+    X(ctx, dt##_linear_bwd_input,                                                                  \
+      (fc_index m, fc_index k, fc_index n, const T *gy, const T *w, T *gx, int nthreads),          \
+      (m, k, n, gy, w, gx, nthreads))                                                              \
+    X(ctx, dt##_linear_bwd_weight,                                                                 \
+      (fc_index m, fc_index k, fc_index n, const T *gy, const T *x, T *gw, T *gb, int accumulate,  \
+       int nthreads),                                                                              \
+      (m, k, n, gy, x, gw, gb, accumulate, nthreads))
 
 #endif /* FC_KERNEL_LIST_H */
