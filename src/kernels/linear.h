@@ -27,6 +27,7 @@
 
 /* dst[k * width + i] = src[i * si + k * sk] for i < n, k < kd, zero for n <= i < width: one
  * packed panel of `width` rows (A: MR, B: NR) from any strides. */
+#define FC_PACK_STEP 16
 static void FC_LOCAL(linear_pack_panel)(int width, fc_index n, fc_index kd, const T *src,
                                         fc_index si, fc_index sk, T *restrict dst) {
     if (si == 1) { /* the panel's rows are adjacent in memory: copy runs */
@@ -37,16 +38,18 @@ static void FC_LOCAL(linear_pack_panel)(int width, fc_index n, fc_index kd, cons
         }
         return;
     }
-    for (fc_index i = 0; i < width; i++) { /* a transpose: read each source row in order */
-        T *d = dst + i;
-        if (i < n) {
-            const T *s = src + i * si;
-            for (fc_index k = 0; k < kd; k++) d[k * width] = s[k * sk];
-        } else {
-            for (fc_index k = 0; k < kd; k++) d[k * width] = (T)0;
+    /* a transpose, FC_PACK_STEP reduction steps at a time: the source is read along its rows
+     * a cache line at a time while the block of the panel being written stays in L1 */
+    for (fc_index k0 = 0; k0 < kd; k0 += FC_PACK_STEP) {
+        const fc_index steps = FC_MIN(FC_PACK_STEP, kd - k0);
+        T *d = dst + k0 * width;
+        for (fc_index i = 0; i < width; i++) {
+            const T *s = src + i * si + k0 * sk;
+            for (fc_index k = 0; k < steps; k++) d[k * width + i] = i < n ? s[k * sk] : (T)0;
         }
     }
 }
+#undef FC_PACK_STEP
 
 /* C[M x N] (+)= A B, A(i, k) = a[i * ai + k * ak], B(k, j) = b[k * bk + j * bj], row stride ldc;
  * accumulate: C += A B, else C = A B + bias[j] (bias may be NULL). M, N, K >= 1. */
@@ -86,15 +89,16 @@ static int FC_LOCAL(linear_gemm)(fc_index M, fc_index N, fc_index K, const T *a,
             const fc_index ip1 = FC_MIN(ipanels, ip0 + (t1 - t0));
             const fc_index j0 = jp * FC_NR;
             const int nr = (int)FC_MIN(FC_NR, N - j0);
-            if (!accumulate) /* C starts as the bias, then every slice adds to it */
+            if (bias) /* C starts as the bias (per column), then every slice adds to it */
                 for (fc_index i = ip0 * FC_MR; i < FC_MIN(M, ip1 * FC_MR); i++)
-                    for (int j = 0; j < nr; j++) C[i * ldc + j0 + j] = bias ? bias[j0 + j] : (T)0;
+                    for (int j = 0; j < nr; j++) C[i * ldc + j0 + j] = bias[j0 + j];
             for (fc_index r0 = 0; r0 < K; r0 += tn->kc) {
                 const fc_index kc = FC_MIN(tn->kc, K - r0);
+                const int add = accumulate || bias || r0 > 0;
                 for (fc_index ip = ip0; ip < ip1; ip++)
                     FC_GEMM(kc, ap + ip * FC_MR * K + r0 * FC_MR, bp + jp * FC_NR * K + r0 * FC_NR,
                             C + ip * FC_MR * ldc + j0, ldc, (int)FC_MIN(FC_MR, M - ip * FC_MR), nr,
-                            1, NULL);
+                            add, NULL);
             }
             t0 += ip1 - ip0;
         }
