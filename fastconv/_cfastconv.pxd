@@ -29,6 +29,9 @@ cdef extern from "fastconv.h" nogil:
         int count_include_pad
         fc_index divisor_override
         double norm
+    ctypedef struct fc_batchnorm_params:
+        fc_index batch, channels, inner
+        double eps, momentum
 
     int FC_OK
     int FC_ENOMEM
@@ -99,6 +102,24 @@ cdef extern from "fastconv.h" nogil:
     int fc_f64_linear_bwd_weight(fc_index m, fc_index k, fc_index n, const double *gy,
                                  const double *x, double *gw, double *gb, int accumulate,
                                  int nthreads)
+
+    int fc_f32_batchnorm_stats(const fc_batchnorm_params *p, const float *x, float *mean,
+                               float *var, float *running_mean, float *running_var, int nthreads)
+    int fc_f64_batchnorm_stats(const fc_batchnorm_params *p, const double *x, double *mean,
+                               double *var, double *running_mean, double *running_var,
+                               int nthreads)
+    int fc_f32_batchnorm_fwd(const fc_batchnorm_params *p, const float *x, const float *mean,
+                             const float *var, const float *weight, const float *bias, float *y,
+                             int nthreads)
+    int fc_f64_batchnorm_fwd(const fc_batchnorm_params *p, const double *x, const double *mean,
+                             const double *var, const double *weight, const double *bias,
+                             double *y, int nthreads)
+    int fc_f32_batchnorm_bwd(const fc_batchnorm_params *p, const float *gy, const float *x,
+                             const float *mean, const float *var, const float *weight,
+                             int training, float *gx, float *gw, float *gb, int nthreads)
+    int fc_f64_batchnorm_bwd(const fc_batchnorm_params *p, const double *gy, const double *x,
+                             const double *mean, const double *var, const double *weight,
+                             int training, double *gx, double *gw, double *gb, int nthreads)
 
 
 cdef extern from "fc_private.h" nogil:
@@ -298,3 +319,31 @@ cdef inline int linear_bwd_weight(fc_index m, fc_index k, fc_index n, const real
         return fc_f32_linear_bwd_weight(m, k, n, gy, x, gw, gb, accumulate, nthreads)
     else:
         return fc_f64_linear_bwd_weight(m, k, n, gy, x, gw, gb, accumulate, nthreads)
+
+
+cdef inline int batchnorm_stats(const fc_batchnorm_params *p, const real *x, real *mean,
+                                real *var, real *running_mean, real *running_var,
+                                int nthreads) noexcept nogil:
+    if real is float:
+        return fc_f32_batchnorm_stats(p, x, mean, var, running_mean, running_var, nthreads)
+    else:
+        return fc_f64_batchnorm_stats(p, x, mean, var, running_mean, running_var, nthreads)
+
+
+cdef inline int batchnorm_fwd(const fc_batchnorm_params *p, const real *x, const real *mean,
+                              const real *var, const real *weight, const real *bias, real *y,
+                              int nthreads) noexcept nogil:
+    if real is float:
+        return fc_f32_batchnorm_fwd(p, x, mean, var, weight, bias, y, nthreads)
+    else:
+        return fc_f64_batchnorm_fwd(p, x, mean, var, weight, bias, y, nthreads)
+
+
+cdef inline int batchnorm_bwd(const fc_batchnorm_params *p, const real *gy, const real *x,
+                              const real *mean, const real *var, const real *weight,
+                              int training, real *gx, real *gw, real *gb,
+                              int nthreads) noexcept nogil:
+    if real is float:
+        return fc_f32_batchnorm_bwd(p, gy, x, mean, var, weight, training, gx, gw, gb, nthreads)
+    else:
+        return fc_f64_batchnorm_bwd(p, gy, x, mean, var, weight, training, gx, gw, gb, nthreads)

@@ -587,6 +587,105 @@ def linear_backward_weight(fc_index m, cnp.ndarray gy, cnp.ndarray x, cnp.ndarra
                                 gw.shape[0], gw.shape[1])
 
 
+# ---- batch normalisation -------------------------------------------------------------------
+# x (N, C, *) C-contiguous; mean, var, weight, bias, running statistics and the parameter
+# gradients (C,) of x's dtype; weight, bias and the running statistics may be None.
+
+cdef fc_batchnorm_params _batchnorm_params(cnp.ndarray x, double eps, double momentum):
+    cdef fc_batchnorm_params p
+    p.batch = x.shape[0]
+    p.channels = x.shape[1]
+    p.inner = 1
+    for d in range(2, x.ndim):
+        p.inner *= x.shape[d]
+    p.eps = eps
+    p.momentum = momentum
+    return p
+
+
+cdef int _batchnorm_stats(real *mean, const fc_batchnorm_params *p, x, var, running_mean,
+                          running_var, int nthreads) except -1:
+    cdef const real *px = <real *>_ptr(x)
+    cdef real *pv = <real *>_ptr(var)
+    cdef real *prm = <real *>_ptr(running_mean)
+    cdef real *prv = <real *>_ptr(running_var)
+    cdef int rc
+    with nogil:
+        rc = batchnorm_stats(p, px, mean, pv, prm, prv, nthreads)
+    return _check(rc)
+
+
+def batch_norm_stats(cnp.ndarray x, cnp.ndarray mean, cnp.ndarray var, object running_mean,
+                    object running_var, double momentum, int nthreads):
+    """mean, var = x's per-channel mean and biased variance; the running statistics (unless
+    None) updated with `momentum`."""
+    if _must_hop(nthreads):
+        return _on_fresh_thread(batch_norm_stats, x, mean, var, running_mean, running_var,
+                                momentum, nthreads)
+    cdef fc_batchnorm_params p = _batchnorm_params(x, 0.0, momentum)
+    if _is_f32(mean):
+        _batchnorm_stats(<float *>_ptr(mean), &p, x, var, running_mean, running_var, nthreads)
+    else:
+        _batchnorm_stats(<double *>_ptr(mean), &p, x, var, running_mean, running_var, nthreads)
+
+
+cdef int _batchnorm_forward(real *y, const fc_batchnorm_params *p, x, mean, var, weight, bias,
+                            int nthreads) except -1:
+    cdef const real *px = <real *>_ptr(x)
+    cdef const real *pm = <real *>_ptr(mean)
+    cdef const real *pv = <real *>_ptr(var)
+    cdef const real *pw = <real *>_ptr(weight)
+    cdef const real *pb = <real *>_ptr(bias)
+    cdef int rc
+    with nogil:
+        rc = batchnorm_fwd(p, px, pm, pv, pw, pb, y, nthreads)
+    return _check(rc)
+
+
+def batch_norm_forward(cnp.ndarray x, cnp.ndarray mean, cnp.ndarray var, object weight,
+                      object bias, cnp.ndarray y, double eps, int nthreads):
+    """y = (x - mean) / sqrt(var + eps) * weight + bias, per channel."""
+    if _must_hop(nthreads):
+        return _on_fresh_thread(batch_norm_forward, x, mean, var, weight, bias, y, eps, nthreads)
+    cdef fc_batchnorm_params p = _batchnorm_params(x, eps, 0.0)
+    if _is_f32(y):
+        _batchnorm_forward(<float *>_ptr(y), &p, x, mean, var, weight, bias, nthreads)
+    else:
+        _batchnorm_forward(<double *>_ptr(y), &p, x, mean, var, weight, bias, nthreads)
+
+
+cdef int _batchnorm_backward(real *gx, const fc_batchnorm_params *p, gy, x, mean, var, weight,
+                             bint training, gw, gb, int nthreads) except -1:
+    cdef const real *pgy = <real *>_ptr(gy)
+    cdef const real *px = <real *>_ptr(x)
+    cdef const real *pm = <real *>_ptr(mean)
+    cdef const real *pv = <real *>_ptr(var)
+    cdef const real *pw = <real *>_ptr(weight)
+    cdef real *pgw = <real *>_ptr(gw)
+    cdef real *pgb = <real *>_ptr(gb)
+    cdef int rc
+    with nogil:
+        rc = batchnorm_bwd(p, pgy, px, pm, pv, pw, training, gx, pgw, pgb, nthreads)
+    return _check(rc)
+
+
+def batch_norm_backward(cnp.ndarray gy, cnp.ndarray x, cnp.ndarray mean, cnp.ndarray var,
+                       object weight, bint training, cnp.ndarray gx, cnp.ndarray gw,
+                       cnp.ndarray gb, double eps, int nthreads):
+    """gx, gw, gb = the gradients of batch normalisation with statistics (mean, var), through
+    them when `training`."""
+    if _must_hop(nthreads):
+        return _on_fresh_thread(batch_norm_backward, gy, x, mean, var, weight, training, gx, gw,
+                                gb, eps, nthreads)
+    cdef fc_batchnorm_params p = _batchnorm_params(x, eps, 0.0)
+    if _is_f32(gx):
+        _batchnorm_backward(<float *>_ptr(gx), &p, gy, x, mean, var, weight, training, gw, gb,
+                            nthreads)
+    else:
+        _batchnorm_backward(<double *>_ptr(gx), &p, gy, x, mean, var, weight, training, gw, gb,
+                            nthreads)
+
+
 # ---- the machine -------------------------------------------------------------------------------
 
 def fma_peak(fc_index iterations, int nthreads, bint f32=True):

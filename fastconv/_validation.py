@@ -234,6 +234,22 @@ def batch_norm_args(op: str, x, running_mean, running_var, weight, bias, trainin
     return (x, *per_channel.values(), training, eps)
 
 
+def batch_norm_stats(op: str, stats, channels: int, dtype) -> tuple[np.ndarray, np.ndarray]:
+    """The (mean, var) pair batch_norm(..., return_stats=True) returned: two (C,) arrays of x's
+    dtype, as C-contiguous arrays."""
+    if not isinstance(stats, (tuple, list)) or len(stats) != 2:
+        fail(op, "stats must be the (mean, var) pair batch_norm(..., return_stats=True) "
+                 f"returned, got {type(stats).__name__}", TypeError)
+    checked = []
+    for name, a in zip(("mean", "var"), stats):
+        a = float_array(op, f"stats' {name}", a, 1, "(C,)")
+        if a.shape != (channels,) or a.dtype != dtype:
+            fail(op, f"stats' {name} must have shape ({channels},) and dtype {dtype} (x's), "
+                     f"got {a.dtype} {_shape(a)}")
+        checked.append(contiguous(a))
+    return tuple(checked)
+
+
 def positive_real(op: str, name: str, value) -> float:
     """A positive number (batch norm's eps): at least the smallest normal float64."""
     return real(op, name, value, np.finfo(np.float64).tiny, np.inf, "a positive number")

@@ -641,27 +641,18 @@ def dropout_backward(grad_output: np.ndarray, mask: np.ndarray | None) -> np.nda
     return grad_output * mask
 
 
-def _batch_norm_stats(x, running_mean, running_var, training):
-    """(axes reduced, broadcast shape of a per-channel array, mean, variance) for x."""
-    axes = (0,) + tuple(range(2, x.ndim))
-    shape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
-    if not training:
-        return axes, shape, running_mean, running_var
-    mean = x.mean(axis=axes)
-    centred = x - mean.reshape(shape)
-    return axes, shape, mean, np.mean(centred * centred, axis=axes)  # biased, as PyTorch
-
-
 def batch_norm(x: np.ndarray, running_mean: np.ndarray | None, running_var: np.ndarray | None,
                weight: np.ndarray | None = None, bias: np.ndarray | None = None,
-               training: bool = False, momentum: float = 0.1, eps: float = 1e-5) -> np.ndarray:
+               training: bool = False, momentum: float = 0.1, eps: float = 1e-5, *,
+               return_stats: bool = False):
     """Batch normalisation over channel 1, as ``torch.nn.functional.batch_norm``.
 
     ``y = (x - mean) / sqrt(var + eps) * weight + bias`` per channel. In training the mean and
     the biased variance come from x (over every dim but 1), and the running statistics, when
     given, are updated IN PLACE: ``running = (1 - momentum) * running + momentum * batch``, with
     the unbiased variance (times n/(n-1), n = values per channel) going into running_var. In
-    evaluation (training=False) the running statistics normalise.
+    evaluation (training=False) the running statistics normalise. The statistics are summed in
+    float64 whatever x's dtype.
 
     Parameters
     ----------
@@ -671,6 +662,13 @@ def batch_norm(x: np.ndarray, running_mean: np.ndarray | None, running_var: np.n
     training : default False
     momentum : in [0, 1], default 0.1
     eps : positive, default 1e-5
+    return_stats : also return the (mean, var) y was normalised with (the batch's in training,
+        a copy of the running ones in evaluation), which ``batch_norm_backward`` can take
+        instead of recomputing them
+
+    Returns
+    -------
+    y, x's shape and dtype; or ``(y, mean, var)``.
 
     Examples
     --------
@@ -686,31 +684,38 @@ def batch_norm(x: np.ndarray, running_mean: np.ndarray | None, running_var: np.n
     x, running_mean, running_var, weight, bias, training, eps = v.batch_norm_args(
         op, x, running_mean, running_var, weight, bias, training, eps, updates_stats=True)
     momentum = v.real(op, "momentum", momentum, 0.0, 1.0, "a number in [0, 1]")
-    axes, shape, mean, var = _batch_norm_stats(x, running_mean, running_var, training)
-    if training and running_mean is not None:
-        n = x.size // x.shape[1]
-        running_mean *= 1 - momentum
-        running_mean += momentum * mean
-        running_var *= 1 - momentum
-        running_var += (momentum * n / (n - 1)) * var
-    y = (x - mean.reshape(shape)) * (1 / np.sqrt(var + eps)).reshape(shape)
-    if weight is not None:
-        y *= weight.reshape(shape)
-    if bias is not None:
-        y += bias.reshape(shape)
-    return y
+    return_stats = v.boolean(op, "return_stats", return_stats)
+    x = v.contiguous(x)
+    n = get_num_threads()
+    if training:
+        mean, var = np.empty(x.shape[1], x.dtype), np.empty(x.shape[1], x.dtype)
+        stats = [running_mean, running_var]
+        if running_mean is not None:  # updated by the kernel, so in a buffer it can write
+            stats = [v.contiguous(s) for s in stats]
+        _kernels.batch_norm_stats(x, mean, var, *stats, momentum, n)
+        for given, written in zip((running_mean, running_var), stats):
+            if given is not written:
+                given[...] = written
+    else:
+        mean, var = np.array(running_mean), np.array(running_var)  # copies, C order
+    y = _kernels.empty(x.shape, x.dtype)
+    _kernels.batch_norm_forward(x, mean, var, None if weight is None else v.contiguous(weight),
+                                None if bias is None else v.contiguous(bias), y, eps, n)
+    return (y, mean, var) if return_stats else y
 
 
 def batch_norm_backward(grad_output: np.ndarray, x: np.ndarray,
                         running_mean: np.ndarray | None, running_var: np.ndarray | None,
                         weight: np.ndarray | None = None, training: bool = False,
-                        eps: float = 1e-5):
+                        eps: float = 1e-5, *, stats=None):
     """Gradients of batch_norm: ``(grad_input, grad_weight, grad_bias)``, each of x's dtype.
 
     Arguments as batch_norm's (training as it was in the forward pass). In training the batch
-    statistics are recomputed from x and the gradient flows through them; in evaluation the
-    running statistics are constants. grad_weight ``sum(grad_output * x_hat)`` and grad_bias
-    ``sum(grad_output)`` have shape (C,) and are returned even when weight/bias were None.
+    statistics are recomputed from x, unless `stats` gives the (mean, var) that
+    ``batch_norm(..., return_stats=True)`` returned, and the gradient flows through them; in
+    evaluation the running statistics are constants. grad_weight ``sum(grad_output * x_hat)``
+    and grad_bias ``sum(grad_output)`` have shape (C,) and are returned even when weight/bias
+    were None.
 
     Examples
     --------
@@ -725,22 +730,21 @@ def batch_norm_backward(grad_output: np.ndarray, x: np.ndarray,
     x, running_mean, running_var, weight, _, training, eps = v.batch_norm_args(
         op, x, running_mean, running_var, weight, None, training, eps, updates_stats=False)
     grad_output = v.float_array(op, "grad_output", grad_output)
-    v.same_dtype(op, x=x, grad_output=grad_output)
+    dtype = v.same_dtype(op, x=x, grad_output=grad_output)
     v.check_grad_output(op, grad_output, x.shape)
-    axes, shape, mean, var = _batch_norm_stats(x, running_mean, running_var, training)
-    invstd = 1 / np.sqrt(var + eps)
-    x_hat = (x - mean.reshape(shape)) * invstd.reshape(shape)
-    grad_bias = grad_output.sum(axis=axes)
-    grad_weight = (grad_output * x_hat).sum(axis=axes)
-    scale = invstd if weight is None else weight * invstd
-    if training:
-        # the batch mean and variance depend on every x: subtract their share of the gradient
-        n = x.size // x.shape[1]
-        grad_input = grad_output - (grad_bias / n).reshape(shape) \
-            - x_hat * (grad_weight / n).reshape(shape)
-        grad_input *= scale.reshape(shape)
+    x, channels, n = v.contiguous(x), x.shape[1], get_num_threads()
+    if stats is not None:
+        mean, var = v.batch_norm_stats(op, stats, channels, dtype)
+    elif training:
+        mean, var = np.empty(channels, dtype), np.empty(channels, dtype)
+        _kernels.batch_norm_stats(x, mean, var, None, None, 0.0, n)
     else:
-        grad_input = grad_output * scale.reshape(shape)
+        mean, var = v.contiguous(running_mean), v.contiguous(running_var)
+    grad_input = _kernels.empty(x.shape, dtype)
+    grad_weight, grad_bias = np.empty(channels, dtype), np.empty(channels, dtype)
+    _kernels.batch_norm_backward(v.contiguous(grad_output), x, mean, var,
+                                 None if weight is None else v.contiguous(weight), training,
+                                 grad_input, grad_weight, grad_bias, eps, n)
     return grad_input, grad_weight, grad_bias
 
 

@@ -418,17 +418,18 @@ class _BatchNorm(Module):
             got = x.shape if isinstance(x, np.ndarray) else type(x).__name__
             v.fail(type(self).__name__, f"x must be a {self._layout} array, got {got}")
         training = self.training
-        y = F.batch_norm(x, self.running_mean, self.running_var, self.weight.data,
-                         self.bias.data, training, self.momentum, self.eps)
+        y, mean, var = F.batch_norm(x, self.running_mean, self.running_var, self.weight.data,
+                                    self.bias.data, training, self.momentum, self.eps,
+                                    return_stats=True)
         if training:
             self.num_batches_tracked += 1
-        self._saved = (x, training)
+        self._saved = (x, training, (mean, var))  # backward need not recompute the statistics
         return y
 
     def backward(self, grad_output):
-        x, training = self._saved_for_backward()
+        x, training, stats = self._saved_for_backward()
         gx, gw, gb = F.batch_norm_backward(grad_output, x, self.running_mean, self.running_var,
-                                           self.weight.data, training, self.eps)
+                                           self.weight.data, training, self.eps, stats=stats)
         self.weight.grad += gw
         self.bias.grad += gb
         return gx

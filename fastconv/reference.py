@@ -425,3 +425,61 @@ def linear_backward(grad_output: np.ndarray, x: np.ndarray, weight: np.ndarray):
     go = grad_output.reshape(rows, out_features)
     return ((go @ weight).reshape(x.shape), go.T @ x.reshape(rows, in_features),
             go.sum(axis=0))
+
+
+# --------------------------------------------------------------------------- batch norm
+
+
+def _batch_norm_stats(x, running_mean, running_var, training):
+    """(axes reduced, broadcast shape of a per-channel array, mean, variance) for x."""
+    axes = (0,) + tuple(range(2, x.ndim))
+    shape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
+    if not training:
+        return axes, shape, running_mean, running_var
+    mean = x.mean(axis=axes)
+    centred = x - mean.reshape(shape)
+    return axes, shape, mean, np.mean(centred * centred, axis=axes)  # biased, as PyTorch
+
+
+def batch_norm(x: np.ndarray, running_mean: np.ndarray | None, running_var: np.ndarray | None,
+               weight: np.ndarray | None, bias: np.ndarray | None, training: bool,
+               momentum: float, eps: float) -> np.ndarray:
+    """Batch normalisation over channel 1 (PyTorch ``batch_norm``): x (N, C, *); in training
+    the batch's mean and biased variance normalise, and the running statistics (when not None)
+    are updated IN PLACE, ``running = (1 - momentum) * running + momentum * batch`` with the
+    unbiased variance; in evaluation the running statistics normalise."""
+    axes, shape, mean, var = _batch_norm_stats(x, running_mean, running_var, training)
+    if training and running_mean is not None:
+        n = x.size // x.shape[1]
+        running_mean *= 1 - momentum
+        running_mean += momentum * mean
+        running_var *= 1 - momentum
+        running_var += (momentum * n / (n - 1)) * var
+    y = (x - mean.reshape(shape)) * (1 / np.sqrt(var + eps)).reshape(shape)
+    if weight is not None:
+        y *= weight.reshape(shape)
+    if bias is not None:
+        y += bias.reshape(shape)
+    return y
+
+
+def batch_norm_backward(grad_output: np.ndarray, x: np.ndarray,
+                        running_mean: np.ndarray | None, running_var: np.ndarray | None,
+                        weight: np.ndarray | None, training: bool, eps: float):
+    """Gradients of :func:`batch_norm`: ``(grad_input, grad_weight, grad_bias)``, through the
+    batch statistics in training (recomputed from x), the running ones constant in evaluation."""
+    axes, shape, mean, var = _batch_norm_stats(x, running_mean, running_var, training)
+    invstd = 1 / np.sqrt(var + eps)
+    x_hat = (x - mean.reshape(shape)) * invstd.reshape(shape)
+    grad_bias = grad_output.sum(axis=axes)
+    grad_weight = (grad_output * x_hat).sum(axis=axes)
+    scale = invstd if weight is None else weight * invstd
+    if training:
+        # the batch mean and variance depend on every x: subtract their share of the gradient
+        n = x.size // x.shape[1]
+        grad_input = grad_output - (grad_bias / n).reshape(shape) \
+            - x_hat * (grad_weight / n).reshape(shape)
+        grad_input *= scale.reshape(shape)
+    else:
+        grad_input = grad_output * scale.reshape(shape)
+    return grad_input, grad_weight, grad_bias

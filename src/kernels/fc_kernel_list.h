@@ -18,7 +18,9 @@
     FC_ELTWISE_KERNELS(X, ctx, f32, float)                                                         \
     FC_ELTWISE_KERNELS(X, ctx, f64, double)                                                        \
     FC_LINEAR_KERNELS(X, ctx, f32, float)                                                          \
-    FC_LINEAR_KERNELS(X, ctx, f64, double)
+    FC_LINEAR_KERNELS(X, ctx, f64, double)                                                         \
+    FC_BATCHNORM_KERNELS(X, ctx, f32, float)                                                       \
+    FC_BATCHNORM_KERNELS(X, ctx, f64, double)
 
 /* Dispatched like the kernels but private to fastconv's benchmark (fc_private.h): the
  * multiply-add peak in the active instruction set's microkernel registers. */
@@ -80,5 +82,24 @@
       (fc_index m, fc_index k, fc_index n, const T *gy, const T *x, T *gw, T *gb, int accumulate,  \
        int nthreads),                                                                              \
       (m, k, n, gy, x, gw, gb, accumulate, nthreads))
+
+/* Batch normalisation (fc_batchnorm_params): mean and var are per channel, the batch's biased
+ * variance or the running one. stats writes the batch's and, unless running_mean is NULL,
+ * updates the running statistics with p->momentum (running_var with the unbiased variance).
+ * weight and bias may be NULL (1 and 0); training selects the gradient through the batch
+ * statistics. */
+#define FC_BATCHNORM_KERNELS(X, ctx, dt, T)                                                        \
+    X(ctx, dt##_batchnorm_stats,                                                                   \
+      (const fc_batchnorm_params *p, const T *x, T *mean, T *var, T *running_mean, T *running_var, \
+       int nthreads),                                                                              \
+      (p, x, mean, var, running_mean, running_var, nthreads))                                      \
+    X(ctx, dt##_batchnorm_fwd,                                                                     \
+      (const fc_batchnorm_params *p, const T *x, const T *mean, const T *var, const T *weight,     \
+       const T *bias, T *y, int nthreads),                                                         \
+      (p, x, mean, var, weight, bias, y, nthreads))                                                \
+    X(ctx, dt##_batchnorm_bwd,                                                                     \
+      (const fc_batchnorm_params *p, const T *gy, const T *x, const T *mean, const T *var,         \
+       const T *weight, int training, T *gx, T *gw, T *gb, int nthreads),                          \
+      (p, gy, x, mean, var, weight, training, gx, gw, gb, nthreads))
 
 #endif /* FC_KERNEL_LIST_H */
