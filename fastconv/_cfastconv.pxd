@@ -32,6 +32,12 @@ cdef extern from "fastconv.h" nogil:
     ctypedef struct fc_batchnorm_params:
         fc_index batch, channels, inner
         double eps, momentum
+    ctypedef struct fc_adam_params:
+        double lr, beta1, beta2, eps, weight_decay
+        fc_index step
+    ctypedef struct fc_sgd_params:
+        double lr, momentum, dampening, weight_decay
+        int nesterov, first
 
     int FC_OK
     int FC_ENOMEM
@@ -120,6 +126,24 @@ cdef extern from "fastconv.h" nogil:
     int fc_f64_batchnorm_bwd(const fc_batchnorm_params *p, const double *gy, const double *x,
                              const double *mean, const double *var, const double *weight,
                              int training, double *gx, double *gw, double *gb, int nthreads)
+
+    int fc_f32_cross_entropy(fc_index n, fc_index c, const float *logits, const int64_t *target,
+                             double grad_scale, float *loss, float *grad, int nthreads)
+    int fc_f64_cross_entropy(fc_index n, fc_index c, const double *logits,
+                             const int64_t *target, double grad_scale, double *loss,
+                             double *grad, int nthreads)
+    int fc_f32_dropout(fc_index n, const float *x, double p, float *uniform_mask, float *y,
+                       int nthreads)
+    int fc_f64_dropout(fc_index n, const double *x, double p, double *uniform_mask, double *y,
+                       int nthreads)
+    int fc_f32_adam_update(fc_index n, float *param, const float *grad, float *exp_avg,
+                           float *exp_avg_sq, const fc_adam_params *p, int nthreads)
+    int fc_f64_adam_update(fc_index n, double *param, const double *grad, double *exp_avg,
+                           double *exp_avg_sq, const fc_adam_params *p, int nthreads)
+    int fc_f32_sgd_update(fc_index n, float *param, const float *grad, float *momentum_buffer,
+                          const fc_sgd_params *p, int nthreads)
+    int fc_f64_sgd_update(fc_index n, double *param, const double *grad,
+                          double *momentum_buffer, const fc_sgd_params *p, int nthreads)
 
 
 cdef extern from "fc_private.h" nogil:
@@ -347,3 +371,37 @@ cdef inline int batchnorm_bwd(const fc_batchnorm_params *p, const real *gy, cons
         return fc_f32_batchnorm_bwd(p, gy, x, mean, var, weight, training, gx, gw, gb, nthreads)
     else:
         return fc_f64_batchnorm_bwd(p, gy, x, mean, var, weight, training, gx, gw, gb, nthreads)
+
+
+cdef inline int cross_entropy(fc_index n, fc_index c, const real *logits, const int64_t *target,
+                              double grad_scale, real *loss, real *grad,
+                              int nthreads) noexcept nogil:
+    if real is float:
+        return fc_f32_cross_entropy(n, c, logits, target, grad_scale, loss, grad, nthreads)
+    else:
+        return fc_f64_cross_entropy(n, c, logits, target, grad_scale, loss, grad, nthreads)
+
+
+cdef inline int dropout(fc_index n, const real *x, double p, real *uniform_mask, real *y,
+                        int nthreads) noexcept nogil:
+    if real is float:
+        return fc_f32_dropout(n, x, p, uniform_mask, y, nthreads)
+    else:
+        return fc_f64_dropout(n, x, p, uniform_mask, y, nthreads)
+
+
+cdef inline int adam_update(fc_index n, real *param, const real *grad, real *exp_avg,
+                            real *exp_avg_sq, const fc_adam_params *p,
+                            int nthreads) noexcept nogil:
+    if real is float:
+        return fc_f32_adam_update(n, param, grad, exp_avg, exp_avg_sq, p, nthreads)
+    else:
+        return fc_f64_adam_update(n, param, grad, exp_avg, exp_avg_sq, p, nthreads)
+
+
+cdef inline int sgd_update(fc_index n, real *param, const real *grad, real *momentum_buffer,
+                           const fc_sgd_params *p, int nthreads) noexcept nogil:
+    if real is float:
+        return fc_f32_sgd_update(n, param, grad, momentum_buffer, p, nthreads)
+    else:
+        return fc_f64_sgd_update(n, param, grad, momentum_buffer, p, nthreads)

@@ -686,6 +686,110 @@ def batch_norm_backward(cnp.ndarray gy, cnp.ndarray x, cnp.ndarray mean, cnp.nda
                             nthreads)
 
 
+# ---- the rest of a training step ---------------------------------------------------------------
+# C-contiguous arrays of one dtype (labels int64); each function's first array picks it.
+
+cdef int _cross_entropy(real *loss, cnp.ndarray logits, target, double grad_scale, grad,
+                        int nthreads) except -1:
+    cdef const real *pl = <real *>_ptr(logits)
+    cdef const int64_t *pt = <int64_t *>_ptr(target)
+    cdef real *pg = <real *>_ptr(grad)
+    cdef fc_index n = logits.shape[0], c = logits.shape[1]
+    cdef int rc
+    with nogil:
+        rc = cross_entropy(n, c, pl, pt, grad_scale, loss, pg, nthreads)
+    return _check(rc)
+
+
+def cross_entropy_forward(cnp.ndarray logits, cnp.ndarray target, cnp.ndarray loss,
+                          object grad, double grad_scale, int nthreads):
+    """loss (0-d) = mean cross-entropy of logits (n, c) against int64 target (n,); grad (unless
+    None) = (softmax(logits) - one_hot(target)) * grad_scale."""
+    if _must_hop(nthreads):
+        return _on_fresh_thread(cross_entropy_forward, logits, target, loss, grad, grad_scale,
+                                nthreads)
+    if _is_f32(logits):
+        _cross_entropy(<float *>_ptr(loss), logits, target, grad_scale, grad, nthreads)
+    else:
+        _cross_entropy(<double *>_ptr(loss), logits, target, grad_scale, grad, nthreads)
+
+
+cdef int _dropout(real *y, cnp.ndarray x, double p, mask, int nthreads) except -1:
+    cdef const real *px = <real *>_ptr(x)
+    cdef real *pm = <real *>_ptr(mask)
+    cdef fc_index n = cnp.PyArray_SIZE(x)
+    cdef int rc
+    with nogil:
+        rc = dropout(n, px, p, pm, y, nthreads)
+    return _check(rc)
+
+
+def dropout_forward(cnp.ndarray x, double p, cnp.ndarray uniform_mask, cnp.ndarray y,
+                    int nthreads):
+    """uniform_mask: draws in [0, 1), overwritten with the dropout mask; y = x * mask."""
+    if _must_hop(nthreads):
+        return _on_fresh_thread(dropout_forward, x, p, uniform_mask, y, nthreads)
+    if _is_f32(y):
+        _dropout(<float *>_ptr(y), x, p, uniform_mask, nthreads)
+    else:
+        _dropout(<double *>_ptr(y), x, p, uniform_mask, nthreads)
+
+
+cdef int _adam(real *param, cnp.ndarray grad, exp_avg, exp_avg_sq, const fc_adam_params *p,
+               int nthreads) except -1:
+    cdef const real *pg = <real *>_ptr(grad)
+    cdef real *pm = <real *>_ptr(exp_avg)
+    cdef real *ps = <real *>_ptr(exp_avg_sq)
+    cdef fc_index n = cnp.PyArray_SIZE(grad)
+    cdef int rc
+    with nogil:
+        rc = adam_update(n, param, pg, pm, ps, p, nthreads)
+    return _check(rc)
+
+
+def adam_step(cnp.ndarray param, cnp.ndarray grad, cnp.ndarray exp_avg,
+              cnp.ndarray exp_avg_sq, fc_index step, double lr, double beta1, double beta2,
+              double eps, double weight_decay, int nthreads):
+    """One Adam update of param, exp_avg and exp_avg_sq in place (step: 1 on the first)."""
+    if _must_hop(nthreads):
+        return _on_fresh_thread(adam_step, param, grad, exp_avg, exp_avg_sq, step, lr, beta1,
+                                beta2, eps, weight_decay, nthreads)
+    cdef fc_adam_params p
+    p.lr, p.beta1, p.beta2, p.eps, p.weight_decay, p.step = (lr, beta1, beta2, eps,
+                                                             weight_decay, step)
+    if _is_f32(param):
+        _adam(<float *>_ptr(param), grad, exp_avg, exp_avg_sq, &p, nthreads)
+    else:
+        _adam(<double *>_ptr(param), grad, exp_avg, exp_avg_sq, &p, nthreads)
+
+
+cdef int _sgd(real *param, cnp.ndarray grad, buf, const fc_sgd_params *p,
+              int nthreads) except -1:
+    cdef const real *pg = <real *>_ptr(grad)
+    cdef real *pb = <real *>_ptr(buf)
+    cdef fc_index n = cnp.PyArray_SIZE(grad)
+    cdef int rc
+    with nogil:
+        rc = sgd_update(n, param, pg, pb, p, nthreads)
+    return _check(rc)
+
+
+def sgd_step(cnp.ndarray param, cnp.ndarray grad, object momentum_buffer, bint first,
+             double lr, double momentum, double dampening, double weight_decay, bint nesterov,
+             int nthreads):
+    """One SGD update of param (and of momentum_buffer unless it is None) in place."""
+    if _must_hop(nthreads):
+        return _on_fresh_thread(sgd_step, param, grad, momentum_buffer, first, lr, momentum,
+                                dampening, weight_decay, nesterov, nthreads)
+    cdef fc_sgd_params p
+    p.lr, p.momentum, p.dampening, p.weight_decay = lr, momentum, dampening, weight_decay
+    p.nesterov, p.first = nesterov, first
+    if _is_f32(param):
+        _sgd(<float *>_ptr(param), grad, momentum_buffer, &p, nthreads)
+    else:
+        _sgd(<double *>_ptr(param), grad, momentum_buffer, &p, nthreads)
+
+
 # ---- the machine -------------------------------------------------------------------------------
 
 def fma_peak(fc_index iterations, int nthreads, bint f32=True):

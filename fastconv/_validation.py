@@ -166,6 +166,19 @@ def probability(op: str, p) -> float:
     return real(op, "p", p, 0.0, 1.0, "a probability in [0, 1]")
 
 
+def non_negative(op: str, name: str, value) -> float:
+    """A finite real number >= 0 (a learning rate, a decay)."""
+    return number(op, name, value, lambda x: 0 <= x < float("inf"), "a non-negative number")
+
+
+def betas(op: str, value) -> tuple[float, float]:
+    """Adam's (beta1, beta2), each in [0, 1)."""
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        fail(op, f"betas must be a pair (beta1, beta2), got {value!r}")
+    return tuple(number(op, f"betas[{i}]", b, lambda x: 0 <= x < 1, "a number in [0, 1)")
+                 for i, b in enumerate(value))
+
+
 def scalar_grad(op: str, grad_output) -> float:
     """The gradient of a scalar loss: a real number or a 0-d float array."""
     if isinstance(grad_output, np.ndarray) and grad_output.shape == () \
@@ -189,15 +202,14 @@ def check_linear(op: str, x: np.ndarray, weight: np.ndarray, grad_output=None) -
 
 
 def accumulator(op: str, name: str, a, shape, dtype) -> np.ndarray:
-    """An array a kernel adds to in place: C-contiguous and writeable, of `shape` and `dtype`
-    (a converted copy would take the sum instead)."""
-    float_array(op, name, a)
-    if a.shape != tuple(shape) or a.dtype != dtype or not a.flags.c_contiguous \
-            or not a.flags.writeable:
-        fail(op, f"{name} must be a writeable C-contiguous {dtype} array of shape {tuple(shape)} "
-                 f"(the gradient is added to it in place), got {a.dtype} {_shape(a)}"
-                 + ("" if a.flags.c_contiguous and a.flags.writeable
-                    else " that is not C-contiguous and writeable"))
+    """An array a kernel updates in place: writeable, C-contiguous and in native byte order, of
+    `shape` and `dtype` (a converted copy would take the update instead)."""
+    usable = float_array(op, name, a) is a and a.flags.c_contiguous and a.flags.writeable
+    if not usable or a.shape != tuple(shape) or a.dtype != dtype:
+        fail(op, f"{name} must be a writeable, C-contiguous {np.dtype(dtype).name} array of "
+                 f"shape {tuple(shape)} in native byte order (it is updated in place), got "
+                 f"{a.dtype} {_shape(a)}" + ("" if usable else ", not writeable, C-contiguous "
+                                             "and native"))
     return a
 
 

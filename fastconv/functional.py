@@ -32,6 +32,7 @@ __all__ = [
     "dropout", "dropout_backward",
     "batch_norm", "batch_norm_backward",
     "cross_entropy", "cross_entropy_backward",
+    "adam_update", "sgd_update",
 ]
 
 
@@ -511,10 +512,10 @@ def linear_backward(grad_output: np.ndarray, x: np.ndarray, weight: np.ndarray, 
     return grad_input, grad_weight, grad_bias
 
 
-# ---- activations, dropout, batch norm, cross entropy -------------------------------------------
+# ---- activations ----------------------------------------------------------------------------
 #
-# These ops are a few passes over memory, which NumPy runs near the machine's limits: they need
-# no C kernel of their own. Each computes in its input's dtype and follows the same rules as the
+# tanh and sigmoid are one NumPy pass each way, which runs near the machine's limits: they need
+# no C kernel of their own. They compute in their input's dtype and follow the same rules as the
 # ops above (validate, never mix dtypes, never return a view of an input).
 
 def _unary_backward(op, grad_output, output):
@@ -580,9 +581,17 @@ def sigmoid_backward(grad_output: np.ndarray, output: np.ndarray) -> np.ndarray:
     return grad_output * output * (1 - output)
 
 
+# ---- dropout, batch norm, cross entropy ---------------------------------------------------------
+#
+# C kernels, each one pass where NumPy made several (src/kernels/batchnorm.h, training.h);
+# fastconv.reference holds the NumPy definitions they are tested against.
+
 def dropout(x: np.ndarray, p: float = 0.5, training: bool = True,
             rng: np.random.Generator | None = None):
     """Inverted dropout: zero each element with probability p and scale the rest by 1/(1-p).
+
+    An element is kept where its uniform draw from `rng` (``rng.random(x.shape, x.dtype)``) is
+    below 1 - p, so a seeded generator gives the same mask as ``fastconv.reference.dropout``.
 
     Parameters
     ----------
@@ -614,11 +623,10 @@ def dropout(x: np.ndarray, p: float = 0.5, training: bool = True,
                TypeError)
     if not training or p == 0:
         return x.copy(), None
-    keep = rng.random(x.shape, dtype=x.dtype) < 1 - p  # kept with probability 1 - p
-    mask = keep.astype(x.dtype)
-    if p < 1:
-        mask *= 1 / (1 - p)
-    return x * mask, mask
+    mask = rng.random(x.shape, dtype=x.dtype)  # the draws, which the kernel turns into the mask
+    out = _kernels.empty(x.shape, x.dtype)
+    _kernels.dropout_forward(v.contiguous(x), p, mask, out, get_num_threads())
+    return out, mask
 
 
 def dropout_backward(grad_output: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
@@ -748,20 +756,14 @@ def batch_norm_backward(grad_output: np.ndarray, x: np.ndarray,
     return grad_input, grad_weight, grad_bias
 
 
-def _log_softmax_parts(logits):
-    """(logits - row max, log of the row sums of exp of that): never overflows."""
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    exp = np.exp(shifted)
-    return shifted, exp, np.log(exp.sum(axis=1, keepdims=True))
-
-
 def cross_entropy(logits: np.ndarray, target: np.ndarray) -> np.ndarray:
     """Mean softmax cross-entropy of logits against integer class labels, as
     ``torch.nn.functional.cross_entropy`` with its defaults (reduction='mean').
 
     ``mean over rows of (logsumexp(logits[i]) - logits[i, target[i]])``, computed after
-    subtracting each row's maximum, so large logits neither overflow nor lose the answer.
-    Unlike PyTorch, there is no ignore_index: every label must be a valid class.
+    subtracting each row's maximum, so large logits neither overflow nor lose the answer; the
+    rows' losses are added in float64. Unlike PyTorch, there is no ignore_index: every label
+    must be a valid class.
 
     Parameters
     ----------
@@ -780,9 +782,16 @@ def cross_entropy(logits: np.ndarray, target: np.ndarray) -> np.ndarray:
     0.346574
     """
     logits, target = v.cross_entropy_args("cross_entropy", logits, target)
-    shifted, _, log_sum = _log_softmax_parts(logits)
-    rows = np.arange(logits.shape[0])
-    return np.asarray((log_sum[:, 0] - shifted[rows, target]).mean(), dtype=logits.dtype)
+    return _cross_entropy(logits, target, 1.0, want_grad=False)[0]
+
+
+def _cross_entropy(logits, target, grad_output, want_grad):
+    """(loss, grad or None) of validated arguments, grad scaled by grad_output."""
+    loss = np.empty((), logits.dtype)
+    grad = np.empty(logits.shape, logits.dtype) if want_grad else None
+    _kernels.cross_entropy_forward(v.contiguous(logits), target.astype(np.int64, copy=False),
+                                   loss, grad, grad_output / logits.shape[0], get_num_threads())
+    return loss, grad
 
 
 def cross_entropy_backward(grad_output, logits: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -798,8 +807,94 @@ def cross_entropy_backward(grad_output, logits: np.ndarray, target: np.ndarray) 
     op = "cross_entropy_backward"
     grad_output = v.scalar_grad(op, grad_output)
     logits, target = v.cross_entropy_args(op, logits, target)
-    _, exp, _ = _log_softmax_parts(logits)
-    grad = exp / exp.sum(axis=1, keepdims=True)
-    grad[np.arange(logits.shape[0]), target] -= 1
-    grad *= grad_output / logits.shape[0]
-    return grad
+    return _cross_entropy(logits, target, grad_output, True)[1]
+
+
+# ---- optimiser updates -----------------------------------------------------------------------
+#
+# One parameter's step, in place, in one pass (src/kernels/training.h): what fastconv.optim's
+# SGD and Adam run for each parameter. The rules are torch.optim's single-tensor ones, in the
+# parameter's dtype; fastconv.reference holds them in NumPy.
+
+def adam_update(param: np.ndarray, grad: np.ndarray, exp_avg: np.ndarray,
+                exp_avg_sq: np.ndarray, step: int, lr: float = 1e-3, betas=(0.9, 0.999),
+                eps: float = 1e-8, weight_decay: float = 0.0) -> None:
+    """One Adam step (``torch.optim.Adam``, amsgrad off) of `param`, IN PLACE.
+
+    With g = grad + weight_decay * param: ``exp_avg += (1 - beta1) * (g - exp_avg)``;
+    ``exp_avg_sq = beta2 * exp_avg_sq + (1 - beta2) * g**2``; ``param -= lr / (1 - beta1**step)
+    * exp_avg / (sqrt(exp_avg_sq) / sqrt(1 - beta2**step) + eps)``.
+
+    Parameters
+    ----------
+    param, exp_avg, exp_avg_sq : float32 or float64 arrays of one shape, updated in place
+        (writeable and C-contiguous)
+    grad : the gradient, param's shape and dtype
+    step : this step's number, 1 on the first
+    lr, eps, weight_decay : non-negative; betas : (beta1, beta2), each in [0, 1)
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv.functional as F
+    >>> p, m, s = np.ones(2), np.zeros(2), np.zeros(2)
+    >>> F.adam_update(p, np.array([1.0, -1.0]), m, s, step=1, lr=0.1)
+    >>> p.round(6)
+    array([0.9, 1.1])
+    """
+    op = "adam_update"
+    param, grad = _update_arrays(op, param, grad, exp_avg=exp_avg, exp_avg_sq=exp_avg_sq)
+    step = v.positive_int(op, "step", step)
+    beta1, beta2 = v.betas(op, betas)
+    _kernels.adam_step(param, grad, exp_avg, exp_avg_sq, step, v.non_negative(op, "lr", lr),
+                       beta1, beta2, v.non_negative(op, "eps", eps),
+                       v.non_negative(op, "weight_decay", weight_decay), get_num_threads())
+
+
+def sgd_update(param: np.ndarray, grad: np.ndarray, lr: float, momentum: float = 0.0,
+               dampening: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False,
+               momentum_buffer: np.ndarray | None = None) -> np.ndarray | None:
+    """One SGD step (``torch.optim.SGD``) of `param`, IN PLACE; returns the momentum buffer.
+
+    With g = grad + weight_decay * param: with momentum, ``buf = g`` on the first step (no
+    `momentum_buffer` given: a new one is returned) and ``buf = momentum * buf + (1 -
+    dampening) * g`` after (the given buffer, updated in place), then ``g = g + momentum *
+    buf`` (nesterov) or ``g = buf``; finally ``param -= lr * g``. Without momentum the buffer
+    is None.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv.functional as F
+    >>> p = np.ones(2)
+    >>> buf = F.sgd_update(p, np.array([1.0, -1.0]), lr=0.1, momentum=0.9)
+    >>> p, buf
+    (array([0.9, 1.1]), array([ 1., -1.]))
+    """
+    op = "sgd_update"
+    param, grad = _update_arrays(op, param, grad)
+    lr, weight_decay = v.non_negative(op, "lr", lr), v.non_negative(op, "weight_decay",
+                                                                     weight_decay)
+    momentum = v.non_negative(op, "momentum", momentum)
+    dampening = v.number(op, "dampening", dampening, math.isfinite, "a finite number")
+    nesterov = v.boolean(op, "nesterov", nesterov)
+    first = momentum_buffer is None
+    if not momentum:
+        momentum_buffer = None
+    elif first:
+        momentum_buffer = np.empty(param.shape, param.dtype)
+    else:
+        v.accumulator(op, "momentum_buffer", momentum_buffer, param.shape, param.dtype)
+    _kernels.sgd_step(param, grad, momentum_buffer, first, lr, momentum, dampening,
+                      weight_decay, nesterov, get_num_threads())
+    return momentum_buffer
+
+
+def _update_arrays(op, param, grad, **state):
+    """param (and each state array) updated in place, grad read: one shape and dtype."""
+    param = v.accumulator(op, "param", param, getattr(param, "shape", ()),
+                          getattr(param, "dtype", None))
+    grad = v.float_array(op, "grad", grad)
+    v.same_dtype(op, param=param, grad=grad)
+    v.check_same_shape(op, "grad", grad, "param", param)
+    for name, a in state.items():
+        v.accumulator(op, name, a, param.shape, param.dtype)
+    return param, v.contiguous(grad)

@@ -483,3 +483,75 @@ def batch_norm_backward(grad_output: np.ndarray, x: np.ndarray,
     else:
         grad_input = grad_output * scale.reshape(shape)
     return grad_input, grad_weight, grad_bias
+
+
+# --------------------------------------------------------------------------- dropout, loss
+
+
+def dropout(x: np.ndarray, p: float, uniform: np.ndarray):
+    """Inverted dropout given one uniform draw in [0, 1) per element: ``(x * mask, mask)``, the
+    element kept (mask ``1 / (1 - p)``) where its draw is below ``1 - p``, else 0."""
+    keep = uniform < 1 - p  # kept with probability 1 - p
+    mask = keep.astype(x.dtype)
+    if p < 1:
+        mask *= 1 / (1 - p)
+    return x * mask, mask
+
+
+def _log_softmax_parts(logits):
+    """(logits - row max, exp of that, log of its row sums): never overflows."""
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return shifted, exp, np.log(exp.sum(axis=1, keepdims=True))
+
+
+def cross_entropy(logits: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Mean softmax cross-entropy of logits (N, C) against class indices (N,) (PyTorch
+    ``cross_entropy``, reduction 'mean'), as a 0-d array of logits' dtype."""
+    shifted, _, log_sum = _log_softmax_parts(logits)
+    rows = np.arange(logits.shape[0])
+    return np.asarray((log_sum[:, 0] - shifted[rows, target]).mean(), dtype=logits.dtype)
+
+
+def cross_entropy_backward(grad_output: float, logits: np.ndarray,
+                           target: np.ndarray) -> np.ndarray:
+    """Gradient of :func:`cross_entropy`: ``grad_output * (softmax(logits) - one_hot) / N``."""
+    _, exp, _ = _log_softmax_parts(logits)
+    grad = exp / exp.sum(axis=1, keepdims=True)
+    grad[np.arange(logits.shape[0]), target] -= 1
+    grad *= grad_output / logits.shape[0]
+    return grad
+
+
+# --------------------------------------------------------------------------- optimiser steps
+
+
+def adam_update(param, grad, exp_avg, exp_avg_sq, step, lr, betas, eps, weight_decay) -> None:
+    """One Adam step IN PLACE, in the operations and order of PyTorch's single-tensor Adam."""
+    beta1, beta2 = betas
+    if weight_decay:
+        grad = grad + weight_decay * param
+    exp_avg += (1 - beta1) * (grad - exp_avg)
+    exp_avg_sq *= beta2
+    exp_avg_sq += (1 - beta2) * grad * grad
+    step_size = lr / (1 - beta1**step)
+    denom = np.sqrt(exp_avg_sq) / np.sqrt(1 - beta2**step) + eps
+    param += (-step_size * exp_avg) / denom
+
+
+def sgd_update(param, grad, lr, momentum, dampening, weight_decay, nesterov, momentum_buffer):
+    """One SGD step IN PLACE (PyTorch's SGD); returns the momentum buffer (a new one, the
+    gradient, on the first step; None without momentum)."""
+    if weight_decay:
+        grad = grad + weight_decay * param
+    if momentum:
+        if momentum_buffer is None:
+            momentum_buffer = grad.copy()
+        else:
+            momentum_buffer *= momentum
+            momentum_buffer += (1 - dampening) * grad
+        grad = grad + momentum * momentum_buffer if nesterov else momentum_buffer
+    else:
+        momentum_buffer = None
+    param -= lr * grad
+    return momentum_buffer

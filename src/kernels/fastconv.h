@@ -74,6 +74,18 @@ typedef struct {
     double momentum; /* of the running statistics' update */
 } fc_batchnorm_params;
 
+/* One optimiser step's hyper-parameters (the update rules are torch.optim's, fc_kernel_list.h). */
+typedef struct {
+    double lr, beta1, beta2, eps, weight_decay;
+    fc_index step; /* 1 on the first update */
+} fc_adam_params;
+
+typedef struct {
+    double lr, momentum, dampening, weight_decay;
+    int nesterov;
+    int first; /* the momentum buffer is set to the gradient, not updated */
+} fc_sgd_params;
+
 /* ---- instruction-set selection ------------------------------------------------------------- */
 typedef enum { FC_ISA_SCALAR = 0, FC_ISA_AVX2 = 1, FC_ISA_AVX512 = 2, FC_ISA_COUNT = 3 } fc_isa;
 
