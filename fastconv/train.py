@@ -46,7 +46,7 @@ from fastconv._progress import progress_bar
 
 __all__ = ["Architecture", "convnet", "mlp", "count_parameters", "train_step", "evaluate",
            "fit", "TrainingState", "Interrupted", "stop_on_signals", "load_model",
-           "OutputPaths", "check_outputs", "blas_single_threaded", "add_arguments", "run",
+           "OutputPaths", "check_outputs", "add_arguments", "run",
            "UsageError"]
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
@@ -393,24 +393,6 @@ def _fingerprint(train, test) -> str:
     return digest.hexdigest()
 
 
-def blas_single_threaded():
-    """A context in which NumPy's BLAS (behind ``Linear``) uses one thread.
-
-    A training step alternates between fastconv's OpenMP kernels and BLAS matrix products; both
-    keep their threads spinning for a while after each call, so two pools of threads fight over
-    the cores: on 2 cores a step of the default ConvNet took 110 ms instead of 39 ms. The fully
-    connected layers are small, so one BLAS thread costs little. Without threadpoolctl (the
-    ``cli`` extra) BLAS keeps its default, with a warning.
-    """
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        print("warning: threadpoolctl is not installed, so BLAS keeps its own threads, which "
-              "slows training on few cores (pip install 'fastconv[cli]')", file=sys.stderr)
-        return contextlib.nullcontext()
-    return threadpool_limits(1, user_api="blas")
-
-
 # ---- options -------------------------------------------------------------------------------------
 
 def _number_type(parse, valid, what: str):
@@ -704,7 +686,7 @@ def run(args: argparse.Namespace) -> int:
         save_checkpoint(paths.checkpoint, model, optimizer, state, rng, meta)
 
     try:
-        with blas_single_threaded(), stop_on_signals() as stop:
+        with stop_on_signals() as stop:
             history = fit(model, optimizer, train, test, options["epochs"],
                           options["batch_size"], rng, options["lr_decay"],
                           progress=args.progress, state=state, checkpoint=checkpoint, stop=stop)
