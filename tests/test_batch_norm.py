@@ -32,6 +32,7 @@ BN_CASES = {  # name: x's shape
     "planes-lanes+1": (2, 2, 17),
     "planes-one-image": (1, 3, 4, 4),
     "pieces": (2, 2, 70, 61),  # 4270 values per plane: two pieces each
+    "pieces-of-planes": (9, 2, 33, 31),  # 1023 values per plane: pieces of 4, 4 and 1 planes
     "resnet-stage": (8, 16, 8, 8),
 }
 

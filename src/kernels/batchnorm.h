@@ -7,12 +7,12 @@
  *   fc_<dt>_batchnorm_bwd__<isa>    gx, and the weight and bias gradients
  *
  * Statistics and gradient sums are taken in double, whatever T, in an order fixed by the shape:
- * a channel's values are cut into pieces of at most FC_BN_PIECE elements inside one (image,
- * channel) plane; each piece's mean and sum of squared deviations come from two passes over it
- * while it sits in L1, and the pieces are merged in order (Chan et al.'s pairwise update). So
- * the variance is as exact as a two-pass one and x is read from memory once. The mean is the
- * pieces' sums added up, so a NaN or an Inf makes the mean and variance what PyTorch's two
- * passes make them.
+ * a channel's values are cut into pieces of at most FC_BN_PIECE elements, part of one (image,
+ * channel) plane or several whole ones; each piece's mean and sum of squared deviations come from
+ * two passes over it while it sits in L1, and the pieces are merged in order (Chan et al.'s
+ * pairwise update). So the variance is as exact as a two-pass one and x is read from memory once.
+ * The mean is the pieces' sums added up, so a NaN or an Inf makes the mean and variance what
+ * PyTorch's two passes make them.
  *
  * Loop structure: reductions are parallel over channels (each channel summed by one thread);
  * the element-wise passes over (image, channel) planes. With inner = 1 (BatchNorm1d on (N, C))
@@ -52,41 +52,56 @@ static inline double fc_bn_lanes_sum(double *acc) {
 static inline double fc_bn_invstd(double var, double eps) { return 1.0 / sqrt(var + eps); }
 #endif
 
-/* Sum and sum of squared deviations from its mean of x[0..n), n >= 1: two passes in lanes. */
-static inline void FC_LOCAL(bn_piece)(const T *x, fc_index n, double *sum, double *m2) {
-    double acc[FC_BN_LANES] = {0};
+/* acc[l] += x[i] (d = 0) or (x[i] - mu)^2 (d = 1) for the i of lane l, over x[0..n): the lanes
+ * are copied in and out, so they stay in registers. */
+static inline void FC_LOCAL(bn_run)(const T *restrict x, fc_index n, int d, double mu,
+                                    double *restrict acc) {
+    double a[FC_BN_LANES];
+    memcpy(a, acc, sizeof(a));
     fc_index i = 0;
     for (; i + FC_BN_LANES <= n; i += FC_BN_LANES)
-        for (int l = 0; l < FC_BN_LANES; l++) acc[l] += (double)x[i + l];
-    for (int l = 0; i < n; i++, l++) acc[l] += (double)x[i];
-    *sum = fc_bn_lanes_sum(acc);
-    const double mu = *sum / (double)n;
-    double sq[FC_BN_LANES] = {0};
-    for (i = 0; i + FC_BN_LANES <= n; i += FC_BN_LANES)
         for (int l = 0; l < FC_BN_LANES; l++) {
-            const double d = (double)x[i + l] - mu;
-            sq[l] += d * d;
+            const double v = (double)x[i + l] - mu;
+            a[l] += d ? v * v : v;
         }
     for (int l = 0; i < n; i++, l++) {
-        const double d = (double)x[i] - mu;
-        sq[l] += d * d;
+        const double v = (double)x[i] - mu;
+        a[l] += d ? v * v : v;
     }
+    memcpy(acc, a, sizeof(a));
+}
+
+/* Sum, and sum of squared deviations from its mean, of `rows` runs of `len` values, run r at
+ * x + r * stride (rows * len >= 1): two passes in lanes over a piece that stays in L1. */
+static inline void FC_LOCAL(bn_piece)(const T *x, fc_index rows, fc_index len, fc_index stride,
+                                      double *sum, double *m2) {
+    double acc[FC_BN_LANES] = {0}, sq[FC_BN_LANES] = {0};
+    for (fc_index r = 0; r < rows; r++) FC_LOCAL(bn_run)(x + r * stride, len, 0, 0.0, acc);
+    *sum = fc_bn_lanes_sum(acc);
+    const double mu = *sum / (double)(rows * len);
+    for (fc_index r = 0; r < rows; r++) FC_LOCAL(bn_run)(x + r * stride, len, 1, mu, sq);
     *m2 = fc_bn_lanes_sum(sq);
 }
 
 /* sum of gy and of gy * (x - mean) over x[0..n), added in lanes to acc and dot. */
-static inline void FC_LOCAL(bn_grad_piece)(const T *gy, const T *x, fc_index n, double mean,
-                                           double *acc, double *dot) {
+static inline void FC_LOCAL(bn_grad_run)(const T *restrict gy, const T *restrict x, fc_index n,
+                                         double mean, double *restrict acc, double *restrict dot) {
+    double a[FC_BN_LANES], b[FC_BN_LANES];
+    memcpy(a, acc, sizeof(a));
+    memcpy(b, dot, sizeof(b));
     fc_index i = 0;
-    for (; i + FC_BN_LANES <= n; i += FC_BN_LANES)
-        for (int l = 0; l < FC_BN_LANES; l++) {
-            acc[l] += (double)gy[i + l];
-            dot[l] += (double)gy[i + l] * ((double)x[i + l] - mean);
-        }
-    for (int l = 0; i < n; i++, l++) {
-        acc[l] += (double)gy[i];
-        dot[l] += (double)gy[i] * ((double)x[i] - mean);
+    for (; i + FC_BN_LANES <= n; i += FC_BN_LANES) FC_PRAGMA(omp simd)
+    for (int l = 0; l < FC_BN_LANES; l++) {
+        const double g = (double)gy[i + l];
+        a[l] += g;
+        b[l] += g * ((double)x[i + l] - mean);
     }
+    for (int l = 0; i < n; i++, l++) {
+        a[l] += (double)gy[i];
+        b[l] += (double)gy[i] * ((double)x[i] - mean);
+    }
+    memcpy(acc, a, sizeof(a));
+    memcpy(dot, b, sizeof(b));
 }
 
 int FC_FN(batchnorm_stats)(const fc_batchnorm_params *p, const T *x, T *mean, T *var,
@@ -127,14 +142,18 @@ int FC_FN(batchnorm_stats)(const fc_batchnorm_params *p, const T *x, T *mean, T 
         /* the mean is the plain sum's (an Inf in the channel makes it Inf, as in PyTorch,
          * where merged means would meet Inf - Inf); the merges give the deviations */
         double n_a = 0, mean_a = 0, m2_a = 0, total = 0;
-        for (fc_index n = 0; n < N; n++) {
+        /* a piece: part of one plane, or as many whole planes (images) as fit */
+        const fc_index images = FC_MAX(1, FC_BN_PIECE / HW);
+        for (fc_index n = 0; n < N; n += images) {
+            const fc_index rows = FC_MIN(images, N - n);
             const T *plane = x + (n * C + c) * HW;
             for (fc_index i = 0; i < HW; i += FC_BN_PIECE) {
                 const fc_index len = FC_MIN(FC_BN_PIECE, HW - i);
                 double sum_b, m2_b;
-                FC_LOCAL(bn_piece)(plane + i, len, &sum_b, &m2_b);
+                FC_LOCAL(bn_piece)(plane + i, rows, len, C * HW, &sum_b, &m2_b);
                 total += sum_b;
-                fc_bn_merge(&n_a, &mean_a, &m2_a, (double)len, sum_b / (double)len, m2_b);
+                const double n_b = (double)(rows * len);
+                fc_bn_merge(&n_a, &mean_a, &m2_a, n_b, sum_b / n_b, m2_b);
             }
         }
         const double mu = total / count;
@@ -219,8 +238,8 @@ int FC_FN(batchnorm_bwd)(const fc_batchnorm_params *p, const T *gy, const T *x, 
             double acc[FC_BN_LANES] = {0}, dot[FC_BN_LANES] = {0};
             const double mu = (double)mean[c];
             for (fc_index n = 0; n < N; n++)
-                FC_LOCAL(bn_grad_piece)(gy + (n * C + c) * HW, x + (n * C + c) * HW, HW, mu, acc,
-                                        dot);
+                FC_LOCAL(bn_grad_run)(gy + (n * C + c) * HW, x + (n * C + c) * HW, HW, mu, acc,
+                                      dot);
             sum_gy[c] = fc_bn_lanes_sum(acc);
             sum_dot[c] = fc_bn_lanes_sum(dot);
         }
