@@ -349,18 +349,23 @@ class ModelResult:
 
 def run(case: ModelCase, repeat: int = 7, threads: int | None = None) -> ModelResult:
     """Time every step of `case`, interleaved round by round on `threads` threads each; the
-    medians of `repeat` rounds after two warm-up rounds."""
+    medians of `repeat` rounds after a warm-up round.
+
+    Each timed step follows an untimed one of the same implementation, as in a loop of its own:
+    the libraries' thread pools spin for a while after a call, and a step timed right after
+    another library's would pay for that library's spinning threads rather than for its own
+    work."""
     n = threads or fastconv.get_num_threads()
     torch = _torch()
     if torch is not None:
         torch.set_num_threads(n)
     times = {impl: [] for impl in case.steps}
     with fastconv.num_threads(n):
-        for _ in range(2):  # page faults, thread start-up, oneDNN and onnxruntime set-up
-            for step in case.steps.values():
-                step()
+        for step in case.steps.values():  # page faults, thread start-up, oneDNN and ORT set-up
+            step()
         for _ in range(repeat):
             for impl, step in case.steps.items():
+                step()
                 times[impl].append(_time(step))
     ours = times["fastconv"]
     return ModelResult(case, {impl: statistics.median(t) for impl, t in times.items()},
@@ -476,6 +481,7 @@ def layer_times(case: ModelCase, repeat: int = 5, threads: int | None = None) ->
             stack.enter_context(contexts[impl]())
         for i in range(repeat + 1):  # the first round warms up
             for impl, step in runs.items():
+                step()  # as in run: each timed step follows one of its own
                 timers[impl].clear()
                 elapsed = _time(step)
                 if i:
