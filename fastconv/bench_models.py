@@ -105,7 +105,9 @@ def _torch_module(m):
         return tnn.Flatten(m.start_dim, m.end_dim)
     if isinstance(m, nn.Dropout):
         return tnn.Dropout(m.p)
-    simple = {nn.ReLU: tnn.ReLU, nn.Tanh: tnn.Tanh, nn.Sigmoid: tnn.Sigmoid}
+    if isinstance(m, nn.ReLU):
+        return tnn.ReLU(inplace=m.inplace)
+    simple = {nn.Tanh: tnn.Tanh, nn.Sigmoid: tnn.Sigmoid}
     if type(m) in simple:
         return simple[type(m)]()
     if isinstance(m, nn.Sequential):
@@ -422,6 +424,10 @@ def _timing_torch(tm, timer, backward: bool):
             timer[key] += time.perf_counter() - started.pop(key)
         return hook
 
+    # a hooked module's output may not be overwritten in place, so in-place ReLUs copy here
+    inplace = [m for m in tm.modules() if getattr(m, "inplace", False)]
+    for m in inplace:
+        m.inplace = False
     for name, m in tm.named_modules():
         if next(m.children(), None) is not None:
             continue
@@ -438,6 +444,8 @@ def _timing_torch(tm, timer, backward: bool):
     finally:
         for handle in handles:
             handle.remove()
+        for m in inplace:
+            m.inplace = True
 
 
 @dataclass

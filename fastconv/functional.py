@@ -390,19 +390,35 @@ def lp_pool2d_backward(grad_output: np.ndarray, x: np.ndarray, norm_type: float,
 
 # ---- element-wise --------------------------------------------------------------------------------
 
-def relu(x: np.ndarray) -> np.ndarray:
+def relu(x: np.ndarray, inplace: bool = False) -> np.ndarray:
     """max(x, 0) element-wise, any shape: x unless x < 0, as PyTorch, so NaN stays NaN and
     -0.0 stays -0.0.
+
+    With ``inplace=True`` the result overwrites x, which is returned (x must be writeable), as
+    PyTorch's ``relu(x, inplace=True)``: for a caller that owns x and no longer needs it.
 
     Examples
     --------
     >>> import numpy as np, fastconv.functional as F
     >>> F.relu(np.array([-1.0, 0.0, 2.0]))
     array([0., 0., 2.])
+    >>> x = np.array([-1.0, 3.0])
+    >>> F.relu(x, inplace=True) is x, x
+    (True, array([0., 3.]))
     """
-    x = v.float_array("relu", "x", x)
-    y = _kernels.empty(x.shape, x.dtype)
-    _kernels.relu_forward(v.contiguous(x), y, get_num_threads())
+    op = "relu"
+    checked = v.float_array(op, "x", x)
+    inplace = v.boolean(op, "inplace", inplace)
+    if inplace:
+        if not x.flags.writeable:
+            v.fail(op, "inplace=True needs a writeable x, got a read-only array")
+        if checked is x and x.flags.c_contiguous:
+            _kernels.relu_forward(x, x, get_num_threads())  # each element read, then written
+        else:  # another layout or byte order: computed aside, written back
+            x[...] = relu(checked)
+        return x
+    y = _kernels.empty(checked.shape, checked.dtype)
+    _kernels.relu_forward(v.contiguous(checked), y, get_num_threads())
     return y
 
 

@@ -50,8 +50,9 @@ class BasicBlock(nn.Module):
     of it (``downsample``), then ReLU. Input (N, in_channels, H, W) -> (N, channels, H/s, W/s).
 
     Submodules: conv1, bn1, relu1, conv2, bn2, downsample (Sequential(conv, BN) or None),
-    relu2; state_dict keys ``conv1.weight, bn1.*, conv2.weight, bn2.*, downsample.0.weight,
-    downsample.1.*``, as torchvision's ``BasicBlock`` (whose one ``relu`` has no state).
+    relu2, the ReLUs in place (the block owns the arrays they overwrite); state_dict keys
+    ``conv1.weight, bn1.*, conv2.weight, bn2.*, downsample.0.weight, downsample.1.*``, as
+    torchvision's ``BasicBlock`` (whose one ``relu`` has no state).
     """
 
     def __init__(self, in_channels: int, channels: int, stride: int = 1, dtype=np.float32):
@@ -62,7 +63,7 @@ class BasicBlock(nn.Module):
         stride = v.positive_int(op, "stride", stride)
         self.conv1 = nn.Conv2d(in_channels, channels, 3, stride, 1, bias=False, dtype=dtype)
         self.bn1 = nn.BatchNorm2d(channels, dtype=dtype)
-        self.relu1 = nn.ReLU()
+        self.relu1 = nn.ReLU(inplace=True)
         self.conv2 = nn.Conv2d(channels, channels, 3, 1, 1, bias=False, dtype=dtype)
         self.bn2 = nn.BatchNorm2d(channels, dtype=dtype)
         self.downsample = None
@@ -70,7 +71,7 @@ class BasicBlock(nn.Module):
             self.downsample = nn.Sequential(
                 nn.Conv2d(in_channels, channels, 1, stride, bias=False, dtype=dtype),
                 nn.BatchNorm2d(channels, dtype=dtype))
-        self.relu2 = nn.ReLU()
+        self.relu2 = nn.ReLU(inplace=True)
 
     def forward(self, x):
         out = self.bn2(self.conv2(self.relu1(self.bn1(self.conv1(x)))))
@@ -116,7 +117,7 @@ class ResNet(_Chain):
         self.blocks, self.widths = blocks, widths
         self.conv1 = nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False, dtype=dtype)
         self.bn1 = nn.BatchNorm2d(widths[0], dtype=dtype)
-        self.relu = nn.ReLU()
+        self.relu = nn.ReLU(inplace=True)
         width = widths[0]
         for stage, (count, out) in enumerate(zip(blocks, widths)):
             stride = 1 if stage == 0 else 2

@@ -531,12 +531,22 @@ class LPPool2d(Module):
 
 
 class ReLU(Module):
-    """max(x, 0) element-wise."""
+    """max(x, 0) element-wise. With ``inplace=True`` (as ``torch.nn.ReLU(inplace=True)``) the
+    output overwrites the input: for a network in which no other layer needs the previous
+    layer's output, saving an array and a pass over memory."""
+
+    def __init__(self, inplace: bool = False):
+        super().__init__()
+        self.inplace = v.boolean("ReLU", "inplace", inplace)
 
     def forward(self, x):
-        y = F.relu(x)
-        self._saved = x
+        y = F.relu(x, inplace=self.inplace)
+        # relu_backward gives the same gradient from y as from x: y <= 0 exactly where x <= 0
+        self._saved = y if self.inplace else x
         return y
+
+    def extra_repr(self) -> str:
+        return "inplace=True" if self.inplace else ""
 
     def backward(self, grad_output):
         return F.relu_backward(grad_output, self._saved_for_backward())

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import hashlib
 import json
 import math
@@ -49,7 +50,8 @@ __all__ = ["Architecture", "convnet", "mlp", "count_parameters", "train_step", "
            "OutputPaths", "check_outputs", "add_arguments", "run",
            "UsageError"]
 
-ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
+# each activation follows a layer whose output nothing else keeps, so ReLU may overwrite it
+ACTIVATIONS = {"relu": functools.partial(nn.ReLU, inplace=True), "tanh": nn.Tanh}
 IMAGE_SHAPE = (1, 28, 28)
 N_CLASSES = 10
 
