@@ -47,6 +47,9 @@ CASES = [
 
 IMPLS = ("fastconv", "PyTorch", "onnxruntime")
 
+# seconds between one implementation's turn and the next's (run: idle threads stop spinning)
+PAUSE = 0.03
+
 # a layer's kind, from its class name (the same in fastconv.nn and torch.nn)
 KINDS = {"Conv2d": "conv2d", "BatchNorm1d": "batch norm", "BatchNorm2d": "batch norm",
          "ReLU": "activation", "Tanh": "activation", "Sigmoid": "activation",
@@ -349,14 +352,16 @@ class ModelResult:
         return self.case.batch / self.seconds[impl]
 
 
-def run(case: ModelCase, repeat: int = 7, threads: int | None = None) -> ModelResult:
+def run(case: ModelCase, repeat: int = 7, threads: int | None = None,
+        pause: float = PAUSE) -> ModelResult:
     """Time every step of `case`, interleaved round by round on `threads` threads each; the
     medians of `repeat` rounds after a warm-up round.
 
-    Each timed step follows an untimed one of the same implementation, as in a loop of its own:
-    the libraries' thread pools spin for a while after a call, and a step timed right after
-    another library's would pay for that library's spinning threads rather than for its own
-    work."""
+    Each library's idle threads spin for a while after a call (onnxruntime's for tens of
+    milliseconds), so a step run right after another library's competes with that library's
+    threads for the cores. Each implementation's turn therefore begins with a pause of `pause`
+    seconds, then an untimed step (its own threads awake, as in a loop of its own), then the
+    timed step."""
     n = threads or fastconv.get_num_threads()
     torch = _torch()
     if torch is not None:
@@ -367,6 +372,7 @@ def run(case: ModelCase, repeat: int = 7, threads: int | None = None) -> ModelRe
             step()
         for _ in range(repeat):
             for impl, step in case.steps.items():
+                time.sleep(pause)
                 step()
                 times[impl].append(_time(step))
     ours = times["fastconv"]
@@ -489,7 +495,8 @@ def layer_times(case: ModelCase, repeat: int = 5, threads: int | None = None) ->
             stack.enter_context(contexts[impl]())
         for i in range(repeat + 1):  # the first round warms up
             for impl, step in runs.items():
-                step()  # as in run: each timed step follows one of its own
+                time.sleep(PAUSE)  # as in run: the other library's threads idle, this one's
+                step()  # awake
                 timers[impl].clear()
                 elapsed = _time(step)
                 if i:

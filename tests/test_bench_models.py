@@ -129,7 +129,7 @@ def test_to_onnx_refuses_what_it_cannot_write():
 def test_model_case_steps_and_run():
     case = bench_models.model_case("convnet", "train", 2, threads=1)
     before = case.fastconv_model.state_dict()["0.weight"].copy()
-    result = bench_models.run(case, repeat=2, threads=1)
+    result = bench_models.run(case, repeat=2, threads=1, pause=0.0)
     assert not np.array_equal(before, case.fastconv_model.state_dict()["0.weight"])  # trained
     assert set(result.seconds) == set(case.steps) and "onnxruntime" not in case.steps
     assert set(result.ratios) == set(case.steps) - {"fastconv"}
