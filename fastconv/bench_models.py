@@ -20,7 +20,7 @@ import functools
 import statistics
 import time
 import warnings
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -69,15 +69,10 @@ def _onnxruntime():
 # ---- the same network in PyTorch -----------------------------------------------------------
 
 @functools.cache
-def _torch_containers():
-    """PyTorch versions of fastconv.models' containers (built once torch is imported)."""
+def _torch_basic_block():
+    """The PyTorch class of fastconv.models.BasicBlock (made once torch is imported); its
+    submodules are added by name."""
     torch = _torch()
-
-    class Chain(torch.nn.Module):
-        def forward(self, x):
-            for layer in self.children():
-                x = layer(x)
-            return x
 
     class BasicBlock(torch.nn.Module):
         def forward(self, x):
@@ -85,7 +80,7 @@ def _torch_containers():
             out = out + (x if self.downsample is None else self.downsample(x))
             return self.relu2(out)
 
-    return Chain, BasicBlock
+    return BasicBlock
 
 
 def _torch_module(m):
@@ -114,10 +109,10 @@ def _torch_module(m):
     if type(m) in simple:
         return simple[type(m)]()
     if isinstance(m, nn.Sequential):
-        return tnn.Sequential(*(_torch_module(c) for c in m))
-    chain, block = _torch_containers()
-    if isinstance(m, (models.BasicBlock, models._Chain)):
-        out = (block if isinstance(m, models.BasicBlock) else chain)()
+        return tnn.Sequential(OrderedDict((name, _torch_module(child))
+                                          for name, child in m._own(nn.Module)))
+    if isinstance(m, models.BasicBlock):
+        out = _torch_basic_block()()
         for name, value in vars(m).items():
             if isinstance(value, nn.Module):
                 out.add_module(name, _torch_module(value))
@@ -161,7 +156,7 @@ def to_onnx(model: nn.Module, input_shape: tuple[int, ...]):
         return key
 
     def emit(m, x, prefix):
-        if isinstance(m, (nn.Sequential, models._Chain)):
+        if isinstance(m, nn.Sequential):
             for name, child in m._own(nn.Module):
                 x = emit(child, x, f"{prefix}{name}.")
             return x

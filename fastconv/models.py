@@ -21,6 +21,8 @@ Examples
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import numpy as np
 
 from . import _validation as v
@@ -28,20 +30,6 @@ from . import nn
 from .train import convnet
 
 __all__ = ["BasicBlock", "ResNet", "resnet", "convnet"]
-
-
-class _Chain(nn.Module):
-    """Submodules run in the order they were set (named, unlike Sequential's '0', '1', ...)."""
-
-    def forward(self, x):
-        for layer in self.children():
-            x = layer(x)
-        return x
-
-    def backward(self, grad_output):
-        for layer in reversed(list(self.children())):
-            grad_output = layer.backward(grad_output)
-        return grad_output
 
 
 class BasicBlock(nn.Module):
@@ -90,19 +78,18 @@ class BasicBlock(nn.Module):
                 f"stride={self.conv1.stride[0]}")
 
 
-class ResNet(_Chain):
+class ResNet(nn.Sequential):
     """A CIFAR-style ResNet (He et al. 2016, section 4.2): conv3x3 stem - BN - ReLU, one stage
     of ``blocks[i]`` BasicBlocks per entry of ``widths`` (every stage after the first halves the
     map in its first block), global average pooling, a linear classifier.
 
     Input (N, in_channels, image_size, image_size), image_size divisible by 2**(stages - 1);
-    output (N, num_classes) logits. Submodules conv1, bn1, relu, layer1, layer2, ..., avgpool,
-    flatten, fc (torchvision's names).
+    output (N, num_classes) logits. A Sequential of conv1, bn1, relu, layer1, layer2, ...,
+    avgpool, flatten, fc (torchvision's names).
     """
 
     def __init__(self, blocks=(2, 2, 2), widths=(16, 32, 64), num_classes: int = 10,
                  in_channels: int = 3, image_size: int = 32, dtype=np.float32):
-        super().__init__()
         op = "ResNet"
         blocks = tuple(v.positive_int(op, "blocks", b) for b in blocks)
         widths = tuple(v.positive_int(op, "widths", w) for w in widths)
@@ -114,25 +101,20 @@ class ResNet(_Chain):
         if final << (len(widths) - 1) != image_size:
             v.fail(op, f"image_size must be divisible by 2**{len(widths) - 1} (one halving per "
                        f"stage after the first), got {image_size}")
-        self.blocks, self.widths = blocks, widths
-        self.conv1 = nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False, dtype=dtype)
-        self.bn1 = nn.BatchNorm2d(widths[0], dtype=dtype)
-        self.relu = nn.ReLU(inplace=True)
+        layers = OrderedDict(conv1=nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False,
+                                             dtype=dtype),
+                             bn1=nn.BatchNorm2d(widths[0], dtype=dtype), relu=nn.ReLU(inplace=True))
         width = widths[0]
         for stage, (count, out) in enumerate(zip(blocks, widths)):
             stride = 1 if stage == 0 else 2
-            layer = nn.Sequential(*(BasicBlock(width if i == 0 else out, out,
-                                               stride if i == 0 else 1, dtype=dtype)
-                                    for i in range(count)))
-            setattr(self, f"layer{stage + 1}", layer)
+            layers[f"layer{stage + 1}"] = nn.Sequential(*(
+                BasicBlock(width if i == 0 else out, out, stride if i == 0 else 1, dtype=dtype)
+                for i in range(count)))
             width = out
         # global average pooling: a window over the whole final map
-        self.avgpool = nn.AvgPool2d(final)
-        self.flatten = nn.Flatten()
-        self.fc = nn.Linear(width, num_classes, dtype=dtype)
-
-    def extra_repr(self) -> str:
-        return f"blocks={self.blocks}, widths={self.widths}"
+        layers.update(avgpool=nn.AvgPool2d(final), flatten=nn.Flatten(),
+                      fc=nn.Linear(width, num_classes, dtype=dtype))
+        super().__init__(layers)
 
 
 def resnet(blocks=(2, 2, 2), widths=(16, 32, 64), num_classes: int = 10, dtype=np.float32

@@ -31,6 +31,7 @@ Examples
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from collections.abc import Mapping
 
 import numpy as np
@@ -248,23 +249,34 @@ class Module:
 
 
 class Sequential(Module):
-    """Modules applied in order; backward runs them in reverse. Submodules are named '0', '1', …
+    """Modules applied in order; backward runs them in reverse. Submodules are named '0', '1', …,
+    or, as PyTorch's, by the keys of one ``OrderedDict`` of modules.
 
     Examples
     --------
+    >>> from collections import OrderedDict
     >>> from fastconv import nn
     >>> model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
     >>> [name for name, _ in model.named_parameters()]
     ['0.weight', '0.bias', '2.weight', '2.bias']
+    >>> named = nn.Sequential(OrderedDict(fc=nn.Linear(4, 3), act=nn.ReLU()))
+    >>> [name for name, _ in named.named_parameters()]
+    ['fc.weight', 'fc.bias']
     """
 
     def __init__(self, *layers: Module):
         super().__init__()
-        for i, layer in enumerate(layers):
+        named = layers[0].items() if len(layers) == 1 and isinstance(layers[0], OrderedDict) \
+            else enumerate(layers)
+        for name, layer in named:
             if not isinstance(layer, Module):
-                v.fail("Sequential", f"layer {i} must be a fastconv.nn.Module, "
+                v.fail("Sequential", f"layer {name} must be a fastconv.nn.Module, "
                                      f"got {type(layer).__name__}", TypeError)
-            setattr(self, str(i), layer)
+            name = str(name)
+            if not name or "." in name or hasattr(self, name):
+                v.fail("Sequential", f"layer names must be non-empty, without '.', and not a "
+                                     f"Module attribute, got {name!r}")
+            setattr(self, name, layer)
 
     def __getitem__(self, i: int) -> Module:
         return list(self.children())[i]
