@@ -48,7 +48,7 @@ CASES = [
 IMPLS = ("fastconv", "PyTorch", "onnxruntime")
 
 # seconds between one implementation's turn and the next's (run: idle threads stop spinning)
-PAUSE = 0.03
+PAUSE = 0.1
 
 # a layer's kind, from its class name (the same in fastconv.nn and torch.nn)
 KINDS = {"Conv2d": "conv2d", "BatchNorm1d": "batch norm", "BatchNorm2d": "batch norm",
@@ -599,8 +599,9 @@ def format_table(results: list[ModelResult]) -> str:
     return "\n".join(lines)
 
 
-def plot(results: list[ModelResult], path: str) -> bool:
-    """Bars of fastconv's speed-up over each competitor per case; False without matplotlib."""
+def plot(results: list[ModelResult], path: str, threads: int | None = None) -> bool:
+    """Bars of fastconv's speed-up over each competitor per case, timed on `threads` threads;
+    False without matplotlib."""
     try:
         import matplotlib
 
@@ -621,7 +622,8 @@ def plot(results: list[ModelResult], path: str) -> bool:
                   [f"{r.case.network}\n{r.case.task} {r.case.batch}" for r in results],
                   fontsize=7)
     ax.set_ylabel("fastconv speed-up (x)")
-    ax.set_title(f"whole networks, {fastconv.get_num_threads()} threads")
+    n = threads or fastconv.get_num_threads()
+    ax.set_title(f"fastconv vs PyTorch and onnxruntime, whole networks, {n} thread(s)")
     ax.legend()
     fig.tight_layout()
     try:
@@ -660,6 +662,6 @@ def main(threads: int | None = None, repeat: int = 7, plot_path: str | None = No
     print("\nper call on a tiny input, 1 thread: " + ", ".join(
         f"{name} {ours:.1f} µs" + (f" (PyTorch {theirs:.1f} µs)" if theirs else "")
         for name, ours, theirs in overhead), file=out)
-    if plot_path and plot(results, plot_path):
+    if plot_path and plot(results, plot_path, n):
         print(f"chart written to {plot_path}", file=out)
     return results
