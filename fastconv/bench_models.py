@@ -458,7 +458,8 @@ class LayerTimes:
     kinds: dict[str, str]
 
 
-def layer_times(case: ModelCase, repeat: int = 5, threads: int | None = None) -> LayerTimes:
+def layer_times(case: ModelCase, repeat: int = 5, threads: int | None = None,
+                pause: float = PAUSE) -> LayerTimes:
     """Where a step's time goes, for fastconv and (hooks, roughly) PyTorch: each layer's forward
     and backward, the loss and the optimiser, medians of `repeat` instrumented steps; what
     no layer accounts for is the "rest" (Python between the layers, the residual additions)."""
@@ -490,7 +491,7 @@ def layer_times(case: ModelCase, repeat: int = 5, threads: int | None = None) ->
             stack.enter_context(contexts[impl]())
         for i in range(repeat + 1):  # the first round warms up
             for impl, step in runs.items():
-                time.sleep(PAUSE)  # as in run: the other library's threads idle, this one's
+                time.sleep(pause)  # as in run: the other library's threads idle, this one's
                 step()  # awake
                 timers[impl].clear()
                 elapsed = _time(step)
@@ -634,7 +635,8 @@ def plot(results: list[ModelResult], path: str, threads: int | None = None) -> b
 
 
 def main(threads: int | None = None, repeat: int = 7, plot_path: str | None = None,
-         dtype=np.float32, layers: bool = False, cases=None, out=None) -> list[ModelResult]:
+         dtype=np.float32, layers: bool = False, cases=None, out=None,
+         pause: float = PAUSE) -> list[ModelResult]:
     """`fastconv bench --model`: the table, each case's breakdown by kind of layer (every layer
     with `layers`), and the per-call cost of a few ops on tiny inputs."""
     import sys
@@ -651,8 +653,8 @@ def main(threads: int | None = None, repeat: int = 7, plot_path: str | None = No
     with fastconv.num_threads(n):
         for network, task, batch in cases or CASES:
             case = model_case(network, task, batch, n, dtype)
-            results.append(run(case, repeat, n))
-            breakdowns.append(layer_times(case, max(3, repeat // 2), n))
+            results.append(run(case, repeat, n, pause))
+            breakdowns.append(layer_times(case, max(3, repeat // 2), n, pause))
     print(format_table(results), file=out)
     for r, lt in zip(results, breakdowns):
         print(f"\n{r.case.network} {r.case.task} batch {r.case.batch}: where the time goes "

@@ -143,7 +143,7 @@ def test_model_case_steps_and_run():
 @pytest.mark.parametrize("task", ["train", "infer"])
 def test_layer_times_cover_every_layer(task):
     case = bench_models.model_case("convnet", task, 2, threads=1)
-    lt = bench_models.layer_times(case, repeat=1, threads=1)
+    lt = bench_models.layer_times(case, repeat=1, threads=1, pause=0.0)
     names = [name for name, _ in bench_models._leaves(case.fastconv_model)]
     assert names == [str(i) for i in range(len(case.fastconv_model))]
     directions = ("forward", "backward") if task == "train" else ("forward",)
@@ -182,7 +182,8 @@ def test_call_overhead_times_each_op():
 def test_main_prints_every_case():
     out = io.StringIO()
     results = bench_models.main(threads=1, repeat=1, cases=[("convnet", "train", 2),
-                                                            ("resnet14", "infer", 1)], out=out)
+                                                            ("resnet14", "infer", 1)], out=out,
+                                pause=0.0)
     text = out.getvalue()
     assert len(results) == 2 and "resnet14  infer" in text and "per call on a tiny input" in text
     assert text.count("where the time goes") == 2
