@@ -278,6 +278,26 @@ def model_case(network: str, task: str, batch: int, threads: int | None = None,
     return case
 
 
+def check_agreement(case: ModelCase, rtol: float = 1e-3) -> None:
+    """Raise RuntimeError unless PyTorch's and onnxruntime's networks give fastconv's outputs on
+    the case's input (within `rtol` of their largest value): a wrong copy of the weights or of a
+    layer would otherwise be timed as a competitor."""
+    x = case.inputs["x"]
+    expected = case.fastconv_model(x)
+    got = {}
+    if case.torch_model is not None:
+        with _torch().no_grad():
+            got["PyTorch"] = case.torch_model(case.inputs["tx"]).numpy()
+    if "onnxruntime" in case.steps:
+        got["onnxruntime"] = case.steps["onnxruntime"]()
+    scale = float(np.abs(expected).max())
+    for impl, y in got.items():
+        error = float(np.abs(y - expected).max())
+        if not error <= rtol * scale:
+            raise RuntimeError(f"{impl}'s {case.network} disagrees with fastconv's: largest "
+                               f"difference {error:.3g} for outputs up to {scale:.3g}")
+
+
 def _fastconv_step(model, x, labels, timer=None):
     loss_fn = nn.CrossEntropyLoss()
     optimizer = optim.Adam(model.parameters(), lr=1e-3)
@@ -653,6 +673,7 @@ def main(threads: int | None = None, repeat: int = 7, plot_path: str | None = No
     with fastconv.num_threads(n):
         for network, task, batch in cases or CASES:
             case = model_case(network, task, batch, n, dtype)
+            check_agreement(case)
             results.append(run(case, repeat, n, pause))
             breakdowns.append(layer_times(case, max(3, repeat // 2), n, pause))
     print(format_table(results), file=out)

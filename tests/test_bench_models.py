@@ -196,3 +196,17 @@ def test_command_line_runs_the_model_benchmark(monkeypatch):
     monkeypatch.setattr(bench_models, "main", lambda **kwargs: calls.append(kwargs))
     assert main(["bench", "--model", "--threads", "1", "--repeat", "2", "--layers"]) == 0
     assert calls == [dict(threads=1, repeat=2, plot_path=None, dtype=np.float32, layers=True)]
+
+
+@pytest.mark.parametrize("task", ["train", "infer"])
+def test_check_agreement_catches_a_wrong_copy(task):
+    case = bench_models.model_case("convnet", task, 2, threads=1)
+    bench_models.check_agreement(case)  # the copies agree
+    if case.torch_model is None:
+        pytest.skip("PyTorch is not installed")
+    import torch
+
+    with torch.no_grad():
+        case.torch_model[-1].bias += 1.0  # the last layer's bias, off by one
+    with pytest.raises(RuntimeError, match="PyTorch's convnet disagrees with fastconv's"):
+        bench_models.check_agreement(case)
