@@ -658,8 +658,11 @@ def main(threads: int | None = None, repeat: int = 7, plot_path: str | None = No
          dtype=np.float32, layers: bool = False, cases=None, out=None,
          pause: float = PAUSE) -> list[ModelResult]:
     """`fastconv bench --model`: the table, each case's breakdown by kind of layer (every layer
-    with `layers`), and the per-call cost of a few ops on tiny inputs."""
+    with `layers`), the per-call cost of a few ops on tiny inputs, and the machine's multiply-add
+    peak measured before each case (its load moves, and the cases are long enough to feel it)."""
     import sys
+
+    from fastconv.bench import fma_peak
 
     out = out or sys.stdout
     n = threads or fastconv.get_num_threads()
@@ -669,14 +672,17 @@ def main(threads: int | None = None, repeat: int = 7, plot_path: str | None = No
           f"{'onnxruntime ' + ort.__version__ if ort else 'no onnxruntime (not installed)'}; "
           f"{np.dtype(dtype).name}, {n} thread(s), median of {repeat} interleaved rounds",
           file=out)
-    results, breakdowns = [], []
+    results, breakdowns, peaks = [], [], []
     with fastconv.num_threads(n):
         for network, task, batch in cases or CASES:
             case = model_case(network, task, batch, n, dtype)
             check_agreement(case)
+            peaks.append(fma_peak(n, dtype))
             results.append(run(case, repeat, n, pause))
             breakdowns.append(layer_times(case, max(3, repeat // 2), n, pause))
     print(format_table(results), file=out)
+    print(f"multiply-add peak on {n} thread(s) before each case, GFLOP/s: "
+          + ", ".join(f"{p:.0f}" for p in peaks), file=out)
     for r, lt in zip(results, breakdowns):
         print(f"\n{r.case.network} {r.case.task} batch {r.case.batch}: where the time goes "
               "(medians of instrumented steps; PyTorch through hooks)", file=out)

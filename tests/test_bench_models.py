@@ -186,6 +186,7 @@ def test_main_prints_every_case():
                                 pause=0.0)
     text = out.getvalue()
     assert len(results) == 2 and "resnet14  infer" in text and "per call on a tiny input" in text
+    assert "multiply-add peak on 1 thread(s) before each case, GFLOP/s: " in text
     assert text.count("where the time goes") == 2
 
 
