@@ -211,8 +211,14 @@ class BuildExt(build_ext):
             # -fno-trapping-math: no kernel reads the floating-point exception flags, and with
             # them gcc will not compute both sides of `s == 0 ? 0 : g / sqrt(s)` to vectorise
             # it. Neither changes a result.
+            # -ffp-contract=off: the compiler may not fuse a*b + c where it pleases. A fused and
+            # an unfused evaluation round differently, and gcc fuses in a vectorised loop and in
+            # its scalar remainder differently, so a result would depend on which of the two
+            # computed it (lp_pool2d's last plane changed in its last bit with the images batched
+            # around it). The microkernels' multiply-adds are explicit FMA intrinsics and stay.
             compile_args = (["-O0", "-g"] if debug else ["-O3"]) + [
-                "-std=gnu11", "-fno-strict-aliasing", "-fno-math-errno", "-fno-trapping-math"]
+                "-std=gnu11", "-fno-strict-aliasing", "-fno-math-errno", "-fno-trapping-math",
+                "-ffp-contract=off"]
         link_args = []
         if sanitize:
             if flavour == "msvc":

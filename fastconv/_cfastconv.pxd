@@ -23,7 +23,7 @@ cdef extern from "fastconv.h" nogil:
         fc_index planes, in_h, in_w
         fc_index kernel_h, kernel_w
         fc_index stride_h, stride_w
-        fc_index pad_h, pad_w
+        fc_index pad_top, pad_bottom, pad_left, pad_right
         fc_index dilation_h, dilation_w
         fc_index out_h, out_w
         int count_include_pad
@@ -61,9 +61,9 @@ cdef extern from "fastconv.h" nogil:
     int fc_f64_conv2d_fwd(const fc_conv2d_params *p, const double *x, const double *w,
                           const double *bias, double *y, int nthreads)
     int fc_f32_conv2d_bwd_input(const fc_conv2d_params *p, const float *gy, const float *w,
-                                float *gx, int nthreads)
+                                const float *bias, float *gx, int nthreads)
     int fc_f64_conv2d_bwd_input(const fc_conv2d_params *p, const double *gy, const double *w,
-                                double *gx, int nthreads)
+                                const double *bias, double *gx, int nthreads)
     int fc_f32_conv2d_bwd_weight(const fc_conv2d_params *p, const float *gy, const float *x,
                                  float *gw, float *gb, int nthreads)
     int fc_f64_conv2d_bwd_weight(const fc_conv2d_params *p, const double *gy, const double *x,
@@ -88,6 +88,19 @@ cdef extern from "fastconv.h" nogil:
                             float *gx, int nthreads)
     int fc_f64_lppool2d_bwd(const fc_pool2d_params *p, const double *gy, const double *x,
                             double *gx, int nthreads)
+
+    int fc_f32_adaptive_avgpool2d_fwd(const fc_pool2d_params *p, const float *x, float *y,
+                                      int nthreads)
+    int fc_f64_adaptive_avgpool2d_fwd(const fc_pool2d_params *p, const double *x, double *y,
+                                      int nthreads)
+    int fc_f32_adaptive_avgpool2d_bwd(const fc_pool2d_params *p, const float *gy, float *gx,
+                                      int nthreads)
+    int fc_f64_adaptive_avgpool2d_bwd(const fc_pool2d_params *p, const double *gy, double *gx,
+                                      int nthreads)
+    int fc_f32_adaptive_maxpool2d_fwd(const fc_pool2d_params *p, const float *x, float *y,
+                                      int64_t *indices, int nthreads)
+    int fc_f64_adaptive_maxpool2d_fwd(const fc_pool2d_params *p, const double *x, double *y,
+                                      int64_t *indices, int nthreads)
 
     int fc_f32_relu_fwd(fc_index n, const float *x, float *y, int nthreads)
     int fc_f64_relu_fwd(fc_index n, const double *x, double *y, int nthreads)
@@ -211,6 +224,10 @@ cdef extern from "fc_ukernels.h" nogil:
         const char *winograd_output_name
         void (*winograd_output)(const void *const *m, fc_index n, const void *bias, void *tmp,
                                 fc_index ts)
+        const char *plane_sum_name
+        void (*plane_sum)(fc_index n, const void *x, void *sum)
+        const char *plane_argmax_name
+        fc_index (*plane_argmax)(fc_index n, const void *x, void *value)
 
     const fc_ukernel_table *fc_ukernel_table_for(int isa, int dtype)
 
@@ -241,11 +258,11 @@ cdef inline int conv2d_fwd(const fc_conv2d_params *p, const real *x, const real 
 
 
 cdef inline int conv2d_bwd_input(const fc_conv2d_params *p, const real *gy, const real *w,
-                                 real *gx, int nthreads) noexcept nogil:
+                                 const real *bias, real *gx, int nthreads) noexcept nogil:
     if real is float:
-        return fc_f32_conv2d_bwd_input(p, gy, w, gx, nthreads)
+        return fc_f32_conv2d_bwd_input(p, gy, w, bias, gx, nthreads)
     else:
-        return fc_f64_conv2d_bwd_input(p, gy, w, gx, nthreads)
+        return fc_f64_conv2d_bwd_input(p, gy, w, bias, gx, nthreads)
 
 
 cdef inline int conv2d_bwd_weight(const fc_conv2d_params *p, const real *gy, const real *x,
@@ -302,6 +319,30 @@ cdef inline int lppool2d_bwd(const fc_pool2d_params *p, const real *gy, const re
         return fc_f32_lppool2d_bwd(p, gy, x, gx, nthreads)
     else:
         return fc_f64_lppool2d_bwd(p, gy, x, gx, nthreads)
+
+
+cdef inline int adaptive_avgpool2d_fwd(const fc_pool2d_params *p, const real *x, real *y,
+                                       int nthreads) noexcept nogil:
+    if real is float:
+        return fc_f32_adaptive_avgpool2d_fwd(p, x, y, nthreads)
+    else:
+        return fc_f64_adaptive_avgpool2d_fwd(p, x, y, nthreads)
+
+
+cdef inline int adaptive_avgpool2d_bwd(const fc_pool2d_params *p, const real *gy, real *gx,
+                                       int nthreads) noexcept nogil:
+    if real is float:
+        return fc_f32_adaptive_avgpool2d_bwd(p, gy, gx, nthreads)
+    else:
+        return fc_f64_adaptive_avgpool2d_bwd(p, gy, gx, nthreads)
+
+
+cdef inline int adaptive_maxpool2d_fwd(const fc_pool2d_params *p, const real *x, real *y,
+                                       int64_t *indices, int nthreads) noexcept nogil:
+    if real is float:
+        return fc_f32_adaptive_maxpool2d_fwd(p, x, y, indices, nthreads)
+    else:
+        return fc_f64_adaptive_maxpool2d_fwd(p, x, y, indices, nthreads)
 
 
 cdef inline int relu_fwd(fc_index n, const real *x, real *y, int nthreads) noexcept nogil:

@@ -140,7 +140,7 @@ cdef fc_pool2d_params _pool_params(g) except *:
     p.in_w = g.in_w
     p.kernel_h, p.kernel_w = g.kernel
     p.stride_h, p.stride_w = g.stride
-    p.pad_h, p.pad_w = g.padding
+    p.pad_top, p.pad_bottom, p.pad_left, p.pad_right = g.padding
     p.dilation_h, p.dilation_w = g.dilation
     p.out_h = g.out_h
     p.out_w = g.out_w
@@ -295,26 +295,28 @@ def conv2d_forward(geometry, cnp.ndarray x, cnp.ndarray w, object bias, cnp.ndar
         _conv2d_forward(<double *>_ptr(y), &p, x, w, bias, nthreads)
 
 
-cdef int _conv2d_backward_input(real *gx, const fc_conv2d_params *p, gy, w,
+cdef int _conv2d_backward_input(real *gx, const fc_conv2d_params *p, gy, w, bias,
                                 int nthreads) except -1:
     cdef const real *pgy = <real *>_ptr(gy)
     cdef const real *pw = <real *>_ptr(w)
+    cdef const real *pb = <real *>_ptr(bias)
     cdef int rc
     with nogil:
-        rc = conv2d_bwd_input(p, pgy, pw, gx, nthreads)
+        rc = conv2d_bwd_input(p, pgy, pw, pb, gx, nthreads)
     return _check_conv(rc, FC_CONV_BWD_INPUT, p, FC_DTYPE_f32 if real is float else FC_DTYPE_f64)
 
 
-def conv2d_backward_input(geometry, cnp.ndarray gy, cnp.ndarray w, cnp.ndarray gx,
+def conv2d_backward_input(geometry, cnp.ndarray gy, cnp.ndarray w, object bias, cnp.ndarray gx,
                           int nthreads):
-    """gx = the gradient of conv2d with respect to its input, given gy."""
+    """gx = the gradient of conv2d with respect to its input, given gy, plus bias (one per
+    input channel, conv_transpose2d's) unless it is None."""
     if _must_hop(nthreads):
-        return _on_fresh_thread(conv2d_backward_input, geometry, gy, w, gx, nthreads)
+        return _on_fresh_thread(conv2d_backward_input, geometry, gy, w, bias, gx, nthreads)
     cdef fc_conv2d_params p = _conv_params(geometry, FC_CONV_BWD_INPUT)
     if _is_f32(gx):
-        _conv2d_backward_input(<float *>_ptr(gx), &p, gy, w, nthreads)
+        _conv2d_backward_input(<float *>_ptr(gx), &p, gy, w, bias, nthreads)
     else:
-        _conv2d_backward_input(<double *>_ptr(gx), &p, gy, w, nthreads)
+        _conv2d_backward_input(<double *>_ptr(gx), &p, gy, w, bias, nthreads)
 
 
 cdef int _conv2d_backward_weight(real *gw, const fc_conv2d_params *p, gy, x, gb,
@@ -471,6 +473,99 @@ def lppool2d_backward(geometry, cnp.ndarray gy, cnp.ndarray x, cnp.ndarray gx, i
         _lppool2d_backward(<float *>_ptr(gx), &p, gy, x, nthreads)
     else:
         _lppool2d_backward(<double *>_ptr(gx), &p, gy, x, nthreads)
+
+
+# ---- adaptive pooling --------------------------------------------------------------------------
+
+cdef fc_pool2d_params _adaptive_params(g) except *:
+    """The C geometry of a validated fastconv._validation.AdaptivePoolGeometry: the planes and
+    the sizes (what the adaptive kernels read), the rest a 1 x 1 pool's."""
+    cdef fc_pool2d_params p
+    p.planes = g.batch * g.channels
+    p.in_h = g.in_h
+    p.in_w = g.in_w
+    p.out_h = g.out_h
+    p.out_w = g.out_w
+    p.kernel_h = p.kernel_w = p.stride_h = p.stride_w = p.dilation_h = p.dilation_w = 1
+    p.pad_top = p.pad_bottom = p.pad_left = p.pad_right = 0
+    p.count_include_pad = True
+    p.divisor_override = 0
+    p.norm = 0
+    return p
+
+
+cdef int _adaptive_avgpool2d_forward(real *y, const fc_pool2d_params *p, x,
+                                     int nthreads) except -1:
+    cdef const real *px = <real *>_ptr(x)
+    cdef int rc
+    with nogil:
+        rc = adaptive_avgpool2d_fwd(p, px, y, nthreads)
+    return _check(rc)
+
+
+def adaptive_avgpool2d_forward(geometry, cnp.ndarray x, cnp.ndarray y, int nthreads):
+    """y = adaptive_avg_pool2d(x) for the AdaptivePoolGeometry `geometry`."""
+    if _must_hop(nthreads):
+        return _on_fresh_thread(adaptive_avgpool2d_forward, geometry, x, y, nthreads)
+    cdef fc_pool2d_params p = _adaptive_params(geometry)
+    if _is_f32(y):
+        _adaptive_avgpool2d_forward(<float *>_ptr(y), &p, x, nthreads)
+    else:
+        _adaptive_avgpool2d_forward(<double *>_ptr(y), &p, x, nthreads)
+
+
+cdef int _adaptive_avgpool2d_backward(real *gx, const fc_pool2d_params *p, gy,
+                                      int nthreads) except -1:
+    cdef const real *pgy = <real *>_ptr(gy)
+    cdef int rc
+    with nogil:
+        rc = adaptive_avgpool2d_bwd(p, pgy, gx, nthreads)
+    return _check(rc)
+
+
+def adaptive_avgpool2d_backward(geometry, cnp.ndarray gy, cnp.ndarray gx, int nthreads):
+    """gx = the gradient of adaptive_avg_pool2d, given gy."""
+    if _must_hop(nthreads):
+        return _on_fresh_thread(adaptive_avgpool2d_backward, geometry, gy, gx, nthreads)
+    cdef fc_pool2d_params p = _adaptive_params(geometry)
+    if _is_f32(gx):
+        _adaptive_avgpool2d_backward(<float *>_ptr(gx), &p, gy, nthreads)
+    else:
+        _adaptive_avgpool2d_backward(<double *>_ptr(gx), &p, gy, nthreads)
+
+
+cdef int _adaptive_maxpool2d_forward(real *y, const fc_pool2d_params *p, x, indices,
+                                     int nthreads) except -1:
+    cdef const real *px = <real *>_ptr(x)
+    cdef int64_t *pi = <int64_t *>_ptr(indices)
+    cdef int rc
+    with nogil:
+        rc = adaptive_maxpool2d_fwd(p, px, y, pi, nthreads)
+    return _check(rc)
+
+
+def adaptive_maxpool2d_forward(geometry, cnp.ndarray x, cnp.ndarray y, object indices,
+                               int nthreads):
+    """y (and the int64 indices unless they are None) = adaptive_max_pool2d(x)."""
+    if _must_hop(nthreads):
+        return _on_fresh_thread(adaptive_maxpool2d_forward, geometry, x, y, indices, nthreads)
+    cdef fc_pool2d_params p = _adaptive_params(geometry)
+    if _is_f32(y):
+        _adaptive_maxpool2d_forward(<float *>_ptr(y), &p, x, indices, nthreads)
+    else:
+        _adaptive_maxpool2d_forward(<double *>_ptr(y), &p, x, indices, nthreads)
+
+
+def adaptive_maxpool2d_backward(geometry, cnp.ndarray gy, cnp.ndarray indices, cnp.ndarray gx,
+                                int nthreads):
+    """Scatter gy to gx at the int64 indices (max pooling's scatter); True if every index was in
+    [-1, H*W) (False: some lay outside, and were skipped)."""
+    if _must_hop(nthreads):
+        return _on_fresh_thread(adaptive_maxpool2d_backward, geometry, gy, indices, gx, nthreads)
+    cdef fc_pool2d_params p = _adaptive_params(geometry)
+    if _is_f32(gx):
+        return bool(_maxpool2d_backward(<float *>_ptr(gx), &p, gy, indices, nthreads))
+    return bool(_maxpool2d_backward(<double *>_ptr(gx), &p, gy, indices, nthreads))
 
 
 # ---- element-wise ------------------------------------------------------------------------------
@@ -857,7 +952,8 @@ cdef class UkernelTable:
                 "scatter_add_run": _name(t.scatter_add_run_name),
                 "winograd_kernel": _name(t.winograd_kernel_name),
                 "winograd_input": _name(t.winograd_input_name),
-                "winograd_output": _name(t.winograd_output_name)}
+                "winograd_output": _name(t.winograd_output_name),
+                "plane_sum": _name(t.plane_sum_name), "plane_argmax": _name(t.plane_argmax_name)}
 
     cdef void *_data(self, cnp.ndarray a, fc_index need, str what) except NULL:
         """a's data, after checking its dtype and layout and that it holds `need` elements."""
@@ -997,6 +1093,24 @@ cdef class UkernelTable:
         self.t.winograd_input(pp, wp, th0, th1, m0, m1, cnp.PyArray_DATA(lo),
                               cnp.PyArray_DATA(hi), <void *const *>pv)
         PyMem_Free(pv)
+
+    def plane_sum(self, fc_index n, cnp.ndarray x):
+        """The sum of x[:n] (as the table's dtype)."""
+        if n < 0:
+            raise ValueError("plane_sum: n >= 0 needed")
+        cdef const void *px = self._data(x, n, "x")
+        cdef cnp.ndarray out = np.empty(1, self.dtype)
+        self.t.plane_sum(n, px, cnp.PyArray_DATA(out))
+        return out[0]
+
+    def plane_argmax(self, fc_index n, cnp.ndarray x):
+        """(index, value) of the first maximum of x[:n], or of its last NaN."""
+        if n < 1:
+            raise ValueError("plane_argmax: n >= 1 needed")
+        cdef const void *px = self._data(x, n, "x")
+        cdef cnp.ndarray value = np.empty(1, self.dtype)
+        cdef fc_index at = self.t.plane_argmax(n, px, cnp.PyArray_DATA(value))
+        return at, value[0]
 
     def winograd_output(self, cnp.ndarray m, m_offsets, fc_index n, double bias,
                         cnp.ndarray tmp, fc_index ts):

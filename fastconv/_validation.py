@@ -287,6 +287,66 @@ def cross_entropy_args(op: str, logits, target) -> tuple[np.ndarray, np.ndarray]
     return logits, target.astype(np.intp, copy=False)
 
 
+# ---- padding -------------------------------------------------------------------------------------
+
+NUMERIC_PADDING_FORMS = ("a non-negative int, a pair of them (h, w) or a 4-tuple of them "
+                         "(top, bottom, left, right)")
+PADDING_FORMS = "'same', 'valid', " + NUMERIC_PADDING_FORMS
+
+
+def padding_form(op: str, padding, strings: bool = True):
+    """The padding argument checked for type and range: 'same' or 'valid' (unless `strings` is
+    False: conv_transpose2d takes neither, as in PyTorch), an (h, w) pair (from an int or a pair)
+    or a (top, bottom, left, right) tuple. TypeError for a wrong type, ValueError for a wrong
+    string, count or value."""
+    forms = PADDING_FORMS if strings else NUMERIC_PADDING_FORMS
+    message = f"padding must be {forms} (at most 2**31 - 1), got {padding!r}"
+    if isinstance(padding, str):
+        if not strings:
+            fail(op, message, TypeError)
+        if padding not in ("same", "valid"):
+            fail(op, message)
+        return padding
+    if _is_int(padding):
+        values = (int(padding),) * 2
+    elif isinstance(padding, (tuple, list)) and all(_is_int(p) for p in padding):
+        if len(padding) not in (2, 4):
+            fail(op, message)
+        values = tuple(int(p) for p in padding)
+    else:
+        fail(op, message, TypeError)
+    if min(values) < 0 or max(values) > MAX_PARAM:
+        fail(op, message)
+    return values
+
+
+def same_pads(size: int, k: int, s: int, d: int, upper: bool) -> tuple[int, int]:
+    """SAME padding (begin, end) of one dimension: output ceil(size / s), total padding
+    max(0, (out - 1) s + d (k - 1) + 1 - size), the odd one at the end (upper) or the start."""
+    out = -(-size // s)
+    total = max(0, (out - 1) * s + d * (k - 1) + 1 - size)
+    small, big = total // 2, total - total // 2
+    return (small, big) if upper else (big, small)
+
+
+def padding4(op: str, padding, kernel, stride, dilation) -> tuple[int, int, int, int]:
+    """Any padding form as (top, bottom, left, right); 'same' is PyTorch's (stride 1, the odd
+    extra row/column at the bottom/right)."""
+    padding = padding_form(op, padding)
+    if padding == "valid":
+        return (0, 0, 0, 0)
+    if padding == "same":
+        if stride != (1, 1):
+            fail(op, f"padding='same' needs stride 1, got stride={stride}; for SAME padding at "
+                     "any stride pass padding=fastconv.functional.same_padding((H, W), "
+                     "kernel_size, stride, dilation)")
+        # at stride 1 the total, d (k - 1), does not depend on the input's size
+        return tuple(p for k, d in zip(kernel, dilation) for p in same_pads(1, k, 1, d, True))
+    if len(padding) == 2:
+        return (padding[0], padding[0], padding[1], padding[1])
+    return padding
+
+
 # ---- convolution ---------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -318,24 +378,6 @@ class ConvGeometry:
         return (self.batch, self.out_channels, self.out_h, self.out_w)
 
 
-def conv_padding(op: str, padding, kernel, stride, dilation) -> tuple[int, int, int, int]:
-    """PyTorch's padding argument as (top, bottom, left, right)."""
-    if isinstance(padding, str):
-        if padding == "valid":
-            return (0, 0, 0, 0)
-        if padding == "same":
-            if stride != (1, 1):
-                fail(op, f"padding='same' needs stride 1, got stride={stride}")
-            pads = []
-            for k, d in zip(kernel, dilation):
-                total = d * (k - 1)
-                pads += [total // 2, total - total // 2]  # the odd one goes bottom/right
-            return tuple(pads)
-        fail(op, f"padding must be 'same', 'valid', an int or a pair of ints, got {padding!r}")
-    ph, pw = pair(op, "padding", padding, 0, "a non-negative")
-    return (ph, ph, pw, pw)
-
-
 def conv_geometry(op: str, input_shape, weight_shape, stride, padding, dilation,
                   groups) -> ConvGeometry:
     n, c, h, w = input_shape
@@ -357,7 +399,7 @@ def conv_geometry(op: str, input_shape, weight_shape, stride, padding, dilation,
                  f"(shape {tuple(input_shape)})")
     if max(kh, kw) > MAX_PARAM:
         fail(op, f"kernel size {(kh, kw)} is too large")
-    pad = conv_padding(op, padding, (kh, kw), stride, dilation)
+    pad = padding4(op, padding, (kh, kw), stride, dilation)
     out_h = (h + pad[0] + pad[1] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
     out_w = (w + pad[2] + pad[3] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
     if out_h < 1 or out_w < 1:
@@ -366,6 +408,59 @@ def conv_geometry(op: str, input_shape, weight_shape, stride, padding, dilation,
                  f"{w + pad[2] + pad[3]})")
     geometry = ConvGeometry(n, c, h, w, k, groups, (kh, kw), stride, pad, dilation, out_h, out_w)
     check_elements(op, "the output", geometry.output_shape)
+    return geometry
+
+
+def conv_transpose_padding(op: str, padding) -> tuple[int, int, int, int]:
+    """conv_transpose2d's padding argument, an int or a pair (PyTorch's forms) or a (top,
+    bottom, left, right) 4-tuple (ONNX ConvTranspose's pads), as (top, bottom, left, right): the
+    rows and columns cropped off each side of the uncropped output."""
+    padding = padding_form(op, padding, strings=False)
+    return padding if len(padding) == 4 else (padding[0], padding[0], padding[1], padding[1])
+
+
+def conv_transpose_geometry(op: str, input_shape, weight_shape, stride, padding, output_padding,
+                            groups, dilation) -> ConvGeometry:
+    """A conv_transpose2d problem as the conv2d whose input gradient it is: that convolution
+    takes an input of the transposed output's shape (N, C_out, OH, OW) to one of x's shape with
+    the same weight (read as (K, C/groups, kH, kW), K = C_in), so the geometry's input_shape is
+    the transposed output's, its output_shape is x's. Its bottom and right paddings are the
+    transposed ones less output_padding (negative where output rows no window reaches); the
+    kernels read only the top and left ones and the sizes."""
+    n, c, h, w = input_shape
+    c_in, kg, kh, kw = weight_shape
+    stride = pair(op, "stride", stride, 1, "a positive")
+    pad = conv_transpose_padding(op, padding)
+    output_padding = pair(op, "output_padding", output_padding, 0, "a non-negative")
+    groups = positive_int(op, "groups", groups)
+    dilation = pair(op, "dilation", dilation, 1, "a positive")
+    if min(c_in, kg, kh, kw) < 1:
+        fail(op, "weight must have a non-empty shape (C_in, C_out/groups, kH, kW), "
+                 f"got {tuple(weight_shape)}")
+    check_non_batch_dims(op, input_shape)
+    if c_in != c:
+        fail(op, f"weight of shape {tuple(weight_shape)} expects {c_in} input channels (its "
+                 f"first dim), but the input has {c} (shape {tuple(input_shape)})")
+    if c % groups:
+        fail(op, f"input channels ({c}) must be divisible by groups ({groups})")
+    if max(kh, kw) > MAX_PARAM:
+        fail(op, f"kernel size {(kh, kw)} is too large")
+    if any(o >= s and o >= d for o, s, d in zip(output_padding, stride, dilation)):
+        fail(op, f"output_padding must be smaller than stride or dilation, got "
+                 f"output_padding={output_padding} for stride={stride} and dilation={dilation}")
+    # the uncropped output every tap reaches, plus output_padding; padding crops it
+    full = [(size - 1) * s + d * (k - 1) + o + 1
+            for size, k, s, d, o in zip((h, w), (kh, kw), stride, dilation, output_padding)]
+    out_h, out_w = full[0] - pad[0] - pad[1], full[1] - pad[2] - pad[3]
+    if out_h < 1 or out_w < 1:
+        fail(op, f"output size would be ({out_h}, {out_w}): padding (top, bottom, left, right) "
+                 f"{pad} crops away the whole uncropped output {tuple(full)} (input size "
+                 f"({h}, {w}), kernel ({kh}, {kw}), stride {stride}, dilation {dilation}, "
+                 f"output_padding {output_padding})")
+    conv_pad = (pad[0], pad[1] - output_padding[0], pad[2], pad[3] - output_padding[1])
+    geometry = ConvGeometry(n, kg * groups, out_h, out_w, c, groups, (kh, kw), stride, conv_pad,
+                            dilation, h, w)
+    check_elements(op, "the output", geometry.input_shape)
     return geometry
 
 
@@ -381,7 +476,7 @@ class PoolGeometry:
     in_w: int
     kernel: tuple[int, int]
     stride: tuple[int, int]
-    padding: tuple[int, int]
+    padding: tuple[int, int, int, int]  # top, bottom, left, right
     dilation: tuple[int, int]
     out_h: int
     out_w: int
@@ -391,35 +486,81 @@ class PoolGeometry:
         return (self.batch, self.channels, self.out_h, self.out_w)
 
 
-def pool_output_size(size: int, k: int, s: int, p: int, d: int, ceil_mode: bool) -> int:
-    """PyTorch's pooling output size, with the ceil_mode rule that drops a window starting in the
-    right padding."""
-    out = (size + 2 * p - d * (k - 1) - 1 + (s - 1 if ceil_mode else 0)) // s + 1
-    if ceil_mode and (out - 1) * s >= size + p:
+def pool_output_size(size: int, k: int, s: int, p_begin: int, p_end: int, d: int,
+                     ceil_mode: bool) -> int:
+    """PyTorch's pooling output size with each side's padding, and its ceil_mode rule that drops
+    a last window starting in the end's (bottom or right) padding."""
+    out = (size + p_begin + p_end - d * (k - 1) - 1 + (s - 1 if ceil_mode else 0)) // s + 1
+    if ceil_mode and (out - 1) * s >= size + p_begin:
         out -= 1
     return out
 
 
 def pool_geometry(op: str, input_shape, kernel_size, stride, padding, dilation,
                   ceil_mode) -> PoolGeometry:
+    """The padding forms are conv2d's. An int or a pair follows PyTorch's rule (at most half the
+    kernel); 'same' (stride 1) and 4-tuples take any padding, as ONNX's pads do, so a window
+    may lie wholly in the padding (each pooling kind defines its result there)."""
     check_non_batch_dims(op, input_shape)
     n, c, h, w = input_shape
     kernel = pair(op, "kernel_size", kernel_size, 1, "a positive")
     stride = kernel if stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0) \
         else pair(op, "stride", stride, 1, "a positive")
-    padding = pair(op, "padding", padding, 0, "a non-negative")
+    form = padding_form(op, padding)
     dilation = pair(op, "dilation", dilation, 1, "a positive")
+    if isinstance(form, tuple) and len(form) == 2 and any(2 * p > k for p, k in zip(form, kernel)):
+        fail(op, f"padding must be at most half of kernel_size, got padding={form} for "
+                 f"kernel_size={kernel} (a 4-tuple (top, bottom, left, right) takes any padding)")
+    padding = padding4(op, form, kernel, stride, dilation)
     ceil_mode = boolean(op, "ceil_mode", ceil_mode)
-    for p, k in zip(padding, kernel):
-        if 2 * p > k:
-            fail(op, f"padding must be at most half of kernel_size, got padding={padding} "
-                     f"for kernel_size={kernel}")
-    out = [pool_output_size(size, k, s, p, d, ceil_mode)
-           for size, k, s, p, d in zip((h, w), kernel, stride, padding, dilation)]
+    out = [pool_output_size(size, k, s, p0, p1, d, ceil_mode) for size, k, s, p0, p1, d
+           in zip((h, w), kernel, stride, padding[::2], padding[1::2], dilation)]
     if min(out) < 1:
         fail(op, f"output size would be {tuple(out)} for input size ({h}, {w}) with "
                  f"kernel_size={kernel}, stride={stride}, padding={padding}, dilation={dilation}")
     geometry = PoolGeometry(n, c, h, w, kernel, stride, padding, dilation, out[0], out[1])
+    check_elements(op, "the output", geometry.output_shape)
+    return geometry
+
+
+@dataclass(frozen=True)
+class AdaptivePoolGeometry:
+    """A validated adaptive pooling problem over N*C planes (each output's window is PyTorch's
+    [floor(o * in / out), ceil((o + 1) * in / out)) along each dimension); _kernels reads the C
+    geometry from its fields by name."""
+    batch: int
+    channels: int
+    in_h: int
+    in_w: int
+    out_h: int
+    out_w: int
+
+    @property
+    def output_shape(self):
+        return (self.batch, self.channels, self.out_h, self.out_w)
+
+
+def adaptive_geometry(op: str, input_shape, output_size) -> AdaptivePoolGeometry:
+    """output_size: an int or a pair of ints >= 0, None in a pair meaning the input's size."""
+    check_non_batch_dims(op, input_shape)
+    n, c, h, w = input_shape
+    message = ("output_size must be an int >= 0 or a pair of them, None in a pair keeping the "
+               f"input's size (at most 2**31 - 1), got {output_size!r}")
+    if _is_int(output_size):
+        out = (int(output_size),) * 2
+    elif isinstance(output_size, (tuple, list)) and \
+            all(v is None or _is_int(v) for v in output_size):
+        if len(output_size) != 2:
+            fail(op, message)
+        out = tuple(size if v is None else int(v) for v, size in zip(output_size, (h, w)))
+    else:
+        fail(op, message, TypeError)
+    if min(out) < 0 or max(out) > MAX_PARAM:
+        fail(op, message)
+    if max(h * out[0], w * out[1]) > MAX_ELEMENTS:  # the kernels form o * in
+        fail(op, f"input size ({h}, {w}) times output size {out} is past fastconv's limit of "
+                 "2**60 (its index arithmetic would overflow)")
+    geometry = AdaptivePoolGeometry(n, c, h, w, out[0], out[1])
     check_elements(op, "the output", geometry.output_shape)
     return geometry
 

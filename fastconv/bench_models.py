@@ -168,8 +168,8 @@ def to_onnx(model: nn.Module, input_shape: tuple[int, ...]):
                                                           f"{prefix}downsample.")
             return node("Relu", [node("Add", [out, shortcut])])
         if isinstance(m, nn.Conv2d):
-            top, bottom, left, right = v.conv_padding("to_onnx", m.padding, m.kernel_size,
-                                                      m.stride, m.dilation)
+            top, bottom, left, right = v.padding4("to_onnx", m.padding, m.kernel_size,
+                                                  m.stride, m.dilation)
             inputs = [x, weight(prefix + "weight", m.weight.data)]
             if m.bias is not None:
                 inputs.append(weight(prefix + "bias", m.bias.data))

@@ -22,10 +22,13 @@ from . import init as _init
 from ._config import get_num_threads
 
 __all__ = [
-    "conv2d", "conv2d_backward", "conv2d_input", "conv2d_weight",
+    "conv2d", "conv2d_backward", "conv2d_input", "conv2d_weight", "same_padding",
+    "conv_transpose2d", "conv_transpose2d_backward",
     "max_pool2d", "max_pool2d_backward",
     "avg_pool2d", "avg_pool2d_backward",
     "lp_pool2d", "lp_pool2d_backward",
+    "adaptive_avg_pool2d", "adaptive_avg_pool2d_backward",
+    "adaptive_max_pool2d", "adaptive_max_pool2d_backward",
     "relu", "relu_backward",
     "linear", "linear_backward",
     "tanh", "tanh_backward", "sigmoid", "sigmoid_backward",
@@ -52,8 +55,9 @@ def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, st
     weight : (K, C // groups, kH, kW), same dtype
     bias : (K,) or None
     stride, dilation : int or (int, int), default 1
-    padding : int, (int, int), 'valid' (= 0) or 'same' (stride 1 only; output size = input size,
-        the extra row/column of an odd total padding goes bottom/right). Zero padding.
+    padding : int, (int, int), (top, bottom, left, right), 'valid' (= 0) or 'same' (stride 1
+        only; output size = input size, the extra row/column of an odd total padding goes
+        bottom/right; ``same_padding`` gives SAME at any stride). Zero padding, never copied.
     groups : int, default 1. C and K must be divisible by it; groups == C is depthwise.
 
     Returns
@@ -118,8 +122,8 @@ def _conv_grad_input(g, grad_output, weight, dtype):
     v.check_elements("conv2d_input", "the input gradient", g.input_shape)
     gx = _kernels.empty(g.input_shape, dtype)
     if gx.size:
-        _kernels.conv2d_backward_input(g, v.contiguous(grad_output),
-                                       v.contiguous(weight), gx, get_num_threads())
+        _kernels.conv2d_backward_input(g, v.contiguous(grad_output), v.contiguous(weight), None,
+                                       gx, get_num_threads())
     return gx
 
 
@@ -189,6 +193,156 @@ def conv2d_backward(grad_output: np.ndarray, x: np.ndarray, weight: np.ndarray, 
     return gx, gw, gb
 
 
+def same_padding(input_size, kernel_size, stride=1, dilation=1,
+                 mode: str = "upper") -> tuple[int, int, int, int]:
+    """SAME padding at any stride and dilation, as ``(top, bottom, left, right)`` for the
+    ``padding`` argument of conv2d and the pools.
+
+    The output size is ``ceil(input / stride)``; the total padding of a dimension is
+    ``max(0, (out - 1) * stride + dilation * (kernel - 1) + 1 - input)``, TensorFlow's formula.
+    An odd total puts the extra row/column at the end (``mode="upper"``: TensorFlow, ONNX
+    SAME_UPPER, numpy-ml) or at the start (``mode="lower"``: ONNX SAME_LOWER). At stride 1 it
+    is PyTorch's ``padding='same'``.
+
+    Parameters
+    ----------
+    input_size : int or (int, int), the input's (H, W)
+    kernel_size, stride, dilation : int or (int, int)
+    mode : "upper" (default) or "lower"
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv.functional as F
+    >>> F.same_padding((7, 8), 3, stride=2)
+    (1, 1, 0, 1)
+    >>> F.same_padding(8, 2, stride=1, mode="lower")
+    (1, 0, 1, 0)
+    >>> x = np.ones((1, 1, 7, 8)); w = np.ones((1, 1, 3, 3))
+    >>> F.conv2d(x, w, stride=2, padding=F.same_padding(x.shape[2:], 3, stride=2)).shape
+    (1, 1, 4, 4)
+    """
+    op = "same_padding"
+    size = v.pair(op, "input_size", input_size, 1, "a positive")
+    kernel = v.pair(op, "kernel_size", kernel_size, 1, "a positive")
+    stride = v.pair(op, "stride", stride, 1, "a positive")
+    dilation = v.pair(op, "dilation", dilation, 1, "a positive")
+    if mode not in ("upper", "lower"):
+        v.fail(op, f"mode must be 'upper' or 'lower', got {mode!r}")
+    return tuple(p for n, k, s, d in zip(size, kernel, stride, dilation)
+                 for p in v.same_pads(n, k, s, d, upper=mode == "upper"))
+
+
+# A transposed convolution is the input gradient of the conv2d that v.conv_transpose_geometry
+# describes, so its passes run on the conv2d kernels: forward on that conv2d's input-gradient
+# pass, grad_input on its forward pass, grad_weight on its weight-gradient pass with the roles
+# of input and output swapped.
+
+def _conv_transpose_arrays(op, x, weight):
+    x = v.float_array(op, "x", x, 4, "(N, C_in, H, W)")
+    weight = v.float_array(op, "weight", weight, 4, "(C_in, C_out/groups, kH, kW)")
+    return x, weight
+
+
+def conv_transpose2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, stride=1,
+                     padding=0, output_padding=0, groups: int = 1, dilation=1) -> np.ndarray:
+    """2-D transposed convolution over an NCHW batch, as ``torch.nn.functional.conv_transpose2d``
+    (the gradient of conv2d with respect to its input; sometimes called deconvolution).
+
+    Each input pixel (h, w) spreads ``x[n, c, h, w] * weight[c, k]`` over the output window at
+    ``(h*stride - padding, w*stride - padding)``, its taps ``dilation`` apart.
+
+    Parameters
+    ----------
+    x : (N, C_in, H, W) float32 or float64
+    weight : (C_in, C_out // groups, kH, kW), same dtype (PyTorch's layout: input channels first)
+    bias : (C_out,) or None
+    stride, dilation : int or (int, int), default 1
+    padding : int, (int, int) or (top, bottom, left, right) (ONNX ConvTranspose's pads), default
+        0: rows and columns cropped off the sides of the uncropped output (seen as a
+        convolution, ``dilation*(k - 1) - padding`` of zero padding around x); no 'same'/'valid'
+        (PyTorch takes neither)
+    output_padding : int or (int, int), default 0: extra rows and columns at the bottom and
+        right, each smaller than stride or dilation (they choose among the input sizes a
+        strided conv2d maps to H, W)
+    groups : int, default 1; C_in and C_out split into groups; groups == C_in is depthwise.
+
+    Returns
+    -------
+    (N, C_out, OH, OW) array,
+    ``OH = (H - 1)*stride - pad_top - pad_bottom + dilation*(kH - 1) + output_padding + 1``.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv.functional as F
+    >>> x = np.array([[[[1.0, 2.0], [3.0, 4.0]]]]); w = np.ones((1, 1, 2, 2))
+    >>> F.conv_transpose2d(x, w, stride=2)[0, 0]
+    array([[1., 1., 2., 2.],
+           [1., 1., 2., 2.],
+           [3., 3., 4., 4.],
+           [3., 3., 4., 4.]])
+    >>> F.conv_transpose2d(np.ones((1, 8, 14, 14)), np.ones((8, 4, 3, 3)), stride=2, padding=1,
+    ...                    output_padding=1).shape
+    (1, 4, 28, 28)
+    """
+    op = "conv_transpose2d"
+    x, weight = _conv_transpose_arrays(op, x, weight)
+    if bias is not None:
+        bias = v.float_array(op, "bias", bias, 1, "(C_out,)")
+    v.same_dtype(op, x=x, weight=weight, bias=bias)
+    g = v.conv_transpose_geometry(op, x.shape, weight.shape, stride, padding, output_padding,
+                                  groups, dilation)
+    if bias is not None and bias.shape != (g.in_channels,):
+        v.fail(op, f"bias must have shape ({g.in_channels},) (weight's C_out/groups times "
+                   f"groups), got {bias.shape}")
+    y = _kernels.empty(g.input_shape, x.dtype)
+    if y.size:
+        _kernels.conv2d_backward_input(g, v.contiguous(x), v.contiguous(weight),
+                                       None if bias is None else v.contiguous(bias), y,
+                                       get_num_threads())
+    return y
+
+
+def conv_transpose2d_backward(grad_output: np.ndarray, x: np.ndarray, weight: np.ndarray,
+                              stride=1, padding=0, output_padding=0, groups: int = 1,
+                              dilation=1):
+    """Gradients of conv_transpose2d: ``(grad_input, grad_weight, grad_bias)``.
+
+    Arguments as conv_transpose2d's; grad_output has its output's shape (N, C_out, OH, OW).
+    Shapes: grad_input like x, grad_weight like weight, grad_bias (C_out,) (the sum of
+    grad_output over N, OH, OW; returned whether or not the forward pass had a bias).
+    grad_input is the conv2d of grad_output with the same weight, stride, padding, dilation
+    and groups.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv.functional as F
+    >>> x = np.ones((2, 4, 5, 5)); w = np.ones((4, 3, 3, 3))
+    >>> gy = np.ones_like(F.conv_transpose2d(x, w, stride=2, output_padding=1))
+    >>> [a.shape for a in F.conv_transpose2d_backward(gy, x, w, stride=2, output_padding=1)]
+    [(2, 4, 5, 5), (4, 3, 3, 3), (3,)]
+    """
+    op = "conv_transpose2d_backward"
+    grad_output = v.float_array(op, "grad_output", grad_output, 4, "(N, C_out, OH, OW)")
+    x, weight = _conv_transpose_arrays(op, x, weight)
+    dtype = v.same_dtype(op, x=x, weight=weight, grad_output=grad_output)
+    g = v.conv_transpose_geometry(op, x.shape, weight.shape, stride, padding, output_padding,
+                                  groups, dilation)
+    v.check_grad_output(op, grad_output, g.input_shape)
+    grad_output, x, weight = v.contiguous(grad_output), v.contiguous(x), v.contiguous(weight)
+    nthreads = get_num_threads()
+    gx = _kernels.empty(x.shape, dtype)
+    gw = _kernels.empty(weight.shape, dtype)
+    if g.batch == 0:
+        gw[...] = 0
+    else:
+        _kernels.conv2d_forward(g, grad_output, weight, None, gx, nthreads)
+        _kernels.conv2d_backward_weight(g, x, grad_output, gw, None, nthreads)
+    # pairwise sums along each plane; Inf and NaN in grad_output give Inf and NaN, no warnings
+    with np.errstate(invalid="ignore", over="ignore"):
+        gb = grad_output.reshape(g.batch, g.in_channels, g.in_h * g.in_w).sum(axis=2).sum(axis=0)
+    return gx, gw, gb
+
+
 # ---- pooling -------------------------------------------------------------------------------------
 
 def _pool_input(op, x):
@@ -211,17 +365,20 @@ def max_pool2d(x: np.ndarray, kernel_size, stride=None, padding=0, dilation=1,
     x : (N, C, H, W) float32 or float64
     kernel_size : int or (int, int)
     stride : int or (int, int), default kernel_size
-    padding : int or (int, int), default 0; implicit -inf, at most kernel_size // 2
+    padding : int or (int, int) (at most kernel_size // 2, as PyTorch), (top, bottom, left,
+        right) (any size, as ONNX's pads), 'valid' or 'same' (stride 1; fastconv's extension, as
+        conv2d's); default 0; implicit -inf
     dilation : int or (int, int), default 1
-    ceil_mode : round the output size up (a last window may start in the input or the left
-        padding, never wholly in the right padding)
+    ceil_mode : round the output size up (a last window may start in the input or the top/left
+        padding, never in the bottom/right padding)
     return_indices : also return int64 flat indices ``h * W + w`` of each maximum in its plane
 
     Returns
     -------
     (N, C, OH, OW) array, or ``(out, indices)``. Ties keep the first maximum in row-major window
-    order; NaN propagates. A dilated window lying wholly in the padding (possible with ceil_mode)
-    gives -inf with index -1 and no gradient (PyTorch crashes there).
+    order; NaN propagates. A window lying wholly in the padding (a dilated one with ceil_mode, or
+    a 4-tuple padding of at least the kernel) gives -inf with index -1 and no gradient (PyTorch
+    crashes there).
 
     Examples
     --------
@@ -265,16 +422,26 @@ def max_pool2d_backward(grad_output: np.ndarray, x: np.ndarray, kernel_size, str
     x = _pool_input(op, x)
     g = v.pool_geometry(op, x.shape, kernel_size, stride, padding, dilation, ceil_mode)
     grad_output = _pool_grad_output(op, grad_output, x, g)
+    return _scatter_to_maxima(op, g, grad_output, x, indices, "maxpool2d")
+
+
+def _scatter_to_maxima(op, g, grad_output, x, indices, kernels):
+    """A max pooling's input gradient: grad_output added at the maxima's indices, which the
+    forward kernel of `kernels` ('maxpool2d' or 'adaptive_maxpool2d', for the geometry g)
+    computes when they are None."""
     if indices is not None:
         indices = v.max_pool_indices(op, indices, g.output_shape, g.in_h * g.in_w)
     gx = _kernels.empty(x.shape, x.dtype)
-    if gx.size == 0:
+    if gx.size == 0 or grad_output.size == 0:  # an empty output passes no gradient
+        gx[...] = 0
         return gx
     if indices is None:
         indices = _kernels.empty(g.output_shape, np.int64)
-        _kernels.maxpool2d_forward(g, v.contiguous(x), _kernels.empty(g.output_shape, x.dtype),
-                                   indices, get_num_threads())
-    if not _kernels.maxpool2d_backward(g, grad_output, indices, gx, get_num_threads()):
+        getattr(_kernels, f"{kernels}_forward")(g, v.contiguous(x),
+                                                _kernels.empty(g.output_shape, x.dtype), indices,
+                                                get_num_threads())
+    if not getattr(_kernels, f"{kernels}_backward")(g, grad_output, indices, gx,
+                                                    get_num_threads()):
         v.max_pool_indices_out_of_range(op, indices, g.in_h * g.in_w)
     return gx
 
@@ -287,11 +454,13 @@ def avg_pool2d(x: np.ndarray, kernel_size, stride=None, padding=0, ceil_mode: bo
     ----------
     x : (N, C, H, W) float32 or float64
     kernel_size : int or (int, int); stride : default kernel_size
-    padding : int or (int, int), zeros, at most kernel_size // 2
+    padding : zeros; int or (int, int) (at most kernel_size // 2, as PyTorch), (top, bottom,
+        left, right) (any size, as ONNX's pads), 'valid' or 'same' (stride 1; an extension)
     ceil_mode : round the output size up
     count_include_pad : divide by the window size including padding (default) or by the number
-        of input elements in the window. A ceil_mode window that runs past the right padding is
-        divided by its size clipped to the padded input, as PyTorch does.
+        of input elements in the window. A ceil_mode window that runs past the bottom/right
+        padding is divided by its size clipped to the padded input, as PyTorch does. A window
+        wholly in the padding gives 0 either way (no division by zero) and no gradient.
     divisor_override : a non-zero int to divide by instead
 
     Examples
@@ -340,12 +509,16 @@ def avg_pool2d_backward(grad_output: np.ndarray, x: np.ndarray, kernel_size, str
 
 
 def lp_pool2d(x: np.ndarray, norm_type: float, kernel_size, stride=None,
-              ceil_mode: bool = False) -> np.ndarray:
+              ceil_mode: bool = False, *, padding=0) -> np.ndarray:
     """2-D power-average (L^p) pooling, as ``torch.nn.functional.lp_pool2d``.
 
     ``out = (sum over the window of x**p * kH*kW / window_area) ** (1/p)``: the plain p-norm of
     each full window (L2 pooling is norm_type=2); a partial ceil_mode window is scaled up by
-    kH*kW / its area, as PyTorch does. No padding. norm_type must be positive and finite.
+    kH*kW / its area, as PyTorch does. norm_type must be positive and finite.
+
+    ``padding`` (keyword only; avg_pool2d's forms) is fastconv's extension, PyTorch has none:
+    zeros, counted in a window's area as avg_pool2d's count_include_pad counts them, so a full
+    window is the p-norm of its elements and zeros and a window wholly in the padding gives 0.
 
     Examples
     --------
@@ -353,11 +526,14 @@ def lp_pool2d(x: np.ndarray, norm_type: float, kernel_size, stride=None,
     >>> x = np.full((1, 1, 2, 2), 3.0)
     >>> F.lp_pool2d(x, 2, 2)[0, 0]
     array([[6.]])
+    >>> F.lp_pool2d(x, 1, 2, 1, padding=(1, 0, 0, 0))[0, 0]
+    array([[ 6.],
+           [12.]])
     """
     op = "lp_pool2d"
     x = _pool_input(op, x)
     p = v.norm_type(op, norm_type)
-    g = v.pool_geometry(op, x.shape, kernel_size, stride, 0, 1, ceil_mode)
+    g = v.pool_geometry(op, x.shape, kernel_size, stride, padding, 1, ceil_mode)
     y = _kernels.empty(g.output_shape, x.dtype)
     if y.size:
         _kernels.lppool2d_forward(g, v.contiguous(x), y, get_num_threads(), norm=p)
@@ -365,7 +541,7 @@ def lp_pool2d(x: np.ndarray, norm_type: float, kernel_size, stride=None,
 
 
 def lp_pool2d_backward(grad_output: np.ndarray, x: np.ndarray, norm_type: float, kernel_size,
-                       stride=None, ceil_mode: bool = False) -> np.ndarray:
+                       stride=None, ceil_mode: bool = False, *, padding=0) -> np.ndarray:
     """Gradient of lp_pool2d with respect to x (shape of x); zero where a window's sum is zero.
 
     Examples
@@ -379,13 +555,128 @@ def lp_pool2d_backward(grad_output: np.ndarray, x: np.ndarray, norm_type: float,
     op = "lp_pool2d_backward"
     x = _pool_input(op, x)
     p = v.norm_type(op, norm_type)
-    g = v.pool_geometry(op, x.shape, kernel_size, stride, 0, 1, ceil_mode)
+    g = v.pool_geometry(op, x.shape, kernel_size, stride, padding, 1, ceil_mode)
     grad_output = _pool_grad_output(op, grad_output, x, g)
     gx = _kernels.empty(x.shape, x.dtype)
     if gx.size:
         _kernels.lppool2d_backward(g, grad_output, v.contiguous(x), gx, get_num_threads(),
                                    norm=p)
     return gx
+
+
+# ---- adaptive and global pooling -----------------------------------------------------------------
+
+def adaptive_avg_pool2d(x: np.ndarray, output_size) -> np.ndarray:
+    """2-D adaptive average pooling, as ``torch.nn.functional.adaptive_avg_pool2d``.
+
+    Output (oh, ow) averages the input rows ``[floor(oh*H/OH), ceil((oh+1)*H/OH))`` and the
+    columns likewise: windows of varying size that may overlap (or repeat, for an output larger
+    than the input). ``output_size=1`` is global average pooling (ONNX's GlobalAveragePool).
+
+    Parameters
+    ----------
+    x : (N, C, H, W) float32 or float64
+    output_size : int or (int, int), each >= 0; None in a pair keeps that input size
+
+    Returns
+    -------
+    (N, C, OH, OW) array.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv.functional as F
+    >>> x = np.arange(15.0).reshape(1, 1, 3, 5)
+    >>> F.adaptive_avg_pool2d(x, (1, 2))[0, 0]
+    array([[6., 8.]])
+    """
+    op = "adaptive_avg_pool2d"
+    x = _pool_input(op, x)
+    g = v.adaptive_geometry(op, x.shape, output_size)
+    y = _kernels.empty(g.output_shape, x.dtype)
+    if y.size:
+        _kernels.adaptive_avgpool2d_forward(g, v.contiguous(x), y, get_num_threads())
+    return y
+
+
+def adaptive_avg_pool2d_backward(grad_output: np.ndarray, x: np.ndarray,
+                                 output_size) -> np.ndarray:
+    """Gradient of adaptive_avg_pool2d with respect to x (shape of x): each output's gradient
+    divided by its window's height and width, spread over the window.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv.functional as F
+    >>> F.adaptive_avg_pool2d_backward(np.ones((1, 1, 1, 1)), np.zeros((1, 1, 2, 2)), 1)[0, 0]
+    array([[0.25, 0.25],
+           [0.25, 0.25]])
+    """
+    op = "adaptive_avg_pool2d_backward"
+    x = _pool_input(op, x)
+    g = v.adaptive_geometry(op, x.shape, output_size)
+    grad_output = _pool_grad_output(op, grad_output, x, g)
+    gx = _kernels.empty(x.shape, x.dtype)
+    if gx.size and grad_output.size:
+        _kernels.adaptive_avgpool2d_backward(g, grad_output, gx, get_num_threads())
+    else:
+        gx[...] = 0
+    return gx
+
+
+def adaptive_max_pool2d(x: np.ndarray, output_size, return_indices: bool = False):
+    """2-D adaptive max pooling, as ``torch.nn.functional.adaptive_max_pool2d``.
+
+    Windows as adaptive_avg_pool2d's; each is scanned in row-major order: ties keep the first
+    maximum, NaN propagates (the last NaN's index). ``output_size=1`` is global max pooling
+    (ONNX's GlobalMaxPool).
+
+    Parameters
+    ----------
+    x : (N, C, H, W) float32 or float64
+    output_size : int or (int, int), each >= 0; None in a pair keeps that input size
+    return_indices : also return int64 flat indices ``h * W + w`` of each maximum in its plane
+
+    Returns
+    -------
+    (N, C, OH, OW) array, or ``(out, indices)``.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv.functional as F
+    >>> x = np.arange(15.0).reshape(1, 1, 3, 5)
+    >>> y, idx = F.adaptive_max_pool2d(x, (1, 2), return_indices=True)
+    >>> y[0, 0], idx[0, 0]
+    (array([[12., 14.]]), array([[12, 14]]))
+    """
+    op = "adaptive_max_pool2d"
+    x = _pool_input(op, x)
+    g = v.adaptive_geometry(op, x.shape, output_size)
+    return_indices = v.boolean(op, "return_indices", return_indices)
+    y = _kernels.empty(g.output_shape, x.dtype)
+    indices = _kernels.empty(g.output_shape, np.int64) if return_indices else None
+    if y.size:
+        _kernels.adaptive_maxpool2d_forward(g, v.contiguous(x), y, indices, get_num_threads())
+    return (y, indices) if return_indices else y
+
+
+def adaptive_max_pool2d_backward(grad_output: np.ndarray, x: np.ndarray, output_size,
+                                 indices: np.ndarray | None = None) -> np.ndarray:
+    """Gradient of adaptive_max_pool2d with respect to x (shape of x): each output's gradient
+    goes to its maximum. Pass the `indices` that ``adaptive_max_pool2d(...,
+    return_indices=True)`` gave to skip recomputing them (output's shape, in [0, H*W)).
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv.functional as F
+    >>> x = np.arange(4.0).reshape(1, 1, 2, 2)
+    >>> F.adaptive_max_pool2d_backward(np.ones((1, 1, 1, 1)), x, 1)[0, 0]
+    array([[0., 0.],
+           [0., 1.]])
+    """
+    op = "adaptive_max_pool2d_backward"
+    x = _pool_input(op, x)
+    g = v.adaptive_geometry(op, x.shape, output_size)
+    grad_output = _pool_grad_output(op, grad_output, x, g)
+    return _scatter_to_maxima(op, g, grad_output, x, indices, "adaptive_maxpool2d")
 
 
 # ---- element-wise --------------------------------------------------------------------------------

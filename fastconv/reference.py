@@ -6,8 +6,8 @@ Python loop over kernel offsets ``(ki, kj)``, vectorised with NumPy over batch,
 channels and output pixels.  All arrays are NCHW; computations stay in the
 input's dtype (float32 or float64).  Arguments are assumed to be already
 normalised and valid (``stride``, ``dilation``, ``kernel_size`` are ``(h, w)``
-tuples; conv ``padding`` is ``(top, bottom, left, right)``; pool ``padding`` is
-``(h, w)``).  Semantics follow PyTorch's CPU kernels.
+tuples; ``padding`` is ``(top, bottom, left, right)``).  Semantics follow PyTorch's
+CPU kernels.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 Pair = tuple[int, int]
+Pad4 = tuple[int, int, int, int]  # (top, bottom, left, right)
 
 
 def _window(start: int, step: int, count: int) -> slice:
@@ -124,49 +125,173 @@ def conv2d_backward(
     return grad_input, grad_weight, grad_bias
 
 
+def conv_transpose_out_size(size: int, pad_lo: int, pad_hi: int, k: int, s: int, d: int,
+                            output_padding: int) -> int:
+    """Output length of a transposed convolution along one dimension (PyTorch's rule)."""
+    return (size - 1) * s - pad_lo - pad_hi + d * (k - 1) + output_padding + 1
+
+
+def _transpose_canvas(x_shape, weight_shape, stride, padding, output_padding, dilation):
+    """(OH, OW, canvas height, canvas width): the output's size and that of an uncropped plane
+    holding every tap's contribution and the whole output (its top-left at (top, left))."""
+    _, _, H, W = x_shape
+    _, _, kH, kW = weight_shape
+    top, bottom, left, right = padding
+    OH = conv_transpose_out_size(H, top, bottom, kH, stride[0], dilation[0], output_padding[0])
+    OW = conv_transpose_out_size(W, left, right, kW, stride[1], dilation[1], output_padding[1])
+    reach_h = (H - 1) * stride[0] + dilation[0] * (kH - 1) + 1
+    reach_w = (W - 1) * stride[1] + dilation[1] * (kW - 1) + 1
+    return OH, OW, max(reach_h, top + OH), max(reach_w, left + OW)
+
+
+def conv_transpose2d(
+    x: np.ndarray,
+    weight: np.ndarray,
+    bias: np.ndarray | None,
+    stride: Pair,
+    padding: tuple[int, int, int, int],
+    output_padding: Pair,
+    groups: int,
+    dilation: Pair,
+) -> np.ndarray:
+    """2-D transposed convolution (PyTorch ``conv_transpose2d``), by its scatter definition.
+
+    Every input pixel ``(h, w)`` of channel ``c`` adds ``x[n, c, h, w] * weight[c, k, i, j]`` to
+    the uncropped output at ``(h*sH + i*dH, w*sW + j*dW)``; the output is that plane cropped by
+    ``padding`` (``top`` rows off the top, ``left`` columns off the left), ``OH`` by ``OW``,
+    plus bias. Output padding only makes the output larger: its extra rows and columns at the
+    bottom and right receive no tap (bias only).
+
+    Parameters
+    ----------
+    x : (N, C, H, W) array
+    weight : (C, K // groups, kH, kW) array
+    bias : (K,) array or None
+    stride, output_padding, dilation : (h, w)
+    padding : (top, bottom, left, right)
+    groups : int
+
+    Returns
+    -------
+    out : (N, K, OH, OW) array, ``OH = (H-1)*sH - top - bottom + dH*(kH-1) + output_padding + 1``
+    """
+    N, C, H, W = x.shape
+    _, Kg, kH, kW = weight.shape
+    sH, sW = stride
+    dH, dW = dilation
+    top, _, left, _ = padding
+    assert weight.shape[0] == C and C % groups == 0
+    Cg = C // groups
+    OH, OW, canvas_h, canvas_w = _transpose_canvas(x.shape, weight.shape, stride, padding,
+                                                   output_padding, dilation)
+    canvas = np.zeros((N, Kg * groups, canvas_h, canvas_w), dtype=x.dtype)
+    for g in range(groups):
+        cs = slice(g * Cg, (g + 1) * Cg)
+        ks = slice(g * Kg, (g + 1) * Kg)
+        for ki in range(kH):
+            for kj in range(kW):
+                # canvas[n, k, h*sH + ki*dH, w*sW + kj*dW] += x[n, c, h, w] * weight[c, k, ki, kj]
+                taps = canvas[:, ks, _window(ki * dH, sH, H), _window(kj * dW, sW, W)]
+                taps += np.einsum("nchw,ck->nkhw", x[:, cs], weight[cs, :, ki, kj])
+    out = canvas[:, :, top:top + OH, left:left + OW].copy()
+    if bias is not None:
+        out += bias.reshape(1, -1, 1, 1)
+    return out
+
+
+def conv_transpose2d_backward(
+    grad_output: np.ndarray,
+    x: np.ndarray,
+    weight: np.ndarray,
+    stride: Pair,
+    padding: tuple[int, int, int, int],
+    output_padding: Pair,
+    groups: int,
+    dilation: Pair,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Gradients of :func:`conv_transpose2d`: each tap of the scatter read back.
+
+    Returns
+    -------
+    grad_input : like ``x``
+    grad_weight : like ``weight``
+    grad_bias : (K,) array, ``grad_output.sum((0, 2, 3))``
+    """
+    N, C, H, W = x.shape
+    _, Kg, kH, kW = weight.shape
+    sH, sW = stride
+    dH, dW = dilation
+    top, _, left, _ = padding
+    Cg = C // groups
+    OH, OW, canvas_h, canvas_w = _transpose_canvas(x.shape, weight.shape, stride, padding,
+                                                   output_padding, dilation)
+    grad_canvas = np.zeros((N, Kg * groups, canvas_h, canvas_w), dtype=grad_output.dtype)
+    grad_canvas[:, :, top:top + OH, left:left + OW] = grad_output
+    grad_input = np.zeros_like(x)
+    grad_weight = np.zeros_like(weight)
+    for g in range(groups):
+        cs = slice(g * Cg, (g + 1) * Cg)
+        ks = slice(g * Kg, (g + 1) * Kg)
+        for ki in range(kH):
+            for kj in range(kW):
+                taps = grad_canvas[:, ks, _window(ki * dH, sH, H), _window(kj * dW, sW, W)]
+                grad_input[:, cs] += np.einsum("nkhw,ck->nchw", taps, weight[cs, :, ki, kj])
+                grad_weight[cs, :, ki, kj] += np.einsum("nkhw,nchw->ck", taps, x[:, cs])
+    return grad_input, grad_weight, grad_output.sum(axis=(0, 2, 3))
+
+
 # --------------------------------------------------------------------------- pooling
 
 
 def pool_output_size(
-    size: int, kernel: int, stride: int, padding: int, dilation: int, ceil_mode: bool
+    size: int, kernel: int, stride: int, pad_begin: int, pad_end: int, dilation: int,
+    ceil_mode: bool,
 ) -> int:
-    """Output length of a pooling op along one dimension (PyTorch's rule).
+    """Output length of a pooling op along one dimension (PyTorch's rule, each side's pad).
 
-    ``floor((size + 2p - d(k-1) - 1 + (s-1 if ceil_mode else 0)) / s) + 1``, and in
-    ceil mode the last window is dropped if it would start in the right padding.
+    ``floor((size + pad_begin + pad_end - d(k-1) - 1 + (s-1 if ceil_mode else 0)) / s) + 1``,
+    and in ceil mode the last window is dropped if it would start in the end's padding.
     """
-    numer = size + 2 * padding - dilation * (kernel - 1) - 1 + (stride - 1 if ceil_mode else 0)
+    numer = (size + pad_begin + pad_end - dilation * (kernel - 1) - 1
+             + (stride - 1 if ceil_mode else 0))
     out = numer // stride + 1  # Python // floors, like PyTorch's div_rtn
-    if ceil_mode and (out - 1) * stride >= size + padding:
+    if ceil_mode and (out - 1) * stride >= size + pad_begin:
         out -= 1
     return out
 
 
-def _pool_sizes(x: np.ndarray, kernel_size: Pair, stride: Pair, padding: Pair,
+def _pool_sizes(x: np.ndarray, kernel_size: Pair, stride: Pair, padding: Pad4,
                 dilation: Pair, ceil_mode: bool) -> tuple[int, int]:
     _, _, H, W = x.shape
-    OH = pool_output_size(H, kernel_size[0], stride[0], padding[0], dilation[0], ceil_mode)
-    OW = pool_output_size(W, kernel_size[1], stride[1], padding[1], dilation[1], ceil_mode)
+    top, bottom, left, right = padding
+    OH = pool_output_size(H, kernel_size[0], stride[0], top, bottom, dilation[0], ceil_mode)
+    OW = pool_output_size(W, kernel_size[1], stride[1], left, right, dilation[1], ceil_mode)
     return OH, OW
 
 
-def _pad_for_pool(a: np.ndarray, kernel_size: Pair, stride: Pair, padding: Pair,
+def _pad_for_pool(a: np.ndarray, kernel_size: Pair, stride: Pair, padding: Pad4,
                   dilation: Pair, out_hw: tuple[int, int], value) -> np.ndarray:
-    """Pad the last two axes of ``a`` with ``value``: ``padding`` before, and after
-    as much as needed for every window of the ``out_hw`` output to fit."""
+    """Pad the last two axes of ``a`` with ``value``: the top/left ``padding`` before, and
+    after as much as needed for every window of the ``out_hw`` output to fit."""
     H, W = a.shape[-2:]
     pads = [(0, 0)] * (a.ndim - 2)
-    for size, k, s, p, d, o in zip((H, W), kernel_size, stride, padding, dilation, out_hw):
+    for size, k, s, p, d, o in zip((H, W), kernel_size, stride, padding[::2], dilation, out_hw):
         needed = (o - 1) * s + d * (k - 1) + 1  # extent covered by the windows
         pads.append((p, max(0, needed - size - p)))
     return np.pad(a, pads, constant_values=value)
+
+
+def _unpad(a: np.ndarray, padding: Pad4, H: int, W: int) -> np.ndarray:
+    """The input's part of a padded array (a copy)."""
+    top, _, left, _ = padding
+    return a[..., top:top + H, left:left + W].copy()
 
 
 def max_pool2d(
     x: np.ndarray,
     kernel_size: Pair,
     stride: Pair,
-    padding: Pair,
+    padding: Pad4,
     dilation: Pair,
     ceil_mode: bool,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -215,7 +340,7 @@ def max_pool2d_backward(
     x: np.ndarray,
     kernel_size: Pair,
     stride: Pair,
-    padding: Pair,
+    padding: Pad4,
     dilation: Pair,
     ceil_mode: bool,
     indices: np.ndarray | None = None,
@@ -225,9 +350,16 @@ def max_pool2d_backward(
     ``indices`` are computed with :func:`max_pool2d` if not given; entries equal to
     ``-1`` (windows wholly in the padding) are skipped.
     """
-    N, C, H, W = x.shape
     if indices is None:
         _, indices = max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode)
+    return _scatter_to_indices(grad_output, indices, x)
+
+
+def _scatter_to_indices(grad_output: np.ndarray, indices: np.ndarray,
+                        x: np.ndarray) -> np.ndarray:
+    """Max pooling's gradient: each output's gradient added at its flat index in its plane of
+    x's shape; indices of -1 (no input) skipped."""
+    N, C, H, W = x.shape
     grad_input = np.zeros((N * C, H * W), dtype=x.dtype)
     OH, OW = indices.shape[2:]
     idx = indices.reshape(N * C, OH * OW)
@@ -238,39 +370,47 @@ def max_pool2d_backward(
     return grad_input.reshape(N, C, H, W)
 
 
-def _avg_divisors(H: int, W: int, OH: int, OW: int, kernel_size: Pair, stride: Pair,
-                  padding: Pair, count_include_pad: bool,
-                  divisor_override: int | None) -> np.ndarray:
-    """(OH, OW) int64 array of the divisor used by each avg-pool output."""
+def _window_areas(H: int, W: int, OH: int, OW: int, kernel_size: Pair, stride: Pair,
+                  padding: Pad4) -> tuple[np.ndarray, np.ndarray]:
+    """(OH, OW) int64 arrays: each window's area clipped to the padded input (PyTorch's
+    ``min(h0 + k, H + pad)`` with the end's pad) and clipped to the input (0 for a window
+    wholly in the padding)."""
     kH, kW = kernel_size
     sH, sW = stride
-    pH, pW = padding
-    div = np.zeros((OH, OW), dtype=np.int64)
+    top, bottom, left, right = padding
+    padded = np.zeros((OH, OW), dtype=np.int64)
+    inside = np.zeros((OH, OW), dtype=np.int64)
     for oh in range(OH):
         for ow in range(OW):
-            h0 = oh * sH - pH
-            w0 = ow * sW - pW
-            h1 = min(h0 + kH, H + pH)
-            w1 = min(w0 + kW, W + pW)
-            pool_size = (h1 - h0) * (w1 - w0)
+            h0 = oh * sH - top
+            w0 = ow * sW - left
+            h1 = min(h0 + kH, H + bottom)
+            w1 = min(w0 + kW, W + right)
+            padded[oh, ow] = (h1 - h0) * (w1 - w0)
             h0, w0 = max(h0, 0), max(w0, 0)
             h1, w1 = min(h1, H), min(w1, W)
-            if h0 >= h1 or w0 >= w1:
-                div[oh, ow] = 0  # empty clipped window: output is 0
-            elif divisor_override is not None:
-                div[oh, ow] = divisor_override
-            elif count_include_pad:
-                div[oh, ow] = pool_size
-            else:
-                div[oh, ow] = (h1 - h0) * (w1 - w0)
-    return div
+            inside[oh, ow] = max(h1 - h0, 0) * max(w1 - w0, 0)
+    return padded, inside
+
+
+def _avg_divisors(H: int, W: int, OH: int, OW: int, kernel_size: Pair, stride: Pair,
+                  padding: Pad4, count_include_pad: bool,
+                  divisor_override: int | None) -> np.ndarray:
+    """(OH, OW) int64 array of the divisor used by each avg-pool output; 0 for a window
+    wholly in the padding (its output is 0)."""
+    padded, inside = _window_areas(H, W, OH, OW, kernel_size, stride, padding)
+    if divisor_override is not None:
+        div = np.full((OH, OW), divisor_override, dtype=np.int64)
+    else:
+        div = padded if count_include_pad else inside
+    return np.where(inside == 0, 0, div)
 
 
 def avg_pool2d(
     x: np.ndarray,
     kernel_size: Pair,
     stride: Pair,
-    padding: Pair,
+    padding: Pad4,
     ceil_mode: bool,
     count_include_pad: bool,
     divisor_override: int | None,
@@ -279,7 +419,8 @@ def avg_pool2d(
 
     The sum runs over the window clipped to the input.  The divisor is
     ``divisor_override`` if given, else the window size clipped to the padded
-    input (``count_include_pad``) or to the input itself.  Empty windows give 0.
+    input (``count_include_pad``) or to the input itself.  A window wholly in the
+    padding (possible with a 4-tuple padding of at least the kernel) gives 0.
     """
     N, C, H, W = x.shape
     kH, kW = kernel_size
@@ -302,7 +443,7 @@ def avg_pool2d_backward(
     x: np.ndarray,
     kernel_size: Pair,
     stride: Pair,
-    padding: Pair,
+    padding: Pad4,
     ceil_mode: bool,
     count_include_pad: bool,
     divisor_override: int | None,
@@ -312,7 +453,6 @@ def avg_pool2d_backward(
     N, C, H, W = x.shape
     kH, kW = kernel_size
     sH, sW = stride
-    pH, pW = padding
     OH, OW = grad_output.shape[2:]
     div = _avg_divisors(H, W, OH, OW, kernel_size, stride, padding,
                         count_include_pad, divisor_override)
@@ -322,15 +462,16 @@ def avg_pool2d_backward(
     for ki in range(kH):
         for kj in range(kW):
             grad_pad[:, :, _window(ki, sH, OH), _window(kj, sW, OW)] += g
-    return grad_pad[:, :, pH:pH + H, pW:pW + W].copy()
+    return _unpad(grad_pad, padding, H, W)
 
 
-def _lp_scale(x: np.ndarray, kernel_size: Pair, stride: Pair, OH: int, OW: int) -> np.ndarray:
-    """(OH, OW) array ``kH*kW / area`` where ``area`` is the in-bounds window size."""
+def _lp_scale(x: np.ndarray, kernel_size: Pair, stride: Pair, padding: Pad4, OH: int,
+              OW: int) -> np.ndarray:
+    """(OH, OW) array ``kH*kW / area``, ``area`` the window clipped to the padded input."""
     _, _, H, W = x.shape
     kH, kW = kernel_size
-    area = _avg_divisors(H, W, OH, OW, kernel_size, stride, (0, 0), True, None)
-    return (kH * kW / area).astype(x.dtype)
+    padded, _ = _window_areas(H, W, OH, OW, kernel_size, stride, padding)
+    return (kH * kW / padded).astype(x.dtype)
 
 
 def lp_pool2d(
@@ -339,17 +480,20 @@ def lp_pool2d(
     kernel_size: Pair,
     stride: Pair,
     ceil_mode: bool,
+    padding: Pad4 = (0, 0, 0, 0),
 ) -> np.ndarray:
     """2-D power-average pooling (PyTorch ``lp_pool2d``).
 
-    ``S = avg_pool2d(x**p, padding=0, count_include_pad=True)`` and
+    ``S = avg_pool2d(x**p, padding=padding, count_include_pad=True)`` and
     ``out = (sign(S) * relu(|S|) * kH * kW) ** (1/p)``; a partial (ceil_mode)
-    window is thereby scaled by ``kH*kW / area``.
+    window is thereby scaled by ``kH*kW / area``.  PyTorch has no padding: zero
+    padding, passed on to avg_pool2d, is fastconv's extension (a full window is then
+    the plain p-norm of its elements and zeros).
     """
     p = x.dtype.type(norm_type)
     kH, kW = kernel_size
     with np.errstate(invalid="ignore", divide="ignore"):
-        S = avg_pool2d(x ** p, kernel_size, stride, (0, 0), ceil_mode, True, None)
+        S = avg_pool2d(x ** p, kernel_size, stride, padding, ceil_mode, True, None)
         base = np.sign(S) * relu(np.abs(S)) * x.dtype.type(kH * kW)
         return base ** (x.dtype.type(1) / p)
 
@@ -361,6 +505,7 @@ def lp_pool2d_backward(
     kernel_size: Pair,
     stride: Pair,
     ceil_mode: bool,
+    padding: Pad4 = (0, 0, 0, 0),
 ) -> np.ndarray:
     """Gradient of :func:`lp_pool2d`.
 
@@ -375,18 +520,85 @@ def lp_pool2d_backward(
     p = x.dtype.type(norm_type)
     one = x.dtype.type(1)
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        S = avg_pool2d(x ** p, kernel_size, stride, (0, 0), ceil_mode, True, None)
-        out = lp_pool2d(x, norm_type, kernel_size, stride, ceil_mode)
-        scale = _lp_scale(x, kernel_size, stride, OH, OW)
+        S = avg_pool2d(x ** p, kernel_size, stride, padding, ceil_mode, True, None)
+        out = lp_pool2d(x, norm_type, kernel_size, stride, ceil_mode, padding)
+        scale = _lp_scale(x, kernel_size, stride, padding, OH, OW)
         # Per-output factor; 0 for windows whose sum is 0, and (PyTorch's sign(NaN) = 0 in its
         # chain) for a NaN sum when p == 1, where t**(1/p - 1) = t**0 stays finite.
         g = np.where((S == 0) | (np.isnan(S) & (p == one)), x.dtype.type(0),
                      grad_output * scale * out ** (one - p))
-        acc = _pad_for_pool(np.zeros_like(x), kernel_size, stride, (0, 0), (1, 1), (OH, OW), 0)
+        acc = _pad_for_pool(np.zeros_like(x), kernel_size, stride, padding, (1, 1), (OH, OW), 0)
         for ki in range(kH):
             for kj in range(kW):
                 acc[:, :, _window(ki, sH, OH), _window(kj, sW, OW)] += g
-        return acc[:, :, :H, :W] * x ** (p - one)
+        return _unpad(acc, padding, H, W) * x ** (p - one)
+
+
+# --------------------------------------------------------------------------- adaptive pooling
+
+
+def _adaptive_windows(size: int, out: int) -> list[tuple[int, int]]:
+    """PyTorch's adaptive windows along one dimension: output o pools
+    ``[floor(o * size / out), ceil((o + 1) * size / out))``."""
+    return [(o * size // out, -(-(o + 1) * size // out)) for o in range(out)]
+
+
+def adaptive_avg_pool2d(x: np.ndarray, output_size: Pair) -> np.ndarray:
+    """Adaptive average pooling (PyTorch ``adaptive_avg_pool2d``) to ``output_size`` (OH, OW):
+    each output is its window's sum divided by the window's height, then by its width."""
+    N, C, H, W = x.shape
+    OH, OW = output_size
+    out = np.zeros((N, C, OH, OW), dtype=x.dtype)
+    for oh, (h0, h1) in enumerate(_adaptive_windows(H, OH)):
+        for ow, (w0, w1) in enumerate(_adaptive_windows(W, OW)):
+            total = x[:, :, h0:h1, w0:w1].sum(axis=(2, 3))
+            out[:, :, oh, ow] = total / x.dtype.type(h1 - h0) / x.dtype.type(w1 - w0)
+    return out
+
+
+def adaptive_avg_pool2d_backward(grad_output: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Gradient of :func:`adaptive_avg_pool2d`: each output spreads ``grad / height / width``
+    over its window."""
+    N, C, H, W = x.shape
+    OH, OW = grad_output.shape[2:]
+    grad_input = np.zeros_like(x)
+    for oh, (h0, h1) in enumerate(_adaptive_windows(H, OH)):
+        for ow, (w0, w1) in enumerate(_adaptive_windows(W, OW)):
+            share = grad_output[:, :, oh, ow] / x.dtype.type(h1 - h0) / x.dtype.type(w1 - w0)
+            grad_input[:, :, h0:h1, w0:w1] += share[:, :, None, None]
+    return grad_input
+
+
+def adaptive_max_pool2d(x: np.ndarray, output_size: Pair) -> tuple[np.ndarray, np.ndarray]:
+    """Adaptive max pooling (PyTorch ``adaptive_max_pool2d``) with int64 flat indices
+    ``h * W + w``: each window is scanned in row-major order from ``-inf`` at its first
+    element, a value replacing the maximum when greater or NaN (ties keep the first maximum,
+    NaN propagates with the index of the last NaN)."""
+    N, C, H, W = x.shape
+    OH, OW = output_size
+    out = np.empty((N, C, OH, OW), dtype=x.dtype)
+    indices = np.empty((N, C, OH, OW), dtype=np.int64)
+    for oh, (h0, h1) in enumerate(_adaptive_windows(H, OH)):
+        for ow, (w0, w1) in enumerate(_adaptive_windows(W, OW)):
+            best = np.full((N, C), -np.inf, dtype=x.dtype)
+            at = np.full((N, C), h0 * W + w0, dtype=np.int64)
+            for h in range(h0, h1):
+                for w in range(w0, w1):
+                    val = x[:, :, h, w]
+                    take = (val > best) | np.isnan(val)
+                    best = np.where(take, val, best)
+                    at = np.where(take, h * W + w, at)
+            out[:, :, oh, ow], indices[:, :, oh, ow] = best, at
+    return out, indices
+
+
+def adaptive_max_pool2d_backward(grad_output: np.ndarray, x: np.ndarray,
+                                 indices: np.ndarray | None = None) -> np.ndarray:
+    """Gradient of :func:`adaptive_max_pool2d`: ``grad_output`` added at ``indices`` (computed
+    from x for grad_output's output size if not given)."""
+    if indices is None:
+        _, indices = adaptive_max_pool2d(x, grad_output.shape[2:])
+    return _scatter_to_indices(grad_output, indices, x)
 
 
 # --------------------------------------------------------------------------- relu

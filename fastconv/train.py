@@ -225,7 +225,7 @@ def fit(model, optimizer, train: tuple[np.ndarray, np.ndarray],
         test: tuple[np.ndarray, np.ndarray], epochs: int, batch_size: int,
         rng: np.random.Generator, lr_decay: float = 1.0, progress: bool = True,
         log=print, *, state: TrainingState | None = None, checkpoint=None,
-        stop: StopRequest | None = None) -> History:
+        stop: StopRequest | None = None, step=train_step) -> History:
     """Train ``model`` for ``epochs`` passes over ``train`` in shuffled mini-batches, evaluating
     on ``test`` after each; ``log`` gets one line per epoch. The optimiser's ``lr`` is multiplied
     by ``lr_decay`` after each epoch. With ``progress`` a bar (tqdm's if installed) shows the
@@ -234,6 +234,8 @@ def fit(model, optimizer, train: tuple[np.ndarray, np.ndarray],
     To resume, pass the ``state`` a checkpoint held (with the model, optimiser and generators
     restored); ``checkpoint(state)`` is called after every epoch and, when ``stop`` (from
     ``stop_on_signals``) is set, after the step in progress, before Interrupted is raised.
+    ``step`` takes each optimiser step, with ``train_step``'s signature (e.g.
+    ``fastconv.distributed.DataParallel(client).step``: the batch split across a cluster).
     """
     loss_fn = nn.CrossEntropyLoss()
     x_train, y_train = train
@@ -250,8 +252,7 @@ def fit(model, optimizer, train: tuple[np.ndarray, np.ndarray],
             bar.update(state.seen)
             while state.step < steps:
                 batch = order[state.step * batch_size:(state.step + 1) * batch_size]
-                loss, right = train_step(model, loss_fn, optimizer, x_train[batch],
-                                         y_train[batch])
+                loss, right = step(model, loss_fn, optimizer, x_train[batch], y_train[batch])
                 state.step += 1
                 state.seen += len(batch)
                 state.correct += right
@@ -477,6 +478,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the run's name (default convnet): writes PATH.npz (the model), "
                              "PATH.json, PATH.png and, until it finishes, PATH.ckpt; a trailing "
                              ".npz is dropped first")
+    cluster = parser.add_mutually_exclusive_group()
+    cluster.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                         help="train data-parallel on the dask.distributed cluster whose "
+                              "scheduler is at ADDRESS, e.g. tcp://10.0.0.1:8786 (needs "
+                              "fastconv[dask])")
+    cluster.add_argument("--workers", type=positive_int, default=None, metavar="N",
+                         help="train data-parallel on N local worker processes of one thread "
+                              "each (needs fastconv[dask])")
     parser.add_argument("--force", action="store_true",
                         help="overwrite an existing model or an unfinished run's checkpoint")
     parser.add_argument("--resume", type=Path, default=None, metavar="CKPT",
@@ -645,6 +654,13 @@ def run(args: argparse.Namespace) -> int:
     """``fastconv train``: check the options and outputs, load and check the data, train (or
     resume), report, save. UsageError for anything refused before the work starts; 130 or 143
     when SIGINT or SIGTERM stopped the run (its checkpoint saved)."""
+    distributed = None
+    if args.scheduler is not None or args.workers is not None:
+        try:
+            from fastconv import distributed
+        except ImportError as exc:
+            option = "--scheduler" if args.workers is None else "--workers"
+            raise UsageError(f"{option}: {exc}") from exc
     saved = read_checkpoint(args.resume) if args.resume is not None else None
     options = run_options(args, saved and saved["options"])
     if saved is not None and options["epochs"] < saved["position"]["epoch"]:
@@ -688,10 +704,18 @@ def run(args: argparse.Namespace) -> int:
         save_checkpoint(paths.checkpoint, model, optimizer, state, rng, meta)
 
     try:
-        with stop_on_signals() as stop:
+        with contextlib.ExitStack() as cluster, stop_on_signals() as stop:
+            step = train_step
+            if distributed is not None:
+                client = cluster.enter_context(distributed.connect(args.scheduler, args.workers))
+                threads = client.nthreads()
+                print(f"cluster: {client.scheduler.address}, {len(threads)} worker(s) of "
+                      f"{sorted(set(threads.values()))} thread(s); each batch split across them")
+                step = distributed.DataParallel(client).step
             history = fit(model, optimizer, train, test, options["epochs"],
                           options["batch_size"], rng, options["lr_decay"],
-                          progress=args.progress, state=state, checkpoint=checkpoint, stop=stop)
+                          progress=args.progress, state=state, checkpoint=checkpoint, stop=stop,
+                          step=step)
     except Interrupted as stopped:
         what = (f"checkpoint saved to {paths.checkpoint}; continue with `fastconv train "
                 f"--resume {paths.checkpoint}`" if stopped.saved else

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import fastconv
 from fastconv import _kernels
 
 DTYPES = [np.float32, np.float64]
@@ -39,16 +40,18 @@ def pair(v):
     return (v, v) if isinstance(v, int) else tuple(v)
 
 
-def conv_padding4(padding, kernel, dilation):
-    """conv2d's padding argument as the reference's (top, bottom, left, right)."""
+def padding4(padding, kernel, dilation=(1, 1)):
+    """A padding argument of conv2d or a pool as the reference's (top, bottom, left, right)."""
     if padding == "valid":
         return (0, 0, 0, 0)
     if padding == "same":
         out = []
-        for k, d in zip(kernel, dilation):
+        for k, d in zip(pair(kernel), pair(dilation)):
             total = d * (k - 1)
             out += [total // 2, total - total // 2]
         return tuple(out)
+    if len(pair(padding)) == 4:
+        return tuple(padding)
     ph, pw = pair(padding)
     return (ph, ph, pw, pw)
 
@@ -103,3 +106,16 @@ def numerical_gradient(loss, array: np.ndarray, eps: float = 1e-6) -> np.ndarray
         flat[i] = saved
         grad[i] = (up - down) / (2 * eps)
     return grad.reshape(array.shape)
+
+
+def assert_same_for_1_and_2_threads(calls) -> None:
+    """Each call (no arguments; an array or a tuple of them) gives bit-identical results on 1
+    and on 2 threads."""
+    for call in calls:
+        with fastconv.num_threads(1):
+            one = call()
+        with fastconv.num_threads(2):
+            two = call()
+        for a, b in zip(one if isinstance(one, tuple) else (one,),
+                        two if isinstance(two, tuple) else (two,)):
+            np.testing.assert_array_equal(a, b)

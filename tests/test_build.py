@@ -90,7 +90,8 @@ def test_every_file_has_the_configured_flags():
     level = "-O1" if CONFIG["sanitize"] else "-O0" if CONFIG["debug"] else "-O3"
     for name, flags in units.items():
         assert _last_optimisation_level(flags) == level, (name, flags)
-        for flag in ("-fno-math-errno", "-fno-trapping-math", "-fno-strict-aliasing"):
+        for flag in ("-fno-math-errno", "-fno-trapping-math", "-fno-strict-aliasing",
+                     "-ffp-contract=off"):
             assert flag in flags, (name, flag)
         assert ("-fopenmp" in flags) == CONFIG["openmp"], (name, flags)
 

@@ -1,7 +1,8 @@
 """conv2d forward and backward kernels against fastconv.reference, on every ISA path, with every
 algorithm that can run each pass.
 
-The case table spans the knobs (stride, padding incl. 'same', dilation, groups incl. depthwise,
+The case table spans the knobs (stride, padding in every form: int, pair, (top, bottom, left,
+right) up to past the kernel, 'same' and 'valid', dilation, groups incl. depthwise,
 kernels 1x1 to 11x11, rectangular kernels and strides, 1x1 inputs, batch 0 and 1) and the kernels'
 tile edges: output channels around the register tile (MR = 4/6/8), pixels around the vector
 width and the pixel tile (384), reduction lengths past one packed panel (64..512) and
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import DTYPES, assert_close, conv_padding4, pair, random
+from helpers import DTYPES, assert_close, padding4, pair, random
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -78,6 +79,21 @@ CONV_CASES = {
     # row, so the input transform starts and stops mid-row and a block spans 7 images
     "winograd-blocks-across-images": (9, 16, 7, 9, 16, 3, 1, 1, 1, 1, True),
     "big-batch-weight-chunks": (20, 2, 5, 5, 3, 3, 1, 1, 1, 1, True),  # > 16 batch chunks
+    # (top, bottom, left, right): no copy of the input; each pass reads the padding from the
+    # geometry (the transposed input gradient flips it: top and left become d(k-1) - pad, which
+    # is negative past the kernel)
+    "pad4-asym": (2, 3, 7, 8, 4, 3, 1, (0, 2, 1, 0), 1, 1, True),
+    "pad4-asym-strided": (2, 3, 9, 8, 5, 3, 2, (2, 0, 0, 1), 1, 1, True),
+    "pad4-beyond-kernel": (1, 2, 5, 6, 3, (2, 3), 1, (4, 1, 0, 5), 1, 1, True),
+    "pad4-dilated-rect": (2, 2, 9, 10, 3, (3, 2), (1, 2), (3, 0, 1, 2), (2, 3), 1, True),
+    "pad4-groups": (1, 6, 8, 7, 6, 3, 1, (1, 0, 0, 2), 1, 3, False),
+    "pad4-depthwise-strided": (2, 4, 9, 9, 4, 3, 2, (0, 1, 1, 0), 1, 4, True),
+    "pad4-pointwise": (1, 8, 5, 6, 9, 1, 1, (0, 1, 0, 2), 1, 1, True),
+    "pad4-winograd": (1, 16, 9, 8, 16, 3, 1, (0, 2, 2, 1), 1, 1, True),
+    "pad4-winograd-beyond": (2, 16, 6, 7, 17, 3, 1, (3, 0, 0, 4), 1, 1, True),
+    "pad4-11x11s4": (1, 3, 27, 27, 4, 11, 4, (1, 2, 2, 1), 1, 1, True),  # TF's SAME here
+    "pad4-transposed-mr": (1, 9, 6, 7, 8, 3, 1, (2, 0, 1, 3), 1, 1, True),  # C/groups >= MR
+    "valid-strided": (1, 2, 9, 8, 3, 3, 2, "valid", 1, 1, True),
 }
 
 
@@ -88,7 +104,7 @@ def _make(case, dtype, rng, layout="C"):
     weight = random(rng, (k, c // groups, kh, kw), dtype, layout)
     bias = random(rng, (k,), dtype) if has_bias else None
     kwargs = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
-    ref_args = (pair(stride), conv_padding4(padding, (kh, kw), pair(dilation)), pair(dilation),
+    ref_args = (pair(stride), padding4(padding, (kh, kw), pair(dilation)), pair(dilation),
                 groups)
     return x, weight, bias, kwargs, ref_args
 
@@ -255,14 +271,22 @@ def conv_configs(draw):
     kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
     dh, dw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
     sh, sw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
-    same = draw(st.booleans()) and sh == sw == 1
-    ph, pw = draw(st.integers(0, 3)), draw(st.integers(0, 3))
+    form = draw(st.sampled_from(["pair", "4-tuple", "same"]))
+    pads = tuple(draw(st.integers(0, 3)) for _ in range(4))
+    if form == "pair":
+        pads = (pads[0], pads[0], pads[2], pads[2])
+        padding = pads[::2]
+    elif form == "same" and sh == sw == 1:
+        padding = "same"
+        pads = padding4("same", (kh, kw), (dh, dw))
+    else:
+        padding = pads
     # input at least as large as the dilated kernel minus the padding
-    h = draw(st.integers(max(1, dh * (kh - 1) + 1 - 2 * ph), 12))
-    w = draw(st.integers(max(1, dw * (kw - 1) + 1 - 2 * pw), 12))
+    h = draw(st.integers(max(1, dh * (kh - 1) + 1 - pads[0] - pads[1]), 12))
+    w = draw(st.integers(max(1, dw * (kw - 1) + 1 - pads[2] - pads[3]), 12))
     n = draw(st.integers(0, 2))
-    return (n, cg * groups, h, w, kg * groups, (kh, kw), (sh, sw),
-            "same" if same else (ph, pw), (dh, dw), groups, draw(st.booleans()))
+    return (n, cg * groups, h, w, kg * groups, (kh, kw), (sh, sw), padding, (dh, dw), groups,
+            draw(st.booleans()))
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])

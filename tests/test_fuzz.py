@@ -54,6 +54,22 @@ def as_pair(value, minimum):
     return values if minimum <= min(values) and max(values) <= LIMIT else None
 
 
+def as_pad4(value, kernel, stride, dilation):
+    """(top, bottom, left, right) from 'valid', 'same' (stride 1), an int, a pair or a 4-tuple
+    of ints in [0, 2**31 - 1]; None if invalid."""
+    if isinstance(value, str):
+        if value == "valid":
+            return (0, 0, 0, 0)
+        if value != "same" or stride != (1, 1):
+            return None
+        th, tw = dilation[0] * (kernel[0] - 1), dilation[1] * (kernel[1] - 1)
+        return (th // 2, th - th // 2, tw // 2, tw - tw // 2)
+    if isinstance(value, (tuple, list)) and len(value) == 4 and all(is_int(v) for v in value):
+        return tuple(int(v) for v in value) if min(value) >= 0 and max(value) <= LIMIT else None
+    p = as_pair(value, 0)
+    return None if p is None else (p[0], p[0], p[1], p[1])
+
+
 def is_float_array(a, ndim=None) -> bool:
     return (isinstance(a, np.ndarray) and a.dtype in (np.float32, np.float64)
             and (ndim is None or a.ndim == ndim))
@@ -72,18 +88,9 @@ def conv_oracle(x_shape, w_shape, stride, padding, dilation, groups):
         return None
     if min(k, cg, kh, kw, c, h, w) < 1 or c % groups or k % groups or cg * groups != c:
         return None  # only the batch may be empty
-    if padding == "valid":
-        pad = (0, 0, 0, 0)
-    elif padding == "same":
-        if stride != (1, 1):
-            return None
-        th, tw = dilation[0] * (kh - 1), dilation[1] * (kw - 1)
-        pad = (th // 2, th - th // 2, tw // 2, tw - tw // 2)
-    else:
-        p = as_pair(padding, 0)
-        if p is None:
-            return None
-        pad = (p[0], p[0], p[1], p[1])
+    pad = as_pad4(padding, (kh, kw), stride, dilation)
+    if pad is None:
+        return None
     oh = (h + pad[0] + pad[1] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
     ow = (w + pad[2] + pad[3] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
     if oh < 1 or ow < 1 or n * k * oh * ow > 2**60:
@@ -97,22 +104,24 @@ def pool_oracle(x_shape, kernel_size, stride, padding, dilation, ceil_mode):
     kernel = as_pair(kernel_size, 1)
     default = stride is None or (isinstance(stride, tuple) and stride == ())
     stride = kernel if default else as_pair(stride, 1)
-    padding, dilation = as_pair(padding, 0), as_pair(dilation, 1)
-    if None in (kernel, stride, padding, dilation) or not isinstance(ceil_mode, bool):
+    dilation = as_pair(dilation, 1)
+    if None in (kernel, stride, dilation) or not isinstance(ceil_mode, bool):
         return None
-    if min(c, h, w) < 1:  # only the batch may be empty
+    pads = as_pad4(padding, kernel, stride, dilation)
+    if pads is None or min(c, h, w) < 1:  # only the batch may be empty
         return None
-    if any(2 * p > k for p, k in zip(padding, kernel)):
+    # PyTorch's forms (an int, a pair) at most half the kernel; 4-tuples and 'same' any size
+    if as_pair(padding, 0) is not None and any(2 * p > k for p, k in zip(pads[::2], kernel)):
         return None
     out = []
-    for size, k, s, p, d in zip((h, w), kernel, stride, padding, dilation):
-        o = (size + 2 * p - d * (k - 1) - 1 + (s - 1 if ceil_mode else 0)) // s + 1
-        if ceil_mode and (o - 1) * s >= size + p:
+    for size, k, s, p0, p1, d in zip((h, w), kernel, stride, pads[::2], pads[1::2], dilation):
+        o = (size + p0 + p1 - d * (k - 1) - 1 + (s - 1 if ceil_mode else 0)) // s + 1
+        if ceil_mode and (o - 1) * s >= size + p0:
             o -= 1
         out.append(o)
     if min(out) < 1 or n * c * out[0] * out[1] > 2**60:
         return None
-    return (n, c, *out), (kernel, stride, padding, dilation)
+    return (n, c, *out), (kernel, stride, pads, dilation)
 
 
 def small(*params) -> bool:
@@ -126,6 +135,17 @@ def small(*params) -> bool:
 # ---- drawing arguments -------------------------------------------------------------------------
 
 BAD_SCALARS = [0, -1, True, 2.0, None, "2", (1, 1, 1), (1,), 2**31, np.float64(1.0)]
+
+
+def pad_param(data):
+    """A padding: an int, a pair, a 4-tuple (up to one past the largest kernel drawn), 'same',
+    'valid', or a bad one."""
+    small_int = st.integers(0, 4)
+    return data.draw(st.one_of(
+        small_int, st.tuples(small_int, small_int), st.tuples(*[small_int] * 4),
+        st.sampled_from(["same", "valid", "same", "full", -1, (0, -1), (1, 2, 3), (0, 0, -1, 0),
+                         (1, 1, 1, 1, 1), (0, 0, 1.0, 0), 1.0, None, 2**31, LIMIT])),
+        label="padding")
 
 
 def int_param(data, minimum, name, huge=True):
@@ -211,10 +231,7 @@ def _conv_draw(data, rng):
         cg = data.draw(st.integers(0, 3), label="C/groups")
     kh = data.draw(st.one_of(st.integers(1, 3), st.integers(0, 3)), label="kH")
     kw = data.draw(st.one_of(st.integers(1, 3), st.integers(0, 3)), label="kW")
-    padding = data.draw(st.one_of(
-        st.integers(0, 3), st.tuples(st.integers(0, 3), st.integers(0, 3)),
-        st.sampled_from(["same", "valid", "same", "full", -1, (0, -1), 1.0, None, 2**31, LIMIT])),
-        label="padding")
+    padding = pad_param(data)
     kwargs = dict(stride=int_param(data, 1, "stride"), padding=padding,
                   dilation=int_param(data, 1, "dilation"), groups=groups)
     return dtype, x_shape, (k, cg, kh, kw), kwargs
@@ -300,6 +317,90 @@ def test_fuzz_conv(op, data, seed):
                 geometry, kwargs["groups"])
 
 
+# ---- conv_transpose2d, conv_transpose2d_backward -------------------------------------------------
+
+def conv_transpose_oracle(x_shape, w_shape, stride, padding, output_padding, groups, dilation):
+    """PyTorch's conv_transpose2d rules, 4-tuple paddings (ONNX's pads) too: the output
+    (N, C_out, OH, OW) and the reference's (stride, pad4, output_padding, groups, dilation), or
+    None."""
+    n, c, h, w = x_shape
+    c_in, kg, kh, kw = w_shape
+    stride, dilation = as_pair(stride, 1), as_pair(dilation, 1)
+    output_padding = as_pair(output_padding, 0)
+    # an int, a pair or a 4-tuple, no 'same' or 'valid' (PyTorch takes no string)
+    pad = None if isinstance(padding, str) else as_pad4(padding, None, None, None)
+    if None in (stride, dilation, pad, output_padding) or not is_int(groups) \
+            or not 1 <= groups <= LIMIT:
+        return None
+    if min(c_in, kg, kh, kw, c, h, w) < 1 or c_in != c or c % groups:
+        return None
+    if any(o >= s and o >= d for o, s, d in zip(output_padding, stride, dilation)):
+        return None
+    oh = (h - 1) * stride[0] - pad[0] - pad[1] + dilation[0] * (kh - 1) + output_padding[0] + 1
+    ow = (w - 1) * stride[1] - pad[2] - pad[3] + dilation[1] * (kw - 1) + output_padding[1] + 1
+    if oh < 1 or ow < 1 or n * kg * groups * oh * ow > 2**60:
+        return None
+    return (n, kg * groups, oh, ow), (stride, pad, output_padding, int(groups), dilation)
+
+
+@pytest.mark.parametrize("op", ["conv_transpose2d", "conv_transpose2d_backward"])
+@given(data=st.data(), seed=st.integers(0, 2**32 - 1))
+def test_fuzz_conv_transpose(op, data, seed):
+    rng = np.random.default_rng(seed)
+    dtype = data.draw(st.sampled_from([np.float32, np.float64]), label="dtype")
+    x_shape = draw_shape(data, "x")
+    groups = data.draw(st.one_of(st.sampled_from([1, 1, 2, 3]), st.sampled_from(BAD_SCALARS)),
+                       label="groups")
+    g = groups if is_int(groups) and 1 <= groups <= 3 else 1
+    c_in = x_shape[1] if data.draw(st.integers(0, 9), label="channel mismatch") \
+        else data.draw(st.integers(0, 4), label="C_in")
+    w_shape = (c_in, data.draw(st.integers(0, 3), label="C_out/groups"),
+               data.draw(st.integers(0, 3), label="kH"), data.draw(st.integers(0, 3), label="kW"))
+    kwargs = dict(stride=int_param(data, 1, "stride"), padding=pad_param(data),
+                  output_padding=int_param(data, 0, "output_padding", huge=False),
+                  groups=groups, dilation=int_param(data, 1, "dilation"))
+    judged = conv_transpose_oracle(x_shape, w_shape, **kwargs)
+    out_shape, geometry = judged if judged else (None, None)
+    assume(modest(out_shape))
+    assume(judged is None or small(*geometry))
+    x = make_array(data, rng, x_shape, dtype, "x")
+    weight = make_array(data, rng, w_shape, dtype, "weight")
+    kwargs.update(x=x, weight=weight)
+    names = ["x", "weight"]
+    if op == "conv_transpose2d":
+        c_out = w_shape[1] * g
+        bias_kind = data.draw(st.sampled_from(["none", "ok", "ok", "long"]), label="bias")
+        bias = None if bias_kind == "none" else make_array(
+            data, rng, (c_out + (bias_kind == "long"),), dtype, "bias")
+        kwargs["bias"] = bias
+        valid = judged is not None and arrays_ok(kwargs, names, 4) and (
+            bias is None or (is_float_array(bias, 1) and bias.shape == (c_out,)
+                             and same_dtype(x, bias)))
+    else:
+        kwargs["grad_output"] = gy = grad_for(data, rng, out_shape, dtype)
+        valid = judged is not None and arrays_ok(kwargs, names + ["grad_output"], 4) \
+            and gy.shape == out_shape
+    if not valid:
+        expect_error(op, kwargs)
+        return
+    out = getattr(F, op)(**kwargs)
+    scaled = {"x": np.abs(x), "weight": np.abs(weight)}
+    if op == "conv_transpose2d":
+        expected = ref.conv_transpose2d(x, weight, bias, *geometry)
+        scale = ref.conv_transpose2d(scaled["x"], scaled["weight"],
+                                     None if bias is None else np.abs(bias), *geometry)
+        assert out.shape == out_shape and out.dtype == x.dtype
+        assert_close(out, expected, int(np.prod(w_shape)), scale)
+        return
+    expected = ref.conv_transpose2d_backward(gy, x, weight, *geometry)
+    scale = ref.conv_transpose2d_backward(np.abs(gy), scaled["x"], scaled["weight"], *geometry)
+    lengths = [int(np.prod(w_shape[1:])), x_shape[0] * x_shape[2] * x_shape[3],
+               out_shape[0] * out_shape[2] * out_shape[3]]
+    for o, e, s, length in zip(out, expected, scale, lengths):
+        assert o.shape == e.shape and o.dtype == x.dtype
+        assert_close(o, e, length, s)
+
+
 # ---- pooling ---------------------------------------------------------------------------------
 
 POOL_OPS = ["max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
@@ -312,8 +413,7 @@ def _pool_draw(data, op):
         if data.draw(st.booleans(), label="default stride") else int_param(data, 1, "stride")
     if stride is not None:
         kwargs["stride"] = stride
-    if not op.startswith("lp"):
-        kwargs["padding"] = int_param(data, 0, "padding", huge=False)
+    kwargs["padding"] = pad_param(data)
     if op.startswith("max"):
         kwargs["dilation"] = int_param(data, 1, "dilation")
     kwargs["ceil_mode"] = flag(data, "ceil_mode")
@@ -358,8 +458,8 @@ def _pool_reference(op, x, kwargs, geometry, gy, indices):
         return ref.avg_pool2d(x, *args) if op == "avg_pool2d" else \
             ref.avg_pool2d_backward(gy, x, *args)
     p = float(kwargs["norm_type"])
-    return ref.lp_pool2d(x, p, kernel, stride, ceil) if op == "lp_pool2d" else \
-        ref.lp_pool2d_backward(gy, x, p, kernel, stride, ceil)
+    return ref.lp_pool2d(x, p, kernel, stride, ceil, padding) if op == "lp_pool2d" else \
+        ref.lp_pool2d_backward(gy, x, p, kernel, stride, ceil, padding)
 
 
 @pytest.mark.parametrize("op", POOL_OPS)
@@ -811,12 +911,105 @@ def test_linear_with_no_features(op, args, shapes):
         np.testing.assert_array_equal(out, np.ones((2, 3)))
 
 
+# ---- adaptive pooling ------------------------------------------------------------------------
+
+ADAPTIVE_OPS = ["adaptive_avg_pool2d", "adaptive_avg_pool2d_backward", "adaptive_max_pool2d",
+                "adaptive_max_pool2d_backward"]
+
+
+def adaptive_oracle(x_shape, output_size):
+    """PyTorch's adaptive pooling rules: the output shape, or None."""
+    n, c, h, w = x_shape
+    if is_int(output_size):
+        out = (int(output_size),) * 2
+    elif isinstance(output_size, (tuple, list)) and len(output_size) == 2 \
+            and all(v is None or is_int(v) for v in output_size):
+        out = tuple(size if v is None else int(v) for v, size in zip(output_size, (h, w)))
+    else:
+        return None
+    if min(c, h, w) < 1 or min(out) < 0 or max(out) > LIMIT:
+        return None
+    return (n, c, *out)
+
+
+@pytest.mark.parametrize("op", ADAPTIVE_OPS)
+@given(data=st.data(), seed=st.integers(0, 2**32 - 1))
+def test_fuzz_adaptive_pool(op, data, seed):
+    rng = np.random.default_rng(seed)
+    dtype = data.draw(st.sampled_from([np.float32, np.float64]), label="dtype")
+    x_shape = draw_shape(data, "x", hw=(1, 9))
+    size = st.integers(0, 11)
+    output_size = data.draw(st.one_of(
+        size, st.tuples(size, size), st.tuples(st.none(), size), st.tuples(size, st.none()),
+        st.sampled_from([(None, None), -1, (2, -1), (1, 2, 3), 2.0, "2", None, True, 2**31])),
+        label="output_size")
+    out_shape = adaptive_oracle(x_shape, output_size)
+    assume(modest(out_shape))
+    x = make_array(data, rng, x_shape, dtype, "x")
+    kwargs = dict(x=x, output_size=output_size)
+    valid = out_shape is not None and is_float_array(x, 4)
+    gy = None
+    if op == "adaptive_max_pool2d":
+        kwargs["return_indices"] = flag(data, "return_indices")
+        valid = valid and isinstance(kwargs["return_indices"], bool)
+    elif op.endswith("_backward"):
+        gy = kwargs["grad_output"] = grad_for(data, rng, out_shape, dtype)
+        valid = valid and arrays_ok(kwargs, ["x", "grad_output"], 4) and gy.shape == out_shape
+    if not valid:
+        expect_error(op, kwargs)
+        return
+    out = getattr(F, op)(**kwargs)
+    outs = out if isinstance(out, tuple) else (out,)
+    assert outs[0].shape == (x.shape if op.endswith("_backward") else out_shape)
+    assert outs[0].dtype == x.dtype
+    hw = out_shape[2:]
+    if op == "adaptive_max_pool2d":
+        expected, indices = ref.adaptive_max_pool2d(x, hw)
+        np.testing.assert_array_equal(outs[0], expected)
+        if kwargs["return_indices"]:
+            np.testing.assert_array_equal(outs[1], indices)
+        return
+    expected = {"adaptive_avg_pool2d": lambda: ref.adaptive_avg_pool2d(x, hw),
+                "adaptive_avg_pool2d_backward": lambda: ref.adaptive_avg_pool2d_backward(gy, x),
+                "adaptive_max_pool2d_backward":
+                    lambda: ref.adaptive_max_pool2d_backward(gy, x)}[op]()
+    assert_close(outs[0], expected, (x.shape[2] + 1) * (x.shape[3] + 1))
+
+
+# ---- same_padding ------------------------------------------------------------------------------
+
+@given(data=st.data())
+def test_fuzz_same_padding(data):
+    """Valid draws give SAME padding: conv2d with it outputs ceil(size / stride), its total is
+    the least that does, and the odd one sits at the end (upper) or the start (lower)."""
+    kwargs = dict(input_size=int_param(data, 1, "input_size", huge=False),
+                  kernel_size=int_param(data, 1, "kernel_size", huge=False),
+                  stride=int_param(data, 1, "stride", huge=False),
+                  dilation=int_param(data, 1, "dilation", huge=False),
+                  mode=data.draw(st.sampled_from(["upper", "lower", "UPPER", "same", None]),
+                                 label="mode"))
+    parts = [as_pair(kwargs[name], 1) for name in ("input_size", "kernel_size", "stride",
+                                                   "dilation")]
+    if None in parts or kwargs["mode"] not in ("upper", "lower"):
+        expect_error("same_padding", kwargs)
+        return
+    pads = F.same_padding(**kwargs)
+    assert len(pads) == 4 and all(isinstance(p, int) and p >= 0 for p in pads)
+    for size, k, s, d, (begin, end) in zip(*parts, (pads[:2], pads[2:])):
+        out = -(-size // s)
+        covered = (out - 1) * s + d * (k - 1) + 1  # what the windows of `out` outputs span
+        assert begin + end == max(0, covered - size)
+        assert end - begin == ((begin + end) % 2) * (1 if kwargs["mode"] == "upper" else -1)
+        assert (size + begin + end - d * (k - 1) - 1) // s + 1 == out
+
+
 # ---- every public op is fuzzed -------------------------------------------------------------
 
-FUZZED = set(CONV_OPS + POOL_OPS + list(ELEMENTWISE) + [
+FUZZED = set(CONV_OPS + POOL_OPS + ADAPTIVE_OPS + list(ELEMENTWISE) + [
+    "conv_transpose2d", "conv_transpose2d_backward",
     "linear", "linear_backward", "dropout", "dropout_backward", "batch_norm",
     "batch_norm_backward", "cross_entropy", "cross_entropy_backward", "adam_update",
-    "sgd_update"])
+    "sgd_update", "same_padding"])
 
 
 def test_every_public_op_is_fuzzed():

@@ -290,7 +290,7 @@ def test_kernels_against_reference(dtype):
     assert_same_nonfinite(gb, rgb, 500)
     # grad_weight: test_conv2d_weight_gradient_ignores_unread_infinities
     assert np.array_equal(np.isnan(gw) | np.isnan(rgw), np.isnan(gw))
-    pool = ((3, 3), (2, 2), (1, 1), (1, 1), True)
+    pool = ((3, 3), (2, 2), (1, 1, 1, 1), (1, 1), True)
     m, idx = F.max_pool2d(x, 3, 2, 1, ceil_mode=True, return_indices=True)
     rm, ridx = ref.max_pool2d(x, *pool)
     np.testing.assert_array_equal(m, rm)
@@ -298,7 +298,7 @@ def test_kernels_against_reference(dtype):
     gp = _sprinkled(m.shape, dtype, 25, 0.1)
     assert_same_nonfinite(F.max_pool2d_backward(gp, x, 3, 2, 1, ceil_mode=True),
                           ref.max_pool2d_backward(gp, x, *pool), 9)
-    avg = ((3, 3), (2, 2), (1, 1), True, True, None)
+    avg = ((3, 3), (2, 2), (1, 1, 1, 1), True, True, None)
     assert_same_nonfinite(F.avg_pool2d(x, 3, 2, 1, ceil_mode=True), ref.avg_pool2d(x, *avg), 9)
     assert_same_nonfinite(F.avg_pool2d_backward(gp, x, 3, 2, 1, ceil_mode=True),
                           ref.avg_pool2d_backward(gp, x, *avg), 9)

@@ -1,14 +1,16 @@
 """Pooling (max, average, L^p) and relu kernels against fastconv.reference, on every ISA path.
 
 Max pooling must match exactly (values and int64 indices, ties, NaN, -inf); average and L^p
-pooling within the dtype's tolerance for a kH*kW-term sum.
+pooling within the dtype's tolerance for a kH*kW-term sum. Padding in every form: PyTorch's int
+and pair, 4-tuples (top, bottom, left, right) of any size (windows wholly in the padding
+included), 'same' and 'valid'.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import DTYPES, assert_close, pair, random
+from helpers import DTYPES, assert_close, assert_same_for_1_and_2_threads, padding4, pair, random
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -46,6 +48,20 @@ MAX_CASES = {
     # PyTorch 2.13 corrupts its heap on this one in backward: a dilated window lies wholly in the
     # padding. fastconv gives -inf, index -1 and no gradient there.
     "window-in-padding": (1, 1, 1, 14, (2, 3), (3, 1), (1, 0), (2, 2), True),
+    # (top, bottom, left, right): asymmetric, past half the kernel, and past the whole kernel
+    # (ONNX's pads allow it), so whole rows and columns of windows lie in the padding
+    "pad4-asym": (2, 3, 9, 8, 3, 2, (0, 2, 1, 0), 1, False),
+    "pad4-asym-ceil": (2, 2, 10, 11, 3, 2, (2, 0, 0, 1), 1, True),
+    "pad4-beyond-kernel": (1, 2, 6, 7, 2, 1, (3, 2, 0, 4), 1, False),
+    "pad4-dilated-ceil": (1, 2, 10, 9, 3, (2, 1), (1, 3, 2, 0), 2, True),
+    # the register paths: 3x3 stride 2 with its padding column on the left only, and 2x2 stride
+    # 2 with indices, a right padding column and no left one
+    "pad4-3x3s2-left-long-rows": (2, 3, 7, 67, 3, 2, (1, 0, 1, 0), 1, False),
+    "pad4-2x2s2-right-long-rows": (2, 3, 6, 69, 2, 2, (0, 1, 0, 1), 1, False),
+    "same": (2, 3, 8, 9, 3, 1, "same", 1, False),
+    "same-even-kernel-ceil": (1, 2, 7, 6, (2, 4), 1, "same", 1, True),
+    "same-dilated": (1, 2, 9, 9, 3, 1, "same", 2, False),
+    "valid": (2, 2, 7, 7, 3, 2, "valid", 1, True),
 }
 
 # (N, C, H, W, kernel, stride, padding, ceil_mode, count_include_pad, divisor_override)
@@ -66,19 +82,38 @@ AVG_CASES = {
     "batch0": (0, 2, 6, 6, 2, 2, 0, False, True, None),
     "2x2s2-long-rows": (2, 3, 6, 70, 2, None, 0, False, True, None),
     "3x3s2p1-long-rows-exclude": (2, 3, 7, 67, 3, 2, 1, True, False, None),
+    # (top, bottom, left, right): the divisor clips a window at its own side's padding
+    "pad4-asym-include": (2, 3, 9, 8, 3, 2, (0, 2, 1, 0), False, True, None),
+    "pad4-asym-exclude-ceil": (2, 2, 10, 11, 3, 2, (2, 0, 0, 1), True, False, None),
+    "pad4-ceil-past-bottom": (1, 2, 5, 5, 2, 2, (0, 1, 1, 0), True, True, None),
+    # windows wholly in the padding: 0, whatever the divisor rule, and no gradient
+    "pad4-beyond-kernel-include": (1, 2, 6, 7, 2, 1, (3, 2, 0, 4), False, True, None),
+    "pad4-beyond-kernel-exclude": (1, 2, 6, 7, 2, 1, (3, 2, 0, 4), False, False, None),
+    "pad4-divisor": (1, 2, 6, 7, 3, 2, (2, 0, 1, 3), True, False, 4),
+    "pad4-long-rows": (2, 3, 7, 67, 3, 2, (1, 0, 1, 0), False, True, None),
+    "same": (2, 3, 8, 9, 3, 1, "same", False, False, None),
+    "same-even-kernel-ceil": (1, 2, 7, 6, (2, 4), 1, "same", True, True, None),
+    "valid": (2, 2, 7, 7, 3, 2, "valid", True, True, None),
 }
 
-# (N, C, H, W, norm_type, kernel, stride, ceil_mode)
+# (N, C, H, W, norm_type, kernel, stride, ceil_mode, padding)
 LP_CASES = {
-    "l2-2x2": (2, 3, 8, 8, 2, 2, None, False),
-    "l2-3x3s2-ceil": (2, 2, 9, 10, 2, 3, 2, True),
-    "l1": (1, 2, 6, 6, 1, 2, 2, False),
-    "l3-rect": (2, 2, 7, 9, 3, (2, 3), (2, 1), True),
-    "l1.5": (1, 2, 6, 6, 1.5, 3, 1, False),
-    "l2-input-1x1": (1, 2, 1, 1, 2, 1, 1, False),
-    "batch0": (0, 2, 6, 6, 2, 2, 2, False),
-    "l2-2x2-long-rows": (2, 3, 6, 70, 2, 2, None, False),
-    "l2-3x3s2-long-rows-ceil": (2, 2, 7, 68, 2, 3, 2, True),
+    "l2-2x2": (2, 3, 8, 8, 2, 2, None, False, 0),
+    "l2-3x3s2-ceil": (2, 2, 9, 10, 2, 3, 2, True, 0),
+    "l1": (1, 2, 6, 6, 1, 2, 2, False, 0),
+    "l3-rect": (2, 2, 7, 9, 3, (2, 3), (2, 1), True, 0),
+    "l1.5": (1, 2, 6, 6, 1.5, 3, 1, False, 0),
+    "l2-input-1x1": (1, 2, 1, 1, 2, 1, 1, False, 0),
+    "batch0": (0, 2, 6, 6, 2, 2, 2, False, 0),
+    "l2-2x2-long-rows": (2, 3, 6, 70, 2, 2, None, False, 0),
+    "l2-3x3s2-long-rows-ceil": (2, 2, 7, 68, 2, 3, 2, True, 0),
+    # padding is fastconv's extension (zeros, counted in the window's area)
+    "l2-pad1-long-rows": (2, 3, 6, 70, 2, 2, None, False, 1),
+    "l3-pad-pair-ceil": (1, 2, 7, 7, 3, (3, 2), (2, 1), True, (1, 1)),
+    "l2-pad4": (2, 2, 8, 9, 2, 3, 2, False, (1, 0, 2, 1)),
+    "l2-pad4-ceil": (1, 2, 9, 10, 2, 3, 2, True, (0, 1, 1, 0)),
+    "l1.5-pad4-beyond-kernel": (1, 2, 6, 6, 1.5, 2, 1, False, (3, 0, 0, 2)),
+    "l2-same": (2, 2, 7, 8, 2, 3, 1, False, "same"),
 }
 
 IDS = ["f32", "f64"]
@@ -106,8 +141,8 @@ def _max_args(case):
     n, c, h, w, kernel, stride, padding, dilation, ceil = case
     kwargs = dict(kernel_size=kernel, stride=stride, padding=padding, dilation=dilation,
                   ceil_mode=ceil)
-    ref_args = (pair(kernel), pair(kernel if stride is None else stride), pair(padding),
-                pair(dilation), ceil)
+    ref_args = (pair(kernel), pair(kernel if stride is None else stride),
+                padding4(padding, kernel, dilation), pair(dilation), ceil)
     return (n, c, h, w), kwargs, ref_args
 
 
@@ -142,12 +177,40 @@ def test_max_pool2d_window_wholly_in_padding_is_defined():
     np.testing.assert_array_equal(gx, np.zeros_like(x))
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=IDS)
+def test_pool_windows_wholly_in_padding_are_defined(dtype, isa):
+    """4-tuple paddings of at least the kernel put whole windows in the padding: max gives -inf,
+    index -1; average (either divisor rule) and L^p give 0; none passes a gradient, and no
+    division by zero happens (NumPy would warn, the kernels would give NaN)."""
+    x = np.arange(1.0, 13.0, dtype=dtype).reshape(1, 1, 3, 4)
+    padding = (2, 0, 0, 3)  # kernel 2, stride 1: output row 0 and the last 2 columns
+    y, idx = F.max_pool2d(x, 2, 1, padding, return_indices=True)
+    assert y.shape == (1, 1, 4, 6)
+    empty = np.zeros(y.shape, bool)
+    empty[:, :, 0] = empty[:, :, :, 4:] = True
+    assert np.all(np.isneginf(y[empty])) and np.all(idx[empty] == -1)
+    assert np.all(np.isfinite(y[~empty]))
+    gy = np.where(empty, dtype(7), dtype(0))  # gradient only where the windows are empty
+    np.testing.assert_array_equal(F.max_pool2d_backward(gy, x, 2, 1, padding), np.zeros_like(x))
+    with np.errstate(all="raise"):
+        for include in (True, False):
+            ya = F.avg_pool2d(x, 2, 1, padding, count_include_pad=include)
+            assert np.all(ya[empty] == 0) and np.all(ya[~empty] > 0)
+            np.testing.assert_array_equal(
+                F.avg_pool2d_backward(gy, x, 2, 1, padding, count_include_pad=include),
+                np.zeros_like(x))
+        yl = F.lp_pool2d(x, 2, 2, 1, padding=padding)
+        assert np.all(yl[empty] == 0) and np.all(yl[~empty] > 0)
+        np.testing.assert_array_equal(F.lp_pool2d_backward(gy, x, 2, 2, 1, padding=padding),
+                                      np.zeros_like(x))
+
+
 def _avg_args(case):
     n, c, h, w, kernel, stride, padding, ceil, include, divisor = case
     kwargs = dict(kernel_size=kernel, stride=stride, padding=padding, ceil_mode=ceil,
                   count_include_pad=include, divisor_override=divisor)
-    ref_args = (pair(kernel), pair(kernel if stride is None else stride), pair(padding), ceil,
-                include, divisor)
+    ref_args = (pair(kernel), pair(kernel if stride is None else stride),
+                padding4(padding, kernel), ceil, include, divisor)
     return (n, c, h, w), kwargs, ref_args
 
 
@@ -166,9 +229,10 @@ def test_avg_pool2d_matches_reference(case, dtype, isa):
 
 
 def _lp_args(case):
-    n, c, h, w, p, kernel, stride, ceil = case
-    kwargs = dict(norm_type=p, kernel_size=kernel, stride=stride, ceil_mode=ceil)
-    ref_args = (p, pair(kernel), pair(kernel if stride is None else stride), ceil)
+    n, c, h, w, p, kernel, stride, ceil, padding = case
+    kwargs = dict(norm_type=p, kernel_size=kernel, stride=stride, ceil_mode=ceil, padding=padding)
+    ref_args = (p, pair(kernel), pair(kernel if stride is None else stride), ceil,
+                padding4(padding, kernel))
     return (n, c, h, w), kwargs, ref_args
 
 
@@ -224,27 +288,31 @@ def test_pools_same_result_for_1_and_2_threads():
         lambda: F.avg_pool2d_backward(np.ones((4, 8, 17, 17), np.float32), x, 3, 2, 1),
         lambda: F.lp_pool2d(x, 2, 2),
         lambda: F.lp_pool2d_backward(np.ones((4, 8, 16, 16), np.float32), x, 2, 2),
+        lambda: F.max_pool2d(x, 3, 2, (0, 2, 1, 0), return_indices=True),
+        lambda: F.avg_pool2d_backward(np.ones((4, 8, 17, 17), np.float32), x, 3, 2, (2, 0, 1, 1),
+                                      count_include_pad=False),
+        lambda: F.lp_pool2d_backward(np.ones((4, 8, 17, 17), np.float32), x, 2, 2,
+                                     padding=(1, 0, 0, 1)),
     ]
-    for call in calls:
-        with fastconv.num_threads(1):
-            one = call()
-        with fastconv.num_threads(2):
-            two = call()
-        for a, b in zip(one if isinstance(one, tuple) else (one,),
-                        two if isinstance(two, tuple) else (two,)):
-            np.testing.assert_array_equal(a, b)
+    assert_same_for_1_and_2_threads(calls)
 
 
 @st.composite
 def pool_configs(draw):
+    """PyTorch's (h, w) padding (at most half the kernel), or a 4-tuple up to one past the
+    kernel, so windows may lie wholly in the padding."""
     kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
     sh, sw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
-    ph, pw = draw(st.integers(0, kh // 2)), draw(st.integers(0, kw // 2))
+    if draw(st.booleans()):
+        ph, pw = draw(st.integers(0, kh // 2)), draw(st.integers(0, kw // 2))
+        padding, pads = (ph, pw), (ph, ph, pw, pw)
+    else:
+        padding = pads = tuple(draw(st.integers(0, k + 1)) for k in (kh, kh, kw, kw))
     dh, dw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
-    h = draw(st.integers(max(1, dh * (kh - 1) + 1 - 2 * ph), 11))
-    w = draw(st.integers(max(1, dw * (kw - 1) + 1 - 2 * pw), 11))
+    h = draw(st.integers(max(1, dh * (kh - 1) + 1 - pads[0] - pads[1]), 11))
+    w = draw(st.integers(max(1, dw * (kw - 1) + 1 - pads[2] - pads[3]), 11))
     return ((draw(st.integers(0, 2)), draw(st.integers(1, 3)), h, w), (kh, kw), (sh, sw),
-            (ph, pw), (dh, dw), draw(st.booleans()), draw(st.booleans()))
+            padding, (dh, dw), draw(st.booleans()), draw(st.booleans()))
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=IDS)
@@ -257,24 +325,32 @@ def test_pools_random_configurations(dtype, config, seed):
 
 def _check_random_pools(dtype, config, seed):
     shape, kernel, stride, padding, dilation, ceil, include = config
+    pads = padding4(padding, kernel)
     rng = np.random.default_rng(seed)
     x = _ties_nan_inf(rng, shape, dtype)
     y, idx = F.max_pool2d(x, kernel, stride, padding, dilation, ceil, return_indices=True)
-    ry, ridx = ref.max_pool2d(x, kernel, stride, padding, dilation, ceil)
+    ry, ridx = ref.max_pool2d(x, kernel, stride, pads, dilation, ceil)
     np.testing.assert_array_equal(y, ry)
     np.testing.assert_array_equal(idx, ridx)
     gy = random(rng, y.shape, dtype)
     np.testing.assert_array_equal(F.max_pool2d_backward(gy, x, kernel, stride, padding, dilation,
                                                         ceil),
-                                  ref.max_pool2d_backward(gy, x, kernel, stride, padding, dilation,
+                                  ref.max_pool2d_backward(gy, x, kernel, stride, pads, dilation,
                                                           ceil))
     x = random(rng, shape, dtype)
     L = kernel[0] * kernel[1]
     ya = F.avg_pool2d(x, kernel, stride, padding, ceil, include)
-    assert_close(ya, ref.avg_pool2d(x, kernel, stride, padding, ceil, include, None), L,
-                 ref.avg_pool2d(np.abs(x), kernel, stride, padding, ceil, include, None))
+    assert_close(ya, ref.avg_pool2d(x, kernel, stride, pads, ceil, include, None), L,
+                 ref.avg_pool2d(np.abs(x), kernel, stride, pads, ceil, include, None))
     gy = random(rng, ya.shape, dtype)
     assert_close(F.avg_pool2d_backward(gy, x, kernel, stride, padding, ceil, include),
-                 ref.avg_pool2d_backward(gy, x, kernel, stride, padding, ceil, include, None), L,
-                 ref.avg_pool2d_backward(np.abs(gy), x, kernel, stride, padding, ceil, include,
+                 ref.avg_pool2d_backward(gy, x, kernel, stride, pads, ceil, include, None), L,
+                 ref.avg_pool2d_backward(np.abs(gy), x, kernel, stride, pads, ceil, include,
                                          None))
+    x = np.abs(x) + dtype(0.1)
+    ylp = F.lp_pool2d(x, 2, kernel, stride, ceil, padding=padding)
+    assert_close(ylp, ref.lp_pool2d(x, 2, kernel, stride, ceil, pads), 4 * L)
+    gy = random(rng, ylp.shape, dtype)
+    assert_close(F.lp_pool2d_backward(gy, x, 2, kernel, stride, ceil, padding=padding),
+                 ref.lp_pool2d_backward(gy, x, 2, kernel, stride, ceil, pads), 4 * L,
+                 ref.lp_pool2d_backward(np.abs(gy), x, 2, kernel, stride, ceil, pads))

@@ -59,10 +59,11 @@ def naive_conv2d(x, w, b, stride, padding, dilation, groups):
 
 
 def naive_max_pool2d(x, k, s, p, d, ceil_mode):
-    """Transcription of PyTorch's CPU max-pool loop (plus index -1 for empty windows)."""
+    """Transcription of PyTorch's CPU max-pool loop (plus index -1 for empty windows), p being
+    (top, bottom, left, right)."""
     N, C, H, W = x.shape
-    OH = ref.pool_output_size(H, k[0], s[0], p[0], d[0], ceil_mode)
-    OW = ref.pool_output_size(W, k[1], s[1], p[1], d[1], ceil_mode)
+    OH = ref.pool_output_size(H, k[0], s[0], p[0], p[1], d[0], ceil_mode)
+    OW = ref.pool_output_size(W, k[1], s[1], p[2], p[3], d[1], ceil_mode)
     out = np.full((N, C, OH, OW), -inf)
     idx = np.full((N, C, OH, OW), -1, dtype=np.int64)
     for n in range(N):
@@ -70,7 +71,7 @@ def naive_max_pool2d(x, k, s, p, d, ceil_mode):
             for oh in range(OH):
                 for ow in range(OW):
                     hs = [oh * s[0] - p[0] + i * d[0] for i in range(k[0])]
-                    ws = [ow * s[1] - p[1] + j * d[1] for j in range(k[1])]
+                    ws = [ow * s[1] - p[2] + j * d[1] for j in range(k[1])]
                     hs = [h for h in hs if 0 <= h < H]
                     ws = [w for w in ws if 0 <= w < W]
                     if not hs or not ws:
@@ -87,13 +88,13 @@ def naive_max_pool2d(x, k, s, p, d, ceil_mode):
 
 def naive_avg_pool2d(x, k, s, p, ceil_mode, cip, dov):
     N, C, H, W = x.shape
-    OH = ref.pool_output_size(H, k[0], s[0], p[0], 1, ceil_mode)
-    OW = ref.pool_output_size(W, k[1], s[1], p[1], 1, ceil_mode)
+    OH = ref.pool_output_size(H, k[0], s[0], p[0], p[1], 1, ceil_mode)
+    OW = ref.pool_output_size(W, k[1], s[1], p[2], p[3], 1, ceil_mode)
     out = np.zeros((N, C, OH, OW))
     for oh in range(OH):
         for ow in range(OW):
-            h0, w0 = oh * s[0] - p[0], ow * s[1] - p[1]
-            h1, w1 = min(h0 + k[0], H + p[0]), min(w0 + k[1], W + p[1])
+            h0, w0 = oh * s[0] - p[0], ow * s[1] - p[2]
+            h1, w1 = min(h0 + k[0], H + p[1]), min(w0 + k[1], W + p[3])
             pool_size = (h1 - h0) * (w1 - w0)
             h0, w0, h1, w1 = max(h0, 0), max(w0, 0), min(h1, H), min(w1, W)
             if h0 >= h1 or w0 >= w1:
@@ -156,6 +157,7 @@ CONV_CASES = [
     (1, 4, 4, 5, 8, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 4),
     (1, 2, 4, 4, 2, 2, 2, (3, 3), (1, 1, 1, 1), (1, 1), 1),
     (1, 1, 6, 6, 1, 3, 3, (2, 2), (2, 0, 0, 2), (2, 2), 1),
+    (1, 2, 4, 5, 2, 2, 3, (1, 2), (3, 0, 0, 4), (1, 1), 1),  # padding past the kernel
 ]
 
 
@@ -195,23 +197,29 @@ def test_conv2d_backward_finite_difference(case):
 @pytest.mark.parametrize(
     "size, k, s, p, d, ceil_mode, expected",
     [
-        (5, 2, 2, 0, 1, False, 2),
-        (5, 2, 2, 0, 1, True, 3),   # partial last window kept
-        (4, 2, 2, 0, 1, False, 2),
-        (4, 2, 2, 0, 1, True, 2),   # exact fit: ceil changes nothing
-        (6, 3, 2, 1, 1, False, 3),
-        (6, 3, 2, 1, 1, True, 4),
-        (5, 2, 2, 1, 1, False, 3),
-        (5, 2, 2, 1, 1, True, 3),   # raw ceil gives 4, last window would start in padding
-        (7, 3, 3, 0, 2, False, 1),
-        (7, 3, 3, 0, 2, True, 2),
-        (2, 2, 1, 1, 3, True, 1),
-        (1, 1, 1, 0, 1, True, 1),
-        (10, 3, 1, 0, 1, True, 8),
+        (5, 2, 2, (0, 0), 1, False, 2),
+        (5, 2, 2, (0, 0), 1, True, 3),   # partial last window kept
+        (4, 2, 2, (0, 0), 1, False, 2),
+        (4, 2, 2, (0, 0), 1, True, 2),   # exact fit: ceil changes nothing
+        (6, 3, 2, (1, 1), 1, False, 3),
+        (6, 3, 2, (1, 1), 1, True, 4),
+        (5, 2, 2, (1, 1), 1, False, 3),
+        (5, 2, 2, (1, 1), 1, True, 3),   # raw ceil gives 4, last window would start in padding
+        (7, 3, 3, (0, 0), 2, False, 1),
+        (7, 3, 3, (0, 0), 2, True, 2),
+        (2, 2, 1, (1, 1), 3, True, 1),
+        (1, 1, 1, (0, 0), 1, True, 1),
+        (10, 3, 1, (0, 0), 1, True, 8),
+        # (begin, end) padding: the end's pad only adds windows, the begin's shifts them
+        (5, 2, 2, (0, 1), 1, True, 3),   # the last window ends in the end's padding
+        (4, 2, 2, (0, 1), 1, True, 2),   # raw ceil gives 3, whose window starts in it: dropped
+        (4, 2, 2, (1, 0), 1, True, 3),   # windows start at -1, 1, 3
+        (5, 3, 1, (2, 0), 1, False, 5),
+        (5, 2, 1, (3, 4), 1, False, 11),  # past the kernel (4-tuples): windows in the padding
     ],
 )
 def test_pool_output_size(size, k, s, p, d, ceil_mode, expected):
-    assert ref.pool_output_size(size, k, s, p, d, ceil_mode) == expected
+    assert ref.pool_output_size(size, k, s, *p, d, ceil_mode) == expected
 
 
 # --------------------------------------------------------------------------- max_pool2d
@@ -219,52 +227,52 @@ def test_pool_output_size(size, k, s, p, d, ceil_mode, expected):
 
 def test_max_pool2d_hand_basic():
     x = a4([[1, 5, 2, 0], [3, 4, 8, 1], [0, 0, 6, 7], [9, 2, 3, 3]])
-    out, idx = ref.max_pool2d(x, (2, 2), (2, 2), (0, 0), (1, 1), False)
+    out, idx = ref.max_pool2d(x, (2, 2), (2, 2), (0, 0, 0, 0), (1, 1), False)
     np.testing.assert_array_equal(out, a4([[5, 8], [9, 7]]))
     np.testing.assert_array_equal(idx, np.array([[[[1, 6], [12, 11]]]]))
     assert idx.dtype == np.int64
 
 
 def test_max_pool2d_hand_ties_keep_first():
-    out, idx = ref.max_pool2d(a4([[2, 2], [2, 2]]), (2, 2), (2, 2), (0, 0), (1, 1), False)
+    out, idx = ref.max_pool2d(a4([[2, 2], [2, 2]]), (2, 2), (2, 2), (0, 0, 0, 0), (1, 1), False)
     assert out.item() == 2 and idx.item() == 0
-    out, idx = ref.max_pool2d(a4([[1, 3], [3, 3]]), (2, 2), (2, 2), (0, 0), (1, 1), False)
+    out, idx = ref.max_pool2d(a4([[1, 3], [3, 3]]), (2, 2), (2, 2), (0, 0, 0, 0), (1, 1), False)
     assert out.item() == 3 and idx.item() == 1
 
 
 def test_max_pool2d_hand_nan_propagates_last_nan():
-    out, idx = ref.max_pool2d(a4([[nan, 1], [nan, 2]]), (2, 2), (2, 2), (0, 0), (1, 1), False)
+    out, idx = ref.max_pool2d(a4([[nan, 1], [nan, 2]]), (2, 2), (2, 2), (0, 0, 0, 0), (1, 1), False)
     assert np.isnan(out.item()) and idx.item() == 2
-    out, idx = ref.max_pool2d(a4([[1, nan], [5, 2]]), (2, 2), (2, 2), (0, 0), (1, 1), False)
+    out, idx = ref.max_pool2d(a4([[1, nan], [5, 2]]), (2, 2), (2, 2), (0, 0, 0, 0), (1, 1), False)
     assert np.isnan(out.item()) and idx.item() == 1
 
 
 def test_max_pool2d_hand_all_minus_inf_first_in_bounds():
     x = a4([[-inf, -inf], [-inf, -inf]])
-    out, idx = ref.max_pool2d(x, (2, 2), (1, 1), (1, 1), (1, 1), False)
+    out, idx = ref.max_pool2d(x, (2, 2), (1, 1), (1, 1, 1, 1), (1, 1), False)
     assert out.shape == (1, 1, 3, 3) and np.all(out == -inf)
     np.testing.assert_array_equal(idx[0, 0], [[0, 0, 1], [0, 0, 1], [2, 2, 3]])
 
 
 def test_max_pool2d_hand_padding_never_selected():
     x = a4([[-1, -2], [-3, -4]])
-    out, idx = ref.max_pool2d(x, (2, 2), (2, 2), (1, 1), (1, 1), False)
+    out, idx = ref.max_pool2d(x, (2, 2), (2, 2), (1, 1, 1, 1), (1, 1), False)
     np.testing.assert_array_equal(out, a4([[-1, -2], [-3, -4]]))
     np.testing.assert_array_equal(idx[0, 0], [[0, 1], [2, 3]])
 
 
 def test_max_pool2d_hand_dilation():
-    out, idx = ref.max_pool2d(X33, (2, 2), (1, 1), (0, 0), (2, 2), False)
+    out, idx = ref.max_pool2d(X33, (2, 2), (1, 1), (0, 0, 0, 0), (2, 2), False)
     assert out.item() == 8 and idx.item() == 8
     x = a4([[9, 0, 1], [0, 0, 0], [2, 0, 3]])
-    out, idx = ref.max_pool2d(x, (2, 2), (1, 1), (0, 0), (2, 2), False)
+    out, idx = ref.max_pool2d(x, (2, 2), (1, 1), (0, 0, 0, 0), (2, 2), False)
     assert out.item() == 9 and idx.item() == 0
 
 
 def test_max_pool2d_window_wholly_in_padding():
     # H=2, k=2, dilation 3, pad 1: the single window touches rows -1 and 2 only.
     x = a4([[5], [6]])
-    args = ((2, 1), (1, 1), (1, 0), (3, 1), True)
+    args = ((2, 1), (1, 1), (1, 1, 0, 0), (3, 1), True)
     out, idx = ref.max_pool2d(x, *args)
     assert out.shape == (1, 1, 1, 1)
     assert out.item() == -inf and idx.item() == -1
@@ -274,36 +282,41 @@ def test_max_pool2d_window_wholly_in_padding():
 
 def test_max_pool2d_ceil_mode_partial_window():
     x = a4([[1, 2, 3, 4, 9]])
-    out, idx = ref.max_pool2d(x, (1, 2), (1, 2), (0, 0), (1, 1), True)
+    out, idx = ref.max_pool2d(x, (1, 2), (1, 2), (0, 0, 0, 0), (1, 1), True)
     np.testing.assert_array_equal(out, a4([[2, 4, 9]]))
     np.testing.assert_array_equal(idx[0, 0], [[1, 3, 4]])
-    out, _ = ref.max_pool2d(x, (1, 2), (1, 2), (0, 0), (1, 1), False)
+    out, _ = ref.max_pool2d(x, (1, 2), (1, 2), (0, 0, 0, 0), (1, 1), False)
     np.testing.assert_array_equal(out, a4([[2, 4]]))
 
 
 def test_max_pool2d_backward_hand_overlapping():
     x = a4([[0, 1, 0], [0, 9, 0], [0, 0, 0]])
-    gi = ref.max_pool2d_backward(a4([[1, 2], [3, 4]]), x, (2, 2), (1, 1), (0, 0), (1, 1), False)
+    gi = ref.max_pool2d_backward(a4([[1, 2], [3, 4]]), x, (2, 2), (1, 1), (0, 0, 0, 0), (1, 1),
+                                 False)
     np.testing.assert_array_equal(gi, a4([[0, 0, 0], [0, 10, 0], [0, 0, 0]]))
 
 
 def test_max_pool2d_backward_uses_given_indices():
     x = np.zeros((1, 2, 2, 2))
     indices = np.array([[[[3]], [[1]]]], dtype=np.int64)
-    gi = ref.max_pool2d_backward(np.array([[[[5.0]], [[7.0]]]]), x, (2, 2), (2, 2), (0, 0), (1, 1),
-                                 False, indices)
+    gi = ref.max_pool2d_backward(np.array([[[[5.0]], [[7.0]]]]), x, (2, 2), (2, 2), (0, 0, 0, 0),
+                                 (1, 1), False, indices)
     np.testing.assert_array_equal(gi, [[[[0, 0], [0, 5]], [[0, 7], [0, 0]]]])
 
 
-# (H, W, kernel, stride, padding, dilation, ceil_mode)
+# (H, W, kernel, stride, padding (top, bottom, left, right), dilation, ceil_mode)
 MAX_CASES = [
-    (4, 4, (2, 2), (2, 2), (0, 0), (1, 1), False),
-    (5, 6, (3, 3), (1, 1), (1, 1), (1, 1), False),
-    (5, 5, (2, 3), (2, 2), (1, 1), (1, 1), True),
-    (7, 6, (3, 2), (2, 3), (1, 0), (2, 1), True),
-    (6, 7, (3, 3), (3, 2), (0, 1), (2, 2), False),
-    (6, 7, (3, 3), (3, 2), (0, 1), (2, 2), True),
-    (2, 5, (2, 2), (1, 2), (1, 1), (3, 1), True),
+    (4, 4, (2, 2), (2, 2), (0, 0, 0, 0), (1, 1), False),
+    (5, 6, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), False),
+    (5, 5, (2, 3), (2, 2), (1, 1, 1, 1), (1, 1), True),
+    (7, 6, (3, 2), (2, 3), (1, 1, 0, 0), (2, 1), True),
+    (6, 7, (3, 3), (3, 2), (0, 0, 1, 1), (2, 2), False),
+    (6, 7, (3, 3), (3, 2), (0, 0, 1, 1), (2, 2), True),
+    (2, 5, (2, 2), (1, 2), (1, 1, 1, 1), (3, 1), True),
+    # asymmetric, and past the kernel: windows wholly in the padding
+    (5, 6, (3, 2), (2, 1), (2, 0, 0, 1), (1, 1), True),
+    (4, 5, (2, 2), (1, 2), (3, 1, 0, 4), (1, 1), False),
+    (6, 5, (2, 3), (2, 2), (0, 3, 2, 0), (2, 1), True),
 ]
 
 
@@ -343,7 +356,7 @@ def test_max_pool2d_backward_finite_difference(case):
 
 
 def test_avg_pool2d_hand_basic():
-    out = ref.avg_pool2d(X33, (2, 2), (1, 1), (0, 0), False, True, None)
+    out = ref.avg_pool2d(X33, (2, 2), (1, 1), (0, 0, 0, 0), False, True, None)
     np.testing.assert_array_equal(out, a4([[2, 3], [5, 6]]))
 
 
@@ -357,7 +370,7 @@ def test_avg_pool2d_hand_basic():
     ],
 )
 def test_avg_pool2d_hand_padding(cip, dov, expected):
-    out = ref.avg_pool2d(X33, (2, 2), (2, 2), (1, 1), False, cip, dov)
+    out = ref.avg_pool2d(X33, (2, 2), (2, 2), (1, 1, 1, 1), False, cip, dov)
     np.testing.assert_array_equal(out, a4(expected))
 
 
@@ -372,29 +385,54 @@ def test_avg_pool2d_hand_padding(cip, dov, expected):
     ],
 )
 def test_avg_pool2d_hand_ceil_mode(cip, dov, expected):
-    out = ref.avg_pool2d(a4([[1, 2, 3, 4]]), (1, 3), (1, 2), (0, 1), True, cip, dov)
+    out = ref.avg_pool2d(a4([[1, 2, 3, 4]]), (1, 3), (1, 2), (0, 0, 1, 1), True, cip, dov)
     np.testing.assert_array_equal(out, a4(expected))
+
+
+@pytest.mark.parametrize(
+    "cip, expected",
+    [
+        # top 1, right 1: row 0's windows hold one input row, column 2's one input column
+        (True, [[0.25, 0.75, 0.5], [2, 3, 1.75], [5, 6, 3.25]]),
+        (False, [[0.5, 1.5, 2], [2, 3, 3.5], [5, 6, 6.5]]),
+    ],
+)
+def test_avg_pool2d_hand_asymmetric_padding(cip, expected):
+    out = ref.avg_pool2d(X33, (2, 2), (1, 1), (1, 0, 0, 1), False, cip, None)
+    np.testing.assert_array_equal(out, a4(expected))
+
+
+def test_lp_pool2d_hand_padding():
+    # left and right padding 1: windows [pad, 3] and [4, pad], the p-norm of each with its zero
+    out = ref.lp_pool2d(a4([[3, 4]]), 2, (1, 2), (1, 2), False, (0, 0, 1, 1))
+    np.testing.assert_allclose(out, a4([[3, 4]]), rtol=1e-14)
 
 
 def test_avg_pool2d_backward_hand():
     go = a4([[4, 8], [12, 16]])
-    gi = ref.avg_pool2d_backward(go, X33, (2, 2), (1, 1), (0, 0), False, True, None)
+    gi = ref.avg_pool2d_backward(go, X33, (2, 2), (1, 1), (0, 0, 0, 0), False, True, None)
     np.testing.assert_array_equal(gi, a4([[1, 3, 2], [4, 10, 6], [3, 7, 4]]))
     go = np.ones((1, 1, 2, 2))
-    gi = ref.avg_pool2d_backward(go, X33, (2, 2), (2, 2), (1, 1), False, False, None)
+    gi = ref.avg_pool2d_backward(go, X33, (2, 2), (2, 2), (1, 1, 1, 1), False, False, None)
     np.testing.assert_array_equal(gi, a4([[1, 0.5, 0.5], [0.5, 0.25, 0.25], [0.5, 0.25, 0.25]]))
 
 
-# (H, W, kernel, stride, padding, ceil_mode, count_include_pad, divisor_override)
+# (H, W, kernel, stride, padding (top, bottom, left, right), ceil_mode, count_include_pad,
+#  divisor_override)
 AVG_CASES = [
-    (4, 4, (2, 2), (2, 2), (0, 0), False, True, None),
-    (5, 6, (3, 3), (1, 1), (1, 1), False, True, None),
-    (5, 6, (3, 3), (1, 1), (1, 1), False, False, None),
-    (5, 5, (2, 3), (2, 2), (1, 1), True, True, None),
-    (5, 5, (2, 3), (2, 2), (1, 1), True, False, None),
-    (7, 6, (3, 2), (2, 3), (1, 0), True, True, 4),
-    (7, 6, (3, 2), (2, 3), (1, 0), True, False, 7),
-    (6, 7, (4, 3), (3, 2), (2, 1), True, False, None),
+    (4, 4, (2, 2), (2, 2), (0, 0, 0, 0), False, True, None),
+    (5, 6, (3, 3), (1, 1), (1, 1, 1, 1), False, True, None),
+    (5, 6, (3, 3), (1, 1), (1, 1, 1, 1), False, False, None),
+    (5, 5, (2, 3), (2, 2), (1, 1, 1, 1), True, True, None),
+    (5, 5, (2, 3), (2, 2), (1, 1, 1, 1), True, False, None),
+    (7, 6, (3, 2), (2, 3), (1, 1, 0, 0), True, True, 4),
+    (7, 6, (3, 2), (2, 3), (1, 1, 0, 0), True, False, 7),
+    (6, 7, (4, 3), (3, 2), (2, 2, 1, 1), True, False, None),
+    # asymmetric, and past the kernel: windows wholly in the padding
+    (5, 6, (3, 2), (2, 1), (2, 0, 0, 1), True, True, None),
+    (5, 6, (3, 2), (2, 1), (0, 2, 1, 0), True, False, None),
+    (4, 5, (2, 2), (1, 2), (3, 1, 0, 4), False, True, None),
+    (4, 5, (2, 2), (1, 2), (3, 1, 0, 4), False, False, None),
 ]
 
 
@@ -443,35 +481,40 @@ def test_lp_pool2d_backward_zero_window_is_zero():
     np.testing.assert_array_equal(gi, a4([[0, 0, 0.5, 0.5], [0, 0, 0.5, 0.5]]))
 
 
-# (H, W, norm_type, kernel, stride, ceil_mode)
+# (H, W, norm_type, kernel, stride, ceil_mode, padding (top, bottom, left, right))
 LP_CASES = [
-    (4, 4, 2, (2, 2), (2, 2), False),
-    (5, 5, 2, (2, 2), (2, 2), True),
-    (5, 6, 1, (3, 2), (2, 2), True),
-    (6, 5, 3, (2, 3), (1, 2), False),
-    (7, 5, 1.5, (3, 3), (2, 3), True),
-    (5, 7, 4.0, (2, 2), (3, 3), True),
+    (4, 4, 2, (2, 2), (2, 2), False, (0, 0, 0, 0)),
+    (5, 5, 2, (2, 2), (2, 2), True, (0, 0, 0, 0)),
+    (5, 6, 1, (3, 2), (2, 2), True, (0, 0, 0, 0)),
+    (6, 5, 3, (2, 3), (1, 2), False, (0, 0, 0, 0)),
+    (7, 5, 1.5, (3, 3), (2, 3), True, (0, 0, 0, 0)),
+    (5, 7, 4.0, (2, 2), (3, 3), True, (0, 0, 0, 0)),
+    # padding, fastconv's extension: zeros counted in the window's area
+    (5, 6, 2, (3, 2), (2, 2), True, (1, 0, 1, 1)),
+    (6, 5, 3, (2, 3), (1, 2), True, (0, 1, 2, 0)),
 ]
 
 
 @pytest.mark.parametrize("case", LP_CASES)
 def test_lp_pool2d_backward_finite_difference(case):
-    H, W, pn, k, s, cm = case
+    H, W, pn, k, s, cm, pad = case
     rng = np.random.default_rng(6)
     x = rng.uniform(0.5, 2.0, size=(2, 2, H, W))
-    G = rng.standard_normal(ref.lp_pool2d(x, pn, k, s, cm).shape)
-    loss = lambda: float(np.sum(ref.lp_pool2d(x, pn, k, s, cm) * G))  # noqa: E731
-    assert_grad_close(ref.lp_pool2d_backward(G, x, pn, k, s, cm), numerical_gradient(loss, x))
+    G = rng.standard_normal(ref.lp_pool2d(x, pn, k, s, cm, pad).shape)
+    loss = lambda: float(np.sum(ref.lp_pool2d(x, pn, k, s, cm, pad) * G))  # noqa: E731
+    assert_grad_close(ref.lp_pool2d_backward(G, x, pn, k, s, cm, pad),
+                      numerical_gradient(loss, x))
 
 
 @pytest.mark.parametrize("case", LP_CASES)
 def test_lp_pool2d_is_scaled_power_mean(case):
-    H, W, pn, k, s, cm = case
+    H, W, pn, k, s, cm, pad = case
     x = np.random.default_rng(7).uniform(0.5, 2.0, size=(1, 2, H, W))
-    sums = naive_avg_pool2d(x ** pn, k, s, (0, 0), cm, False, 1)  # plain window sums
-    counts = naive_avg_pool2d(np.ones_like(x), k, s, (0, 0), cm, False, 1)  # in-bounds areas
-    expected = (sums * (k[0] * k[1]) / counts) ** (1 / pn)
-    np.testing.assert_allclose(ref.lp_pool2d(x, pn, k, s, cm), expected, rtol=1e-12)
+    sums = naive_avg_pool2d(x ** pn, k, s, pad, cm, False, 1)  # plain window sums
+    inside = naive_avg_pool2d(np.ones_like(x), k, s, pad, cm, False, 1)  # in-bounds areas
+    share = naive_avg_pool2d(np.ones_like(x), k, s, pad, cm, True, None)  # inside / padded area
+    expected = (sums * (k[0] * k[1]) * share / inside) ** (1 / pn)
+    np.testing.assert_allclose(ref.lp_pool2d(x, pn, k, s, cm, pad), expected, rtol=1e-12)
 
 
 # --------------------------------------------------------------------------- relu
@@ -510,10 +553,10 @@ def _all_ops(x):
     res.append(("conv2d", out))
     res += list(zip(("conv_gi", "conv_gw", "conv_gb"),
                     ref.conv2d_backward(np.ones_like(out), x, w, (1, 1), (1, 0, 0, 1), (1, 1), 2)))
-    mp = (x, (3, 3), (2, 2), (1, 1), (1, 1), True)
+    mp = (x, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), True)
     out, idx = ref.max_pool2d(*mp)
     res += [("max", out), ("max_bw", ref.max_pool2d_backward(np.ones_like(out), *mp))]
-    ap = (x, (3, 3), (2, 2), (1, 1), True, False, None)
+    ap = (x, (3, 3), (2, 2), (1, 1, 1, 1), True, False, None)
     out = ref.avg_pool2d(*ap)
     res += [("avg", out), ("avg_bw", ref.avg_pool2d_backward(np.ones_like(out), *ap))]
     lp = (x, 2.0, (2, 2), (2, 2), True)
@@ -529,7 +572,7 @@ def test_dtype_preserved(dtype):
     for name, arr in _all_ops(x):
         assert arr.dtype == dtype, name
         assert np.all(np.isfinite(arr)), name
-    assert ref.max_pool2d(x, (2, 2), (2, 2), (0, 0), (1, 1), False)[1].dtype == np.int64
+    assert ref.max_pool2d(x, (2, 2), (2, 2), (0, 0, 0, 0), (1, 1), False)[1].dtype == np.int64
 
 
 def test_float32_close_to_float64():

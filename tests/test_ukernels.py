@@ -1,6 +1,6 @@
-"""The GEMM microkernels, Winograd F(2x2, 3x3) transforms and packing routines one by one, against
-plain NumPy, on every ISA path this machine has (fastconv._kernels.ukernel_table; each routine's
-contract is in docs/KERNELS.md).
+"""The GEMM microkernels, Winograd F(2x2, 3x3) transforms, packing routines and global pooling's
+plane reductions one by one, against plain NumPy, on every ISA path this machine has
+(fastconv._kernels.ukernel_table; each routine's contract is in docs/KERNELS.md).
 
 As XNNPACK tests its microkernels: one tester per routine and a table of cases at the routine's
 edges, with sizes given relative to the ISA's register tile where the tile matters ("tile-1" is
@@ -251,6 +251,9 @@ PACK_DYT_CASES = {
     "k-tile-rows-crossed": ("tile", 3, 3, 0, 2, 6),
     "k-past-tile": ("tile+1", 2, 5, 3, 5, 11),
     "single-pixel-in-grid-padding": (2, 2, 3, 2, 4, 1),
+    # float32 packs 16 channels x 16 pixels of a row at a time where both are there
+    "blocks-rows-of-37-mid-row": ("2tile+17", 3, 37, 2, 10, 90),
+    "blocks-rows-of-16": ("tile", 2, 16, 0, 0, 32),
 }
 
 
@@ -280,6 +283,11 @@ RUN_CASES = {
     "s1-both-sides": (-2, 1, 7, 13, 1, False),
     "s1-long": (1, 1, 100, 67, 1, False),
     "s2-padded": (-1, 2, 21, 11, 1, False),
+    # the scatter adds stride-2 runs 16 at a time where a block's 32 columns lie in the row
+    "s2-blocks-and-tail": (1, 2, 100, 40, 1, False),
+    "s2-blocks-padded": (-5, 2, 80, 40, 1, False),
+    "s2-block-fills-the-row": (0, 2, 64, 32, 1, False),
+    "s2-block-one-past-the-row": (0, 2, 63, 32, 1, False),
     "s3-past-the-end": (2, 3, 20, 9, 1, False),
     "s4": (0, 4, 33, 8, 1, False),
     "s5-general": (-4, 5, 30, 8, 1, False),
@@ -313,15 +321,22 @@ def test_gather_run(table, case):
 @pytest.mark.parametrize("case", [c for c in RUN_CASES.values() if c[4] == 1 and not c[5]],
                          ids=[k for k, c in RUN_CASES.items() if c[4] == 1 and not c[5]])
 def test_scatter_add_run(table, case):
+    """Bit for bit, every column of the row but the run's unchanged (-0.0 among them), and
+    nothing past the row touched: signalling NaNs there would come back quiet."""
     iw0, s, w, length, _, _ = case
     dtype = table.dtype
+    bits = np.uint32 if dtype == np.float32 else np.uint64
+    snan = np.array(0x7FA00000 if dtype == np.float32 else 0x7FF4000000000000, bits).view(dtype)
     rng = np.random.default_rng(7)
-    row, src = _rand(rng, w, dtype), _rand(rng, length, dtype)
+    row = np.concatenate([_rand(rng, w, dtype), np.full(40, snan)])
+    row[1:w:3] = -0.0
+    src = _rand(rng, length, dtype)
     expected = row.copy()
     cols, inside = _run_columns(iw0, s, w, length)
     np.add.at(expected, cols[inside], src[inside])
     table.scatter_add_run(row, iw0, s, w, length, src)
-    np.testing.assert_array_equal(row, expected, err_msg=table.names["scatter_add_run"])
+    np.testing.assert_array_equal(row.view(bits), expected.view(bits),
+                                  err_msg=table.names["scatter_add_run"])
 
 
 # ---- Winograd F(2x2, 3x3) transforms -----------------------------------------------------------
@@ -423,3 +438,52 @@ def test_winograd_output_transform(table, case):
     np.testing.assert_array_less(np.abs(out - Y.reshape(4, n)),
                                  tolerance(dtype, 9) * (scale.reshape(4, n) + 1.0),
                                  err_msg=table.names["winograd_output"])
+
+
+# ---- global pooling's plane reductions ----------------------------------------------------------
+
+# plane sizes around the 16 lanes: none, one, a lane short, whole blocks, a remainder, 7 x 7
+PLANE_SIZES = [0, 1, 2, 15, 16, 17, 31, 32, 33, 49, 100, 1000]
+
+
+@pytest.mark.parametrize("n", PLANE_SIZES)
+def test_plane_sum_ukernel(table, n):
+    x = _rand(np.random.default_rng(n), n + 3, table.dtype)
+    x[n:] = np.nan  # past the plane: never read
+    total = table.plane_sum(n, x)
+    assert total.dtype == table.dtype
+    expected = np.sum(x[:n].astype(np.float64))
+    bound = tolerance(table.dtype, n) * (np.sum(np.abs(x[:n].astype(np.float64))) + 1.0)
+    assert abs(float(total) - expected) <= bound, (table.names["plane_sum"], n)
+
+
+def _scan_argmax(x):
+    """PyTorch's scan: from -inf at index 0, a value replaces the maximum when greater or NaN."""
+    best, at = -np.inf, 0
+    for i, v in enumerate(x):
+        if v > best or np.isnan(v):
+            best, at = v, i
+    return at
+
+
+@pytest.mark.parametrize("kind", ["distinct", "ties", "signed-zeros", "nan", "all-minus-inf",
+                                  "nan-first-lane-last"])
+@pytest.mark.parametrize("n", [n for n in PLANE_SIZES if n > 0])
+def test_plane_argmax_ukernel(table, n, kind):
+    rng = np.random.default_rng(n)
+    dtype = table.dtype
+    x = {"distinct": lambda: rng.permutation(n).astype(dtype),
+         "ties": lambda: rng.integers(-2, 3, n).astype(dtype),
+         "signed-zeros": lambda: np.where(rng.random(n) < 0.5, -0.0, 0.0).astype(dtype),
+         "nan": lambda: np.where(rng.random(n) < 0.2, np.nan, rng.integers(-2, 3, n)).astype(
+             dtype),
+         "all-minus-inf": lambda: np.full(n, -np.inf, dtype),
+         "nan-first-lane-last": lambda: np.where(np.arange(n) % 16 == 0, np.nan, 1.0).astype(
+             dtype)}[kind]()
+    if kind == "nan":
+        x[rng.integers(n)] = -np.nan  # NaNs of both signs: the last one's bits
+    buffer = np.concatenate([x, np.full(3, np.inf, dtype)])  # past the plane: never read
+    at, value = table.plane_argmax(n, buffer)
+    expected = _scan_argmax(x)
+    assert at == expected, (table.names["plane_argmax"], kind, n, at, expected)
+    assert value.tobytes() == x[expected].tobytes()

@@ -24,7 +24,6 @@ ALL_OPS = [
 ]
 CONV_OPS = ALL_OPS[:4]
 POOL_OPS = ALL_OPS[4:10]
-PADDED_POOL_OPS = ["max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward"]
 AVG_OPS = ["avg_pool2d", "avg_pool2d_backward"]
 LP_OPS = ["lp_pool2d", "lp_pool2d_backward"]
 BACKWARD_OPS = ["conv2d_backward", "conv2d_input", "conv2d_weight", "max_pool2d_backward",
@@ -196,28 +195,43 @@ def _geometry_cases():
                 continue  # None is the pools' default stride
             out.append(case(op, f"{p}-{desc}", exc, rf"\b{p} must be a positive int .*{got}",
                             **{p: value}))
-    # padding: conv ops and the padded pools
-    for op in CONV_OPS + PADDED_POOL_OPS:
+    # padding: conv ops and every pool, in every form
+    forms = (r"padding must be 'same', 'valid', a non-negative int, a pair of them \(h, w\) or "
+             r"a 4-tuple of them \(top, bottom, left, right\)")
+    helper = r"; for SAME padding at any stride pass padding=fastconv\.functional\.same_padding"
+    for op in CONV_OPS + POOL_OPS:
         for desc, value, exc, got in [
             ("negative", -1, ValueError, r"got -1$"),
             ("negative-in-pair", (0, -1), ValueError, r"got \(0, -1\)"),
-            ("3-tuple", (1, 1, 1), (TypeError, ValueError), r"got \(1, 1, 1\)"),
-            ("float", 1.0, (TypeError, ValueError), r"got 1\.0$"),
+            ("negative-in-4-tuple", (0, 0, -1, 0), ValueError, r"got \(0, 0, -1, 0\)"),
+            ("1-tuple", (1,), ValueError, r"got \(1,\)"),
+            ("3-tuple", (1, 1, 1), ValueError, r"got \(1, 1, 1\)"),
+            ("5-tuple", (1, 1, 1, 1, 1), ValueError, r"got \(1, 1, 1, 1, 1\)"),
+            ("float", 1.0, TypeError, r"got 1\.0$"),
+            ("float-in-4-tuple", (0, 1.0, 0, 0), TypeError, r"got \(0, 1\.0, 0, 0\)"),
+            ("bool-in-4-tuple", (0, True, 0, 0), TypeError, r"got \(0, True, 0, 0\)"),
+            ("none", None, TypeError, r"got None$"),
             ("2**40", 2**40, ValueError, r"at most 2\*\*31 - 1\), got 1099511627776$"),
+            ("2**31-in-4-tuple", (0, 0, 0, 2**31), ValueError, r"got \(0, 0, 0, 2147483648\)"),
+            ("full", "full", ValueError, r"got 'full'$"),
+            ("SAME", "SAME", ValueError, r"got 'SAME'$"),
         ]:
-            out.append(case(op, f"padding-{desc}", exc, rf"\bpadding must be .*{got}",
+            out.append(case(op, f"padding-{desc}", exc, rf"^{op}: {forms} .*{got}",
                             padding=value))
+        out += [
+            case(op, "padding-same-stride2", ValueError,
+                 r"padding='same' needs stride 1, got stride=\(2, 2\)" + helper,
+                 padding="same", stride=2),
+            case(op, "padding-same-stride-1-2", ValueError,
+                 r"padding='same' needs stride 1, got stride=\(1, 2\)" + helper,
+                 padding="same", stride=(1, 2)),
+        ]
+    for op in POOL_OPS:  # their stride defaults to the kernel
+        out.append(case(op, "padding-same-default-stride", ValueError,
+                        r"padding='same' needs stride 1, got stride=\(3, 3\)" + helper,
+                        kernel_size=3, padding="same"))
     for op in CONV_OPS:
         out += [
-            case(op, "padding-full", ValueError,
-                 r"padding must be 'same', 'valid', an int or a pair of ints, got 'full'",
-                 padding="full"),
-            case(op, "padding-SAME", ValueError, r"\bpadding must be .*got 'SAME'", padding="SAME"),
-            case(op, "padding-same-stride2", ValueError,
-                 r"padding='same' needs stride 1, got stride=\(2, 2\)", padding="same", stride=2),
-            case(op, "padding-same-stride-1-2", ValueError,
-                 r"padding='same' needs stride 1, got stride=\(1, 2\)", padding="same",
-                 stride=(1, 2)),
             case(op, "groups-zero", ValueError, GROUPS_MESSAGE + r"0$", groups=0),
             case(op, "groups-negative", ValueError, GROUPS_MESSAGE + r"-1$", groups=-1),
             case(op, "groups-bool", TypeError, GROUPS_MESSAGE + r"True$", groups=True),
@@ -249,14 +263,19 @@ def _geometry_cases():
              bias=np.zeros(0)),
     ]
     # pools: padding above half the kernel, output below 1, ceil_mode
-    for op in PADDED_POOL_OPS:
+    for op in POOL_OPS:
         out += [
             case(op, "padding-above-half-kernel", ValueError,
                  r"padding must be at most half of kernel_size, got padding=\(2, 2\) "
-                 r"for kernel_size=\(3, 3\)", kernel_size=3, padding=2),
+                 r"for kernel_size=\(3, 3\) \(a 4-tuple \(top, bottom, left, right\) takes any "
+                 r"padding\)$", kernel_size=3, padding=2),
             case(op, "padding-above-half-kernel-w", ValueError,
                  r"padding must be at most half .*padding=\(0, 2\) for kernel_size=\(2, 2\)",
                  padding=(0, 2)),
+            case(op, "padding-4-tuple-output-below-1", ValueError,
+                 r"output size would be \(0, 3\) for input size \(6, 6\) with "
+                 r"kernel_size=\(9, 2\), stride=\(9, 2\), padding=\(1, 1, 0, 0\)",
+                 kernel_size=(9, 2), padding=(1, 1, 0, 0)),
         ]
     for op in POOL_OPS:
         out += [
@@ -477,7 +496,7 @@ def _overflow_cases():
         case("conv2d_input", "dilation-pair-2**31", ValueError,
              r"\bdilation .*at most 2\*\*31 - 1\), got \(1, 2147483648\)", dilation=(1, 2**31)),
     ]
-    for op in PADDED_POOL_OPS:
+    for op in POOL_OPS:
         extra = {"grad_output": g1} if op.endswith("_backward") else {}
         out.append(case(op, "output-over-2**60", ValueError,
                         r"the output of shape \(1073741824, 1073741824, 2, 2\) .*" + lim,

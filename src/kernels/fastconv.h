@@ -53,12 +53,14 @@ typedef struct {
     int algorithm;
 } fc_conv2d_params;
 
-/* pool2d geometry over `planes` = N*C independent (in_h, in_w) planes. */
+/* pool2d geometry over `planes` = N*C independent (in_h, in_w) planes. Window starts use
+ * pad_top/pad_left; pad_bottom/pad_right bound an average window counted with padding (and so
+ * the divisor of count_include_pad and the L^p scale) and are implied in out_h/out_w. */
 typedef struct {
     fc_index planes, in_h, in_w;
     fc_index kernel_h, kernel_w;
     fc_index stride_h, stride_w;
-    fc_index pad_h, pad_w;
+    fc_index pad_top, pad_bottom, pad_left, pad_right;
     fc_index dilation_h, dilation_w;
     fc_index out_h, out_w;
     int count_include_pad;     /* avg pool only */

@@ -15,6 +15,8 @@
     FC_CONV_KERNELS(X, ctx, f64, double)                                                           \
     FC_POOL_KERNELS(X, ctx, f32, float)                                                            \
     FC_POOL_KERNELS(X, ctx, f64, double)                                                           \
+    FC_ADAPTIVE_POOL_KERNELS(X, ctx, f32, float)                                                   \
+    FC_ADAPTIVE_POOL_KERNELS(X, ctx, f64, double)                                                  \
     FC_ELTWISE_KERNELS(X, ctx, f32, float)                                                         \
     FC_ELTWISE_KERNELS(X, ctx, f64, double)                                                        \
     FC_LINEAR_KERNELS(X, ctx, f32, float)                                                          \
@@ -32,21 +34,23 @@
     X(ctx, f64_fma_peak, (fc_index iterations, int nthreads, double *flops),                       \
       (iterations, nthreads, flops))
 
-/* Convolution. gb may be NULL (no bias gradient wanted), bias too (no bias). */
+/* Convolution. gb may be NULL (no bias gradient wanted), bias too (no bias). The input
+ * gradient's bias, one per input channel, is added to gx: conv_transpose2d's bias, that pass
+ * being its forward. */
 #define FC_CONV_KERNELS(X, ctx, dt, T)                                                             \
     X(ctx, dt##_conv2d_fwd,                                                                        \
       (const fc_conv2d_params *p, const T *x, const T *w, const T *bias, T *y, int nthreads),      \
       (p, x, w, bias, y, nthreads))                                                                \
     X(ctx, dt##_conv2d_bwd_input,                                                                  \
-      (const fc_conv2d_params *p, const T *gy, const T *w, T *gx, int nthreads),                   \
-      (p, gy, w, gx, nthreads))                                                                    \
+      (const fc_conv2d_params *p, const T *gy, const T *w, const T *bias, T *gx, int nthreads),    \
+      (p, gy, w, bias, gx, nthreads))                                                              \
     X(ctx, dt##_conv2d_bwd_weight,                                                                 \
       (const fc_conv2d_params *p, const T *gy, const T *x, T *gw, T *gb, int nthreads),            \
       (p, gy, x, gw, gb, nthreads))
 
 /* Pooling. Max pooling: indices may be NULL; a window wholly in the padding yields -inf and
  * index -1, and the backward pass skips indices of -1. Backward kernels write every element of
- * gx. L^p pooling is PyTorch's lp_pool2d (no padding, p = p->norm > 0). */
+ * gx. L^p pooling is PyTorch's lp_pool2d (p = p->norm > 0), with zero padding. */
 #define FC_POOL_KERNELS(X, ctx, dt, T)                                                             \
     X(ctx, dt##_maxpool2d_fwd,                                                                     \
       (const fc_pool2d_params *p, const T *x, T *y, int64_t *indices, int nthreads),               \
@@ -63,6 +67,17 @@
     X(ctx, dt##_lppool2d_bwd,                                                                      \
       (const fc_pool2d_params *p, const T *gy, const T *x, T *gx, int nthreads),                   \
       (p, gy, x, gx, nthreads))
+
+/* Adaptive pooling (PyTorch's adaptive_avg_pool2d / adaptive_max_pool2d): only planes, in_h,
+ * in_w, out_h and out_w of the params are read. The max-pool backward is maxpool2d_bwd. */
+#define FC_ADAPTIVE_POOL_KERNELS(X, ctx, dt, T)                                                    \
+    X(ctx, dt##_adaptive_avgpool2d_fwd,                                                            \
+      (const fc_pool2d_params *p, const T *x, T *y, int nthreads), (p, x, y, nthreads))            \
+    X(ctx, dt##_adaptive_avgpool2d_bwd,                                                            \
+      (const fc_pool2d_params *p, const T *gy, T *gx, int nthreads), (p, gy, gx, nthreads))        \
+    X(ctx, dt##_adaptive_maxpool2d_fwd,                                                            \
+      (const fc_pool2d_params *p, const T *x, T *y, int64_t *indices, int nthreads),               \
+      (p, x, y, indices, nthreads))
 
 /* Element-wise, over n elements of any shape. */
 #define FC_ELTWISE_KERNELS(X, ctx, dt, T)                                                          \

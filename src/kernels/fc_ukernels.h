@@ -1,6 +1,7 @@
-/* fc_ukernels.h: the GEMM microkernels, Winograd transforms and packing routines of one
- * instruction set and dtype, by pointer, for the tests only (fastconv._kernels.UkernelTable,
- * tests/test_ukernels.py). docs/KERNELS.md states each one's contract.
+/* fc_ukernels.h: the GEMM microkernels, Winograd transforms, packing routines and global
+ * pooling's plane reductions of one instruction set and dtype, by pointer, for the tests only
+ * (fastconv._kernels.UkernelTable, tests/test_ukernels.py). docs/KERNELS.md states each one's
+ * contract.
  *
  * The passes call these routines directly and inlined; the tables are built in files of their
  * own (ukernel_table_<dt>_<isa>.c, from ukernel_table.h) from the same templates with the same
@@ -60,6 +61,13 @@ typedef struct {
     const char *winograd_output_name;
     void (*winograd_output)(const void *const *m, fc_index n, const void *bias, void *tmp,
                             fc_index ts);
+    /* *sum = x[0] + ... + x[n - 1] in 16 lanes: fc_<dt>_plane_sum_ukernel_16__<isa> */
+    const char *plane_sum_name;
+    void (*plane_sum)(fc_index n, const void *x, void *sum);
+    /* the first maximum of x[0 .. n) (the last NaN if any) into *value, returning its index:
+     * fc_<dt>_plane_argmax_ukernel_16__<isa> */
+    const char *plane_argmax_name;
+    fc_index (*plane_argmax)(fc_index n, const void *x, void *value);
 } fc_ukernel_table;
 
 /* Each ISA's tables, fc_<dt>_ukernel_table__<isa> (ukernel_table.h), */

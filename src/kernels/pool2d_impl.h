@@ -29,10 +29,10 @@
 static inline void FC_LOCAL(interior_columns)(const fc_pool2d_params *p, fc_index *lo,
                                               fc_index *hi) {
     const fc_index extent = (p->kernel_w - 1) * p->dilation_w; /* last tap's offset */
-    fc_index a = FC_CEIL_DIV(p->pad_w, p->stride_w);
-    fc_index b = p->in_w - 1 - extent + p->pad_w < 0
+    fc_index a = FC_CEIL_DIV(p->pad_left, p->stride_w);
+    fc_index b = p->in_w - 1 - extent + p->pad_left < 0
                      ? 0
-                     : (p->in_w - 1 - extent + p->pad_w) / p->stride_w + 1;
+                     : (p->in_w - 1 - extent + p->pad_left) / p->stride_w + 1;
     a = FC_MIN(a, p->out_w);
     b = FC_MIN(b, p->out_w);
     *lo = a;
@@ -64,7 +64,7 @@ static inline fc_index FC_LOCAL(interior_count)(const fc_pool2d_params *p, fc_in
     const fc_index n = hi - lo;
     if (n <= 0) return 0;
     const fc_index padded = FC_CEIL_DIV(n, FC_POOL_LANES) * FC_POOL_LANES;
-    const fc_index last = lo * p->stride_w - p->pad_w + (padded - 1) * p->stride_w +
+    const fc_index last = lo * p->stride_w - p->pad_left + (padded - 1) * p->stride_w +
                           (p->kernel_w - 1) * p->dilation_w;
     return last < avail ? padded : n;
 }
@@ -201,7 +201,7 @@ static void FC_LOCAL(max_rows_k2s2_index)(const T *const *rows, int nrows, fc_in
 static void FC_LOCAL(max_fold_row)(const fc_pool2d_params *p, const T *restrict row, fc_index lo,
                                    fc_index hi, fc_index count, T *restrict val,
                                    int32_t *restrict tap) {
-    const fc_index s = p->stride_w, d = p->dilation_w, pad = p->pad_w, k = p->kernel_w;
+    const fc_index s = p->stride_w, d = p->dilation_w, pad = p->pad_left, k = p->kernel_w;
     const fc_index OW = p->out_w, W = p->in_w;
     const T *base = row + (lo * s - pad); /* the first interior column's window */
     T *v = val + lo;
@@ -294,7 +294,7 @@ static void FC_LOCAL(max_border_columns)(const fc_pool2d_params *p, const T *pla
             continue;
         }
         fc_index j0, j1;
-        const fc_index w0 = ow * s - p->pad_w;
+        const fc_index w0 = ow * s - p->pad_left;
         fc_inside_span(w0, d, p->kernel_w, W, &j0, &j1);
         T m = -(T)INFINITY;
         int64_t at = -1;
@@ -327,7 +327,7 @@ int FC_FN(maxpool2d_fwd)(const fc_pool2d_params *p, const T *x, T *y, int64_t *i
      * (max_rows_k3s2); with indices, 2x2 stride 2 without padding, whose flat plane indices fit
      * an int32 lane (max_rows_k2s2_index) */
     const int fused = indices ? p->kernel_w == 2 && p->stride_w == 2 && p->dilation_w == 1 &&
-                                    p->pad_w == 0 && p->kernel_h <= 2 && p->dilation_h == 1 &&
+                                    p->pad_left == 0 && p->kernel_h <= 2 && p->dilation_h == 1 &&
                                     H * W < ((fc_index)1 << 31)
                               : p->kernel_w == 3 && p->stride_w == 2 && p->dilation_w == 1 &&
                                     p->kernel_h <= 3;
@@ -363,7 +363,7 @@ int FC_FN(maxpool2d_fwd)(const fc_pool2d_params *p, const T *x, T *y, int64_t *i
             int64_t *idx = indices ? indices + plane * OH * OW + oh * OW : NULL;
             FC_LOCAL(prefetch_rows)(p, src, oh, x + total);
             fc_index i0, i1;
-            const fc_index h0 = oh * p->stride_h - p->pad_h;
+            const fc_index h0 = oh * p->stride_h - p->pad_top;
             fc_inside_span(h0, p->dilation_h, p->kernel_h, H, &i0, &i1);
             if (i0 >= i1) { /* the whole row of windows lies in the padding */
                 for (fc_index ow = 0; ow < OW; ow++) out[ow] = -(T)INFINITY;
@@ -378,7 +378,7 @@ int FC_FN(maxpool2d_fwd)(const fc_pool2d_params *p, const T *x, T *y, int64_t *i
                  * only when its last tap, column 1, exists). The rows' window bases; the last
                  * row has the least input after it, so its interior count is the one every row
                  * can run. */
-                const int pad_first = !idx && lo == 1 && p->pad_w == 1 && W >= 2 &&
+                const int pad_first = !idx && lo == 1 && p->pad_left == 1 && W >= 2 &&
                                       plane * H + h0 + i0 > 0;
                 const fc_index start = pad_first ? 0 : lo;
                 const T *rows[3];
@@ -386,7 +386,7 @@ int FC_FN(maxpool2d_fwd)(const fc_pool2d_params *p, const T *x, T *y, int64_t *i
                 fc_index count = 0;
                 for (fc_index i = i0; i < i1; i++) {
                     const fc_index r = h0 + i * p->dilation_h;
-                    rows[nrows++] = src + r * W + (start * p->stride_w - p->pad_w);
+                    rows[nrows++] = src + r * W + (start * p->stride_w - p->pad_left);
                     count = FC_LOCAL(interior_count)(p, start, hi, total - (plane * H * W + r * W));
                 }
                 if (count % FC_POOL_LANES == 0) {
@@ -449,7 +449,8 @@ int FC_FN(maxpool2d_fwd)(const fc_pool2d_params *p, const T *x, T *y, int64_t *i
             if (idx) {
                 for (fc_index ow = 0; ow < OW; ow++) {
                     const fc_index ih = h0 + best_row[ow] * p->dilation_h;
-                    const fc_index iw = ow * p->stride_w - p->pad_w + best_tap[ow] * p->dilation_w;
+                    const fc_index iw = ow * p->stride_w - p->pad_left +
+                                        best_tap[ow] * p->dilation_w;
                     idx[ow] = best_tap[ow] < 0 ? -1 : ih * W + iw;
                 }
             }
@@ -493,7 +494,7 @@ int FC_FN(maxpool2d_bwd)(const fc_pool2d_params *p, const T *gy, const int64_t *
  * columns from lo (whole lanes where the reads allow), then the clipped borders. */
 static void FC_LOCAL(sum_fold_row)(const fc_pool2d_params *p, const T *restrict row, fc_index lo,
                                    fc_index hi, fc_index count, double norm, T *restrict sum) {
-    const fc_index s = p->stride_w, pad = p->pad_w, k = p->kernel_w;
+    const fc_index s = p->stride_w, pad = p->pad_left, k = p->kernel_w;
     const fc_index OW = p->out_w, W = p->in_w;
 #define FC_F(v) (norm == 0.0 ? (v) : norm == 2.0 ? (v) * (v) : (T)pow((double)(v), norm))
     const T *base = row + (lo * s - pad); /* the first interior column's window */
@@ -551,11 +552,13 @@ static void FC_LOCAL(sum_fold_row)(const fc_pool2d_params *p, const T *restrict 
 }
 
 /* PyTorch's average-pool divisor for output column/row o along one dimension: the window length
- * counted with padding (clipped to input + padding) and without (clipped to the input). */
-static inline void FC_LOCAL(avg_extent)(fc_index o, fc_index s, fc_index pad, fc_index k,
-                                        fc_index n, fc_index *padded, fc_index *inside) {
-    const fc_index a = o * s - pad;
-    const fc_index b = FC_MIN(a + k, n + pad);
+ * counted with padding (clipped to input + the end's padding) and without (clipped to the input;
+ * 0 or less for a window wholly in the padding). */
+static inline void FC_LOCAL(avg_extent)(fc_index o, fc_index s, fc_index pad_begin,
+                                        fc_index pad_end, fc_index k, fc_index n, fc_index *padded,
+                                        fc_index *inside) {
+    const fc_index a = o * s - pad_begin;
+    const fc_index b = FC_MIN(a + k, n + pad_end);
     *padded = b - a;
     *inside = FC_MIN(b, n) - FC_MAX(a, 0);
 }
@@ -564,8 +567,8 @@ static inline void FC_LOCAL(avg_extent)(fc_index o, fc_index s, fc_index pad, fc
  * per call so the per-output division needs no branches. */
 static void FC_LOCAL(avg_columns)(const fc_pool2d_params *p, fc_index *padded, fc_index *inside) {
     for (fc_index ow = 0; ow < p->out_w; ow++)
-        FC_LOCAL(avg_extent)(ow, p->stride_w, p->pad_w, p->kernel_w, p->in_w, &padded[ow],
-                             &inside[ow]);
+        FC_LOCAL(avg_extent)(ow, p->stride_w, p->pad_left, p->pad_right, p->kernel_w, p->in_w,
+                             &padded[ow], &inside[ow]);
 }
 
 /* divisor[ow] for output row oh, 0 for an empty window (output 0, no gradient). Rows share
@@ -578,7 +581,8 @@ static void FC_LOCAL(avg_divisors)(const fc_pool2d_params *p, fc_index oh,
     const fc_index OW = p->out_w, override = p->divisor_override;
     const int include = p->count_include_pad;
     fc_index row_padded, row_inside;
-    FC_LOCAL(avg_extent)(oh, p->stride_h, p->pad_h, p->kernel_h, p->in_h, &row_padded, &row_inside);
+    FC_LOCAL(avg_extent)(oh, p->stride_h, p->pad_top, p->pad_bottom, p->kernel_h, p->in_h,
+                         &row_padded, &row_inside);
     if (row_padded == last[0] && row_inside == last[1]) return;
     last[0] = row_padded;
     last[1] = row_inside;
@@ -598,7 +602,7 @@ static void FC_LOCAL(window_sums)(const fc_pool2d_params *p, const T *plane, fc_
                                   T *restrict row_sum, T *restrict acc) {
     const fc_index W = p->in_w, row_len = FC_POOL_ROW(p->out_w);
     fc_index i0, i1;
-    const fc_index h0 = oh * p->stride_h - p->pad_h;
+    const fc_index h0 = oh * p->stride_h - p->pad_top;
     fc_inside_span(h0, 1, p->kernel_h, p->in_h, &i0, &i1);
     for (fc_index i = i0; i < i1; i++) {
         const fc_index r = h0 + i;
@@ -659,7 +663,7 @@ int FC_FN(avgpool2d_fwd)(const fc_pool2d_params *p, const T *x, T *y, int nthrea
 static void FC_LOCAL(spread_row)(const fc_pool2d_params *p, T *restrict grow,
                                  const T *restrict xrow, fc_index lo, fc_index hi, double norm,
                                  const T *restrict share) {
-    const fc_index s = p->stride_w, pad = p->pad_w, k = p->kernel_w;
+    const fc_index s = p->stride_w, pad = p->pad_left, k = p->kernel_w;
     const fc_index OW = p->out_w, W = p->in_w;
 #define FC_D(v) (norm == 2.0 ? (v) : (T)pow((double)(v), norm - 1.0))
     const int plain = norm == 0.0 || norm == 1.0;
@@ -724,7 +728,7 @@ int FC_FN(avgpool2d_bwd)(const fc_pool2d_params *p, const T *gy, T *gx, int nthr
         memset(dst, 0, sizeof(T) * (size_t)(H * W));
         for (fc_index oh = 0; oh < OH; oh++) {
             fc_index i0, i1;
-            const fc_index h0 = oh * p->stride_h - p->pad_h;
+            const fc_index h0 = oh * p->stride_h - p->pad_top;
             fc_inside_span(h0, 1, p->kernel_h, H, &i0, &i1);
             FC_LOCAL(avg_divisors)(p, oh, cols, cols + OW, last_row, divisor);
             for (fc_index ow = 0; ow < OW; ow++) /* divisor 0: an empty window, no gradient */
@@ -739,17 +743,29 @@ int FC_FN(avgpool2d_bwd)(const fc_pool2d_params *p, const T *gy, T *gx, int nthr
     return failed ? FC_ENOMEM : FC_OK;
 }
 
-/* lp_pool2d (no padding, no dilation): out = (S * kH*kW / area)^(1/p), S = sum of x^p over the
- * window clipped to the input, so a partial ceil_mode window is scaled up as PyTorch does. */
+/* lp_pool2d (no dilation): out = (S * kH*kW / area)^(1/p), S = sum of x^p over the window clipped
+ * to the input, area = the window clipped to the padded input, so a partial ceil_mode window is
+ * scaled up as PyTorch does. Padding (zeros) is fastconv's extension; a window wholly in it sums
+ * to 0 and gives 0. */
 static inline T FC_LOCAL(lp_finish)(T sum, double norm, double scale) {
     const double v = (double)sum * scale;
     return (T)(norm == 2.0 ? sqrt(v) : norm == 1.0 ? v : pow(v, 1.0 / norm));
 }
 
 static inline double FC_LOCAL(lp_scale)(const fc_pool2d_params *p, fc_index oh, fc_index ow) {
-    const fc_index ah = FC_MIN(oh * p->stride_h + p->kernel_h, p->in_h) - oh * p->stride_h;
-    const fc_index aw = FC_MIN(ow * p->stride_w + p->kernel_w, p->in_w) - ow * p->stride_w;
+    fc_index ah, aw, inside;
+    FC_LOCAL(avg_extent)(oh, p->stride_h, p->pad_top, p->pad_bottom, p->kernel_h, p->in_h, &ah,
+                         &inside);
+    FC_LOCAL(avg_extent)(ow, p->stride_w, p->pad_left, p->pad_right, p->kernel_w, p->in_w, &aw,
+                         &inside);
     return (double)(p->kernel_h * p->kernel_w) / (double)(ah * aw);
+}
+
+/* Whether every window of output row oh lies inside the padded input (the last column's window
+ * ends in it, so all do): lp_scale is 1 along the whole row. */
+static inline int FC_LOCAL(lp_row_whole)(const fc_pool2d_params *p, fc_index oh) {
+    return oh * p->stride_h - p->pad_top + p->kernel_h <= p->in_h + p->pad_bottom &&
+           (p->out_w - 1) * p->stride_w - p->pad_left + p->kernel_w <= p->in_w + p->pad_right;
 }
 
 int FC_FN(lppool2d_fwd)(const fc_pool2d_params *p, const T *x, T *y, int nthreads) {
@@ -781,8 +797,7 @@ int FC_FN(lppool2d_fwd)(const fc_pool2d_params *p, const T *x, T *y, int nthread
             FC_LOCAL(prefetch_rows)(p, x + plane * HW, oh, x + total);
             FC_LOCAL(window_sums)(p, x + plane * HW, oh, lo, hi, norm, total - plane * HW, row_sum,
                                   acc);
-            const int full_row = oh * p->stride_h + p->kernel_h <= p->in_h;
-            if (norm == 2.0 && full_row && hi == OW) { /* scale 1 up to column hi: vectorised */
+            if (norm == 2.0 && FC_LOCAL(lp_row_whole)(p, oh)) { /* scale 1: vectorised */
                 /* the dtype's own square root: rounding sqrt's double result to float is
                  * exact (double carries over 2*24+2 bits), so sqrtf gives the same answer */
                 if (sizeof(T) == sizeof(float))
@@ -800,10 +815,12 @@ int FC_FN(lppool2d_fwd)(const fc_pool2d_params *p, const T *x, T *y, int nthread
     return failed ? FC_ENOMEM : FC_OK;
 }
 
-/* Whether input row (or column) i lies in some window oh*s .. oh*s + k - 1, oh < out. */
-static inline int FC_LOCAL(lp_covered)(fc_index i, fc_index s, fc_index k, fc_index out) {
-    const fc_index last = FC_MIN(i / s, out - 1); /* the last window starting at or before i */
-    return last >= 0 && i < last * s + k;
+/* Whether input row (or column) i lies in a window oh*s - pad .. oh*s - pad + k - 1, oh < out. */
+static inline int FC_LOCAL(lp_covered)(fc_index i, fc_index s, fc_index k, fc_index pad,
+                                       fc_index out) {
+    const fc_index at = i + pad;                   /* in the padded input */
+    const fc_index last = FC_MIN(at / s, out - 1); /* the last window starting at or before i */
+    return last >= 0 && at < last * s + k;
 }
 
 int FC_FN(lppool2d_bwd)(const fc_pool2d_params *p, const T *gy, const T *x, T *gx, int nthreads) {
@@ -820,9 +837,9 @@ int FC_FN(lppool2d_bwd)(const fc_pool2d_params *p, const T *gy, const T *x, T *g
      * PyTorch's 0 * d(x^p)/dx, which is NaN at an Inf or NaN input. */
     int all_covered = 1;
     for (fc_index ih = 0; ih < H; ih++)
-        all_covered &= FC_LOCAL(lp_covered)(ih, p->stride_h, p->kernel_h, OH);
+        all_covered &= FC_LOCAL(lp_covered)(ih, p->stride_h, p->kernel_h, p->pad_top, OH);
     for (fc_index iw = 0; iw < W; iw++)
-        all_covered &= FC_LOCAL(lp_covered)(iw, p->stride_w, p->kernel_w, OW);
+        all_covered &= FC_LOCAL(lp_covered)(iw, p->stride_w, p->kernel_w, p->pad_left, OW);
     FC_PRAGMA(omp parallel num_threads(nt))
     {
         T *row_sum = (T *)calloc((size_t)row_len * 2, sizeof(T));
@@ -840,8 +857,8 @@ int FC_FN(lppool2d_bwd)(const fc_pool2d_params *p, const T *gy, const T *x, T *g
             if (!all_covered)
                 for (fc_index ih = 0; ih < H; ih++)
                     for (fc_index iw = 0; iw < W; iw++)
-                        if (!FC_LOCAL(lp_covered)(ih, p->stride_h, p->kernel_h, OH) ||
-                            !FC_LOCAL(lp_covered)(iw, p->stride_w, p->kernel_w, OW)) {
+                        if (!FC_LOCAL(lp_covered)(ih, p->stride_h, p->kernel_h, p->pad_top, OH) ||
+                            !FC_LOCAL(lp_covered)(iw, p->stride_w, p->kernel_w, p->pad_left, OW)) {
                             /* x^(p-1) in T, as PyTorch's autograd computes it: it overflows
                              * to Inf (and the product to NaN) where T's range ends */
                             const T v = src[ih * W + iw];
@@ -855,7 +872,10 @@ int FC_FN(lppool2d_bwd)(const fc_pool2d_params *p, const T *gy, const T *x, T *g
                 /* coef = gy * c * out^(1-p) with c = kH*kW/area: d out/d x = coef * x^(p-1) */
                 FC_LOCAL(window_sums)(p, src, oh, lo, hi, norm, total - plane * HW, row_sum, coef);
                 const T *g_row = gy + plane * OH * OW + oh * OW;
-                if (norm == 2.0 && oh * p->stride_h + p->kernel_h <= H && hi == OW) {
+                /* the window's rows inside the input */
+                const fc_index h0 = FC_MAX(oh * p->stride_h - p->pad_top, 0);
+                const fc_index h1 = FC_MIN(oh * p->stride_h - p->pad_top + p->kernel_h, H);
+                if (norm == 2.0 && FC_LOCAL(lp_row_whole)(p, oh)) {
                     /* every window whole (c = 1): the expression below with c folded in, in
                      * one loop the compiler vectorises, instead of a square root and a division
                      * in double per output, one at a time */
@@ -874,7 +894,7 @@ int FC_FN(lppool2d_bwd)(const fc_pool2d_params *p, const T *gy, const T *x, T *g
                             coef[ow] = s == 0 ? (T)0 : (T)v;
                         }
                     }
-                    for (fc_index ih = oh * p->stride_h; ih < oh * p->stride_h + p->kernel_h; ih++)
+                    for (fc_index ih = h0; ih < h1; ih++)
                         FC_LOCAL(spread_row)(p, dst + ih * W, src + ih * W, lo, hi, norm, coef);
                     continue;
                 }
@@ -895,8 +915,6 @@ int FC_FN(lppool2d_bwd)(const fc_pool2d_params *p, const T *gy, const T *x, T *g
                     const double out = norm == 2.0 ? sqrt(s * c) : pow(s * c, 1.0 / norm);
                     coef[ow] = (T)(g * c * (norm == 2.0 ? 1.0 / out : pow(out, 1.0 - norm)));
                 }
-                const fc_index h0 = oh * p->stride_h;
-                const fc_index h1 = FC_MIN(h0 + p->kernel_h, H);
                 for (fc_index ih = h0; ih < h1; ih++)
                     FC_LOCAL(spread_row)(p, dst + ih * W, src + ih * W, lo, hi, norm, coef);
             }

@@ -1,5 +1,5 @@
 /* ukernel_table.h: builds fc_<dt>_ukernel_table__<isa>, the tests' table of this file's GEMM
- * microkernels, Winograd transforms and packing routines (fc_ukernels.h). A file
+ * microkernels, Winograd transforms, packing routines and plane reductions (fc_ukernels.h). A file
  * ukernel_table_<dt>_<isa>.c includes its fc_isa_<isa>.h, defines FC_DT and includes this.
  *
  * Each entry is a thin wrapper that casts the void pointers of fc_ukernels.h back to T and calls
@@ -11,6 +11,7 @@
 /* The templates below also hold passes this file does not use. */
 #pragma GCC diagnostic ignored "-Wunused-function"
 
+#include "adaptive_pool2d_ukernel.h"
 #include "conv2d_gemm_ukernel.h"
 #include "conv2d_pack.h"
 #include "conv2d_winograd.h"
@@ -92,6 +93,14 @@ static void FC_WRAP(winograd_output)(const void *const *m, fc_index n, const voi
     FC_FN(winograd_f2x2_3x3_output_transform)(me, n, *(const T *)bias, tmp, ts);
 }
 
+static void FC_WRAP(plane_sum)(fc_index n, const void *x, void *sum) {
+    *(T *)sum = FC_FN(plane_sum_ukernel_16)(n, x);
+}
+
+static fc_index FC_WRAP(plane_argmax)(fc_index n, const void *x, void *value) {
+    return FC_FN(plane_argmax_ukernel_16)(n, x, value);
+}
+
 const fc_ukernel_table FC_FN(ukernel_table) = {
     FC_DT_ID,
     FC_MR,
@@ -119,6 +128,10 @@ const fc_ukernel_table FC_FN(ukernel_table) = {
     FC_WRAP(winograd_input),
     FC_STR(FC_FN(winograd_f2x2_3x3_output_transform)),
     FC_WRAP(winograd_output),
+    FC_STR(FC_FN(plane_sum_ukernel_16)),
+    FC_WRAP(plane_sum),
+    FC_STR(FC_FN(plane_argmax_ukernel_16)),
+    FC_WRAP(plane_argmax),
 };
 
 #endif /* FC_UKERNEL_TABLE_H */
