@@ -168,6 +168,12 @@ cdef extern from "fc_ukernels.h" nogil:
         void (*plane_sum)(fc_index n, const void *x, void *sum)
         const char *plane_argmax_name
         fc_index (*plane_argmax)(fc_index n, const void *x, void *value)
+        const char *dwconv_name
+        void (*dwconv)(fc_index n, int kk, const void *w, const void *src, const fc_index *off,
+                       void *out)
+        const char *dwconv_dot_name
+        void (*dwconv_dot)(fc_index n, int kk, const void *g, const void *src,
+                           const fc_index *off, void *acc)
 
     const fc_ukernel_table *fc_ukernel_table_for(int isa, int dtype)
 

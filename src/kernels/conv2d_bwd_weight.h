@@ -12,6 +12,7 @@
 #ifndef FC_CONV2D_BWD_WEIGHT_H
 #define FC_CONV2D_BWD_WEIGHT_H
 
+#include "conv2d_depthwise.h"
 #include "conv2d_gemm_ukernel.h"
 #include "conv2d_pack.h"
 #include "conv2d_phases.h"
@@ -166,6 +167,8 @@ static int FC_LOCAL(conv2d_bwd_weight_run)(fc_conv_algorithm algorithm, const fc
                                            int nthreads) {
     if (algorithm == FC_CONV_PLAIN)
         return FC_LOCAL(conv2d_bwd_weight_plain)(p, tn, gy, x, gw, nthreads);
+    if (algorithm == FC_CONV_DEPTHWISE)
+        return FC_LOCAL(conv2d_bwd_weight_depthwise)(p, tn, gy, x, gw, nthreads);
     return FC_LOCAL(conv2d_bwd_weight_direct)(p, tn, gy, x, gw, nthreads);
 }
 

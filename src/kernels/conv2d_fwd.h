@@ -12,6 +12,7 @@
 #ifndef FC_CONV2D_FWD_H
 #define FC_CONV2D_FWD_H
 
+#include "conv2d_depthwise.h"
 #include "conv2d_gemm_ukernel.h"
 #include "conv2d_pack.h"
 #include "conv2d_phases.h"
@@ -140,6 +141,8 @@ static int FC_LOCAL(conv2d_fwd_run)(fc_conv_algorithm algorithm, const fc_conv2d
         return FC_LOCAL(conv2d_fwd_plain)(p, tn, x, w, bias, y, nthreads);
     case FC_CONV_WINOGRAD:
         return FC_LOCAL(conv2d_fwd_winograd)(p, tn, x, w, bias, y, nthreads);
+    case FC_CONV_DEPTHWISE:
+        return FC_LOCAL(conv2d_fwd_depthwise)(p, tn, x, w, bias, y, nthreads);
     default:
         return FC_LOCAL(conv2d_fwd_direct)(p, tn, x, w, bias, y, nthreads);
     }
