@@ -19,6 +19,7 @@ cdef extern from "fastconv.h" nogil:
         fc_index dilation_h, dilation_w
         fc_index out_h, out_w
         int algorithm
+        int relu
     ctypedef struct fc_pool2d_params:
         fc_index planes, in_h, in_w
         fc_index kernel_h, kernel_w
@@ -59,6 +60,10 @@ cdef extern from "fastconv.h" nogil:
                                  float *gw, float *gb, int nthreads)
     int fc_f64_conv2d_bwd_weight(const fc_conv2d_params *p, const double *gy, const double *x,
                                  double *gw, double *gb, int nthreads)
+    int fc_f32_conv2d_relu_bwd(const fc_conv2d_params *p, const float *gy, const float *y,
+                               float *gz, float *gb, int nthreads)
+    int fc_f64_conv2d_relu_bwd(const fc_conv2d_params *p, const double *gy, const double *y,
+                               double *gz, double *gb, int nthreads)
 
     int fc_f32_maxpool2d_fwd(const fc_pool2d_params *p, const float *x, float *y,
                              int64_t *indices, int nthreads)
@@ -217,6 +222,14 @@ cdef inline int conv2d_bwd_weight(const fc_conv2d_params *p, const real *gy, con
         return fc_f32_conv2d_bwd_weight(p, gy, x, gw, gb, nthreads)
     else:
         return fc_f64_conv2d_bwd_weight(p, gy, x, gw, gb, nthreads)
+
+
+cdef inline int conv2d_relu_bwd(const fc_conv2d_params *p, const real *gy, const real *y,
+                                real *gz, real *gb, int nthreads) noexcept nogil:
+    if real is float:
+        return fc_f32_conv2d_relu_bwd(p, gy, y, gz, gb, nthreads)
+    else:
+        return fc_f64_conv2d_relu_bwd(p, gy, y, gz, gb, nthreads)
 
 
 cdef inline int maxpool2d_fwd(const fc_pool2d_params *p, const real *x, real *y,

@@ -115,6 +115,7 @@ cdef fc_conv2d_params _conv_params(g, fc_conv_pass which) except *:
     the algorithm force_conv_algorithms set for it, else 0 (the plan chooses)."""
     cdef fc_conv2d_params p
     p.algorithm = _forced[<int>which]
+    p.relu = 0
     p.batch = g.batch
     p.in_channels = g.in_channels
     p.in_h = g.in_h
@@ -286,11 +287,13 @@ cdef int _conv2d_forward(real *y, const fc_conv2d_params *p, x, w, bias,
 
 
 def conv2d_forward(geometry, cnp.ndarray x, cnp.ndarray w, object bias, cnp.ndarray y,
-                   int nthreads):
-    """y = conv2d(x, w, bias) (bias may be None) for the ConvGeometry `geometry`."""
+                   int nthreads, bint relu=False):
+    """y = conv2d(x, w, bias) (bias may be None) for the ConvGeometry `geometry`; relu: then
+    ReLU, in the pass that writes y."""
     if _must_hop(nthreads):
-        return _on_fresh_thread(conv2d_forward, geometry, x, w, bias, y, nthreads)
+        return _on_fresh_thread(conv2d_forward, geometry, x, w, bias, y, nthreads, relu)
     cdef fc_conv2d_params p = _conv_params(geometry, FC_CONV_FWD)
+    p.relu = relu
     if _is_f32(y):
         _conv2d_forward(<float *>_ptr(y), &p, x, w, bias, nthreads)
     else:
@@ -317,6 +320,30 @@ def conv2d_backward_input(geometry, cnp.ndarray gy, cnp.ndarray w, cnp.ndarray g
         _conv2d_backward_input(<float *>_ptr(gx), &p, gy, w, nthreads)
     else:
         _conv2d_backward_input(<double *>_ptr(gx), &p, gy, w, nthreads)
+
+
+cdef int _conv2d_relu_backward(real *gz, const fc_conv2d_params *p, gy, y, gb,
+                               int nthreads) except -1:
+    cdef const real *pgy = <real *>_ptr(gy)
+    cdef const real *py = <real *>_ptr(y)
+    cdef real *pgb = <real *>_ptr(gb)
+    cdef int rc
+    with nogil:
+        rc = conv2d_relu_bwd(p, pgy, py, gz, pgb, nthreads)
+    return _check(rc)
+
+
+def conv2d_relu_backward(geometry, cnp.ndarray gy, cnp.ndarray y, cnp.ndarray gz,
+                         cnp.ndarray gb, int nthreads):
+    """gz = gy through the gradient of conv2d_relu's ReLU at its output y, gb = gz's sums over
+    images and pixels: the backward of the fused epilogue."""
+    if _must_hop(nthreads):
+        return _on_fresh_thread(conv2d_relu_backward, geometry, gy, y, gz, gb, nthreads)
+    cdef fc_conv2d_params p = _conv_params(geometry, FC_CONV_FWD)
+    if _is_f32(gz):
+        _conv2d_relu_backward(<float *>_ptr(gz), &p, gy, y, gb, nthreads)
+    else:
+        _conv2d_relu_backward(<double *>_ptr(gz), &p, gy, y, gb, nthreads)
 
 
 cdef int _conv2d_backward_weight(real *gw, const fc_conv2d_params *p, gy, x, gb,

@@ -309,3 +309,67 @@ def test_conv2d_random_configurations(dtype, case, seed):
         with fastconv.use_isa(name):
             rng = np.random.default_rng(seed)
             _check_conv(*_make(case, dtype, rng), rng)
+
+
+# ---- the fused epilogue: conv2d_relu and its backward ----------------------------------------
+
+def _assert_bits(a, b):
+    assert a.dtype == b.dtype and a.shape == b.shape
+    np.testing.assert_array_equal(a.view(np.uint8), b.view(np.uint8))
+
+
+def _check_relu_fusion(x, weight, bias, kwargs, rng):
+    """conv2d_relu against relu(conv2d), and its backward against the unfused ops', bit for bit
+    (under any algorithms forced around the call)."""
+    z = F.conv2d(x, weight, bias, **kwargs)
+    y = F.conv2d_relu(x, weight, bias, **kwargs)
+    _assert_bits(y, F.relu(z))
+    gy = rng.standard_normal(z.shape).astype(x.dtype)
+    fused = F.conv2d_relu_backward(gy, x, weight, y, **kwargs)
+    unfused = F.conv2d_backward(F.relu_backward(gy, z), x, weight, **kwargs)
+    for a, b in zip(fused, unfused):
+        _assert_bits(a, b)
+    return z
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("case", list(CONV_CASES.values()), ids=list(CONV_CASES))
+def test_conv2d_relu_equals_the_unfused_ops(case, dtype, isa):
+    """Bit for bit relu(conv2d(...)) forward, and conv2d_backward of relu_backward's gradient
+    backward (the bias gradient summed in the masking pass), on the whole case table."""
+    rng = np.random.default_rng(abs(hash(str(case))) % 2**32)
+    x, weight, bias, kwargs, _ = _make(case, dtype, rng)
+    _check_relu_fusion(x, weight, bias, kwargs, rng)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("name, algorithm", [("winograd", "winograd"), ("winograd", "direct"),
+                                             ("stride2", "plain"), ("depthwise", "depthwise")])
+def test_conv2d_relu_on_every_forward_algorithm(name, algorithm, dtype, isa):
+    rng = np.random.default_rng(9)
+    x, weight, bias, kwargs, _ = _make(CONV_CASES[name], dtype, rng)
+    with _kernels.force_conv_algorithms(forward=algorithm):
+        _check_relu_fusion(x, weight, bias, kwargs, rng)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+def test_conv2d_relu_keeps_nan_and_inf(dtype, isa):
+    """NaN outputs stay NaN and pass the gradient (as relu and relu_backward), +Inf passes and
+    -Inf stops; Inf in x sends Winograd to its fallback, which fuses the epilogue too."""
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, 16, 6, 7)).astype(dtype)
+    w = rng.standard_normal((16, 16, 3, 3)).astype(dtype)
+    x[0, 0, 2, 3], x[1, 5, 0, 0] = np.nan, np.inf
+    z = _check_relu_fusion(x, w, None, dict(padding=1), rng)
+    assert np.isnan(z).any() and np.isinf(z).any()
+
+
+def test_conv2d_relu_validates_its_arguments():
+    x, w = np.ones((1, 2, 4, 4)), np.ones((3, 2, 3, 3))
+    y = F.conv2d_relu(x, w)
+    with pytest.raises(ValueError, match=r"^conv2d_relu: "):
+        F.conv2d_relu(x, np.ones((3, 1, 3, 3)))
+    with pytest.raises(ValueError, match=r"^conv2d_relu_backward: output must have the shape"):
+        F.conv2d_relu_backward(y, x, w, y[:, :2])
+    with pytest.raises(TypeError, match=r"^conv2d_relu_backward: "):
+        F.conv2d_relu_backward(y, x, w, y.astype(np.float32))

@@ -48,6 +48,7 @@ static int FC_LOCAL(conv2d_bwd_input_transposed)(const fc_conv2d_params *p, cons
     q.out_h = p->in_h;
     q.out_w = p->in_w;
     q.algorithm = FC_CONV_AUTO;
+    q.relu = 0;
     const int rc = FC_FN(conv2d_fwd)(&q, gy, wt, NULL, gx, nthreads);
     fc_aligned_free(wt);
     return rc;

@@ -197,7 +197,8 @@ static void FC_LOCAL(dw_spread)(const fc_conv2d_params *p, const FC_LOCAL(dense_
     }
 }
 
-/* Grid pixel (sH oh, sW ow) plus b into output (oh, ow) of the plane y. */
+/* Grid pixel (sH oh, sW ow) plus b into output (oh, ow) of the plane y, then ReLU if the
+ * forward pass fuses it. */
 static void FC_LOCAL(dw_gather_out)(const fc_conv2d_params *p, const FC_LOCAL(dense_t) *g,
                                     const T *restrict grid, T b, T *restrict y) {
     for (fc_index oh = 0; oh < p->out_h; oh++) {
@@ -207,6 +208,7 @@ static void FC_LOCAL(dw_gather_out)(const fc_conv2d_params *p, const FC_LOCAL(de
             for (fc_index ow = 0; ow < p->out_w; ow++) dst[ow] = src[ow] + b;
         else
             for (fc_index ow = 0; ow < p->out_w; ow++) dst[ow] = src[g->sw * ow] + b;
+        if (p->relu) FC_LOCAL(relu_run)(dst, p->out_w);
     }
 }
 

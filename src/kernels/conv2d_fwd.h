@@ -106,7 +106,8 @@ static int FC_LOCAL(conv2d_fwd_direct)(const fc_conv2d_params *p, const fc_tunin
                                 cbuf + kb * FC_MR * nc_max + j, nc_max, FC_MR, FC_NR, r0 > 0, NULL);
                 }
             }
-            /* the grid's real columns (ow < OW), plus bias, into Y, one channel at a time: the
+            /* the grid's real columns (ow < OW), plus bias (then ReLU if fused), into Y, one
+             * channel at a time: the
              * tile's rows of a channel are consecutive in Y, so each channel is one stream the
              * prefetcher follows, where row by row across all channels would keep a write
              * stream open per channel and their misses would wait one by one */
@@ -120,6 +121,7 @@ static int FC_LOCAL(conv2d_fwd_direct)(const fc_conv2d_params *p, const fc_tunin
                     const T *src = cbuf + k * nc_max + j;
                     T *dst = yg + k * P + oh * OW + ow;
                     for (fc_index u = 0; u < valid; u++) dst[u] = src[u] + b;
+                    if (p->relu) FC_LOCAL(relu_run)(dst, valid);
                     j += len;
                 }
             }

@@ -107,6 +107,12 @@ static inline void FC_FN(gather_run)(const T *row, fc_index iw0, fc_index s, fc_
     for (; t < len; t++) dst[t * ds] = (T)0;
 }
 
+/* y[i] = ReLU(y[i]) for i < n: y unless y < 0, as relu_fwd (NaN and -0.0 stay). The forward
+ * passes' fused epilogue, on outputs just written. */
+static inline void FC_LOCAL(relu_run)(T *y, fc_index n) {
+    for (fc_index i = 0; i < n; i++) y[i] = y[i] < 0 ? (T)0 : y[i];
+}
+
 /* row[iw0 + t * s] += src[t] for the columns inside the row. */
 static inline void FC_FN(scatter_add_run)(T *row, fc_index iw0, fc_index s, fc_index W,
                                           fc_index len, const T *src) {

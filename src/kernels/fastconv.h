@@ -52,6 +52,9 @@ typedef struct {
     /* FC_CONV_AUTO (0), or the fc_conv_algorithm this pass must run, for tests and benchmarks:
      * the call returns FC_EALGORITHM, having done nothing, if it cannot run this geometry */
     int algorithm;
+    /* Forward pass: nonzero applies ReLU (x unless x < 0, as relu_fwd) to each output after
+     * its bias, in the pass that writes it (conv2d_relu's fused epilogue). Other passes: 0. */
+    int relu;
 } fc_conv2d_params;
 
 /* pool2d geometry over `planes` = N*C independent (in_h, in_w) planes. Window starts use
