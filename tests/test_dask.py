@@ -12,6 +12,7 @@ import pickle
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -38,8 +39,10 @@ def client():
 
 
 def _run(code: str) -> subprocess.CompletedProcess:
+    # cwd: `python -c` puts the current folder first on sys.path, and a source checkout's
+    # fastconv/ (no compiled extension when the package is installed) must not shadow it
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=120)
+                          timeout=120, cwd=tempfile.gettempdir())
 
 
 # ---- imports -------------------------------------------------------------------------------------

@@ -256,11 +256,13 @@ static int FC_LOCAL(conv2d_fwd_depthwise)(const fc_conv2d_params *p, const fc_tu
 
 /* The adjoint of the forward pass: the padded channel's gradient at e is the sum over the
  * group's output channels j and taps t of w_jt dY_j,grid[e - off_t], read from each dY grid
- * after a margin of zeros as long as the farthest tap's offset, then its interior is dX.
+ * after a margin of zeros as long as the farthest tap's offset, then its interior is dX, added
+ * to the bias per input channel when there is one.
  * FC_NONFINITE when w holds an Inf or NaN: the grids' zeros meet every weight, where the exact
  * gradient multiplies a weight by real outputs only. */
 static int FC_LOCAL(conv2d_bwd_input_depthwise)(const fc_conv2d_params *p, const fc_tuning *tn,
-                                                const T *gy, const T *w, T *gx, int nthreads) {
+                                                const T *gy, const T *w, const T *bias, T *gx,
+                                                int nthreads) {
     const fc_index G = p->groups, Kg = p->out_channels / G, kk = p->kernel_h * p->kernel_w;
     const fc_index H = p->in_h, W = p->in_w, HW = H * W, P = p->out_h * p->out_w;
     if (!FC_LOCAL(all_finite)(tn, w, p->out_channels * kk, nthreads)) return FC_NONFINITE;
@@ -302,8 +304,11 @@ static int FC_LOCAL(conv2d_bwd_input_depthwise)(const fc_conv2d_params *p, const
                                     grids + j * gsize + margin);
             for (fc_index j = 0; j < Kg * kk; j++) wl[j] = w[grp * Kg * kk + j];
             FC_DW_UKERNEL(nout, (int)(Kg * kk), wl, grids, off, out);
+            /* each channel starts at its bias (conv_transpose2d's), col2im's order; elements no
+             * tap reads keep it */
             T *gxc = gx + t * HW;
-            memset(gxc, 0, sizeof(T) * (size_t)HW); /* elements no tap reads: gradient 0 */
+            const T b = bias ? bias[grp] : (T)0;
+            for (fc_index e = 0; e < HW; e++) gxc[e] = b;
             for (fc_index r = 0; r < g.ph.hph; r++) {
                 const fc_index ih = r - p->pad_top;
                 if ((fc_uindex)ih < (fc_uindex)H)
