@@ -412,9 +412,11 @@ class ConvTranspose2d(Module):
         """The output_padding that gives `output_size` ((OH, OW), or (N, C, OH, OW))."""
         op = "ConvTranspose2d"
         x = v.float_array(op, "x", x, 4, "(N, C_in, H, W)")
-        if not isinstance(output_size, (tuple, list)) or len(output_size) not in (2, 4):
-            v.fail(op, f"output_size must be (OH, OW) or (N, C, OH, OW), got {output_size!r}",
-                   TypeError)
+        message = f"output_size must be (OH, OW) or (N, C, OH, OW), got {output_size!r}"
+        if not isinstance(output_size, (tuple, list)):
+            v.fail(op, message, TypeError)
+        if len(output_size) not in (2, 4):  # a wrong count is a wrong value, as in PyTorch
+            v.fail(op, message)
         wanted = v.pair(op, "output_size", tuple(output_size[-2:]), 1, "a positive")
         pad = v.conv_transpose_padding(op, self.padding)
         smallest = tuple((size - 1) * s - p0 - p1 + d * (k - 1) + 1

@@ -653,9 +653,15 @@ LAYER_ERRORS = [  # (constructor call, exception, message pattern)
                                                              output_size=(7, 5)),
      ValueError, r"^ConvTranspose2d: output_size \(7, 5\) must lie between \(5, 5\) and \(6, 6\) "
                  r"for an input of size \(3, 3\), got \(7, 5\)"),
+    # a sequence of the wrong length is a wrong value, as in PyTorch (ValueError)
     (lambda: nn.ConvTranspose2d(4, 4, 3)(np.ones((1, 4, 3, 3), np.float32), output_size=(5,)),
-     TypeError,
+     ValueError,
      r"^ConvTranspose2d: output_size must be \(OH, OW\) or \(N, C, OH, OW\), got \(5,\)"),
+    (lambda: nn.ConvTranspose2d(4, 4, 3)(np.ones((1, 4, 3, 3), np.float32),
+                                         output_size=[1, 5, 5]),
+     ValueError, r"^ConvTranspose2d: output_size must be .*got \[1, 5, 5\]$"),
+    (lambda: nn.ConvTranspose2d(4, 4, 3)(np.ones((1, 4, 3, 3), np.float32), output_size=()),
+     ValueError, r"^ConvTranspose2d: output_size must be .*got \(\)$"),
     (lambda: nn.ConvTranspose2d(4, 4, 3)(np.ones((1, 4, 3, 3), np.float32), output_size=5),
      TypeError, "^ConvTranspose2d: output_size must be .*got 5$"),
     (lambda: nn.ConvTranspose2d(4, 4, 3)(np.ones((4, 3, 3), np.float32), output_size=(5, 5)),
