@@ -413,11 +413,14 @@ class ConvTranspose2d(Module):
         op = "ConvTranspose2d"
         x = v.float_array(op, "x", x, 4, "(N, C_in, H, W)")
         message = f"output_size must be (OH, OW) or (N, C, OH, OW), got {output_size!r}"
-        if not isinstance(output_size, (tuple, list)):
+        sizes = output_size
+        if isinstance(sizes, np.ndarray) and sizes.ndim == 1 and sizes.dtype.kind in "iu":
+            sizes = sizes.tolist()  # PyTorch takes any sequence of ints: np.array(y.shape) too
+        if not isinstance(sizes, (tuple, list)):
             v.fail(op, message, TypeError)
-        if len(output_size) not in (2, 4):  # a wrong count is a wrong value, as in PyTorch
+        if len(sizes) not in (2, 4):  # a wrong count is a wrong value, as in PyTorch
             v.fail(op, message)
-        wanted = v.pair(op, "output_size", tuple(output_size[-2:]), 1, "a positive")
+        wanted = v.pair(op, "output_size", tuple(sizes[-2:]), 1, "a positive")
         pad = v.conv_transpose_padding(op, self.padding)
         smallest = tuple((size - 1) * s - p0 - p1 + d * (k - 1) + 1
                          for size, s, p0, p1, d, k in zip(x.shape[2:], self.stride, pad[0::2],
@@ -426,7 +429,7 @@ class ConvTranspose2d(Module):
         largest = tuple(low + s - 1 for low, s in zip(smallest, self.stride))
         if not all(low <= size <= high for low, size, high in zip(smallest, wanted, largest)):
             v.fail(op, f"output_size {wanted} must lie between {smallest} and {largest} for an "
-                       f"input of size {x.shape[2:]}, got {tuple(output_size)}")
+                       f"input of size {x.shape[2:]}, got {tuple(sizes)}")
         return tuple(size - low for size, low in zip(wanted, smallest))
 
     def _geometry(self, output_padding):

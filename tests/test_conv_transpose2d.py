@@ -635,6 +635,19 @@ def test_layer_output_size_keeps_its_output_padding_for_backward():
     np.testing.assert_array_equal(gx, expected)
 
 
+@pytest.mark.parametrize("output_size", [(8, 7), [8, 7], (1, 3, 8, 7), np.array([8, 7]),
+                                         np.array([1, 3, 8, 7], np.int32)],
+                         ids=["tuple", "list", "tuple-4", "array", "array-4-int32"])
+def test_layer_output_size_forms(output_size):
+    """Any sequence of 2 or 4 ints, a 1-D integer array too (PyTorch takes one, e.g.
+    ``np.array(skip.shape)``), gives the same output."""
+    layer = nn.ConvTranspose2d(2, 3, 3, stride=2, padding=1, dtype=np.float64)
+    x = np.random.default_rng(3).standard_normal((1, 2, 4, 4))
+    expected = F.conv_transpose2d(x, layer.weight.data, layer.bias.data, 2, 1, (1, 0))
+    assert expected.shape == (1, 3, 8, 7)
+    np.testing.assert_array_equal(layer(x, output_size), expected)
+
+
 LAYER_ERRORS = [  # (constructor call, exception, message pattern)
     (lambda: nn.ConvTranspose2d(0, 4, 3), ValueError,
      "^ConvTranspose2d: in_channels must be a positive int"),
@@ -664,6 +677,13 @@ LAYER_ERRORS = [  # (constructor call, exception, message pattern)
      ValueError, r"^ConvTranspose2d: output_size must be .*got \(\)$"),
     (lambda: nn.ConvTranspose2d(4, 4, 3)(np.ones((1, 4, 3, 3), np.float32), output_size=5),
      TypeError, "^ConvTranspose2d: output_size must be .*got 5$"),
+    (lambda: nn.ConvTranspose2d(4, 4, 3, stride=2)(np.ones((1, 4, 3, 3), np.float32),
+                                                   output_size=np.array([1, 4, 9, 6])),
+     ValueError, r"^ConvTranspose2d: output_size \(9, 6\) must lie between \(7, 7\) and "
+                 r"\(8, 8\) for an input of size \(3, 3\), got \(1, 4, 9, 6\)$"),
+    (lambda: nn.ConvTranspose2d(4, 4, 3)(np.ones((1, 4, 3, 3), np.float32),
+                                         output_size=np.array([5.0, 5.0])),
+     TypeError, r"^ConvTranspose2d: output_size must be .*got array\(\[5\., 5\.\]\)$"),
     (lambda: nn.ConvTranspose2d(4, 4, 3)(np.ones((4, 3, 3), np.float32), output_size=(5, 5)),
      ValueError, r"^ConvTranspose2d: x must be a 4-D \(N, C_in, H, W\) array"),
     (lambda: nn.ConvTranspose2d(4, 4, 3, stride=2, output_padding=2)(
