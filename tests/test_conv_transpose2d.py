@@ -648,6 +648,46 @@ def test_layer_output_size_forms(output_size):
     np.testing.assert_array_equal(layer(x, output_size), expected)
 
 
+# (in, out, kernel, keyword arguments, input H x W): each layer tried at every output_size from
+# one below its smallest to one above its largest
+OUTPUT_SIZE_SWEEP = {
+    "stride3-pad1": ((2, 3, 3), dict(stride=3, padding=1), (3, 2)),
+    "dilation-past-stride": ((2, 2, 3), dict(stride=(1, 2), dilation=3), (2, 3)),
+    "rect-grouped": ((4, 2, (2, 4)), dict(stride=(2, 4), padding=(1, 2), groups=2), (1, 3)),
+    "crops-to-zero-or-less": ((2, 2, 1), dict(stride=3, padding=1), (1, 1)),
+}
+
+
+@pytest.mark.parametrize("args, kwargs, hw", list(OUTPUT_SIZE_SWEEP.values()),
+                         ids=list(OUTPUT_SIZE_SWEEP))
+def test_layer_every_output_size_as_torch(args, kwargs, hw):
+    """Every output_size PyTorch's layer takes gives its output (float64, copied weights);
+    every one it refuses is a ValueError here (PyTorch: a ValueError out of the range, a
+    RuntimeError for a size of 0 in it)."""
+    torch = pytest.importorskip("torch")
+    theirs = torch.nn.ConvTranspose2d(*args, **kwargs).double()
+    mine = nn.ConvTranspose2d(*args, **kwargs, dtype=np.float64)
+    mine.load_state_dict({k: t.detach().numpy() for k, t in theirs.state_dict().items()})
+    x = np.random.default_rng(4).standard_normal((2, args[0], *hw))
+    stride, dilation = pair(kwargs["stride"]), pair(kwargs.get("dilation", 1))
+    kernel, padding = pair(args[2]), pair(kwargs.get("padding", 0))
+    smallest = [(n - 1) * s - 2 * p + d * (k - 1) + 1
+                for n, s, p, d, k in zip(hw, stride, padding, dilation, kernel)]
+    reach = [low + s + 1 for low, s in zip(smallest, stride)]
+    accepted = 0
+    for size in np.ndindex(*reach):
+        try:
+            expected = theirs(torch.from_numpy(x), list(size)).detach().numpy()
+        except (ValueError, RuntimeError):
+            with pytest.raises(ValueError, match=r"^ConvTranspose2d: output_size"):
+                mine(x, size)
+            continue
+        accepted += 1
+        np.testing.assert_allclose(mine(x, size), expected, rtol=1e-12, atol=1e-12)
+    # output_padding 0 .. stride - 1 each way, less the sizes below 1
+    assert accepted == np.prod([low + s - max(low, 1) for low, s in zip(smallest, stride)])
+
+
 LAYER_ERRORS = [  # (constructor call, exception, message pattern)
     (lambda: nn.ConvTranspose2d(0, 4, 3), ValueError,
      "^ConvTranspose2d: in_channels must be a positive int"),
