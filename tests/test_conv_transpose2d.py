@@ -392,6 +392,42 @@ def test_nan_and_inf_propagate_as_in_the_reference(name, dtype):
         assert_close(a[finite], e[finite], int(np.prod(weight.shape)))
 
 
+@pytest.mark.parametrize("where", ["x", "weight", "grad_output"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("name", ["padded3x3", "up-3x3s2p1-op1", "winograd", "dilation3-rect-op",
+                                  "depthwise", "crops-to-1x1", "1x1-stride2-op1"])
+def test_nan_and_inf_where_torch_puts_them(name, dtype, where):
+    """NaN and +-Inf (among zeros, so that 0 * Inf shows) in x, weight or grad_output: every
+    output has NaN and the same infinities exactly where PyTorch's float64 path has them (its
+    definition: a tap cropped off by padding multiplies nothing). PyTorch's float32 path
+    (oneDNN) differs from its own float64 one here; fastconv follows the float64 one in both
+    dtypes."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(11)
+    x, weight, bias, kwargs, ref_args = _make(CASES[name], dtype, rng)
+    gy = rng.standard_normal(ref.conv_transpose2d(x, weight, None, *ref_args).shape)
+    arrays = {"x": x, "weight": weight, "grad_output": gy.astype(dtype)}
+    for a in (x, weight):
+        a[rng.random(a.shape) < 0.2] = 0
+    special = arrays[where]
+    chosen = rng.random(special.shape) < 0.05
+    chosen.flat[rng.integers(chosen.size)] = True  # at least one, in small arrays too
+    special[chosen] = rng.choice([np.nan, np.inf, -np.inf], chosen.sum())
+    t = {k: torch.from_numpy(a.astype(np.float64)).requires_grad_(True) for k, a in arrays.items()}
+    tb = None if bias is None else torch.from_numpy(bias.astype(np.float64)).requires_grad_(True)
+    ty = torch.nn.functional.conv_transpose2d(t["x"], t["weight"], tb, **kwargs)
+    ty.backward(t["grad_output"])
+    theirs = [ty.detach(), t["x"].grad, t["weight"].grad, t["grad_output"].sum((0, 2, 3))]
+    with np.errstate(invalid="ignore", over="ignore"):
+        mine = [F.conv_transpose2d(x, weight, bias, **kwargs),
+                *F.conv_transpose2d_backward(arrays["grad_output"], x, weight, **kwargs)]
+    for a, e in zip(mine, (e.detach().numpy() for e in theirs)):
+        np.testing.assert_array_equal(np.isnan(a), np.isnan(e))
+        np.testing.assert_array_equal(np.isinf(a), np.isinf(e))
+        np.testing.assert_array_equal(a[np.isinf(e)], e[np.isinf(e)])
+    assert not all(np.isfinite(a).all() for a in mine)  # the case tests something
+
+
 # The decoder layers of real networks: (C_in, C_out, kernel, stride, padding, output_padding)
 DECODER_LAYERS = {
     "unet-2x2s2": (128, 64, 2, 2, 0, 0),
