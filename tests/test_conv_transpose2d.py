@@ -18,6 +18,8 @@
 
 from __future__ import annotations
 
+import doctest
+
 import numpy as np
 import pytest
 from helpers import DTYPES, assert_close, numerical_gradient, pair, random
@@ -772,3 +774,15 @@ LAYER_ERRORS = [  # (constructor call, exception, message pattern)
 def test_bad_layer_arguments_raise(call, exc, pattern):
     with pytest.raises(exc, match=pattern):
         call()
+
+
+@pytest.mark.parametrize("documented", [F.conv_transpose2d, F.conv_transpose2d_backward,
+                                        nn.ConvTranspose2d], ids=lambda f: f.__name__)
+def test_docstring_examples_run(documented):
+    """The Examples sections run and print what they show (python -m doctest's check)."""
+    tests = doctest.DocTestFinder(recurse=False).find(documented, globs={})
+    assert sum(len(t.examples) for t in tests) >= 3
+    runner = doctest.DocTestRunner()
+    for test in tests:
+        runner.run(test)
+    assert runner.summarize(verbose=False).failed == 0
