@@ -69,6 +69,11 @@ CASES = {
     "mr-edges-out17-strided": (2, 3, 4, 4, 17, 3, 2, 1, 1, 1, 1, True),
     "many-pixels-tiles": (1, 2, 12, 12, 3, 3, 2, 1, 1, 1, 1, True),  # 24 x 24 = 576 pixels
     "long-reduction-strided": (1, 200, 3, 3, 4, 2, 2, 0, 0, 1, 1, True),
+    # float32 over long reductions: C_in * k * k = 2304 (stride 1) and 8192 (col2im) products
+    # per output, the weight gradient's over a batch of 16 images
+    "long-reduction-s1": (1, 256, 4, 5, 32, 3, 1, 1, 0, 1, 1, True),
+    "long-reduction-col2im": (2, 512, 3, 3, 16, 4, 2, 1, 0, 1, 1, True),
+    "long-reduction-weight": (16, 8, 9, 9, 8, 3, 2, 1, 1, 1, 1, True),
     "rows-past-288": (1, 4, 4, 4, 33, 3, 2, 1, 1, 1, 1, True),
     "big-batch-weight-chunks": (20, 2, 3, 3, 3, 3, 2, 1, 1, 1, 1, True),
 }
