@@ -22,9 +22,15 @@ import doctest
 
 import numpy as np
 import pytest
-from helpers import DTYPES, assert_close, numerical_gradient, pair, random
+from helpers import (
+    DTYPES,
+    assert_close,
+    assert_same_for_1_and_2_threads,
+    numerical_gradient,
+    pair,
+    random,
+)
 
-import fastconv
 import fastconv.functional as F
 from fastconv import _kernels, init, nn
 from fastconv import _validation as v
@@ -348,20 +354,15 @@ def test_any_memory_layout(layout):
     assert not any(np.shares_memory(o, a) for o in (y, *grads) for a in (x, weight, gy))
 
 
-@pytest.mark.parametrize("name", ["winograd", "many-pixels-tiles", "big-batch-weight-chunks",
-                                  "depthwise"])
-def test_same_result_for_1_and_2_threads(name):
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("case", list(CASES.values()), ids=list(CASES))
+def test_same_result_for_1_and_2_threads(case, dtype, isa):
     rng = np.random.default_rng(5)
-    x, weight, bias, kwargs, ref_args = _make(CASES[name], np.float32, rng)
-    gy = rng.standard_normal(ref.conv_transpose2d(x, weight, None, *ref_args).shape)
-    gy = gy.astype(np.float32)
-    results = []
-    for n in (1, 2):
-        with fastconv.num_threads(n):
-            results.append((F.conv_transpose2d(x, weight, bias, **kwargs),
-                            *F.conv_transpose2d_backward(gy, x, weight, **kwargs)))
-    for a, b in zip(*results):
-        np.testing.assert_array_equal(a, b)
+    x, weight, bias, kwargs, ref_args = _make(case, dtype, rng)
+    gy = rng.standard_normal(ref.conv_transpose2d(x, weight, None, *ref_args).shape).astype(dtype)
+    assert_same_for_1_and_2_threads([
+        lambda: F.conv_transpose2d(x, weight, bias, **kwargs),
+        lambda: F.conv_transpose2d_backward(gy, x, weight, **kwargs)])
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
