@@ -378,7 +378,8 @@ class ConvTranspose2d(Module):
     weight (in_channels, out_channels // groups, kH, kW), bias (out_channels,) unless
     bias=False, both initialised as PyTorch does. Input (N, in_channels, H, W) -> output (N,
     out_channels, OH, OW). ``forward(x, output_size=(OH, OW))`` (or a 4-element
-    (N, C, OH, OW)) chooses the output_padding that gives that size, as PyTorch does: the
+    (N, C, OH, OW); a tuple, a list or a 1-D integer array; ValueError for another length)
+    chooses the output_padding that gives that size, as PyTorch does: the
     sizes a strided conv2d maps to H are ``OH_min`` (output_padding 0) to ``OH_min + stride - 1``.
     padding may also be a (top, bottom, left, right) 4-tuple, as ONNX's pads (PyTorch takes an
     int or a pair). Only zero padding exists (padding_mode='zeros', as in PyTorch).
