@@ -351,6 +351,26 @@ def test_padded_max_pool_matches_pytorch():
     np.testing.assert_array_equal(dX, x.grad.numpy().transpose(0, 2, 3, 1))
 
 
+def test_max_pool_with_nan_follows_pytorch():
+    """A NaN propagates and takes its window's gradient (PyTorch); numpy-ml's backward pass
+    raises IndexError at a window holding NaN."""
+    X = np.arange(16.0).reshape(1, 4, 4, 1)
+    X[0, 0, 1, 0] = np.nan
+    dY = np.ones((1, 2, 2, 1))
+    layer = nml.Pool2D((2, 2), stride=2, mode="max")
+    layer.forward(X)
+    with pytest.raises(IndexError):
+        layer.backward(dY)
+    with fc.installed():
+        layer = nml.Pool2D((2, 2), stride=2, mode="max")
+        Y = layer.forward(X)
+        dX = layer.backward(dY)
+    np.testing.assert_array_equal(Y[0, :, :, 0], [[np.nan, 7], [13, 15]])
+    expected = np.zeros((4, 4))
+    expected[0, 1] = expected[1, 3] = expected[3, 1] = expected[3, 3] = 1
+    np.testing.assert_array_equal(dX[0, :, :, 0], expected)
+
+
 # ---- install() -----------------------------------------------------------------------------------
 
 def current_methods():

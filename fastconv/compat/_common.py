@@ -1,5 +1,5 @@
-"""What the adapters share: NumPy's type promotion (the one place fastconv promotes) and the
-client function's name in front of fastconv's error messages."""
+"""What the adapters share: NumPy's type promotion (the one place fastconv promotes), the
+client function's name in front of fastconv's error messages, and the installed() context."""
 
 from __future__ import annotations
 
@@ -31,3 +31,18 @@ def named(op: str):
         if type(exc) not in (TypeError, ValueError) or str(exc).startswith(f"{op}:"):
             raise
         raise type(exc)(f"{op}: {exc}") from exc
+
+
+@contextlib.contextmanager
+def installation(lock, install, uninstall, is_installed):
+    """`install()` for the duration of a with block and, on leaving it (by an exception too),
+    `uninstall()` unless it was installed on entering; `lock` (reentrant, held by install())
+    makes that check and the install one step."""
+    with lock:
+        was_installed = is_installed()
+        install()
+    try:
+        yield
+    finally:
+        if not was_installed:
+            uninstall()

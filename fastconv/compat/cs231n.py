@@ -50,7 +50,6 @@ Examples
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import importlib.machinery
 import importlib.util
@@ -63,7 +62,7 @@ import numpy as np
 
 from .. import functional as F
 from .._validation import fail
-from ._common import named, promoted
+from ._common import installation, named, promoted
 
 # what install() puts in cs231n.fast_layers and cs231n.layer_utils (both export _FAST_LAYERS, as
 # cs231n's layer_utils re-exports fast_layers)
@@ -376,7 +375,7 @@ def conv_relu_pool_backward(dout: np.ndarray, cache):
 
 _PACKAGE = "cs231n"
 _MISSING = object()
-_lock = threading.Lock()
+_lock = threading.RLock()
 # what install() changed, as functions that put it back; None when not installed
 _undo: list | None = None
 
@@ -444,7 +443,6 @@ def is_installed() -> bool:
     return _undo is not None
 
 
-@contextlib.contextmanager
 def installed():
     """``install()`` for the duration of a with block; on leaving it, ``uninstall()`` unless it
     was already installed on entering.
@@ -457,13 +455,7 @@ def installed():
     >>> fastconv.compat.cs231n.is_installed()
     False
     """
-    was_installed = is_installed()
-    install()
-    try:
-        yield
-    finally:
-        if not was_installed:
-            uninstall()
+    return installation(_lock, install, uninstall, is_installed)
 
 
 def _install(undo: list) -> None:

@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import collections
 import collections.abc
-import contextlib
 import importlib
 import threading
 
@@ -60,7 +59,7 @@ import numpy as np
 
 from .. import _validation as v
 from .. import functional as F
-from ._common import named, promoted
+from ._common import installation, named, promoted
 
 __all__ = ["conv2D", "conv2D_backward", "import_numpy_ml",
            "install", "uninstall", "installed", "is_installed"]
@@ -431,7 +430,6 @@ def is_installed() -> bool:
     return _originals is not None
 
 
-@contextlib.contextmanager
 def installed():
     """``install()`` for the duration of a with block; on leaving it, by an exception too,
     ``uninstall()`` unless it was already installed on entering.
@@ -447,11 +445,4 @@ def installed():
     >>> fastconv.compat.numpy_ml.is_installed()
     False
     """
-    with _lock:
-        was_installed = is_installed()
-        install()
-    try:
-        yield
-    finally:
-        if not was_installed:
-            uninstall()
+    return installation(_lock, install, uninstall, is_installed)
