@@ -764,6 +764,7 @@ def test_fuzz_batch_norm(op, data, seed):
         return
     before = [None if s is None else s.copy() for s in stats]
     out = getattr(F, op)(**kwargs)
+    dtype = x.dtype  # "other-dtype" draws are valid when every array has it
     n = x.size // max(c, 1)
     if op == "batch_norm":
         expected, scale = _batch_norm_expected(x, *before, kwargs["weight"], kwargs["bias"],
@@ -836,6 +837,78 @@ def test_fuzz_cross_entropy(op, data, seed):
     grad[rows, target] -= 1
     grad *= float(kwargs["grad_output"]) / n
     assert_close(out, grad.astype(dtype), 4 * c, np.abs(grad) + 1)
+
+
+def _updated_ok(a, param) -> bool:
+    """An array an update may write in place: param's shape and dtype, C-contiguous."""
+    return is_float_array(a) and a.flags.c_contiguous and a.shape == param.shape \
+        and a.dtype == param.dtype
+
+
+@pytest.mark.parametrize("op", ["adam_update", "sgd_update"])
+@given(data=st.data(), seed=st.integers(0, 2**32 - 1))
+def test_fuzz_optimizer_updates(op, data, seed):
+    rng = np.random.default_rng(seed)
+    dtype = data.draw(st.sampled_from([np.float32, np.float64]), label="dtype")
+    shape = any_shape(data, "shape", 3)
+    param = make_array(data, rng, shape, dtype, "param")
+    kwargs = dict(param=param, grad=make_array(data, rng, shape, dtype, "grad"))
+    numbers_ok = []
+
+    def hyper(name, choices, ok):
+        kwargs[name] = data.draw(st.sampled_from(choices), label=name)
+        numbers_ok.append(ok(kwargs[name]))
+
+    def non_negative(x):
+        return isinstance(x, float) and 0 <= x < math.inf
+
+    hyper("lr", [1e-3, 0.5, 0.0, -1.0, math.nan, "0.1"], non_negative)
+    hyper("weight_decay", [0.0, 0.1, -0.1, math.inf], non_negative)
+    state = []
+    if op == "adam_update":
+        state = ["exp_avg", "exp_avg_sq"]
+        hyper("step", [1, 3, 0, -1, 2.0, True], lambda x: is_int(x) and x >= 1)
+        hyper("betas", [(0.9, 0.999), (0.0, 0.5), (1.0, 0.9), (0.9,), "ab"],
+              lambda b: isinstance(b, tuple) and len(b) == 2 and all(0 <= x < 1 for x in b))
+        hyper("eps", [1e-8, 0.0, -1e-8], non_negative)
+    else:
+        hyper("momentum", [0.0, 0.9, -0.5], non_negative)
+        hyper("dampening", [0.0, 0.3, math.inf], lambda x: math.isfinite(x))
+        hyper("nesterov", [False, True, 1], lambda x: isinstance(x, bool))
+        if data.draw(st.booleans(), label="momentum buffer"):
+            state = ["momentum_buffer"]
+    for name in state:
+        kwargs[name] = make_array(data, rng, shape, dtype, name)
+        if name == "exp_avg_sq" and is_float_array(kwargs[name]):
+            kwargs[name] = np.abs(kwargs[name])
+    valid = is_float_array(param) and param.flags.c_contiguous and all(numbers_ok) \
+        and is_float_array(kwargs["grad"]) and kwargs["grad"].shape == param.shape \
+        and kwargs["grad"].dtype == param.dtype \
+        and all(_updated_ok(kwargs[name], param) for name in state
+                # without momentum the buffer is not used (torch.optim's rule too)
+                if name != "momentum_buffer" or kwargs["momentum"])
+    if not valid:
+        expect_error(op, kwargs)
+        return
+    expected = {k: a.copy() if isinstance(a, np.ndarray) else a for k, a in kwargs.items()}
+    out = getattr(F, op)(**kwargs)
+    if op == "adam_update":
+        ref.adam_update(*(expected[k] for k in ("param", "grad", "exp_avg", "exp_avg_sq", "step",
+                                                "lr", "betas", "eps", "weight_decay")))
+        assert out is None
+    else:
+        buf = ref.sgd_update(*(expected[k] for k in ("param", "grad", "lr", "momentum",
+                                                     "dampening", "weight_decay", "nesterov")),
+                             expected.get("momentum_buffer"))
+        assert (out is None) == (buf is None) == (not kwargs["momentum"])
+        if buf is not None:
+            assert_close(out, buf, 4, np.abs(buf) + np.abs(expected["grad"]))
+            if "momentum_buffer" in kwargs:
+                assert out is kwargs["momentum_buffer"]
+    used = [name for name in state if name != "momentum_buffer" or kwargs["momentum"]]
+    for name in ["param", *used]:
+        assert_close(kwargs[name], expected[name], 8,
+                     np.abs(expected[name]) + np.abs(param) + 10 * kwargs["lr"])
 
 
 @pytest.mark.parametrize("op, args, shapes", [
@@ -950,7 +1023,8 @@ def test_fuzz_same_padding(data):
 FUZZED = set(CONV_OPS + POOL_OPS + ADAPTIVE_OPS + list(ELEMENTWISE) + [
     "conv_transpose2d", "conv_transpose2d_backward",
     "linear", "linear_backward", "dropout", "dropout_backward", "batch_norm",
-    "batch_norm_backward", "cross_entropy", "cross_entropy_backward", "same_padding"])
+    "batch_norm_backward", "cross_entropy", "cross_entropy_backward", "adam_update",
+    "sgd_update", "same_padding"])
 
 
 def test_every_public_op_is_fuzzed():

@@ -72,6 +72,26 @@ typedef struct {
     double norm;               /* lp pool only: the p of the L^p norm, > 0 */
 } fc_pool2d_params;
 
+/* batch normalisation over channel 1 of x viewed as (batch, channels, inner), inner being the
+ * product of the dims after the channel (1 for an (N, C) input). */
+typedef struct {
+    fc_index batch, channels, inner;
+    double eps;      /* added to the variance */
+    double momentum; /* of the running statistics' update */
+} fc_batchnorm_params;
+
+/* One optimiser step's hyper-parameters (the update rules are torch.optim's, fc_kernel_list.h). */
+typedef struct {
+    double lr, beta1, beta2, eps, weight_decay;
+    fc_index step; /* 1 on the first update */
+} fc_adam_params;
+
+typedef struct {
+    double lr, momentum, dampening, weight_decay;
+    int nesterov;
+    int first; /* the momentum buffer is set to the gradient, not updated */
+} fc_sgd_params;
+
 /* ---- instruction-set selection ------------------------------------------------------------- */
 typedef enum { FC_ISA_SCALAR = 0, FC_ISA_AVX2 = 1, FC_ISA_AVX512 = 2, FC_ISA_COUNT = 3 } fc_isa;
 
