@@ -3,8 +3,10 @@
 ``fastconv train`` trains a ConvNet on Fashion-MNIST (``fastconv.train``); ``fastconv experiment
 params|relu-vs-tanh`` reproduces two claims about ConvNets as reports in docs/
 (``fastconv.experiments``); ``fastconv bench`` times the kernels against PyTorch on real layer
-shapes (``fastconv.bench``); ``fastconv demo`` runs every op once on a real layer shape, checks it
-against the NumPy reference and prints timings; ``fastconv config`` prints the build."""
+shapes (``fastconv.bench``), with ``--model`` whole networks (``fastconv.bench_models``) and
+with ``--onnx`` ONNX's reference evaluator on fastconv (``fastconv.bench_onnx``);
+``fastconv demo`` runs every op once on a real layer shape, checks it against the NumPy
+reference and prints timings; ``fastconv config`` prints the build."""
 
 from __future__ import annotations
 
@@ -106,9 +108,15 @@ def main(argv=None) -> int:
     p_bench.add_argument("--float64", action="store_true", help="run in float64")
     p_bench.add_argument("--plot", metavar="PNG", type=Path, default=None,
                          help="write a bar chart of the speed-ups (needs matplotlib)")
+    p_bench.add_argument("--model", action="store_true",
+                         help="whole networks instead of layers: training steps and inference "
+                              "of the train ConvNet and a CIFAR ResNet-14, against PyTorch and "
+                              "onnxruntime (fastconv.bench_models)")
+    p_bench.add_argument("--layers", action="store_true",
+                         help="with --model: the time of every layer, not only of each kind")
     p_bench.add_argument("--onnx", action="store_true",
                          help="instead: a small CNN in ONNX's reference evaluator, plain and on "
-                              "fastconv, beside onnxruntime (needs onnx)")
+                              "fastconv, beside onnxruntime (fastconv.bench_onnx; needs onnx)")
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
@@ -139,8 +147,15 @@ def _run(args, argv) -> int:
 
         if args.plot is not None:  # checked before the minutes of timing, not after
             check_outputs("--plot", (args.plot,))
+        dtype = np.float64 if args.float64 else np.float32
+        if args.model:
+            from fastconv import bench_models
+
+            bench_models.main(threads=args.threads, repeat=args.repeat, plot_path=args.plot,
+                              dtype=dtype, layers=args.layers)
+            return 0
         bench.main(threads=args.threads, repeat=args.repeat, only=args.only,
-                   plot_path=args.plot, dtype=np.float64 if args.float64 else np.float32)
+                   plot_path=args.plot, dtype=dtype)
         return 0
     if args.command == "demo":
         if args.threads is not None:
