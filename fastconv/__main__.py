@@ -3,7 +3,8 @@
 ``fastconv train`` trains a ConvNet on Fashion-MNIST (``fastconv.train``); ``fastconv experiment
 params|relu-vs-tanh`` reproduces two claims about ConvNets as reports in docs/
 (``fastconv.experiments``); ``fastconv bench`` times the kernels against PyTorch on real layer
-shapes (``fastconv.bench``), and with ``--model`` whole networks (``fastconv.bench_models``);
+shapes (``fastconv.bench``), with ``--model`` whole networks (``fastconv.bench_models``) and
+with ``--onnx`` ONNX's reference evaluator on fastconv (``fastconv.bench_onnx``);
 ``fastconv demo`` runs every op once on a real layer shape, checks it against the NumPy
 reference and prints timings; ``fastconv config`` prints the build."""
 
@@ -113,6 +114,9 @@ def main(argv=None) -> int:
                               "onnxruntime (fastconv.bench_models)")
     p_bench.add_argument("--layers", action="store_true",
                          help="with --model: the time of every layer, not only of each kind")
+    p_bench.add_argument("--onnx", action="store_true",
+                         help="instead: a small CNN in ONNX's reference evaluator, plain and on "
+                              "fastconv, beside onnxruntime (fastconv.bench_onnx; needs onnx)")
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
@@ -134,6 +138,11 @@ def _run(args, argv) -> int:
         args.argv = sys.argv[1:] if argv is None else list(argv)
         return experiments.run(args)
     if args.command == "bench":
+        if args.onnx:
+            from fastconv import bench_onnx
+
+            bench_onnx.main(threads=args.threads, repeat=args.repeat)
+            return 0
         from fastconv import bench
 
         if args.plot is not None:  # checked before the minutes of timing, not after
