@@ -4,7 +4,8 @@
 Private. Every array arrives validated by fastconv._validation: C-contiguous, float32 or float64
 (int64 indices), the shapes the geometry describes, outputs freshly allocated. This layer fills
 the C geometry struct from the validated ConvGeometry / PoolGeometry by name, picks the dtype's
-kernel and releases the GIL around the call. Each wrapper is written once, over the fused type
+kernel (and the layout's: the geometry's data_format, NCHW or channels-last NHWC) and releases
+the GIL around the call. Each wrapper is written once, over the fused type
 `real` (the C declarations and the dtype-generic kernel names are in _cfastconv.pxd); its public
 function only chooses float or double from the output array's dtype.
 """
@@ -110,11 +111,23 @@ cdef inline int _check(int rc) except -1:
     return 0
 
 
-cdef fc_conv2d_params _conv_params(g, fc_conv_pass which) except *:
-    """The C geometry of a validated fastconv._validation.ConvGeometry, for pass `which`: with
-    the algorithm force_conv_algorithms set for it, else 0 (the plan chooses)."""
+cdef inline bint _nhwc(g):
+    """Whether a validated geometry's arrays are channels last."""
+    return g.data_format == "NHWC"
+
+
+cdef fc_conv_pass _conv_pass(g, int kind):
+    """The C pass of kind `kind` (0 forward, 1 input gradient, 2 weight gradient) in the
+    geometry's layout."""
+    return <fc_conv_pass>(kind + FC_CONV_NHWC_FWD if _nhwc(g) else kind)
+
+
+cdef fc_conv2d_params _conv_params(g, int kind) except *:
+    """The C geometry of a validated fastconv._validation.ConvGeometry, for pass kind `kind`:
+    with the algorithm force_conv_algorithms set for that kind, else 0 (the plan chooses)."""
     cdef fc_conv2d_params p
-    p.algorithm = _forced[<int>which]
+    p.algorithm = _forced[kind]
+    p.weight_format = FC_WEIGHT_HWIO if g.weight_format == "HWIO" else FC_WEIGHT_OIHW
     p.batch = g.batch
     p.in_channels = g.in_channels
     p.in_h = g.in_h
@@ -136,6 +149,7 @@ cdef fc_pool2d_params _pool_params(g) except *:
     pooling kinds that take them are set by their wrappers."""
     cdef fc_pool2d_params p
     p.planes = g.batch * g.channels
+    p.channels = g.channels
     p.in_h = g.in_h
     p.in_w = g.in_w
     p.kernel_h, p.kernel_w = g.kernel
@@ -221,7 +235,7 @@ cdef int _check_conv(int rc, fc_conv_pass which, const fc_conv2d_params *p,
                      fc_dtype dtype) except -1:
     if rc == FC_EALGORITHM:
         reason = fc_conv2d_cannot_run(which, p.algorithm, dtype, fc_isa_selected(), p)
-        raise ValueError(f"conv2d ({CONV_PASSES[<int>which]} pass): the forced algorithm "
+        raise ValueError(f"conv2d ({CONV_PASSES[<int>which % 3]} pass): the forced algorithm "
                          f"{CONV_ALGORITHMS[p.algorithm]!r} cannot run this geometry: "
                          f"{reason.decode()}")
     return _check(rc)
@@ -257,8 +271,8 @@ def conv_plan(geometry, str which, dtype):
     `which` ('forward', 'input' or 'weight') of the ConvGeometry in float32 or float64, with
     any algorithm force_conv_algorithms set; ValueError if that cannot run it."""
     cdef int index = CONV_PASSES.index(which)
-    cdef fc_conv_pass pass_ = <fc_conv_pass>index
-    cdef fc_conv2d_params p = _conv_params(geometry, pass_)
+    cdef fc_conv_pass pass_ = _conv_pass(geometry, index)
+    cdef fc_conv2d_params p = _conv_params(geometry, index)
     cdef fc_dtype dt = FC_DTYPE_f64 if np.dtype(dtype) == np.float64 else FC_DTYPE_f32
     cdef fc_conv_plan plan
     _check_conv(fc_conv2d_plan(pass_, dt, fc_isa_selected(), &p, &plan), pass_, &p, dt)
@@ -272,15 +286,16 @@ def tuning(str isa, dtype):
     return t
 
 
-cdef int _conv2d_forward(real *y, const fc_conv2d_params *p, x, w, bias,
+cdef int _conv2d_forward(real *y, const fc_conv2d_params *p, bint nhwc, x, w, bias,
                          int nthreads) except -1:
     cdef const real *px = <real *>_ptr(x)
     cdef const real *pw = <real *>_ptr(w)
     cdef const real *pb = <real *>_ptr(bias)
     cdef int rc
     with nogil:
-        rc = conv2d_fwd(p, px, pw, pb, y, nthreads)
-    return _check_conv(rc, FC_CONV_FWD, p, FC_DTYPE_f32 if real is float else FC_DTYPE_f64)
+        rc = conv2d_fwd(p, nhwc, px, pw, pb, y, nthreads)
+    return _check_conv(rc, FC_CONV_NHWC_FWD if nhwc else FC_CONV_FWD, p,
+                       FC_DTYPE_f32 if real is float else FC_DTYPE_f64)
 
 
 def conv2d_forward(geometry, cnp.ndarray x, cnp.ndarray w, object bias, cnp.ndarray y,
@@ -288,21 +303,22 @@ def conv2d_forward(geometry, cnp.ndarray x, cnp.ndarray w, object bias, cnp.ndar
     """y = conv2d(x, w, bias) (bias may be None) for the ConvGeometry `geometry`."""
     if _must_hop(nthreads):
         return _on_fresh_thread(conv2d_forward, geometry, x, w, bias, y, nthreads)
-    cdef fc_conv2d_params p = _conv_params(geometry, FC_CONV_FWD)
+    cdef fc_conv2d_params p = _conv_params(geometry, 0)
     if _is_f32(y):
-        _conv2d_forward(<float *>_ptr(y), &p, x, w, bias, nthreads)
+        _conv2d_forward(<float *>_ptr(y), &p, _nhwc(geometry), x, w, bias, nthreads)
     else:
-        _conv2d_forward(<double *>_ptr(y), &p, x, w, bias, nthreads)
+        _conv2d_forward(<double *>_ptr(y), &p, _nhwc(geometry), x, w, bias, nthreads)
 
 
-cdef int _conv2d_backward_input(real *gx, const fc_conv2d_params *p, gy, w,
+cdef int _conv2d_backward_input(real *gx, const fc_conv2d_params *p, bint nhwc, gy, w,
                                 int nthreads) except -1:
     cdef const real *pgy = <real *>_ptr(gy)
     cdef const real *pw = <real *>_ptr(w)
     cdef int rc
     with nogil:
-        rc = conv2d_bwd_input(p, pgy, pw, gx, nthreads)
-    return _check_conv(rc, FC_CONV_BWD_INPUT, p, FC_DTYPE_f32 if real is float else FC_DTYPE_f64)
+        rc = conv2d_bwd_input(p, nhwc, pgy, pw, gx, nthreads)
+    return _check_conv(rc, FC_CONV_NHWC_BWD_INPUT if nhwc else FC_CONV_BWD_INPUT, p,
+                       FC_DTYPE_f32 if real is float else FC_DTYPE_f64)
 
 
 def conv2d_backward_input(geometry, cnp.ndarray gy, cnp.ndarray w, cnp.ndarray gx,
@@ -310,22 +326,22 @@ def conv2d_backward_input(geometry, cnp.ndarray gy, cnp.ndarray w, cnp.ndarray g
     """gx = the gradient of conv2d with respect to its input, given gy."""
     if _must_hop(nthreads):
         return _on_fresh_thread(conv2d_backward_input, geometry, gy, w, gx, nthreads)
-    cdef fc_conv2d_params p = _conv_params(geometry, FC_CONV_BWD_INPUT)
+    cdef fc_conv2d_params p = _conv_params(geometry, 1)
     if _is_f32(gx):
-        _conv2d_backward_input(<float *>_ptr(gx), &p, gy, w, nthreads)
+        _conv2d_backward_input(<float *>_ptr(gx), &p, _nhwc(geometry), gy, w, nthreads)
     else:
-        _conv2d_backward_input(<double *>_ptr(gx), &p, gy, w, nthreads)
+        _conv2d_backward_input(<double *>_ptr(gx), &p, _nhwc(geometry), gy, w, nthreads)
 
 
-cdef int _conv2d_backward_weight(real *gw, const fc_conv2d_params *p, gy, x, gb,
+cdef int _conv2d_backward_weight(real *gw, const fc_conv2d_params *p, bint nhwc, gy, x, gb,
                                  int nthreads) except -1:
     cdef const real *pgy = <real *>_ptr(gy)
     cdef const real *px = <real *>_ptr(x)
     cdef real *pgb = <real *>_ptr(gb)
     cdef int rc
     with nogil:
-        rc = conv2d_bwd_weight(p, pgy, px, gw, pgb, nthreads)
-    return _check_conv(rc, FC_CONV_BWD_WEIGHT, p,
+        rc = conv2d_bwd_weight(p, nhwc, pgy, px, gw, pgb, nthreads)
+    return _check_conv(rc, FC_CONV_NHWC_BWD_WEIGHT if nhwc else FC_CONV_BWD_WEIGHT, p,
                        FC_DTYPE_f32 if real is float else FC_DTYPE_f64)
 
 
@@ -334,22 +350,22 @@ def conv2d_backward_weight(geometry, cnp.ndarray gy, cnp.ndarray x, cnp.ndarray 
     """gw (and gb unless it is None) = the gradients of conv2d's weight and bias, given gy."""
     if _must_hop(nthreads):
         return _on_fresh_thread(conv2d_backward_weight, geometry, gy, x, gw, gb, nthreads)
-    cdef fc_conv2d_params p = _conv_params(geometry, FC_CONV_BWD_WEIGHT)
+    cdef fc_conv2d_params p = _conv_params(geometry, 2)
     if _is_f32(gw):
-        _conv2d_backward_weight(<float *>_ptr(gw), &p, gy, x, gb, nthreads)
+        _conv2d_backward_weight(<float *>_ptr(gw), &p, _nhwc(geometry), gy, x, gb, nthreads)
     else:
-        _conv2d_backward_weight(<double *>_ptr(gw), &p, gy, x, gb, nthreads)
+        _conv2d_backward_weight(<double *>_ptr(gw), &p, _nhwc(geometry), gy, x, gb, nthreads)
 
 
 # ---- pooling -----------------------------------------------------------------------------------
 
-cdef int _maxpool2d_forward(real *y, const fc_pool2d_params *p, x, indices,
+cdef int _maxpool2d_forward(real *y, const fc_pool2d_params *p, bint nhwc, x, indices,
                             int nthreads) except -1:
     cdef const real *px = <real *>_ptr(x)
     cdef int64_t *pi = <int64_t *>_ptr(indices)
     cdef int rc
     with nogil:
-        rc = maxpool2d_fwd(p, px, y, pi, nthreads)
+        rc = maxpool2d_fwd(p, nhwc, px, y, pi, nthreads)
     return _check(rc)
 
 
@@ -359,18 +375,18 @@ def maxpool2d_forward(geometry, cnp.ndarray x, cnp.ndarray y, object indices, in
         return _on_fresh_thread(maxpool2d_forward, geometry, x, y, indices, nthreads)
     cdef fc_pool2d_params p = _pool_params(geometry)
     if _is_f32(y):
-        _maxpool2d_forward(<float *>_ptr(y), &p, x, indices, nthreads)
+        _maxpool2d_forward(<float *>_ptr(y), &p, _nhwc(geometry), x, indices, nthreads)
     else:
-        _maxpool2d_forward(<double *>_ptr(y), &p, x, indices, nthreads)
+        _maxpool2d_forward(<double *>_ptr(y), &p, _nhwc(geometry), x, indices, nthreads)
 
 
-cdef int _maxpool2d_backward(real *gx, const fc_pool2d_params *p, gy, indices,
+cdef int _maxpool2d_backward(real *gx, const fc_pool2d_params *p, bint nhwc, gy, indices,
                              int nthreads) except -1:
     cdef const real *pgy = <real *>_ptr(gy)
     cdef const int64_t *pi = <int64_t *>_ptr(indices)
     cdef int rc
     with nogil:
-        rc = maxpool2d_bwd(p, pgy, pi, gx, nthreads)
+        rc = maxpool2d_bwd(p, nhwc, pgy, pi, gx, nthreads)
     _check(rc)
     return rc != FC_EINDEX
 
@@ -383,15 +399,18 @@ def maxpool2d_backward(geometry, cnp.ndarray gy, cnp.ndarray indices, cnp.ndarra
         return _on_fresh_thread(maxpool2d_backward, geometry, gy, indices, gx, nthreads)
     cdef fc_pool2d_params p = _pool_params(geometry)
     if _is_f32(gx):
-        return bool(_maxpool2d_backward(<float *>_ptr(gx), &p, gy, indices, nthreads))
-    return bool(_maxpool2d_backward(<double *>_ptr(gx), &p, gy, indices, nthreads))
+        return bool(_maxpool2d_backward(<float *>_ptr(gx), &p, _nhwc(geometry), gy, indices,
+                                        nthreads))
+    return bool(_maxpool2d_backward(<double *>_ptr(gx), &p, _nhwc(geometry), gy, indices,
+                                    nthreads))
 
 
-cdef int _avgpool2d_forward(real *y, const fc_pool2d_params *p, x, int nthreads) except -1:
+cdef int _avgpool2d_forward(real *y, const fc_pool2d_params *p, bint nhwc, x,
+                            int nthreads) except -1:
     cdef const real *px = <real *>_ptr(x)
     cdef int rc
     with nogil:
-        rc = avgpool2d_fwd(p, px, y, nthreads)
+        rc = avgpool2d_fwd(p, nhwc, px, y, nthreads)
     return _check(rc)
 
 
@@ -404,16 +423,17 @@ def avgpool2d_forward(geometry, cnp.ndarray x, cnp.ndarray y, int nthreads, *,
     p.count_include_pad = count_include_pad
     p.divisor_override = divisor_override
     if _is_f32(y):
-        _avgpool2d_forward(<float *>_ptr(y), &p, x, nthreads)
+        _avgpool2d_forward(<float *>_ptr(y), &p, _nhwc(geometry), x, nthreads)
     else:
-        _avgpool2d_forward(<double *>_ptr(y), &p, x, nthreads)
+        _avgpool2d_forward(<double *>_ptr(y), &p, _nhwc(geometry), x, nthreads)
 
 
-cdef int _avgpool2d_backward(real *gx, const fc_pool2d_params *p, gy, int nthreads) except -1:
+cdef int _avgpool2d_backward(real *gx, const fc_pool2d_params *p, bint nhwc, gy,
+                             int nthreads) except -1:
     cdef const real *pgy = <real *>_ptr(gy)
     cdef int rc
     with nogil:
-        rc = avgpool2d_bwd(p, pgy, gx, nthreads)
+        rc = avgpool2d_bwd(p, nhwc, pgy, gx, nthreads)
     return _check(rc)
 
 
@@ -426,16 +446,17 @@ def avgpool2d_backward(geometry, cnp.ndarray gy, cnp.ndarray gx, int nthreads, *
     p.count_include_pad = count_include_pad
     p.divisor_override = divisor_override
     if _is_f32(gx):
-        _avgpool2d_backward(<float *>_ptr(gx), &p, gy, nthreads)
+        _avgpool2d_backward(<float *>_ptr(gx), &p, _nhwc(geometry), gy, nthreads)
     else:
-        _avgpool2d_backward(<double *>_ptr(gx), &p, gy, nthreads)
+        _avgpool2d_backward(<double *>_ptr(gx), &p, _nhwc(geometry), gy, nthreads)
 
 
-cdef int _lppool2d_forward(real *y, const fc_pool2d_params *p, x, int nthreads) except -1:
+cdef int _lppool2d_forward(real *y, const fc_pool2d_params *p, bint nhwc, x,
+                           int nthreads) except -1:
     cdef const real *px = <real *>_ptr(x)
     cdef int rc
     with nogil:
-        rc = lppool2d_fwd(p, px, y, nthreads)
+        rc = lppool2d_fwd(p, nhwc, px, y, nthreads)
     return _check(rc)
 
 
@@ -446,17 +467,18 @@ def lppool2d_forward(geometry, cnp.ndarray x, cnp.ndarray y, int nthreads, *, do
     cdef fc_pool2d_params p = _pool_params(geometry)
     p.norm = norm
     if _is_f32(y):
-        _lppool2d_forward(<float *>_ptr(y), &p, x, nthreads)
+        _lppool2d_forward(<float *>_ptr(y), &p, _nhwc(geometry), x, nthreads)
     else:
-        _lppool2d_forward(<double *>_ptr(y), &p, x, nthreads)
+        _lppool2d_forward(<double *>_ptr(y), &p, _nhwc(geometry), x, nthreads)
 
 
-cdef int _lppool2d_backward(real *gx, const fc_pool2d_params *p, gy, x, int nthreads) except -1:
+cdef int _lppool2d_backward(real *gx, const fc_pool2d_params *p, bint nhwc, gy, x,
+                            int nthreads) except -1:
     cdef const real *pgy = <real *>_ptr(gy)
     cdef const real *px = <real *>_ptr(x)
     cdef int rc
     with nogil:
-        rc = lppool2d_bwd(p, pgy, px, gx, nthreads)
+        rc = lppool2d_bwd(p, nhwc, pgy, px, gx, nthreads)
     return _check(rc)
 
 
@@ -468,9 +490,9 @@ def lppool2d_backward(geometry, cnp.ndarray gy, cnp.ndarray x, cnp.ndarray gx, i
     cdef fc_pool2d_params p = _pool_params(geometry)
     p.norm = norm
     if _is_f32(gx):
-        _lppool2d_backward(<float *>_ptr(gx), &p, gy, x, nthreads)
+        _lppool2d_backward(<float *>_ptr(gx), &p, _nhwc(geometry), gy, x, nthreads)
     else:
-        _lppool2d_backward(<double *>_ptr(gx), &p, gy, x, nthreads)
+        _lppool2d_backward(<double *>_ptr(gx), &p, _nhwc(geometry), gy, x, nthreads)
 
 
 # ---- adaptive pooling --------------------------------------------------------------------------
@@ -480,6 +502,7 @@ cdef fc_pool2d_params _adaptive_params(g) except *:
     the sizes (what the adaptive kernels read), the rest a 1 x 1 pool's."""
     cdef fc_pool2d_params p
     p.planes = g.batch * g.channels
+    p.channels = g.channels
     p.in_h = g.in_h
     p.in_w = g.in_w
     p.out_h = g.out_h
@@ -562,8 +585,8 @@ def adaptive_maxpool2d_backward(geometry, cnp.ndarray gy, cnp.ndarray indices, c
         return _on_fresh_thread(adaptive_maxpool2d_backward, geometry, gy, indices, gx, nthreads)
     cdef fc_pool2d_params p = _adaptive_params(geometry)
     if _is_f32(gx):
-        return bool(_maxpool2d_backward(<float *>_ptr(gx), &p, gy, indices, nthreads))
-    return bool(_maxpool2d_backward(<double *>_ptr(gx), &p, gy, indices, nthreads))
+        return bool(_maxpool2d_backward(<float *>_ptr(gx), &p, False, gy, indices, nthreads))
+    return bool(_maxpool2d_backward(<double *>_ptr(gx), &p, False, gy, indices, nthreads))
 
 
 # ---- element-wise ------------------------------------------------------------------------------
