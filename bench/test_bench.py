@@ -21,12 +21,14 @@ from fastconv import bench
 
 @functools.lru_cache(maxsize=1)
 def _cases():
-    cases = bench.conv_cases() + bench.pool_cases() + bench.adaptive_pool_cases() + \
-        [bench.copy_case()]
+    cases = bench.conv_cases() + bench.conv_transpose_cases() + bench.pool_cases() + \
+        bench.adaptive_pool_cases() + [bench.copy_case()]
     return {f"{c.group}-{c.name}-{c.direction}": c for c in cases}
 
 
 CASE_IDS = [f"conv2d-{n}-{d}" for n in bench.CONV_LAYERS for d in ("forward", "backward")] + \
+           [f"conv_transpose2d-{n}-{d}" for n in bench.CONV_TRANSPOSE_LAYERS
+            for d in ("forward", "backward")] + \
            [f"pool2d-{n}-{d}" for n in [*bench.POOL_CASES, *bench.ADAPTIVE_POOL_CASES]
             for d in ("forward", "backward")] + \
            ["relu-copy-forward"]

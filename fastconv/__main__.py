@@ -71,8 +71,8 @@ def demo(batch: int, repeat: int, dtype) -> int:
     mine = F.conv2d_backward(gs, xs, weight, padding=1)
     theirs = ref.conv2d_backward(gs, xs, weight, (1, 1), (1, 1, 1, 1), (1, 1), 1)
     err_bwd = max(np.abs(a - b).max() / max(1.0, np.abs(b).max()) for a, b in zip(mine, theirs))
-    same_pool = np.array_equal(F.max_pool2d(p[:2], 2), ref.max_pool2d(p[:2], (2, 2), (2, 2),
-                                                                     (0, 0), (1, 1), False)[0])
+    ref_pool = ref.max_pool2d(p[:2], (2, 2), (2, 2), (0, 0, 0, 0), (1, 1), False)[0]
+    same_pool = np.array_equal(F.max_pool2d(p[:2], 2), ref_pool)
     print(f"\nagainst the NumPy reference: conv2d max error {err_fwd:.2e}, backward {err_bwd:.2e} "
           f"(relative), max_pool2d {'identical' if same_pool else 'DIFFERENT'}")
     return 0 if same_pool else 1
@@ -101,7 +101,8 @@ def main(argv=None) -> int:
                          help="threads for both (default: fastconv's default)")
     p_bench.add_argument("--repeat", type=positive_int, default=7,
                          help="interleaved pairs (default 7)")
-    p_bench.add_argument("--only", choices=["all", "conv", "pool"], default="all")
+    p_bench.add_argument("--only", choices=["all", "conv", "conv_transpose", "pool"],
+                         default="all")
     p_bench.add_argument("--float64", action="store_true", help="run in float64")
     p_bench.add_argument("--plot", metavar="PNG", type=Path, default=None,
                          help="write a bar chart of the speed-ups (needs matplotlib)")

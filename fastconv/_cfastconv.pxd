@@ -56,9 +56,9 @@ cdef extern from "fastconv.h" nogil:
     int fc_f64_conv2d_fwd(const fc_conv2d_params *p, const double *x, const double *w,
                           const double *bias, double *y, int nthreads)
     int fc_f32_conv2d_bwd_input(const fc_conv2d_params *p, const float *gy, const float *w,
-                                float *gx, int nthreads)
+                                const float *bias, float *gx, int nthreads)
     int fc_f64_conv2d_bwd_input(const fc_conv2d_params *p, const double *gy, const double *w,
-                                double *gx, int nthreads)
+                                const double *bias, double *gx, int nthreads)
     int fc_f32_conv2d_bwd_weight(const fc_conv2d_params *p, const float *gy, const float *x,
                                  float *gw, float *gb, int nthreads)
     int fc_f64_conv2d_bwd_weight(const fc_conv2d_params *p, const double *gy, const double *x,
@@ -89,9 +89,9 @@ cdef extern from "fastconv.h" nogil:
     int fc_f64_conv2d_nhwc_fwd(const fc_conv2d_params *p, const double *x, const double *w,
                                const double *bias, double *y, int nthreads)
     int fc_f32_conv2d_nhwc_bwd_input(const fc_conv2d_params *p, const float *gy, const float *w,
-                                     float *gx, int nthreads)
+                                     const float *bias, float *gx, int nthreads)
     int fc_f64_conv2d_nhwc_bwd_input(const fc_conv2d_params *p, const double *gy, const double *w,
-                                     double *gx, int nthreads)
+                                     const double *bias, double *gx, int nthreads)
     int fc_f32_conv2d_nhwc_bwd_weight(const fc_conv2d_params *p, const float *gy, const float *x,
                                       float *gw, float *gb, int nthreads)
     int fc_f64_conv2d_nhwc_bwd_weight(const fc_conv2d_params *p, const double *gy, const double *x,
@@ -247,15 +247,16 @@ cdef inline int conv2d_fwd(const fc_conv2d_params *p, bint nhwc, const real *x, 
 
 
 cdef inline int conv2d_bwd_input(const fc_conv2d_params *p, bint nhwc, const real *gy,
-                                 const real *w, real *gx, int nthreads) noexcept nogil:
+                                 const real *w, const real *bias, real *gx,
+                                 int nthreads) noexcept nogil:
     if real is float:
         if nhwc:
-            return fc_f32_conv2d_nhwc_bwd_input(p, gy, w, gx, nthreads)
-        return fc_f32_conv2d_bwd_input(p, gy, w, gx, nthreads)
+            return fc_f32_conv2d_nhwc_bwd_input(p, gy, w, bias, gx, nthreads)
+        return fc_f32_conv2d_bwd_input(p, gy, w, bias, gx, nthreads)
     else:
         if nhwc:
-            return fc_f64_conv2d_nhwc_bwd_input(p, gy, w, gx, nthreads)
-        return fc_f64_conv2d_bwd_input(p, gy, w, gx, nthreads)
+            return fc_f64_conv2d_nhwc_bwd_input(p, gy, w, bias, gx, nthreads)
+        return fc_f64_conv2d_bwd_input(p, gy, w, bias, gx, nthreads)
 
 
 cdef inline int conv2d_bwd_weight(const fc_conv2d_params *p, bint nhwc, const real *gy,

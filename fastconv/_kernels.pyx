@@ -311,26 +311,28 @@ def conv2d_forward(geometry, cnp.ndarray x, cnp.ndarray w, object bias, cnp.ndar
 
 
 cdef int _conv2d_backward_input(real *gx, const fc_conv2d_params *p, bint nhwc, gy, w,
-                                int nthreads) except -1:
+                                bias, int nthreads) except -1:
     cdef const real *pgy = <real *>_ptr(gy)
     cdef const real *pw = <real *>_ptr(w)
+    cdef const real *pb = <real *>_ptr(bias)
     cdef int rc
     with nogil:
-        rc = conv2d_bwd_input(p, nhwc, pgy, pw, gx, nthreads)
+        rc = conv2d_bwd_input(p, nhwc, pgy, pw, pb, gx, nthreads)
     return _check_conv(rc, FC_CONV_NHWC_BWD_INPUT if nhwc else FC_CONV_BWD_INPUT, p,
                        FC_DTYPE_f32 if real is float else FC_DTYPE_f64)
 
 
-def conv2d_backward_input(geometry, cnp.ndarray gy, cnp.ndarray w, cnp.ndarray gx,
+def conv2d_backward_input(geometry, cnp.ndarray gy, cnp.ndarray w, object bias, cnp.ndarray gx,
                           int nthreads):
-    """gx = the gradient of conv2d with respect to its input, given gy."""
+    """gx = the gradient of conv2d with respect to its input, given gy, plus bias (one per
+    input channel, conv_transpose2d's) unless it is None."""
     if _must_hop(nthreads):
-        return _on_fresh_thread(conv2d_backward_input, geometry, gy, w, gx, nthreads)
+        return _on_fresh_thread(conv2d_backward_input, geometry, gy, w, bias, gx, nthreads)
     cdef fc_conv2d_params p = _conv_params(geometry, 1)
     if _is_f32(gx):
-        _conv2d_backward_input(<float *>_ptr(gx), &p, _nhwc(geometry), gy, w, nthreads)
+        _conv2d_backward_input(<float *>_ptr(gx), &p, _nhwc(geometry), gy, w, bias, nthreads)
     else:
-        _conv2d_backward_input(<double *>_ptr(gx), &p, _nhwc(geometry), gy, w, nthreads)
+        _conv2d_backward_input(<double *>_ptr(gx), &p, _nhwc(geometry), gy, w, bias, nthreads)
 
 
 cdef int _conv2d_backward_weight(real *gw, const fc_conv2d_params *p, bint nhwc, gy, x, gb,

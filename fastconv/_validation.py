@@ -249,16 +249,21 @@ def cross_entropy_args(op: str, logits, target) -> tuple[np.ndarray, np.ndarray]
 
 # ---- padding -------------------------------------------------------------------------------------
 
-PADDING_FORMS = ("'same', 'valid', a non-negative int, a pair of them (h, w) or a 4-tuple of them "
-                 "(top, bottom, left, right)")
+NUMERIC_PADDING_FORMS = ("a non-negative int, a pair of them (h, w) or a 4-tuple of them "
+                         "(top, bottom, left, right)")
+PADDING_FORMS = "'same', 'valid', " + NUMERIC_PADDING_FORMS
 
 
-def padding_form(op: str, padding):
-    """The padding argument checked for type and range: 'same' or 'valid', an (h, w) pair (from an
-    int or a pair) or a (top, bottom, left, right) tuple. TypeError for a wrong type, ValueError
-    for a wrong string, count or value."""
-    message = f"padding must be {PADDING_FORMS} (at most 2**31 - 1), got {padding!r}"
+def padding_form(op: str, padding, strings: bool = True):
+    """The padding argument checked for type and range: 'same' or 'valid' (unless `strings` is
+    False: conv_transpose2d takes neither, as in PyTorch), an (h, w) pair (from an int or a pair)
+    or a (top, bottom, left, right) tuple. TypeError for a wrong type, ValueError for a wrong
+    string, count or value."""
+    forms = PADDING_FORMS if strings else NUMERIC_PADDING_FORMS
+    message = f"padding must be {forms} (at most 2**31 - 1), got {padding!r}"
     if isinstance(padding, str):
+        if not strings:
+            fail(op, message, TypeError)
         if padding not in ("same", "valid"):
             fail(op, message)
         return padding
@@ -428,6 +433,59 @@ def conv_geometry(op: str, input_shape, weight_shape, stride, padding, dilation,
     geometry = ConvGeometry(n, c, h, w, k, groups, (kh, kw), stride, pad, dilation, out_h, out_w,
                             data_format, weight_format)
     check_elements(op, "the output", geometry.output_shape)
+    return geometry
+
+
+def conv_transpose_padding(op: str, padding) -> tuple[int, int, int, int]:
+    """conv_transpose2d's padding argument, an int or a pair (PyTorch's forms) or a (top,
+    bottom, left, right) 4-tuple (ONNX ConvTranspose's pads), as (top, bottom, left, right): the
+    rows and columns cropped off each side of the uncropped output."""
+    padding = padding_form(op, padding, strings=False)
+    return padding if len(padding) == 4 else (padding[0], padding[0], padding[1], padding[1])
+
+
+def conv_transpose_geometry(op: str, input_shape, weight_shape, stride, padding, output_padding,
+                            groups, dilation) -> ConvGeometry:
+    """A conv_transpose2d problem as the conv2d whose input gradient it is: that convolution
+    takes an input of the transposed output's shape (N, C_out, OH, OW) to one of x's shape with
+    the same weight (read as (K, C/groups, kH, kW), K = C_in), so the geometry's input_shape is
+    the transposed output's, its output_shape is x's. Its bottom and right paddings are the
+    transposed ones less output_padding (negative where output rows no window reaches); the
+    kernels read only the top and left ones and the sizes."""
+    n, c, h, w = input_shape
+    c_in, kg, kh, kw = weight_shape
+    stride = pair(op, "stride", stride, 1, "a positive")
+    pad = conv_transpose_padding(op, padding)
+    output_padding = pair(op, "output_padding", output_padding, 0, "a non-negative")
+    groups = positive_int(op, "groups", groups)
+    dilation = pair(op, "dilation", dilation, 1, "a positive")
+    if min(c_in, kg, kh, kw) < 1:
+        fail(op, "weight must have a non-empty shape (C_in, C_out/groups, kH, kW), "
+                 f"got {tuple(weight_shape)}")
+    check_non_batch_dims(op, input_shape)
+    if c_in != c:
+        fail(op, f"weight of shape {tuple(weight_shape)} expects {c_in} input channels (its "
+                 f"first dim), but the input has {c} (shape {tuple(input_shape)})")
+    if c % groups:
+        fail(op, f"input channels ({c}) must be divisible by groups ({groups})")
+    if max(kh, kw) > MAX_PARAM:
+        fail(op, f"kernel size {(kh, kw)} is too large")
+    if any(o >= s and o >= d for o, s, d in zip(output_padding, stride, dilation)):
+        fail(op, f"output_padding must be smaller than stride or dilation, got "
+                 f"output_padding={output_padding} for stride={stride} and dilation={dilation}")
+    # the uncropped output every tap reaches, plus output_padding; padding crops it
+    full = [(size - 1) * s + d * (k - 1) + o + 1
+            for size, k, s, d, o in zip((h, w), (kh, kw), stride, dilation, output_padding)]
+    out_h, out_w = full[0] - pad[0] - pad[1], full[1] - pad[2] - pad[3]
+    if out_h < 1 or out_w < 1:
+        fail(op, f"output size would be ({out_h}, {out_w}): padding (top, bottom, left, right) "
+                 f"{pad} crops away the whole uncropped output {tuple(full)} (input size "
+                 f"({h}, {w}), kernel ({kh}, {kw}), stride {stride}, dilation {dilation}, "
+                 f"output_padding {output_padding})")
+    conv_pad = (pad[0], pad[1] - output_padding[0], pad[2], pad[3] - output_padding[1])
+    geometry = ConvGeometry(n, kg * groups, out_h, out_w, c, groups, (kh, kw), stride, conv_pad,
+                            dilation, h, w)
+    check_elements(op, "the output", geometry.input_shape)
     return geometry
 
 

@@ -31,6 +31,15 @@ CONV_LAYERS = {
     "alex-11x11s4": (16, 3, 227, 96, 11, 4, 0),
 }
 
+# Decoder layers (upsampling by 2): name: (N, C_in, H(=W), C_out, kernel, stride, padding,
+# output_padding); the output is (N, C_out, 2H, 2H)
+CONV_TRANSPOSE_LAYERS = {
+    "unet-2x2s2": (16, 128, 28, 64, 2, 2, 0, 0),
+    "fcn-3x3s2-op1": (16, 64, 28, 32, 3, 2, 1, 1),
+    "dcgan-4x4s2": (64, 128, 16, 64, 4, 2, 1, 0),
+    "dcgan-rgb-4x4s2": (64, 64, 32, 3, 4, 2, 1, 0),
+}
+
 POOL_SHAPE = (64, 64, 56, 56)
 # name: (op, kwargs)
 POOL_CASES = {
@@ -110,6 +119,47 @@ def conv_cases(dtype=np.float32, names=None, seed=0) -> list[Case]:
                                                                               padding=p),
                           bwd_t, 2 * flop, "GFLOP/s",
                           lambda x=x, w=w, gy=gy, a=ref_args: ref.conv2d_backward(gy, x, w, *a)))
+    return cases
+
+
+def conv_transpose_cases(dtype=np.float32, names=None, seed=0) -> list[Case]:
+    """The decoder layers of CONV_TRANSPOSE_LAYERS, forward (with bias) and backward."""
+    torch = _torch()
+    rng = np.random.default_rng(seed)
+    cases = []
+    for name, (n, c, h, k, ks, s, p, op) in CONV_TRANSPOSE_LAYERS.items():
+        if names and name not in names:
+            continue
+        x = rng.standard_normal((n, c, h, h)).astype(dtype)
+        w = (rng.standard_normal((c, k, ks, ks)) / np.sqrt(c * ks * ks)).astype(dtype)
+        b = rng.standard_normal(k).astype(dtype)
+        geometry = dict(stride=s, padding=p, output_padding=op)
+        y = F.conv_transpose2d(x, w, b, **geometry)
+        gy = rng.standard_normal(y.shape).astype(dtype)
+        flop = 2.0 * x.size * k * ks * ks  # every input pixel times every weight
+        fwd_t = bwd_t = None
+        if torch is not None:
+            tx, tw, tb, tgy = (torch.from_numpy(a) for a in (x, w, b, gy))
+
+            def fwd_t(tx=tx, tw=tw, tb=tb, g=geometry):
+                return torch.nn.functional.conv_transpose2d(tx, tw, tb, **g)
+
+            def bwd_t(tx=tx, tw=tw, tgy=tgy, s=s, p=p, op=op, k=k):
+                return torch.ops.aten.convolution_backward(
+                    tgy, tx, tw, [k], [s, s], [p, p], [1, 1], True, [op, op], 1,
+                    [True, True, True])
+
+        ref_args = ((s, s), (p, p, p, p), (op, op), 1, (1, 1))
+        cases.append(Case("conv_transpose2d", name, "forward",
+                          lambda x=x, w=w, b=b, g=geometry: F.conv_transpose2d(x, w, b, **g),
+                          fwd_t, flop, "GFLOP/s",
+                          lambda x=x, w=w, b=b, a=ref_args: ref.conv_transpose2d(x, w, b, *a)))
+        cases.append(Case("conv_transpose2d", name, "backward",
+                          lambda x=x, w=w, gy=gy, g=geometry:
+                              F.conv_transpose2d_backward(gy, x, w, **g),
+                          bwd_t, 2 * flop, "GFLOP/s",
+                          lambda x=x, w=w, gy=gy, a=ref_args:
+                              ref.conv_transpose2d_backward(gy, x, w, *a)))
     return cases
 
 
@@ -325,13 +375,15 @@ def format_table(results: list[Result], peak: float | None = None,
     bandwidth (`bandwidth` in GB/s, copy_bandwidth in the same run, else the relu row) and,
     given `peak` (GFLOP/s, fma_peak in the same run), convolution forward as a share of the
     multiply-add peak."""
-    lines = [f"{'op':<8}{'layer':<15}{'pass':<10}{'fastconv':>11}{'':>13}{'PyTorch':>11}"
-             f"{'speed-up':>10}",
-             "-" * 78]
+    op_w = max([8] + [len(r.case.group) + 1 for r in results])
+    name_w = max([15] + [len(r.case.name) + 1 for r in results])
+    lines = [f"{'op':<{op_w}}{'layer':<{name_w}}{'pass':<10}{'fastconv':>11}{'':>13}"
+             f"{'PyTorch':>11}{'speed-up':>10}",
+             "-" * (op_w + name_w + 55)]
     for r in results:
         theirs = f"{r.torch_s * 1e3:9.2f}ms" if r.torch_s else f"{'-':>11}"
         ratio = f"{r.ratio:9.2f}x" if r.ratio else f"{'-':>10}"
-        lines.append(f"{r.case.group:<8}{r.case.name:<15}{r.case.direction:<10}"
+        lines.append(f"{r.case.group:<{op_w}}{r.case.name:<{name_w}}{r.case.direction:<10}"
                      f"{r.fastconv_s * 1e3:9.2f}ms{r.throughput:8.1f} {r.case.unit:<7}"
                      f"{theirs}{ratio}")
     for group in sorted({r.case.group for r in results}):
@@ -371,8 +423,9 @@ def plot(results: list[Result], path: str) -> bool:
         return False
     labels = [f"{r.case.name}\n{r.case.direction}" for r in rows]
     fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(rows)), 4))
+    colours = {"conv2d": "tab:blue", "conv_transpose2d": "tab:green"}
     ax.bar(range(len(rows)), [r.ratio for r in rows],
-           color=["tab:blue" if r.case.group == "conv2d" else "tab:orange" for r in rows])
+           color=[colours.get(r.case.group, "tab:orange") for r in rows])
     ax.axhline(1.0, color="k", lw=0.8)
     ax.set_xticks(range(len(rows)), labels, rotation=90, fontsize=7)
     ax.set_ylabel("speed-up over PyTorch (x)")
@@ -396,6 +449,8 @@ def main(threads: int | None = None, repeat: int = 7, only: str = "all",
     cases = []
     if only in ("all", "conv"):
         cases += conv_cases(dtype)
+    if only in ("all", "conv_transpose"):
+        cases += conv_transpose_cases(dtype)
     if only in ("all", "pool"):
         cases += pool_cases(dtype) + adaptive_pool_cases(dtype) + [copy_case(dtype)]
     print(f"fastconv {fastconv.__version__} ({fastconv.selected_isa()}) vs "

@@ -27,6 +27,7 @@ from ._config import get_num_threads
 
 __all__ = [
     "conv2d", "conv2d_backward", "conv2d_input", "conv2d_weight", "same_padding",
+    "conv_transpose2d", "conv_transpose2d_backward",
     "max_pool2d", "max_pool2d_backward",
     "avg_pool2d", "avg_pool2d_backward",
     "lp_pool2d", "lp_pool2d_backward",
@@ -155,8 +156,8 @@ def _conv_grad_input(g, grad_output, weight, dtype):
     v.check_elements("conv2d_input", "the input gradient", g.input_shape)
     gx = _kernels.empty(g.input_shape, dtype)
     if gx.size:
-        _kernels.conv2d_backward_input(g, v.contiguous(grad_output),
-                                       v.contiguous(weight), gx, get_num_threads())
+        _kernels.conv2d_backward_input(g, v.contiguous(grad_output), v.contiguous(weight), None,
+                                       gx, get_num_threads())
     return gx
 
 
@@ -271,6 +272,117 @@ def same_padding(input_size, kernel_size, stride=1, dilation=1,
         v.fail(op, f"mode must be 'upper' or 'lower', got {mode!r}")
     return tuple(p for n, k, s, d in zip(size, kernel, stride, dilation)
                  for p in v.same_pads(n, k, s, d, upper=mode == "upper"))
+
+
+# A transposed convolution is the input gradient of the conv2d that v.conv_transpose_geometry
+# describes, so its passes run on the conv2d kernels: forward on that conv2d's input-gradient
+# pass, grad_input on its forward pass, grad_weight on its weight-gradient pass with the roles
+# of input and output swapped.
+
+def _conv_transpose_arrays(op, x, weight):
+    x = v.float_array(op, "x", x, 4, "(N, C_in, H, W)")
+    weight = v.float_array(op, "weight", weight, 4, "(C_in, C_out/groups, kH, kW)")
+    return x, weight
+
+
+def conv_transpose2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, stride=1,
+                     padding=0, output_padding=0, groups: int = 1, dilation=1) -> np.ndarray:
+    """2-D transposed convolution over an NCHW batch, as ``torch.nn.functional.conv_transpose2d``
+    (the gradient of conv2d with respect to its input; sometimes called deconvolution).
+
+    Each input pixel (h, w) spreads ``x[n, c, h, w] * weight[c, k]`` over the output window at
+    ``(h*stride - padding, w*stride - padding)``, its taps ``dilation`` apart.
+
+    Parameters
+    ----------
+    x : (N, C_in, H, W) float32 or float64
+    weight : (C_in, C_out // groups, kH, kW), same dtype (PyTorch's layout: input channels first)
+    bias : (C_out,) or None
+    stride, dilation : int or (int, int), default 1
+    padding : int, (int, int) or (top, bottom, left, right) (ONNX ConvTranspose's pads), default
+        0: rows and columns cropped off the sides of the uncropped output (seen as a
+        convolution, ``dilation*(k - 1) - padding`` of zero padding around x); no 'same'/'valid'
+        (PyTorch takes neither)
+    output_padding : int or (int, int), default 0: extra rows and columns at the bottom and
+        right, each smaller than stride or dilation (they choose among the input sizes a
+        strided conv2d maps to H, W)
+    groups : int, default 1; C_in and C_out split into groups; groups == C_in is depthwise.
+
+    Returns
+    -------
+    (N, C_out, OH, OW) array,
+    ``OH = (H - 1)*stride - pad_top - pad_bottom + dilation*(kH - 1) + output_padding + 1``.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv.functional as F
+    >>> x = np.array([[[[1.0, 2.0], [3.0, 4.0]]]]); w = np.ones((1, 1, 2, 2))
+    >>> F.conv_transpose2d(x, w, stride=2)[0, 0]
+    array([[1., 1., 2., 2.],
+           [1., 1., 2., 2.],
+           [3., 3., 4., 4.],
+           [3., 3., 4., 4.]])
+    >>> F.conv_transpose2d(np.ones((1, 8, 14, 14)), np.ones((8, 4, 3, 3)), stride=2, padding=1,
+    ...                    output_padding=1).shape
+    (1, 4, 28, 28)
+    """
+    op = "conv_transpose2d"
+    x, weight = _conv_transpose_arrays(op, x, weight)
+    if bias is not None:
+        bias = v.float_array(op, "bias", bias, 1, "(C_out,)")
+    v.same_dtype(op, x=x, weight=weight, bias=bias)
+    g = v.conv_transpose_geometry(op, x.shape, weight.shape, stride, padding, output_padding,
+                                  groups, dilation)
+    if bias is not None and bias.shape != (g.in_channels,):
+        v.fail(op, f"bias must have shape ({g.in_channels},) (weight's C_out/groups times "
+                   f"groups), got {bias.shape}")
+    y = _kernels.empty(g.input_shape, x.dtype)
+    if y.size:
+        _kernels.conv2d_backward_input(g, v.contiguous(x), v.contiguous(weight),
+                                       None if bias is None else v.contiguous(bias), y,
+                                       get_num_threads())
+    return y
+
+
+def conv_transpose2d_backward(grad_output: np.ndarray, x: np.ndarray, weight: np.ndarray,
+                              stride=1, padding=0, output_padding=0, groups: int = 1,
+                              dilation=1):
+    """Gradients of conv_transpose2d: ``(grad_input, grad_weight, grad_bias)``.
+
+    Arguments as conv_transpose2d's; grad_output has its output's shape (N, C_out, OH, OW).
+    Shapes: grad_input like x, grad_weight like weight, grad_bias (C_out,) (the sum of
+    grad_output over N, OH, OW; returned whether or not the forward pass had a bias).
+    grad_input is the conv2d of grad_output with the same weight, stride, padding, dilation
+    and groups.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv.functional as F
+    >>> x = np.ones((2, 4, 5, 5)); w = np.ones((4, 3, 3, 3))
+    >>> gy = np.ones_like(F.conv_transpose2d(x, w, stride=2, output_padding=1))
+    >>> [a.shape for a in F.conv_transpose2d_backward(gy, x, w, stride=2, output_padding=1)]
+    [(2, 4, 5, 5), (4, 3, 3, 3), (3,)]
+    """
+    op = "conv_transpose2d_backward"
+    grad_output = v.float_array(op, "grad_output", grad_output, 4, "(N, C_out, OH, OW)")
+    x, weight = _conv_transpose_arrays(op, x, weight)
+    dtype = v.same_dtype(op, x=x, weight=weight, grad_output=grad_output)
+    g = v.conv_transpose_geometry(op, x.shape, weight.shape, stride, padding, output_padding,
+                                  groups, dilation)
+    v.check_grad_output(op, grad_output, g.input_shape)
+    grad_output, x, weight = v.contiguous(grad_output), v.contiguous(x), v.contiguous(weight)
+    nthreads = get_num_threads()
+    gx = _kernels.empty(x.shape, dtype)
+    gw = _kernels.empty(weight.shape, dtype)
+    if g.batch == 0:
+        gw[...] = 0
+    else:
+        _kernels.conv2d_forward(g, grad_output, weight, None, gx, nthreads)
+        _kernels.conv2d_backward_weight(g, x, grad_output, gw, None, nthreads)
+    # pairwise sums along each plane; Inf and NaN in grad_output give Inf and NaN, no warnings
+    with np.errstate(invalid="ignore", over="ignore"):
+        gb = grad_output.reshape(g.batch, g.in_channels, g.in_h * g.in_w).sum(axis=2).sum(axis=0)
+    return gx, gw, gb
 
 
 # ---- pooling -------------------------------------------------------------------------------------

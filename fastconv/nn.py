@@ -41,7 +41,7 @@ from . import functional as F
 
 __all__ = [
     "Parameter", "Module", "Sequential",
-    "Conv2d", "Linear", "MaxPool2d", "AvgPool2d", "LPPool2d",
+    "Conv2d", "ConvTranspose2d", "Linear", "MaxPool2d", "AvgPool2d", "LPPool2d",
     "AdaptiveAvgPool2d", "AdaptiveMaxPool2d",
     "ReLU", "Tanh", "Sigmoid", "Flatten", "Dropout", "BatchNorm1d", "BatchNorm2d",
     "CrossEntropyLoss",
@@ -303,6 +303,35 @@ def _reset_like_pytorch(weight: Parameter, bias: Parameter | None) -> None:
         init.uniform_(bias, -bound, bound)
 
 
+def _conv_layer_arguments(layer: Module, op: str, in_channels, out_channels, kernel_size, stride,
+                          dilation, groups) -> None:
+    """Check the arguments Conv2d and ConvTranspose2d share and keep them on `layer`."""
+    layer.in_channels = v.positive_int(op, "in_channels", in_channels)
+    layer.out_channels = v.positive_int(op, "out_channels", out_channels)
+    layer.groups = v.positive_int(op, "groups", groups)
+    if in_channels % groups or out_channels % groups:
+        v.fail(op, f"in_channels ({in_channels}) and out_channels ({out_channels}) must be "
+                   f"divisible by groups ({groups})")
+    layer.kernel_size = v.pair(op, "kernel_size", kernel_size, 1, "a positive")
+    layer.stride = v.pair(op, "stride", stride, 1, "a positive")
+    layer.dilation = v.pair(op, "dilation", dilation, 1, "a positive")
+
+
+def _conv_layer_parameters(layer: Module, op: str, weight_shape, bias, dtype) -> None:
+    """A convolution layer's weight and (unless bias is False) bias, initialised as PyTorch's."""
+    dtype = _float_dtype(op, dtype)
+    layer.weight = Parameter(np.empty(weight_shape, dtype))
+    layer.bias = Parameter(np.empty(layer.out_channels, dtype)) \
+        if v.boolean(op, "bias", bias) else None
+    _reset_like_pytorch(layer.weight, layer.bias)
+
+
+def _add_parameter_grads(layer: Module, grad_weight, grad_bias) -> None:
+    layer.weight.grad += grad_weight
+    if layer.bias is not None:
+        layer.bias.grad += grad_bias
+
+
 class Conv2d(Module):
     """2-D convolution layer, as ``torch.nn.Conv2d``; see ``fastconv.functional.conv2d``.
 
@@ -314,23 +343,12 @@ class Conv2d(Module):
                  dilation=1, groups: int = 1, bias: bool = True, dtype=np.float32):
         super().__init__()
         op = "Conv2d"
-        self.in_channels = v.positive_int(op, "in_channels", in_channels)
-        self.out_channels = v.positive_int(op, "out_channels", out_channels)
-        self.groups = v.positive_int(op, "groups", groups)
-        if in_channels % groups or out_channels % groups:
-            v.fail(op, f"in_channels ({in_channels}) and out_channels ({out_channels}) must be "
-                       f"divisible by groups ({groups})")
-        self.kernel_size = v.pair(op, "kernel_size", kernel_size, 1, "a positive")
-        self.stride = v.pair(op, "stride", stride, 1, "a positive")
-        self.dilation = v.pair(op, "dilation", dilation, 1, "a positive")
+        _conv_layer_arguments(self, op, in_channels, out_channels, kernel_size, stride, dilation,
+                              groups)
         self.padding = v.padding_form(op, padding)  # 'same'/'valid', (h, w) or a 4-tuple
         v.padding4(op, self.padding, self.kernel_size, self.stride, self.dilation)
-        dtype = _float_dtype(op, dtype)
-        self.weight = Parameter(np.empty((out_channels, in_channels // groups)
-                                         + self.kernel_size, dtype))
-        self.bias = Parameter(np.empty(out_channels, dtype)) \
-            if v.boolean(op, "bias", bias) else None
-        _reset_like_pytorch(self.weight, self.bias)
+        _conv_layer_parameters(self, op, (out_channels, in_channels // groups) + self.kernel_size,
+                               bias, dtype)
 
     def _geometry(self):
         return self.stride, self.padding, self.dilation, self.groups
@@ -344,14 +362,93 @@ class Conv2d(Module):
     def backward(self, grad_output):
         x = self._saved_for_backward()
         gx, gw, gb = F.conv2d_backward(grad_output, x, self.weight.data, *self._geometry())
-        self.weight.grad += gw
-        if self.bias is not None:
-            self.bias.grad += gb
+        _add_parameter_grads(self, gw, gb)
         return gx
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
                 f"stride={self.stride}, padding={self.padding}, dilation={self.dilation}, "
+                f"groups={self.groups}, bias={self.bias is not None}")
+
+
+class ConvTranspose2d(Module):
+    """2-D transposed convolution layer, as ``torch.nn.ConvTranspose2d`` (same arguments, in the
+    same order); see ``fastconv.functional.conv_transpose2d``.
+
+    weight (in_channels, out_channels // groups, kH, kW), bias (out_channels,) unless
+    bias=False, both initialised as PyTorch does. Input (N, in_channels, H, W) -> output (N,
+    out_channels, OH, OW). ``forward(x, output_size=(OH, OW))`` (or a 4-element
+    (N, C, OH, OW)) chooses the output_padding that gives that size, as PyTorch does: the
+    sizes a strided conv2d maps to H are ``OH_min`` (output_padding 0) to ``OH_min + stride - 1``.
+    padding may also be a (top, bottom, left, right) 4-tuple, as ONNX's pads (PyTorch takes an
+    int or a pair). Only zero padding exists (padding_mode='zeros', as in PyTorch).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import nn
+    >>> down, up = nn.Conv2d(8, 8, 3, stride=2, padding=1), nn.ConvTranspose2d(8, 8, 3, 2, 1)
+    >>> x = np.ones((1, 8, 12, 12), np.float32)
+    >>> up(down(x)).shape, up(down(x), output_size=x.shape).shape
+    ((1, 8, 11, 11), (1, 8, 12, 12))
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
+                 output_padding=0, groups: int = 1, bias: bool = True, dilation=1,
+                 padding_mode: str = "zeros", dtype=np.float32):
+        super().__init__()
+        op = "ConvTranspose2d"
+        _conv_layer_arguments(self, op, in_channels, out_channels, kernel_size, stride, dilation,
+                              groups)
+        self.padding = v.padding_form(op, padding, strings=False)  # (h, w) or a 4-tuple
+        self.output_padding = v.pair(op, "output_padding", output_padding, 0, "a non-negative")
+        if padding_mode != "zeros":
+            v.fail(op, f"padding_mode must be 'zeros' (PyTorch's ConvTranspose2d has no other), "
+                       f"got {padding_mode!r}")
+        _conv_layer_parameters(self, op, (in_channels, out_channels // groups) + self.kernel_size,
+                               bias, dtype)
+
+    def _output_padding(self, x, output_size):
+        """The output_padding that gives `output_size` ((OH, OW), or (N, C, OH, OW))."""
+        op = "ConvTranspose2d"
+        x = v.float_array(op, "x", x, 4, "(N, C_in, H, W)")
+        if not isinstance(output_size, (tuple, list)) or len(output_size) not in (2, 4):
+            v.fail(op, f"output_size must be (OH, OW) or (N, C, OH, OW), got {output_size!r}",
+                   TypeError)
+        wanted = v.pair(op, "output_size", tuple(output_size[-2:]), 1, "a positive")
+        pad = v.conv_transpose_padding(op, self.padding)
+        smallest = tuple((size - 1) * s - p0 - p1 + d * (k - 1) + 1
+                         for size, s, p0, p1, d, k in zip(x.shape[2:], self.stride, pad[0::2],
+                                                          pad[1::2], self.dilation,
+                                                          self.kernel_size))
+        largest = tuple(low + s - 1 for low, s in zip(smallest, self.stride))
+        if not all(low <= size <= high for low, size, high in zip(smallest, wanted, largest)):
+            v.fail(op, f"output_size {wanted} must lie between {smallest} and {largest} for an "
+                       f"input of size {x.shape[2:]}, got {tuple(output_size)}")
+        return tuple(size - low for size, low in zip(wanted, smallest))
+
+    def _geometry(self, output_padding):
+        return self.stride, self.padding, output_padding, self.groups, self.dilation
+
+    def forward(self, x, output_size=None):
+        output_padding = self.output_padding if output_size is None else \
+            self._output_padding(x, output_size)
+        bias = None if self.bias is None else self.bias.data
+        y = F.conv_transpose2d(x, self.weight.data, bias, *self._geometry(output_padding))
+        self._saved = (x, output_padding)
+        return y
+
+    def backward(self, grad_output):
+        x, output_padding = self._saved_for_backward()
+        gx, gw, gb = F.conv_transpose2d_backward(grad_output, x, self.weight.data,
+                                                 *self._geometry(output_padding))
+        _add_parameter_grads(self, gw, gb)
+        return gx
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, padding={self.padding}, "
+                f"output_padding={self.output_padding}, dilation={self.dilation}, "
                 f"groups={self.groups}, bias={self.bias is not None}")
 
 

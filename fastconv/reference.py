@@ -157,6 +157,121 @@ def conv2d_backward(
     return grad_input, grad_weight, grad_bias
 
 
+def conv_transpose_out_size(size: int, pad_lo: int, pad_hi: int, k: int, s: int, d: int,
+                            output_padding: int) -> int:
+    """Output length of a transposed convolution along one dimension (PyTorch's rule)."""
+    return (size - 1) * s - pad_lo - pad_hi + d * (k - 1) + output_padding + 1
+
+
+def _transpose_canvas(x_shape, weight_shape, stride, padding, output_padding, dilation):
+    """(OH, OW, canvas height, canvas width): the output's size and that of an uncropped plane
+    holding every tap's contribution and the whole output (its top-left at (top, left))."""
+    _, _, H, W = x_shape
+    _, _, kH, kW = weight_shape
+    top, bottom, left, right = padding
+    OH = conv_transpose_out_size(H, top, bottom, kH, stride[0], dilation[0], output_padding[0])
+    OW = conv_transpose_out_size(W, left, right, kW, stride[1], dilation[1], output_padding[1])
+    reach_h = (H - 1) * stride[0] + dilation[0] * (kH - 1) + 1
+    reach_w = (W - 1) * stride[1] + dilation[1] * (kW - 1) + 1
+    return OH, OW, max(reach_h, top + OH), max(reach_w, left + OW)
+
+
+def conv_transpose2d(
+    x: np.ndarray,
+    weight: np.ndarray,
+    bias: np.ndarray | None,
+    stride: Pair,
+    padding: tuple[int, int, int, int],
+    output_padding: Pair,
+    groups: int,
+    dilation: Pair,
+) -> np.ndarray:
+    """2-D transposed convolution (PyTorch ``conv_transpose2d``), by its scatter definition.
+
+    Every input pixel ``(h, w)`` of channel ``c`` adds ``x[n, c, h, w] * weight[c, k, i, j]`` to
+    the uncropped output at ``(h*sH + i*dH, w*sW + j*dW)``; the output is that plane cropped by
+    ``padding`` (``top`` rows off the top, ``left`` columns off the left), ``OH`` by ``OW``,
+    plus bias. Output padding only makes the output larger: its extra rows and columns at the
+    bottom and right receive no tap (bias only).
+
+    Parameters
+    ----------
+    x : (N, C, H, W) array
+    weight : (C, K // groups, kH, kW) array
+    bias : (K,) array or None
+    stride, output_padding, dilation : (h, w)
+    padding : (top, bottom, left, right)
+    groups : int
+
+    Returns
+    -------
+    out : (N, K, OH, OW) array, ``OH = (H-1)*sH - top - bottom + dH*(kH-1) + output_padding + 1``
+    """
+    N, C, H, W = x.shape
+    _, Kg, kH, kW = weight.shape
+    sH, sW = stride
+    dH, dW = dilation
+    top, _, left, _ = padding
+    assert weight.shape[0] == C and C % groups == 0
+    Cg = C // groups
+    OH, OW, canvas_h, canvas_w = _transpose_canvas(x.shape, weight.shape, stride, padding,
+                                                   output_padding, dilation)
+    canvas = np.zeros((N, Kg * groups, canvas_h, canvas_w), dtype=x.dtype)
+    for g in range(groups):
+        cs = slice(g * Cg, (g + 1) * Cg)
+        ks = slice(g * Kg, (g + 1) * Kg)
+        for ki in range(kH):
+            for kj in range(kW):
+                # canvas[n, k, h*sH + ki*dH, w*sW + kj*dW] += x[n, c, h, w] * weight[c, k, ki, kj]
+                taps = canvas[:, ks, _window(ki * dH, sH, H), _window(kj * dW, sW, W)]
+                taps += np.einsum("nchw,ck->nkhw", x[:, cs], weight[cs, :, ki, kj])
+    out = canvas[:, :, top:top + OH, left:left + OW].copy()
+    if bias is not None:
+        out += bias.reshape(1, -1, 1, 1)
+    return out
+
+
+def conv_transpose2d_backward(
+    grad_output: np.ndarray,
+    x: np.ndarray,
+    weight: np.ndarray,
+    stride: Pair,
+    padding: tuple[int, int, int, int],
+    output_padding: Pair,
+    groups: int,
+    dilation: Pair,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Gradients of :func:`conv_transpose2d`: each tap of the scatter read back.
+
+    Returns
+    -------
+    grad_input : like ``x``
+    grad_weight : like ``weight``
+    grad_bias : (K,) array, ``grad_output.sum((0, 2, 3))``
+    """
+    N, C, H, W = x.shape
+    _, Kg, kH, kW = weight.shape
+    sH, sW = stride
+    dH, dW = dilation
+    top, _, left, _ = padding
+    Cg = C // groups
+    OH, OW, canvas_h, canvas_w = _transpose_canvas(x.shape, weight.shape, stride, padding,
+                                                   output_padding, dilation)
+    grad_canvas = np.zeros((N, Kg * groups, canvas_h, canvas_w), dtype=grad_output.dtype)
+    grad_canvas[:, :, top:top + OH, left:left + OW] = grad_output
+    grad_input = np.zeros_like(x)
+    grad_weight = np.zeros_like(weight)
+    for g in range(groups):
+        cs = slice(g * Cg, (g + 1) * Cg)
+        ks = slice(g * Kg, (g + 1) * Kg)
+        for ki in range(kH):
+            for kj in range(kW):
+                taps = grad_canvas[:, ks, _window(ki * dH, sH, H), _window(kj * dW, sW, W)]
+                grad_input[:, cs] += np.einsum("nkhw,ck->nchw", taps, weight[cs, :, ki, kj])
+                grad_weight[cs, :, ki, kj] += np.einsum("nkhw,nchw->ck", taps, x[:, cs])
+    return grad_input, grad_weight, grad_output.sum(axis=(0, 2, 3))
+
+
 # --------------------------------------------------------------------------- pooling
 
 

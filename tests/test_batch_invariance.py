@@ -19,11 +19,22 @@ import fastconv.functional as F
 
 X_SHAPE = (5, 6, 11, 10)
 
+def _transposed(w):
+    """The conv2d weight (K, C, kH, kW) as a conv_transpose2d weight from C channels to K."""
+    return np.ascontiguousarray(w.transpose(1, 0, 2, 3))
+
+
 # name: (function of x, returning an array or a tuple of arrays whose axis 0 is the batch)
 OPS = {
     "conv2d": lambda x, w: F.conv2d(x, w, padding=1),
     "conv2d-strided": lambda x, w: F.conv2d(x, w, stride=2, padding=(1, 0, 2, 1)),
     "conv2d_input": lambda x, w: F.conv2d_input(x.shape, w, x[:, :4, :9, :8].copy()),
+    "conv_transpose2d": lambda x, w: F.conv_transpose2d(
+        x, _transposed(w), np.ones(4, x.dtype), stride=2, padding=1, output_padding=1),
+    "conv_transpose2d-stride-1": lambda x, w: F.conv_transpose2d(x, _transposed(w), padding=1),
+    "conv_transpose2d_backward-input": lambda x, w: F.conv_transpose2d_backward(
+        np.ones((x.shape[0], 4, 22, 20), x.dtype), x, _transposed(w), stride=2, padding=1,
+        output_padding=1)[0],
     "max_pool2d": lambda x, w: F.max_pool2d(x, 3, 2, 1, ceil_mode=True, return_indices=True),
     "max_pool2d_backward": lambda x, w: F.max_pool2d_backward(
         np.ones((x.shape[0], 6, 6, 6), x.dtype), x, 3, 2, 1, ceil_mode=True),

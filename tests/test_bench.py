@@ -53,6 +53,16 @@ def test_layer_tables_match_the_shapes_they_name():
     assert [(c.name, c.direction) for c in cases] == [("lenet1-5x5", "forward"),
                                                       ("lenet1-5x5", "backward")]
     assert all(c.reference is not None for c in cases)
+    assert set(bench.CONV_TRANSPOSE_LAYERS) == {"unet-2x2s2", "fcn-3x3s2-op1", "dcgan-4x4s2",
+                                                "dcgan-rgb-4x4s2"}
+    cases = bench.conv_transpose_cases(names={"fcn-3x3s2-op1"})
+    assert [(c.group, c.name, c.direction) for c in cases] == [
+        ("conv_transpose2d", "fcn-3x3s2-op1", "forward"),
+        ("conv_transpose2d", "fcn-3x3s2-op1", "backward")]
+    n, c_in, h, c_out, k, _, _, _ = bench.CONV_TRANSPOSE_LAYERS["fcn-3x3s2-op1"]
+    assert cases[0].fastconv().shape == (n, c_out, 2 * h, 2 * h)  # a decoder layer doubles H
+    assert cases[0].work == 2.0 * n * c_in * h * h * c_out * k * k
+    assert all(c.reference is not None for c in cases)
 
 
 def test_adaptive_pool_cases_compute_what_they_name():
@@ -73,10 +83,21 @@ def test_adaptive_pool_cases_compute_what_they_name():
                                        err_msg=f"{case.name} {case.direction} (PyTorch)")
 
 
-def test_main_prints_the_table(monkeypatch):
+def test_table_columns_fit_the_longest_names():
+    case = bench.Case("conv_transpose2d", "dcgan-rgb-4x4s2", "backward", lambda: None, None,
+                      work=1e9, unit="GFLOP/s")
+    header, rule, row = bench.format_table([bench.Result(case, 0.01, 0.02, 2.0)]).splitlines()[:3]
+    assert row.startswith("conv_transpose2d dcgan-rgb-4x4s2 backward")
+    assert header.index("layer") == row.index("dcgan") and header.index("pass") == row.index("back")
+    assert len(rule) == len(header)
+
+
+@pytest.mark.parametrize("only", ["conv", "conv_transpose"])
+def test_main_prints_the_table(monkeypatch, only):
     monkeypatch.setattr(bench, "conv_cases", lambda dtype=np.float32: [_tiny_case(True)])
+    monkeypatch.setattr(bench, "conv_transpose_cases", lambda dtype=np.float32: [_tiny_case(True)])
     out = io.StringIO()
-    results = bench.main(threads=1, repeat=1, only="conv", out=out)
+    results = bench.main(threads=1, repeat=1, only=only, out=out)
     assert len(results) == 1 and "tiny" in out.getvalue()
 
 

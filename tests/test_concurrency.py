@@ -40,6 +40,9 @@ def _all_ops(seed, dtype=np.float32):
     return [
         F.conv2d(x, w, b, **conv),
         *F.conv2d_backward(gy, x, w, **conv),
+        # the transposed convolution back from gy's shape to x's, on the same kernels
+        F.conv_transpose2d(gy, w, b[:8], output_padding=1, **conv),
+        *F.conv_transpose2d_backward(x, gy, w, output_padding=1, **conv),
         y, idx,
         F.max_pool2d_backward(gp, x, 3, 2, 1),
         F.max_pool2d_backward(gp, x, 3, 2, 1, indices=idx),

@@ -317,6 +317,90 @@ def test_fuzz_conv(op, data, seed):
                 geometry, kwargs["groups"])
 
 
+# ---- conv_transpose2d, conv_transpose2d_backward -------------------------------------------------
+
+def conv_transpose_oracle(x_shape, w_shape, stride, padding, output_padding, groups, dilation):
+    """PyTorch's conv_transpose2d rules, 4-tuple paddings (ONNX's pads) too: the output
+    (N, C_out, OH, OW) and the reference's (stride, pad4, output_padding, groups, dilation), or
+    None."""
+    n, c, h, w = x_shape
+    c_in, kg, kh, kw = w_shape
+    stride, dilation = as_pair(stride, 1), as_pair(dilation, 1)
+    output_padding = as_pair(output_padding, 0)
+    # an int, a pair or a 4-tuple, no 'same' or 'valid' (PyTorch takes no string)
+    pad = None if isinstance(padding, str) else as_pad4(padding, None, None, None)
+    if None in (stride, dilation, pad, output_padding) or not is_int(groups) \
+            or not 1 <= groups <= LIMIT:
+        return None
+    if min(c_in, kg, kh, kw, c, h, w) < 1 or c_in != c or c % groups:
+        return None
+    if any(o >= s and o >= d for o, s, d in zip(output_padding, stride, dilation)):
+        return None
+    oh = (h - 1) * stride[0] - pad[0] - pad[1] + dilation[0] * (kh - 1) + output_padding[0] + 1
+    ow = (w - 1) * stride[1] - pad[2] - pad[3] + dilation[1] * (kw - 1) + output_padding[1] + 1
+    if oh < 1 or ow < 1 or n * kg * groups * oh * ow > 2**60:
+        return None
+    return (n, kg * groups, oh, ow), (stride, pad, output_padding, int(groups), dilation)
+
+
+@pytest.mark.parametrize("op", ["conv_transpose2d", "conv_transpose2d_backward"])
+@given(data=st.data(), seed=st.integers(0, 2**32 - 1))
+def test_fuzz_conv_transpose(op, data, seed):
+    rng = np.random.default_rng(seed)
+    dtype = data.draw(st.sampled_from([np.float32, np.float64]), label="dtype")
+    x_shape = draw_shape(data, "x")
+    groups = data.draw(st.one_of(st.sampled_from([1, 1, 2, 3]), st.sampled_from(BAD_SCALARS)),
+                       label="groups")
+    g = groups if is_int(groups) and 1 <= groups <= 3 else 1
+    c_in = x_shape[1] if data.draw(st.integers(0, 9), label="channel mismatch") \
+        else data.draw(st.integers(0, 4), label="C_in")
+    w_shape = (c_in, data.draw(st.integers(0, 3), label="C_out/groups"),
+               data.draw(st.integers(0, 3), label="kH"), data.draw(st.integers(0, 3), label="kW"))
+    kwargs = dict(stride=int_param(data, 1, "stride"), padding=pad_param(data),
+                  output_padding=int_param(data, 0, "output_padding", huge=False),
+                  groups=groups, dilation=int_param(data, 1, "dilation"))
+    judged = conv_transpose_oracle(x_shape, w_shape, **kwargs)
+    out_shape, geometry = judged if judged else (None, None)
+    assume(modest(out_shape))
+    assume(judged is None or small(*geometry))
+    x = make_array(data, rng, x_shape, dtype, "x")
+    weight = make_array(data, rng, w_shape, dtype, "weight")
+    kwargs.update(x=x, weight=weight)
+    names = ["x", "weight"]
+    if op == "conv_transpose2d":
+        c_out = w_shape[1] * g
+        bias_kind = data.draw(st.sampled_from(["none", "ok", "ok", "long"]), label="bias")
+        bias = None if bias_kind == "none" else make_array(
+            data, rng, (c_out + (bias_kind == "long"),), dtype, "bias")
+        kwargs["bias"] = bias
+        valid = judged is not None and arrays_ok(kwargs, names, 4) and (
+            bias is None or (is_float_array(bias, 1) and bias.shape == (c_out,)
+                             and same_dtype(x, bias)))
+    else:
+        kwargs["grad_output"] = gy = grad_for(data, rng, out_shape, dtype)
+        valid = judged is not None and arrays_ok(kwargs, names + ["grad_output"], 4) \
+            and gy.shape == out_shape
+    if not valid:
+        expect_error(op, kwargs)
+        return
+    out = getattr(F, op)(**kwargs)
+    scaled = {"x": np.abs(x), "weight": np.abs(weight)}
+    if op == "conv_transpose2d":
+        expected = ref.conv_transpose2d(x, weight, bias, *geometry)
+        scale = ref.conv_transpose2d(scaled["x"], scaled["weight"],
+                                     None if bias is None else np.abs(bias), *geometry)
+        assert out.shape == out_shape and out.dtype == x.dtype
+        assert_close(out, expected, int(np.prod(w_shape)), scale)
+        return
+    expected = ref.conv_transpose2d_backward(gy, x, weight, *geometry)
+    scale = ref.conv_transpose2d_backward(np.abs(gy), scaled["x"], scaled["weight"], *geometry)
+    lengths = [int(np.prod(w_shape[1:])), x_shape[0] * x_shape[2] * x_shape[3],
+               out_shape[0] * out_shape[2] * out_shape[3]]
+    for o, e, s, length in zip(out, expected, scale, lengths):
+        assert o.shape == e.shape and o.dtype == x.dtype
+        assert_close(o, e, length, s)
+
+
 # ---- pooling ---------------------------------------------------------------------------------
 
 POOL_OPS = ["max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
@@ -849,6 +933,7 @@ def test_fuzz_same_padding(data):
 # ---- every public op is fuzzed -------------------------------------------------------------
 
 FUZZED = set(CONV_OPS + POOL_OPS + ADAPTIVE_OPS + list(ELEMENTWISE) + [
+    "conv_transpose2d", "conv_transpose2d_backward",
     "linear", "linear_backward", "dropout", "dropout_backward", "batch_norm",
     "batch_norm_backward", "cross_entropy", "cross_entropy_backward", "same_padding"])
 

@@ -298,8 +298,11 @@ def test_save_killed_at_random_points(tmp_path, signum):
     outcomes = []
     for attempt in range(5):
         path = tmp_path / f"model{attempt}.npz"
+        # cwd: `python -c` puts the current folder first on sys.path, and a source checkout's
+        # fastconv/ (no compiled extension when the package is installed) must not shadow it
         child = subprocess.Popen([sys.executable, "-c", _SAVER, str(path)], env=env,
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                 cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 text=True)
         try:
             assert child.stdout.readline() == "ready\n"
             time.sleep(rng.uniform(0.0, 0.2))

@@ -11,6 +11,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -165,7 +166,8 @@ def test_import_pulls_in_numpy_and_the_standard_library_only():
             "'hypothesis', 'pytest')\n"
             "print(sorted({m.split('.')[0] for m in sys.modules} & set(heavy)))")
     result = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": REPO},
-                            capture_output=True, text=True, timeout=120)
+                            capture_output=True, text=True, timeout=120,
+                            cwd=tempfile.gettempdir())  # no source checkout first on sys.path
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
 

@@ -124,6 +124,13 @@ def test_experiment_refuses_bad_options(capsys, tmp_path, bad, message):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("dtype_flag", [[], ["--float64"]])
+def test_demo_runs_every_op_and_agrees_with_the_reference(capsys, dtype_flag):
+    assert main(["demo", "--batch", "2", "--repeat", "1", *dtype_flag]) == 0
+    out = capsys.readouterr().out
+    assert "max_pool2d identical" in out and "conv2d max error" in out
+
+
 @pytest.mark.parametrize("command", [["bench"], ["demo"]])
 @pytest.mark.parametrize("bad, message", [
     (["--threads", "0"], "--threads: must be a positive integer"),

@@ -1,13 +1,15 @@
-/* conv2d_bwd_input.h: the convolution input gradient dX, two ways.
+/* conv2d_bwd_input.h: the convolution input gradient dX (plus a bias per input channel, when
+ * given: this pass is conv_transpose2d's forward), two ways.
  *
  * Stride 1: a forward convolution (conv2d_fwd.h) of dY with the flipped, transposed weights.
  * Otherwise: col(dX)[R, P] = W^T[R, K] * dY[K, P] per image and group, then col2im.
  *
  * Loop structure (col2im): tasks are (image, group, block of input channels), so a task owns its
- * channels of dX and no two tasks write the same element. Within a task: its rows of W^T are
- * packed once; over pixel tiles, over KC-deep slices of K, dY is packed into NR-column panels
- * and every MR-row panel of W^T passes through the microkernel into col(dX); the tile's rows are
- * then scatter-added into dX run by run (conv2d_pack.h). */
+ * channels of dX and no two tasks write the same element; the blocks are smaller when there are
+ * too few images to share out (batch 1). Within a task: its rows of W^T are packed once; over
+ * pixel tiles, over KC-deep slices of K, dY is packed into NR-column panels and every MR-row
+ * panel of W^T passes through the microkernel into col(dX); the tile's rows are then
+ * scatter-added into dX run by run (conv2d_pack.h). */
 #ifndef FC_CONV2D_BWD_INPUT_H
 #define FC_CONV2D_BWD_INPUT_H
 
@@ -24,27 +26,35 @@
  * (with a plan of its own) with no col2im scatter and the forward's parallelism over pixel
  * tiles. FC_NONFINITE when w holds an Inf or NaN: that forward pass pads dY with zeros that
  * would meet them, which the exact gradient (col2im keeps only real output positions) never
- * multiplies. */
+ * multiplies. The bias is that forward pass's own. */
 static int FC_LOCAL(conv2d_bwd_input_transposed)(const fc_conv2d_params *p, const fc_tuning *tn,
-                                                 const T *gy, const T *w, T *gx, int nthreads) {
+                                                 const T *gy, const T *w, const T *bias, T *gx,
+                                                 int nthreads) {
     const fc_index wsize = p->out_channels * (p->in_channels / p->groups) * p->kernel_h *
                            p->kernel_w;
     if (!FC_LOCAL(all_finite)(tn, w, wsize, nthreads)) return FC_NONFINITE;
     T *wt = (T *)fc_aligned_alloc(sizeof(T) * (size_t)wsize);
     if (!wt) return FC_ENOMEM;
     const fc_conv2d_params q = FC_LOCAL(transposed_problem)(p, w, wt);
-    const int rc = FC_FN(conv2d_fwd)(&q, gy, wt, NULL, gx, nthreads);
+    const int rc = FC_FN(conv2d_fwd)(&q, gy, wt, bias, gx, nthreads);
     fc_aligned_free(wt);
     return rc;
 }
 
-/* Any stride: col(dX) = W^T dY tile by tile, scatter-added into dX. */
+/* Any stride: col(dX) = W^T dY tile by tile, scatter-added into dX, whose channels start as
+ * their bias (or zero). */
 static int FC_LOCAL(conv2d_bwd_input_col2im)(const fc_conv2d_params *p, const fc_tuning *tn,
-                                             const T *gy, const T *w, T *gx, int nthreads) {
+                                             const T *gy, const T *w, const T *bias, T *gx,
+                                             int nthreads) {
     const fc_index G = p->groups, Cg = p->in_channels / G, Kg = p->out_channels / G;
     const fc_index kk = p->kernel_h * p->kernel_w, R = Cg * kk, P = p->out_h * p->out_w;
     const fc_index H = p->in_h, W = p->in_w, HW = H * W;
-    const fc_index cb = FC_MAX(1, tn->task_rows / kk); /* channels per task */
+    /* Channels per task: task_rows rows of col(dX) at most, and fewer when images and groups
+     * alone would leave threads idle (batch 1). A channel's sums do not depend on the block it
+     * is in, so results do not depend on the split. */
+    fc_index cb = FC_MAX(1, tn->task_rows / kk);
+    const fc_index images = p->batch * G, wanted = 2 * (fc_index)nthreads;
+    if (images * FC_CEIL_DIV(Cg, cb) < wanted) cb = FC_CEIL_DIV(Cg, FC_CEIL_DIV(wanted, images));
     const fc_index cblocks = FC_CEIL_DIV(Cg, cb);
     const fc_index rows_max = FC_CEIL_DIV(FC_MIN(cb, Cg) * kk, FC_MR) * FC_MR;
     const fc_index nc_max = FC_LOCAL(tile_size)(P, tn->tile_pixels);
@@ -73,7 +83,10 @@ static int FC_LOCAL(conv2d_bwd_input_col2im)(const fc_conv2d_params *p, const fc
             const fc_index row0 = c0 * kk, rows = (c1 - c0) * kk;
             T *gxg = gx + (n * p->in_channels + g * Cg) * HW;
             const T *gyg = gy + (n * p->out_channels + g * Kg) * P;
-            memset(gxg + c0 * HW, 0, sizeof(T) * (size_t)((c1 - c0) * HW));
+            for (fc_index c = c0; c < c1; c++) {
+                const T b = bias ? bias[g * Cg + c] : (T)0;
+                for (fc_index i = 0; i < HW; i++) gxg[c * HW + i] = b;
+            }
             /* This task's rows of W^T, packed as [row block][Kg][MR]. */
             FC_MR_NAME(gemm_pack_a)(rows, Kg, w + g * Kg * R + row0, 1, R, wtp);
             for (fc_index p0 = 0; p0 < P; p0 += nc_max) {
@@ -117,23 +130,24 @@ static int FC_LOCAL(conv2d_bwd_input_col2im)(const fc_conv2d_params *p, const fc
 }
 
 static int FC_LOCAL(conv2d_bwd_input_run)(fc_conv_algorithm algorithm, const fc_conv2d_params *p,
-                                          const fc_tuning *tn, const T *gy, const T *w, T *gx,
-                                          int nthreads) {
+                                          const fc_tuning *tn, const T *gy, const T *w,
+                                          const T *bias, T *gx, int nthreads) {
     if (algorithm == FC_CONV_TRANSPOSED)
-        return FC_LOCAL(conv2d_bwd_input_transposed)(p, tn, gy, w, gx, nthreads);
-    return FC_LOCAL(conv2d_bwd_input_col2im)(p, tn, gy, w, gx, nthreads);
+        return FC_LOCAL(conv2d_bwd_input_transposed)(p, tn, gy, w, bias, gx, nthreads);
+    return FC_LOCAL(conv2d_bwd_input_col2im)(p, tn, gy, w, bias, gx, nthreads);
 }
 
 /* The algorithm the plan (conv2d_plan.c) gives, then its fallback if that met Inf or NaN. */
-int FC_FN(conv2d_bwd_input)(const fc_conv2d_params *p, const T *gy, const T *w, T *gx,
-                            int nthreads) {
+int FC_FN(conv2d_bwd_input)(const fc_conv2d_params *p, const T *gy, const T *w, const T *bias,
+                            T *gx, int nthreads) {
     fc_conv_plan plan;
     if (fc_conv2d_plan(FC_CONV_BWD_INPUT, FC_DT_ID, FC_ISA_ID, p, &plan) != FC_OK)
         return FC_EALGORITHM;
-    const int rc = FC_LOCAL(conv2d_bwd_input_run)(plan.algorithm, p, plan.tuning, gy, w, gx,
+    const int rc = FC_LOCAL(conv2d_bwd_input_run)(plan.algorithm, p, plan.tuning, gy, w, bias, gx,
                                                   nthreads);
     if (rc != FC_NONFINITE) return rc;
-    return FC_LOCAL(conv2d_bwd_input_run)(plan.nonfinite, p, plan.tuning, gy, w, gx, nthreads);
+    return FC_LOCAL(conv2d_bwd_input_run)(plan.nonfinite, p, plan.tuning, gy, w, bias, gx,
+                                          nthreads);
 }
 
 #endif /* FC_CONV2D_BWD_INPUT_H */

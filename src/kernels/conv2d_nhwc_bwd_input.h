@@ -1,5 +1,6 @@
 /* conv2d_nhwc_bwd_input.h: the channels-last convolution input gradient dX (N, H, W, C) from dY
- * (N, OH, OW, K), two ways:
+ * (N, OH, OW, K), plus a bias per input channel when given (as the NCHW pass, conv2d_bwd_input.h),
+ * two ways:
  *
  *   transposed  stride 1: the channels-last forward pass (conv2d_nhwc_fwd.h) of dY with the
  *               flipped, transposed weights (conv2d_weights.h), planned in turn (Winograd too)
@@ -14,7 +15,7 @@
  * the thread count. Within a task, in a zero-padded copy of the row: over the kernel rows i that
  * reach it from an output row oh, over groups, the dY row is packed into MR-row panels and the
  * microkernel fills a tile of [OW, kW * C/groups] contributions, which are added into the padded
- * row pixel by pixel; the row's inside is then copied out to dX. */
+ * row pixel by pixel; the row's inside is then copied out to dX, plus the bias. */
 #ifndef FC_CONV2D_NHWC_BWD_INPUT_H
 #define FC_CONV2D_NHWC_BWD_INPUT_H
 
@@ -28,17 +29,18 @@
 
 /* Stride 1: the forward pass of dY with the flipped, transposed weights. FC_NONFINITE when w holds
  * an Inf or NaN: that pass pads dY with zeros that would meet them, which the exact gradient
- * (col2im multiplies only real output positions) never multiplies. */
+ * (col2im multiplies only real output positions) never multiplies. The bias is that forward
+ * pass's own. */
 static int FC_LOCAL(conv2d_nhwc_bwd_input_transposed)(const fc_conv2d_params *p,
                                                       const fc_tuning *tn, const T *gy, const T *w,
-                                                      T *gx, int nthreads) {
+                                                      const T *bias, T *gx, int nthreads) {
     const fc_index wsize = p->out_channels * (p->in_channels / p->groups) * p->kernel_h *
                            p->kernel_w;
     if (!FC_LOCAL(all_finite)(tn, w, wsize, nthreads)) return FC_NONFINITE;
     T *wt = (T *)fc_aligned_alloc(sizeof(T) * (size_t)wsize);
     if (!wt) return FC_ENOMEM;
     const fc_conv2d_params q = FC_LOCAL(transposed_problem)(p, w, wt);
-    const int rc = FC_FN(conv2d_nhwc_fwd)(&q, gy, wt, NULL, gx, nthreads);
+    const int rc = FC_FN(conv2d_nhwc_fwd)(&q, gy, wt, bias, gx, nthreads);
     fc_aligned_free(wt);
     return rc;
 }
@@ -62,7 +64,8 @@ static void FC_NR_NAME(conv2d_nhwc_pack_wrows)(const fc_conv2d_params *p, const 
 }
 
 static int FC_LOCAL(conv2d_nhwc_bwd_input_col2im)(const fc_conv2d_params *p, const fc_tuning *tn,
-                                                  const T *gy, const T *w, T *gx, int nthreads) {
+                                                  const T *gy, const T *w, const T *bias, T *gx,
+                                                  int nthreads) {
     const fc_index G = p->groups, Cg = p->in_channels / G, Kg = p->out_channels / G;
     const fc_index C = p->in_channels, K = p->out_channels, H = p->in_h, W = p->in_w;
     const fc_index OH = p->out_h, OW = p->out_w, kh = p->kernel_h, kw = p->kernel_w;
@@ -123,7 +126,11 @@ static int FC_LOCAL(conv2d_nhwc_bwd_input_col2im)(const fc_conv2d_params *p, con
                     }
                 }
             }
-            memcpy(gx + (n * H + ih) * W * C, row + p->pad_left * C, sizeof(T) * (size_t)(W * C));
+            T *out = gx + (n * H + ih) * W * C;
+            memcpy(out, row + p->pad_left * C, sizeof(T) * (size_t)(W * C));
+            if (bias)
+                for (fc_index iw = 0; iw < W; iw++)
+                    for (fc_index c = 0; c < C; c++) out[iw * C + c] += bias[c];
         }
         fc_aligned_free(ap);
         fc_aligned_free(tile);
@@ -135,22 +142,24 @@ static int FC_LOCAL(conv2d_nhwc_bwd_input_col2im)(const fc_conv2d_params *p, con
 
 static int FC_LOCAL(conv2d_nhwc_bwd_input_run)(fc_conv_algorithm algorithm,
                                                const fc_conv2d_params *p, const fc_tuning *tn,
-                                               const T *gy, const T *w, T *gx, int nthreads) {
+                                               const T *gy, const T *w, const T *bias, T *gx,
+                                               int nthreads) {
     if (algorithm == FC_CONV_TRANSPOSED)
-        return FC_LOCAL(conv2d_nhwc_bwd_input_transposed)(p, tn, gy, w, gx, nthreads);
-    return FC_LOCAL(conv2d_nhwc_bwd_input_col2im)(p, tn, gy, w, gx, nthreads);
+        return FC_LOCAL(conv2d_nhwc_bwd_input_transposed)(p, tn, gy, w, bias, gx, nthreads);
+    return FC_LOCAL(conv2d_nhwc_bwd_input_col2im)(p, tn, gy, w, bias, gx, nthreads);
 }
 
 /* The algorithm the plan (conv2d_plan.c) gives, then its fallback if that met Inf or NaN. */
-int FC_FN(conv2d_nhwc_bwd_input)(const fc_conv2d_params *p, const T *gy, const T *w, T *gx,
-                                 int nthreads) {
+int FC_FN(conv2d_nhwc_bwd_input)(const fc_conv2d_params *p, const T *gy, const T *w, const T *bias,
+                                 T *gx, int nthreads) {
     fc_conv_plan plan;
     if (fc_conv2d_plan(FC_CONV_NHWC_BWD_INPUT, FC_DT_ID, FC_ISA_ID, p, &plan) != FC_OK)
         return FC_EALGORITHM;
-    const int rc = FC_LOCAL(conv2d_nhwc_bwd_input_run)(plan.algorithm, p, plan.tuning, gy, w, gx,
-                                                       nthreads);
+    const int rc = FC_LOCAL(conv2d_nhwc_bwd_input_run)(plan.algorithm, p, plan.tuning, gy, w, bias,
+                                                       gx, nthreads);
     if (rc != FC_NONFINITE) return rc;
-    return FC_LOCAL(conv2d_nhwc_bwd_input_run)(plan.nonfinite, p, plan.tuning, gy, w, gx, nthreads);
+    return FC_LOCAL(conv2d_nhwc_bwd_input_run)(plan.nonfinite, p, plan.tuning, gy, w, bias, gx,
+                                               nthreads);
 }
 
 #endif /* FC_CONV2D_NHWC_BWD_INPUT_H */

@@ -32,14 +32,16 @@
     X(ctx, f64_fma_peak, (fc_index iterations, int nthreads, double *flops),                       \
       (iterations, nthreads, flops))
 
-/* Convolution. gb may be NULL (no bias gradient wanted), bias too (no bias). */
+/* Convolution. gb may be NULL (no bias gradient wanted), bias too (no bias). The input
+ * gradient's bias, one per input channel, is added to gx: conv_transpose2d's bias, that pass
+ * being its forward. */
 #define FC_CONV_KERNELS(X, ctx, dt, T)                                                             \
     X(ctx, dt##_conv2d_fwd,                                                                        \
       (const fc_conv2d_params *p, const T *x, const T *w, const T *bias, T *y, int nthreads),      \
       (p, x, w, bias, y, nthreads))                                                                \
     X(ctx, dt##_conv2d_bwd_input,                                                                  \
-      (const fc_conv2d_params *p, const T *gy, const T *w, T *gx, int nthreads),                   \
-      (p, gy, w, gx, nthreads))                                                                    \
+      (const fc_conv2d_params *p, const T *gy, const T *w, const T *bias, T *gx, int nthreads),    \
+      (p, gy, w, bias, gx, nthreads))                                                              \
     X(ctx, dt##_conv2d_bwd_weight,                                                                 \
       (const fc_conv2d_params *p, const T *gy, const T *x, T *gw, T *gb, int nthreads),            \
       (p, gy, x, gw, gb, nthreads))
@@ -51,8 +53,8 @@
       (const fc_conv2d_params *p, const T *x, const T *w, const T *bias, T *y, int nthreads),      \
       (p, x, w, bias, y, nthreads))                                                                \
     X(ctx, dt##_conv2d_nhwc_bwd_input,                                                             \
-      (const fc_conv2d_params *p, const T *gy, const T *w, T *gx, int nthreads),                   \
-      (p, gy, w, gx, nthreads))                                                                    \
+      (const fc_conv2d_params *p, const T *gy, const T *w, const T *bias, T *gx, int nthreads),    \
+      (p, gy, w, bias, gx, nthreads))                                                              \
     X(ctx, dt##_conv2d_nhwc_bwd_weight,                                                            \
       (const fc_conv2d_params *p, const T *gy, const T *x, T *gw, T *gb, int nthreads),            \
       (p, gy, x, gw, gb, nthreads))
