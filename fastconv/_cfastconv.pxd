@@ -212,6 +212,16 @@ cdef extern from "fc_ukernels.h" nogil:
         void (*plane_sum)(fc_index n, const void *x, void *sum)
         const char *plane_argmax_name
         fc_index (*plane_argmax)(fc_index n, const void *x, void *value)
+        const char *igemm_name
+        void (*igemm)(fc_index ks, fc_index kc, const void *const *a, const void *b, void *c,
+                      fc_index ldc, int mr, int nr, int accumulate, const void *bias)
+        const char *igemm_half_name
+        void (*igemm_half)(fc_index ks, fc_index kc, const void *const *a, const void *b,
+                           void *c, fc_index ldc, int mr, int nr, int accumulate,
+                           const void *bias)
+        const char *gemm_cols_name
+        void (*gemm_cols)(fc_index kc, const void *const *a, fc_index off, const void *b,
+                          void *c, fc_index ldc)
 
     const fc_ukernel_table *fc_ukernel_table_for(int isa, int dtype)
 

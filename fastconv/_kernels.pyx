@@ -700,7 +700,9 @@ cdef class UkernelTable:
                 "winograd_kernel": _name(t.winograd_kernel_name),
                 "winograd_input": _name(t.winograd_input_name),
                 "winograd_output": _name(t.winograd_output_name),
-                "plane_sum": _name(t.plane_sum_name), "plane_argmax": _name(t.plane_argmax_name)}
+                "plane_sum": _name(t.plane_sum_name), "plane_argmax": _name(t.plane_argmax_name),
+                "igemm": _name(t.igemm_name), "igemm_half": _name(t.igemm_half_name),
+                "gemm_cols": _name(t.gemm_cols_name)}
 
     cdef void *_data(self, cnp.ndarray a, fc_index need, str what) except NULL:
         """a's data, after checking its dtype and layout and that it holds `need` elements."""
@@ -849,6 +851,38 @@ cdef class UkernelTable:
         cdef cnp.ndarray out = np.empty(1, self.dtype)
         self.t.plane_sum(n, px, cnp.PyArray_DATA(out))
         return out[0]
+
+    def igemm(self, fc_index ks, fc_index kc, cnp.ndarray a, a_offsets, cnp.ndarray b,
+              cnp.ndarray c, fc_index ldc, int mr, int nr, bint accumulate,
+              cnp.ndarray bias=None, bint half=False):
+        """C[mr x nr] (+)= sum over s < ks of A_s * B_s (+ bias[:nr]), row i of A_s being
+        a[a_offsets[i * ks + s]:][:kc] (MR * ks offsets), B packed [ks][kc][NR]; half: the
+        half-width microkernel (nr <= NR/2)."""
+        fn = self.t.igemm_half if half else self.t.igemm
+        if fn == NULL:
+            raise ValueError(f"{self.isa} has no half-width microkernel")
+        if not (1 <= mr <= self.t.mr and 1 <= nr <= (self.t.nr // 2 if half else self.t.nr)
+                and ldc >= nr and kc >= 1 and ks >= 1 and len(a_offsets) == self.t.mr * ks):
+            raise ValueError(f"igemm: mr={mr}, nr={nr}, ldc={ldc}, kc={kc}, ks={ks} or "
+                             f"{len(a_offsets)} offsets outside the contract")
+        cdef const void *pb = self._data(b, ks * kc * self.t.nr, "b")
+        cdef void *pc = self._data(c, (mr - 1) * ldc + nr, "c")
+        cdef const void *pbias = NULL if bias is None else self._data(bias, nr, "bias")
+        cdef const void **rows = self._pointers(a, a_offsets, kc, "a")
+        fn(ks, kc, rows, pb, pc, ldc, mr, nr, accumulate, pbias)
+        PyMem_Free(rows)
+
+    def gemm_cols(self, fc_index kc, cnp.ndarray a, a_offsets, fc_index off, cnp.ndarray b,
+                  cnp.ndarray c, fc_index ldc):
+        """C[MR x NR] += A * B panel [kc][NR], A's column r being a[a_offsets[r] + off:][:MR]."""
+        if len(a_offsets) != kc or ldc < self.t.nr or kc < 1 or off < 0:
+            raise ValueError("gemm_cols: kc column offsets, ldc >= NR, kc >= 1 and off >= 0 "
+                             "needed")
+        cdef const void *pb = self._data(b, kc * self.t.nr, "b")
+        cdef void *pc = self._data(c, (self.t.mr - 1) * ldc + self.t.nr, "c")
+        cdef const void **cols = self._pointers(a, a_offsets, off + self.t.mr, "a")
+        self.t.gemm_cols(kc, cols, off, pb, pc, ldc)
+        PyMem_Free(cols)
 
     def plane_argmax(self, fc_index n, cnp.ndarray x):
         """(index, value) of the first maximum of x[:n], or of its last NaN."""
