@@ -104,6 +104,9 @@ def main(argv=None) -> int:
     p_bench.add_argument("--only", choices=["all", "conv", "conv_transpose", "pool"],
                          default="all")
     p_bench.add_argument("--float64", action="store_true", help="run in float64")
+    p_bench.add_argument("--layout", choices=["nchw", "nhwc", "both"], default="nchw",
+                         help="nhwc: the conv and pool layers channels last, against PyTorch's "
+                              "channels_last and fastconv's NCHW in the same rounds")
     p_bench.add_argument("--plot", metavar="PNG", type=Path, default=None,
                          help="write a bar chart of the speed-ups (needs matplotlib)")
     args = parser.parse_args(argv)
@@ -132,7 +135,8 @@ def _run(args, argv) -> int:
         if args.plot is not None:  # checked before the minutes of timing, not after
             check_outputs("--plot", (args.plot,))
         bench.main(threads=args.threads, repeat=args.repeat, only=args.only,
-                   plot_path=args.plot, dtype=np.float64 if args.float64 else np.float32)
+                   plot_path=args.plot, dtype=np.float64 if args.float64 else np.float32,
+                   layout=args.layout)
         return 0
     if args.command == "demo":
         if args.threads is not None:
