@@ -31,6 +31,7 @@ Examples
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from collections.abc import Mapping
 
 import numpy as np
@@ -66,7 +67,7 @@ class Parameter:
 
     def __init__(self, data: np.ndarray):
         self.data = data
-        self.grad = np.zeros_like(data)
+        self.grad = np.zeros(data.shape, data.dtype)  # C order: kernels add to it in place
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -232,7 +233,7 @@ class Module:
         dtype = _float_dtype("Module.to", dtype)
         for m in self.modules():
             for _, p in m._own(Parameter):
-                p.data, p.grad = p.data.astype(dtype), p.grad.astype(dtype)
+                p.data, p.grad = p.data.astype(dtype), p.grad.astype(dtype, order="C")
             for name in m._buffer_names:
                 if getattr(m, name).dtype.kind == "f":
                     setattr(m, name, getattr(m, name).astype(dtype))
@@ -249,23 +250,34 @@ class Module:
 
 
 class Sequential(Module):
-    """Modules applied in order; backward runs them in reverse. Submodules are named '0', '1', …
+    """Modules applied in order; backward runs them in reverse. Submodules are named '0', '1', …,
+    or, as PyTorch's, by the keys of one ``OrderedDict`` of modules.
 
     Examples
     --------
+    >>> from collections import OrderedDict
     >>> from fastconv import nn
     >>> model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
     >>> [name for name, _ in model.named_parameters()]
     ['0.weight', '0.bias', '2.weight', '2.bias']
+    >>> named = nn.Sequential(OrderedDict(fc=nn.Linear(4, 3), act=nn.ReLU()))
+    >>> [name for name, _ in named.named_parameters()]
+    ['fc.weight', 'fc.bias']
     """
 
     def __init__(self, *layers: Module):
         super().__init__()
-        for i, layer in enumerate(layers):
+        named = layers[0].items() if len(layers) == 1 and isinstance(layers[0], OrderedDict) \
+            else enumerate(layers)
+        for name, layer in named:
             if not isinstance(layer, Module):
-                v.fail("Sequential", f"layer {i} must be a fastconv.nn.Module, "
+                v.fail("Sequential", f"layer {name} must be a fastconv.nn.Module, "
                                      f"got {type(layer).__name__}", TypeError)
-            setattr(self, str(i), layer)
+            name = str(name)
+            if not name or "." in name or hasattr(self, name):
+                v.fail("Sequential", f"layer names must be non-empty, without '.', and not a "
+                                     f"Module attribute, got {name!r}")
+            setattr(self, name, layer)
 
     def __getitem__(self, i: int) -> Module:
         return list(self.children())[i]
@@ -488,10 +500,10 @@ class Linear(Module):
 
     def backward(self, grad_output):
         x = self._saved_for_backward()
-        gx, gw, gb = F.linear_backward(grad_output, x, self.weight.data)
-        self.weight.grad += gw
-        if self.bias is not None:
-            self.bias.grad += gb
+        # the kernel adds the parameters' gradients into their .grad itself
+        gx, _, _ = F.linear_backward(grad_output, x, self.weight.data,
+                                     grad_weight=self.weight.grad,
+                                     grad_bias=None if self.bias is None else self.bias.grad)
         return gx
 
     def extra_repr(self) -> str:
@@ -528,17 +540,18 @@ class _BatchNorm(Module):
             got = x.shape if isinstance(x, np.ndarray) else type(x).__name__
             v.fail(type(self).__name__, f"x must be a {self._layout} array, got {got}")
         training = self.training
-        y = F.batch_norm(x, self.running_mean, self.running_var, self.weight.data,
-                         self.bias.data, training, self.momentum, self.eps)
+        y, mean, var = F.batch_norm(x, self.running_mean, self.running_var, self.weight.data,
+                                    self.bias.data, training, self.momentum, self.eps,
+                                    return_stats=True)
         if training:
             self.num_batches_tracked += 1
-        self._saved = (x, training)
+        self._saved = (x, training, (mean, var))  # backward need not recompute the statistics
         return y
 
     def backward(self, grad_output):
-        x, training = self._saved_for_backward()
+        x, training, stats = self._saved_for_backward()
         gx, gw, gb = F.batch_norm_backward(grad_output, x, self.running_mean, self.running_var,
-                                           self.weight.data, training, self.eps)
+                                           self.weight.data, training, self.eps, stats=stats)
         self.weight.grad += gw
         self.bias.grad += gb
         return gx
@@ -701,12 +714,22 @@ class AdaptiveMaxPool2d(Module):
 
 
 class ReLU(Module):
-    """max(x, 0) element-wise."""
+    """max(x, 0) element-wise. With ``inplace=True`` (as ``torch.nn.ReLU(inplace=True)``) the
+    output overwrites the input: for a network in which no other layer needs the previous
+    layer's output, saving an array and a pass over memory."""
+
+    def __init__(self, inplace: bool = False):
+        super().__init__()
+        self.inplace = v.boolean("ReLU", "inplace", inplace)
 
     def forward(self, x):
-        y = F.relu(x)
-        self._saved = x
+        y = F.relu(x, inplace=self.inplace)
+        # relu_backward gives the same gradient from y as from x: y <= 0 exactly where x <= 0
+        self._saved = y if self.inplace else x
         return y
+
+    def extra_repr(self) -> str:
+        return "inplace=True" if self.inplace else ""
 
     def backward(self, grad_output):
         return F.relu_backward(grad_output, self._saved_for_backward())

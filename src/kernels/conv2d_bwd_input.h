@@ -13,6 +13,7 @@
 #ifndef FC_CONV2D_BWD_INPUT_H
 #define FC_CONV2D_BWD_INPUT_H
 
+#include "conv2d_depthwise.h"
 #include "conv2d_fwd.h"
 #include "conv2d_gemm_ukernel.h"
 #include "conv2d_pack.h"
@@ -134,6 +135,8 @@ static int FC_LOCAL(conv2d_bwd_input_run)(fc_conv_algorithm algorithm, const fc_
                                           const T *bias, T *gx, int nthreads) {
     if (algorithm == FC_CONV_TRANSPOSED)
         return FC_LOCAL(conv2d_bwd_input_transposed)(p, tn, gy, w, bias, gx, nthreads);
+    if (algorithm == FC_CONV_DEPTHWISE)
+        return FC_LOCAL(conv2d_bwd_input_depthwise)(p, tn, gy, w, bias, gx, nthreads);
     return FC_LOCAL(conv2d_bwd_input_col2im)(p, tn, gy, w, bias, gx, nthreads);
 }
 

@@ -56,6 +56,7 @@ static fc_conv2d_params FC_LOCAL(transposed_problem)(const fc_conv2d_params *p, 
     q.out_w = p->in_w;
     q.algorithm = FC_CONV_AUTO;
     q.weight_format = FC_WEIGHT_OIHW;
+    q.relu = 0;
     return q;
 }
 
