@@ -106,6 +106,9 @@ def main(argv=None) -> int:
     p_bench.add_argument("--only", choices=["all", "conv", "conv_transpose", "pool"],
                          default="all")
     p_bench.add_argument("--float64", action="store_true", help="run in float64")
+    p_bench.add_argument("--layout", choices=["nchw", "nhwc", "both"], default="nchw",
+                         help="nhwc: the conv and pool layers channels last, against PyTorch's "
+                              "channels_last and fastconv's NCHW in the same rounds")
     p_bench.add_argument("--plot", metavar="PNG", type=Path, default=None,
                          help="write a bar chart of the speed-ups (needs matplotlib)")
     p_bench.add_argument("--model", action="store_true",
@@ -155,7 +158,7 @@ def _run(args, argv) -> int:
                               dtype=dtype, layers=args.layers)
             return 0
         bench.main(threads=args.threads, repeat=args.repeat, only=args.only,
-                   plot_path=args.plot, dtype=dtype)
+                   plot_path=args.plot, dtype=dtype, layout=args.layout)
         return 0
     if args.command == "demo":
         if args.threads is not None:
