@@ -8,6 +8,12 @@ arguments raise TypeError or ValueError naming the function and the argument.
 
 Each op has a ``*_backward`` that returns the gradient of a scalar loss with respect to the
 inputs, given ``grad_output`` (the loss's gradient with respect to the op's output).
+
+Each op on the C kernels first offers its arguments to its compiled fast path
+(``_kernels.fast_<op>``, fastconv/_fastpath.pxi): the common case (C-contiguous native arrays of
+one dtype, ints and tuples of them, the defaults) is checked and run there, which keeps a call on
+a tiny input cheap; anything else returns None and takes the Python path below, which converts,
+validates and raises as documented. The two give the same results, bit for bit.
 """
 
 from __future__ import annotations
@@ -73,6 +79,9 @@ def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, st
            [6., 9., 9., 6.],
            [4., 6., 6., 4.]], dtype=float32)
     """
+    y = _kernels.fast_conv2d(x, weight, bias, stride, padding, dilation, groups)
+    if y is not None:
+        return y
     op = "conv2d"
     x = v.float_array(op, "x", x, 4, "(N, C, H, W)")
     weight = v.float_array(op, "weight", weight, 4, "(K, C/groups, kH, kW)")
@@ -179,6 +188,10 @@ def conv2d_backward(grad_output: np.ndarray, x: np.ndarray, weight: np.ndarray, 
     >>> [a.shape for a in F.conv2d_backward(gy, x, w)]
     [(2, 3, 5, 5), (4, 3, 3, 3), (4,)]
     """
+    grads = _kernels.fast_conv2d_backward(grad_output, x, weight, stride, padding, dilation,
+                                          groups)
+    if grads is not None:
+        return grads
     op = "conv2d_backward"
     grad_output = v.float_array(op, "grad_output", grad_output, 4, "(N, K, OH, OW)")
     x = v.float_array(op, "x", x, 4, "(N, C, H, W)")
@@ -283,6 +296,10 @@ def conv_transpose2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None 
     ...                    output_padding=1).shape
     (1, 4, 28, 28)
     """
+    y = _kernels.fast_conv_transpose2d(x, weight, bias, stride, padding, output_padding, groups,
+                                       dilation)
+    if y is not None:
+        return y
     op = "conv_transpose2d"
     x, weight = _conv_transpose_arrays(op, x, weight)
     if bias is not None:
@@ -320,6 +337,10 @@ def conv_transpose2d_backward(grad_output: np.ndarray, x: np.ndarray, weight: np
     >>> [a.shape for a in F.conv_transpose2d_backward(gy, x, w, stride=2, output_padding=1)]
     [(2, 4, 5, 5), (4, 3, 3, 3), (3,)]
     """
+    grads = _kernels.fast_conv_transpose2d_backward(grad_output, x, weight, stride, padding,
+                                                    output_padding, groups, dilation)
+    if grads is not None:
+        return (*grads, _transposed_bias_gradient(grad_output))
     op = "conv_transpose2d_backward"
     grad_output = v.float_array(op, "grad_output", grad_output, 4, "(N, C_out, OH, OW)")
     x, weight = _conv_transpose_arrays(op, x, weight)
@@ -336,10 +357,15 @@ def conv_transpose2d_backward(grad_output: np.ndarray, x: np.ndarray, weight: np
     else:
         _kernels.conv2d_forward(g, grad_output, weight, None, gx, nthreads)
         _kernels.conv2d_backward_weight(g, x, grad_output, gw, None, nthreads)
+    return gx, gw, _transposed_bias_gradient(grad_output)
+
+
+def _transposed_bias_gradient(grad_output):
+    """conv_transpose2d's grad_bias: grad_output summed over N, H and W."""
+    n, c, h, w = grad_output.shape
     # pairwise sums along each plane; Inf and NaN in grad_output give Inf and NaN, no warnings
     with np.errstate(invalid="ignore", over="ignore"):
-        gb = grad_output.reshape(g.batch, g.in_channels, g.in_h * g.in_w).sum(axis=2).sum(axis=0)
-    return gx, gw, gb
+        return grad_output.reshape(n, c, h * w).sum(axis=2).sum(axis=0)
 
 
 # ---- pooling -------------------------------------------------------------------------------------
@@ -387,6 +413,10 @@ def max_pool2d(x: np.ndarray, kernel_size, stride=None, padding=0, dilation=1,
     array([[ 5.,  7.],
            [13., 15.]])
     """
+    out = _kernels.fast_max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode,
+                                   return_indices)
+    if out is not None:
+        return out
     op = "max_pool2d"
     x = _pool_input(op, x)
     g = v.pool_geometry(op, x.shape, kernel_size, stride, padding, dilation, ceil_mode)
@@ -417,6 +447,10 @@ def max_pool2d_backward(grad_output: np.ndarray, x: np.ndarray, kernel_size, str
            [0., 0., 0., 0.],
            [0., 1., 0., 1.]])
     """
+    gx = _kernels.fast_max_pool2d_backward(grad_output, x, kernel_size, stride, padding,
+                                           dilation, ceil_mode, indices)
+    if gx is not None:
+        return gx
     op = "max_pool2d_backward"
     x = _pool_input(op, x)
     g = v.pool_geometry(op, x.shape, kernel_size, stride, padding, dilation, ceil_mode)
@@ -470,6 +504,10 @@ def avg_pool2d(x: np.ndarray, kernel_size, stride=None, padding=0, ceil_mode: bo
     array([[ 2.5,  4.5],
            [10.5, 12.5]])
     """
+    y = _kernels.fast_avg_pool2d(x, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                                 divisor_override)
+    if y is not None:
+        return y
     op = "avg_pool2d"
     x = _pool_input(op, x)
     g = v.pool_geometry(op, x.shape, kernel_size, stride, padding, 1, ceil_mode)
@@ -494,6 +532,10 @@ def avg_pool2d_backward(grad_output: np.ndarray, x: np.ndarray, kernel_size, str
     array([[0.25, 0.25],
            [0.25, 0.25]])
     """
+    gx = _kernels.fast_avg_pool2d_backward(grad_output, x, kernel_size, stride, padding,
+                                           ceil_mode, count_include_pad, divisor_override)
+    if gx is not None:
+        return gx
     op = "avg_pool2d_backward"
     x = _pool_input(op, x)
     g = v.pool_geometry(op, x.shape, kernel_size, stride, padding, 1, ceil_mode)
@@ -529,6 +571,9 @@ def lp_pool2d(x: np.ndarray, norm_type: float, kernel_size, stride=None,
     array([[ 6.],
            [12.]])
     """
+    y = _kernels.fast_lp_pool2d(x, norm_type, kernel_size, stride, ceil_mode, padding)
+    if y is not None:
+        return y
     op = "lp_pool2d"
     x = _pool_input(op, x)
     p = v.norm_type(op, norm_type)
@@ -551,6 +596,10 @@ def lp_pool2d_backward(grad_output: np.ndarray, x: np.ndarray, norm_type: float,
     array([[0.5, 0.5],
            [0.5, 0.5]])
     """
+    gx = _kernels.fast_lp_pool2d_backward(grad_output, x, norm_type, kernel_size, stride,
+                                          ceil_mode, padding)
+    if gx is not None:
+        return gx
     op = "lp_pool2d_backward"
     x = _pool_input(op, x)
     p = v.norm_type(op, norm_type)
@@ -588,6 +637,9 @@ def adaptive_avg_pool2d(x: np.ndarray, output_size) -> np.ndarray:
     >>> F.adaptive_avg_pool2d(x, (1, 2))[0, 0]
     array([[6., 8.]])
     """
+    y = _kernels.fast_adaptive_avg_pool2d(x, output_size)
+    if y is not None:
+        return y
     op = "adaptive_avg_pool2d"
     x = _pool_input(op, x)
     g = v.adaptive_geometry(op, x.shape, output_size)
@@ -609,6 +661,9 @@ def adaptive_avg_pool2d_backward(grad_output: np.ndarray, x: np.ndarray,
     array([[0.25, 0.25],
            [0.25, 0.25]])
     """
+    gx = _kernels.fast_adaptive_avg_pool2d_backward(grad_output, x, output_size)
+    if gx is not None:
+        return gx
     op = "adaptive_avg_pool2d_backward"
     x = _pool_input(op, x)
     g = v.adaptive_geometry(op, x.shape, output_size)
@@ -646,6 +701,9 @@ def adaptive_max_pool2d(x: np.ndarray, output_size, return_indices: bool = False
     >>> y[0, 0], idx[0, 0]
     (array([[12., 14.]]), array([[12, 14]]))
     """
+    out = _kernels.fast_adaptive_max_pool2d(x, output_size, return_indices)
+    if out is not None:
+        return out
     op = "adaptive_max_pool2d"
     x = _pool_input(op, x)
     g = v.adaptive_geometry(op, x.shape, output_size)
@@ -671,6 +729,9 @@ def adaptive_max_pool2d_backward(grad_output: np.ndarray, x: np.ndarray, output_
     array([[0., 0.],
            [0., 1.]])
     """
+    gx = _kernels.fast_adaptive_max_pool2d_backward(grad_output, x, output_size, indices)
+    if gx is not None:
+        return gx
     op = "adaptive_max_pool2d_backward"
     x = _pool_input(op, x)
     g = v.adaptive_geometry(op, x.shape, output_size)
@@ -690,6 +751,9 @@ def relu(x: np.ndarray) -> np.ndarray:
     >>> F.relu(np.array([-1.0, 0.0, 2.0]))
     array([0., 0., 2.])
     """
+    y = _kernels.fast_relu(x)
+    if y is not None:
+        return y
     x = v.float_array("relu", "x", x)
     y = _kernels.empty(x.shape, x.dtype)
     _kernels.relu_forward(v.contiguous(x), y, get_num_threads())
@@ -705,6 +769,9 @@ def relu_backward(grad_output: np.ndarray, x: np.ndarray) -> np.ndarray:
     >>> F.relu_backward(np.ones(3), np.array([-1.0, 0.0, 2.0]))
     array([0., 0., 1.])
     """
+    gx = _kernels.fast_relu_backward(grad_output, x)
+    if gx is not None:
+        return gx
     op = "relu_backward"
     grad_output = v.float_array(op, "grad_output", grad_output)
     x = v.float_array(op, "x", x)
