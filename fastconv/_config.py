@@ -54,7 +54,7 @@ def num_threads(n: int | None):
     """
     n = None if n is None else positive_int("num_threads", "n", n)
     settings = _kernels.thread_settings
-    old = getattr(settings, "num_threads", None)
+    old = settings.num_threads
     settings.num_threads = n
     try:
         yield

@@ -54,7 +54,14 @@ class fast_path:
 
 # ---- thread count: fastconv._config's settings, kept here so compiled code reads them cheaply ---
 
-thread_settings = threading.local()  # .num_threads: a `with fastconv.num_threads(n)` block's n
+class _ThreadSettings(threading.local):
+    # a class attribute, so that a thread that set none reads None without an AttributeError
+    # being raised and caught inside getattr (its message's formatting showed in perf's profile
+    # of a tiny relu call)
+    num_threads = None  # a `with fastconv.num_threads(n)` block's n
+
+
+thread_settings = _ThreadSettings()
 cdef int _process_threads = 0  # fastconv.set_num_threads's n, 0 for none
 
 
@@ -70,7 +77,7 @@ def process_threads():
 
 
 cdef int _threads() except -1:
-    n = getattr(thread_settings, "num_threads", None)
+    n = thread_settings.num_threads
     if n is not None:
         return n
     if _process_threads > 0:
