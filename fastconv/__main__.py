@@ -3,8 +3,9 @@
 ``fastconv train`` trains a ConvNet on Fashion-MNIST (``fastconv.train``); ``fastconv experiment
 params|relu-vs-tanh`` reproduces two claims about ConvNets as reports in docs/
 (``fastconv.experiments``); ``fastconv bench`` times the kernels against PyTorch on real layer
-shapes (``fastconv.bench``); ``fastconv demo`` runs every op once on a real layer shape, checks it
-against the NumPy reference and prints timings; ``fastconv config`` prints the build."""
+shapes (``fastconv.bench``), and with ``--model`` whole networks (``fastconv.bench_models``);
+``fastconv demo`` runs every op once on a real layer shape, checks it against the NumPy
+reference and prints timings; ``fastconv config`` prints the build."""
 
 from __future__ import annotations
 
@@ -106,6 +107,12 @@ def main(argv=None) -> int:
     p_bench.add_argument("--float64", action="store_true", help="run in float64")
     p_bench.add_argument("--plot", metavar="PNG", type=Path, default=None,
                          help="write a bar chart of the speed-ups (needs matplotlib)")
+    p_bench.add_argument("--model", action="store_true",
+                         help="whole networks instead of layers: training steps and inference "
+                              "of the train ConvNet and a CIFAR ResNet-14, against PyTorch and "
+                              "onnxruntime (fastconv.bench_models)")
+    p_bench.add_argument("--layers", action="store_true",
+                         help="with --model: the time of every layer, not only of each kind")
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
@@ -131,8 +138,15 @@ def _run(args, argv) -> int:
 
         if args.plot is not None:  # checked before the minutes of timing, not after
             check_outputs("--plot", (args.plot,))
+        dtype = np.float64 if args.float64 else np.float32
+        if args.model:
+            from fastconv import bench_models
+
+            bench_models.main(threads=args.threads, repeat=args.repeat, plot_path=args.plot,
+                              dtype=dtype, layers=args.layers)
+            return 0
         bench.main(threads=args.threads, repeat=args.repeat, only=args.only,
-                   plot_path=args.plot, dtype=np.float64 if args.float64 else np.float32)
+                   plot_path=args.plot, dtype=dtype)
         return 0
     if args.command == "demo":
         if args.threads is not None:

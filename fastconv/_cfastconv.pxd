@@ -19,6 +19,7 @@ cdef extern from "fastconv.h" nogil:
         fc_index dilation_h, dilation_w
         fc_index out_h, out_w
         int algorithm
+        int relu
     ctypedef struct fc_pool2d_params:
         fc_index planes, in_h, in_w
         fc_index kernel_h, kernel_w
@@ -29,6 +30,15 @@ cdef extern from "fastconv.h" nogil:
         int count_include_pad
         fc_index divisor_override
         double norm
+    ctypedef struct fc_batchnorm_params:
+        fc_index batch, channels, inner
+        double eps, momentum
+    ctypedef struct fc_adam_params:
+        double lr, beta1, beta2, eps, weight_decay
+        fc_index step
+    ctypedef struct fc_sgd_params:
+        double lr, momentum, dampening, weight_decay
+        int nesterov, first
 
     int FC_OK
     int FC_ENOMEM
@@ -59,6 +69,10 @@ cdef extern from "fastconv.h" nogil:
                                  float *gw, float *gb, int nthreads)
     int fc_f64_conv2d_bwd_weight(const fc_conv2d_params *p, const double *gy, const double *x,
                                  double *gw, double *gb, int nthreads)
+    int fc_f32_conv2d_relu_bwd(const fc_conv2d_params *p, const float *gy, const float *y,
+                               float *gz, float *gb, int nthreads)
+    int fc_f64_conv2d_relu_bwd(const fc_conv2d_params *p, const double *gy, const double *y,
+                               double *gz, double *gb, int nthreads)
 
     int fc_f32_maxpool2d_fwd(const fc_pool2d_params *p, const float *x, float *y,
                              int64_t *indices, int nthreads)
@@ -97,6 +111,57 @@ cdef extern from "fastconv.h" nogil:
     int fc_f64_relu_fwd(fc_index n, const double *x, double *y, int nthreads)
     int fc_f32_relu_bwd(fc_index n, const float *gy, const float *x, float *gx, int nthreads)
     int fc_f64_relu_bwd(fc_index n, const double *gy, const double *x, double *gx, int nthreads)
+
+    int fc_f32_linear_fwd(fc_index m, fc_index k, fc_index n, const float *x, const float *w,
+                          const float *bias, float *y, int nthreads)
+    int fc_f64_linear_fwd(fc_index m, fc_index k, fc_index n, const double *x, const double *w,
+                          const double *bias, double *y, int nthreads)
+    int fc_f32_linear_bwd_input(fc_index m, fc_index k, fc_index n, const float *gy,
+                                const float *w, float *gx, int nthreads)
+    int fc_f64_linear_bwd_input(fc_index m, fc_index k, fc_index n, const double *gy,
+                                const double *w, double *gx, int nthreads)
+    int fc_f32_linear_bwd_weight(fc_index m, fc_index k, fc_index n, const float *gy,
+                                 const float *x, float *gw, float *gb, int accumulate,
+                                 int nthreads)
+    int fc_f64_linear_bwd_weight(fc_index m, fc_index k, fc_index n, const double *gy,
+                                 const double *x, double *gw, double *gb, int accumulate,
+                                 int nthreads)
+
+    int fc_f32_batchnorm_stats(const fc_batchnorm_params *p, const float *x, float *mean,
+                               float *var, float *running_mean, float *running_var, int nthreads)
+    int fc_f64_batchnorm_stats(const fc_batchnorm_params *p, const double *x, double *mean,
+                               double *var, double *running_mean, double *running_var,
+                               int nthreads)
+    int fc_f32_batchnorm_fwd(const fc_batchnorm_params *p, const float *x, const float *mean,
+                             const float *var, const float *weight, const float *bias, float *y,
+                             int nthreads)
+    int fc_f64_batchnorm_fwd(const fc_batchnorm_params *p, const double *x, const double *mean,
+                             const double *var, const double *weight, const double *bias,
+                             double *y, int nthreads)
+    int fc_f32_batchnorm_bwd(const fc_batchnorm_params *p, const float *gy, const float *x,
+                             const float *mean, const float *var, const float *weight,
+                             int training, float *gx, float *gw, float *gb, int nthreads)
+    int fc_f64_batchnorm_bwd(const fc_batchnorm_params *p, const double *gy, const double *x,
+                             const double *mean, const double *var, const double *weight,
+                             int training, double *gx, double *gw, double *gb, int nthreads)
+
+    int fc_f32_cross_entropy(fc_index n, fc_index c, const float *logits, const int64_t *target,
+                             double grad_scale, float *loss, float *grad, int nthreads)
+    int fc_f64_cross_entropy(fc_index n, fc_index c, const double *logits,
+                             const int64_t *target, double grad_scale, double *loss,
+                             double *grad, int nthreads)
+    int fc_f32_dropout(fc_index n, const float *x, double p, float *uniform_mask, float *y,
+                       int nthreads)
+    int fc_f64_dropout(fc_index n, const double *x, double p, double *uniform_mask, double *y,
+                       int nthreads)
+    int fc_f32_adam_update(fc_index n, float *param, const float *grad, float *exp_avg,
+                           float *exp_avg_sq, const fc_adam_params *p, int nthreads)
+    int fc_f64_adam_update(fc_index n, double *param, const double *grad, double *exp_avg,
+                           double *exp_avg_sq, const fc_adam_params *p, int nthreads)
+    int fc_f32_sgd_update(fc_index n, float *param, const float *grad, float *momentum_buffer,
+                          const fc_sgd_params *p, int nthreads)
+    int fc_f64_sgd_update(fc_index n, double *param, const double *grad,
+                          double *momentum_buffer, const fc_sgd_params *p, int nthreads)
 
 
 cdef extern from "fc_private.h" nogil:
@@ -168,6 +233,12 @@ cdef extern from "fc_ukernels.h" nogil:
         void (*plane_sum)(fc_index n, const void *x, void *sum)
         const char *plane_argmax_name
         fc_index (*plane_argmax)(fc_index n, const void *x, void *value)
+        const char *dwconv_name
+        void (*dwconv)(fc_index n, int kk, const void *w, const void *src, const fc_index *off,
+                       void *out)
+        const char *dwconv_dot_name
+        void (*dwconv_dot)(fc_index n, int kk, const void *g, const void *src,
+                           const fc_index *off, void *acc)
 
     const fc_ukernel_table *fc_ukernel_table_for(int isa, int dtype)
 
@@ -211,6 +282,14 @@ cdef inline int conv2d_bwd_weight(const fc_conv2d_params *p, const real *gy, con
         return fc_f32_conv2d_bwd_weight(p, gy, x, gw, gb, nthreads)
     else:
         return fc_f64_conv2d_bwd_weight(p, gy, x, gw, gb, nthreads)
+
+
+cdef inline int conv2d_relu_bwd(const fc_conv2d_params *p, const real *gy, const real *y,
+                                real *gz, real *gb, int nthreads) noexcept nogil:
+    if real is float:
+        return fc_f32_conv2d_relu_bwd(p, gy, y, gz, gb, nthreads)
+    else:
+        return fc_f64_conv2d_relu_bwd(p, gy, y, gz, gb, nthreads)
 
 
 cdef inline int maxpool2d_fwd(const fc_pool2d_params *p, const real *x, real *y,
@@ -299,3 +378,90 @@ cdef inline int relu_bwd(fc_index n, const real *gy, const real *x, real *gx,
     else:
         return fc_f64_relu_bwd(n, gy, x, gx, nthreads)
 
+
+
+cdef inline int linear_fwd(fc_index m, fc_index k, fc_index n, const real *x, const real *w,
+                           const real *bias, real *y, int nthreads) noexcept nogil:
+    if real is float:
+        return fc_f32_linear_fwd(m, k, n, x, w, bias, y, nthreads)
+    else:
+        return fc_f64_linear_fwd(m, k, n, x, w, bias, y, nthreads)
+
+
+cdef inline int linear_bwd_input(fc_index m, fc_index k, fc_index n, const real *gy,
+                                 const real *w, real *gx, int nthreads) noexcept nogil:
+    if real is float:
+        return fc_f32_linear_bwd_input(m, k, n, gy, w, gx, nthreads)
+    else:
+        return fc_f64_linear_bwd_input(m, k, n, gy, w, gx, nthreads)
+
+
+cdef inline int linear_bwd_weight(fc_index m, fc_index k, fc_index n, const real *gy,
+                                  const real *x, real *gw, real *gb, int accumulate,
+                                  int nthreads) noexcept nogil:
+    if real is float:
+        return fc_f32_linear_bwd_weight(m, k, n, gy, x, gw, gb, accumulate, nthreads)
+    else:
+        return fc_f64_linear_bwd_weight(m, k, n, gy, x, gw, gb, accumulate, nthreads)
+
+
+cdef inline int batchnorm_stats(const fc_batchnorm_params *p, const real *x, real *mean,
+                                real *var, real *running_mean, real *running_var,
+                                int nthreads) noexcept nogil:
+    if real is float:
+        return fc_f32_batchnorm_stats(p, x, mean, var, running_mean, running_var, nthreads)
+    else:
+        return fc_f64_batchnorm_stats(p, x, mean, var, running_mean, running_var, nthreads)
+
+
+cdef inline int batchnorm_fwd(const fc_batchnorm_params *p, const real *x, const real *mean,
+                              const real *var, const real *weight, const real *bias, real *y,
+                              int nthreads) noexcept nogil:
+    if real is float:
+        return fc_f32_batchnorm_fwd(p, x, mean, var, weight, bias, y, nthreads)
+    else:
+        return fc_f64_batchnorm_fwd(p, x, mean, var, weight, bias, y, nthreads)
+
+
+cdef inline int batchnorm_bwd(const fc_batchnorm_params *p, const real *gy, const real *x,
+                              const real *mean, const real *var, const real *weight,
+                              int training, real *gx, real *gw, real *gb,
+                              int nthreads) noexcept nogil:
+    if real is float:
+        return fc_f32_batchnorm_bwd(p, gy, x, mean, var, weight, training, gx, gw, gb, nthreads)
+    else:
+        return fc_f64_batchnorm_bwd(p, gy, x, mean, var, weight, training, gx, gw, gb, nthreads)
+
+
+cdef inline int cross_entropy(fc_index n, fc_index c, const real *logits, const int64_t *target,
+                              double grad_scale, real *loss, real *grad,
+                              int nthreads) noexcept nogil:
+    if real is float:
+        return fc_f32_cross_entropy(n, c, logits, target, grad_scale, loss, grad, nthreads)
+    else:
+        return fc_f64_cross_entropy(n, c, logits, target, grad_scale, loss, grad, nthreads)
+
+
+cdef inline int dropout(fc_index n, const real *x, double p, real *uniform_mask, real *y,
+                        int nthreads) noexcept nogil:
+    if real is float:
+        return fc_f32_dropout(n, x, p, uniform_mask, y, nthreads)
+    else:
+        return fc_f64_dropout(n, x, p, uniform_mask, y, nthreads)
+
+
+cdef inline int adam_update(fc_index n, real *param, const real *grad, real *exp_avg,
+                            real *exp_avg_sq, const fc_adam_params *p,
+                            int nthreads) noexcept nogil:
+    if real is float:
+        return fc_f32_adam_update(n, param, grad, exp_avg, exp_avg_sq, p, nthreads)
+    else:
+        return fc_f64_adam_update(n, param, grad, exp_avg, exp_avg_sq, p, nthreads)
+
+
+cdef inline int sgd_update(fc_index n, real *param, const real *grad, real *momentum_buffer,
+                           const fc_sgd_params *p, int nthreads) noexcept nogil:
+    if real is float:
+        return fc_f32_sgd_update(n, param, grad, momentum_buffer, p, nthreads)
+    else:
+        return fc_f64_sgd_update(n, param, grad, momentum_buffer, p, nthreads)

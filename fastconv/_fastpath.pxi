@@ -273,6 +273,7 @@ cdef bint _conv_geometry(cnp.ndarray x, cnp.ndarray w, stride, padding, dilation
     p.pad_top, p.pad_left = pad[0], pad[2]
     p.dilation_h, p.dilation_w = d[0], d[1]
     p.out_h, p.out_w = rows // s[0] + 1, cols // s[1] + 1
+    p.relu = 0
     return _small(<double>p.batch * p.out_channels * p.out_h * p.out_w)
 
 
@@ -296,8 +297,9 @@ cdef bint _bias(object bias, int typenum, fc_index channels) except -1:
                             and cnp.PyArray_DIMS(<cnp.ndarray>bias)[0] == channels)
 
 
-def fast_conv2d(x, weight, bias, stride, padding, dilation, groups):
-    """conv2d's fast path: its result, or None for the Python path."""
+def fast_conv2d(x, weight, bias, stride, padding, dilation, groups, bint relu):
+    """conv2d's fast path (relu: conv2d_relu's, the ReLU in the pass that writes y): its
+    result, or None for the Python path."""
     cdef int nthreads
     cdef fc_conv2d_params p
     cdef int t = _float_array(x, 4)
@@ -306,6 +308,7 @@ def fast_conv2d(x, weight, bias, stride, padding, dilation, groups):
     if not (_conv_geometry(x, weight, stride, padding, dilation, groups, &p)
             and _bias(bias, t, p.out_channels)):
         return None
+    p.relu = relu
     return _run_conv_forward(&p, x, weight, bias, t, nthreads)
 
 
@@ -380,6 +383,7 @@ cdef bint _conv_transpose_geometry(cnp.ndarray x, cnp.ndarray w, stride, padding
     p.pad_top, p.pad_left = pad[0], pad[2]
     p.dilation_h, p.dilation_w = d[0], d[1]
     p.out_h, p.out_w = xs[2], xs[3]
+    p.relu = 0
     return _small(<double>p.batch * p.in_channels * p.in_h * p.in_w)
 
 

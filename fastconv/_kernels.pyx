@@ -117,6 +117,7 @@ cdef fc_conv2d_params _conv_params(g, fc_conv_pass which) except *:
     the algorithm force_conv_algorithms set for it, else 0 (the plan chooses)."""
     cdef fc_conv2d_params p
     p.algorithm = _forced[<int>which]
+    p.relu = 0
     p.batch = g.batch
     p.in_channels = g.in_channels
     p.in_h = g.in_h
@@ -212,7 +213,8 @@ if hasattr(os, "register_at_fork"):  # POSIX; Windows has no fork
 # ---- convolution -------------------------------------------------------------------------------
 
 # fc_conv_algorithm's values (fastconv.h) by name, and the passes'
-CONV_ALGORITHMS = ("auto", "direct", "winograd", "plain", "transposed", "col2im")
+CONV_ALGORITHMS = ("auto", "direct", "winograd", "plain", "transposed", "col2im",
+                   "depthwise")
 CONV_PASSES = ("forward", "input", "weight")
 assert len(CONV_ALGORITHMS) == FC_CONV_ALGORITHM_COUNT
 cdef int _forced[3]  # per pass: the algorithm force_conv_algorithms set, 0 = auto
@@ -233,8 +235,9 @@ class force_conv_algorithms:
     """Run the convolution passes with the named algorithms inside a ``with`` block, for tests
     and benchmarks (private; process-wide, not per thread).
 
-    ``forward``: 'direct', 'winograd' or 'plain'; ``input`` (the input gradient): 'transposed'
-    or 'col2im'; ``weight`` (the weight gradient): 'direct' or 'plain'; None or 'auto' leaves a
+    ``forward``: 'direct', 'winograd', 'depthwise' or 'plain'; ``input`` (the input gradient):
+    'transposed', 'depthwise' or 'col2im'; ``weight`` (the weight gradient): 'direct',
+    'depthwise' or 'plain' ('depthwise' needs one input channel per group); None or 'auto' leaves a
     pass to the plan (src/kernels/conv2d_plan.c). A forced algorithm that cannot run a call's
     geometry makes the call raise ValueError; a non-finite fallback still runs where the data
     needs one (docs/KERNELS.md).
@@ -286,11 +289,13 @@ cdef int _conv2d_forward(real *y, const fc_conv2d_params *p, x, w, bias,
 
 
 def conv2d_forward(geometry, cnp.ndarray x, cnp.ndarray w, object bias, cnp.ndarray y,
-                   int nthreads):
-    """y = conv2d(x, w, bias) (bias may be None) for the ConvGeometry `geometry`."""
+                   int nthreads, bint relu=False):
+    """y = conv2d(x, w, bias) (bias may be None) for the ConvGeometry `geometry`; relu: then
+    ReLU, in the pass that writes y."""
     if _must_hop(nthreads):
-        return _on_fresh_thread(conv2d_forward, geometry, x, w, bias, y, nthreads)
+        return _on_fresh_thread(conv2d_forward, geometry, x, w, bias, y, nthreads, relu)
     cdef fc_conv2d_params p = _conv_params(geometry, FC_CONV_FWD)
+    p.relu = relu
     if _is_f32(y):
         _conv2d_forward(<float *>_ptr(y), &p, x, w, bias, nthreads)
     else:
@@ -319,6 +324,30 @@ def conv2d_backward_input(geometry, cnp.ndarray gy, cnp.ndarray w, object bias, 
         _conv2d_backward_input(<float *>_ptr(gx), &p, gy, w, bias, nthreads)
     else:
         _conv2d_backward_input(<double *>_ptr(gx), &p, gy, w, bias, nthreads)
+
+
+cdef int _conv2d_relu_backward(real *gz, const fc_conv2d_params *p, gy, y, gb,
+                               int nthreads) except -1:
+    cdef const real *pgy = <real *>_ptr(gy)
+    cdef const real *py = <real *>_ptr(y)
+    cdef real *pgb = <real *>_ptr(gb)
+    cdef int rc
+    with nogil:
+        rc = conv2d_relu_bwd(p, pgy, py, gz, pgb, nthreads)
+    return _check(rc)
+
+
+def conv2d_relu_backward(geometry, cnp.ndarray gy, cnp.ndarray y, cnp.ndarray gz,
+                         cnp.ndarray gb, int nthreads):
+    """gz = gy through the gradient of conv2d_relu's ReLU at its output y, gb = gz's sums over
+    images and pixels: the backward of the fused epilogue."""
+    if _must_hop(nthreads):
+        return _on_fresh_thread(conv2d_relu_backward, geometry, gy, y, gz, gb, nthreads)
+    cdef fc_conv2d_params p = _conv_params(geometry, FC_CONV_FWD)
+    if _is_f32(gz):
+        _conv2d_relu_backward(<float *>_ptr(gz), &p, gy, y, gb, nthreads)
+    else:
+        _conv2d_relu_backward(<double *>_ptr(gz), &p, gy, y, gb, nthreads)
 
 
 cdef int _conv2d_backward_weight(real *gw, const fc_conv2d_params *p, gy, x, gb,
@@ -616,6 +645,282 @@ def relu_backward(cnp.ndarray gy, cnp.ndarray x, cnp.ndarray gx, int nthreads):
         _relu_backward(<double *>_ptr(gx), gy, x, nthreads)
 
 
+# ---- fully connected -------------------------------------------------------------------------
+# x (m, k), w (n, k), y and gy (m, n): C-contiguous, k and n from w's shape, m given (x may be
+# empty when k is 0).
+
+cdef int _linear_forward(real *y, fc_index m, x, cnp.ndarray w, bias, int nthreads) except -1:
+    cdef const real *px = <real *>_ptr(x)
+    cdef const real *pw = <real *>_ptr(w)
+    cdef const real *pb = <real *>_ptr(bias)
+    cdef fc_index n = w.shape[0], k = w.shape[1]
+    cdef int rc
+    with nogil:
+        rc = linear_fwd(m, k, n, px, pw, pb, y, nthreads)
+    return _check(rc)
+
+
+def linear_forward(fc_index m, cnp.ndarray x, cnp.ndarray w, object bias, cnp.ndarray y,
+                   int nthreads):
+    """y = x w^T (+ bias unless it is None)."""
+    if _must_hop(nthreads):
+        return _on_fresh_thread(linear_forward, m, x, w, bias, y, nthreads)
+    if _is_f32(y):
+        _linear_forward(<float *>_ptr(y), m, x, w, bias, nthreads)
+    else:
+        _linear_forward(<double *>_ptr(y), m, x, w, bias, nthreads)
+
+
+cdef int _linear_backward_input(real *gx, fc_index m, gy, cnp.ndarray w,
+                                int nthreads) except -1:
+    cdef const real *pgy = <real *>_ptr(gy)
+    cdef const real *pw = <real *>_ptr(w)
+    cdef fc_index n = w.shape[0], k = w.shape[1]
+    cdef int rc
+    with nogil:
+        rc = linear_bwd_input(m, k, n, pgy, pw, gx, nthreads)
+    return _check(rc)
+
+
+def linear_backward_input(fc_index m, cnp.ndarray gy, cnp.ndarray w, cnp.ndarray gx,
+                          int nthreads):
+    """gx = gy w."""
+    if _must_hop(nthreads):
+        return _on_fresh_thread(linear_backward_input, m, gy, w, gx, nthreads)
+    if _is_f32(gx):
+        _linear_backward_input(<float *>_ptr(gx), m, gy, w, nthreads)
+    else:
+        _linear_backward_input(<double *>_ptr(gx), m, gy, w, nthreads)
+
+
+cdef int _linear_backward_weight(real *gw, fc_index m, gy, x, gb, bint accumulate,
+                                 int nthreads, fc_index n, fc_index k) except -1:
+    cdef const real *pgy = <real *>_ptr(gy)
+    cdef const real *px = <real *>_ptr(x)
+    cdef real *pgb = <real *>_ptr(gb)
+    cdef int rc
+    with nogil:
+        rc = linear_bwd_weight(m, k, n, pgy, px, gw, pgb, accumulate, nthreads)
+    return _check(rc)
+
+
+def linear_backward_weight(fc_index m, cnp.ndarray gy, cnp.ndarray x, cnp.ndarray gw,
+                           object gb, bint accumulate, int nthreads):
+    """gw (n, k) = gy^T x and gb (unless None) = gy summed over its rows; with `accumulate`
+    both are added to instead."""
+    if _must_hop(nthreads):
+        return _on_fresh_thread(linear_backward_weight, m, gy, x, gw, gb, accumulate, nthreads)
+    if _is_f32(gw):
+        _linear_backward_weight(<float *>_ptr(gw), m, gy, x, gb, accumulate, nthreads,
+                                gw.shape[0], gw.shape[1])
+    else:
+        _linear_backward_weight(<double *>_ptr(gw), m, gy, x, gb, accumulate, nthreads,
+                                gw.shape[0], gw.shape[1])
+
+
+# ---- batch normalisation -------------------------------------------------------------------
+# x (N, C, *) C-contiguous; mean, var, weight, bias, running statistics and the parameter
+# gradients (C,) of x's dtype; weight, bias and the running statistics may be None.
+
+cdef fc_batchnorm_params _batchnorm_params(cnp.ndarray x, double eps, double momentum):
+    cdef fc_batchnorm_params p
+    p.batch = x.shape[0]
+    p.channels = x.shape[1]
+    p.inner = 1
+    for d in range(2, x.ndim):
+        p.inner *= x.shape[d]
+    p.eps = eps
+    p.momentum = momentum
+    return p
+
+
+cdef int _batchnorm_stats(real *mean, const fc_batchnorm_params *p, x, var, running_mean,
+                          running_var, int nthreads) except -1:
+    cdef const real *px = <real *>_ptr(x)
+    cdef real *pv = <real *>_ptr(var)
+    cdef real *prm = <real *>_ptr(running_mean)
+    cdef real *prv = <real *>_ptr(running_var)
+    cdef int rc
+    with nogil:
+        rc = batchnorm_stats(p, px, mean, pv, prm, prv, nthreads)
+    return _check(rc)
+
+
+def batch_norm_stats(cnp.ndarray x, cnp.ndarray mean, cnp.ndarray var, object running_mean,
+                    object running_var, double momentum, int nthreads):
+    """mean, var = x's per-channel mean and biased variance; the running statistics (unless
+    None) updated with `momentum`."""
+    if _must_hop(nthreads):
+        return _on_fresh_thread(batch_norm_stats, x, mean, var, running_mean, running_var,
+                                momentum, nthreads)
+    cdef fc_batchnorm_params p = _batchnorm_params(x, 0.0, momentum)
+    if _is_f32(mean):
+        _batchnorm_stats(<float *>_ptr(mean), &p, x, var, running_mean, running_var, nthreads)
+    else:
+        _batchnorm_stats(<double *>_ptr(mean), &p, x, var, running_mean, running_var, nthreads)
+
+
+cdef int _batchnorm_forward(real *y, const fc_batchnorm_params *p, x, mean, var, weight, bias,
+                            int nthreads) except -1:
+    cdef const real *px = <real *>_ptr(x)
+    cdef const real *pm = <real *>_ptr(mean)
+    cdef const real *pv = <real *>_ptr(var)
+    cdef const real *pw = <real *>_ptr(weight)
+    cdef const real *pb = <real *>_ptr(bias)
+    cdef int rc
+    with nogil:
+        rc = batchnorm_fwd(p, px, pm, pv, pw, pb, y, nthreads)
+    return _check(rc)
+
+
+def batch_norm_forward(cnp.ndarray x, cnp.ndarray mean, cnp.ndarray var, object weight,
+                      object bias, cnp.ndarray y, double eps, int nthreads):
+    """y = (x - mean) / sqrt(var + eps) * weight + bias, per channel."""
+    if _must_hop(nthreads):
+        return _on_fresh_thread(batch_norm_forward, x, mean, var, weight, bias, y, eps, nthreads)
+    cdef fc_batchnorm_params p = _batchnorm_params(x, eps, 0.0)
+    if _is_f32(y):
+        _batchnorm_forward(<float *>_ptr(y), &p, x, mean, var, weight, bias, nthreads)
+    else:
+        _batchnorm_forward(<double *>_ptr(y), &p, x, mean, var, weight, bias, nthreads)
+
+
+cdef int _batchnorm_backward(real *gx, const fc_batchnorm_params *p, gy, x, mean, var, weight,
+                             bint training, gw, gb, int nthreads) except -1:
+    cdef const real *pgy = <real *>_ptr(gy)
+    cdef const real *px = <real *>_ptr(x)
+    cdef const real *pm = <real *>_ptr(mean)
+    cdef const real *pv = <real *>_ptr(var)
+    cdef const real *pw = <real *>_ptr(weight)
+    cdef real *pgw = <real *>_ptr(gw)
+    cdef real *pgb = <real *>_ptr(gb)
+    cdef int rc
+    with nogil:
+        rc = batchnorm_bwd(p, pgy, px, pm, pv, pw, training, gx, pgw, pgb, nthreads)
+    return _check(rc)
+
+
+def batch_norm_backward(cnp.ndarray gy, cnp.ndarray x, cnp.ndarray mean, cnp.ndarray var,
+                       object weight, bint training, cnp.ndarray gx, cnp.ndarray gw,
+                       cnp.ndarray gb, double eps, int nthreads):
+    """gx, gw, gb = the gradients of batch normalisation with statistics (mean, var), through
+    them when `training`."""
+    if _must_hop(nthreads):
+        return _on_fresh_thread(batch_norm_backward, gy, x, mean, var, weight, training, gx, gw,
+                                gb, eps, nthreads)
+    cdef fc_batchnorm_params p = _batchnorm_params(x, eps, 0.0)
+    if _is_f32(gx):
+        _batchnorm_backward(<float *>_ptr(gx), &p, gy, x, mean, var, weight, training, gw, gb,
+                            nthreads)
+    else:
+        _batchnorm_backward(<double *>_ptr(gx), &p, gy, x, mean, var, weight, training, gw, gb,
+                            nthreads)
+
+
+# ---- the rest of a training step ---------------------------------------------------------------
+# C-contiguous arrays of one dtype (labels int64); each function's first array picks it.
+
+cdef int _cross_entropy(real *loss, cnp.ndarray logits, target, double grad_scale, grad,
+                        int nthreads) except -1:
+    cdef const real *pl = <real *>_ptr(logits)
+    cdef const int64_t *pt = <int64_t *>_ptr(target)
+    cdef real *pg = <real *>_ptr(grad)
+    cdef fc_index n = logits.shape[0], c = logits.shape[1]
+    cdef int rc
+    with nogil:
+        rc = cross_entropy(n, c, pl, pt, grad_scale, loss, pg, nthreads)
+    return _check(rc)
+
+
+def cross_entropy_forward(cnp.ndarray logits, cnp.ndarray target, cnp.ndarray loss,
+                          object grad, double grad_scale, int nthreads):
+    """loss (0-d) = mean cross-entropy of logits (n, c) against int64 target (n,); grad (unless
+    None) = (softmax(logits) - one_hot(target)) * grad_scale."""
+    if _must_hop(nthreads):
+        return _on_fresh_thread(cross_entropy_forward, logits, target, loss, grad, grad_scale,
+                                nthreads)
+    if _is_f32(logits):
+        _cross_entropy(<float *>_ptr(loss), logits, target, grad_scale, grad, nthreads)
+    else:
+        _cross_entropy(<double *>_ptr(loss), logits, target, grad_scale, grad, nthreads)
+
+
+cdef int _dropout(real *y, cnp.ndarray x, double p, mask, int nthreads) except -1:
+    cdef const real *px = <real *>_ptr(x)
+    cdef real *pm = <real *>_ptr(mask)
+    cdef fc_index n = cnp.PyArray_SIZE(x)
+    cdef int rc
+    with nogil:
+        rc = dropout(n, px, p, pm, y, nthreads)
+    return _check(rc)
+
+
+def dropout_forward(cnp.ndarray x, double p, cnp.ndarray uniform_mask, cnp.ndarray y,
+                    int nthreads):
+    """uniform_mask: draws in [0, 1), overwritten with the dropout mask; y = x * mask."""
+    if _must_hop(nthreads):
+        return _on_fresh_thread(dropout_forward, x, p, uniform_mask, y, nthreads)
+    if _is_f32(y):
+        _dropout(<float *>_ptr(y), x, p, uniform_mask, nthreads)
+    else:
+        _dropout(<double *>_ptr(y), x, p, uniform_mask, nthreads)
+
+
+cdef int _adam(real *param, cnp.ndarray grad, exp_avg, exp_avg_sq, const fc_adam_params *p,
+               int nthreads) except -1:
+    cdef const real *pg = <real *>_ptr(grad)
+    cdef real *pm = <real *>_ptr(exp_avg)
+    cdef real *ps = <real *>_ptr(exp_avg_sq)
+    cdef fc_index n = cnp.PyArray_SIZE(grad)
+    cdef int rc
+    with nogil:
+        rc = adam_update(n, param, pg, pm, ps, p, nthreads)
+    return _check(rc)
+
+
+def adam_step(cnp.ndarray param, cnp.ndarray grad, cnp.ndarray exp_avg,
+              cnp.ndarray exp_avg_sq, fc_index step, double lr, double beta1, double beta2,
+              double eps, double weight_decay, int nthreads):
+    """One Adam update of param, exp_avg and exp_avg_sq in place (step: 1 on the first)."""
+    if _must_hop(nthreads):
+        return _on_fresh_thread(adam_step, param, grad, exp_avg, exp_avg_sq, step, lr, beta1,
+                                beta2, eps, weight_decay, nthreads)
+    cdef fc_adam_params p
+    p.lr, p.beta1, p.beta2, p.eps, p.weight_decay, p.step = (lr, beta1, beta2, eps,
+                                                             weight_decay, step)
+    if _is_f32(param):
+        _adam(<float *>_ptr(param), grad, exp_avg, exp_avg_sq, &p, nthreads)
+    else:
+        _adam(<double *>_ptr(param), grad, exp_avg, exp_avg_sq, &p, nthreads)
+
+
+cdef int _sgd(real *param, cnp.ndarray grad, buf, const fc_sgd_params *p,
+              int nthreads) except -1:
+    cdef const real *pg = <real *>_ptr(grad)
+    cdef real *pb = <real *>_ptr(buf)
+    cdef fc_index n = cnp.PyArray_SIZE(grad)
+    cdef int rc
+    with nogil:
+        rc = sgd_update(n, param, pg, pb, p, nthreads)
+    return _check(rc)
+
+
+def sgd_step(cnp.ndarray param, cnp.ndarray grad, object momentum_buffer, bint first,
+             double lr, double momentum, double dampening, double weight_decay, bint nesterov,
+             int nthreads):
+    """One SGD update of param (and of momentum_buffer unless it is None) in place."""
+    if _must_hop(nthreads):
+        return _on_fresh_thread(sgd_step, param, grad, momentum_buffer, first, lr, momentum,
+                                dampening, weight_decay, nesterov, nthreads)
+    cdef fc_sgd_params p
+    p.lr, p.momentum, p.dampening, p.weight_decay = lr, momentum, dampening, weight_decay
+    p.nesterov, p.first = nesterov, first
+    if _is_f32(param):
+        _sgd(<float *>_ptr(param), grad, momentum_buffer, &p, nthreads)
+    else:
+        _sgd(<double *>_ptr(param), grad, momentum_buffer, &p, nthreads)
+
+
 # ---- the fast path of fastconv.functional's ops ------------------------------------------------
 
 include "_fastpath.pxi"
@@ -689,7 +994,8 @@ cdef class UkernelTable:
                 "winograd_kernel": _name(t.winograd_kernel_name),
                 "winograd_input": _name(t.winograd_input_name),
                 "winograd_output": _name(t.winograd_output_name),
-                "plane_sum": _name(t.plane_sum_name), "plane_argmax": _name(t.plane_argmax_name)}
+                "plane_sum": _name(t.plane_sum_name), "plane_argmax": _name(t.plane_argmax_name),
+                "dwconv": _name(t.dwconv_name), "dwconv_dot": _name(t.dwconv_dot_name)}
 
     cdef void *_data(self, cnp.ndarray a, fc_index need, str what) except NULL:
         """a's data, after checking its dtype and layout and that it holds `need` elements."""
@@ -847,6 +1153,45 @@ cdef class UkernelTable:
         cdef cnp.ndarray value = np.empty(1, self.dtype)
         cdef fc_index at = self.t.plane_argmax(n, px, cnp.PyArray_DATA(value))
         return at, value[0]
+
+    cdef fc_index *_offsets(self, offsets, fc_index n, fc_index size, str what) except NULL:
+        """offsets as a C array, each with n elements inside an array of `size`; the caller
+        frees it."""
+        cdef fc_index count = len(offsets), i
+        cdef fc_index *out = <fc_index *>PyMem_Malloc(sizeof(fc_index) * max(count, 1))
+        if out == NULL:
+            raise MemoryError()
+        for i in range(count):
+            out[i] = offsets[i]
+            if out[i] < 0 or out[i] + n > size:
+                PyMem_Free(out)
+                raise ValueError(f"{what}: offset {out[i]} + {n} elements lies outside the "
+                                 f"{size} given")
+        return out
+
+    def dwconv(self, fc_index n, cnp.ndarray w, cnp.ndarray src, offsets, cnp.ndarray out):
+        """out[q] = sum over t of w[t] * src[offsets[t] + q] for q < n, t < len(offsets)."""
+        cdef int kk = len(offsets)
+        if kk < 1 or n < 0:
+            raise ValueError("dwconv: at least one tap and n >= 0 needed")
+        cdef const void *pw = self._data(w, kk, "w")
+        cdef void *po = self._data(out, n, "out")
+        cdef const void *ps = self._data(src, 0, "src")
+        cdef fc_index *off = self._offsets(offsets, n, src.size, "src")
+        self.t.dwconv(n, kk, pw, ps, off, po)
+        PyMem_Free(off)
+
+    def dwconv_dot(self, fc_index n, cnp.ndarray g, cnp.ndarray src, offsets, cnp.ndarray acc):
+        """acc[t] += sum over q < n of g[q] * src[offsets[t] + q], t < len(offsets)."""
+        cdef int kk = len(offsets)
+        if kk < 1 or n < 0:
+            raise ValueError("dwconv_dot: at least one tap and n >= 0 needed")
+        cdef const void *pg = self._data(g, n, "g")
+        cdef void *pa = self._data(acc, kk, "acc")
+        cdef const void *ps = self._data(src, 0, "src")
+        cdef fc_index *off = self._offsets(offsets, n, src.size, "src")
+        self.t.dwconv_dot(n, kk, pg, ps, off, pa)
+        PyMem_Free(off)
 
     def winograd_output(self, cnp.ndarray m, m_offsets, fc_index n, double bias,
                         cnp.ndarray tmp, fc_index ts):

@@ -166,6 +166,19 @@ def probability(op: str, p) -> float:
     return real(op, "p", p, 0.0, 1.0, "a probability in [0, 1]")
 
 
+def non_negative(op: str, name: str, value) -> float:
+    """A finite real number >= 0 (a learning rate, a decay)."""
+    return number(op, name, value, lambda x: 0 <= x < float("inf"), "a non-negative number")
+
+
+def betas(op: str, value) -> tuple[float, float]:
+    """Adam's (beta1, beta2), each in [0, 1)."""
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        fail(op, f"betas must be a pair (beta1, beta2), got {value!r}")
+    return tuple(number(op, f"betas[{i}]", b, lambda x: 0 <= x < 1, "a number in [0, 1)")
+                 for i, b in enumerate(value))
+
+
 def scalar_grad(op: str, grad_output) -> float:
     """The gradient of a scalar loss: a real number or a 0-d float array."""
     if isinstance(grad_output, np.ndarray) and grad_output.shape == () \
@@ -186,6 +199,18 @@ def check_linear(op: str, x: np.ndarray, weight: np.ndarray, grad_output=None) -
                  f"(weight shape {weight.shape})")
     if grad_output is not None:
         check_grad_output(op, grad_output, x.shape[:-1] + (weight.shape[0],))
+
+
+def accumulator(op: str, name: str, a, shape, dtype) -> np.ndarray:
+    """An array a kernel updates in place: writeable, C-contiguous and in native byte order, of
+    `shape` and `dtype` (a converted copy would take the update instead)."""
+    usable = float_array(op, name, a) is a and a.flags.c_contiguous and a.flags.writeable
+    if not usable or a.shape != tuple(shape) or a.dtype != dtype:
+        fail(op, f"{name} must be a writeable, C-contiguous {np.dtype(dtype).name} array of "
+                 f"shape {tuple(shape)} in native byte order (it is updated in place), got "
+                 f"{a.dtype} {_shape(a)}" + ("" if usable else ", not writeable, C-contiguous "
+                                             "and native"))
+    return a
 
 
 def batch_norm_args(op: str, x, running_mean, running_var, weight, bias, training, eps,
@@ -219,6 +244,22 @@ def batch_norm_args(op: str, x, running_mean, running_var, weight, bias, trainin
         fail(op, f"training needs more than one value per channel, got x of shape {x.shape}")
     eps = positive_real(op, "eps", eps)
     return (x, *per_channel.values(), training, eps)
+
+
+def batch_norm_stats(op: str, stats, channels: int, dtype) -> tuple[np.ndarray, np.ndarray]:
+    """The (mean, var) pair batch_norm(..., return_stats=True) returned: two (C,) arrays of x's
+    dtype, as C-contiguous arrays."""
+    if not isinstance(stats, (tuple, list)) or len(stats) != 2:
+        fail(op, "stats must be the (mean, var) pair batch_norm(..., return_stats=True) "
+                 f"returned, got {type(stats).__name__}", TypeError)
+    checked = []
+    for name, a in zip(("mean", "var"), stats):
+        a = float_array(op, f"stats' {name}", a, 1, "(C,)")
+        if a.shape != (channels,) or a.dtype != dtype:
+            fail(op, f"stats' {name} must have shape ({channels},) and dtype {dtype} (x's), "
+                     f"got {a.dtype} {_shape(a)}")
+        checked.append(contiguous(a))
+    return tuple(checked)
 
 
 def positive_real(op: str, name: str, value) -> float:

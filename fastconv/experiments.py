@@ -32,7 +32,6 @@ from fastconv import _io, init, nn, optim
 from fastconv._progress import progress_bar
 from fastconv.train import (
     add_data_arguments,
-    blas_single_threaded,
     check_outputs,
     convnet,
     count_parameters,
@@ -427,8 +426,7 @@ def run(args: argparse.Namespace) -> int:
     folder, name = Path(args.output_dir), args.experiment  # the report's name
     check_outputs("--output-dir", (folder / f"{name}.md", folder / f"{name}.png"))
     experiment = {"params": params_experiment, "relu-vs-tanh": relu_vs_tanh_experiment}
-    with blas_single_threaded():
-        report = experiment[args.experiment](args)
+    report = experiment[args.experiment](args)
     print("\n" + report)
     print(f"wrote {args.output_dir}")
     return 0

@@ -29,6 +29,7 @@ from ._config import get_num_threads
 
 __all__ = [
     "conv2d", "conv2d_backward", "conv2d_input", "conv2d_weight", "same_padding",
+    "conv2d_relu", "conv2d_relu_backward",
     "conv_transpose2d", "conv_transpose2d_backward",
     "max_pool2d", "max_pool2d_backward",
     "avg_pool2d", "avg_pool2d_backward",
@@ -41,6 +42,7 @@ __all__ = [
     "dropout", "dropout_backward",
     "batch_norm", "batch_norm_backward",
     "cross_entropy", "cross_entropy_backward",
+    "adam_update", "sgd_update",
 ]
 
 
@@ -79,10 +81,13 @@ def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, st
            [6., 9., 9., 6.],
            [4., 6., 6., 4.]], dtype=float32)
     """
-    y = _kernels.fast_conv2d(x, weight, bias, stride, padding, dilation, groups)
+    return _conv2d("conv2d", x, weight, bias, stride, padding, dilation, groups, relu=False)
+
+
+def _conv2d(op, x, weight, bias, stride, padding, dilation, groups, relu):
+    y = _kernels.fast_conv2d(x, weight, bias, stride, padding, dilation, groups, relu)
     if y is not None:
         return y
-    op = "conv2d"
     x = v.float_array(op, "x", x, 4, "(N, C, H, W)")
     weight = v.float_array(op, "weight", weight, 4, "(K, C/groups, kH, kW)")
     if bias is not None:
@@ -96,8 +101,68 @@ def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, st
     if y.size:
         _kernels.conv2d_forward(g, v.contiguous(x), v.contiguous(weight),
                                 None if bias is None else v.contiguous(bias), y,
-                                get_num_threads())
+                                get_num_threads(), relu)
     return y
+
+
+def conv2d_relu(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, stride=1,
+                padding=0, dilation=1, groups: int = 1) -> np.ndarray:
+    """``relu(conv2d(x, weight, bias, ...))`` in one pass: the convolution adds the bias and
+    applies ReLU as it writes each output (a fused epilogue), so the output is written once and
+    never read back. Bit for bit what the two ops give; arguments and shapes as ``conv2d``.
+    Its gradients are ``conv2d_relu_backward``.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv.functional as F
+    >>> x = np.array([[[[1.0, -2.0], [3.0, -4.0]]]]); w = np.ones((2, 1, 1, 1)); w[1] = -1
+    >>> F.conv2d_relu(x, w)[0]
+    array([[[1., 0.],
+            [3., 0.]],
+    <BLANKLINE>
+           [[0., 2.],
+            [0., 4.]]])
+    """
+    return _conv2d("conv2d_relu", x, weight, bias, stride, padding, dilation, groups, relu=True)
+
+
+def conv2d_relu_backward(grad_output: np.ndarray, x: np.ndarray, weight: np.ndarray,
+                         output: np.ndarray, stride=1, padding=0, dilation=1, groups: int = 1):
+    """Gradients of ``conv2d_relu``: ``(grad_input, grad_weight, grad_bias)``, given its
+    ``output``.
+
+    ReLU's gradient is taken from the output (grad_output passes where output > 0 or is NaN,
+    exactly where the pre-activation is, as ``relu_backward`` on it), in the same pass over
+    grad_output that sums the bias gradient; the input and weight gradients then run on the
+    masked gradient. Equal to ``conv2d_backward(relu_backward(grad_output, z), x, weight, ...)``
+    with z the convolution before ReLU. Shapes as ``conv2d_backward``; ``output`` has
+    grad_output's.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv.functional as F
+    >>> x = np.array([[[[1.0, -2.0]]]]); w = np.ones((1, 1, 1, 1))
+    >>> y = F.conv2d_relu(x, w)
+    >>> gx, gw, gb = F.conv2d_relu_backward(np.ones_like(y), x, w, y)
+    >>> gx[0, 0], gw.ravel(), gb
+    (array([[1., 0.]]), array([1.]), array([1.]))
+    """
+    op = "conv2d_relu_backward"
+    grad_output = v.float_array(op, "grad_output", grad_output, 4, "(N, K, OH, OW)")
+    x = v.float_array(op, "x", x, 4, "(N, C, H, W)")
+    weight = v.float_array(op, "weight", weight, 4, "(K, C/groups, kH, kW)")
+    output = v.float_array(op, "output", output, 4, "(N, K, OH, OW)")
+    dtype = v.same_dtype(op, x=x, weight=weight, grad_output=grad_output, output=output)
+    g = _conv_setup(op, x.shape, weight.shape, stride, padding, dilation, groups)
+    v.check_grad_output(op, grad_output, g.output_shape)
+    v.check_same_shape(op, "output", output, "grad_output", grad_output)
+    grad_z = _kernels.empty(g.output_shape, dtype)
+    gb = np.empty((g.out_channels,), dtype)
+    _kernels.conv2d_relu_backward(g, v.contiguous(grad_output), v.contiguous(output), grad_z,
+                                  gb, get_num_threads())
+    gx = _conv_grad_input(g, grad_z, weight, dtype)
+    gw, _ = _conv_grad_weight(g, x, grad_z, dtype, want_bias=False)
+    return gx, gw, gb
 
 
 def conv2d_input(input_shape, weight: np.ndarray, grad_output: np.ndarray, stride=1, padding=0,
@@ -213,8 +278,9 @@ def same_padding(input_size, kernel_size, stride=1, dilation=1,
     The output size is ``ceil(input / stride)``; the total padding of a dimension is
     ``max(0, (out - 1) * stride + dilation * (kernel - 1) + 1 - input)``, TensorFlow's formula.
     An odd total puts the extra row/column at the end (``mode="upper"``: TensorFlow, ONNX
-    SAME_UPPER, numpy-ml) or at the start (``mode="lower"``: ONNX SAME_LOWER). At stride 1 it
-    is PyTorch's ``padding='same'``.
+    SAME_UPPER) or at the start (``mode="lower"``: ONNX SAME_LOWER). At stride 1 it is
+    PyTorch's ``padding='same'`` and numpy-ml's ``'same'``; above stride 1 numpy-ml's keeps the
+    output the input's size (``fastconv.compat.numpy_ml`` computes it).
 
     Parameters
     ----------
@@ -741,22 +807,39 @@ def adaptive_max_pool2d_backward(grad_output: np.ndarray, x: np.ndarray, output_
 
 # ---- element-wise --------------------------------------------------------------------------------
 
-def relu(x: np.ndarray) -> np.ndarray:
+def relu(x: np.ndarray, inplace: bool = False) -> np.ndarray:
     """max(x, 0) element-wise, any shape: x unless x < 0, as PyTorch, so NaN stays NaN and
     -0.0 stays -0.0.
+
+    With ``inplace=True`` the result overwrites x, which is returned (x must be writeable), as
+    PyTorch's ``relu(x, inplace=True)``: for a caller that owns x and no longer needs it.
 
     Examples
     --------
     >>> import numpy as np, fastconv.functional as F
     >>> F.relu(np.array([-1.0, 0.0, 2.0]))
     array([0., 0., 2.])
+    >>> x = np.array([-1.0, 3.0])
+    >>> F.relu(x, inplace=True) is x, x
+    (True, array([0., 3.]))
     """
-    y = _kernels.fast_relu(x)
-    if y is not None:
-        return y
-    x = v.float_array("relu", "x", x)
-    y = _kernels.empty(x.shape, x.dtype)
-    _kernels.relu_forward(v.contiguous(x), y, get_num_threads())
+    if inplace is False:
+        y = _kernels.fast_relu(x)
+        if y is not None:
+            return y
+    op = "relu"
+    checked = v.float_array(op, "x", x)
+    inplace = v.boolean(op, "inplace", inplace)
+    if inplace:
+        if not x.flags.writeable:
+            v.fail(op, "inplace=True needs a writeable x, got a read-only array")
+        if checked is x and x.flags.c_contiguous:
+            _kernels.relu_forward(x, x, get_num_threads())  # each element read, then written
+        else:  # another layout or byte order: computed aside, written back
+            x[...] = relu(checked)
+        return x
+    y = _kernels.empty(checked.shape, checked.dtype)
+    _kernels.relu_forward(v.contiguous(checked), y, get_num_threads())
     return y
 
 
@@ -782,15 +865,13 @@ def relu_backward(grad_output: np.ndarray, x: np.ndarray) -> np.ndarray:
     return gx
 
 
-# ---- linear, activations, dropout, batch norm, cross entropy -------------------------------------
-#
-# These ops are a matrix product or a few passes over memory, so NumPy (BLAS for the products)
-# already runs them near the machine's limits: they need no C kernel of their own. Each computes
-# in its input's dtype and follows the same rules as the ops above (validate, never mix dtypes,
-# never return a view of an input).
+# ---- fully connected ------------------------------------------------------------------------
 
 def linear(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
     """``x @ weight.T + bias``, as ``torch.nn.functional.linear``.
+
+    Runs on fastconv's own GEMM microkernels and threads (no BLAS, whose thread pool would fight
+    the kernels' for the cores).
 
     Parameters
     ----------
@@ -818,20 +899,26 @@ def linear(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None) ->
                        f"got {bias.shape}")
     v.same_dtype(op, x=x, weight=weight, bias=bias)
     v.check_linear(op, x, weight)
-    # one GEMM over all leading dims, rather than a batched matmul
-    rows = math.prod(x.shape[:-1])  # not reshape(-1, ...): that fails for in_features = 0
-    y = (x.reshape(rows, weight.shape[1]) @ weight.T).reshape(x.shape[:-1] + weight.shape[:1])
-    if bias is not None:
-        y += bias
+    rows = math.prod(x.shape[:-1])  # the leading dims as one, for one GEMM
+    y = _kernels.empty(x.shape[:-1] + weight.shape[:1], x.dtype)
+    _kernels.linear_forward(rows, v.contiguous(x), v.contiguous(weight),
+                            None if bias is None else v.contiguous(bias), y, get_num_threads())
     return y
 
 
-def linear_backward(grad_output: np.ndarray, x: np.ndarray, weight: np.ndarray):
+def linear_backward(grad_output: np.ndarray, x: np.ndarray, weight: np.ndarray, *,
+                    grad_weight: np.ndarray | None = None,
+                    grad_bias: np.ndarray | None = None):
     """Gradients of linear: ``(grad_input, grad_weight, grad_bias)``.
 
     Shapes: grad_input like x (*, in_features), grad_weight like weight, grad_bias
     (out_features,) (the sum of grad_output over the leading dims; returned whether or not the
     forward pass had a bias).
+
+    `grad_weight` and `grad_bias`, when given, are arrays the gradients are ADDED to in place
+    (``fastconv.nn.Linear`` passes its parameters' ``.grad``), and are returned as the second
+    and third results: C-contiguous and writeable, of weight's dtype and the shapes above. A
+    gradient not given is a new array, as usual.
 
     Examples
     --------
@@ -839,20 +926,37 @@ def linear_backward(grad_output: np.ndarray, x: np.ndarray, weight: np.ndarray):
     >>> x = np.ones((4, 3)); w = np.ones((2, 3))
     >>> [g.shape for g in F.linear_backward(np.ones((4, 2)), x, w)]
     [(4, 3), (2, 3), (2,)]
+    >>> total = np.ones((2, 3))
+    >>> _, gw, _ = F.linear_backward(np.ones((4, 2)), x, w, grad_weight=total)
+    >>> gw is total, float(total[0, 0])
+    (True, 5.0)
     """
     op = "linear_backward"
     grad_output = v.float_array(op, "grad_output", grad_output)
     x = v.float_array(op, "x", x)
     weight = v.float_array(op, "weight", weight, 2, "(out_features, in_features)")
-    v.same_dtype(op, x=x, weight=weight, grad_output=grad_output)
+    dtype = v.same_dtype(op, x=x, weight=weight, grad_output=grad_output)
     v.check_linear(op, x, weight, grad_output)
-    out_features, in_features = weight.shape
+    accumulate = grad_weight is not None or grad_bias is not None
+    new = np.zeros if accumulate else _kernels.empty  # a gradient not given starts at 0
+    grad_weight = new(weight.shape, dtype) if grad_weight is None else \
+        v.accumulator(op, "grad_weight", grad_weight, weight.shape, dtype)
+    grad_bias = new(weight.shape[:1], dtype) if grad_bias is None else \
+        v.accumulator(op, "grad_bias", grad_bias, weight.shape[:1], dtype)
     rows = math.prod(x.shape[:-1])
-    go = grad_output.reshape(rows, out_features)
-    grad_input = (go @ weight).reshape(x.shape)
-    grad_weight = go.T @ x.reshape(rows, in_features)
-    return grad_input, grad_weight, go.sum(axis=0)
+    grad_output, x, weight = v.contiguous(grad_output), v.contiguous(x), v.contiguous(weight)
+    grad_input = _kernels.empty(x.shape, dtype)
+    n = get_num_threads()
+    _kernels.linear_backward_input(rows, grad_output, weight, grad_input, n)
+    _kernels.linear_backward_weight(rows, grad_output, x, grad_weight, grad_bias, accumulate, n)
+    return grad_input, grad_weight, grad_bias
 
+
+# ---- activations ----------------------------------------------------------------------------
+#
+# tanh and sigmoid are one NumPy pass each way, which runs near the machine's limits: they need
+# no C kernel of their own. They compute in their input's dtype and follow the same rules as the
+# ops above (validate, never mix dtypes, never return a view of an input).
 
 def _unary_backward(op, grad_output, output):
     grad_output = v.float_array(op, "grad_output", grad_output)
@@ -917,9 +1021,17 @@ def sigmoid_backward(grad_output: np.ndarray, output: np.ndarray) -> np.ndarray:
     return grad_output * output * (1 - output)
 
 
+# ---- dropout, batch norm, cross entropy ---------------------------------------------------------
+#
+# C kernels, each one pass where NumPy made several (src/kernels/batchnorm.h, training.h);
+# fastconv.reference holds the NumPy definitions they are tested against.
+
 def dropout(x: np.ndarray, p: float = 0.5, training: bool = True,
             rng: np.random.Generator | None = None):
     """Inverted dropout: zero each element with probability p and scale the rest by 1/(1-p).
+
+    An element is kept where its uniform draw from `rng` (``rng.random(x.shape, x.dtype)``) is
+    below 1 - p, so a seeded generator gives the same mask as ``fastconv.reference.dropout``.
 
     Parameters
     ----------
@@ -951,11 +1063,10 @@ def dropout(x: np.ndarray, p: float = 0.5, training: bool = True,
                TypeError)
     if not training or p == 0:
         return x.copy(), None
-    keep = rng.random(x.shape, dtype=x.dtype) < 1 - p  # kept with probability 1 - p
-    mask = keep.astype(x.dtype)
-    if p < 1:
-        mask *= 1 / (1 - p)
-    return x * mask, mask
+    mask = rng.random(x.shape, dtype=x.dtype)  # the draws, which the kernel turns into the mask
+    out = _kernels.empty(x.shape, x.dtype)
+    _kernels.dropout_forward(v.contiguous(x), p, mask, out, get_num_threads())
+    return out, mask
 
 
 def dropout_backward(grad_output: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
@@ -978,27 +1089,18 @@ def dropout_backward(grad_output: np.ndarray, mask: np.ndarray | None) -> np.nda
     return grad_output * mask
 
 
-def _batch_norm_stats(x, running_mean, running_var, training):
-    """(axes reduced, broadcast shape of a per-channel array, mean, variance) for x."""
-    axes = (0,) + tuple(range(2, x.ndim))
-    shape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
-    if not training:
-        return axes, shape, running_mean, running_var
-    mean = x.mean(axis=axes)
-    centred = x - mean.reshape(shape)
-    return axes, shape, mean, np.mean(centred * centred, axis=axes)  # biased, as PyTorch
-
-
 def batch_norm(x: np.ndarray, running_mean: np.ndarray | None, running_var: np.ndarray | None,
                weight: np.ndarray | None = None, bias: np.ndarray | None = None,
-               training: bool = False, momentum: float = 0.1, eps: float = 1e-5) -> np.ndarray:
+               training: bool = False, momentum: float = 0.1, eps: float = 1e-5, *,
+               return_stats: bool = False):
     """Batch normalisation over channel 1, as ``torch.nn.functional.batch_norm``.
 
     ``y = (x - mean) / sqrt(var + eps) * weight + bias`` per channel. In training the mean and
     the biased variance come from x (over every dim but 1), and the running statistics, when
     given, are updated IN PLACE: ``running = (1 - momentum) * running + momentum * batch``, with
     the unbiased variance (times n/(n-1), n = values per channel) going into running_var. In
-    evaluation (training=False) the running statistics normalise.
+    evaluation (training=False) the running statistics normalise. The statistics are summed in
+    float64 whatever x's dtype.
 
     Parameters
     ----------
@@ -1008,6 +1110,13 @@ def batch_norm(x: np.ndarray, running_mean: np.ndarray | None, running_var: np.n
     training : default False
     momentum : in [0, 1], default 0.1
     eps : positive, default 1e-5
+    return_stats : also return the (mean, var) y was normalised with (the batch's in training,
+        a copy of the running ones in evaluation), which ``batch_norm_backward`` can take
+        instead of recomputing them
+
+    Returns
+    -------
+    y, x's shape and dtype; or ``(y, mean, var)``.
 
     Examples
     --------
@@ -1023,31 +1132,38 @@ def batch_norm(x: np.ndarray, running_mean: np.ndarray | None, running_var: np.n
     x, running_mean, running_var, weight, bias, training, eps = v.batch_norm_args(
         op, x, running_mean, running_var, weight, bias, training, eps, updates_stats=True)
     momentum = v.real(op, "momentum", momentum, 0.0, 1.0, "a number in [0, 1]")
-    axes, shape, mean, var = _batch_norm_stats(x, running_mean, running_var, training)
-    if training and running_mean is not None:
-        n = x.size // x.shape[1]
-        running_mean *= 1 - momentum
-        running_mean += momentum * mean
-        running_var *= 1 - momentum
-        running_var += (momentum * n / (n - 1)) * var
-    y = (x - mean.reshape(shape)) * (1 / np.sqrt(var + eps)).reshape(shape)
-    if weight is not None:
-        y *= weight.reshape(shape)
-    if bias is not None:
-        y += bias.reshape(shape)
-    return y
+    return_stats = v.boolean(op, "return_stats", return_stats)
+    x = v.contiguous(x)
+    n = get_num_threads()
+    if training:
+        mean, var = np.empty(x.shape[1], x.dtype), np.empty(x.shape[1], x.dtype)
+        stats = [running_mean, running_var]
+        if running_mean is not None:  # updated by the kernel, so in a buffer it can write
+            stats = [v.contiguous(s) for s in stats]
+        _kernels.batch_norm_stats(x, mean, var, *stats, momentum, n)
+        for given, written in zip((running_mean, running_var), stats):
+            if given is not written:
+                given[...] = written
+    else:
+        mean, var = np.array(running_mean), np.array(running_var)  # copies, C order
+    y = _kernels.empty(x.shape, x.dtype)
+    _kernels.batch_norm_forward(x, mean, var, None if weight is None else v.contiguous(weight),
+                                None if bias is None else v.contiguous(bias), y, eps, n)
+    return (y, mean, var) if return_stats else y
 
 
 def batch_norm_backward(grad_output: np.ndarray, x: np.ndarray,
                         running_mean: np.ndarray | None, running_var: np.ndarray | None,
                         weight: np.ndarray | None = None, training: bool = False,
-                        eps: float = 1e-5):
+                        eps: float = 1e-5, *, stats=None):
     """Gradients of batch_norm: ``(grad_input, grad_weight, grad_bias)``, each of x's dtype.
 
     Arguments as batch_norm's (training as it was in the forward pass). In training the batch
-    statistics are recomputed from x and the gradient flows through them; in evaluation the
-    running statistics are constants. grad_weight ``sum(grad_output * x_hat)`` and grad_bias
-    ``sum(grad_output)`` have shape (C,) and are returned even when weight/bias were None.
+    statistics are recomputed from x, unless `stats` gives the (mean, var) that
+    ``batch_norm(..., return_stats=True)`` returned, and the gradient flows through them; in
+    evaluation the running statistics are constants. grad_weight ``sum(grad_output * x_hat)``
+    and grad_bias ``sum(grad_output)`` have shape (C,) and are returned even when weight/bias
+    were None.
 
     Examples
     --------
@@ -1062,30 +1178,22 @@ def batch_norm_backward(grad_output: np.ndarray, x: np.ndarray,
     x, running_mean, running_var, weight, _, training, eps = v.batch_norm_args(
         op, x, running_mean, running_var, weight, None, training, eps, updates_stats=False)
     grad_output = v.float_array(op, "grad_output", grad_output)
-    v.same_dtype(op, x=x, grad_output=grad_output)
+    dtype = v.same_dtype(op, x=x, grad_output=grad_output)
     v.check_grad_output(op, grad_output, x.shape)
-    axes, shape, mean, var = _batch_norm_stats(x, running_mean, running_var, training)
-    invstd = 1 / np.sqrt(var + eps)
-    x_hat = (x - mean.reshape(shape)) * invstd.reshape(shape)
-    grad_bias = grad_output.sum(axis=axes)
-    grad_weight = (grad_output * x_hat).sum(axis=axes)
-    scale = invstd if weight is None else weight * invstd
-    if training:
-        # the batch mean and variance depend on every x: subtract their share of the gradient
-        n = x.size // x.shape[1]
-        grad_input = grad_output - (grad_bias / n).reshape(shape) \
-            - x_hat * (grad_weight / n).reshape(shape)
-        grad_input *= scale.reshape(shape)
+    x, channels, n = v.contiguous(x), x.shape[1], get_num_threads()
+    if stats is not None:
+        mean, var = v.batch_norm_stats(op, stats, channels, dtype)
+    elif training:
+        mean, var = np.empty(channels, dtype), np.empty(channels, dtype)
+        _kernels.batch_norm_stats(x, mean, var, None, None, 0.0, n)
     else:
-        grad_input = grad_output * scale.reshape(shape)
+        mean, var = v.contiguous(running_mean), v.contiguous(running_var)
+    grad_input = _kernels.empty(x.shape, dtype)
+    grad_weight, grad_bias = np.empty(channels, dtype), np.empty(channels, dtype)
+    _kernels.batch_norm_backward(v.contiguous(grad_output), x, mean, var,
+                                 None if weight is None else v.contiguous(weight), training,
+                                 grad_input, grad_weight, grad_bias, eps, n)
     return grad_input, grad_weight, grad_bias
-
-
-def _log_softmax_parts(logits):
-    """(logits - row max, log of the row sums of exp of that): never overflows."""
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    exp = np.exp(shifted)
-    return shifted, exp, np.log(exp.sum(axis=1, keepdims=True))
 
 
 def cross_entropy(logits: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -1093,8 +1201,9 @@ def cross_entropy(logits: np.ndarray, target: np.ndarray) -> np.ndarray:
     ``torch.nn.functional.cross_entropy`` with its defaults (reduction='mean').
 
     ``mean over rows of (logsumexp(logits[i]) - logits[i, target[i]])``, computed after
-    subtracting each row's maximum, so large logits neither overflow nor lose the answer.
-    Unlike PyTorch, there is no ignore_index: every label must be a valid class.
+    subtracting each row's maximum, so large logits neither overflow nor lose the answer; the
+    rows' losses are added in float64. Unlike PyTorch, there is no ignore_index: every label
+    must be a valid class.
 
     Parameters
     ----------
@@ -1113,9 +1222,16 @@ def cross_entropy(logits: np.ndarray, target: np.ndarray) -> np.ndarray:
     0.346574
     """
     logits, target = v.cross_entropy_args("cross_entropy", logits, target)
-    shifted, _, log_sum = _log_softmax_parts(logits)
-    rows = np.arange(logits.shape[0])
-    return np.asarray((log_sum[:, 0] - shifted[rows, target]).mean(), dtype=logits.dtype)
+    return _cross_entropy(logits, target, 1.0, want_grad=False)[0]
+
+
+def _cross_entropy(logits, target, grad_output, want_grad):
+    """(loss, grad or None) of validated arguments, grad scaled by grad_output."""
+    loss = np.empty((), logits.dtype)
+    grad = np.empty(logits.shape, logits.dtype) if want_grad else None
+    _kernels.cross_entropy_forward(v.contiguous(logits), target.astype(np.int64, copy=False),
+                                   loss, grad, grad_output / logits.shape[0], get_num_threads())
+    return loss, grad
 
 
 def cross_entropy_backward(grad_output, logits: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -1131,8 +1247,94 @@ def cross_entropy_backward(grad_output, logits: np.ndarray, target: np.ndarray) 
     op = "cross_entropy_backward"
     grad_output = v.scalar_grad(op, grad_output)
     logits, target = v.cross_entropy_args(op, logits, target)
-    _, exp, _ = _log_softmax_parts(logits)
-    grad = exp / exp.sum(axis=1, keepdims=True)
-    grad[np.arange(logits.shape[0]), target] -= 1
-    grad *= grad_output / logits.shape[0]
-    return grad
+    return _cross_entropy(logits, target, grad_output, True)[1]
+
+
+# ---- optimiser updates -----------------------------------------------------------------------
+#
+# One parameter's step, in place, in one pass (src/kernels/training.h): what fastconv.optim's
+# SGD and Adam run for each parameter. The rules are torch.optim's single-tensor ones, in the
+# parameter's dtype; fastconv.reference holds them in NumPy.
+
+def adam_update(param: np.ndarray, grad: np.ndarray, exp_avg: np.ndarray,
+                exp_avg_sq: np.ndarray, step: int, lr: float = 1e-3, betas=(0.9, 0.999),
+                eps: float = 1e-8, weight_decay: float = 0.0) -> None:
+    """One Adam step (``torch.optim.Adam``, amsgrad off) of `param`, IN PLACE.
+
+    With g = grad + weight_decay * param: ``exp_avg += (1 - beta1) * (g - exp_avg)``;
+    ``exp_avg_sq = beta2 * exp_avg_sq + (1 - beta2) * g**2``; ``param -= lr / (1 - beta1**step)
+    * exp_avg / (sqrt(exp_avg_sq) / sqrt(1 - beta2**step) + eps)``.
+
+    Parameters
+    ----------
+    param, exp_avg, exp_avg_sq : float32 or float64 arrays of one shape, updated in place
+        (writeable and C-contiguous)
+    grad : the gradient, param's shape and dtype
+    step : this step's number, 1 on the first
+    lr, eps, weight_decay : non-negative; betas : (beta1, beta2), each in [0, 1)
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv.functional as F
+    >>> p, m, s = np.ones(2), np.zeros(2), np.zeros(2)
+    >>> F.adam_update(p, np.array([1.0, -1.0]), m, s, step=1, lr=0.1)
+    >>> p.round(6)
+    array([0.9, 1.1])
+    """
+    op = "adam_update"
+    param, grad = _update_arrays(op, param, grad, exp_avg=exp_avg, exp_avg_sq=exp_avg_sq)
+    step = v.positive_int(op, "step", step)
+    beta1, beta2 = v.betas(op, betas)
+    _kernels.adam_step(param, grad, exp_avg, exp_avg_sq, step, v.non_negative(op, "lr", lr),
+                       beta1, beta2, v.non_negative(op, "eps", eps),
+                       v.non_negative(op, "weight_decay", weight_decay), get_num_threads())
+
+
+def sgd_update(param: np.ndarray, grad: np.ndarray, lr: float, momentum: float = 0.0,
+               dampening: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False,
+               momentum_buffer: np.ndarray | None = None) -> np.ndarray | None:
+    """One SGD step (``torch.optim.SGD``) of `param`, IN PLACE; returns the momentum buffer.
+
+    With g = grad + weight_decay * param: with momentum, ``buf = g`` on the first step (no
+    `momentum_buffer` given: a new one is returned) and ``buf = momentum * buf + (1 -
+    dampening) * g`` after (the given buffer, updated in place), then ``g = g + momentum *
+    buf`` (nesterov) or ``g = buf``; finally ``param -= lr * g``. Without momentum the buffer
+    is None.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv.functional as F
+    >>> p = np.ones(2)
+    >>> buf = F.sgd_update(p, np.array([1.0, -1.0]), lr=0.1, momentum=0.9)
+    >>> p, buf
+    (array([0.9, 1.1]), array([ 1., -1.]))
+    """
+    op = "sgd_update"
+    param, grad = _update_arrays(op, param, grad)
+    lr, weight_decay = v.non_negative(op, "lr", lr), v.non_negative(op, "weight_decay",
+                                                                     weight_decay)
+    momentum = v.non_negative(op, "momentum", momentum)
+    dampening = v.number(op, "dampening", dampening, math.isfinite, "a finite number")
+    nesterov = v.boolean(op, "nesterov", nesterov)
+    first = momentum_buffer is None
+    if not momentum:
+        momentum_buffer = None
+    elif first:
+        momentum_buffer = np.empty(param.shape, param.dtype)
+    else:
+        v.accumulator(op, "momentum_buffer", momentum_buffer, param.shape, param.dtype)
+    _kernels.sgd_step(param, grad, momentum_buffer, first, lr, momentum, dampening,
+                      weight_decay, nesterov, get_num_threads())
+    return momentum_buffer
+
+
+def _update_arrays(op, param, grad, **state):
+    """param (and each state array) updated in place, grad read: one shape and dtype."""
+    param = v.accumulator(op, "param", param, getattr(param, "shape", ()),
+                          getattr(param, "dtype", None))
+    grad = v.float_array(op, "grad", grad)
+    v.same_dtype(op, param=param, grad=grad)
+    v.check_same_shape(op, "grad", grad, "param", param)
+    for name, a in state.items():
+        v.accumulator(op, name, a, param.shape, param.dtype)
+    return param, v.contiguous(grad)

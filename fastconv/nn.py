@@ -31,6 +31,7 @@ Examples
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from collections.abc import Mapping
 
 import numpy as np
@@ -66,7 +67,7 @@ class Parameter:
 
     def __init__(self, data: np.ndarray):
         self.data = data
-        self.grad = np.zeros_like(data)
+        self.grad = np.zeros(data.shape, data.dtype)  # C order: kernels add to it in place
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -232,7 +233,7 @@ class Module:
         dtype = _float_dtype("Module.to", dtype)
         for m in self.modules():
             for _, p in m._own(Parameter):
-                p.data, p.grad = p.data.astype(dtype), p.grad.astype(dtype)
+                p.data, p.grad = p.data.astype(dtype), p.grad.astype(dtype, order="C")
             for name in m._buffer_names:
                 if getattr(m, name).dtype.kind == "f":
                     setattr(m, name, getattr(m, name).astype(dtype))
@@ -249,23 +250,34 @@ class Module:
 
 
 class Sequential(Module):
-    """Modules applied in order; backward runs them in reverse. Submodules are named '0', '1', …
+    """Modules applied in order; backward runs them in reverse. Submodules are named '0', '1', …,
+    or, as PyTorch's, by the keys of one ``OrderedDict`` of modules.
 
     Examples
     --------
+    >>> from collections import OrderedDict
     >>> from fastconv import nn
     >>> model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
     >>> [name for name, _ in model.named_parameters()]
     ['0.weight', '0.bias', '2.weight', '2.bias']
+    >>> named = nn.Sequential(OrderedDict(fc=nn.Linear(4, 3), act=nn.ReLU()))
+    >>> [name for name, _ in named.named_parameters()]
+    ['fc.weight', 'fc.bias']
     """
 
     def __init__(self, *layers: Module):
         super().__init__()
-        for i, layer in enumerate(layers):
+        named = layers[0].items() if len(layers) == 1 and isinstance(layers[0], OrderedDict) \
+            else enumerate(layers)
+        for name, layer in named:
             if not isinstance(layer, Module):
-                v.fail("Sequential", f"layer {i} must be a fastconv.nn.Module, "
+                v.fail("Sequential", f"layer {name} must be a fastconv.nn.Module, "
                                      f"got {type(layer).__name__}", TypeError)
-            setattr(self, str(i), layer)
+            name = str(name)
+            if not name or "." in name or hasattr(self, name):
+                v.fail("Sequential", f"layer names must be non-empty, without '.', and not a "
+                                     f"Module attribute, got {name!r}")
+            setattr(self, name, layer)
 
     def __getitem__(self, i: int) -> Module:
         return list(self.children())[i]
@@ -378,7 +390,8 @@ class ConvTranspose2d(Module):
     weight (in_channels, out_channels // groups, kH, kW), bias (out_channels,) unless
     bias=False, both initialised as PyTorch does. Input (N, in_channels, H, W) -> output (N,
     out_channels, OH, OW). ``forward(x, output_size=(OH, OW))`` (or a 4-element
-    (N, C, OH, OW)) chooses the output_padding that gives that size, as PyTorch does: the
+    (N, C, OH, OW); a tuple, a list or a 1-D integer array; ValueError for another length)
+    chooses the output_padding that gives that size, as PyTorch does: the
     sizes a strided conv2d maps to H are ``OH_min`` (output_padding 0) to ``OH_min + stride - 1``.
     padding may also be a (top, bottom, left, right) 4-tuple, as ONNX's pads (PyTorch takes an
     int or a pair). Only zero padding exists (padding_mode='zeros', as in PyTorch).
@@ -412,10 +425,15 @@ class ConvTranspose2d(Module):
         """The output_padding that gives `output_size` ((OH, OW), or (N, C, OH, OW))."""
         op = "ConvTranspose2d"
         x = v.float_array(op, "x", x, 4, "(N, C_in, H, W)")
-        if not isinstance(output_size, (tuple, list)) or len(output_size) not in (2, 4):
-            v.fail(op, f"output_size must be (OH, OW) or (N, C, OH, OW), got {output_size!r}",
-                   TypeError)
-        wanted = v.pair(op, "output_size", tuple(output_size[-2:]), 1, "a positive")
+        message = f"output_size must be (OH, OW) or (N, C, OH, OW), got {output_size!r}"
+        sizes = output_size
+        if isinstance(sizes, np.ndarray) and sizes.ndim == 1 and sizes.dtype.kind in "iu":
+            sizes = sizes.tolist()  # PyTorch takes any sequence of ints: np.array(y.shape) too
+        if not isinstance(sizes, (tuple, list)):
+            v.fail(op, message, TypeError)
+        if len(sizes) not in (2, 4):  # a wrong count is a wrong value, as in PyTorch
+            v.fail(op, message)
+        wanted = v.pair(op, "output_size", tuple(sizes[-2:]), 1, "a positive")
         pad = v.conv_transpose_padding(op, self.padding)
         smallest = tuple((size - 1) * s - p0 - p1 + d * (k - 1) + 1
                          for size, s, p0, p1, d, k in zip(x.shape[2:], self.stride, pad[0::2],
@@ -424,7 +442,7 @@ class ConvTranspose2d(Module):
         largest = tuple(low + s - 1 for low, s in zip(smallest, self.stride))
         if not all(low <= size <= high for low, size, high in zip(smallest, wanted, largest)):
             v.fail(op, f"output_size {wanted} must lie between {smallest} and {largest} for an "
-                       f"input of size {x.shape[2:]}, got {tuple(output_size)}")
+                       f"input of size {x.shape[2:]}, got {tuple(sizes)}")
         return tuple(size - low for size, low in zip(wanted, smallest))
 
     def _geometry(self, output_padding):
@@ -475,10 +493,10 @@ class Linear(Module):
 
     def backward(self, grad_output):
         x = self._saved_for_backward()
-        gx, gw, gb = F.linear_backward(grad_output, x, self.weight.data)
-        self.weight.grad += gw
-        if self.bias is not None:
-            self.bias.grad += gb
+        # the kernel adds the parameters' gradients into their .grad itself
+        gx, _, _ = F.linear_backward(grad_output, x, self.weight.data,
+                                     grad_weight=self.weight.grad,
+                                     grad_bias=None if self.bias is None else self.bias.grad)
         return gx
 
     def extra_repr(self) -> str:
@@ -515,17 +533,18 @@ class _BatchNorm(Module):
             got = x.shape if isinstance(x, np.ndarray) else type(x).__name__
             v.fail(type(self).__name__, f"x must be a {self._layout} array, got {got}")
         training = self.training
-        y = F.batch_norm(x, self.running_mean, self.running_var, self.weight.data,
-                         self.bias.data, training, self.momentum, self.eps)
+        y, mean, var = F.batch_norm(x, self.running_mean, self.running_var, self.weight.data,
+                                    self.bias.data, training, self.momentum, self.eps,
+                                    return_stats=True)
         if training:
             self.num_batches_tracked += 1
-        self._saved = (x, training)
+        self._saved = (x, training, (mean, var))  # backward need not recompute the statistics
         return y
 
     def backward(self, grad_output):
-        x, training = self._saved_for_backward()
+        x, training, stats = self._saved_for_backward()
         gx, gw, gb = F.batch_norm_backward(grad_output, x, self.running_mean, self.running_var,
-                                           self.weight.data, training, self.eps)
+                                           self.weight.data, training, self.eps, stats=stats)
         self.weight.grad += gw
         self.bias.grad += gb
         return gx
@@ -675,12 +694,22 @@ class AdaptiveMaxPool2d(Module):
 
 
 class ReLU(Module):
-    """max(x, 0) element-wise."""
+    """max(x, 0) element-wise. With ``inplace=True`` (as ``torch.nn.ReLU(inplace=True)``) the
+    output overwrites the input: for a network in which no other layer needs the previous
+    layer's output, saving an array and a pass over memory."""
+
+    def __init__(self, inplace: bool = False):
+        super().__init__()
+        self.inplace = v.boolean("ReLU", "inplace", inplace)
 
     def forward(self, x):
-        y = F.relu(x)
-        self._saved = x
+        y = F.relu(x, inplace=self.inplace)
+        # relu_backward gives the same gradient from y as from x: y <= 0 exactly where x <= 0
+        self._saved = y if self.inplace else x
         return y
+
+    def extra_repr(self) -> str:
+        return "inplace=True" if self.inplace else ""
 
     def backward(self, grad_output):
         return F.relu_backward(grad_output, self._saved_for_backward())

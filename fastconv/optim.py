@@ -20,18 +20,16 @@ True
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import numpy as np
 
 from . import _validation as v
+from . import functional as F
 from .nn import Parameter
 
 __all__ = ["Optimizer", "SGD", "Adam"]
-
-
-def _non_negative(op, name, value):
-    return v.number(op, name, value, lambda x: 0 <= x < math.inf, "a non-negative number")
 
 
 class Optimizer:
@@ -102,13 +100,13 @@ class Optimizer:
                     entry[name] = int(value)
                 elif name in ("exp_avg", "exp_avg_sq", "momentum_buffer") \
                         and value.shape == p.shape:
-                    entry[name] = value.astype(p.dtype)
+                    entry[name] = np.array(value, dtype=p.dtype, order="C")  # updated in place
                 else:
                     v.fail(op, f"state {i} has {name!r} of shape {value.shape}, which parameter "
                                f"{i} of shape {p.shape} cannot take")
             restored.append(entry)
         self.state = restored
-        self.lr = _non_negative(op, "lr", hyper["lr"])
+        self.lr = v.non_negative(op, "lr", hyper["lr"])
         for name in self._hyperparameters[1:]:
             value = hyper[name]
             setattr(self, name, tuple(value) if isinstance(value, list) else value)
@@ -136,11 +134,11 @@ class SGD(Optimizer):
                  weight_decay: float = 0, nesterov: bool = False):
         super().__init__(params)
         op = "SGD"
-        self.lr = _non_negative(op, "lr", lr)
-        self.momentum = _non_negative(op, "momentum", momentum)
+        self.lr = v.non_negative(op, "lr", lr)
+        self.momentum = v.non_negative(op, "momentum", momentum)
         self.dampening = v.number(op, "dampening", dampening, lambda x: -math.inf < x < math.inf,
                                  "a finite number")
-        self.weight_decay = _non_negative(op, "weight_decay", weight_decay)
+        self.weight_decay = v.non_negative(op, "weight_decay", weight_decay)
         if not isinstance(nesterov, (bool, np.bool_)):
             raise TypeError(f"{op}: nesterov must be a bool, got {nesterov!r}")
         if nesterov and (self.momentum <= 0 or self.dampening != 0):
@@ -151,18 +149,12 @@ class SGD(Optimizer):
     def step(self) -> None:
         """One update of every parameter from its current .grad."""
         for p, state in zip(self.params, self.state):
-            g = p.grad
-            if self.weight_decay:
-                g = g + self.weight_decay * p.data
-            if self.momentum:
-                buf = state.get("momentum_buffer")
-                if buf is None:
-                    buf = state["momentum_buffer"] = g.copy()
-                else:
-                    buf *= self.momentum
-                    buf += (1 - self.dampening) * g
-                g = g + self.momentum * buf if self.nesterov else buf
-            p.data -= self.lr * g
+            with _updatable(p) as data:
+                buf = F.sgd_update(data, p.grad, self.lr, self.momentum, self.dampening,
+                                   self.weight_decay, self.nesterov,
+                                   state.get("momentum_buffer"))
+            if buf is not None:
+                state["momentum_buffer"] = buf
 
 
 class Adam(Optimizer):
@@ -187,30 +179,31 @@ class Adam(Optimizer):
                  weight_decay: float = 0):
         super().__init__(params)
         op = "Adam"
-        self.lr = _non_negative(op, "lr", lr)
-        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-            raise ValueError(f"{op}: betas must be a pair (beta1, beta2), got {betas!r}")
-        self.betas = tuple(v.number(op, f"betas[{i}]", b, lambda x: 0 <= x < 1,
-                                   "a number in [0, 1)") for i, b in enumerate(betas))
-        self.eps = _non_negative(op, "eps", eps)
-        self.weight_decay = _non_negative(op, "weight_decay", weight_decay)
+        self.lr = v.non_negative(op, "lr", lr)
+        self.betas = v.betas(op, betas)
+        self.eps = v.non_negative(op, "eps", eps)
+        self.weight_decay = v.non_negative(op, "weight_decay", weight_decay)
 
     def step(self) -> None:
         """One update of every parameter from its current .grad."""
-        beta1, beta2 = self.betas
         for p, state in zip(self.params, self.state):
             if not state:
-                state.update(step=0, exp_avg=np.zeros_like(p.data),
-                             exp_avg_sq=np.zeros_like(p.data))
+                state.update(step=0, exp_avg=np.zeros(p.shape, p.dtype),
+                             exp_avg_sq=np.zeros(p.shape, p.dtype))
             state["step"] += 1
-            t, m, s = state["step"], state["exp_avg"], state["exp_avg_sq"]
-            g = p.grad
-            if self.weight_decay:
-                g = g + self.weight_decay * p.data
-            # the same operations in the same order as PyTorch's single-tensor Adam
-            m += (1 - beta1) * (g - m)
-            s *= beta2
-            s += (1 - beta2) * g * g
-            step_size = self.lr / (1 - beta1**t)
-            denom = np.sqrt(s) / math.sqrt(1 - beta2**t) + self.eps
-            p.data += (-step_size * m) / denom
+            with _updatable(p) as data:
+                F.adam_update(data, p.grad, state["exp_avg"], state["exp_avg_sq"],
+                              state["step"], self.lr, self.betas, self.eps, self.weight_decay)
+
+
+@contextlib.contextmanager
+def _updatable(p: Parameter):
+    """p.data, or a C-contiguous copy of it written back after the block: the updates run in
+    place on a buffer a kernel can write."""
+    data = p.data
+    if data.flags.c_contiguous and data.flags.writeable and data.dtype.isnative:
+        yield data
+        return
+    copy = np.array(data, dtype=data.dtype.newbyteorder("="), order="C")
+    yield copy
+    p.data[...] = copy

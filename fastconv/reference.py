@@ -616,3 +616,154 @@ def relu_backward(grad_output: np.ndarray, x: np.ndarray) -> np.ndarray:
     As in PyTorch (``threshold_backward`` tests ``x <= 0``), the gradient passes through NaN.
     """
     return np.where(x <= 0, grad_output.dtype.type(0), grad_output)
+
+
+# --------------------------------------------------------------------------- linear
+
+
+def linear(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
+    """``x @ weight.T + bias`` (PyTorch ``linear``): x (*, in), weight (out, in), bias (out,)
+    or None; one matrix product over all leading dims."""
+    rows = int(np.prod(x.shape[:-1]))  # not reshape(-1, ...): that fails for in_features = 0
+    y = (x.reshape(rows, weight.shape[1]) @ weight.T).reshape(x.shape[:-1] + weight.shape[:1])
+    return y if bias is None else y + bias
+
+
+def linear_backward(grad_output: np.ndarray, x: np.ndarray, weight: np.ndarray):
+    """Gradients of :func:`linear`: ``(grad_input, grad_weight, grad_bias)``, grad_bias being
+    grad_output summed over the leading dims."""
+    out_features, in_features = weight.shape
+    rows = int(np.prod(x.shape[:-1]))
+    go = grad_output.reshape(rows, out_features)
+    return ((go @ weight).reshape(x.shape), go.T @ x.reshape(rows, in_features),
+            go.sum(axis=0))
+
+
+# --------------------------------------------------------------------------- batch norm
+
+
+def _batch_norm_stats(x, running_mean, running_var, training):
+    """(axes reduced, broadcast shape of a per-channel array, mean, variance) for x."""
+    axes = (0,) + tuple(range(2, x.ndim))
+    shape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
+    if not training:
+        return axes, shape, running_mean, running_var
+    mean = x.mean(axis=axes)
+    centred = x - mean.reshape(shape)
+    return axes, shape, mean, np.mean(centred * centred, axis=axes)  # biased, as PyTorch
+
+
+def batch_norm(x: np.ndarray, running_mean: np.ndarray | None, running_var: np.ndarray | None,
+               weight: np.ndarray | None, bias: np.ndarray | None, training: bool,
+               momentum: float, eps: float) -> np.ndarray:
+    """Batch normalisation over channel 1 (PyTorch ``batch_norm``): x (N, C, *); in training
+    the batch's mean and biased variance normalise, and the running statistics (when not None)
+    are updated IN PLACE, ``running = (1 - momentum) * running + momentum * batch`` with the
+    unbiased variance; in evaluation the running statistics normalise."""
+    axes, shape, mean, var = _batch_norm_stats(x, running_mean, running_var, training)
+    if training and running_mean is not None:
+        n = x.size // x.shape[1]
+        running_mean *= 1 - momentum
+        running_mean += momentum * mean
+        running_var *= 1 - momentum
+        running_var += (momentum * n / (n - 1)) * var
+    y = (x - mean.reshape(shape)) * (1 / np.sqrt(var + eps)).reshape(shape)
+    if weight is not None:
+        y *= weight.reshape(shape)
+    if bias is not None:
+        y += bias.reshape(shape)
+    return y
+
+
+def batch_norm_backward(grad_output: np.ndarray, x: np.ndarray,
+                        running_mean: np.ndarray | None, running_var: np.ndarray | None,
+                        weight: np.ndarray | None, training: bool, eps: float):
+    """Gradients of :func:`batch_norm`: ``(grad_input, grad_weight, grad_bias)``, through the
+    batch statistics in training (recomputed from x), the running ones constant in evaluation."""
+    axes, shape, mean, var = _batch_norm_stats(x, running_mean, running_var, training)
+    invstd = 1 / np.sqrt(var + eps)
+    x_hat = (x - mean.reshape(shape)) * invstd.reshape(shape)
+    grad_bias = grad_output.sum(axis=axes)
+    grad_weight = (grad_output * x_hat).sum(axis=axes)
+    scale = invstd if weight is None else weight * invstd
+    if training:
+        # the batch mean and variance depend on every x: subtract their share of the gradient
+        n = x.size // x.shape[1]
+        grad_input = grad_output - (grad_bias / n).reshape(shape) \
+            - x_hat * (grad_weight / n).reshape(shape)
+        grad_input *= scale.reshape(shape)
+    else:
+        grad_input = grad_output * scale.reshape(shape)
+    return grad_input, grad_weight, grad_bias
+
+
+# --------------------------------------------------------------------------- dropout, loss
+
+
+def dropout(x: np.ndarray, p: float, uniform: np.ndarray):
+    """Inverted dropout given one uniform draw in [0, 1) per element: ``(x * mask, mask)``, the
+    element kept (mask ``1 / (1 - p)``) where its draw is below ``1 - p``, else 0."""
+    keep = uniform < 1 - p  # kept with probability 1 - p
+    mask = keep.astype(x.dtype)
+    if p < 1:
+        mask *= 1 / (1 - p)
+    return x * mask, mask
+
+
+def _log_softmax_parts(logits):
+    """(logits - row max, exp of that, log of its row sums): never overflows."""
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return shifted, exp, np.log(exp.sum(axis=1, keepdims=True))
+
+
+def cross_entropy(logits: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Mean softmax cross-entropy of logits (N, C) against class indices (N,) (PyTorch
+    ``cross_entropy``, reduction 'mean'), as a 0-d array of logits' dtype."""
+    shifted, _, log_sum = _log_softmax_parts(logits)
+    rows = np.arange(logits.shape[0])
+    return np.asarray((log_sum[:, 0] - shifted[rows, target]).mean(), dtype=logits.dtype)
+
+
+def cross_entropy_backward(grad_output: float, logits: np.ndarray,
+                           target: np.ndarray) -> np.ndarray:
+    """Gradient of :func:`cross_entropy`: ``grad_output * (softmax(logits) - one_hot) / N``."""
+    _, exp, _ = _log_softmax_parts(logits)
+    grad = exp / exp.sum(axis=1, keepdims=True)
+    grad[np.arange(logits.shape[0]), target] -= 1
+    grad *= grad_output / logits.shape[0]
+    return grad
+
+
+# --------------------------------------------------------------------------- optimiser steps
+
+
+def adam_update(param, grad, exp_avg, exp_avg_sq, step, lr, betas, eps, weight_decay) -> None:
+    """One Adam step IN PLACE, in the operations and order of PyTorch's single-tensor Adam."""
+    beta1, beta2 = betas
+    if weight_decay:
+        grad = grad + weight_decay * param
+    exp_avg += (1 - beta1) * (grad - exp_avg)
+    exp_avg_sq *= beta2
+    exp_avg_sq += (1 - beta2) * grad * grad
+    step_size = lr / (1 - beta1**step)
+    denom = np.sqrt(exp_avg_sq) / np.sqrt(1 - beta2**step) + eps
+    param += (-step_size * exp_avg) / denom
+
+
+def sgd_update(param, grad, lr, momentum, dampening, weight_decay, nesterov, momentum_buffer):
+    """One SGD step IN PLACE (PyTorch's SGD); returns the momentum buffer (a new one, the
+    gradient, on the first step; None without momentum)."""
+    if weight_decay:
+        grad = grad + weight_decay * param
+    if momentum:
+        if momentum_buffer is None:
+            momentum_buffer = grad.copy()
+        else:
+            momentum_buffer *= momentum
+            momentum_buffer += (1 - dampening) * grad
+        grad = grad + momentum * momentum_buffer if nesterov else momentum_buffer
+    else:
+        momentum_buffer = None
+    param -= lr * grad
+    return momentum_buffer

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import hashlib
 import json
 import math
@@ -46,10 +47,11 @@ from fastconv._progress import progress_bar
 
 __all__ = ["Architecture", "convnet", "mlp", "count_parameters", "train_step", "evaluate",
            "fit", "TrainingState", "Interrupted", "stop_on_signals", "load_model",
-           "OutputPaths", "check_outputs", "blas_single_threaded", "add_arguments", "run",
+           "OutputPaths", "check_outputs", "add_arguments", "run",
            "UsageError"]
 
-ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
+# each activation follows a layer whose output nothing else keeps, so ReLU may overwrite it
+ACTIVATIONS = {"relu": functools.partial(nn.ReLU, inplace=True), "tanh": nn.Tanh}
 IMAGE_SHAPE = (1, 28, 28)
 N_CLASSES = 10
 
@@ -394,24 +396,6 @@ def _fingerprint(train, test) -> str:
     return digest.hexdigest()
 
 
-def blas_single_threaded():
-    """A context in which NumPy's BLAS (behind ``Linear``) uses one thread.
-
-    A training step alternates between fastconv's OpenMP kernels and BLAS matrix products; both
-    keep their threads spinning for a while after each call, so two pools of threads fight over
-    the cores: on 2 cores a step of the default ConvNet took 110 ms instead of 39 ms. The fully
-    connected layers are small, so one BLAS thread costs little. Without threadpoolctl (the
-    ``cli`` extra) BLAS keeps its default, with a warning.
-    """
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        print("warning: threadpoolctl is not installed, so BLAS keeps its own threads, which "
-              "slows training on few cores (pip install 'fastconv[cli]')", file=sys.stderr)
-        return contextlib.nullcontext()
-    return threadpool_limits(1, user_api="blas")
-
-
 # ---- options -------------------------------------------------------------------------------------
 
 def _number_type(parse, valid, what: str):
@@ -720,8 +704,7 @@ def run(args: argparse.Namespace) -> int:
         save_checkpoint(paths.checkpoint, model, optimizer, state, rng, meta)
 
     try:
-        with contextlib.ExitStack() as cluster, blas_single_threaded(), \
-                stop_on_signals() as stop:
+        with contextlib.ExitStack() as cluster, stop_on_signals() as stop:
             step = train_step
             if distributed is not None:
                 client = cluster.enter_context(distributed.connect(args.scheduler, args.workers))

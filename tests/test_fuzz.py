@@ -215,7 +215,7 @@ def arrays_ok(kwargs, names, ndim):
     return all(is_float_array(a, ndim) for a in arrays) and same_dtype(*arrays)
 
 
-# ---- conv2d, conv2d_backward, conv2d_input, conv2d_weight --------------------------------------
+# ---- conv2d, conv2d_backward, conv2d_input, conv2d_weight, conv2d_relu(_backward) ------------
 
 def _conv_draw(data, rng):
     dtype = data.draw(st.sampled_from([np.float32, np.float64]), label="dtype")
@@ -237,32 +237,41 @@ def _conv_draw(data, rng):
     return dtype, x_shape, (k, cg, kh, kw), kwargs
 
 
-def _conv_check(op, out, x, weight, bias, gy, out_shape, geometry, groups):
-    """Compare every output of `op` with the reference."""
+def _conv_check(op, out, x, weight, bias, gy, out_shape, geometry, groups, output=None):
+    """Compare every output of `op` with the reference (conv2d_relu_backward's given the
+    forward `output` its ReLU mask is read from)."""
     outs = out if isinstance(out, tuple) else (out,)
-    shapes = {"conv2d": [out_shape], "conv2d_backward": [x.shape, weight.shape, weight.shape[:1]],
-              "conv2d_input": [x.shape], "conv2d_weight": [weight.shape]}[op]
+    grads = [x.shape, weight.shape, weight.shape[:1]]
+    shapes = {"conv2d": [out_shape], "conv2d_relu": [out_shape], "conv2d_backward": grads,
+              "conv2d_relu_backward": grads, "conv2d_input": [x.shape],
+              "conv2d_weight": [weight.shape]}[op]
     assert [o.shape for o in outs] == [tuple(s) for s in shapes]
     # the dtype of the arrays passed (conv2d_input takes no x, conv2d_weight no weight)
     dtype = (weight if op == "conv2d_input" else x).dtype
     assert all(o.dtype == dtype for o in outs)
     x, weight = x.astype(dtype), weight.astype(dtype)
     ref_args = (*geometry, groups)
-    if op == "conv2d":
+    if op in ("conv2d", "conv2d_relu"):
         abs_bias = None if bias is None else np.abs(bias)
-        assert_close(out, ref.conv2d(x, weight, bias, *ref_args), int(np.prod(weight.shape[1:])),
+        expected = ref.conv2d(x, weight, bias, *ref_args)
+        assert_close(out, ref.relu(expected) if op == "conv2d_relu" else expected,
+                     int(np.prod(weight.shape[1:])),
                      ref.conv2d(np.abs(x), np.abs(weight), abs_bias, *ref_args))
         return
+    if op == "conv2d_relu_backward":  # relu_backward's rule on the pre-activation
+        gy = np.where((output > 0) | np.isnan(output), gy, 0).astype(gy.dtype)
     expected = ref.conv2d_backward(gy, x, weight, *ref_args)
     scale = ref.conv2d_backward(np.abs(gy), np.abs(x), np.abs(weight), *ref_args)
     per_pixel = gy.shape[0] * gy.shape[2] * gy.shape[3]
     lengths = [weight.shape[0] // groups * weight.shape[2] * weight.shape[3], per_pixel, per_pixel]
-    pick = {"conv2d_backward": [0, 1, 2], "conv2d_input": [0], "conv2d_weight": [1]}[op]
+    pick = {"conv2d_backward": [0, 1, 2], "conv2d_relu_backward": [0, 1, 2], "conv2d_input": [0],
+            "conv2d_weight": [1]}[op]
     for o, i in zip(outs, pick):
         assert_close(o, expected[i], lengths[i], scale[i])
 
 
-CONV_OPS = ["conv2d", "conv2d_backward", "conv2d_input", "conv2d_weight"]
+CONV_OPS = ["conv2d", "conv2d_backward", "conv2d_input", "conv2d_weight", "conv2d_relu",
+            "conv2d_relu_backward"]
 
 
 @pytest.mark.parametrize("op", CONV_OPS)
@@ -280,7 +289,8 @@ def test_fuzz_conv(op, data, seed):
     x = make_array(data, rng, x_shape, dtype, "x", corrupt=op != "conv2d_input")
     weight = make_array(data, rng, w_shape, dtype, "weight", corrupt=op != "conv2d_weight")
     valid = judged is not None
-    if op == "conv2d":
+    output = None
+    if op in ("conv2d", "conv2d_relu"):
         bias_kind = data.draw(st.sampled_from(["none", "ok", "ok", "long", "2-D"]), label="bias")
         bias = None if bias_kind == "none" else make_array(
             data, rng, {"ok": (w_shape[0],), "long": (w_shape[0] + 1,),
@@ -296,6 +306,11 @@ def test_fuzz_conv(op, data, seed):
         if op == "conv2d_backward":
             kwargs.update(x=x, weight=weight)
             names = ["x", "weight", "grad_output"]
+        elif op == "conv2d_relu_backward":  # any output: the mask is read from it
+            output = grad_for(data, rng, out_shape, dtype, "output")
+            kwargs.update(x=x, weight=weight, output=output)
+            names = ["x", "weight", "grad_output", "output"]
+            valid = valid and is_float_array(output, 4) and output.shape == out_shape
         elif op == "conv2d_input":
             kwargs.update(input_shape=data.draw(st.sampled_from(
                 [x_shape, x_shape, x_shape, list(x_shape), x_shape[:3], (*x_shape[:3], -1),
@@ -314,7 +329,7 @@ def test_fuzz_conv(op, data, seed):
         expect_error(op, kwargs)
         return
     _conv_check(op, getattr(F, op)(**kwargs), x, weight, kwargs.get("bias"), gy, out_shape,
-                geometry, kwargs["groups"])
+                geometry, kwargs["groups"], output)
 
 
 # ---- conv_transpose2d, conv_transpose2d_backward -------------------------------------------------
@@ -390,7 +405,8 @@ def test_fuzz_conv_transpose(op, data, seed):
         scale = ref.conv_transpose2d(scaled["x"], scaled["weight"],
                                      None if bias is None else np.abs(bias), *geometry)
         assert out.shape == out_shape and out.dtype == x.dtype
-        assert_close(out, expected, int(np.prod(w_shape)), scale)
+        # each output sums C_in/groups * kH * kW products
+        assert_close(out, expected, w_shape[0] // geometry[3] * w_shape[2] * w_shape[3], scale)
         return
     expected = ref.conv_transpose2d_backward(gy, x, weight, *geometry)
     scale = ref.conv_transpose2d_backward(np.abs(gy), scaled["x"], scaled["weight"], *geometry)
@@ -749,6 +765,7 @@ def test_fuzz_batch_norm(op, data, seed):
         return
     before = [None if s is None else s.copy() for s in stats]
     out = getattr(F, op)(**kwargs)
+    dtype = x.dtype  # "other-dtype" draws are valid when every array has it
     n = x.size // max(c, 1)
     if op == "batch_norm":
         expected, scale = _batch_norm_expected(x, *before, kwargs["weight"], kwargs["bias"],
@@ -821,6 +838,78 @@ def test_fuzz_cross_entropy(op, data, seed):
     grad[rows, target] -= 1
     grad *= float(kwargs["grad_output"]) / n
     assert_close(out, grad.astype(dtype), 4 * c, np.abs(grad) + 1)
+
+
+def _updated_ok(a, param) -> bool:
+    """An array an update may write in place: param's shape and dtype, C-contiguous."""
+    return is_float_array(a) and a.flags.c_contiguous and a.shape == param.shape \
+        and a.dtype == param.dtype
+
+
+@pytest.mark.parametrize("op", ["adam_update", "sgd_update"])
+@given(data=st.data(), seed=st.integers(0, 2**32 - 1))
+def test_fuzz_optimizer_updates(op, data, seed):
+    rng = np.random.default_rng(seed)
+    dtype = data.draw(st.sampled_from([np.float32, np.float64]), label="dtype")
+    shape = any_shape(data, "shape", 3)
+    param = make_array(data, rng, shape, dtype, "param")
+    kwargs = dict(param=param, grad=make_array(data, rng, shape, dtype, "grad"))
+    numbers_ok = []
+
+    def hyper(name, choices, ok):
+        kwargs[name] = data.draw(st.sampled_from(choices), label=name)
+        numbers_ok.append(ok(kwargs[name]))
+
+    def non_negative(x):
+        return isinstance(x, float) and 0 <= x < math.inf
+
+    hyper("lr", [1e-3, 0.5, 0.0, -1.0, math.nan, "0.1"], non_negative)
+    hyper("weight_decay", [0.0, 0.1, -0.1, math.inf], non_negative)
+    state = []
+    if op == "adam_update":
+        state = ["exp_avg", "exp_avg_sq"]
+        hyper("step", [1, 3, 0, -1, 2.0, True], lambda x: is_int(x) and x >= 1)
+        hyper("betas", [(0.9, 0.999), (0.0, 0.5), (1.0, 0.9), (0.9,), "ab"],
+              lambda b: isinstance(b, tuple) and len(b) == 2 and all(0 <= x < 1 for x in b))
+        hyper("eps", [1e-8, 0.0, -1e-8], non_negative)
+    else:
+        hyper("momentum", [0.0, 0.9, -0.5], non_negative)
+        hyper("dampening", [0.0, 0.3, math.inf], lambda x: math.isfinite(x))
+        hyper("nesterov", [False, True, 1], lambda x: isinstance(x, bool))
+        if data.draw(st.booleans(), label="momentum buffer"):
+            state = ["momentum_buffer"]
+    for name in state:
+        kwargs[name] = make_array(data, rng, shape, dtype, name)
+        if name == "exp_avg_sq" and is_float_array(kwargs[name]):
+            kwargs[name] = np.abs(kwargs[name])
+    valid = is_float_array(param) and param.flags.c_contiguous and all(numbers_ok) \
+        and is_float_array(kwargs["grad"]) and kwargs["grad"].shape == param.shape \
+        and kwargs["grad"].dtype == param.dtype \
+        and all(_updated_ok(kwargs[name], param) for name in state
+                # without momentum the buffer is not used (torch.optim's rule too)
+                if name != "momentum_buffer" or kwargs["momentum"])
+    if not valid:
+        expect_error(op, kwargs)
+        return
+    expected = {k: a.copy() if isinstance(a, np.ndarray) else a for k, a in kwargs.items()}
+    out = getattr(F, op)(**kwargs)
+    if op == "adam_update":
+        ref.adam_update(*(expected[k] for k in ("param", "grad", "exp_avg", "exp_avg_sq", "step",
+                                                "lr", "betas", "eps", "weight_decay")))
+        assert out is None
+    else:
+        buf = ref.sgd_update(*(expected[k] for k in ("param", "grad", "lr", "momentum",
+                                                     "dampening", "weight_decay", "nesterov")),
+                             expected.get("momentum_buffer"))
+        assert (out is None) == (buf is None) == (not kwargs["momentum"])
+        if buf is not None:
+            assert_close(out, buf, 4, np.abs(buf) + np.abs(expected["grad"]))
+            if "momentum_buffer" in kwargs:
+                assert out is kwargs["momentum_buffer"]
+    used = [name for name in state if name != "momentum_buffer" or kwargs["momentum"]]
+    for name in ["param", *used]:
+        assert_close(kwargs[name], expected[name], 8,
+                     np.abs(expected[name]) + np.abs(param) + 10 * kwargs["lr"])
 
 
 @pytest.mark.parametrize("op, args, shapes", [
@@ -935,7 +1024,8 @@ def test_fuzz_same_padding(data):
 FUZZED = set(CONV_OPS + POOL_OPS + ADAPTIVE_OPS + list(ELEMENTWISE) + [
     "conv_transpose2d", "conv_transpose2d_backward",
     "linear", "linear_backward", "dropout", "dropout_backward", "batch_norm",
-    "batch_norm_backward", "cross_entropy", "cross_entropy_backward", "same_padding"])
+    "batch_norm_backward", "cross_entropy", "cross_entropy_backward", "adam_update",
+    "sgd_update", "same_padding"])
 
 
 def test_every_public_op_is_fuzzed():

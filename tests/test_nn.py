@@ -681,3 +681,18 @@ def test_new_ops_are_exported():
     assert set(names) <= set(F.__all__)
     assert all(callable(getattr(F, name)) for name in names)
     assert fastconv.nn is nn and fastconv.optim is optim and fastconv.init is init
+
+
+def test_sequential_takes_named_layers_as_pytorch_does():
+    from collections import OrderedDict
+
+    model = nn.Sequential(OrderedDict(conv=nn.Conv2d(1, 2, 3), act=nn.ReLU(), flat=nn.Flatten()))
+    assert [name for name, _ in model.named_parameters()] == ["conv.weight", "conv.bias"]
+    assert isinstance(model[1], nn.ReLU) and len(model) == 3
+    x = np.ones((2, 1, 5, 5), np.float32)
+    np.testing.assert_array_equal(model(x), nn.Sequential(model[0], model[1], model[2])(x))
+    for name in ("", "a.b", "training", "forward"):
+        with pytest.raises(ValueError, match="^Sequential: layer names must be"):
+            nn.Sequential(OrderedDict([(name, nn.ReLU())]))
+    with pytest.raises(TypeError, match="^Sequential: layer act must be a fastconv.nn.Module"):
+        nn.Sequential(OrderedDict(act=3))

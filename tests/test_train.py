@@ -288,13 +288,3 @@ def test_load_model_reads_files_of_fastconv_0_1(tmp_path):
     x = np.random.default_rng(0).random((2, 1, 28, 28), dtype=np.float32)
     model.eval()
     assert loaded(x).tobytes() == model(x).tobytes()
-
-
-def test_without_threadpoolctl_training_still_runs(monkeypatch, capsys):
-    """threadpoolctl belongs to the command line's extra: without it BLAS keeps its threads."""
-    from fastconv.train import blas_single_threaded
-
-    monkeypatch.setitem(sys.modules, "threadpoolctl", None)  # import threadpoolctl fails
-    with blas_single_threaded():
-        pass
-    assert "threadpoolctl is not installed" in capsys.readouterr().err

@@ -35,7 +35,8 @@ typedef enum {
     FC_CONV_PLAIN = 3,      /* forward, weight gradient: plain loops from the definition */
     FC_CONV_TRANSPOSED = 4, /* input gradient: a forward convolution of dY; stride 1 */
     FC_CONV_COL2IM = 5,     /* input gradient: a GEMM into col(dX), scattered back */
-    FC_CONV_ALGORITHM_COUNT = 6
+    FC_CONV_DEPTHWISE = 6,  /* every pass, C/groups = 1: per plane on the stride phases */
+    FC_CONV_ALGORITHM_COUNT = 7
 } fc_conv_algorithm;
 
 /* conv2d geometry. pad_top/pad_left shift the window; the bottom/right padding is implied by
@@ -51,6 +52,9 @@ typedef struct {
     /* FC_CONV_AUTO (0), or the fc_conv_algorithm this pass must run, for tests and benchmarks:
      * the call returns FC_EALGORITHM, having done nothing, if it cannot run this geometry */
     int algorithm;
+    /* Forward pass: nonzero applies ReLU (x unless x < 0, as relu_fwd) to each output after
+     * its bias, in the pass that writes it (conv2d_relu's fused epilogue). Other passes: 0. */
+    int relu;
 } fc_conv2d_params;
 
 /* pool2d geometry over `planes` = N*C independent (in_h, in_w) planes. Window starts use
@@ -67,6 +71,26 @@ typedef struct {
     fc_index divisor_override; /* avg pool only; 0 = none */
     double norm;               /* lp pool only: the p of the L^p norm, > 0 */
 } fc_pool2d_params;
+
+/* batch normalisation over channel 1 of x viewed as (batch, channels, inner), inner being the
+ * product of the dims after the channel (1 for an (N, C) input). */
+typedef struct {
+    fc_index batch, channels, inner;
+    double eps;      /* added to the variance */
+    double momentum; /* of the running statistics' update */
+} fc_batchnorm_params;
+
+/* One optimiser step's hyper-parameters (the update rules are torch.optim's, fc_kernel_list.h). */
+typedef struct {
+    double lr, beta1, beta2, eps, weight_decay;
+    fc_index step; /* 1 on the first update */
+} fc_adam_params;
+
+typedef struct {
+    double lr, momentum, dampening, weight_decay;
+    int nesterov;
+    int first; /* the momentum buffer is set to the gradient, not updated */
+} fc_sgd_params;
 
 /* ---- instruction-set selection ------------------------------------------------------------- */
 typedef enum { FC_ISA_SCALAR = 0, FC_ISA_AVX2 = 1, FC_ISA_AVX512 = 2, FC_ISA_COUNT = 3 } fc_isa;

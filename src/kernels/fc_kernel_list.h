@@ -18,7 +18,13 @@
     FC_ADAPTIVE_POOL_KERNELS(X, ctx, f32, float)                                                   \
     FC_ADAPTIVE_POOL_KERNELS(X, ctx, f64, double)                                                  \
     FC_ELTWISE_KERNELS(X, ctx, f32, float)                                                         \
-    FC_ELTWISE_KERNELS(X, ctx, f64, double)
+    FC_ELTWISE_KERNELS(X, ctx, f64, double)                                                        \
+    FC_LINEAR_KERNELS(X, ctx, f32, float)                                                          \
+    FC_LINEAR_KERNELS(X, ctx, f64, double)                                                         \
+    FC_BATCHNORM_KERNELS(X, ctx, f32, float)                                                       \
+    FC_BATCHNORM_KERNELS(X, ctx, f64, double)                                                      \
+    FC_TRAINING_KERNELS(X, ctx, f32, float)                                                        \
+    FC_TRAINING_KERNELS(X, ctx, f64, double)
 
 /* Dispatched like the kernels but private to fastconv's benchmark (fc_private.h): the
  * multiply-add peak in the active instruction set's microkernel registers. */
@@ -30,7 +36,9 @@
 
 /* Convolution. gb may be NULL (no bias gradient wanted), bias too (no bias). The input
  * gradient's bias, one per input channel, is added to gx: conv_transpose2d's bias, that pass
- * being its forward. */
+ * being its forward. conv2d_relu_bwd is the backward of a forward pass with p->relu set: gz = gy
+ * where y > 0 or NaN, else 0, and gb its channel sums; the input and weight gradients then run
+ * on gz. */
 #define FC_CONV_KERNELS(X, ctx, dt, T)                                                             \
     X(ctx, dt##_conv2d_fwd,                                                                        \
       (const fc_conv2d_params *p, const T *x, const T *w, const T *bias, T *y, int nthreads),      \
@@ -40,7 +48,10 @@
       (p, gy, w, bias, gx, nthreads))                                                              \
     X(ctx, dt##_conv2d_bwd_weight,                                                                 \
       (const fc_conv2d_params *p, const T *gy, const T *x, T *gw, T *gb, int nthreads),            \
-      (p, gy, x, gw, gb, nthreads))
+      (p, gy, x, gw, gb, nthreads))                                                                \
+    X(ctx, dt##_conv2d_relu_bwd,                                                                   \
+      (const fc_conv2d_params *p, const T *gy, const T *y, T *gz, T *gb, int nthreads),            \
+      (p, gy, y, gz, gb, nthreads))
 
 /* Pooling. Max pooling: indices may be NULL; a window wholly in the padding yields -inf and
  * index -1, and the backward pass skips indices of -1. Backward kernels write every element of
@@ -78,5 +89,60 @@
     X(ctx, dt##_relu_fwd, (fc_index n, const T *x, T *y, int nthreads), (n, x, y, nthreads))       \
     X(ctx, dt##_relu_bwd, (fc_index n, const T *gy, const T *x, T *gx, int nthreads),              \
       (n, gy, x, gx, nthreads))
+
+/* Fully connected layers: x (m, k), W (n, k), y and gy (m, n), all row-major. bias and gb may
+ * be NULL; with `accumulate` nonzero, gw and gb are added to instead of overwritten. */
+#define FC_LINEAR_KERNELS(X, ctx, dt, T)                                                           \
+    X(ctx, dt##_linear_fwd,                                                                        \
+      (fc_index m, fc_index k, fc_index n, const T *x, const T *w, const T *bias, T *y,            \
+       int nthreads),                                                                              \
+      (m, k, n, x, w, bias, y, nthreads))                                                          \
+    X(ctx, dt##_linear_bwd_input,                                                                  \
+      (fc_index m, fc_index k, fc_index n, const T *gy, const T *w, T *gx, int nthreads),          \
+      (m, k, n, gy, w, gx, nthreads))                                                              \
+    X(ctx, dt##_linear_bwd_weight,                                                                 \
+      (fc_index m, fc_index k, fc_index n, const T *gy, const T *x, T *gw, T *gb, int accumulate,  \
+       int nthreads),                                                                              \
+      (m, k, n, gy, x, gw, gb, accumulate, nthreads))
+
+/* Batch normalisation (fc_batchnorm_params): mean and var are per channel, the batch's biased
+ * variance or the running one. stats writes the batch's and, unless running_mean is NULL,
+ * updates the running statistics with p->momentum (running_var with the unbiased variance).
+ * weight and bias may be NULL (1 and 0); training selects the gradient through the batch
+ * statistics. */
+#define FC_BATCHNORM_KERNELS(X, ctx, dt, T)                                                        \
+    X(ctx, dt##_batchnorm_stats,                                                                   \
+      (const fc_batchnorm_params *p, const T *x, T *mean, T *var, T *running_mean, T *running_var, \
+       int nthreads),                                                                              \
+      (p, x, mean, var, running_mean, running_var, nthreads))                                      \
+    X(ctx, dt##_batchnorm_fwd,                                                                     \
+      (const fc_batchnorm_params *p, const T *x, const T *mean, const T *var, const T *weight,     \
+       const T *bias, T *y, int nthreads),                                                         \
+      (p, x, mean, var, weight, bias, y, nthreads))                                                \
+    X(ctx, dt##_batchnorm_bwd,                                                                     \
+      (const fc_batchnorm_params *p, const T *gy, const T *x, const T *mean, const T *var,         \
+       const T *weight, int training, T *gx, T *gw, T *gb, int nthreads),                          \
+      (p, gy, x, mean, var, weight, training, gx, gw, gb, nthreads))
+
+/* The rest of a training step. cross_entropy: logits (n, c), n, c >= 1, int64 labels in
+ * [0, c), the mean loss into *loss and, unless grad is NULL, (softmax - one_hot) * grad_scale.
+ * dropout: uniform_mask holds draws in [0, 1) and is overwritten with the mask; y = x * mask.
+ * adam_update, sgd_update: one in-place step of a parameter of n elements (momentum_buffer NULL
+ * without momentum). */
+#define FC_TRAINING_KERNELS(X, ctx, dt, T)                                                         \
+    X(ctx, dt##_cross_entropy,                                                                     \
+      (fc_index n, fc_index c, const T *logits, const int64_t *target, double grad_scale, T *loss, \
+       T *grad, int nthreads),                                                                     \
+      (n, c, logits, target, grad_scale, loss, grad, nthreads))                                    \
+    X(ctx, dt##_dropout, (fc_index n, const T *x, double p, T *uniform_mask, T *y, int nthreads),  \
+      (n, x, p, uniform_mask, y, nthreads))                                                        \
+    X(ctx, dt##_adam_update,                                                                       \
+      (fc_index n, T * param, const T *grad, T *exp_avg, T *exp_avg_sq, const fc_adam_params *p,   \
+       int nthreads),                                                                              \
+      (n, param, grad, exp_avg, exp_avg_sq, p, nthreads))                                          \
+    X(ctx, dt##_sgd_update,                                                                        \
+      (fc_index n, T * param, const T *grad, T *momentum_buffer, const fc_sgd_params *p,           \
+       int nthreads),                                                                              \
+      (n, param, grad, momentum_buffer, p, nthreads))
 
 #endif /* FC_KERNEL_LIST_H */

@@ -1,0 +1,284 @@
+/* batchnorm.h: batch normalisation over channel 1 of x (batch, channels, inner), for one dtype
+ * (fc_each_dtype.h instantiates it per dtype in batchnorm_<isa>.c).
+ *
+ *   fc_<dt>_batchnorm_stats__<isa>  each channel's mean and biased variance over the batch and
+ *                                   inner dims (and the running statistics' update)
+ *   fc_<dt>_batchnorm_fwd__<isa>    y = (x - mean) / sqrt(var + eps) * weight + bias
+ *   fc_<dt>_batchnorm_bwd__<isa>    gx, and the weight and bias gradients
+ *
+ * Statistics and gradient sums are taken in double, whatever T, in an order fixed by the shape:
+ * a channel's values are cut into pieces of at most FC_BN_PIECE elements, part of one (image,
+ * channel) plane or several whole ones; each piece's mean and sum of squared deviations come from
+ * two passes over it while it sits in L1, and the pieces are merged in order (Chan et al.'s
+ * pairwise update). So the variance is as exact as a two-pass one and x is read from memory once.
+ * The mean is the pieces' sums added up, so a NaN or an Inf makes the mean and variance what
+ * PyTorch's two passes make them.
+ *
+ * Loop structure: reductions are parallel over channels (each channel summed by one thread);
+ * the element-wise passes over (image, channel) planes. With inner = 1 (BatchNorm1d on (N, C))
+ * a channel's values are a column: reductions then run over blocks of FC_BN_COLUMNS adjacent
+ * channels, vectorised across them, row after row. */
+#include "fc_template.h"
+#include "fc_tuning.h"
+
+#ifndef FC_BATCHNORM_SHARED
+#define FC_BATCHNORM_SHARED
+#include <math.h>
+
+#define FC_BN_PIECE 4096
+#define FC_BN_LANES 16
+#define FC_BN_COLUMNS 64
+
+/* Merge the count, mean and sum of squared deviations (n_b, mean_b, m2_b) of a piece into the
+ * running ones. */
+static inline void fc_bn_merge(double *n_a, double *mean_a, double *m2_a, double n_b, double mean_b,
+                               double m2_b) {
+    if (*n_a == 0) {
+        *n_a = n_b, *mean_a = mean_b, *m2_a = m2_b;
+        return;
+    }
+    const double n = *n_a + n_b, delta = mean_b - *mean_a;
+    *mean_a += delta * (n_b / n);
+    *m2_a += m2_b + delta * delta * (*n_a * (n_b / n));
+    *n_a = n;
+}
+
+static inline double fc_bn_lanes_sum(double *acc) {
+    for (int width = FC_BN_LANES / 2; width > 0; width /= 2)
+        for (int l = 0; l < width; l++) acc[l] += acc[l + width];
+    return acc[0];
+}
+
+static inline double fc_bn_invstd(double var, double eps) { return 1.0 / sqrt(var + eps); }
+#endif
+
+/* acc[l] += x[i] (d = 0) or (x[i] - mu)^2 (d = 1) for the i of lane l, over x[0..n): the lanes
+ * are copied in and out, so they stay in registers. */
+static inline void FC_LOCAL(bn_run)(const T *restrict x, fc_index n, int d, double mu,
+                                    double *restrict acc) {
+    double a[FC_BN_LANES];
+    memcpy(a, acc, sizeof(a));
+    fc_index i = 0;
+    for (; i + FC_BN_LANES <= n; i += FC_BN_LANES)
+        for (int l = 0; l < FC_BN_LANES; l++) {
+            const double v = (double)x[i + l] - mu;
+            a[l] += d ? v * v : v;
+        }
+    for (int l = 0; i < n; i++, l++) {
+        const double v = (double)x[i] - mu;
+        a[l] += d ? v * v : v;
+    }
+    memcpy(acc, a, sizeof(a));
+}
+
+/* Sum, and sum of squared deviations from its mean, of `rows` runs of `len` values, run r at
+ * x + r * stride (rows * len >= 1): two passes in lanes over a piece that stays in L1. */
+static inline void FC_LOCAL(bn_piece)(const T *x, fc_index rows, fc_index len, fc_index stride,
+                                      double *sum, double *m2) {
+    double acc[FC_BN_LANES] = {0}, sq[FC_BN_LANES] = {0};
+    for (fc_index r = 0; r < rows; r++) FC_LOCAL(bn_run)(x + r * stride, len, 0, 0.0, acc);
+    *sum = fc_bn_lanes_sum(acc);
+    const double mu = *sum / (double)(rows * len);
+    for (fc_index r = 0; r < rows; r++) FC_LOCAL(bn_run)(x + r * stride, len, 1, mu, sq);
+    *m2 = fc_bn_lanes_sum(sq);
+}
+
+/* sum of gy and of gy * (x - mean) over x[0..n), added in lanes to acc and dot. */
+static inline void FC_LOCAL(bn_grad_run)(const T *restrict gy, const T *restrict x, fc_index n,
+                                         double mean, double *restrict acc, double *restrict dot) {
+    double a[FC_BN_LANES], b[FC_BN_LANES];
+    memcpy(a, acc, sizeof(a));
+    memcpy(b, dot, sizeof(b));
+    fc_index i = 0;
+    for (; i + FC_BN_LANES <= n; i += FC_BN_LANES) FC_PRAGMA(omp simd)
+    for (int l = 0; l < FC_BN_LANES; l++) {
+        const double g = (double)gy[i + l];
+        a[l] += g;
+        b[l] += g * ((double)x[i + l] - mean);
+    }
+    for (int l = 0; i < n; i++, l++) {
+        a[l] += (double)gy[i];
+        b[l] += (double)gy[i] * ((double)x[i] - mean);
+    }
+    memcpy(acc, a, sizeof(a));
+    memcpy(dot, b, sizeof(b));
+}
+
+int FC_FN(batchnorm_stats)(const fc_batchnorm_params *p, const T *x, T *mean, T *var,
+                           T *running_mean, T *running_var, int nthreads) {
+    const fc_index N = p->batch, C = p->channels, HW = p->inner;
+    const double count = (double)N * (double)HW, m = p->momentum;
+    const double min_work = fc_tuning_table[FC_ISA_ID][FC_DT_ID].eltwise_min_work;
+    if (HW == 1) {
+        const fc_index blocks = FC_CEIL_DIV(C, FC_BN_COLUMNS);
+        const int nt = fc_threads_for(nthreads, count * C, min_work, blocks);
+        FC_PRAGMA(omp parallel for schedule(static) num_threads(nt))
+        for (fc_index b = 0; b < blocks; b++) {
+            const fc_index c0 = b * FC_BN_COLUMNS, w = FC_MIN(FC_BN_COLUMNS, C - c0);
+            double sum[FC_BN_COLUMNS] = {0}, sq[FC_BN_COLUMNS] = {0};
+            for (fc_index n = 0; n < N; n++)
+                for (fc_index c = 0; c < w; c++) sum[c] += (double)x[n * C + c0 + c];
+            for (fc_index c = 0; c < w; c++) sum[c] /= count;
+            for (fc_index n = 0; n < N; n++)
+                for (fc_index c = 0; c < w; c++) {
+                    const double d = (double)x[n * C + c0 + c] - sum[c];
+                    sq[c] += d * d;
+                }
+            for (fc_index c = 0; c < w; c++) {
+                mean[c0 + c] = (T)sum[c];
+                var[c0 + c] = (T)(sq[c] / count);
+                if (running_mean) {
+                    running_mean[c0 + c] = (T)((1 - m) * running_mean[c0 + c] + m * sum[c]);
+                    running_var[c0 + c] = (T)((1 - m) * running_var[c0 + c] +
+                                              m * (sq[c] / (count - 1)));
+                }
+            }
+        }
+        return FC_OK;
+    }
+    const int nt = fc_threads_for(nthreads, count * C, min_work, C);
+    FC_PRAGMA(omp parallel for schedule(static) num_threads(nt))
+    for (fc_index c = 0; c < C; c++) {
+        /* the mean is the plain sum's (an Inf in the channel makes it Inf, as in PyTorch,
+         * where merged means would meet Inf - Inf); the merges give the deviations */
+        double n_a = 0, mean_a = 0, m2_a = 0, total = 0;
+        /* a piece: part of one plane, or as many whole planes (images) as fit */
+        const fc_index images = FC_MAX(1, FC_BN_PIECE / HW);
+        for (fc_index n = 0; n < N; n += images) {
+            const fc_index rows = FC_MIN(images, N - n);
+            const T *plane = x + (n * C + c) * HW;
+            for (fc_index i = 0; i < HW; i += FC_BN_PIECE) {
+                const fc_index len = FC_MIN(FC_BN_PIECE, HW - i);
+                double sum_b, m2_b;
+                FC_LOCAL(bn_piece)(plane + i, rows, len, C * HW, &sum_b, &m2_b);
+                total += sum_b;
+                const double n_b = (double)(rows * len);
+                fc_bn_merge(&n_a, &mean_a, &m2_a, n_b, sum_b / n_b, m2_b);
+            }
+        }
+        const double mu = total / count;
+        mean[c] = (T)mu;
+        var[c] = (T)(m2_a / count);
+        if (running_mean) {
+            running_mean[c] = (T)((1 - m) * running_mean[c] + m * mu);
+            running_var[c] = (T)((1 - m) * running_var[c] + m * (m2_a / (count - 1)));
+        }
+    }
+    return FC_OK;
+}
+
+int FC_FN(batchnorm_fwd)(const fc_batchnorm_params *p, const T *x, const T *mean, const T *var,
+                         const T *weight, const T *bias, T *y, int nthreads) {
+    const fc_index N = p->batch, C = p->channels, HW = p->inner;
+    T *coef = (T *)malloc(sizeof(T) * (size_t)(3 * C + 1));
+    if (!coef) return FC_ENOMEM;
+    T *mu = coef, *scale = coef + C, *shift = coef + 2 * C;
+    for (fc_index c = 0; c < C; c++) { /* y = (x - mean) * scale + shift */
+        mu[c] = mean[c];
+        scale[c] = (T)(fc_bn_invstd((double)var[c], p->eps) * (weight ? (double)weight[c] : 1.0));
+        shift[c] = bias ? bias[c] : (T)0;
+    }
+    const int nt = fc_threads_for(nthreads, (double)N * C * HW,
+                                  fc_tuning_table[FC_ISA_ID][FC_DT_ID].eltwise_min_work,
+                                  HW == 1 ? N : N * C);
+    if (HW == 1) {
+        FC_PRAGMA(omp parallel for schedule(static) num_threads(nt))
+        for (fc_index n = 0; n < N; n++)
+            for (fc_index c = 0; c < C; c++)
+                y[n * C + c] = (x[n * C + c] - mu[c]) * scale[c] + shift[c];
+    } else {
+        FC_PRAGMA(omp parallel for schedule(static) num_threads(nt))
+        for (fc_index q = 0; q < N * C; q++) {
+            const fc_index c = q % C;
+            const T m = mu[c], s = scale[c], b = shift[c];
+            const T *xq = x + q * HW;
+            T *yq = y + q * HW;
+            for (fc_index i = 0; i < HW; i++) yq[i] = (xq[i] - m) * s + b;
+        }
+    }
+    free(coef);
+    return FC_OK;
+}
+
+int FC_FN(batchnorm_bwd)(const fc_batchnorm_params *p, const T *gy, const T *x, const T *mean,
+                         const T *var, const T *weight, int training, T *gx, T *gw, T *gb,
+                         int nthreads) {
+    const fc_index N = p->batch, C = p->channels, HW = p->inner;
+    const double count = (double)N * (double)HW;
+    const double min_work = fc_tuning_table[FC_ISA_ID][FC_DT_ID].eltwise_min_work;
+    /* per channel: sum of gy (-> gb) and of gy (x - mean) (-> gw), in double */
+    double *sums = (double *)malloc(sizeof(double) * (size_t)(2 * C + 1));
+    T *coef = (T *)malloc(sizeof(T) * (size_t)(4 * C + 1));
+    if (!sums || !coef) {
+        free(sums);
+        free(coef);
+        return FC_ENOMEM;
+    }
+    double *sum_gy = sums, *sum_dot = sums + C;
+    if (HW == 1) {
+        const fc_index blocks = FC_CEIL_DIV(C, FC_BN_COLUMNS);
+        const int nt = fc_threads_for(nthreads, 2 * count * C, min_work, blocks);
+        FC_PRAGMA(omp parallel for schedule(static) num_threads(nt))
+        for (fc_index b = 0; b < blocks; b++) {
+            const fc_index c0 = b * FC_BN_COLUMNS, w = FC_MIN(FC_BN_COLUMNS, C - c0);
+            double acc[FC_BN_COLUMNS] = {0}, dot[FC_BN_COLUMNS] = {0}, mu[FC_BN_COLUMNS];
+            for (fc_index c = 0; c < w; c++) mu[c] = (double)mean[c0 + c];
+            for (fc_index n = 0; n < N; n++)
+                for (fc_index c = 0; c < w; c++) {
+                    const double g = (double)gy[n * C + c0 + c];
+                    acc[c] += g;
+                    dot[c] += g * ((double)x[n * C + c0 + c] - mu[c]);
+                }
+            for (fc_index c = 0; c < w; c++) sum_gy[c0 + c] = acc[c], sum_dot[c0 + c] = dot[c];
+        }
+    } else {
+        const int nt = fc_threads_for(nthreads, 2 * count * C, min_work, C);
+        FC_PRAGMA(omp parallel for schedule(static) num_threads(nt))
+        for (fc_index c = 0; c < C; c++) {
+            double acc[FC_BN_LANES] = {0}, dot[FC_BN_LANES] = {0};
+            const double mu = (double)mean[c];
+            for (fc_index n = 0; n < N; n++)
+                FC_LOCAL(bn_grad_run)(gy + (n * C + c) * HW, x + (n * C + c) * HW, HW, mu, acc,
+                                      dot);
+            sum_gy[c] = fc_bn_lanes_sum(acc);
+            sum_dot[c] = fc_bn_lanes_sum(dot);
+        }
+    }
+    /* gx = (gy - mean_gy - (x - mean) k) * scale in training, where the batch statistics
+     * depend on x; gy * scale in evaluation (not a function of x, even an infinite one) */
+    T *mu = coef, *scale = coef + C, *mean_gy = coef + 2 * C, *k = coef + 3 * C;
+    for (fc_index c = 0; c < C; c++) {
+        const double invstd = fc_bn_invstd((double)var[c], p->eps);
+        mu[c] = mean[c];
+        scale[c] = (T)(invstd * (weight ? (double)weight[c] : 1.0));
+        mean_gy[c] = (T)(sum_gy[c] / count);
+        k[c] = (T)(sum_dot[c] / count * invstd * invstd);
+        gw[c] = (T)(sum_dot[c] * invstd);
+        gb[c] = (T)sum_gy[c];
+    }
+    const int nt = fc_threads_for(nthreads, count * C, min_work, HW == 1 ? N : N * C);
+    if (HW == 1) {
+        FC_PRAGMA(omp parallel for schedule(static) num_threads(nt))
+        for (fc_index n = 0; n < N; n++)
+            for (fc_index c = 0; c < C; c++) {
+                const fc_index e = n * C + c;
+                gx[e] = training ? (gy[e] - mean_gy[c] - (x[e] - mu[c]) * k[c]) * scale[c]
+                                 : gy[e] * scale[c];
+            }
+    } else {
+        FC_PRAGMA(omp parallel for schedule(static) num_threads(nt))
+        for (fc_index q = 0; q < N * C; q++) {
+            const fc_index c = q % C;
+            const T m = mu[c], s = scale[c], g = mean_gy[c], kc = k[c];
+            const T *xq = x + q * HW, *gq = gy + q * HW;
+            T *dq = gx + q * HW;
+            if (training)
+                for (fc_index i = 0; i < HW; i++) dq[i] = (gq[i] - g - (xq[i] - m) * kc) * s;
+            else
+                for (fc_index i = 0; i < HW; i++) dq[i] = gq[i] * s;
+        }
+    }
+    free(sums);
+    free(coef);
+    return FC_OK;
+}

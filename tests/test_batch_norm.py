@@ -1,0 +1,148 @@
+"""The batch normalisation kernels (src/kernels/batchnorm.h) against fastconv.reference, on
+every ISA path: a case table over the layouts ((N, C) columns around the 64-channel block,
+planes, planes cut into several pieces), training and evaluation, with and without weight and
+bias, the running statistics' update (also into non-contiguous arrays), the statistics handed
+from forward to backward, accuracy where the mean dwarfs the spread, and bit-identical results
+for any thread count."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from helpers import DTYPES, assert_close, isa_params, random
+
+import fastconv
+import fastconv.functional as F
+from fastconv import reference as ref
+
+
+@pytest.fixture(params=isa_params())
+def isa(request):
+    with fastconv.use_isa(request.param):
+        yield request.param
+
+
+BN_CASES = {  # name: x's shape
+    "columns": (7, 5),
+    "columns-63": (4, 63),
+    "columns-65": (3, 65),
+    "columns-3d-inner-1": (5, 3, 1),
+    "inner-2": (3, 4, 2),
+    "planes": (4, 3, 5, 6),
+    "planes-lanes+1": (2, 2, 17),
+    "planes-one-image": (1, 3, 4, 4),
+    "pieces": (2, 2, 70, 61),  # 4270 values per plane: two pieces each
+    "pieces-of-planes": (9, 2, 33, 31),  # 1023 values per plane: pieces of 4, 4 and 1 planes
+    "resnet-stage": (8, 16, 8, 8),
+}
+
+
+def _bn_inputs(shape, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    x = (random(rng, shape, dtype) * 3 + 1.5).astype(dtype)
+    c = shape[1]
+    weight, bias = random(rng, (c,), dtype), random(rng, (c,), dtype)
+    mean, var = random(rng, (c,), dtype), (np.abs(random(rng, (c,), dtype)) + 0.5).astype(dtype)
+    return x, weight, bias, mean, var, random(rng, shape, dtype)
+
+
+def _values_per_channel(x):
+    return x.size // x.shape[1]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("name", BN_CASES)
+def test_batch_norm_matches_reference(name, training, affine, dtype, isa):
+    x, weight, bias, mean, var, gy = _bn_inputs(BN_CASES[name], dtype)
+    if not affine:
+        weight = bias = None
+    n = _values_per_channel(x) + 8
+    ours, theirs = (mean.copy(), var.copy()), (mean.copy(), var.copy())
+    y = F.batch_norm(x, *ours, weight, bias, training, 0.3, 1e-3)
+    expected = ref.batch_norm(x, *theirs, weight, bias, training, 0.3, 1e-3)
+    assert_close(y, expected, n, np.abs(expected) + 4)
+    for got, want in zip(ours, theirs):  # the running statistics, updated in training only
+        assert_close(got, want, n, np.abs(want) + 1)
+    eval_stats = (mean, var) if not training else (None, None)
+    got = F.batch_norm_backward(gy, x, *eval_stats, weight, training, 1e-3)
+    want = ref.batch_norm_backward(gy, x, *eval_stats, weight, training, 1e-3)
+    for g, w in zip(got, want):
+        assert_close(g, w, n, np.abs(w) + np.abs(gy).max())
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("training", [True, False])
+def test_batch_norm_stats_pass_from_forward_to_backward(training, dtype):
+    x, weight, bias, mean, var, gy = _bn_inputs((4, 3, 5, 5), dtype)
+    y, batch_mean, batch_var = F.batch_norm(x, mean, var, weight, bias, training,
+                                            return_stats=True)
+    axes = (0, 2, 3)
+    if training:
+        assert_close(batch_mean, x.mean(axis=axes), 100)
+        assert_close(batch_var, x.var(axis=axes), 100)
+    else:  # copies of the running statistics
+        np.testing.assert_array_equal(batch_mean, mean)
+        assert not np.shares_memory(batch_mean, mean)
+    given = F.batch_norm_backward(gy, x, mean, var, weight, training,
+                                  stats=(batch_mean, batch_var))
+    recomputed = F.batch_norm_backward(gy, x, mean, var, weight, training)
+    for a, b in zip(given, recomputed):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("stats, error, message", [
+    ((np.zeros(3),), TypeError, "stats must be the \\(mean, var\\) pair"),
+    ((np.zeros(3), np.zeros(4)), ValueError, r"stats' var must have shape \(3,\)"),
+    ((np.zeros(3, np.float32), np.zeros(3)), ValueError, "stats' mean .* dtype float64"),
+    ((np.zeros(3), [1.0, 1.0, 1.0]), TypeError, "stats' var must be a numpy.ndarray"),
+])
+def test_batch_norm_backward_checks_the_stats(stats, error, message):
+    with pytest.raises(error, match=f"^batch_norm_backward: {message}"):
+        F.batch_norm_backward(np.ones((2, 3)), np.ones((2, 3)), None, None, training=True,
+                              stats=stats)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_batch_norm_updates_non_contiguous_running_statistics(dtype):
+    x, weight, bias, mean, var, _ = _bn_inputs((5, 3, 2, 2), dtype)
+    store = np.zeros((2, 3), dtype)
+    store[0], store[1] = mean, var
+    ours = np.asfortranarray(store)
+    running = (ours[0], ours[1])
+    assert not running[0].flags.c_contiguous
+    F.batch_norm(x, *running, weight, bias, training=True)
+    theirs = (mean.copy(), var.copy())
+    ref.batch_norm(x, *theirs, weight, bias, True, 0.1, 1e-5)
+    for got, want in zip(running, theirs):
+        assert_close(got, want, 30, np.abs(want) + 1)
+
+
+@pytest.mark.parametrize("shape", [(64, 3), (16, 2, 9, 9)])
+def test_batch_norm_float32_statistics_are_exact_despite_a_large_mean(shape):
+    """float32 values of mean 1e4 and spread 1: the variance, taken in float64, keeps its
+    digits (a float32 one-pass E[x^2] - E[x]^2 would keep none)."""
+    rng = np.random.default_rng(3)
+    x = (1e4 + rng.standard_normal(shape)).astype(np.float32)
+    mean, var = np.zeros(shape[1], np.float32), np.ones(shape[1], np.float32)
+    _, batch_mean, batch_var = F.batch_norm(x, mean, var, training=True, return_stats=True)
+    axes = (0,) + tuple(range(2, x.ndim))
+    x64 = x.astype(np.float64)
+    np.testing.assert_allclose(batch_mean, x64.mean(axis=axes), rtol=1e-7)
+    np.testing.assert_allclose(batch_var, x64.var(axis=axes), rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", ["columns-65", "pieces", "resnet-stage"])
+def test_batch_norm_same_result_for_1_and_2_threads(name, dtype, isa):
+    x, weight, bias, mean, var, gy = _bn_inputs(BN_CASES[name], dtype)
+    results = []
+    for n in (1, 2):
+        running = (mean.copy(), var.copy())
+        with fastconv.num_threads(n):
+            y, m, v = F.batch_norm(x, *running, weight, bias, True, return_stats=True)
+            results.append([y, m, v, *running, *F.batch_norm_backward(
+                gy, x, None, None, weight, True, stats=(m, v))])
+    for one, two in zip(*results):
+        np.testing.assert_array_equal(one, two)
