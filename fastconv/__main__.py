@@ -103,7 +103,7 @@ def main(argv=None) -> int:
                          help="threads for both (default: fastconv's default)")
     p_bench.add_argument("--repeat", type=positive_int, default=7,
                          help="interleaved pairs (default 7)")
-    p_bench.add_argument("--only", choices=["all", "conv", "conv_transpose", "pool"],
+    p_bench.add_argument("--only", choices=["all", "conv", "conv_transpose", "pool", "per-call"],
                          default="all")
     p_bench.add_argument("--float64", action="store_true", help="run in float64")
     p_bench.add_argument("--layout", choices=["nchw", "nhwc", "both"], default="nchw",

@@ -11,9 +11,9 @@ import warnings
 from . import _kernels
 from ._validation import byte_count, fail, positive_int
 
-_num_threads: int | None = None  # set_num_threads: the process's setting
 # The `with` forms (num_threads, use_isa) hold their setting per thread, so that blocks in two
-# threads that overlap in time never leave either thread, or the process, on the other's.
+# threads that overlap in time never leave either thread, or the process, on the other's. The
+# thread counts live in the compiled module, whose fast path reads them on every call.
 _this_thread = threading.local()
 
 
@@ -30,17 +30,13 @@ def set_num_threads(n: int | None) -> None:
     1
     >>> fastconv.set_num_threads(None)
     """
-    global _num_threads
-    _num_threads = None if n is None else positive_int("set_num_threads", "n", n)
+    _kernels.set_process_threads(0 if n is None else positive_int("set_num_threads", "n", n))
 
 
 def get_num_threads() -> int:
     """The most threads a kernel called from this thread will use now (small problems use
     fewer)."""
-    n = getattr(_this_thread, "num_threads", None)
-    if n is None:
-        n = _num_threads
-    return n if n is not None else max(1, _kernels.default_num_threads())
+    return _kernels.current_threads()
 
 
 @contextlib.contextmanager
@@ -57,12 +53,13 @@ def num_threads(n: int | None):
     1
     """
     n = None if n is None else positive_int("num_threads", "n", n)
-    old = getattr(_this_thread, "num_threads", None)
-    _this_thread.num_threads = n
+    settings = _kernels.thread_settings
+    old = settings.num_threads
+    settings.num_threads = n
     try:
         yield
     finally:
-        _this_thread.num_threads = old
+        settings.num_threads = old
 
 
 DEFAULT_CACHE_MB = 256
@@ -158,8 +155,8 @@ def show_config(file=None) -> None:
     names = _kernels.isa_names()
     print(f"fastconv {__version__}", file=out)
     print(f"  OpenMP:   {'on' if _kernels.openmp_enabled() else 'off (serial build)'}", file=out)
-    print(f"  threads:  {get_num_threads()}"
-          f"{' (set_num_threads)' if _num_threads is not None else ' (OpenMP default)'}", file=out)
+    source = "set_num_threads" if _kernels.process_threads() else "OpenMP default"
+    print(f"  threads:  {get_num_threads()} ({source})", file=out)
     print(f"  compiled: {', '.join(n for n in names if _kernels.isa_compiled(n))}", file=out)
     print(f"  CPU runs: {', '.join(available_isas())}", file=out)
     print(f"  selected: {selected_isa()}", file=out)

@@ -73,7 +73,9 @@ def default_num_threads():
 # ---- output buffers ------------------------------------------------------------------------
 
 def set_cache_limit(size_t limit):
+    global _cache_limit
     fc_cache_set_limit(limit)
+    _cache_limit = limit
 
 
 def cache_info():
@@ -85,7 +87,7 @@ def cache_info():
 def empty(shape, dtype):
     """np.empty(shape, dtype), its buffer from the output cache when the cache is on and the
     array is big enough to be kept (see src/runtime/output_cache.h)."""
-    if fc_cache_get_info().limit == 0:
+    if _cache_limit == 0:
         return np.empty(shape, dtype)
     old = PyDataMem_SetHandler(_cache_handler)
     try:
@@ -532,18 +534,23 @@ cdef fc_pool2d_params _adaptive_params(g) except *:
     """The C geometry of a validated fastconv._validation.AdaptivePoolGeometry: the planes and
     the sizes (what the adaptive kernels read), the rest a 1 x 1 pool's."""
     cdef fc_pool2d_params p
-    p.planes = g.batch * g.channels
-    p.channels = g.channels
-    p.in_h = g.in_h
-    p.in_w = g.in_w
-    p.out_h = g.out_h
-    p.out_w = g.out_w
+    _fill_adaptive(&p, g.batch, g.channels, g.in_h, g.in_w, g.out_h, g.out_w)
+    return p
+
+
+cdef void _fill_adaptive(fc_pool2d_params *p, fc_index batch, fc_index channels, fc_index in_h,
+                         fc_index in_w, fc_index out_h, fc_index out_w) noexcept:
+    p.planes = batch * channels
+    p.channels = channels
+    p.in_h = in_h
+    p.in_w = in_w
+    p.out_h = out_h
+    p.out_w = out_w
     p.kernel_h = p.kernel_w = p.stride_h = p.stride_w = p.dilation_h = p.dilation_w = 1
     p.pad_top = p.pad_bottom = p.pad_left = p.pad_right = 0
     p.count_include_pad = True
     p.divisor_override = 0
     p.norm = 0
-    return p
 
 
 cdef int _adaptive_avgpool2d_forward(real *y, const fc_pool2d_params *p, x,
@@ -935,6 +942,11 @@ def sgd_step(cnp.ndarray param, cnp.ndarray grad, object momentum_buffer, bint f
         _sgd(<float *>_ptr(param), grad, momentum_buffer, &p, nthreads)
     else:
         _sgd(<double *>_ptr(param), grad, momentum_buffer, &p, nthreads)
+
+
+# ---- the fast path of fastconv.functional's ops ------------------------------------------------
+
+include "_fastpath.pxi"
 
 
 # ---- the machine -------------------------------------------------------------------------------

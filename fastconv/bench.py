@@ -378,6 +378,124 @@ def copy_case(dtype=np.float32, seed=0) -> Case:
                 lambda: ref.relu(x))
 
 
+# The per-call cost: each op on tiny inputs, where the kernel has next to nothing to do and a
+# call costs what the layers above it add (argument checks, allocation, dispatch, threads).
+# name: input shape; convolutions take (C, C, 3, 3) weights with padding 1, pools 2x2 windows.
+PER_CALL_SHAPES = {"1x1x4x4": (1, 1, 4, 4), "1x8x8x8": (1, 8, 8, 8)}
+
+
+def _repeated(fn, calls):
+    """fn called `calls` times in a row (one timing covers them all)."""
+    if fn is None:
+        return None
+
+    def many():
+        for _ in range(calls):
+            fn()
+    return many
+
+
+def _per_call_ops(shape, dtype, rng):
+    """({(op, pass): fastconv call}, {(op, pass): the PyTorch call}) on one tiny input."""
+    torch = _torch()
+    c = shape[1]
+    x = rng.standard_normal(shape).astype(dtype)
+    w = rng.standard_normal((c, c, 3, 3)).astype(dtype)
+    b = rng.standard_normal(c).astype(dtype)
+    gy = rng.standard_normal(shape).astype(dtype)  # padding 1 keeps the size
+    p, idx = F.max_pool2d(x, 2, return_indices=True)
+    gp = rng.standard_normal(p.shape).astype(dtype)
+    g1 = rng.standard_normal((1, c, 1, 1)).astype(dtype)
+    xl = np.abs(x) + 1  # L2 pooling's gradient is defined where a window's sum is not 0
+    ours = {
+        ("conv2d", "forward"): lambda: F.conv2d(x, w, b, padding=1),
+        ("conv2d", "backward"): lambda: F.conv2d_backward(gy, x, w, padding=1),
+        ("conv_transpose2d", "forward"): lambda: F.conv_transpose2d(x, w, b, padding=1),
+        ("conv_transpose2d", "backward"):
+            lambda: F.conv_transpose2d_backward(gy, x, w, padding=1),
+        ("max_pool2d", "forward"): lambda: F.max_pool2d(x, 2),
+        ("max_pool2d+indices", "forward"): lambda: F.max_pool2d(x, 2, return_indices=True),
+        ("max_pool2d", "backward"): lambda: F.max_pool2d_backward(gp, x, 2, indices=idx),
+        ("avg_pool2d", "forward"): lambda: F.avg_pool2d(x, 2),
+        ("avg_pool2d", "backward"): lambda: F.avg_pool2d_backward(gp, x, 2),
+        ("lp_pool2d", "forward"): lambda: F.lp_pool2d(xl, 2, 2),
+        ("lp_pool2d", "backward"): lambda: F.lp_pool2d_backward(gp, xl, 2, 2),
+        ("global_avg_pool", "forward"): lambda: F.adaptive_avg_pool2d(x, 1),
+        ("global_avg_pool", "backward"): lambda: F.adaptive_avg_pool2d_backward(g1, x, 1),
+        ("global_max_pool", "forward"): lambda: F.adaptive_max_pool2d(x, 1),
+        ("relu", "forward"): lambda: F.relu(x),
+        ("relu", "backward"): lambda: F.relu_backward(gy, x),
+    }
+    if torch is None:
+        return ours, {}
+    tf, aten = torch.nn.functional, torch.ops.aten
+    tx, tw, tb, tgy, tgp, tg1, txl = (torch.from_numpy(a) for a in (x, w, b, gy, gp, g1, xl))
+    tidx = tf.max_pool2d(tx, 2, return_indices=True)[1]
+    txl_grad = txl.clone().requires_grad_(True)
+    tlp = tf.lp_pool2d(txl_grad, 2, 2)
+
+    def conv_backward(transposed):
+        return aten.convolution_backward(tgy, tx, tw, [c], [1, 1], [1, 1], [1, 1], transposed,
+                                         [0, 0], 1, [True, True, True])
+
+    theirs = {
+        ("conv2d", "forward"): lambda: tf.conv2d(tx, tw, tb, padding=1),
+        ("conv2d", "backward"): lambda: conv_backward(False),
+        ("conv_transpose2d", "forward"): lambda: tf.conv_transpose2d(tx, tw, tb, padding=1),
+        ("conv_transpose2d", "backward"): lambda: conv_backward(True),
+        ("max_pool2d", "forward"): lambda: tf.max_pool2d(tx, 2),
+        ("max_pool2d+indices", "forward"): lambda: tf.max_pool2d(tx, 2, return_indices=True),
+        ("max_pool2d", "backward"): lambda: aten.max_pool2d_with_indices_backward(
+            tgp, tx, [2, 2], [2, 2], [0, 0], [1, 1], False, tidx),
+        ("avg_pool2d", "forward"): lambda: tf.avg_pool2d(tx, 2),
+        ("avg_pool2d", "backward"): lambda: aten.avg_pool2d_backward(
+            tgp, tx, [2, 2], [2, 2], [0, 0], False, True, None),
+        ("lp_pool2d", "forward"): lambda: tf.lp_pool2d(txl, 2, 2),
+        ("lp_pool2d", "backward"):
+            lambda: torch.autograd.grad(tlp, txl_grad, tgp, retain_graph=True),
+        ("global_avg_pool", "forward"): lambda: tf.adaptive_avg_pool2d(tx, 1),
+        ("global_avg_pool", "backward"): lambda: aten._adaptive_avg_pool2d_backward(tg1, tx),
+        ("global_max_pool", "forward"): lambda: tf.adaptive_max_pool2d(tx, 1),
+        ("relu", "forward"): lambda: torch.relu(tx),
+        ("relu", "backward"): lambda: aten.threshold_backward(tgy, tx, 0),
+    }
+    return ours, theirs
+
+
+def per_call_cases(dtype=np.float32, calls: int = 100, seed=0) -> list[Case]:
+    """Every op on the C kernels, forward and backward, on each tiny input of PER_CALL_SHAPES,
+    beside the same call in PyTorch (PyTorch's lp_pool2d backward is its autograd's, having no
+    op of its own): group "per-call", each case timing `calls` calls in a row (its `work`), so
+    `format_per_call` gives microseconds per call."""
+    rng = np.random.default_rng(seed)
+    cases = []
+    for name, shape in PER_CALL_SHAPES.items():
+        ours, theirs = _per_call_ops(shape, dtype, rng)
+        for (op, direction), fn in ours.items():
+            cases.append(Case("per-call", f"{op} {name}", direction, _repeated(fn, calls),
+                              _repeated(theirs.get((op, direction)), calls), calls, "call"))
+    return cases
+
+
+def format_per_call(results: list[Result]) -> str:
+    """The per-call table: microseconds per call (medians of interleaved runs of `work` calls)
+    of fastconv and PyTorch, and their ratio (> 1: fastconv's call costs less)."""
+    name_w = max([24] + [len(r.case.name) + 1 for r in results])
+    lines = ["per-call cost on tiny inputs (3x3 convolutions with padding 1, 2x2 pools)",
+             f"{'op and input':<{name_w}}{'pass':<10}{'fastconv':>11}{'PyTorch':>11}"
+             f"{'speed-up':>10}", "-" * (name_w + 42)]
+    for r in results:
+        theirs = f"{r.torch_s / r.case.work * 1e6:9.2f}us" if r.torch_s else f"{'-':>11}"
+        ratio = f"{r.ratio:9.2f}x" if r.ratio else f"{'-':>10}"
+        lines.append(f"{r.case.name:<{name_w}}{r.case.direction:<10}"
+                     f"{r.fastconv_s / r.case.work * 1e6:9.2f}us{theirs}{ratio}")
+    ratios = [r.ratio for r in results if r.ratio]
+    if ratios:
+        lines.append(f"geometric mean speed-up, per-call cost: {geomean(ratios):.2f}x "
+                     f"(min {min(ratios):.2f}x)")
+    return "\n".join(lines)
+
+
 @dataclass
 class Result:
     case: Case
@@ -569,6 +687,7 @@ def main(threads: int | None = None, repeat: int = 7, only: str = "all",
             cases += conv_cases(dtype, data_format="NHWC")
         if only in ("all", "pool"):
             cases += pool_cases(dtype, data_format="NHWC")
+    per_call = per_call_cases(dtype) if only in ("all", "per-call") else []
     print(f"fastconv {fastconv.__version__} ({fastconv.selected_isa()}) vs "
           f"{'PyTorch ' + torch.__version__ if torch else 'no PyTorch (not installed)'}, "
           f"{np.dtype(dtype).name}, {n} thread(s), median of {repeat} interleaved rounds"
@@ -584,8 +703,13 @@ def main(threads: int | None = None, repeat: int = 7, only: str = "all",
         if copy is not None and (case.group, case.direction) == ("pool2d", "forward"):
             bandwidths.append(copy_bandwidth(copy, n))
         results.append(run(case, repeat, n))
-    print(format_table(results, statistics.median(peaks) if peaks else None,
-                       statistics.median(bandwidths) if bandwidths else None), file=out)
+    if results:
+        print(format_table(results, statistics.median(peaks) if peaks else None,
+                           statistics.median(bandwidths) if bandwidths else None), file=out)
+    if per_call:
+        calls = [run(case, 3 * repeat, n) for case in per_call]
+        print(format_per_call(calls), file=out)
+        results += calls
     if plot_path and plot(results, plot_path):
         print(f"chart written to {plot_path}", file=out)
     return results

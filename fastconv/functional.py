@@ -12,6 +12,12 @@ arguments raise TypeError or ValueError naming the function and the argument.
 
 Each op has a ``*_backward`` that returns the gradient of a scalar loss with respect to the
 inputs, given ``grad_output`` (the loss's gradient with respect to the op's output).
+
+Each op on the C kernels first offers its arguments to its compiled fast path
+(``_kernels.fast_<op>``, fastconv/_fastpath.pxi): the common case (C-contiguous native arrays of
+one dtype, ints and tuples of them, the defaults) is checked and run there, which keeps a call on
+a tiny input cheap; anything else returns None and takes the Python path below, which converts,
+validates and raises as documented. The two give the same results, bit for bit.
 """
 
 from __future__ import annotations
@@ -51,13 +57,26 @@ _CONV_OUTPUT = {"NCHW": "(N, K, OH, OW)", "NHWC": "(N, OH, OW, K)"}
 _POOL_OUTPUT = {"NCHW": "(N, C, OH, OW)", "NHWC": "(N, OH, OW, C)"}
 
 
+# The layouts the compiled fast path (_kernels.fast_*) takes: an op given others, or given them in
+# another form (lower case, say), takes the Python path, which checks and converts them.
+_DEFAULT_FORMATS = ("NCHW", "OIHW")
+
+
+def _default_layout(data_format, weight_format="OIHW"):
+    """Whether a call asks for NCHW activations and PyTorch's weights, spelt as the defaults."""
+    return (type(data_format) is str and data_format == "NCHW"
+            and type(weight_format) is str and weight_format == "OIHW")
+
+
 def _conv_formats(op, data_format, weight_format):
+    if _default_layout(data_format, weight_format):
+        return _DEFAULT_FORMATS
     fmt = v.data_format(op, data_format)
     return fmt, v.weight_format(op, weight_format, fmt)
 
 
 def _conv_setup(op, input_shape, weight_shape, stride, padding, dilation, groups,
-                formats=("NCHW", "OIHW")):
+                formats=_DEFAULT_FORMATS):
     return v.conv_geometry(op, input_shape, weight_shape, stride, padding, dilation, groups,
                            *formats)
 
@@ -111,8 +130,11 @@ def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, st
                    formats=_conv_formats("conv2d", data_format, weight_format))
 
 
-def _conv2d(op, x, weight, bias, stride, padding, dilation, groups, relu,
-            formats=("NCHW", "OIHW")):
+def _conv2d(op, x, weight, bias, stride, padding, dilation, groups, relu, formats=_DEFAULT_FORMATS):
+    if formats is _DEFAULT_FORMATS:
+        y = _kernels.fast_conv2d(x, weight, bias, stride, padding, dilation, groups, relu)
+        if y is not None:
+            return y
     x = v.float_array(op, "x", x, 4, v.LAYOUTS[formats[0]])
     weight = v.float_array(op, "weight", weight, 4, v.LAYOUTS[formats[1]])
     if bias is not None:
@@ -288,6 +310,11 @@ def conv2d_backward(grad_output: np.ndarray, x: np.ndarray, weight: np.ndarray, 
     >>> [a.shape for a in F.conv2d_backward(gy, x, w)]
     [(2, 3, 5, 5), (4, 3, 3, 3), (4,)]
     """
+    if _default_layout(data_format, weight_format):
+        grads = _kernels.fast_conv2d_backward(grad_output, x, weight, stride, padding, dilation,
+                                              groups)
+        if grads is not None:
+            return grads
     op = "conv2d_backward"
     formats = _conv_formats(op, data_format, weight_format)
     grad_output = v.float_array(op, "grad_output", grad_output, 4, _CONV_OUTPUT[formats[0]])
@@ -394,6 +421,10 @@ def conv_transpose2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None 
     ...                    output_padding=1).shape
     (1, 4, 28, 28)
     """
+    y = _kernels.fast_conv_transpose2d(x, weight, bias, stride, padding, output_padding, groups,
+                                       dilation)
+    if y is not None:
+        return y
     op = "conv_transpose2d"
     x, weight = _conv_transpose_arrays(op, x, weight)
     if bias is not None:
@@ -431,6 +462,10 @@ def conv_transpose2d_backward(grad_output: np.ndarray, x: np.ndarray, weight: np
     >>> [a.shape for a in F.conv_transpose2d_backward(gy, x, w, stride=2, output_padding=1)]
     [(2, 4, 5, 5), (4, 3, 3, 3), (3,)]
     """
+    grads = _kernels.fast_conv_transpose2d_backward(grad_output, x, weight, stride, padding,
+                                                    output_padding, groups, dilation)
+    if grads is not None:
+        return (*grads, _transposed_bias_gradient(grad_output))
     op = "conv_transpose2d_backward"
     grad_output = v.float_array(op, "grad_output", grad_output, 4, "(N, C_out, OH, OW)")
     x, weight = _conv_transpose_arrays(op, x, weight)
@@ -447,10 +482,15 @@ def conv_transpose2d_backward(grad_output: np.ndarray, x: np.ndarray, weight: np
     else:
         _kernels.conv2d_forward(g, grad_output, weight, None, gx, nthreads)
         _kernels.conv2d_backward_weight(g, x, grad_output, gw, None, nthreads)
+    return gx, gw, _transposed_bias_gradient(grad_output)
+
+
+def _transposed_bias_gradient(grad_output):
+    """conv_transpose2d's grad_bias: grad_output summed over N, H and W."""
+    n, c, h, w = grad_output.shape
     # pairwise sums along each plane; Inf and NaN in grad_output give Inf and NaN, no warnings
     with np.errstate(invalid="ignore", over="ignore"):
-        gb = grad_output.reshape(g.batch, g.in_channels, g.in_h * g.in_w).sum(axis=2).sum(axis=0)
-    return gx, gw, gb
+        return grad_output.reshape(n, c, h * w).sum(axis=2).sum(axis=0)
 
 
 # ---- pooling -------------------------------------------------------------------------------------
@@ -505,6 +545,11 @@ def max_pool2d(x: np.ndarray, kernel_size, stride=None, padding=0, dilation=1,
     array([[ 5.,  7.],
            [13., 15.]])
     """
+    if _default_layout(data_format):
+        out = _kernels.fast_max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode,
+                                       return_indices)
+        if out is not None:
+            return out
     op = "max_pool2d"
     x, fmt = _pool_input(op, x, data_format)
     g = v.pool_geometry(op, x.shape, kernel_size, stride, padding, dilation, ceil_mode, fmt)
@@ -536,6 +581,11 @@ def max_pool2d_backward(grad_output: np.ndarray, x: np.ndarray, kernel_size, str
            [0., 0., 0., 0.],
            [0., 1., 0., 1.]])
     """
+    if _default_layout(data_format):
+        gx = _kernels.fast_max_pool2d_backward(grad_output, x, kernel_size, stride, padding,
+                                               dilation, ceil_mode, indices)
+        if gx is not None:
+            return gx
     op = "max_pool2d_backward"
     x, fmt = _pool_input(op, x, data_format)
     g = v.pool_geometry(op, x.shape, kernel_size, stride, padding, dilation, ceil_mode, fmt)
@@ -592,6 +642,11 @@ def avg_pool2d(x: np.ndarray, kernel_size, stride=None, padding=0, ceil_mode: bo
     array([[ 2.5,  4.5],
            [10.5, 12.5]])
     """
+    if _default_layout(data_format):
+        y = _kernels.fast_avg_pool2d(x, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                                     divisor_override)
+        if y is not None:
+            return y
     op = "avg_pool2d"
     x, fmt = _pool_input(op, x, data_format)
     g = v.pool_geometry(op, x.shape, kernel_size, stride, padding, 1, ceil_mode, fmt)
@@ -617,6 +672,11 @@ def avg_pool2d_backward(grad_output: np.ndarray, x: np.ndarray, kernel_size, str
     array([[0.25, 0.25],
            [0.25, 0.25]])
     """
+    if _default_layout(data_format):
+        gx = _kernels.fast_avg_pool2d_backward(grad_output, x, kernel_size, stride, padding,
+                                               ceil_mode, count_include_pad, divisor_override)
+        if gx is not None:
+            return gx
     op = "avg_pool2d_backward"
     x, fmt = _pool_input(op, x, data_format)
     g = v.pool_geometry(op, x.shape, kernel_size, stride, padding, 1, ceil_mode, fmt)
@@ -653,6 +713,10 @@ def lp_pool2d(x: np.ndarray, norm_type: float, kernel_size, stride=None,
     array([[ 6.],
            [12.]])
     """
+    if _default_layout(data_format):
+        y = _kernels.fast_lp_pool2d(x, norm_type, kernel_size, stride, ceil_mode, padding)
+        if y is not None:
+            return y
     op = "lp_pool2d"
     x, fmt = _pool_input(op, x, data_format)
     p = v.norm_type(op, norm_type)
@@ -676,6 +740,11 @@ def lp_pool2d_backward(grad_output: np.ndarray, x: np.ndarray, norm_type: float,
     array([[0.5, 0.5],
            [0.5, 0.5]])
     """
+    if _default_layout(data_format):
+        gx = _kernels.fast_lp_pool2d_backward(grad_output, x, norm_type, kernel_size, stride,
+                                              ceil_mode, padding)
+        if gx is not None:
+            return gx
     op = "lp_pool2d_backward"
     x, fmt = _pool_input(op, x, data_format)
     p = v.norm_type(op, norm_type)
@@ -713,6 +782,9 @@ def adaptive_avg_pool2d(x: np.ndarray, output_size) -> np.ndarray:
     >>> F.adaptive_avg_pool2d(x, (1, 2))[0, 0]
     array([[6., 8.]])
     """
+    y = _kernels.fast_adaptive_avg_pool2d(x, output_size)
+    if y is not None:
+        return y
     op = "adaptive_avg_pool2d"
     x, _ = _pool_input(op, x)
     g = v.adaptive_geometry(op, x.shape, output_size)
@@ -734,6 +806,9 @@ def adaptive_avg_pool2d_backward(grad_output: np.ndarray, x: np.ndarray,
     array([[0.25, 0.25],
            [0.25, 0.25]])
     """
+    gx = _kernels.fast_adaptive_avg_pool2d_backward(grad_output, x, output_size)
+    if gx is not None:
+        return gx
     op = "adaptive_avg_pool2d_backward"
     x, _ = _pool_input(op, x)
     g = v.adaptive_geometry(op, x.shape, output_size)
@@ -771,6 +846,9 @@ def adaptive_max_pool2d(x: np.ndarray, output_size, return_indices: bool = False
     >>> y[0, 0], idx[0, 0]
     (array([[12., 14.]]), array([[12, 14]]))
     """
+    out = _kernels.fast_adaptive_max_pool2d(x, output_size, return_indices)
+    if out is not None:
+        return out
     op = "adaptive_max_pool2d"
     x, _ = _pool_input(op, x)
     g = v.adaptive_geometry(op, x.shape, output_size)
@@ -796,6 +874,9 @@ def adaptive_max_pool2d_backward(grad_output: np.ndarray, x: np.ndarray, output_
     array([[0., 0.],
            [0., 1.]])
     """
+    gx = _kernels.fast_adaptive_max_pool2d_backward(grad_output, x, output_size, indices)
+    if gx is not None:
+        return gx
     op = "adaptive_max_pool2d_backward"
     x, _ = _pool_input(op, x)
     g = v.adaptive_geometry(op, x.shape, output_size)
@@ -821,6 +902,10 @@ def relu(x: np.ndarray, inplace: bool = False) -> np.ndarray:
     >>> F.relu(x, inplace=True) is x, x
     (True, array([0., 3.]))
     """
+    if inplace is False:
+        y = _kernels.fast_relu(x)
+        if y is not None:
+            return y
     op = "relu"
     checked = v.float_array(op, "x", x)
     inplace = v.boolean(op, "inplace", inplace)
@@ -846,6 +931,9 @@ def relu_backward(grad_output: np.ndarray, x: np.ndarray) -> np.ndarray:
     >>> F.relu_backward(np.ones(3), np.array([-1.0, 0.0, 2.0]))
     array([0., 0., 1.])
     """
+    gx = _kernels.fast_relu_backward(grad_output, x)
+    if gx is not None:
+        return gx
     op = "relu_backward"
     grad_output = v.float_array(op, "grad_output", grad_output)
     x = v.float_array(op, "x", x)

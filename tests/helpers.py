@@ -119,3 +119,19 @@ def assert_same_for_1_and_2_threads(calls) -> None:
         for a, b in zip(one if isinstance(one, tuple) else (one,),
                         two if isinstance(two, tuple) else (two,)):
             np.testing.assert_array_equal(a, b)
+
+
+class KernelTripwire:
+    """Stands in for fastconv._kernels in fastconv.functional, for tests of bad input: any use
+    means a kernel was reached before the input was rejected. An op's compiled fast path
+    (`fast_<op>`) may be offered the input, and must decline it (return None) without running
+    anything, leaving the rejection to the Python path."""
+
+    def __getattr__(self, name):
+        if name.startswith("fast_"):
+            def declines(*args):
+                result = getattr(_kernels, name)(*args)
+                assert result is None, f"_kernels.{name} accepted input the Python path rejects"
+
+            return declines
+        raise AssertionError(f"kernel _kernels.{name} was reached before the input was rejected")

@@ -200,3 +200,32 @@ def test_fma_peak_counts_flops_per_thread(dtype):
     assert two in (one, 2 * one)
     assert _kernels.fma_peak(-5, 0, dtype == np.float32) == 0  # clamped, not negative
     assert bench.fma_peak(1, dtype, seconds=0.001) > 0
+
+
+def test_per_call_cases_run_every_op_beside_pytorch():
+    cases = bench.per_call_cases(calls=2)
+    ops = {c.name.split()[0] for c in cases}
+    assert ops >= {"conv2d", "conv_transpose2d", "max_pool2d", "max_pool2d+indices", "avg_pool2d",
+                   "lp_pool2d", "global_avg_pool", "global_max_pool", "relu"}
+    assert len(cases) == len({(c.name, c.direction) for c in cases})
+    for case in cases:
+        assert case.group == "per-call" and case.work == 2
+        case.fastconv()
+        if case.torch is not None:
+            case.torch()
+
+
+def test_per_call_table_gives_microseconds_per_call():
+    case = bench.Case("per-call", "relu 1x1x4x4", "forward", lambda: None, None, 100, "call")
+    table = bench.format_per_call([bench.Result(case, 2e-4, 5e-4, 2.5)])
+    row = next(line for line in table.splitlines() if line.startswith("relu"))
+    assert "2.00us" in row and "5.00us" in row and "2.50x" in row
+    assert "geometric mean speed-up, per-call cost: 2.50x" in table
+
+
+def test_main_prints_the_per_call_table(monkeypatch):
+    monkeypatch.setattr(bench, "per_call_cases", lambda dtype=np.float32: [
+        bench.Case("per-call", "relu tiny", "forward", lambda: None, None, 10, "call")])
+    out = io.StringIO()
+    results = bench.main(threads=1, repeat=1, only="per-call", out=out)
+    assert len(results) == 1 and "relu tiny" in out.getvalue() and "us" in out.getvalue()

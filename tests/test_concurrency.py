@@ -123,14 +123,14 @@ def test_thread_pool_while_a_big_openmp_kernel_runs():
 def test_set_num_threads_is_process_wide():
     """set_num_threads sets the process's value: kernels in every thread use it."""
     seen = []
-    old = fastconv._config._num_threads
+    old = fastconv._kernels.process_threads()
     try:
         fastconv.set_num_threads(1)
         t = threading.Thread(target=lambda: seen.append(fastconv.get_num_threads()))
         t.start()
         t.join(TIMEOUT)
     finally:
-        fastconv.set_num_threads(old)
+        fastconv.set_num_threads(old or None)
     assert seen == [1]
 
 

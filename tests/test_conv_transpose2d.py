@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 from helpers import (
     DTYPES,
+    KernelTripwire,
     assert_close,
     assert_same_for_1_and_2_threads,
     numerical_gradient,
@@ -466,11 +467,6 @@ def test_plan_never_runs_decoder_layers_on_the_plain_loops(layer, dtype, isa):
 
 # ---- bad arguments -------------------------------------------------------------------------------
 
-class _Tripwire:
-    def __getattr__(self, name):
-        raise AssertionError(f"kernel _kernels.{name} was reached before the input was rejected")
-
-
 def _base(op, n=2, dtype=np.float64):
     """Valid arguments: x (n, 4, 3, 3), weight (4, 3, 3, 3), stride 2 -> (n, 3, 7, 7)."""
     rng = np.random.default_rng(0)
@@ -538,7 +534,7 @@ BAD = [  # (description, overrides, exception, pattern after "<op>: ")
 @pytest.mark.parametrize("op", OPS)
 @pytest.mark.parametrize("overrides, exc, pattern", [b[1:] for b in BAD], ids=[b[0] for b in BAD])
 def test_rejects_bad_arguments_before_any_kernel(monkeypatch, op, overrides, exc, pattern):
-    monkeypatch.setattr(F, "_kernels", _Tripwire())
+    monkeypatch.setattr(F, "_kernels", KernelTripwire())
     with pytest.raises(exc, match=rf"^{op}: {pattern}"):
         getattr(F, op)(**{**_base(op), **overrides})
 
@@ -561,7 +557,7 @@ OWN_BAD = [
 
 @pytest.mark.parametrize("op, overrides, exc, pattern", OWN_BAD)
 def test_rejects_bad_bias_and_grad_output(monkeypatch, op, overrides, exc, pattern):
-    monkeypatch.setattr(F, "_kernels", _Tripwire())
+    monkeypatch.setattr(F, "_kernels", KernelTripwire())
     with pytest.raises(exc, match=rf"^{op}: .*{pattern}"):
         getattr(F, op)(**{**_base(op), **overrides})
 

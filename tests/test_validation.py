@@ -12,10 +12,11 @@ import re
 
 import numpy as np
 import pytest
+from helpers import KernelTripwire
 
 import fastconv
 import fastconv.functional as F
-from fastconv import _config
+from fastconv import _kernels
 
 ALL_OPS = [
     "conv2d", "conv2d_backward", "conv2d_input", "conv2d_weight",
@@ -91,23 +92,16 @@ def as_tuple(result):
     return result if isinstance(result, tuple) else (result,)
 
 
-class _Tripwire:
-    """Stands in for fastconv._kernels: any use means a kernel was reached."""
-
-    def __getattr__(self, name):
-        raise AssertionError(f"kernel _kernels.{name} was reached before the input was rejected")
-
-
 @pytest.fixture
 def no_kernels(monkeypatch):
-    monkeypatch.setattr(F, "_kernels", _Tripwire())
+    monkeypatch.setattr(F, "_kernels", KernelTripwire())
 
 
 @pytest.fixture
 def keep_threads():
-    old = _config._num_threads
+    old = _kernels.process_threads()
     yield
-    _config._num_threads = old
+    _kernels.set_process_threads(old)
 
 
 def assert_message(exc_info, op: str, pattern: str) -> None:

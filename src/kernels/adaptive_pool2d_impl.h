@@ -75,9 +75,9 @@ static void FC_LOCAL(global_avg)(const fc_pool2d_params *p, const T *x, T *y, in
     const fc_index HW = p->in_h * p->in_w;
     const int nt = fc_threads_for(nthreads, (double)p->planes * HW, FC_ADAPTIVE_MIN_WORK,
                                   p->planes);
-    FC_PRAGMA(omp parallel for schedule(static) num_threads(nt))
-    for (fc_index plane = 0; plane < p->planes; plane++)
+    FC_PARALLEL_FOR(nt, , plane, p->planes, {
         y[plane] = FC_FN(plane_sum_ukernel_16)(HW, x + plane * HW) / (T)p->in_h / (T)p->in_w;
+    });
 }
 
 static void FC_LOCAL(global_max)(const fc_pool2d_params *p, const T *x, T *y, int64_t *indices,
@@ -85,11 +85,10 @@ static void FC_LOCAL(global_max)(const fc_pool2d_params *p, const T *x, T *y, in
     const fc_index HW = p->in_h * p->in_w;
     const int nt = fc_threads_for(nthreads, (double)p->planes * HW, FC_ADAPTIVE_MIN_WORK,
                                   p->planes);
-    FC_PRAGMA(omp parallel for schedule(static) num_threads(nt))
-    for (fc_index plane = 0; plane < p->planes; plane++) {
+    FC_PARALLEL_FOR(nt, , plane, p->planes, {
         const fc_index at = FC_FN(plane_argmax_ukernel_16)(HW, x + plane * HW, y + plane);
         if (indices) indices[plane] = at;
-    }
+    });
 }
 
 int FC_FN(adaptive_avgpool2d_fwd)(const fc_pool2d_params *p, const T *x, T *y, int nthreads) {
@@ -141,12 +140,11 @@ int FC_FN(adaptive_avgpool2d_bwd)(const fc_pool2d_params *p, const T *gy, T *gx,
     if (p->out_h == 1 && p->out_w == 1) { /* every element gets (gy / H) / W */
         const int nt = fc_threads_for(nthreads, (double)p->planes * HW, FC_ADAPTIVE_MIN_WORK,
                                       p->planes);
-        FC_PRAGMA(omp parallel for schedule(static) num_threads(nt))
-        for (fc_index plane = 0; plane < p->planes; plane++) {
+        FC_PARALLEL_FOR(nt, , plane, p->planes, {
             const T share = gy[plane] / (T)H / (T)W;
             T *dst = gx + plane * HW;
             for (fc_index i = 0; i < HW; i++) dst[i] = share;
-        }
+        });
         return FC_OK;
     }
     if (FC_LOCAL(as_plain_pool)(p, &q) && q.kernel_w <= FC_PLAIN_MAX_WIDTH)

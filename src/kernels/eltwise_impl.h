@@ -19,25 +19,23 @@
 int FC_FN(relu_fwd)(fc_index n, const T *x, T *y, int nthreads) {
     const int nt = fc_threads_for(nthreads, (double)n, FC_ELTWISE_MIN_WORK, n);
     const fc_index nblocks = FC_CEIL_DIV(n, FC_ELTWISE_BLOCK);
-    FC_PRAGMA(omp parallel for schedule(static) num_threads(nt))
-    for (fc_index b = 0; b < nblocks; b++) {
+    FC_PARALLEL_FOR(nt, , b, nblocks, {
         const fc_index i0 = b * FC_ELTWISE_BLOCK, i1 = FC_MIN(n, i0 + FC_ELTWISE_BLOCK);
         fc_prefetch_ahead(x + i0, sizeof(T) * FC_ELTWISE_BLOCK, x + n);
         for (fc_index i = i0; i < i1; i++) y[i] = x[i] < 0 ? (T)0 : x[i];
-    }
+    });
     return FC_OK;
 }
 
 int FC_FN(relu_bwd)(fc_index n, const T *gy, const T *x, T *gx, int nthreads) {
     const int nt = fc_threads_for(nthreads, (double)n, FC_ELTWISE_MIN_WORK, n);
     const fc_index nblocks = FC_CEIL_DIV(n, FC_ELTWISE_BLOCK);
-    FC_PRAGMA(omp parallel for schedule(static) num_threads(nt))
-    for (fc_index b = 0; b < nblocks; b++) {
+    FC_PARALLEL_FOR(nt, , b, nblocks, {
         const fc_index i0 = b * FC_ELTWISE_BLOCK, i1 = FC_MIN(n, i0 + FC_ELTWISE_BLOCK);
         fc_prefetch_ahead(x + i0, sizeof(T) * FC_ELTWISE_BLOCK, x + n);
         fc_prefetch_ahead(gy + i0, sizeof(T) * FC_ELTWISE_BLOCK, gy + n);
         for (fc_index i = i0; i < i1; i++) gx[i] = x[i] <= 0 ? (T)0 : gy[i];
-    }
+    });
     return FC_OK;
 }
 

@@ -130,6 +130,22 @@ static inline int fc_threads_for(int nthreads, double work, double min_work_per_
     return n;
 }
 
+/* A loop over `n` independent tasks, `for (fc_index i = 0; i < n; i++) body`, on `nt` threads
+ * (nt from fc_threads_for, the one place that decides how many): an OpenMP parallel for,
+ * schedule(static) plus `clauses` (a reduction, say), when nt > 1; a plain loop on the calling
+ * thread when nt == 1, with no parallel region at all. With GNU OpenMP a region of one thread,
+ * num_threads(1) or a false `if` clause alike, still allocates, starts and frees a team: about
+ * as long as a tiny kernel's whole work (docs/KERNELS.md). The body is compiled twice. */
+#define FC_PARALLEL_FOR(nt, clauses, i, n, ...)                                                    \
+    do {                                                                                           \
+        if ((nt) > 1) {                                                                            \
+            FC_PRAGMA(omp parallel for schedule(static) num_threads(nt) clauses)                   \
+            for (fc_index i = 0; i < (n); i++) __VA_ARGS__                                         \
+        } else {                                                                                   \
+            for (fc_index i = 0; i < (n); i++) __VA_ARGS__                                         \
+        }                                                                                          \
+    } while (0)
+
 /* Each instruction set's entry points, fc_<name>__<isa>, from the one list in fc_kernel_list.h;
  * dispatch.c picks one set at import. */
 #define FC_ISA_PROTOTYPE(isa, name, params, args) int fc_##name##__##isa params;

@@ -460,8 +460,7 @@ int FC_FN(maxpool2d_bwd)(const fc_pool2d_params *p, const T *gy, const int64_t *
     const int nt = fc_threads_for(nthreads, (double)p->planes * (HW + OHW), FC_POOL_MIN_WORK,
                                   p->planes);
     int bad = 0;
-    FC_PRAGMA(omp parallel for schedule(static) num_threads(nt) reduction(|:bad))
-    for (fc_index plane = 0; plane < p->planes; plane++) {
+    FC_PARALLEL_FOR(nt, reduction(| : bad), plane, p->planes, {
         T *dst = gx + plane * HW;
         const T *g = gy + plane * OHW;
         const int64_t *idx = indices + plane * OHW;
@@ -475,7 +474,7 @@ int FC_FN(maxpool2d_bwd)(const fc_pool2d_params *p, const T *gy, const int64_t *
             }
             if (slot) dst[slot - 1] += g[o];
         }
-    }
+    });
     return bad ? FC_EINDEX : FC_OK;
 }
 
