@@ -247,37 +247,33 @@ def _pool2D_backward(op: str, dLdY, X, kernel_shape, stride, pad, mode) -> np.nd
         return _pool_nhwc_backward(dLdY, X, mode, kernel, stride, pads)
 
 
-# ---- layout: the one place where NHWC meets fastconv's NCHW --------------------------------------
-# Each op family transposes to NCHW (views, which fastconv copies to contiguous buffers), calls
-# fastconv and transposes its results back (views again). Arguments arrive checked, padding as
-# (top, bottom, left, right) and dilation as fastconv's.
+# ---- layout: numpy-ml's NHWC on fastconv's channels-last kernels -------------------------------
+# fastconv computes NHWC natively (data_format="NHWC") and takes numpy-ml's (kH, kW, C_in, C_out)
+# weights as they are (weight_format="HWIO"), so no activation is transposed or copied here.
+# Arguments arrive checked, padding as (top, bottom, left, right) and dilation as fastconv's.
 
 def _conv_nhwc_hwio(x, w, b, stride, padding, dilation):
     """conv2d of NHWC x with HWIO w and a (K,) bias or None: NHWC output."""
-    y = F.conv2d(x.transpose(0, 3, 1, 2), w.transpose(3, 2, 0, 1), b, stride=stride,
-                 padding=padding, dilation=dilation)
-    return y.transpose(0, 2, 3, 1)
+    return F.conv2d(x, w, b, stride=stride, padding=padding, dilation=dilation,
+                    data_format="NHWC", weight_format="HWIO")
 
 
 def _conv_nhwc_hwio_backward(dy, x, w, stride, padding, dilation):
     """conv2d_backward with NHWC dy and x and HWIO w: (NHWC dx, HWIO dw, (K,) db)."""
-    dx, dw, db = F.conv2d_backward(dy.transpose(0, 3, 1, 2), x.transpose(0, 3, 1, 2),
-                                   w.transpose(3, 2, 0, 1), stride=stride, padding=padding,
-                                   dilation=dilation)
-    return dx.transpose(0, 2, 3, 1), dw.transpose(2, 3, 1, 0), db
+    return F.conv2d_backward(dy, x, w, stride=stride, padding=padding, dilation=dilation,
+                             data_format="NHWC", weight_format="HWIO")
 
 
 def _pool_nhwc(x, mode, kernel, stride, padding):
     """max_pool2d or avg_pool2d (count_include_pad, PyTorch's default) of NHWC x: NHWC."""
     pool = getattr(F, _POOL_MODES[mode])
-    return pool(x.transpose(0, 3, 1, 2), kernel, stride, padding).transpose(0, 2, 3, 1)
+    return pool(x, kernel, stride, padding, data_format="NHWC")
 
 
 def _pool_nhwc_backward(dy, x, mode, kernel, stride, padding):
     """The input gradient of _pool_nhwc, NHWC."""
     backward = getattr(F, f"{_POOL_MODES[mode]}_backward")
-    return backward(dy.transpose(0, 3, 1, 2), x.transpose(0, 3, 1, 2), kernel, stride,
-                    padding).transpose(0, 2, 3, 1)
+    return backward(dy, x, kernel, stride, padding, data_format="NHWC")
 
 
 # ---- numpy-ml's layers on fastconv ---------------------------------------------------------------
