@@ -54,6 +54,7 @@ PAUSE = 0.1
 KINDS = {"Conv2d": "conv2d", "BatchNorm1d": "batch norm", "BatchNorm2d": "batch norm",
          "ReLU": "activation", "Tanh": "activation", "Sigmoid": "activation",
          "MaxPool2d": "pooling", "AvgPool2d": "pooling", "LPPool2d": "pooling",
+         "AdaptiveAvgPool2d": "pooling", "AdaptiveMaxPool2d": "pooling",
          "Linear": "linear", "Dropout": "dropout", "Flatten": "flatten"}
 
 
@@ -99,6 +100,8 @@ def _torch_module(m):
     if isinstance(m, nn.AvgPool2d):
         return tnn.AvgPool2d(m.kernel_size, m.stride, m.padding, m.ceil_mode,
                              m.count_include_pad, m.divisor_override)
+    if isinstance(m, nn.AdaptiveAvgPool2d):
+        return tnn.AdaptiveAvgPool2d(m.output_size)
     if isinstance(m, nn.Flatten):
         return tnn.Flatten(m.start_dim, m.end_dim)
     if isinstance(m, nn.Dropout):
@@ -186,15 +189,17 @@ def to_onnx(model: nn.Module, input_shape: tuple[int, ...]):
             kernel = v.pair(op, "kernel_size", m.kernel_size, 1, "a positive")
             stride = kernel if m.stride is None else v.pair(op, "stride", m.stride, 1,
                                                             "a positive")
-            ph, pw = v.pair(op, "padding", m.padding, 0, "a non-negative")
+            dilation = v.pair(op, "dilation", getattr(m, "dilation", 1), 1, "a positive")
+            top, bottom, left, right = v.padding4(op, m.padding, kernel, stride, dilation)
             common = dict(kernel_shape=list(kernel), strides=list(stride),
-                          pads=[ph, pw, ph, pw], ceil_mode=int(m.ceil_mode))
+                          pads=[top, left, bottom, right], ceil_mode=int(m.ceil_mode))
             if isinstance(m, nn.MaxPool2d):
-                return node("MaxPool", [x], dilations=list(v.pair(
-                    op, "dilation", m.dilation, 1, "a positive")), **common)
+                return node("MaxPool", [x], dilations=list(dilation), **common)
             if m.divisor_override is not None:
                 raise ValueError("to_onnx: AvgPool2d's divisor_override has no ONNX equivalent")
             return node("AveragePool", [x], count_include_pad=int(m.count_include_pad), **common)
+        if isinstance(m, nn.AdaptiveAvgPool2d) and m.output_size in (1, (1, 1)):
+            return node("GlobalAveragePool", [x])
         if isinstance(m, nn.Flatten) and (m.start_dim, m.end_dim) == (1, -1):
             return node("Flatten", [x], axis=1)
         if isinstance(m, nn.Linear):
