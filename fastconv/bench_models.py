@@ -1,6 +1,9 @@
 """Whole-network benchmarks (``fastconv bench --model``): training steps and inference of the
 ``fastconv train`` ConvNet and a CIFAR ResNet-14, side by side with the same networks in PyTorch
-and, for inference, onnxruntime, when they are installed.
+and, for inference, onnxruntime, when they are installed. The ResNet's inference is also timed
+with its batch norms folded into the convolutions (``fastconv.fuse.fold_batch_norm``, what
+onnxruntime does to every graph it loads; PyTorch and onnxruntime then run the folded network
+too).
 
 The PyTorch network is built module by module from the fastconv one (``to_torch``) and its
 weights are copied through ``state_dict``; the onnxruntime graph is written with
@@ -28,7 +31,7 @@ import numpy as np
 
 import fastconv
 import fastconv.functional as F
-from fastconv import _io, init, models, nn, optim
+from fastconv import _io, fuse, init, models, nn, optim
 from fastconv import _validation as v
 from fastconv.bench import _time, _torch, geomean
 
@@ -36,6 +39,9 @@ from fastconv.bench import _time, _torch, geomean
 NETWORKS = {
     "convnet": (lambda dtype: models.convnet().to(dtype), (1, 28, 28), 10),
     "resnet14": (lambda dtype: models.resnet(dtype=dtype), (3, 32, 32), 10),
+    # for inference, its batch norms folded into the convolutions (as onnxruntime does)
+    "resnet14-folded": (lambda dtype: fuse.fold_batch_norm(models.resnet(dtype=dtype)),
+                        (3, 32, 32), 10),
 }
 
 # (network, task, batch): what `fastconv bench --model` times
@@ -43,6 +49,7 @@ CASES = [
     ("convnet", "train", 32), ("convnet", "train", 256), ("resnet14", "train", 64),
     ("convnet", "infer", 1), ("convnet", "infer", 64), ("convnet", "infer", 256),
     ("resnet14", "infer", 1), ("resnet14", "infer", 64),
+    ("resnet14-folded", "infer", 1), ("resnet14-folded", "infer", 64),
 ]
 
 IMPLS = ("fastconv", "PyTorch", "onnxruntime")
@@ -55,7 +62,7 @@ KINDS = {"Conv2d": "conv2d", "BatchNorm1d": "batch norm", "BatchNorm2d": "batch 
          "ReLU": "activation", "Tanh": "activation", "Sigmoid": "activation",
          "MaxPool2d": "pooling", "AvgPool2d": "pooling", "LPPool2d": "pooling",
          "AdaptiveAvgPool2d": "pooling", "AdaptiveMaxPool2d": "pooling",
-         "Linear": "linear", "Dropout": "dropout", "Flatten": "flatten"}
+         "Linear": "linear", "Dropout": "dropout", "Flatten": "flatten", "Identity": "identity"}
 
 
 def _onnxruntime():
@@ -108,7 +115,7 @@ def _torch_module(m):
         return tnn.Dropout(m.p)
     if isinstance(m, nn.ReLU):
         return tnn.ReLU(inplace=m.inplace)
-    simple = {nn.Tanh: tnn.Tanh, nn.Sigmoid: tnn.Sigmoid}
+    simple = {nn.Tanh: tnn.Tanh, nn.Sigmoid: tnn.Sigmoid, nn.Identity: tnn.Identity}
     if type(m) in simple:
         return simple[type(m)]()
     if isinstance(m, nn.Sequential):
@@ -207,7 +214,7 @@ def to_onnx(model: nn.Module, input_shape: tuple[int, ...]):
             if m.bias is not None:
                 inputs.append(weight(prefix + "bias", m.bias.data))
             return node("Gemm", inputs, transB=1)
-        if isinstance(m, nn.Dropout):
+        if isinstance(m, (nn.Dropout, nn.Identity)):
             return x
         simple = {nn.ReLU: "Relu", nn.Tanh: "Tanh", nn.Sigmoid: "Sigmoid"}
         if type(m) in simple:
@@ -603,11 +610,12 @@ def format_table(results: list[ModelResult]) -> str:
     """Per case: each implementation's time and images/s, and fastconv's speed-up over each
     competitor (their time / fastconv's); then the geometric means."""
     competitors = [c for c in IMPLS[1:] if any(c in r.seconds for r in results)]
-    head = f"{'network':<10}{'task':<7}{'batch':>6}{'fastconv':>22}"
+    width = max([len("network")] + [len(r.case.network) for r in results]) + 2
+    head = f"{'network':<{width}}{'task':<7}{'batch':>6}{'fastconv':>22}"
     head += "".join(f"{c:>22}{'speed-up':>10}" for c in competitors)
     lines = [head, "-" * len(head)]
     for r in results:
-        line = f"{r.case.network:<10}{r.case.task:<7}{r.case.batch:>6}"
+        line = f"{r.case.network:<{width}}{r.case.task:<7}{r.case.batch:>6}"
         for impl in ("fastconv", *competitors):
             if impl in r.seconds:
                 line += f"{r.seconds[impl] * 1e3:9.2f}ms{r.images_per_second(impl):8.0f} img/s"

@@ -10,13 +10,26 @@ import numpy as np
 import pytest
 from helpers import numerical_gradient
 
-from fastconv import bench_models, init, models, nn
+from fastconv import bench_models, fuse, init, models, nn
 
 
 def _tiny_resnet(dtype=np.float64):
     init.manual_seed(0)
     return models.ResNet(blocks=(1, 2), widths=(2, 3), num_classes=4, in_channels=2,
                          dtype=dtype)
+
+
+def _tiny_network(network, dtype=np.float64):
+    """(model, input shape without the batch) of a small `network`: "resnet", "resnet-folded"
+    (its batch norms folded, after running statistics moved from 0 and 1) or "convnet"."""
+    if network.startswith("resnet"):
+        model = _tiny_resnet(dtype)
+        if network == "resnet-folded":
+            model(np.random.default_rng(4).standard_normal((6, 2, 5, 7)).astype(dtype))
+            model = fuse.fold_batch_norm(model)
+        return model, (2, 5, 7)
+    init.manual_seed(0)
+    return models.convnet(channels=(2, 3), hidden=5, batchnorm=True).to(dtype), (1, 28, 28)
 
 
 def test_resnet_state_dict_keys_are_torchvisions():
@@ -69,16 +82,11 @@ def test_backward_before_forward_names_the_layer():
         models.BasicBlock(2, 2).backward(np.ones((1, 2, 4, 4), np.float32))
 
 
-@pytest.mark.parametrize("network", ["resnet", "convnet"])
+@pytest.mark.parametrize("network", ["resnet", "resnet-folded", "convnet"])
 @pytest.mark.parametrize("training", [True, False])
 def test_to_torch_is_the_same_network(network, training):
     torch = pytest.importorskip("torch")
-    if network == "resnet":  # odd sizes: the global pooling averages a 2x2 map
-        model, shape = _tiny_resnet(), (2, 3, 4)
-    else:
-        init.manual_seed(0)
-        model = models.convnet(channels=(2, 3), hidden=5, batchnorm=True).to(np.float64)
-        shape = (1, 28, 28)
+    model, shape = _tiny_network(network)  # the ResNet's pooling averages a 2x2 map
     model.train(training)
     tm = bench_models.to_torch(model)
     assert tm.training == training
@@ -98,17 +106,13 @@ def test_to_torch_is_the_same_network(network, training):
         np.testing.assert_allclose(value, tm.state_dict()[key].numpy(), rtol=1e-12, err_msg=key)
 
 
-@pytest.mark.parametrize("network", ["resnet", "convnet"])
+@pytest.mark.parametrize("network", ["resnet", "resnet-folded", "convnet"])
 def test_onnx_graph_is_the_same_network(network):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
-    if network == "resnet":
-        model, shape = _tiny_resnet(np.float32), (2, 5, 7)
-        model.train()
-        model(np.random.default_rng(4).standard_normal((6, *shape)).astype(np.float32))
-    else:
-        init.manual_seed(0)
-        model, shape = models.convnet(channels=(2, 3), hidden=5), (1, 28, 28)
+    model, shape = _tiny_network(network, np.float32)
+    model.train()
+    model(np.random.default_rng(4).standard_normal((6, *shape)).astype(np.float32))
     model.eval()  # the graph uses the running statistics (moved from 0 and 1 above)
     session = bench_models.onnx_session(model, shape, threads=1)
     for batch in (1, 3):
