@@ -27,6 +27,7 @@ def _cases():
 
 
 CASE_IDS = [f"conv2d-{n}-{d}" for n in bench.CONV_LAYERS for d in ("forward", "backward")] + \
+           [f"conv2d-{n}-{d}" for n in bench.CONV_PASS_LAYERS for d in ("input", "weight")] + \
            [f"conv_transpose2d-{n}-{d}" for n in bench.CONV_TRANSPOSE_LAYERS
             for d in ("forward", "backward")] + \
            [f"pool2d-{n}-{d}" for n in [*bench.POOL_CASES, *bench.ADAPTIVE_POOL_CASES]

@@ -19,6 +19,7 @@ cdef extern from "fastconv.h" nogil:
         fc_index dilation_h, dilation_w
         fc_index out_h, out_w
         int algorithm
+        int relu
     ctypedef struct fc_pool2d_params:
         fc_index planes, in_h, in_w
         fc_index kernel_h, kernel_w
@@ -68,6 +69,10 @@ cdef extern from "fastconv.h" nogil:
                                  float *gw, float *gb, int nthreads)
     int fc_f64_conv2d_bwd_weight(const fc_conv2d_params *p, const double *gy, const double *x,
                                  double *gw, double *gb, int nthreads)
+    int fc_f32_conv2d_relu_bwd(const fc_conv2d_params *p, const float *gy, const float *y,
+                               float *gz, float *gb, int nthreads)
+    int fc_f64_conv2d_relu_bwd(const fc_conv2d_params *p, const double *gy, const double *y,
+                               double *gz, double *gb, int nthreads)
 
     int fc_f32_maxpool2d_fwd(const fc_pool2d_params *p, const float *x, float *y,
                              int64_t *indices, int nthreads)
@@ -228,6 +233,12 @@ cdef extern from "fc_ukernels.h" nogil:
         void (*plane_sum)(fc_index n, const void *x, void *sum)
         const char *plane_argmax_name
         fc_index (*plane_argmax)(fc_index n, const void *x, void *value)
+        const char *dwconv_name
+        void (*dwconv)(fc_index n, int kk, const void *w, const void *src, const fc_index *off,
+                       void *out)
+        const char *dwconv_dot_name
+        void (*dwconv_dot)(fc_index n, int kk, const void *g, const void *src,
+                           const fc_index *off, void *acc)
 
     const fc_ukernel_table *fc_ukernel_table_for(int isa, int dtype)
 
@@ -271,6 +282,14 @@ cdef inline int conv2d_bwd_weight(const fc_conv2d_params *p, const real *gy, con
         return fc_f32_conv2d_bwd_weight(p, gy, x, gw, gb, nthreads)
     else:
         return fc_f64_conv2d_bwd_weight(p, gy, x, gw, gb, nthreads)
+
+
+cdef inline int conv2d_relu_bwd(const fc_conv2d_params *p, const real *gy, const real *y,
+                                real *gz, real *gb, int nthreads) noexcept nogil:
+    if real is float:
+        return fc_f32_conv2d_relu_bwd(p, gy, y, gz, gb, nthreads)
+    else:
+        return fc_f64_conv2d_relu_bwd(p, gy, y, gz, gb, nthreads)
 
 
 cdef inline int maxpool2d_fwd(const fc_pool2d_params *p, const real *x, real *y,

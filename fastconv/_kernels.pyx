@@ -115,6 +115,7 @@ cdef fc_conv2d_params _conv_params(g, fc_conv_pass which) except *:
     the algorithm force_conv_algorithms set for it, else 0 (the plan chooses)."""
     cdef fc_conv2d_params p
     p.algorithm = _forced[<int>which]
+    p.relu = 0
     p.batch = g.batch
     p.in_channels = g.in_channels
     p.in_h = g.in_h
@@ -210,7 +211,8 @@ if hasattr(os, "register_at_fork"):  # POSIX; Windows has no fork
 # ---- convolution -------------------------------------------------------------------------------
 
 # fc_conv_algorithm's values (fastconv.h) by name, and the passes'
-CONV_ALGORITHMS = ("auto", "direct", "winograd", "plain", "transposed", "col2im")
+CONV_ALGORITHMS = ("auto", "direct", "winograd", "plain", "transposed", "col2im",
+                   "depthwise")
 CONV_PASSES = ("forward", "input", "weight")
 assert len(CONV_ALGORITHMS) == FC_CONV_ALGORITHM_COUNT
 cdef int _forced[3]  # per pass: the algorithm force_conv_algorithms set, 0 = auto
@@ -231,8 +233,9 @@ class force_conv_algorithms:
     """Run the convolution passes with the named algorithms inside a ``with`` block, for tests
     and benchmarks (private; process-wide, not per thread).
 
-    ``forward``: 'direct', 'winograd' or 'plain'; ``input`` (the input gradient): 'transposed'
-    or 'col2im'; ``weight`` (the weight gradient): 'direct' or 'plain'; None or 'auto' leaves a
+    ``forward``: 'direct', 'winograd', 'depthwise' or 'plain'; ``input`` (the input gradient):
+    'transposed', 'depthwise' or 'col2im'; ``weight`` (the weight gradient): 'direct',
+    'depthwise' or 'plain' ('depthwise' needs one input channel per group); None or 'auto' leaves a
     pass to the plan (src/kernels/conv2d_plan.c). A forced algorithm that cannot run a call's
     geometry makes the call raise ValueError; a non-finite fallback still runs where the data
     needs one (docs/KERNELS.md).
@@ -284,11 +287,13 @@ cdef int _conv2d_forward(real *y, const fc_conv2d_params *p, x, w, bias,
 
 
 def conv2d_forward(geometry, cnp.ndarray x, cnp.ndarray w, object bias, cnp.ndarray y,
-                   int nthreads):
-    """y = conv2d(x, w, bias) (bias may be None) for the ConvGeometry `geometry`."""
+                   int nthreads, bint relu=False):
+    """y = conv2d(x, w, bias) (bias may be None) for the ConvGeometry `geometry`; relu: then
+    ReLU, in the pass that writes y."""
     if _must_hop(nthreads):
-        return _on_fresh_thread(conv2d_forward, geometry, x, w, bias, y, nthreads)
+        return _on_fresh_thread(conv2d_forward, geometry, x, w, bias, y, nthreads, relu)
     cdef fc_conv2d_params p = _conv_params(geometry, FC_CONV_FWD)
+    p.relu = relu
     if _is_f32(y):
         _conv2d_forward(<float *>_ptr(y), &p, x, w, bias, nthreads)
     else:
@@ -317,6 +322,30 @@ def conv2d_backward_input(geometry, cnp.ndarray gy, cnp.ndarray w, object bias, 
         _conv2d_backward_input(<float *>_ptr(gx), &p, gy, w, bias, nthreads)
     else:
         _conv2d_backward_input(<double *>_ptr(gx), &p, gy, w, bias, nthreads)
+
+
+cdef int _conv2d_relu_backward(real *gz, const fc_conv2d_params *p, gy, y, gb,
+                               int nthreads) except -1:
+    cdef const real *pgy = <real *>_ptr(gy)
+    cdef const real *py = <real *>_ptr(y)
+    cdef real *pgb = <real *>_ptr(gb)
+    cdef int rc
+    with nogil:
+        rc = conv2d_relu_bwd(p, pgy, py, gz, pgb, nthreads)
+    return _check(rc)
+
+
+def conv2d_relu_backward(geometry, cnp.ndarray gy, cnp.ndarray y, cnp.ndarray gz,
+                         cnp.ndarray gb, int nthreads):
+    """gz = gy through the gradient of conv2d_relu's ReLU at its output y, gb = gz's sums over
+    images and pixels: the backward of the fused epilogue."""
+    if _must_hop(nthreads):
+        return _on_fresh_thread(conv2d_relu_backward, geometry, gy, y, gz, gb, nthreads)
+    cdef fc_conv2d_params p = _conv_params(geometry, FC_CONV_FWD)
+    if _is_f32(gz):
+        _conv2d_relu_backward(<float *>_ptr(gz), &p, gy, y, gb, nthreads)
+    else:
+        _conv2d_relu_backward(<double *>_ptr(gz), &p, gy, y, gb, nthreads)
 
 
 cdef int _conv2d_backward_weight(real *gw, const fc_conv2d_params *p, gy, x, gb,
@@ -953,7 +982,8 @@ cdef class UkernelTable:
                 "winograd_kernel": _name(t.winograd_kernel_name),
                 "winograd_input": _name(t.winograd_input_name),
                 "winograd_output": _name(t.winograd_output_name),
-                "plane_sum": _name(t.plane_sum_name), "plane_argmax": _name(t.plane_argmax_name)}
+                "plane_sum": _name(t.plane_sum_name), "plane_argmax": _name(t.plane_argmax_name),
+                "dwconv": _name(t.dwconv_name), "dwconv_dot": _name(t.dwconv_dot_name)}
 
     cdef void *_data(self, cnp.ndarray a, fc_index need, str what) except NULL:
         """a's data, after checking its dtype and layout and that it holds `need` elements."""
@@ -1111,6 +1141,45 @@ cdef class UkernelTable:
         cdef cnp.ndarray value = np.empty(1, self.dtype)
         cdef fc_index at = self.t.plane_argmax(n, px, cnp.PyArray_DATA(value))
         return at, value[0]
+
+    cdef fc_index *_offsets(self, offsets, fc_index n, fc_index size, str what) except NULL:
+        """offsets as a C array, each with n elements inside an array of `size`; the caller
+        frees it."""
+        cdef fc_index count = len(offsets), i
+        cdef fc_index *out = <fc_index *>PyMem_Malloc(sizeof(fc_index) * max(count, 1))
+        if out == NULL:
+            raise MemoryError()
+        for i in range(count):
+            out[i] = offsets[i]
+            if out[i] < 0 or out[i] + n > size:
+                PyMem_Free(out)
+                raise ValueError(f"{what}: offset {out[i]} + {n} elements lies outside the "
+                                 f"{size} given")
+        return out
+
+    def dwconv(self, fc_index n, cnp.ndarray w, cnp.ndarray src, offsets, cnp.ndarray out):
+        """out[q] = sum over t of w[t] * src[offsets[t] + q] for q < n, t < len(offsets)."""
+        cdef int kk = len(offsets)
+        if kk < 1 or n < 0:
+            raise ValueError("dwconv: at least one tap and n >= 0 needed")
+        cdef const void *pw = self._data(w, kk, "w")
+        cdef void *po = self._data(out, n, "out")
+        cdef const void *ps = self._data(src, 0, "src")
+        cdef fc_index *off = self._offsets(offsets, n, src.size, "src")
+        self.t.dwconv(n, kk, pw, ps, off, po)
+        PyMem_Free(off)
+
+    def dwconv_dot(self, fc_index n, cnp.ndarray g, cnp.ndarray src, offsets, cnp.ndarray acc):
+        """acc[t] += sum over q < n of g[q] * src[offsets[t] + q], t < len(offsets)."""
+        cdef int kk = len(offsets)
+        if kk < 1 or n < 0:
+            raise ValueError("dwconv_dot: at least one tap and n >= 0 needed")
+        cdef const void *pg = self._data(g, n, "g")
+        cdef void *pa = self._data(acc, kk, "acc")
+        cdef const void *ps = self._data(src, 0, "src")
+        cdef fc_index *off = self._offsets(offsets, n, src.size, "src")
+        self.t.dwconv_dot(n, kk, pg, ps, off, pa)
+        PyMem_Free(off)
 
     def winograd_output(self, cnp.ndarray m, m_offsets, fc_index n, double bias,
                         cnp.ndarray tmp, fc_index ts):

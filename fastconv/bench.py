@@ -20,16 +20,34 @@ import fastconv.functional as F
 from fastconv import _io
 from fastconv import reference as ref
 
-# name: (N, C, H(=W), K, kernel, stride, padding)
+# name: (N, C, H(=W), K, kernel, stride, padding, groups). The published layers first, then one
+# real layer of each class the convolution must not fall behind on: few pixels with many
+# channels (ResNet's last stage), channel counts off the vector width, batch 1, 1x1 expansion,
+# the large-kernel stem, grouped (ResNeXt) and depthwise (MobileNet) layers, and the second conv
+# of the `fastconv train` ConvNet.
 CONV_LAYERS = {
-    "lenet1-5x5": (64, 1, 28, 32, 5, 1, 2),
-    "cifar-3x3": (64, 3, 32, 32, 3, 1, 1),
-    "vgg-64": (32, 64, 56, 64, 3, 1, 1),
-    "res-256": (32, 256, 14, 256, 3, 1, 1),
-    "pw-1x1": (32, 256, 14, 64, 1, 1, 0),
-    "down-s2": (32, 64, 56, 128, 3, 2, 1),
-    "alex-11x11s4": (16, 3, 227, 96, 11, 4, 0),
+    "lenet1-5x5": (64, 1, 28, 32, 5, 1, 2, 1),
+    "cifar-3x3": (64, 3, 32, 32, 3, 1, 1, 1),
+    "vgg-64": (32, 64, 56, 64, 3, 1, 1, 1),
+    "res-256": (32, 256, 14, 256, 3, 1, 1, 1),
+    "pw-1x1": (32, 256, 14, 64, 1, 1, 0, 1),
+    "down-s2": (32, 64, 56, 128, 3, 2, 1, 1),
+    "alex-11x11s4": (16, 3, 227, 96, 11, 4, 0, 1),
+    "res-512-7x7": (32, 512, 7, 512, 3, 1, 1, 1),
+    "odd-24-40": (32, 24, 28, 40, 3, 1, 1, 1),
+    "odd-3-37": (32, 3, 28, 37, 3, 1, 1, 1),
+    "vgg-64-n1": (1, 64, 56, 64, 3, 1, 1, 1),
+    "res-256-n1": (1, 256, 14, 256, 3, 1, 1, 1),
+    "expand-1x1": (32, 64, 56, 256, 1, 1, 0, 1),
+    "stem-7x7s2": (8, 3, 224, 64, 7, 2, 3, 1),
+    "resnext-g32": (32, 128, 28, 128, 3, 1, 1, 32),
+    "dw-128": (32, 128, 56, 128, 3, 1, 1, 128),
+    "dw-256-s2": (32, 256, 28, 256, 3, 2, 1, 256),
+    "convnet-5x5": (32, 32, 14, 64, 5, 1, 2, 1),
 }
+# The backward pass is also timed pass by pass (input gradient, weight gradient) on these, whose
+# every pass is held to a share of the multiply-add peak.
+CONV_PASS_LAYERS = ("vgg-64", "res-256")
 
 # Decoder layers (upsampling by 2): name: (N, C_in, H(=W), C_out, kernel, stride, padding,
 # output_padding); the output is (N, C_out, 2H, 2H)
@@ -85,40 +103,53 @@ def _torch():
 
 
 def conv_cases(dtype=np.float32, names=None, seed=0) -> list[Case]:
+    """Forward and backward (input, weight and bias gradients) of every CONV_LAYERS layer, and
+    for CONV_PASS_LAYERS the backward's two passes alone: "input" (conv2d_input) and "weight"
+    (conv2d_weight, no bias gradient)."""
     torch = _torch()
     rng = np.random.default_rng(seed)
     cases = []
-    for name, (n, c, h, k, ks, s, p) in CONV_LAYERS.items():
+    for name, (n, c, h, k, ks, s, p, groups) in CONV_LAYERS.items():
         if names and name not in names:
             continue
         x = rng.standard_normal((n, c, h, h)).astype(dtype)
-        w = (rng.standard_normal((k, c, ks, ks)) / np.sqrt(c * ks * ks)).astype(dtype)
+        cg = c // groups
+        w = (rng.standard_normal((k, cg, ks, ks)) / np.sqrt(cg * ks * ks)).astype(dtype)
         b = rng.standard_normal(k).astype(dtype)
-        y = F.conv2d(x, w, b, stride=s, padding=p)
+        kw = dict(stride=s, padding=p, groups=groups)
+        y = F.conv2d(x, w, b, **kw)
         gy = rng.standard_normal(y.shape).astype(dtype)
-        flop = 2.0 * y.size * c * ks * ks
-        fwd_t = bwd_t = None
+        flop = 2.0 * y.size * cg * ks * ks
+        ref_args = ((s, s), (p, p, p, p), (1, 1), groups)
+        calls = {
+            "forward": (lambda x=x, w=w, b=b, kw=kw: F.conv2d(x, w, b, **kw),
+                        lambda x=x, w=w, b=b, a=ref_args: ref.conv2d(x, w, b, *a), flop),
+            "backward": (lambda x=x, w=w, gy=gy, kw=kw: F.conv2d_backward(gy, x, w, **kw),
+                         lambda x=x, w=w, gy=gy, a=ref_args: ref.conv2d_backward(gy, x, w, *a),
+                         2 * flop),
+        }
+        if name in CONV_PASS_LAYERS:
+            calls["input"] = (lambda x=x, w=w, gy=gy, kw=kw: F.conv2d_input(x.shape, w, gy, **kw),
+                              lambda x=x, w=w, gy=gy, a=ref_args:
+                              ref.conv2d_backward(gy, x, w, *a)[0], flop)
+            calls["weight"] = (lambda x=x, w=w, gy=gy, kw=kw: F.conv2d_weight(x, w.shape, gy,
+                                                                              **kw),
+                               lambda x=x, w=w, gy=gy, a=ref_args:
+                               ref.conv2d_backward(gy, x, w, *a)[1], flop)
+        theirs = {}
         if torch is not None:
             tx, tw, tb, tgy = (torch.from_numpy(a) for a in (x, w, b, gy))
-
-            def fwd_t(tx=tx, tw=tw, tb=tb, s=s, p=p):
-                return torch.nn.functional.conv2d(tx, tw, tb, stride=s, padding=p)
-
-            def bwd_t(tx=tx, tw=tw, tgy=tgy, s=s, p=p, k=k):
-                return torch.ops.aten.convolution_backward(
-                    tgy, tx, tw, [k], [s, s], [p, p], [1, 1], False, [0, 0], 1,
-                    [True, True, True])
-
-        ref_args = ((s, s), (p, p, p, p), (1, 1), 1)
-        cases.append(Case("conv2d", name, "forward",
-                          lambda x=x, w=w, b=b, s=s, p=p: F.conv2d(x, w, b, stride=s, padding=p),
-                          fwd_t, flop, "GFLOP/s",
-                          lambda x=x, w=w, b=b, a=ref_args: ref.conv2d(x, w, b, *a)))
-        cases.append(Case("conv2d", name, "backward",
-                          lambda x=x, w=w, gy=gy, s=s, p=p: F.conv2d_backward(gy, x, w, stride=s,
-                                                                              padding=p),
-                          bwd_t, 2 * flop, "GFLOP/s",
-                          lambda x=x, w=w, gy=gy, a=ref_args: ref.conv2d_backward(gy, x, w, *a)))
+            theirs["forward"] = lambda tx=tx, tw=tw, tb=tb, kw=kw: torch.nn.functional.conv2d(
+                tx, tw, tb, **kw)
+            masks = {"backward": [True, True, True], "input": [True, False, False],
+                     "weight": [False, True, False]}
+            geometry = ([k], [s, s], [p, p], [1, 1], False, [0, 0], groups)
+            for direction, mask in masks.items():
+                theirs[direction] = lambda tx=tx, tw=tw, tgy=tgy, a=geometry, m=mask: \
+                    torch.ops.aten.convolution_backward(tgy, tx, tw, *a, m)
+        for direction, (ours, reference, work) in calls.items():
+            cases.append(Case("conv2d", name, direction, ours, theirs.get(direction), work,
+                              "GFLOP/s", reference))
     return cases
 
 
@@ -340,8 +371,10 @@ def run(case: Case, repeat: int = 5, threads: int | None = None) -> Result:
 def fma_peak(threads: int | None = None, dtype=np.float32, seconds: float = 0.05) -> float:
     """The machine's multiply-add peak right now, in GFLOP/s: independent FMA chains in the
     active ISA's registers on `threads` threads, run with 4x more rounds until one run takes at
-    least `seconds` / 4. On a shared machine it moves with the neighbours' load, so `main`
-    measures it beside every convolution case."""
+    least `seconds`, as long as a big layer's pass: timed whole like the passes, so a loaded
+    machine's delay in waking a thread (several ms when the cores are shared) weighs on both
+    alike, where a short probe would be mostly that delay. On a shared machine the peak moves
+    with the neighbours' load, so `main` measures it beside every convolution case."""
     from fastconv import _kernels
 
     n = threads or fastconv.get_num_threads()
@@ -351,7 +384,7 @@ def fma_peak(threads: int | None = None, dtype=np.float32, seconds: float = 0.05
         start = time.perf_counter()
         flops = _kernels.fma_peak(iterations, n, f32)
         elapsed = time.perf_counter() - start
-        if elapsed >= seconds / 4 or iterations > 1 << 34:
+        if elapsed >= seconds or iterations > 1 << 34:
             break
         iterations *= 4
     return flops / elapsed / 1e9
@@ -373,8 +406,9 @@ def format_table(results: list[Result], peak: float | None = None,
                  bandwidth: float | None = None) -> str:
     """The side-by-side table, the geometric means, pooling forward as a share of the copy
     bandwidth (`bandwidth` in GB/s, copy_bandwidth in the same run, else the relu row) and,
-    given `peak` (GFLOP/s, fma_peak in the same run), convolution forward as a share of the
-    multiply-add peak."""
+    given `peak` (GFLOP/s, fma_peak in the same run), each convolution pass timed (forward, and
+    the input and weight gradients of CONV_PASS_LAYERS) as a share of the multiply-add peak. The
+    geometric means are over the forward and backward rows."""
     op_w = max([8] + [len(r.case.group) + 1 for r in results])
     name_w = max([15] + [len(r.case.name) + 1 for r in results])
     lines = [f"{'op':<{op_w}}{'layer':<{name_w}}{'pass':<10}{'fastconv':>11}{'':>13}"
@@ -401,11 +435,13 @@ def format_table(results: list[Result], peak: float | None = None,
         shares = ", ".join(f"{r.case.name} {r.throughput / bandwidth:.0%}" for r in pools)
         lines.append(f"pool2d forward, share of the copy bandwidth ({bandwidth:.1f} GB/s, "
                      f"{source}): {shares}")
-    convs = [r for r in results if (r.case.group, r.case.direction) == ("conv2d", "forward")]
-    if peak and convs:
-        shares = ", ".join(f"{r.case.name} {r.throughput / peak:.0%}" for r in convs)
-        lines.append(f"conv2d forward, share of the FMA peak ({peak:.0f} GFLOP/s, median of this "
-                     f"run's measurements; direct-convolution FLOPs): {shares}")
+    for direction, label in (("forward", "forward"), ("input", "input gradient"),
+                             ("weight", "weight gradient")):
+        convs = [r for r in results if (r.case.group, r.case.direction) == ("conv2d", direction)]
+        if peak and convs:
+            shares = ", ".join(f"{r.case.name} {r.throughput / peak:.0%}" for r in convs)
+            lines.append(f"conv2d {label}, share of the FMA peak ({peak:.0f} GFLOP/s, median of "
+                         f"this run's measurements; direct-convolution FLOPs): {shares}")
     return "\n".join(lines)
 
 

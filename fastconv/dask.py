@@ -61,7 +61,8 @@ from . import _validation as v
 from . import functional as F
 from . import nn
 
-__all__ = ["conv2d", "max_pool2d", "avg_pool2d", "lp_pool2d", "relu", "predict", "from_npy"]
+__all__ = ["conv2d", "conv_transpose2d", "max_pool2d", "avg_pool2d", "lp_pool2d",
+           "adaptive_avg_pool2d", "adaptive_max_pool2d", "relu", "predict", "from_npy"]
 
 _IMAGE_AXES = "CHW"
 
@@ -168,11 +169,14 @@ def _batchwise(func: Callable) -> Callable:
 
 
 # The ops: one line each. Any fastconv.functional op that takes an NCHW batch first and treats
-# its images independently fits (conv_transpose2d, when it exists).
+# its images independently fits.
 conv2d = _batchwise(F.conv2d)
+conv_transpose2d = _batchwise(F.conv_transpose2d)
 max_pool2d = _batchwise(F.max_pool2d)
 avg_pool2d = _batchwise(F.avg_pool2d)
 lp_pool2d = _batchwise(F.lp_pool2d)
+adaptive_avg_pool2d = _batchwise(F.adaptive_avg_pool2d)
+adaptive_max_pool2d = _batchwise(F.adaptive_max_pool2d)
 relu = _batchwise(F.relu)
 
 

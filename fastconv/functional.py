@@ -23,6 +23,7 @@ from ._config import get_num_threads
 
 __all__ = [
     "conv2d", "conv2d_backward", "conv2d_input", "conv2d_weight", "same_padding",
+    "conv2d_relu", "conv2d_relu_backward",
     "conv_transpose2d", "conv_transpose2d_backward",
     "max_pool2d", "max_pool2d_backward",
     "avg_pool2d", "avg_pool2d_backward",
@@ -74,7 +75,10 @@ def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, st
            [6., 9., 9., 6.],
            [4., 6., 6., 4.]], dtype=float32)
     """
-    op = "conv2d"
+    return _conv2d("conv2d", x, weight, bias, stride, padding, dilation, groups, relu=False)
+
+
+def _conv2d(op, x, weight, bias, stride, padding, dilation, groups, relu):
     x = v.float_array(op, "x", x, 4, "(N, C, H, W)")
     weight = v.float_array(op, "weight", weight, 4, "(K, C/groups, kH, kW)")
     if bias is not None:
@@ -88,8 +92,68 @@ def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, st
     if y.size:
         _kernels.conv2d_forward(g, v.contiguous(x), v.contiguous(weight),
                                 None if bias is None else v.contiguous(bias), y,
-                                get_num_threads())
+                                get_num_threads(), relu)
     return y
+
+
+def conv2d_relu(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, stride=1,
+                padding=0, dilation=1, groups: int = 1) -> np.ndarray:
+    """``relu(conv2d(x, weight, bias, ...))`` in one pass: the convolution adds the bias and
+    applies ReLU as it writes each output (a fused epilogue), so the output is written once and
+    never read back. Bit for bit what the two ops give; arguments and shapes as ``conv2d``.
+    Its gradients are ``conv2d_relu_backward``.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv.functional as F
+    >>> x = np.array([[[[1.0, -2.0], [3.0, -4.0]]]]); w = np.ones((2, 1, 1, 1)); w[1] = -1
+    >>> F.conv2d_relu(x, w)[0]
+    array([[[1., 0.],
+            [3., 0.]],
+    <BLANKLINE>
+           [[0., 2.],
+            [0., 4.]]])
+    """
+    return _conv2d("conv2d_relu", x, weight, bias, stride, padding, dilation, groups, relu=True)
+
+
+def conv2d_relu_backward(grad_output: np.ndarray, x: np.ndarray, weight: np.ndarray,
+                         output: np.ndarray, stride=1, padding=0, dilation=1, groups: int = 1):
+    """Gradients of ``conv2d_relu``: ``(grad_input, grad_weight, grad_bias)``, given its
+    ``output``.
+
+    ReLU's gradient is taken from the output (grad_output passes where output > 0 or is NaN,
+    exactly where the pre-activation is, as ``relu_backward`` on it), in the same pass over
+    grad_output that sums the bias gradient; the input and weight gradients then run on the
+    masked gradient. Equal to ``conv2d_backward(relu_backward(grad_output, z), x, weight, ...)``
+    with z the convolution before ReLU. Shapes as ``conv2d_backward``; ``output`` has
+    grad_output's.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv.functional as F
+    >>> x = np.array([[[[1.0, -2.0]]]]); w = np.ones((1, 1, 1, 1))
+    >>> y = F.conv2d_relu(x, w)
+    >>> gx, gw, gb = F.conv2d_relu_backward(np.ones_like(y), x, w, y)
+    >>> gx[0, 0], gw.ravel(), gb
+    (array([[1., 0.]]), array([1.]), array([1.]))
+    """
+    op = "conv2d_relu_backward"
+    grad_output = v.float_array(op, "grad_output", grad_output, 4, "(N, K, OH, OW)")
+    x = v.float_array(op, "x", x, 4, "(N, C, H, W)")
+    weight = v.float_array(op, "weight", weight, 4, "(K, C/groups, kH, kW)")
+    output = v.float_array(op, "output", output, 4, "(N, K, OH, OW)")
+    dtype = v.same_dtype(op, x=x, weight=weight, grad_output=grad_output, output=output)
+    g = _conv_setup(op, x.shape, weight.shape, stride, padding, dilation, groups)
+    v.check_grad_output(op, grad_output, g.output_shape)
+    v.check_same_shape(op, "output", output, "grad_output", grad_output)
+    grad_z = _kernels.empty(g.output_shape, dtype)
+    gb = np.empty((g.out_channels,), dtype)
+    _kernels.conv2d_relu_backward(g, v.contiguous(grad_output), v.contiguous(output), grad_z,
+                                  gb, get_num_threads())
+    gx = _conv_grad_input(g, grad_z, weight, dtype)
+    gw, _ = _conv_grad_weight(g, x, grad_z, dtype, want_bias=False)
+    return gx, gw, gb
 
 
 def conv2d_input(input_shape, weight: np.ndarray, grad_output: np.ndarray, stride=1, padding=0,

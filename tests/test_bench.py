@@ -46,12 +46,14 @@ def test_plot_writes_a_png(tmp_path):
 
 def test_layer_tables_match_the_shapes_they_name():
     """Every case the command would time exists for every listed layer and pass."""
-    assert set(bench.CONV_LAYERS) == {"lenet1-5x5", "cifar-3x3", "vgg-64", "res-256", "pw-1x1",
-                                      "down-s2", "alex-11x11s4"}
+    assert {"lenet1-5x5", "cifar-3x3", "vgg-64", "res-256", "pw-1x1", "down-s2", "alex-11x11s4",
+            "res-512-7x7", "odd-24-40", "odd-3-37", "vgg-64-n1", "res-256-n1", "expand-1x1",
+            "stem-7x7s2", "resnext-g32", "dw-128", "dw-256-s2"} <= set(bench.CONV_LAYERS)
     assert set(bench.POOL_CASES) == {"max-2x2s2", "max-3x3s2p1", "avg-2x2s2", "l2-2x2s2"}
-    cases = bench.conv_cases(names={"lenet1-5x5"})
-    assert [(c.name, c.direction) for c in cases] == [("lenet1-5x5", "forward"),
-                                                      ("lenet1-5x5", "backward")]
+    cases = bench.conv_cases(names={"lenet1-5x5", "vgg-64"})
+    assert [(c.name, c.direction) for c in cases] == [
+        ("lenet1-5x5", "forward"), ("lenet1-5x5", "backward"), ("vgg-64", "forward"),
+        ("vgg-64", "backward"), ("vgg-64", "input"), ("vgg-64", "weight")]
     assert all(c.reference is not None for c in cases)
     assert set(bench.CONV_TRANSPOSE_LAYERS) == {"unet-2x2s2", "fcn-3x3s2-op1", "dcgan-4x4s2",
                                                 "dcgan-rgb-4x4s2"}
@@ -63,6 +65,27 @@ def test_layer_tables_match_the_shapes_they_name():
     assert cases[0].fastconv().shape == (n, c_out, 2 * h, 2 * h)  # a decoder layer doubles H
     assert cases[0].work == 2.0 * n * c_in * h * h * c_out * k * k
     assert all(c.reference is not None for c in cases)
+
+
+@pytest.mark.parametrize("name", ["res-256-n1", "odd-3-37", "resnext-g32", "dw-256-s2"])
+def test_conv_cases_compute_what_they_name(name, monkeypatch):
+    """A layer's fastconv and PyTorch calls agree in every pass (grouped and depthwise included:
+    the groups reach both sides); the per-pass cases give the backward's own gradients."""
+    torch = pytest.importorskip("torch")
+    torch.set_num_threads(1)
+    monkeypatch.setattr(bench, "CONV_PASS_LAYERS", (name,))
+    cases = {c.direction: c for c in bench.conv_cases(names={name})}
+    assert set(cases) == {"forward", "backward", "input", "weight"}
+    for direction, case in cases.items():
+        ours, theirs = case.fastconv(), case.torch()
+        if direction == "backward":
+            pairs = zip(ours, theirs)
+        else:
+            pairs = [(ours, theirs if direction == "forward" else
+                      theirs[0 if direction == "input" else 1])]
+        for a, b in pairs:
+            np.testing.assert_allclose(a, b.numpy(), rtol=2e-3, atol=2e-3,
+                                       err_msg=f"{name} {direction}")
 
 
 def test_adaptive_pool_cases_compute_what_they_name():

@@ -10,7 +10,8 @@ input-gradient tasks whose rows cross 288. Each case runs once as the plan choos
 (src/kernels/conv2d_plan.c; tests/test_plan.py tests its choices) and once with each algorithm
 forced (fastconv._kernels.force_conv_algorithms): direct, Winograd and plain loops forward, the
 transposed forward pass and col2im for the input gradient, direct and plain loops for the weight
-gradient. Forcing an algorithm on a geometry it cannot run is an error.
+gradient, and the depthwise passes wherever C/groups = 1. Forcing an algorithm on a geometry it
+cannot run is an error.
 """
 
 from __future__ import annotations
@@ -94,6 +95,15 @@ CONV_CASES = {
     "pad4-11x11s4": (1, 3, 27, 27, 4, 11, 4, (1, 2, 2, 1), 1, 1, True),  # TF's SAME here
     "pad4-transposed-mr": (1, 9, 6, 7, 8, 3, 1, (2, 0, 1, 3), 1, 1, True),  # C/groups >= MR
     "valid-strided": (1, 2, 9, 8, 3, 3, 2, "valid", 1, 1, True),
+    # one input channel per group runs the depthwise passes: grids longer than one block of
+    # the tap-sum microkernel with a ragged end, strides 2 and 3 (phases with no tap), dilation,
+    # a 5x5 kernel (taps split into groups for the dot microkernel), padding past the kernel,
+    # and a single channel with many outputs (C = groups = 1)
+    "depthwise-long-rows": (2, 3, 23, 29, 3, 3, 1, 1, 1, 3, True),
+    "depthwise-s3-dilated": (1, 2, 17, 16, 4, 3, 3, (2, 1, 0, 3), (2, 1), 2, True),
+    "depthwise-5x5-s2": (2, 4, 13, 12, 4, 5, 2, 2, 1, 4, False),
+    "depthwise-beyond-kernel": (1, 2, 5, 6, 2, (2, 3), 1, (3, 1, 4, 0), 1, 2, True),
+    "single-channel-many-outputs": (2, 1, 9, 9, 12, 3, 1, 1, 1, 1, True),
 }
 
 
@@ -145,14 +155,17 @@ def _check_conv(x, weight, bias, kwargs, ref_args, rng):
 
 # (pass, algorithm): every way a pass can run (fastconv.h, fc_conv_algorithm)
 ALGORITHMS = [("forward", "direct"), ("forward", "winograd"), ("forward", "plain"),
-              ("input", "transposed"), ("input", "col2im"),
-              ("weight", "direct"), ("weight", "plain")]
+              ("forward", "depthwise"), ("input", "transposed"), ("input", "col2im"),
+              ("input", "depthwise"), ("weight", "direct"), ("weight", "plain"),
+              ("weight", "depthwise")]
 
 
 def _can_run(algorithm, case) -> bool:
     """The geometry rules, as docs/KERNELS.md states them (the table's strides and dilations
     are small, so the stride phases of the direct passes always fit)."""
-    _, _, _, _, _, kernel, stride, _, dilation, _, _ = case
+    _, c, _, _, _, kernel, stride, _, dilation, groups, _ = case
+    if algorithm == "depthwise":
+        return c == groups
     if algorithm == "winograd":
         return pair(kernel) == (3, 3) and pair(stride) == (1, 1) and pair(dilation) == (1, 1)
     if algorithm == "transposed":
@@ -224,7 +237,7 @@ def test_conv2d_halves_equal_backward(name, dtype):
 
 # all stride 1 and 3x3, so that every algorithm can run them
 THREAD_CASES = ["many-pixels-tiles", "big-batch-weight-chunks", "long-reduction", "depthwise",
-                "winograd-blocks-across-images"]
+                "winograd-blocks-across-images", "depthwise-long-rows"]
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
@@ -296,3 +309,67 @@ def test_conv2d_random_configurations(dtype, case, seed):
         with fastconv.use_isa(name):
             rng = np.random.default_rng(seed)
             _check_conv(*_make(case, dtype, rng), rng)
+
+
+# ---- the fused epilogue: conv2d_relu and its backward ----------------------------------------
+
+def _assert_bits(a, b):
+    assert a.dtype == b.dtype and a.shape == b.shape
+    np.testing.assert_array_equal(a.view(np.uint8), b.view(np.uint8))
+
+
+def _check_relu_fusion(x, weight, bias, kwargs, rng):
+    """conv2d_relu against relu(conv2d), and its backward against the unfused ops', bit for bit
+    (under any algorithms forced around the call)."""
+    z = F.conv2d(x, weight, bias, **kwargs)
+    y = F.conv2d_relu(x, weight, bias, **kwargs)
+    _assert_bits(y, F.relu(z))
+    gy = rng.standard_normal(z.shape).astype(x.dtype)
+    fused = F.conv2d_relu_backward(gy, x, weight, y, **kwargs)
+    unfused = F.conv2d_backward(F.relu_backward(gy, z), x, weight, **kwargs)
+    for a, b in zip(fused, unfused):
+        _assert_bits(a, b)
+    return z
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("case", list(CONV_CASES.values()), ids=list(CONV_CASES))
+def test_conv2d_relu_equals_the_unfused_ops(case, dtype, isa):
+    """Bit for bit relu(conv2d(...)) forward, and conv2d_backward of relu_backward's gradient
+    backward (the bias gradient summed in the masking pass), on the whole case table."""
+    rng = np.random.default_rng(abs(hash(str(case))) % 2**32)
+    x, weight, bias, kwargs, _ = _make(case, dtype, rng)
+    _check_relu_fusion(x, weight, bias, kwargs, rng)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("name, algorithm", [("winograd", "winograd"), ("winograd", "direct"),
+                                             ("stride2", "plain"), ("depthwise", "depthwise")])
+def test_conv2d_relu_on_every_forward_algorithm(name, algorithm, dtype, isa):
+    rng = np.random.default_rng(9)
+    x, weight, bias, kwargs, _ = _make(CONV_CASES[name], dtype, rng)
+    with _kernels.force_conv_algorithms(forward=algorithm):
+        _check_relu_fusion(x, weight, bias, kwargs, rng)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+def test_conv2d_relu_keeps_nan_and_inf(dtype, isa):
+    """NaN outputs stay NaN and pass the gradient (as relu and relu_backward), +Inf passes and
+    -Inf stops; Inf in x sends Winograd to its fallback, which fuses the epilogue too."""
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, 16, 6, 7)).astype(dtype)
+    w = rng.standard_normal((16, 16, 3, 3)).astype(dtype)
+    x[0, 0, 2, 3], x[1, 5, 0, 0] = np.nan, np.inf
+    z = _check_relu_fusion(x, w, None, dict(padding=1), rng)
+    assert np.isnan(z).any() and np.isinf(z).any()
+
+
+def test_conv2d_relu_validates_its_arguments():
+    x, w = np.ones((1, 2, 4, 4)), np.ones((3, 2, 3, 3))
+    y = F.conv2d_relu(x, w)
+    with pytest.raises(ValueError, match=r"^conv2d_relu: "):
+        F.conv2d_relu(x, np.ones((3, 1, 3, 3)))
+    with pytest.raises(ValueError, match=r"^conv2d_relu_backward: output must have the shape"):
+        F.conv2d_relu_backward(y, x, w, y[:, :2])
+    with pytest.raises(TypeError, match=r"^conv2d_relu_backward: "):
+        F.conv2d_relu_backward(y, x, w, y.astype(np.float32))

@@ -287,15 +287,19 @@ def test_matches_reference(case, dtype, isa):
 
 # (pass of conv_transpose2d, the conv2d pass it runs on, algorithm)
 ALGORITHMS = [("forward", "input", "transposed"), ("forward", "input", "col2im"),
+              ("forward", "input", "depthwise"),
               ("grad_input", "forward", "direct"), ("grad_input", "forward", "winograd"),
-              ("grad_input", "forward", "plain"),
-              ("grad_weight", "weight", "direct"), ("grad_weight", "weight", "plain")]
+              ("grad_input", "forward", "plain"), ("grad_input", "forward", "depthwise"),
+              ("grad_weight", "weight", "direct"), ("grad_weight", "weight", "plain"),
+              ("grad_weight", "weight", "depthwise")]
 
 
 def _can_run(algorithm, case) -> bool:
     """The conv2d geometry rules (docs/KERNELS.md) on the matching conv2d (same kernel, stride
     and dilation); the table's strides are small, so the stride phases always fit."""
     kernel, stride, dilation = case[5], case[6], case[9]
+    if algorithm == "depthwise":  # one conv2d input channel (ours: output channel) per group
+        return case[4] == case[10]
     if algorithm == "winograd":
         return pair(kernel) == (3, 3) and pair(stride) == (1, 1) and pair(dilation) == (1, 1)
     if algorithm == "transposed":

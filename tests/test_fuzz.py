@@ -215,7 +215,7 @@ def arrays_ok(kwargs, names, ndim):
     return all(is_float_array(a, ndim) for a in arrays) and same_dtype(*arrays)
 
 
-# ---- conv2d, conv2d_backward, conv2d_input, conv2d_weight --------------------------------------
+# ---- conv2d, conv2d_backward, conv2d_input, conv2d_weight, conv2d_relu(_backward) ------------
 
 def _conv_draw(data, rng):
     dtype = data.draw(st.sampled_from([np.float32, np.float64]), label="dtype")
@@ -237,32 +237,41 @@ def _conv_draw(data, rng):
     return dtype, x_shape, (k, cg, kh, kw), kwargs
 
 
-def _conv_check(op, out, x, weight, bias, gy, out_shape, geometry, groups):
-    """Compare every output of `op` with the reference."""
+def _conv_check(op, out, x, weight, bias, gy, out_shape, geometry, groups, output=None):
+    """Compare every output of `op` with the reference (conv2d_relu_backward's given the
+    forward `output` its ReLU mask is read from)."""
     outs = out if isinstance(out, tuple) else (out,)
-    shapes = {"conv2d": [out_shape], "conv2d_backward": [x.shape, weight.shape, weight.shape[:1]],
-              "conv2d_input": [x.shape], "conv2d_weight": [weight.shape]}[op]
+    grads = [x.shape, weight.shape, weight.shape[:1]]
+    shapes = {"conv2d": [out_shape], "conv2d_relu": [out_shape], "conv2d_backward": grads,
+              "conv2d_relu_backward": grads, "conv2d_input": [x.shape],
+              "conv2d_weight": [weight.shape]}[op]
     assert [o.shape for o in outs] == [tuple(s) for s in shapes]
     # the dtype of the arrays passed (conv2d_input takes no x, conv2d_weight no weight)
     dtype = (weight if op == "conv2d_input" else x).dtype
     assert all(o.dtype == dtype for o in outs)
     x, weight = x.astype(dtype), weight.astype(dtype)
     ref_args = (*geometry, groups)
-    if op == "conv2d":
+    if op in ("conv2d", "conv2d_relu"):
         abs_bias = None if bias is None else np.abs(bias)
-        assert_close(out, ref.conv2d(x, weight, bias, *ref_args), int(np.prod(weight.shape[1:])),
+        expected = ref.conv2d(x, weight, bias, *ref_args)
+        assert_close(out, ref.relu(expected) if op == "conv2d_relu" else expected,
+                     int(np.prod(weight.shape[1:])),
                      ref.conv2d(np.abs(x), np.abs(weight), abs_bias, *ref_args))
         return
+    if op == "conv2d_relu_backward":  # relu_backward's rule on the pre-activation
+        gy = np.where((output > 0) | np.isnan(output), gy, 0).astype(gy.dtype)
     expected = ref.conv2d_backward(gy, x, weight, *ref_args)
     scale = ref.conv2d_backward(np.abs(gy), np.abs(x), np.abs(weight), *ref_args)
     per_pixel = gy.shape[0] * gy.shape[2] * gy.shape[3]
     lengths = [weight.shape[0] // groups * weight.shape[2] * weight.shape[3], per_pixel, per_pixel]
-    pick = {"conv2d_backward": [0, 1, 2], "conv2d_input": [0], "conv2d_weight": [1]}[op]
+    pick = {"conv2d_backward": [0, 1, 2], "conv2d_relu_backward": [0, 1, 2], "conv2d_input": [0],
+            "conv2d_weight": [1]}[op]
     for o, i in zip(outs, pick):
         assert_close(o, expected[i], lengths[i], scale[i])
 
 
-CONV_OPS = ["conv2d", "conv2d_backward", "conv2d_input", "conv2d_weight"]
+CONV_OPS = ["conv2d", "conv2d_backward", "conv2d_input", "conv2d_weight", "conv2d_relu",
+            "conv2d_relu_backward"]
 
 
 @pytest.mark.parametrize("op", CONV_OPS)
@@ -280,7 +289,8 @@ def test_fuzz_conv(op, data, seed):
     x = make_array(data, rng, x_shape, dtype, "x", corrupt=op != "conv2d_input")
     weight = make_array(data, rng, w_shape, dtype, "weight", corrupt=op != "conv2d_weight")
     valid = judged is not None
-    if op == "conv2d":
+    output = None
+    if op in ("conv2d", "conv2d_relu"):
         bias_kind = data.draw(st.sampled_from(["none", "ok", "ok", "long", "2-D"]), label="bias")
         bias = None if bias_kind == "none" else make_array(
             data, rng, {"ok": (w_shape[0],), "long": (w_shape[0] + 1,),
@@ -296,6 +306,11 @@ def test_fuzz_conv(op, data, seed):
         if op == "conv2d_backward":
             kwargs.update(x=x, weight=weight)
             names = ["x", "weight", "grad_output"]
+        elif op == "conv2d_relu_backward":  # any output: the mask is read from it
+            output = grad_for(data, rng, out_shape, dtype, "output")
+            kwargs.update(x=x, weight=weight, output=output)
+            names = ["x", "weight", "grad_output", "output"]
+            valid = valid and is_float_array(output, 4) and output.shape == out_shape
         elif op == "conv2d_input":
             kwargs.update(input_shape=data.draw(st.sampled_from(
                 [x_shape, x_shape, x_shape, list(x_shape), x_shape[:3], (*x_shape[:3], -1),
@@ -314,7 +329,7 @@ def test_fuzz_conv(op, data, seed):
         expect_error(op, kwargs)
         return
     _conv_check(op, getattr(F, op)(**kwargs), x, weight, kwargs.get("bias"), gy, out_shape,
-                geometry, kwargs["groups"])
+                geometry, kwargs["groups"], output)
 
 
 # ---- conv_transpose2d, conv_transpose2d_backward -------------------------------------------------

@@ -76,11 +76,14 @@ CONV_CASES = [  # x shape, weight shape, kwargs
     ((2, 8, 5, 5), (4, 8, 1, 1), dict()),
     # Winograd-sized (3x3, stride 1, >= 16 channels): Inf must not cancel into NaN
     ((2, 16, 6, 5), (16, 16, 3, 3), dict(padding=1)),
+    # depthwise, strided: the per-plane passes on the stride phases
+    ((2, 5, 9, 8), (5, 1, 3, 3), dict(stride=2, padding=1, groups=5)),
 ]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("case", CONV_CASES, ids=["3x3", "grouped-strided", "1x1", "winograd"])
+@pytest.mark.parametrize("case", CONV_CASES, ids=["3x3", "grouped-strided", "1x1", "winograd",
+                                                 "depthwise"])
 def test_conv2d_against_torch(T, case, dtype):
     x_shape, w_shape, kwargs = case
     x, w = _sprinkled(x_shape, dtype, 1), _sprinkled(w_shape, dtype, 2, 0.05)
@@ -184,7 +187,8 @@ def test_conv2d_weight_gradient_ignores_unread_infinities(dtype, case):
 
 # (pass, the algorithm forced, its fallback, which input holds the Inf and NaN)
 FALLBACKS = [("forward", "winograd", "direct", "x"), ("forward", "winograd", "direct", "w"),
-             ("input", "transposed", "col2im", "w"), ("weight", "direct", "plain", "x")]
+             ("input", "transposed", "col2im", "w"), ("weight", "direct", "plain", "x"),
+             ("input", "depthwise", "col2im", "w"), ("weight", "depthwise", "plain", "x")]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -192,8 +196,9 @@ FALLBACKS = [("forward", "winograd", "direct", "x"), ("forward", "winograd", "di
                          ids=[f"{w}-{a}-{h}" for w, a, _, h in FALLBACKS])
 def test_nonfinite_data_runs_the_plans_fallback(which, algorithm, fallback, holder, dtype):
     rng = np.random.default_rng(27)
+    groups = 16 if algorithm == "depthwise" else 1
     x = rng.standard_normal((2, 16, 6, 7)).astype(dtype)
-    w = rng.standard_normal((16, 16, 3, 3)).astype(dtype)
+    w = rng.standard_normal((16, 16 // groups, 3, 3)).astype(dtype)
     gy = rng.standard_normal((2, 16, 6, 7)).astype(dtype)
     special = {"x": x, "w": w}[holder]
     special.flat[[5, 40, 77]] = [np.inf, -np.inf, np.nan]
@@ -201,8 +206,8 @@ def test_nonfinite_data_runs_the_plans_fallback(which, algorithm, fallback, hold
     def run(name):
         with _kernels.force_conv_algorithms(**{which: name}):
             if which == "forward":
-                return F.conv2d(x, w, padding=1)
-            gx, gw, gb = F.conv2d_backward(gy, x, w, padding=1)
+                return F.conv2d(x, w, padding=1, groups=groups)
+            gx, gw, gb = F.conv2d_backward(gy, x, w, padding=1, groups=groups)
             return gx if which == "input" else gw
 
     np.testing.assert_array_equal(run(algorithm), run(fallback))

@@ -5,7 +5,8 @@ the table.
 
 The conv tests (test_conv2d.py) run every algorithm on every case; these test the choice itself,
 at the thresholds: Winograd from 16 channels per group on both sides, the input gradient as a
-forward pass from MR channels per group, the plain loops where the stride phases would not fit.
+forward pass from MR channels per group, the depthwise passes for one input channel per group
+and fewer than MR output channels, the plain loops where the stride phases would not fit.
 """
 
 from __future__ import annotations
@@ -50,8 +51,23 @@ PLAN_CASES = {
                          ("transposed", "col2im"), ("direct", "plain")),
     "col2im-below-MR": (dict(c="MR-1", k=4, kernel=5, padding=2), ("direct", "direct"),
                         ("col2im", "col2im"), ("direct", "plain")),
-    "depthwise": (dict(c=16, k=16, groups=16), ("direct", "direct"), ("col2im", "col2im"),
-                  ("direct", "plain")),
+    "depthwise": (dict(c=16, k=16, groups=16), ("depthwise", "depthwise"),
+                  ("depthwise", "col2im"), ("depthwise", "plain")),
+    "depthwise-strided": (dict(c=16, k=16, groups=16, stride=2), ("depthwise", "depthwise"),
+                          ("depthwise", "col2im"), ("depthwise", "plain")),
+    # one input channel: the depthwise passes while K stays below the GEMM tile's MR rows
+    "one-channel-below-MR": (dict(c=1, k="MR-1"), ("depthwise", "depthwise"),
+                             ("depthwise", "col2im"), ("depthwise", "plain")),
+    "one-channel-at-MR": (dict(c=1, k="MR"), ("direct", "direct"), ("col2im", "col2im"),
+                          ("direct", "plain")),
+    # the depthwise passes' dense grid holds one output row and column here, where the
+    # direct passes' sH x sW phases would not fit; a dilation this large fits neither
+    "depthwise-huge-stride": (dict(c=2, k=2, groups=2, size=2, kernel=1, stride=BIG,
+                                   padding=0), ("depthwise", "depthwise"),
+                              ("depthwise", "col2im"), ("depthwise", "plain")),
+    "depthwise-dilation-too-big": (dict(c=2, k=2, groups=2, size=3, dilation=BIG, padding=BIG),
+                                   ("plain", "plain"), ("col2im", "col2im"),
+                                   ("plain", "plain")),
     "phases-too-big": (dict(c=2, k=2, size=2, kernel=1, stride=BIG, padding=0),
                        ("plain", "plain"), ("col2im", "col2im"), ("plain", "plain")),
     "dilation-too-big": (dict(c=16, k=2, size=3, dilation=BIG, padding=BIG),
@@ -87,6 +103,10 @@ REFUSALS = [
     ("input", "winograd", dict(), "not an input-gradient algorithm"),
     ("weight", "winograd", dict(), "not a weight-gradient algorithm"),
     ("weight", "col2im", dict(), "not a weight-gradient algorithm"),
+    ("forward", "depthwise", dict(c=16, k=16, groups=8), "needs one input channel per group"),
+    ("input", "depthwise", dict(), "needs one input channel per group"),
+    ("weight", "depthwise", dict(c=2, k=2, groups=2, size=3, dilation=BIG, padding=BIG),
+     "padded channels would dwarf"),
 ]
 
 

@@ -1,6 +1,7 @@
-"""The GEMM microkernels, Winograd F(2x2, 3x3) transforms, packing routines and global pooling's
-plane reductions one by one, against plain NumPy, on every ISA path this machine has
-(fastconv._kernels.ukernel_table; each routine's contract is in docs/KERNELS.md).
+"""The GEMM microkernels, Winograd F(2x2, 3x3) transforms, packing routines, depthwise
+microkernels and global pooling's plane reductions one by one, against plain NumPy, on every ISA
+path this machine has (fastconv._kernels.ukernel_table; each routine's contract is in
+docs/KERNELS.md).
 
 As XNNPACK tests its microkernels: one tester per routine and a table of cases at the routine's
 edges, with sizes given relative to the ISA's register tile where the tile matters ("tile-1" is
@@ -487,3 +488,53 @@ def test_plane_argmax_ukernel(table, n, kind):
     expected = _scan_argmax(x)
     assert at == expected, (table.names["plane_argmax"], kind, n, at, expected)
     assert value.tobytes() == x[expected].tobytes()
+
+
+# ---- depthwise microkernels ---------------------------------------------------------------------
+
+# (pixels, taps): none, fewer than a vector, around a vector and the 8-vector block of every ISA
+# (VL = 4 .. 16), a ragged end; one tap, 3x3, 5x5 (the dot kernel's taps in groups of up to 8)
+DW_PIXELS = [0, 1, 3, 8, 9, 16, 17, 31, 33, 64, 65, 127, 129, 300]
+DW_TAPS = [1, 9, 25]
+
+
+def _dw_operands(rng, n, kk, dtype):
+    """A source of n + 40 random elements then NaN (never read), and kk tap offsets into it
+    (overlapping, unordered, as a kernel's taps are)."""
+    src = np.concatenate([_rand(rng, n + 40, dtype), _nan(5, dtype)])
+    offsets = [int(o) for o in rng.integers(0, 41, kk)]
+    return src, offsets
+
+
+@pytest.mark.parametrize("kk", DW_TAPS)
+@pytest.mark.parametrize("n", DW_PIXELS)
+def test_dwconv_ukernel(table, n, kk):
+    rng = np.random.default_rng(100 * n + kk)
+    src, offsets = _dw_operands(rng, n, kk, table.dtype)
+    w = _rand(rng, kk, table.dtype)
+    out = _nan(n + 3, table.dtype)  # past n: never written
+    table.dwconv(n, w, src, offsets, out)
+    terms = np.stack([w[t] * src[o:o + n].astype(np.float64) for t, o in enumerate(offsets)])
+    written = np.arange(n + 3) < n
+    expected = np.zeros(n + 3)
+    expected[:n] = terms.sum(axis=0)
+    scale = np.zeros(n + 3)
+    scale[:n] = np.abs(terms).sum(axis=0)
+    _assert_region(out, expected, written, kk, scale, table.names["dwconv"])
+
+
+@pytest.mark.parametrize("kk", DW_TAPS)
+@pytest.mark.parametrize("n", DW_PIXELS)
+def test_dwconv_dot_ukernel(table, n, kk):
+    rng = np.random.default_rng(100 * n + kk + 7)
+    src, offsets = _dw_operands(rng, n, kk, table.dtype)
+    g = np.concatenate([_rand(rng, n, table.dtype), _nan(3, table.dtype)])  # past n: unread
+    start = _rand(rng, kk, table.dtype)
+    acc = np.concatenate([start, _nan(2, table.dtype)])  # past kk: never written
+    table.dwconv_dot(n, g, src, offsets, acc)
+    terms = [g[:n].astype(np.float64) * src[o:o + n] for o in offsets]
+    expected = np.concatenate([start + np.array([t.sum() for t in terms]), np.zeros(2)])
+    scale = np.concatenate([np.abs(start) + np.array([np.abs(t).sum() for t in terms]),
+                            np.zeros(2)])
+    written = np.arange(kk + 2) < kk
+    _assert_region(acc, expected, written, n + 1, scale, table.names["dwconv_dot"])

@@ -13,6 +13,7 @@
 #ifndef FC_CONV2D_BWD_INPUT_H
 #define FC_CONV2D_BWD_INPUT_H
 
+#include "conv2d_depthwise.h"
 #include "conv2d_fwd.h"
 #include "conv2d_gemm_ukernel.h"
 #include "conv2d_pack.h"
@@ -50,6 +51,7 @@ static int FC_LOCAL(conv2d_bwd_input_transposed)(const fc_conv2d_params *p, cons
     q.out_h = p->in_h;
     q.out_w = p->in_w;
     q.algorithm = FC_CONV_AUTO;
+    q.relu = 0;
     const int rc = FC_FN(conv2d_fwd)(&q, gy, wt, bias, gx, nthreads);
     fc_aligned_free(wt);
     return rc;
@@ -148,6 +150,8 @@ static int FC_LOCAL(conv2d_bwd_input_run)(fc_conv_algorithm algorithm, const fc_
                                           const T *bias, T *gx, int nthreads) {
     if (algorithm == FC_CONV_TRANSPOSED)
         return FC_LOCAL(conv2d_bwd_input_transposed)(p, tn, gy, w, bias, gx, nthreads);
+    if (algorithm == FC_CONV_DEPTHWISE)
+        return FC_LOCAL(conv2d_bwd_input_depthwise)(p, tn, gy, w, bias, gx, nthreads);
     return FC_LOCAL(conv2d_bwd_input_col2im)(p, tn, gy, w, bias, gx, nthreads);
 }
 

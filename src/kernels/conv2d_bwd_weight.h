@@ -12,6 +12,7 @@
 #ifndef FC_CONV2D_BWD_WEIGHT_H
 #define FC_CONV2D_BWD_WEIGHT_H
 
+#include "conv2d_depthwise.h"
 #include "conv2d_gemm_ukernel.h"
 #include "conv2d_pack.h"
 #include "conv2d_phases.h"
@@ -20,9 +21,12 @@
 #include "fc_template.h"
 
 /* db[k] = sum of dY[:, k]: double partial sums keep float32 results at float32 accuracy, and
- * eight independent chains keep the adds from waiting on each other. */
-static void FC_LOCAL(bias_grad)(const fc_conv2d_params *p, const fc_tuning *tn, const T *gy, T *gb,
-                                int nthreads) {
+ * eight independent chains keep the adds from waiting on each other. With y (the output of a
+ * forward pass that fused ReLU), dY passes through ReLU's gradient first, as relu_bwd on the
+ * pre-activation: gz = dY where y > 0 or y is NaN, else 0 (y = ReLU(z) is > 0 or NaN exactly
+ * where z is), written to gz and summed. */
+static void FC_LOCAL(bias_grad)(const fc_conv2d_params *p, const fc_tuning *tn, const T *gy,
+                                const T *y, T *gz, T *gb, int nthreads) {
     const fc_index P = p->out_h * p->out_w, K = p->out_channels;
     const int nt = fc_threads_for(nthreads, (double)p->batch * K * P, tn->stream_min_work, K);
     FC_PRAGMA(omp parallel for schedule(static) num_threads(nt))
@@ -30,6 +34,12 @@ static void FC_LOCAL(bias_grad)(const fc_conv2d_params *p, const fc_tuning *tn, 
         double part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
         for (fc_index n = 0; n < p->batch; n++) {
             const T *row = gy + (n * K + k) * P;
+            if (y) { /* the mask, into gz: then sum gz */
+                const T *yr = y + (n * K + k) * P;
+                T *zr = gz + (n * K + k) * P;
+                for (fc_index q = 0; q < P; q++) zr[q] = yr[q] > 0 || yr[q] != yr[q] ? row[q] : 0;
+                row = zr;
+            }
             fc_index q = 0;
             for (; q + 8 <= P; q += 8)
                 for (int u = 0; u < 8; u++) part[u] += (double)row[q + u];
@@ -166,6 +176,8 @@ static int FC_LOCAL(conv2d_bwd_weight_run)(fc_conv_algorithm algorithm, const fc
                                            int nthreads) {
     if (algorithm == FC_CONV_PLAIN)
         return FC_LOCAL(conv2d_bwd_weight_plain)(p, tn, gy, x, gw, nthreads);
+    if (algorithm == FC_CONV_DEPTHWISE)
+        return FC_LOCAL(conv2d_bwd_weight_depthwise)(p, tn, gy, x, gw, nthreads);
     return FC_LOCAL(conv2d_bwd_weight_direct)(p, tn, gy, x, gw, nthreads);
 }
 
@@ -179,8 +191,17 @@ int FC_FN(conv2d_bwd_weight)(const fc_conv2d_params *p, const T *gy, const T *x,
     int rc = FC_LOCAL(conv2d_bwd_weight_run)(plan.algorithm, p, plan.tuning, gy, x, gw, nthreads);
     if (rc == FC_NONFINITE)
         rc = FC_LOCAL(conv2d_bwd_weight_run)(plan.nonfinite, p, plan.tuning, gy, x, gw, nthreads);
-    if (rc == FC_OK && gb) FC_LOCAL(bias_grad)(p, plan.tuning, gy, gb, nthreads);
+    if (rc == FC_OK && gb) FC_LOCAL(bias_grad)(p, plan.tuning, gy, NULL, NULL, gb, nthreads);
     return rc;
+}
+
+/* The backward pass of the fused ReLU (conv2d_relu): gz = dY through ReLU's gradient at the
+ * forward output y, and the bias gradient summed from gz in the same pass; the input and weight
+ * gradients then run on gz. */
+int FC_FN(conv2d_relu_bwd)(const fc_conv2d_params *p, const T *gy, const T *y, T *gz, T *gb,
+                           int nthreads) {
+    FC_LOCAL(bias_grad)(p, &fc_tuning_table[FC_ISA_ID][FC_DT_ID], gy, y, gz, gb, nthreads);
+    return FC_OK;
 }
 
 #endif /* FC_CONV2D_BWD_WEIGHT_H */

@@ -12,6 +12,7 @@
 #ifndef FC_CONV2D_FWD_H
 #define FC_CONV2D_FWD_H
 
+#include "conv2d_depthwise.h"
 #include "conv2d_gemm_ukernel.h"
 #include "conv2d_pack.h"
 #include "conv2d_phases.h"
@@ -105,7 +106,8 @@ static int FC_LOCAL(conv2d_fwd_direct)(const fc_conv2d_params *p, const fc_tunin
                                 cbuf + kb * FC_MR * nc_max + j, nc_max, FC_MR, FC_NR, r0 > 0, NULL);
                 }
             }
-            /* the grid's real columns (ow < OW), plus bias, into Y, one channel at a time: the
+            /* the grid's real columns (ow < OW), plus bias (then ReLU if fused), into Y, one
+             * channel at a time: the
              * tile's rows of a channel are consecutive in Y, so each channel is one stream the
              * prefetcher follows, where row by row across all channels would keep a write
              * stream open per channel and their misses would wait one by one */
@@ -119,6 +121,7 @@ static int FC_LOCAL(conv2d_fwd_direct)(const fc_conv2d_params *p, const fc_tunin
                     const T *src = cbuf + k * nc_max + j;
                     T *dst = yg + k * P + oh * OW + ow;
                     for (fc_index u = 0; u < valid; u++) dst[u] = src[u] + b;
+                    if (p->relu) FC_LOCAL(relu_run)(dst, valid);
                     j += len;
                 }
             }
@@ -140,6 +143,8 @@ static int FC_LOCAL(conv2d_fwd_run)(fc_conv_algorithm algorithm, const fc_conv2d
         return FC_LOCAL(conv2d_fwd_plain)(p, tn, x, w, bias, y, nthreads);
     case FC_CONV_WINOGRAD:
         return FC_LOCAL(conv2d_fwd_winograd)(p, tn, x, w, bias, y, nthreads);
+    case FC_CONV_DEPTHWISE:
+        return FC_LOCAL(conv2d_fwd_depthwise)(p, tn, x, w, bias, y, nthreads);
     default:
         return FC_LOCAL(conv2d_fwd_direct)(p, tn, x, w, bias, y, nthreads);
     }

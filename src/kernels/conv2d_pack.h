@@ -107,6 +107,12 @@ static inline void FC_FN(gather_run)(const T *row, fc_index iw0, fc_index s, fc_
     for (; t < len; t++) dst[t * ds] = (T)0;
 }
 
+/* y[i] = ReLU(y[i]) for i < n: y unless y < 0, as relu_fwd (NaN and -0.0 stay). The forward
+ * passes' fused epilogue, on outputs just written. */
+static inline void FC_LOCAL(relu_run)(T *y, fc_index n) {
+    for (fc_index i = 0; i < n; i++) y[i] = y[i] < 0 ? (T)0 : y[i];
+}
+
 /* Blocks of 16 elements in registers, through GNU vector extensions (the same code on every
  * instruction set of a file). */
 #if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12)

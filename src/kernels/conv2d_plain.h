@@ -10,6 +10,7 @@
 #ifndef FC_CONV2D_PLAIN_H
 #define FC_CONV2D_PLAIN_H
 
+#include "conv2d_pack.h"
 #include "conv2d_plan.h"
 #include "fc_template.h"
 
@@ -56,6 +57,7 @@ static int FC_LOCAL(conv2d_fwd_plain)(const fc_conv2d_params *p, const fc_tuning
                     }
                 out[oh * OW + ow] = acc;
             }
+        if (p->relu) FC_LOCAL(relu_run)(out, OH * OW); /* the fused epilogue */
     }
     return FC_OK;
 }

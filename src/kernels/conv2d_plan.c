@@ -16,6 +16,17 @@ static int phases_fit(const fc_conv2d_params *p, const fc_tuning *tn) {
     return phases <= tn->phases_ratio * data + tn->phases_slack;
 }
 
+/* The depthwise passes' dense grid (conv2d_depthwise.h): the padded channel of the stride-1
+ * convolution that holds every output, under the same bound. */
+static int dense_fits(const fc_conv2d_params *p, const fc_tuning *tn) {
+    const double rows = (double)p->stride_h * (p->out_h - 1) + 1 +
+                        (double)(p->kernel_h - 1) * p->dilation_h + 1;
+    const double cols = (double)p->stride_w * (p->out_w - 1) + 1 +
+                        (double)(p->kernel_w - 1) * p->dilation_w;
+    const double data = (double)p->in_h * p->in_w + (double)p->out_h * p->out_w;
+    return rows * cols <= tn->phases_ratio * data + tn->phases_slack;
+}
+
 static int is_3x3_stride1(const fc_conv2d_params *p) {
     return p->kernel_h == 3 && p->kernel_w == 3 && p->stride_h == 1 && p->stride_w == 1 &&
            p->dilation_h == 1 && p->dilation_w == 1;
@@ -25,22 +36,28 @@ static const char *cannot_run(fc_conv_pass pass, int algorithm, const fc_conv2d_
                               const fc_tuning *tn) {
     const char *no_phases = "its stride phases would dwarf the input and output (strides or "
                             "dilations this large need the plain loops)";
+    if (algorithm == FC_CONV_DEPTHWISE) { /* every pass */
+        if (p->in_channels != p->groups) return "it needs one input channel per group";
+        return dense_fits(p, tn) ? NULL
+                                 : "its padded channels would dwarf the input and output "
+                                   "(strides or dilations this large need the plain loops)";
+    }
     switch (pass) {
     case FC_CONV_FWD:
         if (algorithm == FC_CONV_PLAIN) return NULL;
         if (algorithm == FC_CONV_DIRECT) return phases_fit(p, tn) ? NULL : no_phases;
         if (algorithm == FC_CONV_WINOGRAD)
             return is_3x3_stride1(p) ? NULL : "it needs a 3x3 kernel, stride 1 and dilation 1";
-        return "it is not a forward algorithm (direct, winograd or plain)";
+        return "it is not a forward algorithm (direct, winograd, depthwise or plain)";
     case FC_CONV_BWD_INPUT:
         if (algorithm == FC_CONV_COL2IM) return NULL;
         if (algorithm == FC_CONV_TRANSPOSED)
             return p->stride_h == 1 && p->stride_w == 1 ? NULL : "it needs stride 1";
-        return "it is not an input-gradient algorithm (transposed or col2im)";
+        return "it is not an input-gradient algorithm (transposed, depthwise or col2im)";
     case FC_CONV_BWD_WEIGHT:
         if (algorithm == FC_CONV_PLAIN) return NULL;
         if (algorithm == FC_CONV_DIRECT) return phases_fit(p, tn) ? NULL : no_phases;
-        return "it is not a weight-gradient algorithm (direct or plain)";
+        return "it is not a weight-gradient algorithm (direct, depthwise or plain)";
     }
     return "unknown pass";
 }
@@ -53,6 +70,9 @@ const char *fc_conv2d_cannot_run(fc_conv_pass pass, int algorithm, fc_dtype dtyp
 /* The choice among the algorithms that can run. */
 static fc_conv_algorithm choose(fc_conv_pass pass, const fc_conv2d_params *p, const fc_tuning *tn) {
     const fc_index Cg = p->in_channels / p->groups, Kg = p->out_channels / p->groups;
+    /* one input channel per group and too few output channels to fill the GEMM tile's rows:
+     * a reduction over the taps alone, per plane */
+    if (Cg == 1 && Kg < tn->mr && dense_fits(p, tn)) return FC_CONV_DEPTHWISE;
     switch (pass) {
     case FC_CONV_FWD:
         if (!phases_fit(p, tn)) return FC_CONV_PLAIN;
@@ -91,6 +111,11 @@ int fc_conv2d_plan(fc_conv_pass pass, fc_dtype dtype, int isa, const fc_conv2d_p
         break;
     case FC_CONV_TRANSPOSED:
         plan->nonfinite = FC_CONV_COL2IM;
+        break;
+    case FC_CONV_DEPTHWISE: /* the input and weight gradients as the GEMM passes' */
+        plan->nonfinite = pass == FC_CONV_BWD_INPUT    ? FC_CONV_COL2IM
+                          : pass == FC_CONV_BWD_WEIGHT ? FC_CONV_PLAIN
+                                                       : FC_CONV_DEPTHWISE;
         break;
     case FC_CONV_DIRECT:
         plan->nonfinite = pass == FC_CONV_BWD_WEIGHT ? FC_CONV_PLAIN : FC_CONV_DIRECT;

@@ -10,10 +10,10 @@ typedef enum { FC_CONV_FWD = 0, FC_CONV_BWD_INPUT = 1, FC_CONV_BWD_WEIGHT = 2 } 
 typedef struct {
     fc_conv_algorithm algorithm; /* what runs */
     /* What runs instead when `algorithm` meets data it cannot take exactly: Winograd, Inf or
-     * NaN in x or w (its transforms would cancel Inf - Inf into NaN); the transposed input
-     * gradient, in w (its zero padding of dY would multiply them); the direct weight gradient,
-     * in x (the phase grid's dropped columns would multiply them by zero). The algorithm
-     * itself when it takes any data. */
+     * NaN in x or w (its transforms would cancel Inf - Inf into NaN); the transposed and the
+     * depthwise input gradients, in w (their zero padding of dY would multiply them); the
+     * direct and the depthwise weight gradients, in x (the phase grid's dropped columns would
+     * multiply them by zero). The algorithm itself when it takes any data. */
     fc_conv_algorithm nonfinite;
     const fc_tuning *tuning; /* the instruction set's and dtype's row */
 } fc_conv_plan;

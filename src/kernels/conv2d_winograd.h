@@ -290,8 +290,12 @@ static int FC_LOCAL(conv2d_fwd_winograd)(const fc_conv2d_params *p, const fc_tun
                     const fc_index th = ti / TW, tw = ti % TW, len = FC_MIN(nb - u, TW - tw);
                     T *y0 = y + ((n * p->out_channels + g * Kg + k) * OH + 2 * th) * OW + 2 * tw;
                     T *y1 = 2 * th + 1 < OH ? y0 + OW : NULL;
-                    FC_LOCAL(winograd_output_row)(tmp + 8 * TB + u, TB, len, y0, y1,
-                                                  FC_MIN(2 * len, OW - 2 * tw));
+                    const fc_index cols = FC_MIN(2 * len, OW - 2 * tw);
+                    FC_LOCAL(winograd_output_row)(tmp + 8 * TB + u, TB, len, y0, y1, cols);
+                    if (p->relu) { /* the fused epilogue, on the rows just written */
+                        FC_LOCAL(relu_run)(y0, cols);
+                        if (y1) FC_LOCAL(relu_run)(y1, cols);
+                    }
                     u += len;
                 }
             }

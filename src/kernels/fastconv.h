@@ -35,7 +35,8 @@ typedef enum {
     FC_CONV_PLAIN = 3,      /* forward, weight gradient: plain loops from the definition */
     FC_CONV_TRANSPOSED = 4, /* input gradient: a forward convolution of dY; stride 1 */
     FC_CONV_COL2IM = 5,     /* input gradient: a GEMM into col(dX), scattered back */
-    FC_CONV_ALGORITHM_COUNT = 6
+    FC_CONV_DEPTHWISE = 6,  /* every pass, C/groups = 1: per plane on the stride phases */
+    FC_CONV_ALGORITHM_COUNT = 7
 } fc_conv_algorithm;
 
 /* conv2d geometry. pad_top/pad_left shift the window; the bottom/right padding is implied by
@@ -51,6 +52,9 @@ typedef struct {
     /* FC_CONV_AUTO (0), or the fc_conv_algorithm this pass must run, for tests and benchmarks:
      * the call returns FC_EALGORITHM, having done nothing, if it cannot run this geometry */
     int algorithm;
+    /* Forward pass: nonzero applies ReLU (x unless x < 0, as relu_fwd) to each output after
+     * its bias, in the pass that writes it (conv2d_relu's fused epilogue). Other passes: 0. */
+    int relu;
 } fc_conv2d_params;
 
 /* pool2d geometry over `planes` = N*C independent (in_h, in_w) planes. Window starts use

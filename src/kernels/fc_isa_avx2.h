@@ -15,6 +15,8 @@
 #define FC_MR_f32 6
 #define FC_NR_f32 16
 #define FC_VL_f32 8
+#define FC_DW_BLOCK_f32 64 /* depthwise tap sums: 8 vectors of pixels */
+#define FC_DW_LANES_f32 16 /* depthwise dot products: 2 vectors per tap */
 typedef __m256 fc_vec_f32;
 #define fc_vloadu_f32 _mm256_loadu_ps
 #define fc_vstoreu_f32 _mm256_storeu_ps
@@ -32,6 +34,8 @@ static inline void fc_vcopy_partial_f32(float *d, const float *s, int n) {
 #define FC_MR_f64 6
 #define FC_NR_f64 8
 #define FC_VL_f64 4
+#define FC_DW_BLOCK_f64 32
+#define FC_DW_LANES_f64 8
 typedef __m256d fc_vec_f64;
 #define fc_vloadu_f64 _mm256_loadu_pd
 #define fc_vstoreu_f64 _mm256_storeu_pd

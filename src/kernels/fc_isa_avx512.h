@@ -16,6 +16,8 @@
 #define FC_MR_f32 8
 #define FC_NR_f32 32
 #define FC_VL_f32 16
+#define FC_DW_BLOCK_f32 128 /* depthwise tap sums: 8 vectors of pixels */
+#define FC_DW_LANES_f32 32  /* depthwise dot products: 2 vectors per tap */
 typedef __m512 fc_vec_f32;
 #define fc_vloadu_f32 _mm512_loadu_ps
 #define fc_vstoreu_f32 _mm512_storeu_ps
@@ -31,6 +33,8 @@ typedef __m512 fc_vec_f32;
 #define FC_MR_f64 8
 #define FC_NR_f64 16
 #define FC_VL_f64 8
+#define FC_DW_BLOCK_f64 64
+#define FC_DW_LANES_f64 16
 typedef __m512d fc_vec_f64;
 #define fc_vloadu_f64 _mm512_loadu_pd
 #define fc_vstoreu_f64 _mm512_storeu_pd

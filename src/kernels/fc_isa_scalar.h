@@ -14,5 +14,10 @@
 #define FC_NR_f32 8
 #define FC_MR_f64 4
 #define FC_NR_f64 8
+/* depthwise: pixels of the tap sums and lanes of the dot products, one at a time */
+#define FC_DW_BLOCK_f32 1
+#define FC_DW_LANES_f32 1
+#define FC_DW_BLOCK_f64 1
+#define FC_DW_LANES_f64 1
 
 #endif /* FC_ISA_SCALAR_H */

@@ -36,7 +36,9 @@
 
 /* Convolution. gb may be NULL (no bias gradient wanted), bias too (no bias). The input
  * gradient's bias, one per input channel, is added to gx: conv_transpose2d's bias, that pass
- * being its forward. */
+ * being its forward. conv2d_relu_bwd is the backward of a forward pass with p->relu set: gz = gy
+ * where y > 0 or NaN, else 0, and gb its channel sums; the input and weight gradients then run
+ * on gz. */
 #define FC_CONV_KERNELS(X, ctx, dt, T)                                                             \
     X(ctx, dt##_conv2d_fwd,                                                                        \
       (const fc_conv2d_params *p, const T *x, const T *w, const T *bias, T *y, int nthreads),      \
@@ -46,7 +48,10 @@
       (p, gy, w, bias, gx, nthreads))                                                              \
     X(ctx, dt##_conv2d_bwd_weight,                                                                 \
       (const fc_conv2d_params *p, const T *gy, const T *x, T *gw, T *gb, int nthreads),            \
-      (p, gy, x, gw, gb, nthreads))
+      (p, gy, x, gw, gb, nthreads))                                                                \
+    X(ctx, dt##_conv2d_relu_bwd,                                                                   \
+      (const fc_conv2d_params *p, const T *gy, const T *y, T *gz, T *gb, int nthreads),            \
+      (p, gy, y, gz, gb, nthreads))
 
 /* Pooling. Max pooling: indices may be NULL; a window wholly in the padding yields -inf and
  * index -1, and the backward pass skips indices of -1. Backward kernels write every element of

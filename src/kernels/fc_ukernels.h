@@ -1,7 +1,7 @@
-/* fc_ukernels.h: the GEMM microkernels, Winograd transforms, packing routines and global
- * pooling's plane reductions of one instruction set and dtype, by pointer, for the tests only
- * (fastconv._kernels.UkernelTable, tests/test_ukernels.py). docs/KERNELS.md states each one's
- * contract.
+/* fc_ukernels.h: the GEMM microkernels, Winograd transforms, packing routines, depthwise
+ * microkernels and global pooling's plane reductions of one instruction set and dtype, by pointer,
+ * for the tests only (fastconv._kernels.UkernelTable, tests/test_ukernels.py). docs/KERNELS.md
+ * states each one's contract.
  *
  * The passes call these routines directly and inlined; the tables are built in files of their
  * own (ukernel_table_<dt>_<isa>.c, from ukernel_table.h) from the same templates with the same
@@ -68,6 +68,14 @@ typedef struct {
      * fc_<dt>_plane_argmax_ukernel_16__<isa> */
     const char *plane_argmax_name;
     fc_index (*plane_argmax)(fc_index n, const void *x, void *value);
+    /* out[q] = sum over t < kk of w[t] src[off[t] + q], q < n: fc_<dt>_dwconv_ukernel_<B>__ */
+    const char *dwconv_name;
+    void (*dwconv)(fc_index n, int kk, const void *w, const void *src, const fc_index *off,
+                   void *out);
+    /* acc[t] += sum over q < n of g[q] src[off[t] + q], t < kk: fc_<dt>_dwconv_dot_ukernel_... */
+    const char *dwconv_dot_name;
+    void (*dwconv_dot)(fc_index n, int kk, const void *g, const void *src, const fc_index *off,
+                       void *acc);
 } fc_ukernel_table;
 
 /* Each ISA's tables, fc_<dt>_ukernel_table__<isa> (ukernel_table.h), */

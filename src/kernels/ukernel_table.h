@@ -1,5 +1,6 @@
 /* ukernel_table.h: builds fc_<dt>_ukernel_table__<isa>, the tests' table of this file's GEMM
- * microkernels, Winograd transforms, packing routines and plane reductions (fc_ukernels.h). A file
+ * microkernels, Winograd transforms, packing routines, depthwise microkernels and plane
+ * reductions (fc_ukernels.h). A file
  * ukernel_table_<dt>_<isa>.c includes its fc_isa_<isa>.h, defines FC_DT and includes this.
  *
  * Each entry is a thin wrapper that casts the void pointers of fc_ukernels.h back to T and calls
@@ -12,6 +13,7 @@
 #pragma GCC diagnostic ignored "-Wunused-function"
 
 #include "adaptive_pool2d_ukernel.h"
+#include "conv2d_depthwise.h"
 #include "conv2d_gemm_ukernel.h"
 #include "conv2d_pack.h"
 #include "conv2d_winograd.h"
@@ -101,6 +103,16 @@ static fc_index FC_WRAP(plane_argmax)(fc_index n, const void *x, void *value) {
     return FC_FN(plane_argmax_ukernel_16)(n, x, value);
 }
 
+static void FC_WRAP(dwconv)(fc_index n, int kk, const void *w, const void *src, const fc_index *off,
+                            void *out) {
+    FC_DW_UKERNEL(n, kk, w, src, off, out);
+}
+
+static void FC_WRAP(dwconv_dot)(fc_index n, int kk, const void *g, const void *src,
+                                const fc_index *off, void *acc) {
+    FC_DW_DOT_UKERNEL(n, kk, g, src, off, acc);
+}
+
 const fc_ukernel_table FC_FN(ukernel_table) = {
     FC_DT_ID,
     FC_MR,
@@ -132,6 +144,10 @@ const fc_ukernel_table FC_FN(ukernel_table) = {
     FC_WRAP(plane_sum),
     FC_STR(FC_FN(plane_argmax_ukernel_16)),
     FC_WRAP(plane_argmax),
+    FC_STR(FC_DW_UKERNEL),
+    FC_WRAP(dwconv),
+    FC_STR(FC_DW_DOT_UKERNEL),
+    FC_WRAP(dwconv_dot),
 };
 
 #endif /* FC_UKERNEL_TABLE_H */
