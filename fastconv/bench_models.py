@@ -3,7 +3,8 @@
 and, for inference, onnxruntime, when they are installed. The ResNet's inference is also timed
 with its batch norms folded into the convolutions (``fastconv.fuse.fold_batch_norm``, what
 onnxruntime does to every graph it loads; PyTorch and onnxruntime then run the folded network
-too).
+too). fastconv runs each network with its convolutions and the ReLUs after them fused
+(``fastconv.fuse.fuse_conv_relu``: bit for bit the same network, one pass fewer each way).
 
 The PyTorch network is built module by module from the fastconv one (``to_torch``) and its
 weights are copied through ``state_dict``; the onnxruntime graph is written with
@@ -58,7 +59,8 @@ IMPLS = ("fastconv", "PyTorch", "onnxruntime")
 PAUSE = 0.1
 
 # a layer's kind, from its class name (the same in fastconv.nn and torch.nn)
-KINDS = {"Conv2d": "conv2d", "BatchNorm1d": "batch norm", "BatchNorm2d": "batch norm",
+KINDS = {"Conv2d": "conv2d", "Conv2dReLU": "conv2d", "BatchNorm1d": "batch norm",
+         "BatchNorm2d": "batch norm",
          "ReLU": "activation", "Tanh": "activation", "Sigmoid": "activation",
          "MaxPool2d": "pooling", "AvgPool2d": "pooling", "LPPool2d": "pooling",
          "AdaptiveAvgPool2d": "pooling", "AdaptiveMaxPool2d": "pooling",
@@ -93,6 +95,9 @@ def _torch_basic_block():
 
 def _torch_module(m):
     tnn = _torch().nn
+    if isinstance(m, fuse.Conv2dReLU):  # torch's ConvReLU2d has other state_dict keys
+        raise ValueError("to_torch: no PyTorch equivalent for Conv2dReLU with its state_dict "
+                         "keys (convert the model before fastconv.fuse.fuse_conv_relu)")
     if isinstance(m, nn.Conv2d):
         return tnn.Conv2d(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding,
                           m.dilation, m.groups, bias=m.bias is not None)
@@ -183,9 +188,10 @@ def to_onnx(model: nn.Module, input_shape: tuple[int, ...]):
             inputs = [x, weight(prefix + "weight", m.weight.data)]
             if m.bias is not None:
                 inputs.append(weight(prefix + "bias", m.bias.data))
-            return node("Conv", inputs, kernel_shape=list(m.kernel_size),
-                        strides=list(m.stride), dilations=list(m.dilation),
-                        pads=[top, left, bottom, right], group=m.groups)
+            y = node("Conv", inputs, kernel_shape=list(m.kernel_size),
+                     strides=list(m.stride), dilations=list(m.dilation),
+                     pads=[top, left, bottom, right], group=m.groups)
+            return node("Relu", [y]) if isinstance(m, fuse.Conv2dReLU) else y
         if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
             inputs = [weight(prefix + k, a) for k, a in (
                 ("weight", m.weight.data), ("bias", m.bias.data),
@@ -254,7 +260,7 @@ class ModelCase:
     task: str  # "train" (forward, loss, backward, Adam) or "infer" (forward, eval mode)
     batch: int
     steps: dict[str, Callable[[], object]]  # IMPLS name -> one step
-    fastconv_model: nn.Module
+    fastconv_model: nn.Module  # the network with its Conv2d + ReLU pairs fused
     torch_model: object = None
     inputs: dict = field(default_factory=dict)  # x, labels (and torch's tx, ty)
 
@@ -275,8 +281,9 @@ def model_case(network: str, task: str, batch: int, threads: int | None = None,
     labels = rng.integers(0, classes, batch)
     training = task == "train"
     model.train(training)
-    steps = {"fastconv": _fastconv_step(model, x, labels) if training else lambda: model(x)}
-    case = ModelCase(network, task, batch, steps, model, inputs={"x": x, "labels": labels})
+    ours = fuse.fuse_conv_relu(model)  # bit for bit `model`, the competitors' copies' source
+    steps = {"fastconv": _fastconv_step(ours, x, labels) if training else lambda: ours(x)}
+    case = ModelCase(network, task, batch, steps, ours, inputs={"x": x, "labels": labels})
     torch = _torch()
     if torch is not None and "PyTorch" in competitors:
         tm = case.torch_model = to_torch(model)

@@ -43,8 +43,8 @@ class BasicBlock(nn.Module):
     torchvision's ``BasicBlock`` (whose one ``relu`` has no state).
     """
 
-    # each convolution runs straight into its batch norm (fastconv.fuse.fold_batch_norm)
-    _conv_bn_pairs = (("conv1", "bn1"), ("conv2", "bn2"))
+    # runs of layers each feeding only the next (what fastconv.fuse may fuse)
+    _chains = (("conv1", "bn1", "relu1"), ("conv2", "bn2"))
 
     def __init__(self, in_channels: int, channels: int, stride: int = 1, dtype=np.float32):
         super().__init__()

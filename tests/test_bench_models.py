@@ -133,6 +133,20 @@ def test_onnx_pools_take_every_padding_form(pool):
     np.testing.assert_allclose(session.run(None, {"x": x})[0], pool(x), rtol=1e-6, atol=1e-7)
 
 
+def test_fused_layers_in_the_copies():
+    """to_onnx writes a Conv2dReLU as Conv then Relu; to_torch refuses it (no PyTorch layer
+    with its state_dict keys) rather than dropping the ReLU."""
+    init.manual_seed(0)
+    fused = fuse.fuse_conv_relu(nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.ReLU()))
+    if bench_models._torch() is not None:
+        with pytest.raises(ValueError, match="to_torch: no PyTorch equivalent for Conv2dReLU"):
+            bench_models.to_torch(fused)
+    pytest.importorskip("onnxruntime")
+    x = np.random.default_rng(6).standard_normal((2, 2, 4, 5)).astype(np.float32)
+    session = bench_models.onnx_session(fused, (2, 4, 5), threads=1)
+    np.testing.assert_allclose(session.run(None, {"x": x})[0], fused(x), rtol=1e-5, atol=1e-6)
+
+
 def test_to_onnx_refuses_what_it_cannot_write():
     pytest.importorskip("onnx")
     with pytest.raises(ValueError, match="to_onnx: AvgPool2d's divisor_override"):

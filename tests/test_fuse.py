@@ -106,3 +106,55 @@ def test_fold_batch_norm_refuses_what_is_not_a_module():
     with pytest.raises(TypeError, match="^fold_batch_norm: model must be a fastconv.nn.Module, "
                                         "got dict"):
         fuse.fold_batch_norm({})
+
+
+# (id, model factory taking a dtype, input shape, how many Conv2d + ReLU pairs fuse)
+RELU_MODELS = [
+    ("conv-relu", lambda dt: nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, dtype=dt), nn.ReLU(),
+                                           nn.MaxPool2d(2)), (2, 3, 6, 6), 1),
+    ("through-identity-inplace-strided-nobias",
+     lambda dt: nn.Sequential(nn.Conv2d(2, 5, 3, stride=2, padding=(0, 2, 1, 1), bias=False,
+                                        dtype=dt), nn.Identity(), nn.ReLU(inplace=True)),
+     (1, 2, 7, 8), 1),
+    ("batch-norm-between-and-relu-first",  # neither pair runs straight into its ReLU
+     lambda dt: nn.Sequential(nn.ReLU(), nn.Conv2d(2, 3, 1, dtype=dt), nn.BatchNorm2d(3, dtype=dt),
+                              nn.ReLU(), nn.Conv2d(3, 2, 1, dtype=dt)), (2, 2, 3, 3), 0),
+    ("resnet", lambda dt: models.ResNet(blocks=(1, 2), widths=(2, 3), num_classes=4,
+                                        in_channels=2, dtype=dt), (2, 2, 5, 6), 0),
+    ("folded-resnet",  # the stem's and each block's first convolution, through the Identity
+     lambda dt: fuse.fold_batch_norm(_trained_statistics(models.ResNet(
+         blocks=(1, 2), widths=(2, 3), num_classes=4, in_channels=2, dtype=dt))),
+     (2, 2, 5, 6), 4),
+]
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("name, build, shape, fusions", RELU_MODELS,
+                         ids=[m[0] for m in RELU_MODELS])
+def test_fused_model_is_the_model_bit_for_bit(name, build, shape, fusions, dtype, training):
+    init.manual_seed(0)
+    model = build(dtype).train(training)
+    fused = fuse.fuse_conv_relu(model)
+    assert fused.training == training
+    assert sum(isinstance(m, fuse.Conv2dReLU) for m in fused.modules()) == fusions
+    assert not any(isinstance(m, fuse.Conv2dReLU) for m in model.modules())  # unchanged
+    assert list(fused.state_dict()) == list(model.state_dict())
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal(shape).astype(dtype)
+    for _ in range(2):  # twice: the running statistics move alike
+        y = model(x)
+        np.testing.assert_array_equal(fused(x), y)
+        grad = rng.standard_normal(y.shape).astype(dtype)
+        np.testing.assert_array_equal(fused.backward(grad), model.backward(grad))
+    ours = dict(fused.named_parameters())
+    for key, p in model.named_parameters():
+        np.testing.assert_array_equal(ours[key].grad, p.grad, err_msg=key)
+    for key, value in model.state_dict().items():
+        np.testing.assert_array_equal(fused.state_dict()[key], value, err_msg=key)
+
+
+def test_fuse_conv_relu_refuses_what_is_not_a_module():
+    with pytest.raises(TypeError, match="^fuse_conv_relu: model must be a fastconv.nn.Module, "
+                                        "got list"):
+        fuse.fuse_conv_relu([])
