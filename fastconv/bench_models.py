@@ -59,7 +59,7 @@ IMPLS = ("fastconv", "PyTorch", "onnxruntime")
 PAUSE = 0.1
 
 # a layer's kind, from its class name (the same in fastconv.nn and torch.nn)
-KINDS = {"Conv2d": "conv2d", "Conv2dReLU": "conv2d", "BatchNorm1d": "batch norm",
+KINDS = {"Conv2d": "conv2d", "Conv2dReLU": "conv2d+relu", "BatchNorm1d": "batch norm",
          "BatchNorm2d": "batch norm",
          "ReLU": "activation", "Tanh": "activation", "Sigmoid": "activation",
          "MaxPool2d": "pooling", "AvgPool2d": "pooling", "LPPool2d": "pooling",
@@ -491,10 +491,11 @@ def _timing_torch(tm, timer, backward: bool):
 @dataclass
 class LayerTimes:
     """Median seconds per (layer, direction) inside one step, per implementation, and the
-    step's median total; `kinds` maps each layer to its kind (KINDS, or loss / optimizer)."""
+    step's median total; `kinds` maps each implementation's layers to their kinds (KINDS, or
+    loss / optimizer): fastconv's fused layers leave Identity layers where PyTorch's run."""
     seconds: dict[str, dict[tuple[str, str], float]]
     totals: dict[str, float]
-    kinds: dict[str, str]
+    kinds: dict[str, dict[str, str]]
 
 
 def layer_times(case: ModelCase, repeat: int = 5, threads: int | None = None,
@@ -513,10 +514,14 @@ def layer_times(case: ModelCase, repeat: int = 5, threads: int | None = None,
     else:
         runs["fastconv"] = case.steps["fastconv"]
     contexts = {"fastconv": lambda: _timing_fastconv(model, timers["fastconv"])}
-    kinds = {name: KINDS.get(type(m).__name__, "other") for name, m in _leaves(model)}
-    kinds.update(loss="loss", optimizer="optimizer")
+    steps_kinds = dict(loss="loss", optimizer="optimizer")
+    kinds = {"fastconv": {**{name: KINDS.get(type(m).__name__, "other")
+                             for name, m in _leaves(model)}, **steps_kinds}}
     if case.torch_model is not None:
         tm, tx = case.torch_model, case.inputs["tx"]
+        kinds["PyTorch"] = {**{name: KINDS.get(type(m).__name__, "other")
+                               for name, m in tm.named_modules()
+                               if next(m.children(), None) is None}, **steps_kinds}
         runs["PyTorch"] = _torch_step(tm, tx, case.inputs["ty"], timers["PyTorch"]) \
             if training else _torch_inference(tm, tx)
         contexts["PyTorch"] = lambda: _timing_torch(tm, timers["PyTorch"], training)
@@ -554,12 +559,12 @@ def format_layers(lt: LayerTimes, by_kind: bool = True) -> str:
     rows = defaultdict(lambda: defaultdict(float))
     for impl in impls:
         for (name, direction), s in lt.seconds[impl].items():
-            key = lt.kinds.get(name, "other") if by_kind else name
+            key = lt.kinds[impl].get(name, "other") if by_kind else name
             rows[key][(impl, direction)] += s
     if by_kind:
         order = sorted(rows, key=lambda k: -sum(rows[k].values()))
     else:
-        order = list(dict.fromkeys([*lt.kinds, *rows]))
+        order = list(dict.fromkeys([*lt.kinds["fastconv"], *rows]))
         order = [k for k in order if k in rows]
     columns = [(impl, d) for impl in impls for d in ("forward", "backward")]
     short = {"forward": "fwd", "backward": "bwd"}

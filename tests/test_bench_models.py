@@ -187,7 +187,10 @@ def test_layer_times_cover_every_layer(task):
         assert {(n, "forward") for n in names} <= set(lt.seconds["PyTorch"])
         assert not case.torch_model[0]._forward_hooks
     table = bench_models.format_layers(lt)
-    assert "conv2d" in table and "step total" in table
+    assert "conv2d+relu" in table and "step total" in table  # fastconv's fused layers
+    assert lt.kinds["fastconv"]["1"] == "identity"  # the ReLU fused into the convolution
+    if "PyTorch" in lt.seconds:  # PyTorch's ReLU is an activation, not the Identity's kind
+        assert lt.kinds["PyTorch"]["1"] == "activation" and "activation" in table
     assert "0" in bench_models.format_layers(lt, by_kind=False).split()
 
 
