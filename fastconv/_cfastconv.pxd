@@ -175,7 +175,7 @@ cdef extern from "fc_private.h" nogil:
     ctypedef struct fc_tuning:
         int mr, nr
         fc_index kc, tile_pixels, task_rows, winograd_block, winograd_min_channels
-        fc_index weight_grad_tasks, weight_grad_private_bytes
+        fc_index weight_grad_tasks, weight_grad_private_bytes, weight_grad_pack_bytes
         double phases_ratio, phases_slack
         double conv_min_work, stream_min_work, pool_min_work, eltwise_min_work
     ctypedef struct fc_conv_plan:

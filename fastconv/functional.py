@@ -265,8 +265,9 @@ def same_padding(input_size, kernel_size, stride=1, dilation=1,
     The output size is ``ceil(input / stride)``; the total padding of a dimension is
     ``max(0, (out - 1) * stride + dilation * (kernel - 1) + 1 - input)``, TensorFlow's formula.
     An odd total puts the extra row/column at the end (``mode="upper"``: TensorFlow, ONNX
-    SAME_UPPER, numpy-ml) or at the start (``mode="lower"``: ONNX SAME_LOWER). At stride 1 it
-    is PyTorch's ``padding='same'``.
+    SAME_UPPER) or at the start (``mode="lower"``: ONNX SAME_LOWER). At stride 1 it is
+    PyTorch's ``padding='same'`` and numpy-ml's ``'same'``; above stride 1 numpy-ml's keeps the
+    output the input's size (``fastconv.compat.numpy_ml`` computes it).
 
     Parameters
     ----------

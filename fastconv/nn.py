@@ -390,7 +390,8 @@ class ConvTranspose2d(Module):
     weight (in_channels, out_channels // groups, kH, kW), bias (out_channels,) unless
     bias=False, both initialised as PyTorch does. Input (N, in_channels, H, W) -> output (N,
     out_channels, OH, OW). ``forward(x, output_size=(OH, OW))`` (or a 4-element
-    (N, C, OH, OW)) chooses the output_padding that gives that size, as PyTorch does: the
+    (N, C, OH, OW); a tuple, a list or a 1-D integer array; ValueError for another length)
+    chooses the output_padding that gives that size, as PyTorch does: the
     sizes a strided conv2d maps to H are ``OH_min`` (output_padding 0) to ``OH_min + stride - 1``.
     padding may also be a (top, bottom, left, right) 4-tuple, as ONNX's pads (PyTorch takes an
     int or a pair). Only zero padding exists (padding_mode='zeros', as in PyTorch).
@@ -424,10 +425,15 @@ class ConvTranspose2d(Module):
         """The output_padding that gives `output_size` ((OH, OW), or (N, C, OH, OW))."""
         op = "ConvTranspose2d"
         x = v.float_array(op, "x", x, 4, "(N, C_in, H, W)")
-        if not isinstance(output_size, (tuple, list)) or len(output_size) not in (2, 4):
-            v.fail(op, f"output_size must be (OH, OW) or (N, C, OH, OW), got {output_size!r}",
-                   TypeError)
-        wanted = v.pair(op, "output_size", tuple(output_size[-2:]), 1, "a positive")
+        message = f"output_size must be (OH, OW) or (N, C, OH, OW), got {output_size!r}"
+        sizes = output_size
+        if isinstance(sizes, np.ndarray) and sizes.ndim == 1 and sizes.dtype.kind in "iu":
+            sizes = sizes.tolist()  # PyTorch takes any sequence of ints: np.array(y.shape) too
+        if not isinstance(sizes, (tuple, list)):
+            v.fail(op, message, TypeError)
+        if len(sizes) not in (2, 4):  # a wrong count is a wrong value, as in PyTorch
+            v.fail(op, message)
+        wanted = v.pair(op, "output_size", tuple(sizes[-2:]), 1, "a positive")
         pad = v.conv_transpose_padding(op, self.padding)
         smallest = tuple((size - 1) * s - p0 - p1 + d * (k - 1) + 1
                          for size, s, p0, p1, d, k in zip(x.shape[2:], self.stride, pad[0::2],
@@ -436,7 +442,7 @@ class ConvTranspose2d(Module):
         largest = tuple(low + s - 1 for low, s in zip(smallest, self.stride))
         if not all(low <= size <= high for low, size, high in zip(smallest, wanted, largest)):
             v.fail(op, f"output_size {wanted} must lie between {smallest} and {largest} for an "
-                       f"input of size {x.shape[2:]}, got {tuple(output_size)}")
+                       f"input of size {x.shape[2:]}, got {tuple(sizes)}")
         return tuple(size - low for size, low in zip(wanted, smallest))
 
     def _geometry(self, output_padding):

@@ -260,6 +260,28 @@ def test_conv2d_same_result_for_1_and_2_threads(name, algorithms, dtype, isa):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+def test_conv2d_weight_gradient_packs_dy_in_slabs(dtype, isa):
+    """The weight gradient packs dY^T once for all channel blocks, a slab of batch chunks at a
+    time (weight_grad_pack_bytes): here more than one slab's worth, so several slabs, each batch
+    chunk's sum within one; against the reference and bit for bit on 1 and 2 threads."""
+    rng = np.random.default_rng(13)
+    x = rng.standard_normal((32, 2, 64, 64)).astype(dtype)
+    w = rng.standard_normal((32, 2, 3, 3)).astype(dtype)
+    gy = rng.standard_normal((32, 32, 64, 64)).astype(dtype)
+    # dY^T packed on the grid of 66 columns per output row
+    assert gy.size * 66 // 64 * gy.itemsize > _kernels.tuning(isa, dtype)["weight_grad_pack_bytes"]
+    results = []
+    for n in (1, 2):
+        with fastconv.num_threads(n):
+            results.append(F.conv2d_weight(x, w.shape, gy, padding=1))
+    np.testing.assert_array_equal(results[0], results[1])
+    args = ((1, 1), (1, 1, 1, 1), (1, 1), 1)
+    expected = ref.conv2d_backward(gy, x, w, *args)[1]
+    scale = ref.conv2d_backward(np.abs(gy), np.abs(x), np.abs(w), *args)[1]
+    assert_close(results[0], expected, 32 * 64 * 64, scale)
+
+
 def test_conv2d_isa_paths_agree():
     """Every SIMD path against the scalar C path on a shape large enough to use full tiles."""
     rng = np.random.default_rng(11)

@@ -18,11 +18,19 @@
 
 from __future__ import annotations
 
+import doctest
+
 import numpy as np
 import pytest
-from helpers import DTYPES, assert_close, numerical_gradient, pair, random
+from helpers import (
+    DTYPES,
+    assert_close,
+    assert_same_for_1_and_2_threads,
+    numerical_gradient,
+    pair,
+    random,
+)
 
-import fastconv
 import fastconv.functional as F
 from fastconv import _kernels, init, nn
 from fastconv import _validation as v
@@ -67,6 +75,11 @@ CASES = {
     "mr-edges-out17-strided": (2, 3, 4, 4, 17, 3, 2, 1, 1, 1, 1, True),
     "many-pixels-tiles": (1, 2, 12, 12, 3, 3, 2, 1, 1, 1, 1, True),  # 24 x 24 = 576 pixels
     "long-reduction-strided": (1, 200, 3, 3, 4, 2, 2, 0, 0, 1, 1, True),
+    # float32 over long reductions: C_in * k * k = 2304 (stride 1) and 8192 (col2im) products
+    # per output, the weight gradient's over a batch of 16 images
+    "long-reduction-s1": (1, 256, 4, 5, 32, 3, 1, 1, 0, 1, 1, True),
+    "long-reduction-col2im": (2, 512, 3, 3, 16, 4, 2, 1, 0, 1, 1, True),
+    "long-reduction-weight": (16, 8, 9, 9, 8, 3, 2, 1, 1, 1, 1, True),
     "rows-past-288": (1, 4, 4, 4, 33, 3, 2, 1, 1, 1, 1, True),
     "big-batch-weight-chunks": (20, 2, 3, 3, 3, 3, 2, 1, 1, 1, 1, True),
 }
@@ -345,20 +358,15 @@ def test_any_memory_layout(layout):
     assert not any(np.shares_memory(o, a) for o in (y, *grads) for a in (x, weight, gy))
 
 
-@pytest.mark.parametrize("name", ["winograd", "many-pixels-tiles", "big-batch-weight-chunks",
-                                  "depthwise"])
-def test_same_result_for_1_and_2_threads(name):
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("case", list(CASES.values()), ids=list(CASES))
+def test_same_result_for_1_and_2_threads(case, dtype, isa):
     rng = np.random.default_rng(5)
-    x, weight, bias, kwargs, ref_args = _make(CASES[name], np.float32, rng)
-    gy = rng.standard_normal(ref.conv_transpose2d(x, weight, None, *ref_args).shape)
-    gy = gy.astype(np.float32)
-    results = []
-    for n in (1, 2):
-        with fastconv.num_threads(n):
-            results.append((F.conv_transpose2d(x, weight, bias, **kwargs),
-                            *F.conv_transpose2d_backward(gy, x, weight, **kwargs)))
-    for a, b in zip(*results):
-        np.testing.assert_array_equal(a, b)
+    x, weight, bias, kwargs, ref_args = _make(case, dtype, rng)
+    gy = rng.standard_normal(ref.conv_transpose2d(x, weight, None, *ref_args).shape).astype(dtype)
+    assert_same_for_1_and_2_threads([
+        lambda: F.conv_transpose2d(x, weight, bias, **kwargs),
+        lambda: F.conv_transpose2d_backward(gy, x, weight, **kwargs)])
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
@@ -394,6 +402,42 @@ def test_nan_and_inf_propagate_as_in_the_reference(name, dtype):
         np.testing.assert_array_equal(a[np.isinf(e)], e[np.isinf(e)])
         finite = np.isfinite(e)
         assert_close(a[finite], e[finite], int(np.prod(weight.shape)))
+
+
+@pytest.mark.parametrize("where", ["x", "weight", "grad_output"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("name", ["padded3x3", "up-3x3s2p1-op1", "winograd", "dilation3-rect-op",
+                                  "depthwise", "crops-to-1x1", "1x1-stride2-op1"])
+def test_nan_and_inf_where_torch_puts_them(name, dtype, where):
+    """NaN and +-Inf (among zeros, so that 0 * Inf shows) in x, weight or grad_output: every
+    output has NaN and the same infinities exactly where PyTorch's float64 path has them (its
+    definition: a tap cropped off by padding multiplies nothing). PyTorch's float32 path
+    (oneDNN) differs from its own float64 one here; fastconv follows the float64 one in both
+    dtypes."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(11)
+    x, weight, bias, kwargs, ref_args = _make(CASES[name], dtype, rng)
+    gy = rng.standard_normal(ref.conv_transpose2d(x, weight, None, *ref_args).shape)
+    arrays = {"x": x, "weight": weight, "grad_output": gy.astype(dtype)}
+    for a in (x, weight):
+        a[rng.random(a.shape) < 0.2] = 0
+    special = arrays[where]
+    chosen = rng.random(special.shape) < 0.05
+    chosen.flat[rng.integers(chosen.size)] = True  # at least one, in small arrays too
+    special[chosen] = rng.choice([np.nan, np.inf, -np.inf], chosen.sum())
+    t = {k: torch.from_numpy(a.astype(np.float64)).requires_grad_(True) for k, a in arrays.items()}
+    tb = None if bias is None else torch.from_numpy(bias.astype(np.float64)).requires_grad_(True)
+    ty = torch.nn.functional.conv_transpose2d(t["x"], t["weight"], tb, **kwargs)
+    ty.backward(t["grad_output"])
+    theirs = [ty.detach(), t["x"].grad, t["weight"].grad, t["grad_output"].sum((0, 2, 3))]
+    with np.errstate(invalid="ignore", over="ignore"):
+        mine = [F.conv_transpose2d(x, weight, bias, **kwargs),
+                *F.conv_transpose2d_backward(arrays["grad_output"], x, weight, **kwargs)]
+    for a, e in zip(mine, (e.detach().numpy() for e in theirs)):
+        np.testing.assert_array_equal(np.isnan(a), np.isnan(e))
+        np.testing.assert_array_equal(np.isinf(a), np.isinf(e))
+        np.testing.assert_array_equal(a[np.isinf(e)], e[np.isinf(e)])
+    assert not all(np.isfinite(a).all() for a in mine)  # the case tests something
 
 
 # The decoder layers of real networks: (C_in, C_out, kernel, stride, padding, output_padding)
@@ -639,6 +683,59 @@ def test_layer_output_size_keeps_its_output_padding_for_backward():
     np.testing.assert_array_equal(gx, expected)
 
 
+@pytest.mark.parametrize("output_size", [(8, 7), [8, 7], (1, 3, 8, 7), np.array([8, 7]),
+                                         np.array([1, 3, 8, 7], np.int32)],
+                         ids=["tuple", "list", "tuple-4", "array", "array-4-int32"])
+def test_layer_output_size_forms(output_size):
+    """Any sequence of 2 or 4 ints, a 1-D integer array too (PyTorch takes one, e.g.
+    ``np.array(skip.shape)``), gives the same output."""
+    layer = nn.ConvTranspose2d(2, 3, 3, stride=2, padding=1, dtype=np.float64)
+    x = np.random.default_rng(3).standard_normal((1, 2, 4, 4))
+    expected = F.conv_transpose2d(x, layer.weight.data, layer.bias.data, 2, 1, (1, 0))
+    assert expected.shape == (1, 3, 8, 7)
+    np.testing.assert_array_equal(layer(x, output_size), expected)
+
+
+# (in, out, kernel, keyword arguments, input H x W): each layer tried at every output_size from
+# one below its smallest to one above its largest
+OUTPUT_SIZE_SWEEP = {
+    "stride3-pad1": ((2, 3, 3), dict(stride=3, padding=1), (3, 2)),
+    "dilation-past-stride": ((2, 2, 3), dict(stride=(1, 2), dilation=3), (2, 3)),
+    "rect-grouped": ((4, 2, (2, 4)), dict(stride=(2, 4), padding=(1, 2), groups=2), (1, 3)),
+    "crops-to-zero-or-less": ((2, 2, 1), dict(stride=3, padding=1), (1, 1)),
+}
+
+
+@pytest.mark.parametrize("args, kwargs, hw", list(OUTPUT_SIZE_SWEEP.values()),
+                         ids=list(OUTPUT_SIZE_SWEEP))
+def test_layer_every_output_size_as_torch(args, kwargs, hw):
+    """Every output_size PyTorch's layer takes gives its output (float64, copied weights);
+    every one it refuses is a ValueError here (PyTorch: a ValueError out of the range, a
+    RuntimeError for a size of 0 in it)."""
+    torch = pytest.importorskip("torch")
+    theirs = torch.nn.ConvTranspose2d(*args, **kwargs).double()
+    mine = nn.ConvTranspose2d(*args, **kwargs, dtype=np.float64)
+    mine.load_state_dict({k: t.detach().numpy() for k, t in theirs.state_dict().items()})
+    x = np.random.default_rng(4).standard_normal((2, args[0], *hw))
+    stride, dilation = pair(kwargs["stride"]), pair(kwargs.get("dilation", 1))
+    kernel, padding = pair(args[2]), pair(kwargs.get("padding", 0))
+    smallest = [(n - 1) * s - 2 * p + d * (k - 1) + 1
+                for n, s, p, d, k in zip(hw, stride, padding, dilation, kernel)]
+    reach = [low + s + 1 for low, s in zip(smallest, stride)]
+    accepted = 0
+    for size in np.ndindex(*reach):
+        try:
+            expected = theirs(torch.from_numpy(x), list(size)).detach().numpy()
+        except (ValueError, RuntimeError):
+            with pytest.raises(ValueError, match=r"^ConvTranspose2d: output_size"):
+                mine(x, size)
+            continue
+        accepted += 1
+        np.testing.assert_allclose(mine(x, size), expected, rtol=1e-12, atol=1e-12)
+    # output_padding 0 .. stride - 1 each way, less the sizes below 1
+    assert accepted == np.prod([low + s - max(low, 1) for low, s in zip(smallest, stride)])
+
+
 LAYER_ERRORS = [  # (constructor call, exception, message pattern)
     (lambda: nn.ConvTranspose2d(0, 4, 3), ValueError,
      "^ConvTranspose2d: in_channels must be a positive int"),
@@ -657,11 +754,24 @@ LAYER_ERRORS = [  # (constructor call, exception, message pattern)
                                                              output_size=(7, 5)),
      ValueError, r"^ConvTranspose2d: output_size \(7, 5\) must lie between \(5, 5\) and \(6, 6\) "
                  r"for an input of size \(3, 3\), got \(7, 5\)"),
+    # a sequence of the wrong length is a wrong value, as in PyTorch (ValueError)
     (lambda: nn.ConvTranspose2d(4, 4, 3)(np.ones((1, 4, 3, 3), np.float32), output_size=(5,)),
-     TypeError,
+     ValueError,
      r"^ConvTranspose2d: output_size must be \(OH, OW\) or \(N, C, OH, OW\), got \(5,\)"),
+    (lambda: nn.ConvTranspose2d(4, 4, 3)(np.ones((1, 4, 3, 3), np.float32),
+                                         output_size=[1, 5, 5]),
+     ValueError, r"^ConvTranspose2d: output_size must be .*got \[1, 5, 5\]$"),
+    (lambda: nn.ConvTranspose2d(4, 4, 3)(np.ones((1, 4, 3, 3), np.float32), output_size=()),
+     ValueError, r"^ConvTranspose2d: output_size must be .*got \(\)$"),
     (lambda: nn.ConvTranspose2d(4, 4, 3)(np.ones((1, 4, 3, 3), np.float32), output_size=5),
      TypeError, "^ConvTranspose2d: output_size must be .*got 5$"),
+    (lambda: nn.ConvTranspose2d(4, 4, 3, stride=2)(np.ones((1, 4, 3, 3), np.float32),
+                                                   output_size=np.array([1, 4, 9, 6])),
+     ValueError, r"^ConvTranspose2d: output_size \(9, 6\) must lie between \(7, 7\) and "
+                 r"\(8, 8\) for an input of size \(3, 3\), got \(1, 4, 9, 6\)$"),
+    (lambda: nn.ConvTranspose2d(4, 4, 3)(np.ones((1, 4, 3, 3), np.float32),
+                                         output_size=np.array([5.0, 5.0])),
+     TypeError, r"^ConvTranspose2d: output_size must be .*got array\(\[5\., 5\.\]\)$"),
     (lambda: nn.ConvTranspose2d(4, 4, 3)(np.ones((4, 3, 3), np.float32), output_size=(5, 5)),
      ValueError, r"^ConvTranspose2d: x must be a 4-D \(N, C_in, H, W\) array"),
     (lambda: nn.ConvTranspose2d(4, 4, 3, stride=2, output_padding=2)(
@@ -674,3 +784,15 @@ LAYER_ERRORS = [  # (constructor call, exception, message pattern)
 def test_bad_layer_arguments_raise(call, exc, pattern):
     with pytest.raises(exc, match=pattern):
         call()
+
+
+@pytest.mark.parametrize("documented", [F.conv_transpose2d, F.conv_transpose2d_backward,
+                                        nn.ConvTranspose2d], ids=lambda f: f.__name__)
+def test_docstring_examples_run(documented):
+    """The Examples sections run and print what they show (python -m doctest's check)."""
+    tests = doctest.DocTestFinder(recurse=False).find(documented, globs={})
+    assert sum(len(t.examples) for t in tests) >= 3
+    runner = doctest.DocTestRunner()
+    for test in tests:
+        runner.run(test)
+    assert runner.summarize(verbose=False).failed == 0

@@ -156,6 +156,11 @@ ERROR_CASES = [
     ("avg_pool2d", _dask(), (2,), {"divisor_override": 0}, ValueError, "divisor_override"),
     ("lp_pool2d", _dask(), (0, 2), {}, ValueError, "norm_type"),
     ("max_pool2d", _dask(), (0,), {}, ValueError, "kernel_size"),
+    ("conv_transpose2d", _dask(), (W3,), {}, ValueError, "expects 2 input channels"),
+    ("conv_transpose2d", _dask(), (W3.transpose(1, 0, 2, 3),), {"padding": "same"}, TypeError,
+     "padding"),
+    ("conv_transpose2d", _dask(), (W3.transpose(1, 0, 2, 3),), {"output_padding": 1},
+     ValueError, "output_padding must be smaller than stride or dilation"),
 ]
 
 

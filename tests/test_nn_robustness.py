@@ -30,7 +30,8 @@ def _trained(dtype=np.float32):
 # ---- backward ------------------------------------------------------------------------------------
 
 LAYERS = [
-    lambda: nn.Conv2d(1, 2, 3), lambda: nn.Linear(2, 3), lambda: nn.BatchNorm1d(2),
+    lambda: nn.Conv2d(1, 2, 3), lambda: nn.ConvTranspose2d(1, 2, 3), lambda: nn.Linear(2, 3),
+    lambda: nn.BatchNorm1d(2),
     lambda: nn.BatchNorm2d(2), lambda: nn.MaxPool2d(2), lambda: nn.AvgPool2d(2),
     lambda: nn.LPPool2d(2, 2), lambda: nn.ReLU(), lambda: nn.Tanh(), lambda: nn.Sigmoid(),
     lambda: nn.Flatten(), lambda: nn.Dropout(), lambda: nn.CrossEntropyLoss(), _model,
@@ -46,6 +47,8 @@ def test_backward_before_forward_is_runtime_error(make):
 
 WRONG_GRADIENTS = [  # layer, input, a gradient of the wrong shape, message
     (lambda: nn.Conv2d(1, 2, 3), (2, 1, 5, 5), (2, 2, 4, 4), r"^conv2d_backward: grad_output"),
+    (lambda: nn.ConvTranspose2d(1, 2, 3, stride=2), (2, 1, 3, 3), (2, 2, 8, 8),
+     r"^conv_transpose2d_backward: grad_output"),
     (lambda: nn.Linear(4, 3), (2, 4), (2, 4), r"^linear_backward: grad_output"),
     (lambda: nn.BatchNorm2d(2), (2, 2, 3, 3), (2, 3, 3, 3), r"^batch_norm_backward: grad_output"),
     (lambda: nn.MaxPool2d(2), (1, 1, 4, 4), (1, 1, 3, 3), r"^max_pool2d_backward: grad_output"),

@@ -50,7 +50,6 @@ Examples
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import importlib.machinery
 import importlib.util
@@ -63,6 +62,7 @@ import numpy as np
 
 from .. import functional as F
 from .._validation import fail
+from ._common import installation, named, promoted
 
 # what install() puts in cs231n.fast_layers and cs231n.layer_utils (both export _FAST_LAYERS, as
 # cs231n's layer_utils re-exports fast_layers)
@@ -115,31 +115,6 @@ def _unpack(op: str, cache, names: tuple[str, ...]) -> tuple:
     return tuple(cache)
 
 
-def _promoted(*arrays):
-    """`arrays` converted to NumPy's result type of the ndarrays among them (float64 where that
-    is an integer or bool type). Anything else fastconv cannot take (a list, a complex or string
-    array) is returned as it is, for fastconv to reject with the argument's name."""
-    given = [a for a in arrays if isinstance(a, np.ndarray)]
-    if not given or any(a.dtype.kind not in "biuf" for a in given):
-        return arrays
-    dtype = np.result_type(*given)
-    if dtype.kind != "f":
-        dtype = np.dtype(np.float64)
-    return tuple(a.astype(dtype, copy=False) if isinstance(a, np.ndarray) else a for a in arrays)
-
-
-@contextlib.contextmanager
-def _named(op: str):
-    """Put the cs231n function's name in front of fastconv's TypeError/ValueError messages
-    (unless fastconv's function has the same name, as relu_backward has)."""
-    try:
-        yield
-    except (TypeError, ValueError) as exc:
-        if type(exc) not in (TypeError, ValueError) or str(exc).startswith(f"{op}:"):
-            raise
-        raise type(exc)(f"{op}: {exc}") from exc
-
-
 # ---- convolution ---------------------------------------------------------------------------------
 
 def conv_forward_fast(x: np.ndarray, w: np.ndarray, b: np.ndarray, conv_param: dict):
@@ -169,8 +144,8 @@ def conv_forward_fast(x: np.ndarray, w: np.ndarray, b: np.ndarray, conv_param: d
     """
     op = "conv_forward_fast"
     stride, pad = _params(op, "conv_param", conv_param, ("stride", "pad"))
-    xc, wc, bc = _promoted(x, w, b)
-    with _named(op):
+    xc, wc, bc = promoted(x, w, b)
+    with named(op):
         out = F.conv2d(xc, wc, bc, stride=stride, padding=pad)
     return out, (x, w, b, conv_param)
 
@@ -194,8 +169,8 @@ def conv_backward_fast(dout: np.ndarray, cache):
     op = "conv_backward_fast"
     x, w, _, conv_param = _unpack(op, cache, ("x", "w", "b", "conv_param"))
     stride, pad = _params(op, "conv_param", conv_param, ("stride", "pad"))
-    dout, x, w = _promoted(dout, x, w)
-    with _named(op):
+    dout, x, w = promoted(dout, x, w)
+    with named(op):
         return F.conv2d_backward(dout, x, w, stride=stride, padding=pad)
 
 
@@ -246,8 +221,8 @@ def max_pool_forward_fast(x: np.ndarray, pool_param: dict):
     """
     op = "max_pool_forward_fast"
     kernel, stride = _pool_window(op, pool_param)
-    (xc,) = _promoted(x)
-    with _named(op):
+    (xc,) = promoted(x)
+    with named(op):
         out, indices = F.max_pool2d(xc, kernel, stride, return_indices=True)
     return out, _PoolCache((x, pool_param), (kernel, stride), indices)
 
@@ -277,8 +252,8 @@ def max_pool_backward_fast(dout: np.ndarray, cache) -> np.ndarray:
     # the argmax of the forward pass, unless pool_param has changed since
     same_window = getattr(cache, "window", None) == (kernel, stride)
     indices = cache.indices if same_window else None
-    dout, x = _promoted(dout, x)
-    with _named(op):
+    dout, x = promoted(dout, x)
+    with named(op):
         return F.max_pool2d_backward(dout, x, kernel, stride, indices=indices)
 
 
@@ -302,8 +277,8 @@ def relu_forward(x: np.ndarray):
     >>> relu_forward(np.array([[-1.0, 2.0]]))
     (array([[0., 2.]]), array([[-1.,  2.]]))
     """
-    (xc,) = _promoted(x)
-    with _named("relu_forward"):
+    (xc,) = promoted(x)
+    with named("relu_forward"):
         return F.relu(xc), x
 
 
@@ -317,8 +292,8 @@ def relu_backward(dout: np.ndarray, cache: np.ndarray) -> np.ndarray:
     >>> relu_backward(np.ones(3), np.array([-1.0, 0.0, 2.0]))
     array([0., 0., 1.])
     """
-    dout, x = _promoted(dout, cache)
-    with _named("relu_backward"):
+    dout, x = promoted(dout, cache)
+    with named("relu_backward"):
         return F.relu_backward(dout, x)
 
 
@@ -400,7 +375,7 @@ def conv_relu_pool_backward(dout: np.ndarray, cache):
 
 _PACKAGE = "cs231n"
 _MISSING = object()
-_lock = threading.Lock()
+_lock = threading.RLock()
 # what install() changed, as functions that put it back; None when not installed
 _undo: list | None = None
 
@@ -468,7 +443,6 @@ def is_installed() -> bool:
     return _undo is not None
 
 
-@contextlib.contextmanager
 def installed():
     """``install()`` for the duration of a with block; on leaving it, ``uninstall()`` unless it
     was already installed on entering.
@@ -481,13 +455,7 @@ def installed():
     >>> fastconv.compat.cs231n.is_installed()
     False
     """
-    was_installed = is_installed()
-    install()
-    try:
-        yield
-    finally:
-        if not was_installed:
-            uninstall()
+    return installation(_lock, install, uninstall, is_installed)
 
 
 def _install(undo: list) -> None:

@@ -1,14 +1,16 @@
 /* conv2d_bwd_weight.h: the convolution weight and bias gradients,
  * dW^T[R, K] += col(X)[R, P] * dY^T[P, K] per image and group, with col(X) read in place from
  * the zero-padded stride phases of each image (conv2d_phases.h) by the rows microkernel, and
- * dY^T packed per chunk of grid pixels; the plain loops (conv2d_plain.h) where the phases do not
- * fit or X holds Inf or NaN.
+ * dY^T packed once per pixel chunk for every task that reads it; the plain loops
+ * (conv2d_plain.h) where the phases do not fit or X holds Inf or NaN.
  *
- * Loop structure: tasks are (batch chunk, group, block of input channels). A task sums its
- * images in a private MR-aligned accumulator: per image, its channels are split into phases,
- * then over pixel chunks (one packed dY^T panel in L1), over NR-wide panels of K, over MR rows
- * of taps. Each chunk's sum is transposed into its own copy of dW, and the copies are added in a
- * fixed order at the end, so results do not depend on the thread count. */
+ * Loop structure: the batch is split into chunks, and consecutive chunks into slabs whose packed
+ * dY^T fits weight_grad_pack_bytes. Per slab, dY^T is packed in tasks of (image, group, pixel
+ * chunk: one panel in L1), then the tasks are (batch chunk, group, block of input channels). A
+ * task sums its images in a private MR-aligned accumulator: per image, its channels are split
+ * into phases, then over pixel chunks, over NR-wide panels of K, over MR rows of taps. Each
+ * chunk's sum is transposed into its own copy of dW, and the copies are added in a fixed order
+ * at the end, so results do not depend on the thread count. */
 #ifndef FC_CONV2D_BWD_WEIGHT_H
 #define FC_CONV2D_BWD_WEIGHT_H
 
@@ -51,12 +53,22 @@ static void FC_LOCAL(bias_grad)(const fc_conv2d_params *p, const fc_tuning *tn, 
 }
 
 /* dst[k * ld + r] = acc[r * kg_pad + k] for r < rows, k < Kg, in 16 x 16 blocks that stay in
- * cache on both sides. */
+ * cache on both sides; whole blocks transposed in registers where the file has them (element by
+ * element, every read is a strided one, which shows where a layer has few pixels per image to
+ * amortise its copy-out over). */
 static void FC_LOCAL(transpose_out)(const T *acc, fc_index rows, fc_index Kg, fc_index kg_pad,
                                     T *dst, fc_index ld) {
     for (fc_index k0 = 0; k0 < Kg; k0 += 16)
         for (fc_index r0 = 0; r0 < rows; r0 += 16) {
             const fc_index k1 = FC_MIN(Kg, k0 + 16), r1 = FC_MIN(rows, r0 + 16);
+#ifdef FC_HAVE_VEC16
+            if (k1 - k0 == 16 && r1 - r0 == 16) {
+                const T *src[16];
+                for (int i = 0; i < 16; i++) src[i] = acc + (r0 + i) * kg_pad + k0;
+                FC_LOCAL(transpose_block16)(src, dst + k0 * ld + r0, ld);
+                continue;
+            }
+#endif
             for (fc_index k = k0; k < k1; k++)
                 for (fc_index r = r0; r < r1; r++) dst[k * ld + r] = acc[r * kg_pad + k];
         }
@@ -82,6 +94,7 @@ static int FC_LOCAL(conv2d_bwd_weight_direct)(const fc_conv2d_params *p, const f
     const fc_index kg_pad = FC_CEIL_DIV(Kg, FC_NR) * FC_NR;
     /* grid pixels per packed dY^T chunk (one panel stays in L1), in equal chunks */
     const fc_index qc = FC_CEIL_DIV(L, FC_CEIL_DIV(L, tn->kc));
+    const fc_index nq = FC_CEIL_DIV(L, qc), packed_chunk = kg_pad * qc;
     /* Batch chunks: enough for weight_grad_tasks tasks in all (a 16-core machine's worth), no
      * more, since each costs a private copy of dW to transpose and add; within
      * weight_grad_private_bytes of private sums. Fixed by the problem, not by the thread count,
@@ -90,7 +103,14 @@ static int FC_LOCAL(conv2d_bwd_weight_direct)(const fc_conv2d_params *p, const f
     while (chunks > 1 && (chunks - 1) * wsize * (fc_index)sizeof(T) > tn->weight_grad_private_bytes)
         chunks--;
     if (chunks < 1) chunks = 1;
-    const fc_index ntasks = chunks * G * cblocks;
+    /* Slabs of whole batch chunks whose packed dY^T fits weight_grad_pack_bytes (at least one
+     * chunk): every channel block's task reads the same packed dY^T, where packing it per task
+     * repeated it once per block. */
+    const fc_index image_packed = G * nq * packed_chunk;
+    const fc_index chunk_images = FC_CEIL_DIV(N, chunks);
+    const fc_index per_slab = FC_MAX(
+        1, FC_MIN(chunks, tn->weight_grad_pack_bytes /
+                              ((fc_index)sizeof(T) * chunk_images * image_packed)));
     int failed = 0;
 
     T *partial = NULL;
@@ -98,75 +118,103 @@ static int FC_LOCAL(conv2d_bwd_weight_direct)(const fc_conv2d_params *p, const f
         partial = (T *)fc_aligned_alloc(sizeof(T) * (size_t)((chunks - 1) * wsize));
         if (!partial) return FC_ENOMEM;
     }
+    T *packed = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(per_slab * chunk_images * image_packed));
+    if (!packed) {
+        fc_aligned_free(partial);
+        return FC_ENOMEM;
+    }
     const int nt = fc_threads_for(nthreads, (double)N * p->out_channels * P * R, tn->conv_min_work,
-                                  ntasks);
+                                  FC_MIN(chunks, per_slab) * G * cblocks);
     FC_PRAGMA(omp parallel num_threads(nt))
     {
         T *xph = pointwise
                      ? NULL
                      : (T *)fc_aligned_alloc(sizeof(T) * (size_t)(FC_MIN(cb, Cg) * ph.channel));
-        T *bp = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(kg_pad * qc));
         T *acc = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(rows_max * kg_pad));
         fc_index *taps = (fc_index *)malloc(sizeof(fc_index) * (size_t)rows_max);
-        const int ok = (xph || pointwise) && bp && acc && taps;
+        const int ok = (xph || pointwise) && acc && taps;
         if (!ok) {
             FC_PRAGMA(omp atomic write)
             failed = 1;
         }
-        FC_PRAGMA(omp for schedule(dynamic, 1))
-        for (fc_index t = 0; t < ntasks; t++) {
-            if (!ok) continue;
-            const fc_index blk = t % cblocks, g = (t / cblocks) % G, chunk = t / (cblocks * G);
-            const fc_index c0 = blk * cb, c1 = FC_MIN(Cg, c0 + cb);
-            const fc_index rows = (c1 - c0) * kk, n0 = chunk * N / chunks;
-            const fc_index n1 = (chunk + 1) * N / chunks;
-            /* where each of this task's rows (taps) starts in its phases (for a pointwise
-             * layer, in X itself: the grid is the image); padding rows read row 0 */
-            for (fc_index r = 0; r < rows_max; r++) {
-                const fc_index rr = FC_MIN(r, rows - 1);
-                taps[r] = pointwise ? rr * HW
-                                    : (rr / kk) * ph.channel +
-                                          FC_LOCAL(tap_offset)(p, &ph, (rr % kk) / p->kernel_w,
-                                                               rr % p->kernel_w);
+        for (fc_index s0 = 0; s0 < chunks; s0 += per_slab) {
+            const fc_index s1 = FC_MIN(chunks, s0 + per_slab);
+            const fc_index slab_n0 = s0 * N / chunks, slab_n1 = s1 * N / chunks;
+            /* dY^T of the slab's images: [image][group][pixel chunk] */
+            FC_PRAGMA(omp for schedule(dynamic, 1))
+            for (fc_index t = 0; t < (slab_n1 - slab_n0) * G * nq; t++) {
+                const fc_index qi = t % nq, g = (t / nq) % G, n = slab_n0 + t / (nq * G);
+                FC_NR_NAME(conv2d_pack_dyt)(gy + (n * p->out_channels + g * Kg) * P, Kg, P,
+                                            p->out_w, ph.wph, qi * qc, FC_MIN(qc, L - qi * qc),
+                                            packed + t * packed_chunk);
             }
-            memset(acc, 0, sizeof(T) * (size_t)(rows_max * kg_pad));
-            for (fc_index n = n0; n < n1; n++) {
-                const T *xg = x + (n * p->in_channels + g * Cg) * HW;
-                const T *gyg = gy + (n * p->out_channels + g * Kg) * P;
-                const T *a_base = pointwise ? xg + c0 * HW : xph;
-                if (!pointwise)
-                    for (fc_index c = c0; c < c1; c++)
-                        FC_LOCAL(split_phases)(p, &ph, xg + c * HW, xph + (c - c0) * ph.channel);
-                for (fc_index q0 = 0; q0 < L; q0 += qc) {
-                    const fc_index kc = FC_MIN(qc, L - q0);
-                    FC_NR_NAME(conv2d_pack_dyt)(gyg, Kg, P, p->out_w, ph.wph, q0, kc, bp);
-                    for (fc_index k0 = 0; k0 < kg_pad; k0 += FC_NR)
-                        for (fc_index m0 = 0; m0 < rows; m0 += FC_MR) {
-                            const T *a[FC_MR];
-                            for (int i = 0; i < FC_MR; i++) a[i] = a_base + taps[m0 + i] + q0;
-                            FC_UKERNEL(gemm_rows_ukernel)(kc, a, bp + k0 * kc,
-                                                          acc + m0 * kg_pad + k0, kg_pad);
-                        }
+            FC_PRAGMA(omp for schedule(dynamic, 1))
+            for (fc_index t = 0; t < (s1 - s0) * G * cblocks; t++) {
+                if (!ok) continue;
+                const fc_index blk = t % cblocks, g = (t / cblocks) % G;
+                const fc_index chunk = s0 + t / (cblocks * G);
+                const fc_index c0 = blk * cb, c1 = FC_MIN(Cg, c0 + cb);
+                const fc_index rows = (c1 - c0) * kk, n0 = chunk * N / chunks;
+                const fc_index n1 = (chunk + 1) * N / chunks;
+                /* where each of this task's rows (taps) starts in its phases (for a pointwise
+                 * layer, in X itself: the grid is the image); padding rows read row 0 */
+                for (fc_index r = 0; r < rows_max; r++) {
+                    const fc_index rr = FC_MIN(r, rows - 1);
+                    taps[r] = pointwise ? rr * HW
+                                        : (rr / kk) * ph.channel +
+                                              FC_LOCAL(tap_offset)(p, &ph, (rr % kk) / p->kernel_w,
+                                                                   rr % p->kernel_w);
                 }
+                memset(acc, 0, sizeof(T) * (size_t)(rows_max * kg_pad));
+                for (fc_index n = n0; n < n1; n++) {
+                    const T *xg = x + (n * p->in_channels + g * Cg) * HW;
+                    const T *a_base = pointwise ? xg + c0 * HW : xph;
+                    const T *bp = packed + ((n - slab_n0) * G + g) * nq * packed_chunk;
+                    if (!pointwise)
+                        for (fc_index c = c0; c < c1; c++)
+                            FC_LOCAL(split_phases)(p, &ph, xg + c * HW,
+                                                   xph + (c - c0) * ph.channel);
+                    for (fc_index qi = 0; qi < nq; qi++, bp += packed_chunk) {
+                        const fc_index q0 = qi * qc, kc = FC_MIN(qc, L - q0);
+                        /* while the MR-row blocks pass over one NR panel (in L1), each asks
+                         * for its share of the next: the panel's first pass would otherwise
+                         * wait on its reads from L3 */
+                        const size_t panel = sizeof(T) * (size_t)(kc * FC_NR);
+                        const size_t slice = FC_CEIL_DIV(panel, (size_t)FC_CEIL_DIV(rows, FC_MR));
+                        for (fc_index k0 = 0; k0 < kg_pad; k0 += FC_NR) {
+                            const char *next = (const char *)(bp + k0 * kc) + panel;
+                            const int last = k0 + FC_NR >= kg_pad;
+                            for (fc_index m0 = 0; m0 < rows; m0 += FC_MR) {
+                                const T *a[FC_MR];
+                                for (int i = 0; i < FC_MR; i++) a[i] = a_base + taps[m0 + i] + q0;
+                                if (!last) fc_prefetch(next + (m0 / FC_MR) * slice, slice);
+                                FC_UKERNEL(gemm_rows_ukernel)(kc, a, bp + k0 * kc,
+                                                              acc + m0 * kg_pad + k0, kg_pad);
+                            }
+                        }
+                    }
+                }
+                /* this chunk's sum, transposed into its copy of dW (chunk 0 writes dW itself) */
+                T *dst = (chunk == 0 ? gw : partial + (chunk - 1) * wsize) + g * Kg * R + c0 * kk;
+                FC_LOCAL(transpose_out)(acc, rows, Kg, kg_pad, dst, R);
             }
-            /* this chunk's sum, transposed into its copy of dW (chunk 0 writes dW itself) */
-            T *dst = (chunk == 0 ? gw : partial + (chunk - 1) * wsize) + g * Kg * R + c0 * kk;
-            FC_LOCAL(transpose_out)(acc, rows, Kg, kg_pad, dst, R);
         }
         fc_aligned_free(xph);
-        fc_aligned_free(bp);
         fc_aligned_free(acc);
         free(taps);
         FC_PRAGMA(omp barrier)
-        if (!failed && partial) {
+        if (!failed && partial) { /* gw + partial 1 + partial 2 + ..., in blocks of dW */
             FC_PRAGMA(omp for schedule(static))
-            for (fc_index e = 0; e < wsize; e++) {
-                T sum = gw[e];
-                for (fc_index c = 1; c < chunks; c++) sum += partial[(c - 1) * wsize + e];
-                gw[e] = sum;
+            for (fc_index e0 = 0; e0 < wsize; e0 += 4096) {
+                const fc_index e1 = FC_MIN(wsize, e0 + 4096);
+                for (fc_index c = 1; c < chunks; c++) {
+                    const T *part = partial + (c - 1) * wsize;
+                    for (fc_index e = e0; e < e1; e++) gw[e] += part[e];
+                }
             }
         }
     }
+    fc_aligned_free(packed);
     fc_aligned_free(partial);
     return failed ? FC_ENOMEM : FC_OK;
 }

@@ -22,10 +22,12 @@ typedef struct {
      * transforms cost more than the multiplies they save. */
     fc_index winograd_block;
     fc_index winograd_min_channels;
-    /* Weight gradient: the tasks (batch chunks x groups x channel blocks) to aim for, and the
-     * bytes of private partial sums the batch chunks may take. */
+    /* Weight gradient: the tasks (batch chunks x groups x channel blocks) to aim for, the
+     * bytes of private partial sums the batch chunks may take, and the bytes of dY^T packed at a
+     * time (for whole batch chunks, at least one). */
     fc_index weight_grad_tasks;
     fc_index weight_grad_private_bytes;
+    fc_index weight_grad_pack_bytes;
     /* The stride phases are used while they hold at most phases_ratio times a channel's input
      * and output elements, plus phases_slack; past that (strides or dilations of millions) the
      * plain loops run. */
