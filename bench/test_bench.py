@@ -6,7 +6,9 @@ layer shapes of fastconv.bench, one benchmark group per layer and pass.
     pytest bench/ --benchmark-only --benchmark-group-by=group -k res-256
 
 Throughput (GFLOP/s for convolution, GB/s for pooling) is stored in each result's extra_info.
-The interleaved speed-up table is `fastconv bench`.
+The interleaved speed-up table is `fastconv bench`. The conv2d-nhwc and pool2d-nhwc groups are
+the same layers channels last (PyTorch on channels_last tensors; `fastconv bench --layout nhwc`
+times them against NCHW in the same rounds).
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from fastconv import bench
 @functools.lru_cache(maxsize=1)
 def _cases():
     cases = bench.conv_cases() + bench.conv_transpose_cases() + bench.pool_cases() + \
-        bench.adaptive_pool_cases() + [bench.copy_case()]
+        bench.adaptive_pool_cases() + [bench.copy_case()] + \
+        bench.conv_cases(data_format="NHWC") + bench.pool_cases(data_format="NHWC")
     return {f"{c.group}-{c.name}-{c.direction}": c for c in cases}
 
 
@@ -32,7 +35,9 @@ CASE_IDS = [f"conv2d-{n}-{d}" for n in bench.CONV_LAYERS for d in ("forward", "b
             for d in ("forward", "backward")] + \
            [f"pool2d-{n}-{d}" for n in [*bench.POOL_CASES, *bench.ADAPTIVE_POOL_CASES]
             for d in ("forward", "backward")] + \
-           ["relu-copy-forward"]
+           ["relu-copy-forward"] + \
+           [f"conv2d-nhwc-{n}-{d}" for n in bench.CONV_LAYERS for d in ("forward", "backward")] + \
+           [f"pool2d-nhwc-{n}-{d}" for n in bench.POOL_CASES for d in ("forward", "backward")]
 
 IMPLS = [pytest.param("fastconv", marks=pytest.mark.short),
          pytest.param("torch", marks=pytest.mark.short),

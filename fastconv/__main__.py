@@ -3,7 +3,8 @@
 ``fastconv train`` trains a ConvNet on Fashion-MNIST (``fastconv.train``); ``fastconv experiment
 params|relu-vs-tanh`` reproduces two claims about ConvNets as reports in docs/
 (``fastconv.experiments``); ``fastconv bench`` times the kernels against PyTorch on real layer
-shapes (``fastconv.bench``), and with ``--model`` whole networks (``fastconv.bench_models``);
+shapes (``fastconv.bench``), with ``--model`` whole networks (``fastconv.bench_models``) and
+with ``--onnx`` ONNX's reference evaluator on fastconv (``fastconv.bench_onnx``);
 ``fastconv demo`` runs every op once on a real layer shape, checks it against the NumPy
 reference and prints timings; ``fastconv config`` prints the build."""
 
@@ -105,6 +106,9 @@ def main(argv=None) -> int:
     p_bench.add_argument("--only", choices=["all", "conv", "conv_transpose", "pool"],
                          default="all")
     p_bench.add_argument("--float64", action="store_true", help="run in float64")
+    p_bench.add_argument("--layout", choices=["nchw", "nhwc", "both"], default="nchw",
+                         help="nhwc: the conv and pool layers channels last, against PyTorch's "
+                              "channels_last and fastconv's NCHW in the same rounds")
     p_bench.add_argument("--plot", metavar="PNG", type=Path, default=None,
                          help="write a bar chart of the speed-ups (needs matplotlib)")
     p_bench.add_argument("--model", action="store_true",
@@ -113,6 +117,9 @@ def main(argv=None) -> int:
                               "onnxruntime (fastconv.bench_models)")
     p_bench.add_argument("--layers", action="store_true",
                          help="with --model: the time of every layer, not only of each kind")
+    p_bench.add_argument("--onnx", action="store_true",
+                         help="instead: a small CNN in ONNX's reference evaluator, plain and on "
+                              "fastconv, beside onnxruntime (fastconv.bench_onnx; needs onnx)")
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
@@ -134,6 +141,11 @@ def _run(args, argv) -> int:
         args.argv = sys.argv[1:] if argv is None else list(argv)
         return experiments.run(args)
     if args.command == "bench":
+        if args.onnx:
+            from fastconv import bench_onnx
+
+            bench_onnx.main(threads=args.threads, repeat=args.repeat)
+            return 0
         from fastconv import bench
 
         if args.plot is not None:  # checked before the minutes of timing, not after
@@ -146,7 +158,7 @@ def _run(args, argv) -> int:
                               dtype=dtype, layers=args.layers)
             return 0
         bench.main(threads=args.threads, repeat=args.repeat, only=args.only,
-                   plot_path=args.plot, dtype=dtype)
+                   plot_path=args.plot, dtype=dtype, layout=args.layout)
         return 0
     if args.command == "demo":
         if args.threads is not None:

@@ -19,9 +19,11 @@ cdef extern from "fastconv.h" nogil:
         fc_index dilation_h, dilation_w
         fc_index out_h, out_w
         int algorithm
+        int weight_format
         int relu
     ctypedef struct fc_pool2d_params:
         fc_index planes, in_h, in_w
+        fc_index channels
         fc_index kernel_h, kernel_w
         fc_index stride_h, stride_w
         fc_index pad_top, pad_bottom, pad_left, pad_right
@@ -46,6 +48,8 @@ cdef extern from "fastconv.h" nogil:
     int FC_EALGORITHM
     int FC_ISA_COUNT
     int FC_CONV_ALGORITHM_COUNT
+    int FC_WEIGHT_OIHW
+    int FC_WEIGHT_HWIO
 
     const char *fc_isa_name(int isa)
     int fc_isa_compiled(int isa)
@@ -93,6 +97,42 @@ cdef extern from "fastconv.h" nogil:
                             float *gx, int nthreads)
     int fc_f64_lppool2d_bwd(const fc_pool2d_params *p, const double *gy, const double *x,
                             double *gx, int nthreads)
+
+    int fc_f32_conv2d_nhwc_fwd(const fc_conv2d_params *p, const float *x, const float *w,
+                               const float *bias, float *y, int nthreads)
+    int fc_f64_conv2d_nhwc_fwd(const fc_conv2d_params *p, const double *x, const double *w,
+                               const double *bias, double *y, int nthreads)
+    int fc_f32_conv2d_nhwc_bwd_input(const fc_conv2d_params *p, const float *gy, const float *w,
+                                     const float *bias, float *gx, int nthreads)
+    int fc_f64_conv2d_nhwc_bwd_input(const fc_conv2d_params *p, const double *gy, const double *w,
+                                     const double *bias, double *gx, int nthreads)
+    int fc_f32_conv2d_nhwc_bwd_weight(const fc_conv2d_params *p, const float *gy, const float *x,
+                                      float *gw, float *gb, int nthreads)
+    int fc_f64_conv2d_nhwc_bwd_weight(const fc_conv2d_params *p, const double *gy, const double *x,
+                                      double *gw, double *gb, int nthreads)
+
+    int fc_f32_maxpool2d_nhwc_fwd(const fc_pool2d_params *p, const float *x, float *y,
+                                  int64_t *indices, int nthreads)
+    int fc_f64_maxpool2d_nhwc_fwd(const fc_pool2d_params *p, const double *x, double *y,
+                                  int64_t *indices, int nthreads)
+    int fc_f32_maxpool2d_nhwc_bwd(const fc_pool2d_params *p, const float *gy,
+                                  const int64_t *indices, float *gx, int nthreads)
+    int fc_f64_maxpool2d_nhwc_bwd(const fc_pool2d_params *p, const double *gy,
+                                  const int64_t *indices, double *gx, int nthreads)
+    int fc_f32_avgpool2d_nhwc_fwd(const fc_pool2d_params *p, const float *x, float *y, int nthreads)
+    int fc_f64_avgpool2d_nhwc_fwd(const fc_pool2d_params *p, const double *x, double *y,
+                                  int nthreads)
+    int fc_f32_avgpool2d_nhwc_bwd(const fc_pool2d_params *p, const float *gy, float *gx,
+                                  int nthreads)
+    int fc_f64_avgpool2d_nhwc_bwd(const fc_pool2d_params *p, const double *gy, double *gx,
+                                  int nthreads)
+    int fc_f32_lppool2d_nhwc_fwd(const fc_pool2d_params *p, const float *x, float *y, int nthreads)
+    int fc_f64_lppool2d_nhwc_fwd(const fc_pool2d_params *p, const double *x, double *y,
+                                 int nthreads)
+    int fc_f32_lppool2d_nhwc_bwd(const fc_pool2d_params *p, const float *gy, const float *x,
+                                 float *gx, int nthreads)
+    int fc_f64_lppool2d_nhwc_bwd(const fc_pool2d_params *p, const double *gy, const double *x,
+                                 double *gx, int nthreads)
 
     int fc_f32_adaptive_avgpool2d_fwd(const fc_pool2d_params *p, const float *x, float *y,
                                       int nthreads)
@@ -172,9 +212,13 @@ cdef extern from "fc_private.h" nogil:
         FC_CONV_FWD
         FC_CONV_BWD_INPUT
         FC_CONV_BWD_WEIGHT
+        FC_CONV_NHWC_FWD
+        FC_CONV_NHWC_BWD_INPUT
+        FC_CONV_NHWC_BWD_WEIGHT
     ctypedef struct fc_tuning:
         int mr, nr
-        fc_index kc, tile_pixels, task_rows, winograd_block, winograd_min_channels
+        fc_index kc, tile_pixels, indirection_pointers, task_rows, winograd_block
+        fc_index winograd_min_channels
         fc_index weight_grad_tasks, weight_grad_private_bytes, weight_grad_pack_bytes
         double phases_ratio, phases_slack
         double conv_min_work, stream_min_work, pool_min_work, eltwise_min_work
@@ -239,6 +283,16 @@ cdef extern from "fc_ukernels.h" nogil:
         const char *dwconv_dot_name
         void (*dwconv_dot)(fc_index n, int kk, const void *g, const void *src,
                            const fc_index *off, void *acc)
+        const char *igemm_name
+        void (*igemm)(fc_index ks, fc_index kc, const void *const *a, const void *b, void *c,
+                      fc_index ldc, int mr, int nr, int accumulate, const void *bias)
+        const char *igemm_half_name
+        void (*igemm_half)(fc_index ks, fc_index kc, const void *const *a, const void *b,
+                           void *c, fc_index ldc, int mr, int nr, int accumulate,
+                           const void *bias)
+        const char *gemm_cols_name
+        void (*gemm_cols)(fc_index kc, const void *const *a, fc_index off, const void *b,
+                          void *c, fc_index ldc)
 
     const fc_ukernel_table *fc_ukernel_table_for(int isa, int dtype)
 
@@ -258,29 +312,43 @@ ctypedef fused real:
     double
 
 
-# ---- each kernel under one name for both dtypes ------------------------------------------------
+# ---- each kernel under one name for both dtypes (and, for convolution and pooling, layouts:
+# nhwc picks the channels-last kernel) ------------------------------------------------------------
 
-cdef inline int conv2d_fwd(const fc_conv2d_params *p, const real *x, const real *w,
+cdef inline int conv2d_fwd(const fc_conv2d_params *p, bint nhwc, const real *x, const real *w,
                            const real *bias, real *y, int nthreads) noexcept nogil:
     if real is float:
+        if nhwc:
+            return fc_f32_conv2d_nhwc_fwd(p, x, w, bias, y, nthreads)
         return fc_f32_conv2d_fwd(p, x, w, bias, y, nthreads)
     else:
+        if nhwc:
+            return fc_f64_conv2d_nhwc_fwd(p, x, w, bias, y, nthreads)
         return fc_f64_conv2d_fwd(p, x, w, bias, y, nthreads)
 
 
-cdef inline int conv2d_bwd_input(const fc_conv2d_params *p, const real *gy, const real *w,
-                                 const real *bias, real *gx, int nthreads) noexcept nogil:
+cdef inline int conv2d_bwd_input(const fc_conv2d_params *p, bint nhwc, const real *gy,
+                                 const real *w, const real *bias, real *gx,
+                                 int nthreads) noexcept nogil:
     if real is float:
+        if nhwc:
+            return fc_f32_conv2d_nhwc_bwd_input(p, gy, w, bias, gx, nthreads)
         return fc_f32_conv2d_bwd_input(p, gy, w, bias, gx, nthreads)
     else:
+        if nhwc:
+            return fc_f64_conv2d_nhwc_bwd_input(p, gy, w, bias, gx, nthreads)
         return fc_f64_conv2d_bwd_input(p, gy, w, bias, gx, nthreads)
 
 
-cdef inline int conv2d_bwd_weight(const fc_conv2d_params *p, const real *gy, const real *x,
-                                  real *gw, real *gb, int nthreads) noexcept nogil:
+cdef inline int conv2d_bwd_weight(const fc_conv2d_params *p, bint nhwc, const real *gy,
+                                  const real *x, real *gw, real *gb, int nthreads) noexcept nogil:
     if real is float:
+        if nhwc:
+            return fc_f32_conv2d_nhwc_bwd_weight(p, gy, x, gw, gb, nthreads)
         return fc_f32_conv2d_bwd_weight(p, gy, x, gw, gb, nthreads)
     else:
+        if nhwc:
+            return fc_f64_conv2d_nhwc_bwd_weight(p, gy, x, gw, gb, nthreads)
         return fc_f64_conv2d_bwd_weight(p, gy, x, gw, gb, nthreads)
 
 
@@ -292,51 +360,75 @@ cdef inline int conv2d_relu_bwd(const fc_conv2d_params *p, const real *gy, const
         return fc_f64_conv2d_relu_bwd(p, gy, y, gz, gb, nthreads)
 
 
-cdef inline int maxpool2d_fwd(const fc_pool2d_params *p, const real *x, real *y,
+cdef inline int maxpool2d_fwd(const fc_pool2d_params *p, bint nhwc, const real *x, real *y,
                               int64_t *indices, int nthreads) noexcept nogil:
     if real is float:
+        if nhwc:
+            return fc_f32_maxpool2d_nhwc_fwd(p, x, y, indices, nthreads)
         return fc_f32_maxpool2d_fwd(p, x, y, indices, nthreads)
     else:
+        if nhwc:
+            return fc_f64_maxpool2d_nhwc_fwd(p, x, y, indices, nthreads)
         return fc_f64_maxpool2d_fwd(p, x, y, indices, nthreads)
 
 
-cdef inline int maxpool2d_bwd(const fc_pool2d_params *p, const real *gy, const int64_t *indices,
-                              real *gx, int nthreads) noexcept nogil:
+cdef inline int maxpool2d_bwd(const fc_pool2d_params *p, bint nhwc, const real *gy,
+                              const int64_t *indices, real *gx, int nthreads) noexcept nogil:
     if real is float:
+        if nhwc:
+            return fc_f32_maxpool2d_nhwc_bwd(p, gy, indices, gx, nthreads)
         return fc_f32_maxpool2d_bwd(p, gy, indices, gx, nthreads)
     else:
+        if nhwc:
+            return fc_f64_maxpool2d_nhwc_bwd(p, gy, indices, gx, nthreads)
         return fc_f64_maxpool2d_bwd(p, gy, indices, gx, nthreads)
 
 
-cdef inline int avgpool2d_fwd(const fc_pool2d_params *p, const real *x, real *y,
+cdef inline int avgpool2d_fwd(const fc_pool2d_params *p, bint nhwc, const real *x, real *y,
                               int nthreads) noexcept nogil:
     if real is float:
+        if nhwc:
+            return fc_f32_avgpool2d_nhwc_fwd(p, x, y, nthreads)
         return fc_f32_avgpool2d_fwd(p, x, y, nthreads)
     else:
+        if nhwc:
+            return fc_f64_avgpool2d_nhwc_fwd(p, x, y, nthreads)
         return fc_f64_avgpool2d_fwd(p, x, y, nthreads)
 
 
-cdef inline int avgpool2d_bwd(const fc_pool2d_params *p, const real *gy, real *gx,
+cdef inline int avgpool2d_bwd(const fc_pool2d_params *p, bint nhwc, const real *gy, real *gx,
                               int nthreads) noexcept nogil:
     if real is float:
+        if nhwc:
+            return fc_f32_avgpool2d_nhwc_bwd(p, gy, gx, nthreads)
         return fc_f32_avgpool2d_bwd(p, gy, gx, nthreads)
     else:
+        if nhwc:
+            return fc_f64_avgpool2d_nhwc_bwd(p, gy, gx, nthreads)
         return fc_f64_avgpool2d_bwd(p, gy, gx, nthreads)
 
 
-cdef inline int lppool2d_fwd(const fc_pool2d_params *p, const real *x, real *y,
+cdef inline int lppool2d_fwd(const fc_pool2d_params *p, bint nhwc, const real *x, real *y,
                              int nthreads) noexcept nogil:
     if real is float:
+        if nhwc:
+            return fc_f32_lppool2d_nhwc_fwd(p, x, y, nthreads)
         return fc_f32_lppool2d_fwd(p, x, y, nthreads)
     else:
+        if nhwc:
+            return fc_f64_lppool2d_nhwc_fwd(p, x, y, nthreads)
         return fc_f64_lppool2d_fwd(p, x, y, nthreads)
 
 
-cdef inline int lppool2d_bwd(const fc_pool2d_params *p, const real *gy, const real *x, real *gx,
-                             int nthreads) noexcept nogil:
+cdef inline int lppool2d_bwd(const fc_pool2d_params *p, bint nhwc, const real *gy, const real *x,
+                             real *gx, int nthreads) noexcept nogil:
     if real is float:
+        if nhwc:
+            return fc_f32_lppool2d_nhwc_bwd(p, gy, x, gx, nthreads)
         return fc_f32_lppool2d_bwd(p, gy, x, gx, nthreads)
     else:
+        if nhwc:
+            return fc_f64_lppool2d_nhwc_bwd(p, gy, x, gx, nthreads)
         return fc_f64_lppool2d_bwd(p, gy, x, gx, nthreads)
 
 

@@ -4,7 +4,8 @@
 Private. Every array arrives validated by fastconv._validation: C-contiguous, float32 or float64
 (int64 indices), the shapes the geometry describes, outputs freshly allocated. This layer fills
 the C geometry struct from the validated ConvGeometry / PoolGeometry by name, picks the dtype's
-kernel and releases the GIL around the call. Each wrapper is written once, over the fused type
+kernel (and the layout's: the geometry's data_format, NCHW or channels-last NHWC) and releases
+the GIL around the call. Each wrapper is written once, over the fused type
 `real` (the C declarations and the dtype-generic kernel names are in _cfastconv.pxd); its public
 function only chooses float or double from the output array's dtype.
 """
@@ -110,11 +111,23 @@ cdef inline int _check(int rc) except -1:
     return 0
 
 
-cdef fc_conv2d_params _conv_params(g, fc_conv_pass which) except *:
-    """The C geometry of a validated fastconv._validation.ConvGeometry, for pass `which`: with
-    the algorithm force_conv_algorithms set for it, else 0 (the plan chooses)."""
+cdef inline bint _nhwc(g):
+    """Whether a validated geometry's arrays are channels last."""
+    return g.data_format == "NHWC"
+
+
+cdef fc_conv_pass _conv_pass(g, int kind):
+    """The C pass of kind `kind` (0 forward, 1 input gradient, 2 weight gradient) in the
+    geometry's layout."""
+    return <fc_conv_pass>(kind + FC_CONV_NHWC_FWD if _nhwc(g) else kind)
+
+
+cdef fc_conv2d_params _conv_params(g, int kind) except *:
+    """The C geometry of a validated fastconv._validation.ConvGeometry, for pass kind `kind`:
+    with the algorithm force_conv_algorithms set for that kind, else 0 (the plan chooses)."""
     cdef fc_conv2d_params p
-    p.algorithm = _forced[<int>which]
+    p.algorithm = _forced[kind]
+    p.weight_format = FC_WEIGHT_HWIO if g.weight_format == "HWIO" else FC_WEIGHT_OIHW
     p.relu = 0
     p.batch = g.batch
     p.in_channels = g.in_channels
@@ -137,6 +150,7 @@ cdef fc_pool2d_params _pool_params(g) except *:
     pooling kinds that take them are set by their wrappers."""
     cdef fc_pool2d_params p
     p.planes = g.batch * g.channels
+    p.channels = g.channels
     p.in_h = g.in_h
     p.in_w = g.in_w
     p.kernel_h, p.kernel_w = g.kernel
@@ -223,7 +237,7 @@ cdef int _check_conv(int rc, fc_conv_pass which, const fc_conv2d_params *p,
                      fc_dtype dtype) except -1:
     if rc == FC_EALGORITHM:
         reason = fc_conv2d_cannot_run(which, p.algorithm, dtype, fc_isa_selected(), p)
-        raise ValueError(f"conv2d ({CONV_PASSES[<int>which]} pass): the forced algorithm "
+        raise ValueError(f"conv2d ({CONV_PASSES[<int>which % 3]} pass): the forced algorithm "
                          f"{CONV_ALGORITHMS[p.algorithm]!r} cannot run this geometry: "
                          f"{reason.decode()}")
     return _check(rc)
@@ -260,8 +274,8 @@ def conv_plan(geometry, str which, dtype):
     `which` ('forward', 'input' or 'weight') of the ConvGeometry in float32 or float64, with
     any algorithm force_conv_algorithms set; ValueError if that cannot run it."""
     cdef int index = CONV_PASSES.index(which)
-    cdef fc_conv_pass pass_ = <fc_conv_pass>index
-    cdef fc_conv2d_params p = _conv_params(geometry, pass_)
+    cdef fc_conv_pass pass_ = _conv_pass(geometry, index)
+    cdef fc_conv2d_params p = _conv_params(geometry, index)
     cdef fc_dtype dt = FC_DTYPE_f64 if np.dtype(dtype) == np.float64 else FC_DTYPE_f32
     cdef fc_conv_plan plan
     _check_conv(fc_conv2d_plan(pass_, dt, fc_isa_selected(), &p, &plan), pass_, &p, dt)
@@ -275,15 +289,16 @@ def tuning(str isa, dtype):
     return t
 
 
-cdef int _conv2d_forward(real *y, const fc_conv2d_params *p, x, w, bias,
+cdef int _conv2d_forward(real *y, const fc_conv2d_params *p, bint nhwc, x, w, bias,
                          int nthreads) except -1:
     cdef const real *px = <real *>_ptr(x)
     cdef const real *pw = <real *>_ptr(w)
     cdef const real *pb = <real *>_ptr(bias)
     cdef int rc
     with nogil:
-        rc = conv2d_fwd(p, px, pw, pb, y, nthreads)
-    return _check_conv(rc, FC_CONV_FWD, p, FC_DTYPE_f32 if real is float else FC_DTYPE_f64)
+        rc = conv2d_fwd(p, nhwc, px, pw, pb, y, nthreads)
+    return _check_conv(rc, FC_CONV_NHWC_FWD if nhwc else FC_CONV_FWD, p,
+                       FC_DTYPE_f32 if real is float else FC_DTYPE_f64)
 
 
 def conv2d_forward(geometry, cnp.ndarray x, cnp.ndarray w, object bias, cnp.ndarray y,
@@ -292,23 +307,24 @@ def conv2d_forward(geometry, cnp.ndarray x, cnp.ndarray w, object bias, cnp.ndar
     ReLU, in the pass that writes y."""
     if _must_hop(nthreads):
         return _on_fresh_thread(conv2d_forward, geometry, x, w, bias, y, nthreads, relu)
-    cdef fc_conv2d_params p = _conv_params(geometry, FC_CONV_FWD)
+    cdef fc_conv2d_params p = _conv_params(geometry, 0)
     p.relu = relu
     if _is_f32(y):
-        _conv2d_forward(<float *>_ptr(y), &p, x, w, bias, nthreads)
+        _conv2d_forward(<float *>_ptr(y), &p, _nhwc(geometry), x, w, bias, nthreads)
     else:
-        _conv2d_forward(<double *>_ptr(y), &p, x, w, bias, nthreads)
+        _conv2d_forward(<double *>_ptr(y), &p, _nhwc(geometry), x, w, bias, nthreads)
 
 
-cdef int _conv2d_backward_input(real *gx, const fc_conv2d_params *p, gy, w, bias,
-                                int nthreads) except -1:
+cdef int _conv2d_backward_input(real *gx, const fc_conv2d_params *p, bint nhwc, gy, w,
+                                bias, int nthreads) except -1:
     cdef const real *pgy = <real *>_ptr(gy)
     cdef const real *pw = <real *>_ptr(w)
     cdef const real *pb = <real *>_ptr(bias)
     cdef int rc
     with nogil:
-        rc = conv2d_bwd_input(p, pgy, pw, pb, gx, nthreads)
-    return _check_conv(rc, FC_CONV_BWD_INPUT, p, FC_DTYPE_f32 if real is float else FC_DTYPE_f64)
+        rc = conv2d_bwd_input(p, nhwc, pgy, pw, pb, gx, nthreads)
+    return _check_conv(rc, FC_CONV_NHWC_BWD_INPUT if nhwc else FC_CONV_BWD_INPUT, p,
+                       FC_DTYPE_f32 if real is float else FC_DTYPE_f64)
 
 
 def conv2d_backward_input(geometry, cnp.ndarray gy, cnp.ndarray w, object bias, cnp.ndarray gx,
@@ -317,11 +333,11 @@ def conv2d_backward_input(geometry, cnp.ndarray gy, cnp.ndarray w, object bias, 
     input channel, conv_transpose2d's) unless it is None."""
     if _must_hop(nthreads):
         return _on_fresh_thread(conv2d_backward_input, geometry, gy, w, bias, gx, nthreads)
-    cdef fc_conv2d_params p = _conv_params(geometry, FC_CONV_BWD_INPUT)
+    cdef fc_conv2d_params p = _conv_params(geometry, 1)
     if _is_f32(gx):
-        _conv2d_backward_input(<float *>_ptr(gx), &p, gy, w, bias, nthreads)
+        _conv2d_backward_input(<float *>_ptr(gx), &p, _nhwc(geometry), gy, w, bias, nthreads)
     else:
-        _conv2d_backward_input(<double *>_ptr(gx), &p, gy, w, bias, nthreads)
+        _conv2d_backward_input(<double *>_ptr(gx), &p, _nhwc(geometry), gy, w, bias, nthreads)
 
 
 cdef int _conv2d_relu_backward(real *gz, const fc_conv2d_params *p, gy, y, gb,
@@ -341,22 +357,22 @@ def conv2d_relu_backward(geometry, cnp.ndarray gy, cnp.ndarray y, cnp.ndarray gz
     images and pixels: the backward of the fused epilogue."""
     if _must_hop(nthreads):
         return _on_fresh_thread(conv2d_relu_backward, geometry, gy, y, gz, gb, nthreads)
-    cdef fc_conv2d_params p = _conv_params(geometry, FC_CONV_FWD)
+    cdef fc_conv2d_params p = _conv_params(geometry, 0)
     if _is_f32(gz):
         _conv2d_relu_backward(<float *>_ptr(gz), &p, gy, y, gb, nthreads)
     else:
         _conv2d_relu_backward(<double *>_ptr(gz), &p, gy, y, gb, nthreads)
 
 
-cdef int _conv2d_backward_weight(real *gw, const fc_conv2d_params *p, gy, x, gb,
+cdef int _conv2d_backward_weight(real *gw, const fc_conv2d_params *p, bint nhwc, gy, x, gb,
                                  int nthreads) except -1:
     cdef const real *pgy = <real *>_ptr(gy)
     cdef const real *px = <real *>_ptr(x)
     cdef real *pgb = <real *>_ptr(gb)
     cdef int rc
     with nogil:
-        rc = conv2d_bwd_weight(p, pgy, px, gw, pgb, nthreads)
-    return _check_conv(rc, FC_CONV_BWD_WEIGHT, p,
+        rc = conv2d_bwd_weight(p, nhwc, pgy, px, gw, pgb, nthreads)
+    return _check_conv(rc, FC_CONV_NHWC_BWD_WEIGHT if nhwc else FC_CONV_BWD_WEIGHT, p,
                        FC_DTYPE_f32 if real is float else FC_DTYPE_f64)
 
 
@@ -365,22 +381,22 @@ def conv2d_backward_weight(geometry, cnp.ndarray gy, cnp.ndarray x, cnp.ndarray 
     """gw (and gb unless it is None) = the gradients of conv2d's weight and bias, given gy."""
     if _must_hop(nthreads):
         return _on_fresh_thread(conv2d_backward_weight, geometry, gy, x, gw, gb, nthreads)
-    cdef fc_conv2d_params p = _conv_params(geometry, FC_CONV_BWD_WEIGHT)
+    cdef fc_conv2d_params p = _conv_params(geometry, 2)
     if _is_f32(gw):
-        _conv2d_backward_weight(<float *>_ptr(gw), &p, gy, x, gb, nthreads)
+        _conv2d_backward_weight(<float *>_ptr(gw), &p, _nhwc(geometry), gy, x, gb, nthreads)
     else:
-        _conv2d_backward_weight(<double *>_ptr(gw), &p, gy, x, gb, nthreads)
+        _conv2d_backward_weight(<double *>_ptr(gw), &p, _nhwc(geometry), gy, x, gb, nthreads)
 
 
 # ---- pooling -----------------------------------------------------------------------------------
 
-cdef int _maxpool2d_forward(real *y, const fc_pool2d_params *p, x, indices,
+cdef int _maxpool2d_forward(real *y, const fc_pool2d_params *p, bint nhwc, x, indices,
                             int nthreads) except -1:
     cdef const real *px = <real *>_ptr(x)
     cdef int64_t *pi = <int64_t *>_ptr(indices)
     cdef int rc
     with nogil:
-        rc = maxpool2d_fwd(p, px, y, pi, nthreads)
+        rc = maxpool2d_fwd(p, nhwc, px, y, pi, nthreads)
     return _check(rc)
 
 
@@ -390,18 +406,18 @@ def maxpool2d_forward(geometry, cnp.ndarray x, cnp.ndarray y, object indices, in
         return _on_fresh_thread(maxpool2d_forward, geometry, x, y, indices, nthreads)
     cdef fc_pool2d_params p = _pool_params(geometry)
     if _is_f32(y):
-        _maxpool2d_forward(<float *>_ptr(y), &p, x, indices, nthreads)
+        _maxpool2d_forward(<float *>_ptr(y), &p, _nhwc(geometry), x, indices, nthreads)
     else:
-        _maxpool2d_forward(<double *>_ptr(y), &p, x, indices, nthreads)
+        _maxpool2d_forward(<double *>_ptr(y), &p, _nhwc(geometry), x, indices, nthreads)
 
 
-cdef int _maxpool2d_backward(real *gx, const fc_pool2d_params *p, gy, indices,
+cdef int _maxpool2d_backward(real *gx, const fc_pool2d_params *p, bint nhwc, gy, indices,
                              int nthreads) except -1:
     cdef const real *pgy = <real *>_ptr(gy)
     cdef const int64_t *pi = <int64_t *>_ptr(indices)
     cdef int rc
     with nogil:
-        rc = maxpool2d_bwd(p, pgy, pi, gx, nthreads)
+        rc = maxpool2d_bwd(p, nhwc, pgy, pi, gx, nthreads)
     _check(rc)
     return rc != FC_EINDEX
 
@@ -414,15 +430,18 @@ def maxpool2d_backward(geometry, cnp.ndarray gy, cnp.ndarray indices, cnp.ndarra
         return _on_fresh_thread(maxpool2d_backward, geometry, gy, indices, gx, nthreads)
     cdef fc_pool2d_params p = _pool_params(geometry)
     if _is_f32(gx):
-        return bool(_maxpool2d_backward(<float *>_ptr(gx), &p, gy, indices, nthreads))
-    return bool(_maxpool2d_backward(<double *>_ptr(gx), &p, gy, indices, nthreads))
+        return bool(_maxpool2d_backward(<float *>_ptr(gx), &p, _nhwc(geometry), gy, indices,
+                                        nthreads))
+    return bool(_maxpool2d_backward(<double *>_ptr(gx), &p, _nhwc(geometry), gy, indices,
+                                    nthreads))
 
 
-cdef int _avgpool2d_forward(real *y, const fc_pool2d_params *p, x, int nthreads) except -1:
+cdef int _avgpool2d_forward(real *y, const fc_pool2d_params *p, bint nhwc, x,
+                            int nthreads) except -1:
     cdef const real *px = <real *>_ptr(x)
     cdef int rc
     with nogil:
-        rc = avgpool2d_fwd(p, px, y, nthreads)
+        rc = avgpool2d_fwd(p, nhwc, px, y, nthreads)
     return _check(rc)
 
 
@@ -435,16 +454,17 @@ def avgpool2d_forward(geometry, cnp.ndarray x, cnp.ndarray y, int nthreads, *,
     p.count_include_pad = count_include_pad
     p.divisor_override = divisor_override
     if _is_f32(y):
-        _avgpool2d_forward(<float *>_ptr(y), &p, x, nthreads)
+        _avgpool2d_forward(<float *>_ptr(y), &p, _nhwc(geometry), x, nthreads)
     else:
-        _avgpool2d_forward(<double *>_ptr(y), &p, x, nthreads)
+        _avgpool2d_forward(<double *>_ptr(y), &p, _nhwc(geometry), x, nthreads)
 
 
-cdef int _avgpool2d_backward(real *gx, const fc_pool2d_params *p, gy, int nthreads) except -1:
+cdef int _avgpool2d_backward(real *gx, const fc_pool2d_params *p, bint nhwc, gy,
+                             int nthreads) except -1:
     cdef const real *pgy = <real *>_ptr(gy)
     cdef int rc
     with nogil:
-        rc = avgpool2d_bwd(p, pgy, gx, nthreads)
+        rc = avgpool2d_bwd(p, nhwc, pgy, gx, nthreads)
     return _check(rc)
 
 
@@ -457,16 +477,17 @@ def avgpool2d_backward(geometry, cnp.ndarray gy, cnp.ndarray gx, int nthreads, *
     p.count_include_pad = count_include_pad
     p.divisor_override = divisor_override
     if _is_f32(gx):
-        _avgpool2d_backward(<float *>_ptr(gx), &p, gy, nthreads)
+        _avgpool2d_backward(<float *>_ptr(gx), &p, _nhwc(geometry), gy, nthreads)
     else:
-        _avgpool2d_backward(<double *>_ptr(gx), &p, gy, nthreads)
+        _avgpool2d_backward(<double *>_ptr(gx), &p, _nhwc(geometry), gy, nthreads)
 
 
-cdef int _lppool2d_forward(real *y, const fc_pool2d_params *p, x, int nthreads) except -1:
+cdef int _lppool2d_forward(real *y, const fc_pool2d_params *p, bint nhwc, x,
+                           int nthreads) except -1:
     cdef const real *px = <real *>_ptr(x)
     cdef int rc
     with nogil:
-        rc = lppool2d_fwd(p, px, y, nthreads)
+        rc = lppool2d_fwd(p, nhwc, px, y, nthreads)
     return _check(rc)
 
 
@@ -477,17 +498,18 @@ def lppool2d_forward(geometry, cnp.ndarray x, cnp.ndarray y, int nthreads, *, do
     cdef fc_pool2d_params p = _pool_params(geometry)
     p.norm = norm
     if _is_f32(y):
-        _lppool2d_forward(<float *>_ptr(y), &p, x, nthreads)
+        _lppool2d_forward(<float *>_ptr(y), &p, _nhwc(geometry), x, nthreads)
     else:
-        _lppool2d_forward(<double *>_ptr(y), &p, x, nthreads)
+        _lppool2d_forward(<double *>_ptr(y), &p, _nhwc(geometry), x, nthreads)
 
 
-cdef int _lppool2d_backward(real *gx, const fc_pool2d_params *p, gy, x, int nthreads) except -1:
+cdef int _lppool2d_backward(real *gx, const fc_pool2d_params *p, bint nhwc, gy, x,
+                            int nthreads) except -1:
     cdef const real *pgy = <real *>_ptr(gy)
     cdef const real *px = <real *>_ptr(x)
     cdef int rc
     with nogil:
-        rc = lppool2d_bwd(p, pgy, px, gx, nthreads)
+        rc = lppool2d_bwd(p, nhwc, pgy, px, gx, nthreads)
     return _check(rc)
 
 
@@ -499,9 +521,9 @@ def lppool2d_backward(geometry, cnp.ndarray gy, cnp.ndarray x, cnp.ndarray gx, i
     cdef fc_pool2d_params p = _pool_params(geometry)
     p.norm = norm
     if _is_f32(gx):
-        _lppool2d_backward(<float *>_ptr(gx), &p, gy, x, nthreads)
+        _lppool2d_backward(<float *>_ptr(gx), &p, _nhwc(geometry), gy, x, nthreads)
     else:
-        _lppool2d_backward(<double *>_ptr(gx), &p, gy, x, nthreads)
+        _lppool2d_backward(<double *>_ptr(gx), &p, _nhwc(geometry), gy, x, nthreads)
 
 
 # ---- adaptive pooling --------------------------------------------------------------------------
@@ -511,6 +533,7 @@ cdef fc_pool2d_params _adaptive_params(g) except *:
     the sizes (what the adaptive kernels read), the rest a 1 x 1 pool's."""
     cdef fc_pool2d_params p
     p.planes = g.batch * g.channels
+    p.channels = g.channels
     p.in_h = g.in_h
     p.in_w = g.in_w
     p.out_h = g.out_h
@@ -593,8 +616,8 @@ def adaptive_maxpool2d_backward(geometry, cnp.ndarray gy, cnp.ndarray indices, c
         return _on_fresh_thread(adaptive_maxpool2d_backward, geometry, gy, indices, gx, nthreads)
     cdef fc_pool2d_params p = _adaptive_params(geometry)
     if _is_f32(gx):
-        return bool(_maxpool2d_backward(<float *>_ptr(gx), &p, gy, indices, nthreads))
-    return bool(_maxpool2d_backward(<double *>_ptr(gx), &p, gy, indices, nthreads))
+        return bool(_maxpool2d_backward(<float *>_ptr(gx), &p, False, gy, indices, nthreads))
+    return bool(_maxpool2d_backward(<double *>_ptr(gx), &p, False, gy, indices, nthreads))
 
 
 # ---- element-wise ------------------------------------------------------------------------------
@@ -983,7 +1006,9 @@ cdef class UkernelTable:
                 "winograd_input": _name(t.winograd_input_name),
                 "winograd_output": _name(t.winograd_output_name),
                 "plane_sum": _name(t.plane_sum_name), "plane_argmax": _name(t.plane_argmax_name),
-                "dwconv": _name(t.dwconv_name), "dwconv_dot": _name(t.dwconv_dot_name)}
+                "dwconv": _name(t.dwconv_name), "dwconv_dot": _name(t.dwconv_dot_name),
+                "igemm": _name(t.igemm_name), "igemm_half": _name(t.igemm_half_name),
+                "gemm_cols": _name(t.gemm_cols_name)}
 
     cdef void *_data(self, cnp.ndarray a, fc_index need, str what) except NULL:
         """a's data, after checking its dtype and layout and that it holds `need` elements."""
@@ -1132,6 +1157,38 @@ cdef class UkernelTable:
         cdef cnp.ndarray out = np.empty(1, self.dtype)
         self.t.plane_sum(n, px, cnp.PyArray_DATA(out))
         return out[0]
+
+    def igemm(self, fc_index ks, fc_index kc, cnp.ndarray a, a_offsets, cnp.ndarray b,
+              cnp.ndarray c, fc_index ldc, int mr, int nr, bint accumulate,
+              cnp.ndarray bias=None, bint half=False):
+        """C[mr x nr] (+)= sum over s < ks of A_s * B_s (+ bias[:nr]), row i of A_s being
+        a[a_offsets[i * ks + s]:][:kc] (MR * ks offsets), B packed [ks][kc][NR]; half: the
+        half-width microkernel (nr <= NR/2)."""
+        fn = self.t.igemm_half if half else self.t.igemm
+        if fn == NULL:
+            raise ValueError(f"{self.isa} has no half-width microkernel")
+        if not (1 <= mr <= self.t.mr and 1 <= nr <= (self.t.nr // 2 if half else self.t.nr)
+                and ldc >= nr and kc >= 1 and ks >= 1 and len(a_offsets) == self.t.mr * ks):
+            raise ValueError(f"igemm: mr={mr}, nr={nr}, ldc={ldc}, kc={kc}, ks={ks} or "
+                             f"{len(a_offsets)} offsets outside the contract")
+        cdef const void *pb = self._data(b, ks * kc * self.t.nr, "b")
+        cdef void *pc = self._data(c, (mr - 1) * ldc + nr, "c")
+        cdef const void *pbias = NULL if bias is None else self._data(bias, nr, "bias")
+        cdef const void **rows = self._pointers(a, a_offsets, kc, "a")
+        fn(ks, kc, rows, pb, pc, ldc, mr, nr, accumulate, pbias)
+        PyMem_Free(rows)
+
+    def gemm_cols(self, fc_index kc, cnp.ndarray a, a_offsets, fc_index off, cnp.ndarray b,
+                  cnp.ndarray c, fc_index ldc):
+        """C[MR x NR] += A * B panel [kc][NR], A's column r being a[a_offsets[r] + off:][:MR]."""
+        if len(a_offsets) != kc or ldc < self.t.nr or kc < 1 or off < 0:
+            raise ValueError("gemm_cols: kc column offsets, ldc >= NR, kc >= 1 and off >= 0 "
+                             "needed")
+        cdef const void *pb = self._data(b, kc * self.t.nr, "b")
+        cdef void *pc = self._data(c, (self.t.mr - 1) * ldc + self.t.nr, "c")
+        cdef const void **cols = self._pointers(a, a_offsets, off + self.t.mr, "a")
+        self.t.gemm_cols(kc, cols, off, pb, pc, ldc)
+        PyMem_Free(cols)
 
     def plane_argmax(self, fc_index n, cnp.ndarray x):
         """(index, value) of the first maximum of x[:n], or of its last NaN."""

@@ -139,7 +139,8 @@ def check_same_shape(op: str, name: str, a: np.ndarray, other: str, b: np.ndarra
 
 
 def check_non_batch_dims(op: str, input_shape) -> None:
-    """As in PyTorch, only the batch may be empty: C, H and W must be at least 1."""
+    """As in PyTorch, only the batch may be empty: C, H and W must be at least 1 (in either
+    layout)."""
     if min(input_shape[1:]) < 1:
         fail(op, "input must have at least one channel, row and column (only the batch may be "
                  f"empty), got shape {tuple(input_shape)}")
@@ -347,11 +348,69 @@ def padding4(op: str, padding, kernel, stride, dilation) -> tuple[int, int, int,
     return padding
 
 
+# ---- layouts -------------------------------------------------------------------------------------
+#
+# data_format names the activations' layout, NCHW (PyTorch's) or NHWC (channels last: TensorFlow's
+# name for it); weight_format the convolution weights', OIHW (PyTorch's (K, C/groups, kH, kW)) or
+# HWIO (TensorFlow, Keras and numpy-ml's (kH, kW, C/groups, K)). HWIO weights go with NHWC
+# activations only: an NCHW call with them is refused, since nothing in that layout holds them.
+
+DATA_FORMATS = ("NCHW", "NHWC")
+WEIGHT_FORMATS = ("OIHW", "HWIO")
+LAYOUTS = {"NCHW": "(N, C, H, W)", "NHWC": "(N, H, W, C)",
+           "OIHW": "(K, C/groups, kH, kW)", "HWIO": "(kH, kW, C/groups, K)"}
+
+
+def _format(op: str, name: str, value, choices) -> str:
+    message = f"{name} must be {' or '.join(map(repr, choices))}, got {value!r}"
+    if not isinstance(value, str):
+        fail(op, message, TypeError)
+    if value not in choices:
+        fail(op, message)
+    return value
+
+
+def data_format(op: str, value) -> str:
+    """'NCHW' or 'NHWC'."""
+    return _format(op, "data_format", value, DATA_FORMATS)
+
+
+def weight_format(op: str, value, data_format: str) -> str:
+    """'OIHW' or 'HWIO' (the latter with NHWC activations only)."""
+    value = _format(op, "weight_format", value, WEIGHT_FORMATS)
+    if value == "HWIO" and data_format != "NHWC":
+        fail(op, f"weight_format='HWIO' needs data_format='NHWC' (NCHW calls take PyTorch's "
+                 f"(K, C/groups, kH, kW) weights), got data_format={data_format!r}")
+    return value
+
+
+def to_nchw(shape, data_format: str) -> tuple[int, int, int, int]:
+    """An activation shape in data_format as (N, C, H, W)."""
+    return tuple(shape) if data_format == "NCHW" else (shape[0], shape[3], shape[1], shape[2])
+
+
+def from_nchw(shape, data_format: str) -> tuple[int, int, int, int]:
+    """An (N, C, H, W) shape in data_format."""
+    return tuple(shape) if data_format == "NCHW" else (shape[0], shape[2], shape[3], shape[1])
+
+
+def to_oihw(shape, weight_format: str) -> tuple[int, int, int, int]:
+    """A weight shape in weight_format as (K, C/groups, kH, kW)."""
+    return tuple(shape) if weight_format == "OIHW" else (shape[3], shape[2], shape[0], shape[1])
+
+
+def from_oihw(shape, weight_format: str) -> tuple[int, int, int, int]:
+    """A (K, C/groups, kH, kW) shape in weight_format."""
+    return tuple(shape) if weight_format == "OIHW" else (shape[2], shape[3], shape[1], shape[0])
+
+
 # ---- convolution ---------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class ConvGeometry:
-    """A validated conv2d problem; _kernels reads the C geometry from its fields by name."""
+    """A validated conv2d problem; _kernels reads the C geometry from its fields by name. The
+    sizes are the layout-free ones; the *_shape properties give the arrays' shapes in the call's
+    data_format and weight_format."""
     batch: int
     in_channels: int
     in_h: int
@@ -364,29 +423,35 @@ class ConvGeometry:
     dilation: tuple[int, int]
     out_h: int
     out_w: int
+    data_format: str = "NCHW"
+    weight_format: str = "OIHW"
 
     @property
     def input_shape(self):
-        return (self.batch, self.in_channels, self.in_h, self.in_w)
+        return from_nchw((self.batch, self.in_channels, self.in_h, self.in_w), self.data_format)
 
     @property
     def weight_shape(self):
-        return (self.out_channels, self.in_channels // self.groups) + self.kernel
+        return from_oihw((self.out_channels, self.in_channels // self.groups) + self.kernel,
+                         self.weight_format)
 
     @property
     def output_shape(self):
-        return (self.batch, self.out_channels, self.out_h, self.out_w)
+        return from_nchw((self.batch, self.out_channels, self.out_h, self.out_w),
+                         self.data_format)
 
 
-def conv_geometry(op: str, input_shape, weight_shape, stride, padding, dilation,
-                  groups) -> ConvGeometry:
-    n, c, h, w = input_shape
-    k, cg, kh, kw = weight_shape
+def conv_geometry(op: str, input_shape, weight_shape, stride, padding, dilation, groups,
+                  data_format: str = "NCHW", weight_format: str = "OIHW") -> ConvGeometry:
+    """input_shape and weight_shape as the arrays have them, in data_format and weight_format
+    (already checked by data_format() and weight_format())."""
+    n, c, h, w = to_nchw(input_shape, data_format)
+    k, cg, kh, kw = to_oihw(weight_shape, weight_format)
     stride = pair(op, "stride", stride, 1, "a positive")
     dilation = pair(op, "dilation", dilation, 1, "a positive")
     groups = positive_int(op, "groups", groups)
     if min(k, cg, kh, kw) < 1:
-        fail(op, "weight must have a non-empty shape (K, C/groups, kH, kW), "
+        fail(op, f"weight must have a non-empty shape {LAYOUTS[weight_format]}, "
                  f"got {tuple(weight_shape)}")
     check_non_batch_dims(op, input_shape)
     if c % groups:
@@ -406,7 +471,8 @@ def conv_geometry(op: str, input_shape, weight_shape, stride, padding, dilation,
         fail(op, f"output size would be ({out_h}, {out_w}): the kernel ({kh}, {kw}) with dilation "
                  f"{dilation} is larger than the padded input ({h + pad[0] + pad[1]}, "
                  f"{w + pad[2] + pad[3]})")
-    geometry = ConvGeometry(n, c, h, w, k, groups, (kh, kw), stride, pad, dilation, out_h, out_w)
+    geometry = ConvGeometry(n, c, h, w, k, groups, (kh, kw), stride, pad, dilation, out_h, out_w,
+                            data_format, weight_format)
     check_elements(op, "the output", geometry.output_shape)
     return geometry
 
@@ -469,7 +535,7 @@ def conv_transpose_geometry(op: str, input_shape, weight_shape, stride, padding,
 @dataclass(frozen=True)
 class PoolGeometry:
     """A validated pool2d problem over N*C planes; _kernels reads the C geometry from its fields
-    by name."""
+    by name. output_shape is in the call's data_format."""
     batch: int
     channels: int
     in_h: int
@@ -480,10 +546,11 @@ class PoolGeometry:
     dilation: tuple[int, int]
     out_h: int
     out_w: int
+    data_format: str = "NCHW"
 
     @property
     def output_shape(self):
-        return (self.batch, self.channels, self.out_h, self.out_w)
+        return from_nchw((self.batch, self.channels, self.out_h, self.out_w), self.data_format)
 
 
 def pool_output_size(size: int, k: int, s: int, p_begin: int, p_end: int, d: int,
@@ -496,13 +563,14 @@ def pool_output_size(size: int, k: int, s: int, p_begin: int, p_end: int, d: int
     return out
 
 
-def pool_geometry(op: str, input_shape, kernel_size, stride, padding, dilation,
-                  ceil_mode) -> PoolGeometry:
+def pool_geometry(op: str, input_shape, kernel_size, stride, padding, dilation, ceil_mode,
+                  data_format: str = "NCHW") -> PoolGeometry:
     """The padding forms are conv2d's. An int or a pair follows PyTorch's rule (at most half the
     kernel); 'same' (stride 1) and 4-tuples take any padding, as ONNX's pads do, so a window
-    may lie wholly in the padding (each pooling kind defines its result there)."""
+    may lie wholly in the padding (each pooling kind defines its result there). input_shape is
+    in data_format (already checked by data_format())."""
     check_non_batch_dims(op, input_shape)
-    n, c, h, w = input_shape
+    n, c, h, w = to_nchw(input_shape, data_format)
     kernel = pair(op, "kernel_size", kernel_size, 1, "a positive")
     stride = kernel if stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0) \
         else pair(op, "stride", stride, 1, "a positive")
@@ -518,7 +586,8 @@ def pool_geometry(op: str, input_shape, kernel_size, stride, padding, dilation,
     if min(out) < 1:
         fail(op, f"output size would be {tuple(out)} for input size ({h}, {w}) with "
                  f"kernel_size={kernel}, stride={stride}, padding={padding}, dilation={dilation}")
-    geometry = PoolGeometry(n, c, h, w, kernel, stride, padding, dilation, out[0], out[1])
+    geometry = PoolGeometry(n, c, h, w, kernel, stride, padding, dilation, out[0], out[1],
+                            data_format)
     check_elements(op, "the output", geometry.output_shape)
     return geometry
 
@@ -534,10 +603,11 @@ class AdaptivePoolGeometry:
     in_w: int
     out_h: int
     out_w: int
+    data_format: str = "NCHW"  # the adaptive kernels are NCHW only
 
     @property
     def output_shape(self):
-        return (self.batch, self.channels, self.out_h, self.out_w)
+        return from_nchw((self.batch, self.channels, self.out_h, self.out_w), self.data_format)
 
 
 def adaptive_geometry(op: str, input_shape, output_size) -> AdaptivePoolGeometry:

@@ -92,6 +92,26 @@ class Case:
     work: float  # FLOP for convolution, bytes moved for pooling
     unit: str  # "GFLOP/s" or "GB/s"
     reference: Callable[[], object] | None = None  # the same call in fastconv.reference
+    # channels-last cases: the same call on fastconv's NCHW kernels, timed in the same rounds
+    nchw: Callable[[], object] | None = None
+
+
+# The layouts a case list can be made in: the group suffix, and how an NCHW array and a torch
+# tensor are laid out in it (channels last: an NHWC array, a torch.channels_last tensor).
+LAYOUTS = ("NCHW", "NHWC")
+
+
+def _group(group: str, data_format: str) -> str:
+    return group if data_format == "NCHW" else f"{group}-nhwc"
+
+
+def _in_layout(a: np.ndarray, data_format: str) -> np.ndarray:
+    return a if data_format == "NCHW" else np.ascontiguousarray(a.transpose(0, 2, 3, 1))
+
+
+def _torch_in_layout(torch, a: np.ndarray, data_format: str):
+    t = torch.from_numpy(a)
+    return t if data_format == "NCHW" else t.contiguous(memory_format=torch.channels_last)
 
 
 def _torch():
@@ -102,43 +122,55 @@ def _torch():
     return torch
 
 
-def conv_cases(dtype=np.float32, names=None, seed=0) -> list[Case]:
-    """Forward and backward (input, weight and bias gradients) of every CONV_LAYERS layer, and
-    for CONV_PASS_LAYERS the backward's two passes alone: "input" (conv2d_input) and "weight"
+def _conv_calls(name, x, w, b, gy, kw, ref_args, flop):
+    """{direction: (fastconv's call, the reference's, work)} of one layer on x and gy (in the
+    layout kw's data_format names, NCHW without one): forward and backward, and for
+    CONV_PASS_LAYERS the backward's two passes alone, "input" (conv2d_input) and "weight"
     (conv2d_weight, no bias gradient)."""
+    calls = {
+        "forward": (lambda: F.conv2d(x, w, b, **kw), lambda: ref.conv2d(x, w, b, *ref_args),
+                    flop),
+        "backward": (lambda: F.conv2d_backward(gy, x, w, **kw),
+                     lambda: ref.conv2d_backward(gy, x, w, *ref_args), 2 * flop),
+    }
+    if name in CONV_PASS_LAYERS:
+        calls["input"] = (lambda: F.conv2d_input(x.shape, w, gy, **kw),
+                          lambda: ref.conv2d_backward(gy, x, w, *ref_args)[0], flop)
+        calls["weight"] = (lambda: F.conv2d_weight(x, w.shape, gy, **kw),
+                           lambda: ref.conv2d_backward(gy, x, w, *ref_args)[1], flop)
+    return calls
+
+
+def conv_cases(dtype=np.float32, names=None, seed=0, data_format="NCHW") -> list[Case]:
+    """Forward and backward (input, weight and bias gradients) of every CONV_LAYERS layer, and
+    for CONV_PASS_LAYERS the backward's two passes alone (_conv_calls). With data_format 'NHWC'
+    the same channels last (PyTorch on channels_last tensors), each beside fastconv's NCHW call
+    of the same pass."""
     torch = _torch()
     rng = np.random.default_rng(seed)
     cases = []
+    group = _group("conv2d", data_format)
     for name, (n, c, h, k, ks, s, p, groups) in CONV_LAYERS.items():
         if names and name not in names:
             continue
-        x = rng.standard_normal((n, c, h, h)).astype(dtype)
+        x0 = rng.standard_normal((n, c, h, h)).astype(dtype)
         cg = c // groups
         w = (rng.standard_normal((k, cg, ks, ks)) / np.sqrt(cg * ks * ks)).astype(dtype)
         b = rng.standard_normal(k).astype(dtype)
         kw = dict(stride=s, padding=p, groups=groups)
-        y = F.conv2d(x, w, b, **kw)
-        gy = rng.standard_normal(y.shape).astype(dtype)
+        y = F.conv2d(x0, w, b, **kw)
+        gy0 = rng.standard_normal(y.shape).astype(dtype)
         flop = 2.0 * y.size * cg * ks * ks
         ref_args = ((s, s), (p, p, p, p), (1, 1), groups)
-        calls = {
-            "forward": (lambda x=x, w=w, b=b, kw=kw: F.conv2d(x, w, b, **kw),
-                        lambda x=x, w=w, b=b, a=ref_args: ref.conv2d(x, w, b, *a), flop),
-            "backward": (lambda x=x, w=w, gy=gy, kw=kw: F.conv2d_backward(gy, x, w, **kw),
-                         lambda x=x, w=w, gy=gy, a=ref_args: ref.conv2d_backward(gy, x, w, *a),
-                         2 * flop),
-        }
-        if name in CONV_PASS_LAYERS:
-            calls["input"] = (lambda x=x, w=w, gy=gy, kw=kw: F.conv2d_input(x.shape, w, gy, **kw),
-                              lambda x=x, w=w, gy=gy, a=ref_args:
-                              ref.conv2d_backward(gy, x, w, *a)[0], flop)
-            calls["weight"] = (lambda x=x, w=w, gy=gy, kw=kw: F.conv2d_weight(x, w.shape, gy,
-                                                                              **kw),
-                               lambda x=x, w=w, gy=gy, a=ref_args:
-                               ref.conv2d_backward(gy, x, w, *a)[1], flop)
+        x, gy = _in_layout(x0, data_format), _in_layout(gy0, data_format)
+        calls = _conv_calls(name, x, w, b, gy, dict(kw, data_format=data_format),
+                            ref_args + (data_format,), flop)
+        nchw = _conv_calls(name, x0, w, b, gy0, kw, ref_args, flop) \
+            if data_format != "NCHW" else {}
         theirs = {}
         if torch is not None:
-            tx, tw, tb, tgy = (torch.from_numpy(a) for a in (x, w, b, gy))
+            tx, tgy = (_torch_in_layout(torch, a, data_format) for a in (x0, gy0))
+            tw, tb = torch.from_numpy(w), torch.from_numpy(b)
             theirs["forward"] = lambda tx=tx, tw=tw, tb=tb, kw=kw: torch.nn.functional.conv2d(
                 tx, tw, tb, **kw)
             masks = {"backward": [True, True, True], "input": [True, False, False],
@@ -148,8 +180,8 @@ def conv_cases(dtype=np.float32, names=None, seed=0) -> list[Case]:
                 theirs[direction] = lambda tx=tx, tw=tw, tgy=tgy, a=geometry, m=mask: \
                     torch.ops.aten.convolution_backward(tgy, tx, tw, *a, m)
         for direction, (ours, reference, work) in calls.items():
-            cases.append(Case("conv2d", name, direction, ours, theirs.get(direction), work,
-                              "GFLOP/s", reference))
+            cases.append(Case(group, name, direction, ours, theirs.get(direction), work,
+                              "GFLOP/s", reference, nchw.get(direction, (None,))[0]))
     return cases
 
 
@@ -194,38 +226,54 @@ def conv_transpose_cases(dtype=np.float32, names=None, seed=0) -> list[Case]:
     return cases
 
 
-def pool_cases(dtype=np.float32, names=None, seed=0) -> list[Case]:
+def _pool_calls(op, x, gy, kw, indices):
+    """fastconv's forward and backward calls of one pooling case on x and gy (in the layout
+    kw's data_format names), the max-pool backward with the forward pass's indices."""
+    fwd = {
+        "max": lambda: F.max_pool2d(x, **kw),
+        "avg": lambda: F.avg_pool2d(x, **kw),
+        "lp": lambda: F.lp_pool2d(x, 2, **kw),
+    }[op]
+    bwd = {
+        "max": lambda: F.max_pool2d_backward(gy, x, **kw, indices=indices),
+        "avg": lambda: F.avg_pool2d_backward(gy, x, **kw),
+        "lp": lambda: F.lp_pool2d_backward(gy, x, 2, **kw),
+    }[op]
+    return fwd, bwd
+
+
+def pool_cases(dtype=np.float32, names=None, seed=0, data_format="NCHW") -> list[Case]:
+    """The POOL_CASES on POOL_SHAPE, forward and backward; with data_format 'NHWC' as
+    conv_cases."""
     torch = _torch()
     rng = np.random.default_rng(seed)
-    x = rng.standard_normal(POOL_SHAPE).astype(dtype)
-    tx = torch.from_numpy(x) if torch is not None else None
+    x0 = rng.standard_normal(POOL_SHAPE).astype(dtype)
+    x = _in_layout(x0, data_format)
+    tx = _torch_in_layout(torch, x0, data_format) if torch is not None else None
     tf = torch.nn.functional if torch is not None else None
+    group, df = _group("pool2d", data_format), data_format
     cases = []
     for name, (op, kw) in POOL_CASES.items():
         if names and name not in names:
             continue
+        idx0 = idx = None
         if op == "max":
-            y, idx = F.max_pool2d(x, **kw, return_indices=True)
+            y, idx0 = F.max_pool2d(x0, **kw, return_indices=True)
         elif op == "avg":
-            y = F.avg_pool2d(x, **kw)
+            y = F.avg_pool2d(x0, **kw)
         else:
-            y = F.lp_pool2d(x, 2, **kw)
-        gy = rng.standard_normal(y.shape).astype(dtype)
+            y = F.lp_pool2d(x0, 2, **kw)
+        gy0 = rng.standard_normal(y.shape).astype(dtype)
+        gy = _in_layout(gy0, data_format)
+        if idx0 is not None:
+            idx = _in_layout(idx0, data_format)
         moved = float(x.nbytes + y.nbytes)
-        fwd_f = {
-            "max": lambda kw=kw: F.max_pool2d(x, **kw),
-            "avg": lambda kw=kw: F.avg_pool2d(x, **kw),
-            "lp": lambda kw=kw: F.lp_pool2d(x, 2, **kw),
-        }[op]
-        bwd_f = {
-            "max": lambda kw=kw, gy=gy, idx=(idx if op == "max" else None):
-                F.max_pool2d_backward(gy, x, **kw, indices=idx),
-            "avg": lambda kw=kw, gy=gy: F.avg_pool2d_backward(gy, x, **kw),
-            "lp": lambda kw=kw, gy=gy: F.lp_pool2d_backward(gy, x, 2, **kw),
-        }[op]
+        fwd_f, bwd_f = _pool_calls(op, x, gy, dict(kw, data_format=data_format), idx)
+        nchw_f, nchw_b = _pool_calls(op, x0, gy0, kw, idx0) if data_format != "NCHW" else \
+            (None, None)
         fwd_t = bwd_t = None
         if torch is not None:
-            tgy = torch.from_numpy(gy)
+            tgy = _torch_in_layout(torch, gy0, data_format)
             k, s, p = kw["kernel_size"], kw["stride"], kw.get("padding", 0)
             if op == "max":
                 _, tidx = tf.max_pool2d(tx, k, s, p, return_indices=True)
@@ -255,18 +303,21 @@ def pool_cases(dtype=np.float32, names=None, seed=0) -> list[Case]:
 
         g2 = ((kw["kernel_size"],) * 2, (kw["stride"],) * 2, (kw.get("padding", 0),) * 4)
         fwd_r = {
-            "max": lambda g2=g2: ref.max_pool2d(x, *g2, (1, 1), False),
-            "avg": lambda g2=g2: ref.avg_pool2d(x, *g2, False, True, None),
-            "lp": lambda g2=g2: ref.lp_pool2d(x, 2.0, *g2[:2], False, g2[2]),
+            "max": lambda g2=g2: ref.max_pool2d(x, *g2, (1, 1), False, df),
+            "avg": lambda g2=g2: ref.avg_pool2d(x, *g2, False, True, None, df),
+            "lp": lambda g2=g2: ref.lp_pool2d(x, 2.0, *g2[:2], False, g2[2], df),
         }[op]
         bwd_r = {
-            "max": lambda gy=gy, g2=g2: ref.max_pool2d_backward(gy, x, *g2, (1, 1), False),
-            "avg": lambda gy=gy, g2=g2: ref.avg_pool2d_backward(gy, x, *g2, False, True, None),
-            "lp": lambda gy=gy, g2=g2: ref.lp_pool2d_backward(gy, x, 2.0, *g2[:2], False, g2[2]),
+            "max": lambda gy=gy, g2=g2: ref.max_pool2d_backward(gy, x, *g2, (1, 1), False,
+                                                                data_format=df),
+            "avg": lambda gy=gy, g2=g2: ref.avg_pool2d_backward(gy, x, *g2, False, True, None,
+                                                                df),
+            "lp": lambda gy=gy, g2=g2: ref.lp_pool2d_backward(gy, x, 2.0, *g2[:2], False, g2[2],
+                                                              df),
         }[op]
-        cases.append(Case("pool2d", name, "forward", fwd_f, fwd_t, moved, "GB/s", fwd_r))
-        cases.append(Case("pool2d", name, "backward", bwd_f, bwd_t, moved + x.nbytes, "GB/s",
-                          bwd_r))
+        cases.append(Case(group, name, "forward", fwd_f, fwd_t, moved, "GB/s", fwd_r, nchw_f))
+        cases.append(Case(group, name, "backward", bwd_f, bwd_t, moved + x.nbytes, "GB/s",
+                          bwd_r, nchw_b))
     return cases
 
 
@@ -333,6 +384,8 @@ class Result:
     fastconv_s: float  # median seconds
     torch_s: float | None
     ratio: float | None  # median of per-pair torch/fastconv: > 1 means fastconv is faster
+    nchw_s: float | None = None  # channels-last cases: the NCHW call's median seconds
+    nchw_ratio: float | None = None  # median of per-round nchw/fastconv: > 1, NHWC is faster
 
     @property
     def throughput(self) -> float:
@@ -346,16 +399,17 @@ def _time(fn) -> float:
 
 
 def run(case: Case, repeat: int = 5, threads: int | None = None) -> Result:
-    """Time `case` interleaved with PyTorch at the same thread count; medians of `repeat` pairs."""
+    """Time `case` interleaved with PyTorch (and, for a channels-last case, with fastconv's NCHW
+    call) at the same thread count; medians of `repeat` rounds."""
     torch = _torch()
     n = threads or fastconv.get_num_threads()
     if torch is not None:
         torch.set_num_threads(n)
+    calls = [c for c in (case.fastconv, case.torch, case.nchw) if c is not None]
     with fastconv.num_threads(n):
-        case.fastconv()  # warm-up: page faults, thread start-up, oneDNN primitive creation
-        if case.torch is not None:
-            case.torch()
-        ours, theirs, ratios = [], [], []
+        for call in calls:  # warm-up: page faults, thread start-up, oneDNN primitive creation
+            call()
+        ours, theirs, ratios, nchw, nchw_ratios = [], [], [], [], []
         for _ in range(repeat):
             a = _time(case.fastconv)
             ours.append(a)
@@ -363,9 +417,16 @@ def run(case: Case, repeat: int = 5, threads: int | None = None) -> Result:
                 b = _time(case.torch)
                 theirs.append(b)
                 ratios.append(b / a)
-    return Result(case, statistics.median(ours),
-                  statistics.median(theirs) if theirs else None,
-                  statistics.median(ratios) if ratios else None)
+            if case.nchw is not None:
+                c = _time(case.nchw)
+                nchw.append(c)
+                nchw_ratios.append(c / a)
+
+    def median(values):
+        return statistics.median(values) if values else None
+
+    return Result(case, statistics.median(ours), median(theirs), median(ratios), median(nchw),
+                  median(nchw_ratios))
 
 
 def fma_peak(threads: int | None = None, dtype=np.float32, seconds: float = 0.05) -> float:
@@ -411,22 +472,32 @@ def format_table(results: list[Result], peak: float | None = None,
     geometric means are over the forward and backward rows."""
     op_w = max([8] + [len(r.case.group) + 1 for r in results])
     name_w = max([15] + [len(r.case.name) + 1 for r in results])
+    layouts = any(r.nchw_s for r in results)  # channels-last rows: NCHW beside them
+    head = f"{'NCHW':>11}{'NHWC/NCHW':>11}" if layouts else ""
     lines = [f"{'op':<{op_w}}{'layer':<{name_w}}{'pass':<10}{'fastconv':>11}{'':>13}"
-             f"{'PyTorch':>11}{'speed-up':>10}",
-             "-" * (op_w + name_w + 55)]
+             f"{'PyTorch':>11}{'speed-up':>10}{head}",
+             "-" * (op_w + name_w + 55 + len(head))]
     for r in results:
         theirs = f"{r.torch_s * 1e3:9.2f}ms" if r.torch_s else f"{'-':>11}"
         ratio = f"{r.ratio:9.2f}x" if r.ratio else f"{'-':>10}"
+        nchw = ""
+        if layouts:
+            nchw = f"{r.nchw_s * 1e3:9.2f}ms{r.nchw_ratio:10.2f}x" if r.nchw_s else \
+                f"{'-':>11}{'-':>11}"
         lines.append(f"{r.case.group:<{op_w}}{r.case.name:<{name_w}}{r.case.direction:<10}"
                      f"{r.fastconv_s * 1e3:9.2f}ms{r.throughput:8.1f} {r.case.unit:<7}"
-                     f"{theirs}{ratio}")
+                     f"{theirs}{ratio}{nchw}")
     for group in sorted({r.case.group for r in results}):
         for direction in ("forward", "backward"):
-            ratios = [r.ratio for r in results
-                      if r.case.group == group and r.case.direction == direction and r.ratio]
+            rows = [r for r in results if r.case.group == group and r.case.direction == direction]
+            ratios = [r.ratio for r in rows if r.ratio]
             if ratios:
                 lines.append(f"geometric mean speed-up, {group} {direction}: "
                              f"{geomean(ratios):.2f}x (min {min(ratios):.2f}x)")
+            ratios = [r.nchw_ratio for r in rows if r.nchw_ratio]
+            if ratios:
+                lines.append(f"NHWC speed as a share of NCHW's, {group} {direction}: geometric "
+                             f"mean {geomean(ratios):.2f}x (min {min(ratios):.2f}x)")
     copy = [r for r in results if (r.case.group, r.case.name) == ("relu", "copy")]
     pools = [r for r in results if (r.case.group, r.case.direction) == ("pool2d", "forward")]
     if pools and (bandwidth or copy):
@@ -475,23 +546,33 @@ def plot(results: list[Result], path: str) -> bool:
 
 
 def main(threads: int | None = None, repeat: int = 7, only: str = "all",
-         plot_path: str | None = None, dtype=np.float32, out=None) -> list[Result]:
-    """Run the side-by-side table (the `fastconv bench` command) and print it."""
+         plot_path: str | None = None, dtype=np.float32, out=None,
+         layout: str = "nchw") -> list[Result]:
+    """Run the side-by-side table (the `fastconv bench` command) and print it. layout 'nhwc'
+    runs the convolution and pooling layers channels last instead (PyTorch on channels_last
+    tensors), fastconv's NCHW call timed in the same rounds; 'both' runs either."""
     import sys
 
     out = out or sys.stdout
     n = threads or fastconv.get_num_threads()
     torch = _torch()
     cases = []
-    if only in ("all", "conv"):
-        cases += conv_cases(dtype)
-    if only in ("all", "conv_transpose"):
-        cases += conv_transpose_cases(dtype)
-    if only in ("all", "pool"):
-        cases += pool_cases(dtype) + adaptive_pool_cases(dtype) + [copy_case(dtype)]
+    if layout in ("nchw", "both"):
+        if only in ("all", "conv"):
+            cases += conv_cases(dtype)
+        if only in ("all", "conv_transpose"):
+            cases += conv_transpose_cases(dtype)
+        if only in ("all", "pool"):
+            cases += pool_cases(dtype) + adaptive_pool_cases(dtype) + [copy_case(dtype)]
+    if layout in ("nhwc", "both"):
+        if only in ("all", "conv"):
+            cases += conv_cases(dtype, data_format="NHWC")
+        if only in ("all", "pool"):
+            cases += pool_cases(dtype, data_format="NHWC")
     print(f"fastconv {fastconv.__version__} ({fastconv.selected_isa()}) vs "
           f"{'PyTorch ' + torch.__version__ if torch else 'no PyTorch (not installed)'}, "
-          f"{np.dtype(dtype).name}, {n} thread(s), median of {repeat} interleaved pairs",
+          f"{np.dtype(dtype).name}, {n} thread(s), median of {repeat} interleaved rounds"
+          f"{' (channels last: PyTorch on channels_last tensors)' if layout != 'nchw' else ''}",
           file=out)
     # The machine's limits, measured beside each case they judge (its load moves): the FMA peak
     # before each convolution, the copy bandwidth before each pooling forward.

@@ -3,7 +3,11 @@
 Every function takes NCHW arrays of float32 or float64 in any memory layout (strided, Fortran
 order, negative strides, read-only), returns new arrays of the input's dtype (never a view of an
 input), releases the GIL while its C kernel runs and uses up to ``fastconv.get_num_threads()``
-OpenMP threads. All float arguments of one call must share a dtype (TypeError otherwise). Bad
+OpenMP threads. Convolution and pooling also take channels-last arrays, ``data_format="NHWC"``
+(fastconv's extension, TensorFlow's name; PyTorch has no such argument): (N, H, W, C) in,
+(N, OH, OW, C) out, computed on that layout by kernels of its own, and convolution then takes
+TensorFlow's (kH, kW, C/groups, K) weights too, ``weight_format="HWIO"``. All float arguments
+of one call must share a dtype (TypeError otherwise). Bad
 arguments raise TypeError or ValueError naming the function and the argument.
 
 Each op has a ``*_backward`` that returns the gradient of a scalar loss with respect to the
@@ -42,28 +46,50 @@ __all__ = [
 
 # ---- convolution ---------------------------------------------------------------------------------
 
-def _conv_setup(op, input_shape, weight_shape, stride, padding, dilation, groups):
-    return v.conv_geometry(op, input_shape, weight_shape, stride, padding, dilation, groups)
+# the layouts of a convolution's and a pooling's output, by data_format
+_CONV_OUTPUT = {"NCHW": "(N, K, OH, OW)", "NHWC": "(N, OH, OW, K)"}
+_POOL_OUTPUT = {"NCHW": "(N, C, OH, OW)", "NHWC": "(N, OH, OW, C)"}
+
+
+def _conv_formats(op, data_format, weight_format):
+    fmt = v.data_format(op, data_format)
+    return fmt, v.weight_format(op, weight_format, fmt)
+
+
+def _conv_setup(op, input_shape, weight_shape, stride, padding, dilation, groups,
+                formats=("NCHW", "OIHW")):
+    return v.conv_geometry(op, input_shape, weight_shape, stride, padding, dilation, groups,
+                           *formats)
 
 
 def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, stride=1,
-           padding=0, dilation=1, groups: int = 1) -> np.ndarray:
-    """2-D convolution (cross-correlation, as in PyTorch) over an NCHW batch.
+           padding=0, dilation=1, groups: int = 1, *, data_format: str = "NCHW",
+           weight_format: str = "OIHW") -> np.ndarray:
+    """2-D convolution (cross-correlation, as in PyTorch) over an NCHW (or NHWC) batch.
 
     Parameters
     ----------
-    x : (N, C, H, W) float32 or float64
-    weight : (K, C // groups, kH, kW), same dtype
+    x : (N, C, H, W) float32 or float64; (N, H, W, C) with data_format='NHWC'
+    weight : (K, C // groups, kH, kW), same dtype; (kH, kW, C // groups, K) with
+        weight_format='HWIO'
     bias : (K,) or None
     stride, dilation : int or (int, int), default 1
     padding : int, (int, int), (top, bottom, left, right), 'valid' (= 0) or 'same' (stride 1
         only; output size = input size, the extra row/column of an odd total padding goes
         bottom/right; ``same_padding`` gives SAME at any stride). Zero padding, never copied.
     groups : int, default 1. C and K must be divisible by it; groups == C is depthwise.
+    data_format : 'NCHW' (default, PyTorch's) or 'NHWC' (channels last, TensorFlow's name):
+        the layout of x and of the result, keyword only. fastconv's extension: NHWC runs on
+        kernels of its own, with no transposed copy of x (a C-contiguous NHWC array is read
+        in place; a transposed view of an NCHW array is copied once, as any non-contiguous
+        input is).
+    weight_format : 'OIHW' (default, PyTorch's) or 'HWIO' (TensorFlow, Keras and numpy-ml's),
+        keyword only; HWIO needs data_format='NHWC'.
 
     Returns
     -------
-    (N, K, OH, OW) array, ``OH = (H + pad_top + pad_bottom - dilation*(kH - 1) - 1)//stride + 1``.
+    (N, K, OH, OW) array ((N, OH, OW, K) for NHWC),
+    ``OH = (H + pad_top + pad_bottom - dilation*(kH - 1) - 1)//stride + 1``.
 
     Examples
     --------
@@ -74,17 +100,25 @@ def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, st
            [6., 9., 9., 6.],
            [6., 9., 9., 6.],
            [4., 6., 6., 4.]], dtype=float32)
+    >>> x_nhwc = np.ones((1, 4, 4, 1), np.float32); w_hwio = np.ones((3, 3, 1, 2), np.float32)
+    >>> F.conv2d(x_nhwc, w_hwio, padding=1, data_format="NHWC", weight_format="HWIO")[0, :, :, 0]
+    array([[4., 6., 6., 4.],
+           [6., 9., 9., 6.],
+           [6., 9., 9., 6.],
+           [4., 6., 6., 4.]], dtype=float32)
     """
-    return _conv2d("conv2d", x, weight, bias, stride, padding, dilation, groups, relu=False)
+    return _conv2d("conv2d", x, weight, bias, stride, padding, dilation, groups, relu=False,
+                   formats=_conv_formats("conv2d", data_format, weight_format))
 
 
-def _conv2d(op, x, weight, bias, stride, padding, dilation, groups, relu):
-    x = v.float_array(op, "x", x, 4, "(N, C, H, W)")
-    weight = v.float_array(op, "weight", weight, 4, "(K, C/groups, kH, kW)")
+def _conv2d(op, x, weight, bias, stride, padding, dilation, groups, relu,
+            formats=("NCHW", "OIHW")):
+    x = v.float_array(op, "x", x, 4, v.LAYOUTS[formats[0]])
+    weight = v.float_array(op, "weight", weight, 4, v.LAYOUTS[formats[1]])
     if bias is not None:
         bias = v.float_array(op, "bias", bias, 1, "(K,)")
     v.same_dtype(op, x=x, weight=weight, bias=bias)
-    g = _conv_setup(op, x.shape, weight.shape, stride, padding, dilation, groups)
+    g = _conv_setup(op, x.shape, weight.shape, stride, padding, dilation, groups, formats)
     if bias is not None and bias.shape != (g.out_channels,):
         v.fail(op, f"bias must have shape ({g.out_channels},) (weight's out_channels), "
                    f"got {bias.shape}")
@@ -157,11 +191,13 @@ def conv2d_relu_backward(grad_output: np.ndarray, x: np.ndarray, weight: np.ndar
 
 
 def conv2d_input(input_shape, weight: np.ndarray, grad_output: np.ndarray, stride=1, padding=0,
-                 dilation=1, groups: int = 1) -> np.ndarray:
-    """Gradient of conv2d with respect to its input, of shape `input_shape` (N, C, H, W).
+                 dilation=1, groups: int = 1, *, data_format: str = "NCHW",
+                 weight_format: str = "OIHW") -> np.ndarray:
+    """Gradient of conv2d with respect to its input, of shape `input_shape` (N, C, H, W), or
+    (N, H, W, C) with data_format='NHWC'.
 
-    `grad_output` is (N, K, OH, OW), the shape conv2d gives for these arguments; the other
-    arguments are conv2d's. Same as ``torch.nn.grad.conv2d_input``.
+    `grad_output` is (N, K, OH, OW) ((N, OH, OW, K) for NHWC), the shape conv2d gives for these
+    arguments; the other arguments are conv2d's. Same as ``torch.nn.grad.conv2d_input``.
 
     Examples
     --------
@@ -173,11 +209,12 @@ def conv2d_input(input_shape, weight: np.ndarray, grad_output: np.ndarray, strid
            [1., 2., 1.]])
     """
     op = "conv2d_input"
-    input_shape = v.shape4(op, "input_shape", input_shape, "(N, C, H, W)")
-    weight = v.float_array(op, "weight", weight, 4, "(K, C/groups, kH, kW)")
-    grad_output = v.float_array(op, "grad_output", grad_output, 4, "(N, K, OH, OW)")
+    formats = _conv_formats(op, data_format, weight_format)
+    input_shape = v.shape4(op, "input_shape", input_shape, v.LAYOUTS[formats[0]])
+    weight = v.float_array(op, "weight", weight, 4, v.LAYOUTS[formats[1]])
+    grad_output = v.float_array(op, "grad_output", grad_output, 4, _CONV_OUTPUT[formats[0]])
     dtype = v.same_dtype(op, weight=weight, grad_output=grad_output)
-    g = _conv_setup(op, input_shape, weight.shape, stride, padding, dilation, groups)
+    g = _conv_setup(op, input_shape, weight.shape, stride, padding, dilation, groups, formats)
     v.check_grad_output(op, grad_output, g.output_shape)
     return _conv_grad_input(g, grad_output, weight, dtype)
 
@@ -192,10 +229,13 @@ def _conv_grad_input(g, grad_output, weight, dtype):
 
 
 def conv2d_weight(x: np.ndarray, weight_shape, grad_output: np.ndarray, stride=1, padding=0,
-                  dilation=1, groups: int = 1) -> np.ndarray:
-    """Gradient of conv2d with respect to its weight, of shape `weight_shape` (K, C/groups, kH, kW).
+                  dilation=1, groups: int = 1, *, data_format: str = "NCHW",
+                  weight_format: str = "OIHW") -> np.ndarray:
+    """Gradient of conv2d with respect to its weight, of shape `weight_shape` (K, C/groups, kH, kW),
+    or (kH, kW, C/groups, K) with weight_format='HWIO'.
 
     Same as ``torch.nn.grad.conv2d_weight``; the sum runs over the batch and output pixels.
+    x and grad_output in data_format, as conv2d.
 
     Examples
     --------
@@ -206,11 +246,12 @@ def conv2d_weight(x: np.ndarray, weight_shape, grad_output: np.ndarray, stride=1
            [20., 24.]])
     """
     op = "conv2d_weight"
-    x = v.float_array(op, "x", x, 4, "(N, C, H, W)")
-    weight_shape = v.shape4(op, "weight_shape", weight_shape, "(K, C/groups, kH, kW)")
-    grad_output = v.float_array(op, "grad_output", grad_output, 4, "(N, K, OH, OW)")
+    formats = _conv_formats(op, data_format, weight_format)
+    x = v.float_array(op, "x", x, 4, v.LAYOUTS[formats[0]])
+    weight_shape = v.shape4(op, "weight_shape", weight_shape, v.LAYOUTS[formats[1]])
+    grad_output = v.float_array(op, "grad_output", grad_output, 4, _CONV_OUTPUT[formats[0]])
     dtype = v.same_dtype(op, x=x, grad_output=grad_output)
-    g = _conv_setup(op, x.shape, weight_shape, stride, padding, dilation, groups)
+    g = _conv_setup(op, x.shape, weight_shape, stride, padding, dilation, groups, formats)
     v.check_grad_output(op, grad_output, g.output_shape)
     return _conv_grad_weight(g, x, grad_output, dtype, want_bias=False)[0]
 
@@ -230,11 +271,14 @@ def _conv_grad_weight(g, x, grad_output, dtype, want_bias):
 
 
 def conv2d_backward(grad_output: np.ndarray, x: np.ndarray, weight: np.ndarray, stride=1,
-                    padding=0, dilation=1, groups: int = 1):
+                    padding=0, dilation=1, groups: int = 1, *, data_format: str = "NCHW",
+                    weight_format: str = "OIHW"):
     """Gradients of conv2d: ``(grad_input, grad_weight, grad_bias)``.
 
     Shapes: grad_input like x (N, C, H, W), grad_weight like weight, grad_bias (K,) (the sum of
-    grad_output over N, OH, OW; returned whether or not the forward pass had a bias).
+    grad_output over N, OH, OW; returned whether or not the forward pass had a bias). With
+    data_format='NHWC', x, grad_output and grad_input are channels last, and with
+    weight_format='HWIO' weight and grad_weight are (kH, kW, C/groups, K), as in conv2d.
 
     Examples
     --------
@@ -245,11 +289,12 @@ def conv2d_backward(grad_output: np.ndarray, x: np.ndarray, weight: np.ndarray, 
     [(2, 3, 5, 5), (4, 3, 3, 3), (4,)]
     """
     op = "conv2d_backward"
-    grad_output = v.float_array(op, "grad_output", grad_output, 4, "(N, K, OH, OW)")
-    x = v.float_array(op, "x", x, 4, "(N, C, H, W)")
-    weight = v.float_array(op, "weight", weight, 4, "(K, C/groups, kH, kW)")
+    formats = _conv_formats(op, data_format, weight_format)
+    grad_output = v.float_array(op, "grad_output", grad_output, 4, _CONV_OUTPUT[formats[0]])
+    x = v.float_array(op, "x", x, 4, v.LAYOUTS[formats[0]])
+    weight = v.float_array(op, "weight", weight, 4, v.LAYOUTS[formats[1]])
     dtype = v.same_dtype(op, x=x, weight=weight, grad_output=grad_output)
-    g = _conv_setup(op, x.shape, weight.shape, stride, padding, dilation, groups)
+    g = _conv_setup(op, x.shape, weight.shape, stride, padding, dilation, groups, formats)
     v.check_grad_output(op, grad_output, g.output_shape)
     grad_output = v.contiguous(grad_output)
     gx = _conv_grad_input(g, grad_output, weight, dtype)
@@ -410,24 +455,27 @@ def conv_transpose2d_backward(grad_output: np.ndarray, x: np.ndarray, weight: np
 
 # ---- pooling -------------------------------------------------------------------------------------
 
-def _pool_input(op, x):
-    return v.float_array(op, "x", x, 4, "(N, C, H, W)")
+def _pool_input(op, x, data_format="NCHW"):
+    """x checked, and its data_format; the adaptive pools take NCHW only."""
+    fmt = v.data_format(op, data_format)
+    return v.float_array(op, "x", x, 4, v.LAYOUTS[fmt]), fmt
 
 
 def _pool_grad_output(op, grad_output, x, g):
-    grad_output = v.float_array(op, "grad_output", grad_output, 4, "(N, C, OH, OW)")
+    grad_output = v.float_array(op, "grad_output", grad_output, 4, _POOL_OUTPUT[g.data_format])
     v.same_dtype(op, x=x, grad_output=grad_output)
     v.check_grad_output(op, grad_output, g.output_shape)
     return v.contiguous(grad_output)
 
 
 def max_pool2d(x: np.ndarray, kernel_size, stride=None, padding=0, dilation=1,
-               ceil_mode: bool = False, return_indices: bool = False):
-    """2-D max pooling over an NCHW batch, as ``torch.nn.functional.max_pool2d``.
+               ceil_mode: bool = False, return_indices: bool = False, *,
+               data_format: str = "NCHW"):
+    """2-D max pooling over an NCHW (or NHWC) batch, as ``torch.nn.functional.max_pool2d``.
 
     Parameters
     ----------
-    x : (N, C, H, W) float32 or float64
+    x : (N, C, H, W) float32 or float64; (N, H, W, C) with data_format='NHWC'
     kernel_size : int or (int, int)
     stride : int or (int, int), default kernel_size
     padding : int or (int, int) (at most kernel_size // 2, as PyTorch), (top, bottom, left,
@@ -437,10 +485,14 @@ def max_pool2d(x: np.ndarray, kernel_size, stride=None, padding=0, dilation=1,
     ceil_mode : round the output size up (a last window may start in the input or the top/left
         padding, never in the bottom/right padding)
     return_indices : also return int64 flat indices ``h * W + w`` of each maximum in its plane
+        (the (n, c) plane in either layout, so NCHW and NHWC give the same numbers)
+    data_format : 'NCHW' (default) or 'NHWC' (channels last; keyword only, fastconv's
+        extension, as conv2d's)
 
     Returns
     -------
-    (N, C, OH, OW) array, or ``(out, indices)``. Ties keep the first maximum in row-major window
+    (N, C, OH, OW) array ((N, OH, OW, C) for NHWC; indices alike), or ``(out, indices)``.
+    Ties keep the first maximum in row-major window
     order; NaN propagates. A window lying wholly in the padding (a dilated one with ceil_mode, or
     a 4-tuple padding of at least the kernel) gives -inf with index -1 and no gradient (PyTorch
     crashes there).
@@ -454,8 +506,8 @@ def max_pool2d(x: np.ndarray, kernel_size, stride=None, padding=0, dilation=1,
            [13., 15.]])
     """
     op = "max_pool2d"
-    x = _pool_input(op, x)
-    g = v.pool_geometry(op, x.shape, kernel_size, stride, padding, dilation, ceil_mode)
+    x, fmt = _pool_input(op, x, data_format)
+    g = v.pool_geometry(op, x.shape, kernel_size, stride, padding, dilation, ceil_mode, fmt)
     return_indices = v.boolean(op, "return_indices", return_indices)
     y = _kernels.empty(g.output_shape, x.dtype)
     indices = _kernels.empty(g.output_shape, np.int64) if return_indices else None
@@ -466,8 +518,9 @@ def max_pool2d(x: np.ndarray, kernel_size, stride=None, padding=0, dilation=1,
 
 def max_pool2d_backward(grad_output: np.ndarray, x: np.ndarray, kernel_size, stride=None,
                         padding=0, dilation=1, ceil_mode: bool = False,
-                        indices: np.ndarray | None = None) -> np.ndarray:
-    """Gradient of max_pool2d with respect to x (shape of x).
+                        indices: np.ndarray | None = None, *,
+                        data_format: str = "NCHW") -> np.ndarray:
+    """Gradient of max_pool2d with respect to x (shape of x; arguments as max_pool2d's).
 
     Each output's gradient goes to its maximum. Pass the `indices` that
     ``max_pool2d(..., return_indices=True)`` gave to skip recomputing them; they must have the
@@ -484,8 +537,8 @@ def max_pool2d_backward(grad_output: np.ndarray, x: np.ndarray, kernel_size, str
            [0., 1., 0., 1.]])
     """
     op = "max_pool2d_backward"
-    x = _pool_input(op, x)
-    g = v.pool_geometry(op, x.shape, kernel_size, stride, padding, dilation, ceil_mode)
+    x, fmt = _pool_input(op, x, data_format)
+    g = v.pool_geometry(op, x.shape, kernel_size, stride, padding, dilation, ceil_mode, fmt)
     grad_output = _pool_grad_output(op, grad_output, x, g)
     return _scatter_to_maxima(op, g, grad_output, x, indices, "maxpool2d")
 
@@ -512,12 +565,13 @@ def _scatter_to_maxima(op, g, grad_output, x, indices, kernels):
 
 
 def avg_pool2d(x: np.ndarray, kernel_size, stride=None, padding=0, ceil_mode: bool = False,
-               count_include_pad: bool = True, divisor_override: int | None = None) -> np.ndarray:
-    """2-D average pooling over an NCHW batch, as ``torch.nn.functional.avg_pool2d``.
+               count_include_pad: bool = True, divisor_override: int | None = None, *,
+               data_format: str = "NCHW") -> np.ndarray:
+    """2-D average pooling over an NCHW (or NHWC) batch, as ``torch.nn.functional.avg_pool2d``.
 
     Parameters
     ----------
-    x : (N, C, H, W) float32 or float64
+    x : (N, C, H, W) float32 or float64; (N, H, W, C) with data_format='NHWC'
     kernel_size : int or (int, int); stride : default kernel_size
     padding : zeros; int or (int, int) (at most kernel_size // 2, as PyTorch), (top, bottom,
         left, right) (any size, as ONNX's pads), 'valid' or 'same' (stride 1; an extension)
@@ -527,6 +581,8 @@ def avg_pool2d(x: np.ndarray, kernel_size, stride=None, padding=0, ceil_mode: bo
         padding is divided by its size clipped to the padded input, as PyTorch does. A window
         wholly in the padding gives 0 either way (no division by zero) and no gradient.
     divisor_override : a non-zero int to divide by instead
+    data_format : 'NCHW' (default) or 'NHWC' (keyword only, as max_pool2d's); the output is
+        (N, C, OH, OW) or (N, OH, OW, C)
 
     Examples
     --------
@@ -537,8 +593,8 @@ def avg_pool2d(x: np.ndarray, kernel_size, stride=None, padding=0, ceil_mode: bo
            [10.5, 12.5]])
     """
     op = "avg_pool2d"
-    x = _pool_input(op, x)
-    g = v.pool_geometry(op, x.shape, kernel_size, stride, padding, 1, ceil_mode)
+    x, fmt = _pool_input(op, x, data_format)
+    g = v.pool_geometry(op, x.shape, kernel_size, stride, padding, 1, ceil_mode, fmt)
     div = v.divisor(op, divisor_override)
     include = v.boolean(op, "count_include_pad", count_include_pad)
     y = _kernels.empty(g.output_shape, x.dtype)
@@ -550,7 +606,8 @@ def avg_pool2d(x: np.ndarray, kernel_size, stride=None, padding=0, ceil_mode: bo
 
 def avg_pool2d_backward(grad_output: np.ndarray, x: np.ndarray, kernel_size, stride=None,
                         padding=0, ceil_mode: bool = False, count_include_pad: bool = True,
-                        divisor_override: int | None = None) -> np.ndarray:
+                        divisor_override: int | None = None, *,
+                        data_format: str = "NCHW") -> np.ndarray:
     """Gradient of avg_pool2d with respect to x (shape of x); arguments as avg_pool2d.
 
     Examples
@@ -561,8 +618,8 @@ def avg_pool2d_backward(grad_output: np.ndarray, x: np.ndarray, kernel_size, str
            [0.25, 0.25]])
     """
     op = "avg_pool2d_backward"
-    x = _pool_input(op, x)
-    g = v.pool_geometry(op, x.shape, kernel_size, stride, padding, 1, ceil_mode)
+    x, fmt = _pool_input(op, x, data_format)
+    g = v.pool_geometry(op, x.shape, kernel_size, stride, padding, 1, ceil_mode, fmt)
     div = v.divisor(op, divisor_override)
     include = v.boolean(op, "count_include_pad", count_include_pad)
     grad_output = _pool_grad_output(op, grad_output, x, g)
@@ -574,7 +631,7 @@ def avg_pool2d_backward(grad_output: np.ndarray, x: np.ndarray, kernel_size, str
 
 
 def lp_pool2d(x: np.ndarray, norm_type: float, kernel_size, stride=None,
-              ceil_mode: bool = False, *, padding=0) -> np.ndarray:
+              ceil_mode: bool = False, *, padding=0, data_format: str = "NCHW") -> np.ndarray:
     """2-D power-average (L^p) pooling, as ``torch.nn.functional.lp_pool2d``.
 
     ``out = (sum over the window of x**p * kH*kW / window_area) ** (1/p)``: the plain p-norm of
@@ -584,6 +641,7 @@ def lp_pool2d(x: np.ndarray, norm_type: float, kernel_size, stride=None,
     ``padding`` (keyword only; avg_pool2d's forms) is fastconv's extension, PyTorch has none:
     zeros, counted in a window's area as avg_pool2d's count_include_pad counts them, so a full
     window is the p-norm of its elements and zeros and a window wholly in the padding gives 0.
+    ``data_format`` (keyword only): 'NCHW' (default) or 'NHWC', as max_pool2d's.
 
     Examples
     --------
@@ -596,9 +654,9 @@ def lp_pool2d(x: np.ndarray, norm_type: float, kernel_size, stride=None,
            [12.]])
     """
     op = "lp_pool2d"
-    x = _pool_input(op, x)
+    x, fmt = _pool_input(op, x, data_format)
     p = v.norm_type(op, norm_type)
-    g = v.pool_geometry(op, x.shape, kernel_size, stride, padding, 1, ceil_mode)
+    g = v.pool_geometry(op, x.shape, kernel_size, stride, padding, 1, ceil_mode, fmt)
     y = _kernels.empty(g.output_shape, x.dtype)
     if y.size:
         _kernels.lppool2d_forward(g, v.contiguous(x), y, get_num_threads(), norm=p)
@@ -606,7 +664,8 @@ def lp_pool2d(x: np.ndarray, norm_type: float, kernel_size, stride=None,
 
 
 def lp_pool2d_backward(grad_output: np.ndarray, x: np.ndarray, norm_type: float, kernel_size,
-                       stride=None, ceil_mode: bool = False, *, padding=0) -> np.ndarray:
+                       stride=None, ceil_mode: bool = False, *, padding=0,
+                       data_format: str = "NCHW") -> np.ndarray:
     """Gradient of lp_pool2d with respect to x (shape of x); zero where a window's sum is zero.
 
     Examples
@@ -618,9 +677,9 @@ def lp_pool2d_backward(grad_output: np.ndarray, x: np.ndarray, norm_type: float,
            [0.5, 0.5]])
     """
     op = "lp_pool2d_backward"
-    x = _pool_input(op, x)
+    x, fmt = _pool_input(op, x, data_format)
     p = v.norm_type(op, norm_type)
-    g = v.pool_geometry(op, x.shape, kernel_size, stride, padding, 1, ceil_mode)
+    g = v.pool_geometry(op, x.shape, kernel_size, stride, padding, 1, ceil_mode, fmt)
     grad_output = _pool_grad_output(op, grad_output, x, g)
     gx = _kernels.empty(x.shape, x.dtype)
     if gx.size:
@@ -655,7 +714,7 @@ def adaptive_avg_pool2d(x: np.ndarray, output_size) -> np.ndarray:
     array([[6., 8.]])
     """
     op = "adaptive_avg_pool2d"
-    x = _pool_input(op, x)
+    x, _ = _pool_input(op, x)
     g = v.adaptive_geometry(op, x.shape, output_size)
     y = _kernels.empty(g.output_shape, x.dtype)
     if y.size:
@@ -676,7 +735,7 @@ def adaptive_avg_pool2d_backward(grad_output: np.ndarray, x: np.ndarray,
            [0.25, 0.25]])
     """
     op = "adaptive_avg_pool2d_backward"
-    x = _pool_input(op, x)
+    x, _ = _pool_input(op, x)
     g = v.adaptive_geometry(op, x.shape, output_size)
     grad_output = _pool_grad_output(op, grad_output, x, g)
     gx = _kernels.empty(x.shape, x.dtype)
@@ -713,7 +772,7 @@ def adaptive_max_pool2d(x: np.ndarray, output_size, return_indices: bool = False
     (array([[12., 14.]]), array([[12, 14]]))
     """
     op = "adaptive_max_pool2d"
-    x = _pool_input(op, x)
+    x, _ = _pool_input(op, x)
     g = v.adaptive_geometry(op, x.shape, output_size)
     return_indices = v.boolean(op, "return_indices", return_indices)
     y = _kernels.empty(g.output_shape, x.dtype)
@@ -738,7 +797,7 @@ def adaptive_max_pool2d_backward(grad_output: np.ndarray, x: np.ndarray, output_
            [0., 1.]])
     """
     op = "adaptive_max_pool2d_backward"
-    x = _pool_input(op, x)
+    x, _ = _pool_input(op, x)
     g = v.adaptive_geometry(op, x.shape, output_size)
     grad_output = _pool_grad_output(op, grad_output, x, g)
     return _scatter_to_maxima(op, g, grad_output, x, indices, "adaptive_maxpool2d")

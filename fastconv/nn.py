@@ -338,6 +338,11 @@ def _conv_layer_parameters(layer: Module, op: str, weight_shape, bias, dtype) ->
     _reset_like_pytorch(layer.weight, layer.bias)
 
 
+def _data_format_repr(data_format: str) -> str:
+    """A layer's repr names its data_format only when it is not PyTorch's NCHW."""
+    return "" if data_format == "NCHW" else f", data_format={data_format!r}"
+
+
 def _add_parameter_grads(layer: Module, grad_weight, grad_bias) -> None:
     layer.weight.grad += grad_weight
     if layer.bias is not None:
@@ -349,12 +354,18 @@ class Conv2d(Module):
 
     weight (out_channels, in_channels // groups, kH, kW), bias (out_channels,) unless
     bias=False. Input (N, in_channels, H, W) -> output (N, out_channels, OH, OW).
+    ``data_format='NHWC'`` (keyword only, fastconv's extension) makes the layer channels last:
+    (N, H, W, in_channels) -> (N, OH, OW, out_channels), on the NHWC kernels. The weight stays
+    PyTorch's (out_channels, in_channels // groups, kH, kW), so state_dict is the same in
+    either layout.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
-                 dilation=1, groups: int = 1, bias: bool = True, dtype=np.float32):
+                 dilation=1, groups: int = 1, bias: bool = True, dtype=np.float32, *,
+                 data_format: str = "NCHW"):
         super().__init__()
         op = "Conv2d"
+        self.data_format = v.data_format(op, data_format)
         _conv_layer_arguments(self, op, in_channels, out_channels, kernel_size, stride, dilation,
                               groups)
         self.padding = v.padding_form(op, padding)  # 'same'/'valid', (h, w) or a 4-tuple
@@ -367,20 +378,22 @@ class Conv2d(Module):
 
     def forward(self, x):
         bias = None if self.bias is None else self.bias.data
-        y = F.conv2d(x, self.weight.data, bias, *self._geometry())
+        y = F.conv2d(x, self.weight.data, bias, *self._geometry(), data_format=self.data_format)
         self._saved = x
         return y
 
     def backward(self, grad_output):
         x = self._saved_for_backward()
-        gx, gw, gb = F.conv2d_backward(grad_output, x, self.weight.data, *self._geometry())
+        gx, gw, gb = F.conv2d_backward(grad_output, x, self.weight.data, *self._geometry(),
+                                       data_format=self.data_format)
         _add_parameter_grads(self, gw, gb)
         return gx
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
                 f"stride={self.stride}, padding={self.padding}, dilation={self.dilation}, "
-                f"groups={self.groups}, bias={self.bias is not None}")
+                f"groups={self.groups}, bias={self.bias is not None}"
+                f"{_data_format_repr(self.data_format)}")
 
 
 class ConvTranspose2d(Module):
@@ -571,82 +584,95 @@ class BatchNorm2d(_BatchNorm):
 
 class MaxPool2d(Module):
     """``torch.nn.MaxPool2d``; see ``fastconv.functional.max_pool2d``. Keeps the argmax indices
-    of the forward pass for backward."""
+    of the forward pass for backward. ``data_format='NHWC'`` (keyword only, as Conv2d's) pools
+    channels-last batches."""
 
-    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, ceil_mode: bool = False):
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, ceil_mode: bool = False,
+                 *, data_format: str = "NCHW"):
         super().__init__()
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
         self.dilation, self.ceil_mode = dilation, ceil_mode
+        self.data_format = v.data_format("MaxPool2d", data_format)
 
     def _args(self):
         return self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode
 
     def forward(self, x):
-        y, indices = F.max_pool2d(x, *self._args(), return_indices=True)
+        y, indices = F.max_pool2d(x, *self._args(), return_indices=True,
+                                  data_format=self.data_format)
         self._saved = (x, indices)
         return y
 
     def backward(self, grad_output):
         x, indices = self._saved_for_backward()
-        return F.max_pool2d_backward(grad_output, x, *self._args(), indices=indices)
+        return F.max_pool2d_backward(grad_output, x, *self._args(), indices=indices,
+                                     data_format=self.data_format)
 
     def extra_repr(self) -> str:
         return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
-                f"dilation={self.dilation}, ceil_mode={self.ceil_mode}")
+                f"dilation={self.dilation}, ceil_mode={self.ceil_mode}"
+                f"{_data_format_repr(self.data_format)}")
 
 
 class AvgPool2d(Module):
-    """``torch.nn.AvgPool2d``; see ``fastconv.functional.avg_pool2d``."""
+    """``torch.nn.AvgPool2d``; see ``fastconv.functional.avg_pool2d``. ``data_format``
+    (keyword only) as MaxPool2d's."""
 
     def __init__(self, kernel_size, stride=None, padding=0, ceil_mode: bool = False,
-                 count_include_pad: bool = True, divisor_override: int | None = None):
+                 count_include_pad: bool = True, divisor_override: int | None = None, *,
+                 data_format: str = "NCHW"):
         super().__init__()
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
         self.ceil_mode, self.count_include_pad = ceil_mode, count_include_pad
         self.divisor_override = divisor_override
+        self.data_format = v.data_format("AvgPool2d", data_format)
 
     def _args(self):
         return (self.kernel_size, self.stride, self.padding, self.ceil_mode,
                 self.count_include_pad, self.divisor_override)
 
     def forward(self, x):
-        y = F.avg_pool2d(x, *self._args())
+        y = F.avg_pool2d(x, *self._args(), data_format=self.data_format)
         self._saved = x
         return y
 
     def backward(self, grad_output):
-        return F.avg_pool2d_backward(grad_output, self._saved_for_backward(), *self._args())
+        return F.avg_pool2d_backward(grad_output, self._saved_for_backward(), *self._args(),
+                                     data_format=self.data_format)
 
     def extra_repr(self) -> str:
-        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+        return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+                f"{_data_format_repr(self.data_format)}")
 
 
 class LPPool2d(Module):
     """``torch.nn.LPPool2d``: power-average pooling, L2 pooling with norm_type=2; see
     ``fastconv.functional.lp_pool2d``. ``padding`` (keyword only, zeros) is fastconv's
-    extension."""
+    extension; ``data_format`` (keyword only) as MaxPool2d's."""
 
     def __init__(self, norm_type: float, kernel_size, stride=None, ceil_mode: bool = False, *,
-                 padding=0):
+                 padding=0, data_format: str = "NCHW"):
         super().__init__()
         self.norm_type, self.kernel_size, self.stride = norm_type, kernel_size, stride
         self.ceil_mode, self.padding = ceil_mode, padding
+        self.data_format = v.data_format("LPPool2d", data_format)
 
     def _args(self):
         return self.norm_type, self.kernel_size, self.stride, self.ceil_mode
 
     def forward(self, x):
-        y = F.lp_pool2d(x, *self._args(), padding=self.padding)
+        y = F.lp_pool2d(x, *self._args(), padding=self.padding, data_format=self.data_format)
         self._saved = x
         return y
 
     def backward(self, grad_output):
         return F.lp_pool2d_backward(grad_output, self._saved_for_backward(), *self._args(),
-                                    padding=self.padding)
+                                    padding=self.padding, data_format=self.data_format)
 
     def extra_repr(self) -> str:
         return (f"norm_type={self.norm_type}, kernel_size={self.kernel_size}, "
-                f"stride={self.stride}, padding={self.padding}")
+                f"stride={self.stride}, padding={self.padding}"
+                f"{_data_format_repr(self.data_format)}")
 
 
 class AdaptiveAvgPool2d(Module):

@@ -3,8 +3,10 @@
 This module is the executable specification that the compiled kernels are tested
 against.  It favours obviousness over speed: every op is written as an explicit
 Python loop over kernel offsets ``(ki, kj)``, vectorised with NumPy over batch,
-channels and output pixels.  All arrays are NCHW; computations stay in the
-input's dtype (float32 or float64).  Arguments are assumed to be already
+channels and output pixels.  Arrays are NCHW; computations stay in the
+input's dtype (float32 or float64).  Convolution and pooling also take
+``data_format="NHWC"`` (and convolution ``weight_format="HWIO"``), defined as the
+NCHW op on the transposed arrays, the result transposed back.  Arguments are assumed to be already
 normalised and valid (``stride``, ``dilation``, ``kernel_size`` are ``(h, w)``
 tuples; ``padding`` is ``(top, bottom, left, right)``).  Semantics follow PyTorch's
 CPU kernels.
@@ -16,6 +18,21 @@ import numpy as np
 
 Pair = tuple[int, int]
 Pad4 = tuple[int, int, int, int]  # (top, bottom, left, right)
+
+
+def _nchw(a: np.ndarray, data_format: str) -> np.ndarray:
+    """An activation array in data_format ('NCHW' or 'NHWC') as NCHW (a view)."""
+    return a if data_format == "NCHW" else a.transpose(0, 3, 1, 2)
+
+
+def _in_format(a: np.ndarray, data_format: str) -> np.ndarray:
+    """An NCHW array in data_format (a copy for NHWC)."""
+    return a if data_format == "NCHW" else np.ascontiguousarray(a.transpose(0, 2, 3, 1))
+
+
+def _oihw(w: np.ndarray, weight_format: str) -> np.ndarray:
+    """Weights in weight_format ('OIHW' or 'HWIO') as (K, C/groups, kH, kW) (a view)."""
+    return w if weight_format == "OIHW" else w.transpose(3, 2, 0, 1)
 
 
 def _window(start: int, step: int, count: int) -> slice:
@@ -38,13 +55,15 @@ def conv2d(
     padding: tuple[int, int, int, int],
     dilation: Pair,
     groups: int,
+    data_format: str = "NCHW",
+    weight_format: str = "OIHW",
 ) -> np.ndarray:
     """2-D cross-correlation (PyTorch ``conv2d``).
 
     Parameters
     ----------
-    x : (N, C, H, W) array
-    weight : (K, C // groups, kH, kW) array
+    x : (N, C, H, W) array ((N, H, W, C) for data_format 'NHWC')
+    weight : (K, C // groups, kH, kW) array ((kH, kW, C // groups, K) for weight_format 'HWIO')
     bias : (K,) array or None
     stride, dilation : (h, w)
     padding : (top, bottom, left, right), zero padding
@@ -52,8 +71,12 @@ def conv2d(
 
     Returns
     -------
-    out : (N, K, OH, OW) array, same dtype as ``x``
+    out : (N, K, OH, OW) array ((N, OH, OW, K) for NHWC), same dtype as ``x``
     """
+    if (data_format, weight_format) != ("NCHW", "OIHW"):
+        out = conv2d(_nchw(x, data_format), _oihw(weight, weight_format), bias, stride, padding,
+                     dilation, groups)
+        return _in_format(out, data_format)
     N, C, H, W = x.shape
     K, Cg, kH, kW = weight.shape
     sH, sW = stride
@@ -88,6 +111,8 @@ def conv2d_backward(
     padding: tuple[int, int, int, int],
     dilation: Pair,
     groups: int,
+    data_format: str = "NCHW",
+    weight_format: str = "OIHW",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Gradients of :func:`conv2d`.
 
@@ -95,8 +120,15 @@ def conv2d_backward(
     -------
     grad_input : like ``x``
     grad_weight : like ``weight``
-    grad_bias : (K,) array, ``grad_output.sum((0, 2, 3))``
+    grad_bias : (K,) array, ``grad_output.sum((0, 2, 3))`` (over N, OH, OW in either layout)
     """
+    if (data_format, weight_format) != ("NCHW", "OIHW"):
+        gx, gw, gb = conv2d_backward(_nchw(grad_output, data_format), _nchw(x, data_format),
+                                     _oihw(weight, weight_format), stride, padding, dilation,
+                                     groups)
+        if weight_format == "HWIO":
+            gw = np.ascontiguousarray(gw.transpose(2, 3, 1, 0))
+        return _in_format(gx, data_format), gw, gb
     N, C, H, W = x.shape
     K, Cg, kH, kW = weight.shape
     sH, sW = stride
@@ -294,6 +326,7 @@ def max_pool2d(
     padding: Pad4,
     dilation: Pair,
     ceil_mode: bool,
+    data_format: str = "NCHW",
 ) -> tuple[np.ndarray, np.ndarray]:
     """2-D max pooling with indices (PyTorch CPU semantics).
 
@@ -305,9 +338,13 @@ def max_pool2d(
 
     Returns
     -------
-    out : (N, C, OH, OW) array, dtype of ``x``
-    indices : (N, C, OH, OW) int64, flat ``h * W + w`` within each plane
+    out : (N, C, OH, OW) array, dtype of ``x`` ((N, OH, OW, C) for data_format 'NHWC')
+    indices : (N, C, OH, OW) int64, flat ``h * W + w`` within each (n, c) plane (NHWC: alike)
     """
+    if data_format != "NCHW":
+        out, idx = max_pool2d(_nchw(x, data_format), kernel_size, stride, padding, dilation,
+                              ceil_mode)
+        return _in_format(out, data_format), _in_format(idx, data_format)
     N, C, H, W = x.shape
     kH, kW = kernel_size
     sH, sW = stride
@@ -344,12 +381,18 @@ def max_pool2d_backward(
     dilation: Pair,
     ceil_mode: bool,
     indices: np.ndarray | None = None,
+    data_format: str = "NCHW",
 ) -> np.ndarray:
     """Gradient of :func:`max_pool2d`: scatter-add ``grad_output`` to ``indices``.
 
     ``indices`` are computed with :func:`max_pool2d` if not given; entries equal to
     ``-1`` (windows wholly in the padding) are skipped.
     """
+    if data_format != "NCHW":
+        return _in_format(max_pool2d_backward(
+            _nchw(grad_output, data_format), _nchw(x, data_format), kernel_size, stride, padding,
+            dilation, ceil_mode, None if indices is None else _nchw(indices, data_format)),
+            data_format)
     if indices is None:
         _, indices = max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode)
     return _scatter_to_indices(grad_output, indices, x)
@@ -414,6 +457,7 @@ def avg_pool2d(
     ceil_mode: bool,
     count_include_pad: bool,
     divisor_override: int | None,
+    data_format: str = "NCHW",
 ) -> np.ndarray:
     """2-D average pooling (PyTorch CPU semantics).
 
@@ -422,6 +466,9 @@ def avg_pool2d(
     input (``count_include_pad``) or to the input itself.  A window wholly in the
     padding (possible with a 4-tuple padding of at least the kernel) gives 0.
     """
+    if data_format != "NCHW":
+        return _in_format(avg_pool2d(_nchw(x, data_format), kernel_size, stride, padding,
+                                     ceil_mode, count_include_pad, divisor_override), data_format)
     N, C, H, W = x.shape
     kH, kW = kernel_size
     sH, sW = stride
@@ -447,9 +494,14 @@ def avg_pool2d_backward(
     ceil_mode: bool,
     count_include_pad: bool,
     divisor_override: int | None,
+    data_format: str = "NCHW",
 ) -> np.ndarray:
     """Gradient of :func:`avg_pool2d`: each output spreads ``grad / divisor`` over
     the in-bounds part of its window."""
+    if data_format != "NCHW":
+        return _in_format(avg_pool2d_backward(
+            _nchw(grad_output, data_format), _nchw(x, data_format), kernel_size, stride, padding,
+            ceil_mode, count_include_pad, divisor_override), data_format)
     N, C, H, W = x.shape
     kH, kW = kernel_size
     sH, sW = stride
@@ -481,6 +533,7 @@ def lp_pool2d(
     stride: Pair,
     ceil_mode: bool,
     padding: Pad4 = (0, 0, 0, 0),
+    data_format: str = "NCHW",
 ) -> np.ndarray:
     """2-D power-average pooling (PyTorch ``lp_pool2d``).
 
@@ -490,6 +543,9 @@ def lp_pool2d(
     padding, passed on to avg_pool2d, is fastconv's extension (a full window is then
     the plain p-norm of its elements and zeros).
     """
+    if data_format != "NCHW":
+        return _in_format(lp_pool2d(_nchw(x, data_format), norm_type, kernel_size, stride,
+                                    ceil_mode, padding), data_format)
     p = x.dtype.type(norm_type)
     kH, kW = kernel_size
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -506,6 +562,7 @@ def lp_pool2d_backward(
     stride: Pair,
     ceil_mode: bool,
     padding: Pad4 = (0, 0, 0, 0),
+    data_format: str = "NCHW",
 ) -> np.ndarray:
     """Gradient of :func:`lp_pool2d`.
 
@@ -513,6 +570,10 @@ def lp_pool2d_backward(
     ``d out / d x_i = (kH*kW/area) * x_i**(p-1) * out**(1-p)``, taken as 0 where
     the window's ``S == 0``.
     """
+    if data_format != "NCHW":
+        return _in_format(lp_pool2d_backward(
+            _nchw(grad_output, data_format), _nchw(x, data_format), norm_type, kernel_size,
+            stride, ceil_mode, padding), data_format)
     N, C, H, W = x.shape
     kH, kW = kernel_size
     sH, sW = stride

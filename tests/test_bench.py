@@ -106,6 +106,36 @@ def test_adaptive_pool_cases_compute_what_they_name():
                                        err_msg=f"{case.name} {case.direction} (PyTorch)")
 
 
+@pytest.mark.parametrize("make, name", [(bench.conv_cases, "lenet1-5x5"),
+                                        (bench.pool_cases, "max-3x3s2p1")])
+def test_nhwc_cases_compute_what_they_name(make, name):
+    """Channels-last cases: in their own group, the fastconv call on NHWC arrays gives the NCHW
+    call's results transposed, and PyTorch's channels_last call (when installed) the same."""
+    for case in make(names={name}, data_format="NHWC"):
+        assert case.group.endswith("-nhwc") and case.name == name
+        ours, nchw = case.fastconv(), case.nchw()
+        ours, nchw = (ours, nchw) if isinstance(ours, tuple) else ((ours,), (nchw,))
+        assert ours[0].shape[-1] == nchw[0].shape[1]  # channels last
+        first = ours[0].transpose(0, 3, 1, 2)  # the output or the input gradient, as NCHW
+        for a, b in zip((first, *ours[1:]), nchw):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+        if case.torch is not None and case.direction == "forward":
+            np.testing.assert_allclose(first, np.asarray(case.torch()), rtol=1e-4, atol=1e-4)
+
+
+def test_run_times_the_nchw_call_beside_a_channels_last_case():
+    tiny = _tiny_case(True)
+    case = bench.Case("conv2d-nhwc", "tiny", "forward", tiny.fastconv, tiny.torch, tiny.work,
+                      tiny.unit, nchw=tiny.fastconv)
+    result = bench.run(case, repeat=3, threads=1)
+    assert result.nchw_s > 0 and result.nchw_ratio > 0
+    table = bench.format_table([result, bench.run(tiny, repeat=1, threads=1)])
+    header, _, row, plain = table.splitlines()[:4]
+    assert "NHWC/NCHW" in header and row.endswith("x") and plain.endswith("-")
+    assert "NHWC speed as a share of NCHW's, conv2d-nhwc forward: geometric mean" in table
+    assert bench.run(tiny, repeat=1, threads=1).nchw_s is None
+
+
 def test_table_columns_fit_the_longest_names():
     case = bench.Case("conv_transpose2d", "dcgan-rgb-4x4s2", "backward", lambda: None, None,
                       work=1e9, unit="GFLOP/s")

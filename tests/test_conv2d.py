@@ -12,6 +12,11 @@ forced (fastconv._kernels.force_conv_algorithms): direct, Winograd and plain loo
 transposed forward pass and col2im for the input gradient, direct and plain loops for the weight
 gradient, and the depthwise passes wherever C/groups = 1. Forcing an algorithm on a geometry it
 cannot run is an error.
+
+Every case also runs channels last (data_format='NHWC', with PyTorch's OIHW and TensorFlow's HWIO
+weights) as the plan chooses, and with each of that layout's own algorithms forced: the indirect
+GEMM and Winograd forward, the transposed forward pass and col2im for the input gradient, the
+direct weight gradient.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from hypothesis import strategies as st
 import fastconv
 import fastconv.functional as F
 from fastconv import _kernels
+from fastconv import _validation as v
 from fastconv import reference as ref
 
 # (N, C, H, W, K, kernel, stride, padding, dilation, groups, bias)
@@ -107,20 +113,29 @@ CONV_CASES = {
 }
 
 
-def _make(case, dtype, rng, layout="C"):
+# (data_format, weight_format) by id: the layouts a case runs in
+FORMATS = {"nchw": ("NCHW", "OIHW"), "nhwc": ("NHWC", "OIHW"), "nhwc-hwio": ("NHWC", "HWIO")}
+
+
+def _make(case, dtype, rng, layout="C", formats=("NCHW", "OIHW")):
+    """x, weight, bias, conv2d's keyword arguments and the reference's positional ones, the
+    arrays in `layout` (helpers.random) and `formats` (data_format, weight_format)."""
     n, c, h, w, k, kernel, stride, padding, dilation, groups, has_bias = case
     kh, kw = pair(kernel)
-    x = random(rng, (n, c, h, w), dtype, layout)
-    weight = random(rng, (k, c // groups, kh, kw), dtype, layout)
+    x = random(rng, v.from_nchw((n, c, h, w), formats[0]), dtype, layout)
+    weight = random(rng, v.from_oihw((k, c // groups, kh, kw), formats[1]), dtype, layout)
     bias = random(rng, (k,), dtype) if has_bias else None
     kwargs = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    if formats != ("NCHW", "OIHW"):  # NCHW calls as PyTorch's (conv2d_relu has no layouts)
+        kwargs.update(data_format=formats[0], weight_format=formats[1])
     ref_args = (pair(stride), padding4(padding, (kh, kw), pair(dilation)), pair(dilation),
-                groups)
+                groups, *formats)
     return x, weight, bias, kwargs, ref_args
 
 
-def _reduction(weight):
-    return int(np.prod(weight.shape[1:]))
+def _oihw(weight, kwargs):
+    """weight's (K, C/groups, kH, kW)."""
+    return v.to_oihw(weight.shape, kwargs.get("weight_format", "OIHW"))
 
 
 def _check_forward(x, weight, bias, kwargs, ref_args):
@@ -128,7 +143,7 @@ def _check_forward(x, weight, bias, kwargs, ref_args):
     expected = ref.conv2d(x, weight, bias, *ref_args)
     # scale by the sum of |terms|: the reference on |x| and |w|
     scale = ref.conv2d(np.abs(x), np.abs(weight), None if bias is None else np.abs(bias), *ref_args)
-    assert_close(y, expected, _reduction(weight), scale)
+    assert_close(y, expected, int(np.prod(_oihw(weight, kwargs)[1:])), scale)
     return y
 
 
@@ -137,10 +152,11 @@ def _check_backward(x, weight, gy, kwargs, ref_args, passes=("input", "weight"))
     gx, gw, gb = F.conv2d_backward(gy, x, weight, **kwargs)
     rgx, rgw, rgb = ref.conv2d_backward(gy, x, weight, *ref_args)
     agx, agw, agb = ref.conv2d_backward(np.abs(gy), np.abs(x), np.abs(weight), *ref_args)
-    k = weight.shape[0] // kwargs["groups"]
-    per_pixel = gy.shape[0] * gy.shape[2] * gy.shape[3]
+    k_all, _, kh, kw = _oihw(weight, kwargs)
+    k = k_all // kwargs["groups"]
+    per_pixel = gy.size // k_all
     if "input" in passes:
-        assert_close(gx, rgx, k * weight.shape[2] * weight.shape[3], agx)
+        assert_close(gx, rgx, k * kh * kw, agx)
     if "weight" in passes:
         assert_close(gw, rgw, per_pixel, agw)
         assert_close(gb, rgb, per_pixel, agb)
@@ -153,11 +169,15 @@ def _check_conv(x, weight, bias, kwargs, ref_args, rng):
     return y, _check_backward(x, weight, gy, kwargs, ref_args)
 
 
-# (pass, algorithm): every way a pass can run (fastconv.h, fc_conv_algorithm)
-ALGORITHMS = [("forward", "direct"), ("forward", "winograd"), ("forward", "plain"),
-              ("forward", "depthwise"), ("input", "transposed"), ("input", "col2im"),
-              ("input", "depthwise"), ("weight", "direct"), ("weight", "plain"),
-              ("weight", "depthwise")]
+# (pass, algorithm): every way a pass can run (fastconv.h, fc_conv_algorithm), per layout
+ALGORITHMS = {
+    "NCHW": [("forward", "direct"), ("forward", "winograd"), ("forward", "plain"),
+             ("forward", "depthwise"), ("input", "transposed"), ("input", "col2im"),
+             ("input", "depthwise"), ("weight", "direct"), ("weight", "plain"),
+             ("weight", "depthwise")],
+    "NHWC": [("forward", "direct"), ("forward", "winograd"),
+             ("input", "transposed"), ("input", "col2im"), ("weight", "direct")],
+}
 
 
 def _can_run(algorithm, case) -> bool:
@@ -174,43 +194,60 @@ def _can_run(algorithm, case) -> bool:
 
 
 def _algorithm_cases(runnable: bool):
-    return [pytest.param(case, which, algorithm, id=f"{name}-{which}-{algorithm}")
-            for name, case in CONV_CASES.items() for which, algorithm in ALGORITHMS
+    return [pytest.param(case, which, algorithm, fmt,
+                         id=f"{name}-{fmt.lower()}-{which}-{algorithm}")
+            for fmt, algorithms in ALGORITHMS.items()
+            for name, case in CONV_CASES.items() for which, algorithm in algorithms
             if _can_run(algorithm, case) == runnable and (runnable or case[0] > 0)]
 
 
-def _run_pass(which, case, dtype, rng):
-    x, weight, bias, kwargs, ref_args = _make(case, dtype, rng)
+def _run_pass(which, case, dtype, rng, data_format="NCHW"):
+    x, weight, bias, kwargs, ref_args = _make(case, dtype, rng, formats=(data_format, "OIHW"))
     if which == "forward":
         return (_check_forward(x, weight, bias, kwargs, ref_args),)
     gy = rng.standard_normal(F.conv2d(x, weight, **kwargs).shape).astype(dtype)
     return _check_backward(x, weight, gy, kwargs, ref_args, passes=(which,))
 
 
+@pytest.mark.parametrize("formats", ["nchw", "nhwc-hwio"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 @pytest.mark.parametrize("case", list(CONV_CASES.values()), ids=list(CONV_CASES))
-def test_conv2d_matches_reference(case, dtype, isa):
+def test_conv2d_matches_reference(case, dtype, formats, isa):
     rng = np.random.default_rng(abs(hash(str(case))) % 2**32)
-    _check_conv(*_make(case, dtype, rng), rng)
+    _check_conv(*_make(case, dtype, rng, formats=FORMATS[formats]), rng)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
-@pytest.mark.parametrize("case, which, algorithm", _algorithm_cases(runnable=True))
-def test_conv2d_algorithm_matches_reference(case, which, algorithm, dtype, isa):
-    """Each algorithm of each pass run directly on the case table, whatever the plan would
-    choose for the case."""
+@pytest.mark.parametrize("case, which, algorithm, data_format", _algorithm_cases(runnable=True))
+def test_conv2d_algorithm_matches_reference(case, which, algorithm, data_format, dtype, isa):
+    """Each algorithm of each pass of each layout run directly on the case table, whatever the
+    plan would choose for the case."""
     rng = np.random.default_rng(abs(hash(str(case))) % 2**32)
     with _kernels.force_conv_algorithms(**{which: algorithm}):
-        _run_pass(which, case, dtype, rng)
+        _run_pass(which, case, dtype, rng, data_format)
 
 
-@pytest.mark.parametrize("case, which, algorithm", _algorithm_cases(runnable=False))
-def test_conv2d_forced_algorithm_that_cannot_run_raises(case, which, algorithm, isa):
+@pytest.mark.parametrize("case, which, algorithm, data_format", _algorithm_cases(runnable=False))
+def test_conv2d_forced_algorithm_that_cannot_run_raises(case, which, algorithm, data_format, isa):
     rng = np.random.default_rng(0)
     with _kernels.force_conv_algorithms(**{which: algorithm}), \
             pytest.raises(ValueError, match=rf"conv2d \({which} pass\): the forced algorithm "
                                             rf"'{algorithm}' cannot run this geometry: it needs"):
-        _run_pass(which, case, np.float64, rng)
+        _run_pass(which, case, np.float64, rng, data_format)
+
+
+# (pass, algorithm) that the channels-last layout does not have
+NOT_NHWC = [("forward", "plain"), ("forward", "depthwise"), ("input", "direct"),
+            ("input", "depthwise"), ("weight", "plain"), ("weight", "depthwise")]
+
+
+@pytest.mark.parametrize("which, algorithm", NOT_NHWC, ids=[f"{w}-{a}" for w, a in NOT_NHWC])
+def test_conv2d_nhwc_refuses_other_algorithms(which, algorithm):
+    with _kernels.force_conv_algorithms(**{which: algorithm}), \
+            pytest.raises(ValueError, match=rf"conv2d \({which} pass\): the forced algorithm "
+                                            rf"'{algorithm}' cannot run this geometry: it is not "
+                                            r"a channels-last"):
+        _run_pass(which, CONV_CASES["basic3x3"], np.float64, np.random.default_rng(0), "NHWC")
 
 
 @pytest.mark.parametrize("layout", ["F", "strided", "reversed", "readonly"])
@@ -224,11 +261,32 @@ def test_conv2d_any_memory_layout(layout, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("view", ["transposed-nchw", "strided", "reversed"])
+def test_conv2d_nhwc_any_memory_layout(view, dtype):
+    """Channels-last input in any memory layout, e.g. an NCHW array's transposed view (what a
+    channels_last PyTorch tensor's .numpy() is, seen as NHWC): accepted, copied only where it is
+    not C-contiguous, and the same result as its contiguous copy."""
+    rng = np.random.default_rng(8)
+    x, weight, bias, kwargs, ref_args = _make(CONV_CASES["groups3-strided"], dtype, rng,
+                                              formats=("NHWC", "HWIO"))
+    if view == "transposed-nchw":
+        x = np.ascontiguousarray(x.transpose(0, 3, 1, 2)).transpose(0, 2, 3, 1)
+        weight = np.ascontiguousarray(weight.transpose(3, 2, 0, 1)).transpose(2, 3, 1, 0)
+    else:
+        x, weight = random(rng, x.shape, dtype, view), random(rng, weight.shape, dtype, view)
+    assert not x.flags.c_contiguous
+    y, grads = _check_conv(x, weight, bias, kwargs, ref_args, rng)
+    np.testing.assert_array_equal(y, F.conv2d(np.ascontiguousarray(x),
+                                              np.ascontiguousarray(weight), bias, **kwargs))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("formats", list(FORMATS))
 @pytest.mark.parametrize("name", ["groups3-strided", "same-dilated", "long-reduction"])
-def test_conv2d_halves_equal_backward(name, dtype):
+def test_conv2d_halves_equal_backward(name, formats, dtype):
     """conv2d_input and conv2d_weight give exactly what conv2d_backward gives."""
     rng = np.random.default_rng(3)
-    x, weight, bias, kwargs, _ = _make(CONV_CASES[name], dtype, rng)
+    x, weight, bias, kwargs, _ = _make(CONV_CASES[name], dtype, rng, formats=FORMATS[formats])
     gy = rng.standard_normal(F.conv2d(x, weight, **kwargs).shape).astype(dtype)
     gx, gw, _ = F.conv2d_backward(gy, x, weight, **kwargs)
     np.testing.assert_array_equal(F.conv2d_input(x.shape, weight, gy, **kwargs), gx)
@@ -238,22 +296,30 @@ def test_conv2d_halves_equal_backward(name, dtype):
 # all stride 1 and 3x3, so that every algorithm can run them
 THREAD_CASES = ["many-pixels-tiles", "big-batch-weight-chunks", "long-reduction", "depthwise",
                 "winograd-blocks-across-images", "depthwise-long-rows"]
+# (data_format, algorithms forced): the plan's, then the others where the geometry allows them
+THREAD_ALGORITHMS = {
+    "planned": ("NCHW", {}),
+    "winograd-transposed": ("NCHW", dict(forward="winograd", input="transposed")),
+    "plain-col2im": ("NCHW", dict(forward="plain", input="col2im", weight="plain")),
+    "nhwc-planned": ("NHWC", {}),
+    "nhwc-winograd-transposed": ("NHWC", dict(forward="winograd", input="transposed")),
+    "nhwc-direct-col2im": ("NHWC", dict(forward="direct", input="col2im")),
+}
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
-@pytest.mark.parametrize("algorithms", [{}, dict(forward="winograd", input="transposed"),
-                                        dict(forward="plain", input="col2im", weight="plain")],
-                         ids=["planned", "winograd-transposed", "plain-col2im"])
+@pytest.mark.parametrize("algorithms", list(THREAD_ALGORITHMS))
 @pytest.mark.parametrize("name", THREAD_CASES)
 def test_conv2d_same_result_for_1_and_2_threads(name, algorithms, dtype, isa):
     """The split into tasks does not depend on the thread count: results are bit-identical, for
     the planned algorithms and for the others forced (where the geometry allows them)."""
+    data_format, forced = THREAD_ALGORITHMS[algorithms]
     rng = np.random.default_rng(5)
-    x, weight, bias, kwargs, _ = _make(CONV_CASES[name], dtype, rng)
+    x, weight, bias, kwargs, _ = _make(CONV_CASES[name], dtype, rng, formats=(data_format, "OIHW"))
     gy = rng.standard_normal(F.conv2d(x, weight, **kwargs).shape).astype(dtype)
     results = []
     for n in (1, 2):
-        with fastconv.num_threads(n), _kernels.force_conv_algorithms(**algorithms):
+        with fastconv.num_threads(n), _kernels.force_conv_algorithms(**forced):
             results.append((F.conv2d(x, weight, bias, **kwargs),
                             *F.conv2d_backward(gy, x, weight, **kwargs)))
     for a, b in zip(*results):
@@ -282,16 +348,19 @@ def test_conv2d_weight_gradient_packs_dy_in_slabs(dtype, isa):
     assert_close(results[0], expected, 32 * 64 * 64, scale)
 
 
-def test_conv2d_isa_paths_agree():
+@pytest.mark.parametrize("data_format", ["NCHW", "NHWC"])
+def test_conv2d_isa_paths_agree(data_format):
     """Every SIMD path against the scalar C path on a shape large enough to use full tiles."""
     rng = np.random.default_rng(11)
-    x = rng.standard_normal((2, 24, 20, 20)).astype(np.float32)
+    x = v.from_nchw((2, 24, 20, 20), data_format)
+    x = rng.standard_normal(x).astype(np.float32)
     w = rng.standard_normal((40, 24, 3, 3)).astype(np.float32)
-    gy = rng.standard_normal((2, 40, 20, 20)).astype(np.float32)
+    gy = rng.standard_normal(v.from_nchw((2, 40, 20, 20), data_format)).astype(np.float32)
+    fmt = dict(padding=1, data_format=data_format)
     outputs = {}
     for name in fastconv.available_isas():
         with fastconv.use_isa(name):
-            outputs[name] = (F.conv2d(x, w, padding=1), *F.conv2d_backward(gy, x, w, padding=1))
+            outputs[name] = (F.conv2d(x, w, **fmt), *F.conv2d_backward(gy, x, w, **fmt))
     base = outputs["scalar"]
     for outs in outputs.values():
         for a, b, L in zip(outs, base, (216, 360, 800, 800)):
@@ -325,12 +394,13 @@ def conv_configs(draw):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
-@given(case=conv_configs(), seed=st.integers(0, 2**32 - 1))
-def test_conv2d_random_configurations(dtype, case, seed):
+@given(case=conv_configs(), formats=st.sampled_from(list(FORMATS.values())),
+       seed=st.integers(0, 2**32 - 1))
+def test_conv2d_random_configurations(dtype, case, formats, seed):
     for name in fastconv.available_isas():
         with fastconv.use_isa(name):
             rng = np.random.default_rng(seed)
-            _check_conv(*_make(case, dtype, rng), rng)
+            _check_conv(*_make(case, dtype, rng, formats=formats), rng)
 
 
 # ---- the fused epilogue: conv2d_relu and its backward ----------------------------------------

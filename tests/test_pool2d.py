@@ -3,7 +3,8 @@
 Max pooling must match exactly (values and int64 indices, ties, NaN, -inf); average and L^p
 pooling within the dtype's tolerance for a kH*kW-term sum. Padding in every form: PyTorch's int
 and pair, 4-tuples (top, bottom, left, right) of any size (windows wholly in the padding
-included), 'same' and 'valid'.
+included), 'same' and 'valid'. Every case runs in both layouts, NCHW and channels last
+(data_format='NHWC', its own kernels), on the same values.
 """
 
 from __future__ import annotations
@@ -117,6 +118,12 @@ LP_CASES = {
 }
 
 IDS = ["f32", "f64"]
+LAYOUTS = ["NCHW", "NHWC"]
+
+
+def _in(x, data_format):
+    """An NCHW array's values in data_format (C-contiguous)."""
+    return x if data_format == "NCHW" else np.ascontiguousarray(x.transpose(0, 2, 3, 1))
 
 
 def _ties_nan_inf(rng, shape, dtype):
@@ -138,30 +145,35 @@ def _bits(a):
 
 
 def _max_args(case):
+    """The NCHW input shape, max_pool2d's keyword arguments and the reference's."""
     n, c, h, w, kernel, stride, padding, dilation, ceil = case
     kwargs = dict(kernel_size=kernel, stride=stride, padding=padding, dilation=dilation,
                   ceil_mode=ceil)
-    ref_args = (pair(kernel), pair(kernel if stride is None else stride),
-                padding4(padding, kernel, dilation), pair(dilation), ceil)
+    ref_args = dict(kernel_size=pair(kernel), stride=pair(kernel if stride is None else stride),
+                    padding=padding4(padding, kernel, dilation), dilation=pair(dilation),
+                    ceil_mode=ceil)
     return (n, c, h, w), kwargs, ref_args
 
 
+@pytest.mark.parametrize("data_format", LAYOUTS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=IDS)
 @pytest.mark.parametrize("values", ["normal", "ties-nan-inf"])
 @pytest.mark.parametrize("case", list(MAX_CASES.values()), ids=list(MAX_CASES))
-def test_max_pool2d_matches_reference_exactly(case, values, dtype, isa):
+def test_max_pool2d_matches_reference_exactly(case, values, dtype, data_format, isa):
     rng = np.random.default_rng(1)
     shape, kwargs, ref_args = _max_args(case)
     x = random(rng, shape, dtype) if values == "normal" else _ties_nan_inf(rng, shape, dtype)
+    x = _in(x, data_format)
+    kwargs["data_format"] = ref_args["data_format"] = data_format
     y, idx = F.max_pool2d(x, **kwargs, return_indices=True)
-    ry, ridx = ref.max_pool2d(x, *ref_args)
+    ry, ridx = ref.max_pool2d(x, **ref_args)
     assert idx.dtype == np.int64
     np.testing.assert_array_equal(_bits(y), _bits(ry))
     np.testing.assert_array_equal(idx, ridx)
     np.testing.assert_array_equal(_bits(F.max_pool2d(x, **kwargs)), _bits(y))  # values only
 
     gy = random(rng, y.shape, dtype)
-    expected = ref.max_pool2d_backward(gy, x, *ref_args)
+    expected = ref.max_pool2d_backward(gy, x, **ref_args)
     np.testing.assert_array_equal(F.max_pool2d_backward(gy, x, **kwargs), expected)
     np.testing.assert_array_equal(F.max_pool2d_backward(gy, x, **kwargs, indices=idx), expected)
 
@@ -205,21 +217,22 @@ def test_pool_windows_wholly_in_padding_are_defined(dtype, isa):
                                       np.zeros_like(x))
 
 
-def _avg_args(case):
+def _avg_args(case, data_format="NCHW"):
     n, c, h, w, kernel, stride, padding, ceil, include, divisor = case
     kwargs = dict(kernel_size=kernel, stride=stride, padding=padding, ceil_mode=ceil,
-                  count_include_pad=include, divisor_override=divisor)
+                  count_include_pad=include, divisor_override=divisor, data_format=data_format)
     ref_args = (pair(kernel), pair(kernel if stride is None else stride),
-                padding4(padding, kernel), ceil, include, divisor)
+                padding4(padding, kernel), ceil, include, divisor, data_format)
     return (n, c, h, w), kwargs, ref_args
 
 
+@pytest.mark.parametrize("data_format", LAYOUTS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=IDS)
 @pytest.mark.parametrize("case", list(AVG_CASES.values()), ids=list(AVG_CASES))
-def test_avg_pool2d_matches_reference(case, dtype, isa):
+def test_avg_pool2d_matches_reference(case, dtype, data_format, isa):
     rng = np.random.default_rng(2)
-    shape, kwargs, ref_args = _avg_args(case)
-    x = random(rng, shape, dtype)
+    shape, kwargs, ref_args = _avg_args(case, data_format)
+    x = _in(random(rng, shape, dtype), data_format)
     L = int(np.prod(pair(kwargs["kernel_size"])))
     y = F.avg_pool2d(x, **kwargs)
     assert_close(y, ref.avg_pool2d(x, *ref_args), L, ref.avg_pool2d(np.abs(x), *ref_args))
@@ -228,23 +241,26 @@ def test_avg_pool2d_matches_reference(case, dtype, isa):
                  L, ref.avg_pool2d_backward(np.abs(gy), x, *ref_args))
 
 
-def _lp_args(case):
+def _lp_args(case, data_format="NCHW"):
     n, c, h, w, p, kernel, stride, ceil, padding = case
-    kwargs = dict(norm_type=p, kernel_size=kernel, stride=stride, ceil_mode=ceil, padding=padding)
+    kwargs = dict(norm_type=p, kernel_size=kernel, stride=stride, ceil_mode=ceil, padding=padding,
+                  data_format=data_format)
     ref_args = (p, pair(kernel), pair(kernel if stride is None else stride), ceil,
-                padding4(padding, kernel))
+                padding4(padding, kernel), data_format)
     return (n, c, h, w), kwargs, ref_args
 
 
+@pytest.mark.parametrize("data_format", LAYOUTS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=IDS)
 @pytest.mark.parametrize("case", list(LP_CASES.values()), ids=list(LP_CASES))
-def test_lp_pool2d_matches_reference(case, dtype, isa):
+def test_lp_pool2d_matches_reference(case, dtype, data_format, isa):
     rng = np.random.default_rng(3)
-    shape, kwargs, ref_args = _lp_args(case)
+    shape, kwargs, ref_args = _lp_args(case, data_format)
     # positive inputs keep x**p real for fractional p; a zero window checks the zero gradient
     x = np.abs(random(rng, shape, dtype)) + dtype(0.1)
     if x.size:
         x[0, 0, :2, :2] = 0
+    x = _in(x, data_format)
     L = 4 * int(np.prod(pair(kwargs["kernel_size"])))
     y = F.lp_pool2d(x, **kwargs)
     assert_close(y, ref.lp_pool2d(x, *ref_args), L)
@@ -278,21 +294,26 @@ def test_pools_accept_any_memory_layout(layout):
         np.testing.assert_array_equal(op(x, **kwargs), op(c, **kwargs))
 
 
-def test_pools_same_result_for_1_and_2_threads():
+@pytest.mark.parametrize("data_format", LAYOUTS)
+def test_pools_same_result_for_1_and_2_threads(data_format):
     rng = np.random.default_rng(6)
-    x = random(rng, (4, 8, 33, 33), np.float32)
+    x = _in(random(rng, (4, 8, 33, 33), np.float32), data_format)
+    fmt = dict(data_format=data_format)
+
+    def ones(size):
+        return _in(np.ones((4, 8, size, size), np.float32), data_format)
+
     calls = [
-        lambda: F.max_pool2d(x, 3, 2, 1, return_indices=True),
-        lambda: F.max_pool2d_backward(np.ones((4, 8, 17, 17), np.float32), x, 3, 2, 1),
-        lambda: F.avg_pool2d(x, 3, 2, 1),
-        lambda: F.avg_pool2d_backward(np.ones((4, 8, 17, 17), np.float32), x, 3, 2, 1),
-        lambda: F.lp_pool2d(x, 2, 2),
-        lambda: F.lp_pool2d_backward(np.ones((4, 8, 16, 16), np.float32), x, 2, 2),
-        lambda: F.max_pool2d(x, 3, 2, (0, 2, 1, 0), return_indices=True),
-        lambda: F.avg_pool2d_backward(np.ones((4, 8, 17, 17), np.float32), x, 3, 2, (2, 0, 1, 1),
-                                      count_include_pad=False),
-        lambda: F.lp_pool2d_backward(np.ones((4, 8, 17, 17), np.float32), x, 2, 2,
-                                     padding=(1, 0, 0, 1)),
+        lambda: F.max_pool2d(x, 3, 2, 1, return_indices=True, **fmt),
+        lambda: F.max_pool2d_backward(ones(17), x, 3, 2, 1, **fmt),
+        lambda: F.avg_pool2d(x, 3, 2, 1, **fmt),
+        lambda: F.avg_pool2d_backward(ones(17), x, 3, 2, 1, **fmt),
+        lambda: F.lp_pool2d(x, 2, 2, **fmt),
+        lambda: F.lp_pool2d_backward(ones(16), x, 2, 2, **fmt),
+        lambda: F.max_pool2d(x, 3, 2, (0, 2, 1, 0), return_indices=True, **fmt),
+        lambda: F.avg_pool2d_backward(ones(17), x, 3, 2, (2, 0, 1, 1), count_include_pad=False,
+                                      **fmt),
+        lambda: F.lp_pool2d_backward(ones(17), x, 2, 2, padding=(1, 0, 0, 1), **fmt),
     ]
     assert_same_for_1_and_2_threads(calls)
 
@@ -312,7 +333,8 @@ def pool_configs(draw):
     h = draw(st.integers(max(1, dh * (kh - 1) + 1 - pads[0] - pads[1]), 11))
     w = draw(st.integers(max(1, dw * (kw - 1) + 1 - pads[2] - pads[3]), 11))
     return ((draw(st.integers(0, 2)), draw(st.integers(1, 3)), h, w), (kh, kw), (sh, sw),
-            padding, (dh, dw), draw(st.booleans()), draw(st.booleans()))
+            padding, (dh, dw), draw(st.booleans()), draw(st.booleans()),
+            draw(st.sampled_from(LAYOUTS)))
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=IDS)
@@ -324,33 +346,33 @@ def test_pools_random_configurations(dtype, config, seed):
 
 
 def _check_random_pools(dtype, config, seed):
-    shape, kernel, stride, padding, dilation, ceil, include = config
+    shape, kernel, stride, padding, dilation, ceil, include, data_format = config
     pads = padding4(padding, kernel)
+    fmt = dict(data_format=data_format)
     rng = np.random.default_rng(seed)
-    x = _ties_nan_inf(rng, shape, dtype)
-    y, idx = F.max_pool2d(x, kernel, stride, padding, dilation, ceil, return_indices=True)
-    ry, ridx = ref.max_pool2d(x, kernel, stride, pads, dilation, ceil)
+    x = _in(_ties_nan_inf(rng, shape, dtype), data_format)
+    y, idx = F.max_pool2d(x, kernel, stride, padding, dilation, ceil, return_indices=True, **fmt)
+    ry, ridx = ref.max_pool2d(x, kernel, stride, pads, dilation, ceil, **fmt)
     np.testing.assert_array_equal(y, ry)
     np.testing.assert_array_equal(idx, ridx)
     gy = random(rng, y.shape, dtype)
     np.testing.assert_array_equal(F.max_pool2d_backward(gy, x, kernel, stride, padding, dilation,
-                                                        ceil),
+                                                        ceil, **fmt),
                                   ref.max_pool2d_backward(gy, x, kernel, stride, pads, dilation,
-                                                          ceil))
-    x = random(rng, shape, dtype)
+                                                          ceil, **fmt))
+    x = _in(random(rng, shape, dtype), data_format)
     L = kernel[0] * kernel[1]
-    ya = F.avg_pool2d(x, kernel, stride, padding, ceil, include)
-    assert_close(ya, ref.avg_pool2d(x, kernel, stride, pads, ceil, include, None), L,
-                 ref.avg_pool2d(np.abs(x), kernel, stride, pads, ceil, include, None))
+    avg = (kernel, stride, pads, ceil, include, None)
+    ya = F.avg_pool2d(x, kernel, stride, padding, ceil, include, **fmt)
+    assert_close(ya, ref.avg_pool2d(x, *avg, **fmt), L, ref.avg_pool2d(np.abs(x), *avg, **fmt))
     gy = random(rng, ya.shape, dtype)
-    assert_close(F.avg_pool2d_backward(gy, x, kernel, stride, padding, ceil, include),
-                 ref.avg_pool2d_backward(gy, x, kernel, stride, pads, ceil, include, None), L,
-                 ref.avg_pool2d_backward(np.abs(gy), x, kernel, stride, pads, ceil, include,
-                                         None))
+    assert_close(F.avg_pool2d_backward(gy, x, kernel, stride, padding, ceil, include, **fmt),
+                 ref.avg_pool2d_backward(gy, x, *avg, **fmt), L,
+                 ref.avg_pool2d_backward(np.abs(gy), x, *avg, **fmt))
     x = np.abs(x) + dtype(0.1)
-    ylp = F.lp_pool2d(x, 2, kernel, stride, ceil, padding=padding)
-    assert_close(ylp, ref.lp_pool2d(x, 2, kernel, stride, ceil, pads), 4 * L)
+    ylp = F.lp_pool2d(x, 2, kernel, stride, ceil, padding=padding, **fmt)
+    assert_close(ylp, ref.lp_pool2d(x, 2, kernel, stride, ceil, pads, **fmt), 4 * L)
     gy = random(rng, ylp.shape, dtype)
-    assert_close(F.lp_pool2d_backward(gy, x, 2, kernel, stride, ceil, padding=padding),
-                 ref.lp_pool2d_backward(gy, x, 2, kernel, stride, ceil, pads), 4 * L,
-                 ref.lp_pool2d_backward(np.abs(gy), x, 2, kernel, stride, ceil, pads))
+    assert_close(F.lp_pool2d_backward(gy, x, 2, kernel, stride, ceil, padding=padding, **fmt),
+                 ref.lp_pool2d_backward(gy, x, 2, kernel, stride, ceil, pads, **fmt), 4 * L,
+                 ref.lp_pool2d_backward(np.abs(gy), x, 2, kernel, stride, ceil, pads, **fmt))

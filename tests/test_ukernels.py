@@ -1,7 +1,7 @@
-"""The GEMM microkernels, Winograd F(2x2, 3x3) transforms, packing routines, depthwise
-microkernels and global pooling's plane reductions one by one, against plain NumPy, on every ISA
-path this machine has (fastconv._kernels.ukernel_table; each routine's contract is in
-docs/KERNELS.md).
+"""The GEMM microkernels (the channels-last indirect ones too), Winograd F(2x2, 3x3) transforms,
+packing routines, depthwise microkernels and global pooling's plane reductions one by one, against
+plain NumPy, on every ISA path this machine has (fastconv._kernels.ukernel_table; each routine's
+contract is in docs/KERNELS.md).
 
 As XNNPACK tests its microkernels: one tester per routine and a table of cases at the routine's
 edges, with sizes given relative to the ISA's register tile where the tile matters ("tile-1" is
@@ -162,6 +162,106 @@ def test_gemm_rows_ukernel(table, case):
     scale[:, :NR] = np.abs(before[:, :NR]) + np.abs(A) @ np.abs(B)
     _assert_region(c, expected.reshape(-1), written, kc + 1, scale.reshape(-1),
                    table.names["gemm_rows"])
+
+
+# ---- the channels-last microkernels -------------------------------------------------------------
+
+# id: (m, n, ks, kc, accumulate, bias, row layout): the indirect GEMM reads row i of segment s
+# through a[i * ks + s], which the NHWC passes point at pixel runs in place, overlapping or not,
+# or all at one row of zeros
+IGEMM_CASES = {
+    "full-tile-bias": ("tile", "tile", 3, 5, False, True, "apart"),
+    "ks1-k1": ("tile", "tile", 1, 1, False, False, "apart"),
+    "edges-bias": ("tile-1", "tile-1", 2, 7, False, True, "overlapping"),
+    "m1-n1": (1, 1, 4, 3, False, True, "apart"),
+    "n1-ks9": ("tile", 1, 9, 2, False, False, "overlapping"),
+    "same-row": ("tile", "tile", 5, 4, False, True, "same"),
+    "accumulate": ("tile", "tile", 3, 17, True, False, "apart"),
+    "accumulate-edges-ignores-bias": ("tile-1", "tile-1", 2, 3, True, True, "overlapping"),
+}
+
+
+def _row_offsets(layout, mr, ks, kc):
+    """MR * ks offsets a[i * ks + s] into one array."""
+    if layout == "same":
+        return [2] * (mr * ks)
+    step = kc + 3 if layout == "apart" else 1  # overlapping: runs one element apart
+    return [(i * ks + s) * step + 1 for i in range(mr) for s in range(ks)]
+
+
+def _check_igemm(table, case, half):
+    m_spec, n_spec, ks, kc, accumulate, with_bias, layout = case
+    MR, NR, dtype = table.mr, table.nr, table.dtype
+    width = NR // 2 if half else NR
+    m, n = _size(m_spec, MR), _size(n_spec, width)
+    rng = np.random.default_rng(4)
+    offsets = _row_offsets(layout, MR, ks, kc)
+    a = _rand(rng, max(offsets) + kc + 2, dtype)
+    b = _rand(rng, ks * kc * NR, dtype)  # B panels [ks][kc][NR]
+    if half:  # columns past NR/2 must not be read: poison them
+        b.reshape(ks * kc, NR)[:, width:] = np.nan
+    ldc = width + 3
+    c, written = _tile(rng, m, n, ldc, dtype)
+    bias = _rand(rng, n, dtype) if with_bias else None
+    before = c.copy().reshape(m, ldc)
+    table.igemm(ks, kc, a, offsets, b, c, ldc, m, n, accumulate, bias, half=half)
+
+    # A[i, s * kc + r] = row i of segment s, r; B stacked [ks * kc][NR]
+    A = np.stack([np.concatenate([a[offsets[i * ks + s]:][:kc] for s in range(ks)])
+                  for i in range(m)]).astype(np.float64)
+    B = b.reshape(ks * kc, NR).astype(np.float64)[:, :n]
+    expected = np.full((m, ldc), np.nan)
+    scale = np.zeros((m, ldc))
+    expected[:, :n] = A @ B
+    scale[:, :n] = np.abs(A) @ np.abs(B)
+    if accumulate:
+        expected[:, :n] += before[:, :n]
+        scale[:, :n] += np.abs(before[:, :n])
+    elif bias is not None:
+        expected[:, :n] += bias[None, :n]
+        scale[:, :n] += np.abs(bias[None, :n])
+    _assert_region(c, expected.reshape(-1), written, ks * kc + 1, scale.reshape(-1),
+                   table.names["igemm_half" if half else "igemm"])
+
+
+@pytest.mark.parametrize("half", [False, True], ids=["full", "half"])
+@pytest.mark.parametrize("case", list(IGEMM_CASES.values()), ids=list(IGEMM_CASES))
+def test_igemm_ukernel(table, case, half):
+    if half and table.names["igemm_half"] is None:
+        pytest.skip(f"the {table.isa} path has no half-width microkernel (no vector registers)")
+    _check_igemm(table, case, half)
+
+
+# id: (kc, extra columns of ldc, off, column offsets as a function of (MR, kc)): the weight
+# gradient points column r at pixel r's run and reads MR values of it from off
+GEMM_COLS_CASES = {
+    "k1": (1, 0, 0, lambda mr, kc: [5]),
+    "k3-odd-ldc-off": (3, 3, 2, lambda mr, kc: [r * (mr + 4) for r in range(kc)]),
+    "k9-overlapping": (9, 0, 1, lambda mr, kc: [r * 2 for r in range(kc)]),
+    "k40-same-column": (40, 1, 3, lambda mr, kc: [7] * kc),
+}
+
+
+@pytest.mark.parametrize("case", list(GEMM_COLS_CASES.values()), ids=list(GEMM_COLS_CASES))
+def test_gemm_cols_ukernel(table, case):
+    kc, ldc_extra, off, offsets_of = case
+    MR, NR, dtype = table.mr, table.nr, table.dtype
+    offsets = offsets_of(MR, kc)
+    rng = np.random.default_rng(5)
+    a = _rand(rng, max(offsets) + off + MR + 2, dtype)
+    b = _rand(rng, kc * NR, dtype)
+    ldc = NR + ldc_extra
+    c, written = _tile(rng, MR, NR, ldc, dtype)
+    before = c.copy().reshape(MR, ldc)
+    table.gemm_cols(kc, a, offsets, off, b, c, ldc)
+    A = np.stack([a[o + off:][:MR] for o in offsets], axis=1).astype(np.float64)  # MR x kc
+    B = b.reshape(kc, NR).astype(np.float64)
+    expected = np.full((MR, ldc), np.nan)
+    expected[:, :NR] = before[:, :NR] + A @ B
+    scale = np.zeros((MR, ldc))
+    scale[:, :NR] = np.abs(before[:, :NR]) + np.abs(A) @ np.abs(B)
+    _assert_region(c, expected.reshape(-1), written, kc + 1, scale.reshape(-1),
+                   table.names["gemm_cols"])
 
 
 # ---- packing -----------------------------------------------------------------------------------

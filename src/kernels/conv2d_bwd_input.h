@@ -19,6 +19,7 @@
 #include "conv2d_pack.h"
 #include "conv2d_plain.h"
 #include "conv2d_plan.h"
+#include "conv2d_weights.h"
 #include "fc_template.h"
 
 /* Stride 1: the input gradient is itself a convolution, of dY with the weights transposed
@@ -30,28 +31,12 @@
 static int FC_LOCAL(conv2d_bwd_input_transposed)(const fc_conv2d_params *p, const fc_tuning *tn,
                                                  const T *gy, const T *w, const T *bias, T *gx,
                                                  int nthreads) {
-    const fc_index G = p->groups, Cg = p->in_channels / G, Kg = p->out_channels / G;
-    const fc_index kh = p->kernel_h, kw = p->kernel_w, kk = kh * kw;
-    if (!FC_LOCAL(all_finite)(tn, w, p->out_channels * Cg * kk, nthreads)) return FC_NONFINITE;
-    T *wt = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(p->out_channels * Cg * kk));
+    const fc_index wsize = p->out_channels * (p->in_channels / p->groups) * p->kernel_h *
+                           p->kernel_w;
+    if (!FC_LOCAL(all_finite)(tn, w, wsize, nthreads)) return FC_NONFINITE;
+    T *wt = (T *)fc_aligned_alloc(sizeof(T) * (size_t)wsize);
     if (!wt) return FC_ENOMEM;
-    for (fc_index g = 0; g < G; g++)
-        for (fc_index k = 0; k < Kg; k++)
-            for (fc_index c = 0; c < Cg; c++)
-                for (fc_index t = 0; t < kk; t++) /* t -> kk-1-t flips both axes */
-                    wt[((g * Cg + c) * Kg + k) * kk + (kk - 1 - t)] =
-                        w[((g * Kg + k) * Cg + c) * kk + t];
-    fc_conv2d_params q = *p;
-    q.in_channels = p->out_channels;
-    q.in_h = p->out_h;
-    q.in_w = p->out_w;
-    q.out_channels = p->in_channels;
-    q.pad_top = p->dilation_h * (kh - 1) - p->pad_top;
-    q.pad_left = p->dilation_w * (kw - 1) - p->pad_left;
-    q.out_h = p->in_h;
-    q.out_w = p->in_w;
-    q.algorithm = FC_CONV_AUTO;
-    q.relu = 0;
+    const fc_conv2d_params q = FC_LOCAL(transposed_problem)(p, w, wt);
     const int rc = FC_FN(conv2d_fwd)(&q, gy, wt, bias, gx, nthreads);
     fc_aligned_free(wt);
     return rc;

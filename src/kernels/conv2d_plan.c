@@ -27,6 +27,9 @@ static int dense_fits(const fc_conv2d_params *p, const fc_tuning *tn) {
     return rows * cols <= tn->phases_ratio * data + tn->phases_slack;
 }
 
+/* The channels-last passes: algorithms of their own (no stride phases, no depthwise pass). */
+static int is_nhwc(fc_conv_pass pass) { return pass >= FC_CONV_NHWC_FWD; }
+
 static int is_3x3_stride1(const fc_conv2d_params *p) {
     return p->kernel_h == 3 && p->kernel_w == 3 && p->stride_h == 1 && p->stride_w == 1 &&
            p->dilation_h == 1 && p->dilation_w == 1;
@@ -36,7 +39,7 @@ static const char *cannot_run(fc_conv_pass pass, int algorithm, const fc_conv2d_
                               const fc_tuning *tn) {
     const char *no_phases = "its stride phases would dwarf the input and output (strides or "
                             "dilations this large need the plain loops)";
-    if (algorithm == FC_CONV_DEPTHWISE) { /* every pass */
+    if (algorithm == FC_CONV_DEPTHWISE && !is_nhwc(pass)) { /* every NCHW pass */
         if (p->in_channels != p->groups) return "it needs one input channel per group";
         return dense_fits(p, tn) ? NULL
                                  : "its padded channels would dwarf the input and output "
@@ -58,6 +61,21 @@ static const char *cannot_run(fc_conv_pass pass, int algorithm, const fc_conv2d_
         if (algorithm == FC_CONV_PLAIN) return NULL;
         if (algorithm == FC_CONV_DIRECT) return phases_fit(p, tn) ? NULL : no_phases;
         return "it is not a weight-gradient algorithm (direct, depthwise or plain)";
+    /* channels last: the indirect GEMMs read each tap's input row in place, so no geometry is
+     * too large for them (they need no stride phases) */
+    case FC_CONV_NHWC_FWD:
+        if (algorithm == FC_CONV_DIRECT) return NULL;
+        if (algorithm == FC_CONV_WINOGRAD)
+            return is_3x3_stride1(p) ? NULL : "it needs a 3x3 kernel, stride 1 and dilation 1";
+        return "it is not a channels-last forward algorithm (direct or winograd)";
+    case FC_CONV_NHWC_BWD_INPUT:
+        if (algorithm == FC_CONV_COL2IM) return NULL;
+        if (algorithm == FC_CONV_TRANSPOSED)
+            return p->stride_h == 1 && p->stride_w == 1 ? NULL : "it needs stride 1";
+        return "it is not a channels-last input-gradient algorithm (transposed or col2im)";
+    case FC_CONV_NHWC_BWD_WEIGHT:
+        if (algorithm == FC_CONV_DIRECT) return NULL;
+        return "it is not a channels-last weight-gradient algorithm (direct)";
     }
     return "unknown pass";
 }
@@ -68,20 +86,23 @@ const char *fc_conv2d_cannot_run(fc_conv_pass pass, int algorithm, fc_dtype dtyp
 }
 
 /* The choice among the algorithms that can run. */
+/* Winograd pays when the GEMMs dominate its transforms: enough channels on both sides, and at
+ * least one whole 2 x 2 output tile. */
+static int winograd_pays(const fc_conv2d_params *p, const fc_tuning *tn) {
+    const fc_index Cg = p->in_channels / p->groups, Kg = p->out_channels / p->groups;
+    return is_3x3_stride1(p) && Cg >= tn->winograd_min_channels &&
+           Kg >= tn->winograd_min_channels && p->out_h >= 2 && p->out_w >= 2;
+}
+
 static fc_conv_algorithm choose(fc_conv_pass pass, const fc_conv2d_params *p, const fc_tuning *tn) {
     const fc_index Cg = p->in_channels / p->groups, Kg = p->out_channels / p->groups;
-    /* one input channel per group and too few output channels to fill the GEMM tile's rows:
-     * a reduction over the taps alone, per plane */
-    if (Cg == 1 && Kg < tn->mr && dense_fits(p, tn)) return FC_CONV_DEPTHWISE;
+    /* NCHW, one input channel per group and too few output channels to fill the GEMM tile's
+     * rows: a reduction over the taps alone, per plane */
+    if (!is_nhwc(pass) && Cg == 1 && Kg < tn->mr && dense_fits(p, tn)) return FC_CONV_DEPTHWISE;
     switch (pass) {
     case FC_CONV_FWD:
         if (!phases_fit(p, tn)) return FC_CONV_PLAIN;
-        /* Winograd pays when the GEMMs dominate its transforms: enough channels on both sides,
-         * and at least one whole 2 x 2 output tile */
-        if (is_3x3_stride1(p) && Cg >= tn->winograd_min_channels &&
-            Kg >= tn->winograd_min_channels && p->out_h >= 2 && p->out_w >= 2)
-            return FC_CONV_WINOGRAD;
-        return FC_CONV_DIRECT;
+        return winograd_pays(p, tn) ? FC_CONV_WINOGRAD : FC_CONV_DIRECT;
     case FC_CONV_BWD_INPUT:
         /* as a forward pass the input channels become output channels: worth it once they
          * fill the microkernel's rows (not for C = 1 inputs or depthwise layers) */
@@ -89,6 +110,16 @@ static fc_conv_algorithm choose(fc_conv_pass pass, const fc_conv2d_params *p, co
                                                                     : FC_CONV_COL2IM;
     case FC_CONV_BWD_WEIGHT:
         return phases_fit(p, tn) ? FC_CONV_DIRECT : FC_CONV_PLAIN;
+    case FC_CONV_NHWC_FWD:
+        return winograd_pays(p, tn) ? FC_CONV_WINOGRAD : FC_CONV_DIRECT;
+    case FC_CONV_NHWC_BWD_INPUT:
+        /* as a forward pass the input channels are the GEMM's columns, a vector's worth per
+         * half-width tile: fewer (C = 1 or 3 inputs, depthwise layers) waste most of each tile,
+         * where col2im's columns are a whole kernel row's channels */
+        return p->stride_h == 1 && p->stride_w == 1 && 2 * Cg >= tn->nr ? FC_CONV_TRANSPOSED
+                                                                        : FC_CONV_COL2IM;
+    case FC_CONV_NHWC_BWD_WEIGHT:
+        return FC_CONV_DIRECT;
     }
     return FC_CONV_PLAIN;
 }
@@ -117,7 +148,7 @@ int fc_conv2d_plan(fc_conv_pass pass, fc_dtype dtype, int isa, const fc_conv2d_p
                           : pass == FC_CONV_BWD_WEIGHT ? FC_CONV_PLAIN
                                                        : FC_CONV_DEPTHWISE;
         break;
-    case FC_CONV_DIRECT:
+    case FC_CONV_DIRECT: /* the NHWC weight gradient multiplies what the definition does */
         plan->nonfinite = pass == FC_CONV_BWD_WEIGHT ? FC_CONV_PLAIN : FC_CONV_DIRECT;
         break;
     default:

@@ -5,7 +5,16 @@
 
 #include "fc_tuning.h"
 
-typedef enum { FC_CONV_FWD = 0, FC_CONV_BWD_INPUT = 1, FC_CONV_BWD_WEIGHT = 2 } fc_conv_pass;
+/* The passes, NCHW then channels-last (NHWC): a pass's layout is part of what it is, since each
+ * layout has algorithms of its own. */
+typedef enum {
+    FC_CONV_FWD = 0,
+    FC_CONV_BWD_INPUT = 1,
+    FC_CONV_BWD_WEIGHT = 2,
+    FC_CONV_NHWC_FWD = 3,
+    FC_CONV_NHWC_BWD_INPUT = 4,
+    FC_CONV_NHWC_BWD_WEIGHT = 5
+} fc_conv_pass;
 
 typedef struct {
     fc_conv_algorithm algorithm; /* what runs */

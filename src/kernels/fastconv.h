@@ -1,6 +1,7 @@
 /* fastconv.h: the C kernels' public interface, as called from fastconv/_kernels.pyx.
  *
- * Contract: every pointer is a C-contiguous NCHW buffer of the stated size, every size is already
+ * Contract: every pointer is a C-contiguous buffer of the stated size, NCHW for the plain entry
+ * points and NHWC (channels last) for the *_nhwc_* ones, every size is already
  * validated by fastconv/_validation.py (positive kernel/stride/dilation, output size >= 1, no
  * 64-bit overflow). The kernels trust their arguments and never allocate more than a bounded
  * per-thread workspace. Each function returns 0, or FC_ENOMEM if a workspace allocation failed
@@ -39,6 +40,10 @@ typedef enum {
     FC_CONV_ALGORITHM_COUNT = 7
 } fc_conv_algorithm;
 
+/* The weight layouts the convolution kernels read and write: PyTorch's (K, C/groups, kH, kW), and
+ * TensorFlow's (kH, kW, C/groups, K). The NCHW kernels take OIHW only. */
+typedef enum { FC_WEIGHT_OIHW = 0, FC_WEIGHT_HWIO = 1 } fc_weight_format;
+
 /* conv2d geometry. pad_top/pad_left shift the window; the bottom/right padding is implied by
  * out_h/out_w (so asymmetric 'same' padding needs no extra fields). */
 typedef struct {
@@ -52,16 +57,19 @@ typedef struct {
     /* FC_CONV_AUTO (0), or the fc_conv_algorithm this pass must run, for tests and benchmarks:
      * the call returns FC_EALGORITHM, having done nothing, if it cannot run this geometry */
     int algorithm;
+    int weight_format; /* fc_weight_format of w and gw: FC_WEIGHT_OIHW unless an NHWC kernel */
     /* Forward pass: nonzero applies ReLU (x unless x < 0, as relu_fwd) to each output after
      * its bias, in the pass that writes it (conv2d_relu's fused epilogue). Other passes: 0. */
     int relu;
 } fc_conv2d_params;
 
-/* pool2d geometry over `planes` = N*C independent (in_h, in_w) planes. Window starts use
+/* pool2d geometry over `planes` = N*C independent (in_h, in_w) planes (the NHWC kernels read
+ * `channels`, C, to find them: a plane's elements lie C apart). Window starts use
  * pad_top/pad_left; pad_bottom/pad_right bound an average window counted with padding (and so
  * the divisor of count_include_pad and the L^p scale) and are implied in out_h/out_w. */
 typedef struct {
     fc_index planes, in_h, in_w;
+    fc_index channels; /* C of planes = N * C */
     fc_index kernel_h, kernel_w;
     fc_index stride_h, stride_w;
     fc_index pad_top, pad_bottom, pad_left, pad_right;

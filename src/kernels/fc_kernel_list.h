@@ -13,8 +13,12 @@
 #define FC_KERNEL_LIST(X, ctx)                                                                     \
     FC_CONV_KERNELS(X, ctx, f32, float)                                                            \
     FC_CONV_KERNELS(X, ctx, f64, double)                                                           \
+    FC_CONV_NHWC_KERNELS(X, ctx, f32, float)                                                       \
+    FC_CONV_NHWC_KERNELS(X, ctx, f64, double)                                                      \
     FC_POOL_KERNELS(X, ctx, f32, float)                                                            \
     FC_POOL_KERNELS(X, ctx, f64, double)                                                           \
+    FC_POOL_NHWC_KERNELS(X, ctx, f32, float)                                                       \
+    FC_POOL_NHWC_KERNELS(X, ctx, f64, double)                                                      \
     FC_ADAPTIVE_POOL_KERNELS(X, ctx, f32, float)                                                   \
     FC_ADAPTIVE_POOL_KERNELS(X, ctx, f64, double)                                                  \
     FC_ELTWISE_KERNELS(X, ctx, f32, float)                                                         \
@@ -53,6 +57,19 @@
       (const fc_conv2d_params *p, const T *gy, const T *y, T *gz, T *gb, int nthreads),            \
       (p, gy, y, gz, gb, nthreads))
 
+/* Convolution on channels-last buffers: x (N, H, W, C), y and gy (N, OH, OW, K), w and gw in
+ * p->weight_format (OIHW or HWIO), otherwise as FC_CONV_KERNELS. */
+#define FC_CONV_NHWC_KERNELS(X, ctx, dt, T)                                                        \
+    X(ctx, dt##_conv2d_nhwc_fwd,                                                                   \
+      (const fc_conv2d_params *p, const T *x, const T *w, const T *bias, T *y, int nthreads),      \
+      (p, x, w, bias, y, nthreads))                                                                \
+    X(ctx, dt##_conv2d_nhwc_bwd_input,                                                             \
+      (const fc_conv2d_params *p, const T *gy, const T *w, const T *bias, T *gx, int nthreads),    \
+      (p, gy, w, bias, gx, nthreads))                                                              \
+    X(ctx, dt##_conv2d_nhwc_bwd_weight,                                                            \
+      (const fc_conv2d_params *p, const T *gy, const T *x, T *gw, T *gb, int nthreads),            \
+      (p, gy, x, gw, gb, nthreads))
+
 /* Pooling. Max pooling: indices may be NULL; a window wholly in the padding yields -inf and
  * index -1, and the backward pass skips indices of -1. Backward kernels write every element of
  * gx. L^p pooling is PyTorch's lp_pool2d (p = p->norm > 0), with zero padding. */
@@ -70,6 +87,26 @@
     X(ctx, dt##_lppool2d_fwd, (const fc_pool2d_params *p, const T *x, T *y, int nthreads),         \
       (p, x, y, nthreads))                                                                         \
     X(ctx, dt##_lppool2d_bwd,                                                                      \
+      (const fc_pool2d_params *p, const T *gy, const T *x, T *gx, int nthreads),                   \
+      (p, gy, x, gx, nthreads))
+
+/* Pooling on channels-last buffers: x and gx (N, H, W, C), y, gy and indices (N, OH, OW, C),
+ * N * C = p->planes, C = p->channels; indices are flat h * W + w within each (n, c) plane, as in
+ * NCHW, so the same numbers name the same element. Otherwise as FC_POOL_KERNELS. */
+#define FC_POOL_NHWC_KERNELS(X, ctx, dt, T)                                                        \
+    X(ctx, dt##_maxpool2d_nhwc_fwd,                                                                \
+      (const fc_pool2d_params *p, const T *x, T *y, int64_t *indices, int nthreads),               \
+      (p, x, y, indices, nthreads))                                                                \
+    X(ctx, dt##_maxpool2d_nhwc_bwd,                                                                \
+      (const fc_pool2d_params *p, const T *gy, const int64_t *indices, T *gx, int nthreads),       \
+      (p, gy, indices, gx, nthreads))                                                              \
+    X(ctx, dt##_avgpool2d_nhwc_fwd, (const fc_pool2d_params *p, const T *x, T *y, int nthreads),   \
+      (p, x, y, nthreads))                                                                         \
+    X(ctx, dt##_avgpool2d_nhwc_bwd, (const fc_pool2d_params *p, const T *gy, T *gx, int nthreads), \
+      (p, gy, gx, nthreads))                                                                       \
+    X(ctx, dt##_lppool2d_nhwc_fwd, (const fc_pool2d_params *p, const T *x, T *y, int nthreads),    \
+      (p, x, y, nthreads))                                                                         \
+    X(ctx, dt##_lppool2d_nhwc_bwd,                                                                 \
       (const fc_pool2d_params *p, const T *gy, const T *x, T *gx, int nthreads),                   \
       (p, gy, x, gx, nthreads))
 

@@ -16,6 +16,9 @@ typedef struct {
     fc_index kc;
     /* Pixels in one forward or col2im tile, at most. */
     fc_index tile_pixels;
+    /* Channels last: the (pixel, tap) pointers of one task's indirect GEMM, at most (the pixel
+     * tile shrinks for kernels of many taps). */
+    fc_index indirection_pointers;
     /* Rows of col(dX) or dW^T (channels x kernel taps) that one task owns, at most. */
     fc_index task_rows;
     /* Winograd: tiles per task block, and the channels per group, in and out, below which the

@@ -76,6 +76,20 @@ typedef struct {
     const char *dwconv_dot_name;
     void (*dwconv_dot)(fc_index n, int kk, const void *g, const void *src, const fc_index *off,
                        void *acc);
+    /* channels last: C[mr x nr] (+)= sum over ks segments of A_s * B_s (+ bias[:nr]), row i of
+     * A_s read at a[i * ks + s]: fc_<dt>_igemm_ukernel_<MR>x<NR>__<isa> */
+    const char *igemm_name;
+    void (*igemm)(fc_index ks, fc_index kc, const void *const *a, const void *b, void *c,
+                  fc_index ldc, int mr, int nr, int accumulate, const void *bias);
+    /* the same on the first NR/2 columns of the B panels (nr <= NR/2): ..._half */
+    const char *igemm_half_name;
+    void (*igemm_half)(fc_index ks, fc_index kc, const void *const *a, const void *b, void *c,
+                       fc_index ldc, int mr, int nr, int accumulate, const void *bias);
+    /* C[MR x NR] += A * B, A's column r (MR values) at a[r] + off:
+     * fc_<dt>_gemm_cols_ukernel_<MR>x<NR>__<isa> */
+    const char *gemm_cols_name;
+    void (*gemm_cols)(fc_index kc, const void *const *a, fc_index off, const void *b, void *c,
+                      fc_index ldc);
 } fc_ukernel_table;
 
 /* Each ISA's tables, fc_<dt>_ukernel_table__<isa> (ukernel_table.h), */

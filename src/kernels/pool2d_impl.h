@@ -17,13 +17,7 @@
  * the first maximum, and a NaN replaces anything (so the last NaN wins). Folding each row first
  * and then the row results with the same rule gives exactly that scan's answer. A window wholly
  * in the padding gives -inf with index -1 (PyTorch reads out of bounds there). */
-#include <math.h>
-
-#include "fc_template.h"
-#include "fc_tuning.h"
-
-/* Window reads per thread before another thread pays for its start-up (fc_tuning.h). */
-#define FC_POOL_MIN_WORK (fc_tuning_table[FC_ISA_ID][FC_DT_ID].pool_min_work)
+#include "pool2d_common.h"
 
 /* Output columns [lo, hi) whose whole window lies inside the row: no clipping there. */
 static inline void FC_LOCAL(interior_columns)(const fc_pool2d_params *p, fc_index *lo,
@@ -46,8 +40,6 @@ static inline void FC_LOCAL(prefetch_rows)(const fc_pool2d_params *p, const T *p
     const fc_index step = p->stride_h * p->in_w;
     fc_prefetch_ahead(plane + oh * step, sizeof(T) * (size_t)step, end);
 }
-
-#define FC_MAX_TAKES(v, m) ((v) > (m) || (v) != (v)) /* PyTorch's update rule */
 
 /* ---- max pooling ----------------------------------------------------------------------------- */
 
@@ -551,18 +543,6 @@ static void FC_LOCAL(sum_fold_row)(const fc_pool2d_params *p, const T *restrict 
 #undef FC_F
 }
 
-/* PyTorch's average-pool divisor for output column/row o along one dimension: the window length
- * counted with padding (clipped to input + the end's padding) and without (clipped to the input;
- * 0 or less for a window wholly in the padding). */
-static inline void FC_LOCAL(avg_extent)(fc_index o, fc_index s, fc_index pad_begin,
-                                        fc_index pad_end, fc_index k, fc_index n, fc_index *padded,
-                                        fc_index *inside) {
-    const fc_index a = o * s - pad_begin;
-    const fc_index b = FC_MIN(a + k, n + pad_end);
-    *padded = b - a;
-    *inside = FC_MIN(b, n) - FC_MAX(a, 0);
-}
-
 /* Per output column: the window length counted with padding and inside the input, computed once
  * per call so the per-output division needs no branches. */
 static void FC_LOCAL(avg_columns)(const fc_pool2d_params *p, fc_index *padded, fc_index *inside) {
@@ -743,24 +723,6 @@ int FC_FN(avgpool2d_bwd)(const fc_pool2d_params *p, const T *gy, T *gx, int nthr
     return failed ? FC_ENOMEM : FC_OK;
 }
 
-/* lp_pool2d (no dilation): out = (S * kH*kW / area)^(1/p), S = sum of x^p over the window clipped
- * to the input, area = the window clipped to the padded input, so a partial ceil_mode window is
- * scaled up as PyTorch does. Padding (zeros) is fastconv's extension; a window wholly in it sums
- * to 0 and gives 0. */
-static inline T FC_LOCAL(lp_finish)(T sum, double norm, double scale) {
-    const double v = (double)sum * scale;
-    return (T)(norm == 2.0 ? sqrt(v) : norm == 1.0 ? v : pow(v, 1.0 / norm));
-}
-
-static inline double FC_LOCAL(lp_scale)(const fc_pool2d_params *p, fc_index oh, fc_index ow) {
-    fc_index ah, aw, inside;
-    FC_LOCAL(avg_extent)(oh, p->stride_h, p->pad_top, p->pad_bottom, p->kernel_h, p->in_h, &ah,
-                         &inside);
-    FC_LOCAL(avg_extent)(ow, p->stride_w, p->pad_left, p->pad_right, p->kernel_w, p->in_w, &aw,
-                         &inside);
-    return (double)(p->kernel_h * p->kernel_w) / (double)(ah * aw);
-}
-
 /* Whether every window of output row oh lies inside the padded input (the last column's window
  * ends in it, so all do): lp_scale is 1 along the whole row. */
 static inline int FC_LOCAL(lp_row_whole)(const fc_pool2d_params *p, fc_index oh) {
@@ -815,14 +777,6 @@ int FC_FN(lppool2d_fwd)(const fc_pool2d_params *p, const T *x, T *y, int nthread
     return failed ? FC_ENOMEM : FC_OK;
 }
 
-/* Whether input row (or column) i lies in a window oh*s - pad .. oh*s - pad + k - 1, oh < out. */
-static inline int FC_LOCAL(lp_covered)(fc_index i, fc_index s, fc_index k, fc_index pad,
-                                       fc_index out) {
-    const fc_index at = i + pad;                   /* in the padded input */
-    const fc_index last = FC_MIN(at / s, out - 1); /* the last window starting at or before i */
-    return last >= 0 && at < last * s + k;
-}
-
 int FC_FN(lppool2d_bwd)(const fc_pool2d_params *p, const T *gy, const T *x, T *gx, int nthreads) {
     const double norm = p->norm;
     const fc_index H = p->in_h, W = p->in_w, HW = H * W, OH = p->out_h, OW = p->out_w;
@@ -859,13 +813,7 @@ int FC_FN(lppool2d_bwd)(const fc_pool2d_params *p, const T *gy, const T *x, T *g
                     for (fc_index iw = 0; iw < W; iw++)
                         if (!FC_LOCAL(lp_covered)(ih, p->stride_h, p->kernel_h, p->pad_top, OH) ||
                             !FC_LOCAL(lp_covered)(iw, p->stride_w, p->kernel_w, p->pad_left, OW)) {
-                            /* x^(p-1) in T, as PyTorch's autograd computes it: it overflows
-                             * to Inf (and the product to NaN) where T's range ends */
-                            const T v = src[ih * W + iw];
-                            const T d = norm == 2.0   ? v
-                                        : norm == 1.0 ? (T)1
-                                                      : (T)pow((double)v, norm - 1.0);
-                            dst[ih * W + iw] = (T)0 * d;
+                            dst[ih * W + iw] = FC_LOCAL(lp_uncovered)(src[ih * W + iw], norm);
                         }
             for (fc_index oh = 0; oh < OH; oh++) {
                 FC_LOCAL(prefetch_rows)(p, src, oh, x + total);
@@ -898,23 +846,9 @@ int FC_FN(lppool2d_bwd)(const fc_pool2d_params *p, const T *gy, const T *x, T *g
                         FC_LOCAL(spread_row)(p, dst + ih * W, src + ih * W, lo, hi, norm, coef);
                     continue;
                 }
-                for (fc_index ow = 0; ow < OW; ow++) {
-                    const double c = FC_LOCAL(lp_scale)(p, oh, ow), s = (double)coef[ow];
-                    const double g = (double)gy[plane * OH * OW + oh * OW + ow];
-                    /* PyTorch's relu: zero gradient */
-                    if (s == 0) {
-                        coef[ow] = 0;
-                        continue;
-                    }
-                    /* a NaN sum: PyTorch's chain multiplies by sign(NaN) = 0, which only the
-                     * finite t^(1/p - 1) of p = 1 survives as 0 */
-                    if (s != s && norm == 1.0) {
-                        coef[ow] = 0;
-                        continue;
-                    }
-                    const double out = norm == 2.0 ? sqrt(s * c) : pow(s * c, 1.0 / norm);
-                    coef[ow] = (T)(g * c * (norm == 2.0 ? 1.0 / out : pow(out, 1.0 - norm)));
-                }
+                for (fc_index ow = 0; ow < OW; ow++)
+                    coef[ow] = FC_LOCAL(lp_coef)((double)coef[ow], (double)g_row[ow],
+                                                 FC_LOCAL(lp_scale)(p, oh, ow), norm);
                 for (fc_index ih = h0; ih < h1; ih++)
                     FC_LOCAL(spread_row)(p, dst + ih * W, src + ih * W, lo, hi, norm, coef);
             }

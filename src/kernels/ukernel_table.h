@@ -15,6 +15,7 @@
 #include "adaptive_pool2d_ukernel.h"
 #include "conv2d_depthwise.h"
 #include "conv2d_gemm_ukernel.h"
+#include "conv2d_nhwc_ukernel.h"
 #include "conv2d_pack.h"
 #include "conv2d_winograd.h"
 #include "fc_template.h"
@@ -113,6 +114,34 @@ static void FC_WRAP(dwconv_dot)(fc_index n, int kk, const void *g, const void *s
     FC_DW_DOT_UKERNEL(n, kk, g, src, off, acc);
 }
 
+/* The indirect GEMM's A pointers (MR rows of ks segments, or kc columns) as T pointers. */
+static void FC_WRAP(igemm)(fc_index ks, fc_index kc, const void *const *a, const void *b, void *c,
+                           fc_index ldc, int mr, int nr, int accumulate, const void *bias) {
+    const T *rows[FC_MR * FC_MAX(ks, 1)];
+    for (fc_index i = 0; i < FC_MR * ks; i++) rows[i] = a[i];
+    FC_UKERNEL(igemm_ukernel)(ks, kc, rows, b, c, ldc, mr, nr, accumulate, bias);
+}
+
+#if FC_HAVE_GEMM_HALF
+static void FC_WRAP(igemm_half)(fc_index ks, fc_index kc, const void *const *a, const void *b,
+                                void *c, fc_index ldc, int mr, int nr, int accumulate,
+                                const void *bias) {
+    const T *rows[FC_MR * FC_MAX(ks, 1)];
+    for (fc_index i = 0; i < FC_MR * ks; i++) rows[i] = a[i];
+    FC_IGEMM_UKERNEL_HALF(ks, kc, rows, b, c, ldc, mr, nr, accumulate, bias);
+}
+#define FC_IGEMM_HALF_ENTRY FC_STR(FC_IGEMM_UKERNEL_HALF), FC_WRAP(igemm_half)
+#else
+#define FC_IGEMM_HALF_ENTRY NULL, NULL
+#endif
+
+static void FC_WRAP(gemm_cols)(fc_index kc, const void *const *a, fc_index off, const void *b,
+                               void *c, fc_index ldc) {
+    const T *cols[FC_MAX(kc, 1)];
+    for (fc_index r = 0; r < kc; r++) cols[r] = a[r];
+    FC_UKERNEL(gemm_cols_ukernel)(kc, cols, off, b, c, ldc);
+}
+
 const fc_ukernel_table FC_FN(ukernel_table) = {
     FC_DT_ID,
     FC_MR,
@@ -148,6 +177,11 @@ const fc_ukernel_table FC_FN(ukernel_table) = {
     FC_WRAP(dwconv),
     FC_STR(FC_DW_DOT_UKERNEL),
     FC_WRAP(dwconv_dot),
+    FC_STR(FC_UKERNEL(igemm_ukernel)),
+    FC_WRAP(igemm),
+    FC_IGEMM_HALF_ENTRY,
+    FC_STR(FC_UKERNEL(gemm_cols_ukernel)),
+    FC_WRAP(gemm_cols),
 };
 
 #endif /* FC_UKERNEL_TABLE_H */

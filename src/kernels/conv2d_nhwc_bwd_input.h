@@ -1,0 +1,165 @@
+/* conv2d_nhwc_bwd_input.h: the channels-last convolution input gradient dX (N, H, W, C) from dY
+ * (N, OH, OW, K), plus a bias per input channel when given (as the NCHW pass, conv2d_bwd_input.h),
+ * two ways:
+ *
+ *   transposed  stride 1: the channels-last forward pass (conv2d_nhwc_fwd.h) of dY with the
+ *               flipped, transposed weights (conv2d_weights.h), planned in turn (Winograd too)
+ *   col2im      any stride: for each output row and kernel row, a GEMM of that row of dY
+ *               [OW, K] by the kernel row's weights [K, kW * C] gives every pixel's
+ *               contribution to a run of kW * C elements of one input row (contiguous for
+ *               dilation 1), which is added into that row
+ *
+ * Loop structure (col2im): each kernel row's weights are packed once into B panels
+ * [group][kernel row][column block][K][NR]. Tasks are input rows (image, ih): a task owns its row
+ * of dX, so no two tasks write one element and each element sums its terms in one order whatever
+ * the thread count. Within a task, in a zero-padded copy of the row: over the kernel rows i that
+ * reach it from an output row oh, over groups, the dY row is packed into MR-row panels and the
+ * microkernel fills a tile of [OW, kW * C/groups] contributions, which are added into the padded
+ * row pixel by pixel; the row's inside is then copied out to dX, plus the bias. */
+#ifndef FC_CONV2D_NHWC_BWD_INPUT_H
+#define FC_CONV2D_NHWC_BWD_INPUT_H
+
+#include "conv2d_gemm_ukernel.h"
+#include "conv2d_nhwc_fwd.h"
+#include "conv2d_pack.h"
+#include "conv2d_plain.h"
+#include "conv2d_plan.h"
+#include "conv2d_weights.h"
+#include "fc_template.h"
+
+/* Stride 1: the forward pass of dY with the flipped, transposed weights. FC_NONFINITE when w holds
+ * an Inf or NaN: that pass pads dY with zeros that would meet them, which the exact gradient
+ * (col2im multiplies only real output positions) never multiplies. The bias is that forward
+ * pass's own. */
+static int FC_LOCAL(conv2d_nhwc_bwd_input_transposed)(const fc_conv2d_params *p,
+                                                      const fc_tuning *tn, const T *gy, const T *w,
+                                                      const T *bias, T *gx, int nthreads) {
+    const fc_index wsize = p->out_channels * (p->in_channels / p->groups) * p->kernel_h *
+                           p->kernel_w;
+    if (!FC_LOCAL(all_finite)(tn, w, wsize, nthreads)) return FC_NONFINITE;
+    T *wt = (T *)fc_aligned_alloc(sizeof(T) * (size_t)wsize);
+    if (!wt) return FC_ENOMEM;
+    const fc_conv2d_params q = FC_LOCAL(transposed_problem)(p, w, wt);
+    const int rc = FC_FN(conv2d_nhwc_fwd)(&q, gy, wt, bias, gx, nthreads);
+    fc_aligned_free(wt);
+    return rc;
+}
+
+/* B panels of kernel row i of group g: column (j, c) of K x (kW * C/groups), e = j * Cg + c, as
+ * [column block][Kg][NR], zero past the columns. */
+static void FC_NR_NAME(conv2d_nhwc_pack_wrows)(const fc_conv2d_params *p, const T *w, T *dst) {
+    const fc_index G = p->groups, Cg = p->in_channels / G, Kg = p->out_channels / G;
+    const fc_index kw = p->kernel_w, ncols = kw * Cg, cblocks = FC_CEIL_DIV(ncols, FC_NR);
+    const fc_weight_layout s = fc_weight_layout_of(p);
+    for (fc_index g = 0; g < G; g++)
+        for (fc_index i = 0; i < p->kernel_h; i++)
+            for (fc_index cb = 0; cb < cblocks; cb++)
+                for (fc_index k = 0; k < Kg; k++, dst += FC_NR)
+                    for (fc_index u = 0; u < FC_NR; u++) {
+                        const fc_index e = cb * FC_NR + u, j = e / Cg, c = e % Cg;
+                        dst[u] = e < ncols ? w[(g * Kg + k) * s.k_stride + c * s.c_stride +
+                                               (i * kw + j) * s.tap_stride]
+                                           : (T)0;
+                    }
+}
+
+static int FC_LOCAL(conv2d_nhwc_bwd_input_col2im)(const fc_conv2d_params *p, const fc_tuning *tn,
+                                                  const T *gy, const T *w, const T *bias, T *gx,
+                                                  int nthreads) {
+    const fc_index G = p->groups, Cg = p->in_channels / G, Kg = p->out_channels / G;
+    const fc_index C = p->in_channels, K = p->out_channels, H = p->in_h, W = p->in_w;
+    const fc_index OH = p->out_h, OW = p->out_w, kh = p->kernel_h, kw = p->kernel_w;
+    const fc_index sw = p->stride_w, dw = p->dilation_w;
+    const fc_index ncols = kw * Cg, cblocks = FC_CEIL_DIV(ncols, FC_NR), ldt = cblocks * FC_NR;
+    const fc_index ow_pad = FC_CEIL_DIV(OW, FC_MR) * FC_MR;
+    /* the padded row: column iw of the input at iw + pad_left, wide enough for every tap */
+    const fc_index Wb = FC_MAX(p->pad_left + W, (OW - 1) * sw + (kw - 1) * dw + 1);
+    const fc_index panel = Kg * FC_NR, per_row = cblocks * panel; /* one kernel row's B */
+    const fc_index nrows = p->batch * H;
+    int failed = 0;
+
+    T *wb = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(G * kh * per_row));
+    if (!wb) return FC_ENOMEM;
+    FC_NR_NAME(conv2d_nhwc_pack_wrows)(p, w, wb);
+
+    const int nt = fc_threads_for(nthreads, (double)p->batch * OH * OW * K * kh * ncols,
+                                  tn->conv_min_work, nrows);
+    FC_PRAGMA(omp parallel num_threads(nt))
+    {
+        T *ap = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(ow_pad * Kg)); /* one dY row */
+        T *tile = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(ow_pad * ldt));
+        T *row = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(Wb * C));
+        const int ok = ap && tile && row;
+        if (!ok) {
+            FC_PRAGMA(omp atomic write)
+            failed = 1;
+        }
+        FC_PRAGMA(omp for schedule(dynamic, 4))
+        for (fc_index t = 0; t < nrows; t++) {
+            if (!ok) continue;
+            const fc_index n = t / H, ih = t % H;
+            memset(row, 0, sizeof(T) * (size_t)(Wb * C));
+            for (fc_index i = 0; i < kh; i++) {
+                const fc_index at = ih + p->pad_top - i * p->dilation_h; /* oh * stride_h */
+                if (at < 0 || at % p->stride_h) continue;
+                const fc_index oh = at / p->stride_h;
+                if (oh >= OH) continue;
+                for (fc_index g = 0; g < G; g++) {
+                    FC_MR_NAME(gemm_pack_a)(OW, Kg, gy + (n * OH + oh) * OW * K + g * Kg, K, 1, ap);
+                    const T *bw = wb + (g * kh + i) * per_row;
+                    for (fc_index cb = 0; cb < cblocks; cb++)
+                        for (fc_index q = 0; q < OW; q += FC_MR)
+                            FC_GEMM(Kg, ap + q * Kg, bw + cb * panel, tile + q * ldt + cb * FC_NR,
+                                    ldt, (int)FC_MIN(FC_MR, OW - q),
+                                    (int)FC_MIN(FC_NR, ncols - cb * FC_NR), 0, NULL);
+                    /* pixel ow's taps land at columns ow * sW + j * dW of the padded row */
+                    for (fc_index ow = 0; ow < OW; ow++) {
+                        const T *src = tile + ow * ldt;
+                        T *dst = row + ow * sw * C + g * Cg;
+                        if (dw == 1 && G == 1) { /* the taps' channels are one run */
+                            for (fc_index e = 0; e < ncols; e++) dst[e] += src[e];
+                            continue;
+                        }
+                        for (fc_index j = 0; j < kw; j++)
+                            for (fc_index c = 0; c < Cg; c++)
+                                dst[j * dw * C + c] += src[j * Cg + c];
+                    }
+                }
+            }
+            T *out = gx + (n * H + ih) * W * C;
+            memcpy(out, row + p->pad_left * C, sizeof(T) * (size_t)(W * C));
+            if (bias)
+                for (fc_index iw = 0; iw < W; iw++)
+                    for (fc_index c = 0; c < C; c++) out[iw * C + c] += bias[c];
+        }
+        fc_aligned_free(ap);
+        fc_aligned_free(tile);
+        fc_aligned_free(row);
+    }
+    fc_aligned_free(wb);
+    return failed ? FC_ENOMEM : FC_OK;
+}
+
+static int FC_LOCAL(conv2d_nhwc_bwd_input_run)(fc_conv_algorithm algorithm,
+                                               const fc_conv2d_params *p, const fc_tuning *tn,
+                                               const T *gy, const T *w, const T *bias, T *gx,
+                                               int nthreads) {
+    if (algorithm == FC_CONV_TRANSPOSED)
+        return FC_LOCAL(conv2d_nhwc_bwd_input_transposed)(p, tn, gy, w, bias, gx, nthreads);
+    return FC_LOCAL(conv2d_nhwc_bwd_input_col2im)(p, tn, gy, w, bias, gx, nthreads);
+}
+
+/* The algorithm the plan (conv2d_plan.c) gives, then its fallback if that met Inf or NaN. */
+int FC_FN(conv2d_nhwc_bwd_input)(const fc_conv2d_params *p, const T *gy, const T *w, const T *bias,
+                                 T *gx, int nthreads) {
+    fc_conv_plan plan;
+    if (fc_conv2d_plan(FC_CONV_NHWC_BWD_INPUT, FC_DT_ID, FC_ISA_ID, p, &plan) != FC_OK)
+        return FC_EALGORITHM;
+    const int rc = FC_LOCAL(conv2d_nhwc_bwd_input_run)(plan.algorithm, p, plan.tuning, gy, w, bias,
+                                                       gx, nthreads);
+    if (rc != FC_NONFINITE) return rc;
+    return FC_LOCAL(conv2d_nhwc_bwd_input_run)(plan.nonfinite, p, plan.tuning, gy, w, bias, gx,
+                                               nthreads);
+}
+
+#endif /* FC_CONV2D_NHWC_BWD_INPUT_H */

@@ -1,0 +1,205 @@
+/* conv2d_nhwc_bwd_weight.h: the channels-last convolution weight and bias gradients from x
+ * (N, H, W, C) and dY (N, OH, OW, K): per kernel row (or tap) a GEMM dW_seg^T[rows, K] +=
+ * X_seg^T[rows, pixels] dY[pixels, K], summed over every pixel of the batch.
+ *
+ * A segment is a run of weights whose inputs are contiguous for every output pixel: with dilation
+ * 1 along W and one group, a whole kernel row (its kW taps' C channels are kW * C consecutive
+ * elements of one input row); otherwise a single tap's C/groups channels. For each pixel the
+ * segment's run is read in place through one pointer (the gemm_cols microkernel,
+ * conv2d_nhwc_ukernel.h): at a row of zeros where the segment's input row is padding, at a
+ * zero-padded copy of the run where it crosses the left or right padding, so padding multiplies as
+ * in the definition, and the products are exactly the reference's (no fallback for Inf or NaN).
+ * dY is packed per chunk of pixels into NR-column panels (conv2d_pack.h).
+ *
+ * Loop structure: tasks are (batch chunk, group, part of the segments' MR-row blocks). A task sums
+ * its images in a private accumulator: over chunks of pixels (one dY panel per K block in L1), it
+ * points each of its segments at the chunk's runs, then over K blocks, segments and MR-row blocks
+ * runs the microkernel. Each batch chunk's sums go to its own copy of dW (written in the weights'
+ * layout), and the copies are added in a fixed order at the end, so results do not depend on the
+ * thread count. */
+#ifndef FC_CONV2D_NHWC_BWD_WEIGHT_H
+#define FC_CONV2D_NHWC_BWD_WEIGHT_H
+
+#include "conv2d_gemm_ukernel.h"
+#include "conv2d_nhwc_segments.h"
+#include "conv2d_nhwc_ukernel.h"
+#include "conv2d_pack.h"
+#include "conv2d_plan.h"
+#include "conv2d_weights.h"
+#include "fc_template.h"
+
+/* db[k] = sum of dY[:, :, :, k]: double partial sums keep float32 results at float32 accuracy.
+ * The pixels are cut into fixed chunks summed apart and then added in order, so the result does
+ * not depend on the thread count. */
+static int FC_LOCAL(nhwc_bias_grad)(const fc_conv2d_params *p, const fc_tuning *tn, const T *gy,
+                                    T *gb, int nthreads) {
+    const fc_index K = p->out_channels, rows = p->batch * p->out_h * p->out_w;
+    const fc_index chunks = FC_MAX(1, FC_MIN(64, rows * K / (fc_index)tn->stream_min_work + 1));
+    double *part = (double *)calloc((size_t)(chunks * K), sizeof(double));
+    if (!part) return FC_ENOMEM;
+    const int nt = fc_threads_for(nthreads, (double)rows * K, tn->stream_min_work, chunks);
+    FC_PRAGMA(omp parallel for schedule(static) num_threads(nt))
+    for (fc_index c = 0; c < chunks; c++) {
+        double *sum = part + c * K;
+        for (fc_index r = c * rows / chunks; r < (c + 1) * rows / chunks; r++)
+            for (fc_index k = 0; k < K; k++) sum[k] += (double)gy[r * K + k];
+    }
+    for (fc_index k = 0; k < K; k++) {
+        double sum = 0;
+        for (fc_index c = 0; c < chunks; c++) sum += part[c * K + k];
+        gb[k] = (T)sum;
+    }
+    free(part);
+    return FC_OK;
+}
+
+/* a[r] for pixels [q0, q0 + n) of one image and group (base: x's offset of its first pixel's
+ * group channels) = where segment `seg` reads its run, MR-row over-read included
+ * (conv2d_nhwc_segments.h); runs that need a zero-padded copy go to stage, from slot first_slot
+ * on. Returns the slots used; with a NULL, only counts them. */
+static fc_index FC_LOCAL(nhwc_segment_runs)(const fc_conv2d_params *p, const fc_nhwc_segments *sg,
+                                            fc_index seg, const T *x, fc_index total, fc_index base,
+                                            fc_index q0, fc_index n, const T *zero, T *stage,
+                                            fc_index first_slot, const T **a) {
+    const fc_index OW = p->out_w;
+    fc_index used = 0;
+    for (fc_index r = 0; r < n;) { /* one output row's stretch at a time */
+        const fc_index oh = (q0 + r) / OW, ow0 = (q0 + r) % OW, len = FC_MIN(n - r, OW - ow0);
+        used += FC_LOCAL(segment_row_runs)(p, sg, seg, x, total, base, oh, ow0, len, sg->len_pad,
+                                           zero, stage, first_slot + used, a ? a + r : NULL, 1);
+        r += len;
+    }
+    return used;
+}
+
+static int FC_LOCAL(conv2d_nhwc_bwd_weight_direct)(const fc_conv2d_params *p, const fc_tuning *tn,
+                                                   const T *gy, const T *x, T *gw, int nthreads) {
+    const fc_index G = p->groups, Cg = p->in_channels / G, Kg = p->out_channels / G;
+    const fc_index K = p->out_channels, kk = p->kernel_h * p->kernel_w, N = p->batch;
+    const fc_index P = p->out_h * p->out_w, HWC = p->in_h * p->in_w * p->in_channels;
+    const fc_index total = N * HWC, wsize = K * Cg * kk;
+    fc_nhwc_segments sg;
+    if (fc_nhwc_segments_of(p, FC_MR, &sg) != FC_OK) return FC_ENOMEM;
+    const fc_index mblocks = sg.len_pad / FC_MR, blocks = sg.count * mblocks;
+    const fc_index kblocks = FC_CEIL_DIV(Kg, FC_NR), kg_pad = kblocks * FC_NR;
+    const fc_index parts = FC_MIN(blocks, FC_CEIL_DIV(sg.count * sg.len_pad, tn->task_rows));
+    const fc_index part_blocks = FC_CEIL_DIV(blocks, parts);
+    const fc_index segs_max = FC_MIN(sg.count, FC_CEIL_DIV(part_blocks, mblocks) + 1);
+    /* pixels per packed dY chunk (one panel per K block stays in L1), in equal chunks */
+    const fc_index qc = FC_CEIL_DIV(P, FC_CEIL_DIV(P, tn->kc));
+    /* Batch chunks: enough for weight_grad_tasks tasks in all, within weight_grad_private_bytes of
+     * private sums; fixed by the problem, not by the thread count (as the NCHW pass). */
+    fc_index chunks = FC_MIN(N, FC_MAX(2, FC_CEIL_DIV(tn->weight_grad_tasks, G * parts)));
+    while (chunks > 1 && (chunks - 1) * wsize * (fc_index)sizeof(T) > tn->weight_grad_private_bytes)
+        chunks--;
+    if (chunks < 1) chunks = 1;
+    const fc_index ntasks = chunks * G * parts;
+    const fc_weight_layout ws = fc_weight_layout_of(p);
+    int failed = 0;
+
+    T *partial = chunks > 1 ? (T *)fc_aligned_alloc(sizeof(T) * (size_t)((chunks - 1) * wsize))
+                            : NULL;
+    T *zero = (T *)calloc((size_t)sg.len_pad, sizeof(T));
+    if ((chunks > 1 && !partial) || !zero) {
+        fc_aligned_free(partial);
+        free(zero);
+        fc_nhwc_segments_free(&sg);
+        return FC_ENOMEM;
+    }
+    const int nt = fc_threads_for(nthreads, (double)N * K * P * Cg * kk, tn->conv_min_work, ntasks);
+    FC_PRAGMA(omp parallel num_threads(nt))
+    {
+        T *bp = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(kg_pad * qc));
+        T *acc = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(part_blocks * FC_MR * kg_pad));
+        const T **a = (const T **)malloc(sizeof(*a) * (size_t)(segs_max * qc));
+        T *stage = NULL;
+        fc_index stage_slots = 0;
+        int ok = bp && acc && a;
+        if (!ok) {
+            FC_PRAGMA(omp atomic write)
+            failed = 1;
+        }
+        FC_PRAGMA(omp for schedule(dynamic, 1))
+        for (fc_index t = 0; t < ntasks; t++) {
+            if (!ok) continue;
+            const fc_index part = t % parts, g = (t / parts) % G, chunk = t / (parts * G);
+            const fc_index b0 = part * blocks / parts, b1 = (part + 1) * blocks / parts;
+            const fc_index s0 = b0 / mblocks, s1 = (b1 - 1) / mblocks + 1; /* segments touched */
+            const fc_index n0 = chunk * N / chunks, n1 = (chunk + 1) * N / chunks;
+            memset(acc, 0, sizeof(T) * (size_t)((b1 - b0) * FC_MR * kg_pad));
+            for (fc_index n = n0; n < n1 && ok; n++) {
+                const fc_index base = n * HWC + g * Cg;
+                for (fc_index q0 = 0; q0 < P && ok; q0 += qc) {
+                    const fc_index kc = FC_MIN(qc, P - q0);
+                    /* the runs needing a padded copy, then room for them */
+                    fc_index need = 0;
+                    for (fc_index s = s0; s < s1; s++)
+                        need += FC_LOCAL(nhwc_segment_runs)(p, &sg, s, x, total, base, q0, kc, zero,
+                                                            NULL, 0, NULL);
+                    ok = FC_LOCAL(nhwc_stage_reserve)(&stage, &stage_slots, need, sg.len_pad);
+                    if (!ok) break;
+                    fc_index used = 0;
+                    for (fc_index s = s0; s < s1; s++)
+                        used += FC_LOCAL(nhwc_segment_runs)(p, &sg, s, x, total, base, q0, kc, zero,
+                                                            stage, used, a + (s - s0) * kc);
+                    FC_NR_NAME(gemm_pack_b)(kc, Kg, gy + (n * P + q0) * K + g * Kg, K, bp);
+                    for (fc_index kb = 0; kb < kblocks; kb++)
+                        for (fc_index b = b0; b < b1; b++) {
+                            const fc_index s = b / mblocks, m0 = (b % mblocks) * FC_MR;
+                            FC_UKERNEL(gemm_cols_ukernel)(
+                                kc, a + (s - s0) * kc, m0, bp + kb * kc * FC_NR,
+                                acc + ((b - b0) * FC_MR) * kg_pad + kb * FC_NR, kg_pad);
+                        }
+                }
+            }
+            if (!ok) {
+                FC_PRAGMA(omp atomic write)
+                failed = 1;
+                continue;
+            }
+            /* this chunk's sums into its copy of dW (chunk 0 writes dW itself), in the weights'
+             * layout: row m of segment s is channel m % Cg of tap (first tap) + m / Cg */
+            T *dst = chunk == 0 ? gw : partial + (chunk - 1) * wsize;
+            for (fc_index b = b0; b < b1; b++)
+                for (int i = 0; i < FC_MR; i++) {
+                    const fc_index s = b / mblocks, m = (b % mblocks) * FC_MR + i;
+                    if (m >= sg.len) continue;
+                    const fc_index tap = sg.taps > 1 ? s * p->kernel_w + m / Cg : s;
+                    const T *src = acc + ((b - b0) * FC_MR + i) * kg_pad;
+                    T *d = dst + (m % Cg) * ws.c_stride + tap * ws.tap_stride +
+                           g * Kg * ws.k_stride;
+                    for (fc_index k = 0; k < Kg; k++) d[k * ws.k_stride] = src[k];
+                }
+        }
+        fc_aligned_free(bp);
+        fc_aligned_free(acc);
+        fc_aligned_free(stage);
+        free(a);
+        FC_PRAGMA(omp barrier)
+        if (!failed && partial) {
+            FC_PRAGMA(omp for schedule(static))
+            for (fc_index e = 0; e < wsize; e++) {
+                T sum = gw[e];
+                for (fc_index c = 1; c < chunks; c++) sum += partial[(c - 1) * wsize + e];
+                gw[e] = sum;
+            }
+        }
+    }
+    fc_aligned_free(partial);
+    free(zero);
+    fc_nhwc_segments_free(&sg);
+    return failed ? FC_ENOMEM : FC_OK;
+}
+
+/* The plan (conv2d_plan.c), then the bias gradient. */
+int FC_FN(conv2d_nhwc_bwd_weight)(const fc_conv2d_params *p, const T *gy, const T *x, T *gw, T *gb,
+                                  int nthreads) {
+    fc_conv_plan plan;
+    if (fc_conv2d_plan(FC_CONV_NHWC_BWD_WEIGHT, FC_DT_ID, FC_ISA_ID, p, &plan) != FC_OK)
+        return FC_EALGORITHM;
+    int rc = FC_LOCAL(conv2d_nhwc_bwd_weight_direct)(p, plan.tuning, gy, x, gw, nthreads);
+    if (rc == FC_OK && gb) rc = FC_LOCAL(nhwc_bias_grad)(p, plan.tuning, gy, gb, nthreads);
+    return rc;
+}
+
+#endif /* FC_CONV2D_NHWC_BWD_WEIGHT_H */

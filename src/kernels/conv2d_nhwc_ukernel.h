@@ -1,0 +1,166 @@
+/* conv2d_nhwc_ukernel.h: the channels-last convolution passes' microkernels, on the register tile
+ * and vector operations of the GEMM microkernels (conv2d_gemm_ukernel.h; docs/KERNELS.md states
+ * each one's contract). Channels last, a pixel's channels are one contiguous row, so an operand
+ * made of pixels is read in place through one pointer per pixel (XNNPACK's indirect GEMM) instead
+ * of being packed:
+ *
+ *   fc_<dt>_igemm_ukernel_<MR>x<NR>__<isa>       C[mr x nr] (+)= sum over ks taps of A_s B_s, plus
+ *                                                 a bias row; A_s's MR rows (pixels) read in place
+ *                                                 through a pointer per row and tap
+ *   fc_<dt>_igemm_ukernel_<MR>x<NR>__<isa>_half  the same on the B panel's first NR/2 columns
+ *   fc_<dt>_gemm_cols_ukernel_<MR>x<NR>__<isa>   C[MR x NR] += A B, A's kc columns (MR contiguous
+ *                                                 values each) read in place through kc pointers
+ *
+ * Loop structure: as the GEMM microkernels', the MR x NR accumulators held in registers for the
+ * whole reduction (igemm: over taps, then over each tap's kc channels), one B panel row loaded per
+ * reduction step and each of the MR A values broadcast against it; the tile is then added to (or
+ * stored into) C once. The scalar path runs the same loops on plain arrays. */
+#ifndef FC_CONV2D_NHWC_UKERNEL_H
+#define FC_CONV2D_NHWC_UKERNEL_H
+
+#include "conv2d_gemm_ukernel.h"
+#include "fc_template.h"
+
+#if FC_HAVE_VEC
+/* a[i * ks + s]: row i of tap s (kc values); B: [ks][kc][NR]; bias: NULL or the tile's column
+ * values (a vector's worth readable past nr). nv = NV or NV / 2 (the half-width kernel). */
+static inline __attribute__((always_inline)) void FC_LOCAL(igemm_ukernel_nv)(
+    const int nv, fc_index ks, fc_index kc, const T *const *restrict a, const T *restrict B,
+    T *restrict C, fc_index ldc, int mr, int nr, int accumulate, const T *restrict bias) {
+    FC_VEC acc[FC_MR][FC_NV];
+    FC_PRAGMA(GCC unroll 16)
+    for (int i = 0; i < FC_MR; i++) FC_PRAGMA(GCC unroll 8)
+    for (int v = 0; v < nv; v++) acc[i][v] = FC_VZERO();
+    for (fc_index s = 0; s < ks; s++) {
+        const T *rows[FC_MR];
+        FC_PRAGMA(GCC unroll 16)
+        for (int i = 0; i < FC_MR; i++) rows[i] = a[i * ks + s];
+        for (fc_index r = 0; r < kc; r++, B += FC_NR) {
+            FC_VEC b[FC_NV];
+            FC_PRAGMA(GCC unroll 8)
+            for (int v = 0; v < nv; v++) b[v] = FC_VLOADU(B + v * FC_VL);
+            FC_PRAGMA(GCC unroll 16)
+            for (int i = 0; i < FC_MR; i++) {
+                const FC_VEC av = FC_VSET1(rows[i][r]);
+                FC_PRAGMA(GCC unroll 8)
+                for (int v = 0; v < nv; v++) acc[i][v] = FC_VFMA(av, b[v], acc[i][v]);
+            }
+        }
+    }
+    if (mr == FC_MR && nr == nv * FC_VL) {
+        FC_VEC add[FC_NV];
+        FC_PRAGMA(GCC unroll 8)
+        for (int v = 0; v < nv; v++) add[v] = bias ? FC_VLOADU(bias + v * FC_VL) : FC_VZERO();
+        FC_PRAGMA(GCC unroll 16)
+        for (int i = 0; i < FC_MR; i++) {
+            T *c = C + i * ldc;
+            FC_PRAGMA(GCC unroll 8)
+            for (int v = 0; v < nv; v++) {
+                const FC_VEC base = accumulate ? FC_VLOADU(c + v * FC_VL) : add[v];
+                FC_VSTOREU(c + v * FC_VL, FC_VADD(acc[i][v], base));
+            }
+        }
+        return;
+    }
+    T tile[FC_MR][FC_NR];
+    for (int i = 0; i < FC_MR; i++)
+        for (int v = 0; v < nv; v++) FC_VSTOREU(&tile[i][v * FC_VL], acc[i][v]);
+    for (int i = 0; i < mr; i++) {
+        T *c = C + i * ldc;
+        for (int j = 0; j < nr; j++)
+            c[j] = accumulate ? c[j] + tile[i][j] : tile[i][j] + (bias ? bias[j] : (T)0);
+    }
+}
+
+static void FC_UKERNEL(igemm_ukernel)(fc_index ks, fc_index kc, const T *const *restrict a,
+                                      const T *restrict B, T *restrict C, fc_index ldc, int mr,
+                                      int nr, int accumulate, const T *restrict bias) {
+    FC_LOCAL(igemm_ukernel_nv)(FC_NV, ks, kc, a, B, C, ldc, mr, nr, accumulate, bias);
+}
+
+#if FC_HAVE_GEMM_HALF
+#define FC_IGEMM_UKERNEL_HALF FC_CAT2(FC_UKERNEL(igemm_ukernel), _half)
+static void FC_IGEMM_UKERNEL_HALF(fc_index ks, fc_index kc, const T *const *restrict a,
+                                  const T *restrict B, T *restrict C, fc_index ldc, int mr, int nr,
+                                  int accumulate, const T *restrict bias) {
+    FC_LOCAL(igemm_ukernel_nv)(FC_NV / 2, ks, kc, a, B, C, ldc, mr, nr, accumulate, bias);
+}
+#endif
+
+/* C[MR x NR] += sum_r a[r][off + i] * B[r * NR + j]. */
+static void FC_UKERNEL(gemm_cols_ukernel)(fc_index kc, const T *const *restrict a, fc_index off,
+                                          const T *restrict B, T *restrict C, fc_index ldc) {
+    FC_VEC acc[FC_MR][FC_NV];
+    FC_PRAGMA(GCC unroll 16)
+    for (int i = 0; i < FC_MR; i++) FC_PRAGMA(GCC unroll 8)
+    for (int v = 0; v < FC_NV; v++) acc[i][v] = FC_VZERO();
+    for (fc_index r = 0; r < kc; r++) {
+        const T *col = a[r] + off;
+        FC_VEC b[FC_NV];
+        FC_PRAGMA(GCC unroll 8)
+        for (int v = 0; v < FC_NV; v++) b[v] = FC_VLOADU(B + r * FC_NR + v * FC_VL);
+        FC_PRAGMA(GCC unroll 16)
+        for (int i = 0; i < FC_MR; i++) {
+            const FC_VEC av = FC_VSET1(col[i]);
+            FC_PRAGMA(GCC unroll 8)
+            for (int v = 0; v < FC_NV; v++) acc[i][v] = FC_VFMA(av, b[v], acc[i][v]);
+        }
+    }
+    FC_PRAGMA(GCC unroll 16)
+    for (int i = 0; i < FC_MR; i++) FC_PRAGMA(GCC unroll 8)
+    for (int v = 0; v < FC_NV; v++) {
+        T *c = C + i * ldc + v * FC_VL;
+        FC_VSTOREU(c, FC_VADD(acc[i][v], FC_VLOADU(c)));
+    }
+}
+
+#else /* the scalar path */
+
+static void FC_UKERNEL(igemm_ukernel)(fc_index ks, fc_index kc, const T *const *restrict a,
+                                      const T *restrict B, T *restrict C, fc_index ldc, int mr,
+                                      int nr, int accumulate, const T *restrict bias) {
+    T acc[FC_MR][FC_NR];
+    memset(acc, 0, sizeof(acc));
+    for (fc_index s = 0; s < ks; s++)
+        for (fc_index r = 0; r < kc; r++, B += FC_NR)
+            for (int i = 0; i < FC_MR; i++) {
+                const T av = a[i * ks + s][r];
+                for (int j = 0; j < FC_NR; j++) acc[i][j] += av * B[j];
+            }
+    for (int i = 0; i < mr; i++) {
+        T *c = C + i * ldc;
+        for (int j = 0; j < nr; j++)
+            c[j] = accumulate ? c[j] + acc[i][j] : acc[i][j] + (bias ? bias[j] : (T)0);
+    }
+}
+
+static void FC_UKERNEL(gemm_cols_ukernel)(fc_index kc, const T *const *restrict a, fc_index off,
+                                          const T *restrict B, T *restrict C, fc_index ldc) {
+    T acc[FC_MR][FC_NR];
+    memset(acc, 0, sizeof(acc));
+    for (fc_index r = 0; r < kc; r++)
+        for (int i = 0; i < FC_MR; i++) {
+            const T av = a[r][off + i];
+            for (int j = 0; j < FC_NR; j++) acc[i][j] += av * B[r * FC_NR + j];
+        }
+    for (int i = 0; i < FC_MR; i++)
+        for (int j = 0; j < FC_NR; j++) C[i * ldc + j] += acc[i][j];
+}
+#endif
+
+/* The passes' one entry to the indirect GEMM: the half-width microkernel where the tile's columns
+ * fit in it. */
+static inline void FC_LOCAL(igemm_tile)(fc_index ks, fc_index kc, const T *const *a,
+                                        const T *restrict B, T *restrict C, fc_index ldc, int mr,
+                                        int nr, int accumulate, const T *restrict bias) {
+#if FC_HAVE_GEMM_HALF
+    if (nr <= FC_NR / 2) {
+        FC_IGEMM_UKERNEL_HALF(ks, kc, a, B, C, ldc, mr, nr, accumulate, bias);
+        return;
+    }
+#endif
+    FC_UKERNEL(igemm_ukernel)(ks, kc, a, B, C, ldc, mr, nr, accumulate, bias);
+}
+#define FC_IGEMM FC_LOCAL(igemm_tile)
+
+#endif /* FC_CONV2D_NHWC_UKERNEL_H */

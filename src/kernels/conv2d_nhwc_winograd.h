@@ -1,0 +1,210 @@
+/* conv2d_nhwc_winograd.h: the channels-last forward pass by Winograd's F(2x2, 3x3) (3x3 kernels,
+ * stride 1, dilation 1), conv2d_winograd.h's algorithm with the channels as the vector
+ * dimension: each 2 x 2 block of outputs ("tile") is Y = A^T [ (G g G^T) .* (B^T d B) ] A from its
+ * 4 x 4 input pixels d, the 16 element-wise products summed over input channels as 16 GEMMs
+ * M_e[tiles, K] = V_e[tiles, C] U_e[C, K]. Channels last, the transforms of a tile work on whole
+ * pixel rows (C or K contiguous values), so they vectorise across channels one tile at a time.
+ *
+ * Loop structure: U = G g G^T of every kernel is transformed once per call (conv2d_winograd.h's
+ * kernel transform, MR kernels at a time) into B panels U_e [group][e][K block][C][NR]. Tasks are
+ * (group, block of TB tiles counted across the batch). A task transforms each tile's 16 input
+ * pixels, read in place (a row of zeros for the padding), into V [tile][e][C]; runs the 16 GEMMs
+ * on the indirect GEMM microkernel (conv2d_nhwc_ukernel.h), A's rows being the tiles' V_e rows,
+ * into M [tile][e][K]; and transforms each tile's M into its 2 x 2 output pixels, written to Y's
+ * rows, plus bias. FC_NONFINITE when x or w holds an Inf or NaN (Inf - Inf in the transforms
+ * would give NaN where the exact sum is +-Inf): the plan's fallback, the direct pass, then redoes
+ * the call. */
+#ifndef FC_CONV2D_NHWC_WINOGRAD_H
+#define FC_CONV2D_NHWC_WINOGRAD_H
+
+#include "conv2d_nhwc_ukernel.h"
+#include "conv2d_weights.h"
+#include "conv2d_winograd.h"
+#include "fc_template.h"
+
+/* v[e * ld + c] = (B^T d B)[e] for channels c < n of one tile, B^T = [1 0 -1 0; 0 1 1 0;
+ * 0 -1 1 0; 0 1 0 -1], d[r * 4 + q] the input row of the tile's pixel (r, q). Returns nonzero
+ * when an input is Inf or NaN (the inputs' sum is then Inf or NaN; a finite sum past the dtype's
+ * range also answers nonzero, which only sends the call to the exact fallback). */
+static int FC_LOCAL(nhwc_winograd_input_tile)(const T *const *d, fc_index n, T *restrict v,
+                                              fc_index ld) {
+    const T *row[16];
+    for (int k = 0; k < 16; k++) row[k] = d[k];
+    int bad = 0;
+    FC_PRAGMA(GCC ivdep)
+    for (fc_index c = 0; c < n; c++) {
+        T x[16], t[16], sum = 0;
+        for (int k = 0; k < 16; k++) {
+            x[k] = row[k][c];
+            sum += x[k];
+        }
+        for (int q = 0; q < 4; q++) { /* B^T d: the rows' combinations */
+            t[q] = x[q] - x[8 + q];
+            t[4 + q] = x[4 + q] + x[8 + q];
+            t[8 + q] = x[8 + q] - x[4 + q];
+            t[12 + q] = x[4 + q] - x[12 + q];
+        }
+        for (int i = 0; i < 4; i++) { /* (B^T d) B: each combination's columns */
+            const T *r = t + 4 * i;
+            v[(4 * i) * ld + c] = r[0] - r[2];
+            v[(4 * i + 1) * ld + c] = r[1] + r[2];
+            v[(4 * i + 2) * ld + c] = r[2] - r[1];
+            v[(4 * i + 3) * ld + c] = r[1] - r[3];
+        }
+        bad |= (sum - sum) != (sum - sum);
+    }
+    return bad;
+}
+
+/* Y = A^T M A + bias, A^T = [1 1 1 0; 0 1 -1 -1], for channels k < n of one tile whose M_e row is
+ * m + e * ld: output pixel (r, q) to y[r * 2 + q]. */
+static void FC_LOCAL(nhwc_winograd_output_tile)(const T *restrict m, fc_index ld, fc_index n,
+                                                const T *restrict bias, T *const *y) {
+    T *restrict y00 = y[0], *restrict y01 = y[1], *restrict y10 = y[2], *restrict y11 = y[3];
+    FC_PRAGMA(GCC ivdep)
+    for (fc_index k = 0; k < n; k++) {
+        T s[4], d[4];
+        for (int j = 0; j < 4; j++) { /* A^T M: the rows' sums */
+            s[j] = m[j * ld + k] + (m[(4 + j) * ld + k] + m[(8 + j) * ld + k]);
+            d[j] = m[(4 + j) * ld + k] - (m[(8 + j) * ld + k] + m[(12 + j) * ld + k]);
+        }
+        const T b = bias ? bias[k] : (T)0;
+        y00[k] = s[0] + (s[1] + s[2]) + b;
+        y01[k] = s[1] - (s[2] + s[3]) + b;
+        y10[k] = d[0] + (d[1] + d[2]) + b;
+        y11[k] = d[1] - (d[2] + d[3]) + b;
+    }
+}
+
+static int FC_LOCAL(conv2d_nhwc_fwd_winograd)(const fc_conv2d_params *p, const fc_tuning *tn,
+                                              const T *x, const T *w, const T *bias, T *y,
+                                              int nthreads) {
+    const fc_index G = p->groups, Cg = p->in_channels / G, Kg = p->out_channels / G;
+    const fc_index C = p->in_channels, K = p->out_channels, H = p->in_h, W = p->in_w;
+    const fc_index OH = p->out_h, OW = p->out_w;
+    const fc_index TH = FC_CEIL_DIV(OH, 2), TW = FC_CEIL_DIV(OW, 2), TI = TH * TW;
+    const fc_index total = p->batch * TI; /* tiles, counted across the batch */
+    const fc_index TB = FC_CEIL_DIV(FC_MIN(tn->winograd_block, total), FC_MR) * FC_MR;
+    const fc_index nblocks = FC_CEIL_DIV(total, TB), ntasks = G * nblocks;
+    const fc_index kblocks = FC_CEIL_DIV(Kg, FC_NR), kg_pad = kblocks * FC_NR;
+    const fc_index mblocks = FC_CEIL_DIV(Kg, FC_MR), panel = Cg * FC_NR; /* one (e, K block) */
+    int failed = 0, nonfinite = 0;
+
+    /* the kernel transform reads OIHW: HWIO weights are repacked once (they are small) */
+    T *wo = NULL;
+    if (p->weight_format == FC_WEIGHT_HWIO) {
+        const fc_weight_layout s = fc_weight_layout_of(p);
+        wo = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(K * Cg * 9));
+        if (!wo) return FC_ENOMEM;
+        for (fc_index k = 0; k < K; k++)
+            for (fc_index c = 0; c < Cg; c++)
+                for (fc_index t = 0; t < 9; t++)
+                    wo[(k * Cg + c) * 9 + t] =
+                        w[k * s.k_stride + c * s.c_stride + t * s.tap_stride];
+    }
+    const T *wk = wo ? wo : w;
+    T *up = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(G * 16 * kblocks * panel));
+    T *zero = (T *)calloc((size_t)Cg, sizeof(T)); /* the padding pixels' row */
+    if (!up || !zero) {
+        fc_aligned_free(wo);
+        fc_aligned_free(up);
+        free(zero);
+        return FC_ENOMEM;
+    }
+    memset(up, 0, sizeof(T) * (size_t)(G * 16 * kblocks * panel)); /* channels past Kg */
+
+    const int nt = fc_threads_for(nthreads, (double)p->batch * K * OH * OW * Cg * 9,
+                                  tn->conv_min_work, ntasks);
+    FC_PRAGMA(omp parallel num_threads(nt))
+    {
+        /* U_e = G g G^T, MR kernels at a time, scattered into the NR-wide B panels */
+        FC_PRAGMA(omp for schedule(static))
+        for (fc_index gm = 0; gm < G * mblocks; gm++) {
+            const fc_index g = gm / mblocks, k0 = (gm % mblocks) * FC_MR;
+            int bad = 0;
+            for (fc_index c = 0; c < Cg; c++) {
+                T u[16 * FC_MR];
+                bad |= FC_MR_NAME(winograd_f2x2_3x3_kernel_transform)(wk + g * Kg * Cg * 9, k0, Kg,
+                                                                      Cg, c, u);
+                for (fc_index i = 0; i < FC_MR && k0 + i < Kg; i++) {
+                    const fc_index k = k0 + i;
+                    for (int e = 0; e < 16; e++)
+                        up[((g * 16 + e) * kblocks + k / FC_NR) * panel + c * FC_NR + k % FC_NR] =
+                            u[e * FC_MR + i];
+                }
+            }
+            if (bad) {
+                FC_PRAGMA(omp atomic write)
+                nonfinite = 1;
+            }
+        }
+        T *vb = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(TB * 16 * Cg));
+        T *mb = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(TB * 16 * kg_pad));
+        T *junk = (T *)fc_aligned_alloc(sizeof(T) * (size_t)Kg); /* outputs past the image */
+        const int ok = vb && mb && junk;
+        if (!ok) {
+            FC_PRAGMA(omp atomic write)
+            failed = 1;
+        }
+        FC_PRAGMA(omp for schedule(dynamic, 1))
+        for (fc_index t = 0; t < ntasks; t++) {
+            int skip;
+            FC_PRAGMA(omp atomic read)
+            skip = nonfinite; /* the call is redone anyway */
+            if (!ok || skip) continue;
+            const fc_index g = t / nblocks, t0 = (t % nblocks) * TB, nb = FC_MIN(TB, total - t0);
+            int bad = 0;
+            for (fc_index u = 0; u < nb; u++) {
+                const fc_index n = (t0 + u) / TI, ti = (t0 + u) % TI;
+                const fc_index ih0 = 2 * (ti / TW) - p->pad_top, iw0 = 2 * (ti % TW) - p->pad_left;
+                const T *d[16];
+                for (int r = 0; r < 4; r++)
+                    for (int q = 0; q < 4; q++) {
+                        const fc_index ih = ih0 + r, iw = iw0 + q;
+                        d[r * 4 + q] = (fc_uindex)ih < (fc_uindex)H && (fc_uindex)iw < (fc_uindex)W
+                                           ? x + ((n * H + ih) * W + iw) * C + g * Cg
+                                           : zero;
+                    }
+                bad |= FC_LOCAL(nhwc_winograd_input_tile)(d, Cg, vb + u * 16 * Cg, Cg);
+            }
+            if (bad) {
+                FC_PRAGMA(omp atomic write)
+                nonfinite = 1;
+                continue;
+            }
+            /* the 16 GEMMs: M_e[tile][k] = sum_c V_e[tile][c] U_e[c][k]; the rows past nb in the
+             * last MR block are computed and dropped */
+            for (int e = 0; e < 16; e++)
+                for (fc_index kb = 0; kb < kblocks; kb++) {
+                    const T *ue = up + ((g * 16 + e) * kblocks + kb) * panel;
+                    for (fc_index q = 0; q < nb; q += FC_MR) {
+                        const T *a[FC_MR];
+                        for (int i = 0; i < FC_MR; i++) a[i] = vb + ((q + i) * 16 + e) * Cg;
+                        FC_IGEMM(1, Cg, a, ue, mb + (q * 16 + e) * kg_pad + kb * FC_NR, 16 * kg_pad,
+                                 FC_MR, FC_NR, 0, NULL);
+                    }
+                }
+            for (fc_index u = 0; u < nb; u++) {
+                const fc_index n = (t0 + u) / TI, ti = (t0 + u) % TI;
+                const fc_index oh0 = 2 * (ti / TW), ow0 = 2 * (ti % TW);
+                T *out[4];
+                for (int r = 0; r < 2; r++)
+                    for (int q = 0; q < 2; q++)
+                        out[r * 2 + q] = oh0 + r < OH && ow0 + q < OW
+                                             ? y + ((n * OH + oh0 + r) * OW + ow0 + q) * K + g * Kg
+                                             : junk;
+                FC_LOCAL(nhwc_winograd_output_tile)(mb + u * 16 * kg_pad, kg_pad, Kg,
+                                                    bias ? bias + g * Kg : NULL, out);
+            }
+        }
+        fc_aligned_free(vb);
+        fc_aligned_free(mb);
+        fc_aligned_free(junk);
+    }
+    fc_aligned_free(wo);
+    fc_aligned_free(up);
+    free(zero);
+    return failed ? FC_ENOMEM : nonfinite ? FC_NONFINITE : FC_OK;
+}
+
+#endif /* FC_CONV2D_NHWC_WINOGRAD_H */

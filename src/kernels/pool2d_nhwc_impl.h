@@ -1,0 +1,334 @@
+/* pool2d_nhwc_impl.h: max, average and L^p pooling on channels-last buffers, x (N, H, W, C) and
+ * y (N, OH, OW, C), forward and backward, for one dtype. A kernel file (pool2d_nhwc_<isa>.c)
+ * includes its fc_isa_<isa>.h and instantiates this template once per dtype (fc_each_dtype.h).
+ *
+ * A pixel's C channels are contiguous, so every window operation is element-wise on rows of C:
+ * an output pixel folds its window's input rows in PyTorch's row-major scan order, one loop over
+ * the channels per tap, which the compiler vectorises for the file's instruction set with no
+ * border cases inside it (the window is clipped to the input once per pixel). Semantics are
+ * pool2d_impl.h's, channel by channel: the first maximum, the last NaN, -inf and index -1 for a
+ * window wholly in the padding, indices flat h * W + w within each (n, c) plane.
+ *
+ * Forward passes are parallel over output rows (image, oh): each output has one writer. Backward
+ * passes add each output's gradient into its window, so they are parallel over (image, block of
+ * channels): a task zeroes its part of the image's gradient and owns it, adding the outputs in
+ * order, so no sum depends on the thread count (nor on the blocks, which only split channels). */
+#include "pool2d_common.h"
+
+/* The window of output (oh, ow): rows h0 + i * dH for i in [*i0, *i1), columns w0 + j * dW for j
+ * in [*j0, *j1), clipped to the input (empty when the window lies wholly in the padding). */
+static inline void FC_LOCAL(nhwc_window)(const fc_pool2d_params *p, fc_index oh, fc_index ow,
+                                         fc_index *h0, fc_index *i0, fc_index *i1, fc_index *w0,
+                                         fc_index *j0, fc_index *j1) {
+    *h0 = oh * p->stride_h - p->pad_top;
+    *w0 = ow * p->stride_w - p->pad_left;
+    fc_inside_span(*h0, p->dilation_h, p->kernel_h, p->in_h, i0, i1);
+    fc_inside_span(*w0, p->dilation_w, p->kernel_w, p->in_w, j0, j1);
+}
+
+/* Channel blocks per image for a backward pass: enough tasks for the threads when the batch is
+ * small, each block at least a few vectors wide. Blocks only split channels, so results never
+ * depend on them. */
+static inline fc_index FC_LOCAL(nhwc_channel_blocks)(const fc_pool2d_params *p, int nthreads) {
+    const fc_index C = p->channels, N = p->planes / C;
+    return FC_MAX(1, FC_MIN(C / 64, FC_CEIL_DIV(2 * (fc_index)nthreads, N)));
+}
+
+/* ---- max pooling ----------------------------------------------------------------------------- */
+
+int FC_FN(maxpool2d_nhwc_fwd)(const fc_pool2d_params *p, const T *x, T *y, int64_t *indices,
+                              int nthreads) {
+    const fc_index C = p->channels, H = p->in_h, W = p->in_w, OH = p->out_h, OW = p->out_w;
+    const fc_index rows = p->planes / C * OH;
+    const int nt = fc_threads_for(nthreads, (double)rows * OW * C * p->kernel_h * p->kernel_w,
+                                  FC_POOL_MIN_WORK, rows);
+    FC_PRAGMA(omp parallel for schedule(static) num_threads(nt))
+    for (fc_index t = 0; t < rows; t++) {
+        const T *img = x + (t / OH) * H * W * C;
+        for (fc_index ow = 0; ow < OW; ow++) {
+            T *restrict out = y + (t * OW + ow) * C;
+            int64_t *restrict idx = indices ? indices + (t * OW + ow) * C : NULL;
+            fc_index h0, i0, i1, w0, j0, j1;
+            FC_LOCAL(nhwc_window)(p, t % OH, ow, &h0, &i0, &i1, &w0, &j0, &j1);
+            if (i0 >= i1 || j0 >= j1) { /* wholly in the padding */
+                for (fc_index c = 0; c < C; c++) out[c] = -(T)INFINITY;
+                if (idx)
+                    for (fc_index c = 0; c < C; c++) idx[c] = -1;
+                continue;
+            }
+            for (fc_index i = i0; i < i1; i++)
+                for (fc_index j = j0; j < j1; j++) {
+                    const fc_index at = (h0 + i * p->dilation_h) * W + w0 + j * p->dilation_w;
+                    const T *restrict v = img + at * C;
+                    if (i == i0 && j == j0) { /* the scan starts at the first element inside */
+                        memcpy(out, v, sizeof(T) * (size_t)C);
+                        if (idx)
+                            for (fc_index c = 0; c < C; c++) idx[c] = at;
+                    } else if (idx) {
+                        for (fc_index c = 0; c < C; c++) {
+                            const int take = FC_MAX_TAKES(v[c], out[c]);
+                            out[c] = take ? v[c] : out[c];
+                            idx[c] = take ? at : idx[c];
+                        }
+                    } else {
+                        for (fc_index c = 0; c < C; c++)
+                            out[c] = FC_MAX_TAKES(v[c], out[c]) ? v[c] : out[c];
+                    }
+                }
+        }
+    }
+    return FC_OK;
+}
+
+int FC_FN(maxpool2d_nhwc_bwd)(const fc_pool2d_params *p, const T *gy, const int64_t *indices, T *gx,
+                              int nthreads) {
+    const fc_index C = p->channels, HW = p->in_h * p->in_w, OHW = p->out_h * p->out_w;
+    const fc_index cblocks = FC_LOCAL(nhwc_channel_blocks)(p, nthreads);
+    const fc_index ntasks = p->planes / C * cblocks;
+    const int nt = fc_threads_for(nthreads, (double)p->planes * (HW + OHW), FC_POOL_MIN_WORK,
+                                  ntasks);
+    int bad = 0;
+    FC_PRAGMA(omp parallel for schedule(static) num_threads(nt) reduction(| : bad))
+    for (fc_index t = 0; t < ntasks; t++) {
+        const fc_index n = t / cblocks, cb = t % cblocks;
+        const fc_index c0 = cb * C / cblocks, c1 = (cb + 1) * C / cblocks;
+        T *restrict dst = gx + n * HW * C;
+        if (cblocks == 1)
+            memset(dst, 0, sizeof(T) * (size_t)(HW * C));
+        else
+            for (fc_index q = 0; q < HW; q++) memset(dst + q * C + c0, 0, sizeof(T) * (c1 - c0));
+        for (fc_index o = 0; o < OHW; o++) {
+            const T *g = gy + (n * OHW + o) * C;
+            const int64_t *ix = indices + (n * OHW + o) * C;
+            for (fc_index c = c0; c < c1; c++) {
+                /* one unsigned compare: -1 (no input) maps to 0, anything outside to > HW */
+                const fc_uindex slot = (fc_uindex)ix[c] + 1;
+                if (slot > (fc_uindex)HW) {
+                    bad = 1;
+                    continue;
+                }
+                if (slot) dst[(fc_index)(slot - 1) * C + c] += g[c];
+            }
+        }
+    }
+    return bad ? FC_EINDEX : FC_OK;
+}
+
+/* ---- average and L^p pooling ----------------------------------------------------------------- */
+
+/* sum[c] for c in [c0, c1) = sum of f(x) over the window of output (oh, ow) of image img, f(x) =
+ * x (norm 0: average pooling), x * x (norm 2) or x^norm; 0 for a window wholly in the padding. */
+static void FC_LOCAL(nhwc_window_sum)(const fc_pool2d_params *p, const T *img, fc_index oh,
+                                      fc_index ow, double norm, fc_index c0, fc_index c1,
+                                      T *restrict sum) {
+    const fc_index C = p->channels, W = p->in_w;
+    fc_index h0, i0, i1, w0, j0, j1;
+    FC_LOCAL(nhwc_window)(p, oh, ow, &h0, &i0, &i1, &w0, &j0, &j1);
+    for (fc_index c = c0; c < c1; c++) sum[c] = 0;
+    for (fc_index i = i0; i < i1; i++)
+        for (fc_index j = j0; j < j1; j++) {
+            const T *restrict v = img + ((h0 + i) * W + w0 + j) * C;
+            if (norm == 0.0)
+                for (fc_index c = c0; c < c1; c++) sum[c] += v[c];
+            else if (norm == 2.0)
+                for (fc_index c = c0; c < c1; c++) sum[c] += v[c] * v[c];
+            else
+                for (fc_index c = c0; c < c1; c++) sum[c] += (T)pow((double)v[c], norm);
+        }
+}
+
+/* The average pool's divisor for output (oh, ow), 0 for a window wholly in the padding. */
+static inline T FC_LOCAL(nhwc_avg_divisor)(const fc_pool2d_params *p, fc_index oh, fc_index ow) {
+    fc_index ph, ih, pw, iw;
+    FC_LOCAL(avg_extent)(oh, p->stride_h, p->pad_top, p->pad_bottom, p->kernel_h, p->in_h, &ph,
+                         &ih);
+    FC_LOCAL(avg_extent)(ow, p->stride_w, p->pad_left, p->pad_right, p->kernel_w, p->in_w, &pw,
+                         &iw);
+    if (ih <= 0 || iw <= 0) return 0;
+    return (T)(p->divisor_override    ? p->divisor_override
+               : p->count_include_pad ? ph * pw
+                                      : ih * iw);
+}
+
+int FC_FN(avgpool2d_nhwc_fwd)(const fc_pool2d_params *p, const T *x, T *y, int nthreads) {
+    const fc_index C = p->channels, HWC = p->in_h * p->in_w * C, OH = p->out_h, OW = p->out_w;
+    const fc_index rows = p->planes / C * OH;
+    const int nt = fc_threads_for(nthreads, (double)rows * OW * C * p->kernel_h * p->kernel_w,
+                                  FC_POOL_MIN_WORK, rows);
+    FC_PRAGMA(omp parallel for schedule(static) num_threads(nt))
+    for (fc_index t = 0; t < rows; t++)
+        for (fc_index ow = 0; ow < OW; ow++) {
+            T *restrict out = y + (t * OW + ow) * C;
+            FC_LOCAL(nhwc_window_sum)(p, x + (t / OH) * HWC, t % OH, ow, 0.0, 0, C, out);
+            const T d = FC_LOCAL(nhwc_avg_divisor)(p, t % OH, ow);
+            for (fc_index c = 0; c < C; c++) out[c] = d != 0 ? out[c] / d : (T)0;
+        }
+    return FC_OK;
+}
+
+/* Zero this task's channels [c0, c1) of an image's gradient (HW pixels of C). */
+static inline void FC_LOCAL(nhwc_zero)(T *dst, fc_index HW, fc_index C, fc_index c0, fc_index c1) {
+    if (c0 == 0 && c1 == C) {
+        memset(dst, 0, sizeof(T) * (size_t)(HW * C));
+        return;
+    }
+    for (fc_index q = 0; q < HW; q++) memset(dst + q * C + c0, 0, sizeof(T) * (size_t)(c1 - c0));
+}
+
+/* dst (an image's gradient, channels [c0, c1)) += share * f'(x) over the window of output
+ * (oh, ow), f'(x) = 1 (norm 0 or 1), x (norm 2) or x^(norm - 1). */
+static void FC_LOCAL(nhwc_spread)(const fc_pool2d_params *p, T *dst, const T *img, fc_index oh,
+                                  fc_index ow, double norm, const T *restrict share, fc_index c0,
+                                  fc_index c1) {
+    const fc_index C = p->channels, W = p->in_w;
+    fc_index h0, i0, i1, w0, j0, j1;
+    FC_LOCAL(nhwc_window)(p, oh, ow, &h0, &i0, &i1, &w0, &j0, &j1);
+    for (fc_index i = i0; i < i1; i++)
+        for (fc_index j = j0; j < j1; j++) {
+            const fc_index at = ((h0 + i) * W + w0 + j) * C;
+            T *restrict d = dst + at;
+            const T *restrict v = img ? img + at : NULL;
+            if (norm == 0.0 || norm == 1.0)
+                for (fc_index c = c0; c < c1; c++) d[c] += share[c];
+            else if (norm == 2.0)
+                for (fc_index c = c0; c < c1; c++) d[c] += share[c] * v[c];
+            else
+                for (fc_index c = c0; c < c1; c++)
+                    d[c] += share[c] * (T)pow((double)v[c], norm - 1.0);
+        }
+}
+
+int FC_FN(avgpool2d_nhwc_bwd)(const fc_pool2d_params *p, const T *gy, T *gx, int nthreads) {
+    const fc_index C = p->channels, HW = p->in_h * p->in_w, OH = p->out_h, OW = p->out_w;
+    const fc_index cblocks = FC_LOCAL(nhwc_channel_blocks)(p, nthreads);
+    const fc_index ntasks = p->planes / C * cblocks;
+    const int nt = fc_threads_for(nthreads, (double)p->planes * OH * OW * p->kernel_h * p->kernel_w,
+                                  FC_POOL_MIN_WORK, ntasks);
+    int failed = 0;
+    FC_PRAGMA(omp parallel num_threads(nt))
+    {
+        T *share = (T *)malloc(sizeof(T) * (size_t)C);
+        if (!share) {
+            FC_PRAGMA(omp atomic write)
+            failed = 1;
+        }
+        FC_PRAGMA(omp for schedule(static))
+        for (fc_index t = 0; t < ntasks; t++) {
+            if (!share) continue;
+            const fc_index n = t / cblocks, cb = t % cblocks;
+            const fc_index c0 = cb * C / cblocks, c1 = (cb + 1) * C / cblocks;
+            T *dst = gx + n * HW * C;
+            FC_LOCAL(nhwc_zero)(dst, HW, C, c0, c1);
+            for (fc_index oh = 0; oh < OH; oh++)
+                for (fc_index ow = 0; ow < OW; ow++) {
+                    const T *g = gy + ((n * OH + oh) * OW + ow) * C;
+                    const T d = FC_LOCAL(nhwc_avg_divisor)(p, oh, ow);
+                    if (d == 0) continue; /* an empty window: no gradient */
+                    for (fc_index c = c0; c < c1; c++) share[c] = g[c] / d;
+                    FC_LOCAL(nhwc_spread)(p, dst, NULL, oh, ow, 0.0, share, c0, c1);
+                }
+        }
+        free(share);
+    }
+    return failed ? FC_ENOMEM : FC_OK;
+}
+
+int FC_FN(lppool2d_nhwc_fwd)(const fc_pool2d_params *p, const T *x, T *y, int nthreads) {
+    const double norm = p->norm;
+    const fc_index C = p->channels, HWC = p->in_h * p->in_w * C, OH = p->out_h, OW = p->out_w;
+    const fc_index rows = p->planes / C * OH;
+    const int nt = fc_threads_for(nthreads, (double)rows * OW * C * p->kernel_h * p->kernel_w * 4,
+                                  FC_POOL_MIN_WORK, rows);
+    FC_PRAGMA(omp parallel for schedule(static) num_threads(nt))
+    for (fc_index t = 0; t < rows; t++)
+        for (fc_index ow = 0; ow < OW; ow++) {
+            T *restrict out = y + (t * OW + ow) * C;
+            FC_LOCAL(nhwc_window_sum)(p, x + (t / OH) * HWC, t % OH, ow, norm, 0, C, out);
+            const double scale = FC_LOCAL(lp_scale)(p, t % OH, ow);
+            if (norm == 2.0 && scale == 1.0) {
+                /* the dtype's own square root: rounding sqrt's double result to float is exact
+                 * (double carries over 2*24+2 bits), so sqrtf gives the same answer */
+                if (sizeof(T) == sizeof(float))
+                    for (fc_index c = 0; c < C; c++) out[c] = (T)sqrtf((float)out[c]);
+                else
+                    for (fc_index c = 0; c < C; c++) out[c] = (T)sqrt((double)out[c]);
+                continue;
+            }
+            for (fc_index c = 0; c < C; c++) out[c] = FC_LOCAL(lp_finish)(out[c], norm, scale);
+        }
+    return FC_OK;
+}
+
+int FC_FN(lppool2d_nhwc_bwd)(const fc_pool2d_params *p, const T *gy, const T *x, T *gx,
+                             int nthreads) {
+    const double norm = p->norm;
+    const fc_index C = p->channels, H = p->in_h, W = p->in_w, HW = H * W;
+    const fc_index OH = p->out_h, OW = p->out_w;
+    const fc_index cblocks = FC_LOCAL(nhwc_channel_blocks)(p, nthreads);
+    const fc_index ntasks = p->planes / C * cblocks;
+    const int nt = fc_threads_for(nthreads,
+                                  (double)p->planes * OH * OW * p->kernel_h * p->kernel_w * 8,
+                                  FC_POOL_MIN_WORK, ntasks);
+    int all_covered = 1;
+    for (fc_index ih = 0; ih < H; ih++)
+        all_covered &= FC_LOCAL(lp_covered)(ih, p->stride_h, p->kernel_h, p->pad_top, OH);
+    for (fc_index iw = 0; iw < W; iw++)
+        all_covered &= FC_LOCAL(lp_covered)(iw, p->stride_w, p->kernel_w, p->pad_left, OW);
+    int failed = 0;
+    FC_PRAGMA(omp parallel num_threads(nt))
+    {
+        T *coef = (T *)malloc(sizeof(T) * (size_t)C);
+        if (!coef) {
+            FC_PRAGMA(omp atomic write)
+            failed = 1;
+        }
+        FC_PRAGMA(omp for schedule(static))
+        for (fc_index t = 0; t < ntasks; t++) {
+            if (!coef) continue;
+            const fc_index n = t / cblocks, cb = t % cblocks;
+            const fc_index c0 = cb * C / cblocks, c1 = (cb + 1) * C / cblocks;
+            const T *img = x + n * HW * C;
+            T *dst = gx + n * HW * C;
+            FC_LOCAL(nhwc_zero)(dst, HW, C, c0, c1);
+            if (!all_covered)
+                for (fc_index ih = 0; ih < H; ih++)
+                    for (fc_index iw = 0; iw < W; iw++)
+                        if (!FC_LOCAL(lp_covered)(ih, p->stride_h, p->kernel_h, p->pad_top, OH) ||
+                            !FC_LOCAL(lp_covered)(iw, p->stride_w, p->kernel_w, p->pad_left, OW))
+                            for (fc_index c = c0; c < c1; c++)
+                                dst[(ih * W + iw) * C + c] = FC_LOCAL(lp_uncovered)(
+                                    img[(ih * W + iw) * C + c], norm);
+            for (fc_index oh = 0; oh < OH; oh++)
+                for (fc_index ow = 0; ow < OW; ow++) {
+                    const T *g = gy + ((n * OH + oh) * OW + ow) * C;
+                    /* coef = gy * c * out^(1-p) from the window's sum */
+                    FC_LOCAL(nhwc_window_sum)(p, img, oh, ow, norm, c0, c1, coef);
+                    const double scale = FC_LOCAL(lp_scale)(p, oh, ow);
+                    if (norm == 2.0 && scale == 1.0) {
+                        /* a whole window: g / sqrt(s), vectorised (pool2d_impl.h's rounding) */
+                        if (sizeof(T) == sizeof(float)) {
+                            for (fc_index c = c0; c < c1; c++) {
+                                const float s = (float)coef[c], v = (float)g[c] / sqrtf(s);
+                                coef[c] = s == 0 ? (T)0 : (T)v;
+                            }
+                        } else {
+                            for (fc_index c = c0; c < c1; c++) {
+                                const double s = (double)coef[c], v = (double)g[c] / sqrt(s);
+                                coef[c] = s == 0 ? (T)0 : (T)v;
+                            }
+                        }
+                    } else {
+                        for (fc_index c = c0; c < c1; c++)
+                            coef[c] = (T)FC_LOCAL(lp_coef)((double)coef[c], (double)g[c], scale,
+                                                           norm);
+                    }
+                    FC_LOCAL(nhwc_spread)(p, dst, img, oh, ow, norm, coef, c0, c1);
+                }
+        }
+        free(coef);
+    }
+    return failed ? FC_ENOMEM : FC_OK;
+}
+
+#undef FC_MAX_TAKES
+#undef FC_POOL_MIN_WORK

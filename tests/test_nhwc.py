@@ -1,0 +1,318 @@
+"""Channels last (data_format='NHWC', weight_format='HWIO') beyond the case tables of
+test_conv2d.py and test_pool2d.py: PyTorch's own channels_last tensors, NaN and Inf, the plan's
+non-finite fallbacks, gradients by finite differences, bad arguments and the nn layers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from helpers import numerical_gradient
+from test_nonfinite import _sprinkled, assert_same_nonfinite
+
+import fastconv.functional as F
+from fastconv import _kernels, nn
+from fastconv import reference as ref
+
+
+def nhwc(a):
+    """An NCHW array's values channels last (C-contiguous)."""
+    return np.ascontiguousarray(a.transpose(0, 2, 3, 1))
+
+
+def nchw(a):
+    return np.ascontiguousarray(a.transpose(0, 3, 1, 2))
+
+
+def hwio(w):
+    """OIHW weights as (kH, kW, C/groups, K)."""
+    return np.ascontiguousarray(w.transpose(2, 3, 1, 0))
+
+
+# (input shape NCHW, weight shape OIHW, kwargs)
+CONV = [
+    ((2, 4, 9, 8), (6, 2, 3, 2), dict(stride=(2, 1), padding=1, dilation=(1, 2), groups=2)),
+    ((1, 3, 7, 6), (4, 3, 2, 4), dict(padding="same")),
+    ((2, 3, 10, 9), (5, 3, 4, 3), dict(padding="valid", stride=3)),
+    ((2, 4, 6, 6), (8, 1, 3, 3), dict(padding=(0, 2), groups=4)),
+    ((2, 16, 6, 5), (16, 16, 3, 3), dict(padding=1)),  # Winograd-sized
+    ((1, 5, 8, 7), (3, 5, 3, 3), dict(padding=(2, 0, 1, 3), stride=2)),
+]
+CONV_IDS = ["grouped-dilated", "same", "valid-s3", "depthwise", "winograd", "pad4-s2"]
+
+
+# ---- PyTorch's channels_last tensors ------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def torch():
+    return pytest.importorskip("torch")
+
+
+def _channels_last(torch, a, grad=False):
+    """A channels_last torch tensor of an NCHW array, and its memory seen as an NHWC array."""
+    t = torch.from_numpy(a).contiguous(memory_format=torch.channels_last)
+    if grad:
+        t.requires_grad_(True)
+    view = t.detach().permute(0, 2, 3, 1).numpy()
+    assert view.flags.c_contiguous  # channels_last memory is NHWC: no copy
+    return t, view
+
+
+def _nhwc_of(t):
+    return t.detach().permute(0, 2, 3, 1).numpy()
+
+
+@pytest.mark.parametrize("weight_format", ["OIHW", "HWIO"])
+@pytest.mark.parametrize("xs, ws, kwargs", CONV[:-1], ids=CONV_IDS[:-1])  # PyTorch: no 4-tuples
+def test_conv2d_matches_torch_channels_last(torch, xs, ws, kwargs, weight_format):
+    rng = np.random.default_rng(0)
+    tx, x = _channels_last(torch, rng.standard_normal(xs), grad=True)
+    w, b = rng.standard_normal(ws), rng.standard_normal(ws[0])
+    tw, tb = torch.from_numpy(w).requires_grad_(True), torch.from_numpy(b).requires_grad_(True)
+    ty = torch.nn.functional.conv2d(tx, tw, tb, **kwargs)
+    fw = w if weight_format == "OIHW" else hwio(w)
+    fmt = dict(data_format="NHWC", weight_format=weight_format)
+    y = F.conv2d(x, fw, b, **kwargs, **fmt)
+    np.testing.assert_allclose(y, _nhwc_of(ty), rtol=1e-10, atol=1e-10)
+    gy = rng.standard_normal(y.shape)
+    ty.backward(torch.from_numpy(nchw(gy)))
+    gx, gw, gb = F.conv2d_backward(gy, x, fw, **kwargs, **fmt)
+    np.testing.assert_allclose(gx, _nhwc_of(tx.grad), rtol=1e-10, atol=1e-10)
+    tgw = tw.grad.numpy()
+    np.testing.assert_allclose(gw, tgw if weight_format == "OIHW" else hwio(tgw), rtol=1e-10,
+                               atol=1e-10)
+    np.testing.assert_allclose(gb, tb.grad.numpy(), rtol=1e-10, atol=1e-10)
+
+
+POOL = [  # (input shape NCHW, kernel, stride, padding, dilation, ceil_mode)
+    ((2, 3, 9, 9), 3, 2, 1, 1, True),
+    ((1, 2, 10, 7), (3, 2), (2, 3), (1, 1), (2, 1), True),
+    ((2, 5, 8, 8), 2, None, 0, 1, False),
+]
+
+
+@pytest.mark.parametrize("shape, k, s, p, d, ceil", POOL)
+def test_pools_match_torch_channels_last(torch, shape, k, s, p, d, ceil):
+    rng = np.random.default_rng(1)
+    values = rng.integers(-2, 3, size=shape).astype(np.float64)  # max pooling: many ties
+    tf = torch.nn.functional
+    tx, x = _channels_last(torch, values, grad=True)
+    ty, tidx = tf.max_pool2d(tx, k, s, p, d, ceil_mode=ceil, return_indices=True)
+    y, idx = F.max_pool2d(x, k, s, p, d, ceil, return_indices=True, data_format="NHWC")
+    np.testing.assert_array_equal(y, _nhwc_of(ty))
+    np.testing.assert_array_equal(idx, _nhwc_of(tidx))  # the same flat h * W + w per plane
+    gy = rng.standard_normal(y.shape)
+    ty.backward(torch.from_numpy(nchw(gy)))
+    np.testing.assert_array_equal(
+        F.max_pool2d_backward(gy, x, k, s, p, d, ceil, indices=idx, data_format="NHWC"),
+        _nhwc_of(tx.grad))
+
+    if d != 1:
+        return  # average and L^p pooling have no dilation
+    values = np.abs(rng.standard_normal(shape))  # L^p pooling of positive values
+    for name, args in (("avg_pool2d", (k, s, p, ceil, False)), ("lp_pool2d", (3.0, k, s, ceil))):
+        tx, x = _channels_last(torch, values, grad=True)
+        ty = getattr(tf, name)(tx, *args)
+        y = getattr(F, name)(x, *args, data_format="NHWC")
+        np.testing.assert_allclose(y, _nhwc_of(ty), rtol=1e-10, atol=1e-12)
+        gy = rng.standard_normal(y.shape)
+        ty.backward(torch.from_numpy(nchw(gy)))
+        np.testing.assert_allclose(getattr(F, f"{name}_backward")(gy, x, *args, data_format="NHWC"),
+                                   _nhwc_of(tx.grad), rtol=1e-10, atol=1e-12)
+
+
+# ---- NaN and Inf ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("xs, ws, kwargs", CONV, ids=CONV_IDS)
+def test_conv2d_nonfinite_matches_nchw_reference(xs, ws, kwargs, dtype):
+    """NaN and Inf give what the reference gives in NCHW (itself checked against PyTorch in
+    test_nonfinite.py), forward and both gradients."""
+    x, w = _sprinkled(xs, dtype, 1), _sprinkled(ws, dtype, 2, 0.05)
+    b = _sprinkled(ws[:1], dtype, 3, 0.2)
+    y = F.conv2d(x, w, b, **kwargs)
+    gy = _sprinkled(y.shape, dtype, 4, 0.05)
+    expected = (y, *F.conv2d_backward(gy, x, w, **kwargs))
+    fmt = dict(data_format="NHWC", weight_format="HWIO")
+    got = (F.conv2d(nhwc(x), hwio(w), b, **kwargs, **fmt),
+           *F.conv2d_backward(nhwc(gy), nhwc(x), hwio(w), **kwargs, **fmt))
+    length = int(np.prod(ws[1:]))
+    assert_same_nonfinite(nchw(got[0]), expected[0], length)
+    assert_same_nonfinite(nchw(got[1]), expected[1], length)
+    assert_same_nonfinite(got[2], hwio(expected[2]), gy.size // gy.shape[1])
+    assert_same_nonfinite(got[3], expected[3], gy.size // gy.shape[1])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_max_pool2d_nonfinite_matches_nchw(dtype):
+    x = _sprinkled((2, 3, 9, 8), dtype, 5, 0.2)
+    x[0, 0, :3, :3] = np.nan
+    x[0, 1, :3, :3] = -np.inf
+    x[1, 0, 2:5, 2:5] = np.inf
+    kwargs = dict(kernel_size=3, stride=2, padding=1)
+    y, idx = F.max_pool2d(x, **kwargs, return_indices=True)
+    yn, idxn = F.max_pool2d(nhwc(x), **kwargs, return_indices=True, data_format="NHWC")
+    np.testing.assert_array_equal(nchw(yn), y)
+    np.testing.assert_array_equal(nchw(idxn), idx)
+
+
+# (pass, the algorithm forced, its fallback, which input holds the Inf and NaN): as
+# test_nonfinite.py's, for the channels-last passes
+FALLBACKS = [("forward", "winograd", "direct", "x"), ("forward", "winograd", "direct", "w"),
+             ("input", "transposed", "col2im", "w")]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("which, algorithm, fallback, holder", FALLBACKS,
+                         ids=[f"{w}-{a}-{h}" for w, a, _, h in FALLBACKS])
+def test_nonfinite_data_runs_the_plans_fallback(which, algorithm, fallback, holder, dtype):
+    rng = np.random.default_rng(27)
+    x = rng.standard_normal((2, 6, 7, 16)).astype(dtype)
+    w = rng.standard_normal((3, 3, 16, 16)).astype(dtype)
+    gy = rng.standard_normal((2, 6, 7, 16)).astype(dtype)
+    special = {"x": x, "w": w}[holder]
+    special.flat[[5, 40, 77]] = [np.inf, -np.inf, np.nan]
+    fmt = dict(padding=1, data_format="NHWC", weight_format="HWIO")
+
+    def run(name):
+        with _kernels.force_conv_algorithms(**{which: name}):
+            if which == "forward":
+                return F.conv2d(x, w, **fmt)
+            return F.conv2d_backward(gy, x, w, **fmt)[0]
+
+    np.testing.assert_array_equal(run(algorithm), run(fallback))
+
+
+# ---- gradients by finite differences -------------------------------------------------------------
+
+@pytest.mark.parametrize("weight_format", ["OIHW", "HWIO"])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_conv2d_gradients_by_finite_differences(stride, weight_format):
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((2, 5, 6, 3))
+    w = rng.standard_normal((3, 2, 3, 4) if weight_format == "HWIO" else (4, 3, 3, 2))
+    b = rng.standard_normal(4)
+    kwargs = dict(stride=stride, padding=(1, 0, 2, 1), data_format="NHWC",
+                  weight_format=weight_format)
+    gy = rng.standard_normal(F.conv2d(x, w, b, **kwargs).shape)
+
+    def loss():
+        return float(np.sum(F.conv2d(x, w, b, **kwargs) * gy))
+
+    gx, gw, gb = F.conv2d_backward(gy, x, w, **kwargs)
+    for grad, array in ((gx, x), (gw, w), (gb, b)):
+        np.testing.assert_allclose(grad, numerical_gradient(loss, array), rtol=1e-6, atol=1e-6)
+
+
+POOL_GRADS = {
+    "max": (lambda x: F.max_pool2d(x, 3, 2, 1, data_format="NHWC"),
+            lambda gy, x: F.max_pool2d_backward(gy, x, 3, 2, 1, data_format="NHWC")),
+    "avg": (lambda x: F.avg_pool2d(x, 3, 2, 1, ceil_mode=True, data_format="NHWC"),
+            lambda gy, x: F.avg_pool2d_backward(gy, x, 3, 2, 1, ceil_mode=True,
+                                                data_format="NHWC")),
+    "lp": (lambda x: F.lp_pool2d(x, 3.0, 2, 2, True, data_format="NHWC"),
+           lambda gy, x: F.lp_pool2d_backward(gy, x, 3.0, 2, 2, True, data_format="NHWC")),
+}
+
+
+@pytest.mark.parametrize("kind", list(POOL_GRADS))
+def test_pool_gradients_by_finite_differences(kind):
+    forward, backward = POOL_GRADS[kind]
+    x = np.random.default_rng(7).permutation(2 * 7 * 6 * 3).reshape(2, 7, 6, 3) / 10.0 + 0.5
+    gy = np.random.default_rng(8).standard_normal(forward(x).shape)
+    numeric = numerical_gradient(lambda: float(np.sum(forward(x) * gy)), x)
+    np.testing.assert_allclose(backward(gy, x), numeric, rtol=1e-6, atol=1e-6)
+
+
+def test_reference_nhwc_is_nchw_transposed():
+    """The reference's data_format is a transposition around its NCHW definition."""
+    rng = np.random.default_rng(9)
+    x, w = rng.standard_normal((2, 3, 6, 5)), rng.standard_normal((4, 3, 2, 3))
+    args = ((1, 2), (1, 0, 0, 2), (1, 1), 1)
+    np.testing.assert_array_equal(ref.conv2d(nhwc(x), hwio(w), None, *args, "NHWC", "HWIO"),
+                                  nhwc(ref.conv2d(x, w, None, *args)))
+    np.testing.assert_array_equal(
+        ref.avg_pool2d(nhwc(x), (2, 2), (1, 2), (0, 1, 1, 0), True, False, None, "NHWC"),
+        nhwc(ref.avg_pool2d(x, (2, 2), (1, 2), (0, 1, 1, 0), True, False, None)))
+
+
+# ---- bad arguments -------------------------------------------------------------------------------
+
+X_NHWC = np.zeros((2, 5, 5, 3), np.float32)
+W_OIHW = np.zeros((4, 3, 3, 3), np.float32)
+
+BAD = [  # (call, exception, message)
+    (lambda: F.conv2d(X_NHWC, W_OIHW, data_format="NWHC"), ValueError,
+     r"^conv2d: data_format must be 'NCHW' or 'NHWC', got 'NWHC'"),
+    (lambda: F.conv2d(X_NHWC, W_OIHW, data_format=None), TypeError,
+     r"^conv2d: data_format must be 'NCHW' or 'NHWC', got None"),
+    (lambda: F.conv2d(X_NHWC, W_OIHW, data_format="NHWC", weight_format="IOHW"), ValueError,
+     r"^conv2d: weight_format must be 'OIHW' or 'HWIO', got 'IOHW'"),
+    (lambda: F.conv2d(nchw(X_NHWC), hwio(W_OIHW), weight_format="HWIO"), ValueError,
+     r"^conv2d: weight_format='HWIO' needs data_format='NHWC'.*got data_format='NCHW'"),
+    # an NCHW array called NHWC: 5 channels against weights for 3
+    (lambda: F.conv2d(nchw(X_NHWC), W_OIHW, data_format="NHWC"), ValueError, r"^conv2d: "),
+    # OIHW weights called HWIO: (kH, kW, C, K) = (4, 3, 3, 3) reads C = 3 but kH = 4 > 5 + 0
+    (lambda: F.conv2d(X_NHWC[:, :3, :3], W_OIHW, data_format="NHWC", weight_format="HWIO"),
+     ValueError, r"^conv2d: "),
+    (lambda: F.conv2d_backward(np.zeros((2, 4, 3, 3), np.float32), X_NHWC, W_OIHW,
+                               data_format="NHWC"), ValueError,
+     r"^conv2d_backward: grad_output.*\(2, 4, 3, 3\)"),
+    (lambda: F.conv2d_input(X_NHWC.shape, W_OIHW, np.zeros((2, 3, 3, 4), np.float32),
+                            data_format="nhwc"), ValueError,
+     r"^conv2d_input: data_format must be 'NCHW' or 'NHWC', got 'nhwc'"),
+    (lambda: F.conv2d_weight(X_NHWC, W_OIHW.shape, np.zeros((2, 3, 3, 4), np.float32),
+                             weight_format="HWIO"), ValueError,
+     r"^conv2d_weight: weight_format='HWIO' needs data_format='NHWC'"),
+    (lambda: F.max_pool2d(X_NHWC, 2, data_format="NWHC"), ValueError,
+     r"^max_pool2d: data_format must be 'NCHW' or 'NHWC', got 'NWHC'"),
+    (lambda: F.max_pool2d_backward(np.zeros((2, 3, 2, 2), np.float32), X_NHWC, 2,
+                                   data_format="NHWC"), ValueError,
+     r"^max_pool2d_backward: grad_output.*\(2, 3, 2, 2\)"),
+    (lambda: F.avg_pool2d(X_NHWC, 2, data_format=1), TypeError,
+     r"^avg_pool2d: data_format must be 'NCHW' or 'NHWC', got 1"),
+    (lambda: F.lp_pool2d_backward(X_NHWC, X_NHWC, 2, 1, data_format="CHWN"), ValueError,
+     r"^lp_pool2d_backward: data_format must be"),
+    (lambda: nn.Conv2d(3, 4, 3, data_format="NWHC"), ValueError,
+     r"^Conv2d: data_format must be 'NCHW' or 'NHWC', got 'NWHC'"),
+    (lambda: nn.MaxPool2d(2, data_format="HWC"), ValueError,
+     r"^MaxPool2d: data_format must be 'NCHW' or 'NHWC', got 'HWC'"),
+]
+
+
+@pytest.mark.parametrize("call, error, message", BAD, ids=range(len(BAD)))
+def test_bad_layout_arguments(call, error, message):
+    with pytest.raises(error, match=message):
+        call()
+
+
+# ---- nn layers -----------------------------------------------------------------------------------
+
+LAYERS = [
+    lambda fmt: nn.Conv2d(3, 4, 3, stride=2, padding=1, data_format=fmt),
+    lambda fmt: nn.Conv2d(4, 4, 3, padding="same", groups=2, bias=False, data_format=fmt),
+    lambda fmt: nn.MaxPool2d(3, 2, 1, data_format=fmt),
+    lambda fmt: nn.AvgPool2d(2, ceil_mode=True, count_include_pad=False, data_format=fmt),
+    lambda fmt: nn.LPPool2d(2, 2, data_format=fmt),
+]
+
+
+@pytest.mark.parametrize("make", LAYERS, ids=["conv-s2", "conv-same-groups", "max", "avg", "lp"])
+def test_nn_layer_nhwc_equals_nchw(make):
+    """An NHWC layer with the NCHW layer's state gives its outputs and gradients, transposed;
+    its state_dict is PyTorch's (OIHW weights) in either layout."""
+    a, b = make("NCHW"), make("NHWC")
+    b.load_state_dict(a.state_dict())
+    assert {k: v.shape for k, v in a.state_dict().items()} == \
+           {k: v.shape for k, v in b.state_dict().items()}
+    rng = np.random.default_rng(10)
+    channels = a.in_channels if isinstance(a, nn.Conv2d) else 3
+    x = np.abs(rng.standard_normal((2, channels, 7, 6))).astype(np.float32)
+    y = a(x)
+    gy = rng.standard_normal(y.shape).astype(np.float32)
+    yb = b(nhwc(x))
+    np.testing.assert_allclose(nchw(yb), y, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(nchw(b.backward(nhwc(gy))), a.backward(gy), rtol=1e-5, atol=1e-5)
+    for (_, pa), (_, pb) in zip(a.named_parameters(), b.named_parameters()):
+        np.testing.assert_allclose(pb.grad, pa.grad, rtol=1e-4, atol=1e-4)
+    assert "data_format='NHWC'" in repr(b)
