@@ -1,6 +1,10 @@
 """Whole-network benchmarks (``fastconv bench --model``): training steps and inference of the
 ``fastconv train`` ConvNet and a CIFAR ResNet-14, side by side with the same networks in PyTorch
-and, for inference, onnxruntime, when they are installed.
+and, for inference, onnxruntime, when they are installed. The ResNet's inference is also timed
+with its batch norms folded into the convolutions (``fastconv.fuse.fold_batch_norm``, what
+onnxruntime does to every graph it loads; PyTorch and onnxruntime then run the folded network
+too). fastconv runs each network with its convolutions and the ReLUs after them fused
+(``fastconv.fuse.fuse_conv_relu``: bit for bit the same network, one pass fewer each way).
 
 The PyTorch network is built module by module from the fastconv one (``to_torch``) and its
 weights are copied through ``state_dict``; the onnxruntime graph is written with
@@ -28,7 +32,7 @@ import numpy as np
 
 import fastconv
 import fastconv.functional as F
-from fastconv import _io, init, models, nn, optim
+from fastconv import _io, fuse, init, models, nn, optim
 from fastconv import _validation as v
 from fastconv.bench import _time, _torch, geomean
 
@@ -36,6 +40,9 @@ from fastconv.bench import _time, _torch, geomean
 NETWORKS = {
     "convnet": (lambda dtype: models.convnet().to(dtype), (1, 28, 28), 10),
     "resnet14": (lambda dtype: models.resnet(dtype=dtype), (3, 32, 32), 10),
+    # for inference, its batch norms folded into the convolutions (as onnxruntime does)
+    "resnet14-folded": (lambda dtype: fuse.fold_batch_norm(models.resnet(dtype=dtype)),
+                        (3, 32, 32), 10),
 }
 
 # (network, task, batch): what `fastconv bench --model` times
@@ -43,6 +50,7 @@ CASES = [
     ("convnet", "train", 32), ("convnet", "train", 256), ("resnet14", "train", 64),
     ("convnet", "infer", 1), ("convnet", "infer", 64), ("convnet", "infer", 256),
     ("resnet14", "infer", 1), ("resnet14", "infer", 64),
+    ("resnet14-folded", "infer", 1), ("resnet14-folded", "infer", 64),
 ]
 
 IMPLS = ("fastconv", "PyTorch", "onnxruntime")
@@ -51,10 +59,12 @@ IMPLS = ("fastconv", "PyTorch", "onnxruntime")
 PAUSE = 0.1
 
 # a layer's kind, from its class name (the same in fastconv.nn and torch.nn)
-KINDS = {"Conv2d": "conv2d", "BatchNorm1d": "batch norm", "BatchNorm2d": "batch norm",
+KINDS = {"Conv2d": "conv2d", "Conv2dReLU": "conv2d+relu", "BatchNorm1d": "batch norm",
+         "BatchNorm2d": "batch norm",
          "ReLU": "activation", "Tanh": "activation", "Sigmoid": "activation",
          "MaxPool2d": "pooling", "AvgPool2d": "pooling", "LPPool2d": "pooling",
-         "Linear": "linear", "Dropout": "dropout", "Flatten": "flatten"}
+         "AdaptiveAvgPool2d": "pooling", "AdaptiveMaxPool2d": "pooling",
+         "Linear": "linear", "Dropout": "dropout", "Flatten": "flatten", "Identity": "identity"}
 
 
 def _onnxruntime():
@@ -85,6 +95,9 @@ def _torch_basic_block():
 
 def _torch_module(m):
     tnn = _torch().nn
+    if isinstance(m, fuse.Conv2dReLU):  # torch's ConvReLU2d has other state_dict keys
+        raise ValueError("to_torch: no PyTorch equivalent for Conv2dReLU with its state_dict "
+                         "keys (convert the model before fastconv.fuse.fuse_conv_relu)")
     if isinstance(m, nn.Conv2d):
         return tnn.Conv2d(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding,
                           m.dilation, m.groups, bias=m.bias is not None)
@@ -99,13 +112,15 @@ def _torch_module(m):
     if isinstance(m, nn.AvgPool2d):
         return tnn.AvgPool2d(m.kernel_size, m.stride, m.padding, m.ceil_mode,
                              m.count_include_pad, m.divisor_override)
+    if isinstance(m, nn.AdaptiveAvgPool2d):
+        return tnn.AdaptiveAvgPool2d(m.output_size)
     if isinstance(m, nn.Flatten):
         return tnn.Flatten(m.start_dim, m.end_dim)
     if isinstance(m, nn.Dropout):
         return tnn.Dropout(m.p)
     if isinstance(m, nn.ReLU):
         return tnn.ReLU(inplace=m.inplace)
-    simple = {nn.Tanh: tnn.Tanh, nn.Sigmoid: tnn.Sigmoid}
+    simple = {nn.Tanh: tnn.Tanh, nn.Sigmoid: tnn.Sigmoid, nn.Identity: tnn.Identity}
     if type(m) in simple:
         return simple[type(m)]()
     if isinstance(m, nn.Sequential):
@@ -173,9 +188,10 @@ def to_onnx(model: nn.Module, input_shape: tuple[int, ...]):
             inputs = [x, weight(prefix + "weight", m.weight.data)]
             if m.bias is not None:
                 inputs.append(weight(prefix + "bias", m.bias.data))
-            return node("Conv", inputs, kernel_shape=list(m.kernel_size),
-                        strides=list(m.stride), dilations=list(m.dilation),
-                        pads=[top, left, bottom, right], group=m.groups)
+            y = node("Conv", inputs, kernel_shape=list(m.kernel_size),
+                     strides=list(m.stride), dilations=list(m.dilation),
+                     pads=[top, left, bottom, right], group=m.groups)
+            return node("Relu", [y]) if isinstance(m, fuse.Conv2dReLU) else y
         if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
             inputs = [weight(prefix + k, a) for k, a in (
                 ("weight", m.weight.data), ("bias", m.bias.data),
@@ -186,15 +202,17 @@ def to_onnx(model: nn.Module, input_shape: tuple[int, ...]):
             kernel = v.pair(op, "kernel_size", m.kernel_size, 1, "a positive")
             stride = kernel if m.stride is None else v.pair(op, "stride", m.stride, 1,
                                                             "a positive")
-            ph, pw = v.pair(op, "padding", m.padding, 0, "a non-negative")
+            dilation = v.pair(op, "dilation", getattr(m, "dilation", 1), 1, "a positive")
+            top, bottom, left, right = v.padding4(op, m.padding, kernel, stride, dilation)
             common = dict(kernel_shape=list(kernel), strides=list(stride),
-                          pads=[ph, pw, ph, pw], ceil_mode=int(m.ceil_mode))
+                          pads=[top, left, bottom, right], ceil_mode=int(m.ceil_mode))
             if isinstance(m, nn.MaxPool2d):
-                return node("MaxPool", [x], dilations=list(v.pair(
-                    op, "dilation", m.dilation, 1, "a positive")), **common)
+                return node("MaxPool", [x], dilations=list(dilation), **common)
             if m.divisor_override is not None:
                 raise ValueError("to_onnx: AvgPool2d's divisor_override has no ONNX equivalent")
             return node("AveragePool", [x], count_include_pad=int(m.count_include_pad), **common)
+        if isinstance(m, nn.AdaptiveAvgPool2d) and m.output_size in (1, (1, 1)):
+            return node("GlobalAveragePool", [x])
         if isinstance(m, nn.Flatten) and (m.start_dim, m.end_dim) == (1, -1):
             return node("Flatten", [x], axis=1)
         if isinstance(m, nn.Linear):
@@ -202,7 +220,7 @@ def to_onnx(model: nn.Module, input_shape: tuple[int, ...]):
             if m.bias is not None:
                 inputs.append(weight(prefix + "bias", m.bias.data))
             return node("Gemm", inputs, transB=1)
-        if isinstance(m, nn.Dropout):
+        if isinstance(m, (nn.Dropout, nn.Identity)):
             return x
         simple = {nn.ReLU: "Relu", nn.Tanh: "Tanh", nn.Sigmoid: "Sigmoid"}
         if type(m) in simple:
@@ -242,7 +260,7 @@ class ModelCase:
     task: str  # "train" (forward, loss, backward, Adam) or "infer" (forward, eval mode)
     batch: int
     steps: dict[str, Callable[[], object]]  # IMPLS name -> one step
-    fastconv_model: nn.Module
+    fastconv_model: nn.Module  # the network with its Conv2d + ReLU pairs fused
     torch_model: object = None
     inputs: dict = field(default_factory=dict)  # x, labels (and torch's tx, ty)
 
@@ -263,8 +281,9 @@ def model_case(network: str, task: str, batch: int, threads: int | None = None,
     labels = rng.integers(0, classes, batch)
     training = task == "train"
     model.train(training)
-    steps = {"fastconv": _fastconv_step(model, x, labels) if training else lambda: model(x)}
-    case = ModelCase(network, task, batch, steps, model, inputs={"x": x, "labels": labels})
+    ours = fuse.fuse_conv_relu(model)  # bit for bit `model`, the competitors' copies' source
+    steps = {"fastconv": _fastconv_step(ours, x, labels) if training else lambda: ours(x)}
+    case = ModelCase(network, task, batch, steps, ours, inputs={"x": x, "labels": labels})
     torch = _torch()
     if torch is not None and "PyTorch" in competitors:
         tm = case.torch_model = to_torch(model)
@@ -472,10 +491,11 @@ def _timing_torch(tm, timer, backward: bool):
 @dataclass
 class LayerTimes:
     """Median seconds per (layer, direction) inside one step, per implementation, and the
-    step's median total; `kinds` maps each layer to its kind (KINDS, or loss / optimizer)."""
+    step's median total; `kinds` maps each implementation's layers to their kinds (KINDS, or
+    loss / optimizer): fastconv's fused layers leave Identity layers where PyTorch's run."""
     seconds: dict[str, dict[tuple[str, str], float]]
     totals: dict[str, float]
-    kinds: dict[str, str]
+    kinds: dict[str, dict[str, str]]
 
 
 def layer_times(case: ModelCase, repeat: int = 5, threads: int | None = None,
@@ -494,10 +514,14 @@ def layer_times(case: ModelCase, repeat: int = 5, threads: int | None = None,
     else:
         runs["fastconv"] = case.steps["fastconv"]
     contexts = {"fastconv": lambda: _timing_fastconv(model, timers["fastconv"])}
-    kinds = {name: KINDS.get(type(m).__name__, "other") for name, m in _leaves(model)}
-    kinds.update(loss="loss", optimizer="optimizer")
+    steps_kinds = dict(loss="loss", optimizer="optimizer")
+    kinds = {"fastconv": {**{name: KINDS.get(type(m).__name__, "other")
+                             for name, m in _leaves(model)}, **steps_kinds}}
     if case.torch_model is not None:
         tm, tx = case.torch_model, case.inputs["tx"]
+        kinds["PyTorch"] = {**{name: KINDS.get(type(m).__name__, "other")
+                               for name, m in tm.named_modules()
+                               if next(m.children(), None) is None}, **steps_kinds}
         runs["PyTorch"] = _torch_step(tm, tx, case.inputs["ty"], timers["PyTorch"]) \
             if training else _torch_inference(tm, tx)
         contexts["PyTorch"] = lambda: _timing_torch(tm, timers["PyTorch"], training)
@@ -535,12 +559,12 @@ def format_layers(lt: LayerTimes, by_kind: bool = True) -> str:
     rows = defaultdict(lambda: defaultdict(float))
     for impl in impls:
         for (name, direction), s in lt.seconds[impl].items():
-            key = lt.kinds.get(name, "other") if by_kind else name
+            key = lt.kinds[impl].get(name, "other") if by_kind else name
             rows[key][(impl, direction)] += s
     if by_kind:
         order = sorted(rows, key=lambda k: -sum(rows[k].values()))
     else:
-        order = list(dict.fromkeys([*lt.kinds, *rows]))
+        order = list(dict.fromkeys([*lt.kinds["fastconv"], *rows]))
         order = [k for k in order if k in rows]
     columns = [(impl, d) for impl in impls for d in ("forward", "backward")]
     short = {"forward": "fwd", "backward": "bwd"}
@@ -598,11 +622,12 @@ def format_table(results: list[ModelResult]) -> str:
     """Per case: each implementation's time and images/s, and fastconv's speed-up over each
     competitor (their time / fastconv's); then the geometric means."""
     competitors = [c for c in IMPLS[1:] if any(c in r.seconds for r in results)]
-    head = f"{'network':<10}{'task':<7}{'batch':>6}{'fastconv':>22}"
+    width = max([len("network")] + [len(r.case.network) for r in results]) + 2
+    head = f"{'network':<{width}}{'task':<7}{'batch':>6}{'fastconv':>22}"
     head += "".join(f"{c:>22}{'speed-up':>10}" for c in competitors)
     lines = [head, "-" * len(head)]
     for r in results:
-        line = f"{r.case.network:<10}{r.case.task:<7}{r.case.batch:>6}"
+        line = f"{r.case.network:<{width}}{r.case.task:<7}{r.case.batch:>6}"
         for impl in ("fastconv", *competitors):
             if impl in r.seconds:
                 line += f"{r.seconds[impl] * 1e3:9.2f}ms{r.images_per_second(impl):8.0f} img/s"

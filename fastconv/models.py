@@ -43,6 +43,9 @@ class BasicBlock(nn.Module):
     torchvision's ``BasicBlock`` (whose one ``relu`` has no state).
     """
 
+    # runs of layers each feeding only the next (what fastconv.fuse may fuse)
+    _chains = (("conv1", "bn1", "relu1"), ("conv2", "bn2"))
+
     def __init__(self, in_channels: int, channels: int, stride: int = 1, dtype=np.float32):
         super().__init__()
         op = "BasicBlock"
@@ -83,24 +86,19 @@ class ResNet(nn.Sequential):
     of ``blocks[i]`` BasicBlocks per entry of ``widths`` (every stage after the first halves the
     map in its first block), global average pooling, a linear classifier.
 
-    Input (N, in_channels, image_size, image_size), image_size divisible by 2**(stages - 1);
-    output (N, num_classes) logits. A Sequential of conv1, bn1, relu, layer1, layer2, ...,
-    avgpool, flatten, fc (torchvision's names).
+    Input (N, in_channels, H, W) of any size (the global pooling averages whatever map the last
+    stage leaves); output (N, num_classes) logits. A Sequential of conv1, bn1, relu, layer1,
+    layer2, ..., avgpool (AdaptiveAvgPool2d(1)), flatten, fc (torchvision's names).
     """
 
     def __init__(self, blocks=(2, 2, 2), widths=(16, 32, 64), num_classes: int = 10,
-                 in_channels: int = 3, image_size: int = 32, dtype=np.float32):
+                 in_channels: int = 3, dtype=np.float32):
         op = "ResNet"
         blocks = tuple(v.positive_int(op, "blocks", b) for b in blocks)
         widths = tuple(v.positive_int(op, "widths", w) for w in widths)
         if not blocks or len(blocks) != len(widths):
             v.fail(op, f"blocks and widths must be non-empty and of one length, got {blocks} "
                        f"and {widths}")
-        image_size = v.positive_int(op, "image_size", image_size)
-        final = image_size >> (len(widths) - 1)
-        if final << (len(widths) - 1) != image_size:
-            v.fail(op, f"image_size must be divisible by 2**{len(widths) - 1} (one halving per "
-                       f"stage after the first), got {image_size}")
         layers = OrderedDict(conv1=nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False,
                                              dtype=dtype),
                              bn1=nn.BatchNorm2d(widths[0], dtype=dtype), relu=nn.ReLU(inplace=True))
@@ -111,8 +109,7 @@ class ResNet(nn.Sequential):
                 BasicBlock(width if i == 0 else out, out, stride if i == 0 else 1, dtype=dtype)
                 for i in range(count)))
             width = out
-        # global average pooling: a window over the whole final map
-        layers.update(avgpool=nn.AvgPool2d(final), flatten=nn.Flatten(),
+        layers.update(avgpool=nn.AdaptiveAvgPool2d(1), flatten=nn.Flatten(),
                       fc=nn.Linear(width, num_classes, dtype=dtype))
         super().__init__(layers)
 
@@ -121,4 +118,4 @@ def resnet(blocks=(2, 2, 2), widths=(16, 32, 64), num_classes: int = 10, dtype=n
            ) -> ResNet:
     """A CIFAR ResNet for 32x32x3 images: ``blocks=(1, 1, 1)`` is ResNet-8, ``(2, 2, 2)``
     (default) ResNet-14, ``(3, 3, 3)`` ResNet-20 (depth 6n + 2)."""
-    return ResNet(blocks, widths, num_classes, 3, 32, dtype)
+    return ResNet(blocks, widths, num_classes, 3, dtype)

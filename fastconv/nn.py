@@ -44,7 +44,7 @@ __all__ = [
     "Parameter", "Module", "Sequential",
     "Conv2d", "ConvTranspose2d", "Linear", "MaxPool2d", "AvgPool2d", "LPPool2d",
     "AdaptiveAvgPool2d", "AdaptiveMaxPool2d",
-    "ReLU", "Tanh", "Sigmoid", "Flatten", "Dropout", "BatchNorm1d", "BatchNorm2d",
+    "ReLU", "Tanh", "Sigmoid", "Flatten", "Identity", "Dropout", "BatchNorm1d", "BatchNorm2d",
     "CrossEntropyLoss",
 ]
 
@@ -797,6 +797,20 @@ class Flatten(Module):
 
     def extra_repr(self) -> str:
         return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
+
+
+class Identity(Module):
+    """The input unchanged, as ``torch.nn.Identity``: a placeholder where a layer was taken out
+    (``fastconv.fuse.fold_batch_norm`` leaves one for each batch norm it folds away). backward
+    returns the gradient it is given."""
+
+    def forward(self, x):
+        self._saved = ()
+        return x
+
+    def backward(self, grad_output):
+        self._saved_for_backward()
+        return grad_output
 
 
 class Dropout(Module):

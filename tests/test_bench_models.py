@@ -10,13 +10,26 @@ import numpy as np
 import pytest
 from helpers import numerical_gradient
 
-from fastconv import bench_models, init, models, nn
+from fastconv import bench_models, fuse, init, models, nn
 
 
 def _tiny_resnet(dtype=np.float64):
     init.manual_seed(0)
     return models.ResNet(blocks=(1, 2), widths=(2, 3), num_classes=4, in_channels=2,
-                         image_size=4, dtype=dtype)
+                         dtype=dtype)
+
+
+def _tiny_network(network, dtype=np.float64):
+    """(model, input shape without the batch) of a small `network`: "resnet", "resnet-folded"
+    (its batch norms folded, after running statistics moved from 0 and 1) or "convnet"."""
+    if network.startswith("resnet"):
+        model = _tiny_resnet(dtype)
+        if network == "resnet-folded":
+            model(np.random.default_rng(4).standard_normal((6, 2, 5, 7)).astype(dtype))
+            model = fuse.fold_batch_norm(model)
+        return model, (2, 5, 7)
+    init.manual_seed(0)
+    return models.convnet(channels=(2, 3), hidden=5, batchnorm=True).to(dtype), (1, 28, 28)
 
 
 def test_resnet_state_dict_keys_are_torchvisions():
@@ -33,7 +46,6 @@ def test_resnet_state_dict_keys_are_torchvisions():
 @pytest.mark.parametrize("kwargs, message", [
     (dict(blocks=(1, 1), widths=(4,)), "one length"),
     (dict(blocks=(), widths=()), "non-empty"),
-    (dict(image_size=30), "divisible by 2\\*\\*2"),
     (dict(blocks=(0, 1, 1)), "blocks must be a positive int"),
 ])
 def test_resnet_rejects_bad_shapes(kwargs, message):
@@ -70,16 +82,11 @@ def test_backward_before_forward_names_the_layer():
         models.BasicBlock(2, 2).backward(np.ones((1, 2, 4, 4), np.float32))
 
 
-@pytest.mark.parametrize("network", ["resnet", "convnet"])
+@pytest.mark.parametrize("network", ["resnet", "resnet-folded", "convnet"])
 @pytest.mark.parametrize("training", [True, False])
 def test_to_torch_is_the_same_network(network, training):
     torch = pytest.importorskip("torch")
-    if network == "resnet":
-        model, shape = _tiny_resnet(), (2, 4, 4)
-    else:
-        init.manual_seed(0)
-        model = models.convnet(channels=(2, 3), hidden=5, batchnorm=True).to(np.float64)
-        shape = (1, 28, 28)
+    model, shape = _tiny_network(network)  # the ResNet's pooling averages a 2x2 map
     model.train(training)
     tm = bench_models.to_torch(model)
     assert tm.training == training
@@ -99,17 +106,13 @@ def test_to_torch_is_the_same_network(network, training):
         np.testing.assert_allclose(value, tm.state_dict()[key].numpy(), rtol=1e-12, err_msg=key)
 
 
-@pytest.mark.parametrize("network", ["resnet", "convnet"])
+@pytest.mark.parametrize("network", ["resnet", "resnet-folded", "convnet"])
 def test_onnx_graph_is_the_same_network(network):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
-    if network == "resnet":
-        model, shape = _tiny_resnet(np.float32), (2, 4, 4)
-        model.train()
-        model(np.random.default_rng(4).standard_normal((6, *shape)).astype(np.float32))
-    else:
-        init.manual_seed(0)
-        model, shape = models.convnet(channels=(2, 3), hidden=5), (1, 28, 28)
+    model, shape = _tiny_network(network, np.float32)
+    model.train()
+    model(np.random.default_rng(4).standard_normal((6, *shape)).astype(np.float32))
     model.eval()  # the graph uses the running statistics (moved from 0 and 1 above)
     session = bench_models.onnx_session(model, shape, threads=1)
     for batch in (1, 3):
@@ -118,12 +121,40 @@ def test_onnx_graph_is_the_same_network(network):
                                    atol=1e-5)
 
 
+@pytest.mark.parametrize("pool", [
+    nn.MaxPool2d(3, 2, (0, 1, 2, 0)), nn.MaxPool2d(2, 1, "same"),
+    nn.AvgPool2d(3, 1, (1, 0, 0, 2), count_include_pad=False), nn.AvgPool2d(2, 2, 1),
+    nn.AdaptiveAvgPool2d((1, 1)),
+], ids=repr)
+def test_onnx_pools_take_every_padding_form(pool):
+    pytest.importorskip("onnxruntime")
+    session = bench_models.onnx_session(nn.Sequential(pool), (2, 5, 6), threads=1)
+    x = np.random.default_rng(5).standard_normal((2, 2, 5, 6)).astype(np.float32)
+    np.testing.assert_allclose(session.run(None, {"x": x})[0], pool(x), rtol=1e-6, atol=1e-7)
+
+
+def test_fused_layers_in_the_copies():
+    """to_onnx writes a Conv2dReLU as Conv then Relu; to_torch refuses it (no PyTorch layer
+    with its state_dict keys) rather than dropping the ReLU."""
+    init.manual_seed(0)
+    fused = fuse.fuse_conv_relu(nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.ReLU()))
+    if bench_models._torch() is not None:
+        with pytest.raises(ValueError, match="to_torch: no PyTorch equivalent for Conv2dReLU"):
+            bench_models.to_torch(fused)
+    pytest.importorskip("onnxruntime")
+    x = np.random.default_rng(6).standard_normal((2, 2, 4, 5)).astype(np.float32)
+    session = bench_models.onnx_session(fused, (2, 4, 5), threads=1)
+    np.testing.assert_allclose(session.run(None, {"x": x})[0], fused(x), rtol=1e-5, atol=1e-6)
+
+
 def test_to_onnx_refuses_what_it_cannot_write():
     pytest.importorskip("onnx")
     with pytest.raises(ValueError, match="to_onnx: AvgPool2d's divisor_override"):
         bench_models.to_onnx(nn.Sequential(nn.AvgPool2d(2, divisor_override=3)), (1, 4, 4))
     with pytest.raises(ValueError, match="to_onnx: no ONNX equivalent for LPPool2d"):
         bench_models.to_onnx(nn.Sequential(nn.LPPool2d(2, 2)), (1, 4, 4))
+    with pytest.raises(ValueError, match="to_onnx: no ONNX equivalent for AdaptiveAvgPool2d"):
+        bench_models.to_onnx(nn.Sequential(nn.AdaptiveAvgPool2d(2)), (1, 4, 4))
 
 
 def test_model_case_steps_and_run():
@@ -156,7 +187,10 @@ def test_layer_times_cover_every_layer(task):
         assert {(n, "forward") for n in names} <= set(lt.seconds["PyTorch"])
         assert not case.torch_model[0]._forward_hooks
     table = bench_models.format_layers(lt)
-    assert "conv2d" in table and "step total" in table
+    assert "conv2d+relu" in table and "step total" in table  # fastconv's fused layers
+    assert lt.kinds["fastconv"]["1"] == "identity"  # the ReLU fused into the convolution
+    if "PyTorch" in lt.seconds:  # PyTorch's ReLU is an activation, not the Identity's kind
+        assert lt.kinds["PyTorch"]["1"] == "activation" and "activation" in table
     assert "0" in bench_models.format_layers(lt, by_kind=False).split()
 
 

@@ -104,6 +104,7 @@ LAYERS = [  # (id, factory, input shape, input kind)
     ("linear-3d-nobias", lambda: nn.Linear(5, 3, bias=False), (2, 4, 5), "normal"),
     ("flatten", nn.Flatten, (2, 3, 2, 2), "normal"),
     ("flatten-middle", lambda: nn.Flatten(1, 2), (2, 3, 2, 2), "normal"),
+    ("identity", nn.Identity, (2, 3, 2), "normal"),
     ("dropout", lambda: nn.Dropout(0.3), (4, 5), "normal"),
     ("dropout-eval", lambda: nn.Dropout(0.3).eval(), (4, 5), "normal"),
     ("batchnorm2d", lambda: nn.BatchNorm2d(3), (4, 3, 3, 3), "normal"),
@@ -183,7 +184,7 @@ TORCH_NET = [
     ("MaxPool2d", (2,), {}),
     ("Conv2d", (6, 4, 3), {"padding": 1, "groups": 2, "bias": False}), ("Tanh", (), {}),
     ("AvgPool2d", (3,), {"stride": 1, "padding": 1, "count_include_pad": False}),
-    ("LPPool2d", (2, 2), {}), ("Flatten", (), {}),
+    ("LPPool2d", (2, 2), {}), ("Flatten", (), {}), ("Identity", (), {}),
     ("Linear", (16, 8), {}), ("BatchNorm1d", (8,), {}), ("Sigmoid", (), {}),
     ("Linear", (8, 5), {}),
 ]
@@ -472,7 +473,8 @@ def test_load_state_dict_rejects_mismatches_and_changes_nothing(change, exc, tex
 
 BEFORE_FORWARD = [nn.Conv2d(1, 1, 1), nn.Linear(1, 1), nn.MaxPool2d(2), nn.AvgPool2d(2),
                   nn.LPPool2d(2, 2), nn.ReLU(), nn.Tanh(), nn.Sigmoid(), nn.Flatten(),
-                  nn.Dropout(), nn.BatchNorm1d(1), nn.BatchNorm2d(1), nn.CrossEntropyLoss(),
+                  nn.Identity(), nn.Dropout(), nn.BatchNorm1d(1), nn.BatchNorm2d(1),
+                  nn.CrossEntropyLoss(),
                   nn.Sequential(nn.Linear(1, 1), nn.ReLU())]
 
 
