@@ -22,6 +22,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import fastconv
 import fastconv.onnx
+from fastconv.bench_models import PAUSE
 
 # what cnn_model's graph holds, for the table's title
 CNN_LAYERS = ("conv 3x3 (16) + relu, max pool 2x2, conv 3x3 (32) + relu, average pool 2x2, "
@@ -90,13 +91,16 @@ def _seconds_per_call(fn, calls: int) -> float:
 
 
 def run(batch: int = 8, repeat: int = 5, threads: int | None = None, seed: int = 0,
-        round_seconds: float = 0.05) -> dict:
+        round_seconds: float = 0.05, pause: float = PAUSE) -> dict:
     """Time the three evaluators on cnn_model at `batch`; returns {name: [seconds per call, one
     per round]} and, under "max_error", each one's largest difference from onnxruntime's logits
     (from the plain evaluator's without onnxruntime). In each round an evaluator runs as many
     calls as took about `round_seconds` at warm-up (at least one): a single call of a fast one
     is a few milliseconds, which one time slice of another process on a shared machine
-    doubles."""
+    doubles. Each evaluator's turn begins with a pause of `pause` seconds, as in
+    fastconv.bench_models.run: another library's idle threads spin for tens of milliseconds
+    after its call (onnxruntime's, BLAS's), and a turn run inside that window shares the cores
+    with them."""
     from threadpoolctl import threadpool_limits
 
     n = threads or fastconv.get_num_threads()
@@ -115,6 +119,7 @@ def run(batch: int = 8, repeat: int = 5, threads: int | None = None, seed: int =
                      for name, call in calls.items()}
         for _ in range(repeat):
             for name, call in calls.items():
+                time.sleep(pause)
                 times[name].append(_seconds_per_call(call, per_round[name]))
     against = outputs.get("onnxruntime", outputs["plain"])
     times["max_error"] = {name: float(np.abs(y - against).max()) for name, y in outputs.items()}

@@ -391,7 +391,7 @@ def test_bench_table():
     pytest.importorskip("threadpoolctl")
     from fastconv import bench_onnx
 
-    times = bench_onnx.run(batch=1, repeat=1, threads=1)
+    times = bench_onnx.run(batch=1, repeat=1, threads=1, pause=0)
     table = bench_onnx.format_table(times, 1, 1)
     assert "fastconv.onnx.ReferenceEvaluator" in table and "onnx.reference" in table
     assert ("onnxruntime" in times) == (_ort() is not None)
