@@ -35,6 +35,7 @@ cdef extern from "fastconv.h" nogil:
     ctypedef struct fc_batchnorm_params:
         fc_index batch, channels, inner
         double eps, momentum
+        int relu
     ctypedef struct fc_adam_params:
         double lr, beta1, beta2, eps, weight_decay
         fc_index step
@@ -151,6 +152,9 @@ cdef extern from "fastconv.h" nogil:
     int fc_f64_relu_fwd(fc_index n, const double *x, double *y, int nthreads)
     int fc_f32_relu_bwd(fc_index n, const float *gy, const float *x, float *gx, int nthreads)
     int fc_f64_relu_bwd(fc_index n, const double *gy, const double *x, double *gx, int nthreads)
+    int fc_f32_add_relu_fwd(fc_index n, const float *a, const float *b, float *y, int nthreads)
+    int fc_f64_add_relu_fwd(fc_index n, const double *a, const double *b, double *y,
+                            int nthreads)
 
     int fc_f32_linear_fwd(fc_index m, fc_index k, fc_index n, const float *x, const float *w,
                           const float *bias, float *y, int nthreads)
@@ -178,12 +182,14 @@ cdef extern from "fastconv.h" nogil:
     int fc_f64_batchnorm_fwd(const fc_batchnorm_params *p, const double *x, const double *mean,
                              const double *var, const double *weight, const double *bias,
                              double *y, int nthreads)
-    int fc_f32_batchnorm_bwd(const fc_batchnorm_params *p, const float *gy, const float *x,
-                             const float *mean, const float *var, const float *weight,
-                             int training, float *gx, float *gw, float *gb, int nthreads)
-    int fc_f64_batchnorm_bwd(const fc_batchnorm_params *p, const double *gy, const double *x,
-                             const double *mean, const double *var, const double *weight,
-                             int training, double *gx, double *gw, double *gb, int nthreads)
+    int fc_f32_batchnorm_bwd(const fc_batchnorm_params *p, const float *gy, const float *y,
+                             const float *x, const float *mean, const float *var,
+                             const float *weight, int training, float *gx, float *gw, float *gb,
+                             int nthreads)
+    int fc_f64_batchnorm_bwd(const fc_batchnorm_params *p, const double *gy, const double *y,
+                             const double *x, const double *mean, const double *var,
+                             const double *weight, int training, double *gx, double *gw,
+                             double *gb, int nthreads)
 
     int fc_f32_cross_entropy(fc_index n, fc_index c, const float *logits, const int64_t *target,
                              double grad_scale, float *loss, float *grad, int nthreads)
@@ -471,6 +477,14 @@ cdef inline int relu_bwd(fc_index n, const real *gy, const real *x, real *gx,
         return fc_f64_relu_bwd(n, gy, x, gx, nthreads)
 
 
+cdef inline int add_relu_fwd(fc_index n, const real *a, const real *b, real *y,
+                             int nthreads) noexcept nogil:
+    if real is float:
+        return fc_f32_add_relu_fwd(n, a, b, y, nthreads)
+    else:
+        return fc_f64_add_relu_fwd(n, a, b, y, nthreads)
+
+
 
 cdef inline int linear_fwd(fc_index m, fc_index k, fc_index n, const real *x, const real *w,
                            const real *bias, real *y, int nthreads) noexcept nogil:
@@ -515,14 +529,16 @@ cdef inline int batchnorm_fwd(const fc_batchnorm_params *p, const real *x, const
         return fc_f64_batchnorm_fwd(p, x, mean, var, weight, bias, y, nthreads)
 
 
-cdef inline int batchnorm_bwd(const fc_batchnorm_params *p, const real *gy, const real *x,
-                              const real *mean, const real *var, const real *weight,
-                              int training, real *gx, real *gw, real *gb,
+cdef inline int batchnorm_bwd(const fc_batchnorm_params *p, const real *gy, const real *y,
+                              const real *x, const real *mean, const real *var,
+                              const real *weight, int training, real *gx, real *gw, real *gb,
                               int nthreads) noexcept nogil:
     if real is float:
-        return fc_f32_batchnorm_bwd(p, gy, x, mean, var, weight, training, gx, gw, gb, nthreads)
+        return fc_f32_batchnorm_bwd(p, gy, y, x, mean, var, weight, training, gx, gw, gb,
+                                    nthreads)
     else:
-        return fc_f64_batchnorm_bwd(p, gy, x, mean, var, weight, training, gx, gw, gb, nthreads)
+        return fc_f64_batchnorm_bwd(p, gy, y, x, mean, var, weight, training, gx, gw, gb,
+                                    nthreads)
 
 
 cdef inline int cross_entropy(fc_index n, fc_index c, const real *logits, const int64_t *target,

@@ -648,6 +648,26 @@ def relu_forward(cnp.ndarray x, cnp.ndarray y, int nthreads):
         _relu_forward(<double *>_ptr(y), x, nthreads)
 
 
+
+cdef int _add_relu_forward(real *y, a, b, int nthreads) except -1:
+    cdef fc_index n = cnp.PyArray_SIZE(<cnp.ndarray>a)
+    cdef const real *pa = <real *>_ptr(a)
+    cdef const real *pb = <real *>_ptr(b)
+    cdef int rc
+    with nogil:
+        rc = add_relu_fwd(n, pa, pb, y, nthreads)
+    return _check(rc)
+
+
+def add_relu_forward(cnp.ndarray a, cnp.ndarray b, cnp.ndarray y, int nthreads):
+    """y = relu(a + b), any shape (all three alike; y may be a)."""
+    if _must_hop(nthreads):
+        return _on_fresh_thread(add_relu_forward, a, b, y, nthreads)
+    if _is_f32(y):
+        _add_relu_forward(<float *>_ptr(y), a, b, nthreads)
+    else:
+        _add_relu_forward(<double *>_ptr(y), a, b, nthreads)
+
 cdef int _relu_backward(real *gx, gy, x, int nthreads) except -1:
     cdef fc_index n = cnp.PyArray_SIZE(<cnp.ndarray>x)
     cdef const real *pgy = <real *>_ptr(gy)
@@ -745,7 +765,8 @@ def linear_backward_weight(fc_index m, cnp.ndarray gy, cnp.ndarray x, cnp.ndarra
 # x (N, C, *) C-contiguous; mean, var, weight, bias, running statistics and the parameter
 # gradients (C,) of x's dtype; weight, bias and the running statistics may be None.
 
-cdef fc_batchnorm_params _batchnorm_params(cnp.ndarray x, double eps, double momentum):
+cdef fc_batchnorm_params _batchnorm_params(cnp.ndarray x, double eps, double momentum,
+                                           bint relu=False):
     cdef fc_batchnorm_params p
     p.batch = x.shape[0]
     p.channels = x.shape[1]
@@ -754,6 +775,7 @@ cdef fc_batchnorm_params _batchnorm_params(cnp.ndarray x, double eps, double mom
         p.inner *= x.shape[d]
     p.eps = eps
     p.momentum = momentum
+    p.relu = relu
     return p
 
 
@@ -797,20 +819,22 @@ cdef int _batchnorm_forward(real *y, const fc_batchnorm_params *p, x, mean, var,
 
 
 def batch_norm_forward(cnp.ndarray x, cnp.ndarray mean, cnp.ndarray var, object weight,
-                      object bias, cnp.ndarray y, double eps, int nthreads):
-    """y = (x - mean) / sqrt(var + eps) * weight + bias, per channel."""
+                      object bias, cnp.ndarray y, double eps, int nthreads, bint relu=False):
+    """y = (x - mean) / sqrt(var + eps) * weight + bias, per channel; then ReLU with relu."""
     if _must_hop(nthreads):
-        return _on_fresh_thread(batch_norm_forward, x, mean, var, weight, bias, y, eps, nthreads)
-    cdef fc_batchnorm_params p = _batchnorm_params(x, eps, 0.0)
+        return _on_fresh_thread(batch_norm_forward, x, mean, var, weight, bias, y, eps, nthreads,
+                                relu)
+    cdef fc_batchnorm_params p = _batchnorm_params(x, eps, 0.0, relu)
     if _is_f32(y):
         _batchnorm_forward(<float *>_ptr(y), &p, x, mean, var, weight, bias, nthreads)
     else:
         _batchnorm_forward(<double *>_ptr(y), &p, x, mean, var, weight, bias, nthreads)
 
 
-cdef int _batchnorm_backward(real *gx, const fc_batchnorm_params *p, gy, x, mean, var, weight,
-                             bint training, gw, gb, int nthreads) except -1:
+cdef int _batchnorm_backward(real *gx, const fc_batchnorm_params *p, gy, y, x, mean, var,
+                             weight, bint training, gw, gb, int nthreads) except -1:
     cdef const real *pgy = <real *>_ptr(gy)
+    cdef const real *py = <real *>_ptr(y)
     cdef const real *px = <real *>_ptr(x)
     cdef const real *pm = <real *>_ptr(mean)
     cdef const real *pv = <real *>_ptr(var)
@@ -819,25 +843,26 @@ cdef int _batchnorm_backward(real *gx, const fc_batchnorm_params *p, gy, x, mean
     cdef real *pgb = <real *>_ptr(gb)
     cdef int rc
     with nogil:
-        rc = batchnorm_bwd(p, pgy, px, pm, pv, pw, training, gx, pgw, pgb, nthreads)
+        rc = batchnorm_bwd(p, pgy, py, px, pm, pv, pw, training, gx, pgw, pgb, nthreads)
     return _check(rc)
 
 
 def batch_norm_backward(cnp.ndarray gy, cnp.ndarray x, cnp.ndarray mean, cnp.ndarray var,
                        object weight, bint training, cnp.ndarray gx, cnp.ndarray gw,
-                       cnp.ndarray gb, double eps, int nthreads):
+                       cnp.ndarray gb, double eps, int nthreads, object y=None):
     """gx, gw, gb = the gradients of batch normalisation with statistics (mean, var), through
-    them when `training`."""
+    them when `training`; through the ReLU of the fused forward whose output is y, unless y is
+    None."""
     if _must_hop(nthreads):
         return _on_fresh_thread(batch_norm_backward, gy, x, mean, var, weight, training, gx, gw,
-                                gb, eps, nthreads)
+                                gb, eps, nthreads, y)
     cdef fc_batchnorm_params p = _batchnorm_params(x, eps, 0.0)
     if _is_f32(gx):
-        _batchnorm_backward(<float *>_ptr(gx), &p, gy, x, mean, var, weight, training, gw, gb,
-                            nthreads)
+        _batchnorm_backward(<float *>_ptr(gx), &p, gy, y, x, mean, var, weight, training, gw,
+                            gb, nthreads)
     else:
-        _batchnorm_backward(<double *>_ptr(gx), &p, gy, x, mean, var, weight, training, gw, gb,
-                            nthreads)
+        _batchnorm_backward(<double *>_ptr(gx), &p, gy, y, x, mean, var, weight, training, gw,
+                            gb, nthreads)
 
 
 # ---- the rest of a training step ---------------------------------------------------------------

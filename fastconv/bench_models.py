@@ -3,8 +3,11 @@
 and, for inference, onnxruntime, when they are installed. The ResNet's inference is also timed
 with its batch norms folded into the convolutions (``fastconv.fuse.fold_batch_norm``, what
 onnxruntime does to every graph it loads; PyTorch and onnxruntime then run the folded network
-too). fastconv runs each network with its convolutions and the ReLUs after them fused
-(``fastconv.fuse.fuse_conv_relu``: bit for bit the same network, one pass fewer each way).
+too). fastconv trains each network with its convolutions and the ReLUs after them fused
+(``fastconv.fuse.fuse_conv_relu``: bit for bit the same network, one pass fewer each way) and
+runs inference on ``fastconv.fuse.optimize``'s copy (batch norms folded, convolution + ReLU
+fused, nothing kept for backward), as onnxruntime optimises every graph it loads; PyTorch
+runs its eager network in ``torch.inference_mode`` (the folded one in the ``-folded`` case).
 
 The PyTorch network is built module by module from the fastconv one (``to_torch``) and its
 weights are copied through ``state_dict``; the onnxruntime graph is written with
@@ -59,7 +62,9 @@ IMPLS = ("fastconv", "PyTorch", "onnxruntime")
 PAUSE = 0.1
 
 # a layer's kind, from its class name (the same in fastconv.nn and torch.nn)
-KINDS = {"Conv2d": "conv2d", "Conv2dReLU": "conv2d+relu", "BatchNorm1d": "batch norm",
+KINDS = {"Conv2d": "conv2d", "Conv2dReLU": "conv2d+relu", "InferenceConv2d": "conv2d",
+         "InferenceConv2dReLU": "conv2d+relu", "InferenceMaxPool2d": "pooling",
+         "BatchNorm1d": "batch norm", "BatchNorm2dReLU": "batch norm+relu",
          "BatchNorm2d": "batch norm",
          "ReLU": "activation", "Tanh": "activation", "Sigmoid": "activation",
          "MaxPool2d": "pooling", "AvgPool2d": "pooling", "LPPool2d": "pooling",
@@ -88,16 +93,16 @@ def _torch_basic_block():
         def forward(self, x):
             out = self.bn2(self.conv2(self.relu1(self.bn1(self.conv1(x)))))
             out = out + (x if self.downsample is None else self.downsample(x))
-            return self.relu2(out)
+            return torch.relu(out)
 
     return BasicBlock
 
 
 def _torch_module(m):
     tnn = _torch().nn
-    if isinstance(m, fuse.Conv2dReLU):  # torch's ConvReLU2d has other state_dict keys
-        raise ValueError("to_torch: no PyTorch equivalent for Conv2dReLU with its state_dict "
-                         "keys (convert the model before fastconv.fuse.fuse_conv_relu)")
+    if isinstance(m, (fuse.Conv2dReLU, fuse.BatchNorm2dReLU)):  # torch's fused keys differ
+        raise ValueError(f"to_torch: no PyTorch equivalent for {type(m).__name__} with its "
+                         "state_dict keys (convert the model before fastconv.fuse.fuse_conv_relu)")
     if isinstance(m, nn.Conv2d):
         return tnn.Conv2d(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding,
                           m.dilation, m.groups, bias=m.bias is not None)
@@ -196,7 +201,8 @@ def to_onnx(model: nn.Module, input_shape: tuple[int, ...]):
             inputs = [weight(prefix + k, a) for k, a in (
                 ("weight", m.weight.data), ("bias", m.bias.data),
                 ("running_mean", m.running_mean), ("running_var", m.running_var))]
-            return node("BatchNormalization", [x, *inputs], epsilon=m.eps)
+            y = node("BatchNormalization", [x, *inputs], epsilon=m.eps)
+            return node("Relu", [y]) if isinstance(m, fuse.BatchNorm2dReLU) else y
         if isinstance(m, (nn.MaxPool2d, nn.AvgPool2d)):
             op = type(m).__name__
             kernel = v.pair(op, "kernel_size", m.kernel_size, 1, "a positive")
@@ -260,7 +266,7 @@ class ModelCase:
     task: str  # "train" (forward, loss, backward, Adam) or "infer" (forward, eval mode)
     batch: int
     steps: dict[str, Callable[[], object]]  # IMPLS name -> one step
-    fastconv_model: nn.Module  # the network with its Conv2d + ReLU pairs fused
+    fastconv_model: nn.Module  # fuse_conv_relu's network (train) or fuse.optimize's (infer)
     torch_model: object = None
     inputs: dict = field(default_factory=dict)  # x, labels (and torch's tx, ty)
 
@@ -281,7 +287,9 @@ def model_case(network: str, task: str, batch: int, threads: int | None = None,
     labels = rng.integers(0, classes, batch)
     training = task == "train"
     model.train(training)
-    ours = fuse.fuse_conv_relu(model)  # bit for bit `model`, the competitors' copies' source
+    # training: bit for bit `model` (the competitors' copies' source); inference: what
+    # fastconv's users run, its batch norms folded as onnxruntime folds them
+    ours = fuse.fuse_conv_relu(model) if training else fuse.optimize(model)
     steps = {"fastconv": _fastconv_step(ours, x, labels) if training else lambda: ours(x)}
     case = ModelCase(network, task, batch, steps, ours, inputs={"x": x, "labels": labels})
     torch = _torch()

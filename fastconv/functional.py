@@ -40,7 +40,7 @@ __all__ = [
     "lp_pool2d", "lp_pool2d_backward",
     "adaptive_avg_pool2d", "adaptive_avg_pool2d_backward",
     "adaptive_max_pool2d", "adaptive_max_pool2d_backward",
-    "relu", "relu_backward",
+    "relu", "relu_backward", "add_relu",
     "linear", "linear_backward",
     "tanh", "tanh_backward", "sigmoid", "sigmoid_backward",
     "dropout", "dropout_backward",
@@ -922,6 +922,43 @@ def relu(x: np.ndarray, inplace: bool = False) -> np.ndarray:
     return y
 
 
+def add_relu(a: np.ndarray, b: np.ndarray, inplace: bool = False) -> np.ndarray:
+    """``relu(a + b)`` in one pass: a residual block's shortcut addition and the ReLU after it.
+    Bit for bit the two ops (the sum is rounded once, then relu's rule applies). a and b must
+    have one shape and dtype (no broadcasting).
+
+    With ``inplace=True`` the result overwrites a, which is returned (a must be writeable), as
+    ``a += b`` then ``relu(a, inplace=True)``: for a caller that owns a and no longer needs it.
+    Its gradient is ``relu_backward`` on the result, for both a and b.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv.functional as F
+    >>> F.add_relu(np.array([-1.0, 0.5, 2.0]), np.array([0.5, -1.0, 1.0]))
+    array([0., 0., 3.])
+    """
+    op = "add_relu"
+    checked = v.float_array(op, "a", a)
+    b = v.float_array(op, "b", b)
+    v.same_dtype(op, a=checked, b=b)
+    v.check_same_shape(op, "b", b, "a", checked)
+    inplace = v.boolean(op, "inplace", inplace)
+    if not inplace:
+        y = _kernels.empty(checked.shape, checked.dtype)
+        _kernels.add_relu_forward(v.contiguous(checked), v.contiguous(b), y, get_num_threads())
+        return y
+    if not a.flags.writeable:
+        v.fail(op, "inplace=True needs a writeable a, got a read-only array")
+    if checked is a and a.flags.c_contiguous:
+        b = v.contiguous(b)
+        if b is not a and np.may_share_memory(a, b):  # b would change under the kernel
+            b = b.copy()
+        _kernels.add_relu_forward(a, b, a, get_num_threads())  # each a[i] read, then written
+    else:  # another layout or byte order: computed aside, written back
+        a[...] = add_relu(checked, b)
+    return a
+
+
 def relu_backward(grad_output: np.ndarray, x: np.ndarray) -> np.ndarray:
     """Gradient of relu: grad_output where x > 0 (or x is NaN, as in PyTorch), else 0.
 
@@ -1171,7 +1208,7 @@ def dropout_backward(grad_output: np.ndarray, mask: np.ndarray | None) -> np.nda
 def batch_norm(x: np.ndarray, running_mean: np.ndarray | None, running_var: np.ndarray | None,
                weight: np.ndarray | None = None, bias: np.ndarray | None = None,
                training: bool = False, momentum: float = 0.1, eps: float = 1e-5, *,
-               return_stats: bool = False):
+               return_stats: bool = False, relu: bool = False):
     """Batch normalisation over channel 1, as ``torch.nn.functional.batch_norm``.
 
     ``y = (x - mean) / sqrt(var + eps) * weight + bias`` per channel. In training the mean and
@@ -1192,6 +1229,8 @@ def batch_norm(x: np.ndarray, running_mean: np.ndarray | None, running_var: np.n
     return_stats : also return the (mean, var) y was normalised with (the batch's in training,
         a copy of the running ones in evaluation), which ``batch_norm_backward`` can take
         instead of recomputing them
+    relu : then ReLU, in the pass that writes y (keyword only, fastconv's extension): bit for
+        bit ``relu(batch_norm(...))``; its gradient is ``batch_norm_backward(..., output=y)``
 
     Returns
     -------
@@ -1212,6 +1251,7 @@ def batch_norm(x: np.ndarray, running_mean: np.ndarray | None, running_var: np.n
         op, x, running_mean, running_var, weight, bias, training, eps, updates_stats=True)
     momentum = v.real(op, "momentum", momentum, 0.0, 1.0, "a number in [0, 1]")
     return_stats = v.boolean(op, "return_stats", return_stats)
+    relu = v.boolean(op, "relu", relu)
     x = v.contiguous(x)
     n = get_num_threads()
     if training:
@@ -1227,14 +1267,14 @@ def batch_norm(x: np.ndarray, running_mean: np.ndarray | None, running_var: np.n
         mean, var = np.array(running_mean), np.array(running_var)  # copies, C order
     y = _kernels.empty(x.shape, x.dtype)
     _kernels.batch_norm_forward(x, mean, var, None if weight is None else v.contiguous(weight),
-                                None if bias is None else v.contiguous(bias), y, eps, n)
+                                None if bias is None else v.contiguous(bias), y, eps, n, relu)
     return (y, mean, var) if return_stats else y
 
 
 def batch_norm_backward(grad_output: np.ndarray, x: np.ndarray,
                         running_mean: np.ndarray | None, running_var: np.ndarray | None,
                         weight: np.ndarray | None = None, training: bool = False,
-                        eps: float = 1e-5, *, stats=None):
+                        eps: float = 1e-5, *, stats=None, output=None):
     """Gradients of batch_norm: ``(grad_input, grad_weight, grad_bias)``, each of x's dtype.
 
     Arguments as batch_norm's (training as it was in the forward pass). In training the batch
@@ -1242,7 +1282,9 @@ def batch_norm_backward(grad_output: np.ndarray, x: np.ndarray,
     ``batch_norm(..., return_stats=True)`` returned, and the gradient flows through them; in
     evaluation the running statistics are constants. grad_weight ``sum(grad_output * x_hat)``
     and grad_bias ``sum(grad_output)`` have shape (C,) and are returned even when weight/bias
-    were None.
+    were None. `output`, the y of ``batch_norm(..., relu=True)``, takes the gradient through that
+    ReLU first (in the same passes): bit for bit ``batch_norm_backward(relu_backward(
+    grad_output, output), ...)``.
 
     Examples
     --------
@@ -1259,6 +1301,11 @@ def batch_norm_backward(grad_output: np.ndarray, x: np.ndarray,
     grad_output = v.float_array(op, "grad_output", grad_output)
     dtype = v.same_dtype(op, x=x, grad_output=grad_output)
     v.check_grad_output(op, grad_output, x.shape)
+    if output is not None:
+        output = v.float_array(op, "output", output)
+        v.same_dtype(op, x=x, output=output)
+        v.check_same_shape(op, "output", output, "x", x)
+        output = v.contiguous(output)
     x, channels, n = v.contiguous(x), x.shape[1], get_num_threads()
     if stats is not None:
         mean, var = v.batch_norm_stats(op, stats, channels, dtype)
@@ -1271,7 +1318,7 @@ def batch_norm_backward(grad_output: np.ndarray, x: np.ndarray,
     grad_weight, grad_bias = np.empty(channels, dtype), np.empty(channels, dtype)
     _kernels.batch_norm_backward(v.contiguous(grad_output), x, mean, var,
                                  None if weight is None else v.contiguous(weight), training,
-                                 grad_input, grad_weight, grad_bias, eps, n)
+                                 grad_input, grad_weight, grad_bias, eps, n, output)
     return grad_input, grad_weight, grad_bias
 
 

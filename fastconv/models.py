@@ -26,6 +26,7 @@ from collections import OrderedDict
 import numpy as np
 
 from . import _validation as v
+from . import functional as F
 from . import nn
 from .train import convnet
 
@@ -37,10 +38,12 @@ class BasicBlock(nn.Module):
     input (identity) or, when the stride or the width changes, a 1x1 strided convolution + BN
     of it (``downsample``), then ReLU. Input (N, in_channels, H, W) -> (N, channels, H/s, W/s).
 
-    Submodules: conv1, bn1, relu1, conv2, bn2, downsample (Sequential(conv, BN) or None),
-    relu2, the ReLUs in place (the block owns the arrays they overwrite); state_dict keys
-    ``conv1.weight, bn1.*, conv2.weight, bn2.*, downsample.0.weight, downsample.1.*``, as
-    torchvision's ``BasicBlock`` (whose one ``relu`` has no state).
+    Submodules: conv1, bn1, relu1 (in place: the block owns the array it overwrites), conv2,
+    bn2, downsample (Sequential(conv, BN) or None); the shortcut's addition and the last ReLU
+    run as one pass over bn2's output (``F.add_relu`` in place, its gradient ``relu_backward``
+    on the result). state_dict keys ``conv1.weight, bn1.*, conv2.weight, bn2.*,
+    downsample.0.weight, downsample.1.*``, as torchvision's ``BasicBlock`` (whose one ``relu``
+    has no state).
     """
 
     # runs of layers each feeding only the next (what fastconv.fuse may fuse)
@@ -62,15 +65,17 @@ class BasicBlock(nn.Module):
             self.downsample = nn.Sequential(
                 nn.Conv2d(in_channels, channels, 1, stride, bias=False, dtype=dtype),
                 nn.BatchNorm2d(channels, dtype=dtype))
-        self.relu2 = nn.ReLU(inplace=True)
 
     def forward(self, x):
         out = self.bn2(self.conv2(self.relu1(self.bn1(self.conv1(x)))))
-        out += x if self.downsample is None else self.downsample(x)  # out is bn2's, fresh
-        return self.relu2(out)
+        shortcut = x if self.downsample is None else self.downsample(x)
+        # out is bn2's (or, folded, conv2's) fresh array: the block may overwrite it
+        self._saved = y = F.add_relu(out, shortcut, inplace=True)
+        return y
 
     def backward(self, grad_output):
-        g = self.relu2.backward(grad_output)
+        # relu_backward on the output: y <= 0 exactly where the sum was
+        g = F.relu_backward(grad_output, self._saved_for_backward())
         gx = self.conv1.backward(self.bn1.backward(self.relu1.backward(
             self.conv2.backward(self.bn2.backward(g)))))
         gx += g if self.downsample is None else self.downsample.backward(g)

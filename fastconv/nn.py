@@ -526,6 +526,7 @@ class _BatchNorm(Module):
     _buffer_names = ("running_mean", "running_var", "num_batches_tracked")
     _input_ndims: tuple[int, ...] = ()
     _layout = ""
+    _relu = False  # fastconv.fuse.BatchNorm2dReLU: then ReLU, fused
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1,
                  dtype=np.float32):
@@ -548,16 +549,18 @@ class _BatchNorm(Module):
         training = self.training
         y, mean, var = F.batch_norm(x, self.running_mean, self.running_var, self.weight.data,
                                     self.bias.data, training, self.momentum, self.eps,
-                                    return_stats=True)
+                                    return_stats=True, relu=self._relu)
         if training:
             self.num_batches_tracked += 1
-        self._saved = (x, training, (mean, var))  # backward need not recompute the statistics
+        # backward need not recompute the statistics; the ReLU's mask is y's
+        self._saved = (x, training, (mean, var), y if self._relu else None)
         return y
 
     def backward(self, grad_output):
-        x, training, stats = self._saved_for_backward()
+        x, training, stats, y = self._saved_for_backward()
         gx, gw, gb = F.batch_norm_backward(grad_output, x, self.running_mean, self.running_var,
-                                           self.weight.data, training, self.eps, stats=stats)
+                                           self.weight.data, training, self.eps, stats=stats,
+                                           output=y)
         self.weight.grad += gw
         self.bias.grad += gb
         return gx

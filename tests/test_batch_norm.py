@@ -146,3 +146,46 @@ def test_batch_norm_same_result_for_1_and_2_threads(name, dtype, isa):
                 gy, x, None, None, weight, True, stats=(m, v))])
     for one, two in zip(*results):
         np.testing.assert_array_equal(one, two)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("name", BN_CASES)
+def test_batch_norm_relu_is_the_two_ops_bit_for_bit(name, training, dtype, isa):
+    """batch_norm(relu=True) and its backward given the output are relu(batch_norm(...)) and
+    batch_norm_backward(relu_backward(...)) exactly: outputs, running statistics, gradients,
+    with a NaN and values normalised to exactly 0 in x, on 1 and 2 threads."""
+    x, weight, bias, mean, var, gy = _bn_inputs(BN_CASES[name], dtype)
+    x.flat[1] = np.nan  # a NaN output passes its gradient, as relu_backward's
+    bias[0] = 0.0
+    if not training:
+        x[:, 0] = mean[0]  # channel 0 normalised to exactly 0
+    results = []
+    for threads in (1, 2):
+        with fastconv.num_threads(threads):
+            ours, theirs = (mean.copy(), var.copy()), (mean.copy(), var.copy())
+            y = F.batch_norm(x, *ours, weight, bias, training, 0.3, 1e-3, relu=True)
+            z = F.batch_norm(x, *theirs, weight, bias, training, 0.3, 1e-3)
+            np.testing.assert_array_equal(y, F.relu(z))
+            for got, want in zip(ours, theirs):
+                np.testing.assert_array_equal(got, want)
+            stats = (mean, var) if not training else (None, None)
+            got = F.batch_norm_backward(gy, x, *stats, weight, training, 1e-3, output=y)
+            want = F.batch_norm_backward(F.relu_backward(gy, z), x, *stats, weight, training,
+                                         1e-3)
+            for g, w in zip(got, want):
+                np.testing.assert_array_equal(g, w)
+            results.append((y, *got))
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_batch_norm_backward_checks_the_output():
+    x = np.ones((2, 3, 4))
+    with pytest.raises(ValueError, match=r"^batch_norm_backward: output must have the shape of "
+                                         r"x \(2, 3, 4\), got \(2, 3\)"):
+        F.batch_norm_backward(x, x, None, None, training=True, output=np.ones((2, 3)))
+    with pytest.raises(TypeError, match="^batch_norm_backward: "):
+        F.batch_norm_backward(x, x, None, None, training=True, output=x.astype(np.float32))
+    with pytest.raises(TypeError, match="^batch_norm: relu must be a bool"):
+        F.batch_norm(x, None, None, training=True, relu=1)

@@ -176,7 +176,10 @@ def test_layer_times_cover_every_layer(task):
     case = bench_models.model_case("convnet", task, 2, threads=1)
     lt = bench_models.layer_times(case, repeat=1, threads=1, pause=0.0)
     names = [name for name, _ in bench_models._leaves(case.fastconv_model)]
-    assert names == [str(i) for i in range(len(case.fastconv_model))]
+    if task == "train":  # the ReLU fused into the convolution leaves an Identity
+        assert names == [str(i) for i in range(len(case.fastconv_model))]
+    else:  # fuse.optimize leaves it out
+        assert names[:2] == ["0", "2"] and len(names) == len(case.fastconv_model)
     directions = ("forward", "backward") if task == "train" else ("forward",)
     assert {(n, d) for n in names for d in directions} <= set(lt.seconds["fastconv"])
     if task == "train":
@@ -188,7 +191,8 @@ def test_layer_times_cover_every_layer(task):
         assert not case.torch_model[0]._forward_hooks
     table = bench_models.format_layers(lt)
     assert "conv2d+relu" in table and "step total" in table  # fastconv's fused layers
-    assert lt.kinds["fastconv"]["1"] == "identity"  # the ReLU fused into the convolution
+    if task == "train":
+        assert lt.kinds["fastconv"]["1"] == "identity"
     if "PyTorch" in lt.seconds:  # PyTorch's ReLU is an activation, not the Identity's kind
         assert lt.kinds["PyTorch"]["1"] == "activation" and "activation" in table
     assert "0" in bench_models.format_layers(lt, by_kind=False).split()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from helpers import assert_close
 
-from fastconv import fuse, init, models, nn
+from fastconv import fuse, init, models, nn, train
 
 
 def _trained_statistics(model, seed=7):
@@ -108,7 +108,7 @@ def test_fold_batch_norm_refuses_what_is_not_a_module():
         fuse.fold_batch_norm({})
 
 
-# (id, model factory taking a dtype, input shape, how many Conv2d + ReLU pairs fuse)
+# (id, model factory taking a dtype, input shape, how many Conv2d / BatchNorm2d + ReLU pairs fuse)
 RELU_MODELS = [
     ("conv-relu", lambda dt: nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, dtype=dt), nn.ReLU(),
                                            nn.MaxPool2d(2)), (2, 3, 6, 6), 1),
@@ -116,11 +116,15 @@ RELU_MODELS = [
      lambda dt: nn.Sequential(nn.Conv2d(2, 5, 3, stride=2, padding=(0, 2, 1, 1), bias=False,
                                         dtype=dt), nn.Identity(), nn.ReLU(inplace=True)),
      (1, 2, 7, 8), 1),
-    ("batch-norm-between-and-relu-first",  # neither pair runs straight into its ReLU
+    ("batch-norm-between-and-relu-first",  # the batch norm fuses with the ReLU, no conv does
      lambda dt: nn.Sequential(nn.ReLU(), nn.Conv2d(2, 3, 1, dtype=dt), nn.BatchNorm2d(3, dtype=dt),
-                              nn.ReLU(), nn.Conv2d(3, 2, 1, dtype=dt)), (2, 2, 3, 3), 0),
-    ("resnet", lambda dt: models.ResNet(blocks=(1, 2), widths=(2, 3), num_classes=4,
-                                        in_channels=2, dtype=dt), (2, 2, 5, 6), 0),
+                              nn.ReLU(), nn.Conv2d(3, 2, 1, dtype=dt)), (2, 2, 3, 3), 1),
+    ("resnet",  # the stem's and each block's first batch norm with their ReLUs
+     lambda dt: models.ResNet(blocks=(1, 2), widths=(2, 3), num_classes=4, in_channels=2,
+                              dtype=dt), (2, 2, 5, 6), 4),
+    ("nhwc-stays",  # conv2d_relu's kernels are NCHW's
+     lambda dt: nn.Sequential(nn.Conv2d(2, 3, 3, padding=1, data_format="NHWC", dtype=dt),
+                              nn.ReLU()), (2, 5, 6, 2), 0),
     ("folded-resnet",  # the stem's and each block's first convolution, through the Identity
      lambda dt: fuse.fold_batch_norm(_trained_statistics(models.ResNet(
          blocks=(1, 2), widths=(2, 3), num_classes=4, in_channels=2, dtype=dt))),
@@ -137,8 +141,9 @@ def test_fused_model_is_the_model_bit_for_bit(name, build, shape, fusions, dtype
     model = build(dtype).train(training)
     fused = fuse.fuse_conv_relu(model)
     assert fused.training == training
-    assert sum(isinstance(m, fuse.Conv2dReLU) for m in fused.modules()) == fusions
-    assert not any(isinstance(m, fuse.Conv2dReLU) for m in model.modules())  # unchanged
+    fused_kinds = (fuse.Conv2dReLU, fuse.BatchNorm2dReLU)
+    assert sum(isinstance(m, fused_kinds) for m in fused.modules()) == fusions
+    assert not any(isinstance(m, fused_kinds) for m in model.modules())  # unchanged
     assert list(fused.state_dict()) == list(model.state_dict())
     rng = np.random.default_rng(2)
     x = rng.standard_normal(shape).astype(dtype)
@@ -158,3 +163,65 @@ def test_fuse_conv_relu_refuses_what_is_not_a_module():
     with pytest.raises(TypeError, match="^fuse_conv_relu: model must be a fastconv.nn.Module, "
                                         "got list"):
         fuse.fuse_conv_relu([])
+
+
+# ---- optimize ------------------------------------------------------------------------------
+
+# (id, model factory taking a dtype, input shape): what optimize rewrites, and what it keeps
+OPTIMIZE_MODELS = [*[(name, build, shape) for name, build, shape, _ in MODELS],
+                   *[(name, build, shape) for name, build, shape, _ in RELU_MODELS],
+                   ("convnet-bn-dropout", lambda dt: train.convnet(batchnorm=True, dropout=0.3)
+                    .to(dt), (2, 1, 28, 28)),
+                   ("nhwc-conv-relu-pool",  # channels last: nothing fuses, pooling still lighter
+                    lambda dt: nn.Sequential(nn.Conv2d(2, 3, 3, padding=1, data_format="NHWC",
+                                                       dtype=dt), nn.ReLU(),
+                                             nn.MaxPool2d(2, data_format="NHWC")), (2, 6, 6, 2))]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("name, build, shape", OPTIMIZE_MODELS,
+                         ids=[m[0] for m in OPTIMIZE_MODELS])
+def test_optimized_model_is_the_evaluation_mode_model(name, build, shape, dtype):
+    init.manual_seed(0)
+    model = _trained_statistics(build(dtype))
+    training = model.training
+    before = model.state_dict()
+    fast = fuse.optimize(model)
+    assert model.training == training and not fast.training
+    for key, value in model.state_dict().items():
+        np.testing.assert_array_equal(value, before[key], err_msg=key)
+    for m in fast.modules():
+        for _, child in m._own(nn.Module):
+            assert type(child) not in (nn.Conv2d, fuse.Conv2dReLU, nn.MaxPool2d)
+            assert not (isinstance(m, nn.Sequential) and type(child) is nn.Identity)
+    assert list(fast.state_dict()) == list(fuse.fold_batch_norm(model).state_dict())
+    x = np.random.default_rng(5).standard_normal(shape).astype(dtype)
+    folded = fuse.fold_batch_norm(model)
+    np.testing.assert_array_equal(fast(x), folded(x))  # the folded network, bit for bit
+    assert_close(fast(x), model.eval()(x), 64 if dtype == np.float64 else 2048)
+    saved = [m for m in fast.modules() if isinstance(m, fuse._InferenceOnly)
+             and m._saved is not None]
+    assert not saved  # nothing kept for backward
+
+
+def test_optimized_layers_have_no_backward_and_the_model_still_trains():
+    init.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                          nn.Linear(2, 3))
+    fast = fuse.optimize(model)
+    x = np.ones((1, 1, 4, 4), np.float32)
+    y = fast(x)
+    for layer in list(fast)[:2]:
+        with pytest.raises(RuntimeError, match=r"^Inference\w+\.backward: a layer of "
+                                               "fastconv.fuse.optimize's inference-only copy"):
+            layer.backward(y)
+    model.backward(np.ones_like(model(x)))  # the original keeps its layers and backward
+    assert model[0].weight.grad.any()
+    lone = fuse.optimize(nn.Conv2d(1, 2, 3))
+    assert type(lone) is fuse.InferenceConv2d and lone(x).shape == (1, 2, 2, 2)
+
+
+def test_optimize_refuses_what_is_not_a_module():
+    with pytest.raises(TypeError, match="^optimize: model must be a fastconv.nn.Module, "
+                                        "got int"):
+        fuse.optimize(3)

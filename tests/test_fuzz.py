@@ -576,23 +576,26 @@ def any_shape(data, name, max_dims=4):
 
 
 def _float_pair_op(data, rng, op):
-    """relu/tanh/sigmoid (x) and their backward (grad_output, x or output of one shape)."""
+    """relu/tanh/sigmoid (x), their backward (grad_output, x or output of one shape) and
+    add_relu (a, b of one shape)."""
     dtype = data.draw(st.sampled_from([np.float32, np.float64]), label="dtype")
     shape = any_shape(data, "shape")
     x = make_array(data, rng, shape, dtype, "x")
-    if not op.endswith("_backward"):
+    if op != "add_relu" and not op.endswith("_backward"):
         return {"x": x}, is_float_array(x)
-    second = "x" if op == "relu_backward" else "output"
+    first, second = {"add_relu": ("b", "a"), "relu_backward": ("grad_output", "x")}.get(
+        op, ("grad_output", "output"))
     other_shape = shape if data.draw(st.integers(0, 5), label="same shape") else shape + (1,)
-    gy = make_array(data, rng, other_shape, dtype, "grad_output")
-    kwargs = {"grad_output": gy, second: x}
-    valid = arrays_ok(kwargs, ["grad_output", second], None) and gy.shape == x.shape
+    gy = make_array(data, rng, other_shape, dtype, first)
+    kwargs = {first: gy, second: x}
+    valid = arrays_ok(kwargs, [first, second], None) and gy.shape == x.shape
     return kwargs, valid
 
 
 ELEMENTWISE = {
     "relu": lambda kw: ref.relu(kw["x"]),
     "relu_backward": lambda kw: ref.relu_backward(kw["grad_output"], kw["x"]),
+    "add_relu": lambda kw: ref.relu(np.add(kw["a"], kw["b"])),
     "tanh": lambda kw: np.tanh(kw["x"]),
     "tanh_backward": lambda kw: kw["grad_output"] * (1 - kw["output"] ** 2),
     "sigmoid": lambda kw: (1 / (1 + np.exp(-kw["x"].astype(np.float64)))).astype(kw["x"].dtype),
@@ -610,7 +613,7 @@ def test_fuzz_elementwise(op, data, seed):
     out = getattr(F, op)(**kwargs)
     expected = ELEMENTWISE[op](kwargs)
     assert out.shape == expected.shape and out.dtype == expected.dtype
-    if op.startswith("relu"):
+    if "relu" in op:
         np.testing.assert_array_equal(out, expected)
     else:
         assert_close(out, expected, 4)

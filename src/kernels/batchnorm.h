@@ -3,8 +3,10 @@
  *
  *   fc_<dt>_batchnorm_stats__<isa>  each channel's mean and biased variance over the batch and
  *                                   inner dims (and the running statistics' update)
- *   fc_<dt>_batchnorm_fwd__<isa>    y = (x - mean) / sqrt(var + eps) * weight + bias
- *   fc_<dt>_batchnorm_bwd__<isa>    gx, and the weight and bias gradients
+ *   fc_<dt>_batchnorm_fwd__<isa>    y = (x - mean) / sqrt(var + eps) * weight + bias, then
+ *                                   ReLU when p->relu (batch norm + ReLU in one pass)
+ *   fc_<dt>_batchnorm_bwd__<isa>    gx, and the weight and bias gradients; given the fused
+ *                                   forward's output y, through its ReLU first
  *
  * Statistics and gradient sums are taken in double, whatever T, in an order fixed by the shape:
  * a channel's values are cut into pieces of at most FC_BN_PIECE elements, part of one (image,
@@ -52,6 +54,12 @@ static inline double fc_bn_lanes_sum(double *acc) {
 static inline double fc_bn_invstd(double var, double eps) { return 1.0 / sqrt(var + eps); }
 #endif
 
+/* The gradient reaching the batch norm at element i. Behind the fused ReLU whose output is y,
+ * relu_bwd's: 0 where y <= 0 (so a NaN passes), bit for bit what the two layers give; the
+ * kernels then mask by (y, lim 0). Without it, (gy, lim NaN): no comparison with NaN holds, so
+ * gy passes whole, and the loops stay branch-free, reading only valid memory. */
+#define FC_BN_GRAD(gy, mask, lim, i) ((mask)[i] <= (lim) ? (T)0 : (gy)[i])
+
 /* acc[l] += x[i] (d = 0) or (x[i] - mu)^2 (d = 1) for the i of lane l, over x[0..n): the lanes
  * are copied in and out, so they stay in registers. */
 static inline void FC_LOCAL(bn_run)(const T *restrict x, fc_index n, int d, double mu,
@@ -83,22 +91,25 @@ static inline void FC_LOCAL(bn_piece)(const T *x, fc_index rows, fc_index len, f
     *m2 = fc_bn_lanes_sum(sq);
 }
 
-/* sum of gy and of gy * (x - mean) over x[0..n), added in lanes to acc and dot. */
-static inline void FC_LOCAL(bn_grad_run)(const T *restrict gy, const T *restrict x, fc_index n,
-                                         double mean, double *restrict acc, double *restrict dot) {
+/* sum of g and of g * (x - mean) over x[0..n), added in lanes to acc and dot; g is gy masked
+ * by (mask, lim) (FC_BN_GRAD). */
+static inline void FC_LOCAL(bn_grad_run)(const T *restrict gy, const T *mask, T lim,
+                                         const T *restrict x, fc_index n, double mean,
+                                         double *restrict acc, double *restrict dot) {
     double a[FC_BN_LANES], b[FC_BN_LANES];
     memcpy(a, acc, sizeof(a));
     memcpy(b, dot, sizeof(b));
     fc_index i = 0;
     for (; i + FC_BN_LANES <= n; i += FC_BN_LANES) FC_PRAGMA(omp simd)
     for (int l = 0; l < FC_BN_LANES; l++) {
-        const double g = (double)gy[i + l];
+        const double g = (double)FC_BN_GRAD(gy, mask, lim, i + l);
         a[l] += g;
         b[l] += g * ((double)x[i + l] - mean);
     }
     for (int l = 0; i < n; i++, l++) {
-        a[l] += (double)gy[i];
-        b[l] += (double)gy[i] * ((double)x[i] - mean);
+        const double g = (double)FC_BN_GRAD(gy, mask, lim, i);
+        a[l] += g;
+        b[l] += g * ((double)x[i] - mean);
     }
     memcpy(acc, a, sizeof(a));
     memcpy(dot, b, sizeof(b));
@@ -181,11 +192,15 @@ int FC_FN(batchnorm_fwd)(const fc_batchnorm_params *p, const T *x, const T *mean
     const int nt = fc_threads_for(nthreads, (double)N * C * HW,
                                   fc_tuning_table[FC_ISA_ID][FC_DT_ID].eltwise_min_work,
                                   HW == 1 ? N : N * C);
+    /* ReLU as relu_fwd: v unless v < 0 */
+    const int relu = p->relu;
     if (HW == 1) {
         FC_PRAGMA(omp parallel for schedule(static) num_threads(nt))
         for (fc_index n = 0; n < N; n++)
-            for (fc_index c = 0; c < C; c++)
-                y[n * C + c] = (x[n * C + c] - mu[c]) * scale[c] + shift[c];
+            for (fc_index c = 0; c < C; c++) {
+                const T v = (x[n * C + c] - mu[c]) * scale[c] + shift[c];
+                y[n * C + c] = relu && v < 0 ? (T)0 : v;
+            }
     } else {
         FC_PRAGMA(omp parallel for schedule(static) num_threads(nt))
         for (fc_index q = 0; q < N * C; q++) {
@@ -193,16 +208,22 @@ int FC_FN(batchnorm_fwd)(const fc_batchnorm_params *p, const T *x, const T *mean
             const T m = mu[c], s = scale[c], b = shift[c];
             const T *xq = x + q * HW;
             T *yq = y + q * HW;
-            for (fc_index i = 0; i < HW; i++) yq[i] = (xq[i] - m) * s + b;
+            if (relu)
+                for (fc_index i = 0; i < HW; i++) {
+                    const T v = (xq[i] - m) * s + b;
+                    yq[i] = v < 0 ? (T)0 : v;
+                }
+            else
+                for (fc_index i = 0; i < HW; i++) yq[i] = (xq[i] - m) * s + b;
         }
     }
     free(coef);
     return FC_OK;
 }
 
-int FC_FN(batchnorm_bwd)(const fc_batchnorm_params *p, const T *gy, const T *x, const T *mean,
-                         const T *var, const T *weight, int training, T *gx, T *gw, T *gb,
-                         int nthreads) {
+int FC_FN(batchnorm_bwd)(const fc_batchnorm_params *p, const T *gy, const T *y, const T *x,
+                         const T *mean, const T *var, const T *weight, int training, T *gx, T *gw,
+                         T *gb, int nthreads) {
     const fc_index N = p->batch, C = p->channels, HW = p->inner;
     const double count = (double)N * (double)HW;
     const double min_work = fc_tuning_table[FC_ISA_ID][FC_DT_ID].eltwise_min_work;
@@ -215,6 +236,8 @@ int FC_FN(batchnorm_bwd)(const fc_batchnorm_params *p, const T *gy, const T *x, 
         return FC_ENOMEM;
     }
     double *sum_gy = sums, *sum_dot = sums + C;
+    const T *mask = y ? y : gy;
+    const T lim = y ? (T)0 : (T)NAN;
     if (HW == 1) {
         const fc_index blocks = FC_CEIL_DIV(C, FC_BN_COLUMNS);
         const int nt = fc_threads_for(nthreads, 2 * count * C, min_work, blocks);
@@ -225,7 +248,7 @@ int FC_FN(batchnorm_bwd)(const fc_batchnorm_params *p, const T *gy, const T *x, 
             for (fc_index c = 0; c < w; c++) mu[c] = (double)mean[c0 + c];
             for (fc_index n = 0; n < N; n++)
                 for (fc_index c = 0; c < w; c++) {
-                    const double g = (double)gy[n * C + c0 + c];
+                    const double g = (double)FC_BN_GRAD(gy, mask, lim, n * C + c0 + c);
                     acc[c] += g;
                     dot[c] += g * ((double)x[n * C + c0 + c] - mu[c]);
                 }
@@ -238,8 +261,8 @@ int FC_FN(batchnorm_bwd)(const fc_batchnorm_params *p, const T *gy, const T *x, 
             double acc[FC_BN_LANES] = {0}, dot[FC_BN_LANES] = {0};
             const double mu = (double)mean[c];
             for (fc_index n = 0; n < N; n++)
-                FC_LOCAL(bn_grad_run)(gy + (n * C + c) * HW, x + (n * C + c) * HW, HW, mu, acc,
-                                      dot);
+                FC_LOCAL(bn_grad_run)(gy + (n * C + c) * HW, mask + (n * C + c) * HW, lim,
+                                      x + (n * C + c) * HW, HW, mu, acc, dot);
             sum_gy[c] = fc_bn_lanes_sum(acc);
             sum_dot[c] = fc_bn_lanes_sum(dot);
         }
@@ -262,23 +285,27 @@ int FC_FN(batchnorm_bwd)(const fc_batchnorm_params *p, const T *gy, const T *x, 
         for (fc_index n = 0; n < N; n++)
             for (fc_index c = 0; c < C; c++) {
                 const fc_index e = n * C + c;
-                gx[e] = training ? (gy[e] - mean_gy[c] - (x[e] - mu[c]) * k[c]) * scale[c]
-                                 : gy[e] * scale[c];
+                const T g = FC_BN_GRAD(gy, mask, lim, e);
+                gx[e] = training ? (g - mean_gy[c] - (x[e] - mu[c]) * k[c]) * scale[c]
+                                 : g * scale[c];
             }
     } else {
         FC_PRAGMA(omp parallel for schedule(static) num_threads(nt))
         for (fc_index q = 0; q < N * C; q++) {
             const fc_index c = q % C;
             const T m = mu[c], s = scale[c], g = mean_gy[c], kc = k[c];
-            const T *xq = x + q * HW, *gq = gy + q * HW;
+            const T *xq = x + q * HW, *gq = gy + q * HW, *mq = mask + q * HW;
             T *dq = gx + q * HW;
             if (training)
-                for (fc_index i = 0; i < HW; i++) dq[i] = (gq[i] - g - (xq[i] - m) * kc) * s;
+                for (fc_index i = 0; i < HW; i++)
+                    dq[i] = (FC_BN_GRAD(gq, mq, lim, i) - g - (xq[i] - m) * kc) * s;
             else
-                for (fc_index i = 0; i < HW; i++) dq[i] = gq[i] * s;
+                for (fc_index i = 0; i < HW; i++) dq[i] = FC_BN_GRAD(gq, mq, lim, i) * s;
         }
     }
     free(sums);
     free(coef);
     return FC_OK;
 }
+
+#undef FC_BN_GRAD

@@ -1,4 +1,5 @@
-/* eltwise_impl.h: element-wise kernels (relu forward and backward) for one dtype. A kernel file
+/* eltwise_impl.h: element-wise kernels (relu forward and backward, the residual add + relu) for
+ * one dtype. A kernel file
  * (eltwise_scalar.c, eltwise_avx2.c, eltwise_avx512.c) includes its fc_isa_<isa>.h and
  * instantiates this template once per dtype (fc_each_dtype.h); the loops are plain C that the
  * compiler vectorises for the file's instruction set.
@@ -35,6 +36,24 @@ int FC_FN(relu_bwd)(fc_index n, const T *gy, const T *x, T *gx, int nthreads) {
         fc_prefetch_ahead(x + i0, sizeof(T) * FC_ELTWISE_BLOCK, x + n);
         fc_prefetch_ahead(gy + i0, sizeof(T) * FC_ELTWISE_BLOCK, gy + n);
         for (fc_index i = i0; i < i1; i++) gx[i] = x[i] <= 0 ? (T)0 : gy[i];
+    });
+    return FC_OK;
+}
+
+/* y = relu(a + b): a residual block's shortcut add and the ReLU after it in one pass. The sum
+ * is rounded once, as `a + b` alone, then relu_fwd's rule applies, so the result is bit for bit
+ * the two ops'. y may be a (the block's own array, overwritten in place). */
+int FC_FN(add_relu_fwd)(fc_index n, const T *a, const T *b, T *y, int nthreads) {
+    const int nt = fc_threads_for(nthreads, (double)n, FC_ELTWISE_MIN_WORK, n);
+    const fc_index nblocks = FC_CEIL_DIV(n, FC_ELTWISE_BLOCK);
+    FC_PARALLEL_FOR(nt, , blk, nblocks, {
+        const fc_index i0 = blk * FC_ELTWISE_BLOCK, i1 = FC_MIN(n, i0 + FC_ELTWISE_BLOCK);
+        fc_prefetch_ahead(a + i0, sizeof(T) * FC_ELTWISE_BLOCK, a + n);
+        fc_prefetch_ahead(b + i0, sizeof(T) * FC_ELTWISE_BLOCK, b + n);
+        for (fc_index i = i0; i < i1; i++) {
+            const T s = a[i] + b[i];
+            y[i] = s < 0 ? (T)0 : s;
+        }
     });
     return FC_OK;
 }

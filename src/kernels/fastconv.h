@@ -86,6 +86,7 @@ typedef struct {
     fc_index batch, channels, inner;
     double eps;      /* added to the variance */
     double momentum; /* of the running statistics' update */
+    int relu;        /* forward: nonzero applies ReLU to each output (batch_norm's relu) */
 } fc_batchnorm_params;
 
 /* One optimiser step's hyper-parameters (the update rules are torch.optim's, fc_kernel_list.h). */

@@ -125,7 +125,9 @@
 #define FC_ELTWISE_KERNELS(X, ctx, dt, T)                                                          \
     X(ctx, dt##_relu_fwd, (fc_index n, const T *x, T *y, int nthreads), (n, x, y, nthreads))       \
     X(ctx, dt##_relu_bwd, (fc_index n, const T *gy, const T *x, T *gx, int nthreads),              \
-      (n, gy, x, gx, nthreads))
+      (n, gy, x, gx, nthreads))                                                                    \
+    X(ctx, dt##_add_relu_fwd, (fc_index n, const T *a, const T *b, T *y, int nthreads),            \
+      (n, a, b, y, nthreads))
 
 /* Fully connected layers: x (m, k), W (n, k), y and gy (m, n), all row-major. bias and gb may
  * be NULL; with `accumulate` nonzero, gw and gb are added to instead of overwritten. */
@@ -157,9 +159,9 @@
        const T *bias, T *y, int nthreads),                                                         \
       (p, x, mean, var, weight, bias, y, nthreads))                                                \
     X(ctx, dt##_batchnorm_bwd,                                                                     \
-      (const fc_batchnorm_params *p, const T *gy, const T *x, const T *mean, const T *var,         \
-       const T *weight, int training, T *gx, T *gw, T *gb, int nthreads),                          \
-      (p, gy, x, mean, var, weight, training, gx, gw, gb, nthreads))
+      (const fc_batchnorm_params *p, const T *gy, const T *y, const T *x, const T *mean,           \
+       const T *var, const T *weight, int training, T *gx, T *gw, T *gb, int nthreads),            \
+      (p, gy, y, x, mean, var, weight, training, gx, gw, gb, nthreads))
 
 /* The rest of a training step. cross_entropy: logits (n, c), n, c >= 1, int64 labels in
  * [0, c), the mean loss into *loss and, unless grad is NULL, (softmax - one_hot) * grad_scale.
