@@ -188,7 +188,8 @@ def test_conv2d_weight_gradient_ignores_unread_infinities(dtype, case):
 # (pass, the algorithm forced, its fallback, which input holds the Inf and NaN)
 FALLBACKS = [("forward", "winograd", "direct", "x"), ("forward", "winograd", "direct", "w"),
              ("input", "transposed", "col2im", "w"), ("weight", "direct", "plain", "x"),
-             ("input", "depthwise", "col2im", "w"), ("weight", "depthwise", "plain", "x")]
+             ("input", "depthwise", "col2im", "w"), ("weight", "depthwise", "plain", "x"),
+             ("weight", "grouped", "plain", "x")]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -196,7 +197,7 @@ FALLBACKS = [("forward", "winograd", "direct", "x"), ("forward", "winograd", "di
                          ids=[f"{w}-{a}-{h}" for w, a, _, h in FALLBACKS])
 def test_nonfinite_data_runs_the_plans_fallback(which, algorithm, fallback, holder, dtype):
     rng = np.random.default_rng(27)
-    groups = 16 if algorithm == "depthwise" else 1
+    groups = {"depthwise": 16, "grouped": 4}.get(algorithm, 1)
     x = rng.standard_normal((2, 16, 6, 7)).astype(dtype)
     w = rng.standard_normal((16, 16 // groups, 3, 3)).astype(dtype)
     gy = rng.standard_normal((2, 16, 6, 7)).astype(dtype)
