@@ -341,18 +341,18 @@ static int FC_LOCAL(conv2d_bwd_input_depthwise)(const fc_conv2d_params *p, const
  * the grouped one): the direct pass's GEMM takes a group's output channels as its columns,
  * padded to NR, and would run almost empty on a few. Tasks are groups, each summing its images
  * in order into its own rows of dW. FC_NONFINITE when x holds an Inf or NaN: the grid's pixels
- * that are no output are zeros of dY that would multiply them. */
+ * that are no output are zeros of dY that would multiply them. Each padded channel is tested as
+ * it is made, in cache (a separate test would read all of X once more); the first task to find
+ * one stops the others, and the fallback rewrites dW. */
 static int FC_LOCAL(conv2d_bwd_weight_grouped)(const fc_conv2d_params *p, const fc_tuning *tn,
                                                const T *gy, const T *x, T *gw, int nthreads) {
-    if (!FC_LOCAL(all_finite)(tn, x, p->batch * p->in_channels * p->in_h * p->in_w, nthreads))
-        return FC_NONFINITE;
     const fc_index G = p->groups, Cg = p->in_channels / G, Kg = p->out_channels / G;
     const fc_index kk = p->kernel_h * p->kernel_w, HW = p->in_h * p->in_w, P = p->out_h * p->out_w;
     const FC_LOCAL(grid_t) g = FC_LOCAL(dense_geometry)(p);
     /* whole vectors of the dot microkernel: the grids' zeros past their end meet the next
      * padded channel's finite values or the slack of zeros after the last */
     const fc_index L = FC_CEIL_DIV(g.L, FC_DW_LANES) * FC_DW_LANES;
-    int failed = 0;
+    int failed = 0, nonfinite = 0;
     const int nt = fc_threads_for(nthreads, (double)p->batch * p->out_channels * P * Cg * kk,
                                   tn->conv_min_work, G);
     FC_PRAGMA(omp parallel num_threads(nt))
@@ -370,14 +370,26 @@ static int FC_LOCAL(conv2d_bwd_weight_grouped)(const fc_conv2d_params *p, const 
         }
         FC_PRAGMA(omp for schedule(dynamic, 1))
         for (fc_index grp = 0; grp < G; grp++) {
-            if (!ok) continue;
+            int stop;
+            FC_PRAGMA(omp atomic read)
+            stop = nonfinite;
+            if (!ok || stop) continue;
             T *acc = gw + grp * Kg * Cg * kk; /* (k, c, tap) of the group's Kg x Cg x kk */
             for (fc_index e = 0; e < Kg * Cg * kk; e++) acc[e] = (T)0;
             for (fc_index n = 0; n < p->batch; n++) {
+                int bad = 0;
                 for (fc_index c = 0; c < Cg; c++) {
                     const T *xc = x + (n * p->in_channels + grp * Cg + c) * HW;
                     const T *next = n + 1 < p->batch ? xc + p->in_channels * HW : NULL;
-                    FC_LOCAL(dw_split)(&g, xc, next, xph + c * g.ph.channel);
+                    T *xpc = xph + c * g.ph.channel;
+                    FC_LOCAL(dw_split)(&g, xc, next, xpc);
+                    for (fc_index e = 0; e < g.ph.channel; e++) /* Inf - Inf, NaN - NaN: NaN */
+                        bad |= (xpc[e] - xpc[e]) != (xpc[e] - xpc[e]);
+                }
+                if (bad) {
+                    FC_PRAGMA(omp atomic write)
+                    nonfinite = 1;
+                    break;
                 }
                 for (fc_index k = 0; k < Kg; k++)
                     FC_LOCAL(dw_spread)(p, &g, gy + (n * p->out_channels + grp * Kg + k) * P,
@@ -392,7 +404,7 @@ static int FC_LOCAL(conv2d_bwd_weight_grouped)(const fc_conv2d_params *p, const 
         fc_aligned_free(grids);
         free(off);
     }
-    return failed ? FC_ENOMEM : FC_OK;
+    return failed ? FC_ENOMEM : nonfinite ? FC_NONFINITE : FC_OK;
 }
 
 #endif /* FC_CONV2D_DEPTHWISE_H */
