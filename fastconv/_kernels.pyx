@@ -228,7 +228,7 @@ if hasattr(os, "register_at_fork"):  # POSIX; Windows has no fork
 
 # fc_conv_algorithm's values (fastconv.h) by name, and the passes'
 CONV_ALGORITHMS = ("auto", "direct", "winograd", "plain", "transposed", "col2im",
-                   "depthwise")
+                   "depthwise", "grouped")
 CONV_PASSES = ("forward", "input", "weight")
 assert len(CONV_ALGORITHMS) == FC_CONV_ALGORITHM_COUNT
 cdef int _forced[3]  # per pass: the algorithm force_conv_algorithms set, 0 = auto
@@ -251,10 +251,10 @@ class force_conv_algorithms:
 
     ``forward``: 'direct', 'winograd', 'depthwise' or 'plain'; ``input`` (the input gradient):
     'transposed', 'depthwise' or 'col2im'; ``weight`` (the weight gradient): 'direct',
-    'depthwise' or 'plain' ('depthwise' needs one input channel per group); None or 'auto' leaves a
-    pass to the plan (src/kernels/conv2d_plan.c). A forced algorithm that cannot run a call's
-    geometry makes the call raise ValueError; a non-finite fallback still runs where the data
-    needs one (docs/KERNELS.md).
+    'depthwise', 'grouped' or 'plain' ('depthwise' needs one input channel per group); None or
+    'auto' leaves a pass to the plan (src/kernels/conv2d_plan.c). A forced algorithm that cannot
+    run a call's geometry makes the call raise ValueError; a non-finite fallback still runs
+    where the data needs one (docs/KERNELS.md).
     """
 
     def __init__(self, forward=None, input=None, weight=None):

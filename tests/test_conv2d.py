@@ -48,6 +48,10 @@ CONV_CASES = {
     "dilation3-rect": (2, 2, 12, 9, 3, (2, 3), (1, 2), (3, 1), (3, 2), 1, True),
     "groups2": (2, 4, 7, 7, 6, 3, 1, 1, 1, 2, True),
     "groups3-strided": (1, 6, 9, 8, 9, (3, 2), 2, 1, 1, 3, True),
+    # ResNeXt's 4 channels per group (the grouped weight gradient): grids of several vectors,
+    # and strided on phases whose last channel ends the buffer
+    "groups-4x4": (2, 16, 13, 19, 16, 3, 1, 1, 1, 4, True),
+    "groups-4x4-s2": (2, 8, 11, 10, 12, 3, 2, 1, 1, 2, False),
     "depthwise": (2, 5, 8, 8, 5, 3, 1, 1, 1, 5, True),
     "depthwise-multiplier": (1, 4, 7, 7, 8, 3, 2, 1, 1, 4, False),
     "pointwise-1x1": (2, 16, 5, 5, 8, 1, 1, 0, 1, 1, True),
@@ -174,7 +178,7 @@ ALGORITHMS = {
     "NCHW": [("forward", "direct"), ("forward", "winograd"), ("forward", "plain"),
              ("forward", "depthwise"), ("input", "transposed"), ("input", "col2im"),
              ("input", "depthwise"), ("weight", "direct"), ("weight", "plain"),
-             ("weight", "depthwise")],
+             ("weight", "depthwise"), ("weight", "grouped")],
     "NHWC": [("forward", "direct"), ("forward", "winograd"),
              ("input", "transposed"), ("input", "col2im"), ("weight", "direct")],
 }
@@ -238,7 +242,8 @@ def test_conv2d_forced_algorithm_that_cannot_run_raises(case, which, algorithm, 
 
 # (pass, algorithm) that the channels-last layout does not have
 NOT_NHWC = [("forward", "plain"), ("forward", "depthwise"), ("input", "direct"),
-            ("input", "depthwise"), ("weight", "plain"), ("weight", "depthwise")]
+            ("input", "depthwise"), ("weight", "plain"), ("weight", "depthwise"),
+            ("weight", "grouped")]
 
 
 @pytest.mark.parametrize("which, algorithm", NOT_NHWC, ids=[f"{w}-{a}" for w, a in NOT_NHWC])
@@ -295,12 +300,13 @@ def test_conv2d_halves_equal_backward(name, formats, dtype):
 
 # all stride 1 and 3x3, so that every algorithm can run them
 THREAD_CASES = ["many-pixels-tiles", "big-batch-weight-chunks", "long-reduction", "depthwise",
-                "winograd-blocks-across-images", "depthwise-long-rows"]
+                "winograd-blocks-across-images", "depthwise-long-rows", "groups-4x4"]
 # (data_format, algorithms forced): the plan's, then the others where the geometry allows them
 THREAD_ALGORITHMS = {
     "planned": ("NCHW", {}),
     "winograd-transposed": ("NCHW", dict(forward="winograd", input="transposed")),
     "plain-col2im": ("NCHW", dict(forward="plain", input="col2im", weight="plain")),
+    "grouped-weight": ("NCHW", dict(weight="grouped")),
     "nhwc-planned": ("NHWC", {}),
     "nhwc-winograd-transposed": ("NHWC", dict(forward="winograd", input="transposed")),
     "nhwc-direct-col2im": ("NHWC", dict(forward="direct", input="col2im")),

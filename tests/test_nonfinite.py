@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from helpers import assert_close
 
+import fastconv
 import fastconv.functional as F
 from fastconv import _kernels
 from fastconv import reference as ref
@@ -188,7 +189,8 @@ def test_conv2d_weight_gradient_ignores_unread_infinities(dtype, case):
 # (pass, the algorithm forced, its fallback, which input holds the Inf and NaN)
 FALLBACKS = [("forward", "winograd", "direct", "x"), ("forward", "winograd", "direct", "w"),
              ("input", "transposed", "col2im", "w"), ("weight", "direct", "plain", "x"),
-             ("input", "depthwise", "col2im", "w"), ("weight", "depthwise", "plain", "x")]
+             ("input", "depthwise", "col2im", "w"), ("weight", "depthwise", "plain", "x"),
+             ("weight", "grouped", "plain", "x")]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -196,7 +198,7 @@ FALLBACKS = [("forward", "winograd", "direct", "x"), ("forward", "winograd", "di
                          ids=[f"{w}-{a}-{h}" for w, a, _, h in FALLBACKS])
 def test_nonfinite_data_runs_the_plans_fallback(which, algorithm, fallback, holder, dtype):
     rng = np.random.default_rng(27)
-    groups = 16 if algorithm == "depthwise" else 1
+    groups = {"depthwise": 16, "grouped": 4}.get(algorithm, 1)
     x = rng.standard_normal((2, 16, 6, 7)).astype(dtype)
     w = rng.standard_normal((16, 16 // groups, 3, 3)).astype(dtype)
     gy = rng.standard_normal((2, 16, 6, 7)).astype(dtype)
@@ -365,3 +367,23 @@ def test_relu_negative_zero_against_torch(T):
     x = np.array([-0.0, 0.0, -1.0, np.nan], np.float32)
     np.testing.assert_array_equal(F.relu(x).view(np.uint32),
                                   torch.relu(torch.from_numpy(x)).numpy().view(np.uint32))
+
+
+@pytest.mark.parametrize("algorithm, groups", [("depthwise", 16), ("grouped", 4)])
+@pytest.mark.parametrize("where", [0, -1], ids=["first", "last"])
+def test_weight_gradient_finds_nonfinite_in_any_plane(algorithm, groups, where):
+    """The per-plane weight gradients test each padded channel as they make it: an Inf in the
+    first or only in the last plane of the last image still hands the call to the plain loops,
+    on 1 and 2 threads."""
+    rng = np.random.default_rng(31)
+    x = rng.standard_normal((3, 16, 6, 7))
+    w = rng.standard_normal((16, 16 // groups, 3, 3))
+    gy = rng.standard_normal((3, 16, 6, 7))
+    x.flat[where] = np.inf
+    results = []
+    for name in (algorithm, "plain"):
+        for n in (1, 2):
+            with fastconv.num_threads(n), _kernels.force_conv_algorithms(weight=name):
+                results.append(F.conv2d_weight(x, w.shape, gy, padding=1, groups=groups))
+    for r in results[1:]:
+        np.testing.assert_array_equal(r, results[0])

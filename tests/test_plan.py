@@ -6,7 +6,8 @@ the table.
 The conv tests (test_conv2d.py) run every algorithm on every case; these test the choice itself,
 at the thresholds: Winograd from 16 channels per group on both sides, the input gradient as a
 forward pass from MR channels per group, the depthwise passes for one input channel per group
-and fewer than MR output channels, the plain loops where the stride phases would not fit.
+and fewer than MR output channels, the grouped weight gradient up to grouped_max_channels output
+channels per group, the plain loops where the stride phases would not fit.
 """
 
 from __future__ import annotations
@@ -65,6 +66,17 @@ PLAN_CASES = {
     "depthwise-huge-stride": (dict(c=2, k=2, groups=2, size=2, kernel=1, stride=BIG,
                                    padding=0), ("depthwise", "depthwise"),
                               ("depthwise", "col2im"), ("depthwise", "plain")),
+    "grouped-huge-stride": (dict(c=4, k=4, groups=2, size=2, kernel=1, stride=BIG, padding=0),
+                            ("plain", "plain"), ("col2im", "col2im"), ("grouped", "plain")),
+    # few output channels per group: the weight gradient as dots of whole planes
+    "grouped": (dict(c=24, k=32, groups=8), ("direct", "direct"), ("col2im", "col2im"),
+                ("grouped", "plain")),
+    "grouped-at-max": (dict(c=16, k=16, groups=2), ("direct", "direct"),
+                       ("transposed", "col2im"), ("grouped", "plain")),
+    "grouped-past-max": (dict(c=18, k=18, groups=2), ("direct", "direct"),
+                         ("transposed", "col2im"), ("direct", "plain")),
+    "grouped-not-ungrouped": (dict(c=3, k=4), ("direct", "direct"), ("col2im", "col2im"),
+                              ("direct", "plain")),
     "depthwise-dilation-too-big": (dict(c=2, k=2, groups=2, size=3, dilation=BIG, padding=BIG),
                                    ("plain", "plain"), ("col2im", "col2im"),
                                    ("plain", "plain")),
@@ -107,6 +119,10 @@ REFUSALS = [
     ("input", "depthwise", dict(), "needs one input channel per group"),
     ("weight", "depthwise", dict(c=2, k=2, groups=2, size=3, dilation=BIG, padding=BIG),
      "padded channels would dwarf"),
+    ("weight", "grouped", dict(c=4, k=4, groups=2, size=3, dilation=BIG, padding=BIG),
+     "padded channels would dwarf"),
+    ("forward", "grouped", dict(), "not a forward algorithm"),
+    ("input", "grouped", dict(), "not an input-gradient algorithm"),
 ]
 
 

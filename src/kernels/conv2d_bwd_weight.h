@@ -224,8 +224,8 @@ static int FC_LOCAL(conv2d_bwd_weight_run)(fc_conv_algorithm algorithm, const fc
                                            int nthreads) {
     if (algorithm == FC_CONV_PLAIN)
         return FC_LOCAL(conv2d_bwd_weight_plain)(p, tn, gy, x, gw, nthreads);
-    if (algorithm == FC_CONV_DEPTHWISE)
-        return FC_LOCAL(conv2d_bwd_weight_depthwise)(p, tn, gy, x, gw, nthreads);
+    if (algorithm == FC_CONV_DEPTHWISE || algorithm == FC_CONV_GROUPED) /* C/groups = 1, any */
+        return FC_LOCAL(conv2d_bwd_weight_grouped)(p, tn, gy, x, gw, nthreads);
     return FC_LOCAL(conv2d_bwd_weight_direct)(p, tn, gy, x, gw, nthreads);
 }
 

@@ -16,12 +16,12 @@
  *
  * Loop structure: forward, tasks are output planes (image, channel), an image's channels in
  * order so a channel multiplier pads each input plane once; input gradient, tasks are input
- * planes (image, group); weight gradient, tasks are output channels, each summing its images in
- * order. Each output is summed by one task in one order, so results do not depend on the thread
- * count. The grid's pixels that are no output are computed and dropped (forward) or meet zeros
- * of dY (weight gradient): as on the direct path, the weight gradient hands X holding Inf or NaN
- * to the plain loops, and the input gradient, whose zeros of dY meet every weight, hands W
- * holding them to col2im. */
+ * planes (image, group); weight gradient (also the grouped layers', any C/groups), tasks are
+ * groups, each summing its images in order. Each output is summed by one task in one order, so
+ * results do not depend on the thread count. The grid's pixels that are no output are computed and
+ * dropped (forward) or meet zeros of dY (weight gradient): as on the direct path, the weight
+ * gradient hands X holding Inf or NaN to the plain loops, and the input gradient, whose zeros of dY
+ * meet every weight, hands W holding them to col2im. */
 #ifndef FC_CONV2D_DEPTHWISE_H
 #define FC_CONV2D_DEPTHWISE_H
 
@@ -144,20 +144,23 @@ static void FC_DW_DOT_UKERNEL(fc_index n, int kk, const T *g, const T *src,
     }
 }
 
-/* The passes run at stride 1 on the dense grid: output pixel (oh, ow) of the layer is pixel
- * (sH oh, sW ow) of the stride-1 convolution with the same kernel, dilation and padding, whose
- * one "phase" is the zero-padded channel. A strided layer computes the pixels in between too
- * (sH sW times the multiply-adds), which costs less than splitting small planes into phases
- * row by row; the dense geometry, its grid and the taps' offsets: */
+/* The passes' grid: the zero-padded channel they read (or write), the one phase of geometry d,
+ * and the grid of L pixels, wph per row, on which tap t of pixel q reads the channel at
+ * off_t + q; output (oh, ow) of the layer is grid pixel (sh oh) wph + sw ow. */
 typedef struct {
-    fc_conv2d_params d;    /* the stride-1 geometry: out_h = sH (OH - 1) + 1, ... */
-    FC_LOCAL(phases_t) ph; /* its padded channel: hph x wph */
+    fc_conv2d_params d;    /* the stride-1 geometry whose phase the channel is */
+    FC_LOCAL(phases_t) ph; /* its phase: hph x wph */
     fc_index L;            /* grid pixels: d.out_h rows of wph */
-    fc_index sh, sw;       /* the layer's strides: grid pixel of output (oh, ow) */
-} FC_LOCAL(dense_t);
+    fc_index sh, sw;       /* the layer's output (oh, ow) at grid row sh oh, column sw ow */
+} FC_LOCAL(grid_t);
 
-static FC_LOCAL(dense_t) FC_LOCAL(dense_geometry)(const fc_conv2d_params *p) {
-    FC_LOCAL(dense_t) g;
+/* The grid of the stride-1 convolution with the same kernel, dilation and padding, whose one
+ * phase is the zero-padded channel (out_h = sH (OH - 1) + 1, ...). A strided layer's outputs
+ * are every sH-th row and sW-th column of it: the pixels in between are computed and dropped
+ * (forward) or meet zeros of dY (backward), sH sW times the multiply-adds, which costs less
+ * than splitting small planes into stride phases row by row. */
+static FC_LOCAL(grid_t) FC_LOCAL(dense_geometry)(const fc_conv2d_params *p) {
+    FC_LOCAL(grid_t) g;
     g.d = *p;
     g.d.stride_h = g.d.stride_w = 1;
     g.d.out_h = p->stride_h * (p->out_h - 1) + 1;
@@ -170,22 +173,30 @@ static FC_LOCAL(dense_t) FC_LOCAL(dense_geometry)(const fc_conv2d_params *p) {
 }
 
 /* Where each tap (i, j) starts in the padded channel. */
-static void FC_LOCAL(dw_tap_offsets)(const FC_LOCAL(dense_t) *g, fc_index *off) {
+static void FC_LOCAL(dw_tap_offsets)(const FC_LOCAL(grid_t) *g, fc_index *off) {
     for (fc_index t = 0; t < g->d.kernel_h * g->d.kernel_w; t++)
         off[t] = FC_LOCAL(tap_offset)(&g->d, &g->ph, t / g->d.kernel_w, t % g->d.kernel_w);
 }
 
-/* A padded channel, then FC_DW_BLOCK zeros: the passes run their microkernels over whole
- * blocks and vectors, past the grid's end. */
-static T *FC_LOCAL(dw_channel_alloc)(const FC_LOCAL(dense_t) *g) {
-    T *xph = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(g->ph.channel + FC_DW_BLOCK));
-    if (xph) memset(xph + g->ph.channel, 0, sizeof(T) * FC_DW_BLOCK);
+/* n padded channels, one after another, then FC_DW_BLOCK zeros: the passes run their
+ * microkernels over whole blocks and vectors, past the grid's end. */
+static T *FC_LOCAL(dw_channels_alloc)(const FC_LOCAL(grid_t) *g, fc_index n) {
+    T *xph = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(n * g->ph.channel + FC_DW_BLOCK));
+    if (xph) memset(xph + n * g->ph.channel, 0, sizeof(T) * FC_DW_BLOCK);
     return xph;
 }
 
-/* dY plane (OH x OW) onto the dense grid at dst: output (oh, ow) at (sH oh) wph + sW ow. Only
+/* Channel xc zero padded at dst, having asked the caches for the channel `next` the thread
+ * reads after it (NULL for none): its misses then overlap the work on this one, where the
+ * prefetchers would start on it only once its first rows were waited for. */
+static void FC_LOCAL(dw_split)(const FC_LOCAL(grid_t) *g, const T *xc, const T *next, T *dst) {
+    if (next) fc_prefetch(next, sizeof(T) * (size_t)(g->d.in_h * g->d.in_w));
+    FC_LOCAL(split_phases)(&g->d, &g->ph, xc, dst);
+}
+
+/* dY plane (OH x OW) onto the grid at dst: output (oh, ow) at (sH oh) wph + sW ow. Only
  * those elements are written; the grid's others stay as they were (zeros, set once). */
-static void FC_LOCAL(dw_spread)(const fc_conv2d_params *p, const FC_LOCAL(dense_t) *g,
+static void FC_LOCAL(dw_spread)(const fc_conv2d_params *p, const FC_LOCAL(grid_t) *g,
                                 const T *restrict gy, T *restrict dst) {
     for (fc_index oh = 0; oh < p->out_h; oh++) {
         const T *restrict src = gy + oh * p->out_w;
@@ -199,7 +210,7 @@ static void FC_LOCAL(dw_spread)(const fc_conv2d_params *p, const FC_LOCAL(dense_
 
 /* Grid pixel (sH oh, sW ow) plus b into output (oh, ow) of the plane y, then ReLU if the
  * forward pass fuses it. */
-static void FC_LOCAL(dw_gather_out)(const fc_conv2d_params *p, const FC_LOCAL(dense_t) *g,
+static void FC_LOCAL(dw_gather_out)(const fc_conv2d_params *p, const FC_LOCAL(grid_t) *g,
                                     const T *restrict grid, T b, T *restrict y) {
     for (fc_index oh = 0; oh < p->out_h; oh++) {
         const T *restrict src = grid + g->sh * oh * g->ph.wph;
@@ -217,7 +228,7 @@ static int FC_LOCAL(conv2d_fwd_depthwise)(const fc_conv2d_params *p, const fc_tu
                                           int nthreads) {
     const fc_index K = p->out_channels, Kg = K / p->groups, kk = p->kernel_h * p->kernel_w;
     const fc_index HW = p->in_h * p->in_w, P = p->out_h * p->out_w, ntasks = p->batch * K;
-    const FC_LOCAL(dense_t) g = FC_LOCAL(dense_geometry)(p);
+    const FC_LOCAL(grid_t) g = FC_LOCAL(dense_geometry)(p);
     /* whole blocks of the microkernel: the pixels past the grid read the channel's zeroed
      * slack and are dropped */
     const fc_index L = FC_CEIL_DIV(g.L, FC_DW_BLOCK) * FC_DW_BLOCK;
@@ -225,7 +236,7 @@ static int FC_LOCAL(conv2d_fwd_depthwise)(const fc_conv2d_params *p, const fc_tu
     const int nt = fc_threads_for(nthreads, (double)ntasks * P * kk, tn->conv_min_work, ntasks);
     FC_PRAGMA(omp parallel num_threads(nt))
     {
-        T *xph = FC_LOCAL(dw_channel_alloc)(&g);
+        T *xph = FC_LOCAL(dw_channels_alloc)(&g, 1);
         T *grid = (T *)fc_aligned_alloc(sizeof(T) * (size_t)L);
         fc_index *off = (fc_index *)malloc(sizeof(fc_index) * (size_t)kk);
         const int ok = xph && grid && off;
@@ -241,7 +252,8 @@ static int FC_LOCAL(conv2d_fwd_depthwise)(const fc_conv2d_params *p, const fc_tu
             if (!ok) continue;
             const fc_index n = t / K, k = t % K, plane = n * p->groups + k / Kg;
             if (built != plane) {
-                FC_LOCAL(split_phases)(&g.d, &g.ph, x + plane * HW, xph);
+                const int last = plane + 1 == p->batch * p->groups;
+                FC_LOCAL(dw_split)(&g, x + plane * HW, last ? NULL : x + (plane + 1) * HW, xph);
                 built = plane;
             }
             FC_DW_UKERNEL(L, (int)kk, w + k * kk, xph, off, grid);
@@ -266,7 +278,7 @@ static int FC_LOCAL(conv2d_bwd_input_depthwise)(const fc_conv2d_params *p, const
     const fc_index G = p->groups, Kg = p->out_channels / G, kk = p->kernel_h * p->kernel_w;
     const fc_index H = p->in_h, W = p->in_w, HW = H * W, P = p->out_h * p->out_w;
     if (!FC_LOCAL(all_finite)(tn, w, p->out_channels * kk, nthreads)) return FC_NONFINITE;
-    const FC_LOCAL(dense_t) g = FC_LOCAL(dense_geometry)(p);
+    const FC_LOCAL(grid_t) g = FC_LOCAL(dense_geometry)(p);
     const fc_index wph = g.ph.wph;
     const fc_index margin = (p->kernel_h - 1) * p->dilation_h * wph +
                             (p->kernel_w - 1) * p->dilation_w;
@@ -323,50 +335,76 @@ static int FC_LOCAL(conv2d_bwd_input_depthwise)(const fc_conv2d_params *p, const
     return failed ? FC_ENOMEM : FC_OK;
 }
 
-/* dW_kt = the sum over images and grid pixels q of dY_k,grid[q] Xpad[off_t + q]. FC_NONFINITE
- * when x holds an Inf or NaN: the grid's zeros between and beside the outputs would multiply
- * them. */
-static int FC_LOCAL(conv2d_bwd_weight_depthwise)(const fc_conv2d_params *p, const fc_tuning *tn,
-                                                 const T *gy, const T *x, T *gw, int nthreads) {
-    if (!FC_LOCAL(all_finite)(tn, x, p->batch * p->in_channels * p->in_h * p->in_w, nthreads))
-        return FC_NONFINITE;
-    const fc_index K = p->out_channels, Kg = K / p->groups, kk = p->kernel_h * p->kernel_w;
-    const fc_index HW = p->in_h * p->in_w, P = p->out_h * p->out_w;
-    const FC_LOCAL(dense_t) g = FC_LOCAL(dense_geometry)(p);
-    /* whole vectors of the dot microkernel: the grid's zeros past its end meet the channel's
-     * finite values or its slack of zeros */
+/* dW_kct = the sum over images and grid pixels q of dY_k,grid[q] Xpad_c[off_t + q]: for each
+ * output channel k and input channel c of a group, a dot of dY_k's grid with padded channel c
+ * at each tap's offset. Any number of channels per group (the depthwise weight gradient, and
+ * the grouped one): the direct pass's GEMM takes a group's output channels as its columns,
+ * padded to NR, and would run almost empty on a few. Tasks are groups, each summing its images
+ * in order into its own rows of dW. FC_NONFINITE when x holds an Inf or NaN: the grid's pixels
+ * that are no output are zeros of dY that would multiply them. Each padded channel is tested as
+ * it is made, in cache (a separate test would read all of X once more); the first task to find
+ * one stops the others, and the fallback rewrites dW. */
+static int FC_LOCAL(conv2d_bwd_weight_grouped)(const fc_conv2d_params *p, const fc_tuning *tn,
+                                               const T *gy, const T *x, T *gw, int nthreads) {
+    const fc_index G = p->groups, Cg = p->in_channels / G, Kg = p->out_channels / G;
+    const fc_index kk = p->kernel_h * p->kernel_w, HW = p->in_h * p->in_w, P = p->out_h * p->out_w;
+    const FC_LOCAL(grid_t) g = FC_LOCAL(dense_geometry)(p);
+    /* whole vectors of the dot microkernel: the grids' zeros past their end meet the next
+     * padded channel's finite values or the slack of zeros after the last */
     const fc_index L = FC_CEIL_DIV(g.L, FC_DW_LANES) * FC_DW_LANES;
-    int failed = 0;
-    const int nt = fc_threads_for(nthreads, (double)p->batch * K * P * kk, tn->conv_min_work, K);
+    int failed = 0, nonfinite = 0;
+    const int nt = fc_threads_for(nthreads, (double)p->batch * p->out_channels * P * Cg * kk,
+                                  tn->conv_min_work, G);
     FC_PRAGMA(omp parallel num_threads(nt))
     {
-        T *xph = FC_LOCAL(dw_channel_alloc)(&g);
-        T *grid = (T *)fc_aligned_alloc(sizeof(T) * (size_t)L);
+        T *xph = FC_LOCAL(dw_channels_alloc)(&g, Cg);
+        T *grids = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(Kg * L));
         fc_index *off = (fc_index *)malloc(sizeof(fc_index) * (size_t)kk);
-        const int ok = xph && grid && off;
+        const int ok = xph && grids && off;
         if (!ok) {
             FC_PRAGMA(omp atomic write)
             failed = 1;
         } else {
             FC_LOCAL(dw_tap_offsets)(&g, off);
-            memset(grid, 0, sizeof(T) * (size_t)L);
+            memset(grids, 0, sizeof(T) * (size_t)(Kg * L));
         }
         FC_PRAGMA(omp for schedule(dynamic, 1))
-        for (fc_index k = 0; k < K; k++) {
-            if (!ok) continue;
-            T *acc = gw + k * kk;
-            for (fc_index t = 0; t < kk; t++) acc[t] = (T)0;
+        for (fc_index grp = 0; grp < G; grp++) {
+            int stop;
+            FC_PRAGMA(omp atomic read)
+            stop = nonfinite;
+            if (!ok || stop) continue;
+            T *acc = gw + grp * Kg * Cg * kk; /* (k, c, tap) of the group's Kg x Cg x kk */
+            for (fc_index e = 0; e < Kg * Cg * kk; e++) acc[e] = (T)0;
             for (fc_index n = 0; n < p->batch; n++) {
-                FC_LOCAL(split_phases)(&g.d, &g.ph, x + (n * p->groups + k / Kg) * HW, xph);
-                FC_LOCAL(dw_spread)(p, &g, gy + (n * K + k) * P, grid);
-                FC_DW_DOT_UKERNEL(L, (int)kk, grid, xph, off, acc);
+                int bad = 0;
+                for (fc_index c = 0; c < Cg; c++) {
+                    const T *xc = x + (n * p->in_channels + grp * Cg + c) * HW;
+                    const T *next = n + 1 < p->batch ? xc + p->in_channels * HW : NULL;
+                    T *xpc = xph + c * g.ph.channel;
+                    FC_LOCAL(dw_split)(&g, xc, next, xpc);
+                    for (fc_index e = 0; e < g.ph.channel; e++) /* Inf - Inf, NaN - NaN: NaN */
+                        bad |= (xpc[e] - xpc[e]) != (xpc[e] - xpc[e]);
+                }
+                if (bad) {
+                    FC_PRAGMA(omp atomic write)
+                    nonfinite = 1;
+                    break;
+                }
+                for (fc_index k = 0; k < Kg; k++)
+                    FC_LOCAL(dw_spread)(p, &g, gy + (n * p->out_channels + grp * Kg + k) * P,
+                                        grids + k * L);
+                for (fc_index k = 0; k < Kg; k++)
+                    for (fc_index c = 0; c < Cg; c++)
+                        FC_DW_DOT_UKERNEL(L, (int)kk, grids + k * L, xph + c * g.ph.channel, off,
+                                          acc + (k * Cg + c) * kk);
             }
         }
         fc_aligned_free(xph);
-        fc_aligned_free(grid);
+        fc_aligned_free(grids);
         free(off);
     }
-    return failed ? FC_ENOMEM : FC_OK;
+    return failed ? FC_ENOMEM : nonfinite ? FC_NONFINITE : FC_OK;
 }
 
 #endif /* FC_CONV2D_DEPTHWISE_H */

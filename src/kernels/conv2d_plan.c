@@ -16,8 +16,8 @@ static int phases_fit(const fc_conv2d_params *p, const fc_tuning *tn) {
     return phases <= tn->phases_ratio * data + tn->phases_slack;
 }
 
-/* The depthwise passes' dense grid (conv2d_depthwise.h): the padded channel of the stride-1
- * convolution that holds every output, under the same bound. */
+/* The depthwise and grouped passes' dense grid (conv2d_depthwise.h): the padded channel of the
+ * stride-1 convolution that holds every output, under the same bound. */
 static int dense_fits(const fc_conv2d_params *p, const fc_tuning *tn) {
     const double rows = (double)p->stride_h * (p->out_h - 1) + 1 +
                         (double)(p->kernel_h - 1) * p->dilation_h + 1;
@@ -39,11 +39,11 @@ static const char *cannot_run(fc_conv_pass pass, int algorithm, const fc_conv2d_
                               const fc_tuning *tn) {
     const char *no_phases = "its stride phases would dwarf the input and output (strides or "
                             "dilations this large need the plain loops)";
+    const char *no_dense = "its padded channels would dwarf the input and output (strides or "
+                           "dilations this large need the plain loops)";
     if (algorithm == FC_CONV_DEPTHWISE && !is_nhwc(pass)) { /* every NCHW pass */
         if (p->in_channels != p->groups) return "it needs one input channel per group";
-        return dense_fits(p, tn) ? NULL
-                                 : "its padded channels would dwarf the input and output "
-                                   "(strides or dilations this large need the plain loops)";
+        return dense_fits(p, tn) ? NULL : no_dense;
     }
     switch (pass) {
     case FC_CONV_FWD:
@@ -60,7 +60,8 @@ static const char *cannot_run(fc_conv_pass pass, int algorithm, const fc_conv2d_
     case FC_CONV_BWD_WEIGHT:
         if (algorithm == FC_CONV_PLAIN) return NULL;
         if (algorithm == FC_CONV_DIRECT) return phases_fit(p, tn) ? NULL : no_phases;
-        return "it is not a weight-gradient algorithm (direct, depthwise or plain)";
+        if (algorithm == FC_CONV_GROUPED) return dense_fits(p, tn) ? NULL : no_dense;
+        return "it is not a weight-gradient algorithm (direct, depthwise, grouped or plain)";
     /* channels last: the indirect GEMMs read each tap's input row in place, so no geometry is
      * too large for them (they need no stride phases) */
     case FC_CONV_NHWC_FWD:
@@ -109,6 +110,10 @@ static fc_conv_algorithm choose(fc_conv_pass pass, const fc_conv2d_params *p, co
         return p->stride_h == 1 && p->stride_w == 1 && Cg >= tn->mr ? FC_CONV_TRANSPOSED
                                                                     : FC_CONV_COL2IM;
     case FC_CONV_BWD_WEIGHT:
+        /* a group's output channels are the GEMM's columns, padded to NR: with few, dots of
+         * whole planes waste nothing */
+        if (p->groups > 1 && Kg <= tn->grouped_max_channels && dense_fits(p, tn))
+            return FC_CONV_GROUPED;
         return phases_fit(p, tn) ? FC_CONV_DIRECT : FC_CONV_PLAIN;
     case FC_CONV_NHWC_FWD:
         return winograd_pays(p, tn) ? FC_CONV_WINOGRAD : FC_CONV_DIRECT;
@@ -150,6 +155,9 @@ int fc_conv2d_plan(fc_conv_pass pass, fc_dtype dtype, int isa, const fc_conv2d_p
         break;
     case FC_CONV_DIRECT: /* the NHWC weight gradient multiplies what the definition does */
         plan->nonfinite = pass == FC_CONV_BWD_WEIGHT ? FC_CONV_PLAIN : FC_CONV_DIRECT;
+        break;
+    case FC_CONV_GROUPED: /* as the direct weight gradient */
+        plan->nonfinite = FC_CONV_PLAIN;
         break;
     default:
         plan->nonfinite = plan->algorithm;

@@ -36,8 +36,9 @@ typedef enum {
     FC_CONV_PLAIN = 3,      /* forward, weight gradient: plain loops from the definition */
     FC_CONV_TRANSPOSED = 4, /* input gradient: a forward convolution of dY; stride 1 */
     FC_CONV_COL2IM = 5,     /* input gradient: a GEMM into col(dX), scattered back */
-    FC_CONV_DEPTHWISE = 6,  /* every pass, C/groups = 1: per plane on the stride phases */
-    FC_CONV_ALGORITHM_COUNT = 7
+    FC_CONV_DEPTHWISE = 6,  /* every pass, C/groups = 1: per plane, vectorised along the pixels */
+    FC_CONV_GROUPED = 7,    /* weight gradient: per group, dots of dY's planes with X's phases */
+    FC_CONV_ALGORITHM_COUNT = 8
 } fc_conv_algorithm;
 
 /* The weight layouts the convolution kernels read and write: PyTorch's (K, C/groups, kH, kW), and

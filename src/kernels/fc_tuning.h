@@ -25,6 +25,9 @@ typedef struct {
      * transforms cost more than the multiplies they save. */
     fc_index winograd_block;
     fc_index winograd_min_channels;
+    /* Grouped layers' weight gradient: output channels per group up to which it runs as dots of
+     * whole planes (the GEMM's columns, padded to NR, would run mostly empty). */
+    fc_index grouped_max_channels;
     /* Weight gradient: the tasks (batch chunks x groups x channel blocks) to aim for, the
      * bytes of private partial sums the batch chunks may take, and the bytes of dY^T packed at a
      * time (for whole batch chunks, at least one). */
