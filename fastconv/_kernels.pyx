@@ -1035,7 +1035,8 @@ cdef class UkernelTable:
         """{routine: the C name it runs}, None for a routine this ISA lacks."""
         t = self.t
         return {"gemm": _name(t.gemm_name), "gemm_half": _name(t.gemm_half_name),
-                "gemm_rows": _name(t.gemm_rows_name), "pack_a": _name(t.pack_a_name),
+                "gemm_rows": _name(t.gemm_rows_name),
+                "gemm_rows_half": _name(t.gemm_rows_half_name), "pack_a": _name(t.pack_a_name),
                 "pack_b": _name(t.pack_b_name), "pack_b_panel": _name(t.pack_b_panel_name),
                 "pack_dyt": _name(t.pack_dyt_name), "gather_run": _name(t.gather_run_name),
                 "scatter_add_run": _name(t.scatter_add_run_name),
@@ -1090,14 +1091,19 @@ cdef class UkernelTable:
         fn(kc, pa, pb, pc, ldc, mr, nr, accumulate, pbias)
 
     def gemm_rows(self, fc_index kc, cnp.ndarray a, a_offsets, cnp.ndarray b, cnp.ndarray c,
-                  fc_index ldc):
-        """C[MR x NR] += A * B panel [kc][NR], A's row i being a[a_offsets[i]:][:kc]."""
-        if len(a_offsets) != self.t.mr or ldc < self.t.nr or kc < 1:
-            raise ValueError("gemm_rows: MR row offsets, ldc >= NR and kc >= 1 needed")
+                  fc_index ldc, bint half=False):
+        """C[MR x NR] += A * B panel [kc][NR], A's row i being a[a_offsets[i]:][:kc]; half: the
+        half-width rows microkernel, C[MR x NR/2] on the panel's first NR/2 columns."""
+        fn = self.t.gemm_rows_half if half else self.t.gemm_rows
+        if fn == NULL:
+            raise ValueError(f"{self.isa} has no half-width rows microkernel")
+        cdef fc_index cols = self.t.nr // 2 if half else self.t.nr
+        if len(a_offsets) != self.t.mr or ldc < cols or kc < 1:
+            raise ValueError(f"gemm_rows: MR row offsets, ldc >= {cols} and kc >= 1 needed")
         cdef const void *pb = self._data(b, kc * self.t.nr, "b")
-        cdef void *pc = self._data(c, (self.t.mr - 1) * ldc + self.t.nr, "c")
+        cdef void *pc = self._data(c, (self.t.mr - 1) * ldc + cols, "c")
         cdef const void **rows = self._pointers(a, a_offsets, kc, "a")
-        self.t.gemm_rows(kc, rows, pb, pc, ldc)
+        fn(kc, rows, pb, pc, ldc)
         PyMem_Free(rows)
 
     def pack_a(self, fc_index m, fc_index kd, cnp.ndarray src, fc_index rs, fc_index cs,

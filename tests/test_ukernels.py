@@ -142,26 +142,42 @@ GEMM_ROWS_CASES = {
 }
 
 
-@pytest.mark.parametrize("case", list(GEMM_ROWS_CASES.values()), ids=list(GEMM_ROWS_CASES))
-def test_gemm_rows_ukernel(table, case):
+def _check_gemm_rows(table, case, half: bool):
+    """The rows microkernel (MR x NR) or its half-width variant (MR x NR/2 on the panel's first
+    NR/2 columns; the columns past them must stay unread and unwritten)."""
     kc, ldc_extra, offsets_of = case
-    MR, NR, dtype = table.mr, table.nr, table.dtype
-    offsets = offsets_of(MR, kc)
+    NR, dtype = table.nr, table.dtype
+    rows, cols = table.mr, (NR // 2 if half else NR)
+    offsets = offsets_of(rows, kc)
     rng = np.random.default_rng(1)
     a = _rand(rng, max(offsets) + kc + 3, dtype)
-    b = _rand(rng, kc * NR, dtype)
-    ldc = NR + ldc_extra
-    c, written = _tile(rng, MR, NR, ldc, dtype)
-    before = c.copy().reshape(MR, ldc)
-    table.gemm_rows(kc, a, offsets, b, c, ldc)
+    b = _rand(rng, kc * NR, dtype).reshape(kc, NR)
+    b[:, cols:] = np.nan  # a half-width kernel that read them would spread NaN
+    b = b.reshape(-1)
+    ldc = cols + ldc_extra
+    c, written = _tile(rng, rows, cols, ldc, dtype)
+    before = c.copy().reshape(rows, ldc)
+    table.gemm_rows(kc, a, offsets, b, c, ldc, half=half)
     A = np.stack([a[o:o + kc] for o in offsets]).astype(np.float64)
-    B = b.reshape(kc, NR).astype(np.float64)
-    expected = np.full((MR, ldc), np.nan)
-    expected[:, :NR] = before[:, :NR] + A @ B
-    scale = np.zeros((MR, ldc))
-    scale[:, :NR] = np.abs(before[:, :NR]) + np.abs(A) @ np.abs(B)
+    B = b.reshape(kc, NR)[:, :cols].astype(np.float64)
+    expected = np.full((rows, ldc), np.nan)
+    expected[:, :cols] = before[:, :cols] + A @ B
+    scale = np.zeros((rows, ldc))
+    scale[:, :cols] = np.abs(before[:, :cols]) + np.abs(A) @ np.abs(B)
     _assert_region(c, expected.reshape(-1), written, kc + 1, scale.reshape(-1),
-                   table.names["gemm_rows"])
+                   table.names["gemm_rows_half" if half else "gemm_rows"])
+
+
+@pytest.mark.parametrize("case", list(GEMM_ROWS_CASES.values()), ids=list(GEMM_ROWS_CASES))
+def test_gemm_rows_ukernel(table, case):
+    _check_gemm_rows(table, case, half=False)
+
+
+@pytest.mark.parametrize("case", list(GEMM_ROWS_CASES.values()), ids=list(GEMM_ROWS_CASES))
+def test_gemm_rows_ukernel_half(table, case):
+    if table.names["gemm_rows_half"] is None:
+        pytest.skip(f"the {table.isa} path has no half-width rows microkernel (no vectors)")
+    _check_gemm_rows(table, case, half=True)
 
 
 # ---- the channels-last microkernels -------------------------------------------------------------

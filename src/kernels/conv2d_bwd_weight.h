@@ -8,7 +8,8 @@
  * dY^T fits weight_grad_pack_bytes. Per slab, dY^T is packed in tasks of (image, group, pixel
  * chunk: one panel in L1), then the tasks are (batch chunk, group, block of input channels). A
  * task sums its images in a private MR-aligned accumulator: per image, its channels are split
- * into phases, then over pixel chunks, over NR-wide panels of K, over MR rows of taps. Each
+ * into phases, then over pixel chunks, over NR-wide panels of K, over MR rows of taps (a last
+ * panel of at most NR/2 channels on the half-width rows kernel). Each
  * chunk's sum is transposed into its own copy of dW, and the copies are added in a fixed order
  * at the end, so results do not depend on the thread count. */
 #ifndef FC_CONV2D_BWD_WEIGHT_H
@@ -188,8 +189,8 @@ static int FC_LOCAL(conv2d_bwd_weight_direct)(const fc_conv2d_params *p, const f
                                 const T *a[FC_MR];
                                 for (int i = 0; i < FC_MR; i++) a[i] = a_base + taps[m0 + i] + q0;
                                 if (!last) fc_prefetch(next + (m0 / FC_MR) * slice, slice);
-                                FC_UKERNEL(gemm_rows_ukernel)(kc, a, bp + k0 * kc,
-                                                              acc + m0 * kg_pad + k0, kg_pad);
+                                FC_LOCAL(gemm_rows_tile)(Kg - k0, kc, a, bp + k0 * kc,
+                                                         acc + m0 * kg_pad + k0, kg_pad);
                             }
                         }
                     }

@@ -6,6 +6,8 @@
  *   fc_<dt>_gemm_ukernel_<MR>x<NR>__<isa>_half   the same on the panel's first NR/2 columns
  *   fc_<dt>_gemm_rows_ukernel_<MR>x<NR>__<isa>   C[MR x NR] += A * B panel, A's MR rows read
  *                                                through row pointers (no packed A)
+ *   fc_<dt>_gemm_rows_ukernel_<MR>x<NR>__<isa>_half  C[MR x NR/2] += the same on the panel's
+ *                                                first NR/2 columns
  *
  * Loop structure: over the reduction index r < kc, one B panel row of NR values is loaded into
  * NR/VL registers and each of the MR A values is broadcast against it into MR x NR/VL
@@ -98,35 +100,74 @@ static inline void FC_LOCAL(gemm_tile)(fc_index kc, const T *restrict A, const T
     FC_UKERNEL(gemm_ukernel)(kc, A, B, C, ldc, mr, nr, accumulate, bias);
 }
 
-/* C[MR x NR] += sum_r a[i][r] * B[r][j]: the A operand is MR input rows read in place. */
-static void FC_UKERNEL(gemm_rows_ukernel)(fc_index kc, const T *const *a, const T *restrict B,
-                                          T *restrict C, fc_index ldc) {
+/* C[MR x nv VL] += sum_r a[i][r] * B[r][j]: the A operand is MR input rows read in place, B
+ * the first nv vectors of each NR-wide panel row. With `sets` = 2 the even and odd r go to two
+ * sets of accumulators, added at the end: a half-width tile keeps as many independent sums in
+ * flight as the full one, where twice its rows would need more row pointers than there are
+ * general registers. */
+static inline
+    __attribute__((always_inline)) void FC_LOCAL(gemm_rows_nv)(const int nv, const int sets,
+                                                               fc_index kc, const T *const *a,
+                                                               const T *restrict B, T *restrict C,
+                                                               fc_index ldc) {
     const T *rows[FC_MR];
-    FC_VEC acc[FC_MR][FC_NV];
+    FC_VEC acc[2][FC_MR][FC_NV];
     FC_PRAGMA(GCC unroll 16)
     for (int i = 0; i < FC_MR; i++) {
         rows[i] = a[i];
-        FC_PRAGMA(GCC unroll 8)
-        for (int v = 0; v < FC_NV; v++) acc[i][v] = FC_VZERO();
+        FC_PRAGMA(GCC unroll 2)
+        for (int s = 0; s < sets; s++) FC_PRAGMA(GCC unroll 8)
+        for (int v = 0; v < nv; v++) acc[s][i][v] = FC_VZERO();
     }
-    for (fc_index r = 0; r < kc; r++) {
+    fc_index r = 0;
+    for (; r + sets <= kc; r += sets) FC_PRAGMA(GCC unroll 2)
+    for (int s = 0; s < sets; s++) {
         FC_VEC b[FC_NV];
         FC_PRAGMA(GCC unroll 8)
-        for (int v = 0; v < FC_NV; v++) b[v] = FC_VLOADU(B + r * FC_NR + v * FC_VL);
+        for (int v = 0; v < nv; v++) b[v] = FC_VLOADU(B + (r + s) * FC_NR + v * FC_VL);
+        FC_PRAGMA(GCC unroll 16)
+        for (int i = 0; i < FC_MR; i++) {
+            const FC_VEC av = FC_VSET1(rows[i][r + s]);
+            FC_PRAGMA(GCC unroll 8)
+            for (int v = 0; v < nv; v++) acc[s][i][v] = FC_VFMA(av, b[v], acc[s][i][v]);
+        }
+    }
+    if (r < kc) { /* sets = 2 and kc odd: the last r into the first set */
+        FC_VEC b[FC_NV];
+        FC_PRAGMA(GCC unroll 8)
+        for (int v = 0; v < nv; v++) b[v] = FC_VLOADU(B + r * FC_NR + v * FC_VL);
         FC_PRAGMA(GCC unroll 16)
         for (int i = 0; i < FC_MR; i++) {
             const FC_VEC av = FC_VSET1(rows[i][r]);
             FC_PRAGMA(GCC unroll 8)
-            for (int v = 0; v < FC_NV; v++) acc[i][v] = FC_VFMA(av, b[v], acc[i][v]);
+            for (int v = 0; v < nv; v++) acc[0][i][v] = FC_VFMA(av, b[v], acc[0][i][v]);
         }
     }
     FC_PRAGMA(GCC unroll 16)
     for (int i = 0; i < FC_MR; i++) FC_PRAGMA(GCC unroll 8)
-    for (int v = 0; v < FC_NV; v++) {
+    for (int v = 0; v < nv; v++) {
         T *c = C + i * ldc + v * FC_VL;
-        FC_VSTOREU(c, FC_VADD(acc[i][v], FC_VLOADU(c)));
+        const FC_VEC sum = sets == 2 ? FC_VADD(acc[0][i][v], acc[1][i][v]) : acc[0][i][v];
+        FC_VSTOREU(c, FC_VADD(sum, FC_VLOADU(c)));
     }
 }
+
+/* C[MR x NR] += sum_r a[i][r] * B[r][j]: the A operand is MR input rows read in place. */
+static void FC_UKERNEL(gemm_rows_ukernel)(fc_index kc, const T *const *a, const T *restrict B,
+                                          T *restrict C, fc_index ldc) {
+    FC_LOCAL(gemm_rows_nv)(FC_NV, 1, kc, a, B, C, ldc);
+}
+
+#if FC_HAVE_GEMM_HALF
+/* C[MR x NR/2] += the same on the first NR/2 columns of the B panel, for a last panel of at
+ * most NR/2 columns (the weight gradient of a layer with 16 output channels), which the full
+ * tile would run half on zero columns. */
+#define FC_GEMM_ROWS_UKERNEL_HALF FC_CAT2(FC_UKERNEL(gemm_rows_ukernel), _half)
+static void FC_GEMM_ROWS_UKERNEL_HALF(fc_index kc, const T *const *a, const T *restrict B,
+                                      T *restrict C, fc_index ldc) {
+    FC_LOCAL(gemm_rows_nv)(FC_NV / 2, 2, kc, a, B, C, ldc);
+}
+#endif
 
 #else /* the scalar path */
 #define FC_HAVE_GEMM_HALF 0
@@ -164,5 +205,19 @@ static void FC_UKERNEL(gemm_rows_ukernel)(fc_index kc, const T *const *a, const 
         for (int j = 0; j < FC_NR; j++) C[i * ldc + j] += acc[i][j];
 }
 #endif
+
+/* The weight gradient's entry to the rows microkernels: the half-width one where the tile's
+ * `cols` <= NR columns fit in it. */
+static inline void FC_LOCAL(gemm_rows_tile)(fc_index cols, fc_index kc, const T *const *a,
+                                            const T *restrict B, T *restrict C, fc_index ldc) {
+#if FC_HAVE_GEMM_HALF
+    if (cols <= FC_NR / 2) {
+        FC_GEMM_ROWS_UKERNEL_HALF(kc, a, B, C, ldc);
+        return;
+    }
+#endif
+    (void)cols;
+    FC_UKERNEL(gemm_rows_ukernel)(kc, a, B, C, ldc);
+}
 
 #endif /* FC_CONV2D_GEMM_UKERNEL_H */

@@ -68,12 +68,12 @@ static fc_index FC_LOCAL(tile_runs)(const fc_conv2d_params *p, fc_index p0, fc_i
     return count;
 }
 
-/* dst[t * ds] = row[iw0 + t * s] for t < len, 0 where the column falls outside the row (or the
- * whole run when row is NULL: an input row in the padding). */
-static inline void FC_FN(gather_run)(const T *row, fc_index iw0, fc_index s, fc_index W,
-                                     fc_index len, T *dst, fc_index ds) {
-    fc_index lo = len, hi = len, t = 0;
-    if (row) fc_inside_span(iw0, s, len, W, &lo, &hi);
+/* gather_run (below) given the span [lo, hi) of t whose column lies inside the row
+ * (fc_inside_span; lo = hi = len for a NULL row): a caller gathering many rows at the same columns
+ * settles the span once, where per row its divisions cost as much as a short run's copy. */
+static inline void FC_LOCAL(gather_span)(const T *row, fc_index iw0, fc_index s, fc_index len,
+                                         fc_index lo, fc_index hi, T *dst, fc_index ds) {
+    fc_index t = 0;
     for (; t < lo; t++) dst[t * ds] = (T)0;
     if (row && s == 1 && ds == 1) {
         const T *src = row + (iw0 + lo); /* the first column inside the row */
@@ -105,6 +105,15 @@ static inline void FC_FN(gather_run)(const T *row, fc_index iw0, fc_index s, fc_
         for (; t < hi; t++) dst[t * ds] = row[iw0 + t * s];
     }
     for (; t < len; t++) dst[t * ds] = (T)0;
+}
+
+/* dst[t * ds] = row[iw0 + t * s] for t < len, 0 where the column falls outside the row (or the
+ * whole run when row is NULL: an input row in the padding). */
+static inline void FC_FN(gather_run)(const T *row, fc_index iw0, fc_index s, fc_index W,
+                                     fc_index len, T *dst, fc_index ds) {
+    fc_index lo = len, hi = len;
+    if (row) fc_inside_span(iw0, s, len, W, &lo, &hi);
+    FC_LOCAL(gather_span)(row, iw0, s, len, lo, hi, dst, ds);
 }
 
 /* y[i] = ReLU(y[i]) for i < n: y unless y < 0, as relu_fwd (NaN and -0.0 stay). The forward

@@ -3,7 +3,8 @@
  * channel into them.
  *
  * Loop structure (split_phases): over the sH x sW phases, over each phase's rows, one strided
- * gather of an input row (zeros for the padding) per phase row. */
+ * gather of an input row (zeros for the padding) per phase row, its columns' span inside the
+ * row settled once per phase. */
 #ifndef FC_CONV2D_PHASES_H
 #define FC_CONV2D_PHASES_H
 
@@ -47,11 +48,17 @@ static void FC_LOCAL(split_phases)(const fc_conv2d_params *p, const FC_LOCAL(pha
     for (fc_index a = 0; a < p->stride_h; a++)
         for (fc_index b = 0; b < p->stride_w; b++) {
             T *out = dst + (a * p->stride_w + b) * ph->phase;
+            const fc_index iw0 = b - p->pad_left;
+            fc_index lo, hi; /* the phase's columns inside a row, the same for every row */
+            fc_inside_span(iw0, p->stride_w, ph->wph, p->in_w, &lo, &hi);
             for (fc_index r = 0; r < ph->hph; r++) {
                 const fc_index ih = r * p->stride_h + a - p->pad_top;
-                const T *row = (fc_uindex)ih < (fc_uindex)p->in_h ? xc + ih * p->in_w : NULL;
-                FC_FN(gather_run)(row, b - p->pad_left, p->stride_w, p->in_w, ph->wph,
-                                  out + r * ph->wph, 1);
+                T *d = out + r * ph->wph;
+                if ((fc_uindex)ih < (fc_uindex)p->in_h)
+                    FC_LOCAL(gather_span)(xc + ih * p->in_w, iw0, p->stride_w, ph->wph, lo, hi, d,
+                                          1);
+                else /* a padding row */
+                    FC_LOCAL(gather_span)(NULL, iw0, p->stride_w, ph->wph, ph->wph, ph->wph, d, 1);
             }
         }
 }

@@ -229,13 +229,17 @@ static int FC_LOCAL(conv2d_fwd_winograd)(const fc_conv2d_params *p, const fc_tun
                 const T *xg = x + (n * p->in_channels + g * Cg) * HW;
                 T *dst = xp + (n % span) * Cg * Hp * Wp;
                 int bad = 0;
+                fc_index lo, hi; /* the columns inside an input row, the same for every row */
+                fc_inside_span(-p->pad_left, 1, Wp, W, &lo, &hi);
                 for (fc_index c = 0; c < Cg; c++)
                     for (fc_index r = 0; r < Hp; r++) {
                         const fc_index ih = r - p->pad_top;
                         T *row = dst + (c * Hp + r) * Wp;
-                        FC_FN(gather_run)((fc_uindex)ih < (fc_uindex)H ? xg + c * HW + ih * W
-                                                                       : NULL,
-                                          -p->pad_left, 1, W, Wp, row, 1);
+                        if ((fc_uindex)ih < (fc_uindex)H)
+                            FC_LOCAL(gather_span)(xg + c * HW + ih * W, -p->pad_left, 1, Wp, lo, hi,
+                                                  row, 1);
+                        else /* a padding row */
+                            FC_LOCAL(gather_span)(NULL, -p->pad_left, 1, Wp, Wp, Wp, row, 1);
                         for (fc_index q = 0; q < Wp; q++)
                             bad |= (row[q] - row[q]) != (row[q] - row[q]);
                     }

@@ -8,7 +8,7 @@
  * flags, so taking their addresses changes nothing in the passes' compiled code. Each entry
  * names the routine it runs (e.g. "fc_f32_gemm_ukernel_8x32__avx512") and points to a thin
  * wrapper with the dtype erased to void pointers, so one table type serves both dtypes; a
- * routine a build lacks (the half-width GEMM on the scalar path) has a NULL pointer. */
+ * routine a build lacks (the half-width GEMMs on the scalar path) has a NULL pointer. */
 #ifndef FC_UKERNELS_H
 #define FC_UKERNELS_H
 
@@ -28,6 +28,9 @@ typedef struct {
     /* C[MR x NR] += A * B, A's rows through MR pointers: fc_<dt>_gemm_rows_ukernel_... */
     const char *gemm_rows_name;
     void (*gemm_rows)(fc_index kc, const void *const *a, const void *b, void *c, fc_index ldc);
+    /* C[MR x NR/2] += A * B's first NR/2 columns, A's rows through MR pointers: ..._half */
+    const char *gemm_rows_half_name;
+    void (*gemm_rows_half)(fc_index kc, const void *const *a, const void *b, void *c, fc_index ldc);
     /* A(i, k) = src[i * rs + k * cs] into [m/MR][kd][MR]: fc_<dt>_gemm_pack_a_mr<MR>__<isa> */
     const char *pack_a_name;
     void (*pack_a)(fc_index m, fc_index kd, const void *src, fc_index rs, fc_index cs, void *dst);

@@ -47,6 +47,18 @@ static void FC_WRAP(gemm_rows)(fc_index kc, const void *const *a, const void *b,
     FC_UKERNEL(gemm_rows_ukernel)(kc, rows, b, c, ldc);
 }
 
+#if FC_HAVE_GEMM_HALF
+static void FC_WRAP(gemm_rows_half)(fc_index kc, const void *const *a, const void *b, void *c,
+                                    fc_index ldc) {
+    const T *rows[FC_MR];
+    for (int i = 0; i < FC_MR; i++) rows[i] = a[i];
+    FC_GEMM_ROWS_UKERNEL_HALF(kc, rows, b, c, ldc);
+}
+#define FC_GEMM_ROWS_HALF_ENTRY FC_STR(FC_GEMM_ROWS_UKERNEL_HALF), FC_WRAP(gemm_rows_half)
+#else
+#define FC_GEMM_ROWS_HALF_ENTRY NULL, NULL
+#endif
+
 static void FC_WRAP(pack_a)(fc_index m, fc_index kd, const void *src, fc_index rs, fc_index cs,
                             void *dst) {
     FC_MR_NAME(gemm_pack_a)(m, kd, src, rs, cs, dst);
@@ -151,6 +163,7 @@ const fc_ukernel_table FC_FN(ukernel_table) = {
     FC_GEMM_HALF_ENTRY,
     FC_STR(FC_UKERNEL(gemm_rows_ukernel)),
     FC_WRAP(gemm_rows),
+    FC_GEMM_ROWS_HALF_ENTRY,
     FC_STR(FC_MR_NAME(gemm_pack_a)),
     FC_WRAP(pack_a),
     FC_STR(FC_NR_NAME(gemm_pack_b)),
