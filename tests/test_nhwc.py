@@ -36,9 +36,11 @@ CONV = [
     ((2, 3, 10, 9), (5, 3, 4, 3), dict(padding="valid", stride=3)),
     ((2, 4, 6, 6), (8, 1, 3, 3), dict(padding=(0, 2), groups=4)),
     ((2, 16, 6, 5), (16, 16, 3, 3), dict(padding=1)),  # Winograd-sized
+    ((2, 5, 7, 8), (5, 1, 3, 3), dict(padding=(1, 2), stride=(2, 1), dilation=(1, 2), groups=5)),
     ((1, 5, 8, 7), (3, 5, 3, 3), dict(padding=(2, 0, 1, 3), stride=2)),
 ]
-CONV_IDS = ["grouped-dilated", "same", "valid-s3", "depthwise", "winograd", "pad4-s2"]
+CONV_IDS = ["grouped-dilated", "same", "valid-s3", "depthwise", "winograd", "depthwise-strided",
+            "pad4-s2"]
 
 
 # ---- PyTorch's channels_last tensors ------------------------------------------------------------
@@ -157,9 +159,10 @@ def test_max_pool2d_nonfinite_matches_nchw(dtype):
 
 
 # (pass, the algorithm forced, its fallback, which input holds the Inf and NaN): as
-# test_nonfinite.py's, for the channels-last passes
+# test_nonfinite.py's, for the channels-last passes (the depthwise ones on a depthwise layer)
 FALLBACKS = [("forward", "winograd", "direct", "x"), ("forward", "winograd", "direct", "w"),
-             ("input", "transposed", "col2im", "w")]
+             ("input", "transposed", "col2im", "w"), ("forward", "depthwise", "direct", "w"),
+             ("weight", "depthwise", "direct", "gy")]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -167,18 +170,19 @@ FALLBACKS = [("forward", "winograd", "direct", "x"), ("forward", "winograd", "di
                          ids=[f"{w}-{a}-{h}" for w, a, _, h in FALLBACKS])
 def test_nonfinite_data_runs_the_plans_fallback(which, algorithm, fallback, holder, dtype):
     rng = np.random.default_rng(27)
+    groups = 16 if algorithm == "depthwise" else 1
     x = rng.standard_normal((2, 6, 7, 16)).astype(dtype)
-    w = rng.standard_normal((3, 3, 16, 16)).astype(dtype)
+    w = rng.standard_normal((3, 3, 16 // groups, 16)).astype(dtype)
     gy = rng.standard_normal((2, 6, 7, 16)).astype(dtype)
-    special = {"x": x, "w": w}[holder]
-    special.flat[[5, 40, 77]] = [np.inf, -np.inf, np.nan]
-    fmt = dict(padding=1, data_format="NHWC", weight_format="HWIO")
+    special = {"x": x, "w": w, "gy": gy}[holder]
+    special.flat[[5, 40, 77]] = [np.inf, -np.inf, np.nan]  # 5: the first tap's or pixel's
+    fmt = dict(padding=1, groups=groups, data_format="NHWC", weight_format="HWIO")
 
     def run(name):
         with _kernels.force_conv_algorithms(**{which: name}):
             if which == "forward":
                 return F.conv2d(x, w, **fmt)
-            return F.conv2d_backward(gy, x, w, **fmt)[0]
+            return F.conv2d_backward(gy, x, w, **fmt)[0 if which == "input" else 1]
 
     np.testing.assert_array_equal(run(algorithm), run(fallback))
 

@@ -90,6 +90,40 @@ def test_plan_chooses(case, dtype, isa):
         assert _kernels.conv_plan(g, which, dtype) == expected, which
 
 
+def _nhwc_geometry(c, k, groups):
+    return v.conv_geometry("conv2d", (2, 8, 8, c), (3, 3, c // groups, k), 1, 1, 1, groups,
+                           "NHWC", "HWIO")
+
+
+# channels last, id: (c, k, groups, forward, input gradient, weight gradient)
+NHWC_PLAN_CASES = {
+    "depthwise": (16, 16, 16, ("depthwise", "direct"), ("depthwise", "depthwise"),
+                  ("depthwise", "direct")),
+    "one-channel": (1, 1, 1, ("depthwise", "direct"), ("depthwise", "depthwise"),
+                    ("depthwise", "direct")),
+    "depthwise-multiplier-2": (16, 32, 16, ("direct", "direct"), ("col2im", "col2im"),
+                               ("direct", "direct")),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("case", list(NHWC_PLAN_CASES.values()), ids=list(NHWC_PLAN_CASES))
+def test_nhwc_plan_chooses(case, dtype, isa):
+    c, k, groups, *expected = case
+    g = _nhwc_geometry(c, k, groups)
+    for which, plan in zip(_kernels.CONV_PASSES, expected):
+        assert _kernels.conv_plan(g, which, dtype) == plan, which
+
+
+@pytest.mark.parametrize("which", _kernels.CONV_PASSES)
+def test_nhwc_depthwise_refuses_a_channel_multiplier(which, isa):
+    with _kernels.force_conv_algorithms(**{which: "depthwise"}), pytest.raises(
+            ValueError, match=rf"^conv2d \({which} pass\): the forced algorithm 'depthwise' cannot "
+                              r"run this geometry: it needs one input and one output channel per "
+                              r"group"):
+        _kernels.conv_plan(_nhwc_geometry(16, 32, 16), which, np.float32)
+
+
 # (pass, algorithm, geometry arguments, what the message says)
 REFUSALS = [
     ("forward", "winograd", dict(kernel=5, padding=2), "needs a 3x3 kernel, stride 1"),

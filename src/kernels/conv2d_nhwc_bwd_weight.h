@@ -21,6 +21,7 @@
 #define FC_CONV2D_NHWC_BWD_WEIGHT_H
 
 #include "conv2d_gemm_ukernel.h"
+#include "conv2d_nhwc_depthwise.h"
 #include "conv2d_nhwc_segments.h"
 #include "conv2d_nhwc_ukernel.h"
 #include "conv2d_pack.h"
@@ -191,13 +192,18 @@ static int FC_LOCAL(conv2d_nhwc_bwd_weight_direct)(const fc_conv2d_params *p, co
     return failed ? FC_ENOMEM : FC_OK;
 }
 
-/* The plan (conv2d_plan.c), then the bias gradient. */
+/* The plan (conv2d_plan.c), its fallback (direct) if that met Inf or NaN, then the bias
+ * gradient. */
 int FC_FN(conv2d_nhwc_bwd_weight)(const fc_conv2d_params *p, const T *gy, const T *x, T *gw, T *gb,
                                   int nthreads) {
     fc_conv_plan plan;
     if (fc_conv2d_plan(FC_CONV_NHWC_BWD_WEIGHT, FC_DT_ID, FC_ISA_ID, p, &plan) != FC_OK)
         return FC_EALGORITHM;
-    int rc = FC_LOCAL(conv2d_nhwc_bwd_weight_direct)(p, plan.tuning, gy, x, gw, nthreads);
+    int rc = plan.algorithm == FC_CONV_DEPTHWISE
+                 ? FC_LOCAL(conv2d_nhwc_bwd_weight_depthwise)(p, plan.tuning, gy, x, gw, nthreads)
+                 : FC_NONFINITE;
+    if (rc == FC_NONFINITE)
+        rc = FC_LOCAL(conv2d_nhwc_bwd_weight_direct)(p, plan.tuning, gy, x, gw, nthreads);
     if (rc == FC_OK && gb) rc = FC_LOCAL(nhwc_bias_grad)(p, plan.tuning, gy, gb, nthreads);
     return rc;
 }
