@@ -189,8 +189,8 @@ def _can_run(algorithm, case, data_format) -> bool:
     """The geometry rules, as docs/KERNELS.md states them (the table's strides and dilations
     are small, so the stride phases of the direct passes always fit)."""
     _, c, _, _, k, kernel, stride, _, dilation, groups, _ = case
-    if algorithm == "depthwise":  # channels last: one output channel per group too
-        return c == groups and (data_format == "NCHW" or k == groups)
+    if algorithm == "depthwise":  # channels last: as many output as input channels per group
+        return k == c if data_format == "NHWC" else c == groups
     if algorithm == "winograd":
         return pair(kernel) == (3, 3) and pair(stride) == (1, 1) and pair(dilation) == (1, 1)
     if algorithm == "transposed":

@@ -95,22 +95,29 @@ def _nhwc_geometry(c, k, groups):
                            "NHWC", "HWIO")
 
 
-# channels last, id: (c, k, groups, forward, input gradient, weight gradient)
+CHANNELWISE = (("depthwise", "direct"), ("depthwise", "col2im"), ("depthwise", "direct"))
+GEMMS = (("direct", "direct"), ("col2im", "col2im"), ("direct", "direct"))
+# channels last, id: (channels per group, output channels per group, groups, the three plans);
+# "NR/4" stands for a quarter of the ISA's register columns
 NHWC_PLAN_CASES = {
-    "depthwise": (16, 16, 16, ("depthwise", "direct"), ("depthwise", "depthwise"),
-                  ("depthwise", "direct")),
-    "one-channel": (1, 1, 1, ("depthwise", "direct"), ("depthwise", "depthwise"),
-                    ("depthwise", "direct")),
-    "depthwise-multiplier-2": (16, 32, 16, ("direct", "direct"), ("col2im", "col2im"),
-                               ("direct", "direct")),
+    "depthwise": (1, 1, 16, CHANNELWISE),
+    "one-channel": (1, 1, 1, CHANNELWISE),
+    "depthwise-multiplier-2": (1, 2, 16, GEMMS),
+    "grouped-at-quarter-NR": ("NR/4", "NR/4", 3, CHANNELWISE),
+    "grouped-past-quarter-NR": ("NR/4+1", "NR/4+1", 3, GEMMS),
 }
+
+
+def _per_group(spec, nr):
+    return nr // 4 + int(spec[4:] or 0) if isinstance(spec, str) else spec
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 @pytest.mark.parametrize("case", list(NHWC_PLAN_CASES.values()), ids=list(NHWC_PLAN_CASES))
 def test_nhwc_plan_chooses(case, dtype, isa):
-    c, k, groups, *expected = case
-    g = _nhwc_geometry(c, k, groups)
+    cg, kg, groups, expected = case
+    nr = _kernels.tuning(isa, dtype)["nr"]
+    g = _nhwc_geometry(_per_group(cg, nr) * groups, _per_group(kg, nr) * groups, groups)
     for which, plan in zip(_kernels.CONV_PASSES, expected):
         assert _kernels.conv_plan(g, which, dtype) == plan, which
 
@@ -119,7 +126,7 @@ def test_nhwc_plan_chooses(case, dtype, isa):
 def test_nhwc_depthwise_refuses_a_channel_multiplier(which, isa):
     with _kernels.force_conv_algorithms(**{which: "depthwise"}), pytest.raises(
             ValueError, match=rf"^conv2d \({which} pass\): the forced algorithm 'depthwise' cannot "
-                              r"run this geometry: it needs one input and one output channel per "
+                              r"run this geometry: it needs as many output as input channels per "
                               r"group"):
         _kernels.conv_plan(_nhwc_geometry(16, 32, 16), which, np.float32)
 

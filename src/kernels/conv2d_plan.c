@@ -47,9 +47,9 @@ static const char *cannot_run(fc_conv_pass pass, int algorithm, const fc_conv2d_
                                    "(strides or dilations this large need the plain loops)";
     }
     if (algorithm == FC_CONV_DEPTHWISE && is_nhwc(pass)) /* every channels-last pass */
-        return p->in_channels == p->groups && p->out_channels == p->groups
+        return p->in_channels == p->out_channels
                    ? NULL
-                   : "it needs one input and one output channel per group";
+                   : "it needs as many output as input channels per group";
     switch (pass) {
     case FC_CONV_FWD:
         if (algorithm == FC_CONV_PLAIN) return NULL;
@@ -105,8 +105,10 @@ static fc_conv_algorithm choose(fc_conv_pass pass, const fc_conv2d_params *p, co
     /* NCHW, one input channel per group and too few output channels to fill the GEMM tile's
      * rows: a reduction over the taps alone, per plane */
     if (!is_nhwc(pass) && Cg == 1 && Kg < tn->mr && dense_fits(p, tn)) return FC_CONV_DEPTHWISE;
-    /* channels last, one channel in and out per group: the GEMMs would have one-wide tiles */
-    if (is_nhwc(pass) && Cg == 1 && Kg == 1) return FC_CONV_DEPTHWISE;
+    /* channels last, as many channels in as out per group and groups too small for the GEMMs
+     * (at most a quarter of the tile's columns): the channelwise passes */
+    if (is_nhwc(pass) && Cg == Kg && (Kg == 1 || (p->groups > 1 && 4 * Kg <= tn->nr)))
+        return FC_CONV_DEPTHWISE;
     switch (pass) {
     case FC_CONV_FWD:
         if (!phases_fit(p, tn)) return FC_CONV_PLAIN;
@@ -155,7 +157,7 @@ int fc_conv2d_plan(fc_conv_pass pass, fc_dtype dtype, int isa, const fc_conv2d_p
                              * last, the forward and the weight gradient as the direct passes' */
         plan->nonfinite = pass == FC_CONV_BWD_INPUT         ? FC_CONV_COL2IM
                           : pass == FC_CONV_BWD_WEIGHT      ? FC_CONV_PLAIN
-                          : pass == FC_CONV_NHWC_BWD_INPUT  ? FC_CONV_DEPTHWISE
+                          : pass == FC_CONV_NHWC_BWD_INPUT  ? FC_CONV_COL2IM
                           : pass == FC_CONV_NHWC_FWD        ? FC_CONV_DIRECT
                           : pass == FC_CONV_NHWC_BWD_WEIGHT ? FC_CONV_DIRECT
                                                             : FC_CONV_DEPTHWISE;
