@@ -1046,7 +1046,8 @@ cdef class UkernelTable:
                 "plane_sum": _name(t.plane_sum_name), "plane_argmax": _name(t.plane_argmax_name),
                 "dwconv": _name(t.dwconv_name), "dwconv_dot": _name(t.dwconv_dot_name),
                 "igemm": _name(t.igemm_name), "igemm_half": _name(t.igemm_half_name),
-                "gemm_cols": _name(t.gemm_cols_name)}
+                "gemm_cols": _name(t.gemm_cols_name),
+                "dwconv_nhwc": _name(t.dwconv_nhwc_name)}
 
     cdef void *_data(self, cnp.ndarray a, fc_index need, str what) except NULL:
         """a's data, after checking its dtype and layout and that it holds `need` elements."""
@@ -1232,6 +1233,26 @@ cdef class UkernelTable:
         cdef const void **cols = self._pointers(a, a_offsets, off + self.t.mr, "a")
         self.t.gemm_cols(kc, cols, off, pb, pc, ldc)
         PyMem_Free(cols)
+
+    def dwconv_nhwc(self, fc_index c, cnp.ndarray a, a_offsets, cnp.ndarray b, b_offsets,
+                    cnp.ndarray y, bint accumulate, cnp.ndarray bias=None):
+        """y[:c] = (y[:c] if accumulate else bias[:c] or 0) + sum over e of
+        a[a_offsets[e]:][:c] * b[b_offsets[e]:][:c]."""
+        if len(a_offsets) != len(b_offsets) or c < 0:
+            raise ValueError("dwconv_nhwc: as many a as b offsets and c >= 0 needed")
+        cdef fc_index ne = len(a_offsets)
+        cdef void *py = self._data(y, c, "y")
+        cdef const void *pbias = NULL if bias is None else self._data(bias, c, "bias")
+        cdef const void **pa = self._pointers(a, a_offsets, c, "a")
+        cdef const void **pb
+        try:
+            pb = self._pointers(b, b_offsets, c, "b")
+        except ValueError:
+            PyMem_Free(pa)
+            raise
+        self.t.dwconv_nhwc(c, ne, pa, pb, py, accumulate, pbias)
+        PyMem_Free(pa)
+        PyMem_Free(pb)
 
     def plane_argmax(self, fc_index n, cnp.ndarray x):
         """(index, value) of the first maximum of x[:n], or of its last NaN."""

@@ -114,6 +114,10 @@ CONV_CASES = {
     "depthwise-5x5-s2": (2, 4, 13, 12, 4, 5, 2, 2, 1, 4, False),
     "depthwise-beyond-kernel": (1, 2, 5, 6, 2, (2, 3), 1, (3, 1, 4, 0), 1, 2, True),
     "single-channel-many-outputs": (2, 1, 9, 9, 12, 3, 1, 1, 1, 1, True),
+    # channels last, the depthwise passes' microkernel runs NR channels, then a vector, then
+    # single channels: 90 takes all three on every vector ISA and dtype
+    "depthwise-wide-strided-dilated": (2, 90, 8, 7, 90, 3, (2, 1), (1, 0, 2, 1), (1, 2), 90,
+                                       True),
 }
 
 
@@ -179,17 +183,18 @@ ALGORITHMS = {
              ("forward", "depthwise"), ("input", "transposed"), ("input", "col2im"),
              ("input", "depthwise"), ("weight", "direct"), ("weight", "plain"),
              ("weight", "depthwise"), ("weight", "grouped")],
-    "NHWC": [("forward", "direct"), ("forward", "winograd"),
-             ("input", "transposed"), ("input", "col2im"), ("weight", "direct")],
+    "NHWC": [("forward", "direct"), ("forward", "winograd"), ("forward", "depthwise"),
+             ("input", "transposed"), ("input", "col2im"), ("input", "depthwise"),
+             ("weight", "direct"), ("weight", "depthwise")],
 }
 
 
-def _can_run(algorithm, case) -> bool:
+def _can_run(algorithm, case, data_format) -> bool:
     """The geometry rules, as docs/KERNELS.md states them (the table's strides and dilations
     are small, so the stride phases of the direct passes always fit)."""
-    _, c, _, _, _, kernel, stride, _, dilation, groups, _ = case
-    if algorithm == "depthwise":
-        return c == groups
+    _, c, _, _, k, kernel, stride, _, dilation, groups, _ = case
+    if algorithm == "depthwise":  # channels last: as many output as input channels per group
+        return k == c if data_format == "NHWC" else c == groups
     if algorithm == "winograd":
         return pair(kernel) == (3, 3) and pair(stride) == (1, 1) and pair(dilation) == (1, 1)
     if algorithm == "transposed":
@@ -202,7 +207,7 @@ def _algorithm_cases(runnable: bool):
                          id=f"{name}-{fmt.lower()}-{which}-{algorithm}")
             for fmt, algorithms in ALGORITHMS.items()
             for name, case in CONV_CASES.items() for which, algorithm in algorithms
-            if _can_run(algorithm, case) == runnable and (runnable or case[0] > 0)]
+            if _can_run(algorithm, case, fmt) == runnable and (runnable or case[0] > 0)]
 
 
 def _run_pass(which, case, dtype, rng, data_format="NCHW"):
@@ -241,9 +246,7 @@ def test_conv2d_forced_algorithm_that_cannot_run_raises(case, which, algorithm, 
 
 
 # (pass, algorithm) that the channels-last layout does not have
-NOT_NHWC = [("forward", "plain"), ("forward", "depthwise"), ("input", "direct"),
-            ("input", "depthwise"), ("weight", "plain"), ("weight", "depthwise"),
-            ("weight", "grouped")]
+NOT_NHWC = [("forward", "plain"), ("input", "direct"), ("weight", "plain"), ("weight", "grouped")]
 
 
 @pytest.mark.parametrize("which, algorithm", NOT_NHWC, ids=[f"{w}-{a}" for w, a in NOT_NHWC])

@@ -36,9 +36,12 @@ CONV = [
     ((2, 3, 10, 9), (5, 3, 4, 3), dict(padding="valid", stride=3)),
     ((2, 4, 6, 6), (8, 1, 3, 3), dict(padding=(0, 2), groups=4)),
     ((2, 16, 6, 5), (16, 16, 3, 3), dict(padding=1)),  # Winograd-sized
+    ((2, 5, 7, 8), (5, 1, 3, 3), dict(padding=(1, 2), stride=(2, 1), dilation=(1, 2), groups=5)),
+    ((2, 6, 7, 8), (6, 2, 3, 3), dict(padding=1, groups=3)),
     ((1, 5, 8, 7), (3, 5, 3, 3), dict(padding=(2, 0, 1, 3), stride=2)),
 ]
-CONV_IDS = ["grouped-dilated", "same", "valid-s3", "depthwise", "winograd", "pad4-s2"]
+CONV_IDS = ["grouped-dilated", "same", "valid-s3", "depthwise", "winograd", "depthwise-strided",
+            "grouped-channelwise", "pad4-s2"]
 
 
 # ---- PyTorch's channels_last tensors ------------------------------------------------------------
@@ -156,29 +159,34 @@ def test_max_pool2d_nonfinite_matches_nchw(dtype):
     np.testing.assert_array_equal(nchw(idxn), idx)
 
 
-# (pass, the algorithm forced, its fallback, which input holds the Inf and NaN): as
-# test_nonfinite.py's, for the channels-last passes
-FALLBACKS = [("forward", "winograd", "direct", "x"), ("forward", "winograd", "direct", "w"),
-             ("input", "transposed", "col2im", "w")]
+# (pass, the algorithm forced, its fallback, which input holds the Inf and NaN, groups of the
+# 16 channels): as test_nonfinite.py's, for the channels-last passes (the channelwise ones on
+# depthwise and on 4-channel groups)
+FALLBACKS = [
+    ("forward", "winograd", "direct", "x", 1), ("forward", "winograd", "direct", "w", 1),
+    ("input", "transposed", "col2im", "w", 1), ("forward", "depthwise", "direct", "w", 16),
+    ("weight", "depthwise", "direct", "gy", 16), ("forward", "depthwise", "direct", "x", 4),
+    ("input", "depthwise", "col2im", "gy", 4), ("weight", "depthwise", "direct", "gy", 4),
+]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("which, algorithm, fallback, holder", FALLBACKS,
-                         ids=[f"{w}-{a}-{h}" for w, a, _, h in FALLBACKS])
-def test_nonfinite_data_runs_the_plans_fallback(which, algorithm, fallback, holder, dtype):
+@pytest.mark.parametrize("which, algorithm, fallback, holder, groups", FALLBACKS,
+                         ids=[f"{w}-{a}-{h}-g{g}" for w, a, _, h, g in FALLBACKS])
+def test_nonfinite_data_runs_the_plans_fallback(which, algorithm, fallback, holder, groups, dtype):
     rng = np.random.default_rng(27)
     x = rng.standard_normal((2, 6, 7, 16)).astype(dtype)
-    w = rng.standard_normal((3, 3, 16, 16)).astype(dtype)
+    w = rng.standard_normal((3, 3, 16 // groups, 16)).astype(dtype)
     gy = rng.standard_normal((2, 6, 7, 16)).astype(dtype)
-    special = {"x": x, "w": w}[holder]
-    special.flat[[5, 40, 77]] = [np.inf, -np.inf, np.nan]
-    fmt = dict(padding=1, data_format="NHWC", weight_format="HWIO")
+    special = {"x": x, "w": w, "gy": gy}[holder]
+    special.flat[[5, 40, 77]] = [np.inf, -np.inf, np.nan]  # 5: the first tap's or pixel's
+    fmt = dict(padding=1, groups=groups, data_format="NHWC", weight_format="HWIO")
 
     def run(name):
         with _kernels.force_conv_algorithms(**{which: name}):
             if which == "forward":
                 return F.conv2d(x, w, **fmt)
-            return F.conv2d_backward(gy, x, w, **fmt)[0]
+            return F.conv2d_backward(gy, x, w, **fmt)[0 if which == "input" else 1]
 
     np.testing.assert_array_equal(run(algorithm), run(fallback))
 

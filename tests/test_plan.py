@@ -102,6 +102,47 @@ def test_plan_chooses(case, dtype, isa):
         assert _kernels.conv_plan(g, which, dtype) == expected, which
 
 
+def _nhwc_geometry(c, k, groups):
+    return v.conv_geometry("conv2d", (2, 8, 8, c), (3, 3, c // groups, k), 1, 1, 1, groups,
+                           "NHWC", "HWIO")
+
+
+CHANNELWISE = (("depthwise", "direct"), ("depthwise", "col2im"), ("depthwise", "direct"))
+GEMMS = (("direct", "direct"), ("col2im", "col2im"), ("direct", "direct"))
+# channels last, id: (channels per group, output channels per group, groups, the three plans);
+# "NR/4" stands for a quarter of the ISA's register columns
+NHWC_PLAN_CASES = {
+    "depthwise": (1, 1, 16, CHANNELWISE),
+    "one-channel": (1, 1, 1, CHANNELWISE),
+    "depthwise-multiplier-2": (1, 2, 16, GEMMS),
+    "grouped-at-quarter-NR": ("NR/4", "NR/4", 3, CHANNELWISE),
+    "grouped-past-quarter-NR": ("NR/4+1", "NR/4+1", 3, GEMMS),
+}
+
+
+def _per_group(spec, nr):
+    return nr // 4 + int(spec[4:] or 0) if isinstance(spec, str) else spec
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("case", list(NHWC_PLAN_CASES.values()), ids=list(NHWC_PLAN_CASES))
+def test_nhwc_plan_chooses(case, dtype, isa):
+    cg, kg, groups, expected = case
+    nr = _kernels.tuning(isa, dtype)["nr"]
+    g = _nhwc_geometry(_per_group(cg, nr) * groups, _per_group(kg, nr) * groups, groups)
+    for which, plan in zip(_kernels.CONV_PASSES, expected):
+        assert _kernels.conv_plan(g, which, dtype) == plan, which
+
+
+@pytest.mark.parametrize("which", _kernels.CONV_PASSES)
+def test_nhwc_depthwise_refuses_a_channel_multiplier(which, isa):
+    with _kernels.force_conv_algorithms(**{which: "depthwise"}), pytest.raises(
+            ValueError, match=rf"^conv2d \({which} pass\): the forced algorithm 'depthwise' cannot "
+                              r"run this geometry: it needs as many output as input channels per "
+                              r"group"):
+        _kernels.conv_plan(_nhwc_geometry(16, 32, 16), which, np.float32)
+
+
 # (pass, algorithm, geometry arguments, what the message says)
 REFUSALS = [
     ("forward", "winograd", dict(kernel=5, padding=2), "needs a 3x3 kernel, stride 1"),

@@ -654,3 +654,45 @@ def test_dwconv_dot_ukernel(table, n, kk):
                             np.zeros(2)])
     written = np.arange(kk + 2) < kk
     _assert_region(acc, expected, written, n + 1, scale, table.names["dwconv_dot"])
+
+
+# channels last: id: (channels c, terms ne, accumulate, bias); "tile" is NR, whose blocks the
+# routine runs first, then one vector (VL = NR/2 on the vector ISAs), then single channels
+DWCONV_NHWC_CASES = {
+    "one-channel": (1, 3, False, True),
+    "no-terms-bias": ("tile+1", 0, False, True),
+    "no-terms-accumulate": ("tile+1", 0, True, False),
+    "one-term": ("tile", 1, False, False),
+    "vector-and-tail": ("tile-1", 2, False, True),
+    "odd-terms-all-paths": ("2tile+11", 9, False, True),
+    "accumulate-ignores-bias": ("2tile+11", 4, True, True),
+    "many-terms": ("tile+3", 56, True, False),
+}
+
+
+@pytest.mark.parametrize("case", list(DWCONV_NHWC_CASES.values()), ids=list(DWCONV_NHWC_CASES))
+def test_dwconv_nhwc_ukernel(table, case):
+    c_spec, ne, accumulate, with_bias = case
+    c, dtype = _size(c_spec, table.nr), table.dtype
+    rng = np.random.default_rng(ne * 31 + c)
+    # each operand read in place at offsets that overlap, repeat and are unaligned; NaN past the
+    # last element any term may read
+    a = np.concatenate([_rand(rng, c + 50, dtype), _nan(4, dtype)])
+    b = np.concatenate([_rand(rng, c + 50, dtype), _nan(4, dtype)])
+    a_offsets = [int(o) for o in rng.integers(0, 51, ne)]
+    b_offsets = [int(o) for o in rng.integers(0, 51, ne)]
+    y = np.concatenate([_rand(rng, c, dtype), _nan(3, dtype)])  # past c: never written
+    before = y[:c].astype(np.float64)
+    bias = np.concatenate([_rand(rng, c, dtype), _nan(2, dtype)]) if with_bias else None
+    table.dwconv_nhwc(c, a, a_offsets, b, b_offsets, y, accumulate, bias)
+    terms = np.zeros((ne + 1, c))
+    for e, (i, j) in enumerate(zip(a_offsets, b_offsets)):
+        terms[e] = a[i:i + c].astype(np.float64) * b[j:j + c]
+    if accumulate:
+        terms[ne] = before
+    elif with_bias:
+        terms[ne] = bias[:c]
+    expected = np.concatenate([terms.sum(axis=0), np.zeros(3)])
+    scale = np.concatenate([np.abs(terms).sum(axis=0), np.zeros(3)])
+    written = np.arange(c + 3) < c
+    _assert_region(y, expected, written, ne + 1, scale, table.names["dwconv_nhwc"])

@@ -1,6 +1,6 @@
 /* conv2d_nhwc_bwd_input.h: the channels-last convolution input gradient dX (N, H, W, C) from dY
  * (N, OH, OW, K), plus a bias per input channel when given (as the NCHW pass, conv2d_bwd_input.h),
- * two ways:
+ * three ways:
  *
  *   transposed  stride 1: the channels-last forward pass (conv2d_nhwc_fwd.h) of dY with the
  *               flipped, transposed weights (conv2d_weights.h), planned in turn (Winograd too)
@@ -8,6 +8,8 @@
  *               [OW, K] by the kernel row's weights [K, kW * C] gives every pixel's
  *               contribution to a run of kW * C elements of one input row (contiguous for
  *               dilation 1), which is added into that row
+ *   depthwise   one input and one output channel per group: a gather vectorised across the
+ *               channels, any stride (conv2d_nhwc_depthwise.h)
  *
  * Loop structure (col2im): each kernel row's weights are packed once into B panels
  * [group][kernel row][column block][K][NR]. Tasks are input rows (image, ih): a task owns its row
@@ -146,6 +148,8 @@ static int FC_LOCAL(conv2d_nhwc_bwd_input_run)(fc_conv_algorithm algorithm,
                                                int nthreads) {
     if (algorithm == FC_CONV_TRANSPOSED)
         return FC_LOCAL(conv2d_nhwc_bwd_input_transposed)(p, tn, gy, w, bias, gx, nthreads);
+    if (algorithm == FC_CONV_DEPTHWISE)
+        return FC_LOCAL(conv2d_nhwc_bwd_input_depthwise)(p, tn, gy, w, bias, gx, nthreads);
     return FC_LOCAL(conv2d_nhwc_bwd_input_col2im)(p, tn, gy, w, bias, gx, nthreads);
 }
 

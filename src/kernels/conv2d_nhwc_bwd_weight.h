@@ -12,15 +12,16 @@
  * dY is packed per chunk of pixels into NR-column panels (conv2d_pack.h).
  *
  * Loop structure: tasks are (batch chunk, group, part of the segments' MR-row blocks). A task sums
- * its images in a private accumulator: over chunks of pixels (one dY panel per K block in L1), it
- * points each of its segments at the chunk's runs, then over K blocks, segments and MR-row blocks
- * runs the microkernel. Each batch chunk's sums go to its own copy of dW (written in the weights'
- * layout), and the copies are added in a fixed order at the end, so results do not depend on the
- * thread count. */
+ * its images in a private accumulator: over chunks of pixels that run on across its images (one
+ * dY panel per K block in L1), it points each of its segments at the chunk's runs, then over K
+ * blocks, segments and MR-row blocks runs the microkernel. Each batch chunk's sums go to its own
+ * copy of dW (written in the weights' layout), and the copies are added in a fixed order at the
+ * end, so results do not depend on the thread count. */
 #ifndef FC_CONV2D_NHWC_BWD_WEIGHT_H
 #define FC_CONV2D_NHWC_BWD_WEIGHT_H
 
 #include "conv2d_gemm_ukernel.h"
+#include "conv2d_nhwc_depthwise.h"
 #include "conv2d_nhwc_segments.h"
 #include "conv2d_nhwc_ukernel.h"
 #include "conv2d_pack.h"
@@ -53,20 +54,22 @@ static int FC_LOCAL(nhwc_bias_grad)(const fc_conv2d_params *p, const fc_tuning *
     return FC_OK;
 }
 
-/* a[r] for pixels [q0, q0 + n) of one image and group (base: x's offset of its first pixel's
- * group channels) = where segment `seg` reads its run, MR-row over-read included
- * (conv2d_nhwc_segments.h); runs that need a zero-padded copy go to stage, from slot first_slot
- * on. Returns the slots used; with a NULL, only counts them. */
+/* a[r] for pixels [f0, f0 + n) of the batch counted across images (pixel f is pixel f % P of image
+ * f / P; goff: x's offset of the group's first channel) = where segment `seg` reads its run,
+ * MR-row over-read included (conv2d_nhwc_segments.h); runs that need a zero-padded copy go to
+ * stage, from slot first_slot on. Returns the slots used; with a NULL, only counts them. */
 static fc_index FC_LOCAL(nhwc_segment_runs)(const fc_conv2d_params *p, const fc_nhwc_segments *sg,
-                                            fc_index seg, const T *x, fc_index total, fc_index base,
-                                            fc_index q0, fc_index n, const T *zero, T *stage,
+                                            fc_index seg, const T *x, fc_index total, fc_index goff,
+                                            fc_index f0, fc_index n, const T *zero, T *stage,
                                             fc_index first_slot, const T **a) {
-    const fc_index OW = p->out_w;
+    const fc_index OW = p->out_w, P = p->out_h * OW, HWC = p->in_h * p->in_w * p->in_channels;
     fc_index used = 0;
     for (fc_index r = 0; r < n;) { /* one output row's stretch at a time */
-        const fc_index oh = (q0 + r) / OW, ow0 = (q0 + r) % OW, len = FC_MIN(n - r, OW - ow0);
-        used += FC_LOCAL(segment_row_runs)(p, sg, seg, x, total, base, oh, ow0, len, sg->len_pad,
-                                           zero, stage, first_slot + used, a ? a + r : NULL, 1);
+        const fc_index img = (f0 + r) / P, q = (f0 + r) % P;
+        const fc_index oh = q / OW, ow0 = q % OW, len = FC_MIN(n - r, OW - ow0);
+        used += FC_LOCAL(segment_row_runs)(p, sg, seg, x, total, img * HWC + goff, oh, ow0, len,
+                                           sg->len_pad, zero, stage, first_slot + used,
+                                           a ? a + r : NULL, 1);
         r += len;
     }
     return used;
@@ -85,8 +88,10 @@ static int FC_LOCAL(conv2d_nhwc_bwd_weight_direct)(const fc_conv2d_params *p, co
     const fc_index parts = FC_MIN(blocks, FC_CEIL_DIV(sg.count * sg.len_pad, tn->task_rows));
     const fc_index part_blocks = FC_CEIL_DIV(blocks, parts);
     const fc_index segs_max = FC_MIN(sg.count, FC_CEIL_DIV(part_blocks, mblocks) + 1);
-    /* pixels per packed dY chunk (one panel per K block stays in L1), in equal chunks */
-    const fc_index qc = FC_CEIL_DIV(P, FC_CEIL_DIV(P, tn->kc));
+    /* pixels per packed dY chunk (one panel per K block stays in L1): chunks run on across the
+     * images of a batch chunk (dY's pixels are consecutive rows), so images with few pixels still
+     * give the microkernel a long reduction per accumulator tile */
+    const fc_index qc = FC_MIN(tn->kc, N * P);
     /* Batch chunks: enough for weight_grad_tasks tasks in all, within weight_grad_private_bytes of
      * private sums; fixed by the problem, not by the thread count (as the NCHW pass). */
     fc_index chunks = FC_MIN(N, FC_MAX(2, FC_CEIL_DIV(tn->weight_grad_tasks, G * parts)));
@@ -95,6 +100,7 @@ static int FC_LOCAL(conv2d_nhwc_bwd_weight_direct)(const fc_conv2d_params *p, co
     if (chunks < 1) chunks = 1;
     const fc_index ntasks = chunks * G * parts;
     const fc_weight_layout ws = fc_weight_layout_of(p);
+    const fc_index ks = ws.k_stride;
     int failed = 0;
 
     T *partial = chunks > 1 ? (T *)fc_aligned_alloc(sizeof(T) * (size_t)((chunks - 1) * wsize))
@@ -127,30 +133,28 @@ static int FC_LOCAL(conv2d_nhwc_bwd_weight_direct)(const fc_conv2d_params *p, co
             const fc_index s0 = b0 / mblocks, s1 = (b1 - 1) / mblocks + 1; /* segments touched */
             const fc_index n0 = chunk * N / chunks, n1 = (chunk + 1) * N / chunks;
             memset(acc, 0, sizeof(T) * (size_t)((b1 - b0) * FC_MR * kg_pad));
-            for (fc_index n = n0; n < n1 && ok; n++) {
-                const fc_index base = n * HWC + g * Cg;
-                for (fc_index q0 = 0; q0 < P && ok; q0 += qc) {
-                    const fc_index kc = FC_MIN(qc, P - q0);
-                    /* the runs needing a padded copy, then room for them */
-                    fc_index need = 0;
-                    for (fc_index s = s0; s < s1; s++)
-                        need += FC_LOCAL(nhwc_segment_runs)(p, &sg, s, x, total, base, q0, kc, zero,
-                                                            NULL, 0, NULL);
-                    ok = FC_LOCAL(nhwc_stage_reserve)(&stage, &stage_slots, need, sg.len_pad);
-                    if (!ok) break;
-                    fc_index used = 0;
-                    for (fc_index s = s0; s < s1; s++)
-                        used += FC_LOCAL(nhwc_segment_runs)(p, &sg, s, x, total, base, q0, kc, zero,
-                                                            stage, used, a + (s - s0) * kc);
-                    FC_NR_NAME(gemm_pack_b)(kc, Kg, gy + (n * P + q0) * K + g * Kg, K, bp);
-                    for (fc_index kb = 0; kb < kblocks; kb++)
-                        for (fc_index b = b0; b < b1; b++) {
-                            const fc_index s = b / mblocks, m0 = (b % mblocks) * FC_MR;
-                            FC_UKERNEL(gemm_cols_ukernel)(
-                                kc, a + (s - s0) * kc, m0, bp + kb * kc * FC_NR,
-                                acc + ((b - b0) * FC_MR) * kg_pad + kb * FC_NR, kg_pad);
-                        }
-                }
+            /* pixel f of the batch chunk is pixel f % P of image f / P */
+            for (fc_index f0 = n0 * P; f0 < n1 * P && ok; f0 += qc) {
+                const fc_index kc = FC_MIN(qc, n1 * P - f0);
+                /* the runs needing a padded copy, then room for them */
+                fc_index need = 0;
+                for (fc_index s = s0; s < s1; s++)
+                    need += FC_LOCAL(nhwc_segment_runs)(p, &sg, s, x, total, g * Cg, f0, kc, zero,
+                                                        NULL, 0, NULL);
+                ok = FC_LOCAL(nhwc_stage_reserve)(&stage, &stage_slots, need, sg.len_pad);
+                if (!ok) break;
+                fc_index used = 0;
+                for (fc_index s = s0; s < s1; s++)
+                    used += FC_LOCAL(nhwc_segment_runs)(p, &sg, s, x, total, g * Cg, f0, kc, zero,
+                                                        stage, used, a + (s - s0) * kc);
+                FC_NR_NAME(gemm_pack_b)(kc, Kg, gy + f0 * K + g * Kg, K, bp);
+                for (fc_index kb = 0; kb < kblocks; kb++)
+                    for (fc_index b = b0; b < b1; b++) {
+                        const fc_index s = b / mblocks, m0 = (b % mblocks) * FC_MR;
+                        FC_UKERNEL(gemm_cols_ukernel)(
+                            kc, a + (s - s0) * kc, m0, bp + kb * kc * FC_NR,
+                            acc + ((b - b0) * FC_MR) * kg_pad + kb * FC_NR, kg_pad);
+                    }
             }
             if (!ok) {
                 FC_PRAGMA(omp atomic write)
@@ -158,18 +162,23 @@ static int FC_LOCAL(conv2d_nhwc_bwd_weight_direct)(const fc_conv2d_params *p, co
                 continue;
             }
             /* this chunk's sums into its copy of dW (chunk 0 writes dW itself), in the weights'
-             * layout: row m of segment s is channel m % Cg of tap (first tap) + m / Cg */
-            T *dst = chunk == 0 ? gw : partial + (chunk - 1) * wsize;
-            for (fc_index b = b0; b < b1; b++)
-                for (int i = 0; i < FC_MR; i++) {
-                    const fc_index s = b / mblocks, m = (b % mblocks) * FC_MR + i;
-                    if (m >= sg.len) continue;
+             * layout: row m of segment s is channel m % Cg of tap (first tap) + m / Cg. A block's
+             * MR rows are written together per output channel, so each store of the strided
+             * layouts lands near the previous one */
+            T *dst = (chunk == 0 ? gw : partial + (chunk - 1) * wsize) + g * Kg * ks;
+            for (fc_index b = b0; b < b1; b++) {
+                fc_index off[FC_MR];
+                int rows = 0;
+                for (; rows < FC_MR; rows++) {
+                    const fc_index s = b / mblocks, m = (b % mblocks) * FC_MR + rows;
+                    if (m >= sg.len) break;
                     const fc_index tap = sg.taps > 1 ? s * p->kernel_w + m / Cg : s;
-                    const T *src = acc + ((b - b0) * FC_MR + i) * kg_pad;
-                    T *d = dst + (m % Cg) * ws.c_stride + tap * ws.tap_stride +
-                           g * Kg * ws.k_stride;
-                    for (fc_index k = 0; k < Kg; k++) d[k * ws.k_stride] = src[k];
+                    off[rows] = (m % Cg) * ws.c_stride + tap * ws.tap_stride;
                 }
+                const T *src = acc + (b - b0) * FC_MR * kg_pad;
+                for (fc_index k = 0; k < Kg; k++)
+                    for (int i = 0; i < rows; i++) dst[k * ks + off[i]] = src[i * kg_pad + k];
+            }
         }
         fc_aligned_free(bp);
         fc_aligned_free(acc);
@@ -191,13 +200,18 @@ static int FC_LOCAL(conv2d_nhwc_bwd_weight_direct)(const fc_conv2d_params *p, co
     return failed ? FC_ENOMEM : FC_OK;
 }
 
-/* The plan (conv2d_plan.c), then the bias gradient. */
+/* The plan (conv2d_plan.c), its fallback (direct) if that met Inf or NaN, then the bias
+ * gradient. */
 int FC_FN(conv2d_nhwc_bwd_weight)(const fc_conv2d_params *p, const T *gy, const T *x, T *gw, T *gb,
                                   int nthreads) {
     fc_conv_plan plan;
     if (fc_conv2d_plan(FC_CONV_NHWC_BWD_WEIGHT, FC_DT_ID, FC_ISA_ID, p, &plan) != FC_OK)
         return FC_EALGORITHM;
-    int rc = FC_LOCAL(conv2d_nhwc_bwd_weight_direct)(p, plan.tuning, gy, x, gw, nthreads);
+    int rc = plan.algorithm == FC_CONV_DEPTHWISE
+                 ? FC_LOCAL(conv2d_nhwc_bwd_weight_depthwise)(p, plan.tuning, gy, x, gw, nthreads)
+                 : FC_NONFINITE;
+    if (rc == FC_NONFINITE)
+        rc = FC_LOCAL(conv2d_nhwc_bwd_weight_direct)(p, plan.tuning, gy, x, gw, nthreads);
     if (rc == FC_OK && gb) rc = FC_LOCAL(nhwc_bias_grad)(p, plan.tuning, gy, gb, nthreads);
     return rc;
 }

@@ -7,6 +7,8 @@
  *              row of zeros, so padding multiplies as in the definition (and Inf or NaN weights
  *              give what the reference gives). No input copy, no stride phases: any geometry.
  *   winograd   F(2x2, 3x3) (conv2d_nhwc_winograd.h) for 3x3 stride-1 layers.
+ *   depthwise  one input and one output channel per group: vectorised across the channels
+ *              (conv2d_nhwc_depthwise.h).
  *
  * Loop structure (direct): the weights are packed once into B panels [group][K block][tap][C][NR]
  * (from OIHW or HWIO) and the bias into NR-wide rows. Tasks are (image, group, pixel tile,
@@ -18,6 +20,7 @@
 #define FC_CONV2D_NHWC_FWD_H
 
 #include "conv2d_gemm_ukernel.h"
+#include "conv2d_nhwc_depthwise.h"
 #include "conv2d_nhwc_segments.h"
 #include "conv2d_nhwc_ukernel.h"
 #include "conv2d_nhwc_winograd.h"
@@ -166,6 +169,8 @@ static int FC_LOCAL(conv2d_nhwc_fwd_run)(fc_conv_algorithm algorithm, const fc_c
                                          T *y, int nthreads) {
     if (algorithm == FC_CONV_WINOGRAD)
         return FC_LOCAL(conv2d_nhwc_fwd_winograd)(p, tn, x, w, bias, y, nthreads);
+    if (algorithm == FC_CONV_DEPTHWISE)
+        return FC_LOCAL(conv2d_nhwc_fwd_depthwise)(p, tn, x, w, bias, y, nthreads);
     return FC_LOCAL(conv2d_nhwc_fwd_direct)(p, tn, x, w, bias, y, nthreads);
 }
 

@@ -10,6 +10,10 @@
  *   fc_<dt>_igemm_ukernel_<MR>x<NR>__<isa>_half  the same on the B panel's first NR/2 columns
  *   fc_<dt>_gemm_cols_ukernel_<MR>x<NR>__<isa>   C[MR x NR] += A B, A's kc columns (MR contiguous
  *                                                 values each) read in place through kc pointers
+ *   fc_<dt>_dwconv_nhwc_ukernel_nr<NR>__<isa>     y[q] (+)= sum over ne terms of a_e[q] b_e[q]
+ *                                                 (+ bias[q]), q < c: the depthwise passes'
+ *                                                 channelwise products, both operands read in
+ *                                                 place through a pointer per term
  *
  * Loop structure: as the GEMM microkernels', the MR x NR accumulators held in registers for the
  * whole reduction (igemm: over taps, then over each tap's kc channels), one B panel row loaded per
@@ -147,6 +151,68 @@ static void FC_UKERNEL(gemm_cols_ukernel)(fc_index kc, const T *const *restrict 
         for (int j = 0; j < FC_NR; j++) C[i * ldc + j] += acc[i][j];
 }
 #endif
+
+/* y[q] = (accumulate ? y[q] : bias ? bias[q] : 0) + sum over e < ne of a[e][q] * b[e][q], for
+ * q < c. NR channels at a time (NV vectors), then one vector, then one channel; the even and the
+ * odd terms go to two sets of accumulators, added at the end, so twice as many FMA chains run at
+ * once. The order is fixed by (c, ne) alone. */
+static void FC_NR_NAME(dwconv_nhwc_ukernel)(fc_index c, fc_index ne, const T *const *restrict a,
+                                            const T *const *restrict b, T *restrict y,
+                                            int accumulate, const T *restrict bias) {
+    fc_index q = 0;
+#if FC_HAVE_VEC
+    for (; q + FC_NR <= c; q += FC_NR) {
+        FC_VEC even[FC_NV], odd[FC_NV];
+        FC_PRAGMA(GCC unroll 8)
+        for (int v = 0; v < FC_NV; v++) even[v] = odd[v] = FC_VZERO();
+        fc_index e = 0;
+        for (; e + 2 <= ne; e += 2) {
+            const T *a0 = a[e] + q, *b0 = b[e] + q, *a1 = a[e + 1] + q, *b1 = b[e + 1] + q;
+            FC_PRAGMA(GCC unroll 8)
+            for (int v = 0; v < FC_NV; v++) {
+                even[v] = FC_VFMA(FC_VLOADU(a0 + v * FC_VL), FC_VLOADU(b0 + v * FC_VL), even[v]);
+                odd[v] = FC_VFMA(FC_VLOADU(a1 + v * FC_VL), FC_VLOADU(b1 + v * FC_VL), odd[v]);
+            }
+        }
+        if (e < ne) {
+            FC_PRAGMA(GCC unroll 8)
+            for (int v = 0; v < FC_NV; v++)
+                even[v] = FC_VFMA(FC_VLOADU(a[e] + q + v * FC_VL), FC_VLOADU(b[e] + q + v * FC_VL),
+                                  even[v]);
+        }
+        FC_PRAGMA(GCC unroll 8)
+        for (int v = 0; v < FC_NV; v++) {
+            T *out = y + q + v * FC_VL;
+            const FC_VEC base = accumulate ? FC_VLOADU(out)
+                                : bias     ? FC_VLOADU(bias + q + v * FC_VL)
+                                           : FC_VZERO();
+            FC_VSTOREU(out, FC_VADD(base, FC_VADD(even[v], odd[v])));
+        }
+    }
+    for (; q + FC_VL <= c; q += FC_VL) {
+        FC_VEC even = FC_VZERO(), odd = FC_VZERO();
+        fc_index e = 0;
+        for (; e + 2 <= ne; e += 2) {
+            even = FC_VFMA(FC_VLOADU(a[e] + q), FC_VLOADU(b[e] + q), even);
+            odd = FC_VFMA(FC_VLOADU(a[e + 1] + q), FC_VLOADU(b[e + 1] + q), odd);
+        }
+        if (e < ne) even = FC_VFMA(FC_VLOADU(a[e] + q), FC_VLOADU(b[e] + q), even);
+        const FC_VEC base = accumulate ? FC_VLOADU(y + q) : bias ? FC_VLOADU(bias + q) : FC_VZERO();
+        FC_VSTOREU(y + q, FC_VADD(base, FC_VADD(even, odd)));
+    }
+#endif
+    for (; q < c; q++) {
+        T even = 0, odd = 0;
+        fc_index e = 0;
+        for (; e + 2 <= ne; e += 2) {
+            even += a[e][q] * b[e][q];
+            odd += a[e + 1][q] * b[e + 1][q];
+        }
+        if (e < ne) even += a[e][q] * b[e][q];
+        const T base = accumulate ? y[q] : bias ? bias[q] : (T)0;
+        y[q] = base + (even + odd);
+    }
+}
 
 /* The passes' one entry to the indirect GEMM: the half-width microkernel where the tile's columns
  * fit in it. */

@@ -27,7 +27,8 @@ static int dense_fits(const fc_conv2d_params *p, const fc_tuning *tn) {
     return rows * cols <= tn->phases_ratio * data + tn->phases_slack;
 }
 
-/* The channels-last passes: algorithms of their own (no stride phases, no depthwise pass). */
+/* The channels-last passes: algorithms of their own (no stride phases; a depthwise pass of their
+ * own, conv2d_nhwc_depthwise.h). */
 static int is_nhwc(fc_conv_pass pass) { return pass >= FC_CONV_NHWC_FWD; }
 
 static int is_3x3_stride1(const fc_conv2d_params *p) {
@@ -45,6 +46,10 @@ static const char *cannot_run(fc_conv_pass pass, int algorithm, const fc_conv2d_
         if (p->in_channels != p->groups) return "it needs one input channel per group";
         return dense_fits(p, tn) ? NULL : no_dense;
     }
+    if (algorithm == FC_CONV_DEPTHWISE && is_nhwc(pass)) /* every channels-last pass */
+        return p->in_channels == p->out_channels
+                   ? NULL
+                   : "it needs as many output as input channels per group";
     switch (pass) {
     case FC_CONV_FWD:
         if (algorithm == FC_CONV_PLAIN) return NULL;
@@ -68,15 +73,16 @@ static const char *cannot_run(fc_conv_pass pass, int algorithm, const fc_conv2d_
         if (algorithm == FC_CONV_DIRECT) return NULL;
         if (algorithm == FC_CONV_WINOGRAD)
             return is_3x3_stride1(p) ? NULL : "it needs a 3x3 kernel, stride 1 and dilation 1";
-        return "it is not a channels-last forward algorithm (direct or winograd)";
+        return "it is not a channels-last forward algorithm (direct, winograd or depthwise)";
     case FC_CONV_NHWC_BWD_INPUT:
         if (algorithm == FC_CONV_COL2IM) return NULL;
         if (algorithm == FC_CONV_TRANSPOSED)
             return p->stride_h == 1 && p->stride_w == 1 ? NULL : "it needs stride 1";
-        return "it is not a channels-last input-gradient algorithm (transposed or col2im)";
+        return "it is not a channels-last input-gradient algorithm (transposed, depthwise or "
+               "col2im)";
     case FC_CONV_NHWC_BWD_WEIGHT:
         if (algorithm == FC_CONV_DIRECT) return NULL;
-        return "it is not a channels-last weight-gradient algorithm (direct)";
+        return "it is not a channels-last weight-gradient algorithm (direct or depthwise)";
     }
     return "unknown pass";
 }
@@ -100,6 +106,10 @@ static fc_conv_algorithm choose(fc_conv_pass pass, const fc_conv2d_params *p, co
     /* NCHW, one input channel per group and too few output channels to fill the GEMM tile's
      * rows: a reduction over the taps alone, per plane */
     if (!is_nhwc(pass) && Cg == 1 && Kg < tn->mr && dense_fits(p, tn)) return FC_CONV_DEPTHWISE;
+    /* channels last, as many channels in as out per group and groups too small for the GEMMs
+     * (at most a quarter of the tile's columns): the channelwise passes */
+    if (is_nhwc(pass) && Cg == Kg && (Kg == 1 || (p->groups > 1 && 4 * Kg <= tn->nr)))
+        return FC_CONV_DEPTHWISE;
     switch (pass) {
     case FC_CONV_FWD:
         if (!phases_fit(p, tn)) return FC_CONV_PLAIN;
@@ -148,10 +158,14 @@ int fc_conv2d_plan(fc_conv_pass pass, fc_dtype dtype, int isa, const fc_conv2d_p
     case FC_CONV_TRANSPOSED:
         plan->nonfinite = FC_CONV_COL2IM;
         break;
-    case FC_CONV_DEPTHWISE: /* the input and weight gradients as the GEMM passes' */
-        plan->nonfinite = pass == FC_CONV_BWD_INPUT    ? FC_CONV_COL2IM
-                          : pass == FC_CONV_BWD_WEIGHT ? FC_CONV_PLAIN
-                                                       : FC_CONV_DEPTHWISE;
+    case FC_CONV_DEPTHWISE: /* the input and weight gradients as the GEMM passes'; channels
+                             * last, the forward and the weight gradient as the direct passes' */
+        plan->nonfinite = pass == FC_CONV_BWD_INPUT         ? FC_CONV_COL2IM
+                          : pass == FC_CONV_BWD_WEIGHT      ? FC_CONV_PLAIN
+                          : pass == FC_CONV_NHWC_BWD_INPUT  ? FC_CONV_COL2IM
+                          : pass == FC_CONV_NHWC_FWD        ? FC_CONV_DIRECT
+                          : pass == FC_CONV_NHWC_BWD_WEIGHT ? FC_CONV_DIRECT
+                                                            : FC_CONV_DEPTHWISE;
         break;
     case FC_CONV_DIRECT: /* the NHWC weight gradient multiplies what the definition does */
         plan->nonfinite = pass == FC_CONV_BWD_WEIGHT ? FC_CONV_PLAIN : FC_CONV_DIRECT;

@@ -22,7 +22,9 @@ typedef struct {
      * NaN in x or w (its transforms would cancel Inf - Inf into NaN); the transposed and the
      * depthwise input gradients, in w (their zero padding of dY would multiply them); the
      * direct and the depthwise weight gradients, in x (the phase grid's dropped columns would
-     * multiply them by zero). The algorithm itself when it takes any data. */
+     * multiply them by zero); the channels-last depthwise forward and weight gradient, in w and in
+     * dY (they leave out the padding taps the definition multiplies by them). The algorithm itself
+     * when it takes any data. */
     fc_conv_algorithm nonfinite;
     const fc_tuning *tuning; /* the instruction set's and dtype's row */
 } fc_conv_plan;

@@ -93,6 +93,11 @@ typedef struct {
     const char *gemm_cols_name;
     void (*gemm_cols)(fc_index kc, const void *const *a, fc_index off, const void *b, void *c,
                       fc_index ldc);
+    /* channels last, depthwise: y[q] = (accumulate ? y[q] : bias ? bias[q] : 0) + sum over
+     * e < ne of a[e][q] b[e][q], q < c: fc_<dt>_dwconv_nhwc_ukernel_nr<NR>__<isa> */
+    const char *dwconv_nhwc_name;
+    void (*dwconv_nhwc)(fc_index c, fc_index ne, const void *const *a, const void *const *b,
+                        void *y, int accumulate, const void *bias);
 } fc_ukernel_table;
 
 /* Each ISA's tables, fc_<dt>_ukernel_table__<isa> (ukernel_table.h), */

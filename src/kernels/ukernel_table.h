@@ -154,6 +154,16 @@ static void FC_WRAP(gemm_cols)(fc_index kc, const void *const *a, fc_index off, 
     FC_UKERNEL(gemm_cols_ukernel)(kc, cols, off, b, c, ldc);
 }
 
+static void FC_WRAP(dwconv_nhwc)(fc_index c, fc_index ne, const void *const *a,
+                                 const void *const *b, void *y, int accumulate, const void *bias) {
+    const T *ae[FC_MAX(ne, 1)], *be[FC_MAX(ne, 1)];
+    for (fc_index e = 0; e < ne; e++) {
+        ae[e] = a[e];
+        be[e] = b[e];
+    }
+    FC_NR_NAME(dwconv_nhwc_ukernel)(c, ne, ae, be, y, accumulate, bias);
+}
+
 const fc_ukernel_table FC_FN(ukernel_table) = {
     FC_DT_ID,
     FC_MR,
@@ -195,6 +205,8 @@ const fc_ukernel_table FC_FN(ukernel_table) = {
     FC_IGEMM_HALF_ENTRY,
     FC_STR(FC_UKERNEL(gemm_cols_ukernel)),
     FC_WRAP(gemm_cols),
+    FC_STR(FC_NR_NAME(dwconv_nhwc_ukernel)),
+    FC_WRAP(dwconv_nhwc),
 };
 
 #endif /* FC_UKERNEL_TABLE_H */

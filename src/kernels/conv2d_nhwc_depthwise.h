@@ -1,0 +1,303 @@
+/* conv2d_nhwc_depthwise.h: the channels-last channelwise passes, for m = C/groups = K/groups
+ * channels per group (m = 1: depthwise; small m: grouped layers such as ResNeXt's), vectorised
+ * across all the channels, which channels last are contiguous (XNNPACK's dwconv is the model).
+ * Each output row of C channels is a sum over the taps that reach it of products of two rows of C
+ * channels, read in place; the dwconv_nhwc microkernel (conv2d_nhwc_ukernel.h) takes one pointer
+ * per term and operand. Within a group every channel meets every other: lane j of a term reads the
+ * other operand at j + shift, for the 2m - 1 shifts 0, +-1, ..., +-(m - 1), with the weights
+ * packed per (tap, shift) as [kH * kW][2m - 1][C] and zero where j + shift leaves j's group
+ * (m - 1 of every m lanes' reads are wasted on average: worth it while the GEMMs' tiles would be
+ * emptier still). The first and the last pixel of an operand are read from zero-padded copies
+ * when shifts reach past them.
+ *
+ *   forward          y[n, oh, ow] = bias + sum over taps inside x of x[n, ih, iw] w[tap]; tasks
+ *                    are output rows (image, oh). The taps in the padding are left out, which
+ *                    the definition multiplies by zero, and for m > 1 zero weights meet other
+ *                    groups' inputs: FC_NONFINITE when w (or, m > 1, x) holds an Inf or a NaN (the
+ *                    plan's fallback is the direct pass).
+ *   input gradient   dX[n, ih, iw] = bias + sum over (tap, output pixel) with ih = oh sH - pad_top
+ *                    + i dH (and the same along W) of dY[n, oh, ow] w[tap]: the transposed
+ *                    convolution as a gather, any stride (the taps whose phase misses a pixel are
+ *                    skipped); tasks are input rows. Only real output positions are multiplied,
+ *                    as in the definition; for m > 1 FC_NONFINITE when dY holds an Inf or a NaN
+ *                    (zero weights meet other groups' dY; the fallback is col2im).
+ *   weight gradient  dW[tap] = sum over every output pixel whose tap lies inside x of x[n, ih, iw]
+ *                    dY[n, oh, ow]; tasks are fixed chunks of the N * OH output rows, each summing
+ *                    into a private [kH * kW][2m - 1][C], added in chunk order at the end
+ *                    (bit-identical for any thread count; the lanes whose shift leaves the group
+ *                    are dropped). Padding taps are left out: FC_NONFINITE when dY holds an Inf or
+ *                    a NaN (the fallback is the direct pass). */
+#ifndef FC_CONV2D_NHWC_DEPTHWISE_H
+#define FC_CONV2D_NHWC_DEPTHWISE_H
+
+#include "conv2d_nhwc_ukernel.h"
+#include "conv2d_plain.h"
+#include "conv2d_plan.h"
+#include "conv2d_weights.h"
+#include "fc_template.h"
+
+/* Shift s of S = 2m - 1 (m = C/groups = K/groups): lane j meets the other operand's element j +
+ * shift, 0, then 1, 1 - m, 2, 2 - m, ..., m - 1, -1: every pair of channels of one group once. */
+static inline fc_index FC_LOCAL(nhwc_dw_shift)(fc_index s, fc_index m) {
+    return s == 0 ? 0 : s % 2 ? (s + 1) / 2 : s / 2 - m;
+}
+
+/* dst[(t * S + s) * C + j] = the weight lane j meets at shift s of tap t: lane j is output channel
+ * j (forward, its partner input channel j + shift) or input channel j (`transposed`, the input
+ * gradient: its partner output channel j + shift); zero where the partner lies outside j's group.
+ * Either weight layout. */
+static void FC_LOCAL(nhwc_dw_pack)(const fc_conv2d_params *p, const T *w, int transposed, T *dst) {
+    const fc_index C = p->in_channels, m = C / p->groups, S = 2 * m - 1;
+    const fc_index kk = p->kernel_h * p->kernel_w;
+    const fc_weight_layout ws = fc_weight_layout_of(p);
+    for (fc_index t = 0; t < kk; t++)
+        for (fc_index s = 0; s < S; s++)
+            for (fc_index j = 0; j < C; j++, dst++) {
+                const fc_index u = j % m, q = u + FC_LOCAL(nhwc_dw_shift)(s, m);
+                const fc_index k = transposed ? j - u + q : j, c = transposed ? u : q;
+                *dst = q < 0 || q >= m ? (T)0
+                                       : w[k * ws.k_stride + c * ws.c_stride + t * ws.tap_stride];
+            }
+}
+
+/* Where the shifted terms read pixel `pix` of an operand of npix pixels of C channels: in place,
+ * except the first and the last pixel when the shifts reach past them (m > 1), read in `edges`,
+ * two rows of C + 2 (m - 1) holding a copy of each with m - 1 zeros either side (the lanes that
+ * read there have zero weights or are dropped). */
+static inline const T *FC_LOCAL(nhwc_dw_row)(const T *a, fc_index pix, fc_index npix, fc_index C,
+                                             fc_index m, const T *edges) {
+    if (m > 1 && pix == 0) return edges + (m - 1);
+    if (m > 1 && pix == npix - 1) return edges + (C + 2 * (m - 1)) + (m - 1);
+    return a + pix * C;
+}
+
+/* The two rows of nhwc_dw_row's edges for an operand of npix > 0 pixels (NULL on failure). */
+static T *FC_LOCAL(nhwc_dw_edges)(const T *a, fc_index npix, fc_index C, fc_index m) {
+    const fc_index len = C + 2 * (m - 1);
+    T *edges = (T *)calloc((size_t)(2 * len), sizeof(T));
+    if (!edges || npix == 0) return edges;
+    memcpy(edges + (m - 1), a, sizeof(T) * (size_t)C);
+    memcpy(edges + len + (m - 1), a + (npix - 1) * C, sizeof(T) * (size_t)C);
+    return edges;
+}
+
+/* The first tap index i (of n, spaced d) whose position o + i d lies in [0, size), and one past
+ * the last: the taps of one output position inside the input. */
+static inline void FC_LOCAL(nhwc_dw_taps)(fc_index o, fc_index d, fc_index n, fc_index size,
+                                          fc_index *lo, fc_index *hi) {
+    fc_index i0 = o >= 0 ? 0 : FC_CEIL_DIV(-o, d);
+    fc_index i1 = o >= size ? 0 : FC_MIN(n, (size - 1 - o) / d + 1);
+    *lo = i0;
+    *hi = FC_MAX(i0, i1);
+}
+
+static int FC_LOCAL(conv2d_nhwc_fwd_depthwise)(const fc_conv2d_params *p, const fc_tuning *tn,
+                                               const T *x, const T *w, const T *bias, T *y,
+                                               int nthreads) {
+    const fc_index C = p->in_channels, H = p->in_h, W = p->in_w, OH = p->out_h, OW = p->out_w;
+    const fc_index kh = p->kernel_h, kw = p->kernel_w, kk = kh * kw, rows = p->batch * OH;
+    const fc_index m = C / p->groups, S = 2 * m - 1, npix = p->batch * H * W;
+    if (!FC_LOCAL(all_finite)(tn, w, C * m * kk, nthreads) ||
+        (m > 1 && !FC_LOCAL(all_finite)(tn, x, npix * C, nthreads)))
+        return FC_NONFINITE;
+    T *wp = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(kk * S * C));
+    T *edges = FC_LOCAL(nhwc_dw_edges)(x, npix, C, m);
+    if (!wp || !edges) {
+        fc_aligned_free(wp);
+        free(edges);
+        return FC_ENOMEM;
+    }
+    FC_LOCAL(nhwc_dw_pack)(p, w, 0, wp);
+    int failed = 0;
+    const int nt = fc_threads_for(nthreads, (double)rows * OW * C * m * kk, tn->conv_min_work,
+                                  rows);
+    FC_PRAGMA(omp parallel num_threads(nt))
+    {
+        const T **a = (const T **)malloc(sizeof(*a) * (size_t)(2 * kk * S));
+        const T **b = a ? a + kk * S : NULL;
+        if (!a) {
+            FC_PRAGMA(omp atomic write)
+            failed = 1;
+        }
+        FC_PRAGMA(omp for schedule(static))
+        for (fc_index r = 0; r < rows; r++) {
+            if (!a) continue;
+            const fc_index n = r / OH, oh = r % OH, ih0 = oh * p->stride_h - p->pad_top;
+            fc_index i0, i1;
+            FC_LOCAL(nhwc_dw_taps)(ih0, p->dilation_h, kh, H, &i0, &i1);
+            for (fc_index ow = 0; ow < OW; ow++) {
+                const fc_index iw0 = ow * p->stride_w - p->pad_left;
+                fc_index j0, j1, ne = 0;
+                FC_LOCAL(nhwc_dw_taps)(iw0, p->dilation_w, kw, W, &j0, &j1);
+                for (fc_index i = i0; i < i1; i++)
+                    for (fc_index j = j0; j < j1; j++) {
+                        const fc_index ih = ih0 + i * p->dilation_h, iw = iw0 + j * p->dilation_w;
+                        const T *row = FC_LOCAL(nhwc_dw_row)(x, (n * H + ih) * W + iw, npix, C, m,
+                                                             edges);
+                        for (fc_index sh = 0; sh < S; sh++, ne++) {
+                            a[ne] = row + FC_LOCAL(nhwc_dw_shift)(sh, m);
+                            b[ne] = wp + ((i * kw + j) * S + sh) * C;
+                        }
+                    }
+                FC_NR_NAME(dwconv_nhwc_ukernel)(C, ne, a, b, y + (r * OW + ow) * C, 0, bias);
+            }
+        }
+        free(a);
+    }
+    fc_aligned_free(wp);
+    free(edges);
+    return failed ? FC_ENOMEM : FC_OK;
+}
+
+/* The taps (of n, spaced d, stride s) that reach input position `at` (its index plus the leading
+ * padding) from an output position o = (at - i d) / s in [0, size): a[count] = o, t[count] = i. */
+static fc_index FC_LOCAL(nhwc_dw_sources)(fc_index at, fc_index d, fc_index s, fc_index n,
+                                          fc_index size, fc_index *o, fc_index *t) {
+    fc_index count = 0;
+    for (fc_index i = 0; i < n; i++) {
+        const fc_index from = at - i * d;
+        if (from < 0) break;
+        if (from % s || from / s >= size) continue;
+        o[count] = from / s;
+        t[count++] = i;
+    }
+    return count;
+}
+
+static int FC_LOCAL(conv2d_nhwc_bwd_input_depthwise)(const fc_conv2d_params *p, const fc_tuning *tn,
+                                                     const T *gy, const T *w, const T *bias, T *gx,
+                                                     int nthreads) {
+    const fc_index C = p->in_channels, H = p->in_h, W = p->in_w, OH = p->out_h, OW = p->out_w;
+    const fc_index kh = p->kernel_h, kw = p->kernel_w, kk = kh * kw, rows = p->batch * H;
+    const fc_index m = C / p->groups, S = 2 * m - 1, npix = p->batch * OH * OW;
+    if (m > 1 && !FC_LOCAL(all_finite)(tn, gy, npix * C, nthreads)) return FC_NONFINITE;
+    T *wp = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(kk * S * C));
+    T *edges = FC_LOCAL(nhwc_dw_edges)(gy, npix, C, m);
+    if (!wp || !edges) {
+        fc_aligned_free(wp);
+        free(edges);
+        return FC_ENOMEM;
+    }
+    FC_LOCAL(nhwc_dw_pack)(p, w, 1, wp);
+    int failed = 0;
+    const int nt = fc_threads_for(nthreads, (double)npix * C * m * kk, tn->conv_min_work, rows);
+    FC_PRAGMA(omp parallel num_threads(nt))
+    {
+        const T **a = (const T **)malloc(sizeof(*a) * (size_t)(2 * kk * S));
+        const T **b = a ? a + kk * S : NULL;
+        fc_index *at = (fc_index *)malloc(sizeof(*at) * (size_t)(2 * (kh + kw)));
+        if (!a || !at) {
+            FC_PRAGMA(omp atomic write)
+            failed = 1;
+        }
+        FC_PRAGMA(omp for schedule(static))
+        for (fc_index r = 0; r < rows; r++) {
+            if (!a || !at) continue;
+            fc_index *oh = at, *ti = at + kh, *ow = at + 2 * kh, *tj = at + 2 * kh + kw;
+            const fc_index n = r / H, ih = r % H;
+            const fc_index nh = FC_LOCAL(nhwc_dw_sources)(ih + p->pad_top, p->dilation_h,
+                                                          p->stride_h, kh, OH, oh, ti);
+            for (fc_index iw = 0; iw < W; iw++) {
+                const fc_index nw = FC_LOCAL(nhwc_dw_sources)(iw + p->pad_left, p->dilation_w,
+                                                              p->stride_w, kw, OW, ow, tj);
+                fc_index ne = 0;
+                for (fc_index u = 0; u < nh; u++)
+                    for (fc_index v = 0; v < nw; v++) {
+                        const T *row = FC_LOCAL(nhwc_dw_row)(gy, (n * OH + oh[u]) * OW + ow[v],
+                                                             npix, C, m, edges);
+                        for (fc_index sh = 0; sh < S; sh++, ne++) {
+                            a[ne] = row + FC_LOCAL(nhwc_dw_shift)(sh, m);
+                            b[ne] = wp + ((ti[u] * kw + tj[v]) * S + sh) * C;
+                        }
+                    }
+                FC_NR_NAME(dwconv_nhwc_ukernel)(C, ne, a, b, gx + (r * W + iw) * C, 0, bias);
+            }
+        }
+        free(a);
+        free(at);
+    }
+    fc_aligned_free(wp);
+    free(edges);
+    return failed ? FC_ENOMEM : FC_OK;
+}
+
+static int FC_LOCAL(conv2d_nhwc_bwd_weight_depthwise)(const fc_conv2d_params *p,
+                                                      const fc_tuning *tn, const T *gy, const T *x,
+                                                      T *gw, int nthreads) {
+    const fc_index C = p->in_channels, H = p->in_h, W = p->in_w, OH = p->out_h, OW = p->out_w;
+    const fc_index kh = p->kernel_h, kw = p->kernel_w, kk = kh * kw, rows = p->batch * OH;
+    const fc_index sw = p->stride_w, dw = p->dilation_w;
+    const fc_index m = C / p->groups, S = 2 * m - 1, npix = p->batch * H * W, per = kk * S * C;
+    if (!FC_LOCAL(all_finite)(tn, gy, rows * OW * C, nthreads)) return FC_NONFINITE;
+    /* chunks of output rows fixed by the problem, not by the thread count */
+    const fc_index chunks = FC_MAX(1, FC_MIN(rows, tn->weight_grad_tasks));
+    T *sums = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(chunks * per));
+    T *edges = FC_LOCAL(nhwc_dw_edges)(x, npix, C, m);
+    if (!sums || !edges) {
+        fc_aligned_free(sums);
+        free(edges);
+        return FC_ENOMEM;
+    }
+    int failed = 0;
+    const int nt = fc_threads_for(nthreads, (double)rows * OW * C * m * kk, tn->conv_min_work,
+                                  chunks);
+    FC_PRAGMA(omp parallel num_threads(nt))
+    {
+        const T **a = (const T **)malloc(sizeof(*a) * (size_t)(2 * FC_MAX(OW, 1)));
+        const T **b = a ? a + OW : NULL;
+        if (!a) {
+            FC_PRAGMA(omp atomic write)
+            failed = 1;
+        }
+        FC_PRAGMA(omp for schedule(static))
+        for (fc_index ch = 0; ch < chunks; ch++) {
+            if (!a) continue;
+            T *acc = sums + ch * per;
+            memset(acc, 0, sizeof(T) * (size_t)per);
+            for (fc_index r = ch * rows / chunks; r < (ch + 1) * rows / chunks; r++) {
+                const fc_index n = r / OH, oh = r % OH, ih0 = oh * p->stride_h - p->pad_top;
+                fc_index i0, i1;
+                FC_LOCAL(nhwc_dw_taps)(ih0, p->dilation_h, kh, H, &i0, &i1);
+                for (fc_index i = i0; i < i1; i++)
+                    for (fc_index j = 0; j < kw; j++) {
+                        /* the output pixels whose tap (i, j) lies inside the row */
+                        const fc_index off = j * dw - p->pad_left;
+                        const fc_index ow0 = off >= 0 ? 0 : FC_CEIL_DIV(-off, sw);
+                        const fc_index ow1 = off >= W ? 0 : FC_MIN(OW, (W - 1 - off) / sw + 1);
+                        const fc_index pix0 = (n * H + ih0 + i * p->dilation_h) * W;
+                        for (fc_index sh = 0; sh < S; sh++) {
+                            const fc_index shift = FC_LOCAL(nhwc_dw_shift)(sh, m);
+                            fc_index ne = 0;
+                            for (fc_index ow = ow0; ow < ow1; ow++, ne++) {
+                                a[ne] = FC_LOCAL(nhwc_dw_row)(x, pix0 + ow * sw + off, npix, C, m,
+                                                              edges) +
+                                        shift;
+                                b[ne] = gy + (r * OW + ow) * C;
+                            }
+                            FC_NR_NAME(dwconv_nhwc_ukernel)(
+                                C, ne, a, b, acc + ((i * kw + j) * S + sh) * C, 1, NULL);
+                        }
+                    }
+            }
+        }
+        free(a);
+    }
+    if (!failed) { /* lane j of shift s is output channel j's term with input channel j + shift */
+        const fc_weight_layout ws = fc_weight_layout_of(p);
+        for (fc_index t = 0; t < kk; t++)
+            for (fc_index sh = 0; sh < S; sh++)
+                for (fc_index j = 0; j < C; j++) {
+                    const fc_index q = j % m + FC_LOCAL(nhwc_dw_shift)(sh, m);
+                    if (q < 0 || q >= m) continue;
+                    const fc_index e = (t * S + sh) * C + j;
+                    T sum = sums[e];
+                    for (fc_index ch = 1; ch < chunks; ch++) sum += sums[ch * per + e];
+                    gw[j * ws.k_stride + q * ws.c_stride + t * ws.tap_stride] = sum;
+                }
+    }
+    fc_aligned_free(sums);
+    free(edges);
+    return failed ? FC_ENOMEM : FC_OK;
+}
+
+#endif /* FC_CONV2D_NHWC_DEPTHWISE_H */
