@@ -18,11 +18,6 @@ What this file decides, and why:
   a dependency of the extension: a changed flag rebuilds it even when no source is newer than the
   last build. The configuration is written beside the extension as fastconv/_build_info.py
   (CONFIG), which fastconv.show_config() prints.
-- Parallel: the files are compiled FASTCONV_BUILD_JOBS at a time (default: one per core), each
-  by its own compiler process, and linked in a fixed order, so the binary does not depend on the
-  job count (which is not part of the configuration). An object newer than its source and every
-  file under src/ is kept: switching FASTCONV_DEBUG on and off again relinks the objects already
-  in the release configuration's folder instead of compiling them anew.
 """
 
 import hashlib
@@ -34,7 +29,6 @@ import sysconfig
 import tempfile
 import textwrap
 import warnings
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
 
 import Cython
@@ -98,16 +92,6 @@ def _isa_of(source):
     return next((isa for isa in ISA_FLAGS if stem.endswith("_" + isa)), None)
 
 
-def _build_jobs():
-    """How many files to compile at once: FASTCONV_BUILD_JOBS, else one per core."""
-    raw = os.environ.get("FASTCONV_BUILD_JOBS", "").strip()
-    if not raw:
-        return os.cpu_count() or 1
-    if not (raw.isascii() and raw.isdigit() and int(raw) >= 1):
-        raise SetupError(f"FASTCONV_BUILD_JOBS must be a whole number >= 1, got {raw!r}")
-    return int(raw)
-
-
 def _flavour(compiler):
     return "msvc" if compiler.compiler_type == "msvc" else "gcc"
 
@@ -168,8 +152,8 @@ def cython_directives(debug):
 
 
 class BuildExt(build_ext):
-    """build_ext that probes OpenMP and the ISAs, compiles the files in parallel (each ISA's with
-    its own flags), and rebuilds whenever the build configuration changes."""
+    """build_ext that probes OpenMP and the ISAs, compiles each ISA's files with its own flags in a
+    step of its own, and rebuilds whenever the build configuration changes."""
 
     def build_extensions(self):
         self.build_config = self._configure()
@@ -177,10 +161,10 @@ class BuildExt(build_ext):
         stamp = base_temp / "fastconv-build-config.json"
         _write_if_changed(stamp, json.dumps(self.build_config, indent=1, sort_keys=True) + "\n")
         self.build_temp = str(base_temp / f"fastconv-{self.build_config['hash']}")
-        self.config_stamp = str(stamp)
 
         macros = [(f"FC_BUILD_{isa.upper()}", "1") for isa in self.build_config["isas"]]
         for ext in self.extensions:
+            ext.depends = [*ext.depends, str(stamp)]
             ext.define_macros = [*macros, *ext.define_macros]
             ext.extra_compile_args = [*self.build_config["compile_args"], *ext.extra_compile_args]
             ext.extra_link_args = [*self.build_config["link_args"], *ext.extra_link_args]
@@ -191,53 +175,26 @@ class BuildExt(build_ext):
     def build_extension(self, ext):
         (cythonized,) = cythonize([ext], compiler_directives=self.build_config["cython_directives"],
                                   build_dir=self.build_temp, force=self.force, quiet=True)
-        isa_flags = self.build_config["isa_flags"]
-        # link order as build_ext's, which sorts the sources for a reproducible binary; each
-        # enabled ISA's files follow, with that ISA's flags
-        jobs = [(source, []) for source in sorted(cythonized.sources) if _isa_of(source) is None]
-        jobs += [(source, isa_flags[isa]) for isa in ISA_FLAGS if isa in isa_flags
-                 for source in cythonized.sources if _isa_of(source) == isa]
-        objects = self.compiler.object_filenames([source for source, _ in jobs],
-                                                 output_dir=self.build_temp)
-        # the rule build_ext applies to the extension as a whole, applied first to its objects
-        depends = [*cythonized.sources, *ext.depends, *objects]
-        if self.force or newer_group([*depends, self.config_stamp], self.get_ext_fullpath(ext.name),
+        by_isa = {isa: [s for s in cythonized.sources if _isa_of(s) == isa] for isa in ISA_FLAGS}
+        ext.sources = [s for s in cythonized.sources if _isa_of(s) is None]
+        ext.depends = [*ext.depends, *(s for sources in by_isa.values() for s in sources)]
+        # the rule build_ext applies to the extension as a whole, applied first to the ISA step
+        if self.force or newer_group(ext.sources + ext.depends, self.get_ext_fullpath(ext.name),
                                      missing="newer"):
-            self._compile_in_parallel(ext, jobs, objects)
-        # everything is compiled: build_ext links the objects, in this order, and relinks
-        # whenever one of them is newer than the extension
-        ext.sources = []
-        ext.extra_objects = [*objects, *ext.extra_objects]
-        ext.depends = [*depends, self.config_stamp]
+            ext.extra_objects = [*ext.extra_objects, *self._compile_isa_sources(ext, by_isa)]
         super().build_extension(ext)
 
-    def _compile_in_parallel(self, ext, jobs, objects):
-        """Compile each (source, extra flags) job into its object, FASTCONV_BUILD_JOBS at a time.
-
-        An object newer than its source and every file under src/ is kept: the build-temp folder
-        is named by the configuration's hash, so it was compiled with exactly these flags (that
-        is why the configuration stamp, rewritten on every change, is no dependency here).
-        Each compile is a subprocess, so threads run them side by side; the first failure
-        cancels the compiles not yet started and is raised."""
-        for folder in sorted({os.path.dirname(obj) for obj in objects}):
-            self.mkpath(folder)
-
-        def compile_one(source, flags, obj):
-            if self.force or newer_group([source, *ext.depends], obj, missing="newer"):
-                self.compiler.compile([source], output_dir=self.build_temp,
-                                      macros=ext.define_macros, include_dirs=ext.include_dirs,
-                                      debug=self.debug,
-                                      extra_postargs=[*ext.extra_compile_args, *flags],
-                                      depends=ext.depends)
-
-        with ThreadPoolExecutor(max_workers=_build_jobs()) as pool:
-            futures = [pool.submit(compile_one, source, flags, obj)
-                       for (source, flags), obj in zip(jobs, objects)]
-            wait(futures, return_when=FIRST_EXCEPTION)
-            pool.shutdown(cancel_futures=True)
-        for future in futures:
-            if not future.cancelled():
-                future.result()
+    def _compile_isa_sources(self, ext, by_isa):
+        """Compile each enabled ISA's files with that ISA's flags; return the objects."""
+        objects = []
+        for isa, sources in by_isa.items():
+            if sources and isa in self.build_config["isas"]:
+                objects += self.compiler.compile(
+                    sources, output_dir=self.build_temp, macros=ext.define_macros,
+                    include_dirs=ext.include_dirs, debug=self.debug,
+                    extra_postargs=[*ext.extra_compile_args, *self.build_config["isa_flags"][isa]],
+                    depends=ext.depends)
+        return objects
 
     def _configure(self):
         """The build configuration: flags, probes' results, versions, and its hash."""
