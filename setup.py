@@ -18,6 +18,9 @@ What this file decides, and why:
   a dependency of the extension: a changed flag rebuilds it even when no source is newer than the
   last build. The configuration is written beside the extension as fastconv/_build_info.py
   (CONFIG), which fastconv.show_config() prints.
+- Parallel: when the extension must be rebuilt, all its files are compiled, FASTCONV_BUILD_JOBS at
+  a time (default: one per core), and linked in a fixed order, so the binary does not depend on
+  the job count (which is no part of the configuration).
 """
 
 import hashlib
@@ -29,6 +32,7 @@ import sysconfig
 import tempfile
 import textwrap
 import warnings
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
 
 import Cython
@@ -92,6 +96,16 @@ def _isa_of(source):
     return next((isa for isa in ISA_FLAGS if stem.endswith("_" + isa)), None)
 
 
+def _build_jobs():
+    """How many files to compile at once: FASTCONV_BUILD_JOBS, else one per core."""
+    raw = os.environ.get("FASTCONV_BUILD_JOBS", "").strip()
+    if not raw:
+        return os.cpu_count() or 1
+    if not (raw.isascii() and raw.isdigit() and int(raw) >= 1):
+        raise SetupError(f"FASTCONV_BUILD_JOBS must be a whole number >= 1, got {raw!r}")
+    return int(raw)
+
+
 def _flavour(compiler):
     return "msvc" if compiler.compiler_type == "msvc" else "gcc"
 
@@ -152,8 +166,8 @@ def cython_directives(debug):
 
 
 class BuildExt(build_ext):
-    """build_ext that probes OpenMP and the ISAs, compiles each ISA's files with its own flags in a
-    step of its own, and rebuilds whenever the build configuration changes."""
+    """build_ext that probes OpenMP and the ISAs, compiles the files in parallel (each ISA's with
+    its own flags), and rebuilds whenever the build configuration changes."""
 
     def build_extensions(self):
         self.build_config = self._configure()
@@ -175,26 +189,47 @@ class BuildExt(build_ext):
     def build_extension(self, ext):
         (cythonized,) = cythonize([ext], compiler_directives=self.build_config["cython_directives"],
                                   build_dir=self.build_temp, force=self.force, quiet=True)
+        plain = sorted(s for s in cythonized.sources if _isa_of(s) is None)
         by_isa = {isa: [s for s in cythonized.sources if _isa_of(s) == isa] for isa in ISA_FLAGS}
-        ext.sources = [s for s in cythonized.sources if _isa_of(s) is None]
         ext.depends = [*ext.depends, *(s for sources in by_isa.values() for s in sources)]
-        # the rule build_ext applies to the extension as a whole, applied first to the ISA step
-        if self.force or newer_group(ext.sources + ext.depends, self.get_ext_fullpath(ext.name),
+        # the rule build_ext applies to the extension as a whole, applied to every file at once
+        if self.force or newer_group(plain + ext.depends, self.get_ext_fullpath(ext.name),
                                      missing="newer"):
-            ext.extra_objects = [*ext.extra_objects, *self._compile_isa_sources(ext, by_isa)]
+            isa_flags = self.build_config["isa_flags"]
+            jobs = [(source, []) for source in plain]
+            jobs += [(source, isa_flags[isa]) for isa, sources in by_isa.items()
+                     if isa in self.build_config["isas"] for source in sources]
+            objects = self._compile_in_parallel(ext, jobs)
+            # build_ext only links now, the objects in this fixed order; they are newer than
+            # the extension, so it relinks even when only Cython's C changed
+            ext.sources = []
+            ext.extra_objects = [*objects, *ext.extra_objects]
+            ext.depends = [*ext.depends, *objects]
+        else:
+            ext.sources = plain  # build_ext sees nothing newer and skips the extension
         super().build_extension(ext)
 
-    def _compile_isa_sources(self, ext, by_isa):
-        """Compile each enabled ISA's files with that ISA's flags; return the objects."""
-        objects = []
-        for isa, sources in by_isa.items():
-            if sources and isa in self.build_config["isas"]:
-                objects += self.compiler.compile(
-                    sources, output_dir=self.build_temp, macros=ext.define_macros,
-                    include_dirs=ext.include_dirs, debug=self.debug,
-                    extra_postargs=[*ext.extra_compile_args, *self.build_config["isa_flags"][isa]],
-                    depends=ext.depends)
-        return objects
+    def _compile_in_parallel(self, ext, jobs):
+        """Compile each (source, extra flags) job, FASTCONV_BUILD_JOBS at a time; return the
+        objects in the jobs' order, so the binary does not depend on the job count. Every
+        file is compiled: no object of an earlier build is reused. Each compile is a
+        subprocess, so threads run them side by side; the first failure cancels the compiles
+        not yet started and is raised."""
+        def compile_one(source, flags):
+            (obj,) = self.compiler.compile(
+                [source], output_dir=self.build_temp, macros=ext.define_macros,
+                include_dirs=ext.include_dirs, debug=self.debug,
+                extra_postargs=[*ext.extra_compile_args, *flags], depends=ext.depends)
+            return obj
+
+        for source, _ in jobs:  # made here, not by racing threads
+            self.mkpath(os.path.dirname(self.compiler.object_filenames(
+                [source], output_dir=self.build_temp)[0]))
+        with ThreadPoolExecutor(max_workers=_build_jobs()) as pool:
+            futures = [pool.submit(compile_one, source, flags) for source, flags in jobs]
+            wait(futures, return_when=FIRST_EXCEPTION)
+            pool.shutdown(cancel_futures=True)
+        return [future.result() for future in futures]
 
     def _configure(self):
         """The build configuration: flags, probes' results, versions, and its hash."""
