@@ -185,7 +185,7 @@ ALGORITHMS = {
              ("weight", "depthwise"), ("weight", "grouped")],
     "NHWC": [("forward", "direct"), ("forward", "winograd"), ("forward", "depthwise"),
              ("input", "transposed"), ("input", "col2im"), ("input", "depthwise"),
-             ("weight", "direct"), ("weight", "depthwise")],
+             ("input", "plain"), ("weight", "direct"), ("weight", "depthwise")],
 }
 
 
