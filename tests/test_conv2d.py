@@ -313,6 +313,7 @@ THREAD_ALGORITHMS = {
     "nhwc-planned": ("NHWC", {}),
     "nhwc-winograd-transposed": ("NHWC", dict(forward="winograd", input="transposed")),
     "nhwc-direct-col2im": ("NHWC", dict(forward="direct", input="col2im")),
+    "nhwc-plain-input": ("NHWC", dict(input="plain")),
 }
 
 
