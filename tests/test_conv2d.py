@@ -185,7 +185,7 @@ ALGORITHMS = {
              ("weight", "depthwise"), ("weight", "grouped")],
     "NHWC": [("forward", "direct"), ("forward", "winograd"), ("forward", "depthwise"),
              ("input", "transposed"), ("input", "col2im"), ("input", "depthwise"),
-             ("weight", "direct"), ("weight", "depthwise")],
+             ("input", "plain"), ("weight", "direct"), ("weight", "depthwise")],
 }
 
 
@@ -313,6 +313,7 @@ THREAD_ALGORITHMS = {
     "nhwc-planned": ("NHWC", {}),
     "nhwc-winograd-transposed": ("NHWC", dict(forward="winograd", input="transposed")),
     "nhwc-direct-col2im": ("NHWC", dict(forward="direct", input="col2im")),
+    "nhwc-plain-input": ("NHWC", dict(input="plain")),
 }
 
 

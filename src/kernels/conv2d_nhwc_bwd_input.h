@@ -10,6 +10,9 @@
  *               dilation 1), which is added into that row
  *   depthwise   one input and one output channel per group: a gather vectorised across the
  *               channels, any stride (conv2d_nhwc_depthwise.h)
+ *   plain       few input channels, any stride: a gather vectorised along K, each input
+ *               element the sum over the (tap, output pixel) pairs that reach it of a dot
+ *               product of that pixel's dY channels with the tap's weights
  *
  * Loop structure (col2im): each kernel row's weights are packed once into B panels
  * [group][kernel row][column block][K][NR]. Tasks are input rows (image, ih): a task owns its row
@@ -22,6 +25,7 @@
 #define FC_CONV2D_NHWC_BWD_INPUT_H
 
 #include "conv2d_gemm_ukernel.h"
+#include "conv2d_nhwc_depthwise.h"
 #include "conv2d_nhwc_fwd.h"
 #include "conv2d_pack.h"
 #include "conv2d_plain.h"
@@ -142,6 +146,112 @@ static int FC_LOCAL(conv2d_nhwc_bwd_input_col2im)(const fc_conv2d_params *p, con
     return failed ? FC_ENOMEM : FC_OK;
 }
 
+/* The weights as [group][tap][Cg][Kg]: a tap's weights for one input channel are contiguous along
+ * K, as the dY channels they meet are. */
+static void FC_LOCAL(conv2d_nhwc_pack_taps)(const fc_conv2d_params *p, const T *w, T *dst) {
+    const fc_index G = p->groups, Cg = p->in_channels / G, Kg = p->out_channels / G;
+    const fc_index kk = p->kernel_h * p->kernel_w;
+    const fc_weight_layout s = fc_weight_layout_of(p);
+    for (fc_index g = 0; g < G; g++)
+        for (fc_index t = 0; t < kk; t++)
+            for (fc_index c = 0; c < Cg; c++)
+                for (fc_index k = 0; k < Kg; k++)
+                    *dst++ = w[(g * Kg + k) * s.k_stride + c * s.c_stride + t * s.tap_stride];
+}
+
+/* The gather's channel block: one accumulator per channel, each dY load shared by them all. */
+#define FC_GATHER_CHANNELS 4
+
+/* out[c] = sum over e < ne of the dot products of a[e][0, n) and b[e] + c * n [0, n), for c < nc
+ * (at most FC_GATHER_CHANNELS), in one fixed order: lane-wise over whole vectors, the lanes added
+ * in order, then the remaining columns */
+static void FC_LOCAL(nhwc_gather_dots)(fc_index n, fc_index nc, fc_index ne, const T *const *a,
+                                       const T *const *b, T *out) {
+    fc_index k0 = 0;
+    for (fc_index c = 0; c < nc; c++) out[c] = 0;
+#if FC_HAVE_VEC
+    k0 = n / FC_VL * FC_VL;
+    if (k0) {
+        FC_VEC acc[FC_GATHER_CHANNELS];
+        for (fc_index c = 0; c < FC_GATHER_CHANNELS; c++) acc[c] = FC_VZERO();
+        for (fc_index e = 0; e < ne; e++)
+            for (fc_index k = 0; k < k0; k += FC_VL) {
+                const FC_VEC d = FC_VLOADU(a[e] + k);
+                for (fc_index c = 0; c < nc; c++)
+                    acc[c] = FC_VFMA(d, FC_VLOADU(b[e] + c * n + k), acc[c]);
+            }
+        T lanes[FC_VL];
+        for (fc_index c = 0; c < nc; c++) {
+            FC_VSTOREU(lanes, acc[c]);
+            for (int l = 0; l < FC_VL; l++) out[c] += lanes[l];
+        }
+    }
+#endif
+    for (fc_index c = 0; c < nc; c++)
+        for (fc_index e = 0; e < ne; e++)
+            for (fc_index k = k0; k < n; k++) out[c] += a[e][k] * b[e][c * n + k];
+}
+
+/* Few input channels: for each input pixel, the (tap, output pixel) pairs whose stride phase
+ * reaches it (conv2d_nhwc_depthwise.h's sources), and per input channel the sum of their dots
+ * along K. Only real output positions are multiplied, as the definition does, so any data runs
+ * exactly. Tasks are input rows, each element summed in one order whatever the thread count. */
+static int FC_LOCAL(conv2d_nhwc_bwd_input_plain)(const fc_conv2d_params *p, const fc_tuning *tn,
+                                                 const T *gy, const T *w, const T *bias, T *gx,
+                                                 int nthreads) {
+    const fc_index G = p->groups, Cg = p->in_channels / G, Kg = p->out_channels / G;
+    const fc_index C = p->in_channels, K = p->out_channels, H = p->in_h, W = p->in_w;
+    const fc_index OH = p->out_h, OW = p->out_w, kh = p->kernel_h, kw = p->kernel_w;
+    const fc_index kk = kh * kw, rows = p->batch * H;
+    int failed = 0;
+    T *wp = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(G * kk * Cg * Kg));
+    if (!wp) return FC_ENOMEM;
+    FC_LOCAL(conv2d_nhwc_pack_taps)(p, w, wp);
+    const int nt = fc_threads_for(nthreads, (double)p->batch * OH * OW * K * kk * Cg,
+                                  tn->conv_min_work, rows);
+    FC_PRAGMA(omp parallel num_threads(nt))
+    {
+        const T **a = (const T **)malloc(sizeof(*a) * (size_t)(2 * kk));
+        const T **b = a ? a + kk : NULL;
+        fc_index *at = (fc_index *)malloc(sizeof(*at) * (size_t)(2 * (kh + kw)));
+        if (!a || !at) {
+            FC_PRAGMA(omp atomic write)
+            failed = 1;
+        }
+        FC_PRAGMA(omp for schedule(static))
+        for (fc_index r = 0; r < rows; r++) {
+            if (!a || !at) continue;
+            fc_index *oh = at, *ti = at + kh, *ow = at + 2 * kh, *tj = at + 2 * kh + kw;
+            const fc_index n = r / H, ih = r % H;
+            const fc_index nh = FC_LOCAL(nhwc_dw_sources)(ih + p->pad_top, p->dilation_h,
+                                                          p->stride_h, kh, OH, oh, ti);
+            for (fc_index iw = 0; iw < W; iw++) {
+                const fc_index nw = FC_LOCAL(nhwc_dw_sources)(iw + p->pad_left, p->dilation_w,
+                                                              p->stride_w, kw, OW, ow, tj);
+                T *out = gx + (r * W + iw) * C;
+                for (fc_index g = 0; g < G; g++)
+                    for (fc_index c = 0; c < Cg; c += FC_GATHER_CHANNELS) {
+                        fc_index ne = 0;
+                        for (fc_index u = 0; u < nh; u++)
+                            for (fc_index v = 0; v < nw; v++, ne++) {
+                                a[ne] = gy + ((n * OH + oh[u]) * OW + ow[v]) * K + g * Kg;
+                                b[ne] = wp + ((g * kk + ti[u] * kw + tj[v]) * Cg + c) * Kg;
+                            }
+                        T *o = out + g * Cg + c;
+                        const fc_index nc = FC_MIN(FC_GATHER_CHANNELS, Cg - c);
+                        FC_LOCAL(nhwc_gather_dots)(Kg, nc, ne, a, b, o);
+                        if (bias)
+                            for (fc_index e = 0; e < nc; e++) o[e] += bias[g * Cg + c + e];
+                    }
+            }
+        }
+        free(a);
+        free(at);
+    }
+    fc_aligned_free(wp);
+    return failed ? FC_ENOMEM : FC_OK;
+}
+
 static int FC_LOCAL(conv2d_nhwc_bwd_input_run)(fc_conv_algorithm algorithm,
                                                const fc_conv2d_params *p, const fc_tuning *tn,
                                                const T *gy, const T *w, const T *bias, T *gx,
@@ -150,6 +260,8 @@ static int FC_LOCAL(conv2d_nhwc_bwd_input_run)(fc_conv_algorithm algorithm,
         return FC_LOCAL(conv2d_nhwc_bwd_input_transposed)(p, tn, gy, w, bias, gx, nthreads);
     if (algorithm == FC_CONV_DEPTHWISE)
         return FC_LOCAL(conv2d_nhwc_bwd_input_depthwise)(p, tn, gy, w, bias, gx, nthreads);
+    if (algorithm == FC_CONV_PLAIN)
+        return FC_LOCAL(conv2d_nhwc_bwd_input_plain)(p, tn, gy, w, bias, gx, nthreads);
     return FC_LOCAL(conv2d_nhwc_bwd_input_col2im)(p, tn, gy, w, bias, gx, nthreads);
 }
 
