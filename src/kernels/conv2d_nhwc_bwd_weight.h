@@ -15,8 +15,10 @@
  * its images in a private accumulator: over chunks of pixels that run on across its images (one
  * dY panel per K block in L1), it points each of its segments at the chunk's runs, then over K
  * blocks, segments and MR-row blocks runs the microkernel. Each batch chunk's sums go to its own
- * copy of dW (written in the weights' layout), and the copies are added in a fixed order at the
- * end, so results do not depend on the thread count. */
+ * copy of dW as whole rows of K (HWIO order, whatever the weights' layout: scattering them into
+ * OIHW one value at a time would miss the cache on every store), and the copies are added in a
+ * fixed order at the end, transposed into OIHW in cache-sized blocks where the weights are OIHW,
+ * so results do not depend on the thread count. */
 #ifndef FC_CONV2D_NHWC_BWD_WEIGHT_H
 #define FC_CONV2D_NHWC_BWD_WEIGHT_H
 
@@ -26,7 +28,6 @@
 #include "conv2d_nhwc_ukernel.h"
 #include "conv2d_pack.h"
 #include "conv2d_plan.h"
-#include "conv2d_weights.h"
 #include "fc_template.h"
 
 /* db[k] = sum of dY[:, :, :, k]: double partial sums keep float32 results at float32 accuracy.
@@ -92,21 +93,23 @@ static int FC_LOCAL(conv2d_nhwc_bwd_weight_direct)(const fc_conv2d_params *p, co
      * images of a batch chunk (dY's pixels are consecutive rows), so images with few pixels still
      * give the microkernel a long reduction per accumulator tile */
     const fc_index qc = FC_MIN(tn->kc, N * P);
+    /* The tasks' sums are whole rows of K, (tap, channel) rows in order: HWIO, written row by
+     * row. HWIO weights take chunk 0's sums in place; OIHW ones get every chunk's from copies,
+     * transposed once at the end. */
+    const int in_place = p->weight_format == FC_WEIGHT_HWIO;
     /* Batch chunks: enough for weight_grad_tasks tasks in all, within weight_grad_private_bytes of
      * private sums; fixed by the problem, not by the thread count (as the NCHW pass). */
     fc_index chunks = FC_MIN(N, FC_MAX(2, FC_CEIL_DIV(tn->weight_grad_tasks, G * parts)));
-    while (chunks > 1 && (chunks - 1) * wsize * (fc_index)sizeof(T) > tn->weight_grad_private_bytes)
+    while (chunks > 1 &&
+           (chunks - in_place) * wsize * (fc_index)sizeof(T) > tn->weight_grad_private_bytes)
         chunks--;
     if (chunks < 1) chunks = 1;
-    const fc_index ntasks = chunks * G * parts;
-    const fc_weight_layout ws = fc_weight_layout_of(p);
-    const fc_index ks = ws.k_stride;
+    const fc_index ntasks = chunks * G * parts, copies = chunks - in_place;
     int failed = 0;
 
-    T *partial = chunks > 1 ? (T *)fc_aligned_alloc(sizeof(T) * (size_t)((chunks - 1) * wsize))
-                            : NULL;
+    T *partial = copies ? (T *)fc_aligned_alloc(sizeof(T) * (size_t)(copies * wsize)) : NULL;
     T *zero = (T *)calloc((size_t)sg.len_pad, sizeof(T));
-    if ((chunks > 1 && !partial) || !zero) {
+    if ((copies && !partial) || !zero) {
         fc_aligned_free(partial);
         free(zero);
         fc_nhwc_segments_free(&sg);
@@ -161,23 +164,15 @@ static int FC_LOCAL(conv2d_nhwc_bwd_weight_direct)(const fc_conv2d_params *p, co
                 failed = 1;
                 continue;
             }
-            /* this chunk's sums into its copy of dW (chunk 0 writes dW itself), in the weights'
-             * layout: row m of segment s is channel m % Cg of tap (first tap) + m / Cg. A block's
-             * MR rows are written together per output channel, so each store of the strided
-             * layouts lands near the previous one */
-            T *dst = (chunk == 0 ? gw : partial + (chunk - 1) * wsize) + g * Kg * ks;
+            /* this chunk's sums into its HWIO copy of dW (chunk 0's into dW itself when that is
+             * HWIO): row m of segment s is row s * len + m, channel m % Cg of tap s (a single
+             * tap's segment) or s * kW + m / Cg (a kernel row's) */
+            T *dst = (in_place && chunk == 0 ? gw : partial + (chunk - in_place) * wsize) + g * Kg;
             for (fc_index b = b0; b < b1; b++) {
-                fc_index off[FC_MR];
-                int rows = 0;
-                for (; rows < FC_MR; rows++) {
-                    const fc_index s = b / mblocks, m = (b % mblocks) * FC_MR + rows;
-                    if (m >= sg.len) break;
-                    const fc_index tap = sg.taps > 1 ? s * p->kernel_w + m / Cg : s;
-                    off[rows] = (m % Cg) * ws.c_stride + tap * ws.tap_stride;
-                }
-                const T *src = acc + (b - b0) * FC_MR * kg_pad;
-                for (fc_index k = 0; k < Kg; k++)
-                    for (int i = 0; i < rows; i++) dst[k * ks + off[i]] = src[i * kg_pad + k];
+                const fc_index s = b / mblocks, m0 = (b % mblocks) * FC_MR;
+                for (fc_index m = m0; m < FC_MIN(m0 + FC_MR, sg.len); m++)
+                    memcpy(dst + (s * sg.len + m) * K, acc + ((b - b0) * FC_MR + m - m0) * kg_pad,
+                           sizeof(T) * (size_t)Kg);
             }
         }
         fc_aligned_free(bp);
@@ -185,12 +180,30 @@ static int FC_LOCAL(conv2d_nhwc_bwd_weight_direct)(const fc_conv2d_params *p, co
         fc_aligned_free(stage);
         free(a);
         FC_PRAGMA(omp barrier)
-        if (!failed && partial) {
+        if (!failed && in_place && chunks > 1) {
             FC_PRAGMA(omp for schedule(static))
             for (fc_index e = 0; e < wsize; e++) {
                 T sum = gw[e];
                 for (fc_index c = 1; c < chunks; c++) sum += partial[(c - 1) * wsize + e];
                 gw[e] = sum;
+            }
+        } else if (!failed && !in_place) {
+            /* dW[k][c][tap] = the chunks' sums of row tap * Cg + c, column k, in chunk order: per
+             * block of 16 output channels and 16 input channels, so the reads (16 columns of a
+             * row) and the writes (16 channels' taps of a row of dW) each stay within a few
+             * cache lines */
+            const fc_index cblocks = FC_CEIL_DIV(Cg, 16);
+            FC_PRAGMA(omp for schedule(static))
+            for (fc_index blk = 0; blk < FC_CEIL_DIV(K, 16) * cblocks; blk++) {
+                const fc_index k0 = blk / cblocks * 16, c0 = blk % cblocks * 16;
+                for (fc_index k = k0; k < FC_MIN(k0 + 16, K); k++)
+                    for (fc_index c = c0; c < FC_MIN(c0 + 16, Cg); c++)
+                        for (fc_index tap = 0; tap < kk; tap++) {
+                            const T *src = partial + (tap * Cg + c) * K + k;
+                            T sum = src[0];
+                            for (fc_index ch = 1; ch < chunks; ch++) sum += src[ch * wsize];
+                            gw[(k * Cg + c) * kk + tap] = sum;
+                        }
             }
         }
     }
