@@ -89,6 +89,9 @@ CONV_CASES = {
     # 20 tiles an image, 9 images: the first 128-tile block ends inside image 6's second tile
     # row, so the input transform starts and stops mid-row and a block spans 7 images
     "winograd-blocks-across-images": (9, 16, 7, 9, 16, 3, 1, 1, 1, 1, True),
+    # batch 1, one tile block, several K blocks on every ISA: channels last, Winograd's tasks
+    # split K, differently on 1 and 2 threads (THREAD_CASES)
+    "winograd-batch1-k-parts": (1, 16, 6, 7, 80, 3, 1, 1, 1, 1, True),
     "big-batch-weight-chunks": (20, 2, 5, 5, 3, 3, 1, 1, 1, 1, True),  # > 16 batch chunks
     # (top, bottom, left, right): no copy of the input; each pass reads the padding from the
     # geometry (the transposed input gradient flips it: top and left become d(k-1) - pad, which
@@ -303,7 +306,8 @@ def test_conv2d_halves_equal_backward(name, formats, dtype):
 
 # all stride 1 and 3x3, so that every algorithm can run them
 THREAD_CASES = ["many-pixels-tiles", "big-batch-weight-chunks", "long-reduction", "depthwise",
-                "winograd-blocks-across-images", "depthwise-long-rows", "groups-4x4"]
+                "winograd-blocks-across-images", "winograd-batch1-k-parts", "depthwise-long-rows",
+                "groups-4x4"]
 # (data_format, algorithms forced): the plan's, then the others where the geometry allows them
 THREAD_ALGORITHMS = {
     "planned": ("NCHW", {}),

@@ -7,11 +7,12 @@
  *
  * Loop structure: U = G g G^T of every kernel is transformed once per call (conv2d_winograd.h's
  * kernel transform, MR kernels at a time) into B panels U_e [group][e][K block][C][NR]. Tasks are
- * (group, block of TB tiles counted across the batch). A task transforms each tile's 16 input
- * pixels, read in place (a row of zeros for the padding), into V [tile][e][C]; runs the 16 GEMMs
- * on the indirect GEMM microkernel (conv2d_nhwc_ukernel.h), A's rows being the tiles' V_e rows,
- * into M [tile][e][K]; and transforms each tile's M into its 2 x 2 output pixels, written to Y's
- * rows, plus bias. FC_NONFINITE when x or w holds an Inf or NaN (Inf - Inf in the transforms
+ * (group, block of TB tiles counted across the batch, part of the NR-wide K blocks: more than one
+ * part only when the blocks are fewer than twice the threads). A task transforms each tile's 16
+ * input pixels, read in place (a row of zeros for the padding), into V [tile][e][C]; runs the 16
+ * GEMMs on the indirect GEMM microkernel (conv2d_nhwc_ukernel.h), A's rows being the tiles' V_e
+ * rows, into M [tile][e][K]; and transforms each tile's M into its 2 x 2 output pixels, written to
+ * Y's rows, plus bias. FC_NONFINITE when x or w holds an Inf or NaN (Inf - Inf in the transforms
  * would give NaN where the exact sum is +-Inf): the plan's fallback, the direct pass, then redoes
  * the call. */
 #ifndef FC_CONV2D_NHWC_WINOGRAD_H
@@ -85,8 +86,14 @@ static int FC_LOCAL(conv2d_nhwc_fwd_winograd)(const fc_conv2d_params *p, const f
     const fc_index TH = FC_CEIL_DIV(OH, 2), TW = FC_CEIL_DIV(OW, 2), TI = TH * TW;
     const fc_index total = p->batch * TI; /* tiles, counted across the batch */
     const fc_index TB = FC_CEIL_DIV(FC_MIN(tn->winograd_block, total), FC_MR) * FC_MR;
-    const fc_index nblocks = FC_CEIL_DIV(total, TB), ntasks = G * nblocks;
+    const fc_index nblocks = FC_CEIL_DIV(total, TB);
     const fc_index kblocks = FC_CEIL_DIV(Kg, FC_NR), kg_pad = kblocks * FC_NR;
+    /* output channels split too when tile blocks alone leave threads idle (batch 1, few pixels):
+     * each part transforms its block's inputs again (a small cost beside its GEMMs), and every
+     * output is still summed by one task in one order, so results do not depend on the split */
+    const fc_index kparts = FC_MAX(
+        1, FC_MIN(kblocks, FC_CEIL_DIV(2 * (fc_index)nthreads, G * nblocks)));
+    const fc_index ntasks = G * nblocks * kparts;
     const fc_index mblocks = FC_CEIL_DIV(Kg, FC_MR), panel = Cg * FC_NR; /* one (e, K block) */
     int failed = 0, nonfinite = 0;
 
@@ -152,7 +159,10 @@ static int FC_LOCAL(conv2d_nhwc_fwd_winograd)(const fc_conv2d_params *p, const f
             FC_PRAGMA(omp atomic read)
             skip = nonfinite; /* the call is redone anyway */
             if (!ok || skip) continue;
-            const fc_index g = t / nblocks, t0 = (t % nblocks) * TB, nb = FC_MIN(TB, total - t0);
+            const fc_index part = t % kparts, blk = (t / kparts) % nblocks;
+            const fc_index g = t / (kparts * nblocks), t0 = blk * TB, nb = FC_MIN(TB, total - t0);
+            const fc_index kb0 = part * kblocks / kparts, kb1 = (part + 1) * kblocks / kparts;
+            const fc_index k0 = kb0 * FC_NR, nk = FC_MIN(kb1 * FC_NR, Kg) - k0;
             int bad = 0;
             for (fc_index u = 0; u < nb; u++) {
                 const fc_index n = (t0 + u) / TI, ti = (t0 + u) % TI;
@@ -175,7 +185,7 @@ static int FC_LOCAL(conv2d_nhwc_fwd_winograd)(const fc_conv2d_params *p, const f
             /* the 16 GEMMs: M_e[tile][k] = sum_c V_e[tile][c] U_e[c][k]; the rows past nb in the
              * last MR block are computed and dropped */
             for (int e = 0; e < 16; e++)
-                for (fc_index kb = 0; kb < kblocks; kb++) {
+                for (fc_index kb = kb0; kb < kb1; kb++) {
                     const T *ue = up + ((g * 16 + e) * kblocks + kb) * panel;
                     for (fc_index q = 0; q < nb; q += FC_MR) {
                         const T *a[FC_MR];
@@ -191,10 +201,11 @@ static int FC_LOCAL(conv2d_nhwc_fwd_winograd)(const fc_conv2d_params *p, const f
                 for (int r = 0; r < 2; r++)
                     for (int q = 0; q < 2; q++)
                         out[r * 2 + q] = oh0 + r < OH && ow0 + q < OW
-                                             ? y + ((n * OH + oh0 + r) * OW + ow0 + q) * K + g * Kg
+                                             ? y + ((n * OH + oh0 + r) * OW + ow0 + q) * K +
+                                                   g * Kg + k0
                                              : junk;
-                FC_LOCAL(nhwc_winograd_output_tile)(mb + u * 16 * kg_pad, kg_pad, Kg,
-                                                    bias ? bias + g * Kg : NULL, out);
+                FC_LOCAL(nhwc_winograd_output_tile)(mb + u * 16 * kg_pad + k0, kg_pad, nk,
+                                                    bias ? bias + g * Kg + k0 : NULL, out);
             }
         }
         fc_aligned_free(vb);
