@@ -134,6 +134,15 @@ def test_nhwc_plan_chooses(case, dtype, isa):
         assert _kernels.conv_plan(g, which, dtype) == plan, which
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+def test_nhwc_gather_up_to_gather_max_channels(dtype, isa):
+    """The channels-last input gradient gathers for up to the tuning row's input channels."""
+    row = _kernels.tuning(isa, dtype)
+    cutoff, which = row["gather_max_channels"], _kernels.CONV_PASSES[1]
+    assert _kernels.conv_plan(_nhwc_geometry(cutoff, row["nr"], 1), which, dtype)[0] == "plain"
+    assert _kernels.conv_plan(_nhwc_geometry(cutoff + 1, row["nr"], 1), which, dtype)[0] != "plain"
+
+
 @pytest.mark.parametrize("which", _kernels.CONV_PASSES)
 def test_nhwc_depthwise_refuses_a_channel_multiplier(which, isa):
     with _kernels.force_conv_algorithms(**{which: "depthwise"}), pytest.raises(

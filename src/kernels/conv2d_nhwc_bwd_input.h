@@ -146,19 +146,6 @@ static int FC_LOCAL(conv2d_nhwc_bwd_input_col2im)(const fc_conv2d_params *p, con
     return failed ? FC_ENOMEM : FC_OK;
 }
 
-/* The weights as [group][tap][Cg][Kg]: a tap's weights for one input channel are contiguous along
- * K, as the dY channels they meet are. */
-static void FC_LOCAL(conv2d_nhwc_pack_taps)(const fc_conv2d_params *p, const T *w, T *dst) {
-    const fc_index G = p->groups, Cg = p->in_channels / G, Kg = p->out_channels / G;
-    const fc_index kk = p->kernel_h * p->kernel_w;
-    const fc_weight_layout s = fc_weight_layout_of(p);
-    for (fc_index g = 0; g < G; g++)
-        for (fc_index t = 0; t < kk; t++)
-            for (fc_index c = 0; c < Cg; c++)
-                for (fc_index k = 0; k < Kg; k++)
-                    *dst++ = w[(g * Kg + k) * s.k_stride + c * s.c_stride + t * s.tap_stride];
-}
-
 /* The gather's channel block: one accumulator per channel, each dY load shared by them all. */
 #define FC_GATHER_CHANNELS 4
 
@@ -192,64 +179,57 @@ static void FC_LOCAL(nhwc_gather_dots)(fc_index n, fc_index nc, fc_index ne, con
             for (fc_index k = k0; k < n; k++) out[c] += a[e][k] * b[e][c * n + k];
 }
 
+typedef struct {
+    const fc_conv2d_params *p;
+    const T *gy, *wp, *bias;
+    T *gx;
+} FC_LOCAL(nhwc_plain_gather_ctx);
+
+/* One input pixel of the plain gather: per group and block of input channels, a term per
+ * source. */
+static void FC_LOCAL(nhwc_plain_gather_pixel)(const void *ctx, const FC_LOCAL(nhwc_sources) *src) {
+    const FC_LOCAL(nhwc_plain_gather_ctx) *cx = (const FC_LOCAL(nhwc_plain_gather_ctx) *)ctx;
+    const fc_conv2d_params *p = cx->p;
+    const fc_index G = p->groups, Cg = p->in_channels / G, Kg = p->out_channels / G;
+    const fc_index K = p->out_channels, OH = p->out_h, OW = p->out_w, kw = p->kernel_w;
+    const fc_index kk = p->kernel_h * kw;
+    T *out = cx->gx + ((src->n * p->in_h + src->ih) * p->in_w + src->iw) * p->in_channels;
+    for (fc_index g = 0; g < G; g++)
+        for (fc_index c = 0; c < Cg; c += FC_GATHER_CHANNELS) {
+            fc_index ne = 0;
+            for (fc_index u = 0; u < src->nh; u++)
+                for (fc_index v = 0; v < src->nw; v++, ne++) {
+                    src->a[ne] = cx->gy + ((src->n * OH + src->oh[u]) * OW + src->ow[v]) * K +
+                                 g * Kg;
+                    src->b[ne] = cx->wp + ((g * kk + src->ti[u] * kw + src->tj[v]) * Cg + c) * Kg;
+                }
+            T *o = out + g * Cg + c;
+            const fc_index nc = FC_MIN(FC_GATHER_CHANNELS, Cg - c);
+            FC_LOCAL(nhwc_gather_dots)(Kg, nc, ne, src->a, src->b, o);
+            if (cx->bias)
+                for (fc_index e = 0; e < nc; e++) o[e] += cx->bias[g * Cg + c + e];
+        }
+}
+
 /* Few input channels: for each input pixel, the (tap, output pixel) pairs whose stride phase
- * reaches it (conv2d_nhwc_depthwise.h's sources), and per input channel the sum of their dots
+ * reaches it (conv2d_nhwc_depthwise.h's gather walk), and per input channel the sum of their dots
  * along K. Only real output positions are multiplied, as the definition does, so any data runs
  * exactly. Tasks are input rows, each element summed in one order whatever the thread count. */
 static int FC_LOCAL(conv2d_nhwc_bwd_input_plain)(const fc_conv2d_params *p, const fc_tuning *tn,
                                                  const T *gy, const T *w, const T *bias, T *gx,
                                                  int nthreads) {
     const fc_index G = p->groups, Cg = p->in_channels / G, Kg = p->out_channels / G;
-    const fc_index C = p->in_channels, K = p->out_channels, H = p->in_h, W = p->in_w;
-    const fc_index OH = p->out_h, OW = p->out_w, kh = p->kernel_h, kw = p->kernel_w;
-    const fc_index kk = kh * kw, rows = p->batch * H;
-    int failed = 0;
+    const fc_index kk = p->kernel_h * p->kernel_w;
     T *wp = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(G * kk * Cg * Kg));
     if (!wp) return FC_ENOMEM;
     FC_LOCAL(conv2d_nhwc_pack_taps)(p, w, wp);
-    const int nt = fc_threads_for(nthreads, (double)p->batch * OH * OW * K * kk * Cg,
-                                  tn->conv_min_work, rows);
-    FC_PRAGMA(omp parallel num_threads(nt))
-    {
-        const T **a = (const T **)malloc(sizeof(*a) * (size_t)(2 * kk));
-        const T **b = a ? a + kk : NULL;
-        fc_index *at = (fc_index *)malloc(sizeof(*at) * (size_t)(2 * (kh + kw)));
-        if (!a || !at) {
-            FC_PRAGMA(omp atomic write)
-            failed = 1;
-        }
-        FC_PRAGMA(omp for schedule(static))
-        for (fc_index r = 0; r < rows; r++) {
-            if (!a || !at) continue;
-            fc_index *oh = at, *ti = at + kh, *ow = at + 2 * kh, *tj = at + 2 * kh + kw;
-            const fc_index n = r / H, ih = r % H;
-            const fc_index nh = FC_LOCAL(nhwc_dw_sources)(ih + p->pad_top, p->dilation_h,
-                                                          p->stride_h, kh, OH, oh, ti);
-            for (fc_index iw = 0; iw < W; iw++) {
-                const fc_index nw = FC_LOCAL(nhwc_dw_sources)(iw + p->pad_left, p->dilation_w,
-                                                              p->stride_w, kw, OW, ow, tj);
-                T *out = gx + (r * W + iw) * C;
-                for (fc_index g = 0; g < G; g++)
-                    for (fc_index c = 0; c < Cg; c += FC_GATHER_CHANNELS) {
-                        fc_index ne = 0;
-                        for (fc_index u = 0; u < nh; u++)
-                            for (fc_index v = 0; v < nw; v++, ne++) {
-                                a[ne] = gy + ((n * OH + oh[u]) * OW + ow[v]) * K + g * Kg;
-                                b[ne] = wp + ((g * kk + ti[u] * kw + tj[v]) * Cg + c) * Kg;
-                            }
-                        T *o = out + g * Cg + c;
-                        const fc_index nc = FC_MIN(FC_GATHER_CHANNELS, Cg - c);
-                        FC_LOCAL(nhwc_gather_dots)(Kg, nc, ne, a, b, o);
-                        if (bias)
-                            for (fc_index e = 0; e < nc; e++) o[e] += bias[g * Cg + c + e];
-                    }
-            }
-        }
-        free(a);
-        free(at);
-    }
+    const int nt = fc_threads_for(
+        nthreads, (double)p->batch * p->out_h * p->out_w * p->out_channels * kk * Cg,
+        tn->conv_min_work, p->batch * p->in_h);
+    const FC_LOCAL(nhwc_plain_gather_ctx) ctx = {p, gy, wp, bias, gx};
+    const int rc = FC_LOCAL(nhwc_gather)(p, nt, kk, FC_LOCAL(nhwc_plain_gather_pixel), &ctx);
     fc_aligned_free(wp);
-    return failed ? FC_ENOMEM : FC_OK;
+    return rc;
 }
 
 static int FC_LOCAL(conv2d_nhwc_bwd_input_run)(fc_conv_algorithm algorithm,

@@ -164,27 +164,29 @@ static fc_index FC_LOCAL(nhwc_dw_sources)(fc_index at, fc_index d, fc_index s, f
     return count;
 }
 
-static int FC_LOCAL(conv2d_nhwc_bwd_input_depthwise)(const fc_conv2d_params *p, const fc_tuning *tn,
-                                                     const T *gy, const T *w, const T *bias, T *gx,
-                                                     int nthreads) {
-    const fc_index C = p->in_channels, H = p->in_h, W = p->in_w, OH = p->out_h, OW = p->out_w;
-    const fc_index kh = p->kernel_h, kw = p->kernel_w, kk = kh * kw, rows = p->batch * H;
-    const fc_index m = C / p->groups, S = 2 * m - 1, npix = p->batch * OH * OW;
-    if (m > 1 && !FC_LOCAL(all_finite)(tn, gy, npix * C, nthreads)) return FC_NONFINITE;
-    T *wp = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(kk * S * C));
-    T *edges = FC_LOCAL(nhwc_dw_edges)(gy, npix, C, m);
-    if (!wp || !edges) {
-        fc_aligned_free(wp);
-        free(edges);
-        return FC_ENOMEM;
-    }
-    FC_LOCAL(nhwc_dw_pack)(p, w, 1, wp);
+/* One input pixel (n, ih, iw) of a gather and its sources: the output rows oh[u] through tap row
+ * ti[u], u < nh, and the output columns ow[v] through tap column tj[v], v < nw, that reach it;
+ * a and b: the calling thread's room for the terms' two operand pointers. */
+typedef struct {
+    fc_index n, ih, iw, nh, nw;
+    const fc_index *oh, *ti, *ow, *tj;
+    const T **a, **b;
+} FC_LOCAL(nhwc_sources);
+
+typedef void (*FC_LOCAL(nhwc_gather_fn))(const void *ctx, const FC_LOCAL(nhwc_sources) *src);
+
+/* The input-gradient gathers' walk: fn(ctx, sources) for every input pixel, on nt threads, each
+ * with its own index scratch and room for `terms` pointers per operand. Tasks are input rows
+ * (each pixel computed by one thread in one order, whatever the thread count); FC_ENOMEM when a
+ * thread's scratch cannot be had. */
+static int FC_LOCAL(nhwc_gather)(const fc_conv2d_params *p, int nt, fc_index terms,
+                                 FC_LOCAL(nhwc_gather_fn) fn, const void *ctx) {
+    const fc_index H = p->in_h, W = p->in_w, kh = p->kernel_h, kw = p->kernel_w;
+    const fc_index rows = p->batch * H;
     int failed = 0;
-    const int nt = fc_threads_for(nthreads, (double)npix * C * m * kk, tn->conv_min_work, rows);
     FC_PRAGMA(omp parallel num_threads(nt))
     {
-        const T **a = (const T **)malloc(sizeof(*a) * (size_t)(2 * kk * S));
-        const T **b = a ? a + kk * S : NULL;
+        const T **a = (const T **)malloc(sizeof(*a) * (size_t)(2 * terms));
         fc_index *at = (fc_index *)malloc(sizeof(*at) * (size_t)(2 * (kh + kw)));
         if (!a || !at) {
             FC_PRAGMA(omp atomic write)
@@ -194,31 +196,75 @@ static int FC_LOCAL(conv2d_nhwc_bwd_input_depthwise)(const fc_conv2d_params *p, 
         for (fc_index r = 0; r < rows; r++) {
             if (!a || !at) continue;
             fc_index *oh = at, *ti = at + kh, *ow = at + 2 * kh, *tj = at + 2 * kh + kw;
-            const fc_index n = r / H, ih = r % H;
-            const fc_index nh = FC_LOCAL(nhwc_dw_sources)(ih + p->pad_top, p->dilation_h,
-                                                          p->stride_h, kh, OH, oh, ti);
+            FC_LOCAL(nhwc_sources)
+            src = {.n = r / H,
+                   .ih = r % H,
+                   .oh = oh,
+                   .ti = ti,
+                   .ow = ow,
+                   .tj = tj,
+                   .a = a,
+                   .b = a + terms};
+            src.nh = FC_LOCAL(nhwc_dw_sources)(src.ih + p->pad_top, p->dilation_h, p->stride_h, kh,
+                                               p->out_h, oh, ti);
             for (fc_index iw = 0; iw < W; iw++) {
-                const fc_index nw = FC_LOCAL(nhwc_dw_sources)(iw + p->pad_left, p->dilation_w,
-                                                              p->stride_w, kw, OW, ow, tj);
-                fc_index ne = 0;
-                for (fc_index u = 0; u < nh; u++)
-                    for (fc_index v = 0; v < nw; v++) {
-                        const T *row = FC_LOCAL(nhwc_dw_row)(gy, (n * OH + oh[u]) * OW + ow[v],
-                                                             npix, C, m, edges);
-                        for (fc_index sh = 0; sh < S; sh++, ne++) {
-                            a[ne] = row + FC_LOCAL(nhwc_dw_shift)(sh, m);
-                            b[ne] = wp + ((ti[u] * kw + tj[v]) * S + sh) * C;
-                        }
-                    }
-                FC_NR_NAME(dwconv_nhwc_ukernel)(C, ne, a, b, gx + (r * W + iw) * C, 0, bias);
+                src.iw = iw;
+                src.nw = FC_LOCAL(nhwc_dw_sources)(iw + p->pad_left, p->dilation_w, p->stride_w, kw,
+                                                   p->out_w, ow, tj);
+                fn(ctx, &src);
             }
         }
         free(a);
         free(at);
     }
+    return failed ? FC_ENOMEM : FC_OK;
+}
+
+typedef struct {
+    const fc_conv2d_params *p;
+    const T *gy, *wp, *edges, *bias;
+    T *gx;
+} FC_LOCAL(nhwc_dw_gather_ctx);
+
+/* One input pixel of the channelwise input gradient: a term per (source, shift). */
+static void FC_LOCAL(nhwc_dw_gather_pixel)(const void *ctx, const FC_LOCAL(nhwc_sources) *src) {
+    const FC_LOCAL(nhwc_dw_gather_ctx) *c = (const FC_LOCAL(nhwc_dw_gather_ctx) *)ctx;
+    const fc_conv2d_params *p = c->p;
+    const fc_index C = p->in_channels, m = C / p->groups, S = 2 * m - 1, kw = p->kernel_w;
+    const fc_index OH = p->out_h, OW = p->out_w, npix = p->batch * OH * OW;
+    fc_index ne = 0;
+    for (fc_index u = 0; u < src->nh; u++)
+        for (fc_index v = 0; v < src->nw; v++) {
+            const T *row = FC_LOCAL(nhwc_dw_row)(
+                c->gy, (src->n * OH + src->oh[u]) * OW + src->ow[v], npix, C, m, c->edges);
+            for (fc_index sh = 0; sh < S; sh++, ne++) {
+                src->a[ne] = row + FC_LOCAL(nhwc_dw_shift)(sh, m);
+                src->b[ne] = c->wp + ((src->ti[u] * kw + src->tj[v]) * S + sh) * C;
+            }
+        }
+    T *out = c->gx + ((src->n * p->in_h + src->ih) * p->in_w + src->iw) * C;
+    FC_NR_NAME(dwconv_nhwc_ukernel)(C, ne, src->a, src->b, out, 0, c->bias);
+}
+
+static int FC_LOCAL(conv2d_nhwc_bwd_input_depthwise)(const fc_conv2d_params *p, const fc_tuning *tn,
+                                                     const T *gy, const T *w, const T *bias, T *gx,
+                                                     int nthreads) {
+    const fc_index C = p->in_channels, kk = p->kernel_h * p->kernel_w;
+    const fc_index m = C / p->groups, S = 2 * m - 1, npix = p->batch * p->out_h * p->out_w;
+    if (m > 1 && !FC_LOCAL(all_finite)(tn, gy, npix * C, nthreads)) return FC_NONFINITE;
+    T *wp = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(kk * S * C));
+    T *edges = FC_LOCAL(nhwc_dw_edges)(gy, npix, C, m);
+    int rc = FC_ENOMEM;
+    if (wp && edges) {
+        FC_LOCAL(nhwc_dw_pack)(p, w, 1, wp);
+        const FC_LOCAL(nhwc_dw_gather_ctx) ctx = {p, gy, wp, edges, bias, gx};
+        const int nt = fc_threads_for(nthreads, (double)npix * C * m * kk, tn->conv_min_work,
+                                      p->batch * p->in_h);
+        rc = FC_LOCAL(nhwc_gather)(p, nt, kk * S, FC_LOCAL(nhwc_dw_gather_pixel), &ctx);
+    }
     fc_aligned_free(wp);
     free(edges);
-    return failed ? FC_ENOMEM : FC_OK;
+    return rc;
 }
 
 static int FC_LOCAL(conv2d_nhwc_bwd_weight_depthwise)(const fc_conv2d_params *p,

@@ -130,10 +130,11 @@ static fc_conv_algorithm choose(fc_conv_pass pass, const fc_conv2d_params *p, co
     case FC_CONV_NHWC_BWD_INPUT:
         /* as a forward pass the input channels are the GEMM's columns, a vector's worth per
          * half-width tile: fewer (C = 1 or 3 inputs, depthwise layers) waste most of each tile,
-         * where col2im's columns are a whole kernel row's channels. With at most 4 and stride 1,
+         * where col2im's columns are a whole kernel row's channels. With few and stride 1,
          * plain's dots along K (whole vectors: K/groups a multiple of NR/2) beat col2im's small
          * tiles and scatters per (input row, kernel row); strided layers' GEMMs still win */
-        if (Cg <= 4 && p->stride_h == 1 && p->stride_w == 1 && 2 * Kg % tn->nr == 0)
+        if (Cg <= tn->gather_max_channels && p->stride_h == 1 && p->stride_w == 1 &&
+            2 * Kg % tn->nr == 0)
             return FC_CONV_PLAIN;
         return p->stride_h == 1 && p->stride_w == 1 && 2 * Cg >= tn->nr ? FC_CONV_TRANSPOSED
                                                                         : FC_CONV_COL2IM;

@@ -60,4 +60,18 @@ static fc_conv2d_params FC_LOCAL(transposed_problem)(const fc_conv2d_params *p, 
     return q;
 }
 
+/* The weights as [group][tap][Cg][Kg], for the channels-last input gradient's gather
+ * (conv2d_nhwc_bwd_input.h): a tap's weights for one input channel are contiguous along K, as the
+ * dY channels they meet are. */
+static inline void FC_LOCAL(conv2d_nhwc_pack_taps)(const fc_conv2d_params *p, const T *w, T *dst) {
+    const fc_index G = p->groups, Cg = p->in_channels / G, Kg = p->out_channels / G;
+    const fc_index kk = p->kernel_h * p->kernel_w;
+    const fc_weight_layout s = fc_weight_layout_of(p);
+    for (fc_index g = 0; g < G; g++)
+        for (fc_index t = 0; t < kk; t++)
+            for (fc_index c = 0; c < Cg; c++)
+                for (fc_index k = 0; k < Kg; k++)
+                    *dst++ = w[(g * Kg + k) * s.k_stride + c * s.c_stride + t * s.tap_stride];
+}
+
 #endif /* FC_CONV2D_WEIGHTS_H */
