@@ -93,6 +93,13 @@ CONV_CASES = {
     # split K, differently on 1 and 2 threads (THREAD_CASES)
     "winograd-batch1-k-parts": (1, 16, 6, 7, 80, 3, 1, 1, 1, 1, True),
     "big-batch-weight-chunks": (20, 2, 5, 5, 3, 3, 1, 1, 1, 1, True),  # > 16 batch chunks
+    # batch 1 and one tile block: Winograd and the direct forward split the output channels
+    # (5 blocks of MR = 8 rows on avx512) into tasks so that both threads work
+    "batch1-channel-split": (1, 32, 6, 6, 40, 3, 1, 1, 1, 1, True),
+    # the direct forward reads copies by kernel column where the stride phases' grid would drop
+    # more than an eighth of its pixels (here 2 of 6 columns; "5x5" and "7x7s2" too), the stride
+    # phases elsewhere ("many-pixels-tiles"): strided, dilated, four paddings
+    "by-tap-strided-dilated": (2, 3, 11, 9, 5, 3, 2, (1, 0, 2, 1), (1, 2), 1, True),
     # (top, bottom, left, right): no copy of the input; each pass reads the padding from the
     # geometry (the transposed input gradient flips it: top and left become d(k-1) - pad, which
     # is negative past the kernel)
@@ -307,11 +314,12 @@ def test_conv2d_halves_equal_backward(name, formats, dtype):
 # all stride 1 and 3x3, so that every algorithm can run them
 THREAD_CASES = ["many-pixels-tiles", "big-batch-weight-chunks", "long-reduction", "depthwise",
                 "winograd-blocks-across-images", "winograd-batch1-k-parts", "depthwise-long-rows",
-                "groups-4x4"]
+                "groups-4x4", "batch1-channel-split"]
 # (data_format, algorithms forced): the plan's, then the others where the geometry allows them
 THREAD_ALGORITHMS = {
     "planned": ("NCHW", {}),
     "winograd-transposed": ("NCHW", dict(forward="winograd", input="transposed")),
+    "direct": ("NCHW", dict(forward="direct")),
     "plain-col2im": ("NCHW", dict(forward="plain", input="col2im", weight="plain")),
     "grouped-weight": ("NCHW", dict(weight="grouped")),
     "nhwc-planned": ("NHWC", {}),

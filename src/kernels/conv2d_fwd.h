@@ -21,12 +21,23 @@
 #include "conv2d_winograd.h"
 #include "fc_template.h"
 
+/* The stride phases, or copies by kernel column where the phases' grid would drop a large share
+ * of its pixels (small outputs of wide kernels) and the copies stay within the phases' bound
+ * (conv2d_plan.c). Either gives every output the same terms in the same order. */
+static FC_LOCAL(phases_t) FC_LOCAL(fwd_phases)(const fc_conv2d_params *p, const fc_tuning *tn) {
+    const FC_LOCAL(phases_t) ph = FC_LOCAL(phase_geometry)(p);
+    const FC_LOCAL(phases_t) tc = FC_LOCAL(tap_column_geometry)(p);
+    const double data = (double)p->in_h * p->in_w + (double)p->out_h * p->out_w;
+    const int wasteful = (double)(ph.wph - p->out_w) > tn->grid_max_waste * (double)ph.wph;
+    return wasteful && (double)tc.channel <= tn->phases_ratio * data + tn->phases_slack ? tc : ph;
+}
+
 static int FC_LOCAL(conv2d_fwd_direct)(const fc_conv2d_params *p, const fc_tuning *tn, const T *x,
                                        const T *w, const T *bias, T *y, int nthreads) {
     const fc_index G = p->groups, Cg = p->in_channels / G, Kg = p->out_channels / G;
     const fc_index kk = p->kernel_h * p->kernel_w, R = Cg * kk, P = p->out_h * p->out_w;
     const fc_index HW = p->in_h * p->in_w, OW = p->out_w;
-    const FC_LOCAL(phases_t) ph = FC_LOCAL(phase_geometry)(p);
+    const FC_LOCAL(phases_t) ph = FC_LOCAL(fwd_phases)(p, tn);
     const fc_index L = p->out_h * ph.wph; /* grid pixels per image */
     const fc_index nc_max = FC_LOCAL(tile_size)(L, tn->tile_pixels);
     const fc_index ntiles = FC_CEIL_DIV(L, nc_max);
@@ -36,7 +47,9 @@ static int FC_LOCAL(conv2d_fwd_direct)(const fc_conv2d_params *p, const fc_tunin
     const fc_index kparts = FC_MAX(
         1, FC_MIN(kblocks, FC_CEIL_DIV(2 * (fc_index)nthreads, p->batch * G * ntiles)));
     const fc_index ntasks = p->batch * G * ntiles * kparts;
-    const int per_image = (int)FC_MIN(ntiles * kparts, 1 << 20); /* tasks of one image */
+    /* an image's tasks at a time, while there are enough images to go round */
+    const int per_image = (int)FC_MAX(
+        1, FC_MIN(FC_MIN(ntiles * kparts, ntasks / (2 * (fc_index)nthreads)), 1 << 20));
     /* phases of one image's group, plus slack for the last tile's padding pixels */
     const fc_index xph_size = Cg * ph.channel + ph.phase + nc_max;
     const int pointwise = FC_LOCAL(is_pointwise)(p);

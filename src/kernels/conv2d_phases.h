@@ -20,7 +20,9 @@
 typedef struct {
     fc_index hph, wph; /* rows and columns of one phase */
     fc_index phase;    /* elements in one phase */
-    fc_index channel;  /* elements of one channel's sH * sW phases */
+    fc_index channel;  /* elements of one channel's phases */
+    fc_index cols;     /* phases per row phase: sW, or kW for copies by kernel column */
+    int by_tap;        /* one phase per kernel column (below) */
 } FC_LOCAL(phases_t);
 
 static FC_LOCAL(phases_t) FC_LOCAL(phase_geometry)(const fc_conv2d_params *p) {
@@ -30,7 +32,25 @@ static FC_LOCAL(phases_t) FC_LOCAL(phase_geometry)(const fc_conv2d_params *p) {
     ph.hph = p->out_h + ((p->kernel_h - 1) * p->dilation_h) / p->stride_h + 1;
     ph.wph = p->out_w + ((p->kernel_w - 1) * p->dilation_w) / p->stride_w;
     ph.phase = ph.hph * ph.wph;
-    ph.channel = p->stride_h * p->stride_w * ph.phase;
+    ph.cols = p->stride_w;
+    ph.channel = p->stride_h * ph.cols * ph.phase;
+    ph.by_tap = 0;
+    return ph;
+}
+
+/* Copies by kernel column: phase (a, j) holds padded rows a, a+sH, ... and, for each output
+ * column ow, input column ow sW + j dW, so a tap reads its rows on a grid of exactly OW columns
+ * and no grid pixel is dropped. That costs kW copies of the input per row phase instead of sW,
+ * which pays on small outputs, where the stride phases' wph - OW extra columns are a large share
+ * of the grid (a 5 x 5 kernel on 14 x 14 outputs: 4 of 18). The sums are the same, term by
+ * term. */
+static FC_LOCAL(phases_t) FC_LOCAL(tap_column_geometry)(const fc_conv2d_params *p) {
+    FC_LOCAL(phases_t) ph = FC_LOCAL(phase_geometry)(p);
+    ph.wph = p->out_w;
+    ph.phase = ph.hph * ph.wph;
+    ph.cols = p->kernel_w;
+    ph.channel = p->stride_h * ph.cols * ph.phase;
+    ph.by_tap = 1;
     return ph;
 }
 
@@ -38,17 +58,19 @@ static FC_LOCAL(phases_t) FC_LOCAL(phase_geometry)(const fc_conv2d_params *p) {
 static inline fc_index FC_LOCAL(tap_offset)(const fc_conv2d_params *p, const FC_LOCAL(phases_t) *ph,
                                             fc_index i, fc_index j) {
     const fc_index di = i * p->dilation_h, dj = j * p->dilation_w;
-    const fc_index a = di % p->stride_h, b = dj % p->stride_w;
-    return (a * p->stride_w + b) * ph->phase + (di / p->stride_h) * ph->wph + dj / p->stride_w;
+    const fc_index a = di % p->stride_h, row = (di / p->stride_h) * ph->wph;
+    if (ph->by_tap) return (a * ph->cols + j) * ph->phase + row;
+    return (a * ph->cols + dj % p->stride_w) * ph->phase + row + dj / p->stride_w;
 }
 
-/* Split channel xc (in_h x in_w) into its zero-padded phases at dst. */
+/* Split channel xc (in_h x in_w) into its zero-padded phases (or copies by kernel column) at
+ * dst. */
 static void FC_LOCAL(split_phases)(const fc_conv2d_params *p, const FC_LOCAL(phases_t) *ph,
                                    const T *xc, T *dst) {
     for (fc_index a = 0; a < p->stride_h; a++)
-        for (fc_index b = 0; b < p->stride_w; b++) {
-            T *out = dst + (a * p->stride_w + b) * ph->phase;
-            const fc_index iw0 = b - p->pad_left;
+        for (fc_index b = 0; b < ph->cols; b++) {
+            T *out = dst + (a * ph->cols + b) * ph->phase;
+            const fc_index iw0 = (ph->by_tap ? b * p->dilation_w : b) - p->pad_left;
             fc_index lo, hi; /* the phase's columns inside a row, the same for every row */
             fc_inside_span(iw0, p->stride_w, ph->wph, p->in_w, &lo, &hi);
             for (fc_index r = 0; r < ph->hph; r++) {

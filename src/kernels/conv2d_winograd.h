@@ -161,8 +161,16 @@ static int FC_LOCAL(conv2d_fwd_winograd)(const fc_conv2d_params *p, const fc_tun
     const fc_index span = FC_CEIL_DIV(TB, TI) + 1;
     const fc_index nblocks = FC_CEIL_DIV(total, TB);
     const fc_index kblocks = FC_CEIL_DIV(Kg, FC_MR);
-    const fc_index ntasks = G * nblocks;
-    const int per_image = (int)FC_MAX(1, FC_MIN(TI / TB, 1 << 20)); /* blocks of one image */
+    /* Output channels split too when groups and blocks alone leave threads idle (batch 1: a
+     * 14 x 14 image is one block). Each part transforms the block's input again, a small cost
+     * beside its share of the 16 GEMMs; every output is still summed by one task in one order,
+     * so results do not depend on the split. */
+    const fc_index kparts = FC_MAX(
+        1, FC_MIN(kblocks, FC_CEIL_DIV(2 * (fc_index)nthreads, G * nblocks)));
+    const fc_index ntasks = G * nblocks * kparts;
+    /* an image's blocks at a time, while there are enough images to go round */
+    const int per_image = (int)FC_MAX(
+        1, FC_MIN(FC_MIN(FC_MAX(1, TI / TB) * kparts, ntasks / (2 * (fc_index)nthreads)), 1 << 20));
     /* The 16 transforms are read and written together: skewing their strides off powers of two
      * by 3 cache lines keeps them from all landing in the same L1 sets. */
     const fc_index v_stride = Cg * TB + 48, m_stride = kblocks * FC_MR * TB + 48;
@@ -214,59 +222,67 @@ static int FC_LOCAL(conv2d_fwd_winograd)(const fc_conv2d_params *p, const fc_tun
             failed = 1;
         }
         for (fc_index i = 0; ok && i < span; i++) slot_of[i] = -1;
+        fc_index built = -1; /* which (group, block) vb holds the input transform of */
         /* an image's worth of blocks at a time: a thread pads each image it meets once, and
          * threads slowed by other work still hand over images to faster ones */
         FC_PRAGMA(omp for schedule(dynamic, per_image))
         for (fc_index t = 0; t < ntasks; t++) {
             if (!ok) continue;
-            const fc_index blk = t % nblocks, g = t / nblocks;
+            const fc_index part = t % kparts, blk = (t / kparts) % nblocks;
+            const fc_index g = t / (kparts * nblocks);
             const fc_index t0 = blk * TB, nb = FC_MIN(TB, total - t0);
             const fc_index n_first = t0 / TI, n_last = (t0 + nb - 1) / TI;
-            /* zero-padded copies of the images (this group) the block touches */
-            for (fc_index n = n_first; n <= n_last; n++) {
-                if (slot_of[n % span] == n * G + g) continue;
-                slot_of[n % span] = n * G + g;
-                const T *xg = x + (n * p->in_channels + g * Cg) * HW;
-                T *dst = xp + (n % span) * Cg * Hp * Wp;
-                int bad = 0;
-                fc_index lo, hi; /* the columns inside an input row, the same for every row */
-                fc_inside_span(-p->pad_left, 1, Wp, W, &lo, &hi);
-                for (fc_index c = 0; c < Cg; c++)
-                    for (fc_index r = 0; r < Hp; r++) {
-                        const fc_index ih = r - p->pad_top;
-                        T *row = dst + (c * Hp + r) * Wp;
-                        if ((fc_uindex)ih < (fc_uindex)H)
-                            FC_LOCAL(gather_span)(xg + c * HW + ih * W, -p->pad_left, 1, Wp, lo, hi,
-                                                  row, 1);
-                        else /* a padding row */
-                            FC_LOCAL(gather_span)(NULL, -p->pad_left, 1, Wp, Wp, Wp, row, 1);
-                        for (fc_index q = 0; q < Wp; q++)
-                            bad |= (row[q] - row[q]) != (row[q] - row[q]);
+            const fc_index kb0 = part * kblocks / kparts, kb1 = (part + 1) * kblocks / kparts;
+            /* the block's input, transformed once per thread (the parts of one block are
+             * consecutive tasks) */
+            if (built != g * nblocks + blk) {
+                /* zero-padded copies of the images (this group) the block touches */
+                for (fc_index n = n_first; n <= n_last; n++) {
+                    if (slot_of[n % span] == n * G + g) continue;
+                    slot_of[n % span] = n * G + g;
+                    const T *xg = x + (n * p->in_channels + g * Cg) * HW;
+                    T *dst = xp + (n % span) * Cg * Hp * Wp;
+                    int bad = 0;
+                    fc_index lo, hi; /* the columns inside an input row, the same for every row */
+                    fc_inside_span(-p->pad_left, 1, Wp, W, &lo, &hi);
+                    for (fc_index c = 0; c < Cg; c++)
+                        for (fc_index r = 0; r < Hp; r++) {
+                            const fc_index ih = r - p->pad_top;
+                            T *row = dst + (c * Hp + r) * Wp;
+                            if ((fc_uindex)ih < (fc_uindex)H)
+                                FC_LOCAL(gather_span)(xg + c * HW + ih * W, -p->pad_left, 1, Wp, lo,
+                                                      hi, row, 1);
+                            else /* a padding row */
+                                FC_LOCAL(gather_span)(NULL, -p->pad_left, 1, Wp, Wp, Wp, row, 1);
+                            for (fc_index q = 0; q < Wp; q++)
+                                bad |= (row[q] - row[q]) != (row[q] - row[q]);
+                        }
+                    if (bad) {
+                        FC_PRAGMA(omp atomic write)
+                        nonfinite = 1;
                     }
-                if (bad) {
-                    FC_PRAGMA(omp atomic write)
-                    nonfinite = 1;
                 }
-            }
-            /* input transform: V_e[c][tile], tiles past the block's end zeroed; an image's
-             * tiles in the block are consecutive, so each image is one call */
-            for (fc_index c = 0; c < Cg; c++) {
-                T *v[16];
-                for (int e = 0; e < 16; e++) {
-                    v[e] = vb + e * v_stride + c * TB;
-                    for (fc_index u = nb; u < TB; u++) v[e][u] = (T)0;
+                /* input transform: V_e[c][tile], tiles past the block's end zeroed; an image's
+                 * tiles in the block are consecutive, so each image is one call */
+                for (fc_index c = 0; c < Cg; c++) {
+                    T *v[16];
+                    for (int e = 0; e < 16; e++) {
+                        v[e] = vb + e * v_stride + c * TB;
+                        for (fc_index u = nb; u < TB; u++) v[e][u] = (T)0;
+                    }
+                    for (fc_index u = 0; u < nb;) {
+                        const fc_index n = (t0 + u) / TI, ti = (t0 + u) % TI;
+                        const fc_index len = FC_MIN(nb - u, TI - ti), th0 = ti / TW;
+                        const fc_index th1 = (ti + len - 1) / TW + 1;
+                        T *ve[16];
+                        for (int e = 0; e < 16; e++) ve[e] = v[e] + u;
+                        FC_FN(winograd_f2x2_3x3_input_transform)(
+                            xp + ((n % span) * Cg + c) * Hp * Wp, Wp, th0, th1, ti - th0 * TW,
+                            ti - th0 * TW + len, lo, hi, ve);
+                        u += len;
+                    }
                 }
-                for (fc_index u = 0; u < nb;) {
-                    const fc_index n = (t0 + u) / TI, ti = (t0 + u) % TI;
-                    const fc_index len = FC_MIN(nb - u, TI - ti), th0 = ti / TW;
-                    const fc_index th1 = (ti + len - 1) / TW + 1;
-                    T *ve[16];
-                    for (int e = 0; e < 16; e++) ve[e] = v[e] + u;
-                    FC_FN(winograd_f2x2_3x3_input_transform)(xp + ((n % span) * Cg + c) * Hp * Wp,
-                                                             Wp, th0, th1, ti - th0 * TW,
-                                                             ti - th0 * TW + len, lo, hi, ve);
-                    u += len;
-                }
+                built = g * nblocks + blk;
             }
             /* the 16 GEMMs: M_e[k][tile] = sum_c U_e[k][c] V_e[c][tile] */
             for (int e = 0; e < 16; e++) {
@@ -277,14 +293,14 @@ static int FC_LOCAL(conv2d_fwd_winograd)(const fc_conv2d_params *p, const fc_tun
                     for (fc_index c = 0; c < kc; c++) rows[c] = vb + e * v_stride + (c0 + c) * TB;
                     for (fc_index j = 0; j < nb; j += FC_NR) {
                         FC_NR_NAME(gemm_pack_b_panel)(kc, rows, j, stage);
-                        for (fc_index kb = 0; kb < kblocks; kb++)
+                        for (fc_index kb = kb0; kb < kb1; kb++)
                             FC_GEMM(kc, ue + kb * FC_MR * Cg + c0 * FC_MR, stage,
                                     me + kb * FC_MR * TB + j, TB, FC_MR, FC_NR, c0 > 0, NULL);
                     }
                 }
             }
             /* output transform into Y */
-            for (fc_index k = 0; k < Kg; k++) {
+            for (fc_index k = kb0 * FC_MR; k < FC_MIN(Kg, kb1 * FC_MR); k++) {
                 const T *m[16];
                 for (int e = 0; e < 16; e++) m[e] = mb + e * m_stride + k * TB;
                 FC_FN(winograd_f2x2_3x3_output_transform)(m, nb, bias ? bias[g * Kg + k] : (T)0,

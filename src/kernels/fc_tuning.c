@@ -9,8 +9,8 @@
     .winograd_min_channels = 16, .grouped_max_channels = 8, .gather_max_channels = 4,              \
     .weight_grad_tasks = 16, .weight_grad_private_bytes = (fc_index)32 << 20,                      \
     .weight_grad_pack_bytes = (fc_index)16 << 20, .phases_ratio = 4.0, .phases_slack = 65536.0,    \
-    .conv_min_work = 2.0e5, .stream_min_work = 1.0e6, .pool_min_work = 3.2e4,                      \
-    .eltwise_min_work = 1.0e5
+    .grid_max_waste = 0.125, .conv_min_work = 2.0e5, .stream_min_work = 1.0e6,                     \
+    .pool_min_work = 3.2e4, .eltwise_min_work = 1.0e5
 
 /* KC: one KC x NR B panel within 24 KB of L1 (and at least 64 deep). Winograd blocks: 4 NR
  * tiles. */

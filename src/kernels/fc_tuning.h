@@ -42,6 +42,10 @@ typedef struct {
      * and output elements, plus phases_slack; past that (strides or dilations of millions) the
      * plain loops run. */
     double phases_ratio, phases_slack;
+    /* The direct forward pass reads copies by kernel column instead (conv2d_phases.h) when the
+     * phases' grid would drop more than this share of its pixels, and the copies fit that same
+     * bound. */
+    double grid_max_waste;
     /* Work per thread before another thread pays for its start-up: multiply-adds (convolution),
      * elements streamed (finiteness checks, bias gradient), window reads (pooling), elements
      * (element-wise). */
