@@ -254,11 +254,11 @@ cdef extern from "fc_ukernels.h" nogil:
         void (*gemm_half)(fc_index kc, const void *a, const void *b, void *c, fc_index ldc,
                           int mr, int nr, int accumulate, const void *bias)
         const char *gemm_rows_name
-        void (*gemm_rows)(fc_index kc, const void *const *a, const void *b, void *c,
-                          fc_index ldc)
+        void (*gemm_rows)(fc_index segs, fc_index len, fc_index a_step, const void *const *a,
+                          const void *b, void *c, fc_index ldc)
         const char *gemm_rows_half_name
-        void (*gemm_rows_half)(fc_index kc, const void *const *a, const void *b, void *c,
-                               fc_index ldc)
+        void (*gemm_rows_half)(fc_index segs, fc_index len, fc_index a_step,
+                               const void *const *a, const void *b, void *c, fc_index ldc)
         const char *pack_a_name
         void (*pack_a)(fc_index m, fc_index kd, const void *src, fc_index rs, fc_index cs,
                        void *dst)

@@ -1092,19 +1092,24 @@ cdef class UkernelTable:
         fn(kc, pa, pb, pc, ldc, mr, nr, accumulate, pbias)
 
     def gemm_rows(self, fc_index kc, cnp.ndarray a, a_offsets, cnp.ndarray b, cnp.ndarray c,
-                  fc_index ldc, bint half=False):
-        """C[MR x NR] += A * B panel [kc][NR], A's row i being a[a_offsets[i]:][:kc]; half: the
-        half-width rows microkernel, C[MR x NR/2] on the panel's first NR/2 columns."""
+                  fc_index ldc, bint half=False, fc_index segments=1, fc_index a_step=0):
+        """C[MR x NR] += A * B panel [kc][NR], A's row i being a[a_offsets[i]:] read in
+        `segments` segments of kc / segments steps, a_step apart; half: the half-width rows
+        microkernel, C[MR x NR/2] on the panel's first NR/2 columns."""
         fn = self.t.gemm_rows_half if half else self.t.gemm_rows
         if fn == NULL:
             raise ValueError(f"{self.isa} has no half-width rows microkernel")
         cdef fc_index cols = self.t.nr // 2 if half else self.t.nr
-        if len(a_offsets) != self.t.mr or ldc < cols or kc < 1:
-            raise ValueError(f"gemm_rows: MR row offsets, ldc >= {cols} and kc >= 1 needed")
+        if (len(a_offsets) != self.t.mr or ldc < cols or kc < 1 or segments < 1
+                or kc % segments or a_step < 0):
+            raise ValueError(f"gemm_rows: MR row offsets, ldc >= {cols}, kc >= 1 a multiple of "
+                             "segments >= 1 and a_step >= 0 needed")
+        cdef fc_index seg_len = kc // segments
         cdef const void *pb = self._data(b, kc * self.t.nr, "b")
         cdef void *pc = self._data(c, (self.t.mr - 1) * ldc + cols, "c")
-        cdef const void **rows = self._pointers(a, a_offsets, kc, "a")
-        fn(kc, rows, pb, pc, ldc)
+        cdef const void **rows = self._pointers(a, a_offsets, (segments - 1) * a_step + seg_len,
+                                                "a")
+        fn(segments, seg_len, a_step, rows, pb, pc, ldc)
         PyMem_Free(rows)
 
     def pack_a(self, fc_index m, fc_index kd, cnp.ndarray src, fc_index rs, fc_index cs,

@@ -118,7 +118,9 @@ def test_nhwc_cases_compute_what_they_name(make, name):
         assert ours[0].shape[-1] == nchw[0].shape[1]  # channels last
         first = ours[0].transpose(0, 3, 1, 2)  # the output or the input gradient, as NCHW
         for a, b in zip((first, *ours[1:]), nchw):
-            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+            # the weight gradient sums N * OH * OW terms of either sign in another order per
+            # layout: an element near zero is off by float32 rounding of its largest neighbours
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * max(10.0, np.abs(b).max()))
         if case.torch is not None and case.direction == "forward":
             np.testing.assert_allclose(first, np.asarray(case.torch()), rtol=1e-4, atol=1e-4)
 

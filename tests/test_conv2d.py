@@ -78,6 +78,9 @@ CONV_CASES = {
     "rows-past-288-strided": (1, 33, 7, 7, 4, 3, 2, 1, 1, 1, True),
     "long-reduction-k-strided": (1, 3, 7, 7, 140, 1, 2, 0, 1, 1, True),
     "padding-beyond-kernel": (2, 2, 5, 5, 3, 2, 1, 3, 1, 1, True),  # d*(k-1) - pad < 0
+    # output rows longer than every path's KC (768 at most): the weight gradient's reduction runs
+    # over the phase grid, not in segments of whole output rows
+    "rows-past-kc": (1, 2, 2, 771, 3, 3, 1, 1, 1, 1, False),
     # 3x3 stride 1 with >= 16 channels each side runs Winograd F(2x2, 3x3): odd sizes (partial
     # tiles), groups, no padding, reductions past one panel, tile blocks past one
     "winograd": (2, 20, 9, 11, 24, 3, 1, 1, 1, 1, True),

@@ -131,34 +131,49 @@ def test_gemm_ukernel_half(table, case):
     _check_gemm(table, case, half=True)
 
 
-# id: (kc, extra columns of ldc, row offsets as a function of (MR, kc)): the rows microkernel
-# reads A through MR row pointers, which the weight gradient points at overlapping taps
+# id: (kc, extra columns of ldc, row offsets as a function of (MR, kc), segments, a_step): the
+# rows microkernel reads A through MR row pointers, which the weight gradient points at
+# overlapping taps, in segments (output rows) a_step apart in the phase grid; the elements
+# between segments (the grid's padding columns) must not be read
 GEMM_ROWS_CASES = {
-    "k1": (1, 0, lambda mr, kc: [i * 3 for i in range(mr)]),
-    "k2-odd-ldc": (2, 3, lambda mr, kc: [i * 5 + 1 for i in range(mr)]),
-    "k7-overlapping-rows": (7, 0, lambda mr, kc: [i + 1 for i in range(mr)]),
-    "k64-same-row": (64, 1, lambda mr, kc: [3] * mr),
-    "k65-far-apart": (65, 5, lambda mr, kc: [i * (kc + 17) + 2 for i in range(mr)]),
+    "k1": (1, 0, lambda mr, kc: [i * 3 for i in range(mr)], 1, 0),
+    "k2-odd-ldc": (2, 3, lambda mr, kc: [i * 5 + 1 for i in range(mr)], 1, 0),
+    "k7-overlapping-rows": (7, 0, lambda mr, kc: [i + 1 for i in range(mr)], 1, 0),
+    "k64-same-row": (64, 1, lambda mr, kc: [3] * mr, 1, 0),
+    "k65-far-apart": (65, 5, lambda mr, kc: [i * (kc + 17) + 2 for i in range(mr)], 1, 0),
+    "seg-1x1": (1, 0, lambda mr, kc: [i * 2 for i in range(mr)], 1, 3),
+    "seg-3x1-step2": (3, 1, lambda mr, kc: [i for i in range(mr)], 3, 2),
+    "seg-14x14-step16": (196, 0, lambda mr, kc: [i * 16 + (i % 3) for i in range(mr)], 14, 16),
+    "seg-2x7-odd-runs": (14, 2, lambda mr, kc: [i * 9 for i in range(mr)], 2, 9),
+    "seg-5x8-same-row": (40, 0, lambda mr, kc: [1] * mr, 5, 10),
 }
 
 
 def _check_gemm_rows(table, case, half: bool):
     """The rows microkernel (MR x NR) or its half-width variant (MR x NR/2 on the panel's first
-    NR/2 columns; the columns past them must stay unread and unwritten)."""
-    kc, ldc_extra, offsets_of = case
+    NR/2 columns; the columns past them must stay unread and unwritten), over segments: A's row
+    i is a[offset_i + s * a_step:][:kc / segments] for s < segments, one after another."""
+    kc, ldc_extra, offsets_of, segments, a_step = case
     NR, dtype = table.nr, table.dtype
     rows, cols = table.mr, (NR // 2 if half else NR)
     offsets = offsets_of(rows, kc)
+    seg_len = kc // segments
     rng = np.random.default_rng(1)
-    a = _rand(rng, max(offsets) + kc + 3, dtype)
+    a = _rand(rng, max(offsets) + (segments - 1) * a_step + seg_len + 3, dtype)
+    read = np.zeros(a.size, bool)
+    for o in offsets:
+        for s in range(segments):
+            read[o + s * a_step:o + s * a_step + seg_len] = True
+    a[~read] = np.nan  # a kernel that read between the segments would spread NaN
     b = _rand(rng, kc * NR, dtype).reshape(kc, NR)
     b[:, cols:] = np.nan  # a half-width kernel that read them would spread NaN
     b = b.reshape(-1)
     ldc = cols + ldc_extra
     c, written = _tile(rng, rows, cols, ldc, dtype)
     before = c.copy().reshape(rows, ldc)
-    table.gemm_rows(kc, a, offsets, b, c, ldc, half=half)
-    A = np.stack([a[o:o + kc] for o in offsets]).astype(np.float64)
+    table.gemm_rows(kc, a, offsets, b, c, ldc, half=half, segments=segments, a_step=a_step)
+    A = np.stack([np.concatenate([a[o + s * a_step:o + s * a_step + seg_len]
+                                  for s in range(segments)]) for o in offsets]).astype(np.float64)
     B = b.reshape(kc, NR)[:, :cols].astype(np.float64)
     expected = np.full((rows, ldc), np.nan)
     expected[:, :cols] = before[:, :cols] + A @ B

@@ -1,7 +1,8 @@
 /* conv2d_bwd_weight.h: the convolution weight and bias gradients,
  * dW^T[R, K] += col(X)[R, P] * dY^T[P, K] per image and group, with col(X) read in place from
- * the zero-padded stride phases of each image (conv2d_phases.h) by the rows microkernel, and
- * dY^T packed once per pixel chunk for every task that reads it; the plain loops
+ * the zero-padded stride phases of each image (conv2d_phases.h) by the rows microkernel (whole
+ * output rows as segments, skipping the phase grid's padding columns, where a row fits a pixel
+ * chunk), and dY^T packed once per pixel chunk for every task that reads it; the plain loops
  * (conv2d_plain.h) where the phases do not fit or X holds Inf or NaN.
  *
  * Loop structure: the batch is split into chunks, and consecutive chunks into slabs whose packed
@@ -77,7 +78,8 @@ static void FC_LOCAL(transpose_out)(const T *acc, fc_index rows, fc_index Kg, fc
 
 /* dW on the stride phases; FC_NONFINITE when x holds an Inf or NaN, which the phase grid's
  * dropped columns would multiply by the zeros of dY there (0 * Inf = NaN where the exact
- * gradient never reads the element). */
+ * gradient never reads the element; the segments skip those columns, but the fallback is
+ * settled for the algorithm, not the geometry). */
 static int FC_LOCAL(conv2d_bwd_weight_direct)(const fc_conv2d_params *p, const fc_tuning *tn,
                                               const T *gy, const T *x, T *gw, int nthreads) {
     if (!FC_LOCAL(all_finite)(tn, x, p->batch * p->in_channels * p->in_h * p->in_w, nthreads))
@@ -87,14 +89,21 @@ static int FC_LOCAL(conv2d_bwd_weight_direct)(const fc_conv2d_params *p, const f
     const fc_index HW = p->in_h * p->in_w, N = p->batch;
     const fc_index wsize = p->out_channels * R;
     const FC_LOCAL(phases_t) ph = FC_LOCAL(phase_geometry)(p);
-    const fc_index L = p->out_h * ph.wph;              /* grid pixels per image */
-    const int pointwise = FC_LOCAL(is_pointwise)(p);   /* then the grid is X's own layout */
-    const fc_index cb = FC_MAX(1, tn->task_rows / kk); /* channels per task */
+    const int pointwise = FC_LOCAL(is_pointwise)(p); /* then the grid is X's own layout */
+    /* Whole output rows per pixel chunk, read as segments of OW pixels wph apart, where the grid
+     * has padding columns and a row fits a chunk: the reduction then skips them (on 14 x 14
+     * outputs with a 3x3 kernel, 2 of every 16 grid pixels) instead of multiplying zeros. */
+    const int segmented = !pointwise && ph.wph > p->out_w && p->out_w <= tn->kc;
+    const fc_index run = segmented ? p->out_w : 1; /* reduction steps per segment, at least */
+    const fc_index L = p->out_h * (segmented ? p->out_w : ph.wph); /* reduction per image */
+    const fc_index cb = FC_MAX(1, tn->task_rows / kk);             /* channels per task */
     const fc_index cblocks = FC_CEIL_DIV(Cg, cb);
     const fc_index rows_max = FC_CEIL_DIV(FC_MIN(cb, Cg) * kk, FC_MR) * FC_MR;
     const fc_index kg_pad = FC_CEIL_DIV(Kg, FC_NR) * FC_NR;
-    /* grid pixels per packed dY^T chunk (one panel stays in L1), in equal chunks */
-    const fc_index qc = FC_CEIL_DIV(L, FC_CEIL_DIV(L, tn->kc));
+    /* reduction steps per packed dY^T chunk (one panel stays in L1), in equal chunks of whole
+     * segments */
+    const fc_index units = L / run, unit_chunk = FC_MAX(1, tn->kc / run);
+    const fc_index qc = run * FC_CEIL_DIV(units, FC_CEIL_DIV(units, unit_chunk));
     const fc_index nq = FC_CEIL_DIV(L, qc), packed_chunk = kg_pad * qc;
     /* Batch chunks: enough for weight_grad_tasks tasks in all (a 16-core machine's worth), no
      * more, since each costs a private copy of dW to transpose and add; within
@@ -146,8 +155,8 @@ static int FC_LOCAL(conv2d_bwd_weight_direct)(const fc_conv2d_params *p, const f
             for (fc_index t = 0; t < (slab_n1 - slab_n0) * G * nq; t++) {
                 const fc_index qi = t % nq, g = (t / nq) % G, n = slab_n0 + t / (nq * G);
                 FC_NR_NAME(conv2d_pack_dyt)(gy + (n * p->out_channels + g * Kg) * P, Kg, P,
-                                            p->out_w, ph.wph, qi * qc, FC_MIN(qc, L - qi * qc),
-                                            packed + t * packed_chunk);
+                                            p->out_w, segmented ? p->out_w : ph.wph, qi * qc,
+                                            FC_MIN(qc, L - qi * qc), packed + t * packed_chunk);
             }
             FC_PRAGMA(omp for schedule(dynamic, 1))
             for (fc_index t = 0; t < (s1 - s0) * G * cblocks; t++) {
@@ -177,6 +186,8 @@ static int FC_LOCAL(conv2d_bwd_weight_direct)(const fc_conv2d_params *p, const f
                                                    xph + (c - c0) * ph.channel);
                     for (fc_index qi = 0; qi < nq; qi++, bp += packed_chunk) {
                         const fc_index q0 = qi * qc, kc = FC_MIN(qc, L - q0);
+                        const fc_index segs = segmented ? kc / run : 1;
+                        const fc_index a0 = segmented ? q0 / run * ph.wph : q0;
                         /* while the MR-row blocks pass over one NR panel (in L1), each asks
                          * for its share of the next: the panel's first pass would otherwise
                          * wait on its reads from L3 */
@@ -187,10 +198,11 @@ static int FC_LOCAL(conv2d_bwd_weight_direct)(const fc_conv2d_params *p, const f
                             const int last = k0 + FC_NR >= kg_pad;
                             for (fc_index m0 = 0; m0 < rows; m0 += FC_MR) {
                                 const T *a[FC_MR];
-                                for (int i = 0; i < FC_MR; i++) a[i] = a_base + taps[m0 + i] + q0;
+                                for (int i = 0; i < FC_MR; i++) a[i] = a_base + taps[m0 + i] + a0;
                                 if (!last) fc_prefetch(next + (m0 / FC_MR) * slice, slice);
-                                FC_LOCAL(gemm_rows_tile)(Kg - k0, kc, a, bp + k0 * kc,
-                                                         acc + m0 * kg_pad + k0, kg_pad);
+                                FC_LOCAL(gemm_rows_tile)(Kg - k0, segs, kc / segs, ph.wph, a,
+                                                         bp + k0 * kc, acc + m0 * kg_pad + k0,
+                                                         kg_pad);
                             }
                         }
                     }

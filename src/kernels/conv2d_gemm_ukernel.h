@@ -5,7 +5,8 @@
  *   fc_<dt>_gemm_ukernel_<MR>x<NR>__<isa>        C[mr x nr] (+)= A panel * B panel (+ bias)
  *   fc_<dt>_gemm_ukernel_<MR>x<NR>__<isa>_half   the same on the panel's first NR/2 columns
  *   fc_<dt>_gemm_rows_ukernel_<MR>x<NR>__<isa>   C[MR x NR] += A * B panel, A's MR rows read
- *                                                through row pointers (no packed A)
+ *                                                through row pointers (no packed A), in
+ *                                                segments a fixed step apart
  *   fc_<dt>_gemm_rows_ukernel_<MR>x<NR>__<isa>_half  C[MR x NR/2] += the same on the panel's
  *                                                first NR/2 columns
  *
@@ -100,16 +101,17 @@ static inline void FC_LOCAL(gemm_tile)(fc_index kc, const T *restrict A, const T
     FC_UKERNEL(gemm_ukernel)(kc, A, B, C, ldc, mr, nr, accumulate, bias);
 }
 
-/* C[MR x nv VL] += sum_r a[i][r] * B[r][j]: the A operand is MR input rows read in place, B
- * the first nv vectors of each NR-wide panel row. With `sets` = 2 the even and odd r go to two
- * sets of accumulators, added at the end: a half-width tile keeps as many independent sums in
- * flight as the full one, where twice its rows would need more row pointers than there are
- * general registers. */
-static inline
-    __attribute__((always_inline)) void FC_LOCAL(gemm_rows_nv)(const int nv, const int sets,
-                                                               fc_index kc, const T *const *a,
-                                                               const T *restrict B, T *restrict C,
-                                                               fc_index ldc) {
+/* C[MR x nv VL] += sum_r a[i][r] * B[r][j] over `segs` segments of `len` reduction steps: A's
+ * row i is MR input rows read in place, segment s at a[i] + s * a_step (the weight gradient's
+ * output rows within the phase grid, whose padding columns between them are then skipped), B
+ * the first nv vectors of each NR-wide row of the panel, its segments one after another. The
+ * accumulators stay in registers across the segments. With `sets` = 2 the even and odd steps
+ * of a segment go to two sets of accumulators, added at the end: a half-width tile keeps as
+ * many independent sums in flight as the full one, where twice its rows would need more row
+ * pointers than there are general registers. */
+static inline __attribute__((always_inline)) void FC_LOCAL(gemm_rows_nv)(
+    const int nv, const int sets, fc_index segs, fc_index len, fc_index a_step, const T *const *a,
+    const T *restrict B, T *restrict C, fc_index ldc) {
     const T *rows[FC_MR];
     FC_VEC acc[2][FC_MR][FC_NV];
     FC_PRAGMA(GCC unroll 16)
@@ -119,29 +121,33 @@ static inline
         for (int s = 0; s < sets; s++) FC_PRAGMA(GCC unroll 8)
         for (int v = 0; v < nv; v++) acc[s][i][v] = FC_VZERO();
     }
-    fc_index r = 0;
-    for (; r + sets <= kc; r += sets) FC_PRAGMA(GCC unroll 2)
-    for (int s = 0; s < sets; s++) {
-        FC_VEC b[FC_NV];
-        FC_PRAGMA(GCC unroll 8)
-        for (int v = 0; v < nv; v++) b[v] = FC_VLOADU(B + (r + s) * FC_NR + v * FC_VL);
-        FC_PRAGMA(GCC unroll 16)
-        for (int i = 0; i < FC_MR; i++) {
-            const FC_VEC av = FC_VSET1(rows[i][r + s]);
+    for (fc_index seg = 0; seg < segs; seg++, B += len * FC_NR) {
+        fc_index r = 0;
+        for (; r + sets <= len; r += sets) FC_PRAGMA(GCC unroll 2)
+        for (int s = 0; s < sets; s++) {
+            FC_VEC b[FC_NV];
             FC_PRAGMA(GCC unroll 8)
-            for (int v = 0; v < nv; v++) acc[s][i][v] = FC_VFMA(av, b[v], acc[s][i][v]);
+            for (int v = 0; v < nv; v++) b[v] = FC_VLOADU(B + (r + s) * FC_NR + v * FC_VL);
+            FC_PRAGMA(GCC unroll 16)
+            for (int i = 0; i < FC_MR; i++) {
+                const FC_VEC av = FC_VSET1(rows[i][r + s]);
+                FC_PRAGMA(GCC unroll 8)
+                for (int v = 0; v < nv; v++) acc[s][i][v] = FC_VFMA(av, b[v], acc[s][i][v]);
+            }
         }
-    }
-    if (r < kc) { /* sets = 2 and kc odd: the last r into the first set */
-        FC_VEC b[FC_NV];
-        FC_PRAGMA(GCC unroll 8)
-        for (int v = 0; v < nv; v++) b[v] = FC_VLOADU(B + r * FC_NR + v * FC_VL);
-        FC_PRAGMA(GCC unroll 16)
-        for (int i = 0; i < FC_MR; i++) {
-            const FC_VEC av = FC_VSET1(rows[i][r]);
+        if (r < len) { /* sets = 2 and len odd: the last step into the first set */
+            FC_VEC b[FC_NV];
             FC_PRAGMA(GCC unroll 8)
-            for (int v = 0; v < nv; v++) acc[0][i][v] = FC_VFMA(av, b[v], acc[0][i][v]);
+            for (int v = 0; v < nv; v++) b[v] = FC_VLOADU(B + r * FC_NR + v * FC_VL);
+            FC_PRAGMA(GCC unroll 16)
+            for (int i = 0; i < FC_MR; i++) {
+                const FC_VEC av = FC_VSET1(rows[i][r]);
+                FC_PRAGMA(GCC unroll 8)
+                for (int v = 0; v < nv; v++) acc[0][i][v] = FC_VFMA(av, b[v], acc[0][i][v]);
+            }
         }
+        FC_PRAGMA(GCC unroll 16)
+        for (int i = 0; i < FC_MR; i++) rows[i] += a_step;
     }
     FC_PRAGMA(GCC unroll 16)
     for (int i = 0; i < FC_MR; i++) FC_PRAGMA(GCC unroll 8)
@@ -152,10 +158,12 @@ static inline
     }
 }
 
-/* C[MR x NR] += sum_r a[i][r] * B[r][j]: the A operand is MR input rows read in place. */
-static void FC_UKERNEL(gemm_rows_ukernel)(fc_index kc, const T *const *a, const T *restrict B,
-                                          T *restrict C, fc_index ldc) {
-    FC_LOCAL(gemm_rows_nv)(FC_NV, 1, kc, a, B, C, ldc);
+/* C[MR x NR] += sum_r a[i][r] * B[r][j] over `segs` segments of `len` steps, A's MR rows read
+ * in place (segment s at a[i] + s * a_step). */
+static void FC_UKERNEL(gemm_rows_ukernel)(fc_index segs, fc_index len, fc_index a_step,
+                                          const T *const *a, const T *restrict B, T *restrict C,
+                                          fc_index ldc) {
+    FC_LOCAL(gemm_rows_nv)(FC_NV, 1, segs, len, a_step, a, B, C, ldc);
 }
 
 #if FC_HAVE_GEMM_HALF
@@ -163,9 +171,10 @@ static void FC_UKERNEL(gemm_rows_ukernel)(fc_index kc, const T *const *a, const 
  * most NR/2 columns (the weight gradient of a layer with 16 output channels), which the full
  * tile would run half on zero columns. */
 #define FC_GEMM_ROWS_UKERNEL_HALF FC_CAT2(FC_UKERNEL(gemm_rows_ukernel), _half)
-static void FC_GEMM_ROWS_UKERNEL_HALF(fc_index kc, const T *const *a, const T *restrict B,
-                                      T *restrict C, fc_index ldc) {
-    FC_LOCAL(gemm_rows_nv)(FC_NV / 2, 2, kc, a, B, C, ldc);
+static void FC_GEMM_ROWS_UKERNEL_HALF(fc_index segs, fc_index len, fc_index a_step,
+                                      const T *const *a, const T *restrict B, T *restrict C,
+                                      fc_index ldc) {
+    FC_LOCAL(gemm_rows_nv)(FC_NV / 2, 2, segs, len, a_step, a, B, C, ldc);
 }
 #endif
 
@@ -192,15 +201,17 @@ static inline void FC_UKERNEL(gemm_ukernel)(fc_index kc, const T *restrict A, co
 /* The passes' one entry: the microkernel itself. */
 #define FC_GEMM FC_UKERNEL(gemm_ukernel)
 
-static void FC_UKERNEL(gemm_rows_ukernel)(fc_index kc, const T *const *a, const T *restrict B,
-                                          T *restrict C, fc_index ldc) {
+static void FC_UKERNEL(gemm_rows_ukernel)(fc_index segs, fc_index len, fc_index a_step,
+                                          const T *const *a, const T *restrict B, T *restrict C,
+                                          fc_index ldc) {
     T acc[FC_MR][FC_NR];
     memset(acc, 0, sizeof(acc));
-    for (fc_index r = 0; r < kc; r++)
-        for (int i = 0; i < FC_MR; i++) {
-            const T av = a[i][r];
-            for (int j = 0; j < FC_NR; j++) acc[i][j] += av * B[r * FC_NR + j];
-        }
+    for (fc_index seg = 0; seg < segs; seg++, B += len * FC_NR)
+        for (fc_index r = 0; r < len; r++)
+            for (int i = 0; i < FC_MR; i++) {
+                const T av = a[i][seg * a_step + r];
+                for (int j = 0; j < FC_NR; j++) acc[i][j] += av * B[r * FC_NR + j];
+            }
     for (int i = 0; i < FC_MR; i++)
         for (int j = 0; j < FC_NR; j++) C[i * ldc + j] += acc[i][j];
 }
@@ -208,16 +219,17 @@ static void FC_UKERNEL(gemm_rows_ukernel)(fc_index kc, const T *const *a, const 
 
 /* The weight gradient's entry to the rows microkernels: the half-width one where the tile's
  * `cols` <= NR columns fit in it. */
-static inline void FC_LOCAL(gemm_rows_tile)(fc_index cols, fc_index kc, const T *const *a,
-                                            const T *restrict B, T *restrict C, fc_index ldc) {
+static inline void FC_LOCAL(gemm_rows_tile)(fc_index cols, fc_index segs, fc_index len,
+                                            fc_index a_step, const T *const *a, const T *restrict B,
+                                            T *restrict C, fc_index ldc) {
 #if FC_HAVE_GEMM_HALF
     if (cols <= FC_NR / 2) {
-        FC_GEMM_ROWS_UKERNEL_HALF(kc, a, B, C, ldc);
+        FC_GEMM_ROWS_UKERNEL_HALF(segs, len, a_step, a, B, C, ldc);
         return;
     }
 #endif
     (void)cols;
-    FC_UKERNEL(gemm_rows_ukernel)(kc, a, B, C, ldc);
+    FC_UKERNEL(gemm_rows_ukernel)(segs, len, a_step, a, B, C, ldc);
 }
 
 #endif /* FC_CONV2D_GEMM_UKERNEL_H */

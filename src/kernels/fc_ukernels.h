@@ -25,12 +25,15 @@ typedef struct {
     const char *gemm_half_name;
     void (*gemm_half)(fc_index kc, const void *a, const void *b, void *c, fc_index ldc, int mr,
                       int nr, int accumulate, const void *bias);
-    /* C[MR x NR] += A * B, A's rows through MR pointers: fc_<dt>_gemm_rows_ukernel_... */
+    /* C[MR x NR] += A * B, A's rows through MR pointers, in segs segments of len steps
+     * a_step apart: fc_<dt>_gemm_rows_ukernel_... */
     const char *gemm_rows_name;
-    void (*gemm_rows)(fc_index kc, const void *const *a, const void *b, void *c, fc_index ldc);
+    void (*gemm_rows)(fc_index segs, fc_index len, fc_index a_step, const void *const *a,
+                      const void *b, void *c, fc_index ldc);
     /* C[MR x NR/2] += A * B's first NR/2 columns, A's rows through MR pointers: ..._half */
     const char *gemm_rows_half_name;
-    void (*gemm_rows_half)(fc_index kc, const void *const *a, const void *b, void *c, fc_index ldc);
+    void (*gemm_rows_half)(fc_index segs, fc_index len, fc_index a_step, const void *const *a,
+                           const void *b, void *c, fc_index ldc);
     /* A(i, k) = src[i * rs + k * cs] into [m/MR][kd][MR]: fc_<dt>_gemm_pack_a_mr<MR>__<isa> */
     const char *pack_a_name;
     void (*pack_a)(fc_index m, fc_index kd, const void *src, fc_index rs, fc_index cs, void *dst);

@@ -40,19 +40,19 @@ static void FC_WRAP(gemm_half)(fc_index kc, const void *a, const void *b, void *
 #define FC_GEMM_HALF_ENTRY NULL, NULL
 #endif
 
-static void FC_WRAP(gemm_rows)(fc_index kc, const void *const *a, const void *b, void *c,
-                               fc_index ldc) {
+static void FC_WRAP(gemm_rows)(fc_index segs, fc_index len, fc_index a_step, const void *const *a,
+                               const void *b, void *c, fc_index ldc) {
     const T *rows[FC_MR];
     for (int i = 0; i < FC_MR; i++) rows[i] = a[i];
-    FC_UKERNEL(gemm_rows_ukernel)(kc, rows, b, c, ldc);
+    FC_UKERNEL(gemm_rows_ukernel)(segs, len, a_step, rows, b, c, ldc);
 }
 
 #if FC_HAVE_GEMM_HALF
-static void FC_WRAP(gemm_rows_half)(fc_index kc, const void *const *a, const void *b, void *c,
-                                    fc_index ldc) {
+static void FC_WRAP(gemm_rows_half)(fc_index segs, fc_index len, fc_index a_step,
+                                    const void *const *a, const void *b, void *c, fc_index ldc) {
     const T *rows[FC_MR];
     for (int i = 0; i < FC_MR; i++) rows[i] = a[i];
-    FC_GEMM_ROWS_UKERNEL_HALF(kc, rows, b, c, ldc);
+    FC_GEMM_ROWS_UKERNEL_HALF(segs, len, a_step, rows, b, c, ldc);
 }
 #define FC_GEMM_ROWS_HALF_ENTRY FC_STR(FC_GEMM_ROWS_UKERNEL_HALF), FC_WRAP(gemm_rows_half)
 #else
