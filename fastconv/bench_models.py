@@ -337,7 +337,7 @@ def _fastconv_step(model, x, labels, timer=None):
             loss = loss_fn(logits, labels)
         with _span(timer, "loss", "backward"):
             grad = loss_fn.backward()
-        model.backward(grad)
+        model.backward(grad, input_grad=False)  # as PyTorch: the images need no gradient
         with _span(timer, "optimizer", "backward"):
             optimizer.step()
         return loss
@@ -442,9 +442,9 @@ def _timing_fastconv(model, timer):
         for direction in ("forward", "backward"):
             method = getattr(m, direction)
 
-            def timed(*args, method=method, key=(name, direction)):
+            def timed(*args, method=method, key=(name, direction), **kwargs):
                 start = time.perf_counter()
-                out = method(*args)
+                out = method(*args, **kwargs)
                 timer[key] += time.perf_counter() - start
                 return out
             setattr(m, direction, timed)

@@ -174,9 +174,11 @@ def conv2d_relu(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = Non
 
 
 def conv2d_relu_backward(grad_output: np.ndarray, x: np.ndarray, weight: np.ndarray,
-                         output: np.ndarray, stride=1, padding=0, dilation=1, groups: int = 1):
+                         output: np.ndarray, stride=1, padding=0, dilation=1, groups: int = 1, *,
+                         input_grad: bool = True):
     """Gradients of ``conv2d_relu``: ``(grad_input, grad_weight, grad_bias)``, given its
-    ``output``.
+    ``output``. With ``input_grad=False`` (keyword only) grad_input is None and is not computed
+    (a network's first layer: nothing needs the gradient of the images).
 
     ReLU's gradient is taken from the output (grad_output passes where output > 0 or is NaN,
     exactly where the pre-activation is, as ``relu_backward`` on it), in the same pass over
@@ -195,6 +197,7 @@ def conv2d_relu_backward(grad_output: np.ndarray, x: np.ndarray, weight: np.ndar
     (array([[1., 0.]]), array([1.]), array([1.]))
     """
     op = "conv2d_relu_backward"
+    input_grad = v.boolean(op, "input_grad", input_grad)
     grad_output = v.float_array(op, "grad_output", grad_output, 4, "(N, K, OH, OW)")
     x = v.float_array(op, "x", x, 4, "(N, C, H, W)")
     weight = v.float_array(op, "weight", weight, 4, "(K, C/groups, kH, kW)")
@@ -207,7 +210,7 @@ def conv2d_relu_backward(grad_output: np.ndarray, x: np.ndarray, weight: np.ndar
     gb = np.empty((g.out_channels,), dtype)
     _kernels.conv2d_relu_backward(g, v.contiguous(grad_output), v.contiguous(output), grad_z,
                                   gb, get_num_threads())
-    gx = _conv_grad_input(g, grad_z, weight, dtype)
+    gx = _conv_grad_input(g, grad_z, weight, dtype) if input_grad else None
     gw, _ = _conv_grad_weight(g, x, grad_z, dtype, want_bias=False)
     return gx, gw, gb
 
@@ -294,13 +297,14 @@ def _conv_grad_weight(g, x, grad_output, dtype, want_bias):
 
 def conv2d_backward(grad_output: np.ndarray, x: np.ndarray, weight: np.ndarray, stride=1,
                     padding=0, dilation=1, groups: int = 1, *, data_format: str = "NCHW",
-                    weight_format: str = "OIHW"):
+                    weight_format: str = "OIHW", input_grad: bool = True):
     """Gradients of conv2d: ``(grad_input, grad_weight, grad_bias)``.
 
     Shapes: grad_input like x (N, C, H, W), grad_weight like weight, grad_bias (K,) (the sum of
     grad_output over N, OH, OW; returned whether or not the forward pass had a bias). With
     data_format='NHWC', x, grad_output and grad_input are channels last, and with
-    weight_format='HWIO' weight and grad_weight are (kH, kW, C/groups, K), as in conv2d.
+    weight_format='HWIO' weight and grad_weight are (kH, kW, C/groups, K), as in conv2d. With
+    ``input_grad=False`` grad_input is None and is not computed (a network's first layer).
 
     Examples
     --------
@@ -310,12 +314,13 @@ def conv2d_backward(grad_output: np.ndarray, x: np.ndarray, weight: np.ndarray, 
     >>> [a.shape for a in F.conv2d_backward(gy, x, w)]
     [(2, 3, 5, 5), (4, 3, 3, 3), (4,)]
     """
-    if _default_layout(data_format, weight_format):
+    if input_grad is True and _default_layout(data_format, weight_format):
         grads = _kernels.fast_conv2d_backward(grad_output, x, weight, stride, padding, dilation,
                                               groups)
         if grads is not None:
             return grads
     op = "conv2d_backward"
+    input_grad = v.boolean(op, "input_grad", input_grad)
     formats = _conv_formats(op, data_format, weight_format)
     grad_output = v.float_array(op, "grad_output", grad_output, 4, _CONV_OUTPUT[formats[0]])
     x = v.float_array(op, "x", x, 4, v.LAYOUTS[formats[0]])
@@ -324,7 +329,7 @@ def conv2d_backward(grad_output: np.ndarray, x: np.ndarray, weight: np.ndarray, 
     g = _conv_setup(op, x.shape, weight.shape, stride, padding, dilation, groups, formats)
     v.check_grad_output(op, grad_output, g.output_shape)
     grad_output = v.contiguous(grad_output)
-    gx = _conv_grad_input(g, grad_output, weight, dtype)
+    gx = _conv_grad_input(g, grad_output, weight, dtype) if input_grad else None
     gw, gb = _conv_grad_weight(g, x, grad_output, dtype, want_bias=True)
     return gx, gw, gb
 
@@ -1024,12 +1029,12 @@ def linear(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None) ->
 
 def linear_backward(grad_output: np.ndarray, x: np.ndarray, weight: np.ndarray, *,
                     grad_weight: np.ndarray | None = None,
-                    grad_bias: np.ndarray | None = None):
+                    grad_bias: np.ndarray | None = None, input_grad: bool = True):
     """Gradients of linear: ``(grad_input, grad_weight, grad_bias)``.
 
     Shapes: grad_input like x (*, in_features), grad_weight like weight, grad_bias
     (out_features,) (the sum of grad_output over the leading dims; returned whether or not the
-    forward pass had a bias).
+    forward pass had a bias). With ``input_grad=False`` grad_input is None and is not computed.
 
     `grad_weight` and `grad_bias`, when given, are arrays the gradients are ADDED to in place
     (``fastconv.nn.Linear`` passes its parameters' ``.grad``), and are returned as the second
@@ -1048,6 +1053,7 @@ def linear_backward(grad_output: np.ndarray, x: np.ndarray, weight: np.ndarray, 
     (True, 5.0)
     """
     op = "linear_backward"
+    input_grad = v.boolean(op, "input_grad", input_grad)
     grad_output = v.float_array(op, "grad_output", grad_output)
     x = v.float_array(op, "x", x)
     weight = v.float_array(op, "weight", weight, 2, "(out_features, in_features)")
@@ -1061,9 +1067,10 @@ def linear_backward(grad_output: np.ndarray, x: np.ndarray, weight: np.ndarray, 
         v.accumulator(op, "grad_bias", grad_bias, weight.shape[:1], dtype)
     rows = math.prod(x.shape[:-1])
     grad_output, x, weight = v.contiguous(grad_output), v.contiguous(x), v.contiguous(weight)
-    grad_input = _kernels.empty(x.shape, dtype)
-    n = get_num_threads()
-    _kernels.linear_backward_input(rows, grad_output, weight, grad_input, n)
+    grad_input, n = None, get_num_threads()
+    if input_grad:
+        grad_input = _kernels.empty(x.shape, dtype)
+        _kernels.linear_backward_input(rows, grad_output, weight, grad_input, n)
     _kernels.linear_backward_weight(rows, grad_output, x, grad_weight, grad_bias, accumulate, n)
     return grad_input, grad_weight, grad_bias
 

@@ -160,10 +160,10 @@ class Conv2dReLU(nn.Conv2d):
         self._saved = (x, y)
         return y
 
-    def backward(self, grad_output):
+    def backward(self, grad_output, *, input_grad: bool = True):
         x, y = self._saved_for_backward()
         gx, gw, gb = F.conv2d_relu_backward(grad_output, x, self.weight.data, y,
-                                            *self._geometry())
+                                            *self._geometry(), input_grad=input_grad)
         nn._add_parameter_grads(self, gw, gb)
         return gx
 
@@ -235,7 +235,7 @@ def _fuse_all(model: nn.Module) -> nn.Module:
 class _InferenceOnly:
     """A layer of ``optimize``'s copy: forward keeps nothing for a backward pass."""
 
-    def backward(self, grad_output):
+    def backward(self, grad_output, *, input_grad: bool = True):
         raise RuntimeError(f"{type(self).__name__}.backward: a layer of fastconv.fuse.optimize's "
                            "inference-only copy has no backward pass; train the original model")
 

@@ -5,6 +5,11 @@ returns the gradient with respect to x and ADDS the parameters' gradients to the
 gradients accumulate over backward passes until ``zero_grad()``. A layer keeps what its backward
 needs from its latest forward; backward before any forward raises RuntimeError.
 
+A training loop has no use for the gradient of its images: ``model.backward(grad,
+input_grad=False)`` (Sequential, Conv2d, Linear) computes only the parameters' gradients and
+returns None, leaving out the first layer's input gradient (as PyTorch does for an input that
+does not require a gradient) and the backward passes of any layers without parameters before it.
+
 Names, arguments, default initialisation, parameter names and ``state_dict`` keys and shapes are
 PyTorch's, so a PyTorch model's weights load directly::
 
@@ -90,6 +95,8 @@ class Module:
     """
 
     _buffer_names: tuple[str, ...] = ()
+    # backward takes input_grad=False (keyword only): the parameters' gradients alone, None back
+    _input_grad_optional = False
 
     def __init__(self):
         self.training = True
@@ -293,9 +300,27 @@ class Sequential(Module):
             x = layer(x)
         return x
 
-    def backward(self, grad_output):
+    _input_grad_optional = True
+
+    def backward(self, grad_output, *, input_grad: bool = True):
+        """The gradient with respect to the input (None with ``input_grad=False``: then the
+        layers before the first one with parameters do not run backward, and that one leaves
+        out its own input gradient when its backward can)."""
+        layers = list(self.children())
+        if not v.boolean("Sequential.backward", "input_grad", input_grad):
+            first = next((i for i, layer in enumerate(layers)
+                          if next(layer.parameters(), None) is not None), len(layers))
+            for layer in reversed(layers[first + 1:]):
+                grad_output = layer.backward(grad_output)
+            if first < len(layers):
+                layer = layers[first]
+                if layer._input_grad_optional:
+                    layer.backward(grad_output, input_grad=False)
+                else:
+                    layer.backward(grad_output)
+            return None
         # a layer that has not run forward raises, naming itself
-        for layer in reversed(list(self.children())):
+        for layer in reversed(layers):
             grad_output = layer.backward(grad_output)
         return grad_output
 
@@ -382,10 +407,12 @@ class Conv2d(Module):
         self._saved = x
         return y
 
-    def backward(self, grad_output):
+    _input_grad_optional = True
+
+    def backward(self, grad_output, *, input_grad: bool = True):
         x = self._saved_for_backward()
         gx, gw, gb = F.conv2d_backward(grad_output, x, self.weight.data, *self._geometry(),
-                                       data_format=self.data_format)
+                                       data_format=self.data_format, input_grad=input_grad)
         _add_parameter_grads(self, gw, gb)
         return gx
 
@@ -504,12 +531,15 @@ class Linear(Module):
         self._saved = x
         return y
 
-    def backward(self, grad_output):
+    _input_grad_optional = True
+
+    def backward(self, grad_output, *, input_grad: bool = True):
         x = self._saved_for_backward()
         # the kernel adds the parameters' gradients into their .grad itself
         gx, _, _ = F.linear_backward(grad_output, x, self.weight.data,
                                      grad_weight=self.weight.grad,
-                                     grad_bias=None if self.bias is None else self.bias.grad)
+                                     grad_bias=None if self.bias is None else self.bias.grad,
+                                     input_grad=input_grad)
         return gx
 
     def extra_repr(self) -> str:

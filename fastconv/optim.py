@@ -5,6 +5,12 @@ An optimiser takes ``model.parameters()`` and updates each Parameter's ``.data``
 its ``.grad``, in the parameter's dtype. Hyper-parameters are plain attributes (``opt.lr = …``
 changes the learning rate for the next step).
 
+A step is one kernel call per dtype, not one per parameter: at its first step the optimiser
+moves the parameters' values, gradients and its own state into one flat buffer each (per dtype),
+and each Parameter's ``.data`` and ``.grad`` become views of them, with the same values. An array
+replaced afterwards (``Module.to``, ``p.data = ...``, ``load_state_dict``) is taken in again at
+the next step; an array kept from before the first step is no longer the parameter's.
+
 Examples
 --------
 >>> import numpy as np
@@ -20,7 +26,6 @@ True
 
 from __future__ import annotations
 
-import contextlib
 import math
 
 import numpy as np
@@ -44,17 +49,43 @@ class Optimizer:
             if not isinstance(p, Parameter):
                 raise TypeError(f"{op}: params must be fastconv.nn.Parameter objects, "
                                 f"got {type(p).__name__}")
+        if len({id(p) for p in self.params}) != len(self.params):
+            raise ValueError(f"{op}: params lists a Parameter more than once")
         self.state = [{} for _ in self.params]
+        self._flat: list[_Flat] = []  # set by _groups
 
     _hyperparameters: tuple[str, ...] = ("lr",)
 
     def zero_grad(self) -> None:
         """Set every parameter's gradient to 0."""
+        if self._flat and all(group.intact(self) for group in self._flat):
+            for group in self._flat:
+                group.arrays["grad"].fill(0)
+            return
         for p in self.params:
             p.grad.fill(0)
 
     def step(self) -> None:
         raise NotImplementedError
+
+    # what the parameters of one flat group share besides their dtype, and the state buffers
+    # each of them has (made as zeros when its state has none yet)
+    def _group_key(self, state: dict):
+        return ()
+
+    _buffers: tuple[str, ...] = ()
+
+    def _groups(self) -> list[_Flat]:
+        """The parameters in groups that one kernel call updates, each holding flat arrays of
+        its parameters' data, gradients and state buffers, of which each parameter's arrays
+        are views; built again when any of those arrays was replaced since."""
+        if self._flat and all(group.intact(self) for group in self._flat):
+            return self._flat
+        members: dict = {}
+        for i, (p, state) in enumerate(zip(self.params, self.state)):
+            members.setdefault((p.dtype, self._group_key(state)), []).append(i)
+        self._flat = [_Flat(self, indices, self._buffers) for indices in members.values()]
+        return self._flat
 
     def state_dict(self) -> dict:
         """What resuming needs, as ``torch.optim``'s: ``{"hyperparameters": {name: value},
@@ -146,15 +177,23 @@ class SGD(Optimizer):
                              f"momentum={momentum!r}, dampening={dampening!r}")
         self.nesterov = bool(nesterov)
 
+    def _group_key(self, state: dict):
+        return "momentum_buffer" in state  # the first step's buffer is the gradient itself
+
     def step(self) -> None:
         """One update of every parameter from its current .grad."""
-        for p, state in zip(self.params, self.state):
-            with _updatable(p) as data:
-                buf = F.sgd_update(data, p.grad, self.lr, self.momentum, self.dampening,
-                                   self.weight_decay, self.nesterov,
-                                   state.get("momentum_buffer"))
-            if buf is not None:
-                state["momentum_buffer"] = buf
+        if not self.momentum:  # no buffer, and no momentum kept
+            for group in self._groups():
+                F.sgd_update(group.arrays["data"], group.arrays["grad"], self.lr, 0.0,
+                             self.dampening, self.weight_decay, self.nesterov)
+            return
+        for group in self._groups():
+            first = "momentum_buffer" not in group.arrays
+            buf = F.sgd_update(group.arrays["data"], group.arrays["grad"], self.lr,
+                               self.momentum, self.dampening, self.weight_decay, self.nesterov,
+                               None if first else group.arrays["momentum_buffer"])
+            if first:
+                group.adopt(self, "momentum_buffer", buf)
 
 
 class Adam(Optimizer):
@@ -184,26 +223,74 @@ class Adam(Optimizer):
         self.eps = v.non_negative(op, "eps", eps)
         self.weight_decay = v.non_negative(op, "weight_decay", weight_decay)
 
+    _buffers = ("exp_avg", "exp_avg_sq")
+
+    def _group_key(self, state: dict):
+        return state.get("step", 0)  # the bias corrections depend on it
+
     def step(self) -> None:
         """One update of every parameter from its current .grad."""
-        for p, state in zip(self.params, self.state):
-            if not state:
-                state.update(step=0, exp_avg=np.zeros(p.shape, p.dtype),
-                             exp_avg_sq=np.zeros(p.shape, p.dtype))
-            state["step"] += 1
-            with _updatable(p) as data:
-                F.adam_update(data, p.grad, state["exp_avg"], state["exp_avg_sq"],
-                              state["step"], self.lr, self.betas, self.eps, self.weight_decay)
+        for group in self._groups():
+            step = self.state[group.indices[0]].get("step", 0) + 1
+            for i in group.indices:
+                self.state[i]["step"] = step
+            a = group.arrays
+            F.adam_update(a["data"], a["grad"], a["exp_avg"], a["exp_avg_sq"], step, self.lr,
+                          self.betas, self.eps, self.weight_decay)
 
 
-@contextlib.contextmanager
-def _updatable(p: Parameter):
-    """p.data, or a C-contiguous copy of it written back after the block: the updates run in
-    place on a buffer a kernel can write."""
-    data = p.data
-    if data.flags.c_contiguous and data.flags.writeable and data.dtype.isnative:
-        yield data
-        return
-    copy = np.array(data, dtype=data.dtype.newbyteorder("="), order="C")
-    yield copy
-    p.data[...] = copy
+class _Flat:
+    """Parameters of one dtype (and one `Optimizer._group_key`) in flat buffers: ``arrays``
+    maps "data", "grad" and each state buffer's name to a 1-D array holding every member's,
+    in order; each member's ``.data``, ``.grad`` and state entries are views of them."""
+
+    __slots__ = ("indices", "arrays", "views")
+
+    def __init__(self, opt: Optimizer, indices: list[int], buffers: tuple[str, ...]):
+        self.indices = indices
+        self.arrays, self.views = {}, {}
+        params = [opt.params[i] for i in indices]
+        self._allocate("data", [p.data for p in params])
+        self._allocate("grad", [p.grad for p in params])
+        for p, data, grad in zip(params, self.views["data"], self.views["grad"]):
+            p.data, p.grad = data, grad
+        states = [opt.state[i] for i in indices]
+        names = buffers + tuple(name for name in ("momentum_buffer",) if name in states[0])
+        for name in names:
+            self._allocate(name, [s.get(name, np.zeros(p.shape, p.dtype))
+                                  for s, p in zip(states, params)])
+            for state, view in zip(states, self.views[name]):
+                state[name] = view
+
+    def _allocate(self, name: str, arrays: list[np.ndarray]) -> None:
+        flat = np.empty(sum(a.size for a in arrays), arrays[0].dtype.newbyteorder("="))
+        views, start = [], 0
+        for a in arrays:
+            view = flat[start:start + a.size].reshape(a.shape)
+            view[...] = a
+            views.append(view)
+            start += a.size
+        self.arrays[name], self.views[name] = flat, views
+
+    def adopt(self, opt: Optimizer, name: str, flat: np.ndarray) -> None:
+        """Take `flat` (the members' state `name`, in order) as a buffer of the group."""
+        views, start = [], 0
+        for i in self.indices:
+            shape = opt.params[i].shape
+            view = flat[start:start + math.prod(shape)].reshape(shape)
+            opt.state[i][name] = view
+            views.append(view)
+            start += view.size
+        self.arrays[name], self.views[name] = flat, views
+
+    def intact(self, opt: Optimizer) -> bool:
+        """Whether every member's arrays are still the group's views."""
+        views = self.views
+        for k, i in enumerate(self.indices):
+            p, state = opt.params[i], opt.state[i]
+            if p.data is not views["data"][k] or p.grad is not views["grad"][k]:
+                return False
+            for name, buffer_views in views.items():
+                if name not in ("data", "grad") and state.get(name) is not buffer_views[k]:
+                    return False
+        return True

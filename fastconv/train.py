@@ -126,7 +126,11 @@ def train_step(model, loss_fn, optimizer, x: np.ndarray, y: np.ndarray) -> tuple
     optimizer.zero_grad()
     logits = model(x)
     loss = loss_fn.forward(logits, y)
-    model.backward(loss_fn.backward())
+    grad = loss_fn.backward()
+    if isinstance(model, nn.Sequential):  # the images' gradient is not needed
+        model.backward(grad, input_grad=False)
+    else:
+        model.backward(grad)
     optimizer.step()
     return float(loss), int((logits.argmax(axis=1) == y).sum())
 

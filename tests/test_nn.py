@@ -698,3 +698,58 @@ def test_sequential_takes_named_layers_as_pytorch_does():
             nn.Sequential(OrderedDict([(name, nn.ReLU())]))
     with pytest.raises(TypeError, match="^Sequential: layer act must be a fastconv.nn.Module"):
         nn.Sequential(OrderedDict(act=3))
+
+
+# ---- backward without the input gradient ---------------------------------------------------------
+
+def _first_layers():
+    """(id, builder of a model): the first layer with parameters a Conv2d, a fused Conv2dReLU,
+    a Linear behind a Flatten, a batch norm (whose input gradient is computed anyway), a ResNet
+    (a Sequential subclass)."""
+    from fastconv import fuse, models
+    return [
+        ("conv", lambda: nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                                       nn.Linear(3 * 5 * 5, 4))),
+        ("conv-relu-fused", lambda: fuse.fuse_conv_relu(nn.Sequential(
+            nn.Conv2d(2, 3, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(3, 4)))),
+        ("flatten-linear", lambda: nn.Sequential(nn.Flatten(), nn.Linear(2 * 5 * 5, 6), nn.ReLU(),
+                                                 nn.Linear(6, 4))),
+        ("batchnorm-first", lambda: nn.Sequential(nn.BatchNorm2d(2), nn.Conv2d(2, 4, 5),
+                                                  nn.Flatten())),
+        ("resnet", lambda: models.ResNet((1,), (4,), num_classes=4, in_channels=2)),
+    ]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name, build", _first_layers(), ids=[n for n, _ in _first_layers()])
+def test_backward_without_input_grad_gives_the_same_parameter_gradients(name, build, dtype):
+    x = np.random.default_rng(3).standard_normal((3, 2, 5, 5)).astype(dtype)
+    grads = []
+    for input_grad in (True, False):
+        init.manual_seed(0)
+        model = build().to(dtype)
+        y = model(x)
+        gx = model.backward(np.ones_like(y), input_grad=input_grad)
+        assert (gx is None) == (not input_grad)
+        grads.append([p.grad.tobytes() for p in model.parameters()])
+    assert grads[0] == grads[1]
+
+
+@pytest.mark.parametrize("call", [
+    lambda x, w, gy, flag: F.conv2d_backward(gy, x, w, padding=1, input_grad=flag),
+    lambda x, w, gy, flag: F.conv2d_relu_backward(gy, x, w, np.abs(gy), padding=1,
+                                                  input_grad=flag),
+    lambda x, w, gy, flag: F.linear_backward(gy[:, :, 0, 0], x[:, :, 0, 0], w[:, :, 0, 0],
+                                             input_grad=flag),
+], ids=["conv2d_backward", "conv2d_relu_backward", "linear_backward"])
+def test_functional_backward_without_input_grad(call):
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, 3, 4, 4)).astype(np.float32)
+    w = rng.standard_normal((5, 3, 3, 3)).astype(np.float32)
+    gy = rng.standard_normal((2, 5, 4, 4)).astype(np.float32)
+    full, params_only = call(x, w, gy, True), call(x, w, gy, False)
+    assert full[0] is not None and params_only[0] is None
+    for a, b in zip(full[1:], params_only[1:]):
+        assert a.tobytes() == b.tobytes()
+    with pytest.raises(TypeError, match="input_grad must be a bool, got 0"):
+        call(x, w, gy, 0)

@@ -219,3 +219,89 @@ def test_load_state_dict_refuses_a_mismatch():
         optim.SGD(layer.parameters(), lr=0.1).load_state_dict(opt.state_dict())
     with pytest.raises(TypeError, match="must be a dict with 'hyperparameters' and 'state'"):
         opt.load_state_dict([1, 2])
+
+
+# ---- one flat buffer per dtype ------------------------------------------------------------------
+
+FLAT_OPTIMIZERS = [  # (name, kwargs): the optimisers whose state differs in kind
+    ("SGD", dict(lr=0.05)),
+    ("SGD", dict(lr=0.05, momentum=0.9, weight_decay=0.1)),
+    ("Adam", dict(lr=0.05, weight_decay=0.1)),
+]
+FLAT_IDS = [f"{name}-" + "-".join(f"{k}={v}" for k, v in kw.items())
+            for name, kw in FLAT_OPTIMIZERS]
+
+
+def per_parameter_run(name, kwargs, params, steps):
+    """The rule applied parameter by parameter through fastconv.functional: what the flat step
+    must equal bit for bit."""
+    from fastconv import functional as F
+    state = [{} for _ in params]
+    for step in range(steps):
+        for p, s in zip(params, state):
+            p.grad[...] = quadratic_gradient(p.data, step)
+            if name == "Adam":
+                s.setdefault("m", np.zeros_like(p.data))
+                s.setdefault("v", np.zeros_like(p.data))
+                F.adam_update(p.data, p.grad, s["m"], s["v"], step + 1, **kwargs)
+            else:
+                s["buf"] = F.sgd_update(p.data, p.grad, momentum_buffer=s.get("buf"), **kwargs)
+    return [p.data for p in params]
+
+
+@pytest.mark.parametrize("name, kwargs", FLAT_OPTIMIZERS, ids=FLAT_IDS)
+def test_one_flat_update_equals_per_parameter_updates(name, kwargs):
+    """Parameters of two dtypes, one non-contiguous: one call per dtype gives each parameter
+    exactly the per-parameter kernels' values, and .data / .grad become views of the buffers."""
+    shapes = [((3, 4), np.float32), ((5,), np.float64), ((2, 3, 2), np.float32), ((), np.float64)]
+    rng = np.random.default_rng(1)
+    values = [rng.standard_normal(shape).astype(dtype) for shape, dtype in shapes]
+    values[0] = np.asfortranarray(values[0])
+    ours = [nn.Parameter(v.copy(order="K")) for v in values]
+    expected = per_parameter_run(name, kwargs, [nn.Parameter(v.copy()) for v in values], 4)
+    opt = getattr(optim, name)(ours, **kwargs)
+    for step in range(4):
+        opt.zero_grad()
+        for p in ours:
+            p.grad += quadratic_gradient(p.data, step)
+        opt.step()
+    for p, e in zip(ours, expected):
+        assert p.data.dtype == e.dtype and p.data.shape == e.shape
+        assert p.data.tobytes() == np.ascontiguousarray(e).tobytes()
+    assert ours[0].data.base is ours[2].data.base  # both float32 parameters in one buffer
+    assert ours[1].data.base is not ours[0].data.base
+
+
+@pytest.mark.parametrize("replace", ["data", "grad", "to", "load_state_dict"])
+@pytest.mark.parametrize("name, kwargs", FLAT_OPTIMIZERS, ids=FLAT_IDS)
+def test_replaced_arrays_are_taken_in_at_the_next_step(name, kwargs, replace):
+    """After an array of a parameter (or the optimiser's state) is replaced between steps, the
+    next step updates the new array, exactly as per-parameter updates would."""
+    values = [np.random.default_rng(2).standard_normal(shape) for shape in SHAPES]
+    expected = per_parameter_run(name, kwargs, [nn.Parameter(v.copy()) for v in values], 4)
+    params = [nn.Parameter(v.copy()) for v in values]
+    opt = getattr(optim, name)(params, **kwargs)
+    for step in range(4):
+        opt.zero_grad()
+        for p in params:
+            p.grad += quadratic_gradient(p.data, step)
+        if step == 2:
+            if replace == "data":
+                params[1].data = params[1].data.copy()
+            elif replace == "grad":
+                params[0].grad = params[0].grad.copy()
+            elif replace == "to":
+                layer = nn.Module()
+                layer.a, layer.b = params
+                layer.to(np.float64)  # the same dtype: new arrays, the same values
+            else:
+                opt.load_state_dict(opt.state_dict())
+        opt.step()
+    for p, e in zip(params, expected):
+        assert p.data.tobytes() == e.tobytes()
+
+
+def test_duplicate_parameters_are_refused():
+    p = nn.Parameter(np.zeros(3))
+    with pytest.raises(ValueError, match="Adam: params lists a Parameter more than once"):
+        optim.Adam([p, p])
