@@ -5,9 +5,12 @@ with its batch norms folded into the convolutions (``fastconv.fuse.fold_batch_no
 onnxruntime does to every graph it loads; PyTorch and onnxruntime then run the folded network
 too). fastconv trains each network with its convolutions and the ReLUs after them fused
 (``fastconv.fuse.fuse_conv_relu``: bit for bit the same network, one pass fewer each way) and
-runs inference on ``fastconv.fuse.optimize``'s copy (batch norms folded, convolution + ReLU
-fused, nothing kept for backward), as onnxruntime optimises every graph it loads; PyTorch
-runs its eager network in ``torch.inference_mode`` (the folded one in the ``-folded`` case).
+runs inference on ``fastconv.infer.compile``'s executor (``fastconv.fuse.optimize``'s network:
+batch norms folded, convolution + ReLU fused; planned once per input shape: buffers allocated
+once, no checks per call, channels last from ``infer.NHWC_FROM_BATCH`` images), as
+onnxruntime optimises every graph it loads; the breakdown by layer times ``optimize``'s layers,
+which run the same kernels one module at a time. PyTorch runs its eager network in
+``torch.inference_mode`` (the folded one in the ``-folded`` case).
 
 The PyTorch network is built module by module from the fastconv one (``to_torch``) and its
 weights are copied through ``state_dict``; the onnxruntime graph is written with
@@ -35,7 +38,7 @@ import numpy as np
 
 import fastconv
 import fastconv.functional as F
-from fastconv import _io, fuse, init, models, nn, optim
+from fastconv import _io, fuse, infer, init, models, nn, optim
 from fastconv import _validation as v
 from fastconv.bench import _time, _torch, geomean
 
@@ -266,7 +269,9 @@ class ModelCase:
     task: str  # "train" (forward, loss, backward, Adam) or "infer" (forward, eval mode)
     batch: int
     steps: dict[str, Callable[[], object]]  # IMPLS name -> one step
-    fastconv_model: nn.Module  # fuse_conv_relu's network (train) or fuse.optimize's (infer)
+    # fuse_conv_relu's network (train) or fuse.optimize's (infer: the layers the compiled
+    # executor runs, as modules, for the breakdown)
+    fastconv_model: nn.Module
     torch_model: object = None
     inputs: dict = field(default_factory=dict)  # x, labels (and torch's tx, ty)
 
@@ -290,7 +295,11 @@ def model_case(network: str, task: str, batch: int, threads: int | None = None,
     # training: bit for bit `model` (the competitors' copies' source); inference: what
     # fastconv's users run, its batch norms folded as onnxruntime folds them
     ours = fuse.fuse_conv_relu(model) if training else fuse.optimize(model)
-    steps = {"fastconv": _fastconv_step(ours, x, labels) if training else lambda: ours(x)}
+    if training:
+        steps = {"fastconv": _fastconv_step(ours, x, labels)}
+    else:
+        compiled = infer.compile(model)
+        steps = {"fastconv": lambda: compiled(x)}
     case = ModelCase(network, task, batch, steps, ours, inputs={"x": x, "labels": labels})
     torch = _torch()
     if torch is not None and "PyTorch" in competitors:
@@ -306,12 +315,15 @@ def model_case(network: str, task: str, batch: int, threads: int | None = None,
 
 
 def check_agreement(case: ModelCase, rtol: float = 1e-3) -> None:
-    """Raise RuntimeError unless PyTorch's and onnxruntime's networks give fastconv's outputs on
-    the case's input (within `rtol` of their largest value): a wrong copy of the weights or of a
-    layer would otherwise be timed as a competitor."""
+    """Raise RuntimeError unless PyTorch's and onnxruntime's networks (and, for inference,
+    fastconv's compiled executor) give fastconv's outputs on the case's input (within `rtol` of
+    their largest value): a wrong copy of the weights or of a layer would otherwise be timed as
+    a competitor."""
     x = case.inputs["x"]
     expected = case.fastconv_model(x)
     got = {}
+    if case.task == "infer":
+        got["fastconv's compiled executor"] = case.steps["fastconv"]()
     if case.torch_model is not None:
         with _torch().no_grad():
             got["PyTorch"] = case.torch_model(case.inputs["tx"]).numpy()
@@ -510,7 +522,9 @@ def layer_times(case: ModelCase, repeat: int = 5, threads: int | None = None,
                 pause: float = PAUSE) -> LayerTimes:
     """Where a step's time goes, for fastconv and (hooks, roughly) PyTorch: each layer's forward
     and backward, the loss and the optimiser, medians of `repeat` instrumented steps; what
-    no layer accounts for is the "rest" (Python between the layers, the residual additions)."""
+    no layer accounts for is the "rest" (Python between the layers, the residual additions).
+    Inference is timed on ``fuse.optimize``'s layers: the kernels the compiled executor runs,
+    called one module at a time (so with the allocations and checks the executor plans away)."""
     n = threads or fastconv.get_num_threads()
     training = case.task == "train"
     timers = {impl: defaultdict(float) for impl in ("fastconv", "PyTorch")}
@@ -519,8 +533,8 @@ def layer_times(case: ModelCase, repeat: int = 5, threads: int | None = None,
     if training:
         runs["fastconv"] = _fastconv_step(model, case.inputs["x"], case.inputs["labels"],
                                           timers["fastconv"])
-    else:
-        runs["fastconv"] = case.steps["fastconv"]
+    else:  # the compiled executor's layers, one module at a time
+        runs["fastconv"] = functools.partial(model, case.inputs["x"])
     contexts = {"fastconv": lambda: _timing_fastconv(model, timers["fastconv"])}
     steps_kinds = dict(loss="loss", optimizer="optimizer")
     kinds = {"fastconv": {**{name: KINDS.get(type(m).__name__, "other")

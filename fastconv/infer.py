@@ -1,0 +1,356 @@
+"""Whole-network inference planned once: ``compile(model)`` turns a network into an
+``Executor``, a flat list of kernel calls over buffers allocated once per input shape, as
+onnxruntime runs a graph it has loaded.
+
+What it does beyond ``fastconv.fuse.optimize`` (batch norms folded, convolution + ReLU fused,
+nothing kept for backward), and why:
+
+- **No allocation per call.** Every activation has a buffer of its own, made the first time an
+  input shape is seen and reused by each later call with that shape (a few shapes are kept), so a
+  call touches no fresh pages and runs no NumPy allocation; only the result is a new array.
+- **No checks per call.** Each layer's geometry is validated once, when its shape's plan is
+  made; a call checks the input's shape and dtype and then runs the C kernels directly.
+- **Channels last** for batches of ``NHWC_FROM_BATCH`` images or more (``data_format="auto"``,
+  the default; ``"NHWC"`` or ``"NCHW"`` force one layout). The input is transposed once into
+  the first buffer, every convolution and pooling runs on the channels-last kernels (their
+  indirect GEMM and Winograd keep the channels as the vector dimension, which suits strided
+  and 1x1 layers and layers with few pixels), the weights are stored HWIO once, and a
+  ``Flatten`` into a ``Linear`` permutes the linear weights' columns (once per plan) rather than
+  the activations. ReLU after a convolution is one in-place pass (the channels-last kernels have
+  no ReLU epilogue yet). Smaller batches run the NCHW kernels, ReLU fused: with few images
+  a layer has few pixels, which the NCHW passes' per-image GEMMs (output channels as rows)
+  keep busier than the channels-last ones (pixels as rows).
+- **Residual blocks** (``fastconv.models.BasicBlock``): the shortcut's addition and the ReLU
+  after it run as one in-place pass over the second convolution's buffer.
+
+Results equal ``fuse.optimize(model)(x)`` up to float32 reduction order (the channels-last
+kernels sum in another order; the NCHW ones as the layers do), and do not depend on
+the thread count. The executor is a snapshot of the weights (compile again after changing
+them); calls from several threads at once take turns (a lock guards the buffers).
+
+Examples
+--------
+>>> import numpy as np
+>>> from fastconv import infer, init, models
+>>> _ = init.manual_seed(0)
+>>> model = models.convnet()
+>>> run = infer.compile(model)
+>>> x = np.random.default_rng(0).standard_normal((2, 1, 28, 28)).astype(np.float32)
+>>> y = run(x)
+>>> y.shape, bool(np.allclose(y, model.eval()(x), atol=1e-4))
+((2, 10), True)
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter, OrderedDict
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import _kernels, fuse, models, nn
+from . import _validation as v
+from ._config import get_num_threads
+
+__all__ = ["compile", "Executor"]
+
+OP = "infer.compile"
+CALL = "Executor"  # errors of a call: the input's shape against the layers
+
+# input shapes whose plans (buffers) an executor keeps; the oldest goes first
+PLANS_KEPT = 4
+
+# data_format="auto": channels last from this batch size up
+NHWC_FROM_BATCH = 16
+
+FORMATS = ("auto", "NHWC", "NCHW")
+
+
+@dataclass
+class _Layer:
+    """One step of the traced network, before shapes are known: kind, the slots it reads and
+    the slot it writes (slot 0 is the input), and its parameters."""
+    kind: str  # conv, maxpool, avgpool, global_avgpool, flatten, linear, relu, add_relu
+    inputs: tuple[int, ...]
+    output: int
+    args: dict = field(default_factory=dict)
+
+
+def _trace(model: nn.Module) -> list[_Layer]:
+    """`model` (fuse.optimize's copy) as a list of _Layers in running order."""
+    layers: list[_Layer] = []
+    slots = iter(range(1, 1 << 30))
+
+    def add(kind, inputs, **args):
+        layers.append(_Layer(kind, tuple(inputs), next(slots), args))
+        return layers[-1].output
+
+    def emit(m, x):
+        if isinstance(m, models.BasicBlock):
+            out = x
+            for name in ("conv1", "bn1", "relu1", "conv2", "bn2"):
+                out = emit(getattr(m, name), out)
+            shortcut = x if m.downsample is None else emit(m.downsample, x)
+            if out in (x, shortcut):  # no layer made a buffer of its own to add into
+                v.fail(OP, "a BasicBlock whose main path makes no new array is not supported")
+            layers.append(_Layer("add_relu", (out, shortcut), out))
+            return out
+        if isinstance(m, nn.Sequential):
+            for _, child in m._own(nn.Module):
+                x = emit(child, x)
+            return x
+        if isinstance(m, nn.Conv2d):
+            if getattr(m, "data_format", "NCHW") != "NCHW":
+                v.fail(OP, "a Conv2d must take NCHW input (the executor chooses the "
+                           f"layout itself), got data_format={m.data_format!r}")
+            return add("conv", [x], weight=m.weight.data,
+                       bias=None if m.bias is None else m.bias.data,
+                       relu=isinstance(m, fuse.Conv2dReLU), stride=m.stride,
+                       padding=m.padding, dilation=m.dilation, groups=m.groups)
+        if isinstance(m, nn.MaxPool2d):
+            return add("maxpool", [x], args=m._args())
+        if isinstance(m, nn.AvgPool2d):
+            return add("avgpool", [x], args=m._args())
+        if isinstance(m, nn.AdaptiveAvgPool2d) and m.output_size in (1, (1, 1)):
+            return add("global_avgpool", [x])
+        if isinstance(m, nn.Flatten) and (m.start_dim, m.end_dim) == (1, -1):
+            return add("flatten", [x])
+        if isinstance(m, nn.Linear):
+            return add("linear", [x], weight=m.weight.data,
+                       bias=None if m.bias is None else m.bias.data)
+        if type(m) is nn.ReLU:
+            if layers and layers[-1].output == x and layers[-1].kind == "linear" \
+                    and not layers[-1].args.get("relu"):
+                layers[-1].args["relu"] = True  # in place on the linear layer's own buffer
+                return x
+            return add("relu", [x])
+        if type(m) in (nn.Identity, nn.Dropout):  # evaluation mode: the identity
+            return x
+        v.fail(OP, f"no inference step for {type(m).__name__} (supported: Sequential, "
+                   "BasicBlock, Conv2d, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d(1), Flatten, "
+                   "Linear, ReLU, Dropout, Identity)")
+
+    output = emit(model, 0)
+    if output == 0:
+        layers.append(_Layer("copy", (0,), next(slots)))
+    # a convolution + ReLU read only by a max pool: channels last, the ReLU runs on the pool's
+    # smaller output instead (max and ReLU commute: both keep order)
+    reads = Counter(slot for layer in layers for slot in layer.inputs)
+    for conv, pool in zip(layers, layers[1:]):
+        if conv.kind == "conv" and conv.args["relu"] and pool.kind == "maxpool" \
+                and pool.inputs == (conv.output,) and reads[conv.output] == 1:
+            conv.args["relu_in_pool"] = pool.args["relu"] = True
+    return layers
+
+
+class _Plan:
+    """The buffers and kernel calls of one input shape: `steps` are closures of the thread
+    count, `buffers[slot]` each activation, `result` the last one."""
+
+    def __init__(self, layers: list[_Layer], shape: tuple[int, ...], dtype, nhwc: bool):
+        self.nhwc = nhwc
+        fmt = "NHWC" if nhwc else "NCHW"
+        n, c, h, w = shape
+        first = (n, h, w, c) if nhwc else shape
+        self.buffers = {0: np.empty(first, dtype)}
+        self.steps = []
+        # per slot: the NCHW shape it holds, and whether it is a flattened channels-last map
+        shapes = {0: shape}
+        flattened = {}
+        for layer in layers:
+            x = self.buffers[layer.inputs[0]]
+            xs = shapes[layer.inputs[0]]
+            step, out_shape = getattr(self, "_" + layer.kind)(layer, x, xs, dtype, fmt,
+                                                               flattened.get(layer.inputs[0]))
+            if layer.kind == "flatten" and nhwc and len(xs) == 4 and xs[2] * xs[3] > 1:
+                flattened[layer.output] = xs[1:]  # (C, H, W) in (H, W, C) order
+            elif layer.kind in ("relu", "copy") and layer.inputs[0] in flattened:
+                flattened[layer.output] = flattened[layer.inputs[0]]  # element-wise: still so
+            if layer.output not in self.buffers:
+                self.buffers[layer.output] = step.out
+            shapes[layer.output] = out_shape
+            if step.call is not None:
+                self.steps.append(step.call)
+        self.result = self.buffers[layers[-1].output]
+        self.result_nhwc = nhwc and self.result.ndim == 4
+
+    def _array(self, nchw_shape, dtype, fmt):
+        return np.zeros(v.from_nchw(nchw_shape, fmt) if len(nchw_shape) == 4 else nchw_shape,
+                        dtype)
+
+    def _conv(self, layer, x, xs, dtype, fmt, _):
+        a = layer.args
+        weight = np.asarray(a["weight"], dtype)
+        if fmt == "NHWC":
+            weight = np.ascontiguousarray(weight.transpose(2, 3, 1, 0))  # OIHW -> HWIO
+        g = v.conv_geometry(CALL, x.shape, weight.shape, a["stride"], a["padding"], a["dilation"],
+                            a["groups"], fmt, "HWIO" if fmt == "NHWC" else "OIHW")
+        bias = None if a["bias"] is None else np.ascontiguousarray(a["bias"], dtype)
+        y = np.zeros(g.output_shape, dtype)
+        fused = a["relu"] and fmt == "NCHW"  # the NHWC kernels have no ReLU epilogue
+        then_relu = a["relu"] and not fused and not a.get("relu_in_pool")
+
+        def call(nt):
+            _kernels.conv2d_forward(g, x, weight, bias, y, nt, fused)
+            if then_relu:
+                _kernels.relu_forward(y, y, nt)
+        return _Step(y, call), (g.batch, g.out_channels, g.out_h, g.out_w)
+
+    def _maxpool(self, layer, x, xs, dtype, fmt, _):
+        kernel, stride, padding, dilation, ceil_mode = layer.args["args"]
+        g = v.pool_geometry(CALL, x.shape, kernel, stride, padding, dilation, ceil_mode, fmt)
+        y = np.zeros(g.output_shape, dtype)
+        relu = layer.args.get("relu") and fmt == "NHWC"  # the convolution's, moved here
+
+        def call(nt):
+            _kernels.maxpool2d_forward(g, x, y, None, nt)
+            if relu:
+                _kernels.relu_forward(y, y, nt)
+        return _Step(y, call), (g.batch, g.channels, g.out_h, g.out_w)
+
+    def _avgpool(self, layer, x, xs, dtype, fmt, _):
+        kernel, stride, padding, ceil_mode, include, divisor = layer.args["args"]
+        return self._average(x, dtype, fmt, kernel, stride, padding, ceil_mode, include,
+                             v.divisor(CALL, divisor))
+
+    def _global_avgpool(self, layer, x, xs, dtype, fmt, _):
+        # the mean of each whole plane: one window of the plane's size
+        return self._average(x, dtype, fmt, xs[2:], None, 0, False, True, 0)
+
+    def _average(self, x, dtype, fmt, kernel, stride, padding, ceil_mode, include, divisor):
+        g = v.pool_geometry(CALL, x.shape, kernel, stride, padding, 1, ceil_mode, fmt)
+        y = np.zeros(g.output_shape, dtype)
+
+        def call(nt):
+            _kernels.avgpool2d_forward(g, x, y, nt, count_include_pad=include,
+                                       divisor_override=divisor)
+        return _Step(y, call), (g.batch, g.channels, g.out_h, g.out_w)
+
+    def _flatten(self, layer, x, xs, dtype, fmt, _):
+        y = x.reshape(x.shape[0], int(np.prod(x.shape[1:])))  # a view: the buffer itself
+        return _Step(y, None), y.shape
+
+    def _linear(self, layer, x, xs, dtype, fmt, flattened):
+        a = layer.args
+        weight = np.asarray(a["weight"], dtype)
+        if x.ndim != 2 or x.shape[1] != weight.shape[1]:
+            v.fail(CALL, f"Linear({weight.shape[1]}, {weight.shape[0]}) gets input of shape "
+                       f"{tuple(xs)}")
+        if flattened is not None:  # columns in the NCHW flatten's order -> the NHWC one's
+            c, h, w = flattened
+            weight = weight.reshape(-1, c, h, w).transpose(0, 2, 3, 1).reshape(len(weight), -1)
+        weight = np.ascontiguousarray(weight)
+        bias = None if a["bias"] is None else np.ascontiguousarray(a["bias"], dtype)
+        y = np.zeros((x.shape[0], weight.shape[0]), dtype)
+        relu = a.get("relu", False)
+
+        def call(nt):
+            _kernels.linear_forward(x.shape[0], x, weight, bias, y, nt)
+            if relu:
+                _kernels.relu_forward(y, y, nt)
+        return _Step(y, call), y.shape
+
+    def _relu(self, layer, x, xs, dtype, fmt, _):
+        y = np.zeros(x.shape, dtype)
+        return _Step(y, lambda nt: _kernels.relu_forward(x, y, nt)), xs
+
+    def _add_relu(self, layer, x, xs, dtype, fmt, _):
+        b = self.buffers[layer.inputs[1]]
+        if b.shape != x.shape:
+            v.fail(CALL, f"a residual block adds shapes {x.shape} and {b.shape}")
+        return _Step(x, lambda nt: _kernels.add_relu_forward(x, b, x, nt)), xs
+
+    def _copy(self, layer, x, xs, dtype, fmt, _):
+        y = np.zeros(x.shape, dtype)
+        return _Step(y, lambda nt: np.copyto(y, x)), xs
+
+
+@dataclass
+class _Step:
+    out: np.ndarray
+    call: object  # callable(nthreads), or None (a view: nothing to run)
+
+
+class Executor:
+    """A compiled network: ``executor(x)`` is ``model.eval()(x)`` for an NCHW batch x of the
+    model's dtype, as a new array (see the module's docstring for how it runs). Make one with
+    ``compile``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import infer, init, nn
+    >>> _ = init.manual_seed(0)
+    >>> run = infer.compile(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten()),
+    ...                     data_format="NCHW")
+    >>> run(np.ones((1, 3, 5, 5), np.float32)).shape
+    (1, 36)
+    """
+
+    def __init__(self, model: nn.Module, data_format: str = "auto"):
+        if not isinstance(model, nn.Module):
+            v.fail(OP, f"model must be a fastconv.nn.Module, got {type(model).__name__}",
+                   TypeError)
+        if data_format not in FORMATS:
+            v.fail(OP, f"data_format must be one of {FORMATS}, got {data_format!r}")
+        fast = fuse.optimize(model)
+        self.data_format = data_format
+        self._layers = _trace(fast)
+        params = [p.data for p in fast.parameters()]
+        self.dtype = params[0].dtype if params else None
+        self._plans: OrderedDict[tuple, _Plan] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _plan(self, x: np.ndarray) -> _Plan:
+        key = (x.shape, x.dtype)
+        plan = self._plans.get(key)
+        if plan is None:
+            nhwc = self.data_format == "NHWC" or (self.data_format == "auto"
+                                                  and x.shape[0] >= NHWC_FROM_BATCH)
+            plan = _Plan(self._layers, x.shape, x.dtype, nhwc)
+            self._plans[key] = plan
+            while len(self._plans) > PLANS_KEPT:
+                self._plans.popitem(last=False)
+        return plan
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        x = v.float_array(CALL, "x", x, 4, "(N, C, H, W)")
+        if self.dtype is not None and x.dtype != self.dtype:
+            v.fail(CALL, f"x must have the model's dtype {self.dtype}, got {x.dtype}",
+                   TypeError)
+        nt = get_num_threads()
+        with self._lock:
+            plan = self._plan(x)
+            if x.shape[0] == 0:
+                return np.empty((0, *plan.result.shape[1:]), x.dtype)
+            if plan.nhwc:
+                np.copyto(plan.buffers[0], x.transpose(0, 2, 3, 1))
+            else:
+                np.copyto(plan.buffers[0], x)
+            for step in plan.steps:
+                step(nt)
+            y = plan.result
+            return (y.transpose(0, 3, 1, 2) if plan.result_nhwc else y).copy()
+
+
+def compile(model: nn.Module, data_format: str = "auto") -> Executor:
+    """An ``Executor`` running `model` in evaluation mode, planned once per input shape:
+    ``fastconv.fuse.optimize``'s network (batch norms folded, convolution + ReLU fused) as a
+    flat list of kernel calls over buffers allocated once, channels last for batches of
+    ``NHWC_FROM_BATCH`` or more and NCHW below (``data_format="auto"``; ``"NHWC"`` or
+    ``"NCHW"`` for one layout at every batch). `model` is unchanged.
+
+    Supported layers: Sequential, ``fastconv.models.BasicBlock``, Conv2d (NCHW), MaxPool2d,
+    AvgPool2d, AdaptiveAvgPool2d(1), Flatten(1, -1), Linear, ReLU, Dropout and Identity, and
+    BatchNorm2d directly after a Conv2d (folded); any other raises ValueError.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import infer, models
+    >>> run = infer.compile(models.resnet(blocks=(1, 1, 1)))
+    >>> run(np.zeros((2, 3, 32, 32), np.float32)).shape
+    (2, 10)
+    """
+    return Executor(model, data_format)

@@ -1,0 +1,149 @@
+"""fastconv.infer: the compiled executor against the unfused network in evaluation mode, in
+both layouts and the automatic choice, float32 and float64; thread-count invariance; buffers
+reused across calls without leaking into results; errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from helpers import DTYPES, assert_close
+
+import fastconv
+from fastconv import infer, init, models, nn
+
+
+def _net_with_everything():
+    """Every supported layer once: a flatten of a map wider than 1 x 1 into a linear layer
+    (whose weights the channels-last plan permutes), a ReLU not after a convolution, average
+    pooling, dropout, a batch norm folded into a convolution with a bias."""
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(8, 16, 3, stride=2, padding=1, bias=False), nn.ReLU(), nn.AvgPool2d(2),
+        nn.Dropout(0.5), nn.Flatten(), nn.ReLU(), nn.Linear(16 * 2 * 2, 12), nn.ReLU(),
+        nn.Linear(12, 5))
+
+
+def _randomise_batch_norms(model, rng):
+    """Running statistics and affine parameters away from their initial 0 / 1, so that
+    folding them changes the weights."""
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            c = m.num_features
+            m.running_mean[...] = rng.standard_normal(c)
+            m.running_var[...] = rng.uniform(0.5, 2.0, c)
+            m.weight.data[...] = rng.uniform(0.5, 1.5, c)
+            m.bias.data[...] = rng.standard_normal(c)
+
+
+# name: (builder, input shape without the batch, longest chain of reductions)
+NETWORKS = {
+    "convnet": (models.convnet, (1, 28, 28), 25 + 800 + 3136 + 128),
+    "resnet8": (lambda: models.resnet(blocks=(1, 1, 1)), (3, 32, 32), 27 + 6 * 576 + 64),
+    "everything": (_net_with_everything, (3, 16, 16), 27 + 72 + 64 + 12),
+}
+
+# batch sizes on both sides of the automatic layout's threshold
+BATCHES = [1, 3, infer.NHWC_FROM_BATCH]
+
+
+def _case(name, dtype, batch, seed=0):
+    build, shape, length = NETWORKS[name]
+    init.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    model = build().to(dtype)
+    _randomise_batch_norms(model, rng)
+    x = rng.standard_normal((batch, *shape)).astype(dtype)
+    return model, x, length
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("data_format", infer.FORMATS)
+@pytest.mark.parametrize("name", list(NETWORKS))
+@pytest.mark.parametrize("batch", BATCHES)
+def test_matches_the_unfused_network(name, data_format, dtype, batch):
+    model, x, length = _case(name, dtype, batch)
+    run = infer.compile(model, data_format=data_format)
+    expected = model.eval()(x)
+    got = run(x)
+    assert_close(got, expected, length, scale=np.full_like(expected, np.abs(expected).max()))
+
+
+@pytest.mark.parametrize("data_format", infer.FORMATS)
+@pytest.mark.parametrize("name", list(NETWORKS))
+def test_thread_count_invariant(name, data_format):
+    model, x, _ = _case(name, np.float32, infer.NHWC_FROM_BATCH + 1)
+    run = infer.compile(model, data_format=data_format)
+    with fastconv.num_threads(1):
+        one = run(x)
+    with fastconv.num_threads(2):
+        two = run(x)
+    np.testing.assert_array_equal(one, two)
+
+
+def test_buffers_are_reused_and_results_are_fresh():
+    model, x, _ = _case("resnet8", np.float32, 2)
+    run = infer.compile(model)
+    first = run(x)
+    kept = first.copy()
+    first[...] = np.nan  # the caller owns the result: the next call must not see this
+    other = np.random.default_rng(1).standard_normal(x.shape).astype(np.float32)
+    run(other)
+    np.testing.assert_array_equal(run(x), kept)
+    plan = run._plans[(x.shape, x.dtype)]
+    assert len(run._plans) == 1 and plan.result is not first
+
+
+def test_plans_per_shape_are_bounded():
+    model, x, _ = _case("everything", np.float32, 1)
+    run = infer.compile(model)
+    results = {n: run(np.repeat(x, n, axis=0)) for n in range(1, infer.PLANS_KEPT + 3)}
+    assert len(run._plans) == infer.PLANS_KEPT
+    for n, y in results.items():  # a dropped plan is made again, with the same result
+        np.testing.assert_array_equal(run(np.repeat(x, n, axis=0)), y)
+
+
+def test_model_is_unchanged_and_input_untouched():
+    model, x, _ = _case("everything", np.float32, 3)
+    before = {k: a.copy() for k, a in model.state_dict().items()}
+    x_before = x.copy()
+    model.train()
+    infer.compile(model)(x)
+    assert model.training
+    assert all(np.array_equal(before[k], a) for k, a in model.state_dict().items())
+    np.testing.assert_array_equal(x, x_before)
+
+
+def test_empty_batch():
+    model, x, _ = _case("convnet", np.float32, 1)
+    y = infer.compile(model)(x[:0])
+    assert y.shape == (0, 10) and y.dtype == np.float32
+
+
+def test_noncontiguous_input():
+    model, x, _ = _case("convnet", np.float32, 4)
+    run = infer.compile(model, data_format="NCHW")
+    np.testing.assert_array_equal(run(x[::2]), run(np.ascontiguousarray(x[::2])))
+
+
+@pytest.mark.parametrize("call, exc, message", [
+    (lambda: infer.compile("not a model"), TypeError, "infer.compile: model must be"),
+    (lambda: infer.compile(models.convnet(), data_format="NCWH"), ValueError,
+     "infer.compile: data_format must be one of"),
+    (lambda: infer.compile(nn.Sequential(nn.Conv2d(1, 2, 3), nn.Tanh())), ValueError,
+     "infer.compile: no inference step for Tanh"),
+    (lambda: infer.compile(nn.Conv2d(1, 2, 3, data_format="NHWC")), ValueError,
+     "infer.compile: a Conv2d must take NCHW input"),
+    (lambda: infer.compile(models.convnet())(np.zeros((1, 1, 28, 28))), TypeError,
+     "Executor: x must have the model's dtype float32, got float64"),
+    (lambda: infer.compile(models.convnet())(np.zeros((1, 28, 28), np.float32)), ValueError,
+     "Executor: x must be a 4-D (N, C, H, W) array"),
+    (lambda: infer.compile(models.convnet())([[1.0]]), TypeError,
+     "Executor: x must be a numpy.ndarray"),
+    (lambda: infer.compile(models.convnet())(np.zeros((1, 3, 28, 28), np.float32)), ValueError,
+     "Executor: "),
+    (lambda: infer.compile(models.convnet())(np.zeros((1, 1, 32, 32), np.float32)), ValueError,
+     "Executor: Linear(3136, 128) gets input of shape"),
+])
+def test_errors(call, exc, message):
+    with pytest.raises(exc, match="^" + message.replace("(", r"\(").replace(")", r"\)")):
+        call()
