@@ -6,21 +6,20 @@
  * pixel rows (C or K contiguous values), so they vectorise across channels one tile at a time.
  *
  * Loop structure: U = G g G^T of every kernel is transformed once per call (conv2d_winograd.h's
- * kernel transform, MR kernels at a time) into B panels U_e [group][e][K block][C][NR]. Tasks are
+ * formulas, one output channel per lane) into B panels U_e [group][e][K block][C][NR]. Tasks are
  * (group, block of TB tiles counted across the batch, part of the NR-wide K blocks: more than one
  * part only when the blocks are fewer than twice the threads). A task transforms each tile's 16
- * input pixels, read in place (a row of zeros for the padding), into V [tile][e][C]; runs the 16
- * GEMMs on the indirect GEMM microkernel (conv2d_nhwc_ukernel.h), A's rows being the tiles' V_e
- * rows, into M [tile][e][K]; and transforms each tile's M into its 2 x 2 output pixels, written to
- * Y's rows, plus bias. FC_NONFINITE when x or w holds an Inf or NaN (Inf - Inf in the transforms
- * would give NaN where the exact sum is +-Inf): the plan's fallback, the direct pass, then redoes
- * the call. */
+ * input pixels, read in place (a row of zeros for the padding), into V [e][tile][C] (a GEMM's rows,
+ * consecutive); runs the 16 GEMMs on the indirect GEMM microkernel (conv2d_nhwc_ukernel.h), A's
+ * rows being the tiles' V_e rows, into M [e][tile][K]; and transforms each tile's M into its 2 x 2
+ * output pixels, written to Y's rows, plus bias. FC_NONFINITE when x or w holds an Inf or NaN (Inf
+ * - Inf in the transforms would give NaN where the exact sum is +-Inf): the plan's fallback, the
+ * direct pass, then redoes the call. */
 #ifndef FC_CONV2D_NHWC_WINOGRAD_H
 #define FC_CONV2D_NHWC_WINOGRAD_H
 
 #include "conv2d_nhwc_ukernel.h"
 #include "conv2d_weights.h"
-#include "conv2d_winograd.h"
 #include "fc_template.h"
 
 /* v[e * ld + c] = (B^T d B)[e] for channels c < n of one tile, B^T = [1 0 -1 0; 0 1 1 0;
@@ -77,6 +76,55 @@ static void FC_LOCAL(nhwc_winograd_output_tile)(const T *restrict m, fc_index ld
     }
 }
 
+/* One (group, e)'s B panels, Kg / NR of them, plus 3 cache lines: the 16 U_e written together
+ * would otherwise lie a power of two apart, in the same L1 sets. */
+static fc_index FC_LOCAL(nhwc_winograd_u_stride)(const fc_conv2d_params *p) {
+    const fc_index Cg = p->in_channels / p->groups, Kg = p->out_channels / p->groups;
+    return FC_CEIL_DIV(Kg, FC_NR) * Cg * FC_NR + 48;
+}
+
+/* U_e = G g G^T (conv2d_winograd.h's kernel transform, its formulas) of output channels [kb NR,
+ * kb NR + NR) of group g, into their B panels: up[(g * 16 + e) * u_stride + (kb * Cg + c) * NR +
+ * lane], zero past Kg. Per input channel, the NR kernels' taps are gathered from OIHW or HWIO
+ * through the layout's strides, then transformed one kernel per lane, so each e's results are a
+ * whole panel row and each panel is written in order (16 streams). Returns nonzero if a result is
+ * Inf or NaN. */
+static int FC_LOCAL(nhwc_winograd_kernel_panel)(const fc_conv2d_params *p, const T *w, fc_index g,
+                                                fc_index kb, T *up) {
+    const fc_index Cg = p->in_channels / p->groups, Kg = p->out_channels / p->groups;
+    const fc_index es = FC_LOCAL(nhwc_winograd_u_stride)(p); /* U_e to U_e+1 */
+    const fc_index n = FC_MIN(FC_NR, Kg - kb * FC_NR);
+    const fc_weight_layout ws = fc_weight_layout_of(p);
+    const T *src = w + (g * Kg + kb * FC_NR) * ws.k_stride;
+    T *restrict dst = up + g * 16 * es + kb * Cg * FC_NR;
+    int bad = 0;
+    for (fc_index c = 0; c < Cg; c++, dst += FC_NR) {
+        T gt[9][FC_NR];
+        for (int tap = 0; tap < 9; tap++)
+            for (fc_index i = 0; i < FC_NR; i++)
+                gt[tap][i] = i < n ? src[i * ws.k_stride + c * ws.c_stride + tap * ws.tap_stride]
+                                   : (T)0;
+        for (int i = 0; i < FC_NR; i++) {
+            T t[4][3];
+            for (int j = 0; j < 3; j++) {
+                t[0][j] = gt[j][i];
+                t[1][j] = (T)0.5 * (gt[j][i] + gt[3 + j][i] + gt[6 + j][i]);
+                t[2][j] = (T)0.5 * (gt[j][i] - gt[3 + j][i] + gt[6 + j][i]);
+                t[3][j] = gt[6 + j][i];
+            }
+            for (int r = 0; r < 4; r++) {
+                const T a = t[r][0], b = t[r][1], d = t[r][2];
+                const T v[4] = {a, (T)0.5 * (a + b + d), (T)0.5 * (a - b + d), d};
+                for (int q = 0; q < 4; q++) {
+                    dst[(r * 4 + q) * es + i] = v[q];
+                    bad |= (v[q] - v[q]) != (v[q] - v[q]);
+                }
+            }
+        }
+    }
+    return bad;
+}
+
 static int FC_LOCAL(conv2d_nhwc_fwd_winograd)(const fc_conv2d_params *p, const fc_tuning *tn,
                                               const T *x, const T *w, const T *bias, T *y,
                                               int nthreads) {
@@ -94,59 +142,34 @@ static int FC_LOCAL(conv2d_nhwc_fwd_winograd)(const fc_conv2d_params *p, const f
     const fc_index kparts = FC_MAX(
         1, FC_MIN(kblocks, FC_CEIL_DIV(2 * (fc_index)nthreads, G * nblocks)));
     const fc_index ntasks = G * nblocks * kparts;
-    const fc_index mblocks = FC_CEIL_DIV(Kg, FC_MR), panel = Cg * FC_NR; /* one (e, K block) */
+    const fc_index panel = Cg * FC_NR, u_stride = FC_LOCAL(nhwc_winograd_u_stride)(p);
+    /* V [e][tile][C] and M [e][tile][K]: the 16 transforms are written together, so their
+     * strides are skewed off powers of two by 3 cache lines (as conv2d_winograd.h's) */
+    const fc_index v_stride = TB * Cg + 48, m_stride = TB * kg_pad + 48;
     int failed = 0, nonfinite = 0;
 
-    /* the kernel transform reads OIHW: HWIO weights are repacked once (they are small) */
-    T *wo = NULL;
-    if (p->weight_format == FC_WEIGHT_HWIO) {
-        const fc_weight_layout s = fc_weight_layout_of(p);
-        wo = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(K * Cg * 9));
-        if (!wo) return FC_ENOMEM;
-        for (fc_index k = 0; k < K; k++)
-            for (fc_index c = 0; c < Cg; c++)
-                for (fc_index t = 0; t < 9; t++)
-                    wo[(k * Cg + c) * 9 + t] =
-                        w[k * s.k_stride + c * s.c_stride + t * s.tap_stride];
-    }
-    const T *wk = wo ? wo : w;
-    T *up = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(G * 16 * kblocks * panel));
+    T *up = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(G * 16 * u_stride));
     T *zero = (T *)calloc((size_t)Cg, sizeof(T)); /* the padding pixels' row */
     if (!up || !zero) {
-        fc_aligned_free(wo);
         fc_aligned_free(up);
         free(zero);
         return FC_ENOMEM;
     }
-    memset(up, 0, sizeof(T) * (size_t)(G * 16 * kblocks * panel)); /* channels past Kg */
 
     const int nt = fc_threads_for(nthreads, (double)p->batch * K * OH * OW * Cg * 9,
                                   tn->conv_min_work, ntasks);
     FC_PRAGMA(omp parallel num_threads(nt))
     {
-        /* U_e = G g G^T, MR kernels at a time, scattered into the NR-wide B panels */
+        /* U_e = G g G^T into the NR-wide B panels, one (group, K block) at a time */
         FC_PRAGMA(omp for schedule(static))
-        for (fc_index gm = 0; gm < G * mblocks; gm++) {
-            const fc_index g = gm / mblocks, k0 = (gm % mblocks) * FC_MR;
-            int bad = 0;
-            for (fc_index c = 0; c < Cg; c++) {
-                T u[16 * FC_MR];
-                bad |= FC_MR_NAME(winograd_f2x2_3x3_kernel_transform)(wk + g * Kg * Cg * 9, k0, Kg,
-                                                                      Cg, c, u);
-                for (fc_index i = 0; i < FC_MR && k0 + i < Kg; i++) {
-                    const fc_index k = k0 + i;
-                    for (int e = 0; e < 16; e++)
-                        up[((g * 16 + e) * kblocks + k / FC_NR) * panel + c * FC_NR + k % FC_NR] =
-                            u[e * FC_MR + i];
-                }
-            }
-            if (bad) {
+        for (fc_index gk = 0; gk < G * kblocks; gk++) {
+            if (FC_LOCAL(nhwc_winograd_kernel_panel)(p, w, gk / kblocks, gk % kblocks, up)) {
                 FC_PRAGMA(omp atomic write)
                 nonfinite = 1;
             }
         }
-        T *vb = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(TB * 16 * Cg));
-        T *mb = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(TB * 16 * kg_pad));
+        T *vb = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(16 * v_stride));
+        T *mb = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(16 * m_stride));
         T *junk = (T *)fc_aligned_alloc(sizeof(T) * (size_t)Kg); /* outputs past the image */
         const int ok = vb && mb && junk;
         if (!ok) {
@@ -175,7 +198,7 @@ static int FC_LOCAL(conv2d_nhwc_fwd_winograd)(const fc_conv2d_params *p, const f
                                            ? x + ((n * H + ih) * W + iw) * C + g * Cg
                                            : zero;
                     }
-                bad |= FC_LOCAL(nhwc_winograd_input_tile)(d, Cg, vb + u * 16 * Cg, Cg);
+                bad |= FC_LOCAL(nhwc_winograd_input_tile)(d, Cg, vb + u * Cg, v_stride);
             }
             if (bad) {
                 FC_PRAGMA(omp atomic write)
@@ -186,11 +209,11 @@ static int FC_LOCAL(conv2d_nhwc_fwd_winograd)(const fc_conv2d_params *p, const f
              * last MR block are computed and dropped */
             for (int e = 0; e < 16; e++)
                 for (fc_index kb = kb0; kb < kb1; kb++) {
-                    const T *ue = up + ((g * 16 + e) * kblocks + kb) * panel;
+                    const T *ue = up + (g * 16 + e) * u_stride + kb * panel;
                     for (fc_index q = 0; q < nb; q += FC_MR) {
                         const T *a[FC_MR];
-                        for (int i = 0; i < FC_MR; i++) a[i] = vb + ((q + i) * 16 + e) * Cg;
-                        FC_IGEMM(1, Cg, a, ue, mb + (q * 16 + e) * kg_pad + kb * FC_NR, 16 * kg_pad,
+                        for (int i = 0; i < FC_MR; i++) a[i] = vb + e * v_stride + (q + i) * Cg;
+                        FC_IGEMM(1, Cg, a, ue, mb + e * m_stride + q * kg_pad + kb * FC_NR, kg_pad,
                                  FC_MR, FC_NR, 0, NULL);
                     }
                 }
@@ -204,7 +227,7 @@ static int FC_LOCAL(conv2d_nhwc_fwd_winograd)(const fc_conv2d_params *p, const f
                                              ? y + ((n * OH + oh0 + r) * OW + ow0 + q) * K +
                                                    g * Kg + k0
                                              : junk;
-                FC_LOCAL(nhwc_winograd_output_tile)(mb + u * 16 * kg_pad + k0, kg_pad, nk,
+                FC_LOCAL(nhwc_winograd_output_tile)(mb + u * kg_pad + k0, m_stride, nk,
                                                     bias ? bias + g * Kg + k0 : NULL, out);
             }
         }
@@ -212,7 +235,6 @@ static int FC_LOCAL(conv2d_nhwc_fwd_winograd)(const fc_conv2d_params *p, const f
         fc_aligned_free(mb);
         fc_aligned_free(junk);
     }
-    fc_aligned_free(wo);
     fc_aligned_free(up);
     free(zero);
     return failed ? FC_ENOMEM : nonfinite ? FC_NONFINITE : FC_OK;
