@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import statistics
 import time
 import warnings
@@ -717,8 +718,9 @@ def main(threads: int | None = None, repeat: int = 7, plot_path: str | None = No
     print(f"fastconv {fastconv.__version__} ({fastconv.selected_isa()}) vs "
           f"{'PyTorch ' + torch.__version__ if torch else 'no PyTorch (not installed)'}, "
           f"{'onnxruntime ' + ort.__version__ if ort else 'no onnxruntime (not installed)'}; "
-          f"{np.dtype(dtype).name}, {n} thread(s), median of {repeat} interleaved rounds",
-          file=out)
+          f"{np.dtype(dtype).name}, {n} thread(s), median of {repeat} interleaved rounds; "
+          # how OpenMP's idle threads wait moves the figures on a shared machine (README)
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}", file=out)
     results, breakdowns, peaks = [], [], []
     with fastconv.num_threads(n):
         for network, task, batch in cases or CASES:

@@ -20,6 +20,10 @@ nothing kept for backward), and why:
   no ReLU epilogue yet). Smaller batches run the NCHW kernels, ReLU fused: with few images
   a layer has few pixels, which the NCHW passes' per-image GEMMs (output channels as rows)
   keep busier than the channels-last ones (pixels as rows).
+- **One thread for small plans**: a plan of fewer than ``SERIAL_BELOW`` multiply-adds (a
+  network on one or a few images) runs on one thread whatever ``fastconv.get_num_threads()``
+  says, since a second thread's wake-up and barrier at each of its small layers cost more than
+  the thread saves; larger plans use ``get_num_threads()``.
 - **Residual blocks** (``fastconv.models.BasicBlock``): the shortcut's addition and the ReLU
   after it run as one in-place pass over the second convolution's buffer.
 
@@ -63,6 +67,11 @@ PLANS_KEPT = 4
 
 # data_format="auto": channels last from this batch size up
 NHWC_FROM_BATCH = 16
+
+# a plan of fewer multiply-adds runs on one thread: its layers are so small (a network on one
+# image) that waking a second thread for each, and waiting for it at the layer's end, costs
+# more than the half of the layer it would take over
+SERIAL_BELOW = 1 << 27
 
 FORMATS = ("auto", "NHWC", "NCHW")
 
@@ -155,6 +164,7 @@ class _Plan:
         first = (n, h, w, c) if nhwc else shape
         self.buffers = {0: np.empty(first, dtype)}
         self.steps = []
+        self.multiply_adds = 0  # of the convolutions and linear layers
         # per slot: the NCHW shape it holds, and whether it is a flattened channels-last map
         shapes = {0: shape}
         flattened = {}
@@ -195,6 +205,7 @@ class _Plan:
             _kernels.conv2d_forward(g, x, weight, bias, y, nt, fused)
             if then_relu:
                 _kernels.relu_forward(y, y, nt)
+        self.multiply_adds += int(np.prod(y.shape)) * int(np.prod(weight.shape)) // g.out_channels
         return _Step(y, call), (g.batch, g.out_channels, g.out_h, g.out_w)
 
     def _maxpool(self, layer, x, xs, dtype, fmt, _):
@@ -249,6 +260,7 @@ class _Plan:
             _kernels.linear_forward(x.shape[0], x, weight, bias, y, nt)
             if relu:
                 _kernels.relu_forward(y, y, nt)
+        self.multiply_adds += int(np.prod(y.shape)) * weight.shape[1]
         return _Step(y, call), y.shape
 
     def _relu(self, layer, x, xs, dtype, fmt, _):
@@ -319,9 +331,9 @@ class Executor:
         if self.dtype is not None and x.dtype != self.dtype:
             v.fail(CALL, f"x must have the model's dtype {self.dtype}, got {x.dtype}",
                    TypeError)
-        nt = get_num_threads()
         with self._lock:
             plan = self._plan(x)
+            nt = get_num_threads() if plan.multiply_adds >= SERIAL_BELOW else 1
             if x.shape[0] == 0:
                 return np.empty((0, *plan.result.shape[1:]), x.dtype)
             if plan.nhwc:

@@ -70,7 +70,8 @@ def test_matches_the_unfused_network(name, data_format, dtype, batch):
 
 @pytest.mark.parametrize("data_format", infer.FORMATS)
 @pytest.mark.parametrize("name", list(NETWORKS))
-def test_thread_count_invariant(name, data_format):
+def test_thread_count_invariant(name, data_format, monkeypatch):
+    monkeypatch.setattr(infer, "SERIAL_BELOW", 0)  # every plan on the threads it is given
     model, x, _ = _case(name, np.float32, infer.NHWC_FROM_BATCH + 1)
     run = infer.compile(model, data_format=data_format)
     with fastconv.num_threads(1):
