@@ -1047,7 +1047,10 @@ cdef class UkernelTable:
                 "dwconv": _name(t.dwconv_name), "dwconv_dot": _name(t.dwconv_dot_name),
                 "igemm": _name(t.igemm_name), "igemm_half": _name(t.igemm_half_name),
                 "gemm_cols": _name(t.gemm_cols_name),
-                "dwconv_nhwc": _name(t.dwconv_nhwc_name)}
+                "dwconv_nhwc": _name(t.dwconv_nhwc_name),
+                "dwconv_dot_nhwc": _name(t.dwconv_dot_nhwc_name),
+                "gconv4_nhwc": _name(t.gconv4_nhwc_name),
+                "gconv4_dot_nhwc": _name(t.gconv4_dot_nhwc_name)}
 
     cdef void *_data(self, cnp.ndarray a, fc_index need, str what) except NULL:
         """a's data, after checking its dtype and layout and that it holds `need` elements."""
@@ -1256,6 +1259,51 @@ cdef class UkernelTable:
             PyMem_Free(pa)
             raise
         self.t.dwconv_nhwc(c, ne, pa, pb, py, accumulate, pbias)
+        PyMem_Free(pa)
+        PyMem_Free(pb)
+
+    def dwconv_dot_nhwc(self, fc_index c, fc_index n, fc_index kt, cnp.ndarray x, fc_index xs,
+                        fc_index ts, cnp.ndarray g, cnp.ndarray y):
+        """y[t c + q] += sum over e < n of x[e xs + t ts + q] g[e c + q], t < kt, q < c."""
+        if c < 0 or n < 0 or kt < 0 or xs < 0 or ts < 0:
+            raise ValueError("dwconv_dot_nhwc: c, n, kt, xs, ts >= 0 needed")
+        cdef const void *px = self._data(x, (n - 1) * xs + (kt - 1) * ts + c if n and kt else 0,
+                                         "x")
+        cdef const void *pg = self._data(g, n * c, "g")
+        cdef void *py = self._data(y, kt * c, "y")
+        self.t.dwconv_dot_nhwc(c, n, kt, px, xs, ts, pg, py)
+
+    def gconv4_nhwc(self, fc_index c, cnp.ndarray a, a_offsets, cnp.ndarray b, b_offsets,
+                    cnp.ndarray y, bint accumulate, cnp.ndarray bias=None):
+        """dwconv_nhwc for groups of four channels: four rows of c weights per b offset, lane q
+        of row r meeting a's lane q - q % 4 + (q % 4 + r) % 4."""
+        self._terms(c, a, a_offsets, b, b_offsets, y, c, accumulate, bias, 0)
+
+    def gconv4_dot_nhwc(self, fc_index c, cnp.ndarray a, a_offsets, cnp.ndarray b, b_offsets,
+                        cnp.ndarray y):
+        """y[r c + q] += sum over e of a[a_offsets[e] + q - q % 4 + (q % 4 + r) % 4] *
+        b[b_offsets[e] + q], r < 4."""
+        self._terms(c, a, a_offsets, b, b_offsets, y, 4 * c, True, None, 1)
+
+    cdef _terms(self, fc_index c, cnp.ndarray a, a_offsets, cnp.ndarray b, b_offsets,
+                cnp.ndarray y, fc_index ylen, bint accumulate, cnp.ndarray bias, bint dot):
+        """The gconv4 microkernels' checks and pointers (b rows: four per term unless dot)."""
+        if len(a_offsets) != len(b_offsets) or c < 0 or c % 4:
+            raise ValueError("gconv4: as many a as b offsets and c a multiple of 4 needed")
+        cdef fc_index ne = len(a_offsets)
+        cdef void *py = self._data(y, ylen, "y")
+        cdef const void *pbias = NULL if bias is None else self._data(bias, c, "bias")
+        cdef const void **pa = self._pointers(a, a_offsets, c, "a")
+        cdef const void **pb
+        try:
+            pb = self._pointers(b, b_offsets, c if dot else 4 * c, "b")
+        except ValueError:
+            PyMem_Free(pa)
+            raise
+        if dot:
+            self.t.gconv4_dot_nhwc(c, ne, pa, pb, py)
+        else:
+            self.t.gconv4_nhwc(c, ne, pa, pb, py, accumulate, pbias)
         PyMem_Free(pa)
         PyMem_Free(pb)
 

@@ -131,6 +131,10 @@ CONV_CASES = {
     # single channels: 90 takes all three on every vector ISA and dtype
     "depthwise-wide-strided-dilated": (2, 90, 8, 7, 90, 3, (2, 1), (1, 0, 2, 1), (1, 2), 90,
                                        True),
+    # groups of four channels (rotated within each group): 60 takes NR, a vector and single
+    # groups on every vector ISA and dtype but AVX2 float64 (no single groups)
+    "groups-of-4-wide-strided-dilated": (2, 60, 8, 7, 60, 3, (2, 1), (1, 0, 2, 1), (1, 2), 15,
+                                         True),
 }
 
 

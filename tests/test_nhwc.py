@@ -38,10 +38,11 @@ CONV = [
     ((2, 16, 6, 5), (16, 16, 3, 3), dict(padding=1)),  # Winograd-sized
     ((2, 5, 7, 8), (5, 1, 3, 3), dict(padding=(1, 2), stride=(2, 1), dilation=(1, 2), groups=5)),
     ((2, 6, 7, 8), (6, 2, 3, 3), dict(padding=1, groups=3)),
+    ((2, 12, 7, 6), (12, 4, 3, 3), dict(padding=(1, 2), stride=(1, 2), groups=3)),
     ((1, 5, 8, 7), (3, 5, 3, 3), dict(padding=(2, 0, 1, 3), stride=2)),
 ]
 CONV_IDS = ["grouped-dilated", "same", "valid-s3", "depthwise", "winograd", "depthwise-strided",
-            "grouped-channelwise", "pad4-s2"]
+            "grouped-channelwise", "groups-of-4", "pad4-s2"]
 
 
 # ---- PyTorch's channels_last tensors ------------------------------------------------------------
@@ -161,12 +162,14 @@ def test_max_pool2d_nonfinite_matches_nchw(dtype):
 
 # (pass, the algorithm forced, its fallback, which input holds the Inf and NaN, groups of the
 # 16 channels): as test_nonfinite.py's, for the channels-last passes (the channelwise ones on
-# depthwise and on 4-channel groups)
+# depthwise, on 2-channel groups, whose shifted reads meet other groups' data, and on 4-channel
+# groups, rotated within the group)
 FALLBACKS = [
     ("forward", "winograd", "direct", "x", 1), ("forward", "winograd", "direct", "w", 1),
     ("input", "transposed", "col2im", "w", 1), ("forward", "depthwise", "direct", "w", 16),
-    ("weight", "depthwise", "direct", "gy", 16), ("forward", "depthwise", "direct", "x", 4),
-    ("input", "depthwise", "col2im", "gy", 4), ("weight", "depthwise", "direct", "gy", 4),
+    ("weight", "depthwise", "direct", "gy", 16), ("forward", "depthwise", "direct", "x", 8),
+    ("input", "depthwise", "col2im", "gy", 8), ("weight", "depthwise", "direct", "gy", 8),
+    ("forward", "depthwise", "direct", "w", 4), ("weight", "depthwise", "direct", "gy", 4),
 ]
 
 
@@ -189,6 +192,26 @@ def test_nonfinite_data_runs_the_plans_fallback(which, algorithm, fallback, hold
             return F.conv2d_backward(gy, x, w, **fmt)[0 if which == "input" else 1]
 
     np.testing.assert_array_equal(run(algorithm), run(fallback))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("which, holder", [("forward", "x"), ("input", "gy")])
+def test_groups_of_4_take_nonfinite_data_without_fallback(which, holder, dtype):
+    """Groups of four channels meet only their own group's data (rotations, not shifted reads):
+    Inf and NaN in x (forward) or dY (input gradient) give the reference's result exactly."""
+    x, gy = _sprinkled((2, 16, 6, 7), dtype, 8, 0.05), _sprinkled((2, 16, 6, 7), dtype, 9, 0.05)
+    w = _sprinkled((16, 4, 3, 3), dtype, 10, 0.0)
+    kwargs = dict(padding=1, groups=4)
+    with _kernels.force_conv_algorithms(**{which: "depthwise"}):
+        if which == "forward":
+            got = F.conv2d(nhwc(x), hwio(w), **kwargs, data_format="NHWC", weight_format="HWIO")
+        else:
+            got = F.conv2d_input((2, 6, 7, 16), hwio(w), nhwc(gy), **kwargs, data_format="NHWC",
+                                 weight_format="HWIO")
+    geometry = ((1, 1), (1, 1, 1, 1), (1, 1), 4)
+    expected = ref.conv2d(x, w, None, *geometry) if which == "forward" else \
+        ref.conv2d_backward(gy, x, w, *geometry)[0]
+    assert_same_nonfinite(nchw(got), expected, 4 * 9)
 
 
 # ---- gradients by finite differences -------------------------------------------------------------

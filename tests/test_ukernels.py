@@ -711,3 +711,104 @@ def test_dwconv_nhwc_ukernel(table, case):
     scale = np.concatenate([np.abs(terms).sum(axis=0), np.zeros(3)])
     written = np.arange(c + 3) < c
     _assert_region(y, expected, written, ne + 1, scale, table.names["dwconv_nhwc"])
+
+
+# groups of four channels: id: (channels c, a multiple of 4, terms ne, accumulate, bias)
+GCONV4_CASES = {
+    "one-group": (4, 3, False, True),
+    "no-terms-bias": ("tile+4", 0, False, True),
+    "one-term": ("tile", 1, False, False),
+    "vector-and-groups": ("tile-4", 2, False, True),
+    "all-paths": ("2tile+12", 9, False, True),
+    "accumulate-ignores-bias": ("2tile+12", 4, True, True),
+}
+
+
+def _rotated(a, offset, c):
+    """a[offset + q - q % 4 + (q % 4 + r) % 4] for r < 4 (rows), q < c (columns), in float64."""
+    q = np.arange(c)
+    return np.stack([a[offset + q - q % 4 + (q % 4 + r) % 4] for r in range(4)]).astype(np.float64)
+
+
+@pytest.mark.parametrize("case", list(GCONV4_CASES.values()), ids=list(GCONV4_CASES))
+def test_gconv4_nhwc_ukernel(table, case):
+    c_spec, ne, accumulate, with_bias = case
+    c, dtype = _size(c_spec, table.nr), table.dtype
+    rng = np.random.default_rng(ne * 17 + c)
+    # a read in place at group-aligned offsets (a row of pixels), b at any; NaN past the end
+    a = np.concatenate([_rand(rng, c + 48, dtype), _nan(4, dtype)])
+    b = np.concatenate([_rand(rng, 4 * c + 50, dtype), _nan(4, dtype)])
+    a_offsets = [4 * int(o) for o in rng.integers(0, 13, ne)]
+    b_offsets = [int(o) for o in rng.integers(0, 51, ne)]
+    y = np.concatenate([_rand(rng, c, dtype), _nan(3, dtype)])
+    before = y[:c].astype(np.float64)
+    bias = np.concatenate([_rand(rng, c, dtype), _nan(2, dtype)]) if with_bias else None
+    table.gconv4_nhwc(c, a, a_offsets, b, b_offsets, y, accumulate, bias)
+    terms = np.zeros((4 * ne + 1, c))
+    for e, (i, j) in enumerate(zip(a_offsets, b_offsets)):
+        terms[4 * e:4 * e + 4] = _rotated(a, i, c) * b[j:j + 4 * c].reshape(4, c)
+    if accumulate:
+        terms[-1] = before
+    elif with_bias:
+        terms[-1] = bias[:c]
+    expected = np.concatenate([terms.sum(axis=0), np.zeros(3)])
+    scale = np.concatenate([np.abs(terms).sum(axis=0), np.zeros(3)])
+    written = np.arange(c + 3) < c
+    _assert_region(y, expected, written, 4 * ne + 1, scale, table.names["gconv4_nhwc"])
+
+
+@pytest.mark.parametrize("case", list(GCONV4_CASES.values()), ids=list(GCONV4_CASES))
+def test_gconv4_dot_nhwc_ukernel(table, case):
+    c_spec, ne = case[:2]
+    c, dtype = _size(c_spec, table.nr), table.dtype
+    rng = np.random.default_rng(ne * 19 + c)
+    a = np.concatenate([_rand(rng, c + 48, dtype), _nan(4, dtype)])
+    b = np.concatenate([_rand(rng, c + 50, dtype), _nan(4, dtype)])
+    a_offsets = [4 * int(o) for o in rng.integers(0, 13, ne)]
+    b_offsets = [int(o) for o in rng.integers(0, 51, ne)]
+    y = np.concatenate([_rand(rng, 4 * c, dtype), _nan(3, dtype)])
+    terms = np.zeros((ne + 1, 4, c))
+    terms[ne] = y[:4 * c].reshape(4, c)
+    table.gconv4_dot_nhwc(c, a, a_offsets, b, b_offsets, y)
+    for e, (i, j) in enumerate(zip(a_offsets, b_offsets)):
+        terms[e] = _rotated(a, i, c) * b[j:j + c].astype(np.float64)
+    expected = np.concatenate([terms.sum(axis=0).reshape(-1), np.zeros(3)])
+    scale = np.concatenate([np.abs(terms).sum(axis=0).reshape(-1), np.zeros(3)])
+    written = np.arange(4 * c + 3) < 4 * c
+    _assert_region(y, expected, written, ne + 1, scale, table.names["gconv4_dot_nhwc"])
+
+
+# depthwise weight gradient along a run: id: (channels c, pixels n, taps kt, pixel step xs and
+# tap step ts in channels, "c" for c): more taps than one pass carries (4), overlapping reads
+DWCONV_DOT_NHWC_CASES = {
+    "stride-1-row": ("2tile+3", 7, 3, "c", "c"),
+    "no-pixels": ("tile", 0, 3, "c", "c"),
+    "one-tap-tail": ("tile-1", 5, 1, "c", 0),
+    "strided-dilated": ("tile+1", 4, 3, 37, 11),
+    "more-taps-than-a-pass": ("tile", 6, 7, "c", 5),
+    "one-channel": (1, 9, 5, 2, 1),
+}
+
+
+@pytest.mark.parametrize("case", list(DWCONV_DOT_NHWC_CASES.values()),
+                         ids=list(DWCONV_DOT_NHWC_CASES))
+def test_dwconv_dot_nhwc_ukernel(table, case):
+    c_spec, n, kt, xs, ts = case
+    c, dtype = _size(c_spec, table.nr), table.dtype
+    xs, ts = (c if s == "c" else s for s in (xs, ts))
+    rng = np.random.default_rng(n * 23 + kt * 5 + c)
+    extent = (n - 1) * xs + (kt - 1) * ts + c if n else 0
+    x = np.concatenate([_rand(rng, extent, dtype), _nan(4, dtype)])
+    g = np.concatenate([_rand(rng, n * c, dtype), _nan(4, dtype)])
+    y = np.concatenate([_rand(rng, kt * c, dtype), _nan(3, dtype)])
+    terms = np.zeros((n + 1, kt, c))
+    terms[n] = y[:kt * c].reshape(kt, c)
+    table.dwconv_dot_nhwc(c, n, kt, x, xs, ts, g, y)
+    for e in range(n):
+        for t in range(kt):
+            start = e * xs + t * ts
+            terms[e, t] = x[start:start + c].astype(np.float64) * g[e * c:(e + 1) * c]
+    expected = np.concatenate([terms.sum(axis=0).reshape(-1), np.zeros(3)])
+    scale = np.concatenate([np.abs(terms).sum(axis=0).reshape(-1), np.zeros(3)])
+    written = np.arange(kt * c + 3) < kt * c
+    _assert_region(y, expected, written, n + 1, scale, table.names["dwconv_dot_nhwc"])

@@ -8,25 +8,29 @@
  * packed per (tap, shift) as [kH * kW][2m - 1][C] and zero where j + shift leaves j's group
  * (m - 1 of every m lanes' reads are wasted on average: worth it while the GEMMs' tiles would be
  * emptier still). The first and the last pixel of an operand are read from zero-padded copies
- * when shifts reach past them.
+ * when shifts reach past them. Groups of four (m = 4) instead read each row once and rotate it
+ * within each group of four lanes in registers (the gconv4 microkernels, weights
+ * [kH * kW][4][C]): no lane wasted, nothing read from another group.
  *
  *   forward          y[n, oh, ow] = bias + sum over taps inside x of x[n, ih, iw] w[tap]; tasks
  *                    are output rows (image, oh). The taps in the padding are left out, which
- *                    the definition multiplies by zero, and for m > 1 zero weights meet other
- *                    groups' inputs: FC_NONFINITE when w (or, m > 1, x) holds an Inf or a NaN (the
- *                    plan's fallback is the direct pass).
+ *                    the definition multiplies by zero, and shifted (m > 1, not 4) zero weights
+ *                    meet other groups' inputs: FC_NONFINITE when w (or, shifted, x) holds an Inf
+ *                    or a NaN (the plan's fallback is the direct pass).
  *   input gradient   dX[n, ih, iw] = bias + sum over (tap, output pixel) with ih = oh sH - pad_top
  *                    + i dH (and the same along W) of dY[n, oh, ow] w[tap]: the transposed
  *                    convolution as a gather, any stride (the taps whose phase misses a pixel are
  *                    skipped); tasks are input rows. Only real output positions are multiplied,
- *                    as in the definition; for m > 1 FC_NONFINITE when dY holds an Inf or a NaN
+ *                    as in the definition; shifted, FC_NONFINITE when dY holds an Inf or a NaN
  *                    (zero weights meet other groups' dY; the fallback is col2im).
  *   weight gradient  dW[tap] = sum over every output pixel whose tap lies inside x of x[n, ih, iw]
  *                    dY[n, oh, ow]; tasks are fixed chunks of the N * OH output rows, each summing
  *                    into a private [kH * kW][2m - 1][C], added in chunk order at the end
  *                    (bit-identical for any thread count; the lanes whose shift leaves the group
- *                    are dropped). Padding taps are left out: FC_NONFINITE when dY holds an Inf or
- *                    a NaN (the fallback is the direct pass). */
+ *                    are dropped); depthwise, each dY pixel of a row is read once for a kernel
+ *                    row's taps (the dwconv_dot_nhwc microkernel). Padding taps are left out:
+ *                    FC_NONFINITE when dY holds an Inf or a NaN (the fallback is the direct
+ *                    pass). */
 #ifndef FC_CONV2D_NHWC_DEPTHWISE_H
 #define FC_CONV2D_NHWC_DEPTHWISE_H
 
@@ -42,18 +46,34 @@ static inline fc_index FC_LOCAL(nhwc_dw_shift)(fc_index s, fc_index m) {
     return s == 0 ? 0 : s % 2 ? (s + 1) / 2 : s / 2 - m;
 }
 
-/* dst[(t * S + s) * C + j] = the weight lane j meets at shift s of tap t: lane j is output channel
- * j (forward, its partner input channel j + shift) or input channel j (`transposed`, the input
- * gradient: its partner output channel j + shift); zero where the partner lies outside j's group.
- * Either weight layout. */
+/* Groups of four (m = 4) are read once per term and rotated within each group of four lanes in
+ * registers (the gconv4 microkernels): four partners per lane, none wasted, nothing read outside
+ * the group. */
+static inline int FC_LOCAL(nhwc_dw_rotates)(fc_index m) { return m == 4; }
+
+/* The weight rows per tap: the rotations or the shifts. */
+static inline fc_index FC_LOCAL(nhwc_dw_rows)(fc_index m) {
+    return FC_LOCAL(nhwc_dw_rotates)(m) ? 4 : 2 * m - 1;
+}
+
+/* The channel of its group that lane u (of m) meets in row s of a tap's weights (outside [0, m):
+ * none, a shifted read's lane that leaves the group). */
+static inline fc_index FC_LOCAL(nhwc_dw_partner)(fc_index s, fc_index u, fc_index m) {
+    return FC_LOCAL(nhwc_dw_rotates)(m) ? (u + s) % 4 : u + FC_LOCAL(nhwc_dw_shift)(s, m);
+}
+
+/* dst[(t * R + s) * C + j] = the weight lane j meets in row s of tap t (R rows: nhwc_dw_rows):
+ * lane j is output channel j (forward, its partner the input channel nhwc_dw_partner gives) or
+ * input channel j (`transposed`, the input gradient: its partner an output channel); zero where
+ * the partner lies outside j's group. Either weight layout. */
 static void FC_LOCAL(nhwc_dw_pack)(const fc_conv2d_params *p, const T *w, int transposed, T *dst) {
-    const fc_index C = p->in_channels, m = C / p->groups, S = 2 * m - 1;
+    const fc_index C = p->in_channels, m = C / p->groups, S = FC_LOCAL(nhwc_dw_rows)(m);
     const fc_index kk = p->kernel_h * p->kernel_w;
     const fc_weight_layout ws = fc_weight_layout_of(p);
     for (fc_index t = 0; t < kk; t++)
         for (fc_index s = 0; s < S; s++)
             for (fc_index j = 0; j < C; j++, dst++) {
-                const fc_index u = j % m, q = u + FC_LOCAL(nhwc_dw_shift)(s, m);
+                const fc_index u = j % m, q = FC_LOCAL(nhwc_dw_partner)(s, u, m);
                 const fc_index k = transposed ? j - u + q : j, c = transposed ? u : q;
                 *dst = q < 0 || q >= m ? (T)0
                                        : w[k * ws.k_stride + c * ws.c_stride + t * ws.tap_stride];
@@ -96,9 +116,10 @@ static int FC_LOCAL(conv2d_nhwc_fwd_depthwise)(const fc_conv2d_params *p, const 
                                                int nthreads) {
     const fc_index C = p->in_channels, H = p->in_h, W = p->in_w, OH = p->out_h, OW = p->out_w;
     const fc_index kh = p->kernel_h, kw = p->kernel_w, kk = kh * kw, rows = p->batch * OH;
-    const fc_index m = C / p->groups, S = 2 * m - 1, npix = p->batch * H * W;
+    const fc_index m = C / p->groups, S = FC_LOCAL(nhwc_dw_rows)(m), npix = p->batch * H * W;
+    const int rotates = FC_LOCAL(nhwc_dw_rotates)(m);
     if (!FC_LOCAL(all_finite)(tn, w, C * m * kk, nthreads) ||
-        (m > 1 && !FC_LOCAL(all_finite)(tn, x, npix * C, nthreads)))
+        (m > 1 && !rotates && !FC_LOCAL(all_finite)(tn, x, npix * C, nthreads)))
         return FC_NONFINITE;
     T *wp = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(kk * S * C));
     T *edges = FC_LOCAL(nhwc_dw_edges)(x, npix, C, m);
@@ -132,14 +153,23 @@ static int FC_LOCAL(conv2d_nhwc_fwd_depthwise)(const fc_conv2d_params *p, const 
                 for (fc_index i = i0; i < i1; i++)
                     for (fc_index j = j0; j < j1; j++) {
                         const fc_index ih = ih0 + i * p->dilation_h, iw = iw0 + j * p->dilation_w;
-                        const T *row = FC_LOCAL(nhwc_dw_row)(x, (n * H + ih) * W + iw, npix, C, m,
-                                                             edges);
+                        const fc_index pix = (n * H + ih) * W + iw, t = i * kw + j;
+                        if (rotates) {
+                            a[ne] = x + pix * C;
+                            b[ne++] = wp + t * S * C;
+                            continue;
+                        }
+                        const T *row = FC_LOCAL(nhwc_dw_row)(x, pix, npix, C, m, edges);
                         for (fc_index sh = 0; sh < S; sh++, ne++) {
                             a[ne] = row + FC_LOCAL(nhwc_dw_shift)(sh, m);
-                            b[ne] = wp + ((i * kw + j) * S + sh) * C;
+                            b[ne] = wp + (t * S + sh) * C;
                         }
                     }
-                FC_NR_NAME(dwconv_nhwc_ukernel)(C, ne, a, b, y + (r * OW + ow) * C, 0, bias);
+                T *out = y + (r * OW + ow) * C;
+                if (rotates)
+                    FC_NR_NAME(gconv4_nhwc_ukernel)(C, ne, a, b, out, 0, bias);
+                else
+                    FC_NR_NAME(dwconv_nhwc_ukernel)(C, ne, a, b, out, 0, bias);
             }
         }
         free(a);
@@ -230,28 +260,40 @@ typedef struct {
 static void FC_LOCAL(nhwc_dw_gather_pixel)(const void *ctx, const FC_LOCAL(nhwc_sources) *src) {
     const FC_LOCAL(nhwc_dw_gather_ctx) *c = (const FC_LOCAL(nhwc_dw_gather_ctx) *)ctx;
     const fc_conv2d_params *p = c->p;
-    const fc_index C = p->in_channels, m = C / p->groups, S = 2 * m - 1, kw = p->kernel_w;
-    const fc_index OH = p->out_h, OW = p->out_w, npix = p->batch * OH * OW;
+    const fc_index C = p->in_channels, m = C / p->groups, S = FC_LOCAL(nhwc_dw_rows)(m);
+    const fc_index OH = p->out_h, OW = p->out_w, npix = p->batch * OH * OW, kw = p->kernel_w;
+    const int rotates = FC_LOCAL(nhwc_dw_rotates)(m);
     fc_index ne = 0;
     for (fc_index u = 0; u < src->nh; u++)
         for (fc_index v = 0; v < src->nw; v++) {
-            const T *row = FC_LOCAL(nhwc_dw_row)(
-                c->gy, (src->n * OH + src->oh[u]) * OW + src->ow[v], npix, C, m, c->edges);
+            const fc_index pix = (src->n * OH + src->oh[u]) * OW + src->ow[v];
+            const fc_index t = src->ti[u] * kw + src->tj[v];
+            if (rotates) {
+                src->a[ne] = c->gy + pix * C;
+                src->b[ne++] = c->wp + t * S * C;
+                continue;
+            }
+            const T *row = FC_LOCAL(nhwc_dw_row)(c->gy, pix, npix, C, m, c->edges);
             for (fc_index sh = 0; sh < S; sh++, ne++) {
                 src->a[ne] = row + FC_LOCAL(nhwc_dw_shift)(sh, m);
-                src->b[ne] = c->wp + ((src->ti[u] * kw + src->tj[v]) * S + sh) * C;
+                src->b[ne] = c->wp + (t * S + sh) * C;
             }
         }
     T *out = c->gx + ((src->n * p->in_h + src->ih) * p->in_w + src->iw) * C;
-    FC_NR_NAME(dwconv_nhwc_ukernel)(C, ne, src->a, src->b, out, 0, c->bias);
+    if (rotates)
+        FC_NR_NAME(gconv4_nhwc_ukernel)(C, ne, src->a, src->b, out, 0, c->bias);
+    else
+        FC_NR_NAME(dwconv_nhwc_ukernel)(C, ne, src->a, src->b, out, 0, c->bias);
 }
 
 static int FC_LOCAL(conv2d_nhwc_bwd_input_depthwise)(const fc_conv2d_params *p, const fc_tuning *tn,
                                                      const T *gy, const T *w, const T *bias, T *gx,
                                                      int nthreads) {
     const fc_index C = p->in_channels, kk = p->kernel_h * p->kernel_w;
-    const fc_index m = C / p->groups, S = 2 * m - 1, npix = p->batch * p->out_h * p->out_w;
-    if (m > 1 && !FC_LOCAL(all_finite)(tn, gy, npix * C, nthreads)) return FC_NONFINITE;
+    const fc_index m = C / p->groups, S = FC_LOCAL(nhwc_dw_rows)(m);
+    const fc_index npix = p->batch * p->out_h * p->out_w;
+    if (m > 1 && !FC_LOCAL(nhwc_dw_rotates)(m) && !FC_LOCAL(all_finite)(tn, gy, npix * C, nthreads))
+        return FC_NONFINITE;
     T *wp = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(kk * S * C));
     T *edges = FC_LOCAL(nhwc_dw_edges)(gy, npix, C, m);
     int rc = FC_ENOMEM;
@@ -267,13 +309,54 @@ static int FC_LOCAL(conv2d_nhwc_bwd_input_depthwise)(const fc_conv2d_params *p, 
     return rc;
 }
 
+/* The output pixels [*lo, *hi) whose tap column j lies inside the input row. */
+static inline void FC_LOCAL(nhwc_dw_tap_run)(const fc_conv2d_params *p, fc_index j, fc_index *lo,
+                                             fc_index *hi) {
+    const fc_index off = j * p->dilation_w - p->pad_left, W = p->in_w, sw = p->stride_w;
+    *lo = off >= 0 ? 0 : FC_CEIL_DIV(-off, sw);
+    *hi = FC_MAX(*lo, off >= W ? 0 : FC_MIN(p->out_w, (W - 1 - off) / sw + 1));
+}
+
+/* Depthwise (m = 1): one output row's terms of one kernel row's taps, acc[j C + q] += sum over
+ * the output pixels ow whose tap j lies inside the input row xrow of xrow[ow sW + j dW -
+ * pad_left][q] gyrow[ow][q]: the pixels where every tap is inside in one run of the dot
+ * microkernel (each dY pixel read once for several taps), each tap's remaining pixels apart. */
+static void FC_LOCAL(nhwc_dw_grad_row)(const fc_conv2d_params *p, const T *xrow, const T *gyrow,
+                                       T *acc) {
+    const fc_index C = p->in_channels, kw = p->kernel_w, sw = p->stride_w, dw = p->dilation_w;
+    fc_index lo = 0, hi = p->out_w;
+    for (fc_index j = 0; j < kw; j++) {
+        fc_index a, b;
+        FC_LOCAL(nhwc_dw_tap_run)(p, j, &a, &b);
+        lo = FC_MAX(lo, a);
+        hi = FC_MIN(hi, b);
+    }
+    if (lo >= hi) lo = hi = 0; /* no pixel with every tap inside */
+    if (hi > lo)
+        FC_NR_NAME(dwconv_dot_nhwc_ukernel)(C, hi - lo, kw, xrow + (lo * sw - p->pad_left) * C,
+                                            sw * C, dw * C, gyrow + lo * C, acc);
+    for (fc_index j = 0; j < kw; j++) {
+        fc_index a, b;
+        FC_LOCAL(nhwc_dw_tap_run)(p, j, &a, &b);
+        const fc_index off = j * dw - p->pad_left;
+        const fc_index runs[2][2] = {{a, FC_MIN(b, lo)}, {FC_MAX(a, hi), b}};
+        for (int k = 0; k < 2; k++)
+            if (runs[k][1] > runs[k][0])
+                FC_NR_NAME(dwconv_dot_nhwc_ukernel)(C, runs[k][1] - runs[k][0], 1,
+                                                    xrow + (runs[k][0] * sw + off) * C, sw * C, 0,
+                                                    gyrow + runs[k][0] * C, acc + j * C);
+    }
+}
+
 static int FC_LOCAL(conv2d_nhwc_bwd_weight_depthwise)(const fc_conv2d_params *p,
                                                       const fc_tuning *tn, const T *gy, const T *x,
                                                       T *gw, int nthreads) {
     const fc_index C = p->in_channels, H = p->in_h, W = p->in_w, OH = p->out_h, OW = p->out_w;
     const fc_index kh = p->kernel_h, kw = p->kernel_w, kk = kh * kw, rows = p->batch * OH;
     const fc_index sw = p->stride_w, dw = p->dilation_w;
-    const fc_index m = C / p->groups, S = 2 * m - 1, npix = p->batch * H * W, per = kk * S * C;
+    const fc_index m = C / p->groups, S = FC_LOCAL(nhwc_dw_rows)(m), npix = p->batch * H * W;
+    const fc_index per = kk * S * C;
+    const int rotates = FC_LOCAL(nhwc_dw_rotates)(m);
     if (!FC_LOCAL(all_finite)(tn, gy, rows * OW * C, nthreads)) return FC_NONFINITE;
     /* chunks of output rows fixed by the problem, not by the thread count */
     const fc_index chunks = FC_MAX(1, FC_MIN(rows, tn->weight_grad_tasks));
@@ -304,13 +387,28 @@ static int FC_LOCAL(conv2d_nhwc_bwd_weight_depthwise)(const fc_conv2d_params *p,
                 const fc_index n = r / OH, oh = r % OH, ih0 = oh * p->stride_h - p->pad_top;
                 fc_index i0, i1;
                 FC_LOCAL(nhwc_dw_taps)(ih0, p->dilation_h, kh, H, &i0, &i1);
-                for (fc_index i = i0; i < i1; i++)
+                for (fc_index i = i0; i < i1; i++) {
+                    if (m == 1) {
+                        FC_LOCAL(nhwc_dw_grad_row)(p, x + (n * H + ih0 + i * p->dilation_h) * W * C,
+                                                   gy + r * OW * C, acc + i * kw * C);
+                        continue;
+                    }
                     for (fc_index j = 0; j < kw; j++) {
                         /* the output pixels whose tap (i, j) lies inside the row */
                         const fc_index off = j * dw - p->pad_left;
-                        const fc_index ow0 = off >= 0 ? 0 : FC_CEIL_DIV(-off, sw);
-                        const fc_index ow1 = off >= W ? 0 : FC_MIN(OW, (W - 1 - off) / sw + 1);
+                        fc_index ow0, ow1;
+                        FC_LOCAL(nhwc_dw_tap_run)(p, j, &ow0, &ow1);
                         const fc_index pix0 = (n * H + ih0 + i * p->dilation_h) * W;
+                        T *sum = acc + (i * kw + j) * S * C;
+                        if (rotates) {
+                            fc_index ne = 0;
+                            for (fc_index ow = ow0; ow < ow1; ow++, ne++) {
+                                a[ne] = x + (pix0 + ow * sw + off) * C;
+                                b[ne] = gy + (r * OW + ow) * C;
+                            }
+                            FC_NR_NAME(gconv4_dot_nhwc_ukernel)(C, ne, a, b, sum);
+                            continue;
+                        }
                         for (fc_index sh = 0; sh < S; sh++) {
                             const fc_index shift = FC_LOCAL(nhwc_dw_shift)(sh, m);
                             fc_index ne = 0;
@@ -320,20 +418,20 @@ static int FC_LOCAL(conv2d_nhwc_bwd_weight_depthwise)(const fc_conv2d_params *p,
                                         shift;
                                 b[ne] = gy + (r * OW + ow) * C;
                             }
-                            FC_NR_NAME(dwconv_nhwc_ukernel)(
-                                C, ne, a, b, acc + ((i * kw + j) * S + sh) * C, 1, NULL);
+                            FC_NR_NAME(dwconv_nhwc_ukernel)(C, ne, a, b, sum + sh * C, 1, NULL);
                         }
                     }
+                }
             }
         }
         free(a);
     }
-    if (!failed) { /* lane j of shift s is output channel j's term with input channel j + shift */
+    if (!failed) { /* lane j of row s is output channel j's term with its partner input channel */
         const fc_weight_layout ws = fc_weight_layout_of(p);
         for (fc_index t = 0; t < kk; t++)
             for (fc_index sh = 0; sh < S; sh++)
                 for (fc_index j = 0; j < C; j++) {
-                    const fc_index q = j % m + FC_LOCAL(nhwc_dw_shift)(sh, m);
+                    const fc_index q = FC_LOCAL(nhwc_dw_partner)(sh, j % m, m);
                     if (q < 0 || q >= m) continue;
                     const fc_index e = (t * S + sh) * C + j;
                     T sum = sums[e];

@@ -14,6 +14,15 @@
  *                                                 (+ bias[q]), q < c: the depthwise passes'
  *                                                 channelwise products, both operands read in
  *                                                 place through a pointer per term
+ *   fc_<dt>_dwconv_dot_nhwc_ukernel_nr<NR>__<isa> y[t c + q] += sum over a run of n pixels of
+ *                                                 x[e xs + t ts + q] g[e c + q], t < kt: the
+ *                                                 depthwise weight gradient, a kernel row's taps
+ *                                                 per dY read
+ *   fc_<dt>_gconv4_nhwc_ukernel_nr<NR>__<isa>     the same for groups of four channels: each term
+ *                                                 a row of a rotated within each group of four
+ *                                                 lanes, against four weight rows
+ *   fc_<dt>_gconv4_dot_nhwc_ukernel_nr<NR>__<isa> its weight gradient: four rows of sums of
+ *                                                 a_e's rotations times b_e
  *
  * Loop structure: as the GEMM microkernels', the MR x NR accumulators held in registers for the
  * whole reduction (igemm: over taps, then over each tap's kc channels), one B panel row loaded per
@@ -211,6 +220,184 @@ static void FC_NR_NAME(dwconv_nhwc_ukernel)(fc_index c, fc_index ne, const T *co
         if (e < ne) even += a[e][q] * b[e][q];
         const T base = accumulate ? y[q] : bias ? bias[q] : (T)0;
         y[q] = base + (even + odd);
+    }
+}
+
+/* The taps of one kernel row the depthwise weight gradient carries at once (registers). */
+#define FC_DW_ROW_TAPS 4
+
+/* The depthwise weight gradient along a run of n output pixels: y[t c + q] += sum over e < n of
+ * x[e xs + t ts + q] g[e c + q], for t < kt and q < c (x: the input row at the run's first pixel
+ * and tap, xs between pixels, ts between taps; g: n contiguous dY pixels). Each dY vector is read
+ * once for up to FC_DW_ROW_TAPS taps; one accumulator per (tap, vector), the terms in order. */
+static void FC_NR_NAME(dwconv_dot_nhwc_ukernel)(fc_index c, fc_index n, fc_index kt,
+                                                const T *restrict x, fc_index xs, fc_index ts,
+                                                const T *restrict g, T *restrict y) {
+    for (fc_index t0 = 0; t0 < kt; t0 += FC_DW_ROW_TAPS) {
+        const fc_index nt = FC_MIN(FC_DW_ROW_TAPS, kt - t0);
+        const T *xt = x + t0 * ts;
+        T *yt = y + t0 * c;
+        fc_index q = 0;
+#if FC_HAVE_VEC
+        for (; q + FC_NR <= c; q += FC_NR) {
+            FC_VEC acc[FC_DW_ROW_TAPS][FC_NV];
+            FC_PRAGMA(GCC unroll 4)
+            for (int t = 0; t < FC_DW_ROW_TAPS; t++) FC_PRAGMA(GCC unroll 8)
+            for (int v = 0; v < FC_NV; v++) acc[t][v] = FC_VZERO();
+            for (fc_index e = 0; e < n; e++) {
+                const T *xe = xt + e * xs + q, *ge = g + e * c + q;
+                FC_PRAGMA(GCC unroll 8)
+                for (int v = 0; v < FC_NV; v++) {
+                    const FC_VEC gv = FC_VLOADU(ge + v * FC_VL);
+                    FC_PRAGMA(GCC unroll 4)
+                    for (int t = 0; t < FC_DW_ROW_TAPS; t++)
+                        if (t < nt)
+                            acc[t][v] = FC_VFMA(FC_VLOADU(xe + t * ts + v * FC_VL), gv, acc[t][v]);
+                }
+            }
+            for (int t = 0; t < nt; t++) FC_PRAGMA(GCC unroll 8)
+            for (int v = 0; v < FC_NV; v++) {
+                T *out = yt + t * c + q + v * FC_VL;
+                FC_VSTOREU(out, FC_VADD(FC_VLOADU(out), acc[t][v]));
+            }
+        }
+        for (; q + FC_VL <= c; q += FC_VL) {
+            FC_VEC acc[FC_DW_ROW_TAPS];
+            FC_PRAGMA(GCC unroll 4)
+            for (int t = 0; t < FC_DW_ROW_TAPS; t++) acc[t] = FC_VZERO();
+            for (fc_index e = 0; e < n; e++) {
+                const FC_VEC gv = FC_VLOADU(g + e * c + q);
+                FC_PRAGMA(GCC unroll 4)
+                for (int t = 0; t < FC_DW_ROW_TAPS; t++)
+                    if (t < nt) acc[t] = FC_VFMA(FC_VLOADU(xt + e * xs + t * ts + q), gv, acc[t]);
+            }
+            for (int t = 0; t < nt; t++)
+                FC_VSTOREU(yt + t * c + q, FC_VADD(FC_VLOADU(yt + t * c + q), acc[t]));
+        }
+#endif
+        for (; q < c; q++)
+            for (fc_index t = 0; t < nt; t++) {
+                T acc = 0;
+                for (fc_index e = 0; e < n; e++) acc += xt[e * xs + t * ts + q] * g[e * c + q];
+                yt[t * c + q] += acc;
+            }
+    }
+}
+
+/* Groups of four channels (ResNeXt's): y[q] (+)= sum over e < ne and r < 4 of
+ * a_e[q - u + (u + r) % 4] b_e[r c + q], u = q % 4, for q < c (a multiple of 4), plus bias[q]:
+ * lane q meets each channel of its group once, by rotating a row of a, read once, within each
+ * group of four lanes in registers (a vector holds whole groups). The four rotations' products
+ * go to four sets of accumulators, added in one order fixed by (c, ne). */
+static void FC_NR_NAME(gconv4_nhwc_ukernel)(fc_index c, fc_index ne, const T *const *restrict a,
+                                            const T *const *restrict b, T *restrict y,
+                                            int accumulate, const T *restrict bias) {
+    fc_index q = 0;
+#if FC_HAVE_VEC
+    for (; q + FC_NR <= c; q += FC_NR) {
+        FC_VEC acc[4][FC_NV];
+        FC_PRAGMA(GCC unroll 4)
+        for (int r = 0; r < 4; r++) FC_PRAGMA(GCC unroll 8)
+        for (int v = 0; v < FC_NV; v++) acc[r][v] = FC_VZERO();
+        for (fc_index e = 0; e < ne; e++) {
+            const T *ae = a[e] + q, *be = b[e] + q;
+            FC_PRAGMA(GCC unroll 8)
+            for (int v = 0; v < FC_NV; v++) {
+                const FC_VEC x = FC_VLOADU(ae + v * FC_VL);
+                const T *w = be + v * FC_VL;
+                acc[0][v] = FC_VFMA(x, FC_VLOADU(w), acc[0][v]);
+                acc[1][v] = FC_VFMA(FC_VROT4(x, 1), FC_VLOADU(w + c), acc[1][v]);
+                acc[2][v] = FC_VFMA(FC_VROT4(x, 2), FC_VLOADU(w + 2 * c), acc[2][v]);
+                acc[3][v] = FC_VFMA(FC_VROT4(x, 3), FC_VLOADU(w + 3 * c), acc[3][v]);
+            }
+        }
+        FC_PRAGMA(GCC unroll 8)
+        for (int v = 0; v < FC_NV; v++) {
+            T *out = y + q + v * FC_VL;
+            const FC_VEC base = accumulate ? FC_VLOADU(out)
+                                : bias     ? FC_VLOADU(bias + q + v * FC_VL)
+                                           : FC_VZERO();
+            const FC_VEC sum = FC_VADD(FC_VADD(acc[0][v], acc[1][v]),
+                                       FC_VADD(acc[2][v], acc[3][v]));
+            FC_VSTOREU(out, FC_VADD(base, sum));
+        }
+    }
+    for (; q + FC_VL <= c; q += FC_VL) {
+        FC_VEC acc0 = FC_VZERO(), acc1 = FC_VZERO(), acc2 = FC_VZERO(), acc3 = FC_VZERO();
+        for (fc_index e = 0; e < ne; e++) {
+            const FC_VEC x = FC_VLOADU(a[e] + q);
+            const T *w = b[e] + q;
+            acc0 = FC_VFMA(x, FC_VLOADU(w), acc0);
+            acc1 = FC_VFMA(FC_VROT4(x, 1), FC_VLOADU(w + c), acc1);
+            acc2 = FC_VFMA(FC_VROT4(x, 2), FC_VLOADU(w + 2 * c), acc2);
+            acc3 = FC_VFMA(FC_VROT4(x, 3), FC_VLOADU(w + 3 * c), acc3);
+        }
+        const FC_VEC base = accumulate ? FC_VLOADU(y + q) : bias ? FC_VLOADU(bias + q) : FC_VZERO();
+        FC_VSTOREU(y + q, FC_VADD(base, FC_VADD(FC_VADD(acc0, acc1), FC_VADD(acc2, acc3))));
+    }
+#endif
+    for (; q < c; q++) {
+        const fc_index g = q - q % 4, u = q % 4;
+        T acc[4] = {0, 0, 0, 0};
+        for (fc_index e = 0; e < ne; e++)
+            for (fc_index r = 0; r < 4; r++) acc[r] += a[e][g + (u + r) % 4] * b[e][r * c + q];
+        const T base = accumulate ? y[q] : bias ? bias[q] : (T)0;
+        y[q] = base + ((acc[0] + acc[1]) + (acc[2] + acc[3]));
+    }
+}
+
+/* Its weight gradient: y[r c + q] += sum over e < ne of a_e[q - u + (u + r) % 4] b_e[q], for r < 4
+ * and q < c (a multiple of 4), u = q % 4: each pair of rows read once, a's rotated in registers.
+ * One accumulator per (r, vector), the terms added in order. */
+static void FC_NR_NAME(gconv4_dot_nhwc_ukernel)(fc_index c, fc_index ne, const T *const *restrict a,
+                                                const T *const *restrict b, T *restrict y) {
+    fc_index q = 0;
+#if FC_HAVE_VEC
+    for (; q + FC_NR <= c; q += FC_NR) {
+        FC_VEC acc[4][FC_NV];
+        FC_PRAGMA(GCC unroll 4)
+        for (int r = 0; r < 4; r++) FC_PRAGMA(GCC unroll 8)
+        for (int v = 0; v < FC_NV; v++) acc[r][v] = FC_VZERO();
+        for (fc_index e = 0; e < ne; e++) {
+            FC_PRAGMA(GCC unroll 8)
+            for (int v = 0; v < FC_NV; v++) {
+                const FC_VEC x = FC_VLOADU(a[e] + q + v * FC_VL);
+                const FC_VEC g = FC_VLOADU(b[e] + q + v * FC_VL);
+                acc[0][v] = FC_VFMA(x, g, acc[0][v]);
+                acc[1][v] = FC_VFMA(FC_VROT4(x, 1), g, acc[1][v]);
+                acc[2][v] = FC_VFMA(FC_VROT4(x, 2), g, acc[2][v]);
+                acc[3][v] = FC_VFMA(FC_VROT4(x, 3), g, acc[3][v]);
+            }
+        }
+        FC_PRAGMA(GCC unroll 4)
+        for (int r = 0; r < 4; r++) FC_PRAGMA(GCC unroll 8)
+        for (int v = 0; v < FC_NV; v++) {
+            T *out = y + r * c + q + v * FC_VL;
+            FC_VSTOREU(out, FC_VADD(FC_VLOADU(out), acc[r][v]));
+        }
+    }
+    for (; q + FC_VL <= c; q += FC_VL) {
+        FC_VEC acc0 = FC_VZERO(), acc1 = FC_VZERO(), acc2 = FC_VZERO(), acc3 = FC_VZERO();
+        for (fc_index e = 0; e < ne; e++) {
+            const FC_VEC x = FC_VLOADU(a[e] + q), g = FC_VLOADU(b[e] + q);
+            acc0 = FC_VFMA(x, g, acc0);
+            acc1 = FC_VFMA(FC_VROT4(x, 1), g, acc1);
+            acc2 = FC_VFMA(FC_VROT4(x, 2), g, acc2);
+            acc3 = FC_VFMA(FC_VROT4(x, 3), g, acc3);
+        }
+        FC_VSTOREU(y + q, FC_VADD(FC_VLOADU(y + q), acc0));
+        FC_VSTOREU(y + c + q, FC_VADD(FC_VLOADU(y + c + q), acc1));
+        FC_VSTOREU(y + 2 * c + q, FC_VADD(FC_VLOADU(y + 2 * c + q), acc2));
+        FC_VSTOREU(y + 3 * c + q, FC_VADD(FC_VLOADU(y + 3 * c + q), acc3));
+    }
+#endif
+    for (; q < c; q++) {
+        const fc_index g = q - q % 4, u = q % 4;
+        for (fc_index r = 0; r < 4; r++) {
+            T acc = 0;
+            for (fc_index e = 0; e < ne; e++) acc += a[e][g + (u + r) % 4] * b[e][q];
+            y[r * c + q] += acc;
+        }
     }
 }
 

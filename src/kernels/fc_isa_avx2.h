@@ -24,6 +24,8 @@ typedef __m256 fc_vec_f32;
 #define fc_vfma_f32 _mm256_fmadd_ps
 #define fc_vadd_f32 _mm256_add_ps
 #define fc_vzero_f32 _mm256_setzero_ps
+/* Each group of four lanes (a 128-bit lane) permuted as imm says (fc_template.h: FC_VROT4). */
+#define fc_vperm4_f32(v, imm) _mm256_permute_ps(v, imm)
 /* Copy n < VL elements with AVX2 masked moves (lanes below n enabled). */
 static inline void fc_vcopy_partial_f32(float *d, const float *s, int n) {
     const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(n),
@@ -43,6 +45,7 @@ typedef __m256d fc_vec_f64;
 #define fc_vfma_f64 _mm256_fmadd_pd
 #define fc_vadd_f64 _mm256_add_pd
 #define fc_vzero_f64 _mm256_setzero_pd
+#define fc_vperm4_f64(v, imm) _mm256_permute4x64_pd(v, imm) /* the whole register */
 static inline void fc_vcopy_partial_f64(double *d, const double *s, int n) {
     const __m256i m = _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_setr_epi64x(0, 1, 2, 3));
     _mm256_maskstore_pd(d, m, _mm256_maskload_pd(s, m));

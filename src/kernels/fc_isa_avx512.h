@@ -25,6 +25,8 @@ typedef __m512 fc_vec_f32;
 #define fc_vfma_f32 _mm512_fmadd_ps
 #define fc_vadd_f32 _mm512_add_ps
 #define fc_vzero_f32 _mm512_setzero_ps
+/* Each group of four lanes (a 128-bit lane) permuted as imm says (fc_template.h: FC_VROT4). */
+#define fc_vperm4_f32(v, imm) _mm512_permute_ps(v, imm)
 /* Copy n < VL elements with masked moves (lanes below n enabled). */
 #define fc_vcopy_partial_f32(d, s, n)                                                              \
     _mm512_mask_storeu_ps(d, (__mmask16)((1u << (n)) - 1),                                         \
@@ -42,6 +44,7 @@ typedef __m512d fc_vec_f64;
 #define fc_vfma_f64 _mm512_fmadd_pd
 #define fc_vadd_f64 _mm512_add_pd
 #define fc_vzero_f64 _mm512_setzero_pd
+#define fc_vperm4_f64(v, imm) _mm512_permutex_pd(v, imm) /* within each 256-bit lane */
 #define fc_vcopy_partial_f64(d, s, n)                                                              \
     _mm512_mask_storeu_pd(d, (__mmask8)((1u << (n)) - 1),                                          \
                           _mm512_maskz_loadu_pd((__mmask8)((1u << (n)) - 1), s))

@@ -10,7 +10,8 @@
  *   FC_NR_NAME(op)     a routine per NR columns:  fc_f32_gemm_pack_b_nr32__avx512
  *   FC_LOCAL(name)     a file-local helper:       split_phases_f32
  *   FC_MR, FC_NR       the ISA's GEMM register tile for the dtype (fc_isa_<isa>.h)
- *   FC_VEC, FC_VL, FC_VLOADU, ...   its vector register type and operations, when FC_HAVE_VEC */
+ *   FC_VEC, FC_VL, FC_VLOADU, ...   its vector register type and operations, when FC_HAVE_VEC
+ *                      (every vector a whole number of groups of four lanes: FC_VROT4) */
 #ifndef FC_TEMPLATE_H
 #define FC_TEMPLATE_H
 
@@ -40,6 +41,10 @@ typedef double fc_real_f64;
 #define FC_VADD(a, b) FC_CAT2(fc_vadd_, FC_DT)(a, b)
 #define FC_VZERO() FC_CAT2(fc_vzero_, FC_DT)()
 #define FC_VCOPY_PARTIAL(d, s, n) FC_CAT2(fc_vcopy_partial_, FC_DT)(d, s, n) /* n < VL */
+/* Lane u of every group of four lanes takes the group's lane (u + r) % 4 (r a constant 1..3). */
+#define FC_VROT4(v, r)                                                                             \
+    FC_CAT2(fc_vperm4_, FC_DT)                                                                     \
+    (v, ((r) & 3) | (((r) + 1) & 3) << 2 | (((r) + 2) & 3) << 4 | (((r) + 3) & 3) << 6)
 #endif
 
 #endif /* FC_TEMPLATE_H */

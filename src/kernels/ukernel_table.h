@@ -164,6 +164,31 @@ static void FC_WRAP(dwconv_nhwc)(fc_index c, fc_index ne, const void *const *a,
     FC_NR_NAME(dwconv_nhwc_ukernel)(c, ne, ae, be, y, accumulate, bias);
 }
 
+static void FC_WRAP(dwconv_dot_nhwc)(fc_index c, fc_index n, fc_index kt, const void *x,
+                                     fc_index xs, fc_index ts, const void *g, void *y) {
+    FC_NR_NAME(dwconv_dot_nhwc_ukernel)(c, n, kt, x, xs, ts, g, y);
+}
+
+static void FC_WRAP(gconv4_nhwc)(fc_index c, fc_index ne, const void *const *a,
+                                 const void *const *b, void *y, int accumulate, const void *bias) {
+    const T *ae[FC_MAX(ne, 1)], *be[FC_MAX(ne, 1)];
+    for (fc_index e = 0; e < ne; e++) {
+        ae[e] = a[e];
+        be[e] = b[e];
+    }
+    FC_NR_NAME(gconv4_nhwc_ukernel)(c, ne, ae, be, y, accumulate, bias);
+}
+
+static void FC_WRAP(gconv4_dot_nhwc)(fc_index c, fc_index ne, const void *const *a,
+                                     const void *const *b, void *y) {
+    const T *ae[FC_MAX(ne, 1)], *be[FC_MAX(ne, 1)];
+    for (fc_index e = 0; e < ne; e++) {
+        ae[e] = a[e];
+        be[e] = b[e];
+    }
+    FC_NR_NAME(gconv4_dot_nhwc_ukernel)(c, ne, ae, be, y);
+}
+
 const fc_ukernel_table FC_FN(ukernel_table) = {
     FC_DT_ID,
     FC_MR,
@@ -207,6 +232,12 @@ const fc_ukernel_table FC_FN(ukernel_table) = {
     FC_WRAP(gemm_cols),
     FC_STR(FC_NR_NAME(dwconv_nhwc_ukernel)),
     FC_WRAP(dwconv_nhwc),
+    FC_STR(FC_NR_NAME(dwconv_dot_nhwc_ukernel)),
+    FC_WRAP(dwconv_dot_nhwc),
+    FC_STR(FC_NR_NAME(gconv4_nhwc_ukernel)),
+    FC_WRAP(gconv4_nhwc),
+    FC_STR(FC_NR_NAME(gconv4_dot_nhwc_ukernel)),
+    FC_WRAP(gconv4_dot_nhwc),
 };
 
 #endif /* FC_UKERNEL_TABLE_H */
