@@ -2,8 +2,8 @@
  * where element (k, c, tap) lies in OIHW or HWIO (fc_weight_format), and the flipped, transposed
  * weights of the input gradient's forward pass at stride 1, which the NCHW and NHWC passes share.
  *
- * Loop structure (transposed_problem): one pass over the weights, a block of 16 input channels
- * at a time, each element written once to its flipped, transposed place. */
+ * Loop structure (transposed_problem): one pass over the weights in their own order, each element
+ * written once to its flipped, transposed place. */
 #ifndef FC_CONV2D_WEIGHTS_H
 #define FC_CONV2D_WEIGHTS_H
 
@@ -39,16 +39,12 @@ static fc_conv2d_params FC_LOCAL(transposed_problem)(const fc_conv2d_params *p, 
     const fc_index G = p->groups, Cg = p->in_channels / G, Kg = p->out_channels / G;
     const fc_index kk = p->kernel_h * p->kernel_w;
     const fc_weight_layout s = fc_weight_layout_of(p);
-    /* 16 input channels at a time: 16 write streams, each moving along k, and the reads of one
-     * k contiguous in OIHW (in HWIO the next k reads the next element of the same lines), where
-     * one input channel per k would write each element a whole channel's weights apart */
     for (fc_index g = 0; g < G; g++)
-        for (fc_index c0 = 0; c0 < Cg; c0 += 16)
-            for (fc_index k = 0; k < Kg; k++)
-                for (fc_index c = c0; c < FC_MIN(Cg, c0 + 16); c++)
-                    for (fc_index t = 0; t < kk; t++)
-                        wt[((g * Cg + c) * Kg + k) * kk + (kk - 1 - t)] =
-                            w[(g * Kg + k) * s.k_stride + c * s.c_stride + t * s.tap_stride];
+        for (fc_index k = 0; k < Kg; k++)
+            for (fc_index c = 0; c < Cg; c++)
+                for (fc_index t = 0; t < kk; t++)
+                    wt[((g * Cg + c) * Kg + k) * kk + (kk - 1 - t)] =
+                        w[(g * Kg + k) * s.k_stride + c * s.c_stride + t * s.tap_stride];
     fc_conv2d_params q = *p;
     q.in_channels = p->out_channels;
     q.in_h = p->out_h;
