@@ -1246,21 +1246,7 @@ cdef class UkernelTable:
                     cnp.ndarray y, bint accumulate, cnp.ndarray bias=None):
         """y[:c] = (y[:c] if accumulate else bias[:c] or 0) + sum over e of
         a[a_offsets[e]:][:c] * b[b_offsets[e]:][:c]."""
-        if len(a_offsets) != len(b_offsets) or c < 0:
-            raise ValueError("dwconv_nhwc: as many a as b offsets and c >= 0 needed")
-        cdef fc_index ne = len(a_offsets)
-        cdef void *py = self._data(y, c, "y")
-        cdef const void *pbias = NULL if bias is None else self._data(bias, c, "bias")
-        cdef const void **pa = self._pointers(a, a_offsets, c, "a")
-        cdef const void **pb
-        try:
-            pb = self._pointers(b, b_offsets, c, "b")
-        except ValueError:
-            PyMem_Free(pa)
-            raise
-        self.t.dwconv_nhwc(c, ne, pa, pb, py, accumulate, pbias)
-        PyMem_Free(pa)
-        PyMem_Free(pb)
+        self._terms("dwconv_nhwc", c, a, a_offsets, b, b_offsets, y, accumulate, bias)
 
     def dwconv_dot_nhwc(self, fc_index c, fc_index n, fc_index kt, cnp.ndarray x, fc_index xs,
                         fc_index ts, cnp.ndarray g, cnp.ndarray y):
@@ -1275,35 +1261,41 @@ cdef class UkernelTable:
 
     def gconv4_nhwc(self, fc_index c, cnp.ndarray a, a_offsets, cnp.ndarray b, b_offsets,
                     cnp.ndarray y, bint accumulate, cnp.ndarray bias=None):
-        """dwconv_nhwc for groups of four channels: four rows of c weights per b offset, lane q
-        of row r meeting a's lane q - q % 4 + (q % 4 + r) % 4."""
-        self._terms(c, a, a_offsets, b, b_offsets, y, c, accumulate, bias, 0)
+        """dwconv_nhwc for groups of four channels (c a multiple of 4): four rows of c weights
+        per b offset, lane q of row r meeting a's lane q - q % 4 + (q % 4 + r) % 4."""
+        self._terms("gconv4_nhwc", c, a, a_offsets, b, b_offsets, y, accumulate, bias)
 
     def gconv4_dot_nhwc(self, fc_index c, cnp.ndarray a, a_offsets, cnp.ndarray b, b_offsets,
                         cnp.ndarray y):
         """y[r c + q] += sum over e of a[a_offsets[e] + q - q % 4 + (q % 4 + r) % 4] *
-        b[b_offsets[e] + q], r < 4."""
-        self._terms(c, a, a_offsets, b, b_offsets, y, 4 * c, True, None, 1)
+        b[b_offsets[e] + q], r < 4 (c a multiple of 4)."""
+        self._terms("gconv4_dot_nhwc", c, a, a_offsets, b, b_offsets, y, True, None)
 
-    cdef _terms(self, fc_index c, cnp.ndarray a, a_offsets, cnp.ndarray b, b_offsets,
-                cnp.ndarray y, fc_index ylen, bint accumulate, cnp.ndarray bias, bint dot):
-        """The gconv4 microkernels' checks and pointers (b rows: four per term unless dot)."""
-        if len(a_offsets) != len(b_offsets) or c < 0 or c % 4:
-            raise ValueError("gconv4: as many a as b offsets and c a multiple of 4 needed")
+    cdef _terms(self, str kind, fc_index c, cnp.ndarray a, a_offsets, cnp.ndarray b, b_offsets,
+                cnp.ndarray y, bint accumulate, cnp.ndarray bias):
+        """The channelwise microkernels of one pointer per term and operand: checks, pointers,
+        the call. b holds four weight rows per term for gconv4_nhwc, y four rows of sums for
+        gconv4_dot_nhwc."""
+        grouped = kind != "dwconv_nhwc"
+        if len(a_offsets) != len(b_offsets) or c < 0 or (grouped and c % 4):
+            raise ValueError(f"{kind}: as many a as b offsets and c >= 0 needed"
+                             + (", a multiple of 4" if grouped else ""))
         cdef fc_index ne = len(a_offsets)
-        cdef void *py = self._data(y, ylen, "y")
+        cdef void *py = self._data(y, 4 * c if kind == "gconv4_dot_nhwc" else c, "y")
         cdef const void *pbias = NULL if bias is None else self._data(bias, c, "bias")
         cdef const void **pa = self._pointers(a, a_offsets, c, "a")
         cdef const void **pb
         try:
-            pb = self._pointers(b, b_offsets, c if dot else 4 * c, "b")
+            pb = self._pointers(b, b_offsets, 4 * c if kind == "gconv4_nhwc" else c, "b")
         except ValueError:
             PyMem_Free(pa)
             raise
-        if dot:
-            self.t.gconv4_dot_nhwc(c, ne, pa, pb, py)
-        else:
+        if kind == "dwconv_nhwc":
+            self.t.dwconv_nhwc(c, ne, pa, pb, py, accumulate, pbias)
+        elif kind == "gconv4_nhwc":
             self.t.gconv4_nhwc(c, ne, pa, pb, py, accumulate, pbias)
+        else:
+            self.t.gconv4_dot_nhwc(c, ne, pa, pb, py)
         PyMem_Free(pa)
         PyMem_Free(pb)
 

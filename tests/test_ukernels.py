@@ -730,16 +730,21 @@ def _rotated(a, offset, c):
     return np.stack([a[offset + q - q % 4 + (q % 4 + r) % 4] for r in range(4)]).astype(np.float64)
 
 
+def _gconv4_operands(rng, c, ne, b_rows, dtype):
+    """a (read at group-aligned offsets: a row of pixels) and b (b_rows rows of c per term, any
+    offset), NaN past their ends, and ne offsets into each."""
+    a = np.concatenate([_rand(rng, c + 48, dtype), _nan(4, dtype)])
+    b = np.concatenate([_rand(rng, b_rows * c + 50, dtype), _nan(4, dtype)])
+    return (a, [4 * int(o) for o in rng.integers(0, 13, ne)],
+            b, [int(o) for o in rng.integers(0, 51, ne)])
+
+
 @pytest.mark.parametrize("case", list(GCONV4_CASES.values()), ids=list(GCONV4_CASES))
 def test_gconv4_nhwc_ukernel(table, case):
     c_spec, ne, accumulate, with_bias = case
     c, dtype = _size(c_spec, table.nr), table.dtype
     rng = np.random.default_rng(ne * 17 + c)
-    # a read in place at group-aligned offsets (a row of pixels), b at any; NaN past the end
-    a = np.concatenate([_rand(rng, c + 48, dtype), _nan(4, dtype)])
-    b = np.concatenate([_rand(rng, 4 * c + 50, dtype), _nan(4, dtype)])
-    a_offsets = [4 * int(o) for o in rng.integers(0, 13, ne)]
-    b_offsets = [int(o) for o in rng.integers(0, 51, ne)]
+    a, a_offsets, b, b_offsets = _gconv4_operands(rng, c, ne, 4, dtype)
     y = np.concatenate([_rand(rng, c, dtype), _nan(3, dtype)])
     before = y[:c].astype(np.float64)
     bias = np.concatenate([_rand(rng, c, dtype), _nan(2, dtype)]) if with_bias else None
@@ -762,10 +767,7 @@ def test_gconv4_dot_nhwc_ukernel(table, case):
     c_spec, ne = case[:2]
     c, dtype = _size(c_spec, table.nr), table.dtype
     rng = np.random.default_rng(ne * 19 + c)
-    a = np.concatenate([_rand(rng, c + 48, dtype), _nan(4, dtype)])
-    b = np.concatenate([_rand(rng, c + 50, dtype), _nan(4, dtype)])
-    a_offsets = [4 * int(o) for o in rng.integers(0, 13, ne)]
-    b_offsets = [int(o) for o in rng.integers(0, 51, ne)]
+    a, a_offsets, b, b_offsets = _gconv4_operands(rng, c, ne, 1, dtype)
     y = np.concatenate([_rand(rng, 4 * c, dtype), _nan(3, dtype)])
     terms = np.zeros((ne + 1, 4, c))
     terms[ne] = y[:4 * c].reshape(4, c)
