@@ -108,7 +108,9 @@ def _nhwc_geometry(c, k, groups):
 
 
 CHANNELWISE = (("depthwise", "direct"), ("depthwise", "col2im"), ("depthwise", "direct"))
-GEMMS = (("direct", "direct"), ("col2im", "col2im"), ("direct", "direct"))
+# the GEMM passes; "few" for the input gradient: direct for at most 4 input channels per group
+# (kW C/groups as the GEMM's rows), else col2im (stride 1 and as few channels as these)
+GEMMS = (("direct", "direct"), "few", ("direct", "direct"))
 # channels last, id: (channels per group, output channels per group, groups, the three plans);
 # "NR/4" stands for a quarter of the ISA's register columns
 NHWC_PLAN_CASES = {
@@ -117,6 +119,7 @@ NHWC_PLAN_CASES = {
     "depthwise-multiplier-2": (1, 2, 16, GEMMS),
     "grouped-at-quarter-NR": ("NR/4", "NR/4", 3, CHANNELWISE),
     "grouped-past-quarter-NR": ("NR/4+1", "NR/4+1", 3, GEMMS),
+    "three-channels": (3, 8, 1, GEMMS),
 }
 
 
@@ -129,8 +132,11 @@ def _per_group(spec, nr):
 def test_nhwc_plan_chooses(case, dtype, isa):
     cg, kg, groups, expected = case
     nr = _kernels.tuning(isa, dtype)["nr"]
-    g = _nhwc_geometry(_per_group(cg, nr) * groups, _per_group(kg, nr) * groups, groups)
+    c = _per_group(cg, nr)
+    g = _nhwc_geometry(c * groups, _per_group(kg, nr) * groups, groups)
     for which, plan in zip(_kernels.CONV_PASSES, expected):
+        if plan == "few":
+            plan = ("direct", "direct") if c <= 4 else ("col2im", "col2im")
         assert _kernels.conv_plan(g, which, dtype) == plan, which
 
 
