@@ -54,22 +54,28 @@ static int FC_LOCAL(conv2d_nhwc_bwd_input_transposed)(const fc_conv2d_params *p,
     return rc;
 }
 
+/* Output channel k (of group g) of kernel row i at (j, c), e = j * Cg + c, the kernel row's
+ * kW * C/groups values in the order of an input row's elements; zero past them. */
+static inline T FC_LOCAL(nhwc_wrow)(const fc_conv2d_params *p, const T *w, fc_index g, fc_index i,
+                                    fc_index k, fc_index e) {
+    const fc_index Cg = p->in_channels / p->groups, Kg = p->out_channels / p->groups;
+    const fc_weight_layout s = fc_weight_layout_of(p);
+    if (e >= p->kernel_w * Cg) return (T)0;
+    return w[(g * Kg + k) * s.k_stride + e % Cg * s.c_stride +
+             (i * p->kernel_w + e / Cg) * s.tap_stride];
+}
+
 /* B panels of kernel row i of group g: column (j, c) of K x (kW * C/groups), e = j * Cg + c, as
  * [column block][Kg][NR], zero past the columns. */
 static void FC_NR_NAME(conv2d_nhwc_pack_wrows)(const fc_conv2d_params *p, const T *w, T *dst) {
     const fc_index G = p->groups, Cg = p->in_channels / G, Kg = p->out_channels / G;
-    const fc_index kw = p->kernel_w, ncols = kw * Cg, cblocks = FC_CEIL_DIV(ncols, FC_NR);
-    const fc_weight_layout s = fc_weight_layout_of(p);
+    const fc_index cblocks = FC_CEIL_DIV(p->kernel_w * Cg, FC_NR);
     for (fc_index g = 0; g < G; g++)
         for (fc_index i = 0; i < p->kernel_h; i++)
             for (fc_index cb = 0; cb < cblocks; cb++)
                 for (fc_index k = 0; k < Kg; k++, dst += FC_NR)
-                    for (fc_index u = 0; u < FC_NR; u++) {
-                        const fc_index e = cb * FC_NR + u, j = e / Cg, c = e % Cg;
-                        dst[u] = e < ncols ? w[(g * Kg + k) * s.k_stride + c * s.c_stride +
-                                               (i * kw + j) * s.tap_stride]
-                                           : (T)0;
-                    }
+                    for (fc_index u = 0; u < FC_NR; u++)
+                        dst[u] = FC_LOCAL(nhwc_wrow)(p, w, g, i, k, cb * FC_NR + u);
 }
 
 static int FC_LOCAL(conv2d_nhwc_bwd_input_col2im)(const fc_conv2d_params *p, const fc_tuning *tn,
@@ -169,19 +175,14 @@ static void FC_LOCAL(nhwc_stack_order)(const fc_conv2d_params *p, fc_index *pos)
 static void FC_MR_NAME(conv2d_nhwc_pack_wstack)(const fc_conv2d_params *p, const fc_index *pos,
                                                 const T *w, T *dst) {
     const fc_index G = p->groups, Cg = p->in_channels / G, Kg = p->out_channels / G;
-    const fc_index kh = p->kernel_h, kw = p->kernel_w, m = kw * Cg, mpanels = FC_CEIL_DIV(m, FC_MR);
-    const fc_weight_layout s = fc_weight_layout_of(p);
+    const fc_index kh = p->kernel_h, mpanels = FC_CEIL_DIV(p->kernel_w * Cg, FC_MR);
     for (fc_index g = 0; g < G; g++)
         for (fc_index mp = 0; mp < mpanels; mp++)
             for (fc_index i = 0; i < kh; i++) {
                 T *d = dst + ((g * mpanels + mp) * kh + pos[i]) * Kg * FC_MR;
                 for (fc_index k = 0; k < Kg; k++, d += FC_MR)
-                    for (fc_index u = 0; u < FC_MR; u++) {
-                        const fc_index e = mp * FC_MR + u, j = e / Cg, c = e % Cg;
-                        d[u] = e < m ? w[(g * Kg + k) * s.k_stride + c * s.c_stride +
-                                         (i * kw + j) * s.tap_stride]
-                                     : (T)0;
-                    }
+                    for (fc_index u = 0; u < FC_MR; u++)
+                        d[u] = FC_LOCAL(nhwc_wrow)(p, w, g, i, k, mp * FC_MR + u);
             }
 }
 
