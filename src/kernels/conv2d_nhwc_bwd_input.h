@@ -78,6 +78,15 @@ static void FC_NR_NAME(conv2d_nhwc_pack_wrows)(const fc_conv2d_params *p, const 
                         dst[u] = FC_LOCAL(nhwc_wrow)(p, w, g, i, k, cb * FC_NR + u);
 }
 
+/* One input row of dX from its zero-padded copy (column iw at iw + pad_left), plus the bias. */
+static void FC_LOCAL(nhwc_row_out)(const fc_conv2d_params *p, const T *row, const T *bias, T *out) {
+    const fc_index C = p->in_channels, W = p->in_w;
+    memcpy(out, row + p->pad_left * C, sizeof(T) * (size_t)(W * C));
+    if (bias)
+        for (fc_index iw = 0; iw < W; iw++)
+            for (fc_index c = 0; c < C; c++) out[iw * C + c] += bias[c];
+}
+
 static int FC_LOCAL(conv2d_nhwc_bwd_input_col2im)(const fc_conv2d_params *p, const fc_tuning *tn,
                                                   const T *gy, const T *w, const T *bias, T *gx,
                                                   int nthreads) {
@@ -141,11 +150,7 @@ static int FC_LOCAL(conv2d_nhwc_bwd_input_col2im)(const fc_conv2d_params *p, con
                     }
                 }
             }
-            T *out = gx + (n * H + ih) * W * C;
-            memcpy(out, row + p->pad_left * C, sizeof(T) * (size_t)(W * C));
-            if (bias)
-                for (fc_index iw = 0; iw < W; iw++)
-                    for (fc_index c = 0; c < C; c++) out[iw * C + c] += bias[c];
+            FC_LOCAL(nhwc_row_out)(p, row, bias, gx + (n * H + ih) * W * C);
         }
         fc_aligned_free(ap);
         fc_aligned_free(tile);
@@ -310,11 +315,7 @@ static int FC_LOCAL(conv2d_nhwc_bwd_input_direct)(const fc_conv2d_params *p, con
                         for (fc_index ow = 0; ow < OW; ow++) dst[ow * sw * C] += te[ow];
                     }
                 }
-                T *out = gx + (n * H + ih) * W * C;
-                memcpy(out, row + p->pad_left * C, sizeof(T) * (size_t)(W * C));
-                if (bias)
-                    for (fc_index iw = 0; iw < W; iw++)
-                        for (fc_index c = 0; c < C; c++) out[iw * C + c] += bias[c];
+                FC_LOCAL(nhwc_row_out)(p, row, bias, gx + (n * H + ih) * W * C);
             }
         }
         fc_aligned_free(pk);
