@@ -250,7 +250,8 @@ class force_conv_algorithms:
     and benchmarks (private; process-wide, not per thread).
 
     ``forward``: 'direct', 'winograd', 'depthwise' or 'plain'; ``input`` (the input gradient):
-    'transposed', 'depthwise', 'col2im' or 'plain' (channels last only); ``weight`` (the weight gradient): 'direct',
+    'transposed', 'depthwise', 'col2im', 'direct' or 'plain' (the last two channels last only);
+    ``weight`` (the weight gradient): 'direct',
     'depthwise', 'grouped' or 'plain' ('depthwise' needs one input channel per group); None or
     'auto' leaves a pass to the plan (src/kernels/conv2d_plan.c). A forced algorithm that cannot
     run a call's geometry makes the call raise ValueError; a non-finite fallback still runs

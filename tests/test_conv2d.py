@@ -202,7 +202,8 @@ ALGORITHMS = {
              ("weight", "depthwise"), ("weight", "grouped")],
     "NHWC": [("forward", "direct"), ("forward", "winograd"), ("forward", "depthwise"),
              ("input", "transposed"), ("input", "col2im"), ("input", "depthwise"),
-             ("input", "plain"), ("weight", "direct"), ("weight", "depthwise")],
+             ("input", "plain"), ("input", "direct"), ("weight", "direct"),
+             ("weight", "depthwise")],
 }
 
 
@@ -263,7 +264,7 @@ def test_conv2d_forced_algorithm_that_cannot_run_raises(case, which, algorithm, 
 
 
 # (pass, algorithm) that the channels-last layout does not have
-NOT_NHWC = [("forward", "plain"), ("input", "direct"), ("weight", "plain"), ("weight", "grouped")]
+NOT_NHWC = [("forward", "plain"), ("input", "winograd"), ("weight", "plain"), ("weight", "grouped")]
 
 
 @pytest.mark.parametrize("which, algorithm", NOT_NHWC, ids=[f"{w}-{a}" for w, a in NOT_NHWC])
@@ -333,6 +334,7 @@ THREAD_ALGORITHMS = {
     "nhwc-winograd-transposed": ("NHWC", dict(forward="winograd", input="transposed")),
     "nhwc-direct-col2im": ("NHWC", dict(forward="direct", input="col2im")),
     "nhwc-plain-input": ("NHWC", dict(input="plain")),
+    "nhwc-direct-input": ("NHWC", dict(input="direct")),
 }
 
 

@@ -128,18 +128,22 @@ def test_pools_match_torch_channels_last(torch, shape, k, s, p, d, ceil):
 # ---- NaN and Inf ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("input_algorithm", [None, "direct", "col2im"], ids=["planned", "direct",
+                                                                             "col2im"])
 @pytest.mark.parametrize("xs, ws, kwargs", CONV, ids=CONV_IDS)
-def test_conv2d_nonfinite_matches_nchw_reference(xs, ws, kwargs, dtype):
+def test_conv2d_nonfinite_matches_nchw_reference(xs, ws, kwargs, input_algorithm, dtype):
     """NaN and Inf give what the reference gives in NCHW (itself checked against PyTorch in
-    test_nonfinite.py), forward and both gradients."""
+    test_nonfinite.py), forward and both gradients; the input gradient also with the algorithms
+    that need no fallback forced on every geometry."""
     x, w = _sprinkled(xs, dtype, 1), _sprinkled(ws, dtype, 2, 0.05)
     b = _sprinkled(ws[:1], dtype, 3, 0.2)
     y = F.conv2d(x, w, b, **kwargs)
     gy = _sprinkled(y.shape, dtype, 4, 0.05)
     expected = (y, *F.conv2d_backward(gy, x, w, **kwargs))
     fmt = dict(data_format="NHWC", weight_format="HWIO")
-    got = (F.conv2d(nhwc(x), hwio(w), b, **kwargs, **fmt),
-           *F.conv2d_backward(nhwc(gy), nhwc(x), hwio(w), **kwargs, **fmt))
+    with _kernels.force_conv_algorithms(input=input_algorithm):
+        got = (F.conv2d(nhwc(x), hwio(w), b, **kwargs, **fmt),
+               *F.conv2d_backward(nhwc(gy), nhwc(x), hwio(w), **kwargs, **fmt))
     length = int(np.prod(ws[1:]))
     assert_same_nonfinite(nchw(got[0]), expected[0], length)
     assert_same_nonfinite(nchw(got[1]), expected[1], length)

@@ -108,7 +108,9 @@ def _nhwc_geometry(c, k, groups):
 
 
 CHANNELWISE = (("depthwise", "direct"), ("depthwise", "col2im"), ("depthwise", "direct"))
-GEMMS = (("direct", "direct"), ("col2im", "col2im"), ("direct", "direct"))
+# the GEMM passes; "few" for the input gradient: direct for at most 4 input channels per group
+# (kW C/groups as the GEMM's rows), else col2im (stride 1 and as few channels as these)
+GEMMS = (("direct", "direct"), "few", ("direct", "direct"))
 # channels last, id: (channels per group, output channels per group, groups, the three plans);
 # "NR/4" stands for a quarter of the ISA's register columns
 NHWC_PLAN_CASES = {
@@ -117,6 +119,7 @@ NHWC_PLAN_CASES = {
     "depthwise-multiplier-2": (1, 2, 16, GEMMS),
     "grouped-at-quarter-NR": ("NR/4", "NR/4", 3, CHANNELWISE),
     "grouped-past-quarter-NR": ("NR/4+1", "NR/4+1", 3, GEMMS),
+    "three-channels": (3, 8, 1, GEMMS),
 }
 
 
@@ -129,18 +132,21 @@ def _per_group(spec, nr):
 def test_nhwc_plan_chooses(case, dtype, isa):
     cg, kg, groups, expected = case
     nr = _kernels.tuning(isa, dtype)["nr"]
-    g = _nhwc_geometry(_per_group(cg, nr) * groups, _per_group(kg, nr) * groups, groups)
+    c = _per_group(cg, nr)
+    g = _nhwc_geometry(c * groups, _per_group(kg, nr) * groups, groups)
     for which, plan in zip(_kernels.CONV_PASSES, expected):
+        if plan == "few":
+            plan = ("direct", "direct") if c <= 4 else ("col2im", "col2im")
         assert _kernels.conv_plan(g, which, dtype) == plan, which
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
-def test_nhwc_gather_up_to_gather_max_channels(dtype, isa):
-    """The channels-last input gradient gathers for up to the tuning row's input channels."""
+def test_nhwc_direct_input_up_to_its_max_channels(dtype, isa):
+    """The channels-last input gradient runs direct for up to the tuning row's input channels."""
     row = _kernels.tuning(isa, dtype)
-    cutoff, which = row["gather_max_channels"], _kernels.CONV_PASSES[1]
-    assert _kernels.conv_plan(_nhwc_geometry(cutoff, row["nr"], 1), which, dtype)[0] == "plain"
-    assert _kernels.conv_plan(_nhwc_geometry(cutoff + 1, row["nr"], 1), which, dtype)[0] != "plain"
+    cutoff, which = row["direct_input_max_channels"], _kernels.CONV_PASSES[1]
+    assert _kernels.conv_plan(_nhwc_geometry(cutoff, row["nr"], 1), which, dtype)[0] == "direct"
+    assert _kernels.conv_plan(_nhwc_geometry(cutoff + 1, row["nr"], 1), which, dtype)[0] != "direct"
 
 
 @pytest.mark.parametrize("which", _kernels.CONV_PASSES)

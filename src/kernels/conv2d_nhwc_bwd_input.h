@@ -8,6 +8,9 @@
  *               [OW, K] by the kernel row's weights [K, kW * C] gives every pixel's
  *               contribution to a run of kW * C elements of one input row (contiguous for
  *               dilation 1), which is added into that row
+ *   direct      few input channels, any stride: per input row one GEMM, W^T of every kernel
+ *               row that reaches it stacked in depth [kW * C, rows * K] by their dY rows
+ *               [rows * K, OW], scattered once into that row
  *   depthwise   one input and one output channel per group: a gather vectorised across the
  *               channels, any stride (conv2d_nhwc_depthwise.h)
  *   plain       few input channels, any stride: a gather vectorised along K, each input
@@ -51,22 +54,37 @@ static int FC_LOCAL(conv2d_nhwc_bwd_input_transposed)(const fc_conv2d_params *p,
     return rc;
 }
 
+/* Output channel k (of group g) of kernel row i at (j, c), e = j * Cg + c, the kernel row's
+ * kW * C/groups values in the order of an input row's elements; zero past them. */
+static inline T FC_LOCAL(nhwc_wrow)(const fc_conv2d_params *p, const T *w, fc_index g, fc_index i,
+                                    fc_index k, fc_index e) {
+    const fc_index Cg = p->in_channels / p->groups, Kg = p->out_channels / p->groups;
+    const fc_weight_layout s = fc_weight_layout_of(p);
+    if (e >= p->kernel_w * Cg) return (T)0;
+    return w[(g * Kg + k) * s.k_stride + e % Cg * s.c_stride +
+             (i * p->kernel_w + e / Cg) * s.tap_stride];
+}
+
 /* B panels of kernel row i of group g: column (j, c) of K x (kW * C/groups), e = j * Cg + c, as
  * [column block][Kg][NR], zero past the columns. */
 static void FC_NR_NAME(conv2d_nhwc_pack_wrows)(const fc_conv2d_params *p, const T *w, T *dst) {
     const fc_index G = p->groups, Cg = p->in_channels / G, Kg = p->out_channels / G;
-    const fc_index kw = p->kernel_w, ncols = kw * Cg, cblocks = FC_CEIL_DIV(ncols, FC_NR);
-    const fc_weight_layout s = fc_weight_layout_of(p);
+    const fc_index cblocks = FC_CEIL_DIV(p->kernel_w * Cg, FC_NR);
     for (fc_index g = 0; g < G; g++)
         for (fc_index i = 0; i < p->kernel_h; i++)
             for (fc_index cb = 0; cb < cblocks; cb++)
                 for (fc_index k = 0; k < Kg; k++, dst += FC_NR)
-                    for (fc_index u = 0; u < FC_NR; u++) {
-                        const fc_index e = cb * FC_NR + u, j = e / Cg, c = e % Cg;
-                        dst[u] = e < ncols ? w[(g * Kg + k) * s.k_stride + c * s.c_stride +
-                                               (i * kw + j) * s.tap_stride]
-                                           : (T)0;
-                    }
+                    for (fc_index u = 0; u < FC_NR; u++)
+                        dst[u] = FC_LOCAL(nhwc_wrow)(p, w, g, i, k, cb * FC_NR + u);
+}
+
+/* One input row of dX from its zero-padded copy (column iw at iw + pad_left), plus the bias. */
+static void FC_LOCAL(nhwc_row_out)(const fc_conv2d_params *p, const T *row, const T *bias, T *out) {
+    const fc_index C = p->in_channels, W = p->in_w;
+    memcpy(out, row + p->pad_left * C, sizeof(T) * (size_t)(W * C));
+    if (bias)
+        for (fc_index iw = 0; iw < W; iw++)
+            for (fc_index c = 0; c < C; c++) out[iw * C + c] += bias[c];
 }
 
 static int FC_LOCAL(conv2d_nhwc_bwd_input_col2im)(const fc_conv2d_params *p, const fc_tuning *tn,
@@ -132,17 +150,181 @@ static int FC_LOCAL(conv2d_nhwc_bwd_input_col2im)(const fc_conv2d_params *p, con
                     }
                 }
             }
-            T *out = gx + (n * H + ih) * W * C;
-            memcpy(out, row + p->pad_left * C, sizeof(T) * (size_t)(W * C));
-            if (bias)
-                for (fc_index iw = 0; iw < W; iw++)
-                    for (fc_index c = 0; c < C; c++) out[iw * C + c] += bias[c];
+            FC_LOCAL(nhwc_row_out)(p, row, bias, gx + (n * H + ih) * W * C);
         }
         fc_aligned_free(ap);
         fc_aligned_free(tile);
         fc_aligned_free(row);
     }
     fc_aligned_free(wb);
+    return failed ? FC_ENOMEM : FC_OK;
+}
+
+/* The kernel rows in the order the direct pass stacks them: by the residue (i dH) mod sH of the
+ * input rows they reach, then from the last row down, so the rows reaching one input row are
+ * consecutive and meet their dY rows in ascending order. pos[i] = kernel row i's place. */
+static void FC_LOCAL(nhwc_stack_order)(const fc_conv2d_params *p, fc_index *pos) {
+    const fc_index kh = p->kernel_h, s = p->stride_h, d = p->dilation_h;
+    for (fc_index i = 0; i < kh; i++) {
+        pos[i] = 0;
+        for (fc_index u = 0; u < kh; u++) {
+            const fc_index ru = u * d % s, ri = i * d % s;
+            pos[i] += ru < ri || (ru == ri && u > i);
+        }
+    }
+}
+
+/* A panels of the direct pass, W^T stacked by kernel row: row e = j * Cg + c (a tap's input
+ * channel), depth (kernel row in stacking order, k), as [group][e / MR][stacked row][Kg][MR],
+ * zero past the rows. */
+static void FC_MR_NAME(conv2d_nhwc_pack_wstack)(const fc_conv2d_params *p, const fc_index *pos,
+                                                const T *w, T *dst) {
+    const fc_index G = p->groups, Cg = p->in_channels / G, Kg = p->out_channels / G;
+    const fc_index kh = p->kernel_h, mpanels = FC_CEIL_DIV(p->kernel_w * Cg, FC_MR);
+    for (fc_index g = 0; g < G; g++)
+        for (fc_index mp = 0; mp < mpanels; mp++)
+            for (fc_index i = 0; i < kh; i++) {
+                T *d = dst + ((g * mpanels + mp) * kh + pos[i]) * Kg * FC_MR;
+                for (fc_index k = 0; k < Kg; k++, d += FC_MR)
+                    for (fc_index u = 0; u < FC_MR; u++)
+                        d[u] = FC_LOCAL(nhwc_wrow)(p, w, g, i, k, mp * FC_MR + u);
+            }
+}
+
+/* B panels of the direct pass: dY^T of rows [oh0, oh1) of one image, depth (oh, k), column ow,
+ * as [group][ow / NR][oh - oh0][Kg][NR], zero past the columns: consecutive dY rows are
+ * consecutive depth. */
+static void FC_NR_NAME(conv2d_nhwc_pack_dy_rows)(const fc_conv2d_params *p, const T *gyn,
+                                                 fc_index oh0, fc_index oh1, T *dst) {
+    const fc_index G = p->groups, K = p->out_channels, Kg = K / G, OW = p->out_w;
+    const fc_index npanels = FC_CEIL_DIV(OW, FC_NR), nrows = oh1 - oh0;
+    for (fc_index g = 0; g < G; g++)
+        for (fc_index q = 0; q < npanels; q++)
+            for (fc_index oh = oh0; oh < oh1; oh++) {
+                T *d = dst + ((g * npanels + q) * nrows + oh - oh0) * Kg * FC_NR;
+                const T *src = gyn + (oh * OW + q * FC_NR) * K + g * Kg;
+                const fc_index nr = FC_MIN(FC_NR, OW - q * FC_NR);
+                fc_index u0 = 0;
+#ifdef FC_HAVE_VEC16
+                /* float32: 16 x 16 blocks transposed in registers, where element by element
+                 * the strided loads or stores were most of the pass's time */
+                for (; sizeof(T) == 4 && u0 + 16 <= nr; u0 += 16) {
+                    fc_index k0 = 0;
+                    for (; k0 + 16 <= Kg; k0 += 16) {
+                        const T *rows[16];
+                        for (int i = 0; i < 16; i++) rows[i] = src + (u0 + i) * K + k0;
+                        FC_LOCAL(transpose_block16)(rows, d + k0 * FC_NR + u0, FC_NR);
+                    }
+                    for (fc_index u = u0; u < u0 + 16; u++)
+                        for (fc_index k = k0; k < Kg; k++) d[k * FC_NR + u] = src[u * K + k];
+                }
+#endif
+                for (fc_index u = u0; u < nr; u++)
+                    for (fc_index k = 0; k < Kg; k++) d[k * FC_NR + u] = src[u * K + k];
+                for (fc_index k = 0; k < Kg; k++)
+                    for (fc_index u = nr; u < FC_NR; u++) d[k * FC_NR + u] = (T)0;
+            }
+}
+
+/* Direct: per input row, W^T stacked over the kernel rows that reach it times their dY rows side
+ * by side, [kW Cg, rows Kg] x [rows Kg, OW]: one GEMM (its depth every reaching kernel row) and
+ * one scatter of its kW Cg x OW contributions into a zero-padded copy of the row. The few input
+ * channels of a first layer make the tile's rows, where col2im's columns would pad kW C to NR.
+ * Tasks are blocks of input rows of one image (whole images when the batch gives every thread
+ * several): a task packs the dY rows its block reaches, once, and owns its rows of dX. Only real
+ * output positions are multiplied, so any data runs exactly, and each element sums its terms in
+ * one order whatever the blocks. */
+static int FC_LOCAL(conv2d_nhwc_bwd_input_direct)(const fc_conv2d_params *p, const fc_tuning *tn,
+                                                  const T *gy, const T *w, const T *bias, T *gx,
+                                                  int nthreads) {
+    const fc_index G = p->groups, Cg = p->in_channels / G, Kg = p->out_channels / G;
+    const fc_index C = p->in_channels, K = p->out_channels, H = p->in_h, W = p->in_w;
+    const fc_index OH = p->out_h, OW = p->out_w, kh = p->kernel_h, kw = p->kernel_w;
+    const fc_index sh = p->stride_h, dh = p->dilation_h, sw = p->stride_w, dw = p->dilation_w;
+    const fc_index m = kw * Cg, mpanels = FC_CEIL_DIV(m, FC_MR), npanels = FC_CEIL_DIV(OW, FC_NR);
+    const fc_index ldt = npanels * FC_NR;
+    const fc_index Wb = FC_MAX(p->pad_left + W, (OW - 1) * sw + (kw - 1) * dw + 1);
+    int failed = 0;
+
+    const int nt = fc_threads_for(nthreads, (double)p->batch * OH * OW * K * kh * m,
+                                  tn->conv_min_work, p->batch * H);
+    /* about four tasks per thread, in whole images when the batch has them */
+    const fc_index blocks = FC_CEIL_DIV(4 * (fc_index)nt, p->batch);
+    const fc_index rb = FC_CEIL_DIV(H, FC_MIN(blocks, H)), per_image = FC_CEIL_DIV(H, rb);
+    /* the dY rows a block of rb input rows reaches, at most */
+    const fc_index span = FC_MIN(OH, (rb - 1 + (kh - 1) * dh) / sh + 1);
+    fc_index *pos = (fc_index *)malloc(sizeof(*pos) * (size_t)kh);
+    T *wa = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(G * mpanels * kh * Kg * FC_MR));
+    if (!pos || !wa) {
+        free(pos);
+        fc_aligned_free(wa);
+        return FC_ENOMEM;
+    }
+    FC_LOCAL(nhwc_stack_order)(p, pos);
+    FC_MR_NAME(conv2d_nhwc_pack_wstack)(p, pos, w, wa);
+
+    FC_PRAGMA(omp parallel num_threads(nt))
+    {
+        T *pk = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(G * npanels * span * Kg * FC_NR));
+        T *tile = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(mpanels * FC_MR * ldt));
+        T *row = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(Wb * C));
+        fc_index *src = (fc_index *)malloc(sizeof(*src) * (size_t)(2 * kh));
+        const int ok = pk && tile && row && src;
+        if (!ok) {
+            FC_PRAGMA(omp atomic write)
+            failed = 1;
+        }
+        FC_PRAGMA(omp for schedule(dynamic, 1))
+        for (fc_index t = 0; t < p->batch * per_image; t++) {
+            if (!ok) continue;
+            const fc_index n = t / per_image, ih0 = t % per_image * rb, ih1 = FC_MIN(H, ih0 + rb);
+            const fc_index first = ih0 + p->pad_top - (kh - 1) * dh; /* oh0 * sH at least */
+            const fc_index oh0 = first <= 0 ? 0 : FC_CEIL_DIV(first, sh);
+            const fc_index oh1 = FC_MIN(OH, (ih1 - 1 + p->pad_top) / sh + 1);
+            const fc_index nrows = FC_MAX(0, oh1 - oh0);
+            FC_NR_NAME(conv2d_nhwc_pack_dy_rows)(p, gy + n * OH * OW * K, oh0, oh0 + nrows, pk);
+            for (fc_index ih = ih0; ih < ih1; ih++) {
+                fc_index *oh = src, *ti = src + kh;
+                /* the reaching kernel rows, ti ascending, their dY rows oh descending */
+                const fc_index nh = FC_LOCAL(nhwc_dw_sources)(ih + p->pad_top, dh, sh, kh, OH, oh,
+                                                              ti);
+                memset(row, 0, sizeof(T) * (size_t)(Wb * C));
+                for (fc_index g = 0; g < G && nh; g++) {
+                    const T *bg = pk + g * npanels * nrows * Kg * FC_NR;
+                    const T *ag = wa + g * mpanels * kh * Kg * FC_MR;
+                    /* runs of reaching rows whose dY rows are consecutive (all of them unless
+                     * the dilation is no divisor of the stride), from the lowest dY row */
+                    for (fc_index u = nh; u > 0;) {
+                        fc_index len = 1;
+                        while (len < u && oh[u - 1 - len] == oh[u - len] + 1) len++;
+                        const fc_index depth = len * Kg, at = pos[ti[u - 1]], o = oh[u - 1] - oh0;
+                        const int accumulate = u < nh;
+                        for (fc_index q = 0; q < npanels; q++)
+                            for (fc_index mp = 0; mp < mpanels; mp++)
+                                FC_GEMM(depth, ag + (mp * kh + at) * Kg * FC_MR,
+                                        bg + (q * nrows + o) * Kg * FC_NR,
+                                        tile + mp * FC_MR * ldt + q * FC_NR, ldt,
+                                        (int)FC_MIN(FC_MR, m - mp * FC_MR),
+                                        (int)FC_MIN(FC_NR, OW - q * FC_NR), accumulate, NULL);
+                        u -= len;
+                    }
+                    /* tile row e = (j, c) holds pixel ow's tap j at column ow sW + j dW */
+                    for (fc_index e = 0; e < m; e++) {
+                        T *dst = row + (e / Cg) * dw * C + g * Cg + e % Cg;
+                        const T *te = tile + e * ldt;
+                        for (fc_index ow = 0; ow < OW; ow++) dst[ow * sw * C] += te[ow];
+                    }
+                }
+                FC_LOCAL(nhwc_row_out)(p, row, bias, gx + (n * H + ih) * W * C);
+            }
+        }
+        fc_aligned_free(pk);
+        fc_aligned_free(tile);
+        fc_aligned_free(row);
+        free(src);
+    }
+    free(pos);
+    fc_aligned_free(wa);
     return failed ? FC_ENOMEM : FC_OK;
 }
 
@@ -242,6 +424,8 @@ static int FC_LOCAL(conv2d_nhwc_bwd_input_run)(fc_conv_algorithm algorithm,
         return FC_LOCAL(conv2d_nhwc_bwd_input_depthwise)(p, tn, gy, w, bias, gx, nthreads);
     if (algorithm == FC_CONV_PLAIN)
         return FC_LOCAL(conv2d_nhwc_bwd_input_plain)(p, tn, gy, w, bias, gx, nthreads);
+    if (algorithm == FC_CONV_DIRECT)
+        return FC_LOCAL(conv2d_nhwc_bwd_input_direct)(p, tn, gy, w, bias, gx, nthreads);
     return FC_LOCAL(conv2d_nhwc_bwd_input_col2im)(p, tn, gy, w, bias, gx, nthreads);
 }
 

@@ -75,11 +75,13 @@ static const char *cannot_run(fc_conv_pass pass, int algorithm, const fc_conv2d_
             return is_3x3_stride1(p) ? NULL : "it needs a 3x3 kernel, stride 1 and dilation 1";
         return "it is not a channels-last forward algorithm (direct, winograd or depthwise)";
     case FC_CONV_NHWC_BWD_INPUT:
-        if (algorithm == FC_CONV_COL2IM || algorithm == FC_CONV_PLAIN) return NULL;
+        if (algorithm == FC_CONV_COL2IM || algorithm == FC_CONV_PLAIN ||
+            algorithm == FC_CONV_DIRECT)
+            return NULL;
         if (algorithm == FC_CONV_TRANSPOSED)
             return p->stride_h == 1 && p->stride_w == 1 ? NULL : "it needs stride 1";
         return "it is not a channels-last input-gradient algorithm (transposed, depthwise, "
-               "col2im or plain)";
+               "col2im, direct or plain)";
     case FC_CONV_NHWC_BWD_WEIGHT:
         if (algorithm == FC_CONV_DIRECT) return NULL;
         return "it is not a channels-last weight-gradient algorithm (direct or depthwise)";
@@ -130,12 +132,10 @@ static fc_conv_algorithm choose(fc_conv_pass pass, const fc_conv2d_params *p, co
     case FC_CONV_NHWC_BWD_INPUT:
         /* as a forward pass the input channels are the GEMM's columns, a vector's worth per
          * half-width tile: fewer (C = 1 or 3 inputs, depthwise layers) waste most of each tile,
-         * where col2im's columns are a whole kernel row's channels. With few and stride 1,
-         * plain's dots along K (whole vectors: K/groups a multiple of NR/2) beat col2im's small
-         * tiles and scatters per (input row, kernel row); strided layers' GEMMs still win */
-        if (Cg <= tn->gather_max_channels && p->stride_h == 1 && p->stride_w == 1 &&
-            2 * Kg % tn->nr == 0)
-            return FC_CONV_PLAIN;
+         * as col2im's columns do, a kernel row's kW C/groups padded to NR. With few, direct
+         * makes them the tile's rows (padded to MR only) and runs one GEMM per input row, any
+         * stride, where col2im runs one per (input row, kernel row) */
+        if (Cg <= tn->direct_input_max_channels) return FC_CONV_DIRECT;
         return p->stride_h == 1 && p->stride_w == 1 && 2 * Cg >= tn->nr ? FC_CONV_TRANSPOSED
                                                                         : FC_CONV_COL2IM;
     case FC_CONV_NHWC_BWD_WEIGHT:

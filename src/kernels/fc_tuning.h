@@ -28,10 +28,10 @@ typedef struct {
     /* Grouped layers' weight gradient: output channels per group up to which it runs as dots of
      * whole planes (the GEMM's columns, padded to NR, would run mostly empty). */
     fc_index grouped_max_channels;
-    /* Channels last, stride 1: input channels per group up to which the input gradient runs as
-     * the `plain` gather (dots along K per input channel) rather than a GEMM with that few
-     * columns. */
-    fc_index gather_max_channels;
+    /* Channels last: input channels per group up to which the input gradient runs `direct`
+     * (a kernel row's kW C/groups values as the GEMM tile's rows, one GEMM per input row) rather
+     * than col2im, whose columns would pad those few values to NR. */
+    fc_index direct_input_max_channels;
     /* Weight gradient: the tasks (batch chunks x groups x channel blocks) to aim for, the
      * bytes of private partial sums the batch chunks may take, and the bytes of dY^T packed at a
      * time (for whole batch chunks, at least one). */
