@@ -6,7 +6,7 @@
 /* What every row shares. */
 #define FC_SHARED                                                                                  \
     .tile_pixels = 384, .indirection_pointers = 16384, .task_rows = 288,                           \
-    .winograd_min_channels = 16, .grouped_max_channels = 8, .direct_input_max_channels = 4,              \
+    .winograd_min_channels = 16, .grouped_max_channels = 8, .direct_input_max_channels = 4,        \
     .weight_grad_tasks = 16, .weight_grad_private_bytes = (fc_index)32 << 20,                      \
     .weight_grad_pack_bytes = (fc_index)16 << 20, .phases_ratio = 4.0, .phases_slack = 65536.0,    \
     .conv_min_work = 2.0e5, .stream_min_work = 1.0e6, .pool_min_work = 3.2e4,                      \
