@@ -18,7 +18,8 @@
  * copy of dW as whole rows of K (HWIO order, whatever the weights' layout: scattering them into
  * OIHW one value at a time would miss the cache on every store), and the copies are added in a
  * fixed order at the end, transposed into OIHW in cache-sized blocks where the weights are OIHW,
- * so results do not depend on the thread count. */
+ * so results do not depend on the thread count. With one batch chunk (batch 1) and OIHW weights
+ * there is nothing to add: each task transposes its accumulator, still in cache, into dW. */
 #ifndef FC_CONV2D_NHWC_BWD_WEIGHT_H
 #define FC_CONV2D_NHWC_BWD_WEIGHT_H
 
