@@ -18,7 +18,8 @@
  * copy of dW as whole rows of K (HWIO order, whatever the weights' layout: scattering them into
  * OIHW one value at a time would miss the cache on every store), and the copies are added in a
  * fixed order at the end, transposed into OIHW in cache-sized blocks where the weights are OIHW,
- * so results do not depend on the thread count. */
+ * so results do not depend on the thread count. With one batch chunk (batch 1) and OIHW weights
+ * there is nothing to add: each task transposes its accumulator, still in cache, into dW. */
 #ifndef FC_CONV2D_NHWC_BWD_WEIGHT_H
 #define FC_CONV2D_NHWC_BWD_WEIGHT_H
 
@@ -104,7 +105,10 @@ static int FC_LOCAL(conv2d_nhwc_bwd_weight_direct)(const fc_conv2d_params *p, co
            (chunks - in_place) * wsize * (fc_index)sizeof(T) > tn->weight_grad_private_bytes)
         chunks--;
     if (chunks < 1) chunks = 1;
-    const fc_index ntasks = chunks * G * parts, copies = chunks - in_place;
+    /* one batch chunk of OIHW weights (batch 1): each task transposes its sums straight into dW
+     * from its accumulator, still in cache, instead of through a copy read back at the end */
+    const int transpose_own = !in_place && chunks == 1;
+    const fc_index ntasks = chunks * G * parts, copies = transpose_own ? 0 : chunks - in_place;
     int failed = 0;
 
     T *partial = copies ? (T *)fc_aligned_alloc(sizeof(T) * (size_t)(copies * wsize)) : NULL;
@@ -164,9 +168,26 @@ static int FC_LOCAL(conv2d_nhwc_bwd_weight_direct)(const fc_conv2d_params *p, co
                 failed = 1;
                 continue;
             }
+            /* row m of segment s is row s * len + m = tap * Cg + c: channel m % Cg of tap s (a
+             * single tap's segment) or s * kW + m / Cg (a kernel row's) */
+            if (transpose_own) {
+                /* per output channel, down the task's rows: one column of acc (its lines reused
+                 * by the next output channels) into dW[k][c][tap] */
+                for (fc_index k = 0; k < Kg; k++) {
+                    T *dk = gw + (g * Kg + k) * Cg * kk;
+                    for (fc_index b = b0; b < b1; b++) {
+                        const fc_index s = b / mblocks, m0 = (b % mblocks) * FC_MR;
+                        const T *src = acc + (b - b0) * FC_MR * kg_pad + k;
+                        for (fc_index m = m0; m < FC_MIN(m0 + FC_MR, sg.len); m++) {
+                            const fc_index row = s * sg.len + m;
+                            dk[row % Cg * kk + row / Cg] = src[(m - m0) * kg_pad];
+                        }
+                    }
+                }
+                continue;
+            }
             /* this chunk's sums into its HWIO copy of dW (chunk 0's into dW itself when that is
-             * HWIO): row m of segment s is row s * len + m, channel m % Cg of tap s (a single
-             * tap's segment) or s * kW + m / Cg (a kernel row's) */
+             * HWIO) */
             T *dst = (in_place && chunk == 0 ? gw : partial + (chunk - in_place) * wsize) + g * Kg;
             for (fc_index b = b0; b < b1; b++) {
                 const fc_index s = b / mblocks, m0 = (b % mblocks) * FC_MR;
@@ -187,7 +208,7 @@ static int FC_LOCAL(conv2d_nhwc_bwd_weight_direct)(const fc_conv2d_params *p, co
                 for (fc_index c = 1; c < chunks; c++) sum += partial[(c - 1) * wsize + e];
                 gw[e] = sum;
             }
-        } else if (!failed && !in_place) {
+        } else if (!failed && copies) {
             /* dW[k][c][tap] = the chunks' sums of row tap * Cg + c, column k, in chunk order: per
              * block of 16 output channels and 16 input channels, so the reads (16 columns of a
              * row) and the writes (16 channels' taps of a row of dW) each stay within a few
