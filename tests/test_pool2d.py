@@ -189,6 +189,41 @@ def test_max_pool2d_window_wholly_in_padding_is_defined():
     np.testing.assert_array_equal(gx, np.zeros_like(x))
 
 
+# Indices a backward pass may be given besides the forward pass's own: any flat position in the
+# plane is a valid target. name: (N, C, kernel, stride, padding, indices(rng, shape, H*W))
+SCATTER_INDEX_CASES = {
+    # every gradient to the last pixel, ahead of any window, then to the first (behind)
+    "all-last": (2, 3, 3, 2, 1, lambda rng, shape, hw: np.full(shape, hw - 1)),
+    "all-first": (2, 3, 2, 2, 0, lambda rng, shape, hw: np.zeros(shape, np.int64)),
+    "random": (2, 5, 3, 2, 1, lambda rng, shape, hw: rng.integers(-1, hw, shape)),
+    # one image of 128 channels: the channels-last pass splits them into blocks
+    "random-channel-blocks": (1, 128, 2, 2, 0, lambda rng, shape, hw: rng.integers(-1, hw, shape)),
+}
+
+
+@pytest.mark.parametrize("data_format", LAYOUTS)
+@pytest.mark.parametrize("case", SCATTER_INDEX_CASES)
+def test_max_pool2d_backward_scatters_any_valid_index(case, data_format, isa):
+    """Each output's gradient lands on its index even outside its window, added in output order
+    (small integers, so every sum is exact), and -1 passes none; the same for 1 and 2 threads."""
+    N, C, kernel, stride, padding, make = SCATTER_INDEX_CASES[case]
+    rng = np.random.default_rng(11)
+    x = random(rng, (N, C, 9, 10), np.float32)
+    y = F.max_pool2d(x, kernel, stride, padding)
+    idx = make(rng, y.shape, 9 * 10).astype(np.int64)
+    gy = rng.integers(1, 8, y.shape).astype(np.float32)
+    expected = ref.max_pool2d_backward(gy, x, pair(kernel), pair(stride),
+                                       padding4(padding, pair(kernel)), (1, 1), False, idx)
+    fmt = dict(data_format=data_format)
+
+    def call():
+        return F.max_pool2d_backward(_in(gy, data_format), _in(x, data_format), kernel, stride,
+                                     padding, indices=_in(idx, data_format), **fmt)
+
+    np.testing.assert_array_equal(call(), _in(expected, data_format))
+    assert_same_for_1_and_2_threads([call])
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=IDS)
 def test_pool_windows_wholly_in_padding_are_defined(dtype, isa):
     """4-tuple paddings of at least the kernel put whole windows in the padding: max gives -inf,
