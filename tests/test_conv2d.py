@@ -96,6 +96,9 @@ CONV_CASES = {
     # split K, differently on 1 and 2 threads (THREAD_CASES)
     "winograd-batch1-k-parts": (1, 16, 6, 7, 80, 3, 1, 1, 1, 1, True),
     "big-batch-weight-chunks": (20, 2, 5, 5, 3, 3, 1, 1, 1, 1, True),  # > 16 batch chunks
+    # a first layer channels last: the direct input gradient's panels run across input rows
+    # (kW C = 9 tile rows each), and K = 37 and OW = 19 end past the 16 x 16 transpose blocks
+    "first-layer-k37": (2, 3, 9, 19, 37, 3, 1, 1, 1, 1, True),
     # batch 1 and one tile block: Winograd and the direct forward split the output channels
     # (5 blocks of MR = 8 rows on avx512) into tasks so that both threads work
     "batch1-channel-split": (1, 32, 6, 6, 40, 3, 1, 1, 1, 1, True),
@@ -322,7 +325,7 @@ def test_conv2d_halves_equal_backward(name, formats, dtype):
 # all stride 1 and 3x3, so that every algorithm can run them
 THREAD_CASES = ["many-pixels-tiles", "big-batch-weight-chunks", "long-reduction", "depthwise",
                 "winograd-blocks-across-images", "winograd-batch1-k-parts", "depthwise-long-rows",
-                "groups-4x4", "batch1-channel-split"]
+                "groups-4x4", "batch1-channel-split", "first-layer-k37"]
 # (data_format, algorithms forced): the plan's, then the others where the geometry allows them
 THREAD_ALGORITHMS = {
     "planned": ("NCHW", {}),

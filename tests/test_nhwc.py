@@ -164,6 +164,24 @@ def test_max_pool2d_nonfinite_matches_nchw(dtype):
     np.testing.assert_array_equal(nchw(idxn), idx)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_direct_input_gradient_blocks_equal_rows(dtype):
+    """Stride 1, one group: the direct input gradient multiplies a task's input rows in panels
+    across rows where its dY rows are finite, row by row where not (the panels meet zero
+    weights); the input rows a NaN does not reach are bit for bit the same either way."""
+    rng = np.random.default_rng(11)
+    w = rng.standard_normal((37, 3, 3, 3)).astype(dtype)
+    gy = rng.standard_normal((8, 9, 19, 37)).astype(dtype)
+    fmt = dict(padding=1, data_format="NHWC")
+    with _kernels.force_conv_algorithms(input="direct"):
+        finite = F.conv2d_input((8, 9, 19, 3), w, gy, **fmt)
+        gy[0, -1, 0, 0] = np.nan  # reaches input rows 7 and 8, columns 0 and 1, of image 0
+        got = F.conv2d_input((8, 9, 19, 3), w, gy, **fmt)
+    np.testing.assert_array_equal(got[0, :-2], finite[0, :-2])
+    np.testing.assert_array_equal(got[1:], finite[1:])
+    assert np.isnan(got[0, -2:, :2]).all() and not np.isnan(got[0, -2:, 2:]).any()
+
+
 # (pass, the algorithm forced, its fallback, which input holds the Inf and NaN, groups of the
 # 16 channels): as test_nonfinite.py's, for the channels-last passes (the channelwise ones on
 # depthwise, on 2-channel groups, whose shifted reads meet other groups' data, and on 4-channel

@@ -10,7 +10,8 @@
  *               dilation 1), which is added into that row
  *   direct      few input channels, any stride: per input row one GEMM, W^T of every kernel
  *               row that reaches it stacked in depth [kW * C, rows * K] by their dY rows
- *               [rows * K, OW], scattered once into that row
+ *               [rows * K, OW], scattered once into that row; stride 1 and one group: a
+ *               block of input rows at once, its tile rows in panels that run across rows
  *   depthwise   one input and one output channel per group: a gather vectorised across the
  *               channels, any stride (conv2d_nhwc_depthwise.h)
  *   plain       few input channels, any stride: a gather vectorised along K, each input
@@ -204,26 +205,103 @@ static void FC_NR_NAME(conv2d_nhwc_pack_dy_rows)(const fc_conv2d_params *p, cons
                 T *d = dst + ((g * npanels + q) * nrows + oh - oh0) * Kg * FC_NR;
                 const T *src = gyn + (oh * OW + q * FC_NR) * K + g * Kg;
                 const fc_index nr = FC_MIN(FC_NR, OW - q * FC_NR);
-                fc_index u0 = 0;
+                fc_index u0 = 0, z0 = nr; /* columns [u0, nr) copied, [z0, NR) zeroed below */
 #ifdef FC_HAVE_VEC16
                 /* float32: 16 x 16 blocks transposed in registers, where element by element
-                 * the strided loads or stores were most of the pass's time */
-                for (; sizeof(T) == 4 && u0 + 16 <= nr; u0 += 16) {
-                    fc_index k0 = 0;
-                    for (; k0 + 16 <= Kg; k0 += 16) {
-                        const T *rows[16];
-                        for (int i = 0; i < 16; i++) rows[i] = src + (u0 + i) * K + k0;
-                        FC_LOCAL(transpose_block16)(rows, d + k0 * FC_NR + u0, FC_NR);
-                    }
-                    for (fc_index u = u0; u < u0 + 16; u++)
-                        for (fc_index k = k0; k < Kg; k++) d[k * FC_NR + u] = src[u * K + k];
+                 * the strided loads or stores were most of the pass's time. Every block is
+                 * whole (where NR is a multiple of 16): columns past OW read a row of zeros, the
+                 * panel's padding, and channels past a multiple of 16 (K = 37's last 5) go
+                 * through blocks on the stack, so no element is left to the scalar loops. */
+                if (sizeof(T) == 4 && FC_NR % 16 == 0) {
+                    static const T zeros[16];
+                    T in[16 * 16] = {0}, out[16 * 16];
+                    for (; u0 < nr; u0 += 16)
+                        for (fc_index k0 = 0; k0 < Kg; k0 += 16) {
+                            const fc_index kn = FC_MIN(16, Kg - k0);
+                            const T *rows[16];
+                            for (fc_index i = 0; i < 16; i++) {
+                                const T *r = src + (u0 + i) * K + k0;
+                                if (u0 + i >= nr)
+                                    rows[i] = zeros;
+                                else if (kn == 16)
+                                    rows[i] = r;
+                                else
+                                    rows[i] = memcpy(in + i * 16, r, sizeof(T) * (size_t)kn);
+                            }
+                            if (kn == 16) {
+                                FC_LOCAL(transpose_block16)(rows, d + k0 * FC_NR + u0, FC_NR);
+                                continue;
+                            }
+                            FC_LOCAL(transpose_block16)(rows, out, 16);
+                            for (fc_index k = 0; k < kn; k++)
+                                memcpy(d + (k0 + k) * FC_NR + u0, out + k * 16, sizeof(T) * 16);
+                        }
+                    z0 = u0;
+                    u0 = nr;
                 }
 #endif
                 for (fc_index u = u0; u < nr; u++)
                     for (fc_index k = 0; k < Kg; k++) d[k * FC_NR + u] = src[u * K + k];
                 for (fc_index k = 0; k < Kg; k++)
-                    for (fc_index u = nr; u < FC_NR; u++) d[k * FC_NR + u] = (T)0;
+                    for (fc_index u = z0; u < FC_NR; u++) d[k * FC_NR + u] = (T)0;
             }
+}
+
+/* A panels of the direct pass over a block of input rows (stride 1, dilation 1, one group): the
+ * tile rows f = r m + e (input row r of the block, e as above, m = kW C) flattened, so that a
+ * panel may start at any phase f % m and run into the next rows. Per phase [d][K][MR], depth d
+ * the dY rows from the first the panel's first input row reaches; row u (input row r = (phase +
+ * u) / m) meets kernel row i = r + kH - 1 - d, zero where that lies outside the kernel. */
+static void FC_MR_NAME(conv2d_nhwc_pack_wphases)(const fc_conv2d_params *p, fc_index depth,
+                                                 const T *w, T *dst) {
+    const fc_index K = p->out_channels, kh = p->kernel_h, m = p->kernel_w * p->in_channels;
+    for (fc_index phase = 0; phase < m; phase++)
+        for (fc_index d = 0; d < depth; d++)
+            for (fc_index k = 0; k < K; k++, dst += FC_MR)
+                for (fc_index u = 0; u < FC_MR; u++) {
+                    const fc_index i = (phase + u) / m + kh - 1 - d;
+                    dst[u] = i >= 0 && i < kh ? FC_LOCAL(nhwc_wrow)(p, w, 0, i, k, (phase + u) % m)
+                                              : (T)0;
+                }
+}
+
+/* The tile of a block of input rows [ih0, ih1) at once (the flattened panels above), from the dY
+ * rows [oh0, oh0 + nrows) packed in pk: a kernel row of few channels fills a fraction of MR,
+ * where the block's rows packed end to end waste at most one panel. The depth a panel spans
+ * past a row's own dY rows meets zero weights, each adding an exact zero to an FMA chain that
+ * starts at +0 (so every sum is bit for bit the per-row one); dY must be finite there. */
+static void FC_LOCAL(nhwc_direct_block_tile)(const fc_conv2d_params *p, const T *wf, fc_index depth,
+                                             const T *pk, fc_index oh0, fc_index nrows,
+                                             fc_index ih0, fc_index ih1, T *tile, fc_index ldt) {
+    const fc_index K = p->out_channels, OW = p->out_w, kh = p->kernel_h;
+    const fc_index m = p->kernel_w * p->in_channels, npanels = FC_CEIL_DIV(OW, FC_NR);
+    for (fc_index f0 = 0; f0 < (ih1 - ih0) * m; f0 += FC_MR) {
+        const fc_index phase = f0 % m, base = ih0 + f0 / m + p->pad_top - (kh - 1);
+        const fc_index d0 = FC_MAX(0, oh0 - base);
+        const fc_index d1 = FC_MIN((phase + FC_MR - 1) / m + kh, oh0 + nrows - base);
+        T *tp = tile + f0 * ldt;
+        if (d1 <= d0) {
+            memset(tp, 0, sizeof(T) * (size_t)(FC_MR * ldt));
+            continue;
+        }
+        for (fc_index q = 0; q < npanels; q++)
+            FC_GEMM((d1 - d0) * K, wf + (phase * depth + d0) * K * FC_MR,
+                    pk + (q * nrows + base + d0 - oh0) * K * FC_NR, tp + q * FC_NR, ldt, FC_MR,
+                    (int)FC_MIN(FC_NR, OW - q * FC_NR), 0, NULL);
+    }
+}
+
+/* Adds a tile's kW Cg x OW contributions of group g into the zero-padded row: tile row e = (j, c)
+ * holds pixel ow's tap j at column ow sW + j dW. */
+static void FC_LOCAL(nhwc_scatter_row)(const fc_conv2d_params *p, const T *tile, fc_index ldt,
+                                       fc_index g, T *row) {
+    const fc_index C = p->in_channels, Cg = C / p->groups, m = p->kernel_w * Cg;
+    const fc_index sw = p->stride_w, dw = p->dilation_w, OW = p->out_w;
+    for (fc_index e = 0; e < m; e++) {
+        T *dst = row + (e / Cg) * dw * C + g * Cg + e % Cg;
+        const T *te = tile + e * ldt;
+        for (fc_index ow = 0; ow < OW; ow++) dst[ow * sw * C] += te[ow];
+    }
 }
 
 /* Direct: per input row, W^T stacked over the kernel rows that reach it times their dY rows side
@@ -253,20 +331,27 @@ static int FC_LOCAL(conv2d_nhwc_bwd_input_direct)(const fc_conv2d_params *p, con
     const fc_index rb = FC_CEIL_DIV(H, FC_MIN(blocks, H)), per_image = FC_CEIL_DIV(H, rb);
     /* the dY rows a block of rb input rows reaches, at most */
     const fc_index span = FC_MIN(OH, (rb - 1 + (kh - 1) * dh) / sh + 1);
+    /* stride 1, one group: a block's rows in flattened panels (nhwc_direct_block_tile) */
+    const int flat = sh == 1 && dh == 1 && G == 1;
+    const fc_index depth = kh + (m + FC_MR - 2) / m; /* dY rows a flattened panel spans */
+    const fc_index tile_rows = FC_MAX(mpanels, flat ? FC_CEIL_DIV(rb * m, FC_MR) : 0) * FC_MR;
     fc_index *pos = (fc_index *)malloc(sizeof(*pos) * (size_t)kh);
     T *wa = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(G * mpanels * kh * Kg * FC_MR));
-    if (!pos || !wa) {
+    T *wf = flat ? (T *)fc_aligned_alloc(sizeof(T) * (size_t)(m * depth * Kg * FC_MR)) : NULL;
+    if (!pos || !wa || (flat && !wf)) {
         free(pos);
         fc_aligned_free(wa);
+        fc_aligned_free(wf);
         return FC_ENOMEM;
     }
     FC_LOCAL(nhwc_stack_order)(p, pos);
     FC_MR_NAME(conv2d_nhwc_pack_wstack)(p, pos, w, wa);
+    if (flat) FC_MR_NAME(conv2d_nhwc_pack_wphases)(p, depth, w, wf);
 
     FC_PRAGMA(omp parallel num_threads(nt))
     {
         T *pk = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(G * npanels * span * Kg * FC_NR));
-        T *tile = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(mpanels * FC_MR * ldt));
+        T *tile = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(tile_rows * ldt));
         T *row = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(Wb * C));
         fc_index *src = (fc_index *)malloc(sizeof(*src) * (size_t)(2 * kh));
         const int ok = pk && tile && row && src;
@@ -283,8 +368,19 @@ static int FC_LOCAL(conv2d_nhwc_bwd_input_direct)(const fc_conv2d_params *p, con
             const fc_index oh1 = FC_MIN(OH, (ih1 - 1 + p->pad_top) / sh + 1);
             const fc_index nrows = FC_MAX(0, oh1 - oh0);
             FC_NR_NAME(conv2d_nhwc_pack_dy_rows)(p, gy + n * OH * OW * K, oh0, oh0 + nrows, pk);
+            /* the flattened panels multiply dY by zero weights too: finite dY only */
+            const int block = flat && nrows > 0 &&
+                              FC_LOCAL(all_finite)(tn, pk, npanels * nrows * Kg * FC_NR, 1);
+            if (block)
+                FC_LOCAL(nhwc_direct_block_tile)(p, wf, depth, pk, oh0, nrows, ih0, ih1, tile, ldt);
             for (fc_index ih = ih0; ih < ih1; ih++) {
                 fc_index *oh = src, *ti = src + kh;
+                if (block) {
+                    memset(row, 0, sizeof(T) * (size_t)(Wb * C));
+                    FC_LOCAL(nhwc_scatter_row)(p, tile + (ih - ih0) * m * ldt, ldt, 0, row);
+                    FC_LOCAL(nhwc_row_out)(p, row, bias, gx + (n * H + ih) * W * C);
+                    continue;
+                }
                 /* the reaching kernel rows, ti ascending, their dY rows oh descending */
                 const fc_index nh = FC_LOCAL(nhwc_dw_sources)(ih + p->pad_top, dh, sh, kh, OH, oh,
                                                               ti);
@@ -308,12 +404,7 @@ static int FC_LOCAL(conv2d_nhwc_bwd_input_direct)(const fc_conv2d_params *p, con
                                         (int)FC_MIN(FC_NR, OW - q * FC_NR), accumulate, NULL);
                         u -= len;
                     }
-                    /* tile row e = (j, c) holds pixel ow's tap j at column ow sW + j dW */
-                    for (fc_index e = 0; e < m; e++) {
-                        T *dst = row + (e / Cg) * dw * C + g * Cg + e % Cg;
-                        const T *te = tile + e * ldt;
-                        for (fc_index ow = 0; ow < OW; ow++) dst[ow * sw * C] += te[ow];
-                    }
+                    FC_LOCAL(nhwc_scatter_row)(p, tile, ldt, g, row);
                 }
                 FC_LOCAL(nhwc_row_out)(p, row, bias, gx + (n * H + ih) * W * C);
             }
@@ -325,6 +416,7 @@ static int FC_LOCAL(conv2d_nhwc_bwd_input_direct)(const fc_conv2d_params *p, con
     }
     free(pos);
     fc_aligned_free(wa);
+    fc_aligned_free(wf);
     return failed ? FC_ENOMEM : FC_OK;
 }
 
