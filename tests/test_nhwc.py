@@ -7,7 +7,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import numerical_gradient
+from helpers import (
+    assert_close,
+    assert_same_for_1_and_2_threads,
+    numerical_gradient,
+    padding4,
+    pair,
+)
 from test_nonfinite import _sprinkled, assert_same_nonfinite
 
 import fastconv.functional as F
@@ -180,6 +186,41 @@ def test_direct_input_gradient_blocks_equal_rows(dtype):
     np.testing.assert_array_equal(got[0, :-2], finite[0, :-2])
     np.testing.assert_array_equal(got[1:], finite[1:])
     assert np.isnan(got[0, -2:, :2]).all() and not np.isnan(got[0, -2:, 2:]).any()
+
+
+# (dX shape NHWC, weight shape OIHW, kwargs): the transposed input gradient whose forward pass of
+# dY runs Winograd (24 and 20 channels) or direct (a 3x2 dilated kernel, four paddings), on one
+# group (the weights read in place through a flipped, transposed view) and on two (a copy)
+TRANSPOSED = [
+    ((1, 6, 7, 24), (20, 24, 3, 3), dict(padding=1)),
+    ((2, 7, 6, 20), (18, 20, 3, 2), dict(padding=(2, 0, 1, 1), dilation=(1, 2))),
+    ((1, 6, 6, 32), (32, 16, 3, 3), dict(padding=1, groups=2)),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape, wshape, kwargs", TRANSPOSED,
+                         ids=["winograd", "direct-dilated", "groups2"])
+def test_transposed_input_gradient_reads_either_weight_layout(shape, wshape, kwargs, dtype, isa):
+    """The transposed input gradient gives the reference's dX from OIHW and HWIO weights alike,
+    bit for bit the same from both and on 1 and 2 threads."""
+    rng = np.random.default_rng(31)
+    w = rng.standard_normal(wshape).astype(dtype)
+    x = np.zeros(shape, dtype)
+    gy = rng.standard_normal(F.conv2d(x, w, **kwargs, data_format="NHWC").shape).astype(dtype)
+    fmt = dict(kwargs, data_format="NHWC")
+    with _kernels.force_conv_algorithms(input="transposed"):
+        got = F.conv2d_input(shape, w, gy, **fmt)
+        assert_same_for_1_and_2_threads([
+            lambda: F.conv2d_input(shape, w, gy, **fmt),
+            lambda: F.conv2d_input(shape, hwio(w), gy, **fmt, weight_format="HWIO")])
+        np.testing.assert_array_equal(
+            F.conv2d_input(shape, hwio(w), gy, **fmt, weight_format="HWIO"), got)
+    args = ((1, 1), padding4(kwargs["padding"], wshape[2:], kwargs.get("dilation", (1, 1))),
+            pair(kwargs.get("dilation", 1)), kwargs.get("groups", 1))
+    expected = ref.conv2d_backward(nchw(gy), nchw(x), w, *args)[0]
+    scale = ref.conv2d_backward(np.abs(nchw(gy)), nchw(x), np.abs(w), *args)[0]
+    assert_close(nchw(got), expected, wshape[0] // args[3] * wshape[2] * wshape[3], scale)
 
 
 # (pass, the algorithm forced, its fallback, which input holds the Inf and NaN, groups of the

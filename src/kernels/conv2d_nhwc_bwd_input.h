@@ -3,7 +3,8 @@
  * three ways:
  *
  *   transposed  stride 1: the channels-last forward pass (conv2d_nhwc_fwd.h) of dY with the
- *               flipped, transposed weights (conv2d_weights.h), planned in turn (Winograd too)
+ *               flipped, transposed weights (conv2d_weights.h; one group: read in place through
+ *               a view), planned in turn (Winograd too)
  *   col2im      any stride: for each output row and kernel row, a GEMM of that row of dY
  *               [OW, K] by the kernel row's weights [K, kW * C] gives every pixel's
  *               contribution to a run of kW * C elements of one input row (contiguous for
@@ -37,16 +38,21 @@
 #include "conv2d_weights.h"
 #include "fc_template.h"
 
-/* Stride 1: the forward pass of dY with the flipped, transposed weights. FC_NONFINITE when w holds
- * an Inf or NaN: that pass pads dY with zeros that would meet them, which the exact gradient
- * (col2im multiplies only real output positions) never multiplies. The bias is that forward
- * pass's own. */
+/* Stride 1: the forward pass of dY with the flipped, transposed weights: for one group a view
+ * of w read in place (transposed_view), else a copy. FC_NONFINITE when w holds an Inf or NaN: that
+ * pass pads dY with zeros that would meet them, which the exact gradient (col2im multiplies only
+ * real output positions) never multiplies. The bias is that forward pass's own. */
 static int FC_LOCAL(conv2d_nhwc_bwd_input_transposed)(const fc_conv2d_params *p,
                                                       const fc_tuning *tn, const T *gy, const T *w,
                                                       const T *bias, T *gx, int nthreads) {
     const fc_index wsize = p->out_channels * (p->in_channels / p->groups) * p->kernel_h *
                            p->kernel_w;
     if (!FC_LOCAL(all_finite)(tn, w, wsize, nthreads)) return FC_NONFINITE;
+    if (p->groups == 1) {
+        const T *wv;
+        const fc_conv2d_params q = FC_LOCAL(transposed_view)(p, w, &wv);
+        return FC_FN(conv2d_nhwc_fwd)(&q, gy, wv, bias, gx, nthreads);
+    }
     T *wt = (T *)fc_aligned_alloc(sizeof(T) * (size_t)wsize);
     if (!wt) return FC_ENOMEM;
     const fc_conv2d_params q = FC_LOCAL(transposed_problem)(p, w, wt);

@@ -86,9 +86,10 @@ static fc_index FC_LOCAL(nhwc_winograd_u_stride)(const fc_conv2d_params *p) {
 /* U_e = G g G^T (conv2d_winograd.h's kernel transform, its formulas) of output channels [kb NR,
  * kb NR + NR) of group g, into their B panels: up[(g * 16 + e) * u_stride + (kb * Cg + c) * NR +
  * lane], zero past Kg. Per input channel, the NR kernels' taps are gathered from OIHW or HWIO
- * through the layout's strides, then transformed one kernel per lane, so each e's results are a
- * whole panel row and each panel is written in order (16 streams). Returns nonzero if a result is
- * Inf or NaN. */
+ * through the layout's strides, then transformed with the kernels as the lanes of every step, so
+ * the steps vectorise (one kernel at a time they ran scalar, as long as the GEMMs at batch 1) and
+ * each e's results are a whole panel row, each panel written in order (16 streams). Returns
+ * nonzero if a result is Inf or NaN. */
 static int FC_LOCAL(nhwc_winograd_kernel_panel)(const fc_conv2d_params *p, const T *w, fc_index g,
                                                 fc_index kb, T *up) {
     const fc_index Cg = p->in_channels / p->groups, Kg = p->out_channels / p->groups;
@@ -97,31 +98,37 @@ static int FC_LOCAL(nhwc_winograd_kernel_panel)(const fc_conv2d_params *p, const
     const fc_weight_layout ws = fc_weight_layout_of(p);
     const T *src = w + (g * Kg + kb * FC_NR) * ws.k_stride;
     T *restrict dst = up + g * 16 * es + kb * Cg * FC_NR;
-    int bad = 0;
+    T gt[9][FC_NR], t[4][3][FC_NR], nan[FC_NR]; /* nan: 0, or NaN once a result is Inf or NaN */
+    for (int i = 0; i < FC_NR; i++) nan[i] = (T)0;
+    for (int tap = 0; tap < 9; tap++) /* the lanes past Kg stay zero */
+        for (fc_index i = n; i < FC_NR; i++) gt[tap][i] = (T)0;
     for (fc_index c = 0; c < Cg; c++, dst += FC_NR) {
-        T gt[9][FC_NR];
-        for (int tap = 0; tap < 9; tap++)
-            for (fc_index i = 0; i < FC_NR; i++)
-                gt[tap][i] = i < n ? src[i * ws.k_stride + c * ws.c_stride + tap * ws.tap_stride]
-                                   : (T)0;
-        for (int i = 0; i < FC_NR; i++) {
-            T t[4][3];
-            for (int j = 0; j < 3; j++) {
-                t[0][j] = gt[j][i];
-                t[1][j] = (T)0.5 * (gt[j][i] + gt[3 + j][i] + gt[6 + j][i]);
-                t[2][j] = (T)0.5 * (gt[j][i] - gt[3 + j][i] + gt[6 + j][i]);
-                t[3][j] = gt[6 + j][i];
+        for (fc_index i = 0; i < n; i++)
+            for (int tap = 0; tap < 9; tap++)
+                gt[tap][i] = src[i * ws.k_stride + c * ws.c_stride + tap * ws.tap_stride];
+        for (int j = 0; j < 3; j++)
+            for (int i = 0; i < FC_NR; i++) {
+                t[0][j][i] = gt[j][i];
+                t[1][j][i] = (T)0.5 * (gt[j][i] + gt[3 + j][i] + gt[6 + j][i]);
+                t[2][j][i] = (T)0.5 * (gt[j][i] - gt[3 + j][i] + gt[6 + j][i]);
+                t[3][j][i] = gt[6 + j][i];
             }
-            for (int r = 0; r < 4; r++) {
-                const T a = t[r][0], b = t[r][1], d = t[r][2];
-                const T v[4] = {a, (T)0.5 * (a + b + d), (T)0.5 * (a - b + d), d};
-                for (int q = 0; q < 4; q++) {
-                    dst[(r * 4 + q) * es + i] = v[q];
-                    bad |= (v[q] - v[q]) != (v[q] - v[q]);
-                }
+        for (int r = 0; r < 4; r++) {
+            T *restrict d0 = dst + (r * 4) * es, *restrict d1 = d0 + es;
+            T *restrict d2 = d1 + es, *restrict d3 = d2 + es;
+            for (int i = 0; i < FC_NR; i++) {
+                const T a = t[r][0][i], b = t[r][1][i], d = t[r][2][i];
+                const T v1 = (T)0.5 * (a + b + d), v2 = (T)0.5 * (a - b + d);
+                d0[i] = a;
+                d1[i] = v1;
+                d2[i] = v2;
+                d3[i] = d;
+                nan[i] += (a - a) + (v1 - v1) + (v2 - v2) + (d - d);
             }
         }
     }
+    int bad = 0;
+    for (int i = 0; i < FC_NR; i++) bad |= nan[i] != nan[i];
     return bad;
 }
 

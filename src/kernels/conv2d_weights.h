@@ -1,6 +1,8 @@
 /* conv2d_weights.h: the weights as the convolution passes read them, whatever their layout:
  * where element (k, c, tap) lies in OIHW or HWIO (fc_weight_format), and the flipped, transposed
- * weights of the input gradient's forward pass at stride 1, which the NCHW and NHWC passes share.
+ * weights of the input gradient's forward pass at stride 1, which the NCHW and NHWC passes share:
+ * copied (transposed_problem), or for one group read in place through a view's strides
+ * (transposed_view, the channels-last passes).
  *
  * Loop structure (transposed_problem): one pass over the weights in their own order, each element
  * written once to its flipped, transposed place. */
@@ -15,19 +17,52 @@ typedef struct {
     fc_index k_stride, c_stride, tap_stride;
 } fc_weight_layout;
 
+/* A weight_format bit of the kernels' own (never a caller's): the weights are the flipped,
+ * transposed view of a one-group problem's OIHW or HWIO weights (transposed_view), read in place
+ * from their last tap. */
+#define FC_WEIGHT_FLIPPED_T 2
+
 static inline fc_weight_layout fc_weight_layout_of(const fc_conv2d_params *p) {
-    const fc_index Cg = p->in_channels / p->groups, kk = p->kernel_h * p->kernel_w;
+    const int flipped = (p->weight_format & FC_WEIGHT_FLIPPED_T) != 0;
+    /* the channels of the weights as stored: a view's are the other way round */
+    const fc_index K = flipped ? p->in_channels : p->out_channels;
+    const fc_index Cg = (flipped ? p->out_channels : p->in_channels) / p->groups;
+    const fc_index kk = p->kernel_h * p->kernel_w;
     fc_weight_layout s;
-    if (p->weight_format == FC_WEIGHT_HWIO) { /* (kH, kW, C/groups, K) */
+    if ((p->weight_format & ~FC_WEIGHT_FLIPPED_T) == FC_WEIGHT_HWIO) { /* (kH, kW, C/groups, K) */
         s.k_stride = 1;
-        s.c_stride = p->out_channels;
-        s.tap_stride = Cg * p->out_channels;
+        s.c_stride = K;
+        s.tap_stride = Cg * K;
     } else { /* (K, C/groups, kH, kW) */
         s.k_stride = Cg * kk;
         s.c_stride = kk;
         s.tap_stride = 1;
     }
+    if (flipped) { /* (k, c, t) of the view is (c, k, kk - 1 - t) of the weights */
+        const fc_index k_stride = s.k_stride;
+        s.k_stride = s.c_stride;
+        s.c_stride = k_stride;
+        s.tap_stride = -s.tap_stride;
+    }
     return s;
+}
+
+/* The forward problem of the input gradient at stride 1 (see transposed_problem), its weights
+ * left to the caller: q.weight_format OIHW. */
+static inline fc_conv2d_params fc_transposed_geometry(const fc_conv2d_params *p) {
+    fc_conv2d_params q = *p;
+    q.in_channels = p->out_channels;
+    q.in_h = p->out_h;
+    q.in_w = p->out_w;
+    q.out_channels = p->in_channels;
+    q.pad_top = p->dilation_h * (p->kernel_h - 1) - p->pad_top;
+    q.pad_left = p->dilation_w * (p->kernel_w - 1) - p->pad_left;
+    q.out_h = p->in_h;
+    q.out_w = p->in_w;
+    q.algorithm = FC_CONV_AUTO;
+    q.weight_format = FC_WEIGHT_OIHW;
+    q.relu = 0;
+    return q;
 }
 
 /* At stride 1 the input gradient is itself a convolution, of dY with the weights transposed
@@ -45,18 +80,17 @@ static fc_conv2d_params FC_LOCAL(transposed_problem)(const fc_conv2d_params *p, 
                 for (fc_index t = 0; t < kk; t++)
                     wt[((g * Cg + c) * Kg + k) * kk + (kk - 1 - t)] =
                         w[(g * Kg + k) * s.k_stride + c * s.c_stride + t * s.tap_stride];
-    fc_conv2d_params q = *p;
-    q.in_channels = p->out_channels;
-    q.in_h = p->out_h;
-    q.in_w = p->out_w;
-    q.out_channels = p->in_channels;
-    q.pad_top = p->dilation_h * (p->kernel_h - 1) - p->pad_top;
-    q.pad_left = p->dilation_w * (p->kernel_w - 1) - p->pad_left;
-    q.out_h = p->in_h;
-    q.out_w = p->in_w;
-    q.algorithm = FC_CONV_AUTO;
-    q.weight_format = FC_WEIGHT_OIHW;
-    q.relu = 0;
+    return fc_transposed_geometry(p);
+}
+
+/* One group: that problem reading w in place, a view of the flipped, transposed weights (whose
+ * strides cannot express several groups); *wv is where the view's element (0, 0, 0) lies, w's
+ * last tap. No copy, and the same products as the copied weights give. */
+static inline fc_conv2d_params FC_LOCAL(transposed_view)(const fc_conv2d_params *p, const T *w,
+                                                         const T **wv) {
+    fc_conv2d_params q = fc_transposed_geometry(p);
+    q.weight_format = p->weight_format | FC_WEIGHT_FLIPPED_T;
+    *wv = w - (p->kernel_h * p->kernel_w - 1) * fc_weight_layout_of(&q).tap_stride;
     return q;
 }
 
