@@ -23,8 +23,9 @@ from fastconv import reference as ref
 # name: (N, C, H(=W), K, kernel, stride, padding, groups). The published layers first, then one
 # real layer of each class the convolution must not fall behind on: few pixels with many
 # channels (ResNet's last stage), channel counts off the vector width, batch 1, 1x1 expansion,
-# the large-kernel stem, grouped (ResNeXt) and depthwise (MobileNet) layers, and the second conv
-# of the `fastconv train` ConvNet.
+# the large-kernel stem, grouped (ResNeXt) and depthwise (MobileNet) layers, the second conv
+# of the `fastconv train` ConvNet, and the 3x3 convs of ResNet-14's three stages (few channels on
+# small images, `fastconv bench --model`'s resnet14).
 CONV_LAYERS = {
     "lenet1-5x5": (64, 1, 28, 32, 5, 1, 2, 1),
     "cifar-3x3": (64, 3, 32, 32, 3, 1, 1, 1),
@@ -44,10 +45,13 @@ CONV_LAYERS = {
     "dw-128": (32, 128, 56, 128, 3, 1, 1, 128),
     "dw-256-s2": (32, 256, 28, 256, 3, 2, 1, 256),
     "convnet-5x5": (32, 32, 14, 64, 5, 1, 2, 1),
+    "res14-16": (64, 16, 32, 16, 3, 1, 1, 1),
+    "res14-32": (64, 32, 16, 32, 3, 1, 1, 1),
+    "res14-64": (64, 64, 8, 64, 3, 1, 1, 1),
 }
 # The backward pass is also timed pass by pass (input gradient, weight gradient) on these, whose
 # every pass is held to a share of the multiply-add peak.
-CONV_PASS_LAYERS = ("vgg-64", "res-256")
+CONV_PASS_LAYERS = ("vgg-64", "res-256", "res14-16", "res14-32", "res14-64")
 
 # Decoder layers (upsampling by 2): name: (N, C_in, H(=W), C_out, kernel, stride, padding,
 # output_padding); the output is (N, C_out, 2H, 2H)

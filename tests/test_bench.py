@@ -48,7 +48,8 @@ def test_layer_tables_match_the_shapes_they_name():
     """Every case the command would time exists for every listed layer and pass."""
     assert {"lenet1-5x5", "cifar-3x3", "vgg-64", "res-256", "pw-1x1", "down-s2", "alex-11x11s4",
             "res-512-7x7", "odd-24-40", "odd-3-37", "vgg-64-n1", "res-256-n1", "expand-1x1",
-            "stem-7x7s2", "resnext-g32", "dw-128", "dw-256-s2"} <= set(bench.CONV_LAYERS)
+            "stem-7x7s2", "resnext-g32", "dw-128", "dw-256-s2", "res14-16", "res14-32",
+            "res14-64"} <= set(bench.CONV_LAYERS)
     assert set(bench.POOL_CASES) == {"max-2x2s2", "max-3x3s2p1", "avg-2x2s2", "l2-2x2s2"}
     cases = bench.conv_cases(names={"lenet1-5x5", "vgg-64"})
     assert [(c.name, c.direction) for c in cases] == [

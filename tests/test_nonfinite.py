@@ -215,6 +215,36 @@ def test_nonfinite_data_runs_the_plans_fallback(which, algorithm, fallback, hold
     np.testing.assert_array_equal(run(algorithm), run(fallback))
 
 
+# The direct weight gradient tests each channel's phases as it makes them (a pointwise layer,
+# read in place, all of x first): an Inf or NaN in any image, channel block or stride phase
+# hands the call to the plain loops. name: (x shape, w shape, stride, padding, flat index in x)
+PHASE_CASES = {
+    "last-image-last-channel": ((3, 40, 5, 6), (8, 40, 3, 3), 1, 1, -1),
+    "second-channel-block": ((1, 40, 5, 6), (8, 40, 3, 3), 1, 1, 35 * 30 + 7),
+    "stride-2-odd-phase": ((2, 4, 7, 7), (4, 4, 3, 3), 2, 1, 4 * 49 + 3 * 7 + 3),
+    "pointwise": ((2, 8, 5, 5), (4, 8, 1, 1), 1, 0, 8 * 25 + 60),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("value", [np.inf, np.nan], ids=["inf", "nan"])
+@pytest.mark.parametrize("name", PHASE_CASES)
+def test_weight_direct_finds_nonfinite_x_anywhere(name, value, dtype):
+    x_shape, w_shape, stride, padding, where = PHASE_CASES[name]
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    x.flat[where] = value
+    w = rng.standard_normal(w_shape).astype(dtype)
+    gy = rng.standard_normal(F.conv2d(x, w, stride=stride, padding=padding).shape).astype(dtype)
+
+    def run(algorithm):
+        with _kernels.force_conv_algorithms(weight=algorithm):
+            return F.conv2d_weight(x, w.shape, gy, stride=stride, padding=padding)
+
+    assert not np.isfinite(run("plain")).all()
+    np.testing.assert_array_equal(run("direct"), run("plain"))
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("op", ["relu", "tanh", "sigmoid"])
 def test_activations_against_torch(T, op, dtype):

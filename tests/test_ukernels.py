@@ -427,6 +427,9 @@ RUN_CASES = {
     "s2-ds2": (1, 2, 15, 8, 2, False),
     "all-outside": (-20, 1, 10, 5, 1, False),
     "padding-row": (0, 1, 10, 6, 1, True),
+    # zero margins of whole vectors and a partial one on either side of the row
+    "s1-wide-margins": (-20, 1, 10, 45, 1, False),
+    "padding-row-long": (0, 1, 10, 37, 1, True),
 }
 
 

@@ -68,12 +68,29 @@ static fc_index FC_LOCAL(tile_runs)(const fc_conv2d_params *p, fc_index p0, fc_i
     return count;
 }
 
+/* d[u] = 0 for u < n: whole vector stores and one masked tail, so a margin shorter than a vector
+ * (a phase row's is a column or two) is one store where the plain loop was a memset call. */
+static inline void FC_LOCAL(zero_run)(T *d, fc_index n) {
+    fc_index u = 0;
+#if FC_HAVE_VEC
+    static const T zeros[FC_VL];
+    for (; u + FC_VL <= n; u += FC_VL) FC_VSTOREU(d + u, FC_VZERO());
+    if (u < n) FC_VCOPY_PARTIAL(d + u, zeros, (int)(n - u));
+#else
+    for (; u < n; u++) d[u] = (T)0;
+#endif
+}
+
 /* gather_run (below) given the span [lo, hi) of t whose column lies inside the row
  * (fc_inside_span; lo = hi = len for a NULL row): a caller gathering many rows at the same columns
  * settles the span once, where per row its divisions cost as much as a short run's copy. */
 static inline void FC_LOCAL(gather_span)(const T *row, fc_index iw0, fc_index s, fc_index len,
                                          fc_index lo, fc_index hi, T *dst, fc_index ds) {
     fc_index t = 0;
+    if (ds == 1) {
+        FC_LOCAL(zero_run)(dst, lo);
+        t = lo;
+    }
     for (; t < lo; t++) dst[t * ds] = (T)0;
     if (row && s == 1 && ds == 1) {
         const T *src = row + (iw0 + lo); /* the first column inside the row */
@@ -103,6 +120,10 @@ static inline void FC_LOCAL(gather_span)(const T *row, fc_index iw0, fc_index s,
         t = hi;
     } else {
         for (; t < hi; t++) dst[t * ds] = row[iw0 + t * s];
+    }
+    if (ds == 1) {
+        FC_LOCAL(zero_run)(dst + t, len - t);
+        return;
     }
     for (; t < len; t++) dst[t * ds] = (T)0;
 }
