@@ -63,6 +63,10 @@ MAX_CASES = {
     "same-even-kernel-ceil": (1, 2, 7, 6, (2, 4), 1, "same", 1, True),
     "same-dilated": (1, 2, 9, 9, 3, 1, "same", 2, False),
     "valid": (2, 2, 7, 7, 3, 2, "valid", 1, True),
+    # disjoint windows (span <= stride: the channels-last backward gathers): dilated with a gap
+    # column between windows, and one image of 128 channels (split into channel blocks)
+    "disjoint-dilated-ceil": (2, 3, 11, 10, 2, 3, (1, 0), 2, True),
+    "2x2s2-channel-blocks": (1, 128, 6, 7, 2, None, 0, 1, True),
 }
 
 # (N, C, H, W, kernel, stride, padding, ceil_mode, count_include_pad, divisor_override)
@@ -172,10 +176,13 @@ def test_max_pool2d_matches_reference_exactly(case, values, dtype, data_format, 
     np.testing.assert_array_equal(idx, ridx)
     np.testing.assert_array_equal(_bits(F.max_pool2d(x, **kwargs)), _bits(y))  # values only
 
-    gy = random(rng, y.shape, dtype)
-    expected = ref.max_pool2d_backward(gy, x, **ref_args)
-    np.testing.assert_array_equal(F.max_pool2d_backward(gy, x, **kwargs), expected)
-    np.testing.assert_array_equal(F.max_pool2d_backward(gy, x, **kwargs, indices=idx), expected)
+    # dY with signed zeros, NaNs of both signs and -inf too: the gradient's bits are the
+    # reference's (0 + -0.0 is +0.0 whether a kernel scatters or gathers)
+    gy = random(rng, y.shape, dtype) if values == "normal" else _ties_nan_inf(rng, y.shape, dtype)
+    expected = _bits(ref.max_pool2d_backward(gy, x, **ref_args))
+    np.testing.assert_array_equal(_bits(F.max_pool2d_backward(gy, x, **kwargs)), expected)
+    np.testing.assert_array_equal(_bits(F.max_pool2d_backward(gy, x, **kwargs, indices=idx)),
+                                  expected)
 
 
 def test_max_pool2d_window_wholly_in_padding_is_defined():

@@ -12,7 +12,9 @@
  * Forward passes are parallel over output rows (image, oh): each output has one writer. Backward
  * passes add each output's gradient into its window, so they are parallel over (image, block of
  * channels): a task zeroes its part of the image's gradient and owns it, adding the outputs in
- * order, so no sum depends on the thread count (nor on the blocks, which only split channels). */
+ * order, so no sum depends on the thread count (nor on the blocks, which only split channels).
+ * The max-pool backward with disjoint windows gathers instead, each value written once, and
+ * scatters only when an index lies outside its window (nhwc_max_gather). */
 #include "pool2d_common.h"
 
 /* The window of output (oh, ow): rows h0 + i * dH for i in [*i0, *i1), columns w0 + j * dW for j
@@ -32,6 +34,15 @@ static inline void FC_LOCAL(nhwc_window)(const fc_pool2d_params *p, fc_index oh,
 static inline fc_index FC_LOCAL(nhwc_channel_blocks)(const fc_pool2d_params *p, int nthreads) {
     const fc_index C = p->channels, N = p->planes / C;
     return FC_MAX(1, FC_MIN(C / 64, FC_CEIL_DIV(2 * (fc_index)nthreads, N)));
+}
+
+/* Zero this task's channels [c0, c1) of an image's gradient (HW pixels of C). */
+static inline void FC_LOCAL(nhwc_zero)(T *dst, fc_index HW, fc_index C, fc_index c0, fc_index c1) {
+    if (c0 == 0 && c1 == C) {
+        memset(dst, 0, sizeof(T) * (size_t)(HW * C));
+        return;
+    }
+    for (fc_index q = 0; q < HW; q++) memset(dst + q * C + c0, 0, sizeof(T) * (size_t)(c1 - c0));
 }
 
 /* ---- max pooling ----------------------------------------------------------------------------- */
@@ -80,11 +91,84 @@ int FC_FN(maxpool2d_nhwc_fwd)(const fc_pool2d_params *p, const T *x, T *y, int64
     return FC_OK;
 }
 
+/* Windows that do not overlap along an axis: a window's span (k - 1) d + 1 is at most the stride
+ * s. Then at most one covers each input position. */
+static inline int FC_LOCAL(nhwc_disjoint)(fc_index k, fc_index d, fc_index s) {
+    return (k - 1) * d + 1 <= s;
+}
+
+/* With disjoint windows (nhwc_disjoint), the output along one axis (n of them) whose window covers
+ * input position `at` (its index plus the leading padding), or -1 for none. */
+static inline fc_index FC_LOCAL(nhwc_covering)(fc_index at, fc_index s, fc_index d, fc_index k,
+                                               fc_index n) {
+    const fc_index o = at / s, i = at % s;
+    return at >= 0 && i % d == 0 && i / d < k && o < n ? o : -1;
+}
+
+/* One image's max-pool gradient, channels [c0, c1), with disjoint windows, as a gather that
+ * writes each value once (no zeroing pass, no read back), vectorised across the channels: input
+ * pixel q gets 0 + dY of the window that covers it where that window's index is q, else 0.
+ * Where every index lies in its own window this is the scatter's sum, and the count it returns,
+ * of the (output, channel) pairs whose index it met, is all of them; an index outside its window
+ * (any valid position may be given) or -1 is never met. */
+static fc_index FC_LOCAL(nhwc_max_gather)(const fc_pool2d_params *p, const T *g, const int64_t *ix,
+                                          T *dst, fc_index c0, fc_index c1) {
+    const fc_index C = p->channels, H = p->in_h, W = p->in_w, OW = p->out_w;
+    fc_index met = 0;
+    for (fc_index ih = 0; ih < H; ih++) {
+        const fc_index oh = FC_LOCAL(nhwc_covering)(ih + p->pad_top, p->stride_h, p->dilation_h,
+                                                    p->kernel_h, p->out_h);
+        for (fc_index iw = 0; iw < W; iw++) {
+            const fc_index ow = FC_LOCAL(nhwc_covering)(iw + p->pad_left, p->stride_w,
+                                                        p->dilation_w, p->kernel_w, OW);
+            T *restrict d = dst + (ih * W + iw) * C;
+            if (oh < 0 || ow < 0) {
+                for (fc_index c = c0; c < c1; c++) d[c] = 0;
+                continue;
+            }
+            const int64_t at = ih * W + iw;
+            const T *restrict gv = g + (oh * OW + ow) * C;
+            const int64_t *restrict iv = ix + (oh * OW + ow) * C;
+            for (fc_index c = c0; c < c1; c++) {
+                const int hit = iv[c] == at;
+                d[c] = (T)0 + (hit ? gv[c] : (T)0);
+                met += hit;
+            }
+        }
+    }
+    return met;
+}
+
+/* One image's max-pool gradient, channels [c0, c1), as pool2d_impl.h's scatter: dst = 0, then
+ * dst[ix] += dY output by output. Returns nonzero when an index lies outside [-1, HW). */
+static int FC_LOCAL(nhwc_max_scatter)(const fc_pool2d_params *p, const T *g, const int64_t *ix,
+                                      T *dst, fc_index c0, fc_index c1) {
+    const fc_index C = p->channels, HW = p->in_h * p->in_w, OHW = p->out_h * p->out_w;
+    int bad = 0;
+    FC_LOCAL(nhwc_zero)(dst, HW, C, c0, c1);
+    for (fc_index o = 0; o < OHW; o++)
+        for (fc_index c = c0; c < c1; c++) {
+            /* one unsigned compare: -1 (no input) maps to 0, anything outside to > HW */
+            const fc_uindex slot = (fc_uindex)ix[o * C + c] + 1;
+            if (slot > (fc_uindex)HW) {
+                bad = 1;
+                continue;
+            }
+            if (slot) dst[(fc_index)(slot - 1) * C + c] += g[o * C + c];
+        }
+    return bad;
+}
+
+/* Tasks are (image, block of channels). With disjoint windows each gathers its part of dX
+ * (nhwc_max_gather) and scatters instead, over what it wrote, only when some index of the task
+ * lies outside its window (or is -1); overlapping windows scatter. */
 int FC_FN(maxpool2d_nhwc_bwd)(const fc_pool2d_params *p, const T *gy, const int64_t *indices, T *gx,
                               int nthreads) {
     const fc_index C = p->channels, HW = p->in_h * p->in_w, OHW = p->out_h * p->out_w;
     const fc_index cblocks = FC_LOCAL(nhwc_channel_blocks)(p, nthreads);
     const fc_index ntasks = p->planes / C * cblocks;
+    const int gather = FC_LOCAL(nhwc_disjoint)(p->kernel_h, p->dilation_h, p->stride_h) &&
+                       FC_LOCAL(nhwc_disjoint)(p->kernel_w, p->dilation_w, p->stride_w);
     const int nt = fc_threads_for(nthreads, (double)p->planes * (HW + OHW), FC_POOL_MIN_WORK,
                                   ntasks);
     int bad = 0;
@@ -92,24 +176,11 @@ int FC_FN(maxpool2d_nhwc_bwd)(const fc_pool2d_params *p, const T *gy, const int6
     for (fc_index t = 0; t < ntasks; t++) {
         const fc_index n = t / cblocks, cb = t % cblocks;
         const fc_index c0 = cb * C / cblocks, c1 = (cb + 1) * C / cblocks;
-        T *restrict dst = gx + n * HW * C;
-        if (cblocks == 1)
-            memset(dst, 0, sizeof(T) * (size_t)(HW * C));
-        else
-            for (fc_index q = 0; q < HW; q++) memset(dst + q * C + c0, 0, sizeof(T) * (c1 - c0));
-        for (fc_index o = 0; o < OHW; o++) {
-            const T *g = gy + (n * OHW + o) * C;
-            const int64_t *ix = indices + (n * OHW + o) * C;
-            for (fc_index c = c0; c < c1; c++) {
-                /* one unsigned compare: -1 (no input) maps to 0, anything outside to > HW */
-                const fc_uindex slot = (fc_uindex)ix[c] + 1;
-                if (slot > (fc_uindex)HW) {
-                    bad = 1;
-                    continue;
-                }
-                if (slot) dst[(fc_index)(slot - 1) * C + c] += g[c];
-            }
-        }
+        const T *g = gy + n * OHW * C;
+        const int64_t *ix = indices + n * OHW * C;
+        T *dst = gx + n * HW * C;
+        if (!gather || FC_LOCAL(nhwc_max_gather)(p, g, ix, dst, c0, c1) != OHW * (c1 - c0))
+            bad |= FC_LOCAL(nhwc_max_scatter)(p, g, ix, dst, c0, c1);
     }
     return bad ? FC_EINDEX : FC_OK;
 }
@@ -164,15 +235,6 @@ int FC_FN(avgpool2d_nhwc_fwd)(const fc_pool2d_params *p, const T *x, T *y, int n
             for (fc_index c = 0; c < C; c++) out[c] = d != 0 ? out[c] / d : (T)0;
         }
     return FC_OK;
-}
-
-/* Zero this task's channels [c0, c1) of an image's gradient (HW pixels of C). */
-static inline void FC_LOCAL(nhwc_zero)(T *dst, fc_index HW, fc_index C, fc_index c0, fc_index c1) {
-    if (c0 == 0 && c1 == C) {
-        memset(dst, 0, sizeof(T) * (size_t)(HW * C));
-        return;
-    }
-    for (fc_index q = 0; q < HW; q++) memset(dst + q * C + c0, 0, sizeof(T) * (size_t)(c1 - c0));
 }
 
 /* dst (an image's gradient, channels [c0, c1)) += share * f'(x) over the window of output
