@@ -99,6 +99,10 @@ CONV_CASES = {
     # a first layer channels last: the direct input gradient's panels run across input rows
     # (kW C = 9 tile rows each), and K = 37 and OW = 19 end past the 16 x 16 transpose blocks
     "first-layer-k37": (2, 3, 9, 19, 37, 3, 1, 1, 1, 1, True),
+    # one input channel per group, three outputs each: channels last, the weight gradient's GEMM
+    # turned round (output channels as tile rows, the whole kernel as columns) on every ISA, its
+    # pixel chunks (840 pixels: 2 to 5 of them) ending inside an image
+    "multiplier-3-many-pixels": (4, 4, 15, 14, 12, 3, 1, 1, 1, 4, True),
     # batch 1 and one tile block: Winograd and the direct forward split the output channels
     # (5 blocks of MR = 8 rows on avx512) into tasks so that both threads work
     "batch1-channel-split": (1, 32, 6, 6, 40, 3, 1, 1, 1, 1, True),
@@ -325,7 +329,8 @@ def test_conv2d_halves_equal_backward(name, formats, dtype):
 # all stride 1 and 3x3, so that every algorithm can run them
 THREAD_CASES = ["many-pixels-tiles", "big-batch-weight-chunks", "long-reduction", "depthwise",
                 "winograd-blocks-across-images", "winograd-batch1-k-parts", "depthwise-long-rows",
-                "groups-4x4", "batch1-channel-split", "first-layer-k37"]
+                "groups-4x4", "batch1-channel-split", "first-layer-k37",
+                "multiplier-3-many-pixels"]
 # (data_format, algorithms forced): the plan's, then the others where the geometry allows them
 THREAD_ALGORITHMS = {
     "planned": ("NCHW", {}),

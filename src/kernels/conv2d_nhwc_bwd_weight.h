@@ -19,7 +19,11 @@
  * OIHW one value at a time would miss the cache on every store), and the copies are added in a
  * fixed order at the end, transposed into OIHW in cache-sized blocks where the weights are OIHW,
  * so results do not depend on the thread count. With one batch chunk (batch 1) and OIHW weights
- * there is nothing to add: each task transposes its accumulator, still in cache, into dW. */
+ * there is nothing to add: each task transposes its accumulator, still in cache, into dW.
+ *
+ * Few taps (nhwc_bwd_weight_few_taps): the GEMM turned round, dW[K, R] += dY^T col(X), where a
+ * first layer's K far from a multiple of NR and its kernel rows of a few values padded to MR
+ * leave most of the segments' tiles empty. Tasks are (chunk of the batch's pixels, group). */
 #ifndef FC_CONV2D_NHWC_BWD_WEIGHT_H
 #define FC_CONV2D_NHWC_BWD_WEIGHT_H
 
@@ -77,6 +81,137 @@ static fc_index FC_LOCAL(nhwc_segment_runs)(const fc_conv2d_params *p, const fc_
     return used;
 }
 
+/* Few taps (a first layer's kH kW C/groups values, at most two B panels wide): the GEMM turned
+ * round, dW[K, R] += dY^T[K, pixels] col(X)[pixels, R], so that the output channels are the
+ * tile's rows (padded to MR only) and the whole kernel its columns, where the segments' GEMM
+ * pads each kernel row's few values to MR and K to NR. Per chunk of pixels, dY's channels are
+ * copied MR at a time into A panels (a pixel's channels are contiguous) and each pixel's runs end
+ * to end into a row of col(X) (zero where the definition reads padding, so the products are
+ * exactly the reference's). Tasks are (chunk of the batch's pixels, group), fixed by the problem;
+ * each sums into its own accumulator, and the chunks are added in order. */
+static int FC_LOCAL(nhwc_bwd_weight_few_taps)(const fc_conv2d_params *p, const fc_tuning *tn,
+                                              const fc_nhwc_segments *sg, const T *gy, const T *x,
+                                              T *gw, int nthreads) {
+    const fc_index G = p->groups, Cg = p->in_channels / G, Kg = p->out_channels / G;
+    const fc_index K = p->out_channels, kk = p->kernel_h * p->kernel_w;
+    const fc_index NP = p->batch * p->out_h * p->out_w;
+    const fc_index total = p->batch * p->in_h * p->in_w * p->in_channels;
+    const fc_index R = sg->count * sg->len, rpanels = FC_CEIL_DIV(R, FC_NR), rpad = rpanels * FC_NR;
+    const fc_index kpanels = FC_CEIL_DIV(Kg, FC_MR), kpad = kpanels * FC_MR;
+    const fc_index qc = FC_MIN(tn->kc, FC_MAX(NP, 1)), acc_size = kpad * rpad;
+    const fc_index chunks = FC_MAX(1, FC_MIN(tn->weight_grad_tasks, FC_CEIL_DIV(NP, qc)));
+    const fc_index ntasks = chunks * G;
+    int failed = 0;
+
+    T *sums = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(ntasks * acc_size));
+    T *zero = (T *)calloc((size_t)sg->len_pad, sizeof(T));
+    if (!sums || !zero) {
+        fc_aligned_free(sums);
+        free(zero);
+        return FC_ENOMEM;
+    }
+    const int nt = fc_threads_for(nthreads, (double)NP * K * Cg * kk, tn->conv_min_work, ntasks);
+    FC_PRAGMA(omp parallel num_threads(nt))
+    {
+        T *ap = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(kpad * qc));
+        T *bp = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(rpad * qc));
+        T *row = (T *)fc_aligned_alloc(sizeof(T) * (size_t)rpad);
+        const T **a = (const T **)malloc(sizeof(*a) * (size_t)(sg->count * qc));
+        T *stage = NULL;
+        fc_index stage_slots = 0;
+        int ok = ap && bp && row && a;
+        FC_PRAGMA(omp for schedule(dynamic, 1))
+        for (fc_index t = 0; t < ntasks; t++) {
+            if (!ok) continue;
+            const fc_index g = t % G, chunk = t / G;
+            const fc_index f1 = (chunk + 1) * NP / chunks;
+            T *acc = sums + t * acc_size;
+            memset(acc, 0, sizeof(T) * (size_t)acc_size);
+            for (fc_index f0 = chunk * NP / chunks; f0 < f1 && ok; f0 += qc) {
+                const fc_index kc = FC_MIN(qc, f1 - f0);
+                fc_index need = 0;
+                for (fc_index s = 0; s < sg->count; s++)
+                    need += FC_LOCAL(nhwc_segment_runs)(p, sg, s, x, total, g * Cg, f0, kc, zero,
+                                                        NULL, 0, NULL);
+                ok = FC_LOCAL(nhwc_stage_reserve)(&stage, &stage_slots, need, sg->len_pad);
+                if (!ok) break;
+                fc_index used = 0;
+                for (fc_index s = 0; s < sg->count; s++)
+                    used += FC_LOCAL(nhwc_segment_runs)(p, sg, s, x, total, g * Cg, f0, kc, zero,
+                                                        stage, used, a + s * kc);
+                /* row r of col(X): the pixel's runs end to end, zero past R; as NR-wide panels */
+                memset(row + R, 0, sizeof(T) * (size_t)(rpad - R));
+                for (fc_index r = 0; r < kc; r++) {
+                    for (fc_index s = 0; s < sg->count; s++) {
+                        const T *src = a[s * kc + r];
+                        T *dst = row + s * sg->len;
+                        for (fc_index e = 0; e < sg->len; e++) dst[e] = src[e];
+                    }
+                    for (fc_index q = 0; q < rpanels; q++)
+                        memcpy(bp + (q * kc + r) * FC_NR, row + q * FC_NR, sizeof(T) * FC_NR);
+                }
+                /* dY's channels of the group, MR at a time: A panels [kpanels][kc][MR] */
+                const T *gyf = gy + f0 * K + g * Kg;
+                for (fc_index kp = 0; kp < kpanels; kp++) {
+                    const fc_index mr = FC_MIN(FC_MR, Kg - kp * FC_MR);
+                    T *d = ap + kp * kc * FC_MR;
+                    for (fc_index r = 0; r < kc; r++, d += FC_MR) {
+                        const T *src = gyf + r * K + kp * FC_MR;
+                        if (mr == FC_MR) {
+                            memcpy(d, src, sizeof(T) * FC_MR);
+                            continue;
+                        }
+                        for (fc_index i = 0; i < FC_MR; i++) d[i] = i < mr ? src[i] : (T)0;
+                    }
+                }
+                for (fc_index kp = 0; kp < kpanels; kp++)
+                    for (fc_index q = 0; q < rpanels; q++)
+                        FC_GEMM(kc, ap + kp * kc * FC_MR, bp + q * kc * FC_NR,
+                                acc + kp * FC_MR * rpad + q * FC_NR, rpad, FC_MR, FC_NR, 1, NULL);
+            }
+        }
+        if (!ok) {
+            FC_PRAGMA(omp atomic write)
+            failed = 1;
+        }
+        fc_aligned_free(ap);
+        fc_aligned_free(bp);
+        fc_aligned_free(row);
+        fc_aligned_free(stage);
+        free(a);
+    }
+    /* dW from the chunks' sums added in chunk order: column r = tap * Cg + c of row k */
+    if (!failed) {
+        const int hwio = p->weight_format == FC_WEIGHT_HWIO;
+        for (fc_index g = 0; g < G; g++)
+            for (fc_index k = 0; k < Kg; k++)
+                for (fc_index r = 0; r < R; r++) {
+                    const T *src = sums + g * acc_size + k * rpad + r;
+                    T sum = src[0];
+                    for (fc_index ch = 1; ch < chunks; ch++) sum += src[ch * G * acc_size];
+                    const fc_index tap = r / Cg, c = r % Cg;
+                    gw[hwio ? (tap * Cg + c) * K + g * Kg + k
+                            : ((g * Kg + k) * Cg + c) * kk + tap] = sum;
+                }
+    }
+    fc_aligned_free(sums);
+    free(zero);
+    return failed ? FC_ENOMEM : FC_OK;
+}
+
+/* The few-taps GEMM where its tile's share of useful products (R/rpad Kg/kpad) is more than twice
+ * the segments' (len/len_pad Kg/kg_pad): small kernels of few channels, whose R fills most of its
+ * columns, and K far from a multiple of NR. Less than that, its copies of both operands cost
+ * more than the products it saves (a 5 x 5 kernel on one channel, K = 32). */
+static int FC_LOCAL(nhwc_few_taps_pays)(const fc_nhwc_segments *sg, fc_index Kg) {
+    const double R = (double)(sg->count * sg->len), k = (double)Kg;
+    const double turned = R / (double)(FC_CEIL_DIV(sg->count * sg->len, FC_NR) * FC_NR) * k /
+                          (double)(FC_CEIL_DIV(Kg, FC_MR) * FC_MR);
+    const double segments = (double)sg->len / (double)sg->len_pad * k /
+                            (double)(FC_CEIL_DIV(Kg, FC_NR) * FC_NR);
+    return R <= 2 * FC_NR && turned > 2 * segments;
+}
+
 static int FC_LOCAL(conv2d_nhwc_bwd_weight_direct)(const fc_conv2d_params *p, const fc_tuning *tn,
                                                    const T *gy, const T *x, T *gw, int nthreads) {
     const fc_index G = p->groups, Cg = p->in_channels / G, Kg = p->out_channels / G;
@@ -85,6 +220,11 @@ static int FC_LOCAL(conv2d_nhwc_bwd_weight_direct)(const fc_conv2d_params *p, co
     const fc_index total = N * HWC, wsize = K * Cg * kk;
     fc_nhwc_segments sg;
     if (fc_nhwc_segments_of(p, FC_MR, &sg) != FC_OK) return FC_ENOMEM;
+    if (FC_LOCAL(nhwc_few_taps_pays)(&sg, Kg)) {
+        const int rc = FC_LOCAL(nhwc_bwd_weight_few_taps)(p, tn, &sg, gy, x, gw, nthreads);
+        fc_nhwc_segments_free(&sg);
+        return rc;
+    }
     const fc_index mblocks = sg.len_pad / FC_MR, blocks = sg.count * mblocks;
     const fc_index kblocks = FC_CEIL_DIV(Kg, FC_NR), kg_pad = kblocks * FC_NR;
     const fc_index parts = FC_MIN(blocks, FC_CEIL_DIV(sg.count * sg.len_pad, tn->task_rows));
