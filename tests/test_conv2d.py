@@ -8,8 +8,8 @@ tile edges: output channels around the register tile (MR = 4/6/8), pixels around
 width and the pixel tile (384), reduction lengths past one packed panel (64..512) and
 input-gradient tasks whose rows cross 288. Each case runs once as the plan chooses
 (src/kernels/conv2d_plan.c; tests/test_plan.py tests its choices) and once with each algorithm
-forced (fastconv._kernels.force_conv_algorithms): direct, Winograd and plain loops forward, the
-transposed forward pass and col2im for the input gradient, direct and plain loops for the weight
+forced (fastconv._kernels.force_conv_algorithms): direct, pixels, Winograd and plain loops forward,
+the transposed forward pass and col2im for the input gradient, direct and plain loops for the weight
 gradient, and the depthwise passes wherever C/groups = 1. Forcing an algorithm on a geometry it
 cannot run is an error.
 
@@ -203,7 +203,8 @@ def _check_conv(x, weight, bias, kwargs, ref_args, rng):
 
 # (pass, algorithm): every way a pass can run (fastconv.h, fc_conv_algorithm), per layout
 ALGORITHMS = {
-    "NCHW": [("forward", "direct"), ("forward", "winograd"), ("forward", "plain"),
+    "NCHW": [("forward", "direct"), ("forward", "pixels"), ("forward", "winograd"),
+             ("forward", "plain"),
              ("forward", "depthwise"), ("input", "transposed"), ("input", "col2im"),
              ("input", "depthwise"), ("weight", "direct"), ("weight", "plain"),
              ("weight", "depthwise"), ("weight", "grouped")],
@@ -271,7 +272,8 @@ def test_conv2d_forced_algorithm_that_cannot_run_raises(case, which, algorithm, 
 
 
 # (pass, algorithm) that the channels-last layout does not have
-NOT_NHWC = [("forward", "plain"), ("input", "winograd"), ("weight", "plain"), ("weight", "grouped")]
+NOT_NHWC = [("forward", "plain"), ("forward", "pixels"), ("input", "winograd"), ("weight", "plain"),
+            ("weight", "grouped")]
 
 
 @pytest.mark.parametrize("which, algorithm", NOT_NHWC, ids=[f"{w}-{a}" for w, a in NOT_NHWC])
@@ -336,6 +338,7 @@ THREAD_ALGORITHMS = {
     "planned": ("NCHW", {}),
     "winograd-transposed": ("NCHW", dict(forward="winograd", input="transposed")),
     "direct": ("NCHW", dict(forward="direct")),
+    "pixels": ("NCHW", dict(forward="pixels")),
     "plain-col2im": ("NCHW", dict(forward="plain", input="col2im", weight="plain")),
     "grouped-weight": ("NCHW", dict(weight="grouped")),
     "nhwc-planned": ("NHWC", {}),
@@ -475,7 +478,8 @@ def test_conv2d_relu_equals_the_unfused_ops(case, dtype, isa):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 @pytest.mark.parametrize("name, algorithm", [("winograd", "winograd"), ("winograd", "direct"),
-                                             ("stride2", "plain"), ("depthwise", "depthwise")])
+                                             ("stride2", "plain"), ("stride2", "pixels"),
+                                             ("depthwise", "depthwise")])
 def test_conv2d_relu_on_every_forward_algorithm(name, algorithm, dtype, isa):
     rng = np.random.default_rng(9)
     x, weight, bias, kwargs, _ = _make(CONV_CASES[name], dtype, rng)

@@ -461,7 +461,8 @@ def test_plan_never_runs_decoder_layers_on_the_plain_loops(layer, dtype, isa):
     forward, grad_input, grad_weight = (_kernels.conv_plan(g, which, dtype)[0]
                                         for which in ("input", "forward", "weight"))
     assert forward == ("transposed" if s == 1 else "col2im")
-    assert grad_input == ("winograd" if (k, s) == (3, 1) else "direct")
+    # a GEMM forward pass: direct, or pixels where the output channels fill whole NR panels
+    assert grad_input in (("winograd",) if (k, s) == (3, 1) else ("direct", "pixels"))
     assert grad_weight == "direct"
 
 

@@ -92,12 +92,27 @@ def _arguments(spec, mr):
             for key, val in spec.items()}
 
 
+def _gemm_forward(g, row):
+    """The GEMM forward pass the plan runs: `pixels` where a group's output channels fill whole
+    NR-lane panels, the phase grid is one forward tile and the reduction at least KC deep (a 1x1
+    layer with stride 1 and no padding excepted), else `direct`."""
+    pointwise = (g.kernel == (1, 1) and g.stride == (1, 1) and g.padding == (0, 0, 0, 0)
+                 and (g.out_h, g.out_w) == (g.in_h, g.in_w))
+    grid = g.out_h * (g.out_w + (g.kernel[1] - 1) * g.dilation[1] / g.stride[1])
+    reduction = g.in_channels // g.groups * g.kernel[0] * g.kernel[1]
+    fills = ((g.out_channels // g.groups) % row["nr"] == 0 and not pointwise
+             and grid <= row["tile_pixels"] and reduction >= row["kc"])
+    return ("pixels", "pixels") if fills else ("direct", "direct")
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 @pytest.mark.parametrize("case", list(PLAN_CASES.values()), ids=list(PLAN_CASES))
 def test_plan_chooses(case, dtype, isa):
     spec, forward, input_grad, weight_grad = case
-    mr = _kernels.tuning(isa, dtype)["mr"]
-    g = _geometry(**_arguments(spec, mr))
+    row = _kernels.tuning(isa, dtype)
+    g = _geometry(**_arguments(spec, row["mr"]))
+    if forward == ("direct", "direct"):
+        forward = _gemm_forward(g, row)
     for which, expected in zip(_kernels.CONV_PASSES, (forward, input_grad, weight_grad)):
         assert _kernels.conv_plan(g, which, dtype) == expected, which
 
@@ -164,6 +179,9 @@ REFUSALS = [
     ("forward", "winograd", dict(stride=2), "needs a 3x3 kernel, stride 1"),
     ("forward", "direct", dict(kernel=1, stride=BIG, padding=0), "stride phases would dwarf"),
     ("weight", "direct", dict(kernel=1, stride=BIG, padding=0), "stride phases would dwarf"),
+    ("forward", "pixels", dict(kernel=1, stride=BIG, padding=0), "stride phases would dwarf"),
+    ("input", "pixels", dict(), "not an input-gradient algorithm"),
+    ("weight", "pixels", dict(), "not a weight-gradient algorithm"),
     ("input", "transposed", dict(stride=2), "needs stride 1"),
     ("forward", "col2im", dict(), "not a forward algorithm"),
     ("forward", "transposed", dict(), "not a forward algorithm"),
@@ -222,3 +240,26 @@ def test_tuning_table_agrees_with_the_microkernels(name, dtype):
     assert (row["mr"], row["nr"]) == (table.mr, table.nr)
     assert row["kc"] * row["nr"] * np.dtype(dtype).itemsize <= 24576 and row["kc"] >= 64
     assert row["winograd_block"] == 4 * row["nr"]
+
+
+# (input channels, output channels in NR, extra output channels, image size, kernel size,
+# padding, forward plan): pixels on whole NR panels, a grid of one tile, a reduction of KC or more
+PIXELS_CASES = {
+    "one-panel": (32, 1, 0, 8, 5, 2, "pixels"),
+    "two-panels": (32, 2, 0, 8, 5, 2, "pixels"),
+    "panel-and-one": (32, 1, 1, 8, 5, 2, "direct"),
+    "panel-less-one": (32, 1, -1, 8, 5, 2, "direct"),
+    "one-input-channel": (1, 1, 0, 8, 5, 2, "direct"),
+    "grid-past-a-tile": (32, 1, 0, 24, 5, 2, "direct"),
+    "pointwise": (1024, 1, 0, 8, 1, 0, "direct"),
+    "1x1-padded": (1024, 1, 0, 8, 1, 1, "pixels"),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("case", list(PIXELS_CASES.values()), ids=list(PIXELS_CASES))
+def test_forward_pixels_where_channels_fill_panels(case, dtype, isa):
+    c, panels, extra, size, kernel, padding, expected = case
+    nr = _kernels.tuning(isa, dtype)["nr"]
+    g = _geometry(c=c, k=panels * nr + extra, size=size, kernel=kernel, padding=padding)
+    assert _kernels.conv_plan(g, "forward", dtype) == (expected, expected)

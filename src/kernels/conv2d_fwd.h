@@ -21,6 +21,13 @@
 #include "conv2d_winograd.h"
 #include "fc_template.h"
 
+/* `pixels` runs the channels-last passes' gemm_cols microkernel; the header's other microkernels
+ * are theirs alone, unused here */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wunused-function"
+#include "conv2d_nhwc_ukernel.h"
+#pragma GCC diagnostic pop
+
 /* The stride phases, or copies by kernel column where the phases' grid would drop a large share
  * of its pixels (small outputs of wide kernels) and the copies stay within the phases' bound
  * (conv2d_plan.c). Either gives every output the same terms in the same order. */
@@ -148,6 +155,107 @@ static int FC_LOCAL(conv2d_fwd_direct)(const fc_conv2d_params *p, const fc_tunin
     return failed ? FC_ENOMEM : FC_OK;
 }
 
+/* `pixels`: the same GEMM transposed, Y^T[P, K] = col(X)^T[P, R] * W^T[R, K] per image and
+ * group, MR consecutive grid pixels as the tile's rows and NR output channels as its vector
+ * lanes. The tile's columns of col(X)^T are read in place from the phases (a tap's MR pixels
+ * are consecutive there; gemm_cols), so no panel of col(X) is copied, and the grid is cut into
+ * MR pixels rather than NR: 196 pixels compute 200, not 224. W^T is packed once into NR-wide
+ * panels, so output channels pay for a multiple of NR. Every output gets direct's terms in
+ * direct's order (the same KC slices, each summed from zero and added to the last), so the two
+ * agree bit for bit and take the same data.
+ *
+ * Loop structure: tasks are (image, group, part of the NR panels; parts only when images are
+ * fewer than the threads). Within a task: over KC-deep slices of R, over its panels (one
+ * KC x NR slice of W^T stays in L1), over the grid's MR-pixel tiles into a [pixel][channel]
+ * buffer; then its channels are copied out to Y plus bias. */
+static int FC_LOCAL(conv2d_fwd_pixels)(const fc_conv2d_params *p, const fc_tuning *tn, const T *x,
+                                       const T *w, const T *bias, T *y, int nthreads) {
+    const fc_index G = p->groups, Cg = p->in_channels / G, Kg = p->out_channels / G;
+    const fc_index kk = p->kernel_h * p->kernel_w, R = Cg * kk, P = p->out_h * p->out_w;
+    const fc_index HW = p->in_h * p->in_w, OW = p->out_w;
+    const FC_LOCAL(phases_t) ph = FC_LOCAL(fwd_phases)(p, tn);
+    const fc_index L = p->out_h * ph.wph, Lp = FC_CEIL_DIV(L, FC_MR) * FC_MR;
+    const fc_index panels = FC_CEIL_DIV(Kg, FC_NR), Kp = panels * FC_NR;
+    const fc_index kparts = FC_MAX(
+        1, FC_MIN(panels, FC_CEIL_DIV(2 * (fc_index)nthreads, p->batch * G)));
+    const fc_index ntasks = p->batch * G * kparts;
+    /* phases of one image's group, plus slack for the last tile's pixels past the grid */
+    const fc_index xph_size = Cg * ph.channel + ph.phase + FC_MR;
+    int failed = 0;
+
+    /* W^T packed once for all tasks: [group][panel][R][NR], channels past Kg zero. */
+    T *wp = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(G * Kp * R));
+    if (!wp) return FC_ENOMEM;
+    for (fc_index g = 0; g < G; g++)
+        for (fc_index b = 0; b < panels; b++)
+            for (fc_index r = 0; r < R; r++)
+                for (fc_index u = 0; u < FC_NR; u++) {
+                    const fc_index k = b * FC_NR + u;
+                    wp[((g * panels + b) * R + r) * FC_NR + u] = k < Kg ? w[(g * Kg + k) * R + r]
+                                                                        : (T)0;
+                }
+
+    const int nt = fc_threads_for(nthreads, (double)p->batch * p->out_channels * P * R,
+                                  tn->conv_min_work, ntasks);
+    FC_PRAGMA(omp parallel num_threads(nt))
+    {
+        T *xph = (T *)fc_aligned_alloc(sizeof(T) * (size_t)xph_size);
+        T *cbuf = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(Lp * Kp));
+        const T **brow = (const T **)malloc(sizeof(*brow) * (size_t)R);
+        const int ok = xph && cbuf && brow;
+        if (!ok) {
+            FC_PRAGMA(omp atomic write)
+            failed = 1;
+        } else {
+            memset(xph + Cg * ph.channel, 0, sizeof(T) * (size_t)(xph_size - Cg * ph.channel));
+            for (fc_index r = 0; r < R; r++) /* where tap r starts, in this thread's phases */
+                brow[r] = xph + (r / kk) * ph.channel +
+                          FC_LOCAL(tap_offset)(p, &ph, (r % kk) / p->kernel_w, r % p->kernel_w);
+        }
+        fc_index built = -1; /* which (image, group) xph holds */
+        FC_PRAGMA(omp for schedule(dynamic, 1))
+        for (fc_index t = 0; t < ntasks; t++) {
+            if (!ok) continue;
+            const fc_index part = t % kparts, ng = t / kparts, g = ng % G, n = ng / G;
+            const fc_index b0 = part * panels / kparts, b1 = (part + 1) * panels / kparts;
+            if (built != ng) {
+                const T *xg = x + (n * p->in_channels + g * Cg) * HW;
+                for (fc_index c = 0; c < Cg; c++)
+                    FC_LOCAL(split_phases)(p, &ph, xg + c * HW, xph + c * ph.channel);
+                built = ng;
+            }
+            for (fc_index q = 0; q < Lp; q++)
+                memset(cbuf + q * Kp + b0 * FC_NR, 0, sizeof(T) * (size_t)((b1 - b0) * FC_NR));
+            for (fc_index r0 = 0; r0 < R; r0 += tn->kc) {
+                const fc_index kc = FC_MIN(tn->kc, R - r0);
+                for (fc_index b = b0; b < b1; b++) {
+                    const T *wb = wp + ((g * panels + b) * R + r0) * FC_NR;
+                    for (fc_index q = 0; q < Lp; q += FC_MR)
+                        FC_UKERNEL(gemm_cols_ukernel)(kc, brow + r0, q, wb,
+                                                      cbuf + q * Kp + b * FC_NR, Kp);
+                }
+            }
+            /* the grid's real pixels (ow < OW), plus bias (then ReLU if fused), into Y, one
+             * channel at a time */
+            T *yg = y + (n * p->out_channels + g * Kg) * P;
+            for (fc_index k = b0 * FC_NR; k < FC_MIN(Kg, b1 * FC_NR); k++) {
+                const T b = bias ? bias[g * Kg + k] : (T)0;
+                for (fc_index oh = 0; oh < p->out_h; oh++) {
+                    const T *src = cbuf + oh * ph.wph * Kp + k;
+                    T *dst = yg + k * P + oh * OW;
+                    for (fc_index u = 0; u < OW; u++) dst[u] = src[u * Kp] + b;
+                    if (p->relu) FC_LOCAL(relu_run)(dst, OW);
+                }
+            }
+        }
+        fc_aligned_free(xph);
+        fc_aligned_free(cbuf);
+        free(brow);
+    }
+    fc_aligned_free(wp);
+    return failed ? FC_ENOMEM : FC_OK;
+}
+
 static int FC_LOCAL(conv2d_fwd_run)(fc_conv_algorithm algorithm, const fc_conv2d_params *p,
                                     const fc_tuning *tn, const T *x, const T *w, const T *bias,
                                     T *y, int nthreads) {
@@ -158,6 +266,8 @@ static int FC_LOCAL(conv2d_fwd_run)(fc_conv_algorithm algorithm, const fc_conv2d
         return FC_LOCAL(conv2d_fwd_winograd)(p, tn, x, w, bias, y, nthreads);
     case FC_CONV_DEPTHWISE:
         return FC_LOCAL(conv2d_fwd_depthwise)(p, tn, x, w, bias, y, nthreads);
+    case FC_CONV_PIXELS:
+        return FC_LOCAL(conv2d_fwd_pixels)(p, tn, x, w, bias, y, nthreads);
     default:
         return FC_LOCAL(conv2d_fwd_direct)(p, tn, x, w, bias, y, nthreads);
     }

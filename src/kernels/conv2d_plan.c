@@ -53,10 +53,11 @@ static const char *cannot_run(fc_conv_pass pass, int algorithm, const fc_conv2d_
     switch (pass) {
     case FC_CONV_FWD:
         if (algorithm == FC_CONV_PLAIN) return NULL;
-        if (algorithm == FC_CONV_DIRECT) return phases_fit(p, tn) ? NULL : no_phases;
+        if (algorithm == FC_CONV_DIRECT || algorithm == FC_CONV_PIXELS)
+            return phases_fit(p, tn) ? NULL : no_phases;
         if (algorithm == FC_CONV_WINOGRAD)
             return is_3x3_stride1(p) ? NULL : "it needs a 3x3 kernel, stride 1 and dilation 1";
-        return "it is not a forward algorithm (direct, winograd, depthwise or plain)";
+        return "it is not a forward algorithm (direct, pixels, winograd, depthwise or plain)";
     case FC_CONV_BWD_INPUT:
         if (algorithm == FC_CONV_COL2IM) return NULL;
         if (algorithm == FC_CONV_TRANSPOSED)
@@ -103,6 +104,23 @@ static int winograd_pays(const fc_conv2d_params *p, const fc_tuning *tn) {
            Kg >= tn->winograd_min_channels && p->out_h >= 2 && p->out_w >= 2;
 }
 
+/* Pixels as the tile's rows pay where the output channels fill whole NR-lane panels, an image's
+ * grid is one forward tile (its [pixel][channel] sums then stay in cache) and the reduction fills
+ * a packed panel (KC): direct then copies a KC x NR panel of col(X) per NR pixels for only K/MR
+ * microkernel calls, and pads the grid to NR pixels; with fewer terms the copy is cheap and the
+ * transposed copy-out costs more than it saves. A 1x1 layer with stride 1 and no padding, which
+ * direct reads in place, stays there. */
+static int pixels_pay(const fc_conv2d_params *p, const fc_tuning *tn) {
+    const fc_index Kg = p->out_channels / p->groups;
+    const int pointwise = p->kernel_h == 1 && p->kernel_w == 1 && p->stride_h == 1 &&
+                          p->stride_w == 1 && p->pad_top == 0 && p->pad_left == 0 &&
+                          p->out_h == p->in_h && p->out_w == p->in_w;
+    const double grid = (double)p->out_h * ((double)p->out_w + (double)(p->kernel_w - 1) *
+                                                                   p->dilation_w / p->stride_w);
+    return Kg % tn->nr == 0 && !pointwise && grid <= (double)tn->tile_pixels &&
+           (p->in_channels / p->groups) * p->kernel_h * p->kernel_w >= tn->kc;
+}
+
 static fc_conv_algorithm choose(fc_conv_pass pass, const fc_conv2d_params *p, const fc_tuning *tn) {
     const fc_index Cg = p->in_channels / p->groups, Kg = p->out_channels / p->groups;
     /* NCHW, one input channel per group and too few output channels to fill the GEMM tile's
@@ -115,7 +133,8 @@ static fc_conv_algorithm choose(fc_conv_pass pass, const fc_conv2d_params *p, co
     switch (pass) {
     case FC_CONV_FWD:
         if (!phases_fit(p, tn)) return FC_CONV_PLAIN;
-        return winograd_pays(p, tn) ? FC_CONV_WINOGRAD : FC_CONV_DIRECT;
+        if (winograd_pays(p, tn)) return FC_CONV_WINOGRAD;
+        return pixels_pay(p, tn) ? FC_CONV_PIXELS : FC_CONV_DIRECT;
     case FC_CONV_BWD_INPUT:
         /* as a forward pass the input channels become output channels: worth it once they
          * fill the microkernel's rows (not for C = 1 inputs or depthwise layers) */
