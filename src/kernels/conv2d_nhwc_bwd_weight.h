@@ -89,6 +89,10 @@ static int FC_LOCAL(conv2d_nhwc_bwd_weight_direct)(const fc_conv2d_params *p, co
     if (fc_nhwc_segments_of(p, FC_MR, &sg) != FC_OK) return FC_ENOMEM;
     const fc_index mblocks = sg.len_pad / FC_MR, blocks = sg.count * mblocks;
     const fc_index kblocks = FC_CEIL_DIV(Kg, FC_NR), kg_pad = kblocks * FC_NR;
+    /* the accumulator's rows a cache line longer than kg_pad: the transposes below read it down
+     * its columns, which at a power-of-two stride (K = 256 float32: 1 KB) fall in a few cache sets
+     * and evict each other */
+    const fc_index ld = kg_pad + 64 / (fc_index)sizeof(T);
     const fc_index parts = FC_MIN(blocks, FC_CEIL_DIV(sg.count * sg.len_pad, tn->task_rows));
     const fc_index part_blocks = FC_CEIL_DIV(blocks, parts);
     const fc_index segs_max = FC_MIN(sg.count, FC_CEIL_DIV(part_blocks, mblocks) + 1);
@@ -125,7 +129,7 @@ static int FC_LOCAL(conv2d_nhwc_bwd_weight_direct)(const fc_conv2d_params *p, co
     FC_PRAGMA(omp parallel num_threads(nt))
     {
         T *bp = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(kg_pad * qc));
-        T *acc = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(part_blocks * FC_MR * kg_pad));
+        T *acc = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(part_blocks * FC_MR * ld));
         T *ap = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(part_blocks * FC_MR * qc));
         const T **a = (const T **)malloc(sizeof(*a) * (size_t)(segs_max * qc));
         T *stage = NULL;
@@ -142,7 +146,7 @@ static int FC_LOCAL(conv2d_nhwc_bwd_weight_direct)(const fc_conv2d_params *p, co
             const fc_index b0 = part * blocks / parts, b1 = (part + 1) * blocks / parts;
             const fc_index s0 = b0 / mblocks, s1 = (b1 - 1) / mblocks + 1; /* segments touched */
             const fc_index n0 = chunk * N / chunks, n1 = (chunk + 1) * N / chunks;
-            memset(acc, 0, sizeof(T) * (size_t)((b1 - b0) * FC_MR * kg_pad));
+            memset(acc, 0, sizeof(T) * (size_t)((b1 - b0) * FC_MR * ld));
             /* pixel f of the batch chunk is pixel f % P of image f / P */
             /* the chunks as even as chunks of at most qc pixels go: one 14 x 14 image runs two
              * of 98 pixels, not 192 and 4 (a short reduction per accumulator tile) */
@@ -173,10 +177,9 @@ static int FC_LOCAL(conv2d_nhwc_bwd_weight_direct)(const fc_conv2d_params *p, co
                 FC_NR_NAME(gemm_pack_b)(kc, Kg, gy + f0 * K + g * Kg, K, bp);
                 for (fc_index kb = 0; kb < kblocks; kb++)
                     for (fc_index b = b0; b < b1; b++)
-                        FC_UKERNEL(gemm_ukernel)(kc, ap + (b - b0) * kc * FC_MR,
-                                                 bp + kb * kc * FC_NR,
-                                                 acc + ((b - b0) * FC_MR) * kg_pad + kb * FC_NR,
-                                                 kg_pad, FC_MR, FC_NR, 1, NULL);
+                        FC_UKERNEL(gemm_ukernel)(
+                            kc, ap + (b - b0) * kc * FC_MR, bp + kb * kc * FC_NR,
+                            acc + ((b - b0) * FC_MR) * ld + kb * FC_NR, ld, FC_MR, FC_NR, 1, NULL);
             }
             if (!ok) {
                 FC_PRAGMA(omp atomic write)
@@ -187,15 +190,22 @@ static int FC_LOCAL(conv2d_nhwc_bwd_weight_direct)(const fc_conv2d_params *p, co
              * single tap's segment) or s * kW + m / Cg (a kernel row's) */
             if (transpose_own) {
                 /* per output channel, down the task's rows: one column of acc (its lines reused
-                 * by the next output channels) into dW[k][c][tap] */
+                 * by the next output channels) into dW[k][c][tap]. The task's rows, a block's
+                 * padding rows past len aside, are consecutive: (c, tap) is counted on from the
+                 * first one, not divided out for every value. */
+                const fc_index first = b0 / mblocks * sg.len + b0 % mblocks * FC_MR;
                 for (fc_index k = 0; k < Kg; k++) {
                     T *dk = gw + (g * Kg + k) * Cg * kk;
+                    fc_index c = first % Cg, tap = first / Cg;
                     for (fc_index b = b0; b < b1; b++) {
-                        const fc_index s = b / mblocks, m0 = (b % mblocks) * FC_MR;
-                        const T *src = acc + (b - b0) * FC_MR * kg_pad + k;
+                        const fc_index m0 = (b % mblocks) * FC_MR;
+                        const T *src = acc + (b - b0) * FC_MR * ld + k;
                         for (fc_index m = m0; m < FC_MIN(m0 + FC_MR, sg.len); m++) {
-                            const fc_index row = s * sg.len + m;
-                            dk[row % Cg * kk + row / Cg] = src[(m - m0) * kg_pad];
+                            dk[c * kk + tap] = src[(m - m0) * ld];
+                            if (++c == Cg) {
+                                c = 0;
+                                tap++;
+                            }
                         }
                     }
                 }
@@ -207,7 +217,7 @@ static int FC_LOCAL(conv2d_nhwc_bwd_weight_direct)(const fc_conv2d_params *p, co
             for (fc_index b = b0; b < b1; b++) {
                 const fc_index s = b / mblocks, m0 = (b % mblocks) * FC_MR;
                 for (fc_index m = m0; m < FC_MIN(m0 + FC_MR, sg.len); m++)
-                    memcpy(dst + (s * sg.len + m) * K, acc + ((b - b0) * FC_MR + m - m0) * kg_pad,
+                    memcpy(dst + (s * sg.len + m) * K, acc + ((b - b0) * FC_MR + m - m0) * ld,
                            sizeof(T) * (size_t)Kg);
             }
         }
