@@ -5,21 +5,23 @@
  * A segment is a run of weights whose inputs are contiguous for every output pixel: with dilation
  * 1 along W and one group, a whole kernel row (its kW taps' C channels are kW * C consecutive
  * elements of one input row); otherwise a single tap's C/groups channels. For each pixel the
- * segment's run is read in place through one pointer (the gemm_cols microkernel,
- * conv2d_nhwc_ukernel.h): at a row of zeros where the segment's input row is padding, at a
- * zero-padded copy of the run where it crosses the left or right padding, so padding multiplies as
- * in the definition, and the products are exactly the reference's (no fallback for Inf or NaN).
- * dY is packed per chunk of pixels into NR-column panels (conv2d_pack.h).
+ * segment's run is found through one pointer: in place, at a row of zeros where the segment's
+ * input row is padding, at a zero-padded copy of the run where it crosses the left or right
+ * padding, so padding multiplies as in the definition, and the products are exactly the
+ * reference's (no fallback for Inf or NaN). Per chunk of pixels dY is packed into NR-column
+ * panels (conv2d_pack.h) and the runs into MR-row panels of X^T, each gathered once and read by
+ * every K block (the GEMM microkernel, conv2d_gemm_ukernel.h).
  *
  * Loop structure: tasks are (batch chunk, group, part of the segments' MR-row blocks). A task sums
  * its images in a private accumulator: over chunks of pixels that run on across its images (one
- * dY panel per K block in L1), it points each of its segments at the chunk's runs, then over K
- * blocks, segments and MR-row blocks runs the microkernel. Each batch chunk's sums go to its own
- * copy of dW as whole rows of K (HWIO order, whatever the weights' layout: scattering them into
- * OIHW one value at a time would miss the cache on every store), and the copies are added in a
- * fixed order at the end, transposed into OIHW in cache-sized blocks where the weights are OIHW,
- * so results do not depend on the thread count. With one batch chunk (batch 1) and OIHW weights
- * there is nothing to add: each task transposes its accumulator, still in cache, into dW.
+ * dY panel per K block in L1), it points each of its segments at the chunk's runs and packs its
+ * MR-row blocks of them, then over K blocks and MR-row blocks runs the microkernel. Each batch
+ * chunk's sums go to its own copy of dW as whole rows of K (HWIO order, whatever the weights'
+ * layout: scattering them into OIHW one value at a time would miss the cache on every store), and
+ * the copies are added in a fixed order at the end, transposed into OIHW in cache-sized blocks
+ * where the weights are OIHW, so results do not depend on the thread count. With one batch chunk
+ * (batch 1) and OIHW weights there is nothing to add: each task transposes its accumulator, still
+ * in cache, into dW.
  *
  * Few taps (nhwc_bwd_weight_few_taps): the GEMM turned round, dW[K, R] += dY^T col(X), where a
  * first layer's K far from a multiple of NR and its kernel rows of a few values padded to MR
@@ -227,6 +229,10 @@ static int FC_LOCAL(conv2d_nhwc_bwd_weight_direct)(const fc_conv2d_params *p, co
     }
     const fc_index mblocks = sg.len_pad / FC_MR, blocks = sg.count * mblocks;
     const fc_index kblocks = FC_CEIL_DIV(Kg, FC_NR), kg_pad = kblocks * FC_NR;
+    /* the accumulator's rows a cache line longer than kg_pad: the transposes below read it down
+     * its columns, which at a power-of-two stride (K = 256 float32: 1 KB) fall in a few cache sets
+     * and evict each other */
+    const fc_index ld = kg_pad + 64 / (fc_index)sizeof(T);
     const fc_index parts = FC_MIN(blocks, FC_CEIL_DIV(sg.count * sg.len_pad, tn->task_rows));
     const fc_index part_blocks = FC_CEIL_DIV(blocks, parts);
     const fc_index segs_max = FC_MIN(sg.count, FC_CEIL_DIV(part_blocks, mblocks) + 1);
@@ -263,11 +269,12 @@ static int FC_LOCAL(conv2d_nhwc_bwd_weight_direct)(const fc_conv2d_params *p, co
     FC_PRAGMA(omp parallel num_threads(nt))
     {
         T *bp = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(kg_pad * qc));
-        T *acc = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(part_blocks * FC_MR * kg_pad));
+        T *acc = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(part_blocks * FC_MR * ld));
+        T *ap = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(part_blocks * FC_MR * qc));
         const T **a = (const T **)malloc(sizeof(*a) * (size_t)(segs_max * qc));
         T *stage = NULL;
         fc_index stage_slots = 0;
-        int ok = bp && acc && a;
+        int ok = bp && acc && ap && a;
         if (!ok) {
             FC_PRAGMA(omp atomic write)
             failed = 1;
@@ -279,10 +286,13 @@ static int FC_LOCAL(conv2d_nhwc_bwd_weight_direct)(const fc_conv2d_params *p, co
             const fc_index b0 = part * blocks / parts, b1 = (part + 1) * blocks / parts;
             const fc_index s0 = b0 / mblocks, s1 = (b1 - 1) / mblocks + 1; /* segments touched */
             const fc_index n0 = chunk * N / chunks, n1 = (chunk + 1) * N / chunks;
-            memset(acc, 0, sizeof(T) * (size_t)((b1 - b0) * FC_MR * kg_pad));
+            memset(acc, 0, sizeof(T) * (size_t)((b1 - b0) * FC_MR * ld));
             /* pixel f of the batch chunk is pixel f % P of image f / P */
-            for (fc_index f0 = n0 * P; f0 < n1 * P && ok; f0 += qc) {
-                const fc_index kc = FC_MIN(qc, n1 * P - f0);
+            /* the chunks as even as chunks of at most qc pixels go: one 14 x 14 image runs two
+             * of 98 pixels, not 192 and 4 (a short reduction per accumulator tile) */
+            const fc_index pix = (n1 - n0) * P, step = FC_CEIL_DIV(pix, FC_CEIL_DIV(pix, qc));
+            for (fc_index f0 = n0 * P; f0 < n1 * P && ok; f0 += step) {
+                const fc_index kc = FC_MIN(step, n1 * P - f0);
                 /* the runs needing a padded copy, then room for them */
                 fc_index need = 0;
                 for (fc_index s = s0; s < s1; s++)
@@ -294,14 +304,22 @@ static int FC_LOCAL(conv2d_nhwc_bwd_weight_direct)(const fc_conv2d_params *p, co
                 for (fc_index s = s0; s < s1; s++)
                     used += FC_LOCAL(nhwc_segment_runs)(p, &sg, s, x, total, g * Cg, f0, kc, zero,
                                                         stage, used, a + (s - s0) * kc);
+                /* X^T packed once per chunk as [block][pixel][MR] panels, read by every K
+                 * block: each MR-row block's kc values from kc cache lines of x (and stage)
+                 * gathered once, not once per K block */
+                for (fc_index b = b0; b < b1; b++) {
+                    const fc_index s = b / mblocks, m0 = (b % mblocks) * FC_MR;
+                    const T *const *col = a + (s - s0) * kc;
+                    T *panel = ap + (b - b0) * kc * FC_MR;
+                    for (fc_index r = 0; r < kc; r++)
+                        memcpy(panel + r * FC_MR, col[r] + m0, sizeof(T) * FC_MR);
+                }
                 FC_NR_NAME(gemm_pack_b)(kc, Kg, gy + f0 * K + g * Kg, K, bp);
                 for (fc_index kb = 0; kb < kblocks; kb++)
-                    for (fc_index b = b0; b < b1; b++) {
-                        const fc_index s = b / mblocks, m0 = (b % mblocks) * FC_MR;
-                        FC_UKERNEL(gemm_cols_ukernel)(
-                            kc, a + (s - s0) * kc, m0, bp + kb * kc * FC_NR,
-                            acc + ((b - b0) * FC_MR) * kg_pad + kb * FC_NR, kg_pad);
-                    }
+                    for (fc_index b = b0; b < b1; b++)
+                        FC_UKERNEL(gemm_ukernel)(
+                            kc, ap + (b - b0) * kc * FC_MR, bp + kb * kc * FC_NR,
+                            acc + ((b - b0) * FC_MR) * ld + kb * FC_NR, ld, FC_MR, FC_NR, 1, NULL);
             }
             if (!ok) {
                 FC_PRAGMA(omp atomic write)
@@ -312,15 +330,22 @@ static int FC_LOCAL(conv2d_nhwc_bwd_weight_direct)(const fc_conv2d_params *p, co
              * single tap's segment) or s * kW + m / Cg (a kernel row's) */
             if (transpose_own) {
                 /* per output channel, down the task's rows: one column of acc (its lines reused
-                 * by the next output channels) into dW[k][c][tap] */
+                 * by the next output channels) into dW[k][c][tap]. The task's rows, a block's
+                 * padding rows past len aside, are consecutive: (c, tap) is counted on from the
+                 * first one, not divided out for every value. */
+                const fc_index first = b0 / mblocks * sg.len + b0 % mblocks * FC_MR;
                 for (fc_index k = 0; k < Kg; k++) {
                     T *dk = gw + (g * Kg + k) * Cg * kk;
+                    fc_index c = first % Cg, tap = first / Cg;
                     for (fc_index b = b0; b < b1; b++) {
-                        const fc_index s = b / mblocks, m0 = (b % mblocks) * FC_MR;
-                        const T *src = acc + (b - b0) * FC_MR * kg_pad + k;
+                        const fc_index m0 = (b % mblocks) * FC_MR;
+                        const T *src = acc + (b - b0) * FC_MR * ld + k;
                         for (fc_index m = m0; m < FC_MIN(m0 + FC_MR, sg.len); m++) {
-                            const fc_index row = s * sg.len + m;
-                            dk[row % Cg * kk + row / Cg] = src[(m - m0) * kg_pad];
+                            dk[c * kk + tap] = src[(m - m0) * ld];
+                            if (++c == Cg) {
+                                c = 0;
+                                tap++;
+                            }
                         }
                     }
                 }
@@ -332,12 +357,13 @@ static int FC_LOCAL(conv2d_nhwc_bwd_weight_direct)(const fc_conv2d_params *p, co
             for (fc_index b = b0; b < b1; b++) {
                 const fc_index s = b / mblocks, m0 = (b % mblocks) * FC_MR;
                 for (fc_index m = m0; m < FC_MIN(m0 + FC_MR, sg.len); m++)
-                    memcpy(dst + (s * sg.len + m) * K, acc + ((b - b0) * FC_MR + m - m0) * kg_pad,
+                    memcpy(dst + (s * sg.len + m) * K, acc + ((b - b0) * FC_MR + m - m0) * ld,
                            sizeof(T) * (size_t)Kg);
             }
         }
         fc_aligned_free(bp);
         fc_aligned_free(acc);
+        fc_aligned_free(ap);
         fc_aligned_free(stage);
         free(a);
         FC_PRAGMA(omp barrier)
