@@ -38,7 +38,8 @@ typedef enum {
     FC_CONV_COL2IM = 5,     /* input gradient: a GEMM into col(dX), scattered back */
     FC_CONV_DEPTHWISE = 6,  /* every pass, C/groups = 1: per plane, vectorised along the pixels */
     FC_CONV_GROUPED = 7,    /* weight gradient: per group, dots of dY's planes with X's phases */
-    FC_CONV_ALGORITHM_COUNT = 8
+    FC_CONV_IM2COL = 8,     /* channels-last forward: a GEMM on per-tile im2col panels */
+    FC_CONV_ALGORITHM_COUNT = 9
 } fc_conv_algorithm;
 
 /* The weight layouts the convolution kernels read and write: PyTorch's (K, C/groups, kH, kW), and
