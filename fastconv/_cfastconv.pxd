@@ -227,6 +227,7 @@ cdef extern from "fc_private.h" nogil:
         fc_index winograd_min_channels
         fc_index grouped_max_channels
         fc_index direct_input_max_channels
+        fc_index im2col_max_channels
         fc_index weight_grad_tasks, weight_grad_private_bytes, weight_grad_pack_bytes
         double phases_ratio, phases_slack
         double conv_min_work, stream_min_work, pool_min_work, eltwise_min_work

@@ -228,7 +228,7 @@ if hasattr(os, "register_at_fork"):  # POSIX; Windows has no fork
 
 # fc_conv_algorithm's values (fastconv.h) by name, and the passes'
 CONV_ALGORITHMS = ("auto", "direct", "winograd", "plain", "transposed", "col2im",
-                   "depthwise", "grouped", "pixels")
+                   "depthwise", "grouped", "pixels", "im2col")
 CONV_PASSES = ("forward", "input", "weight")
 assert len(CONV_ALGORITHMS) == FC_CONV_ALGORITHM_COUNT
 cdef int _forced[3]  # per pass: the algorithm force_conv_algorithms set, 0 = auto
@@ -249,8 +249,10 @@ class force_conv_algorithms:
     """Run the convolution passes with the named algorithms inside a ``with`` block, for tests
     and benchmarks (private; process-wide, not per thread).
 
-    ``forward``: 'direct', 'pixels', 'winograd', 'depthwise' or 'plain'; ``input`` (the input gradient):
-    'transposed', 'depthwise', 'col2im', 'direct' or 'plain' (the last two channels last only);
+    ``forward``: 'direct', 'winograd', 'depthwise', 'pixels' or 'plain' (the last two NCHW only),
+    or 'im2col' (channels last only);
+    ``input`` (the input gradient): 'transposed', 'depthwise', 'col2im', 'direct' or 'plain' (the
+    last two channels last only);
     ``weight`` (the weight gradient): 'direct',
     'depthwise', 'grouped' or 'plain' ('depthwise' needs one input channel per group); None or
     'auto' leaves a pass to the plan (src/kernels/conv2d_plan.c). A forced algorithm that cannot

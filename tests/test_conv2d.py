@@ -114,6 +114,10 @@ CONV_CASES = {
     # geometry (the transposed input gradient flips it: top and left become d(k-1) - pad, which
     # is negative past the kernel)
     "pad4-asym": (2, 3, 7, 8, 4, 3, 1, (0, 2, 1, 0), 1, 1, True),
+    # just past the channels-last forward's im2col cutoff (3 input channels per group): im2col
+    # forced on 4 and 5 channels, dilated and strided, on 'same' and four paddings
+    "few-channels-c4-dilated": (2, 4, 9, 8, 6, (3, 2), 1, "same", (2, 3), 1, True),
+    "few-channels-c5-strided": (1, 5, 9, 11, 7, 3, 2, (2, 1, 0, 1), (1, 2), 1, False),
     "pad4-asym-strided": (2, 3, 9, 8, 5, 3, 2, (2, 0, 0, 1), 1, 1, True),
     "pad4-beyond-kernel": (1, 2, 5, 6, 3, (2, 3), 1, (4, 1, 0, 5), 1, 1, True),
     "pad4-dilated-rect": (2, 2, 9, 10, 3, (3, 2), (1, 2), (3, 0, 1, 2), (2, 3), 1, True),
@@ -209,9 +213,9 @@ ALGORITHMS = {
              ("input", "depthwise"), ("weight", "direct"), ("weight", "plain"),
              ("weight", "depthwise"), ("weight", "grouped")],
     "NHWC": [("forward", "direct"), ("forward", "winograd"), ("forward", "depthwise"),
-             ("input", "transposed"), ("input", "col2im"), ("input", "depthwise"),
-             ("input", "plain"), ("input", "direct"), ("weight", "direct"),
-             ("weight", "depthwise")],
+             ("forward", "im2col"), ("input", "transposed"), ("input", "col2im"),
+             ("input", "depthwise"), ("input", "plain"), ("input", "direct"),
+             ("weight", "direct"), ("weight", "depthwise")],
 }
 
 
@@ -272,8 +276,8 @@ def test_conv2d_forced_algorithm_that_cannot_run_raises(case, which, algorithm, 
 
 
 # (pass, algorithm) that the channels-last layout does not have
-NOT_NHWC = [("forward", "plain"), ("forward", "pixels"), ("input", "winograd"), ("weight", "plain"),
-            ("weight", "grouped")]
+NOT_NHWC = [("forward", "plain"), ("forward", "pixels"), ("input", "winograd"), ("input", "im2col"),
+            ("weight", "plain"), ("weight", "grouped"), ("weight", "im2col")]
 
 
 @pytest.mark.parametrize("which, algorithm", NOT_NHWC, ids=[f"{w}-{a}" for w, a in NOT_NHWC])
@@ -346,6 +350,7 @@ THREAD_ALGORITHMS = {
     "nhwc-direct-col2im": ("NHWC", dict(forward="direct", input="col2im")),
     "nhwc-plain-input": ("NHWC", dict(input="plain")),
     "nhwc-direct-input": ("NHWC", dict(input="direct")),
+    "nhwc-im2col": ("NHWC", dict(forward="im2col")),
 }
 
 

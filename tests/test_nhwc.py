@@ -157,6 +157,36 @@ def test_conv2d_nonfinite_matches_nchw_reference(xs, ws, kwargs, input_algorithm
     assert_same_nonfinite(got[3], expected[3], gy.size // gy.shape[1])
 
 
+# few input channels per group, at the edges of the forward's im2col cutoff (C/groups 1, 3, 4, 5):
+# strides, dilations, groups, every padding form
+FEW = [
+    ((2, 1, 9, 8), (5, 1, 5, 5), dict(padding=2)),
+    ((1, 3, 10, 9), (37, 3, 3, 3), dict(padding=(2, 0, 1, 3), stride=(2, 1))),
+    ((2, 4, 8, 9), (6, 4, 3, 2), dict(padding="same", dilation=(2, 3))),
+    ((1, 5, 9, 11), (7, 5, 3, 3), dict(padding="valid", stride=2, dilation=(1, 2))),
+    ((2, 6, 7, 8), (10, 3, 3, 3), dict(padding=1, groups=2)),
+]
+FEW_IDS = ["c1-5x5", "c3-k37-pad4-strided", "c4-same-dilated", "c5-valid-s2-dilated",
+           "c3-per-group"]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("xs, ws, kwargs", CONV + FEW, ids=CONV_IDS + FEW_IDS)
+def test_im2col_forward_is_direct_bit_for_bit(xs, ws, kwargs, dtype, isa):
+    """The im2col forward sums what direct sums, in the same order: the same result bit for bit,
+    with NaN and Inf in x, w and the bias too, and that is the NCHW pass's (test_nonfinite.py
+    checks that against the reference)."""
+    x, w = _sprinkled(xs, dtype, 11), _sprinkled(ws, dtype, 12, 0.05)
+    b = _sprinkled(ws[:1], dtype, 13, 0.2)
+    fmt = dict(data_format="NHWC", weight_format="HWIO")
+    got = {}
+    for algorithm in ("im2col", "direct"):
+        with _kernels.force_conv_algorithms(forward=algorithm):
+            got[algorithm] = F.conv2d(nhwc(x), hwio(w), b, **kwargs, **fmt)
+    np.testing.assert_array_equal(got["im2col"], got["direct"])
+    assert_same_nonfinite(nchw(got["im2col"]), F.conv2d(x, w, b, **kwargs), int(np.prod(ws[1:])))
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_max_pool2d_nonfinite_matches_nchw(dtype):
     x = _sprinkled((2, 3, 9, 8), dtype, 5, 0.2)

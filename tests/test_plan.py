@@ -123,9 +123,13 @@ def _nhwc_geometry(c, k, groups):
 
 
 CHANNELWISE = (("depthwise", "direct"), ("depthwise", "col2im"), ("depthwise", "direct"))
-# the GEMM passes; "few" for the input gradient: direct for at most 4 input channels per group
-# (kW C/groups as the GEMM's rows), else col2im (stride 1 and as few channels as these)
-GEMMS = (("direct", "direct"), "few", ("direct", "direct"))
+# the GEMM passes; "few": by the input channels per group, up to the tuning row's field the first
+# plan, else the second (FEW_PLANS): the forward im2col (one panel row per pixel) or direct, the
+# input gradient direct (kW C/groups as the GEMM's rows) or col2im (stride 1 and as few channels
+# as these)
+GEMMS = ("few", "few", ("direct", "direct"))
+FEW_PLANS = {"forward": ("im2col_max_channels", "im2col", "direct"),
+             "input": ("direct_input_max_channels", "direct", "col2im")}
 # channels last, id: (channels per group, output channels per group, groups, the three plans);
 # "NR/4" stands for a quarter of the ISA's register columns
 NHWC_PLAN_CASES = {
@@ -149,19 +153,24 @@ def test_nhwc_plan_chooses(case, dtype, isa):
     nr = _kernels.tuning(isa, dtype)["nr"]
     c = _per_group(cg, nr)
     g = _nhwc_geometry(c * groups, _per_group(kg, nr) * groups, groups)
+    row = _kernels.tuning(isa, dtype)
     for which, plan in zip(_kernels.CONV_PASSES, expected):
         if plan == "few":
-            plan = ("direct", "direct") if c <= 4 else ("col2im", "col2im")
+            field, few, many = FEW_PLANS[which]
+            plan = (few, few) if c <= row[field] else (many, many)
         assert _kernels.conv_plan(g, which, dtype) == plan, which
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
-def test_nhwc_direct_input_up_to_its_max_channels(dtype, isa):
-    """The channels-last input gradient runs direct for up to the tuning row's input channels."""
+@pytest.mark.parametrize("which", list(FEW_PLANS))
+def test_nhwc_few_channel_algorithms_up_to_their_max_channels(which, dtype, isa):
+    """The channels-last forward runs im2col, the input gradient direct, for up to the tuning
+    row's input channels, and not past them."""
     row = _kernels.tuning(isa, dtype)
-    cutoff, which = row["direct_input_max_channels"], _kernels.CONV_PASSES[1]
-    assert _kernels.conv_plan(_nhwc_geometry(cutoff, row["nr"], 1), which, dtype)[0] == "direct"
-    assert _kernels.conv_plan(_nhwc_geometry(cutoff + 1, row["nr"], 1), which, dtype)[0] != "direct"
+    field, few, _ = FEW_PLANS[which]
+    cutoff = row[field]
+    assert _kernels.conv_plan(_nhwc_geometry(cutoff, row["nr"], 1), which, dtype)[0] == few
+    assert _kernels.conv_plan(_nhwc_geometry(cutoff + 1, row["nr"], 1), which, dtype)[0] != few
 
 
 @pytest.mark.parametrize("which", _kernels.CONV_PASSES)
@@ -185,6 +194,7 @@ REFUSALS = [
     ("input", "transposed", dict(stride=2), "needs stride 1"),
     ("forward", "col2im", dict(), "not a forward algorithm"),
     ("forward", "transposed", dict(), "not a forward algorithm"),
+    ("forward", "im2col", dict(), "not a forward algorithm"),
     ("input", "direct", dict(), "not an input-gradient algorithm"),
     ("input", "winograd", dict(), "not an input-gradient algorithm"),
     ("weight", "winograd", dict(), "not a weight-gradient algorithm"),

@@ -24,6 +24,7 @@
 #include "conv2d_nhwc_segments.h"
 #include "conv2d_nhwc_ukernel.h"
 #include "conv2d_nhwc_winograd.h"
+#include "conv2d_pack.h"
 #include "conv2d_plan.h"
 #include "conv2d_weights.h"
 #include "fc_template.h"
@@ -164,6 +165,163 @@ static int FC_LOCAL(conv2d_nhwc_fwd_direct)(const fc_conv2d_params *p, const fc_
     return failed ? FC_ENOMEM : FC_OK;
 }
 
+/* The im2col panel's rows stop reading the input rows and writing the panel this many values
+ * past a run: whole vectors per copy (each run overwritten by the next, in order). */
+#define FC_IM2COL_SLACK FC_NR
+
+/* dst[u] = src[u] for u < n, and up to a vector's worth past n clobbered from src. */
+static inline void FC_LOCAL(copy_run_over)(T *restrict dst, const T *restrict src, fc_index n) {
+#if FC_HAVE_VEC
+    for (fc_index u = 0; u < n; u += FC_VL) FC_VSTOREU(dst + u, FC_VLOADU(src + u));
+#else
+    for (fc_index u = 0; u < n; u++) dst[u] = src[u];
+#endif
+}
+
+/* Values in one zero-padded input row of the im2col panel's (the last run read, plus slack):
+ * input column iw at iw + pad_left (a negative padding, the transposed input gradient's, drops
+ * the columns before -pad_left). */
+static fc_index FC_LOCAL(nhwc_im2col_span)(const fc_conv2d_params *p) {
+    const fc_index C = p->in_channels, run = p->kernel_w * C;
+    return FC_MAX((p->pad_left + p->in_w) * C, (p->out_w - 1) * p->stride_w * C + run) +
+           FC_IM2COL_SLACK;
+}
+
+/* im2col: row q of the panel (R = kH kW C/groups values, tap-major like the B panels) is output
+ * pixel p0 + q's inputs, for q < n, of one image and group (base: x's offset of the image's first
+ * pixel plus the group's first channel); zero where a tap lies in the padding. With one group and
+ * dilation 1 along W a kernel row's kW C values are one run: the kH input rows an output row reads
+ * are copied once into `rows` (kH zero-padded rows of nhwc_im2col_span values, zero outside the
+ * input, `zero` a row of zeros; src: kH pointers), and each pixel's runs copied whole from there.
+ * Otherwise each tap's C/groups values are gathered from x. */
+static void FC_LOCAL(nhwc_im2col_panel)(const fc_conv2d_params *p, const T *x, fc_index base,
+                                        fc_index p0, fc_index n, T *rows, const T *zero,
+                                        const T **src, T *panel) {
+    const fc_index C = p->in_channels, Cg = C / p->groups, W = p->in_w, OW = p->out_w;
+    const fc_index kH = p->kernel_h, kW = p->kernel_w, run = kW * Cg, R = kH * run;
+    const fc_index span = FC_LOCAL(nhwc_im2col_span)(p), step = p->stride_w * C;
+    const fc_index first = FC_MAX(-p->pad_left, 0); /* the first input column a run reads */
+    if (p->groups == 1 && p->dilation_w == 1) {
+        for (fc_index q = 0; q < n;) { /* one output row's stretch at a time */
+            const fc_index oh = (p0 + q) / OW, ow0 = (p0 + q) % OW, len = FC_MIN(n - q, OW - ow0);
+            for (fc_index i = 0; i < kH; i++) {
+                const fc_index ih = oh * p->stride_h - p->pad_top + i * p->dilation_h;
+                src[i] = zero;
+                if ((fc_uindex)ih >= (fc_uindex)p->in_h) continue;
+                T *row = rows + i * span;
+                if (first < W)
+                    memcpy(row + (first + p->pad_left) * C, x + base + (ih * W + first) * C,
+                           sizeof(T) * (size_t)((W - first) * C));
+                src[i] = row;
+            }
+            for (fc_index k = 0; k < len; k++) {
+                T *d = panel + (q + k) * R;
+                for (fc_index i = 0; i < kH; i++)
+                    FC_LOCAL(copy_run_over)(d + i * run, src[i] + (ow0 + k) * step, run);
+            }
+            q += len;
+        }
+        return;
+    }
+    fc_index oh = p0 / OW, ow = p0 % OW;
+    for (fc_index q = 0; q < n; q++, panel += R) {
+        const fc_index ih0 = oh * p->stride_h - p->pad_top, iw0 = ow * p->stride_w - p->pad_left;
+        T *d = panel;
+        for (fc_index i = 0; i < kH; i++, d += run) {
+            const fc_index ih = ih0 + i * p->dilation_h;
+            const T *row = (fc_uindex)ih < (fc_uindex)p->in_h ? x + base + ih * W * C : NULL;
+            for (fc_index j = 0; j < kW; j++) {
+                const fc_index iw = iw0 + j * p->dilation_w;
+                const T *at = row && (fc_uindex)iw < (fc_uindex)W ? row + iw * C : NULL;
+                FC_LOCAL(gather_span)(at, 0, 1, Cg, at ? 0 : Cg, Cg, d + j * Cg, 1);
+            }
+        }
+        if (++ow == OW) {
+            ow = 0;
+            oh++;
+        }
+    }
+}
+
+/* For few input channels: each tile's im2col panel, then one indirect GEMM of depth kH kW C/groups
+ * per MR pixels (a pointer per panel row), where `direct` would start a short run per kernel row
+ * or tap. The same tasks, B panels and order of the sums as `direct`: the results are the same bit
+ * for bit, padding multiplied as in the definition. */
+static int FC_LOCAL(conv2d_nhwc_fwd_im2col)(const fc_conv2d_params *p, const fc_tuning *tn,
+                                            const T *x, const T *w, const T *bias, T *y,
+                                            int nthreads) {
+    const fc_index G = p->groups, Cg = p->in_channels / G, Kg = p->out_channels / G;
+    const fc_index K = p->out_channels, R = p->kernel_h * p->kernel_w * Cg;
+    const fc_index P = p->out_h * p->out_w, HWC = p->in_h * p->in_w * p->in_channels;
+    const fc_index kblocks = FC_CEIL_DIV(Kg, FC_NR), kH = p->kernel_h;
+    /* one group and dilation 1 along W: whole kernel rows copied from zero-padded input rows */
+    const fc_index span = G == 1 && p->dilation_w == 1 ? FC_LOCAL(nhwc_im2col_span)(p) : 0;
+    /* pixels per tile: the panel's values within the indirection budget */
+    const fc_index tile_max = FC_MAX(
+        FC_MR, FC_MIN(tn->tile_pixels, tn->indirection_pointers / R / FC_MR * FC_MR));
+    const fc_index tile = FC_LOCAL(nhwc_tile_size)(P, tile_max);
+    const fc_index ntiles = FC_CEIL_DIV(P, tile);
+    const fc_index kparts = FC_MAX(
+        1, FC_MIN(kblocks, FC_CEIL_DIV(2 * (fc_index)nthreads, p->batch * G * ntiles)));
+    const fc_index ntasks = p->batch * G * ntiles * kparts;
+    int failed = 0;
+
+    T *wp = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(G * kblocks * R * FC_NR));
+    T *bp = bias ? (T *)fc_aligned_alloc(sizeof(T) * (size_t)(G * kblocks * FC_NR)) : NULL;
+    T *zero = (T *)calloc((size_t)FC_MAX(span, 1), sizeof(T)); /* the padding rows' row */
+    if (!wp || (bias && !bp) || !zero) {
+        fc_aligned_free(wp);
+        fc_aligned_free(bp);
+        free(zero);
+        return FC_ENOMEM;
+    }
+    FC_NR_NAME(conv2d_nhwc_pack_w)(p, w, wp);
+    if (bias) FC_LOCAL(nhwc_pad_bias)(p, bias, bp);
+
+    const int nt = fc_threads_for(nthreads, (double)p->batch * K * P * R, tn->conv_min_work,
+                                  ntasks);
+    FC_PRAGMA(omp parallel num_threads(nt))
+    {
+        T *panel = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(tile * R + FC_IM2COL_SLACK));
+        const T **a = (const T **)malloc(sizeof(*a) * (size_t)tile);    /* tile: MR rows a block */
+        T *rows = (T *)calloc((size_t)FC_MAX(kH * span, 1), sizeof(T)); /* zero where not copied */
+        const T **src = (const T **)malloc(sizeof(*src) * (size_t)kH);
+        const int ok = panel && a && rows && src;
+        FC_PRAGMA(omp for schedule(dynamic, 1))
+        for (fc_index t = 0; t < ntasks; t++) {
+            if (!ok) continue;
+            const fc_index part = t % kparts, ti = (t / kparts) % ntiles;
+            const fc_index ng = t / (kparts * ntiles), g = ng % G, n = ng / G;
+            const fc_index p0 = ti * tile, np = FC_MIN(tile, P - p0);
+            const fc_index kb0 = part * kblocks / kparts, kb1 = (part + 1) * kblocks / kparts;
+            FC_LOCAL(nhwc_im2col_panel)(p, x, n * HWC + g * Cg, p0, np, rows, zero, src, panel);
+            /* the rows past the tile's last pixel, up to a whole MR block, read its first */
+            for (fc_index q = 0; q < tile; q++) a[q] = panel + (q < np ? q : 0) * R;
+            for (fc_index kb = kb0; kb < kb1; kb++) {
+                const T *bpanel = wp + (g * kblocks + kb) * R * FC_NR;
+                const T *brow = bp ? bp + (g * kblocks + kb) * FC_NR : NULL;
+                const int nr = (int)FC_MIN(FC_NR, Kg - kb * FC_NR);
+                T *yk = y + (n * P + p0) * K + g * Kg + kb * FC_NR;
+                for (fc_index q = 0; q < np; q += FC_MR)
+                    FC_IGEMM(1, R, a + q, bpanel, yk + q * K, K, (int)FC_MIN(FC_MR, np - q), nr, 0,
+                             brow);
+            }
+        }
+        if (!ok) {
+            FC_PRAGMA(omp atomic write)
+            failed = 1;
+        }
+        free(a);
+        free(rows);
+        free(src);
+        fc_aligned_free(panel);
+    }
+    fc_aligned_free(wp);
+    fc_aligned_free(bp);
+    free(zero);
+    return failed ? FC_ENOMEM : FC_OK;
+}
+
 static int FC_LOCAL(conv2d_nhwc_fwd_run)(fc_conv_algorithm algorithm, const fc_conv2d_params *p,
                                          const fc_tuning *tn, const T *x, const T *w, const T *bias,
                                          T *y, int nthreads) {
@@ -171,6 +329,8 @@ static int FC_LOCAL(conv2d_nhwc_fwd_run)(fc_conv_algorithm algorithm, const fc_c
         return FC_LOCAL(conv2d_nhwc_fwd_winograd)(p, tn, x, w, bias, y, nthreads);
     if (algorithm == FC_CONV_DEPTHWISE)
         return FC_LOCAL(conv2d_nhwc_fwd_depthwise)(p, tn, x, w, bias, y, nthreads);
+    if (algorithm == FC_CONV_IM2COL)
+        return FC_LOCAL(conv2d_nhwc_fwd_im2col)(p, tn, x, w, bias, y, nthreads);
     return FC_LOCAL(conv2d_nhwc_fwd_direct)(p, tn, x, w, bias, y, nthreads);
 }
 

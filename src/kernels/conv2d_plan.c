@@ -71,10 +71,11 @@ static const char *cannot_run(fc_conv_pass pass, int algorithm, const fc_conv2d_
     /* channels last: the indirect GEMMs read each tap's input row in place, so no geometry is
      * too large for them (they need no stride phases) */
     case FC_CONV_NHWC_FWD:
-        if (algorithm == FC_CONV_DIRECT) return NULL;
+        if (algorithm == FC_CONV_DIRECT || algorithm == FC_CONV_IM2COL) return NULL;
         if (algorithm == FC_CONV_WINOGRAD)
             return is_3x3_stride1(p) ? NULL : "it needs a 3x3 kernel, stride 1 and dilation 1";
-        return "it is not a channels-last forward algorithm (direct, winograd or depthwise)";
+        return "it is not a channels-last forward algorithm (direct, im2col, winograd or "
+               "depthwise)";
     case FC_CONV_NHWC_BWD_INPUT:
         if (algorithm == FC_CONV_COL2IM || algorithm == FC_CONV_PLAIN ||
             algorithm == FC_CONV_DIRECT)
@@ -147,6 +148,10 @@ static fc_conv_algorithm choose(fc_conv_pass pass, const fc_conv2d_params *p, co
             return FC_CONV_GROUPED;
         return phases_fit(p, tn) ? FC_CONV_DIRECT : FC_CONV_PLAIN;
     case FC_CONV_NHWC_FWD:
+        /* direct's runs are a kernel row's kW C/groups values, or one tap's C/groups: with few
+         * channels each is a few multiply-adds per pointer and start, where im2col's one panel
+         * row per pixel runs the whole reduction at once */
+        if (Cg <= tn->im2col_max_channels) return FC_CONV_IM2COL;
         return winograd_pays(p, tn) ? FC_CONV_WINOGRAD : FC_CONV_DIRECT;
     case FC_CONV_NHWC_BWD_INPUT:
         /* as a forward pass the input channels are the GEMM's columns, a vector's worth per

@@ -39,7 +39,8 @@ typedef enum {
     FC_CONV_DEPTHWISE = 6,  /* every pass, C/groups = 1: per plane, vectorised along the pixels */
     FC_CONV_GROUPED = 7,    /* weight gradient: per group, dots of dY's planes with X's phases */
     FC_CONV_PIXELS = 8,     /* forward: direct with pixels as the tile's rows, channels as lanes */
-    FC_CONV_ALGORITHM_COUNT = 9
+    FC_CONV_IM2COL = 9,     /* channels-last forward: a GEMM on per-tile im2col panels */
+    FC_CONV_ALGORITHM_COUNT = 10
 } fc_conv_algorithm;
 
 /* The weight layouts the convolution kernels read and write: PyTorch's (K, C/groups, kH, kW), and

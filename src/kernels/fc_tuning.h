@@ -32,6 +32,11 @@ typedef struct {
      * (a kernel row's kW C/groups values as the GEMM tile's rows, one GEMM per input row) rather
      * than col2im, whose columns would pad those few values to NR. */
     fc_index direct_input_max_channels;
+    /* Channels last: input channels per group up to which the forward pass runs `im2col` (each
+     * pixel's kH kW C/groups inputs copied into one panel row, one reduction over them all)
+     * rather than `direct`, whose reduction steps per run, kW C/groups or C/groups, are then too
+     * few to pay for starting each run. */
+    fc_index im2col_max_channels;
     /* Weight gradient: the tasks (batch chunks x groups x channel blocks) to aim for, the
      * bytes of private partial sums the batch chunks may take, and the bytes of dY^T packed at a
      * time (for whole batch chunks, at least one). */
