@@ -6,6 +6,8 @@
  *              it reads, in place, through one pointer per (pixel, tap); padding taps point at a
  *              row of zeros, so padding multiplies as in the definition (and Inf or NaN weights
  *              give what the reference gives). No input copy, no stride phases: any geometry.
+ *   im2col     for one or two input channels per group: each tile's pixels' kH kW C/groups
+ *              inputs copied into one panel row, then the same GEMM at that depth.
  *   winograd   F(2x2, 3x3) (conv2d_nhwc_winograd.h) for 3x3 stride-1 layers.
  *   depthwise  one input and one output channel per group: vectorised across the channels
  *              (conv2d_nhwc_depthwise.h).
@@ -81,48 +83,92 @@ static fc_index FC_LOCAL(nhwc_tile_runs)(const fc_conv2d_params *p, const fc_nhw
     return used;
 }
 
-/* Split P pixels into equal tiles of at most `max_tile`, rounded up to MR. */
-static fc_index FC_LOCAL(nhwc_tile_size)(fc_index P, fc_index max_tile) {
-    const fc_index ntiles = FC_CEIL_DIV(P, max_tile);
-    return FC_CEIL_DIV(FC_CEIL_DIV(P, ntiles), FC_MR) * FC_MR;
+/* What direct and im2col share: their tasks, (image, group, pixel tile, output-channel part) in
+ * that order from the slowest, and the weights packed as B panels [group][K block][R][NR] (R = kH
+ * kW C/groups) with the bias as NR-wide rows. */
+typedef struct {
+    fc_index tile, ntiles, kparts, ntasks, kblocks;
+    T *wp, *bp; /* bp NULL without a bias */
+} FC_LOCAL(nhwc_fwd_work);
+
+/* Tiles of equal size, at most tile_max pixels, rounded up to MR; the output channels split too
+ * when images and tiles alone leave threads idle (batch 1): every output is still summed by one
+ * task in one order, so results do not depend on the split. Packs the weights and bias; FC_ENOMEM
+ * with nothing left allocated if that fails. */
+static int FC_LOCAL(nhwc_fwd_work_of)(const fc_conv2d_params *p, const T *w, const T *bias,
+                                      fc_index tile_max, int nthreads,
+                                      FC_LOCAL(nhwc_fwd_work) *wk) {
+    const fc_index G = p->groups, Kg = p->out_channels / G, P = p->out_h * p->out_w;
+    const fc_index R = p->kernel_h * p->kernel_w * (p->in_channels / G);
+    wk->kblocks = FC_CEIL_DIV(Kg, FC_NR);
+    wk->tile = FC_CEIL_DIV(FC_CEIL_DIV(P, FC_CEIL_DIV(P, tile_max)), FC_MR) * FC_MR;
+    wk->ntiles = FC_CEIL_DIV(P, wk->tile);
+    wk->kparts = FC_MAX(
+        1, FC_MIN(wk->kblocks, FC_CEIL_DIV(2 * (fc_index)nthreads, p->batch * G * wk->ntiles)));
+    wk->ntasks = p->batch * G * wk->ntiles * wk->kparts;
+    wk->wp = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(G * wk->kblocks * R * FC_NR));
+    wk->bp = bias ? (T *)fc_aligned_alloc(sizeof(T) * (size_t)(G * wk->kblocks * FC_NR)) : NULL;
+    if (!wk->wp || (bias && !wk->bp)) {
+        fc_aligned_free(wk->wp);
+        fc_aligned_free(wk->bp);
+        return FC_ENOMEM;
+    }
+    FC_NR_NAME(conv2d_nhwc_pack_w)(p, w, wk->wp);
+    if (bias) FC_LOCAL(nhwc_pad_bias)(p, bias, wk->bp);
+    return FC_OK;
+}
+
+static void FC_LOCAL(nhwc_fwd_work_free)(FC_LOCAL(nhwc_fwd_work) *wk) {
+    fc_aligned_free(wk->wp);
+    fc_aligned_free(wk->bp);
+}
+
+/* One task's GEMMs: pixels [p0, p0 + np) of image n, group g, through the K blocks of its part,
+ * written into Y with the bias. a holds `count` pointers per pixel (MR-pixel blocks, the last
+ * padded), each to `len` values. */
+static void FC_LOCAL(nhwc_fwd_tile_gemm)(const fc_conv2d_params *p,
+                                         const FC_LOCAL(nhwc_fwd_work) *wk, fc_index n, fc_index g,
+                                         fc_index p0, fc_index np, fc_index part, const T **a,
+                                         fc_index count, fc_index len, T *y) {
+    const fc_index K = p->out_channels, Kg = K / p->groups, P = p->out_h * p->out_w;
+    const fc_index R = p->kernel_h * p->kernel_w * (p->in_channels / p->groups);
+    const fc_index kb0 = part * wk->kblocks / wk->kparts;
+    const fc_index kb1 = (part + 1) * wk->kblocks / wk->kparts;
+    for (fc_index kb = kb0; kb < kb1; kb++) {
+        const T *panel = wk->wp + (g * wk->kblocks + kb) * R * FC_NR;
+        const T *brow = wk->bp ? wk->bp + (g * wk->kblocks + kb) * FC_NR : NULL;
+        const int nr = (int)FC_MIN(FC_NR, Kg - kb * FC_NR);
+        T *yk = y + (n * P + p0) * K + g * Kg + kb * FC_NR;
+        for (fc_index q = 0; q < np; q += FC_MR)
+            FC_IGEMM(count, len, a + q * count, panel, yk + q * K, K, (int)FC_MIN(FC_MR, np - q),
+                     nr, 0, brow);
+    }
 }
 
 static int FC_LOCAL(conv2d_nhwc_fwd_direct)(const fc_conv2d_params *p, const fc_tuning *tn,
                                             const T *x, const T *w, const T *bias, T *y,
                                             int nthreads) {
-    const fc_index G = p->groups, Cg = p->in_channels / G, Kg = p->out_channels / G;
-    const fc_index K = p->out_channels, kk = p->kernel_h * p->kernel_w, R = kk * Cg;
+    const fc_index G = p->groups, Cg = p->in_channels / G;
+    const fc_index K = p->out_channels, R = p->kernel_h * p->kernel_w * Cg;
     const fc_index P = p->out_h * p->out_w, HWC = p->in_h * p->in_w * p->in_channels;
-    const fc_index kblocks = FC_CEIL_DIV(Kg, FC_NR), total = p->batch * HWC;
+    const fc_index total = p->batch * HWC;
     fc_nhwc_segments sg;
     if (fc_nhwc_segments_of(p, FC_MR, &sg) != FC_OK) return FC_ENOMEM;
     /* pixels per tile: the tile's pointers (one per segment and pixel) within the budget */
     const fc_index tile_max = FC_MAX(
         FC_MR, FC_MIN(tn->tile_pixels, tn->indirection_pointers / sg.count / FC_MR * FC_MR));
-    const fc_index tile = FC_LOCAL(nhwc_tile_size)(P, tile_max);
-    const fc_index ntiles = FC_CEIL_DIV(P, tile);
-    /* output channels split too when images and tiles alone leave threads idle (batch 1): every
-     * output is still summed by one task in one order, so results do not depend on the split */
-    const fc_index kparts = FC_MAX(
-        1, FC_MIN(kblocks, FC_CEIL_DIV(2 * (fc_index)nthreads, p->batch * G * ntiles)));
-    const fc_index ntasks = p->batch * G * ntiles * kparts;
-    int failed = 0;
-
-    T *wp = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(G * kblocks * R * FC_NR));
-    T *bp = bias ? (T *)fc_aligned_alloc(sizeof(T) * (size_t)(G * kblocks * FC_NR)) : NULL;
+    FC_LOCAL(nhwc_fwd_work) wk;
     T *zero = (T *)calloc((size_t)sg.len, sizeof(T)); /* the padding runs' row */
-    if (!wp || (bias && !bp) || !zero) {
-        fc_aligned_free(wp);
-        fc_aligned_free(bp);
+    if (!zero || FC_LOCAL(nhwc_fwd_work_of)(p, w, bias, tile_max, nthreads, &wk) != FC_OK) {
         free(zero);
         fc_nhwc_segments_free(&sg);
         return FC_ENOMEM;
     }
-    FC_NR_NAME(conv2d_nhwc_pack_w)(p, w, wp);
-    if (bias) FC_LOCAL(nhwc_pad_bias)(p, bias, bp);
+    const fc_index tile = wk.tile, ntiles = wk.ntiles, kparts = wk.kparts;
+    int failed = 0;
 
     const int nt = fc_threads_for(nthreads, (double)p->batch * K * P * R, tn->conv_min_work,
-                                  ntasks);
+                                  wk.ntasks);
     FC_PRAGMA(omp parallel num_threads(nt))
     {
         const T **a = (const T **)malloc(sizeof(*a) * (size_t)(tile * sg.count));
@@ -130,26 +176,17 @@ static int FC_LOCAL(conv2d_nhwc_fwd_direct)(const fc_conv2d_params *p, const fc_
         fc_index slots = 0;
         int ok = a != NULL;
         FC_PRAGMA(omp for schedule(dynamic, 1))
-        for (fc_index t = 0; t < ntasks; t++) {
+        for (fc_index t = 0; t < wk.ntasks; t++) {
             if (!ok) continue;
             const fc_index part = t % kparts, ti = (t / kparts) % ntiles;
             const fc_index ng = t / (kparts * ntiles), g = ng % G, n = ng / G;
             const fc_index p0 = ti * tile, np = FC_MIN(tile, P - p0), base = n * HWC + g * Cg;
-            const fc_index kb0 = part * kblocks / kparts, kb1 = (part + 1) * kblocks / kparts;
             const fc_index need = FC_LOCAL(nhwc_tile_runs)(p, &sg, x, total, base, p0, np, zero,
                                                            NULL, NULL);
             ok = FC_LOCAL(nhwc_stage_reserve)(&stage, &slots, need, sg.len_pad);
             if (!ok) continue;
             FC_LOCAL(nhwc_tile_runs)(p, &sg, x, total, base, p0, np, zero, stage, a);
-            for (fc_index kb = kb0; kb < kb1; kb++) {
-                const T *panel = wp + (g * kblocks + kb) * R * FC_NR;
-                const T *brow = bp ? bp + (g * kblocks + kb) * FC_NR : NULL;
-                const int nr = (int)FC_MIN(FC_NR, Kg - kb * FC_NR);
-                T *yk = y + (n * P + p0) * K + g * Kg + kb * FC_NR;
-                for (fc_index q = 0; q < np; q += FC_MR)
-                    FC_IGEMM(sg.count, sg.len, a + q * sg.count, panel, yk + q * K, K,
-                             (int)FC_MIN(FC_MR, np - q), nr, 0, brow);
-            }
+            FC_LOCAL(nhwc_fwd_tile_gemm)(p, &wk, n, g, p0, np, part, a, sg.count, sg.len, y);
         }
         if (!ok) {
             FC_PRAGMA(omp atomic write)
@@ -158,8 +195,7 @@ static int FC_LOCAL(conv2d_nhwc_fwd_direct)(const fc_conv2d_params *p, const fc_
         free(a);
         fc_aligned_free(stage);
     }
-    fc_aligned_free(wp);
-    fc_aligned_free(bp);
+    FC_LOCAL(nhwc_fwd_work_free)(&wk);
     free(zero);
     fc_nhwc_segments_free(&sg);
     return failed ? FC_ENOMEM : FC_OK;
@@ -250,36 +286,26 @@ static void FC_LOCAL(nhwc_im2col_panel)(const fc_conv2d_params *p, const T *x, f
 static int FC_LOCAL(conv2d_nhwc_fwd_im2col)(const fc_conv2d_params *p, const fc_tuning *tn,
                                             const T *x, const T *w, const T *bias, T *y,
                                             int nthreads) {
-    const fc_index G = p->groups, Cg = p->in_channels / G, Kg = p->out_channels / G;
+    const fc_index G = p->groups, Cg = p->in_channels / G;
     const fc_index K = p->out_channels, R = p->kernel_h * p->kernel_w * Cg;
     const fc_index P = p->out_h * p->out_w, HWC = p->in_h * p->in_w * p->in_channels;
-    const fc_index kblocks = FC_CEIL_DIV(Kg, FC_NR), kH = p->kernel_h;
+    const fc_index kH = p->kernel_h;
     /* one group and dilation 1 along W: whole kernel rows copied from zero-padded input rows */
     const fc_index span = G == 1 && p->dilation_w == 1 ? FC_LOCAL(nhwc_im2col_span)(p) : 0;
     /* pixels per tile: the panel's values within the indirection budget */
     const fc_index tile_max = FC_MAX(
         FC_MR, FC_MIN(tn->tile_pixels, tn->indirection_pointers / R / FC_MR * FC_MR));
-    const fc_index tile = FC_LOCAL(nhwc_tile_size)(P, tile_max);
-    const fc_index ntiles = FC_CEIL_DIV(P, tile);
-    const fc_index kparts = FC_MAX(
-        1, FC_MIN(kblocks, FC_CEIL_DIV(2 * (fc_index)nthreads, p->batch * G * ntiles)));
-    const fc_index ntasks = p->batch * G * ntiles * kparts;
-    int failed = 0;
-
-    T *wp = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(G * kblocks * R * FC_NR));
-    T *bp = bias ? (T *)fc_aligned_alloc(sizeof(T) * (size_t)(G * kblocks * FC_NR)) : NULL;
+    FC_LOCAL(nhwc_fwd_work) wk;
     T *zero = (T *)calloc((size_t)FC_MAX(span, 1), sizeof(T)); /* the padding rows' row */
-    if (!wp || (bias && !bp) || !zero) {
-        fc_aligned_free(wp);
-        fc_aligned_free(bp);
+    if (!zero || FC_LOCAL(nhwc_fwd_work_of)(p, w, bias, tile_max, nthreads, &wk) != FC_OK) {
         free(zero);
         return FC_ENOMEM;
     }
-    FC_NR_NAME(conv2d_nhwc_pack_w)(p, w, wp);
-    if (bias) FC_LOCAL(nhwc_pad_bias)(p, bias, bp);
+    const fc_index tile = wk.tile, ntiles = wk.ntiles, kparts = wk.kparts;
+    int failed = 0;
 
     const int nt = fc_threads_for(nthreads, (double)p->batch * K * P * R, tn->conv_min_work,
-                                  ntasks);
+                                  wk.ntasks);
     FC_PRAGMA(omp parallel num_threads(nt))
     {
         T *panel = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(tile * R + FC_IM2COL_SLACK));
@@ -288,24 +314,15 @@ static int FC_LOCAL(conv2d_nhwc_fwd_im2col)(const fc_conv2d_params *p, const fc_
         const T **src = (const T **)malloc(sizeof(*src) * (size_t)kH);
         const int ok = panel && a && rows && src;
         FC_PRAGMA(omp for schedule(dynamic, 1))
-        for (fc_index t = 0; t < ntasks; t++) {
+        for (fc_index t = 0; t < wk.ntasks; t++) {
             if (!ok) continue;
             const fc_index part = t % kparts, ti = (t / kparts) % ntiles;
             const fc_index ng = t / (kparts * ntiles), g = ng % G, n = ng / G;
             const fc_index p0 = ti * tile, np = FC_MIN(tile, P - p0);
-            const fc_index kb0 = part * kblocks / kparts, kb1 = (part + 1) * kblocks / kparts;
             FC_LOCAL(nhwc_im2col_panel)(p, x, n * HWC + g * Cg, p0, np, rows, zero, src, panel);
             /* the rows past the tile's last pixel, up to a whole MR block, read its first */
             for (fc_index q = 0; q < tile; q++) a[q] = panel + (q < np ? q : 0) * R;
-            for (fc_index kb = kb0; kb < kb1; kb++) {
-                const T *bpanel = wp + (g * kblocks + kb) * R * FC_NR;
-                const T *brow = bp ? bp + (g * kblocks + kb) * FC_NR : NULL;
-                const int nr = (int)FC_MIN(FC_NR, Kg - kb * FC_NR);
-                T *yk = y + (n * P + p0) * K + g * Kg + kb * FC_NR;
-                for (fc_index q = 0; q < np; q += FC_MR)
-                    FC_IGEMM(1, R, a + q, bpanel, yk + q * K, K, (int)FC_MIN(FC_MR, np - q), nr, 0,
-                             brow);
-            }
+            FC_LOCAL(nhwc_fwd_tile_gemm)(p, &wk, n, g, p0, np, part, a, 1, R, y);
         }
         if (!ok) {
             FC_PRAGMA(omp atomic write)
@@ -316,8 +333,7 @@ static int FC_LOCAL(conv2d_nhwc_fwd_im2col)(const fc_conv2d_params *p, const fc_
         free(src);
         fc_aligned_free(panel);
     }
-    fc_aligned_free(wp);
-    fc_aligned_free(bp);
+    FC_LOCAL(nhwc_fwd_work_free)(&wk);
     free(zero);
     return failed ? FC_ENOMEM : FC_OK;
 }

@@ -94,9 +94,9 @@ static inline fc_conv2d_params FC_LOCAL(transposed_view)(const fc_conv2d_params 
     return q;
 }
 
-/* The weights as [group][tap][Cg][Kg], for the channels-last input gradient's gather
- * (conv2d_nhwc_bwd_input.h): a tap's weights for one input channel are contiguous along K, as the
- * dY channels they meet are. */
+/* The weights as [group][tap][Cg][Kg], for the channels-last `plain` input gradient (a gather,
+ * conv2d_nhwc_bwd_input.h; forced only): a tap's weights for one input channel are contiguous along
+ * K, as the dY channels they meet are. */
 static inline void FC_LOCAL(conv2d_nhwc_pack_taps)(const fc_conv2d_params *p, const T *w, T *dst) {
     const fc_index G = p->groups, Cg = p->in_channels / G, Kg = p->out_channels / G;
     const fc_index kk = p->kernel_h * p->kernel_w;
