@@ -174,14 +174,17 @@ static int FC_LOCAL(conv2d_bwd_weight_direct)(const fc_conv2d_params *p, const f
                 const fc_index rows = (c1 - c0) * kk, n0 = chunk * N / chunks;
                 const fc_index n1 = (chunk + 1) * N / chunks;
                 /* where each of this task's rows (taps) starts in its phases (for a pointwise
-                 * layer, in X itself: the grid is the image); padding rows read row 0 */
-                for (fc_index r = 0; r < rows_max; r++) {
-                    const fc_index rr = FC_MIN(r, rows - 1);
-                    taps[r] = pointwise ? rr * HW
-                                        : (rr / kk) * ph.channel +
-                                              FC_LOCAL(tap_offset)(p, &ph, (rr % kk) / p->kernel_w,
-                                                                   rr % p->kernel_w);
-                }
+                 * layer, in X itself: the grid is the image); padding rows read the last row.
+                 * The first channel's taps, then each next channel's a channel of phases on:
+                 * tap_offset's divisions for every row showed in the profile of 8 x 8 images,
+                 * where a task's rows see few pixels */
+                for (fc_index t = 0; t < kk; t++)
+                    taps[t] = pointwise
+                                  ? 0
+                                  : FC_LOCAL(tap_offset)(p, &ph, t / p->kernel_w, t % p->kernel_w);
+                for (fc_index r = kk; r < rows; r++)
+                    taps[r] = taps[r - kk] + (pointwise ? HW : ph.channel);
+                for (fc_index r = rows; r < rows_max; r++) taps[r] = taps[rows - 1];
                 memset(acc, 0, sizeof(T) * (size_t)(rows_max * kg_pad));
                 int bad = 0;
                 for (fc_index n = n0; n < n1; n++) {
