@@ -309,8 +309,9 @@ cdef extern from "fc_ukernels.h" nogil:
         void (*dwconv_nhwc)(fc_index c, fc_index ne, const void *const *a,
                             const void *const *b, void *y, int accumulate, const void *bias)
         const char *dwconv_dot_nhwc_name
-        void (*dwconv_dot_nhwc)(fc_index c, fc_index n, fc_index kt, const void *x,
-                                fc_index xs, fc_index ts, const void *g, void *y)
+        void (*dwconv_dot_nhwc)(fc_index c, fc_index n, fc_index kh, fc_index kw,
+                                const void *x, fc_index xs, fc_index rs, fc_index ts,
+                                const void *g, void *y)
         const char *gconv4_nhwc_name
         void (*gconv4_nhwc)(fc_index c, fc_index ne, const void *const *a,
                             const void *const *b, void *y, int accumulate, const void *bias)

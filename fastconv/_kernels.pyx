@@ -1251,16 +1251,18 @@ cdef class UkernelTable:
         a[a_offsets[e]:][:c] * b[b_offsets[e]:][:c]."""
         self._terms("dwconv_nhwc", c, a, a_offsets, b, b_offsets, y, accumulate, bias)
 
-    def dwconv_dot_nhwc(self, fc_index c, fc_index n, fc_index kt, cnp.ndarray x, fc_index xs,
-                        fc_index ts, cnp.ndarray g, cnp.ndarray y):
-        """y[t c + q] += sum over e < n of x[e xs + t ts + q] g[e c + q], t < kt, q < c."""
-        if c < 0 or n < 0 or kt < 0 or xs < 0 or ts < 0:
-            raise ValueError("dwconv_dot_nhwc: c, n, kt, xs, ts >= 0 needed")
-        cdef const void *px = self._data(x, (n - 1) * xs + (kt - 1) * ts + c if n and kt else 0,
-                                         "x")
+    def dwconv_dot_nhwc(self, fc_index c, fc_index n, fc_index kh, fc_index kw, cnp.ndarray x,
+                        fc_index xs, fc_index rs, fc_index ts, cnp.ndarray g, cnp.ndarray y):
+        """y[(i kw + j) c + q] += sum over e < n of x[e xs + i rs + j ts + q] g[e c + q],
+        i < kh, j < kw, q < c."""
+        if c < 0 or n < 0 or kh < 0 or kw < 0 or xs < 0 or rs < 0 or ts < 0:
+            raise ValueError("dwconv_dot_nhwc: c, n, kh, kw, xs, rs, ts >= 0 needed")
+        cdef fc_index extent = ((n - 1) * xs + (kh - 1) * rs + (kw - 1) * ts + c
+                                if n and kh and kw else 0)
+        cdef const void *px = self._data(x, extent, "x")
         cdef const void *pg = self._data(g, n * c, "g")
-        cdef void *py = self._data(y, kt * c, "y")
-        self.t.dwconv_dot_nhwc(c, n, kt, px, xs, ts, pg, py)
+        cdef void *py = self._data(y, kh * kw * c, "y")
+        self.t.dwconv_dot_nhwc(c, n, kh, kw, px, xs, rs, ts, pg, py)
 
     def gconv4_nhwc(self, fc_index c, cnp.ndarray a, a_offsets, cnp.ndarray b, b_offsets,
                     cnp.ndarray y, bint accumulate, cnp.ndarray bias=None):

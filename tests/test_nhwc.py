@@ -307,6 +307,38 @@ def test_groups_of_4_take_nonfinite_data_without_fallback(which, holder, dtype):
     assert_same_nonfinite(nchw(got), expected, 4 * 9)
 
 
+# (output pixel of a 6 x 7 output holding the Inf, NaN and -Inf, stride, dilation): the
+# channelwise weight gradient checks for Inf and NaN only the dY pixels with a tap in the padding
+# (which it leaves out), every border of those, and sums the rest itself
+DW_WEIGHT_SPECIALS = [
+    ((2, 3), 1, 1), ((0, 3), 1, 1), ((5, 3), 1, 1), ((2, 0), 1, 1), ((2, 6), 1, 1),
+    ((5, 6), 1, 1), ((1, 1), 1, 2), ((1, 5), 1, 2), ((1, 2), 2, 1), ((2, 3), 2, 1),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("groups", [16, 8, 4])
+@pytest.mark.parametrize("pixel, stride, dilation", DW_WEIGHT_SPECIALS,
+                         ids=[f"{p[0]}x{p[1]}-s{s}-d{d}" for p, s, d in DW_WEIGHT_SPECIALS])
+def test_channelwise_weight_gradient_nonfinite_dy(pixel, stride, dilation, groups, dtype):
+    """Inf and NaN in one dY pixel, inside or on a border, give the reference's weight gradient
+    with the channelwise pass forced (its fallback taking only border pixels)."""
+    rng = np.random.default_rng(31)
+    kwargs = dict(stride=stride, padding=dilation, dilation=dilation, groups=groups)
+    oh, ow = 6, 7
+    h, w_ = (oh - 1) * stride + 1, (ow - 1) * stride + 1
+    x = rng.standard_normal((2, 16, h, w_)).astype(dtype)
+    w = rng.standard_normal((16, 16 // groups, 3, 3)).astype(dtype)
+    gy = rng.standard_normal((2, 16, oh, ow)).astype(dtype)
+    gy[1, [2, 7, 13], pixel[0], pixel[1]] = [np.inf, np.nan, -np.inf]
+    with _kernels.force_conv_algorithms(weight="depthwise"):
+        got = F.conv2d_weight(nhwc(x), (3, 3, 16 // groups, 16), nhwc(gy), **kwargs,
+                              data_format="NHWC", weight_format="HWIO")
+    geometry = ((stride, stride), (dilation,) * 4, (dilation, dilation), groups)
+    expected = ref.conv2d_backward(gy, x, w, *geometry)[1]
+    assert_same_nonfinite(got, hwio(expected), 2 * oh * ow)
+
+
 # ---- gradients by finite differences -------------------------------------------------------------
 
 @pytest.mark.parametrize("weight_format", ["OIHW", "HWIO"])

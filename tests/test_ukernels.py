@@ -785,33 +785,40 @@ def test_gconv4_dot_nhwc_ukernel(table, case):
 
 # depthwise weight gradient along a run: id: (channels c, pixels n, taps kt, pixel step xs and
 # tap step ts in channels, "c" for c): more taps than one pass carries (4), overlapping reads
+# (c, n pixels, kh, kw, xs, rs, ts): "c" is c; 9 taps fill an avx512 pass, 6 an avx2 one
 DWCONV_DOT_NHWC_CASES = {
-    "stride-1-row": ("2tile+3", 7, 3, "c", "c"),
-    "no-pixels": ("tile", 0, 3, "c", "c"),
-    "one-tap-tail": ("tile-1", 5, 1, "c", 0),
-    "strided-dilated": ("tile+1", 4, 3, 37, 11),
-    "more-taps-than-a-pass": ("tile", 6, 7, "c", 5),
-    "one-channel": (1, 9, 5, 2, 1),
+    "stride-1-row": ("2tile+3", 7, 1, 3, "c", 0, "c"),
+    "no-pixels": ("tile", 0, 3, 3, "c", 200, "c"),
+    "one-tap-tail": ("tile-1", 5, 1, 1, "c", 0, 0),
+    "strided-dilated": ("tile+1", 4, 1, 3, 37, 0, 11),
+    "more-taps-than-a-pass": ("tile", 6, 1, 7, "c", 0, 5),
+    "one-channel": (1, 9, 1, 5, 2, 0, 1),
+    "3x3": ("2tile+3", 7, 3, 3, "c", 300, "c"),
+    "3x3-tail-lanes": ("tile+5", 3, 3, 3, "c", 97, "c"),
+    "2x3-fewer-rows": ("tile", 5, 2, 3, "c", 150, "c"),
+    "5x5-three-passes": ("tile+1", 4, 5, 5, 40, 333, 3),
+    "two-rows-one-column": ("tile-1", 6, 2, 1, "c", 101, 0),
 }
 
 
 @pytest.mark.parametrize("case", list(DWCONV_DOT_NHWC_CASES.values()),
                          ids=list(DWCONV_DOT_NHWC_CASES))
 def test_dwconv_dot_nhwc_ukernel(table, case):
-    c_spec, n, kt, xs, ts = case
+    c_spec, n, kh, kw, xs, rs, ts = case
     c, dtype = _size(c_spec, table.nr), table.dtype
     xs, ts = (c if s == "c" else s for s in (xs, ts))
+    kt = kh * kw
     rng = np.random.default_rng(n * 23 + kt * 5 + c)
-    extent = (n - 1) * xs + (kt - 1) * ts + c if n else 0
+    extent = (n - 1) * xs + (kh - 1) * rs + (kw - 1) * ts + c if n else 0
     x = np.concatenate([_rand(rng, extent, dtype), _nan(4, dtype)])
     g = np.concatenate([_rand(rng, n * c, dtype), _nan(4, dtype)])
     y = np.concatenate([_rand(rng, kt * c, dtype), _nan(3, dtype)])
     terms = np.zeros((n + 1, kt, c))
     terms[n] = y[:kt * c].reshape(kt, c)
-    table.dwconv_dot_nhwc(c, n, kt, x, xs, ts, g, y)
+    table.dwconv_dot_nhwc(c, n, kh, kw, x, xs, rs, ts, g, y)
     for e in range(n):
         for t in range(kt):
-            start = e * xs + t * ts
+            start = e * xs + t // kw * rs + t % kw * ts
             terms[e, t] = x[start:start + c].astype(np.float64) * g[e * c:(e + 1) * c]
     expected = np.concatenate([terms.sum(axis=0).reshape(-1), np.zeros(3)])
     scale = np.concatenate([np.abs(terms).sum(axis=0).reshape(-1), np.zeros(3)])

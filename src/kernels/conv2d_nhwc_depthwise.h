@@ -13,10 +13,13 @@
  * [kH * kW][4][C]): no lane wasted, nothing read from another group.
  *
  *   forward          y[n, oh, ow] = bias + sum over taps inside x of x[n, ih, iw] w[tap]; tasks
- *                    are output rows (image, oh). The taps in the padding are left out, which
- *                    the definition multiplies by zero, and shifted (m > 1, not 4) zero weights
- *                    meet other groups' inputs: FC_NONFINITE when w (or, shifted, x) holds an Inf
- *                    or a NaN (the plan's fallback is the direct pass).
+ *                    are output rows (image, oh), in chunks taken as threads come free, each
+ *                    asking for the next row's new input row as it goes (memory-bound: the
+ *                    hardware prefetchers alone keep too few lines in flight). The taps in the
+ *                    padding are left out, which the definition multiplies by zero, and shifted
+ *                    (m > 1, not 4) zero weights meet other groups' inputs: FC_NONFINITE when w
+ *                    (or, shifted, x) holds an Inf or a NaN (the plan's fallback is the direct
+ *                    pass).
  *   input gradient   dX[n, ih, iw] = bias + sum over (tap, output pixel) with ih = oh sH - pad_top
  *                    + i dH (and the same along W) of dY[n, oh, ow] w[tap]: the transposed
  *                    convolution as a gather, any stride (the taps whose phase misses a pixel are
@@ -27,10 +30,11 @@
  *                    dY[n, oh, ow]; tasks are fixed chunks of the N * OH output rows, each summing
  *                    into a private [kH * kW][2m - 1][C], added in chunk order at the end
  *                    (bit-identical for any thread count; the lanes whose shift leaves the group
- *                    are dropped); depthwise, each dY pixel of a row is read once for a kernel
- *                    row's taps (the dwconv_dot_nhwc microkernel). Padding taps are left out:
- *                    FC_NONFINITE when dY holds an Inf or a NaN (the fallback is the direct
- *                    pass). */
+ *                    are dropped); depthwise, each dY pixel of a row is read once for all the
+ *                    taps (the dwconv_dot_nhwc microkernel, up to nine per pass). Padding taps
+ *                    are left out: FC_NONFINITE when a dY pixel with a tap in the padding holds
+ *                    an Inf or a NaN, checked as the rows are summed (the fallback is the direct
+ *                    pass); chunks go to threads as they come free. */
 #ifndef FC_CONV2D_NHWC_DEPTHWISE_H
 #define FC_CONV2D_NHWC_DEPTHWISE_H
 
@@ -111,6 +115,20 @@ static inline void FC_LOCAL(nhwc_dw_taps)(fc_index o, fc_index d, fc_index n, fc
     *hi = FC_MAX(i0, i1);
 }
 
+/* The input row output row r reads last (its last kernel row inside the input), NULL when r is
+ * past the end or reads no row: row r - 1 asks the caches for it as it goes, which keeps more
+ * of its lines in flight than the hardware prefetchers do (fc_internal.h). */
+static inline const T *FC_LOCAL(nhwc_dw_next_row)(const fc_conv2d_params *p, const T *x,
+                                                  fc_index r) {
+    const fc_index OH = p->out_h;
+    if (r >= p->batch * OH) return NULL;
+    const fc_index ih0 = r % OH * p->stride_h - p->pad_top;
+    fc_index i0, i1;
+    FC_LOCAL(nhwc_dw_taps)(ih0, p->dilation_h, p->kernel_h, p->in_h, &i0, &i1);
+    if (i1 <= i0) return NULL;
+    return x + ((r / OH) * p->in_h + ih0 + (i1 - 1) * p->dilation_h) * p->in_w * p->in_channels;
+}
+
 static int FC_LOCAL(conv2d_nhwc_fwd_depthwise)(const fc_conv2d_params *p, const fc_tuning *tn,
                                                const T *x, const T *w, const T *bias, T *y,
                                                int nthreads) {
@@ -129,9 +147,13 @@ static int FC_LOCAL(conv2d_nhwc_fwd_depthwise)(const fc_conv2d_params *p, const 
         return FC_ENOMEM;
     }
     FC_LOCAL(nhwc_dw_pack)(p, w, 0, wp);
+    /* the next row's new input row asked for a slice per output pixel; rows in chunks of
+     * about 1/32 of a thread's share, taken as threads come free */
+    const fc_index slice = FC_CEIL_DIV(W * C, FC_MAX(OW, 1));
     int failed = 0;
     const int nt = fc_threads_for(nthreads, (double)rows * OW * C * m * kk, tn->conv_min_work,
                                   rows);
+    const fc_index grain = FC_MAX(1, rows / (32 * nt));
     FC_PRAGMA(omp parallel num_threads(nt))
     {
         const T **a = (const T **)malloc(sizeof(*a) * (size_t)(2 * kk * S));
@@ -140,13 +162,17 @@ static int FC_LOCAL(conv2d_nhwc_fwd_depthwise)(const fc_conv2d_params *p, const 
             FC_PRAGMA(omp atomic write)
             failed = 1;
         }
-        FC_PRAGMA(omp for schedule(static))
+        FC_PRAGMA(omp for schedule(dynamic, grain))
         for (fc_index r = 0; r < rows; r++) {
             if (!a) continue;
             const fc_index n = r / OH, oh = r % OH, ih0 = oh * p->stride_h - p->pad_top;
             fc_index i0, i1;
             FC_LOCAL(nhwc_dw_taps)(ih0, p->dilation_h, kh, H, &i0, &i1);
+            const T *next = FC_LOCAL(nhwc_dw_next_row)(p, x, r + 1);
             for (fc_index ow = 0; ow < OW; ow++) {
+                if (next && ow * slice < W * C)
+                    fc_prefetch(next + ow * slice,
+                                sizeof(T) * (size_t)FC_MIN(slice, W * C - ow * slice));
                 const fc_index iw0 = ow * p->stride_w - p->pad_left;
                 fc_index j0, j1, ne = 0;
                 FC_LOCAL(nhwc_dw_taps)(iw0, p->dilation_w, kw, W, &j0, &j1);
@@ -206,13 +232,13 @@ typedef struct {
 typedef void (*FC_LOCAL(nhwc_gather_fn))(const void *ctx, const FC_LOCAL(nhwc_sources) *src);
 
 /* The input-gradient gathers' walk: fn(ctx, sources) for every input pixel, on nt threads, each
- * with its own index scratch and room for `terms` pointers per operand. Tasks are input rows
- * (each pixel computed by one thread in one order, whatever the thread count); FC_ENOMEM when a
- * thread's scratch cannot be had. */
+ * with its own index scratch and room for `terms` pointers per operand. Tasks are input rows, in
+ * chunks taken as threads come free (each pixel computed by one thread in one order, whatever
+ * the thread count); FC_ENOMEM when a thread's scratch cannot be had. */
 static int FC_LOCAL(nhwc_gather)(const fc_conv2d_params *p, int nt, fc_index terms,
                                  FC_LOCAL(nhwc_gather_fn) fn, const void *ctx) {
     const fc_index H = p->in_h, W = p->in_w, kh = p->kernel_h, kw = p->kernel_w;
-    const fc_index rows = p->batch * H;
+    const fc_index rows = p->batch * H, grain = FC_MAX(1, rows / (32 * nt));
     int failed = 0;
     FC_PRAGMA(omp parallel num_threads(nt))
     {
@@ -222,7 +248,7 @@ static int FC_LOCAL(nhwc_gather)(const fc_conv2d_params *p, int nt, fc_index ter
             FC_PRAGMA(omp atomic write)
             failed = 1;
         }
-        FC_PRAGMA(omp for schedule(static))
+        FC_PRAGMA(omp for schedule(dynamic, grain))
         for (fc_index r = 0; r < rows; r++) {
             if (!a || !at) continue;
             fc_index *oh = at, *ti = at + kh, *ow = at + 2 * kh, *tj = at + 2 * kh + kw;
@@ -317,35 +343,64 @@ static inline void FC_LOCAL(nhwc_dw_tap_run)(const fc_conv2d_params *p, fc_index
     *hi = FC_MAX(*lo, off >= W ? 0 : FC_MIN(p->out_w, (W - 1 - off) / sw + 1));
 }
 
-/* Depthwise (m = 1): one output row's terms of one kernel row's taps, acc[j C + q] += sum over
- * the output pixels ow whose tap j lies inside the input row xrow of xrow[ow sW + j dW -
- * pad_left][q] gyrow[ow][q]: the pixels where every tap is inside in one run of the dot
- * microkernel (each dY pixel read once for several taps), each tap's remaining pixels apart. */
-static void FC_LOCAL(nhwc_dw_grad_row)(const fc_conv2d_params *p, const T *xrow, const T *gyrow,
-                                       T *acc) {
-    const fc_index C = p->in_channels, kw = p->kernel_w, sw = p->stride_w, dw = p->dilation_w;
-    fc_index lo = 0, hi = p->out_w;
-    for (fc_index j = 0; j < kw; j++) {
+/* The output columns [*lo, *hi) whose every tap column lies inside the input row (empty when
+ * no column's does). */
+static inline void FC_LOCAL(nhwc_dw_inner_cols)(const fc_conv2d_params *p, fc_index *lo,
+                                                fc_index *hi) {
+    *lo = 0;
+    *hi = p->out_w;
+    for (fc_index j = 0; j < p->kernel_w; j++) {
         fc_index a, b;
         FC_LOCAL(nhwc_dw_tap_run)(p, j, &a, &b);
-        lo = FC_MAX(lo, a);
-        hi = FC_MIN(hi, b);
+        *lo = FC_MAX(*lo, a);
+        *hi = FC_MIN(*hi, b);
     }
-    if (lo >= hi) lo = hi = 0; /* no pixel with every tap inside */
+    if (*lo >= *hi) *lo = *hi = 0;
+}
+
+/* Depthwise (m = 1): one output row's terms of the kernel rows [0, nrows) that lie inside the
+ * input, acc[(i kw + j) C + q] += sum over the output pixels ow whose tap column j lies inside
+ * the input row xrow + i rs of xrow[i rs + (ow sW + j dW - pad_left) C + q] gyrow[ow][q]: the
+ * columns [lo, hi) where every tap is inside in one run of the dot microkernel over all those
+ * rows (each dY pixel read once for up to FC_DW_DOT_TAPS taps), each tap's remaining pixels
+ * apart. */
+static void FC_LOCAL(nhwc_dw_grad_row)(const fc_conv2d_params *p, const T *xrow, fc_index nrows,
+                                       fc_index rs, fc_index lo, fc_index hi, const T *gyrow,
+                                       T *acc) {
+    const fc_index C = p->in_channels, kw = p->kernel_w, sw = p->stride_w, dw = p->dilation_w;
     if (hi > lo)
-        FC_NR_NAME(dwconv_dot_nhwc_ukernel)(C, hi - lo, kw, xrow + (lo * sw - p->pad_left) * C,
-                                            sw * C, dw * C, gyrow + lo * C, acc);
+        FC_NR_NAME(dwconv_dot_nhwc_ukernel)(C, hi - lo, nrows, kw,
+                                            xrow + (lo * sw - p->pad_left) * C, sw * C, rs, dw * C,
+                                            gyrow + lo * C, acc);
     for (fc_index j = 0; j < kw; j++) {
         fc_index a, b;
         FC_LOCAL(nhwc_dw_tap_run)(p, j, &a, &b);
         const fc_index off = j * dw - p->pad_left;
         const fc_index runs[2][2] = {{a, FC_MIN(b, lo)}, {FC_MAX(a, hi), b}};
-        for (int k = 0; k < 2; k++)
-            if (runs[k][1] > runs[k][0])
-                FC_NR_NAME(dwconv_dot_nhwc_ukernel)(C, runs[k][1] - runs[k][0], 1,
-                                                    xrow + (runs[k][0] * sw + off) * C, sw * C, 0,
-                                                    gyrow + runs[k][0] * C, acc + j * C);
+        for (fc_index i = 0; i < nrows; i++)
+            for (int k = 0; k < 2; k++)
+                if (runs[k][1] > runs[k][0])
+                    FC_NR_NAME(dwconv_dot_nhwc_ukernel)(C, runs[k][1] - runs[k][0], 1, 1,
+                                                        xrow + i * rs + (runs[k][0] * sw + off) * C,
+                                                        sw * C, 0, 0, gyrow + runs[k][0] * C,
+                                                        acc + (i * kw + j) * C);
     }
+}
+
+/* Whether output row gyrow's pixels with a tap in the padding hold only finite values: the
+ * whole row when some kernel row lies outside the input (`rows_inside` false), else the columns
+ * outside [lo, hi). The weight gradient leaves those taps out, where the definition multiplies
+ * their zeros by dY; every other pixel's Inf or NaN reaches its sums as it should. */
+static int FC_LOCAL(nhwc_dw_edges_finite)(const T *gyrow, fc_index OW, fc_index C, int rows_inside,
+                                          fc_index lo, fc_index hi) {
+    const fc_index runs[2][2] = {{0, rows_inside ? lo : OW}, {rows_inside ? hi : OW, OW}};
+    int bad = 0;
+    for (int k = 0; k < 2; k++)
+        for (fc_index e = runs[k][0] * C; e < runs[k][1] * C; e++) {
+            const T v = gyrow[e];
+            bad |= (v - v) != (v - v); /* inf - inf and NaN - NaN are NaN */
+        }
+    return !bad;
 }
 
 static int FC_LOCAL(conv2d_nhwc_bwd_weight_depthwise)(const fc_conv2d_params *p,
@@ -357,8 +412,10 @@ static int FC_LOCAL(conv2d_nhwc_bwd_weight_depthwise)(const fc_conv2d_params *p,
     const fc_index m = C / p->groups, S = FC_LOCAL(nhwc_dw_rows)(m), npix = p->batch * H * W;
     const fc_index per = kk * S * C;
     const int rotates = FC_LOCAL(nhwc_dw_rotates)(m);
-    if (!FC_LOCAL(all_finite)(tn, gy, rows * OW * C, nthreads)) return FC_NONFINITE;
-    /* chunks of output rows fixed by the problem, not by the thread count */
+    fc_index lo, hi;
+    FC_LOCAL(nhwc_dw_inner_cols)(p, &lo, &hi);
+    /* chunks of output rows fixed by the problem, not by the thread count; taken as threads
+     * come free, since a thread held up elsewhere would otherwise hold up the pass */
     const fc_index chunks = FC_MAX(1, FC_MIN(rows, tn->weight_grad_tasks));
     T *sums = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(chunks * per));
     T *edges = FC_LOCAL(nhwc_dw_edges)(x, npix, C, m);
@@ -367,7 +424,7 @@ static int FC_LOCAL(conv2d_nhwc_bwd_weight_depthwise)(const fc_conv2d_params *p,
         free(edges);
         return FC_ENOMEM;
     }
-    int failed = 0;
+    int failed = 0, nonfinite = 0;
     const int nt = fc_threads_for(nthreads, (double)rows * OW * C * m * kk, tn->conv_min_work,
                                   chunks);
     FC_PRAGMA(omp parallel num_threads(nt))
@@ -378,7 +435,7 @@ static int FC_LOCAL(conv2d_nhwc_bwd_weight_depthwise)(const fc_conv2d_params *p,
             FC_PRAGMA(omp atomic write)
             failed = 1;
         }
-        FC_PRAGMA(omp for schedule(static))
+        FC_PRAGMA(omp for schedule(dynamic, 1))
         for (fc_index ch = 0; ch < chunks; ch++) {
             if (!a) continue;
             T *acc = sums + ch * per;
@@ -387,12 +444,19 @@ static int FC_LOCAL(conv2d_nhwc_bwd_weight_depthwise)(const fc_conv2d_params *p,
                 const fc_index n = r / OH, oh = r % OH, ih0 = oh * p->stride_h - p->pad_top;
                 fc_index i0, i1;
                 FC_LOCAL(nhwc_dw_taps)(ih0, p->dilation_h, kh, H, &i0, &i1);
+                if (!FC_LOCAL(nhwc_dw_edges_finite)(gy + r * OW * C, OW, C, i1 - i0 == kh, lo,
+                                                    hi)) {
+                    FC_PRAGMA(omp atomic write)
+                    nonfinite = 1;
+                }
+                if (m == 1) {
+                    if (i1 > i0)
+                        FC_LOCAL(nhwc_dw_grad_row)(
+                            p, x + (n * H + ih0 + i0 * p->dilation_h) * W * C, i1 - i0,
+                            p->dilation_h * W * C, lo, hi, gy + r * OW * C, acc + i0 * kw * C);
+                    continue;
+                }
                 for (fc_index i = i0; i < i1; i++) {
-                    if (m == 1) {
-                        FC_LOCAL(nhwc_dw_grad_row)(p, x + (n * H + ih0 + i * p->dilation_h) * W * C,
-                                                   gy + r * OW * C, acc + i * kw * C);
-                        continue;
-                    }
                     for (fc_index j = 0; j < kw; j++) {
                         /* the output pixels whose tap (i, j) lies inside the row */
                         const fc_index off = j * dw - p->pad_left;
@@ -426,7 +490,7 @@ static int FC_LOCAL(conv2d_nhwc_bwd_weight_depthwise)(const fc_conv2d_params *p,
         }
         free(a);
     }
-    if (!failed) { /* lane j of row s is output channel j's term with its partner input channel */
+    if (!failed && !nonfinite) { /* lane j of row s: output channel j's term with its partner */
         const fc_weight_layout ws = fc_weight_layout_of(p);
         for (fc_index t = 0; t < kk; t++)
             for (fc_index sh = 0; sh < S; sh++)
@@ -441,7 +505,7 @@ static int FC_LOCAL(conv2d_nhwc_bwd_weight_depthwise)(const fc_conv2d_params *p,
     }
     fc_aligned_free(sums);
     free(edges);
-    return failed ? FC_ENOMEM : FC_OK;
+    return failed ? FC_ENOMEM : nonfinite ? FC_NONFINITE : FC_OK;
 }
 
 #endif /* FC_CONV2D_NHWC_DEPTHWISE_H */

@@ -15,9 +15,9 @@
  *                                                 channelwise products, both operands read in
  *                                                 place through a pointer per term
  *   fc_<dt>_dwconv_dot_nhwc_ukernel_nr<NR>__<isa> y[t c + q] += sum over a run of n pixels of
- *                                                 x[e xs + t ts + q] g[e c + q], t < kt: the
- *                                                 depthwise weight gradient, a kernel row's taps
- *                                                 per dY read
+ *                                                 x[e xs + i rs + j ts + q] g[e c + q], t = i kw
+ *                                                 + j: the depthwise weight gradient, up to
+ *                                                 nine taps per dY read
  *   fc_<dt>_gconv4_nhwc_ukernel_nr<NR>__<isa>     the same for groups of four channels: each term
  *                                                 a row of a rotated within each group of four
  *                                                 lanes, against four weight rows
@@ -223,36 +223,42 @@ static void FC_NR_NAME(dwconv_nhwc_ukernel)(fc_index c, fc_index ne, const T *co
     }
 }
 
-/* The taps of one kernel row the depthwise weight gradient carries at once (registers). */
-#define FC_DW_ROW_TAPS 4
+/* The taps the depthwise weight gradient carries through one pass over the pixels: an
+ * accumulator per (tap, vector) beside dY's vectors and one input vector, in the ISA's vector
+ * registers (fc_isa_<isa>.h: FC_VREGS), so a 3x3 kernel's nine fit in one pass on avx512. */
+#define FC_DW_DOT_TAPS (FC_VREGS >= 32 ? 9 : 6)
 
-/* The depthwise weight gradient along a run of n output pixels: y[t c + q] += sum over e < n of
- * x[e xs + t ts + q] g[e c + q], for t < kt and q < c (x: the input row at the run's first pixel
- * and tap, xs between pixels, ts between taps; g: n contiguous dY pixels). Each dY vector is read
- * once for up to FC_DW_ROW_TAPS taps; one accumulator per (tap, vector), the terms in order. */
-static void FC_NR_NAME(dwconv_dot_nhwc_ukernel)(fc_index c, fc_index n, fc_index kt,
-                                                const T *restrict x, fc_index xs, fc_index ts,
-                                                const T *restrict g, T *restrict y) {
-    for (fc_index t0 = 0; t0 < kt; t0 += FC_DW_ROW_TAPS) {
-        const fc_index nt = FC_MIN(FC_DW_ROW_TAPS, kt - t0);
-        const T *xt = x + t0 * ts;
+/* The depthwise weight gradient along a run of n output pixels: y[(i kw + j) c + q] += sum over
+ * e < n of x[e xs + i rs + j ts + q] g[e c + q], for i < kh, j < kw and q < c (x: the input at
+ * the run's first pixel and tap, xs between pixels, rs between kernel rows, ts between taps of a
+ * row; g: n contiguous dY pixels). Each dY vector is read once for up to FC_DW_DOT_TAPS taps;
+ * one accumulator per (tap, vector), the terms in order. */
+static void FC_NR_NAME(dwconv_dot_nhwc_ukernel)(fc_index c, fc_index n, fc_index kh, fc_index kw,
+                                                const T *restrict x, fc_index xs, fc_index rs,
+                                                fc_index ts, const T *restrict g, T *restrict y) {
+    const fc_index kt = kh * kw;
+    for (fc_index t0 = 0; t0 < kt; t0 += FC_DW_DOT_TAPS) {
+        const fc_index nt = FC_MIN(FC_DW_DOT_TAPS, kt - t0);
+        fc_index off[FC_DW_DOT_TAPS];
+        for (fc_index t = 0; t < FC_DW_DOT_TAPS; t++)
+            off[t] = t < nt ? (t0 + t) / kw * rs + (t0 + t) % kw * ts : 0;
         T *yt = y + t0 * c;
         fc_index q = 0;
 #if FC_HAVE_VEC
         for (; q + FC_NR <= c; q += FC_NR) {
-            FC_VEC acc[FC_DW_ROW_TAPS][FC_NV];
-            FC_PRAGMA(GCC unroll 4)
-            for (int t = 0; t < FC_DW_ROW_TAPS; t++) FC_PRAGMA(GCC unroll 8)
+            FC_VEC acc[FC_DW_DOT_TAPS][FC_NV];
+            FC_PRAGMA(GCC unroll 9)
+            for (int t = 0; t < FC_DW_DOT_TAPS; t++) FC_PRAGMA(GCC unroll 8)
             for (int v = 0; v < FC_NV; v++) acc[t][v] = FC_VZERO();
             for (fc_index e = 0; e < n; e++) {
-                const T *xe = xt + e * xs + q, *ge = g + e * c + q;
+                const T *xe = x + e * xs + q, *ge = g + e * c + q;
                 FC_PRAGMA(GCC unroll 8)
                 for (int v = 0; v < FC_NV; v++) {
                     const FC_VEC gv = FC_VLOADU(ge + v * FC_VL);
-                    FC_PRAGMA(GCC unroll 4)
-                    for (int t = 0; t < FC_DW_ROW_TAPS; t++)
+                    FC_PRAGMA(GCC unroll 9)
+                    for (int t = 0; t < FC_DW_DOT_TAPS; t++)
                         if (t < nt)
-                            acc[t][v] = FC_VFMA(FC_VLOADU(xe + t * ts + v * FC_VL), gv, acc[t][v]);
+                            acc[t][v] = FC_VFMA(FC_VLOADU(xe + off[t] + v * FC_VL), gv, acc[t][v]);
                 }
             }
             for (int t = 0; t < nt; t++) FC_PRAGMA(GCC unroll 8)
@@ -262,14 +268,14 @@ static void FC_NR_NAME(dwconv_dot_nhwc_ukernel)(fc_index c, fc_index n, fc_index
             }
         }
         for (; q + FC_VL <= c; q += FC_VL) {
-            FC_VEC acc[FC_DW_ROW_TAPS];
-            FC_PRAGMA(GCC unroll 4)
-            for (int t = 0; t < FC_DW_ROW_TAPS; t++) acc[t] = FC_VZERO();
+            FC_VEC acc[FC_DW_DOT_TAPS];
+            FC_PRAGMA(GCC unroll 9)
+            for (int t = 0; t < FC_DW_DOT_TAPS; t++) acc[t] = FC_VZERO();
             for (fc_index e = 0; e < n; e++) {
                 const FC_VEC gv = FC_VLOADU(g + e * c + q);
-                FC_PRAGMA(GCC unroll 4)
-                for (int t = 0; t < FC_DW_ROW_TAPS; t++)
-                    if (t < nt) acc[t] = FC_VFMA(FC_VLOADU(xt + e * xs + t * ts + q), gv, acc[t]);
+                FC_PRAGMA(GCC unroll 9)
+                for (int t = 0; t < FC_DW_DOT_TAPS; t++)
+                    if (t < nt) acc[t] = FC_VFMA(FC_VLOADU(x + e * xs + off[t] + q), gv, acc[t]);
             }
             for (int t = 0; t < nt; t++)
                 FC_VSTOREU(yt + t * c + q, FC_VADD(FC_VLOADU(yt + t * c + q), acc[t]));
@@ -278,7 +284,7 @@ static void FC_NR_NAME(dwconv_dot_nhwc_ukernel)(fc_index c, fc_index n, fc_index
         for (; q < c; q++)
             for (fc_index t = 0; t < nt; t++) {
                 T acc = 0;
-                for (fc_index e = 0; e < n; e++) acc += xt[e * xs + t * ts + q] * g[e * c + q];
+                for (fc_index e = 0; e < n; e++) acc += x[e * xs + off[t] + q] * g[e * c + q];
                 yt[t * c + q] += acc;
             }
     }

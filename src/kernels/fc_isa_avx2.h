@@ -11,6 +11,7 @@
 #define FC_ISA avx2
 #define FC_ISA_ID FC_ISA_AVX2
 #define FC_HAVE_VEC 1
+#define FC_VREGS 16 /* ymm registers: the channels-last depthwise dot products' taps per pass */
 
 #define FC_MR_f32 6
 #define FC_NR_f32 16

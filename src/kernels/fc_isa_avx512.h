@@ -12,6 +12,7 @@
 #define FC_ISA avx512
 #define FC_ISA_ID FC_ISA_AVX512
 #define FC_HAVE_VEC 1
+#define FC_VREGS 32 /* zmm registers: the channels-last depthwise dot products' taps per pass */
 
 #define FC_MR_f32 8
 #define FC_NR_f32 32

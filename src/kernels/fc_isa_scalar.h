@@ -9,6 +9,7 @@
 #define FC_ISA scalar
 #define FC_ISA_ID FC_ISA_SCALAR
 #define FC_HAVE_VEC 0
+#define FC_VREGS 16 /* the channels-last depthwise dot products' taps per pass */
 
 #define FC_MR_f32 4
 #define FC_NR_f32 8

@@ -101,11 +101,11 @@ typedef struct {
     const char *dwconv_nhwc_name;
     void (*dwconv_nhwc)(fc_index c, fc_index ne, const void *const *a, const void *const *b,
                         void *y, int accumulate, const void *bias);
-    /* y[t c + q] += sum over e < n of x[e xs + t ts + q] g[e c + q], t < kt, q < c:
-     * fc_<dt>_dwconv_dot_nhwc_ukernel_nr<NR>__<isa> */
+    /* y[(i kw + j) c + q] += sum over e < n of x[e xs + i rs + j ts + q] g[e c + q], i < kh,
+     * j < kw, q < c: fc_<dt>_dwconv_dot_nhwc_ukernel_nr<NR>__<isa> */
     const char *dwconv_dot_nhwc_name;
-    void (*dwconv_dot_nhwc)(fc_index c, fc_index n, fc_index kt, const void *x, fc_index xs,
-                            fc_index ts, const void *g, void *y);
+    void (*dwconv_dot_nhwc)(fc_index c, fc_index n, fc_index kh, fc_index kw, const void *x,
+                            fc_index xs, fc_index rs, fc_index ts, const void *g, void *y);
     /* groups of four channels: as dwconv_nhwc with four weight rows per term, lane q meeting
      * a[e][q - u + (u + r) % 4] (u = q % 4) with b[e][r c + q], r < 4:
      * fc_<dt>_gconv4_nhwc_ukernel_nr<NR>__<isa> */

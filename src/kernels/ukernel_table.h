@@ -164,9 +164,10 @@ static void FC_WRAP(dwconv_nhwc)(fc_index c, fc_index ne, const void *const *a,
     FC_NR_NAME(dwconv_nhwc_ukernel)(c, ne, ae, be, y, accumulate, bias);
 }
 
-static void FC_WRAP(dwconv_dot_nhwc)(fc_index c, fc_index n, fc_index kt, const void *x,
-                                     fc_index xs, fc_index ts, const void *g, void *y) {
-    FC_NR_NAME(dwconv_dot_nhwc_ukernel)(c, n, kt, x, xs, ts, g, y);
+static void FC_WRAP(dwconv_dot_nhwc)(fc_index c, fc_index n, fc_index kh, fc_index kw,
+                                     const void *x, fc_index xs, fc_index rs, fc_index ts,
+                                     const void *g, void *y) {
+    FC_NR_NAME(dwconv_dot_nhwc_ukernel)(c, n, kh, kw, x, xs, rs, ts, g, y);
 }
 
 static void FC_WRAP(gconv4_nhwc)(fc_index c, fc_index ne, const void *const *a,
