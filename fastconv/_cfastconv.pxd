@@ -305,6 +305,9 @@ cdef extern from "fc_ukernels.h" nogil:
         const char *gemm_cols_name
         void (*gemm_cols)(fc_index kc, const void *const *a, fc_index off, const void *b,
                           void *c, fc_index ldc)
+        const char *gemm_cols_half_name
+        void (*gemm_cols_half)(fc_index kc, const void *const *a, fc_index off, const void *b,
+                               void *c, fc_index ldc)
         const char *dwconv_nhwc_name
         void (*dwconv_nhwc)(fc_index c, fc_index ne, const void *const *a,
                             const void *const *b, void *y, int accumulate, const void *bias)

@@ -1050,6 +1050,7 @@ cdef class UkernelTable:
                 "dwconv": _name(t.dwconv_name), "dwconv_dot": _name(t.dwconv_dot_name),
                 "igemm": _name(t.igemm_name), "igemm_half": _name(t.igemm_half_name),
                 "gemm_cols": _name(t.gemm_cols_name),
+                "gemm_cols_half": _name(t.gemm_cols_half_name),
                 "dwconv_nhwc": _name(t.dwconv_nhwc_name),
                 "dwconv_dot_nhwc": _name(t.dwconv_dot_nhwc_name),
                 "gconv4_nhwc": _name(t.gconv4_nhwc_name),
@@ -1234,15 +1235,21 @@ cdef class UkernelTable:
         PyMem_Free(rows)
 
     def gemm_cols(self, fc_index kc, cnp.ndarray a, a_offsets, fc_index off, cnp.ndarray b,
-                  cnp.ndarray c, fc_index ldc):
-        """C[MR x NR] += A * B panel [kc][NR], A's column r being a[a_offsets[r] + off:][:MR]."""
-        if len(a_offsets) != kc or ldc < self.t.nr or kc < 1 or off < 0:
-            raise ValueError("gemm_cols: kc column offsets, ldc >= NR, kc >= 1 and off >= 0 "
-                             "needed")
+                  cnp.ndarray c, fc_index ldc, bint half=False):
+        """C[MR x NR] += A * B panel [kc][NR], A's column r being a[a_offsets[r] + off:][:MR];
+        half: C[2 MR x NR/2] on the panel's first NR/2 columns, A's columns 2 MR long."""
+        fn = self.t.gemm_cols_half if half else self.t.gemm_cols
+        if fn == NULL:
+            raise ValueError(f"{self.isa} has no half-width microkernel")
+        cdef fc_index rows = 2 * self.t.mr if half else self.t.mr
+        cdef fc_index cols_n = self.t.nr // 2 if half else self.t.nr
+        if len(a_offsets) != kc or ldc < cols_n or kc < 1 or off < 0:
+            raise ValueError("gemm_cols: kc column offsets, ldc >= the tile's columns, kc >= 1 "
+                             "and off >= 0 needed")
         cdef const void *pb = self._data(b, kc * self.t.nr, "b")
-        cdef void *pc = self._data(c, (self.t.mr - 1) * ldc + self.t.nr, "c")
-        cdef const void **cols = self._pointers(a, a_offsets, off + self.t.mr, "a")
-        self.t.gemm_cols(kc, cols, off, pb, pc, ldc)
+        cdef void *pc = self._data(c, (rows - 1) * ldc + cols_n, "c")
+        cdef const void **cols = self._pointers(a, a_offsets, off + rows, "a")
+        fn(kc, cols, off, pb, pc, ldc)
         PyMem_Free(cols)
 
     def dwconv_nhwc(self, fc_index c, cnp.ndarray a, a_offsets, cnp.ndarray b, b_offsets,

@@ -218,6 +218,51 @@ def test_direct_input_gradient_blocks_equal_rows(dtype):
     assert np.isnan(got[0, -2:, :2]).all() and not np.isnan(got[0, -2:, 2:]).any()
 
 
+# (x shape NHWC, kwargs), 3x3 kernels: weight gradients whose 16 output channels fit one K block
+# (the runs read in place; on AVX-512 float32 two MR-row blocks at a time on the half-width tile)
+# and whose 40 take two or more (the runs packed): kernel-row runs of 48, 15 (a pair of blocks,
+# or a pair and a single on AVX2's MR = 6) and 30 values (10 channels per group), tap runs of 8
+# (dilation); every kernel more than two B panels wide and no group with as many output as input
+# channels, so neither the few-tap GEMM nor the channelwise pass
+WEIGHT_K_BLOCKS = {
+    "c16-pad1": ((2, 7, 9, 16), dict(padding=1)),
+    "c5-strided": ((3, 8, 7, 5), dict(stride=2, padding=(1, 0))),
+    "c8-dilated": ((2, 9, 8, 8), dict(padding=2, dilation=(1, 2))),
+    "c20-groups2": ((2, 6, 7, 20), dict(padding=1, groups=2)),
+}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape, kwargs", list(WEIGHT_K_BLOCKS.values()),
+                         ids=list(WEIGHT_K_BLOCKS))
+def test_weight_gradient_in_place_equals_packed(shape, kwargs, dtype, isa):
+    """dW of output channel k reads only dY's channel k: the first 16 of 40 output channels
+    (X^T packed for several K blocks) equal, bit for bit, a 16-channel layer's (the runs read
+    in place), and both the reference."""
+    rng = np.random.default_rng(17)
+    groups = kwargs.get("groups", 1)
+    x = rng.standard_normal(shape).astype(dtype)
+    w40 = (40, shape[3] // groups, 3, 3)
+    gy40 = rng.standard_normal(F.conv2d(x, np.zeros(w40, dtype), **kwargs,
+                                        data_format="NHWC").shape).astype(dtype)
+    per_group = [np.arange(g * 20, g * 20 + 16 // groups) for g in range(groups)]
+    keep = np.concatenate(per_group)  # each group's first 16 / groups of its 20 channels
+    gy16 = np.ascontiguousarray(gy40[..., keep])
+    fmt = dict(**kwargs, data_format="NHWC", weight_format="HWIO")
+    got16 = F.conv2d_weight(x, (3, 3, shape[3] // groups, 16), gy16, **fmt)
+    got40 = F.conv2d_weight(x, (3, 3, shape[3] // groups, 40), gy40, **fmt)
+    np.testing.assert_array_equal(got16, got40[..., keep])
+    dilation = pair(kwargs.get("dilation", 1))
+    args = (pair(kwargs.get("stride", 1)), padding4(kwargs["padding"], 3, dilation), dilation,
+            groups)
+    expected = ref.conv2d_backward(nchw(gy16), nchw(x), np.zeros((16, *w40[1:]), dtype),
+                                   *args)[1]
+    scale = ref.conv2d_backward(np.abs(nchw(gy16)), np.abs(nchw(x)),
+                                np.zeros((16, *w40[1:]), dtype), *args)[1]
+    assert_close(got16.transpose(3, 2, 0, 1), expected, gy16.shape[0] * gy16.shape[1] *
+                 gy16.shape[2], scale)
+
+
 # (dX shape NHWC, weight shape OIHW, kwargs): the transposed input gradient whose forward pass of
 # dY runs Winograd (24 and 20 channels) or direct (a 3x2 dilated kernel, four paddings), on one
 # group (the weights read in place through a flipped, transposed view) and on two (a copy)

@@ -273,26 +273,32 @@ GEMM_COLS_CASES = {
 }
 
 
+@pytest.mark.parametrize("half", [False, True], ids=["full", "half"])
 @pytest.mark.parametrize("case", list(GEMM_COLS_CASES.values()), ids=list(GEMM_COLS_CASES))
-def test_gemm_cols_ukernel(table, case):
+def test_gemm_cols_ukernel(table, case, half):
+    """The full tile (MR x NR) and the half-width one (2 MR x NR/2, the first NR/2 columns of
+    the B panel, whose others are random here and must not count)."""
+    if half and table.names["gemm_cols_half"] is None:
+        pytest.skip(f"the {table.isa} path has no half-width microkernel (no vector registers)")
     kc, ldc_extra, off, offsets_of = case
-    MR, NR, dtype = table.mr, table.nr, table.dtype
-    offsets = offsets_of(MR, kc)
+    NR, dtype = table.nr, table.dtype
+    rows, cols = (2 * table.mr, NR // 2) if half else (table.mr, NR)
+    offsets = offsets_of(rows, kc)
     rng = np.random.default_rng(5)
-    a = _rand(rng, max(offsets) + off + MR + 2, dtype)
+    a = _rand(rng, max(offsets) + off + rows + 2, dtype)
     b = _rand(rng, kc * NR, dtype)
-    ldc = NR + ldc_extra
-    c, written = _tile(rng, MR, NR, ldc, dtype)
-    before = c.copy().reshape(MR, ldc)
-    table.gemm_cols(kc, a, offsets, off, b, c, ldc)
-    A = np.stack([a[o + off:][:MR] for o in offsets], axis=1).astype(np.float64)  # MR x kc
-    B = b.reshape(kc, NR).astype(np.float64)
-    expected = np.full((MR, ldc), np.nan)
-    expected[:, :NR] = before[:, :NR] + A @ B
-    scale = np.zeros((MR, ldc))
-    scale[:, :NR] = np.abs(before[:, :NR]) + np.abs(A) @ np.abs(B)
+    ldc = cols + ldc_extra
+    c, written = _tile(rng, rows, cols, ldc, dtype)
+    before = c.copy().reshape(rows, ldc)
+    table.gemm_cols(kc, a, offsets, off, b, c, ldc, half=half)
+    A = np.stack([a[o + off:][:rows] for o in offsets], axis=1).astype(np.float64)  # rows x kc
+    B = b.reshape(kc, NR).astype(np.float64)[:, :cols]
+    expected = np.full((rows, ldc), np.nan)
+    expected[:, :cols] = before[:, :cols] + A @ B
+    scale = np.zeros((rows, ldc))
+    scale[:, :cols] = np.abs(before[:, :cols]) + np.abs(A) @ np.abs(B)
     _assert_region(c, expected.reshape(-1), written, kc + 1, scale.reshape(-1),
-                   table.names["gemm_cols"])
+                   table.names["gemm_cols_half" if half else "gemm_cols"])
 
 
 # ---- packing -----------------------------------------------------------------------------------

@@ -10,7 +10,8 @@
  * padding, so padding multiplies as in the definition, and the products are exactly the
  * reference's (no fallback for Inf or NaN). Per chunk of pixels dY is packed into NR-column
  * panels (conv2d_pack.h) and the runs into MR-row panels of X^T, each gathered once and read by
- * every K block (the GEMM microkernel, conv2d_gemm_ukernel.h).
+ * every K block (the GEMM microkernel, conv2d_gemm_ukernel.h); with a single K block the runs
+ * are read in place instead (gemm_cols, conv2d_nhwc_ukernel.h).
  *
  * Loop structure: tasks are (batch chunk, group, part of the segments' MR-row blocks). A task sums
  * its images in a private accumulator: over chunks of pixels that run on across its images (one
@@ -240,6 +241,12 @@ static int FC_LOCAL(conv2d_nhwc_bwd_weight_direct)(const fc_conv2d_params *p, co
      * images of a batch chunk (dY's pixels are consecutive rows), so images with few pixels still
      * give the microkernel a long reduction per accumulator tile */
     const fc_index qc = FC_MIN(tn->kc, N * P);
+    /* With one K block each MR-row block of X^T is read once: the microkernel reads the runs in
+     * place (gemm_cols), as the copy into panels would, and stores nothing; at most NR/2 output
+     * channels (res14-16's 16 on AVX-512 float32) run two blocks of a segment at a time on the
+     * half-width tile instead of a full one half on zero columns. Every element's sum is the
+     * packed path's, bit for bit. */
+    const int x_in_place = kblocks == 1;
     /* The tasks' sums are whole rows of K, (tap, channel) rows in order: HWIO, written row by
      * row. HWIO weights take chunk 0's sums in place; OIHW ones get every chunk's from copies,
      * transposed once at the end. */
@@ -270,11 +277,12 @@ static int FC_LOCAL(conv2d_nhwc_bwd_weight_direct)(const fc_conv2d_params *p, co
     {
         T *bp = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(kg_pad * qc));
         T *acc = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(part_blocks * FC_MR * ld));
-        T *ap = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(part_blocks * FC_MR * qc));
+        T *ap = x_in_place ? NULL
+                           : (T *)fc_aligned_alloc(sizeof(T) * (size_t)(part_blocks * FC_MR * qc));
         const T **a = (const T **)malloc(sizeof(*a) * (size_t)(segs_max * qc));
         T *stage = NULL;
         fc_index stage_slots = 0;
-        int ok = bp && acc && ap && a;
+        int ok = bp && acc && (ap || x_in_place) && a;
         if (!ok) {
             FC_PRAGMA(omp atomic write)
             failed = 1;
@@ -304,6 +312,24 @@ static int FC_LOCAL(conv2d_nhwc_bwd_weight_direct)(const fc_conv2d_params *p, co
                 for (fc_index s = s0; s < s1; s++)
                     used += FC_LOCAL(nhwc_segment_runs)(p, &sg, s, x, total, g * Cg, f0, kc, zero,
                                                         stage, used, a + (s - s0) * kc);
+                FC_NR_NAME(gemm_pack_b)(kc, Kg, gy + f0 * K + g * Kg, K, bp);
+                if (x_in_place) {
+                    for (fc_index b = b0; b < b1;) {
+                        const fc_index s = b / mblocks, m0 = (b % mblocks) * FC_MR;
+                        const T *const *col = a + (s - s0) * kc;
+                        T *c = acc + (b - b0) * FC_MR * ld;
+#if FC_HAVE_GEMM_HALF
+                        if (Kg <= FC_NR / 2 && b + 1 < b1 && m0 + FC_MR < sg.len_pad) {
+                            FC_GEMM_COLS_UKERNEL_HALF(kc, col, m0, bp, c, ld);
+                            b += 2;
+                            continue;
+                        }
+#endif
+                        FC_UKERNEL(gemm_cols_ukernel)(kc, col, m0, bp, c, ld);
+                        b++;
+                    }
+                    continue;
+                }
                 /* X^T packed once per chunk as [block][pixel][MR] panels, read by every K
                  * block: each MR-row block's kc values from kc cache lines of x (and stage)
                  * gathered once, not once per K block */
@@ -314,7 +340,6 @@ static int FC_LOCAL(conv2d_nhwc_bwd_weight_direct)(const fc_conv2d_params *p, co
                     for (fc_index r = 0; r < kc; r++)
                         memcpy(panel + r * FC_MR, col[r] + m0, sizeof(T) * FC_MR);
                 }
-                FC_NR_NAME(gemm_pack_b)(kc, Kg, gy + f0 * K + g * Kg, K, bp);
                 for (fc_index kb = 0; kb < kblocks; kb++)
                     for (fc_index b = b0; b < b1; b++)
                         FC_UKERNEL(gemm_ukernel)(

@@ -10,6 +10,8 @@
  *   fc_<dt>_igemm_ukernel_<MR>x<NR>__<isa>_half  the same on the B panel's first NR/2 columns
  *   fc_<dt>_gemm_cols_ukernel_<MR>x<NR>__<isa>   C[MR x NR] += A B, A's kc columns (MR contiguous
  *                                                 values each) read in place through kc pointers
+ *   fc_<dt>_gemm_cols_ukernel_<MR>x<NR>__<isa>_half  C[2 MR x NR/2] += the same on the B panel's
+ *                                                 first NR/2 columns, 2 MR values per column
  *   fc_<dt>_dwconv_nhwc_ukernel_nr<NR>__<isa>     y[q] (+)= sum over ne terms of a_e[q] b_e[q]
  *                                                 (+ bias[q]), q < c: the depthwise passes'
  *                                                 channelwise products, both operands read in
@@ -100,32 +102,53 @@ static void FC_IGEMM_UKERNEL_HALF(fc_index ks, fc_index kc, const T *const *rest
 }
 #endif
 
-/* C[MR x NR] += sum_r a[r][off + i] * B[r * NR + j]. */
-static void FC_UKERNEL(gemm_cols_ukernel)(fc_index kc, const T *const *restrict a, fc_index off,
-                                          const T *restrict B, T *restrict C, fc_index ldc) {
-    FC_VEC acc[FC_MR][FC_NV];
-    FC_PRAGMA(GCC unroll 16)
-    for (int i = 0; i < FC_MR; i++) FC_PRAGMA(GCC unroll 8)
-    for (int v = 0; v < FC_NV; v++) acc[i][v] = FC_VZERO();
+/* C[rows x nv VL] += sum_r a[r][off + i] * B[r * NR + j]: rows = MR on nv = NV vectors (the
+ * full tile), or 2 MR on NV / 2 (the half-width one: as many accumulators, so as many FMA chains
+ * in flight, on a panel whose last NR/2 columns are zeros). Each element's sum runs in the same
+ * order either way. */
+static inline __attribute__((always_inline)) void FC_LOCAL(gemm_cols_nv)(
+    const int rows, const int nv, fc_index kc, const T *const *restrict a, fc_index off,
+    const T *restrict B, T *restrict C, fc_index ldc) {
+    FC_VEC acc[2 * FC_MR][FC_NV];
+    FC_PRAGMA(GCC unroll 32)
+    for (int i = 0; i < rows; i++) FC_PRAGMA(GCC unroll 8)
+    for (int v = 0; v < nv; v++) acc[i][v] = FC_VZERO();
     for (fc_index r = 0; r < kc; r++) {
         const T *col = a[r] + off;
         FC_VEC b[FC_NV];
         FC_PRAGMA(GCC unroll 8)
-        for (int v = 0; v < FC_NV; v++) b[v] = FC_VLOADU(B + r * FC_NR + v * FC_VL);
-        FC_PRAGMA(GCC unroll 16)
-        for (int i = 0; i < FC_MR; i++) {
+        for (int v = 0; v < nv; v++) b[v] = FC_VLOADU(B + r * FC_NR + v * FC_VL);
+        FC_PRAGMA(GCC unroll 32)
+        for (int i = 0; i < rows; i++) {
             const FC_VEC av = FC_VSET1(col[i]);
             FC_PRAGMA(GCC unroll 8)
-            for (int v = 0; v < FC_NV; v++) acc[i][v] = FC_VFMA(av, b[v], acc[i][v]);
+            for (int v = 0; v < nv; v++) acc[i][v] = FC_VFMA(av, b[v], acc[i][v]);
         }
     }
-    FC_PRAGMA(GCC unroll 16)
-    for (int i = 0; i < FC_MR; i++) FC_PRAGMA(GCC unroll 8)
-    for (int v = 0; v < FC_NV; v++) {
+    FC_PRAGMA(GCC unroll 32)
+    for (int i = 0; i < rows; i++) FC_PRAGMA(GCC unroll 8)
+    for (int v = 0; v < nv; v++) {
         T *c = C + i * ldc + v * FC_VL;
         FC_VSTOREU(c, FC_VADD(acc[i][v], FC_VLOADU(c)));
     }
 }
+
+/* C[MR x NR] += sum_r a[r][off + i] * B[r * NR + j]. */
+static void FC_UKERNEL(gemm_cols_ukernel)(fc_index kc, const T *const *restrict a, fc_index off,
+                                          const T *restrict B, T *restrict C, fc_index ldc) {
+    FC_LOCAL(gemm_cols_nv)(FC_MR, FC_NV, kc, a, off, B, C, ldc);
+}
+
+#if FC_HAVE_GEMM_HALF
+/* C[2 MR x NR/2] += the same on the panel's first NR/2 columns, A's columns 2 MR values long: the
+ * channels-last weight gradient of a layer with at most NR/2 output channels (res14-16's 16 on
+ * AVX-512 float32), two MR-row blocks at a time. */
+#define FC_GEMM_COLS_UKERNEL_HALF FC_CAT2(FC_UKERNEL(gemm_cols_ukernel), _half)
+static void FC_GEMM_COLS_UKERNEL_HALF(fc_index kc, const T *const *restrict a, fc_index off,
+                                      const T *restrict B, T *restrict C, fc_index ldc) {
+    FC_LOCAL(gemm_cols_nv)(2 * FC_MR, FC_NV / 2, kc, a, off, B, C, ldc);
+}
+#endif
 
 #else /* the scalar path */
 

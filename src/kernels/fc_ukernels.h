@@ -117,6 +117,11 @@ typedef struct {
     const char *gconv4_dot_nhwc_name;
     void (*gconv4_dot_nhwc)(fc_index c, fc_index ne, const void *const *a, const void *const *b,
                             void *y);
+    /* C[2 MR x NR/2] += A * B on the first NR/2 columns of the B panel, A's column r (2 MR
+     * values) at a[r] + off: fc_<dt>_gemm_cols_ukernel_<MR>x<NR>__<isa>_half */
+    const char *gemm_cols_half_name;
+    void (*gemm_cols_half)(fc_index kc, const void *const *a, fc_index off, const void *b, void *c,
+                           fc_index ldc);
 } fc_ukernel_table;
 
 /* Each ISA's tables, fc_<dt>_ukernel_table__<isa> (ukernel_table.h), */

@@ -154,6 +154,18 @@ static void FC_WRAP(gemm_cols)(fc_index kc, const void *const *a, fc_index off, 
     FC_UKERNEL(gemm_cols_ukernel)(kc, cols, off, b, c, ldc);
 }
 
+#if FC_HAVE_GEMM_HALF
+static void FC_WRAP(gemm_cols_half)(fc_index kc, const void *const *a, fc_index off, const void *b,
+                                    void *c, fc_index ldc) {
+    const T *cols[FC_MAX(kc, 1)];
+    for (fc_index r = 0; r < kc; r++) cols[r] = a[r];
+    FC_GEMM_COLS_UKERNEL_HALF(kc, cols, off, b, c, ldc);
+}
+#define FC_GEMM_COLS_HALF_ENTRY FC_STR(FC_GEMM_COLS_UKERNEL_HALF), FC_WRAP(gemm_cols_half)
+#else
+#define FC_GEMM_COLS_HALF_ENTRY NULL, NULL
+#endif
+
 static void FC_WRAP(dwconv_nhwc)(fc_index c, fc_index ne, const void *const *a,
                                  const void *const *b, void *y, int accumulate, const void *bias) {
     const T *ae[FC_MAX(ne, 1)], *be[FC_MAX(ne, 1)];
@@ -239,6 +251,7 @@ const fc_ukernel_table FC_FN(ukernel_table) = {
     FC_WRAP(gconv4_nhwc),
     FC_STR(FC_NR_NAME(gconv4_dot_nhwc_ukernel)),
     FC_WRAP(gconv4_dot_nhwc),
+    FC_GEMM_COLS_HALF_ENTRY,
 };
 
 #endif /* FC_UKERNEL_TABLE_H */
