@@ -155,6 +155,10 @@ cdef extern from "fastconv.h" nogil:
     int fc_f32_add_relu_fwd(fc_index n, const float *a, const float *b, float *y, int nthreads)
     int fc_f64_add_relu_fwd(fc_index n, const double *a, const double *b, double *y,
                             int nthreads)
+    int fc_f32_relu_bwd_add(fc_index n, const float *gy, const float *x, float *gx,
+                            int nthreads)
+    int fc_f64_relu_bwd_add(fc_index n, const double *gy, const double *x, double *gx,
+                            int nthreads)
 
     int fc_f32_linear_fwd(fc_index m, fc_index k, fc_index n, const float *x, const float *w,
                           const float *bias, float *y, int nthreads)
@@ -190,6 +194,14 @@ cdef extern from "fastconv.h" nogil:
                              const double *x, const double *mean, const double *var,
                              const double *weight, int training, double *gx, double *gw,
                              double *gb, int nthreads)
+    int fc_f32_batchnorm_train_fwd(const fc_batchnorm_params *p, const float *x, float *mean,
+                                   float *var, float *running_mean, float *running_var,
+                                   const float *weight, const float *bias, float *y,
+                                   int nthreads)
+    int fc_f64_batchnorm_train_fwd(const fc_batchnorm_params *p, const double *x, double *mean,
+                                   double *var, double *running_mean, double *running_var,
+                                   const double *weight, const double *bias, double *y,
+                                   int nthreads)
 
     int fc_f32_cross_entropy(fc_index n, fc_index c, const float *logits, const int64_t *target,
                              double grad_scale, float *loss, float *grad, int nthreads)
@@ -499,6 +511,14 @@ cdef inline int relu_bwd(fc_index n, const real *gy, const real *x, real *gx,
         return fc_f64_relu_bwd(n, gy, x, gx, nthreads)
 
 
+cdef inline int relu_bwd_add(fc_index n, const real *gy, const real *x, real *gx,
+                             int nthreads) noexcept nogil:
+    if real is float:
+        return fc_f32_relu_bwd_add(n, gy, x, gx, nthreads)
+    else:
+        return fc_f64_relu_bwd_add(n, gy, x, gx, nthreads)
+
+
 cdef inline int add_relu_fwd(fc_index n, const real *a, const real *b, real *y,
                              int nthreads) noexcept nogil:
     if real is float:
@@ -561,6 +581,18 @@ cdef inline int batchnorm_bwd(const fc_batchnorm_params *p, const real *gy, cons
     else:
         return fc_f64_batchnorm_bwd(p, gy, y, x, mean, var, weight, training, gx, gw, gb,
                                     nthreads)
+
+
+cdef inline int batchnorm_train_fwd(const fc_batchnorm_params *p, const real *x, real *mean,
+                                    real *var, real *running_mean, real *running_var,
+                                    const real *weight, const real *bias, real *y,
+                                    int nthreads) noexcept nogil:
+    if real is float:
+        return fc_f32_batchnorm_train_fwd(p, x, mean, var, running_mean, running_var, weight,
+                                          bias, y, nthreads)
+    else:
+        return fc_f64_batchnorm_train_fwd(p, x, mean, var, running_mean, running_var, weight,
+                                          bias, y, nthreads)
 
 
 cdef inline int cross_entropy(fc_index n, fc_index c, const real *logits, const int64_t *target,

@@ -807,7 +807,7 @@ def fast_relu_backward(grad_output, x):
     cdef cnp.ndarray gx = _output(cnp.PyArray_NDIM(<cnp.ndarray>x),
                                   cnp.PyArray_DIMS(<cnp.ndarray>x), t)
     if t == cnp.NPY_FLOAT:
-        _relu_backward(<float *>_ptr(gx), grad_output, x, nthreads)
+        _relu_backward(<float *>_ptr(gx), grad_output, x, False, nthreads)
     else:
-        _relu_backward(<double *>_ptr(gx), grad_output, x, nthreads)
+        _relu_backward(<double *>_ptr(gx), grad_output, x, False, nthreads)
     return gx

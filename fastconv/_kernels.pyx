@@ -671,24 +671,26 @@ def add_relu_forward(cnp.ndarray a, cnp.ndarray b, cnp.ndarray y, int nthreads):
     else:
         _add_relu_forward(<double *>_ptr(y), a, b, nthreads)
 
-cdef int _relu_backward(real *gx, gy, x, int nthreads) except -1:
+cdef int _relu_backward(real *gx, gy, x, bint accumulate, int nthreads) except -1:
     cdef fc_index n = cnp.PyArray_SIZE(<cnp.ndarray>x)
     cdef const real *pgy = <real *>_ptr(gy)
     cdef const real *px = <real *>_ptr(x)
     cdef int rc
     with nogil:
-        rc = relu_bwd(n, pgy, px, gx, nthreads)
+        rc = relu_bwd_add(n, pgy, px, gx, nthreads) if accumulate else \
+            relu_bwd(n, pgy, px, gx, nthreads)
     return _check(rc)
 
 
-def relu_backward(cnp.ndarray gy, cnp.ndarray x, cnp.ndarray gx, int nthreads):
-    """gx = the gradient of relu at x, given gy."""
+def relu_backward(cnp.ndarray gy, cnp.ndarray x, cnp.ndarray gx, int nthreads,
+                  bint accumulate=False):
+    """gx = the gradient of relu at x, given gy; with accumulate, gx += it."""
     if _must_hop(nthreads):
-        return _on_fresh_thread(relu_backward, gy, x, gx, nthreads)
+        return _on_fresh_thread(relu_backward, gy, x, gx, nthreads, accumulate)
     if _is_f32(gx):
-        _relu_backward(<float *>_ptr(gx), gy, x, nthreads)
+        _relu_backward(<float *>_ptr(gx), gy, x, accumulate, nthreads)
     else:
-        _relu_backward(<double *>_ptr(gx), gy, x, nthreads)
+        _relu_backward(<double *>_ptr(gx), gy, x, accumulate, nthreads)
 
 
 # ---- fully connected -------------------------------------------------------------------------
@@ -832,6 +834,39 @@ def batch_norm_forward(cnp.ndarray x, cnp.ndarray mean, cnp.ndarray var, object 
         _batchnorm_forward(<float *>_ptr(y), &p, x, mean, var, weight, bias, nthreads)
     else:
         _batchnorm_forward(<double *>_ptr(y), &p, x, mean, var, weight, bias, nthreads)
+
+
+cdef int _batchnorm_train_forward(real *y, const fc_batchnorm_params *p, x, mean, var,
+                                  running_mean, running_var, weight, bias,
+                                  int nthreads) except -1:
+    cdef const real *px = <real *>_ptr(x)
+    cdef real *pm = <real *>_ptr(mean)
+    cdef real *pv = <real *>_ptr(var)
+    cdef real *prm = <real *>_ptr(running_mean)
+    cdef real *prv = <real *>_ptr(running_var)
+    cdef const real *pw = <real *>_ptr(weight)
+    cdef const real *pb = <real *>_ptr(bias)
+    cdef int rc
+    with nogil:
+        rc = batchnorm_train_fwd(p, px, pm, pv, prm, prv, pw, pb, y, nthreads)
+    return _check(rc)
+
+
+def batch_norm_train_forward(cnp.ndarray x, cnp.ndarray mean, cnp.ndarray var,
+                             object running_mean, object running_var, double momentum,
+                             object weight, object bias, cnp.ndarray y, double eps, int nthreads,
+                             bint relu=False):
+    """batch_norm_stats, then batch_norm_forward with those statistics, in one kernel."""
+    if _must_hop(nthreads):
+        return _on_fresh_thread(batch_norm_train_forward, x, mean, var, running_mean,
+                                running_var, momentum, weight, bias, y, eps, nthreads, relu)
+    cdef fc_batchnorm_params p = _batchnorm_params(x, eps, momentum, relu)
+    if _is_f32(y):
+        _batchnorm_train_forward(<float *>_ptr(y), &p, x, mean, var, running_mean, running_var,
+                                 weight, bias, nthreads)
+    else:
+        _batchnorm_train_forward(<double *>_ptr(y), &p, x, mean, var, running_mean,
+                                 running_var, weight, bias, nthreads)
 
 
 cdef int _batchnorm_backward(real *gx, const fc_batchnorm_params *p, gy, y, x, mean, var,

@@ -964,26 +964,45 @@ def add_relu(a: np.ndarray, b: np.ndarray, inplace: bool = False) -> np.ndarray:
     return a
 
 
-def relu_backward(grad_output: np.ndarray, x: np.ndarray) -> np.ndarray:
+def relu_backward(grad_output: np.ndarray, x: np.ndarray, *,
+                  add_to: np.ndarray | None = None) -> np.ndarray:
     """Gradient of relu: grad_output where x > 0 (or x is NaN, as in PyTorch), else 0.
+
+    `add_to` (keyword only, fastconv's extension), when given, is an array the gradient is
+    ADDED to in place, and is returned: writeable, C-contiguous, of x's shape and dtype. Bit for
+    bit ``add_to += relu_backward(grad_output, x)`` in one pass, as a residual block's backward
+    adds its shortcut's gradient to its main path's.
 
     Examples
     --------
     >>> import numpy as np, fastconv.functional as F
     >>> F.relu_backward(np.ones(3), np.array([-1.0, 0.0, 2.0]))
     array([0., 0., 1.])
+    >>> total = np.full(3, 10.0)
+    >>> F.relu_backward(np.ones(3), np.array([-1.0, 0.0, 2.0]), add_to=total) is total, total
+    (True, array([10., 10., 11.]))
     """
-    gx = _kernels.fast_relu_backward(grad_output, x)
-    if gx is not None:
-        return gx
+    if add_to is None:
+        gx = _kernels.fast_relu_backward(grad_output, x)
+        if gx is not None:
+            return gx
     op = "relu_backward"
     grad_output = v.float_array(op, "grad_output", grad_output)
     x = v.float_array(op, "x", x)
     v.same_dtype(op, x=x, grad_output=grad_output)
     v.check_same_shape(op, "grad_output", grad_output, "x", x)
-    gx = _kernels.empty(x.shape, x.dtype)
-    _kernels.relu_backward(v.contiguous(grad_output), v.contiguous(x), gx, get_num_threads())
-    return gx
+    grad_output, x = v.contiguous(grad_output), v.contiguous(x)
+    if add_to is None:
+        gx = _kernels.empty(x.shape, x.dtype)
+        _kernels.relu_backward(grad_output, x, gx, get_num_threads())
+        return gx
+    add_to = v.accumulator(op, "add_to", add_to, x.shape, x.dtype)
+    # the kernel reads each input element just before it writes that element of add_to: an
+    # input overlapping add_to otherwise would change under it
+    grad_output, x = (a.copy() if a is not add_to and np.may_share_memory(a, add_to) else a
+                      for a in (grad_output, x))
+    _kernels.relu_backward(grad_output, x, add_to, get_num_threads(), accumulate=True)
+    return add_to
 
 
 # ---- fully connected ------------------------------------------------------------------------
@@ -1261,20 +1280,22 @@ def batch_norm(x: np.ndarray, running_mean: np.ndarray | None, running_var: np.n
     relu = v.boolean(op, "relu", relu)
     x = v.contiguous(x)
     n = get_num_threads()
-    if training:
+    weight = None if weight is None else v.contiguous(weight)
+    bias = None if bias is None else v.contiguous(bias)
+    y = _kernels.empty(x.shape, x.dtype)
+    if training:  # the statistics, then y with them, in one kernel
         mean, var = np.empty(x.shape[1], x.dtype), np.empty(x.shape[1], x.dtype)
         stats = [running_mean, running_var]
         if running_mean is not None:  # updated by the kernel, so in a buffer it can write
             stats = [v.contiguous(s) for s in stats]
-        _kernels.batch_norm_stats(x, mean, var, *stats, momentum, n)
+        _kernels.batch_norm_train_forward(x, mean, var, *stats, momentum, weight, bias, y, eps,
+                                          n, relu)
         for given, written in zip((running_mean, running_var), stats):
             if given is not written:
                 given[...] = written
     else:
         mean, var = np.array(running_mean), np.array(running_var)  # copies, C order
-    y = _kernels.empty(x.shape, x.dtype)
-    _kernels.batch_norm_forward(x, mean, var, None if weight is None else v.contiguous(weight),
-                                None if bias is None else v.contiguous(bias), y, eps, n, relu)
+        _kernels.batch_norm_forward(x, mean, var, weight, bias, y, eps, n, relu)
     return (y, mean, var) if return_stats else y
 
 

@@ -74,11 +74,21 @@ class BasicBlock(nn.Module):
         return y
 
     def backward(self, grad_output):
-        # relu_backward on the output: y <= 0 exactly where the sum was
-        g = F.relu_backward(grad_output, self._saved_for_backward())
+        # the last ReLU's gradient is relu_backward on the output (y <= 0 exactly where the sum
+        # was), g; bn2 takes it in its own passes, the identity shortcut as it is added, so g
+        # is made only for a downsample or a bn2 folded away
+        y = self._saved_for_backward()
+        g = None
+        if type(self.bn2) is nn.BatchNorm2d:
+            g_main = self.bn2.backward(grad_output, through_relu=y)
+        else:
+            g = F.relu_backward(grad_output, y)
+            g_main = self.bn2.backward(g)
         gx = self.conv1.backward(self.bn1.backward(self.relu1.backward(
-            self.conv2.backward(self.bn2.backward(g)))))
-        gx += g if self.downsample is None else self.downsample.backward(g)
+            self.conv2.backward(g_main))))
+        if self.downsample is None:
+            return F.relu_backward(grad_output, y, add_to=gx)
+        gx += self.downsample.backward(F.relu_backward(grad_output, y) if g is None else g)
         return gx
 
     def extra_repr(self) -> str:

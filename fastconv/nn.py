@@ -586,8 +586,17 @@ class _BatchNorm(Module):
         self._saved = (x, training, (mean, var), y if self._relu else None)
         return y
 
-    def backward(self, grad_output):
+    def backward(self, grad_output, *, through_relu=None):
+        """The gradient with respect to x. `through_relu` (keyword only), the output of a ReLU
+        that grad_output came through after this layer (a residual block's last one), takes
+        the gradient through that ReLU in the same passes: bit for bit
+        ``backward(F.relu_backward(grad_output, through_relu))``."""
         x, training, stats, y = self._saved_for_backward()
+        if through_relu is not None:
+            if y is not None:
+                v.fail(f"{type(self).__name__}.backward", "through_relu is for a batch norm "
+                       "without a ReLU of its own, got one for a fused BatchNorm2dReLU")
+            y = through_relu
         gx, gw, gb = F.batch_norm_backward(grad_output, x, self.running_mean, self.running_var,
                                            self.weight.data, training, self.eps, stats=stats,
                                            output=y)

@@ -1,6 +1,7 @@
 """F.add_relu: relu(a + b) in one pass, bit for bit the two ops (NaN, -0.0, infinities, every
-layout), in place or not, the same on any thread count; and the ResNet block that runs its
-shortcut through it gives the two-op block's outputs and gradients exactly."""
+layout), in place or not, the same on any thread count; its gradient added to another in one
+pass (``F.relu_backward(..., add_to=)``), bit for bit ``+=``; and the ResNet block that runs its
+shortcut through them gives the two-op block's outputs and gradients exactly."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from helpers import DTYPES
 
 import fastconv
 import fastconv.functional as F
-from fastconv import init, models
+from fastconv import fuse, init, models
 
 
 def _pair(dtype, layout, size=5000):
@@ -99,6 +100,56 @@ def test_add_relu_in_place_refuses_a_read_only_array():
         F.add_relu(a, np.ones(3), inplace=True)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("layout", ["C", "F", "strided", "big-endian"])
+@pytest.mark.parametrize("size", [1, 1023, 1024, 1025, 5000])
+def test_relu_backward_add_to_is_plus_equals_bit_for_bit(size, layout, dtype):
+    """Around the kernel's 1024-element blocks; NaN, -0.0 and infinities in every operand."""
+    grad, x = _pair(dtype, layout, 5000)
+    grad, x = grad.reshape(-1)[:size], x.reshape(-1)[:size]
+    total, _ = _pair(dtype, "C", 5000)
+    total = np.roll(total.reshape(-1), 3)[:size].copy()  # -0.0, NaN and inf meet the others
+    expected = total.copy()
+    with np.errstate(invalid="ignore"):  # inf - inf
+        expected += F.relu_backward(grad, x)
+    out = F.relu_backward(grad, x, add_to=total)
+    assert out is total
+    np.testing.assert_array_equal(out, expected)
+    np.testing.assert_array_equal(np.signbit(out), np.signbit(expected))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_relu_backward_add_to_with_inputs_overlapping_it(dtype):
+    base = np.arange(-20.0, 20.0, dtype=dtype)
+    total, grad = base[:30], base[5:35]  # grad reads what the kernel writes into total
+    expected = total + F.relu_backward(grad.copy(), grad.copy())
+    F.relu_backward(grad, grad, add_to=total)
+    np.testing.assert_array_equal(total, expected)
+    same = np.array([-1.0, 2.0], dtype)
+    np.testing.assert_array_equal(F.relu_backward(same, same, add_to=same), [-1.0, 4.0])
+
+
+def test_relu_backward_add_to_is_thread_count_invariant():
+    grad, x = _pair(np.float32, "C", size=300_000)
+    results = []
+    for n in (1, 2, 3):
+        with fastconv.num_threads(n):
+            results.append(F.relu_backward(grad, x, add_to=np.ones_like(x)))
+    for r in results[1:]:
+        np.testing.assert_array_equal(r, results[0])
+
+
+@pytest.mark.parametrize("add_to, message", [
+    (np.ones(4), r"add_to must be a writeable, C-contiguous float64 array of shape \(3,\)"),
+    (np.ones(3, np.float32), "add_to must be a writeable, C-contiguous float64"),
+    (np.ones(6)[::2], "add_to must be .*, not writeable, C-contiguous and native"),
+    ([1.0, 1.0, 1.0], "add_to must be a numpy.ndarray"),
+])
+def test_relu_backward_add_to_refuses_what_it_cannot_update(add_to, message):
+    with pytest.raises((ValueError, TypeError), match="^relu_backward: " + message):
+        F.relu_backward(np.ones(3), np.ones(3), add_to=add_to)
+
+
 def _two_op_block(block, x):
     """The block's forward and its backward function, with the shortcut added, then ReLU'd as
     two ops."""
@@ -115,12 +166,18 @@ def _two_op_block(block, x):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("in_channels, channels, stride", [(3, 3, 1), (2, 4, 2)])
-def test_block_shortcut_is_the_two_ops_bit_for_bit(in_channels, channels, stride, dtype):
+@pytest.mark.parametrize("folded", [False, True])  # bn2 a batch norm, or folded away
+# batch norms of 3 and 4 channels run in two phases, of 16 channel by channel (batchnorm.h)
+@pytest.mark.parametrize("in_channels, channels, stride", [(3, 3, 1), (2, 4, 2), (16, 16, 1),
+                                                           (8, 16, 2)])
+def test_block_shortcut_is_the_two_ops_bit_for_bit(in_channels, channels, stride, folded,
+                                                   dtype):
     init.manual_seed(0)
     block = models.BasicBlock(in_channels, channels, stride, dtype=dtype)
     twin = models.BasicBlock(in_channels, channels, stride, dtype=dtype)
     twin.load_state_dict(block.state_dict())
+    if folded:
+        block, twin = fuse.fold_batch_norm(block), fuse.fold_batch_norm(twin)
     rng = np.random.default_rng(4)
     x = rng.standard_normal((2, in_channels, 6, 6)).astype(dtype)
     y = block(x)

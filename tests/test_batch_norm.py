@@ -34,6 +34,8 @@ BN_CASES = {  # name: x's shape
     "pieces": (2, 2, 70, 61),  # 4270 values per plane: two pieces each
     "pieces-of-planes": (9, 2, 33, 31),  # 1023 values per plane: pieces of 4, 4 and 1 planes
     "resnet-stage": (8, 16, 8, 8),
+    # 8 channels: one at a time on 1 or 2 threads, in two phases on 3 (train_fwd and bwd)
+    "by-channel-or-two-phase": (10, 8, 48, 48),
 }
 
 
@@ -134,18 +136,22 @@ def test_batch_norm_float32_statistics_are_exact_despite_a_large_mean(shape):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("name", ["columns-65", "pieces", "resnet-stage"])
-def test_batch_norm_same_result_for_1_and_2_threads(name, dtype, isa):
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("name", ["columns-65", "pieces", "resnet-stage",
+                                  "by-channel-or-two-phase"])
+def test_batch_norm_same_result_for_1_2_and_3_threads(name, relu, dtype, isa):
     x, weight, bias, mean, var, gy = _bn_inputs(BN_CASES[name], dtype)
     results = []
-    for n in (1, 2):
+    for n in (1, 2, 3):
         running = (mean.copy(), var.copy())
         with fastconv.num_threads(n):
-            y, m, v = F.batch_norm(x, *running, weight, bias, True, return_stats=True)
+            y, m, v = F.batch_norm(x, *running, weight, bias, True, return_stats=True,
+                                   relu=relu)
             results.append([y, m, v, *running, *F.batch_norm_backward(
-                gy, x, None, None, weight, True, stats=(m, v))])
-    for one, two in zip(*results):
-        np.testing.assert_array_equal(one, two)
+                gy, x, None, None, weight, True, stats=(m, v), output=y if relu else None)])
+    for other in results[1:]:
+        for one, two in zip(results[0], other):
+            np.testing.assert_array_equal(one, two)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

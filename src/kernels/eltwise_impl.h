@@ -1,4 +1,5 @@
-/* eltwise_impl.h: element-wise kernels (relu forward and backward, the residual add + relu) for
+/* eltwise_impl.h: element-wise kernels (relu forward and backward, the residual add + relu and
+ * its gradient added to the shortcut's) for
  * one dtype. A kernel file
  * (eltwise_scalar.c, eltwise_avx2.c, eltwise_avx512.c) includes its fc_isa_<isa>.h and
  * instantiates this template once per dtype (fc_each_dtype.h); the loops are plain C that the
@@ -36,6 +37,20 @@ int FC_FN(relu_bwd)(fc_index n, const T *gy, const T *x, T *gx, int nthreads) {
         fc_prefetch_ahead(x + i0, sizeof(T) * FC_ELTWISE_BLOCK, x + n);
         fc_prefetch_ahead(gy + i0, sizeof(T) * FC_ELTWISE_BLOCK, gy + n);
         for (fc_index i = i0; i < i1; i++) gx[i] = x[i] <= 0 ? (T)0 : gy[i];
+    });
+    return FC_OK;
+}
+
+/* gx += relu_bwd(gy, x): a residual block's shortcut gradient added to its main path's in the
+ * pass that takes it through the block's last ReLU, rounded as `gx + relu_bwd(gy, x)`. */
+int FC_FN(relu_bwd_add)(fc_index n, const T *gy, const T *x, T *gx, int nthreads) {
+    const int nt = fc_threads_for(nthreads, (double)n, FC_ELTWISE_MIN_WORK, n);
+    const fc_index nblocks = FC_CEIL_DIV(n, FC_ELTWISE_BLOCK);
+    FC_PARALLEL_FOR(nt, , b, nblocks, {
+        const fc_index i0 = b * FC_ELTWISE_BLOCK, i1 = FC_MIN(n, i0 + FC_ELTWISE_BLOCK);
+        fc_prefetch_ahead(x + i0, sizeof(T) * FC_ELTWISE_BLOCK, x + n);
+        fc_prefetch_ahead(gy + i0, sizeof(T) * FC_ELTWISE_BLOCK, gy + n);
+        for (fc_index i = i0; i < i1; i++) gx[i] = gx[i] + (x[i] <= 0 ? (T)0 : gy[i]);
     });
     return FC_OK;
 }

@@ -127,7 +127,9 @@
     X(ctx, dt##_relu_bwd, (fc_index n, const T *gy, const T *x, T *gx, int nthreads),              \
       (n, gy, x, gx, nthreads))                                                                    \
     X(ctx, dt##_add_relu_fwd, (fc_index n, const T *a, const T *b, T *y, int nthreads),            \
-      (n, a, b, y, nthreads))
+      (n, a, b, y, nthreads))                                                                      \
+    X(ctx, dt##_relu_bwd_add, (fc_index n, const T *gy, const T *x, T *gx, int nthreads),          \
+      (n, gy, x, gx, nthreads))
 
 /* Fully connected layers: x (m, k), W (n, k), y and gy (m, n), all row-major. bias and gb may
  * be NULL; with `accumulate` nonzero, gw and gb are added to instead of overwritten. */
@@ -148,7 +150,7 @@
  * variance or the running one. stats writes the batch's and, unless running_mean is NULL,
  * updates the running statistics with p->momentum (running_var with the unbiased variance).
  * weight and bias may be NULL (1 and 0); training selects the gradient through the batch
- * statistics. */
+ * statistics. train_fwd is stats (into mean and var) then fwd with them, in one kernel. */
 #define FC_BATCHNORM_KERNELS(X, ctx, dt, T)                                                        \
     X(ctx, dt##_batchnorm_stats,                                                                   \
       (const fc_batchnorm_params *p, const T *x, T *mean, T *var, T *running_mean, T *running_var, \
@@ -161,7 +163,11 @@
     X(ctx, dt##_batchnorm_bwd,                                                                     \
       (const fc_batchnorm_params *p, const T *gy, const T *y, const T *x, const T *mean,           \
        const T *var, const T *weight, int training, T *gx, T *gw, T *gb, int nthreads),            \
-      (p, gy, y, x, mean, var, weight, training, gx, gw, gb, nthreads))
+      (p, gy, y, x, mean, var, weight, training, gx, gw, gb, nthreads))                            \
+    X(ctx, dt##_batchnorm_train_fwd,                                                               \
+      (const fc_batchnorm_params *p, const T *x, T *mean, T *var, T *running_mean, T *running_var, \
+       const T *weight, const T *bias, T *y, int nthreads),                                        \
+      (p, x, mean, var, running_mean, running_var, weight, bias, y, nthreads))
 
 /* The rest of a training step. cross_entropy: logits (n, c), n, c >= 1, int64 labels in
  * [0, c), the mean loss into *loss and, unless grad is NULL, (softmax - one_hot) * grad_scale.
