@@ -29,30 +29,31 @@ int FC_FN(relu_fwd)(fc_index n, const T *x, T *y, int nthreads) {
     return FC_OK;
 }
 
-int FC_FN(relu_bwd)(fc_index n, const T *gy, const T *x, T *gx, int nthreads) {
+/* gx = relu_bwd(gy, x), or with `add` gx += it, rounded as `gx + relu_bwd(gy, x)` (relu_bwd_add:
+ * a residual block's shortcut gradient added to its main path's in the pass that takes it
+ * through the block's last ReLU). */
+static int FC_LOCAL(relu_bwd_pass)(fc_index n, const T *gy, const T *x, T *gx, int add,
+                                   int nthreads) {
     const int nt = fc_threads_for(nthreads, (double)n, FC_ELTWISE_MIN_WORK, n);
     const fc_index nblocks = FC_CEIL_DIV(n, FC_ELTWISE_BLOCK);
     FC_PARALLEL_FOR(nt, , b, nblocks, {
         const fc_index i0 = b * FC_ELTWISE_BLOCK, i1 = FC_MIN(n, i0 + FC_ELTWISE_BLOCK);
         fc_prefetch_ahead(x + i0, sizeof(T) * FC_ELTWISE_BLOCK, x + n);
         fc_prefetch_ahead(gy + i0, sizeof(T) * FC_ELTWISE_BLOCK, gy + n);
-        for (fc_index i = i0; i < i1; i++) gx[i] = x[i] <= 0 ? (T)0 : gy[i];
+        if (add)
+            for (fc_index i = i0; i < i1; i++) gx[i] = gx[i] + (x[i] <= 0 ? (T)0 : gy[i]);
+        else
+            for (fc_index i = i0; i < i1; i++) gx[i] = x[i] <= 0 ? (T)0 : gy[i];
     });
     return FC_OK;
 }
 
-/* gx += relu_bwd(gy, x): a residual block's shortcut gradient added to its main path's in the
- * pass that takes it through the block's last ReLU, rounded as `gx + relu_bwd(gy, x)`. */
+int FC_FN(relu_bwd)(fc_index n, const T *gy, const T *x, T *gx, int nthreads) {
+    return FC_LOCAL(relu_bwd_pass)(n, gy, x, gx, 0, nthreads);
+}
+
 int FC_FN(relu_bwd_add)(fc_index n, const T *gy, const T *x, T *gx, int nthreads) {
-    const int nt = fc_threads_for(nthreads, (double)n, FC_ELTWISE_MIN_WORK, n);
-    const fc_index nblocks = FC_CEIL_DIV(n, FC_ELTWISE_BLOCK);
-    FC_PARALLEL_FOR(nt, , b, nblocks, {
-        const fc_index i0 = b * FC_ELTWISE_BLOCK, i1 = FC_MIN(n, i0 + FC_ELTWISE_BLOCK);
-        fc_prefetch_ahead(x + i0, sizeof(T) * FC_ELTWISE_BLOCK, x + n);
-        fc_prefetch_ahead(gy + i0, sizeof(T) * FC_ELTWISE_BLOCK, gy + n);
-        for (fc_index i = i0; i < i1; i++) gx[i] = gx[i] + (x[i] <= 0 ? (T)0 : gy[i]);
-    });
-    return FC_OK;
+    return FC_LOCAL(relu_bwd_pass)(n, gy, x, gx, 1, nthreads);
 }
 
 /* y = relu(a + b): a residual block's shortcut add and the ReLU after it in one pass. The sum
