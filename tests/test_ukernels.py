@@ -29,9 +29,12 @@ def table(request):
 
 
 def _size(spec, tile: int) -> int:
-    """An int, or 'tile' / 'tile-1' / 'tile+1' / '2tile+3' relative to the register tile."""
+    """An int, or 'tile' / 'tile-1' / 'tile+1' / '2tile+3' relative to the register tile, or
+    one of those halved ('3tile/2')."""
     if isinstance(spec, int):
         return spec
+    if spec.endswith("/2"):
+        return _size(spec[:-2], tile) // 2
     times, _, delta = spec.partition("tile")
     return (int(times) if times else 1) * tile + int(delta or 0)
 
@@ -345,6 +348,7 @@ PACK_B_CASES = {
     "n-tile-k1": (1, "tile", 0),
     "n-past-tile": (5, "tile+1", 0),
     "three-panels-odd-ld": (2, "3tile-2", 7),
+    "whole-then-half-panel": (3, "3tile/2", 1),  # the fixed-size copies of a row
 }
 
 

@@ -199,11 +199,23 @@ static inline const T *FC_LOCAL(tap_row)(const fc_conv2d_params *p, const T *xc,
     return (fc_uindex)ih < (fc_uindex)p->in_h ? xc + ih * p->in_w : NULL;
 }
 
-/* B(k, q) = src[k * ld + q] for k < kd, q < nc, into panels [nc / NR][kd][NR]. */
+/* B(k, q) = src[k * ld + q] for k < kd, q < nc, into panels [nc / NR][kd][NR]. A whole or half
+ * panel row is a copy of a fixed size, which the compiler inlines as vector moves; a copy of nr
+ * values it makes a library call, once per row: per pixel, where the rows are pixels of dY (the
+ * channels-last weight gradient). */
 static void FC_NR_NAME(gemm_pack_b)(fc_index kd, fc_index nc, const T *src, fc_index ld, T *dst) {
     for (fc_index q0 = 0; q0 < nc; q0 += FC_NR) {
         const int nr = (int)FC_MIN(FC_NR, nc - q0);
         for (fc_index k = 0; k < kd; k++, dst += FC_NR) {
+            if (nr == FC_NR) {
+                memcpy(dst, src + k * ld + q0, sizeof(T) * FC_NR);
+                continue;
+            }
+            if (nr == FC_NR / 2) {
+                memcpy(dst, src + k * ld + q0, sizeof(T) * (FC_NR / 2));
+                memset(dst + FC_NR / 2, 0, sizeof(T) * (FC_NR / 2));
+                continue;
+            }
             int q = 0;
             for (; q < nr; q++) dst[q] = src[k * ld + q0 + q];
             for (; q < FC_NR; q++) dst[q] = (T)0;
