@@ -245,6 +245,57 @@ def test_weight_direct_finds_nonfinite_x_anywhere(name, value, dtype):
     np.testing.assert_array_equal(run("direct"), run("plain"))
 
 
+# Winograd tests the input rows its padded copies read, in one run across an image's channels
+# when it reads whole channels, else row by row: an Inf or NaN anywhere it reads hands the call
+# to direct. name: (x shape, padding, flat index in x)
+WINOGRAD_CASES = {
+    "last-image-last-element": ((3, 16, 8, 8), 1, -1),
+    "first-element": ((2, 16, 8, 8), 1, 0),
+    "four-paddings-mid-channel": ((2, 16, 9, 8), (0, 2, 2, 1), 16 * 72 + 7 * 72 + 4 * 8 + 7),
+    "valid-odd-last-row": ((1, 16, 7, 9), 0, 15 * 63 + 6 * 9 + 8),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("value", [np.inf, np.nan], ids=["inf", "nan"])
+@pytest.mark.parametrize("name", WINOGRAD_CASES)
+def test_winograd_finds_nonfinite_x_anywhere(name, value, dtype):
+    x_shape, padding, where = WINOGRAD_CASES[name]
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    x.flat[where] = value
+    w = rng.standard_normal((16, 16, 3, 3)).astype(dtype)
+
+    def run(algorithm):
+        with _kernels.force_conv_algorithms(forward=algorithm):
+            return F.conv2d(x, w, padding=padding)
+
+    assert not np.isfinite(run("direct")).all()
+    np.testing.assert_array_equal(run("winograd"), run("direct"))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("read", [False, True], ids=["unread", "read"])
+def test_winograd_checks_only_what_it_reads(read, dtype):
+    """A padding past the kernel (3 for a 3x3 kernel) makes the stride-1 input gradient a
+    Winograd forward pass of dY padded by -1: dY's outer ring is never read, so an Inf there
+    leaves the gradient finite; one inside it reaches the gradient as col2im's does."""
+    rng = np.random.default_rng(8)
+    w = rng.standard_normal((16, 16, 3, 3)).astype(dtype)
+    gy = rng.standard_normal((2, 16, 8, 8)).astype(dtype)
+    gy[1, 5, 3 if read else 0, 4] = np.inf
+
+    def run(algorithm):
+        with _kernels.force_conv_algorithms(input=algorithm):
+            return F.conv2d_input((2, 16, 4, 4), w, gy, padding=3)
+
+    transposed, col2im = run("transposed"), run("col2im")
+    assert np.isfinite(col2im).all() != read
+    np.testing.assert_array_equal(np.isfinite(transposed), np.isfinite(col2im))
+    finite = np.isfinite(col2im)
+    np.testing.assert_allclose(transposed[finite], col2im[finite], rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("op", ["relu", "tanh", "sigmoid"])
 def test_activations_against_torch(T, op, dtype):

@@ -144,6 +144,54 @@ static void FC_LOCAL(winograd_output_row)(const T *o, fc_index ts, fc_index n, T
     }
 }
 
+/* Nonzero when some a[i], i < n, is Inf or NaN (inf - inf and NaN - NaN are NaN). */
+static inline int FC_LOCAL(winograd_nonfinite_run)(const T *a, fc_index n) {
+    int bad = 0;
+    for (fc_index i = 0; i < n; i++) bad |= (a[i] - a[i]) != (a[i] - a[i]);
+    return bad;
+}
+
+/* The zero-padded copies (Hp x Wp each, the input at (pad_top, pad_left)) of an image's Cg
+ * channels xg, into dst; nonzero when an element they copy is Inf or NaN. The check runs over
+ * the input rows the copies read, one run across every channel when those are whole channels:
+ * checked row by row, a padded row of an 8 x 8 image (10 elements) paid a vector reduction for
+ * a register's worth of data, a third of the Winograd pass on ResNet-14's 8 x 8 stage. */
+static int FC_LOCAL(winograd_pad_image)(const fc_conv2d_params *p, const T *xg, fc_index Cg,
+                                        fc_index Hp, fc_index Wp, T *restrict dst) {
+    const fc_index H = p->in_h, W = p->in_w, HW = H * W;
+    fc_index lo, hi; /* the columns inside an input row, the same for every row */
+    fc_inside_span(-p->pad_left, 1, Wp, W, &lo, &hi);
+    /* the input rows and columns the copies read */
+    const fc_index ih0 = FC_MAX(0, -p->pad_top), ih1 = FC_MIN(H, Hp - p->pad_top);
+    const fc_index iw0 = lo - p->pad_left, cols = hi - lo;
+    int bad = 0;
+    if (ih1 - ih0 == H && cols == W)
+        bad = FC_LOCAL(winograd_nonfinite_run)(xg, Cg * HW);
+    else
+        for (fc_index c = 0; c < Cg && cols > 0; c++)
+            for (fc_index ih = ih0; ih < ih1; ih++)
+                bad |= FC_LOCAL(winograd_nonfinite_run)(xg + c * HW + ih * W + iw0, cols);
+    for (fc_index c = 0; c < Cg; c++)
+        for (fc_index r = 0; r < Hp; r++) {
+            const fc_index ih = r - p->pad_top;
+            T *row = dst + (c * Hp + r) * Wp;
+            if ((fc_uindex)ih < (fc_uindex)H)
+                FC_LOCAL(gather_span)(xg + c * HW + ih * W, -p->pad_left, 1, Wp, lo, hi, row, 1);
+            else /* a padding row */
+                FC_LOCAL(gather_span)(NULL, -p->pad_left, 1, Wp, Wp, Wp, row, 1);
+        }
+    return bad;
+}
+
+/* Where a block's outputs go: the tiles [u, u + len) of the block, one tile row of one image,
+ * land at y + base + k P for output channel k of the group (row 2 th at base, row 2 th + 1 after
+ * it where two_rows), cols columns. Worked out once per block rather than per output channel,
+ * whose divisions cost as much as a short run's copy on small images. */
+typedef struct {
+    fc_index u, len, base, cols;
+    int two_rows;
+} FC_LOCAL(wino_out_run);
+
 /* The forward pass by Winograd; FC_NONFINITE when x or w holds an Inf or NaN, whose
  * cancellations in the transforms (Inf - Inf) would give NaN where the exact sum is +-Inf: the
  * plan's fallback then redoes the call, rewriting all of y. */
@@ -216,7 +264,9 @@ static int FC_LOCAL(conv2d_fwd_winograd)(const fc_conv2d_params *p, const fc_tun
         /* xp holds `span` padded images, image n of group g in slot n % span (a block's images
          * are consecutive, so they never collide); slot_of remembers which is where */
         fc_index *slot_of = (fc_index *)malloc(sizeof(fc_index) * (size_t)span);
-        const int ok = xp && vb && mb && rows && tmp && lo && stage && slot_of;
+        /* a block's output runs: at most one per tile */
+        FC_LOCAL(wino_out_run) *runs = (FC_LOCAL(wino_out_run) *)malloc(sizeof(*runs) * (size_t)TB);
+        const int ok = xp && vb && mb && rows && tmp && lo && stage && slot_of && runs;
         if (!ok) {
             FC_PRAGMA(omp atomic write)
             failed = 1;
@@ -241,22 +291,8 @@ static int FC_LOCAL(conv2d_fwd_winograd)(const fc_conv2d_params *p, const fc_tun
                     if (slot_of[n % span] == n * G + g) continue;
                     slot_of[n % span] = n * G + g;
                     const T *xg = x + (n * p->in_channels + g * Cg) * HW;
-                    T *dst = xp + (n % span) * Cg * Hp * Wp;
-                    int bad = 0;
-                    fc_index lo, hi; /* the columns inside an input row, the same for every row */
-                    fc_inside_span(-p->pad_left, 1, Wp, W, &lo, &hi);
-                    for (fc_index c = 0; c < Cg; c++)
-                        for (fc_index r = 0; r < Hp; r++) {
-                            const fc_index ih = r - p->pad_top;
-                            T *row = dst + (c * Hp + r) * Wp;
-                            if ((fc_uindex)ih < (fc_uindex)H)
-                                FC_LOCAL(gather_span)(xg + c * HW + ih * W, -p->pad_left, 1, Wp, lo,
-                                                      hi, row, 1);
-                            else /* a padding row */
-                                FC_LOCAL(gather_span)(NULL, -p->pad_left, 1, Wp, Wp, Wp, row, 1);
-                            for (fc_index q = 0; q < Wp; q++)
-                                bad |= (row[q] - row[q]) != (row[q] - row[q]);
-                        }
+                    const int bad = FC_LOCAL(winograd_pad_image)(p, xg, Cg, Hp, Wp,
+                                                                 xp + (n % span) * Cg * Hp * Wp);
                     if (bad) {
                         FC_PRAGMA(omp atomic write)
                         nonfinite = 1;
@@ -300,23 +336,32 @@ static int FC_LOCAL(conv2d_fwd_winograd)(const fc_conv2d_params *p, const fc_tun
                 }
             }
             /* output transform into Y */
+            fc_index nruns = 0;
+            for (fc_index u = 0; u < nb; nruns++) {
+                const fc_index n = (t0 + u) / TI, ti = (t0 + u) % TI;
+                const fc_index th = ti / TW, tw = ti % TW, len = FC_MIN(nb - u, TW - tw);
+                FC_LOCAL(wino_out_run) *run = &runs[nruns];
+                run->u = u;
+                run->len = len;
+                run->base = (n * p->out_channels + g * Kg) * P + 2 * th * OW + 2 * tw;
+                run->cols = FC_MIN(2 * len, OW - 2 * tw);
+                run->two_rows = 2 * th + 1 < OH;
+                u += len;
+            }
             for (fc_index k = kb0 * FC_MR; k < FC_MIN(Kg, kb1 * FC_MR); k++) {
                 const T *m[16];
                 for (int e = 0; e < 16; e++) m[e] = mb + e * m_stride + k * TB;
                 FC_FN(winograd_f2x2_3x3_output_transform)(m, nb, bias ? bias[g * Kg + k] : (T)0,
                                                           tmp, TB);
-                for (fc_index u = 0; u < nb;) {
-                    const fc_index n = (t0 + u) / TI, ti = (t0 + u) % TI;
-                    const fc_index th = ti / TW, tw = ti % TW, len = FC_MIN(nb - u, TW - tw);
-                    T *y0 = y + ((n * p->out_channels + g * Kg + k) * OH + 2 * th) * OW + 2 * tw;
-                    T *y1 = 2 * th + 1 < OH ? y0 + OW : NULL;
-                    const fc_index cols = FC_MIN(2 * len, OW - 2 * tw);
-                    FC_LOCAL(winograd_output_row)(tmp + 8 * TB + u, TB, len, y0, y1, cols);
+                for (fc_index i = 0; i < nruns; i++) {
+                    const FC_LOCAL(wino_out_run) *run = &runs[i];
+                    T *y0 = y + run->base + k * P, *y1 = run->two_rows ? y0 + OW : NULL;
+                    FC_LOCAL(winograd_output_row)(tmp + 8 * TB + run->u, TB, run->len, y0, y1,
+                                                  run->cols);
                     if (p->relu) { /* the fused epilogue, on the rows just written */
-                        FC_LOCAL(relu_run)(y0, cols);
-                        if (y1) FC_LOCAL(relu_run)(y1, cols);
+                        FC_LOCAL(relu_run)(y0, run->cols);
+                        if (y1) FC_LOCAL(relu_run)(y1, run->cols);
                     }
-                    u += len;
                 }
             }
         }
@@ -328,6 +373,7 @@ static int FC_LOCAL(conv2d_fwd_winograd)(const fc_conv2d_params *p, const fc_tun
         fc_aligned_free(stage);
         free(rows);
         free(slot_of);
+        free(runs);
     }
     fc_aligned_free(up);
     return failed ? FC_ENOMEM : nonfinite ? FC_NONFINITE : FC_OK;
