@@ -296,6 +296,23 @@ def test_winograd_checks_only_what_it_reads(read, dtype):
     np.testing.assert_allclose(transposed[finite], col2im[finite], rtol=1e-4, atol=1e-4)
 
 
+# The transposed input gradient with finite weights and Inf or NaN in dY: its forward problem is
+# planned Winograd (reading the weights in place through the flipped view with one group, from a
+# copy with two), whose input transform meets them and hands the problem to direct, exactly.
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("groups", [1, 2])
+def test_transposed_input_gradient_with_nonfinite_grad_output(groups, dtype):
+    rng = np.random.default_rng(31)
+    x = rng.standard_normal((2, 32, 6, 5)).astype(dtype)
+    w = rng.standard_normal((32, 32 // groups, 3, 3)).astype(dtype)
+    gy = _sprinkled((2, 32, 6, 5), dtype, 17, 0.05)
+    expected = ref.conv2d_backward(gy, x, w, (1, 1), (1, 1, 1, 1), (1, 1), groups)[0]
+    with _kernels.force_conv_algorithms(input="transposed"):
+        gx = F.conv2d_input(x.shape, w, gy, padding=1, groups=groups)
+    assert not np.isfinite(gx).all()
+    assert_same_nonfinite(gx, expected, 32 * 9 // groups)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("op", ["relu", "tanh", "sigmoid"])
 def test_activations_against_torch(T, op, dtype):

@@ -25,7 +25,10 @@
 /* Stride 1: the input gradient is itself a convolution, of dY with the weights transposed
  * (K <-> C per group) and flipped, padded by d*(k-1) - pad, so it runs on the forward kernels
  * (with a plan of its own) with no col2im scatter and the forward's parallelism over pixel
- * tiles. FC_NONFINITE when w holds an Inf or NaN: that forward pass pads dY with zeros that
+ * tiles. Where that plan is Winograd and there is one group, its kernel transform reads w in
+ * place through the flipped, transposed view (transposed_view), the same values the copy would
+ * hold, so the copy (a scatter over the whole weights) is skipped; otherwise the pass runs on a
+ * copy. FC_NONFINITE when w holds an Inf or NaN: that forward pass pads dY with zeros that
  * would meet them, which the exact gradient (col2im keeps only real output positions) never
  * multiplies. The bias is that forward pass's own. */
 static int FC_LOCAL(conv2d_bwd_input_transposed)(const fc_conv2d_params *p, const fc_tuning *tn,
@@ -34,6 +37,17 @@ static int FC_LOCAL(conv2d_bwd_input_transposed)(const fc_conv2d_params *p, cons
     const fc_index wsize = p->out_channels * (p->in_channels / p->groups) * p->kernel_h *
                            p->kernel_w;
     if (!FC_LOCAL(all_finite)(tn, w, wsize, nthreads)) return FC_NONFINITE;
+    fc_conv_plan plan;
+    if (p->groups == 1) {
+        const T *wv;
+        const fc_conv2d_params q = FC_LOCAL(transposed_view)(p, w, &wv);
+        if (fc_conv2d_plan(FC_CONV_FWD, FC_DT_ID, FC_ISA_ID, &q, &plan) == FC_OK &&
+            plan.algorithm == FC_CONV_WINOGRAD) {
+            const int rc = FC_LOCAL(conv2d_fwd_winograd)(&q, plan.tuning, gy, wv, bias, gx,
+                                                         nthreads);
+            if (rc != FC_NONFINITE) return rc;
+        }
+    }
     T *wt = (T *)fc_aligned_alloc(sizeof(T) * (size_t)wsize);
     if (!wt) return FC_ENOMEM;
     const fc_conv2d_params q = FC_LOCAL(transposed_problem)(p, w, wt);

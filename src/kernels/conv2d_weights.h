@@ -2,7 +2,7 @@
  * where element (k, c, tap) lies in OIHW or HWIO (fc_weight_format), and the flipped, transposed
  * weights of the input gradient's forward pass at stride 1, which the NCHW and NHWC passes share:
  * copied (transposed_problem), or for one group read in place through a view's strides
- * (transposed_view, the channels-last passes).
+ * (transposed_view: the channels-last passes, and the NCHW Winograd kernel transform).
  *
  * Loop structure (transposed_problem): one pass over the weights in their own order, each element
  * written once to its flipped, transposed place. */

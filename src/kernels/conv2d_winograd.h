@@ -25,36 +25,57 @@
 #include "conv2d_gemm_ukernel.h"
 #include "conv2d_pack.h"
 #include "conv2d_plan.h"
+#include "conv2d_weights.h"
 #include "fc_template.h"
 
-/* U = G g G^T, G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1], for the FC_MR kernels of one
- * packed A panel at once (lane i: kernel k0 + i, input channel c; lanes past Kg are zero), so
- * the transform vectorises across kernels and writes its 16 results straight into the panels:
- * u[e * FC_MR + i]. Returns nonzero if any result is Inf or NaN. */
-static int FC_MR_NAME(winograd_f2x2_3x3_kernel_transform)(const T *w, fc_index k0, fc_index Kg,
-                                                          fc_index Cg, fc_index c,
-                                                          T *restrict u /* [16][FC_MR] */) {
-    T g[9][FC_MR], t[4][3][FC_MR];
-    for (int i = 0; i < FC_MR; i++)
-        for (int tap = 0; tap < 9; tap++)
-            g[tap][i] = k0 + i < Kg ? w[((k0 + i) * Cg + c) * 9 + tap] : (T)0;
-    for (int j = 0; j < 3; j++)
-        for (int i = 0; i < FC_MR; i++) {
-            t[0][j][i] = g[j][i];
-            t[1][j][i] = (T)0.5 * (g[j][i] + g[3 + j][i] + g[6 + j][i]);
-            t[2][j][i] = (T)0.5 * (g[j][i] - g[3 + j][i] + g[6 + j][i]);
-            t[3][j][i] = g[6 + j][i];
-        }
+/* Input channels per stage of the kernel transform: their taps, MR lanes each, stay in L1. */
+#define FC_WINO_KERNEL_CHUNK 32
+
+/* U = G g G^T, G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1], of the nk <= FC_MR kernels of one
+ * packed A panel (lane i: kernel i; lanes past nk are zero) for input channels c < nc, element
+ * (k, c, tap) of the weights at w[k * ks + c * cs + tap * ts] (OIHW, or the flipped, transposed
+ * view of conv2d_weights.h): u[e * us + c * FC_MR + i]. The taps of a chunk of channels are
+ * first copied lane by lane into a stage, tap by tap in the panels' order (channel, lane), so
+ * the arithmetic is one long vector loop writing each U_e's panel rows in order: gathered into a
+ * vector per channel just before use, every vector load waited for its lanes' scalar stores (a
+ * failed store forward each), and the transform took about as long as the 16 GEMMs at batch 1.
+ * Returns nonzero if any result is Inf or NaN. */
+static int FC_MR_NAME(winograd_f2x2_3x3_kernel_transform)(const T *w, fc_index ks, fc_index cs,
+                                                          fc_index ts, fc_index nk, fc_index nc,
+                                                          T *restrict u, fc_index us) {
+    T stage[9][FC_WINO_KERNEL_CHUNK * FC_MR];
     int bad = 0;
-    for (int r = 0; r < 4; r++)
-        for (int i = 0; i < FC_MR; i++) {
-            const T a = t[r][0][i], b = t[r][1][i], d = t[r][2][i];
-            const T v[4] = {a, (T)0.5 * (a + b + d), (T)0.5 * (a - b + d), d};
-            for (int s = 0; s < 4; s++) {
-                u[(r * 4 + s) * FC_MR + i] = v[s];
-                bad |= (v[s] - v[s]) != (v[s] - v[s]);
-            }
+    for (fc_index c0 = 0; c0 < nc; c0 += FC_WINO_KERNEL_CHUNK) {
+        const fc_index cn = FC_MIN(FC_WINO_KERNEL_CHUNK, nc - c0), n = cn * FC_MR;
+        for (fc_index i = 0; i < FC_MR; i++) {
+            const T *src = w + i * ks + c0 * cs;
+            for (fc_index c = 0; c < cn; c++)
+                for (int tap = 0; tap < 9; tap++)
+                    stage[tap][c * FC_MR + i] = i < nk ? src[c * cs + tap * ts] : (T)0;
         }
+        T *restrict o = u + c0 * FC_MR;
+        FC_PRAGMA(GCC ivdep)
+        for (fc_index j = 0; j < n; j++) {
+            T g[9], t[4][3], z = 0; /* z: NaN once a result is Inf or NaN */
+            for (int tap = 0; tap < 9; tap++) g[tap] = stage[tap][j];
+            for (int q = 0; q < 3; q++) {
+                t[0][q] = g[q];
+                t[1][q] = (T)0.5 * (g[q] + g[3 + q] + g[6 + q]);
+                t[2][q] = (T)0.5 * (g[q] - g[3 + q] + g[6 + q]);
+                t[3][q] = g[6 + q];
+            }
+            for (int r = 0; r < 4; r++) {
+                const T a = t[r][0], b = t[r][1], d = t[r][2];
+                const T v1 = (T)0.5 * (a + b + d), v2 = (T)0.5 * (a - b + d);
+                o[(4 * r) * us + j] = a;
+                o[(4 * r + 1) * us + j] = v1;
+                o[(4 * r + 2) * us + j] = v2;
+                o[(4 * r + 3) * us + j] = d;
+                z += (a - a) + (v1 - v1) + (v2 - v2) + (d - d);
+            }
+            bad |= z != z;
+        }
+    }
     return bad;
 }
 
@@ -224,8 +245,10 @@ static int FC_LOCAL(conv2d_fwd_winograd)(const fc_conv2d_params *p, const fc_tun
     const fc_index v_stride = Cg * TB + 48, m_stride = kblocks * FC_MR * TB + 48;
     int failed = 0;
 
-    /* U_e for every group, packed like the direct path's weights: [e][group][k block][C][MR]. */
-    const fc_index u_stride = kblocks * FC_MR * Cg; /* one (e, group) */
+    /* U_e for every group, packed like the direct path's weights: [e][group][k block][C][MR];
+     * the 16 U_e are written together, so their stride is skewed off a power of two too */
+    const fc_index u_stride = kblocks * FC_MR * Cg + 48; /* one (e, group) */
+    const fc_weight_layout ws = fc_weight_layout_of(p);
     T *up = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(16 * G * u_stride));
     if (!up) return FC_ENOMEM;
     int nonfinite = 0; /* an Inf or NaN seen in x or w: the caller redoes the call exactly */
@@ -237,16 +260,11 @@ static int FC_LOCAL(conv2d_fwd_winograd)(const fc_conv2d_params *p, const fc_tun
         /* U_e = G g G^T for every kernel, into the packed panels shared by all tasks */
         FC_PRAGMA(omp for schedule(static))
         for (fc_index gkb = 0; gkb < G * kblocks; gkb++) {
-            const fc_index g = gkb / kblocks, kb = gkb % kblocks;
-            int bad = 0;
-            for (fc_index c = 0; c < Cg; c++) {
-                T u[16 * FC_MR];
-                bad |= FC_MR_NAME(winograd_f2x2_3x3_kernel_transform)(w + g * Kg * Cg * 9,
-                                                                      kb * FC_MR, Kg, Cg, c, u);
-                for (int e = 0; e < 16; e++)
-                    memcpy(up + (e * G + g) * u_stride + (kb * Cg + c) * FC_MR, u + e * FC_MR,
-                           sizeof(T) * FC_MR);
-            }
+            const fc_index g = gkb / kblocks, kb = gkb % kblocks, k0 = g * Kg + kb * FC_MR;
+            const int bad = FC_MR_NAME(winograd_f2x2_3x3_kernel_transform)(
+                w + k0 * ws.k_stride, ws.k_stride, ws.c_stride, ws.tap_stride,
+                FC_MIN(FC_MR, Kg - kb * FC_MR), Cg, up + g * u_stride + kb * Cg * FC_MR,
+                G * u_stride);
             if (bad) {
                 FC_PRAGMA(omp atomic write)
                 nonfinite = 1;

@@ -91,7 +91,8 @@ static void FC_WRAP(scatter_add_run)(void *row, fc_index iw0, fc_index s, fc_ind
 
 static int FC_WRAP(winograd_kernel)(const void *w, fc_index k0, fc_index kg, fc_index cg,
                                     fc_index c, void *u) {
-    return FC_MR_NAME(winograd_f2x2_3x3_kernel_transform)(w, k0, kg, cg, c, u);
+    return FC_MR_NAME(winograd_f2x2_3x3_kernel_transform)(
+        (const T *)w + (k0 * cg + c) * 9, cg * 9, 9, 1, FC_MIN(FC_MR, kg - k0), 1, u, FC_MR);
 }
 
 static void FC_WRAP(winograd_input)(const void *plane, fc_index wp, fc_index th0, fc_index th1,
