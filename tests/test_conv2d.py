@@ -484,7 +484,12 @@ def test_conv2d_relu_equals_the_unfused_ops(case, dtype, isa):
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 @pytest.mark.parametrize("name, algorithm", [("winograd", "winograd"), ("winograd", "direct"),
                                              ("stride2", "plain"), ("stride2", "pixels"),
-                                             ("depthwise", "depthwise")])
+                                             ("depthwise", "depthwise"),
+                                             # pixels' copy-out in 16 x 16 blocks, and the
+                                             # channels and pixels past them: K = 24 on a
+                                             # grid of copies by kernel column (one run of 99
+                                             # pixels), K = 37 on the stride phases (rows of 19)
+                                             ("winograd", "pixels"), ("first-layer-k37", "pixels")])
 def test_conv2d_relu_on_every_forward_algorithm(name, algorithm, dtype, isa):
     rng = np.random.default_rng(9)
     x, weight, bias, kwargs, _ = _make(CONV_CASES[name], dtype, rng)
@@ -493,14 +498,17 @@ def test_conv2d_relu_on_every_forward_algorithm(name, algorithm, dtype, isa):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
-def test_conv2d_relu_keeps_nan_and_inf(dtype, isa):
+@pytest.mark.parametrize("forward", [None, "pixels"])
+def test_conv2d_relu_keeps_nan_and_inf(forward, dtype, isa):
     """NaN outputs stay NaN and pass the gradient (as relu and relu_backward), +Inf passes and
-    -Inf stops; Inf in x sends Winograd to its fallback, which fuses the epilogue too."""
+    -Inf stops; Inf in x sends Winograd to its fallback, which fuses the epilogue too (and
+    pixels' copy-out of 16 channels at a time)."""
     rng = np.random.default_rng(4)
     x = rng.standard_normal((2, 16, 6, 7)).astype(dtype)
     w = rng.standard_normal((16, 16, 3, 3)).astype(dtype)
     x[0, 0, 2, 3], x[1, 5, 0, 0] = np.nan, np.inf
-    z = _check_relu_fusion(x, w, None, dict(padding=1), rng)
+    with _kernels.force_conv_algorithms(forward=forward):
+        z = _check_relu_fusion(x, w, None, dict(padding=1), rng)
     assert np.isnan(z).any() and np.isinf(z).any()
 
 

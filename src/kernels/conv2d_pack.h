@@ -81,50 +81,51 @@ static inline void FC_LOCAL(zero_run)(T *d, fc_index n) {
 #endif
 }
 
-/* gather_run (below) given the span [lo, hi) of t whose column lies inside the row
- * (fc_inside_span; lo = hi = len for a NULL row): a caller gathering many rows at the same columns
- * settles the span once, where per row its divisions cost as much as a short run's copy. */
-static inline void FC_LOCAL(gather_span)(const T *row, fc_index iw0, fc_index s, fc_index len,
-                                         fc_index lo, fc_index hi, T *dst, fc_index ds) {
-    fc_index t = 0;
-    if (ds == 1) {
-        FC_LOCAL(zero_run)(dst, lo);
-        t = lo;
-    }
-    for (; t < lo; t++) dst[t * ds] = (T)0;
-    if (row && s == 1 && ds == 1) {
-        const T *src = row + (iw0 + lo); /* the first column inside the row */
-        T *d = dst + lo;
-        const fc_index n = hi - lo;
+/* dst[t] = row[iw0 + t * s] for t in [lo, hi), columns inside the row (fc_inside_span); dst's
+ * other elements untouched. Stride 1 as vector copies and one masked tail (short runs: that beats
+ * a memcpy call); strides 2 to 4, the stride phases of strided layers, as constant-stride loops
+ * the compiler turns into whole-register loads and permutes, where a variable one moves element by
+ * element. */
+static inline void FC_LOCAL(gather_inside)(const T *row, fc_index iw0, fc_index s, fc_index lo,
+                                           fc_index hi, T *dst) {
+    const T *src = row + (iw0 + lo * s); /* the first column inside the row */
+    T *d = dst + lo;
+    const fc_index n = hi - lo;
+    if (s == 1) {
         fc_index u = 0;
 #if FC_HAVE_VEC
-        /* short runs: vector copies and one masked tail beat a memcpy call */
         for (; u + FC_VL <= n; u += FC_VL) FC_VSTOREU(d + u, FC_VLOADU(src + u));
         if (u < n) FC_VCOPY_PARTIAL(d + u, src + u, (int)(n - u));
 #else
         for (; u < n; u++) d[u] = src[u];
 #endif
-        t = hi;
-    } else if (row && ds == 1 && s >= 2 && s <= 4) {
-        /* the stride phases of strided layers: a constant stride lets the compiler load whole
-         * registers and permute them, where a variable one moves element by element */
-        const T *src = row + (iw0 + lo * s);
-        T *d = dst + lo;
-        const fc_index n = hi - lo;
-        if (s == 2)
-            for (fc_index u = 0; u < n; u++) d[u] = src[2 * u];
-        else if (s == 3)
-            for (fc_index u = 0; u < n; u++) d[u] = src[3 * u];
-        else
-            for (fc_index u = 0; u < n; u++) d[u] = src[4 * u];
-        t = hi;
+    } else if (s == 2) {
+        for (fc_index u = 0; u < n; u++) d[u] = src[2 * u];
+    } else if (s == 3) {
+        for (fc_index u = 0; u < n; u++) d[u] = src[3 * u];
+    } else if (s == 4) {
+        for (fc_index u = 0; u < n; u++) d[u] = src[4 * u];
     } else {
-        for (; t < hi; t++) dst[t * ds] = row[iw0 + t * s];
+        for (fc_index u = 0; u < n; u++) d[u] = src[u * s];
     }
+}
+
+/* gather_run (below) given the span [lo, hi) of t whose column lies inside the row
+ * (fc_inside_span; lo = hi = len for a NULL row): a caller gathering many rows at the same columns
+ * settles the span once, where per row its divisions cost as much as a short run's copy. */
+static inline void FC_LOCAL(gather_span)(const T *row, fc_index iw0, fc_index s, fc_index len,
+                                         fc_index lo, fc_index hi, T *dst, fc_index ds) {
     if (ds == 1) {
+        FC_LOCAL(zero_run)(dst, lo);
+        if (row) FC_LOCAL(gather_inside)(row, iw0, s, lo, hi, dst);
+        const fc_index t = row ? hi : lo;
         FC_LOCAL(zero_run)(dst + t, len - t);
         return;
     }
+    fc_index t = 0;
+    for (; t < lo; t++) dst[t * ds] = (T)0;
+    if (row)
+        for (; t < hi; t++) dst[t * ds] = row[iw0 + t * s];
     for (; t < len; t++) dst[t * ds] = (T)0;
 }
 
