@@ -158,16 +158,20 @@ def test_conv2d_nonfinite_matches_nchw_reference(xs, ws, kwargs, input_algorithm
 
 
 # few input channels per group, at the edges of the forward's im2col cutoff (C/groups 1, 3, 4, 5):
-# strides, dilations, groups, every padding form
+# strides, dilations, groups, every padding form; images of several pixel tiles, which start
+# mid-row and reuse the input rows an earlier tile copied (kernel rows of 7 and 10 values: less
+# and more than half an avx512 float32 vector)
 FEW = [
     ((2, 1, 9, 8), (5, 1, 5, 5), dict(padding=2)),
     ((1, 3, 10, 9), (37, 3, 3, 3), dict(padding=(2, 0, 1, 3), stride=(2, 1))),
     ((2, 4, 8, 9), (6, 4, 3, 2), dict(padding="same", dilation=(2, 3))),
     ((1, 5, 9, 11), (7, 5, 3, 3), dict(padding="valid", stride=2, dilation=(1, 2))),
     ((2, 6, 7, 8), (10, 3, 3, 3), dict(padding=1, groups=2)),
+    ((2, 1, 31, 30), (8, 1, 3, 7), dict(padding=(1, 3))),
+    ((2, 2, 30, 29), (37, 2, 3, 5), dict(padding=(1, 2))),
 ]
 FEW_IDS = ["c1-5x5", "c3-k37-pad4-strided", "c4-same-dilated", "c5-valid-s2-dilated",
-           "c3-per-group"]
+           "c3-per-group", "c1-3x7-tiles", "c2-k37-tiles"]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -32,6 +32,7 @@
 
 #include "conv2d_gemm_ukernel.h"
 #include "conv2d_nhwc_depthwise.h"
+#include "conv2d_nhwc_fwd.h"
 #include "conv2d_nhwc_segments.h"
 #include "conv2d_nhwc_ukernel.h"
 #include "conv2d_pack.h"
@@ -88,26 +89,28 @@ static fc_index FC_LOCAL(nhwc_segment_runs)(const fc_conv2d_params *p, const fc_
  * round, dW[K, R] += dY^T[K, pixels] col(X)[pixels, R], so that the output channels are the
  * tile's rows (padded to MR only) and the whole kernel its columns, where the segments' GEMM
  * pads each kernel row's few values to MR and K to NR. Per chunk of pixels, dY's channels are
- * copied MR at a time into A panels (a pixel's channels are contiguous) and each pixel's runs end
- * to end into a row of col(X) (zero where the definition reads padding, so the products are
- * exactly the reference's). Tasks are (chunk of the batch's pixels, group), fixed by the problem;
- * each sums into its own accumulator, and the chunks are added in order. */
+ * copied MR at a time into A panels (a pixel's channels are contiguous) and col(X) is the forward
+ * pass's im2col panel (nhwc_im2col_panel: zero where the definition reads padding, so the
+ * products are exactly the reference's), cut into NR-wide B panels; the columns past R read
+ * whatever follows a row and are never read out. Tasks are (chunk of the batch's pixels, group),
+ * fixed by the problem; each sums into its own accumulator, and the chunks are added in order. */
 static int FC_LOCAL(nhwc_bwd_weight_few_taps)(const fc_conv2d_params *p, const fc_tuning *tn,
-                                              const fc_nhwc_segments *sg, const T *gy, const T *x,
-                                              T *gw, int nthreads) {
+                                              const T *gy, const T *x, T *gw, int nthreads) {
     const fc_index G = p->groups, Cg = p->in_channels / G, Kg = p->out_channels / G;
-    const fc_index K = p->out_channels, kk = p->kernel_h * p->kernel_w;
-    const fc_index NP = p->batch * p->out_h * p->out_w;
-    const fc_index total = p->batch * p->in_h * p->in_w * p->in_channels;
-    const fc_index R = sg->count * sg->len, rpanels = FC_CEIL_DIV(R, FC_NR), rpad = rpanels * FC_NR;
+    const fc_index K = p->out_channels, kH = p->kernel_h, kk = kH * p->kernel_w;
+    const fc_index P = p->out_h * p->out_w, NP = p->batch * P;
+    const fc_index HWC = p->in_h * p->in_w * p->in_channels;
+    const fc_index R = kk * Cg, rpanels = FC_CEIL_DIV(R, FC_NR), rpad = rpanels * FC_NR;
     const fc_index kpanels = FC_CEIL_DIV(Kg, FC_MR), kpad = kpanels * FC_MR;
     const fc_index qc = FC_MIN(tn->kc, FC_MAX(NP, 1)), acc_size = kpad * rpad;
     const fc_index chunks = FC_MAX(1, FC_MIN(tn->weight_grad_tasks, FC_CEIL_DIV(NP, qc)));
     const fc_index ntasks = chunks * G;
+    /* the im2col panel's zero-padded input rows (conv2d_nhwc_fwd.h) */
+    const fc_index span = G == 1 && p->dilation_w == 1 ? FC_LOCAL(nhwc_im2col_span)(p) : 0;
     int failed = 0;
 
     T *sums = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(ntasks * acc_size));
-    T *zero = (T *)calloc((size_t)sg->len_pad, sizeof(T));
+    T *zero = (T *)calloc((size_t)FC_MAX(span, 1), sizeof(T));
     if (!sums || !zero) {
         fc_aligned_free(sums);
         free(zero);
@@ -118,11 +121,13 @@ static int FC_LOCAL(nhwc_bwd_weight_few_taps)(const fc_conv2d_params *p, const f
     {
         T *ap = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(kpad * qc));
         T *bp = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(rpad * qc));
-        T *row = (T *)fc_aligned_alloc(sizeof(T) * (size_t)rpad);
-        const T **a = (const T **)malloc(sizeof(*a) * (size_t)(sg->count * qc));
-        T *stage = NULL;
-        fc_index stage_slots = 0;
-        int ok = ap && bp && row && a;
+        /* col(X) rows of R values, a panel's width past the last readable */
+        T *cols = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(qc * R + FC_NR + FC_IM2COL_SLACK));
+        T *rows = (T *)calloc((size_t)FC_MAX(kH * span, 1), sizeof(T));
+        const T **src = (const T **)malloc(sizeof(*src) * (size_t)kH);
+        fc_index *held = (fc_index *)malloc(sizeof(*held) * (size_t)kH);
+        fc_index held_base = -1; /* the image and group whose rows `rows` holds */
+        int ok = ap && bp && cols && rows && src && held;
         FC_PRAGMA(omp for schedule(dynamic, 1))
         for (fc_index t = 0; t < ntasks; t++) {
             if (!ok) continue;
@@ -130,41 +135,35 @@ static int FC_LOCAL(nhwc_bwd_weight_few_taps)(const fc_conv2d_params *p, const f
             const fc_index f1 = (chunk + 1) * NP / chunks;
             T *acc = sums + t * acc_size;
             memset(acc, 0, sizeof(T) * (size_t)acc_size);
-            for (fc_index f0 = chunk * NP / chunks; f0 < f1 && ok; f0 += qc) {
+            for (fc_index f0 = chunk * NP / chunks; f0 < f1; f0 += qc) {
                 const fc_index kc = FC_MIN(qc, f1 - f0);
-                fc_index need = 0;
-                for (fc_index s = 0; s < sg->count; s++)
-                    need += FC_LOCAL(nhwc_segment_runs)(p, sg, s, x, total, g * Cg, f0, kc, zero,
-                                                        NULL, 0, NULL);
-                ok = FC_LOCAL(nhwc_stage_reserve)(&stage, &stage_slots, need, sg->len_pad);
-                if (!ok) break;
-                fc_index used = 0;
-                for (fc_index s = 0; s < sg->count; s++)
-                    used += FC_LOCAL(nhwc_segment_runs)(p, sg, s, x, total, g * Cg, f0, kc, zero,
-                                                        stage, used, a + s * kc);
-                /* row r of col(X): the pixel's runs end to end, zero past R; as NR-wide panels */
-                memset(row + R, 0, sizeof(T) * (size_t)(rpad - R));
-                for (fc_index r = 0; r < kc; r++) {
-                    for (fc_index s = 0; s < sg->count; s++) {
-                        const T *src = a[s * kc + r];
-                        T *dst = row + s * sg->len;
-                        for (fc_index e = 0; e < sg->len; e++) dst[e] = src[e];
-                    }
-                    for (fc_index q = 0; q < rpanels; q++)
-                        memcpy(bp + (q * kc + r) * FC_NR, row + q * FC_NR, sizeof(T) * FC_NR);
+                /* col(X), one image's stretch at a time, then as NR-wide panels */
+                for (fc_index r = 0; r < kc;) {
+                    const fc_index img = (f0 + r) / P, q = (f0 + r) % P, n = FC_MIN(kc - r, P - q);
+                    const fc_index base = img * HWC + g * Cg;
+                    if (base != held_base)
+                        for (fc_index i = 0; i < kH; i++) held[i] = -1;
+                    held_base = base;
+                    FC_LOCAL(nhwc_im2col_panel)(p, x, base, q, n, rows, held, zero, src,
+                                                cols + r * R);
+                    r += n;
                 }
+                for (fc_index r = 0; r < kc; r++)
+                    for (fc_index q = 0; q < rpanels; q++)
+                        memcpy(bp + (q * kc + r) * FC_NR, cols + r * R + q * FC_NR,
+                               sizeof(T) * FC_NR);
                 /* dY's channels of the group, MR at a time: A panels [kpanels][kc][MR] */
                 const T *gyf = gy + f0 * K + g * Kg;
                 for (fc_index kp = 0; kp < kpanels; kp++) {
                     const fc_index mr = FC_MIN(FC_MR, Kg - kp * FC_MR);
                     T *d = ap + kp * kc * FC_MR;
                     for (fc_index r = 0; r < kc; r++, d += FC_MR) {
-                        const T *src = gyf + r * K + kp * FC_MR;
+                        const T *src_k = gyf + r * K + kp * FC_MR;
                         if (mr == FC_MR) {
-                            memcpy(d, src, sizeof(T) * FC_MR);
+                            memcpy(d, src_k, sizeof(T) * FC_MR);
                             continue;
                         }
-                        for (fc_index i = 0; i < FC_MR; i++) d[i] = i < mr ? src[i] : (T)0;
+                        for (fc_index i = 0; i < FC_MR; i++) d[i] = i < mr ? src_k[i] : (T)0;
                     }
                 }
                 for (fc_index kp = 0; kp < kpanels; kp++)
@@ -179,9 +178,10 @@ static int FC_LOCAL(nhwc_bwd_weight_few_taps)(const fc_conv2d_params *p, const f
         }
         fc_aligned_free(ap);
         fc_aligned_free(bp);
-        fc_aligned_free(row);
-        fc_aligned_free(stage);
-        free(a);
+        fc_aligned_free(cols);
+        free(rows);
+        free(src);
+        free(held);
     }
     /* dW from the chunks' sums added in chunk order: column r = tap * Cg + c of row k */
     if (!failed) {
@@ -204,15 +204,19 @@ static int FC_LOCAL(nhwc_bwd_weight_few_taps)(const fc_conv2d_params *p, const f
 
 /* The few-taps GEMM where its tile's share of useful products (R/rpad Kg/kpad) is more than twice
  * the segments' (len/len_pad Kg/kg_pad): small kernels of few channels, whose R fills most of its
- * columns, and K far from a multiple of NR. Less than that, its copies of both operands cost
- * more than the products it saves (a 5 x 5 kernel on one channel, K = 32). */
-static int FC_LOCAL(nhwc_few_taps_pays)(const fc_nhwc_segments *sg, fc_index Kg) {
+ * columns, and K far from a multiple of NR. With one input channel, any larger share: the
+ * segments' runs are then a kernel row's kW values each, and those crossing the padding are
+ * copied per pixel, where the im2col panel copies each input row once (lenet1-5x5, K = 32: 0.78
+ * against 0.63). */
+static int FC_LOCAL(nhwc_few_taps_pays)(const fc_conv2d_params *p, const fc_nhwc_segments *sg,
+                                        fc_index Kg) {
     const double R = (double)(sg->count * sg->len), k = (double)Kg;
     const double turned = R / (double)(FC_CEIL_DIV(sg->count * sg->len, FC_NR) * FC_NR) * k /
                           (double)(FC_CEIL_DIV(Kg, FC_MR) * FC_MR);
     const double segments = (double)sg->len / (double)sg->len_pad * k /
                             (double)(FC_CEIL_DIV(Kg, FC_NR) * FC_NR);
-    return R <= 2 * FC_NR && turned > 2 * segments;
+    const int one_channel = p->in_channels == p->groups;
+    return R <= 2 * FC_NR && (turned > 2 * segments || (one_channel && turned > segments));
 }
 
 static int FC_LOCAL(conv2d_nhwc_bwd_weight_direct)(const fc_conv2d_params *p, const fc_tuning *tn,
@@ -223,10 +227,9 @@ static int FC_LOCAL(conv2d_nhwc_bwd_weight_direct)(const fc_conv2d_params *p, co
     const fc_index total = N * HWC, wsize = K * Cg * kk;
     fc_nhwc_segments sg;
     if (fc_nhwc_segments_of(p, FC_MR, &sg) != FC_OK) return FC_ENOMEM;
-    if (FC_LOCAL(nhwc_few_taps_pays)(&sg, Kg)) {
-        const int rc = FC_LOCAL(nhwc_bwd_weight_few_taps)(p, tn, &sg, gy, x, gw, nthreads);
+    if (FC_LOCAL(nhwc_few_taps_pays)(p, &sg, Kg)) {
         fc_nhwc_segments_free(&sg);
-        return rc;
+        return FC_LOCAL(nhwc_bwd_weight_few_taps)(p, tn, gy, x, gw, nthreads);
     }
     const fc_index mblocks = sg.len_pad / FC_MR, blocks = sg.count * mblocks;
     const fc_index kblocks = FC_CEIL_DIV(Kg, FC_NR), kg_pad = kblocks * FC_NR;

@@ -205,9 +205,16 @@ static int FC_LOCAL(conv2d_nhwc_fwd_direct)(const fc_conv2d_params *p, const fc_
  * past a run: whole vectors per copy (each run overwritten by the next, in order). */
 #define FC_IM2COL_SLACK FC_NR
 
-/* dst[u] = src[u] for u < n, and up to a vector's worth past n clobbered from src. */
+/* dst[u] = src[u] for u < n, and up to a vector's worth past n clobbered from src. A run of at
+ * most half a vector (a 5 x 5 kernel row on one channel) is copied as half a vector: the panel's
+ * copies are bound by their stores, and a whole vector's would store three times what it keeps,
+ * across two cache lines more often than not. */
 static inline void FC_LOCAL(copy_run_over)(T *restrict dst, const T *restrict src, fc_index n) {
 #if FC_HAVE_VEC
+    if (n <= FC_VL / 2) {
+        memcpy(dst, src, sizeof(T) * (size_t)(FC_VL / 2));
+        return;
+    }
     for (fc_index u = 0; u < n; u += FC_VL) FC_VSTOREU(dst + u, FC_VLOADU(src + u));
 #else
     for (fc_index u = 0; u < n; u++) dst[u] = src[u];
@@ -227,28 +234,35 @@ static fc_index FC_LOCAL(nhwc_im2col_span)(const fc_conv2d_params *p) {
  * pixel p0 + q's inputs, for q < n, of one image and group (base: x's offset of the image's first
  * pixel plus the group's first channel); zero where a tap lies in the padding. With one group and
  * dilation 1 along W a kernel row's kW C values are one run: the kH input rows an output row reads
- * are copied once into `rows` (kH zero-padded rows of nhwc_im2col_span values, zero outside the
+ * are copied into `rows` (kH zero-padded rows of nhwc_im2col_span values, zero outside the
  * input, `zero` a row of zeros; src: kH pointers), and each pixel's runs copied whole from there.
- * Otherwise each tap's C/groups values are gathered from x. */
+ * With stride and dilation 1 along H the rows are a ring, input row ih in slot ih mod kH, and
+ * held[slot] (-1 when empty; the caller empties it for each image and group) the row a slot
+ * holds: an output row copies only the one input row the last did not read. Otherwise each tap's
+ * C/groups values are gathered from x. */
 static void FC_LOCAL(nhwc_im2col_panel)(const fc_conv2d_params *p, const T *x, fc_index base,
-                                        fc_index p0, fc_index n, T *rows, const T *zero,
-                                        const T **src, T *panel) {
+                                        fc_index p0, fc_index n, T *rows, fc_index *held,
+                                        const T *zero, const T **src, T *panel) {
     const fc_index C = p->in_channels, Cg = C / p->groups, W = p->in_w, OW = p->out_w;
     const fc_index kH = p->kernel_h, kW = p->kernel_w, run = kW * Cg, R = kH * run;
     const fc_index span = FC_LOCAL(nhwc_im2col_span)(p), step = p->stride_w * C;
     const fc_index first = FC_MAX(-p->pad_left, 0); /* the first input column a run reads */
     if (p->groups == 1 && p->dilation_w == 1) {
+        const int ring = p->stride_h == 1 && p->dilation_h == 1;
         for (fc_index q = 0; q < n;) { /* one output row's stretch at a time */
             const fc_index oh = (p0 + q) / OW, ow0 = (p0 + q) % OW, len = FC_MIN(n - q, OW - ow0);
             for (fc_index i = 0; i < kH; i++) {
                 const fc_index ih = oh * p->stride_h - p->pad_top + i * p->dilation_h;
                 src[i] = zero;
                 if ((fc_uindex)ih >= (fc_uindex)p->in_h) continue;
-                T *row = rows + i * span;
+                const fc_index slot = ring ? ih % kH : i;
+                T *row = rows + slot * span;
+                src[i] = row;
+                if (ring && held[slot] == ih) continue;
+                if (ring) held[slot] = ih;
                 if (first < W)
                     memcpy(row + (first + p->pad_left) * C, x + base + (ih * W + first) * C,
                            sizeof(T) * (size_t)((W - first) * C));
-                src[i] = row;
             }
             for (fc_index k = 0; k < len; k++) {
                 T *d = panel + (q + k) * R;
@@ -312,14 +326,19 @@ static int FC_LOCAL(conv2d_nhwc_fwd_im2col)(const fc_conv2d_params *p, const fc_
         const T **a = (const T **)malloc(sizeof(*a) * (size_t)tile);    /* tile: MR rows a block */
         T *rows = (T *)calloc((size_t)FC_MAX(kH * span, 1), sizeof(T)); /* zero where not copied */
         const T **src = (const T **)malloc(sizeof(*src) * (size_t)kH);
-        const int ok = panel && a && rows && src;
+        fc_index *held = (fc_index *)malloc(sizeof(*held) * (size_t)kH);
+        fc_index held_base = -1; /* the image and group whose rows `rows` holds */
+        const int ok = panel && a && rows && src && held;
         FC_PRAGMA(omp for schedule(dynamic, 1))
         for (fc_index t = 0; t < wk.ntasks; t++) {
             if (!ok) continue;
             const fc_index part = t % kparts, ti = (t / kparts) % ntiles;
             const fc_index ng = t / (kparts * ntiles), g = ng % G, n = ng / G;
-            const fc_index p0 = ti * tile, np = FC_MIN(tile, P - p0);
-            FC_LOCAL(nhwc_im2col_panel)(p, x, n * HWC + g * Cg, p0, np, rows, zero, src, panel);
+            const fc_index p0 = ti * tile, np = FC_MIN(tile, P - p0), base = n * HWC + g * Cg;
+            if (base != held_base)
+                for (fc_index i = 0; i < kH; i++) held[i] = -1;
+            held_base = base;
+            FC_LOCAL(nhwc_im2col_panel)(p, x, base, p0, np, rows, held, zero, src, panel);
             /* the rows past the tile's last pixel, up to a whole MR block, read its first */
             for (fc_index q = 0; q < tile; q++) a[q] = panel + (q < np ? q : 0) * R;
             FC_LOCAL(nhwc_fwd_tile_gemm)(p, &wk, n, g, p0, np, part, a, 1, R, y);
@@ -331,6 +350,7 @@ static int FC_LOCAL(conv2d_nhwc_fwd_im2col)(const fc_conv2d_params *p, const fc_
         free(a);
         free(rows);
         free(src);
+        free(held);
         fc_aligned_free(panel);
     }
     FC_LOCAL(nhwc_fwd_work_free)(&wk);
