@@ -120,8 +120,10 @@ def test_relu_backward_add_to_is_plus_equals_bit_for_bit(size, layout, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_relu_backward_add_to_with_inputs_overlapping_it(dtype):
-    base = np.arange(-20.0, 20.0, dtype=dtype)
-    total, grad = base[:30], base[5:35]  # grad reads what the kernel writes into total
+    base = np.random.default_rng(3).standard_normal(3000).astype(dtype)
+    # grad trails total by more than any vector or block: without a copy, grad[i] for i >= 100
+    # would be read after total[i - 100] was written there
+    total, grad = base[100:2600], base[:2500]
     expected = total + F.relu_backward(grad.copy(), grad.copy())
     F.relu_backward(grad, grad, add_to=total)
     np.testing.assert_array_equal(total, expected)
