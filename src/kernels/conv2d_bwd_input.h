@@ -38,6 +38,7 @@ static int FC_LOCAL(conv2d_bwd_input_transposed)(const fc_conv2d_params *p, cons
                            p->kernel_w;
     if (!FC_LOCAL(all_finite)(tn, w, wsize, nthreads)) return FC_NONFINITE;
     fc_conv_plan plan;
+    int nonfinite_gy = 0;
     if (p->groups == 1) {
         const T *wv;
         const fc_conv2d_params q = FC_LOCAL(transposed_view)(p, w, &wv);
@@ -46,12 +47,17 @@ static int FC_LOCAL(conv2d_bwd_input_transposed)(const fc_conv2d_params *p, cons
             const int rc = FC_LOCAL(conv2d_fwd_winograd)(&q, plan.tuning, gy, wv, bias, gx,
                                                          nthreads);
             if (rc != FC_NONFINITE) return rc;
+            nonfinite_gy = 1; /* dY holds Inf or NaN: Winograd on the copy would say so again */
         }
     }
     T *wt = (T *)fc_aligned_alloc(sizeof(T) * (size_t)wsize);
     if (!wt) return FC_ENOMEM;
     const fc_conv2d_params q = FC_LOCAL(transposed_problem)(p, w, wt);
-    const int rc = FC_FN(conv2d_fwd)(&q, gy, wt, bias, gx, nthreads);
+    int rc;
+    if (nonfinite_gy && fc_conv2d_plan(FC_CONV_FWD, FC_DT_ID, FC_ISA_ID, &q, &plan) == FC_OK)
+        rc = FC_LOCAL(conv2d_fwd_run)(plan.nonfinite, &q, plan.tuning, gy, wt, bias, gx, nthreads);
+    else
+        rc = FC_FN(conv2d_fwd)(&q, gy, wt, bias, gx, nthreads);
     fc_aligned_free(wt);
     return rc;
 }
