@@ -369,7 +369,7 @@ DW_WEIGHT_SPECIALS = [
 @pytest.mark.parametrize("groups", [16, 8, 4])
 @pytest.mark.parametrize("pixel, stride, dilation", DW_WEIGHT_SPECIALS,
                          ids=[f"{p[0]}x{p[1]}-s{s}-d{d}" for p, s, d in DW_WEIGHT_SPECIALS])
-def test_channelwise_weight_gradient_nonfinite_dy(pixel, stride, dilation, groups, dtype):
+def test_channelwise_weight_gradient_nonfinite_dy(pixel, stride, dilation, groups, dtype, isa):
     """Inf and NaN in one dY pixel, inside or on a border, give the reference's weight gradient
     with the channelwise pass forced (its fallback taking only border pixels)."""
     rng = np.random.default_rng(31)
