@@ -175,9 +175,9 @@ static int FC_LOCAL(conv2d_bwd_weight_direct)(const fc_conv2d_params *p, const f
                 const fc_index n1 = (chunk + 1) * N / chunks;
                 /* where each of this task's rows (taps) starts in its phases (for a pointwise
                  * layer, in X itself: the grid is the image); padding rows read the last row.
-                 * The first channel's taps, then each next channel's a channel of phases on:
-                 * tap_offset's divisions for every row showed in the profile of 8 x 8 images,
-                 * where a task's rows see few pixels */
+                 * The first channel's taps, then each next channel's a channel of phases on, not
+                 * tap_offset's divisions for every row, which cost on small images, where a
+                 * task's rows see few pixels */
                 for (fc_index t = 0; t < kk; t++)
                     taps[t] = pointwise
                                   ? 0

@@ -159,8 +159,7 @@ static int FC_LOCAL(conv2d_fwd_direct)(const fc_conv2d_params *p, const fc_tunin
  * pixels (ow < OW), plus bias (then ReLU if fused), into Y (k, pixel). Real pixels run
  * consecutively on both sides for a row (for the whole image where the grid drops no column), so
  * float32 moves them 16 channels x 16 pixels at a time, transposed in registers: element by
- * element every read is a strided one, and the copy-out was a sixteenth of convnet-5x5's forward
- * pass. The sums are the same either way. */
+ * element every read is a strided one. The sums are the same either way. */
 static void FC_LOCAL(pixels_copy_out)(const fc_conv2d_params *p, fc_index wph, const T *sums,
                                       fc_index Kp, const T *bias, fc_index k0, fc_index k1, T *y) {
     const fc_index OW = p->out_w, P = p->out_h * OW;
@@ -268,8 +267,7 @@ static int FC_LOCAL(conv2d_fwd_pixels)(const fc_conv2d_params *p, const fc_tunin
             for (fc_index q = 0; q < Lp; q++)
                 memset(cbuf + q * Kp + b0 * FC_NR, 0, sizeof(T) * (size_t)((b1 - b0) * FC_NR));
             /* the task's channels of Y, a few lines asked for after each microkernel call: the
-             * copy-out's stores then find them in cache, where they waited on memory for half
-             * of its time */
+             * copy-out's stores then find them in cache instead of waiting on memory */
             T *yg = y + (n * p->out_channels + g * Kg) * P;
             const fc_index k0 = b0 * FC_NR, k1 = FC_MIN(Kg, b1 * FC_NR);
             const char *ahead = (const char *)(yg + k0 * P);

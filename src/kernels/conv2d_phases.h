@@ -88,8 +88,8 @@ static void FC_LOCAL(split_phases)(const fc_conv2d_params *p, const FC_LOCAL(pha
 /* split_phases' writes from inside the input alone: where the phases hold padding (rows and
  * columns outside the input) depends on the geometry only, so a buffer zeroed once keeps those
  * zeros for every channel and image split into it. On small images of wide kernels (a 5 x 5
- * kernel's copies by kernel column on 14 x 14) the padding is a third of the copies, and setting
- * it again for every row took a third of the split's time. */
+ * kernel's copies by kernel column on 14 x 14) the padding is a large share of the copies, which
+ * setting it again for every row would pay each time. */
 static void FC_LOCAL(split_phases_inside)(const fc_conv2d_params *p, const FC_LOCAL(phases_t) *ph,
                                           const T *xc, T *dst) {
     for (fc_index a = 0; a < p->stride_h; a++) {

@@ -38,8 +38,8 @@
  * first copied lane by lane into a stage, tap by tap in the panels' order (channel, lane), so
  * the arithmetic is one long vector loop writing each U_e's panel rows in order: gathered into a
  * vector per channel just before use, every vector load waited for its lanes' scalar stores (a
- * failed store forward each), and the transform took about as long as the 16 GEMMs at batch 1.
- * Returns nonzero if any result is Inf or NaN. */
+ * failed store forward each), which at batch 1 made the transform rival the GEMMs. Returns nonzero
+ * if any result is Inf or NaN. */
 static int FC_MR_NAME(winograd_f2x2_3x3_kernel_transform)(const T *w, fc_index ks, fc_index cs,
                                                           fc_index ts, fc_index nk, fc_index nc,
                                                           T *restrict u, fc_index us) {
@@ -175,8 +175,8 @@ static inline int FC_LOCAL(winograd_nonfinite_run)(const T *a, fc_index n) {
 /* The zero-padded copies (Hp x Wp each, the input at (pad_top, pad_left)) of an image's Cg
  * channels xg, into dst; nonzero when an element they copy is Inf or NaN. The check runs over
  * the input rows the copies read, one run across every channel when those are whole channels:
- * checked row by row, a padded row of an 8 x 8 image (10 elements) paid a vector reduction for
- * a register's worth of data, a third of the Winograd pass on ResNet-14's 8 x 8 stage. */
+ * checked row by row, a padded row of an 8 x 8 image (10 elements) would pay a vector reduction
+ * for less than a register's worth of data. */
 static int FC_LOCAL(winograd_pad_image)(const fc_conv2d_params *p, const T *xg, fc_index Cg,
                                         fc_index Hp, fc_index Wp, T *restrict dst) {
     const fc_index H = p->in_h, W = p->in_w, HW = H * W;
