@@ -396,10 +396,8 @@ static int FC_LOCAL(nhwc_dw_edges_finite)(const T *gyrow, fc_index OW, fc_index 
     const fc_index runs[2][2] = {{0, rows_inside ? lo : OW}, {rows_inside ? hi : OW, OW}};
     int bad = 0;
     for (int k = 0; k < 2; k++)
-        for (fc_index e = runs[k][0] * C; e < runs[k][1] * C; e++) {
-            const T v = gyrow[e];
-            bad |= (v - v) != (v - v); /* inf - inf and NaN - NaN are NaN */
-        }
+        if (runs[k][1] > runs[k][0])
+            bad |= FC_LOCAL(run_nonfinite)(gyrow + runs[k][0] * C, (runs[k][1] - runs[k][0]) * C);
     return !bad;
 }
 

@@ -193,6 +193,15 @@ static inline void FC_FN(scatter_add_run)(T *row, fc_index iw0, fc_index s, fc_i
 
 /* Input row of tap (c, i) for a run, or NULL when it lies in the padding. For pointwise runs the
  * "row" is the channel itself starting at the run's first pixel. */
+/* Nonzero when some a[i], i < n, is Inf or NaN (inf - inf and NaN - NaN are NaN): one thread's
+ * check of a run it is about to read (all_finite, conv2d_plain.h, splits a whole array across
+ * threads). */
+static inline int FC_LOCAL(run_nonfinite)(const T *a, fc_index n) {
+    int bad = 0;
+    for (fc_index i = 0; i < n; i++) bad |= (a[i] - a[i]) != (a[i] - a[i]);
+    return bad;
+}
+
 static inline const T *FC_LOCAL(tap_row)(const fc_conv2d_params *p, const T *xc,
                                          const FC_LOCAL(run_t) *run, fc_index di, int pointwise) {
     if (pointwise) return xc + run->ih0 * p->in_w;

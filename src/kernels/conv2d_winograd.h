@@ -165,13 +165,6 @@ static void FC_LOCAL(winograd_output_row)(const T *o, fc_index ts, fc_index n, T
     }
 }
 
-/* Nonzero when some a[i], i < n, is Inf or NaN (inf - inf and NaN - NaN are NaN). */
-static inline int FC_LOCAL(winograd_nonfinite_run)(const T *a, fc_index n) {
-    int bad = 0;
-    for (fc_index i = 0; i < n; i++) bad |= (a[i] - a[i]) != (a[i] - a[i]);
-    return bad;
-}
-
 /* The zero-padded copies (Hp x Wp each, the input at (pad_top, pad_left)) of an image's Cg
  * channels xg, into dst; nonzero when an element they copy is Inf or NaN. The check runs over
  * the input rows the copies read, one run across every channel when those are whole channels:
@@ -187,11 +180,11 @@ static int FC_LOCAL(winograd_pad_image)(const fc_conv2d_params *p, const T *xg, 
     const fc_index iw0 = lo - p->pad_left, cols = hi - lo;
     int bad = 0;
     if (ih1 - ih0 == H && cols == W)
-        bad = FC_LOCAL(winograd_nonfinite_run)(xg, Cg * HW);
+        bad = FC_LOCAL(run_nonfinite)(xg, Cg * HW);
     else
         for (fc_index c = 0; c < Cg && cols > 0; c++)
             for (fc_index ih = ih0; ih < ih1; ih++)
-                bad |= FC_LOCAL(winograd_nonfinite_run)(xg + c * HW + ih * W + iw0, cols);
+                bad |= FC_LOCAL(run_nonfinite)(xg + c * HW + ih * W + iw0, cols);
     for (fc_index c = 0; c < Cg; c++)
         for (fc_index r = 0; r < Hp; r++) {
             const fc_index ih = r - p->pad_top;
