@@ -123,11 +123,8 @@ static int FC_LOCAL(nhwc_bwd_weight_few_taps)(const fc_conv2d_params *p, const f
         T *bp = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(rpad * qc));
         /* col(X) rows of R values, a panel's width past the last readable */
         T *cols = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(qc * R + FC_NR + FC_IM2COL_SLACK));
-        T *rows = (T *)calloc((size_t)FC_MAX(kH * span, 1), sizeof(T));
-        const T **src = (const T **)malloc(sizeof(*src) * (size_t)kH);
-        fc_index *held = (fc_index *)malloc(sizeof(*held) * (size_t)kH);
-        fc_index held_base = -1; /* the image and group whose rows `rows` holds */
-        int ok = ap && bp && cols && rows && src && held;
+        FC_LOCAL(im2col_rows_t) rows;
+        int ok = FC_LOCAL(im2col_rows_init)(&rows, kH, span, zero) && ap && bp && cols;
         FC_PRAGMA(omp for schedule(dynamic, 1))
         for (fc_index t = 0; t < ntasks; t++) {
             if (!ok) continue;
@@ -140,11 +137,7 @@ static int FC_LOCAL(nhwc_bwd_weight_few_taps)(const fc_conv2d_params *p, const f
                 /* col(X), one image's stretch at a time, then as NR-wide panels */
                 for (fc_index r = 0; r < kc;) {
                     const fc_index img = (f0 + r) / P, q = (f0 + r) % P, n = FC_MIN(kc - r, P - q);
-                    const fc_index base = img * HWC + g * Cg;
-                    if (base != held_base)
-                        for (fc_index i = 0; i < kH; i++) held[i] = -1;
-                    held_base = base;
-                    FC_LOCAL(nhwc_im2col_panel)(p, x, base, q, n, rows, held, zero, src,
+                    FC_LOCAL(nhwc_im2col_panel)(p, x, img * HWC + g * Cg, q, n, &rows,
                                                 cols + r * R);
                     r += n;
                 }
@@ -182,9 +175,7 @@ static int FC_LOCAL(nhwc_bwd_weight_few_taps)(const fc_conv2d_params *p, const f
         fc_aligned_free(ap);
         fc_aligned_free(bp);
         fc_aligned_free(cols);
-        free(rows);
-        free(src);
-        free(held);
+        FC_LOCAL(im2col_rows_free)(&rows);
     }
     /* dW from the chunks' sums added in chunk order: column r = tap * Cg + c of row k */
     if (!failed) {

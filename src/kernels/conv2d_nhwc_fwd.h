@@ -230,30 +230,62 @@ static fc_index FC_LOCAL(nhwc_im2col_span)(const fc_conv2d_params *p) {
            FC_IM2COL_SLACK;
 }
 
+/* One thread's input rows for nhwc_im2col_panel: kH zero-padded rows of nhwc_im2col_span values
+ * (`rows`, zero outside the input), the kH row pointers an output row reads (`src`: into `rows`,
+ * or the shared row of zeros `zero`), the input row each ring slot holds (`held`, -1 for none)
+ * and the image and group they come from (`base`, -1 for none). */
+typedef struct {
+    T *rows;
+    const T **src;
+    fc_index *held, base;
+    const T *zero;
+} FC_LOCAL(im2col_rows_t);
+
+static int FC_LOCAL(im2col_rows_init)(FC_LOCAL(im2col_rows_t) *r, fc_index kH, fc_index span,
+                                      const T *zero) {
+    r->rows = (T *)calloc((size_t)FC_MAX(kH * span, 1), sizeof(T));
+    r->src = (const T **)malloc(sizeof(*r->src) * (size_t)kH);
+    r->held = (fc_index *)malloc(sizeof(*r->held) * (size_t)kH);
+    r->base = -1;
+    r->zero = zero;
+    return r->rows && r->src && r->held;
+}
+
+static void FC_LOCAL(im2col_rows_free)(FC_LOCAL(im2col_rows_t) *r) {
+    free(r->rows);
+    free(r->src);
+    free(r->held);
+}
+
 /* im2col: row q of the panel (R = kH kW C/groups values, tap-major like the B panels) is output
  * pixel p0 + q's inputs, for q < n, of one image and group (base: x's offset of the image's first
  * pixel plus the group's first channel); zero where a tap lies in the padding. With one group and
  * dilation 1 along W a kernel row's kW C values are one run: the kH input rows an output row reads
- * are copied into `rows` (kH zero-padded rows of nhwc_im2col_span values, zero outside the
- * input, `zero` a row of zeros; src: kH pointers), and each pixel's runs copied whole from there.
- * With stride and dilation 1 along H the rows are a ring, input row ih in slot ih mod kH, and
- * held[slot] (-1 when empty; the caller empties it for each image and group) the row a slot
- * holds: an output row copies only the one input row the last did not read. Otherwise each tap's
+ * are copied into r's rows, and each pixel's runs copied whole from there. With stride and
+ * dilation 1 along H the rows are a ring, input row ih in slot ih mod kH, and r->held[slot] the
+ * row a slot holds (emptied when the image or group changes): an output row copies only the one
+ * input row the last did not read. Otherwise each tap's
  * C/groups values are gathered from x. */
 static void FC_LOCAL(nhwc_im2col_panel)(const fc_conv2d_params *p, const T *x, fc_index base,
-                                        fc_index p0, fc_index n, T *rows, fc_index *held,
-                                        const T *zero, const T **src, T *panel) {
+                                        fc_index p0, fc_index n, FC_LOCAL(im2col_rows_t) *r,
+                                        T *panel) {
     const fc_index C = p->in_channels, Cg = C / p->groups, W = p->in_w, OW = p->out_w;
     const fc_index kH = p->kernel_h, kW = p->kernel_w, run = kW * Cg, R = kH * run;
     const fc_index span = FC_LOCAL(nhwc_im2col_span)(p), step = p->stride_w * C;
     const fc_index first = FC_MAX(-p->pad_left, 0); /* the first input column a run reads */
     if (p->groups == 1 && p->dilation_w == 1) {
         const int ring = p->stride_h == 1 && p->dilation_h == 1;
+        T *rows = r->rows;
+        const T **src = r->src;
+        fc_index *held = r->held;
+        if (base != r->base)
+            for (fc_index i = 0; i < kH; i++) held[i] = -1;
+        r->base = base;
         for (fc_index q = 0; q < n;) { /* one output row's stretch at a time */
             const fc_index oh = (p0 + q) / OW, ow0 = (p0 + q) % OW, len = FC_MIN(n - q, OW - ow0);
             for (fc_index i = 0; i < kH; i++) {
                 const fc_index ih = oh * p->stride_h - p->pad_top + i * p->dilation_h;
-                src[i] = zero;
+                src[i] = r->zero;
                 if ((fc_uindex)ih >= (fc_uindex)p->in_h) continue;
                 const fc_index slot = ring ? ih % kH : i;
                 T *row = rows + slot * span;
@@ -323,22 +355,16 @@ static int FC_LOCAL(conv2d_nhwc_fwd_im2col)(const fc_conv2d_params *p, const fc_
     FC_PRAGMA(omp parallel num_threads(nt))
     {
         T *panel = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(tile * R + FC_IM2COL_SLACK));
-        const T **a = (const T **)malloc(sizeof(*a) * (size_t)tile);    /* tile: MR rows a block */
-        T *rows = (T *)calloc((size_t)FC_MAX(kH * span, 1), sizeof(T)); /* zero where not copied */
-        const T **src = (const T **)malloc(sizeof(*src) * (size_t)kH);
-        fc_index *held = (fc_index *)malloc(sizeof(*held) * (size_t)kH);
-        fc_index held_base = -1; /* the image and group whose rows `rows` holds */
-        const int ok = panel && a && rows && src && held;
+        const T **a = (const T **)malloc(sizeof(*a) * (size_t)tile); /* tile: MR rows a block */
+        FC_LOCAL(im2col_rows_t) r;
+        const int ok = FC_LOCAL(im2col_rows_init)(&r, kH, span, zero) && panel && a;
         FC_PRAGMA(omp for schedule(dynamic, 1))
         for (fc_index t = 0; t < wk.ntasks; t++) {
             if (!ok) continue;
             const fc_index part = t % kparts, ti = (t / kparts) % ntiles;
             const fc_index ng = t / (kparts * ntiles), g = ng % G, n = ng / G;
             const fc_index p0 = ti * tile, np = FC_MIN(tile, P - p0), base = n * HWC + g * Cg;
-            if (base != held_base)
-                for (fc_index i = 0; i < kH; i++) held[i] = -1;
-            held_base = base;
-            FC_LOCAL(nhwc_im2col_panel)(p, x, base, p0, np, rows, held, zero, src, panel);
+            FC_LOCAL(nhwc_im2col_panel)(p, x, base, p0, np, &r, panel);
             /* the rows past the tile's last pixel, up to a whole MR block, read its first */
             for (fc_index q = 0; q < tile; q++) a[q] = panel + (q < np ? q : 0) * R;
             FC_LOCAL(nhwc_fwd_tile_gemm)(p, &wk, n, g, p0, np, part, a, 1, R, y);
@@ -348,9 +374,7 @@ static int FC_LOCAL(conv2d_nhwc_fwd_im2col)(const fc_conv2d_params *p, const fc_
             failed = 1;
         }
         free(a);
-        free(rows);
-        free(src);
-        free(held);
+        FC_LOCAL(im2col_rows_free)(&r);
         fc_aligned_free(panel);
     }
     FC_LOCAL(nhwc_fwd_work_free)(&wk);
