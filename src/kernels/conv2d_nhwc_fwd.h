@@ -84,20 +84,29 @@ static fc_index FC_LOCAL(nhwc_tile_runs)(const fc_conv2d_params *p, const fc_nhw
 }
 
 /* What direct and im2col share: their tasks, (image, group, pixel tile, output-channel part) in
- * that order from the slowest, and the weights packed as B panels [group][K block][R][NR] (R = kH
- * kW C/groups) with the bias as NR-wide rows. */
+ * that order from the slowest, the threads they get, the weights packed as B panels [group][K
+ * block][R][NR] (R = kH kW C/groups) with the bias as NR-wide rows, and a run of zeros for the
+ * padding. */
 typedef struct {
     fc_index tile, ntiles, kparts, ntasks, kblocks;
+    int nt;
     T *wp, *bp; /* bp NULL without a bias */
+    T *zero;
 } FC_LOCAL(nhwc_fwd_work);
+
+static void FC_LOCAL(nhwc_fwd_work_free)(FC_LOCAL(nhwc_fwd_work) *wk) {
+    fc_aligned_free(wk->wp);
+    fc_aligned_free(wk->bp);
+    free(wk->zero);
+}
 
 /* Tiles of equal size, at most tile_max pixels, rounded up to MR; the output channels split too
  * when images and tiles alone leave threads idle (batch 1): every output is still summed by one
- * task in one order, so results do not depend on the split. Packs the weights and bias; FC_ENOMEM
- * with nothing left allocated if that fails. */
-static int FC_LOCAL(nhwc_fwd_work_of)(const fc_conv2d_params *p, const T *w, const T *bias,
-                                      fc_index tile_max, int nthreads,
-                                      FC_LOCAL(nhwc_fwd_work) *wk) {
+ * task in one order, so results do not depend on the split. Packs the weights and bias and
+ * allocates nzero zeros; FC_ENOMEM with nothing left allocated if that fails. */
+static int FC_LOCAL(nhwc_fwd_work_of)(const fc_conv2d_params *p, const fc_tuning *tn, const T *w,
+                                      const T *bias, fc_index tile_max, fc_index nzero,
+                                      int nthreads, FC_LOCAL(nhwc_fwd_work) *wk) {
     const fc_index G = p->groups, Kg = p->out_channels / G, P = p->out_h * p->out_w;
     const fc_index R = p->kernel_h * p->kernel_w * (p->in_channels / G);
     wk->kblocks = FC_CEIL_DIV(Kg, FC_NR);
@@ -106,21 +115,18 @@ static int FC_LOCAL(nhwc_fwd_work_of)(const fc_conv2d_params *p, const T *w, con
     wk->kparts = FC_MAX(
         1, FC_MIN(wk->kblocks, FC_CEIL_DIV(2 * (fc_index)nthreads, p->batch * G * wk->ntiles)));
     wk->ntasks = p->batch * G * wk->ntiles * wk->kparts;
+    wk->nt = fc_threads_for(nthreads, (double)p->batch * p->out_channels * P * R, tn->conv_min_work,
+                            wk->ntasks);
     wk->wp = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(G * wk->kblocks * R * FC_NR));
     wk->bp = bias ? (T *)fc_aligned_alloc(sizeof(T) * (size_t)(G * wk->kblocks * FC_NR)) : NULL;
-    if (!wk->wp || (bias && !wk->bp)) {
-        fc_aligned_free(wk->wp);
-        fc_aligned_free(wk->bp);
+    wk->zero = (T *)calloc((size_t)FC_MAX(nzero, 1), sizeof(T));
+    if (!wk->wp || (bias && !wk->bp) || !wk->zero) {
+        FC_LOCAL(nhwc_fwd_work_free)(wk);
         return FC_ENOMEM;
     }
     FC_NR_NAME(conv2d_nhwc_pack_w)(p, w, wk->wp);
     if (bias) FC_LOCAL(nhwc_pad_bias)(p, bias, wk->bp);
     return FC_OK;
-}
-
-static void FC_LOCAL(nhwc_fwd_work_free)(FC_LOCAL(nhwc_fwd_work) *wk) {
-    fc_aligned_free(wk->wp);
-    fc_aligned_free(wk->bp);
 }
 
 /* One task's GEMMs: pixels [p0, p0 + np) of image n, group g, through the K blocks of its part,
@@ -149,7 +155,6 @@ static int FC_LOCAL(conv2d_nhwc_fwd_direct)(const fc_conv2d_params *p, const fc_
                                             const T *x, const T *w, const T *bias, T *y,
                                             int nthreads) {
     const fc_index G = p->groups, Cg = p->in_channels / G;
-    const fc_index K = p->out_channels, R = p->kernel_h * p->kernel_w * Cg;
     const fc_index P = p->out_h * p->out_w, HWC = p->in_h * p->in_w * p->in_channels;
     const fc_index total = p->batch * HWC;
     fc_nhwc_segments sg;
@@ -157,19 +162,16 @@ static int FC_LOCAL(conv2d_nhwc_fwd_direct)(const fc_conv2d_params *p, const fc_
     /* pixels per tile: the tile's pointers (one per segment and pixel) within the budget */
     const fc_index tile_max = FC_MAX(
         FC_MR, FC_MIN(tn->tile_pixels, tn->indirection_pointers / sg.count / FC_MR * FC_MR));
-    FC_LOCAL(nhwc_fwd_work) wk;
-    T *zero = (T *)calloc((size_t)sg.len, sizeof(T)); /* the padding runs' row */
-    if (!zero || FC_LOCAL(nhwc_fwd_work_of)(p, w, bias, tile_max, nthreads, &wk) != FC_OK) {
-        free(zero);
+    FC_LOCAL(nhwc_fwd_work) wk; /* its zeros: the padding runs' row */
+    if (FC_LOCAL(nhwc_fwd_work_of)(p, tn, w, bias, tile_max, sg.len, nthreads, &wk) != FC_OK) {
         fc_nhwc_segments_free(&sg);
         return FC_ENOMEM;
     }
     const fc_index tile = wk.tile, ntiles = wk.ntiles, kparts = wk.kparts;
+    const T *zero = wk.zero;
     int failed = 0;
 
-    const int nt = fc_threads_for(nthreads, (double)p->batch * K * P * R, tn->conv_min_work,
-                                  wk.ntasks);
-    FC_PRAGMA(omp parallel num_threads(nt))
+    FC_PRAGMA(omp parallel num_threads(wk.nt))
     {
         const T **a = (const T **)malloc(sizeof(*a) * (size_t)(tile * sg.count));
         T *stage = NULL; /* the tile's runs that cross the padding, copied */
@@ -196,7 +198,6 @@ static int FC_LOCAL(conv2d_nhwc_fwd_direct)(const fc_conv2d_params *p, const fc_
         fc_aligned_free(stage);
     }
     FC_LOCAL(nhwc_fwd_work_free)(&wk);
-    free(zero);
     fc_nhwc_segments_free(&sg);
     return failed ? FC_ENOMEM : FC_OK;
 }
@@ -332,8 +333,7 @@ static void FC_LOCAL(nhwc_im2col_panel)(const fc_conv2d_params *p, const T *x, f
 static int FC_LOCAL(conv2d_nhwc_fwd_im2col)(const fc_conv2d_params *p, const fc_tuning *tn,
                                             const T *x, const T *w, const T *bias, T *y,
                                             int nthreads) {
-    const fc_index G = p->groups, Cg = p->in_channels / G;
-    const fc_index K = p->out_channels, R = p->kernel_h * p->kernel_w * Cg;
+    const fc_index G = p->groups, Cg = p->in_channels / G, R = p->kernel_h * p->kernel_w * Cg;
     const fc_index P = p->out_h * p->out_w, HWC = p->in_h * p->in_w * p->in_channels;
     const fc_index kH = p->kernel_h;
     /* one group and dilation 1 along W: whole kernel rows copied from zero-padded input rows */
@@ -341,23 +341,18 @@ static int FC_LOCAL(conv2d_nhwc_fwd_im2col)(const fc_conv2d_params *p, const fc_
     /* pixels per tile: the panel's values within the indirection budget */
     const fc_index tile_max = FC_MAX(
         FC_MR, FC_MIN(tn->tile_pixels, tn->indirection_pointers / R / FC_MR * FC_MR));
-    FC_LOCAL(nhwc_fwd_work) wk;
-    T *zero = (T *)calloc((size_t)FC_MAX(span, 1), sizeof(T)); /* the padding rows' row */
-    if (!zero || FC_LOCAL(nhwc_fwd_work_of)(p, w, bias, tile_max, nthreads, &wk) != FC_OK) {
-        free(zero);
+    FC_LOCAL(nhwc_fwd_work) wk; /* its zeros: the padding rows' row */
+    if (FC_LOCAL(nhwc_fwd_work_of)(p, tn, w, bias, tile_max, span, nthreads, &wk) != FC_OK)
         return FC_ENOMEM;
-    }
     const fc_index tile = wk.tile, ntiles = wk.ntiles, kparts = wk.kparts;
     int failed = 0;
 
-    const int nt = fc_threads_for(nthreads, (double)p->batch * K * P * R, tn->conv_min_work,
-                                  wk.ntasks);
-    FC_PRAGMA(omp parallel num_threads(nt))
+    FC_PRAGMA(omp parallel num_threads(wk.nt))
     {
         T *panel = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(tile * R + FC_IM2COL_SLACK));
         const T **a = (const T **)malloc(sizeof(*a) * (size_t)tile); /* tile: MR rows a block */
         FC_LOCAL(im2col_rows_t) r;
-        const int ok = FC_LOCAL(im2col_rows_init)(&r, kH, span, zero) && panel && a;
+        const int ok = FC_LOCAL(im2col_rows_init)(&r, kH, span, wk.zero) && panel && a;
         FC_PRAGMA(omp for schedule(dynamic, 1))
         for (fc_index t = 0; t < wk.ntasks; t++) {
             if (!ok) continue;
@@ -378,7 +373,6 @@ static int FC_LOCAL(conv2d_nhwc_fwd_im2col)(const fc_conv2d_params *p, const fc_
         fc_aligned_free(panel);
     }
     FC_LOCAL(nhwc_fwd_work_free)(&wk);
-    free(zero);
     return failed ? FC_ENOMEM : FC_OK;
 }
 
