@@ -106,52 +106,59 @@ static fc_index FC_LOCAL(nhwc_winograd_u_stride)(const fc_conv2d_params *p) {
     return FC_CEIL_DIV(Kg, FC_NR) * Cg * FC_NR + 48;
 }
 
+/* Values per tap in one stage of the kernel transform: FC_NHWC_WINO_STAGE / NR input channels'
+ * taps, NR lanes each, stay in L1 (the stage is 9 of these). */
+#define FC_NHWC_WINO_STAGE 256
+
 /* U_e = G g G^T (conv2d_winograd.h's kernel transform, its formulas) of output channels [kb NR,
  * kb NR + NR) of group g, into their B panels: up[(g * 16 + e) * u_stride + (kb * Cg + c) * NR +
- * lane], zero past Kg. Per input channel, the NR kernels' taps are gathered from OIHW or HWIO
- * through the layout's strides, then transformed with the kernels as the lanes of every step, so
- * the steps vectorise (one kernel at a time they ran scalar, as long as the GEMMs at batch 1) and
- * each e's results are a whole panel row, each panel written in order (16 streams). Returns
- * nonzero if a result is Inf or NaN. */
+ * lane], zero past Kg. As conv2d_winograd.h's: the taps of a chunk of input channels are first
+ * copied kernel by kernel from OIHW or HWIO (through the layout's strides) into a stage in the
+ * panels' order (channel, lane), then one long vector loop writes each U_e's panel rows of the
+ * chunk in order. Gathered a channel at a time into a vector per tap just before use, every
+ * vector load waited on its lanes' scalar stores (a failed store forward each), which at batch 1
+ * made the transform rival the GEMMs. Returns nonzero if a result is Inf or NaN. */
 static int FC_LOCAL(nhwc_winograd_kernel_panel)(const fc_conv2d_params *p, const T *w, fc_index g,
                                                 fc_index kb, T *up) {
     const fc_index Cg = p->in_channels / p->groups, Kg = p->out_channels / p->groups;
     const fc_index es = FC_LOCAL(nhwc_winograd_u_stride)(p); /* U_e to U_e+1 */
-    const fc_index n = FC_MIN(FC_NR, Kg - kb * FC_NR);
+    const fc_index nk = FC_MIN(FC_NR, Kg - kb * FC_NR), chunk = FC_NHWC_WINO_STAGE / FC_NR;
     const fc_weight_layout ws = fc_weight_layout_of(p);
     const T *src = w + (g * Kg + kb * FC_NR) * ws.k_stride;
     T *restrict dst = up + g * 16 * es + kb * Cg * FC_NR;
-    T gt[9][FC_NR], t[4][3][FC_NR], nan[FC_NR]; /* nan: 0, or NaN once a result is Inf or NaN */
-    for (int i = 0; i < FC_NR; i++) nan[i] = (T)0;
-    for (int tap = 0; tap < 9; tap++) /* the lanes past Kg stay zero */
-        for (fc_index i = n; i < FC_NR; i++) gt[tap][i] = (T)0;
-    for (fc_index c = 0; c < Cg; c++, dst += FC_NR) {
-        for (fc_index i = 0; i < n; i++)
-            for (int tap = 0; tap < 9; tap++)
-                gt[tap][i] = src[i * ws.k_stride + c * ws.c_stride + tap * ws.tap_stride];
-        for (int j = 0; j < 3; j++)
-            for (int i = 0; i < FC_NR; i++) {
-                t[0][j][i] = gt[j][i];
-                t[1][j][i] = (T)0.5 * (gt[j][i] + gt[3 + j][i] + gt[6 + j][i]);
-                t[2][j][i] = (T)0.5 * (gt[j][i] - gt[3 + j][i] + gt[6 + j][i]);
-                t[3][j][i] = gt[6 + j][i];
+    T stage[9][FC_NHWC_WINO_STAGE];
+    int bad = 0;
+    for (fc_index c0 = 0; c0 < Cg; c0 += chunk) {
+        const fc_index cn = FC_MIN(chunk, Cg - c0), n = cn * FC_NR;
+        for (fc_index i = 0; i < FC_NR; i++)
+            for (fc_index c = 0; c < cn; c++)
+                for (int tap = 0; tap < 9; tap++) /* the lanes past Kg are zeros */
+                    stage[tap][c * FC_NR + i] =
+                        i < nk ? src[i * ws.k_stride + (c0 + c) * ws.c_stride + tap * ws.tap_stride]
+                               : (T)0;
+        T *restrict o = dst + c0 * FC_NR;
+        FC_PRAGMA(GCC ivdep)
+        for (fc_index j = 0; j < n; j++) {
+            T gt[9], t[4][3], z = 0; /* z: NaN once a result is Inf or NaN */
+            for (int tap = 0; tap < 9; tap++) gt[tap] = stage[tap][j];
+            for (int q = 0; q < 3; q++) {
+                t[0][q] = gt[q];
+                t[1][q] = (T)0.5 * (gt[q] + gt[3 + q] + gt[6 + q]);
+                t[2][q] = (T)0.5 * (gt[q] - gt[3 + q] + gt[6 + q]);
+                t[3][q] = gt[6 + q];
             }
-        for (int r = 0; r < 4; r++) {
-            T *restrict d0 = dst + (r * 4) * es, *restrict d1 = d0 + es;
-            T *restrict d2 = d1 + es, *restrict d3 = d2 + es;
-            for (int i = 0; i < FC_NR; i++) {
-                const T a = t[r][0][i], b = t[r][1][i], d = t[r][2][i];
+            for (int r = 0; r < 4; r++) {
+                const T a = t[r][0], b = t[r][1], d = t[r][2];
                 const T v1 = (T)0.5 * (a + b + d), v2 = (T)0.5 * (a - b + d);
-                d0[i] = a;
-                d1[i] = v1;
-                d2[i] = v2;
-                d3[i] = d;
-                nan[i] += (a - a) + (v1 - v1) + (v2 - v2) + (d - d);
+                o[(4 * r) * es + j] = a;
+                o[(4 * r + 1) * es + j] = v1;
+                o[(4 * r + 2) * es + j] = v2;
+                o[(4 * r + 3) * es + j] = d;
+                z += (a - a) + (v1 - v1) + (v2 - v2) + (d - d);
             }
+            bad |= z != z;
         }
     }
-    int bad = 0;
-    for (int i = 0; i < FC_NR; i++) bad |= nan[i] != nan[i];
     return bad;
 }
 
