@@ -9,9 +9,10 @@
  * formulas, one output channel per lane) into B panels U_e [group][e][K block][C][NR]. Tasks are
  * (group, block of TB tiles counted across the batch, part of the NR-wide K blocks: more than one
  * part only when the blocks are fewer than twice the threads). A task transforms each tile's 16
- * input pixels, read in place (a row of zeros for the padding), into V [e][tile][C] (a GEMM's rows,
- * consecutive); runs the 16 GEMMs on the indirect GEMM microkernel (conv2d_nhwc_ukernel.h), A's
- * rows being the tiles' V_e rows, into M [e][tile][K]; and transforms each tile's M into its 2 x 2
+ * input pixels, read in place (a tile crossing the padding staged with zeros), into V [e][tile][C]
+ * (a GEMM's rows, consecutive); runs the 16 GEMMs on the indirect GEMM microkernel
+ * (conv2d_nhwc_ukernel.h; the half-width one for K blocks of at most NR/2 channels), A's rows
+ * being the tiles' V_e rows, into M [e][tile][K]; and transforms each tile's M into its 2 x 2
  * output pixels, written to Y's rows, plus bias. FC_NONFINITE when x or w holds an Inf or NaN (Inf
  * - Inf in the transforms would give NaN where the exact sum is +-Inf): the plan's fallback, the
  * direct pass, then redoes the call. */
@@ -23,19 +24,19 @@
 #include "fc_template.h"
 
 /* v[e * ld + c] = (B^T d B)[e] for channels c < n of one tile, B^T = [1 0 -1 0; 0 1 1 0;
- * 0 -1 1 0; 0 1 0 -1], d[r * 4 + q] the input row of the tile's pixel (r, q). Returns nonzero
- * when an input is Inf or NaN (the inputs' sum is then Inf or NaN; a finite sum past the dtype's
- * range also answers nonzero, which only sends the call to the exact fallback). */
-static int FC_LOCAL(nhwc_winograd_input_tile)(const T *const *d, fc_index n, T *restrict v,
-                                              fc_index ld) {
-    const T *row[16];
-    for (int k = 0; k < 16; k++) row[k] = d[k];
+ * 0 -1 1 0; 0 1 0 -1], the tile's pixel (r, q) at d + r * rs + q * ps (in place in x, or a staged
+ * copy of a tile that crosses the padding): one base pointer and two strides, where a pointer per
+ * pixel left too few registers and reloaded the pointers from the stack every step. Returns
+ * nonzero when an input is Inf or NaN (the inputs' sum is then Inf or NaN; a finite sum past the
+ * dtype's range also answers nonzero, which only sends the call to the exact fallback). */
+static int FC_LOCAL(nhwc_winograd_input_tile)(const T *restrict d, fc_index rs, fc_index ps,
+                                              fc_index n, T *restrict v, fc_index ld) {
     int bad = 0;
     FC_PRAGMA(GCC ivdep)
     for (fc_index c = 0; c < n; c++) {
         T x[16], t[16], sum = 0;
         for (int k = 0; k < 16; k++) {
-            x[k] = row[k][c];
+            x[k] = d[(k / 4) * rs + (k % 4) * ps + c];
             sum += x[k];
         }
         for (int q = 0; q < 4; q++) { /* B^T d: the rows' combinations */
@@ -54,6 +55,28 @@ static int FC_LOCAL(nhwc_winograd_input_tile)(const T *const *d, fc_index n, T *
         bad |= (sum - sum) != (sum - sum);
     }
     return bad;
+}
+
+/* A tile's place, counted across the batch: image n, tile row th, tile column tw. Stepped from
+ * tile to tile of a block rather than divided out of the tile's index, two divisions per tile
+ * being as long as a 16-channel tile's transform. */
+typedef struct {
+    fc_index n, th, tw;
+} FC_LOCAL(wino_tile_pos);
+
+static inline FC_LOCAL(wino_tile_pos) FC_LOCAL(wino_tile_at)(fc_index t, fc_index TH, fc_index TW) {
+    FC_LOCAL(wino_tile_pos) at = {t / (TH * TW), (t % (TH * TW)) / TW, t % TW};
+    return at;
+}
+
+static inline void FC_LOCAL(wino_tile_next)(FC_LOCAL(wino_tile_pos) *at, fc_index TH, fc_index TW) {
+    if (++at->tw == TW) {
+        at->tw = 0;
+        if (++at->th == TH) {
+            at->th = 0;
+            at->n++;
+        }
+    }
 }
 
 /* Y = A^T M A + bias, A^T = [1 1 1 0; 0 1 -1 -1], for channels k < n of one tile whose M_e row is
@@ -83,52 +106,59 @@ static fc_index FC_LOCAL(nhwc_winograd_u_stride)(const fc_conv2d_params *p) {
     return FC_CEIL_DIV(Kg, FC_NR) * Cg * FC_NR + 48;
 }
 
+/* Values per tap in one stage of the kernel transform: FC_NHWC_WINO_STAGE / NR input channels'
+ * taps, NR lanes each, stay in L1 (the stage is 9 of these). */
+#define FC_NHWC_WINO_STAGE 256
+
 /* U_e = G g G^T (conv2d_winograd.h's kernel transform, its formulas) of output channels [kb NR,
  * kb NR + NR) of group g, into their B panels: up[(g * 16 + e) * u_stride + (kb * Cg + c) * NR +
- * lane], zero past Kg. Per input channel, the NR kernels' taps are gathered from OIHW or HWIO
- * through the layout's strides, then transformed with the kernels as the lanes of every step, so
- * the steps vectorise (one kernel at a time they ran scalar, as long as the GEMMs at batch 1) and
- * each e's results are a whole panel row, each panel written in order (16 streams). Returns
- * nonzero if a result is Inf or NaN. */
+ * lane], zero past Kg. As conv2d_winograd.h's: the taps of a chunk of input channels are first
+ * copied kernel by kernel from OIHW or HWIO (through the layout's strides) into a stage in the
+ * panels' order (channel, lane), then one long vector loop writes each U_e's panel rows of the
+ * chunk in order. Gathered a channel at a time into a vector per tap just before use, every
+ * vector load waited on its lanes' scalar stores (a failed store forward each), which at batch 1
+ * made the transform rival the GEMMs. Returns nonzero if a result is Inf or NaN. */
 static int FC_LOCAL(nhwc_winograd_kernel_panel)(const fc_conv2d_params *p, const T *w, fc_index g,
                                                 fc_index kb, T *up) {
     const fc_index Cg = p->in_channels / p->groups, Kg = p->out_channels / p->groups;
     const fc_index es = FC_LOCAL(nhwc_winograd_u_stride)(p); /* U_e to U_e+1 */
-    const fc_index n = FC_MIN(FC_NR, Kg - kb * FC_NR);
+    const fc_index nk = FC_MIN(FC_NR, Kg - kb * FC_NR), chunk = FC_NHWC_WINO_STAGE / FC_NR;
     const fc_weight_layout ws = fc_weight_layout_of(p);
     const T *src = w + (g * Kg + kb * FC_NR) * ws.k_stride;
     T *restrict dst = up + g * 16 * es + kb * Cg * FC_NR;
-    T gt[9][FC_NR], t[4][3][FC_NR], nan[FC_NR]; /* nan: 0, or NaN once a result is Inf or NaN */
-    for (int i = 0; i < FC_NR; i++) nan[i] = (T)0;
-    for (int tap = 0; tap < 9; tap++) /* the lanes past Kg stay zero */
-        for (fc_index i = n; i < FC_NR; i++) gt[tap][i] = (T)0;
-    for (fc_index c = 0; c < Cg; c++, dst += FC_NR) {
-        for (fc_index i = 0; i < n; i++)
-            for (int tap = 0; tap < 9; tap++)
-                gt[tap][i] = src[i * ws.k_stride + c * ws.c_stride + tap * ws.tap_stride];
-        for (int j = 0; j < 3; j++)
-            for (int i = 0; i < FC_NR; i++) {
-                t[0][j][i] = gt[j][i];
-                t[1][j][i] = (T)0.5 * (gt[j][i] + gt[3 + j][i] + gt[6 + j][i]);
-                t[2][j][i] = (T)0.5 * (gt[j][i] - gt[3 + j][i] + gt[6 + j][i]);
-                t[3][j][i] = gt[6 + j][i];
+    T stage[9][FC_NHWC_WINO_STAGE];
+    int bad = 0;
+    for (fc_index c0 = 0; c0 < Cg; c0 += chunk) {
+        const fc_index cn = FC_MIN(chunk, Cg - c0), n = cn * FC_NR;
+        for (fc_index i = 0; i < FC_NR; i++)
+            for (fc_index c = 0; c < cn; c++)
+                for (int tap = 0; tap < 9; tap++) /* the lanes past Kg are zeros */
+                    stage[tap][c * FC_NR + i] =
+                        i < nk ? src[i * ws.k_stride + (c0 + c) * ws.c_stride + tap * ws.tap_stride]
+                               : (T)0;
+        T *restrict o = dst + c0 * FC_NR;
+        FC_PRAGMA(GCC ivdep)
+        for (fc_index j = 0; j < n; j++) {
+            T gt[9], t[4][3], z = 0; /* z: NaN once a result is Inf or NaN */
+            for (int tap = 0; tap < 9; tap++) gt[tap] = stage[tap][j];
+            for (int q = 0; q < 3; q++) {
+                t[0][q] = gt[q];
+                t[1][q] = (T)0.5 * (gt[q] + gt[3 + q] + gt[6 + q]);
+                t[2][q] = (T)0.5 * (gt[q] - gt[3 + q] + gt[6 + q]);
+                t[3][q] = gt[6 + q];
             }
-        for (int r = 0; r < 4; r++) {
-            T *restrict d0 = dst + (r * 4) * es, *restrict d1 = d0 + es;
-            T *restrict d2 = d1 + es, *restrict d3 = d2 + es;
-            for (int i = 0; i < FC_NR; i++) {
-                const T a = t[r][0][i], b = t[r][1][i], d = t[r][2][i];
+            for (int r = 0; r < 4; r++) {
+                const T a = t[r][0], b = t[r][1], d = t[r][2];
                 const T v1 = (T)0.5 * (a + b + d), v2 = (T)0.5 * (a - b + d);
-                d0[i] = a;
-                d1[i] = v1;
-                d2[i] = v2;
-                d3[i] = d;
-                nan[i] += (a - a) + (v1 - v1) + (v2 - v2) + (d - d);
+                o[(4 * r) * es + j] = a;
+                o[(4 * r + 1) * es + j] = v1;
+                o[(4 * r + 2) * es + j] = v2;
+                o[(4 * r + 3) * es + j] = d;
+                z += (a - a) + (v1 - v1) + (v2 - v2) + (d - d);
             }
+            bad |= z != z;
         }
     }
-    int bad = 0;
-    for (int i = 0; i < FC_NR; i++) bad |= nan[i] != nan[i];
     return bad;
 }
 
@@ -177,8 +207,9 @@ static int FC_LOCAL(conv2d_nhwc_fwd_winograd)(const fc_conv2d_params *p, const f
         }
         T *vb = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(16 * v_stride));
         T *mb = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(16 * m_stride));
-        T *junk = (T *)fc_aligned_alloc(sizeof(T) * (size_t)Kg); /* outputs past the image */
-        const int ok = vb && mb && junk;
+        T *junk = (T *)fc_aligned_alloc(sizeof(T) * (size_t)Kg);        /* outputs past the image */
+        T *edge = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(16 * Cg)); /* a staged tile */
+        const int ok = vb && mb && junk && edge;
         if (!ok) {
             FC_PRAGMA(omp atomic write)
             failed = 1;
@@ -194,18 +225,28 @@ static int FC_LOCAL(conv2d_nhwc_fwd_winograd)(const fc_conv2d_params *p, const f
             const fc_index kb0 = part * kblocks / kparts, kb1 = (part + 1) * kblocks / kparts;
             const fc_index k0 = kb0 * FC_NR, nk = FC_MIN(kb1 * FC_NR, Kg) - k0;
             int bad = 0;
-            for (fc_index u = 0; u < nb; u++) {
-                const fc_index n = (t0 + u) / TI, ti = (t0 + u) % TI;
-                const fc_index ih0 = 2 * (ti / TW) - p->pad_top, iw0 = 2 * (ti % TW) - p->pad_left;
-                const T *d[16];
-                for (int r = 0; r < 4; r++)
-                    for (int q = 0; q < 4; q++) {
-                        const fc_index ih = ih0 + r, iw = iw0 + q;
-                        d[r * 4 + q] = (fc_uindex)ih < (fc_uindex)H && (fc_uindex)iw < (fc_uindex)W
-                                           ? x + ((n * H + ih) * W + iw) * C + g * Cg
-                                           : zero;
-                    }
-                bad |= FC_LOCAL(nhwc_winograd_input_tile)(d, Cg, vb + u * Cg, v_stride);
+            FC_LOCAL(wino_tile_pos) at = FC_LOCAL(wino_tile_at)(t0, TH, TW);
+            for (fc_index u = 0; u < nb; u++, FC_LOCAL(wino_tile_next)(&at, TH, TW)) {
+                const fc_index ih0 = 2 * at.th - p->pad_top, iw0 = 2 * at.tw - p->pad_left;
+                const T *d = edge;
+                fc_index rs = 4 * Cg, ps = Cg;
+                if (ih0 >= 0 && iw0 >= 0 && ih0 + 4 <= H && iw0 + 4 <= W) {
+                    d = x + ((at.n * H + ih0) * W + iw0) * C + g * Cg;
+                    rs = W * C;
+                    ps = C;
+                } else {
+                    /* a tile crossing the padding: its pixels staged, zeros outside the image */
+                    for (int r = 0; r < 4; r++)
+                        for (int q = 0; q < 4; q++) {
+                            const fc_index ih = ih0 + r, iw = iw0 + q;
+                            const T *src = (fc_uindex)ih < (fc_uindex)H &&
+                                                   (fc_uindex)iw < (fc_uindex)W
+                                               ? x + ((at.n * H + ih) * W + iw) * C + g * Cg
+                                               : zero;
+                            memcpy(edge + (r * 4 + q) * Cg, src, sizeof(T) * (size_t)Cg);
+                        }
+                }
+                bad |= FC_LOCAL(nhwc_winograd_input_tile)(d, rs, ps, Cg, vb + u * Cg, v_stride);
             }
             if (bad) {
                 FC_PRAGMA(omp atomic write)
@@ -213,25 +254,29 @@ static int FC_LOCAL(conv2d_nhwc_fwd_winograd)(const fc_conv2d_params *p, const f
                 continue;
             }
             /* the 16 GEMMs: M_e[tile][k] = sum_c V_e[tile][c] U_e[c][k]; the rows past nb in the
-             * last MR block are computed and dropped */
+             * last MR block are computed and dropped. A K block of at most NR/2 channels (every
+             * block of a 16-channel layer) runs on the half-width tile instead of multiplying
+             * the panel's zero half; its M columns past Kg are zeros either way */
             for (int e = 0; e < 16; e++)
                 for (fc_index kb = kb0; kb < kb1; kb++) {
                     const T *ue = up + (g * 16 + e) * u_stride + kb * panel;
+                    const int nr = FC_HAVE_GEMM_HALF && Kg - kb * FC_NR <= FC_NR / 2 ? FC_NR / 2
+                                                                                     : FC_NR;
                     for (fc_index q = 0; q < nb; q += FC_MR) {
                         const T *a[FC_MR];
                         for (int i = 0; i < FC_MR; i++) a[i] = vb + e * v_stride + (q + i) * Cg;
                         FC_IGEMM(1, Cg, a, ue, mb + e * m_stride + q * kg_pad + kb * FC_NR, kg_pad,
-                                 FC_MR, FC_NR, 0, NULL);
+                                 FC_MR, nr, 0, NULL);
                     }
                 }
-            for (fc_index u = 0; u < nb; u++) {
-                const fc_index n = (t0 + u) / TI, ti = (t0 + u) % TI;
-                const fc_index oh0 = 2 * (ti / TW), ow0 = 2 * (ti % TW);
+            at = FC_LOCAL(wino_tile_at)(t0, TH, TW);
+            for (fc_index u = 0; u < nb; u++, FC_LOCAL(wino_tile_next)(&at, TH, TW)) {
+                const fc_index oh0 = 2 * at.th, ow0 = 2 * at.tw;
                 T *out[4];
                 for (int r = 0; r < 2; r++)
                     for (int q = 0; q < 2; q++)
                         out[r * 2 + q] = oh0 + r < OH && ow0 + q < OW
-                                             ? y + ((n * OH + oh0 + r) * OW + ow0 + q) * K +
+                                             ? y + ((at.n * OH + oh0 + r) * OW + ow0 + q) * K +
                                                    g * Kg + k0
                                              : junk;
                 FC_LOCAL(nhwc_winograd_output_tile)(mb + u * kg_pad + k0, m_stride, nk,
@@ -241,6 +286,7 @@ static int FC_LOCAL(conv2d_nhwc_fwd_winograd)(const fc_conv2d_params *p, const f
         fc_aligned_free(vb);
         fc_aligned_free(mb);
         fc_aligned_free(junk);
+        fc_aligned_free(edge);
     }
     fc_aligned_free(up);
     free(zero);
