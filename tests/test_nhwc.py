@@ -222,6 +222,29 @@ def test_direct_input_gradient_blocks_equal_rows(dtype):
     assert np.isnan(got[0, -2:, :2]).all() and not np.isnan(got[0, -2:, 2:]).any()
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_strided_direct_input_gradient_in_row_blocks(dtype, isa):
+    """A strided stem's direct input gradient packs at most direct_input_pack_bytes of dY rows
+    per task: here half an image's are more, so an image runs as several row blocks (of other
+    sizes on 1 and 2 threads), each packing the dY rows it shares with the next again; against
+    the reference, and bit for bit on 1 and 2 threads."""
+    rng = np.random.default_rng(19)
+    w = rng.standard_normal((384, 3, 7, 7)).astype(dtype)
+    gy = rng.standard_normal((2, 32, 32, 384)).astype(dtype)
+    nr = _kernels.tuning(isa, dtype)["nr"]
+    row_bytes = -(-32 // nr) * nr * 384 * gy.itemsize  # one dY row's packed panels
+    assert 16 * row_bytes > _kernels.tuning(isa, dtype)["direct_input_pack_bytes"]
+    fmt = dict(stride=2, padding=3, data_format="NHWC")
+    with _kernels.force_conv_algorithms(input="direct"):
+        assert_same_for_1_and_2_threads([lambda: F.conv2d_input((2, 64, 64, 3), w, gy, **fmt)])
+        got = F.conv2d_input((2, 64, 64, 3), w, gy, **fmt)
+    args = ((2, 2), (3, 3, 3, 3), (1, 1), 1)
+    x = np.zeros((2, 3, 64, 64), dtype)
+    expected = ref.conv2d_backward(nchw(gy), x, w, *args)[0]
+    scale = ref.conv2d_backward(np.abs(nchw(gy)), x, np.abs(w), *args)[0]
+    assert_close(nchw(got), expected, 384 * 16, scale)
+
+
 # (x shape NHWC, kwargs), 3x3 kernels: weight gradients whose 16 output channels fit one K block
 # (the runs read in place; on AVX-512 float32 two MR-row blocks at a time on the half-width tile)
 # and whose 40 take two or more (the runs packed): kernel-row runs of 48, 15 (a pair of blocks,
