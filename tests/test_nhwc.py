@@ -205,6 +205,22 @@ def test_max_pool2d_nonfinite_matches_nchw(dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("channels", [3, 64, 133])
+def test_max_pool2d_values_in_channel_blocks_match_nchw(channels, dtype, isa):
+    """Without indices the channels-last max pool folds a window's taps over blocks of 64
+    channels, then the rest: each channel still in scan order, so the NCHW pass's values bit
+    for bit (the same NaN, signed zero or infinity taken), whole blocks and a tail alike."""
+    x = _sprinkled((2, channels, 9, 8), dtype, 7, 0.2)
+    x[0, ::2, 4:6, 4:6] = -0.0
+    x[1, 1::2, :3, :3] = np.nan
+    for kwargs in (dict(kernel_size=3, stride=2, padding=1), dict(kernel_size=2, dilation=2)):
+        got = nchw(F.max_pool2d(nhwc(x), **kwargs, data_format="NHWC"))
+        expected = F.max_pool2d(x, **kwargs)
+        bits = np.uint32 if dtype == np.float32 else np.uint64
+        np.testing.assert_array_equal(got.view(bits), expected.view(bits))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_direct_input_gradient_blocks_equal_rows(dtype):
     """Stride 1, one group: the direct input gradient multiplies a task's input rows in panels
     across rows where its dY rows are finite, row by row where not (the panels meet zero
