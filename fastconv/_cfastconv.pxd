@@ -243,6 +243,7 @@ cdef extern from "fc_private.h" nogil:
         fc_index weight_grad_tasks, weight_grad_private_bytes, weight_grad_pack_bytes
         double phases_ratio, phases_slack
         double conv_min_work, stream_min_work, pool_min_work, eltwise_min_work
+        fc_index direct_input_pack_bytes
     ctypedef struct fc_conv_plan:
         int algorithm
         int nonfinite

@@ -205,6 +205,22 @@ def test_max_pool2d_nonfinite_matches_nchw(dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("channels", [3, 64, 133])
+def test_max_pool2d_values_in_channel_blocks_match_nchw(channels, dtype, isa):
+    """Without indices the channels-last max pool folds a window's taps over blocks of 64
+    channels, then the rest: each channel still in scan order, so the NCHW pass's values bit
+    for bit (the same NaN, signed zero or infinity taken), whole blocks and a tail alike."""
+    x = _sprinkled((2, channels, 9, 8), dtype, 7, 0.2)
+    x[0, ::2, 4:6, 4:6] = -0.0
+    x[1, 1::2, :3, :3] = np.nan
+    for kwargs in (dict(kernel_size=3, stride=2, padding=1), dict(kernel_size=2, dilation=2)):
+        got = nchw(F.max_pool2d(nhwc(x), **kwargs, data_format="NHWC"))
+        expected = F.max_pool2d(x, **kwargs)
+        bits = np.uint32 if dtype == np.float32 else np.uint64
+        np.testing.assert_array_equal(got.view(bits), expected.view(bits))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_direct_input_gradient_blocks_equal_rows(dtype):
     """Stride 1, one group: the direct input gradient multiplies a task's input rows in panels
     across rows where its dY rows are finite, row by row where not (the panels meet zero
@@ -220,6 +236,29 @@ def test_direct_input_gradient_blocks_equal_rows(dtype):
     np.testing.assert_array_equal(got[0, :-2], finite[0, :-2])
     np.testing.assert_array_equal(got[1:], finite[1:])
     assert np.isnan(got[0, -2:, :2]).all() and not np.isnan(got[0, -2:, 2:]).any()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_strided_direct_input_gradient_in_row_blocks(dtype, isa):
+    """A strided stem's direct input gradient packs at most direct_input_pack_bytes of dY rows
+    per task: here half an image's are more, so an image runs as several row blocks (of other
+    sizes on 1 and 2 threads), each packing the dY rows it shares with the next again; against
+    the reference, and bit for bit on 1 and 2 threads."""
+    rng = np.random.default_rng(19)
+    w = rng.standard_normal((384, 3, 7, 7)).astype(dtype)
+    gy = rng.standard_normal((2, 32, 32, 384)).astype(dtype)
+    nr = _kernels.tuning(isa, dtype)["nr"]
+    row_bytes = -(-32 // nr) * nr * 384 * gy.itemsize  # one dY row's packed panels
+    assert 16 * row_bytes > _kernels.tuning(isa, dtype)["direct_input_pack_bytes"]
+    fmt = dict(stride=2, padding=3, data_format="NHWC")
+    with _kernels.force_conv_algorithms(input="direct"):
+        assert_same_for_1_and_2_threads([lambda: F.conv2d_input((2, 64, 64, 3), w, gy, **fmt)])
+        got = F.conv2d_input((2, 64, 64, 3), w, gy, **fmt)
+    args = ((2, 2), (3, 3, 3, 3), (1, 1), 1)
+    x = np.zeros((2, 3, 64, 64), dtype)
+    expected = ref.conv2d_backward(nchw(gy), x, w, *args)[0]
+    scale = ref.conv2d_backward(np.abs(nchw(gy)), x, np.abs(w), *args)[0]
+    assert_close(nchw(got), expected, 384 * 16, scale)
 
 
 # (x shape NHWC, kwargs), 3x3 kernels: weight gradients whose 16 output channels fit one K block

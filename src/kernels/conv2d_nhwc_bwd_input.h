@@ -310,6 +310,18 @@ static void FC_LOCAL(nhwc_scatter_row)(const fc_conv2d_params *p, const T *tile,
     }
 }
 
+/* The input rows a row-by-row direct task may take: as many as reach dY rows whose packed panels
+ * (all groups and column panels of a row) fit direct_input_pack_bytes, at least a stride's worth.
+ * Each packed dY row is read by every input row it reaches; a whole strided stem image's (3.7 MB
+ * for 112 x 112 x 64 float32) would be read back from beyond L2. */
+static fc_index FC_LOCAL(nhwc_direct_rows_fit)(const fc_conv2d_params *p, const fc_tuning *tn,
+                                               fc_index npanels) {
+    const fc_index row = npanels * p->out_channels * FC_NR * (fc_index)sizeof(T);
+    const fc_index fit = FC_MAX(1, tn->direct_input_pack_bytes / row);
+    /* rb input rows reach up to (rb - 1 + (kH - 1) dH) / sH + 1 dY rows */
+    return FC_MAX(p->stride_h, (fit - 1) * p->stride_h - (p->kernel_h - 1) * p->dilation_h + 1);
+}
+
 /* Direct: per input row, W^T stacked over the kernel rows that reach it times their dY rows side
  * by side, [kW Cg, rows Kg] x [rows Kg, OW]: one GEMM (its depth every reaching kernel row) and
  * one scatter of its kW Cg x OW contributions into a zero-padded copy of the row. The few input
@@ -332,13 +344,15 @@ static int FC_LOCAL(conv2d_nhwc_bwd_input_direct)(const fc_conv2d_params *p, con
 
     const int nt = fc_threads_for(nthreads, (double)p->batch * OH * OW * K * kh * m,
                                   tn->conv_min_work, p->batch * H);
-    /* about four tasks per thread, in whole images when the batch has them */
-    const fc_index blocks = FC_CEIL_DIV(4 * (fc_index)nt, p->batch);
-    const fc_index rb = FC_CEIL_DIV(H, FC_MIN(blocks, H)), per_image = FC_CEIL_DIV(H, rb);
-    /* the dY rows a block of rb input rows reaches, at most */
-    const fc_index span = FC_MIN(OH, (rb - 1 + (kh - 1) * dh) / sh + 1);
     /* stride 1, one group: a block's rows in flattened panels (nhwc_direct_block_tile) */
     const int flat = sh == 1 && dh == 1 && G == 1;
+    /* about four tasks per thread, in whole images when the batch has them */
+    const fc_index blocks = FC_CEIL_DIV(4 * (fc_index)nt, p->batch);
+    fc_index rb = FC_CEIL_DIV(H, FC_MIN(blocks, H));
+    if (!flat) rb = FC_MIN(rb, FC_LOCAL(nhwc_direct_rows_fit)(p, tn, npanels));
+    const fc_index per_image = FC_CEIL_DIV(H, rb);
+    /* the dY rows a block of rb input rows reaches, at most */
+    const fc_index span = FC_MIN(OH, (rb - 1 + (kh - 1) * dh) / sh + 1);
     const fc_index depth = kh + (m + FC_MR - 2) / m; /* dY rows a flattened panel spans */
     const fc_index tile_rows = FC_MAX(mpanels, flat ? FC_CEIL_DIV(rb * m, FC_MR) : 0) * FC_MR;
     fc_index *pos = (fc_index *)malloc(sizeof(*pos) * (size_t)kh);

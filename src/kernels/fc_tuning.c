@@ -10,7 +10,8 @@
     .weight_grad_tasks = 16, .weight_grad_private_bytes = (fc_index)32 << 20,                      \
     .weight_grad_pack_bytes = (fc_index)16 << 20, .phases_ratio = 4.0, .phases_slack = 65536.0,    \
     .conv_min_work = 2.0e5, .stream_min_work = 1.0e6, .pool_min_work = 3.2e4,                      \
-    .eltwise_min_work = 1.0e5, .im2col_max_channels = 2
+    .eltwise_min_work = 1.0e5, .im2col_max_channels = 2,                                           \
+    .direct_input_pack_bytes = (fc_index)512 << 10
 
 /* KC: one KC x NR B panel within 24 KB of L1 (and at least 64 deep). Winograd blocks: 4 NR
  * tiles. The grid may drop an eighth of its pixels. */

@@ -55,6 +55,10 @@ typedef struct {
      * elements streamed (finiteness checks, bias gradient), window reads (pooling), elements
      * (element-wise). */
     double conv_min_work, stream_min_work, pool_min_work, eltwise_min_work;
+    /* Channels last, the direct input gradient row by row (strided, dilated or grouped): bytes
+     * of packed dY rows one task reads (each is read again by every input row it reaches, so
+     * from L2). */
+    fc_index direct_input_pack_bytes;
 } fc_tuning;
 
 extern const fc_tuning fc_tuning_table[FC_ISA_COUNT][FC_DTYPE_COUNT];

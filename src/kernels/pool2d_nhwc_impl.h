@@ -47,6 +47,28 @@ static inline void FC_LOCAL(nhwc_zero)(T *dst, fc_index HW, fc_index C, fc_index
 
 /* ---- max pooling ----------------------------------------------------------------------------- */
 
+/* Channels a max-pool window is folded for at a time, without indices. */
+#define FC_NHWC_MAX_BLOCK 64
+
+/* out[c] for c < n = the maximum of channel c over the window's taps inside (rows h0 + i dH, i in
+ * [i0, i1), columns w0 + j dW, j in [j0, j1); x: the image's first pixel plus the first channel),
+ * folded in scan order from the first tap: with n a constant the running maxima stay in
+ * registers over the taps, where a loop over every channel per tap stores and reloads them. */
+static inline void FC_LOCAL(nhwc_max_fold)(const fc_pool2d_params *p, const T *x, fc_index n,
+                                           fc_index h0, fc_index i0, fc_index i1, fc_index w0,
+                                           fc_index j0, fc_index j1, T *restrict out) {
+    const fc_index C = p->channels, W = p->in_w;
+    T m[FC_NHWC_MAX_BLOCK];
+    const T *restrict v0 = x + ((h0 + i0 * p->dilation_h) * W + w0 + j0 * p->dilation_w) * C;
+    for (fc_index c = 0; c < n; c++) m[c] = v0[c];
+    for (fc_index i = i0; i < i1; i++)
+        for (fc_index j = i == i0 ? j0 + 1 : j0; j < j1; j++) {
+            const T *restrict v = x + ((h0 + i * p->dilation_h) * W + w0 + j * p->dilation_w) * C;
+            for (fc_index c = 0; c < n; c++) m[c] = FC_MAX_TAKES(v[c], m[c]) ? v[c] : m[c];
+        }
+    for (fc_index c = 0; c < n; c++) out[c] = m[c];
+}
+
 int FC_FN(maxpool2d_nhwc_fwd)(const fc_pool2d_params *p, const T *x, T *y, int64_t *indices,
                               int nthreads) {
     const fc_index C = p->channels, H = p->in_h, W = p->in_w, OH = p->out_h, OW = p->out_w;
@@ -67,23 +89,28 @@ int FC_FN(maxpool2d_nhwc_fwd)(const fc_pool2d_params *p, const T *x, T *y, int64
                     for (fc_index c = 0; c < C; c++) idx[c] = -1;
                 continue;
             }
+            if (!idx) {
+                fc_index c0 = 0;
+                for (; c0 + FC_NHWC_MAX_BLOCK <= C; c0 += FC_NHWC_MAX_BLOCK)
+                    FC_LOCAL(nhwc_max_fold)(p, img + c0, FC_NHWC_MAX_BLOCK, h0, i0, i1, w0, j0, j1,
+                                            out + c0);
+                if (c0 < C)
+                    FC_LOCAL(nhwc_max_fold)(p, img + c0, C - c0, h0, i0, i1, w0, j0, j1, out + c0);
+                continue;
+            }
             for (fc_index i = i0; i < i1; i++)
                 for (fc_index j = j0; j < j1; j++) {
                     const fc_index at = (h0 + i * p->dilation_h) * W + w0 + j * p->dilation_w;
                     const T *restrict v = img + at * C;
                     if (i == i0 && j == j0) { /* the scan starts at the first element inside */
                         memcpy(out, v, sizeof(T) * (size_t)C);
-                        if (idx)
-                            for (fc_index c = 0; c < C; c++) idx[c] = at;
-                    } else if (idx) {
-                        for (fc_index c = 0; c < C; c++) {
-                            const int take = FC_MAX_TAKES(v[c], out[c]);
-                            out[c] = take ? v[c] : out[c];
-                            idx[c] = take ? at : idx[c];
-                        }
-                    } else {
-                        for (fc_index c = 0; c < C; c++)
-                            out[c] = FC_MAX_TAKES(v[c], out[c]) ? v[c] : out[c];
+                        for (fc_index c = 0; c < C; c++) idx[c] = at;
+                        continue;
+                    }
+                    for (fc_index c = 0; c < C; c++) {
+                        const int take = FC_MAX_TAKES(v[c], out[c]);
+                        out[c] = take ? v[c] : out[c];
+                        idx[c] = take ? at : idx[c];
                     }
                 }
         }
