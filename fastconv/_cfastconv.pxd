@@ -181,11 +181,11 @@ cdef extern from "fastconv.h" nogil:
                                double *var, double *running_mean, double *running_var,
                                int nthreads)
     int fc_f32_batchnorm_fwd(const fc_batchnorm_params *p, const float *x, const float *mean,
-                             const float *var, const float *weight, const float *bias, float *y,
-                             int nthreads)
+                             const float *var, const float *weight, const float *bias,
+                             const float *add, float *y, int nthreads)
     int fc_f64_batchnorm_fwd(const fc_batchnorm_params *p, const double *x, const double *mean,
                              const double *var, const double *weight, const double *bias,
-                             double *y, int nthreads)
+                             const double *add, double *y, int nthreads)
     int fc_f32_batchnorm_bwd(const fc_batchnorm_params *p, const float *gy, const float *y,
                              const float *x, const float *mean, const float *var,
                              const float *weight, int training, float *gx, float *gw, float *gb,
@@ -196,12 +196,12 @@ cdef extern from "fastconv.h" nogil:
                              double *gb, int nthreads)
     int fc_f32_batchnorm_train_fwd(const fc_batchnorm_params *p, const float *x, float *mean,
                                    float *var, float *running_mean, float *running_var,
-                                   const float *weight, const float *bias, float *y,
-                                   int nthreads)
+                                   const float *weight, const float *bias, const float *add,
+                                   float *y, int nthreads)
     int fc_f64_batchnorm_train_fwd(const fc_batchnorm_params *p, const double *x, double *mean,
                                    double *var, double *running_mean, double *running_var,
-                                   const double *weight, const double *bias, double *y,
-                                   int nthreads)
+                                   const double *weight, const double *bias, const double *add,
+                                   double *y, int nthreads)
 
     int fc_f32_cross_entropy(fc_index n, fc_index c, const float *logits, const int64_t *target,
                              double grad_scale, float *loss, float *grad, int nthreads)
@@ -564,12 +564,12 @@ cdef inline int batchnorm_stats(const fc_batchnorm_params *p, const real *x, rea
 
 
 cdef inline int batchnorm_fwd(const fc_batchnorm_params *p, const real *x, const real *mean,
-                              const real *var, const real *weight, const real *bias, real *y,
-                              int nthreads) noexcept nogil:
+                              const real *var, const real *weight, const real *bias,
+                              const real *add, real *y, int nthreads) noexcept nogil:
     if real is float:
-        return fc_f32_batchnorm_fwd(p, x, mean, var, weight, bias, y, nthreads)
+        return fc_f32_batchnorm_fwd(p, x, mean, var, weight, bias, add, y, nthreads)
     else:
-        return fc_f64_batchnorm_fwd(p, x, mean, var, weight, bias, y, nthreads)
+        return fc_f64_batchnorm_fwd(p, x, mean, var, weight, bias, add, y, nthreads)
 
 
 cdef inline int batchnorm_bwd(const fc_batchnorm_params *p, const real *gy, const real *y,
@@ -586,14 +586,14 @@ cdef inline int batchnorm_bwd(const fc_batchnorm_params *p, const real *gy, cons
 
 cdef inline int batchnorm_train_fwd(const fc_batchnorm_params *p, const real *x, real *mean,
                                     real *var, real *running_mean, real *running_var,
-                                    const real *weight, const real *bias, real *y,
-                                    int nthreads) noexcept nogil:
+                                    const real *weight, const real *bias, const real *add,
+                                    real *y, int nthreads) noexcept nogil:
     if real is float:
         return fc_f32_batchnorm_train_fwd(p, x, mean, var, running_mean, running_var, weight,
-                                          bias, y, nthreads)
+                                          bias, add, y, nthreads)
     else:
         return fc_f64_batchnorm_train_fwd(p, x, mean, var, running_mean, running_var, weight,
-                                          bias, y, nthreads)
+                                          bias, add, y, nthreads)
 
 
 cdef inline int cross_entropy(fc_index n, fc_index c, const real *logits, const int64_t *target,

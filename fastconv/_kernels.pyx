@@ -811,33 +811,36 @@ def batch_norm_stats(cnp.ndarray x, cnp.ndarray mean, cnp.ndarray var, object ru
 
 
 cdef int _batchnorm_forward(real *y, const fc_batchnorm_params *p, x, mean, var, weight, bias,
-                            int nthreads) except -1:
+                            add, int nthreads) except -1:
     cdef const real *px = <real *>_ptr(x)
     cdef const real *pm = <real *>_ptr(mean)
     cdef const real *pv = <real *>_ptr(var)
     cdef const real *pw = <real *>_ptr(weight)
     cdef const real *pb = <real *>_ptr(bias)
+    cdef const real *pa = <real *>_ptr(add)
     cdef int rc
     with nogil:
-        rc = batchnorm_fwd(p, px, pm, pv, pw, pb, y, nthreads)
+        rc = batchnorm_fwd(p, px, pm, pv, pw, pb, pa, y, nthreads)
     return _check(rc)
 
 
 def batch_norm_forward(cnp.ndarray x, cnp.ndarray mean, cnp.ndarray var, object weight,
-                      object bias, cnp.ndarray y, double eps, int nthreads, bint relu=False):
-    """y = (x - mean) / sqrt(var + eps) * weight + bias, per channel; then ReLU with relu."""
+                      object bias, cnp.ndarray y, double eps, int nthreads, bint relu=False,
+                      object add=None):
+    """y = (x - mean) / sqrt(var + eps) * weight + bias, per channel, plus add (x's shape, C
+    order) unless None; then ReLU with relu."""
     if _must_hop(nthreads):
         return _on_fresh_thread(batch_norm_forward, x, mean, var, weight, bias, y, eps, nthreads,
-                                relu)
+                                relu, add)
     cdef fc_batchnorm_params p = _batchnorm_params(x, eps, 0.0, relu)
     if _is_f32(y):
-        _batchnorm_forward(<float *>_ptr(y), &p, x, mean, var, weight, bias, nthreads)
+        _batchnorm_forward(<float *>_ptr(y), &p, x, mean, var, weight, bias, add, nthreads)
     else:
-        _batchnorm_forward(<double *>_ptr(y), &p, x, mean, var, weight, bias, nthreads)
+        _batchnorm_forward(<double *>_ptr(y), &p, x, mean, var, weight, bias, add, nthreads)
 
 
 cdef int _batchnorm_train_forward(real *y, const fc_batchnorm_params *p, x, mean, var,
-                                  running_mean, running_var, weight, bias,
+                                  running_mean, running_var, weight, bias, add,
                                   int nthreads) except -1:
     cdef const real *px = <real *>_ptr(x)
     cdef real *pm = <real *>_ptr(mean)
@@ -846,27 +849,28 @@ cdef int _batchnorm_train_forward(real *y, const fc_batchnorm_params *p, x, mean
     cdef real *prv = <real *>_ptr(running_var)
     cdef const real *pw = <real *>_ptr(weight)
     cdef const real *pb = <real *>_ptr(bias)
+    cdef const real *pa = <real *>_ptr(add)
     cdef int rc
     with nogil:
-        rc = batchnorm_train_fwd(p, px, pm, pv, prm, prv, pw, pb, y, nthreads)
+        rc = batchnorm_train_fwd(p, px, pm, pv, prm, prv, pw, pb, pa, y, nthreads)
     return _check(rc)
 
 
 def batch_norm_train_forward(cnp.ndarray x, cnp.ndarray mean, cnp.ndarray var,
                              object running_mean, object running_var, double momentum,
                              object weight, object bias, cnp.ndarray y, double eps, int nthreads,
-                             bint relu=False):
+                             bint relu=False, object add=None):
     """batch_norm_stats, then batch_norm_forward with those statistics, in one kernel."""
     if _must_hop(nthreads):
         return _on_fresh_thread(batch_norm_train_forward, x, mean, var, running_mean,
-                                running_var, momentum, weight, bias, y, eps, nthreads, relu)
+                                running_var, momentum, weight, bias, y, eps, nthreads, relu, add)
     cdef fc_batchnorm_params p = _batchnorm_params(x, eps, momentum, relu)
     if _is_f32(y):
         _batchnorm_train_forward(<float *>_ptr(y), &p, x, mean, var, running_mean, running_var,
-                                 weight, bias, nthreads)
+                                 weight, bias, add, nthreads)
     else:
         _batchnorm_train_forward(<double *>_ptr(y), &p, x, mean, var, running_mean,
-                                 running_var, weight, bias, nthreads)
+                                 running_var, weight, bias, add, nthreads)
 
 
 cdef int _batchnorm_backward(real *gx, const fc_batchnorm_params *p, gy, y, x, mean, var,

@@ -1234,7 +1234,7 @@ def dropout_backward(grad_output: np.ndarray, mask: np.ndarray | None) -> np.nda
 def batch_norm(x: np.ndarray, running_mean: np.ndarray | None, running_var: np.ndarray | None,
                weight: np.ndarray | None = None, bias: np.ndarray | None = None,
                training: bool = False, momentum: float = 0.1, eps: float = 1e-5, *,
-               return_stats: bool = False, relu: bool = False):
+               return_stats: bool = False, relu: bool = False, add: np.ndarray | None = None):
     """Batch normalisation over channel 1, as ``torch.nn.functional.batch_norm``.
 
     ``y = (x - mean) / sqrt(var + eps) * weight + bias`` per channel. In training the mean and
@@ -1257,6 +1257,10 @@ def batch_norm(x: np.ndarray, running_mean: np.ndarray | None, running_var: np.n
         instead of recomputing them
     relu : then ReLU, in the pass that writes y (keyword only, fastconv's extension): bit for
         bit ``relu(batch_norm(...))``; its gradient is ``batch_norm_backward(..., output=y)``
+    add : an array of x's shape and dtype added to the normalised output before the ReLU, in
+        the same pass (keyword only, fastconv's extension: a residual block's shortcut): bit for
+        bit ``batch_norm(...) + add``, with relu ``add_relu(batch_norm(...), add)``; add's
+        gradient is the output's (through the ReLU: ``relu_backward(grad_output, y)``)
 
     Returns
     -------
@@ -1279,6 +1283,11 @@ def batch_norm(x: np.ndarray, running_mean: np.ndarray | None, running_var: np.n
     return_stats = v.boolean(op, "return_stats", return_stats)
     relu = v.boolean(op, "relu", relu)
     x = v.contiguous(x)
+    if add is not None:
+        add = v.float_array(op, "add", add)
+        v.same_dtype(op, x=x, add=add)
+        v.check_same_shape(op, "add", add, "x", x)
+        add = v.contiguous(add)
     n = get_num_threads()
     weight = None if weight is None else v.contiguous(weight)
     bias = None if bias is None else v.contiguous(bias)
@@ -1289,13 +1298,13 @@ def batch_norm(x: np.ndarray, running_mean: np.ndarray | None, running_var: np.n
         if running_mean is not None:  # updated by the kernel, so in a buffer it can write
             stats = [v.contiguous(s) for s in stats]
         _kernels.batch_norm_train_forward(x, mean, var, *stats, momentum, weight, bias, y, eps,
-                                          n, relu)
+                                          n, relu, add)
         for given, written in zip((running_mean, running_var), stats):
             if given is not written:
                 given[...] = written
     else:
         mean, var = np.array(running_mean), np.array(running_var)  # copies, C order
-        _kernels.batch_norm_forward(x, mean, var, weight, bias, y, eps, n, relu)
+        _kernels.batch_norm_forward(x, mean, var, weight, bias, y, eps, n, relu, add)
     return (y, mean, var) if return_stats else y
 
 

@@ -226,8 +226,13 @@ class _Plan:
                              v.divisor(CALL, divisor))
 
     def _global_avgpool(self, layer, x, xs, dtype, fmt, _):
-        # the mean of each whole plane: one window of the plane's size
-        return self._average(x, dtype, fmt, xs[2:], None, 0, False, True, 0)
+        if fmt == "NHWC":  # the mean of each whole plane: one window of the plane's size
+            return self._average(x, dtype, fmt, xs[2:], None, 0, False, True, 0)
+        # NCHW: the adaptive kernel, as AdaptiveAvgPool2d itself runs, sums each plane in one
+        # run; the pooling kernel's walk of one plane-sized window costs tens of times more
+        g = v.adaptive_geometry(CALL, x.shape, 1)
+        y = np.zeros(g.output_shape, dtype)
+        return _Step(y, lambda nt: _kernels.adaptive_avgpool2d_forward(g, x, y, nt)), y.shape
 
     def _average(self, x, dtype, fmt, kernel, stride, padding, ceil_mode, include, divisor):
         g = v.pool_geometry(CALL, x.shape, kernel, stride, padding, 1, ceil_mode, fmt)

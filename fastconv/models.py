@@ -39,11 +39,13 @@ class BasicBlock(nn.Module):
     of it (``downsample``), then ReLU. Input (N, in_channels, H, W) -> (N, channels, H/s, W/s).
 
     Submodules: conv1, bn1, relu1 (in place: the block owns the array it overwrites), conv2,
-    bn2, downsample (Sequential(conv, BN) or None); the shortcut's addition and the last ReLU
-    run as one pass over bn2's output (``F.add_relu`` in place, its gradient ``relu_backward``
-    on the result). state_dict keys ``conv1.weight, bn1.*, conv2.weight, bn2.*,
-    downsample.0.weight, downsample.1.*``, as torchvision's ``BasicBlock`` (whose one ``relu``
-    has no state).
+    bn2, downsample (Sequential(conv, BN) or None). bn2, the shortcut's addition and the last
+    ReLU run as one pass (``bn2(out, shortcut=...)``; with bn2 folded away, ``F.add_relu`` in
+    place on conv2's output); backward takes the gradient through that ReLU inside bn2's and
+    the downsample's batch-norm passes and, for an identity shortcut, as it adds it
+    (``relu_backward(..., add_to=)``). state_dict keys ``conv1.weight, bn1.*, conv2.weight,
+    bn2.*, downsample.0.weight, downsample.1.*``, as torchvision's ``BasicBlock`` (whose one
+    ``relu`` has no state).
     """
 
     # runs of layers each feeding only the next (what fastconv.fuse may fuse)
@@ -67,20 +69,24 @@ class BasicBlock(nn.Module):
                 nn.BatchNorm2d(channels, dtype=dtype))
 
     def forward(self, x):
-        out = self.bn2(self.conv2(self.relu1(self.bn1(self.conv1(x)))))
         shortcut = x if self.downsample is None else self.downsample(x)
-        # out is bn2's (or, folded, conv2's) fresh array: the block may overwrite it
-        self._saved = y = F.add_relu(out, shortcut, inplace=True)
+        out = self.conv2(self.relu1(self.bn1(self.conv1(x))))
+        fused = type(self.bn2) is nn.BatchNorm2d
+        if fused:  # bn2, the shortcut's addition and the last ReLU in one pass
+            y = self.bn2(out, shortcut=shortcut)
+        else:  # out is bn2's (or, folded, conv2's) fresh array: the block may overwrite it
+            y = F.add_relu(self.bn2(out), shortcut, inplace=True)
+        self._saved = (y, fused)
         return y
 
     def backward(self, grad_output):
         # the last ReLU's gradient is relu_backward on the output (y <= 0 exactly where the sum
-        # was), g; bn2 takes it in its own passes, the identity shortcut as it is added, so g
-        # is made only for a downsample or a bn2 folded away
-        y = self._saved_for_backward()
+        # was): bn2 (fused) and a downsample's batch norm take it in their own passes, the
+        # identity shortcut as it is added, so g is made only when bn2 is not fused
+        y, fused = self._saved_for_backward()
         g = None
-        if type(self.bn2) is nn.BatchNorm2d:
-            g_main = self.bn2.backward(grad_output, through_relu=y)
+        if fused:
+            g_main = self.bn2.backward(grad_output)
         else:
             g = F.relu_backward(grad_output, y)
             g_main = self.bn2.backward(g)
@@ -88,7 +94,14 @@ class BasicBlock(nn.Module):
             self.conv2.backward(g_main))))
         if self.downsample is None:
             return F.relu_backward(grad_output, y, add_to=gx)
-        gx += self.downsample.backward(F.relu_backward(grad_output, y) if g is None else g)
+        layers = list(self.downsample)
+        if g is None and type(layers[-1]) is nn.BatchNorm2d:
+            g = layers.pop().backward(grad_output, through_relu=y)
+        elif g is None:
+            g = F.relu_backward(grad_output, y)
+        for layer in reversed(layers):
+            g = layer.backward(g)
+        gx += g
         return gx
 
     def extra_repr(self) -> str:

@@ -572,18 +572,23 @@ class _BatchNorm(Module):
         self.running_var = np.ones(num_features, dtype)
         self.num_batches_tracked = np.zeros((), np.int64)
 
-    def forward(self, x):
+    def forward(self, x, *, shortcut=None):
+        """y = the normalised x. `shortcut` (keyword only), an array of x's shape: instead
+        ``relu(y + shortcut)`` in the same pass, the end of a residual block (bit for bit
+        ``F.add_relu(self(x), shortcut)``); backward then takes its gradient through that ReLU
+        (the shortcut's own gradient is ``F.relu_backward(grad_output, output)``)."""
         if not isinstance(x, np.ndarray) or x.ndim not in self._input_ndims:
             got = x.shape if isinstance(x, np.ndarray) else type(x).__name__
             v.fail(type(self).__name__, f"x must be a {self._layout} array, got {got}")
         training = self.training
+        relu = self._relu or shortcut is not None
         y, mean, var = F.batch_norm(x, self.running_mean, self.running_var, self.weight.data,
                                     self.bias.data, training, self.momentum, self.eps,
-                                    return_stats=True, relu=self._relu)
+                                    return_stats=True, relu=relu, add=shortcut)
         if training:
             self.num_batches_tracked += 1
         # backward need not recompute the statistics; the ReLU's mask is y's
-        self._saved = (x, training, (mean, var), y if self._relu else None)
+        self._saved = (x, training, (mean, var), y if relu else None)
         return y
 
     def backward(self, grad_output, *, through_relu=None):
@@ -595,7 +600,8 @@ class _BatchNorm(Module):
         if through_relu is not None:
             if y is not None:
                 v.fail(f"{type(self).__name__}.backward", "through_relu is for a batch norm "
-                       "without a ReLU of its own, got one for a fused BatchNorm2dReLU")
+                       "without a ReLU of its own, got one for a fused BatchNorm2dReLU or a "
+                       "forward with a shortcut")
             y = through_relu
         gx, gw, gb = F.batch_norm_backward(grad_output, x, self.running_mean, self.running_var,
                                            self.weight.data, training, self.eps, stats=stats,

@@ -1,7 +1,8 @@
 """F.add_relu: relu(a + b) in one pass, bit for bit the two ops (NaN, -0.0, infinities, every
 layout), in place or not, the same on any thread count; its gradient added to another in one
-pass (``F.relu_backward(..., add_to=)``), bit for bit ``+=``; and the ResNet block that runs its
-shortcut through them gives the two-op block's outputs and gradients exactly."""
+pass (``F.relu_backward(..., add_to=)``), bit for bit ``+=``; and the ResNet block, which adds its
+shortcut in bn2's pass (``BatchNorm2d(..., shortcut=)``; bn2 folded away, with add_relu), gives the
+two-op block's outputs and gradients exactly, in training, in evaluation and folded."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from helpers import DTYPES
 
 import fastconv
 import fastconv.functional as F
-from fastconv import fuse, init, models
+from fastconv import fuse, init, models, nn
 
 
 def _pair(dtype, layout, size=5000):
@@ -168,17 +169,24 @@ def _two_op_block(block, x):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("folded", [False, True])  # bn2 a batch norm, or folded away
+# bn2 a batch norm (the shortcut added in its pass) in training or evaluation, or folded away
+@pytest.mark.parametrize("mode", ["train", "eval", "folded"])
 # batch norms of 3 and 4 channels run in two phases, of 16 channel by channel (batchnorm.h)
 @pytest.mark.parametrize("in_channels, channels, stride", [(3, 3, 1), (2, 4, 2), (16, 16, 1),
                                                            (8, 16, 2)])
-def test_block_shortcut_is_the_two_ops_bit_for_bit(in_channels, channels, stride, folded,
-                                                   dtype):
+def test_block_shortcut_is_the_two_ops_bit_for_bit(in_channels, channels, stride, mode, dtype):
     init.manual_seed(0)
     block = models.BasicBlock(in_channels, channels, stride, dtype=dtype)
     twin = models.BasicBlock(in_channels, channels, stride, dtype=dtype)
+    rng = np.random.default_rng(5)
+    for m in block.modules():  # running statistics other than 0 and 1 for evaluation
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean[:] = rng.standard_normal(m.num_features)
+            m.running_var[:] = rng.uniform(0.5, 2.0, m.num_features)
     twin.load_state_dict(block.state_dict())
-    if folded:
+    if mode == "eval":
+        block.eval(), twin.eval()
+    elif mode == "folded":
         block, twin = fuse.fold_batch_norm(block), fuse.fold_batch_norm(twin)
     rng = np.random.default_rng(4)
     x = rng.standard_normal((2, in_channels, 6, 6)).astype(dtype)

@@ -195,3 +195,52 @@ def test_batch_norm_backward_checks_the_output():
         F.batch_norm_backward(x, x, None, None, training=True, output=x.astype(np.float32))
     with pytest.raises(TypeError, match="^batch_norm: relu must be a bool"):
         F.batch_norm(x, None, None, training=True, relu=1)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("name", BN_CASES)
+def test_batch_norm_add_is_the_two_ops_bit_for_bit(name, training, relu, dtype, isa):
+    """batch_norm(add=a) is batch_norm(...) + a, with relu add_relu(batch_norm(...), a), exactly
+    (running statistics too), with a NaN, an infinity and -0.0 sums in the addend, on 1 and 2
+    threads."""
+    x, weight, bias, mean, var, a = _bn_inputs(BN_CASES[name], dtype)
+    a.flat[0], a.flat[-1] = np.nan, -np.inf
+    bias[0] = 0.0
+    if not training:
+        x[:, 0] = mean[0]  # channel 0 normalised to exactly 0: 0 + a, and -0.0 where a is
+        a[:, 0] = -0.0
+    results = []
+    for threads in (1, 2):
+        with fastconv.num_threads(threads):
+            ours, theirs = (mean.copy(), var.copy()), (mean.copy(), var.copy())
+            y = F.batch_norm(x, *ours, weight, bias, training, 0.3, 1e-3, relu=relu, add=a)
+            z = F.batch_norm(x, *theirs, weight, bias, training, 0.3, 1e-3)
+            want = F.add_relu(z, a) if relu else z + a
+            np.testing.assert_array_equal(y, want)
+            np.testing.assert_array_equal(np.signbit(y), np.signbit(want))
+            for got, expected in zip(ours, theirs):
+                np.testing.assert_array_equal(got, expected)
+            results.append(y)
+    np.testing.assert_array_equal(results[0], results[1])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_batch_norm_add_takes_any_layout(dtype):
+    """A transposed or strided addend is read as the values it holds."""
+    x, weight, bias, mean, var, a = _bn_inputs((4, 3, 5, 6), dtype)
+    for view in (np.asfortranarray(a), np.repeat(a, 2, axis=3)[..., ::2]):
+        np.testing.assert_array_equal(
+            F.batch_norm(x, mean, var, weight, bias, add=view),
+            F.batch_norm(x, mean, var, weight, bias) + a)
+
+
+@pytest.mark.parametrize("add, error, message", [
+    (np.ones((2, 3)), ValueError, r"add must have the shape of x \(2, 3, 4\), got \(2, 3\)"),
+    (np.ones((2, 3, 4), np.float32), TypeError, "add"),
+    ([[[1.0] * 4] * 3] * 2, TypeError, "add must be"),
+])
+def test_batch_norm_checks_the_addend(add, error, message):
+    with pytest.raises(error, match="^batch_norm: " + message):
+        F.batch_norm(np.ones((2, 3, 4)), None, None, training=True, add=add)

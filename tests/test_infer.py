@@ -81,6 +81,16 @@ def test_thread_count_invariant(name, data_format, monkeypatch):
     np.testing.assert_array_equal(one, two)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 64, 8, 8), (3, 5, 7, 9), (2, 3, 1, 1)])
+def test_global_average_pooling_in_nchw_is_the_layer_s(shape, dtype):
+    """NCHW plans run AdaptiveAvgPool2d(1) on the layer's own kernel: its sums, bit for bit."""
+    x = np.random.default_rng(2).standard_normal(shape).astype(dtype) * 100
+    model = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    run = infer.compile(model, data_format="NCHW")
+    np.testing.assert_array_equal(run(x), model(x))
+
+
 def test_buffers_are_reused_and_results_are_fresh():
     model, x, _ = _case("resnet8", np.float32, 2)
     run = infer.compile(model)

@@ -3,8 +3,9 @@
  *
  *   fc_<dt>_batchnorm_stats__<isa>  each channel's mean and biased variance over the batch and
  *                                   inner dims (and the running statistics' update)
- *   fc_<dt>_batchnorm_fwd__<isa>    y = (x - mean) / sqrt(var + eps) * weight + bias, then
- *                                   ReLU when p->relu (batch norm + ReLU in one pass)
+ *   fc_<dt>_batchnorm_fwd__<isa>    y = (x - mean) / sqrt(var + eps) * weight + bias, plus
+ *                                   `add` when given (a residual block's shortcut), then ReLU
+ *                                   when p->relu (batch norm, add and ReLU in one pass)
  *   fc_<dt>_batchnorm_bwd__<isa>    gx, and the weight and bias gradients; given the fused
  *                                   forward's output y, through its ReLU first
  *   fc_<dt>_batchnorm_train_fwd__<isa>  stats, then fwd with those statistics, channel by channel
@@ -162,11 +163,19 @@ static inline T FC_LOCAL(bn_scale)(T var, double eps, const T *weight, fc_index 
     return (T)(fc_bn_invstd((double)var, eps) * (weight ? (double)weight[c] : 1.0));
 }
 
-/* One plane of the forward pass: yq = (xq - m) * s + b, then ReLU (as relu_fwd: v unless
- * v < 0) when relu. */
-static inline void FC_LOCAL(bn_fwd_plane)(const T *xq, T *yq, fc_index HW, T m, T s, T b,
-                                          int relu) {
-    if (relu)
+/* One plane of the forward pass: yq = (xq - m) * s + b, plus aq when aq is not NULL (a residual
+ * block's shortcut, added to the rounded normalised value as `bn + a` alone would), then ReLU
+ * (as relu_fwd: v unless v < 0) when relu. yq may be aq (each element read, then written). */
+static inline void FC_LOCAL(bn_fwd_plane)(const T *xq, const T *aq, T *yq, fc_index HW, T m, T s,
+                                          T b, int relu) {
+    if (aq && relu)
+        for (fc_index i = 0; i < HW; i++) {
+            const T v = (xq[i] - m) * s + b + aq[i];
+            yq[i] = v < 0 ? (T)0 : v;
+        }
+    else if (aq)
+        for (fc_index i = 0; i < HW; i++) yq[i] = (xq[i] - m) * s + b + aq[i];
+    else if (relu)
         for (fc_index i = 0; i < HW; i++) {
             const T v = (xq[i] - m) * s + b;
             yq[i] = v < 0 ? (T)0 : v;
@@ -215,7 +224,7 @@ int FC_FN(batchnorm_stats)(const fc_batchnorm_params *p, const T *x, T *mean, T 
 }
 
 int FC_FN(batchnorm_fwd)(const fc_batchnorm_params *p, const T *x, const T *mean, const T *var,
-                         const T *weight, const T *bias, T *y, int nthreads) {
+                         const T *weight, const T *bias, const T *add, T *y, int nthreads) {
     const fc_index N = p->batch, C = p->channels, HW = p->inner;
     T *coef = (T *)malloc(sizeof(T) * (size_t)(3 * C + 1));
     if (!coef) return FC_ENOMEM;
@@ -234,14 +243,17 @@ int FC_FN(batchnorm_fwd)(const fc_batchnorm_params *p, const T *x, const T *mean
         FC_PRAGMA(omp parallel for schedule(static) num_threads(nt))
         for (fc_index n = 0; n < N; n++)
             for (fc_index c = 0; c < C; c++) {
-                const T v = (x[n * C + c] - mu[c]) * scale[c] + shift[c];
-                y[n * C + c] = relu && v < 0 ? (T)0 : v;
+                const fc_index e = n * C + c;
+                T v = (x[e] - mu[c]) * scale[c] + shift[c];
+                if (add) v = v + add[e];
+                y[e] = relu && v < 0 ? (T)0 : v;
             }
     } else {
         FC_PRAGMA(omp parallel for schedule(static) num_threads(nt))
         for (fc_index q = 0; q < N * C; q++) {
             const fc_index c = q % C;
-            FC_LOCAL(bn_fwd_plane)(x + q * HW, y + q * HW, HW, mu[c], scale[c], shift[c], relu);
+            FC_LOCAL(bn_fwd_plane)(x + q * HW, add ? add + q * HW : NULL, y + q * HW, HW, mu[c],
+                                   scale[c], shift[c], relu);
         }
     }
     free(coef);
@@ -255,22 +267,25 @@ static inline int FC_LOCAL(bn_by_channel)(const fc_batchnorm_params *p, int nt) 
 
 int FC_FN(batchnorm_train_fwd)(const fc_batchnorm_params *p, const T *x, T *mean, T *var,
                                T *running_mean, T *running_var, const T *weight, const T *bias,
-                               T *y, int nthreads) {
+                               const T *add, T *y, int nthreads) {
     const fc_index N = p->batch, C = p->channels, HW = p->inner;
     const double count = (double)N * (double)HW;
     const int nt = fc_threads_for(nthreads, 2 * count * C,
                                   fc_tuning_table[FC_ISA_ID][FC_DT_ID].eltwise_min_work, C);
     if (!FC_LOCAL(bn_by_channel)(p, nt)) {
         const int rc = FC_FN(batchnorm_stats)(p, x, mean, var, running_mean, running_var, nthreads);
-        return rc != FC_OK ? rc : FC_FN(batchnorm_fwd)(p, x, mean, var, weight, bias, y, nthreads);
+        return rc != FC_OK ? rc
+                           : FC_FN(batchnorm_fwd)(p, x, mean, var, weight, bias, add, y, nthreads);
     }
     FC_PRAGMA(omp parallel for schedule(static) num_threads(nt))
     for (fc_index c = 0; c < C; c++) {
         FC_LOCAL(bn_channel_stats)(p, x, c, mean, var, running_mean, running_var);
         const T s = FC_LOCAL(bn_scale)(var[c], p->eps, weight, c), b = bias ? bias[c] : (T)0;
-        for (fc_index n = 0; n < N; n++)
-            FC_LOCAL(bn_fwd_plane)(x + (n * C + c) * HW, y + (n * C + c) * HW, HW, mean[c], s, b,
-                                   p->relu);
+        for (fc_index n = 0; n < N; n++) {
+            const fc_index q = n * C + c;
+            FC_LOCAL(bn_fwd_plane)(x + q * HW, add ? add + q * HW : NULL, y + q * HW, HW, mean[c],
+                                   s, b, p->relu);
+        }
     }
     return FC_OK;
 }

@@ -149,8 +149,9 @@
 /* Batch normalisation (fc_batchnorm_params): mean and var are per channel, the batch's biased
  * variance or the running one. stats writes the batch's and, unless running_mean is NULL,
  * updates the running statistics with p->momentum (running_var with the unbiased variance).
- * weight and bias may be NULL (1 and 0); training selects the gradient through the batch
- * statistics. train_fwd is stats (into mean and var) then fwd with them, in one kernel. */
+ * weight and bias may be NULL (1 and 0); fwd adds `add` (x's shape, or NULL) to the normalised
+ * output before the ReLU; training selects the gradient through the batch statistics.
+ * train_fwd is stats (into mean and var) then fwd with them, in one kernel. */
 #define FC_BATCHNORM_KERNELS(X, ctx, dt, T)                                                        \
     X(ctx, dt##_batchnorm_stats,                                                                   \
       (const fc_batchnorm_params *p, const T *x, T *mean, T *var, T *running_mean, T *running_var, \
@@ -158,16 +159,16 @@
       (p, x, mean, var, running_mean, running_var, nthreads))                                      \
     X(ctx, dt##_batchnorm_fwd,                                                                     \
       (const fc_batchnorm_params *p, const T *x, const T *mean, const T *var, const T *weight,     \
-       const T *bias, T *y, int nthreads),                                                         \
-      (p, x, mean, var, weight, bias, y, nthreads))                                                \
+       const T *bias, const T *add, T *y, int nthreads),                                           \
+      (p, x, mean, var, weight, bias, add, y, nthreads))                                           \
     X(ctx, dt##_batchnorm_bwd,                                                                     \
       (const fc_batchnorm_params *p, const T *gy, const T *y, const T *x, const T *mean,           \
        const T *var, const T *weight, int training, T *gx, T *gw, T *gb, int nthreads),            \
       (p, gy, y, x, mean, var, weight, training, gx, gw, gb, nthreads))                            \
     X(ctx, dt##_batchnorm_train_fwd,                                                               \
       (const fc_batchnorm_params *p, const T *x, T *mean, T *var, T *running_mean, T *running_var, \
-       const T *weight, const T *bias, T *y, int nthreads),                                        \
-      (p, x, mean, var, running_mean, running_var, weight, bias, y, nthreads))
+       const T *weight, const T *bias, const T *add, T *y, int nthreads),                          \
+      (p, x, mean, var, running_mean, running_var, weight, bias, add, y, nthreads))
 
 /* The rest of a training step. cross_entropy: logits (n, c), n, c >= 1, int64 labels in
  * [0, c), the mean loss into *loss and, unless grad is NULL, (softmax - one_hot) * grad_scale.
