@@ -395,6 +395,52 @@ def test_conv2d_weight_gradient_packs_dy_in_slabs(dtype, isa):
     assert_close(results[0], expected, 32 * 64 * 64, scale)
 
 
+def _weight_grad_by_taps(x, gy, kernel, padding):
+    """dW of a stride-1 convolution as one product over the batch's pixels per kernel tap (in
+    float64, through BLAS): an oracle fast enough for layers whose reference takes seconds."""
+    n, c, h, w = x.shape
+    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    oh, ow = gy.shape[2:]
+    dw = np.empty((gy.shape[1], c, kernel, kernel))
+    for i in range(kernel):
+        for j in range(kernel):
+            dw[:, :, i, j] = np.tensordot(gy.astype(np.float64), xp[:, :, i:i + oh, j:j + ow],
+                                          axes=([0, 2, 3], [0, 2, 3]))
+    return dw
+
+
+# id: (N, C, H = W, K) of a 3x3 layer, padding 1, with the products (at least 2^25 a task) to
+# split the direct weight gradient past weight_grad_tasks
+WEIGHT_TASK_CASES = {
+    # 3 batch chunks of one task each (C = 16: one channel block); K = 80 split into 2 parts of
+    # panels on every ISA, the last one ending in a partial panel on avx512 float32 (80 = 64 + 16)
+    "k-parts": (3, 16, 64, 80),
+    # 680M products: 20 batch chunks (of 1 or 2 images) where weight_grad_tasks gave 16
+    "more-batch-chunks": (24, 16, 64, 48),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("case", list(WEIGHT_TASK_CASES.values()), ids=list(WEIGHT_TASK_CASES))
+def test_conv2d_weight_gradient_short_tasks(case, dtype, isa):
+    """On big layers the weight gradient splits into more, shorter tasks: more batch chunks,
+    then parts of K's panels; against a per-tap oracle and bit for bit on 1 and 2 threads."""
+    n, c, size, k = case
+    tasks = _kernels.tuning(isa, dtype)["weight_grad_tasks"]  # one channel block: C <= 32
+    assert min(4 * tasks, n * k * size * size * c * 9 // 2 ** 25) > min(n, max(2, tasks))
+    rng = np.random.default_rng(17)
+    x = rng.standard_normal((n, c, size, size)).astype(dtype)
+    gy = rng.standard_normal((n, k, size, size)).astype(dtype)
+    results = []
+    for threads in (1, 2):
+        with fastconv.num_threads(threads):
+            results.append(F.conv2d_weight(x, (k, c, 3, 3), gy, padding=1))
+    np.testing.assert_array_equal(results[0], results[1])
+    expected = _weight_grad_by_taps(x, gy, 3, 1)
+    scale = _weight_grad_by_taps(np.abs(x), np.abs(gy), 3, 1)
+    assert_close(results[0], expected.astype(dtype), n * size * size, scale)
+
+
 @pytest.mark.parametrize("data_format", ["NCHW", "NHWC"])
 def test_conv2d_isa_paths_agree(data_format):
     """Every SIMD path against the scalar C path on a shape large enough to use full tiles."""

@@ -7,10 +7,10 @@
  *
  * Loop structure: the batch is split into chunks, and consecutive chunks into slabs whose packed
  * dY^T fits weight_grad_pack_bytes. Per slab, dY^T is packed in tasks of (image, group, pixel
- * chunk: one panel in L1), then the tasks are (batch chunk, group, block of input channels). A
- * task sums its images in a private MR-aligned accumulator: per image, its channels are split
- * into phases, then over pixel chunks, over NR-wide panels of K, over MR rows of taps (a last
- * panel of at most NR/2 channels on the half-width rows kernel). Each
+ * chunk: one panel in L1), then the tasks are (batch chunk, group, block of input channels, part
+ * of the NR-wide panels of K). A task sums its images in a private MR-aligned accumulator: per
+ * image, its channels are split into phases, then over pixel chunks, over its panels of K, over
+ * MR rows of taps (a last panel of at most NR/2 channels on the half-width rows kernel). Each
  * chunk's sum is transposed into its own copy of dW, and the copies are added in a fixed order
  * at the end, so results do not depend on the thread count. */
 #ifndef FC_CONV2D_BWD_WEIGHT_H
@@ -114,9 +114,25 @@ static int FC_LOCAL(conv2d_bwd_weight_direct)(const fc_conv2d_params *p, const f
      * weight_grad_private_bytes of private sums. Fixed by the problem, not by the thread count,
      * so results do not depend on it. */
     fc_index chunks = FC_MIN(N, FC_MAX(2, FC_CEIL_DIV(tn->weight_grad_tasks, G * cblocks)));
+    /* Then, on big layers, up to four times as many tasks, each still of task_macs products or
+     * more: a thread that a busy machine holds back delays the others at the end of a slab by one
+     * short task, not by a sixteenth of the pass (smaller layers' tasks are short already, and
+     * splitting them further costs more than it saves). First more batch chunks, while each
+     * still reduces over chunk_pixels pixels (its copy of dW to clear, transpose and add is then
+     * small beside its products); then the panels of K split between tasks, which repeats only a
+     * channel block's phases for each part. */
+    const double task_macs = (double)(1 << 25), chunk_pixels = 2048;
+    const fc_index task_goal = (fc_index)FC_MIN(4.0 * (double)tn->weight_grad_tasks,
+                                                (double)N * p->out_channels * P * R / task_macs);
+    chunks = FC_MAX(chunks, FC_MIN(FC_MIN(N, (fc_index)((double)(N * P) / chunk_pixels)),
+                                   FC_CEIL_DIV(task_goal, G * cblocks)));
     while (chunks > 1 && (chunks - 1) * wsize * (fc_index)sizeof(T) > tn->weight_grad_private_bytes)
         chunks--;
     if (chunks < 1) chunks = 1;
+    const fc_index panels = kg_pad / FC_NR;
+    const fc_index part_panels = FC_CEIL_DIV(
+        panels, FC_MAX(1, FC_MIN(panels, FC_CEIL_DIV(task_goal, chunks * G * cblocks))));
+    const fc_index kparts = FC_CEIL_DIV(panels, part_panels);
     /* Slabs of whole batch chunks whose packed dY^T fits weight_grad_pack_bytes (at least one
      * chunk): every channel block's task reads the same packed dY^T, where packing it per task
      * repeated it once per block. */
@@ -138,7 +154,7 @@ static int FC_LOCAL(conv2d_bwd_weight_direct)(const fc_conv2d_params *p, const f
         return FC_ENOMEM;
     }
     const int nt = fc_threads_for(nthreads, (double)N * p->out_channels * P * R, tn->conv_min_work,
-                                  FC_MIN(chunks, per_slab) * G * cblocks);
+                                  FC_MIN(chunks, per_slab) * G * cblocks * kparts);
     FC_PRAGMA(omp parallel num_threads(nt))
     {
         T *xph = pointwise
@@ -163,13 +179,16 @@ static int FC_LOCAL(conv2d_bwd_weight_direct)(const fc_conv2d_params *p, const f
                                             FC_MIN(qc, L - qi * qc), packed + t * packed_chunk);
             }
             FC_PRAGMA(omp for schedule(dynamic, 1))
-            for (fc_index t = 0; t < (s1 - s0) * G * cblocks; t++) {
+            for (fc_index t = 0; t < (s1 - s0) * G * cblocks * kparts; t++) {
                 int stop;
                 FC_PRAGMA(omp atomic read)
                 stop = nonfinite;
                 if (!ok || stop) continue;
-                const fc_index blk = t % cblocks, g = (t / cblocks) % G;
-                const fc_index chunk = s0 + t / (cblocks * G);
+                const fc_index kp = t % kparts, blk = (t / kparts) % cblocks;
+                const fc_index g = (t / (kparts * cblocks)) % G;
+                const fc_index chunk = s0 + t / (kparts * cblocks * G);
+                const fc_index kp0 = kp * part_panels * FC_NR;
+                const fc_index kp1 = FC_MIN(kg_pad, kp0 + part_panels * FC_NR);
                 const fc_index c0 = blk * cb, c1 = FC_MIN(Cg, c0 + cb);
                 const fc_index rows = (c1 - c0) * kk, n0 = chunk * N / chunks;
                 const fc_index n1 = (chunk + 1) * N / chunks;
@@ -185,7 +204,8 @@ static int FC_LOCAL(conv2d_bwd_weight_direct)(const fc_conv2d_params *p, const f
                 for (fc_index r = kk; r < rows; r++)
                     taps[r] = taps[r - kk] + (pointwise ? HW : ph.channel);
                 for (fc_index r = rows; r < rows_max; r++) taps[r] = taps[rows - 1];
-                memset(acc, 0, sizeof(T) * (size_t)(rows_max * kg_pad));
+                for (fc_index r = 0; r < rows_max; r++) /* this part's columns */
+                    memset(acc + r * kg_pad + kp0, 0, sizeof(T) * (size_t)(kp1 - kp0));
                 int bad = 0;
                 for (fc_index n = n0; n < n1; n++) {
                     const T *xg = x + (n * p->in_channels + g * Cg) * HW;
@@ -213,9 +233,9 @@ static int FC_LOCAL(conv2d_bwd_weight_direct)(const fc_conv2d_params *p, const f
                          * wait on its reads from L3 */
                         const size_t panel = sizeof(T) * (size_t)(kc * FC_NR);
                         const size_t slice = FC_CEIL_DIV(panel, (size_t)FC_CEIL_DIV(rows, FC_MR));
-                        for (fc_index k0 = 0; k0 < kg_pad; k0 += FC_NR) {
+                        for (fc_index k0 = kp0; k0 < kp1; k0 += FC_NR) {
                             const char *next = (const char *)(bp + k0 * kc) + panel;
-                            const int last = k0 + FC_NR >= kg_pad;
+                            const int last = k0 + FC_NR >= kp1;
                             for (fc_index m0 = 0; m0 < rows; m0 += FC_MR) {
                                 const T *a[FC_MR];
                                 for (int i = 0; i < FC_MR; i++) a[i] = a_base + taps[m0 + i] + a0;
@@ -229,7 +249,8 @@ static int FC_LOCAL(conv2d_bwd_weight_direct)(const fc_conv2d_params *p, const f
                 }
                 /* this chunk's sum, transposed into its copy of dW (chunk 0 writes dW itself) */
                 T *dst = (chunk == 0 ? gw : partial + (chunk - 1) * wsize) + g * Kg * R + c0 * kk;
-                FC_LOCAL(transpose_out)(acc, rows, Kg, kg_pad, dst, R);
+                FC_LOCAL(transpose_out)(acc + kp0, rows, FC_MIN(Kg, kp1) - kp0, kg_pad,
+                                        dst + kp0 * R, R);
             }
         }
         fc_aligned_free(xph);
