@@ -80,11 +80,9 @@ static int FC_LOCAL(conv2d_fwd_direct)(const fc_conv2d_params *p, const fc_tunin
         if (!ok) {
             FC_PRAGMA(omp atomic write)
             failed = 1;
-        } else if (!pointwise) { /* the padding and slack, for every image (split_phases_inside) */
-            memset(xph, 0, sizeof(T) * (size_t)xph_size);
-            for (fc_index r = 0; r < R; r++) /* where tap r starts, in this thread's phases */
-                brow[r] = xph + (r / kk) * ph.channel +
-                          FC_LOCAL(tap_offset)(p, &ph, (r % kk) / p->kernel_w, r % p->kernel_w);
+        } else if (!pointwise) { /* the slack; the phases are written in full (split_image) */
+            memset(xph + Cg * ph.channel, 0, sizeof(T) * (size_t)(xph_size - Cg * ph.channel));
+            FC_LOCAL(tap_rows)(p, &ph, Cg, xph, brow);
         }
         fc_index built = -1; /* which (image, group) xph or brow holds */
         /* an image's tasks at a time: a thread builds each image's phases once, and threads
@@ -101,8 +99,7 @@ static int FC_LOCAL(conv2d_fwd_direct)(const fc_conv2d_params *p, const fc_tunin
                 if (pointwise) /* 1x1, stride 1, no padding: the channels are the phases */
                     for (fc_index c = 0; c < Cg; c++) brow[c] = xg + c * HW;
                 else
-                    for (fc_index c = 0; c < Cg; c++)
-                        FC_LOCAL(split_phases_inside)(p, &ph, xg + c * HW, xph + c * ph.channel);
+                    FC_LOCAL(split_image)(p, &ph, xg, Cg, built < 0, xph);
                 built = ng;
             }
             for (fc_index r0 = 0; r0 < R; r0 += tn->kc) {
@@ -223,17 +220,9 @@ static int FC_LOCAL(conv2d_fwd_pixels)(const fc_conv2d_params *p, const fc_tunin
     const fc_index xph_size = Cg * ph.channel + ph.phase + FC_MR;
     int failed = 0;
 
-    /* W^T packed once for all tasks: [group][panel][R][NR], channels past Kg zero. */
+    /* W^T for all tasks: [group][panel][R][NR], channels past Kg zero (packed below) */
     T *wp = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(G * Kp * R));
     if (!wp) return FC_ENOMEM;
-    for (fc_index g = 0; g < G; g++)
-        for (fc_index b = 0; b < panels; b++)
-            for (fc_index r = 0; r < R; r++)
-                for (fc_index u = 0; u < FC_NR; u++) {
-                    const fc_index k = b * FC_NR + u;
-                    wp[((g * panels + b) * R + r) * FC_NR + u] = k < Kg ? w[(g * Kg + k) * R + r]
-                                                                        : (T)0;
-                }
 
     const int nt = fc_threads_for(nthreads, (double)p->batch * p->out_channels * P * R,
                                   tn->conv_min_work, ntasks);
@@ -246,11 +235,19 @@ static int FC_LOCAL(conv2d_fwd_pixels)(const fc_conv2d_params *p, const fc_tunin
         if (!ok) {
             FC_PRAGMA(omp atomic write)
             failed = 1;
-        } else {
-            memset(xph, 0, sizeof(T) * (size_t)xph_size); /* the padding and slack, as direct's */
-            for (fc_index r = 0; r < R; r++) /* where tap r starts, in this thread's phases */
-                brow[r] = xph + (r / kk) * ph.channel +
-                          FC_LOCAL(tap_offset)(p, &ph, (r % kk) / p->kernel_w, r % p->kernel_w);
+        } else { /* the slack, as direct's */
+            memset(xph + Cg * ph.channel, 0, sizeof(T) * (size_t)(xph_size - Cg * ph.channel));
+            FC_LOCAL(tap_rows)(p, &ph, Cg, xph, brow);
+        }
+        /* W^T a panel at a time, shared among the threads: W[K, R] is dY[K, P]'s shape, so
+         * pack_dyt's register transposes pack it. At batch 1 a serial transposing copy of the
+         * whole weights was a large share of the pass. The barrier at the loop's end keeps every
+         * task after the packing. */
+        FC_PRAGMA(omp for schedule(static))
+        for (fc_index gb = 0; gb < G * panels; gb++) {
+            const fc_index g = gb / panels, k0 = (gb % panels) * FC_NR;
+            FC_NR_NAME(conv2d_pack_dyt)(w + (g * Kg + k0) * R, FC_MIN(FC_NR, Kg - k0), R, R, R, 0,
+                                        R, wp + gb * R * FC_NR);
         }
         fc_index built = -1; /* which (image, group) xph holds */
         FC_PRAGMA(omp for schedule(dynamic, 1))
@@ -259,9 +256,8 @@ static int FC_LOCAL(conv2d_fwd_pixels)(const fc_conv2d_params *p, const fc_tunin
             const fc_index part = t % kparts, ng = t / kparts, g = ng % G, n = ng / G;
             const fc_index b0 = part * panels / kparts, b1 = (part + 1) * panels / kparts;
             if (built != ng) {
-                const T *xg = x + (n * p->in_channels + g * Cg) * HW;
-                for (fc_index c = 0; c < Cg; c++)
-                    FC_LOCAL(split_phases_inside)(p, &ph, xg + c * HW, xph + c * ph.channel);
+                FC_LOCAL(split_image)(p, &ph, x + (n * p->in_channels + g * Cg) * HW, Cg, built < 0,
+                                      xph);
                 built = ng;
             }
             for (fc_index q = 0; q < Lp; q++)

@@ -107,4 +107,30 @@ static void FC_LOCAL(split_phases_inside)(const fc_conv2d_params *p, const FC_LO
     }
 }
 
+/* Where each of the R = Cg kH kW rows of col(X) starts in a thread's phases at xph: tap t of
+ * channel c at rows[c kk + t], a channel's phases after the one before. The taps' offsets are
+ * computed once, not with four divisions per row: at batch 1 that was a share of the pass. */
+static void FC_LOCAL(tap_rows)(const fc_conv2d_params *p, const FC_LOCAL(phases_t) *ph, fc_index Cg,
+                               const T *xph, const T **rows) {
+    const fc_index kk = p->kernel_h * p->kernel_w;
+    for (fc_index t = 0; t < kk; t++)
+        rows[t] = xph + FC_LOCAL(tap_offset)(p, ph, t / p->kernel_w, t % p->kernel_w);
+    for (fc_index r = kk; r < Cg * kk; r++) rows[r] = rows[r - kk] + ph->channel;
+}
+
+/* Cg channels of an image (HW elements apart) into a thread's phases at dst: the first image in
+ * full (split_phases writes every element, padding included), each later one from inside the
+ * input alone (split_phases_inside), the padding being where the first left it. So only the
+ * buffer's slack past the phases needs zeroing, not the whole buffer: a thread's one image at
+ * batch 1 is written once, not zeroed and then written. */
+static void FC_LOCAL(split_image)(const fc_conv2d_params *p, const FC_LOCAL(phases_t) *ph,
+                                  const T *xg, fc_index Cg, int first, T *dst) {
+    const fc_index HW = p->in_h * p->in_w;
+    for (fc_index c = 0; c < Cg; c++)
+        if (first)
+            FC_LOCAL(split_phases)(p, ph, xg + c * HW, dst + c * ph->channel);
+        else
+            FC_LOCAL(split_phases_inside)(p, ph, xg + c * HW, dst + c * ph->channel);
+}
+
 #endif /* FC_CONV2D_PHASES_H */
