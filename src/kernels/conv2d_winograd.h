@@ -364,15 +364,15 @@ static int FC_LOCAL(conv2d_fwd_winograd)(const fc_conv2d_params *p, const fc_tun
                 for (int e = 0; e < 16; e++) m[e] = mb + e * m_stride + k * TB;
                 FC_FN(winograd_f2x2_3x3_output_transform)(m, nb, bias ? bias[g * Kg + k] : (T)0,
                                                           tmp, TB);
+                /* the fused epilogue, on the block's four output rows before they are spread
+                 * over the image: four long runs instead of two short ones per tile row */
+                if (p->relu)
+                    for (int r = 8; r < 12; r++) FC_LOCAL(relu_run)(tmp + r * TB, nb);
                 for (fc_index i = 0; i < nruns; i++) {
                     const FC_LOCAL(wino_out_run) *run = &runs[i];
                     T *y0 = y + run->base + k * P, *y1 = run->two_rows ? y0 + OW : NULL;
                     FC_LOCAL(winograd_output_row)(tmp + 8 * TB + run->u, TB, run->len, y0, y1,
                                                   run->cols);
-                    if (p->relu) { /* the fused epilogue, on the rows just written */
-                        FC_LOCAL(relu_run)(y0, run->cols);
-                        if (y1) FC_LOCAL(relu_run)(y1, run->cols);
-                    }
                 }
             }
         }
