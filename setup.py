@@ -18,14 +18,22 @@ What this file decides, and why:
   a dependency of the extension: a changed flag rebuilds it even when no source is newer than the
   last build. The configuration is written beside the extension as fastconv/_build_info.py
   (CONFIG), which fastconv.show_config() prints.
-- Parallel: when the extension must be rebuilt, all its files are compiled, FASTCONV_BUILD_JOBS at
-  a time (default: one per core), and linked in a fixed order, so the binary does not depend on
-  the job count (which is no part of the configuration).
+- Incremental: an object is recompiled only when it is missing or older than its source or a file
+  the source includes. GCC-style compilers write each object's list of included files beside it
+  (-MMD, a make rule: the list that compile really read, computed includes such as FC_TEMPLATE
+  included); for MSVC every file under src/ counts as included. The objects of each configuration
+  stay in their own folder, so going back to an earlier configuration relinks its objects and
+  compiles only what changed since. A missing or unreadable list means recompile.
+- Parallel: the stale files are compiled FASTCONV_BUILD_JOBS at a time (default: one per core the
+  process may run on), and all objects are linked in a fixed order, so the binary depends neither
+  on the job count (which is no part of the configuration) nor on which files were rebuilt.
 """
 
 import hashlib
 import json
+import logging
 import os
+import re
 import subprocess
 import sys
 import sysconfig
@@ -41,7 +49,6 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 from setuptools.errors import CompileError, LinkError, SetupError
-from setuptools.modified import newer_group
 
 SRC = Path("src")
 PACKAGE = "fastconv"
@@ -97,9 +104,12 @@ def _isa_of(source):
 
 
 def _build_jobs():
-    """How many files to compile at once: FASTCONV_BUILD_JOBS, else one per core."""
+    """How many files to compile at once: FASTCONV_BUILD_JOBS, else one per core this process may
+    run on (a CI container's CPU set, not the host's count)."""
     raw = os.environ.get("FASTCONV_BUILD_JOBS", "").strip()
     if not raw:
+        if hasattr(os, "sched_getaffinity"):
+            return len(os.sched_getaffinity(0)) or 1
         return os.cpu_count() or 1
     if not (raw.isascii() and raw.isdigit() and int(raw) >= 1):
         raise SetupError(f"FASTCONV_BUILD_JOBS must be a whole number >= 1, got {raw!r}")
@@ -156,6 +166,26 @@ def _write_if_changed(path, text):
         path.write_text(text)
 
 
+def _depfile_inputs(depfile):
+    """The files a make rule written by `gcc -MMD -MF depfile` names as its target's inputs.
+
+    One rule, `target: input input \\` over continued lines; a space in a name is `\\ `."""
+    text = Path(depfile).read_text().replace("\\\n", " ")
+    _, separator, inputs = text.partition(": ")
+    if not separator:
+        raise ValueError(f"{depfile}: not a make rule")
+    return [name.replace("\\ ", " ") for name in re.split(r"(?<!\\)\s+", inputs.strip()) if name]
+
+
+def _is_stale(obj, inputs):
+    """True if `obj` is missing or older than any of `inputs` (a missing input counts as newer)."""
+    try:
+        built = os.stat(obj).st_mtime_ns
+        return any(os.stat(name).st_mtime_ns > built for name in inputs)
+    except OSError:
+        return True
+
+
 def cython_directives(debug):
     directives = {"language_level": "3", "embedsignature": True}
     if debug:
@@ -190,46 +220,62 @@ class BuildExt(build_ext):
         (cythonized,) = cythonize([ext], compiler_directives=self.build_config["cython_directives"],
                                   build_dir=self.build_temp, force=self.force, quiet=True)
         plain = sorted(s for s in cythonized.sources if _isa_of(s) is None)
-        by_isa = {isa: [s for s in cythonized.sources if _isa_of(s) == isa] for isa in ISA_FLAGS}
-        ext.depends = [*ext.depends, *(s for sources in by_isa.values() for s in sources)]
-        # the rule build_ext applies to the extension as a whole, applied to every file at once
-        if self.force or newer_group(plain + ext.depends, self.get_ext_fullpath(ext.name),
-                                     missing="newer"):
-            isa_flags = self.build_config["isa_flags"]
-            jobs = [(source, []) for source in plain]
-            jobs += [(source, isa_flags[isa]) for isa, sources in by_isa.items()
-                     if isa in self.build_config["isas"] for source in sources]
-            objects = self._compile_in_parallel(ext, jobs)
-            # build_ext only links now, the objects in this fixed order; they are newer than
-            # the extension, so it relinks even when only Cython's C changed
-            ext.sources = []
-            ext.extra_objects = [*objects, *ext.extra_objects]
-            ext.depends = [*ext.depends, *objects]
-        else:
-            ext.sources = plain  # build_ext sees nothing newer and skips the extension
+        isa_flags = self.build_config["isa_flags"]
+        jobs = [(source, []) for source in plain]
+        jobs += [(source, isa_flags[isa]) for isa in ISA_FLAGS if isa in isa_flags
+                 for source in cythonized.sources if _isa_of(source) == isa]
+        objects = self._compile_stale(ext, jobs)
+        # build_ext only links now, these objects in this fixed order, when one of them, the
+        # configuration stamp or a file under src/ is newer than the extension
+        ext.sources = []
+        ext.extra_objects = [*objects, *ext.extra_objects]
+        ext.depends = [*ext.depends, *objects]
         super().build_extension(ext)
 
-    def _compile_in_parallel(self, ext, jobs):
-        """Compile each (source, extra flags) job, FASTCONV_BUILD_JOBS at a time; return the
-        objects in the jobs' order, so the binary does not depend on the job count. Every
-        file is compiled: no object of an earlier build is reused. Each compile is a
-        subprocess, so threads run them side by side; the first failure cancels the compiles
-        not yet started and is raised."""
+    def _compile_stale(self, ext, jobs):
+        """Compile each (source, extra flags) job whose object is stale, FASTCONV_BUILD_JOBS at a
+        time; return every job's object in the jobs' order. Each compile is a subprocess, so
+        threads run them side by side; the first failure cancels the compiles not yet started
+        and is raised."""
+        gcc_style = _flavour(self.compiler) == "gcc"
+
+        def object_of(source):
+            return self.compiler.object_filenames([source], output_dir=self.build_temp)[0]
+
+        def inputs_of(source, obj):
+            if not gcc_style:
+                return [source, *ext.depends]
+            try:
+                return [source, *_depfile_inputs(obj + ".d")]
+            except (OSError, ValueError):
+                return None  # no usable list: compile
+
         def compile_one(source, flags):
-            (obj,) = self.compiler.compile(
+            obj = object_of(source)
+            depfile = ["-MMD", "-MF", obj + ".d"] if gcc_style else []
+            self.compiler.compile(
                 [source], output_dir=self.build_temp, macros=ext.define_macros,
                 include_dirs=ext.include_dirs, debug=self.debug,
-                extra_postargs=[*ext.extra_compile_args, *flags], depends=ext.depends)
+                extra_postargs=[*ext.extra_compile_args, *flags, *depfile])
             return obj
 
-        for source, _ in jobs:  # made here, not by racing threads
-            self.mkpath(os.path.dirname(self.compiler.object_filenames(
-                [source], output_dir=self.build_temp)[0]))
+        stale = []
+        for source, flags in jobs:
+            obj = object_of(source)
+            inputs = inputs_of(source, obj)
+            if self.force or inputs is None or _is_stale(obj, inputs):
+                self.mkpath(os.path.dirname(obj))  # here, not by racing threads
+                stale.append((source, flags))
+        if stale:
+            self.announce(f"fastconv: compiling {len(stale)} of {len(jobs)} files",
+                          level=logging.INFO)
         with ThreadPoolExecutor(max_workers=_build_jobs()) as pool:
-            futures = [pool.submit(compile_one, source, flags) for source, flags in jobs]
+            futures = [pool.submit(compile_one, source, flags) for source, flags in stale]
             wait(futures, return_when=FIRST_EXCEPTION)
             pool.shutdown(cancel_futures=True)
-        return [future.result() for future in futures]
+        for future in futures:
+            future.result()
+        return [object_of(source) for source, _ in jobs]
 
     def _configure(self):
         """The build configuration: flags, probes' results, versions, and its hash."""

@@ -2,9 +2,9 @@
 to each file of the extension (read from the binary's DWARF compile units), and the package's
 declared dependencies.
 
-CI builds with FASTCONV_NO_OPENMP=1, FASTCONV_DEBUG=1 and plain, one after the other in one checkout
-(.ci/rebuild), and sets FASTCONV_EXPECT_OPENMP / FASTCONV_EXPECT_DEBUG so a build that reused the
-objects of the previous configuration fails here.
+CI builds with FASTCONV_NO_OPENMP=1, FASTCONV_DEBUG=1 and FASTCONV_NO_OPENMP=1 again, one after the
+other in one checkout (.ci/rebuild), and sets FASTCONV_EXPECT_OPENMP / FASTCONV_EXPECT_DEBUG so a
+build that reused the objects of the previous configuration fails here.
 """
 
 from __future__ import annotations
