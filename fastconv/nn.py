@@ -580,6 +580,11 @@ class _BatchNorm(Module):
         if not isinstance(x, np.ndarray) or x.ndim not in self._input_ndims:
             got = x.shape if isinstance(x, np.ndarray) else type(x).__name__
             v.fail(type(self).__name__, f"x must be a {self._layout} array, got {got}")
+        if shortcut is not None:  # checked here so that an error names the layer's argument
+            op = type(self).__name__
+            shortcut = v.float_array(op, "shortcut", shortcut)
+            v.same_dtype(op, x=x, shortcut=shortcut)
+            v.check_same_shape(op, "shortcut", shortcut, "x", x)
         training = self.training
         relu = self._relu or shortcut is not None
         y, mean, var = F.batch_norm(x, self.running_mean, self.running_var, self.weight.data,

@@ -209,7 +209,8 @@ def test_batch_norm_add_is_the_two_ops_bit_for_bit(name, training, relu, dtype, 
     a.flat[0], a.flat[-1] = np.nan, -np.inf
     bias[0] = 0.0
     if not training:
-        x[:, 0] = mean[0]  # channel 0 normalised to exactly 0: 0 + a, and -0.0 where a is
+        # channel 0 normalised to exactly -0 (a negative scale, bias -0): -0 + -0 must stay -0
+        x[:, 0], weight[0], bias[0] = mean[0], -abs(weight[0]), -0.0
         a[:, 0] = -0.0
     results = []
     for threads in (1, 2):
@@ -218,6 +219,7 @@ def test_batch_norm_add_is_the_two_ops_bit_for_bit(name, training, relu, dtype, 
             y = F.batch_norm(x, *ours, weight, bias, training, 0.3, 1e-3, relu=relu, add=a)
             z = F.batch_norm(x, *theirs, weight, bias, training, 0.3, 1e-3)
             want = F.add_relu(z, a) if relu else z + a
+            assert training or relu or np.signbit(want[:, 0]).all()  # the -0 case holds
             np.testing.assert_array_equal(y, want)
             np.testing.assert_array_equal(np.signbit(y), np.signbit(want))
             for got, expected in zip(ours, theirs):
@@ -244,3 +246,6 @@ def test_batch_norm_add_takes_any_layout(dtype):
 def test_batch_norm_checks_the_addend(add, error, message):
     with pytest.raises(error, match="^batch_norm: " + message):
         F.batch_norm(np.ones((2, 3, 4)), None, None, training=True, add=add)
+    layer = fastconv.nn.BatchNorm1d(3, dtype=np.float64)
+    with pytest.raises(error, match="^BatchNorm1d: " + message.replace("add", "shortcut")):
+        layer(np.ones((2, 3, 4)), shortcut=add)

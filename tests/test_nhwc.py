@@ -241,9 +241,9 @@ def test_direct_input_gradient_blocks_equal_rows(dtype):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_strided_direct_input_gradient_in_row_blocks(dtype, isa):
     """A strided stem's direct input gradient packs at most direct_input_pack_bytes of dY rows
-    per task: here half an image's are more, so an image runs as several row blocks (of other
-    sizes on 1 and 2 threads), each packing the dY rows it shares with the next again; against
-    the reference, and bit for bit on 1 and 2 threads."""
+    per task: here half an image's are more, so an image runs as several row blocks, each
+    packing the dY rows it shares with the next again; against the reference, and bit for bit
+    on 1 and 2 threads (each input row's sums are its own, whatever block it falls in)."""
     rng = np.random.default_rng(19)
     w = rng.standard_normal((384, 3, 7, 7)).astype(dtype)
     gy = rng.standard_normal((2, 32, 32, 384)).astype(dtype)

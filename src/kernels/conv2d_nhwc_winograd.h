@@ -256,7 +256,8 @@ static int FC_LOCAL(conv2d_nhwc_fwd_winograd)(const fc_conv2d_params *p, const f
             /* the 16 GEMMs: M_e[tile][k] = sum_c V_e[tile][c] U_e[c][k]; the rows past nb in the
              * last MR block are computed and dropped. A K block of at most NR/2 channels (every
              * block of a 16-channel layer) runs on the half-width tile instead of multiplying
-             * the panel's zero half; its M columns past Kg are zeros either way */
+             * the panel's zero half; its M columns past nr are left unwritten, and the output
+             * transform reads only the block's first nk */
             for (int e = 0; e < 16; e++)
                 for (fc_index kb = kb0; kb < kb1; kb++) {
                     const T *ue = up + (g * 16 + e) * u_stride + kb * panel;
