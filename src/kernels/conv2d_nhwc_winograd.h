@@ -21,6 +21,7 @@
 
 #include "conv2d_nhwc_ukernel.h"
 #include "conv2d_weights.h"
+#include "conv2d_winograd_kernel.h"
 #include "fc_template.h"
 
 /* v[e * ld + c] = (B^T d B)[e] for channels c < n of one tile, B^T = [1 0 -1 0; 0 1 1 0;
@@ -110,14 +111,12 @@ static fc_index FC_LOCAL(nhwc_winograd_u_stride)(const fc_conv2d_params *p) {
  * taps, NR lanes each, stay in L1 (the stage is 9 of these). */
 #define FC_NHWC_WINO_STAGE 256
 
-/* U_e = G g G^T (conv2d_winograd.h's kernel transform, its formulas) of output channels [kb NR,
- * kb NR + NR) of group g, into their B panels: up[(g * 16 + e) * u_stride + (kb * Cg + c) * NR +
- * lane], zero past Kg. As conv2d_winograd.h's: the taps of a chunk of input channels are first
- * copied kernel by kernel from OIHW or HWIO (through the layout's strides) into a stage in the
- * panels' order (channel, lane), then one long vector loop writes each U_e's panel rows of the
- * chunk in order. Gathered a channel at a time into a vector per tap just before use, every
- * vector load waited on its lanes' scalar stores (a failed store forward each), which at batch 1
- * made the transform rival the GEMMs. Returns nonzero if a result is Inf or NaN. */
+/* U_e = G g G^T of output channels [kb NR, kb NR + NR) of group g, into their B panels:
+ * up[(g * 16 + e) * u_stride + (kb * Cg + c) * NR + lane], zero past Kg. As the NCHW one
+ * (conv2d_winograd.h, for the same reason): the taps of a chunk of input channels are copied
+ * kernel by kernel from OIHW or HWIO (through the layout's strides) into a stage in the panels'
+ * order (channel, lane), then winograd_kernel_from_stage writes each U_e's panel rows of the
+ * chunk in order. Returns nonzero if a result is Inf or NaN. */
 static int FC_LOCAL(nhwc_winograd_kernel_panel)(const fc_conv2d_params *p, const T *w, fc_index g,
                                                 fc_index kb, T *up) {
     const fc_index Cg = p->in_channels / p->groups, Kg = p->out_channels / p->groups;
@@ -136,28 +135,8 @@ static int FC_LOCAL(nhwc_winograd_kernel_panel)(const fc_conv2d_params *p, const
                     stage[tap][c * FC_NR + i] =
                         i < nk ? src[i * ws.k_stride + (c0 + c) * ws.c_stride + tap * ws.tap_stride]
                                : (T)0;
-        T *restrict o = dst + c0 * FC_NR;
-        FC_PRAGMA(GCC ivdep)
-        for (fc_index j = 0; j < n; j++) {
-            T gt[9], t[4][3], z = 0; /* z: NaN once a result is Inf or NaN */
-            for (int tap = 0; tap < 9; tap++) gt[tap] = stage[tap][j];
-            for (int q = 0; q < 3; q++) {
-                t[0][q] = gt[q];
-                t[1][q] = (T)0.5 * (gt[q] + gt[3 + q] + gt[6 + q]);
-                t[2][q] = (T)0.5 * (gt[q] - gt[3 + q] + gt[6 + q]);
-                t[3][q] = gt[6 + q];
-            }
-            for (int r = 0; r < 4; r++) {
-                const T a = t[r][0], b = t[r][1], d = t[r][2];
-                const T v1 = (T)0.5 * (a + b + d), v2 = (T)0.5 * (a - b + d);
-                o[(4 * r) * es + j] = a;
-                o[(4 * r + 1) * es + j] = v1;
-                o[(4 * r + 2) * es + j] = v2;
-                o[(4 * r + 3) * es + j] = d;
-                z += (a - a) + (v1 - v1) + (v2 - v2) + (d - d);
-            }
-            bad |= z != z;
-        }
+        bad |= FC_LOCAL(winograd_kernel_from_stage)(stage[0], FC_NHWC_WINO_STAGE, n,
+                                                    dst + c0 * FC_NR, es);
     }
     return bad;
 }

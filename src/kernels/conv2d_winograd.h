@@ -26,6 +26,7 @@
 #include "conv2d_pack.h"
 #include "conv2d_plan.h"
 #include "conv2d_weights.h"
+#include "conv2d_winograd_kernel.h"
 #include "fc_template.h"
 
 /* Input channels per stage of the kernel transform: their taps, MR lanes each, stay in L1. */
@@ -53,28 +54,8 @@ static int FC_MR_NAME(winograd_f2x2_3x3_kernel_transform)(const T *w, fc_index k
                 for (int tap = 0; tap < 9; tap++)
                     stage[tap][c * FC_MR + i] = i < nk ? src[c * cs + tap * ts] : (T)0;
         }
-        T *restrict o = u + c0 * FC_MR;
-        FC_PRAGMA(GCC ivdep)
-        for (fc_index j = 0; j < n; j++) {
-            T g[9], t[4][3], z = 0; /* z: NaN once a result is Inf or NaN */
-            for (int tap = 0; tap < 9; tap++) g[tap] = stage[tap][j];
-            for (int q = 0; q < 3; q++) {
-                t[0][q] = g[q];
-                t[1][q] = (T)0.5 * (g[q] + g[3 + q] + g[6 + q]);
-                t[2][q] = (T)0.5 * (g[q] - g[3 + q] + g[6 + q]);
-                t[3][q] = g[6 + q];
-            }
-            for (int r = 0; r < 4; r++) {
-                const T a = t[r][0], b = t[r][1], d = t[r][2];
-                const T v1 = (T)0.5 * (a + b + d), v2 = (T)0.5 * (a - b + d);
-                o[(4 * r) * us + j] = a;
-                o[(4 * r + 1) * us + j] = v1;
-                o[(4 * r + 2) * us + j] = v2;
-                o[(4 * r + 3) * us + j] = d;
-                z += (a - a) + (v1 - v1) + (v2 - v2) + (d - d);
-            }
-            bad |= z != z;
-        }
+        bad |= FC_LOCAL(winograd_kernel_from_stage)(stage[0], FC_WINO_KERNEL_CHUNK * FC_MR, n,
+                                                    u + c0 * FC_MR, us);
     }
     return bad;
 }
