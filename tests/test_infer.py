@@ -42,8 +42,8 @@ NETWORKS = {
     "everything": (_net_with_everything, (3, 16, 16), 27 + 72 + 64 + 12),
 }
 
-# batch sizes on both sides of the automatic layout's threshold
-BATCHES = [1, 3, infer.NHWC_FROM_BATCH]
+# one image, a few, and a batch of a whole vector of images
+BATCHES = [1, 3, 16]
 
 
 def _case(name, dtype, batch, seed=0):
@@ -68,11 +68,21 @@ def test_matches_the_unfused_network(name, data_format, dtype, batch):
     assert_close(got, expected, length, scale=np.full_like(expected, np.abs(expected).max()))
 
 
+@pytest.mark.parametrize("batch", BATCHES)
+def test_auto_plans_channels_last_at_every_batch(batch):
+    """data_format='auto' runs the channels-last kernels from a single image up (they beat the
+    NCHW ones on ResNet's strided, 1x1 and 8 x 8 layers at batch 1 too)."""
+    model, x, _ = _case("resnet8", np.float32, batch)
+    run = infer.compile(model)
+    run(x)
+    assert run._plans[(x.shape, x.dtype)].nhwc
+
+
 @pytest.mark.parametrize("data_format", infer.FORMATS)
 @pytest.mark.parametrize("name", list(NETWORKS))
 def test_thread_count_invariant(name, data_format, monkeypatch):
     monkeypatch.setattr(infer, "SERIAL_BELOW", 0)  # every plan on the threads it is given
-    model, x, _ = _case(name, np.float32, infer.NHWC_FROM_BATCH + 1)
+    model, x, _ = _case(name, np.float32, BATCHES[-1] + 1)
     run = infer.compile(model, data_format=data_format)
     with fastconv.num_threads(1):
         one = run(x)
