@@ -11,14 +11,14 @@ nothing kept for backward), and why:
 - **No checks per call.** Each layer's geometry is validated once, when its shape's plan is
   made; a call checks the input's shape and dtype and then runs the C kernels directly.
 - **Channels last** (``data_format="auto"``, the default, from ``NHWC_FROM_BATCH`` images: every
-  batch; ``"NHWC"`` or ``"NCHW"`` force one layout). The input is transposed once into the
-  first buffer, every convolution and pooling runs on the channels-last kernels (their indirect
-  GEMM and Winograd keep the channels as the vector dimension, which suits strided and 1x1
-  layers and layers with few pixels, as a single image's 8 x 8 and 16 x 16 maps are: the NCHW
-  passes pad those to whole pixel panels), the weights are stored HWIO once, and a ``Flatten``
-  into a ``Linear`` permutes the linear weights' columns (once per plan) rather than the
-  activations. ReLU after a convolution is one in-place pass (the channels-last kernels have no
-  ReLU epilogue yet).
+  batch, on a vector ISA; the scalar path stays NCHW; ``"NHWC"`` or ``"NCHW"`` force one layout).
+  The input is transposed once into the first buffer, every convolution and pooling runs on the
+  channels-last kernels (their indirect GEMM and Winograd keep the channels as the vector
+  dimension, which suits strided and 1x1 layers and layers with few pixels, as a single image's
+  8 x 8 and 16 x 16 maps are: the NCHW passes pad those to whole pixel panels), the weights are
+  stored HWIO once, and a ``Flatten`` into a ``Linear`` permutes the linear weights' columns (once
+  per plan) rather than the activations. ReLU after a convolution is one in-place pass (the
+  channels-last kernels have no ReLU epilogue yet).
 - **One thread for small plans**: a plan of fewer than ``SERIAL_BELOW`` multiply-adds (a
   network on one or a few images) runs on one thread whatever ``fastconv.get_num_threads()``
   says, since a second thread's wake-up and barrier at each of its small layers cost more than
@@ -66,7 +66,9 @@ PLANS_KEPT = 4
 
 # data_format="auto": channels last from this batch size up. Every batch: with the vector
 # ISAs the channels-last passes beat the NCHW ones on ResNet-14 from one image up (its strided,
-# 1x1 and 8 x 8 layers most) and match them on the ConvNet (docs/KERNELS.md)
+# 1x1 and 8 x 8 layers most) and match them on the ConvNet (docs/KERNELS.md). Not on the scalar
+# path: without vector registers the channels-last kernels have no wide channel tile to win with,
+# and there they take two to three times the NCHW kernels' time
 NHWC_FROM_BATCH = 1
 
 # a plan of fewer multiply-adds runs on one thread: its layers are so small (a network on one
@@ -325,7 +327,8 @@ class Executor:
         plan = self._plans.get(key)
         if plan is None:
             nhwc = self.data_format == "NHWC" or (self.data_format == "auto"
-                                                  and x.shape[0] >= NHWC_FROM_BATCH)
+                                                  and x.shape[0] >= NHWC_FROM_BATCH
+                                                  and _kernels.selected_isa() != "scalar")
             plan = _Plan(self._layers, x.shape, x.dtype, nhwc)
             self._plans[key] = plan
             while len(self._plans) > PLANS_KEPT:
@@ -356,7 +359,8 @@ def compile(model: nn.Module, data_format: str = "auto") -> Executor:
     """An ``Executor`` running `model` in evaluation mode, planned once per input shape:
     ``fastconv.fuse.optimize``'s network (batch norms folded, convolution + ReLU fused) as a
     flat list of kernel calls over buffers allocated once, channels last for batches of
-    ``NHWC_FROM_BATCH`` or more (one: every batch) and NCHW below (``data_format="auto"``;
+    ``NHWC_FROM_BATCH`` or more (one: every batch) on a vector ISA and NCHW below it or on the
+    scalar path (``data_format="auto"``;
     ``"NHWC"`` or ``"NCHW"`` for one layout at every batch). `model` is unchanged.
 
     Supported layers: Sequential, ``fastconv.models.BasicBlock``, Conv2d (NCHW), MaxPool2d,
