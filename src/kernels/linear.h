@@ -22,6 +22,7 @@
 #pragma GCC diagnostic ignored "-Wunused-function"
 
 #include "conv2d_gemm_ukernel.h"
+#include "conv2d_pack.h" /* transpose_block16 */
 #include "fc_template.h"
 #include "fc_tuning.h"
 
@@ -32,15 +33,47 @@ static void FC_LOCAL(linear_pack_panel)(int width, fc_index n, fc_index kd, cons
                                         fc_index si, fc_index sk, T *restrict dst) {
     if (si == 1) { /* the panel's rows are adjacent in memory: copy runs */
         for (fc_index k = 0; k < kd; k++) {
+            T *d = dst + k * width;
+            const T *s = src + k * sk;
+            if (n == width) { /* a fixed size, inlined as vector moves: a call per run cost
+                                 more than its copy */
+                memcpy(d, s, sizeof(T) * (size_t)width);
+                continue;
+            }
             fc_index i = 0;
-            for (; i < n; i++) dst[k * width + i] = src[i + k * sk];
-            for (; i < width; i++) dst[k * width + i] = (T)0;
+            for (; i < n; i++) d[i] = s[i];
+            for (; i < width; i++) d[i] = (T)0;
         }
         return;
     }
+    fc_index k0 = 0;
+#ifdef FC_HAVE_VEC16
+    /* float32 rows along k (x and W in the forward pass, dY in the input gradient): 16 rows by
+     * 16 steps transposed in registers (rows past n read as zeros), straight into the panel or,
+     * for the last rows of a panel narrower than 16, through a block in L1; element by element
+     * every value was a load and a store of its own, at a stride, for no arithmetic */
+    if (sizeof(T) == 4 && sk == 1) {
+        static const T zeros[16];
+        T block[16 * 16];
+        for (; k0 + 16 <= kd; k0 += 16)
+            for (int i0 = 0; i0 < width; i0 += 16) {
+                const T *rows[16];
+                for (int i = 0; i < 16; i++)
+                    rows[i] = i0 + i < n ? src + (i0 + i) * si + k0 : zeros;
+                T *d = dst + k0 * width + i0;
+                if (i0 + 16 <= width) {
+                    FC_LOCAL(transpose_block16)(rows, d, width);
+                    continue;
+                }
+                FC_LOCAL(transpose_block16)(rows, block, 16);
+                for (int k = 0; k < 16; k++)
+                    for (int i = 0; i < width - i0; i++) d[k * width + i] = block[k * 16 + i];
+            }
+    }
+#endif
     /* a transpose, FC_PACK_STEP reduction steps at a time: the source is read along its rows
      * a cache line at a time while the block of the panel being written stays in L1 */
-    for (fc_index k0 = 0; k0 < kd; k0 += FC_PACK_STEP) {
+    for (; k0 < kd; k0 += FC_PACK_STEP) {
         const fc_index steps = FC_MIN(FC_PACK_STEP, kd - k0);
         T *d = dst + k0 * width;
         for (fc_index i = 0; i < width; i++) {
