@@ -152,6 +152,16 @@ static int FC_LOCAL(conv2d_fwd_direct)(const fc_conv2d_params *p, const fc_tunin
     return failed ? FC_ENOMEM : FC_OK;
 }
 
+/* Ask L2, not L1, for the n bytes from p: data for a later step, which in L1 would evict the
+ * microkernel's operands before that step reads it. */
+static inline void FC_LOCAL(prefetch_outer)(const void *p, size_t n) {
+#if defined(__GNUC__) || defined(__clang__)
+    for (size_t b = 0; b < n; b += 64) __builtin_prefetch((const char *)p + b, 0, 1);
+#else
+    (void)p, (void)n;
+#endif
+}
+
 /* `pixels`' copy-out: channels [k0, k1) of an image's [grid pixel][Kp] sums, the grid's real
  * pixels (ow < OW), plus bias (then ReLU if fused), into Y (k, pixel). Real pixels run
  * consecutively on both sides for a row (for the whole image where the grid drops no column), so
@@ -263,11 +273,19 @@ static int FC_LOCAL(conv2d_fwd_pixels)(const fc_conv2d_params *p, const fc_tunin
             for (fc_index q = 0; q < Lp; q++)
                 memset(cbuf + q * Kp + b0 * FC_NR, 0, sizeof(T) * (size_t)((b1 - b0) * FC_NR));
             /* the task's channels of Y, a few lines asked for after each microkernel call: the
-             * copy-out's stores then find them in cache instead of waiting on memory */
+             * copy-out's stores then find them in cache instead of waiting on memory; and so is
+             * the input of the image this thread is likely to split next (the threads take
+             * tasks in turn), whose reads from memory otherwise stall split_image. A wrong guess
+             * costs a few idle reads. */
             T *yg = y + (n * p->out_channels + g * Kg) * P;
             const fc_index k0 = b0 * FC_NR, k1 = FC_MIN(Kg, b1 * FC_NR);
             const char *ahead = (const char *)(yg + k0 * P);
             size_t ahead_left = sizeof(T) * (size_t)((k1 - k0) * P);
+            const fc_index next = (t + nt) / kparts, gn = next % G, nn = next / G;
+            const int has_next = next != ng && nn < p->batch;
+            const char *next_x = (const char *)(has_next ? x + (nn * p->in_channels + gn * Cg) * HW
+                                                         : x);
+            size_t next_left = has_next ? sizeof(T) * (size_t)(Cg * HW) : 0;
             for (fc_index r0 = 0; r0 < R; r0 += tn->kc) {
                 const fc_index kc = FC_MIN(tn->kc, R - r0);
                 for (fc_index b = b0; b < b1; b++) {
@@ -279,6 +297,10 @@ static int FC_LOCAL(conv2d_fwd_pixels)(const fc_conv2d_params *p, const fc_tunin
                         fc_prefetch(ahead, ask);
                         ahead += ask;
                         ahead_left -= ask;
+                        const size_t ask_x = FC_MIN(4 * 64, next_left);
+                        FC_LOCAL(prefetch_outer)(next_x, ask_x);
+                        next_x += ask_x;
+                        next_left -= ask_x;
                     }
                 }
             }
