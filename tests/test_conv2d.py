@@ -603,3 +603,23 @@ def test_conv2d_split_rows_in_one_run(case, forward, dtype, isa):
     for a, b in zip(*results):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(results[0][1], gx)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("case", [(3, 32, 14, 14, 64, 2), (2, 64, 14, 14, 32, 2),
+                                  (2, 8, 5, 17, 32, (1, 2))],
+                         ids=["convnet-5x5", "convnet-5x5-input", "tail-tile"])
+def test_conv2d_pixels_tiles_are_direct_bit_for_bit(case, dtype, isa):
+    """`pixels` gives direct's sums bit for bit whatever its tile's height: MR pixels, or 14 on
+    AVX-512 (the 14 x 14 grid of a 5x5 'same' layer in 14 tiles; 3 x 17 = 51 pixels in 4 tiles,
+    the last past the grid)."""
+    n, c, h, w, k, padding = case
+    rng = np.random.default_rng(21)
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    weight = rng.standard_normal((k, c, 5, 5)).astype(dtype)
+    bias = rng.standard_normal(k).astype(dtype)
+    outputs = []
+    for forward in ("direct", "pixels"):
+        with _kernels.force_conv_algorithms(forward=forward):
+            outputs.append(F.conv2d_relu(x, weight, bias, padding=padding))
+    np.testing.assert_array_equal(outputs[0], outputs[1])

@@ -162,6 +162,22 @@ static inline void FC_LOCAL(prefetch_outer)(const void *p, size_t n) {
 #endif
 }
 
+/* `pixels`' tile height: MR grid pixels, or 14 where the vector registers hold 14 x NR sums
+ * beside a row of B and the broadcast (AVX-512: 28 accumulators of 32 registers) and 14-pixel
+ * tiles pad the grid no more than MR-pixel ones. More rows per tile load B less often per
+ * multiply-add, and a 14 x 14 grid (convnet-5x5) then computes its 196 pixels, not 200. Each
+ * output's sum runs in the same order whatever the height, so the results are the same. */
+#if FC_HAVE_VEC && FC_VREGS >= 32 && FC_NV == 2
+#define FC_PIXELS_WIDE 14
+#endif
+static fc_index FC_LOCAL(pixels_rows)(fc_index L) {
+#ifdef FC_PIXELS_WIDE
+    if (FC_CEIL_DIV(L, FC_PIXELS_WIDE) * FC_PIXELS_WIDE <= FC_CEIL_DIV(L, FC_MR) * FC_MR)
+        return FC_PIXELS_WIDE;
+#endif
+    return FC_MR;
+}
+
 /* `pixels`' copy-out: channels [k0, k1) of an image's [grid pixel][Kp] sums, the grid's real
  * pixels (ow < OW), plus bias (then ReLU if fused), into Y (k, pixel). Real pixels run
  * consecutively on both sides for a row (for the whole image where the grid drops no column), so
@@ -221,13 +237,14 @@ static int FC_LOCAL(conv2d_fwd_pixels)(const fc_conv2d_params *p, const fc_tunin
     const fc_index kk = p->kernel_h * p->kernel_w, R = Cg * kk, P = p->out_h * p->out_w;
     const fc_index HW = p->in_h * p->in_w;
     const FC_LOCAL(phases_t) ph = FC_LOCAL(fwd_phases)(p, tn);
-    const fc_index L = p->out_h * ph.wph, Lp = FC_CEIL_DIV(L, FC_MR) * FC_MR;
+    const fc_index L = p->out_h * ph.wph, mt = FC_LOCAL(pixels_rows)(L);
+    const fc_index Lp = FC_CEIL_DIV(L, mt) * mt;
     const fc_index panels = FC_CEIL_DIV(Kg, FC_NR), Kp = panels * FC_NR;
     const fc_index kparts = FC_MAX(
         1, FC_MIN(panels, FC_CEIL_DIV(2 * (fc_index)nthreads, p->batch * G)));
     const fc_index ntasks = p->batch * G * kparts;
     /* phases of one image's group, plus slack for the last tile's pixels past the grid */
-    const fc_index xph_size = Cg * ph.channel + ph.phase + FC_MR;
+    const fc_index xph_size = Cg * ph.channel + ph.phase + mt;
     int failed = 0;
 
     /* W^T for all tasks: [group][panel][R][NR], channels past Kg zero (packed below) */
@@ -290,14 +307,20 @@ static int FC_LOCAL(conv2d_fwd_pixels)(const fc_conv2d_params *p, const fc_tunin
                 const fc_index kc = FC_MIN(tn->kc, R - r0);
                 for (fc_index b = b0; b < b1; b++) {
                     const T *wb = wp + ((g * panels + b) * R + r0) * FC_NR;
-                    for (fc_index q = 0; q < Lp; q += FC_MR) {
-                        FC_UKERNEL(gemm_cols_ukernel)(kc, brow + r0, q, wb,
-                                                      cbuf + q * Kp + b * FC_NR, Kp);
-                        const size_t ask = FC_MIN(4 * 64, ahead_left);
+                    for (fc_index q = 0; q < Lp; q += mt) {
+#ifdef FC_PIXELS_WIDE
+                        if (mt == FC_PIXELS_WIDE)
+                            FC_LOCAL(gemm_cols_nv)(FC_PIXELS_WIDE, FC_NV, kc, brow + r0, q, wb,
+                                                   cbuf + q * Kp + b * FC_NR, Kp);
+                        else
+#endif
+                            FC_UKERNEL(gemm_cols_ukernel)(kc, brow + r0, q, wb,
+                                                          cbuf + q * Kp + b * FC_NR, Kp);
+                        const size_t ask = FC_MIN(64 * (size_t)(mt / 2), ahead_left);
                         fc_prefetch(ahead, ask);
                         ahead += ask;
                         ahead_left -= ask;
-                        const size_t ask_x = FC_MIN(4 * 64, next_left);
+                        const size_t ask_x = FC_MIN(64 * (size_t)(mt / 2), next_left);
                         FC_LOCAL(prefetch_outer)(next_x, ask_x);
                         next_x += ask_x;
                         next_left -= ask_x;
