@@ -567,3 +567,59 @@ def test_conv2d_relu_validates_its_arguments():
         F.conv2d_relu_backward(y, x, w, y[:, :2])
     with pytest.raises(TypeError, match=r"^conv2d_relu_backward: "):
         F.conv2d_relu_backward(y, x, w, y.astype(np.float32))
+
+
+# (N, C, H, W, K, kernel, padding, dilation): stride 1 with phase rows as long as the input's, so
+# every image after a thread's first is split as one run per phase (split_rows_flat), the
+# columns the run brings from the neighbouring rows zeroed again
+FLAT_SPLIT_CASES = {
+    "same-5x5-by-kernel-column": (4, 3, 6, 6, 32, 5, 2, 1),  # wph = OW = W, shifts -2..2
+    "valid-stride-phases": (3, 2, 5, 17, 32, 3, 0, 1),  # wph = W (2 of 17 columns dropped)
+    "kernel-columns-all-padding": (3, 2, 2, 3, 32, 7, 3, 1),  # shifts past the row: no run
+    "same-dilated-rect": (3, 2, 7, 8, 32, (3, 5), "same", (2, 1)),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("forward", ["direct", "pixels"])
+@pytest.mark.parametrize("case", list(FLAT_SPLIT_CASES.values()), ids=list(FLAT_SPLIT_CASES))
+def test_conv2d_split_rows_in_one_run(case, forward, dtype, isa):
+    """The forward passes and the transposed input gradient (a forward pass of dY) on later
+    images of a thread against the reference on 1 thread, and bit for bit on 2."""
+    n, c, h, w, k, kernel, padding, dilation = case
+    rng = np.random.default_rng(17)
+    x, weight, bias, kwargs, ref_args = _make((n, c, h, w, k, kernel, 1, padding, dilation, 1,
+                                               True), dtype, rng)
+    results = []
+    for threads in (1, 2):
+        with fastconv.num_threads(threads), _kernels.force_conv_algorithms(
+                forward=forward, input="transposed"):
+            if threads == 1:
+                y = _check_forward(x, weight, bias, kwargs, ref_args)
+                gy = rng.standard_normal(y.shape).astype(dtype)
+                gx = _check_backward(x, weight, gy, kwargs, ref_args, passes=("input",))[0]
+            results.append((F.conv2d(x, weight, bias, **kwargs),
+                            F.conv2d_input(x.shape, weight, gy, **kwargs)))
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(results[0][1], gx)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("case", [(3, 32, 14, 14, 64, 2), (2, 64, 14, 14, 32, 2),
+                                  (2, 8, 5, 17, 32, (1, 2))],
+                         ids=["convnet-5x5", "convnet-5x5-input", "tail-tile"])
+def test_conv2d_pixels_tiles_are_direct_bit_for_bit(case, dtype, isa):
+    """`pixels` gives direct's sums bit for bit whatever its tile's height: MR pixels, or 14 on
+    AVX-512 (the 14 x 14 grid of a 5x5 'same' layer in 14 tiles; 3 x 17 = 51 pixels in 4 tiles,
+    the last past the grid)."""
+    n, c, h, w, k, padding = case
+    rng = np.random.default_rng(21)
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    weight = rng.standard_normal((k, c, 5, 5)).astype(dtype)
+    bias = rng.standard_normal(k).astype(dtype)
+    outputs = []
+    for forward in ("direct", "pixels"):
+        with _kernels.force_conv_algorithms(forward=forward):
+            outputs.append(F.conv2d_relu(x, weight, bias, padding=padding))
+    np.testing.assert_array_equal(outputs[0], outputs[1])

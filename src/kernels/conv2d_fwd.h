@@ -152,6 +152,32 @@ static int FC_LOCAL(conv2d_fwd_direct)(const fc_conv2d_params *p, const fc_tunin
     return failed ? FC_ENOMEM : FC_OK;
 }
 
+/* Ask L2, not L1, for the n bytes from p: data for a later step, which in L1 would evict the
+ * microkernel's operands before that step reads it. */
+static inline void FC_LOCAL(prefetch_outer)(const void *p, size_t n) {
+#if defined(__GNUC__) || defined(__clang__)
+    for (size_t b = 0; b < n; b += 64) __builtin_prefetch((const char *)p + b, 0, 1);
+#else
+    (void)p, (void)n;
+#endif
+}
+
+/* `pixels`' tile height: MR grid pixels, or 14 where the vector registers hold 14 x NR sums
+ * beside a row of B and the broadcast (AVX-512: 28 accumulators of 32 registers) and 14-pixel
+ * tiles pad the grid no more than MR-pixel ones. More rows per tile load B less often per
+ * multiply-add, and a 14 x 14 grid (convnet-5x5) then computes its 196 pixels, not 200. Each
+ * output's sum runs in the same order whatever the height, so the results are the same. */
+#if FC_HAVE_VEC && FC_VREGS >= 32 && FC_NV == 2
+#define FC_PIXELS_WIDE 14
+#endif
+static fc_index FC_LOCAL(pixels_rows)(fc_index L) {
+#ifdef FC_PIXELS_WIDE
+    if (FC_CEIL_DIV(L, FC_PIXELS_WIDE) * FC_PIXELS_WIDE <= FC_CEIL_DIV(L, FC_MR) * FC_MR)
+        return FC_PIXELS_WIDE;
+#endif
+    return FC_MR;
+}
+
 /* `pixels`' copy-out: channels [k0, k1) of an image's [grid pixel][Kp] sums, the grid's real
  * pixels (ow < OW), plus bias (then ReLU if fused), into Y (k, pixel). Real pixels run
  * consecutively on both sides for a row (for the whole image where the grid drops no column), so
@@ -211,13 +237,14 @@ static int FC_LOCAL(conv2d_fwd_pixels)(const fc_conv2d_params *p, const fc_tunin
     const fc_index kk = p->kernel_h * p->kernel_w, R = Cg * kk, P = p->out_h * p->out_w;
     const fc_index HW = p->in_h * p->in_w;
     const FC_LOCAL(phases_t) ph = FC_LOCAL(fwd_phases)(p, tn);
-    const fc_index L = p->out_h * ph.wph, Lp = FC_CEIL_DIV(L, FC_MR) * FC_MR;
+    const fc_index L = p->out_h * ph.wph, mt = FC_LOCAL(pixels_rows)(L);
+    const fc_index Lp = FC_CEIL_DIV(L, mt) * mt;
     const fc_index panels = FC_CEIL_DIV(Kg, FC_NR), Kp = panels * FC_NR;
     const fc_index kparts = FC_MAX(
         1, FC_MIN(panels, FC_CEIL_DIV(2 * (fc_index)nthreads, p->batch * G)));
     const fc_index ntasks = p->batch * G * kparts;
     /* phases of one image's group, plus slack for the last tile's pixels past the grid */
-    const fc_index xph_size = Cg * ph.channel + ph.phase + FC_MR;
+    const fc_index xph_size = Cg * ph.channel + ph.phase + mt;
     int failed = 0;
 
     /* W^T for all tasks: [group][panel][R][NR], channels past Kg zero (packed below) */
@@ -263,22 +290,40 @@ static int FC_LOCAL(conv2d_fwd_pixels)(const fc_conv2d_params *p, const fc_tunin
             for (fc_index q = 0; q < Lp; q++)
                 memset(cbuf + q * Kp + b0 * FC_NR, 0, sizeof(T) * (size_t)((b1 - b0) * FC_NR));
             /* the task's channels of Y, a few lines asked for after each microkernel call: the
-             * copy-out's stores then find them in cache instead of waiting on memory */
+             * copy-out's stores then find them in cache instead of waiting on memory; and so is
+             * the input of the image this thread is likely to split next (the threads take
+             * tasks in turn), whose reads from memory otherwise stall split_image. A wrong guess
+             * costs a few idle reads. */
             T *yg = y + (n * p->out_channels + g * Kg) * P;
             const fc_index k0 = b0 * FC_NR, k1 = FC_MIN(Kg, b1 * FC_NR);
             const char *ahead = (const char *)(yg + k0 * P);
             size_t ahead_left = sizeof(T) * (size_t)((k1 - k0) * P);
+            const fc_index next = (t + nt) / kparts, gn = next % G, nn = next / G;
+            const int has_next = next != ng && nn < p->batch;
+            const char *next_x = (const char *)(has_next ? x + (nn * p->in_channels + gn * Cg) * HW
+                                                         : x);
+            size_t next_left = has_next ? sizeof(T) * (size_t)(Cg * HW) : 0;
             for (fc_index r0 = 0; r0 < R; r0 += tn->kc) {
                 const fc_index kc = FC_MIN(tn->kc, R - r0);
                 for (fc_index b = b0; b < b1; b++) {
                     const T *wb = wp + ((g * panels + b) * R + r0) * FC_NR;
-                    for (fc_index q = 0; q < Lp; q += FC_MR) {
-                        FC_UKERNEL(gemm_cols_ukernel)(kc, brow + r0, q, wb,
-                                                      cbuf + q * Kp + b * FC_NR, Kp);
-                        const size_t ask = FC_MIN(4 * 64, ahead_left);
+                    for (fc_index q = 0; q < Lp; q += mt) {
+#ifdef FC_PIXELS_WIDE
+                        if (mt == FC_PIXELS_WIDE)
+                            FC_LOCAL(gemm_cols_nv)(FC_PIXELS_WIDE, FC_NV, kc, brow + r0, q, wb,
+                                                   cbuf + q * Kp + b * FC_NR, Kp);
+                        else
+#endif
+                            FC_UKERNEL(gemm_cols_ukernel)(kc, brow + r0, q, wb,
+                                                          cbuf + q * Kp + b * FC_NR, Kp);
+                        const size_t ask = FC_MIN(64 * (size_t)(mt / 2), ahead_left);
                         fc_prefetch(ahead, ask);
                         ahead += ask;
                         ahead_left -= ask;
+                        const size_t ask_x = FC_MIN(64 * (size_t)(mt / 2), next_left);
+                        FC_LOCAL(prefetch_outer)(next_x, ask_x);
+                        next_x += ask_x;
+                        next_left -= ask_x;
                     }
                 }
             }

@@ -85,6 +85,33 @@ static void FC_LOCAL(split_phases)(const fc_conv2d_params *p, const FC_LOCAL(pha
         }
 }
 
+/* split_phases_inside for stride 1 where a phase row is as long as an input row (wph = in_w:
+ * 'same' padding on copies by kernel column, or none on the phases): a phase's inside rows are
+ * then the input's rows shifted by iw0 columns, one run of memory, copied as one; the columns
+ * that run brought from the next input row (past hi) and the previous one (before lo) are
+ * zeroed again, one short run per row boundary. Row by row, every row of a small image was a
+ * masked copy of its own, and those were a share of convnet-5x5's passes. The same values land
+ * in the same places. */
+static void FC_LOCAL(split_rows_flat)(const fc_conv2d_params *p, const FC_LOCAL(phases_t) *ph,
+                                      const T *xc, T *dst) {
+    const fc_index W = p->in_w;
+    fc_index r0, r1; /* the rows inside the input */
+    fc_inside_span(-p->pad_top, 1, ph->hph, p->in_h, &r0, &r1);
+    if (r0 >= r1) return;
+    const T *src = xc + (r0 - p->pad_top) * W; /* input row r0 - pad_top */
+    for (fc_index b = 0; b < ph->cols; b++) {
+        T *out = dst + b * ph->phase + r0 * W;
+        const fc_index iw0 = (ph->by_tap ? b * p->dilation_w : b) - p->pad_left;
+        fc_index lo, hi; /* the columns inside a row */
+        fc_inside_span(iw0, 1, W, W, &lo, &hi);
+        if (lo >= hi) continue; /* all padding, as the first split left it */
+        /* out[t] = src[t + iw0] from row r0's column lo to row r1 - 1's column hi */
+        FC_LOCAL(gather_inside)(src, iw0, 1, lo, (r1 - r0 - 1) * W + hi, out);
+        for (fc_index r = 0; r + 1 < r1 - r0; r++)
+            FC_LOCAL(zero_run)(out + r * W + hi, W - hi + lo);
+    }
+}
+
 /* split_phases' writes from inside the input alone: where the phases hold padding (rows and
  * columns outside the input) depends on the geometry only, so a buffer zeroed once keeps those
  * zeros for every channel and image split into it. On small images of wide kernels (a 5 x 5
@@ -92,6 +119,10 @@ static void FC_LOCAL(split_phases)(const fc_conv2d_params *p, const FC_LOCAL(pha
  * setting it again for every row would pay each time. */
 static void FC_LOCAL(split_phases_inside)(const fc_conv2d_params *p, const FC_LOCAL(phases_t) *ph,
                                           const T *xc, T *dst) {
+    if (p->stride_h == 1 && p->stride_w == 1 && ph->wph == p->in_w) {
+        FC_LOCAL(split_rows_flat)(p, ph, xc, dst);
+        return;
+    }
     for (fc_index a = 0; a < p->stride_h; a++) {
         fc_index r0, r1; /* the phase's rows inside the input */
         fc_inside_span(a - p->pad_top, p->stride_h, ph->hph, p->in_h, &r0, &r1);
