@@ -567,3 +567,34 @@ def test_conv2d_relu_validates_its_arguments():
         F.conv2d_relu_backward(y, x, w, y[:, :2])
     with pytest.raises(TypeError, match=r"^conv2d_relu_backward: "):
         F.conv2d_relu_backward(y, x, w, y.astype(np.float32))
+
+
+# id: (batch, C, size, K): batches past weight_grad_tasks chunks, so a chunk holds several images
+# of few pixels, reduced per microkernel call over several images (up to KC / pixels); chunks
+# of 2 and 3 images, a full and a half-width last panel of K
+WEIGHT_IMAGES_CASES = {
+    "chunks-of-2-and-3": (45, 5, 6, 20),
+    "half-width-panel": (37, 3, 5, 12),
+    "two-channel-blocks": (34, 40, 4, 40),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("case", list(WEIGHT_IMAGES_CASES.values()), ids=list(WEIGHT_IMAGES_CASES))
+def test_conv2d_weight_gradient_images_per_call(case, dtype, isa):
+    """Small images: each microkernel call sums over several images of a batch chunk; against a
+    per-tap oracle and bit for bit on 1 and 2 threads."""
+    n, c, size, k = case
+    tuning = _kernels.tuning(isa, dtype)
+    assert n > tuning["weight_grad_tasks"] and tuning["kc"] // (size * size) >= 2
+    rng = np.random.default_rng(23)
+    x = rng.standard_normal((n, c, size, size)).astype(dtype)
+    gy = rng.standard_normal((n, k, size, size)).astype(dtype)
+    results = []
+    for threads in (1, 2):
+        with fastconv.num_threads(threads):
+            results.append(F.conv2d_weight(x, (k, c, 3, 3), gy, padding=1))
+    np.testing.assert_array_equal(results[0], results[1])
+    expected = _weight_grad_by_taps(x, gy, 3, 1)
+    scale = _weight_grad_by_taps(np.abs(x), np.abs(gy), 3, 1)
+    assert_close(results[0], expected.astype(dtype), n * size * size, scale)
