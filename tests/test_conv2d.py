@@ -428,7 +428,13 @@ def test_conv2d_weight_gradient_short_tasks(case, dtype, isa):
     n, c, size, k = case
     tasks = _kernels.tuning(isa, dtype)["weight_grad_tasks"]  # one channel block: C <= 32
     assert min(4 * tasks, n * k * size * size * c * 9 // 2 ** 25) > min(n, max(2, tasks))
-    rng = np.random.default_rng(17)
+    _check_weight_grad_3x3(np.random.default_rng(17), case, dtype)
+
+
+def _check_weight_grad_3x3(rng, case, dtype):
+    """The 3x3, padding-1 weight gradient of random (n, c, size, size) inputs and k output
+    channels: bit for bit on 1 and 2 threads, and against the per-tap oracle."""
+    n, c, size, k = case
     x = rng.standard_normal((n, c, size, size)).astype(dtype)
     gy = rng.standard_normal((n, k, size, size)).astype(dtype)
     results = []
@@ -580,6 +586,16 @@ FLAT_SPLIT_CASES = {
 }
 
 
+# id: (batch, C, size, K): batches past weight_grad_tasks chunks, so a chunk holds several images
+# of few pixels, reduced per microkernel call over several images (up to KC / pixels); chunks
+# of 2 and 3 images, a full and a half-width last panel of K
+WEIGHT_IMAGES_CASES = {
+    "chunks-of-2-and-3": (45, 5, 6, 20),
+    "half-width-panel": (37, 3, 5, 12),
+    "two-channel-blocks": (34, 40, 4, 40),
+}
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 @pytest.mark.parametrize("forward", ["direct", "pixels"])
 @pytest.mark.parametrize("case", list(FLAT_SPLIT_CASES.values()), ids=list(FLAT_SPLIT_CASES))
@@ -623,3 +639,14 @@ def test_conv2d_pixels_tiles_are_direct_bit_for_bit(case, dtype, isa):
         with _kernels.force_conv_algorithms(forward=forward):
             outputs.append(F.conv2d_relu(x, weight, bias, padding=padding))
     np.testing.assert_array_equal(outputs[0], outputs[1])
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("case", list(WEIGHT_IMAGES_CASES.values()), ids=list(WEIGHT_IMAGES_CASES))
+def test_conv2d_weight_gradient_images_per_call(case, dtype, isa):
+    """Small images: each microkernel call sums over several images of a batch chunk; against a
+    per-tap oracle and bit for bit on 1 and 2 threads."""
+    n, c, size, k = case
+    tuning = _kernels.tuning(isa, dtype)
+    assert n > tuning["weight_grad_tasks"] and tuning["kc"] // (size * size) >= 2
+    _check_weight_grad_3x3(np.random.default_rng(23), case, dtype)

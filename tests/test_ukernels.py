@@ -396,6 +396,10 @@ PACK_DYT_CASES = {
     # float32 packs 16 channels x 16 pixels of a row at a time where both are there
     "blocks-rows-of-37-mid-row": ("2tile+17", 3, 37, 2, 10, 90),
     "blocks-rows-of-16": ("tile", 2, 16, 0, 0, 32),
+    # whole panels without grid padding are written without clearing first; a run's tail past
+    # its 16-pixel blocks is packed as its last 16 pixels (runs of 17, 21 and 2 pixels)
+    "full-panels-row-tails": ("tile", 3, 21, 0, 4, 40),
+    "two-full-panels-row-tails": ("2tile", 2, 37, 0, 0, 74),
 }
 
 

@@ -10,9 +10,11 @@
  * chunk: one panel in L1), then the tasks are (batch chunk, group, block of input channels, part
  * of the NR-wide panels of K). A task sums its images in a private MR-aligned accumulator: per
  * image, its channels are split into phases, then over pixel chunks, over its panels of K, over
- * MR rows of taps (a last panel of at most NR/2 channels on the half-width rows kernel). Each
- * chunk's sum is transposed into its own copy of dW, and the copies are added in a fixed order
- * at the end, so results do not depend on the thread count. */
+ * MR rows of taps (a last panel of at most NR/2 channels on the half-width rows kernel); where
+ * an image is one pixel chunk shorter than KC, per group of images instead (one microkernel call
+ * sums over the group's images). Each chunk's sum is transposed into its own copy of dW, and
+ * the copies are added in a fixed order at the end, so results do not depend on the thread
+ * count. */
 #ifndef FC_CONV2D_BWD_WEIGHT_H
 #define FC_CONV2D_BWD_WEIGHT_H
 
@@ -141,6 +143,13 @@ static int FC_LOCAL(conv2d_bwd_weight_direct)(const fc_conv2d_params *p, const f
     const fc_index per_slab = FC_MAX(
         1, FC_MIN(chunks, tn->weight_grad_pack_bytes /
                               ((fc_index)sizeof(T) * chunk_images * image_packed)));
+    /* Images per microkernel call: where an image's reduction is one pixel chunk shorter than
+     * KC (few pixels), each call reduces over the phases of up to KC / L images, made together,
+     * its accumulators kept in registers across the images instead of added to the task's sum
+     * after each image's few steps; the images' B panels together stay within KC steps, in L1.
+     * The images per call follow from the problem, not the thread count. */
+    const fc_index img_x = FC_MIN(cb, Cg) * ph.channel; /* one image's phases in a task */
+    const fc_index ib = pointwise || nq > 1 ? 1 : FC_MAX(1, FC_MIN(chunk_images, tn->kc / L));
     int failed = 0, nonfinite = 0;
 
     T *partial = NULL;
@@ -157,9 +166,7 @@ static int FC_LOCAL(conv2d_bwd_weight_direct)(const fc_conv2d_params *p, const f
                                   FC_MIN(chunks, per_slab) * G * cblocks * kparts);
     FC_PRAGMA(omp parallel num_threads(nt))
     {
-        T *xph = pointwise
-                     ? NULL
-                     : (T *)fc_aligned_alloc(sizeof(T) * (size_t)(FC_MIN(cb, Cg) * ph.channel));
+        T *xph = pointwise ? NULL : (T *)fc_aligned_alloc(sizeof(T) * (size_t)(ib * img_x));
         T *acc = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(rows_max * kg_pad));
         fc_index *taps = (fc_index *)malloc(sizeof(fc_index) * (size_t)rows_max);
         const int ok = (xph || pointwise) && acc && taps;
@@ -207,22 +214,24 @@ static int FC_LOCAL(conv2d_bwd_weight_direct)(const fc_conv2d_params *p, const f
                 for (fc_index r = 0; r < rows_max; r++) /* this part's columns */
                     memset(acc + r * kg_pad + kp0, 0, sizeof(T) * (size_t)(kp1 - kp0));
                 int bad = 0;
-                for (fc_index n = n0; n < n1; n++) {
-                    const T *xg = x + (n * p->in_channels + g * Cg) * HW;
-                    const T *a_base = pointwise ? xg + c0 * HW : xph;
-                    const T *bp = packed + ((n - slab_n0) * G + g) * nq * packed_chunk;
-                    if (!pointwise) {
+                for (fc_index nb = n0; nb < n1; nb += ib) {
+                    const fc_index imgs = FC_MIN(ib, n1 - nb);
+                    const T *a_base = pointwise ? x + (nb * p->in_channels + g * Cg + c0) * HW
+                                                : xph;
+                    const T *bp = packed + ((nb - slab_n0) * G + g) * nq * packed_chunk;
+                    for (fc_index n = nb; !pointwise && n < nb + imgs; n++) {
+                        const T *xg = x + (n * p->in_channels + g * Cg) * HW;
                         for (fc_index c = c0; c < c1; c++) {
-                            T *xpc = xph + (c - c0) * ph.channel;
+                            T *xpc = xph + (n - nb) * img_x + (c - c0) * ph.channel;
                             FC_LOCAL(split_phases)(p, &ph, xg + c * HW, xpc);
                             for (fc_index e = 0; e < ph.channel; e++) /* Inf - Inf, NaN - NaN */
                                 bad |= (xpc[e] - xpc[e]) != (xpc[e] - xpc[e]);
                         }
-                        if (bad) {
-                            FC_PRAGMA(omp atomic write)
-                            nonfinite = 1;
-                            break;
-                        }
+                    }
+                    if (bad) {
+                        FC_PRAGMA(omp atomic write)
+                        nonfinite = 1;
+                        break;
                     }
                     for (fc_index qi = 0; qi < nq; qi++, bp += packed_chunk) {
                         const fc_index q0 = qi * qc, kc = FC_MIN(qc, L - q0);
@@ -240,9 +249,9 @@ static int FC_LOCAL(conv2d_bwd_weight_direct)(const fc_conv2d_params *p, const f
                                 const T *a[FC_MR];
                                 for (int i = 0; i < FC_MR; i++) a[i] = a_base + taps[m0 + i] + a0;
                                 if (!last) fc_prefetch(next + (m0 / FC_MR) * slice, slice);
-                                FC_LOCAL(gemm_rows_tile)(Kg - k0, segs, kc / segs, ph.wph, a,
-                                                         bp + k0 * kc, acc + m0 * kg_pad + k0,
-                                                         kg_pad);
+                                FC_LOCAL(gemm_rows_tile)(
+                                    Kg - k0, imgs, img_x, G * nq * packed_chunk, segs, kc / segs,
+                                    ph.wph, a, bp + k0 * kc, acc + m0 * kg_pad + k0, kg_pad);
                             }
                         }
                     }

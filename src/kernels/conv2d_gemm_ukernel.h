@@ -110,44 +110,47 @@ static inline void FC_LOCAL(gemm_tile)(fc_index kc, const T *restrict A, const T
  * many independent sums in flight as the full one, where twice its rows would need more row
  * pointers than there are general registers. */
 static inline __attribute__((always_inline)) void FC_LOCAL(gemm_rows_nv)(
-    const int nv, const int sets, fc_index segs, fc_index len, fc_index a_step, const T *const *a,
-    const T *restrict B, T *restrict C, fc_index ldc) {
+    const int nv, const int sets, fc_index imgs, fc_index a_img, fc_index b_img, fc_index segs,
+    fc_index len, fc_index a_step, const T *const *a, const T *restrict B, T *restrict C,
+    fc_index ldc) {
     const T *rows[FC_MR];
     FC_VEC acc[2][FC_MR][FC_NV];
     FC_PRAGMA(GCC unroll 16)
-    for (int i = 0; i < FC_MR; i++) {
-        rows[i] = a[i];
-        FC_PRAGMA(GCC unroll 2)
-        for (int s = 0; s < sets; s++) FC_PRAGMA(GCC unroll 8)
-        for (int v = 0; v < nv; v++) acc[s][i][v] = FC_VZERO();
-    }
-    for (fc_index seg = 0; seg < segs; seg++, B += len * FC_NR) {
-        fc_index r = 0;
-        for (; r + sets <= len; r += sets) FC_PRAGMA(GCC unroll 2)
-        for (int s = 0; s < sets; s++) {
-            FC_VEC b[FC_NV];
-            FC_PRAGMA(GCC unroll 8)
-            for (int v = 0; v < nv; v++) b[v] = FC_VLOADU(B + (r + s) * FC_NR + v * FC_VL);
-            FC_PRAGMA(GCC unroll 16)
-            for (int i = 0; i < FC_MR; i++) {
-                const FC_VEC av = FC_VSET1(rows[i][r + s]);
-                FC_PRAGMA(GCC unroll 8)
-                for (int v = 0; v < nv; v++) acc[s][i][v] = FC_VFMA(av, b[v], acc[s][i][v]);
-            }
-        }
-        if (r < len) { /* sets = 2 and len odd: the last step into the first set */
-            FC_VEC b[FC_NV];
-            FC_PRAGMA(GCC unroll 8)
-            for (int v = 0; v < nv; v++) b[v] = FC_VLOADU(B + r * FC_NR + v * FC_VL);
-            FC_PRAGMA(GCC unroll 16)
-            for (int i = 0; i < FC_MR; i++) {
-                const FC_VEC av = FC_VSET1(rows[i][r]);
-                FC_PRAGMA(GCC unroll 8)
-                for (int v = 0; v < nv; v++) acc[0][i][v] = FC_VFMA(av, b[v], acc[0][i][v]);
-            }
-        }
+    for (int i = 0; i < FC_MR; i++) FC_PRAGMA(GCC unroll 2)
+    for (int s = 0; s < sets; s++) FC_PRAGMA(GCC unroll 8)
+    for (int v = 0; v < nv; v++) acc[s][i][v] = FC_VZERO();
+    for (fc_index img = 0; img < imgs; img++) {
         FC_PRAGMA(GCC unroll 16)
-        for (int i = 0; i < FC_MR; i++) rows[i] += a_step;
+        for (int i = 0; i < FC_MR; i++) rows[i] = a[i] + img * a_img;
+        const T *restrict Bi = B + img * b_img;
+        for (fc_index seg = 0; seg < segs; seg++, Bi += len * FC_NR) {
+            fc_index r = 0;
+            for (; r + sets <= len; r += sets) FC_PRAGMA(GCC unroll 2)
+            for (int s = 0; s < sets; s++) {
+                FC_VEC b[FC_NV];
+                FC_PRAGMA(GCC unroll 8)
+                for (int v = 0; v < nv; v++) b[v] = FC_VLOADU(Bi + (r + s) * FC_NR + v * FC_VL);
+                FC_PRAGMA(GCC unroll 16)
+                for (int i = 0; i < FC_MR; i++) {
+                    const FC_VEC av = FC_VSET1(rows[i][r + s]);
+                    FC_PRAGMA(GCC unroll 8)
+                    for (int v = 0; v < nv; v++) acc[s][i][v] = FC_VFMA(av, b[v], acc[s][i][v]);
+                }
+            }
+            if (r < len) { /* sets = 2 and len odd: the last step into the first set */
+                FC_VEC b[FC_NV];
+                FC_PRAGMA(GCC unroll 8)
+                for (int v = 0; v < nv; v++) b[v] = FC_VLOADU(Bi + r * FC_NR + v * FC_VL);
+                FC_PRAGMA(GCC unroll 16)
+                for (int i = 0; i < FC_MR; i++) {
+                    const FC_VEC av = FC_VSET1(rows[i][r]);
+                    FC_PRAGMA(GCC unroll 8)
+                    for (int v = 0; v < nv; v++) acc[0][i][v] = FC_VFMA(av, b[v], acc[0][i][v]);
+                }
+            }
+            FC_PRAGMA(GCC unroll 16)
+            for (int i = 0; i < FC_MR; i++) rows[i] += a_step;
+        }
     }
     FC_PRAGMA(GCC unroll 16)
     for (int i = 0; i < FC_MR; i++) FC_PRAGMA(GCC unroll 8)
@@ -158,12 +161,21 @@ static inline __attribute__((always_inline)) void FC_LOCAL(gemm_rows_nv)(
     }
 }
 
+/* The rows microkernel over `imgs` images whose rows lie a_img apart in A and whose panels lie
+ * b_img apart in B, summed in registers: the weight gradient of an image of few pixels reduces
+ * over several images per call, not over one image's few steps. */
+static void FC_LOCAL(gemm_rows_images)(fc_index imgs, fc_index a_img, fc_index b_img, fc_index segs,
+                                       fc_index len, fc_index a_step, const T *const *a,
+                                       const T *restrict B, T *restrict C, fc_index ldc) {
+    FC_LOCAL(gemm_rows_nv)(FC_NV, 1, imgs, a_img, b_img, segs, len, a_step, a, B, C, ldc);
+}
+
 /* C[MR x NR] += sum_r a[i][r] * B[r][j] over `segs` segments of `len` steps, A's MR rows read
  * in place (segment s at a[i] + s * a_step). */
 static void FC_UKERNEL(gemm_rows_ukernel)(fc_index segs, fc_index len, fc_index a_step,
                                           const T *const *a, const T *restrict B, T *restrict C,
                                           fc_index ldc) {
-    FC_LOCAL(gemm_rows_nv)(FC_NV, 1, segs, len, a_step, a, B, C, ldc);
+    FC_LOCAL(gemm_rows_images)(1, 0, 0, segs, len, a_step, a, B, C, ldc);
 }
 
 #if FC_HAVE_GEMM_HALF
@@ -171,10 +183,16 @@ static void FC_UKERNEL(gemm_rows_ukernel)(fc_index segs, fc_index len, fc_index 
  * most NR/2 columns (the weight gradient of a layer with 16 output channels), which the full
  * tile would run half on zero columns. */
 #define FC_GEMM_ROWS_UKERNEL_HALF FC_CAT2(FC_UKERNEL(gemm_rows_ukernel), _half)
+static void FC_LOCAL(gemm_rows_images_half)(fc_index imgs, fc_index a_img, fc_index b_img,
+                                            fc_index segs, fc_index len, fc_index a_step,
+                                            const T *const *a, const T *restrict B, T *restrict C,
+                                            fc_index ldc) {
+    FC_LOCAL(gemm_rows_nv)(FC_NV / 2, 2, imgs, a_img, b_img, segs, len, a_step, a, B, C, ldc);
+}
 static void FC_GEMM_ROWS_UKERNEL_HALF(fc_index segs, fc_index len, fc_index a_step,
                                       const T *const *a, const T *restrict B, T *restrict C,
                                       fc_index ldc) {
-    FC_LOCAL(gemm_rows_nv)(FC_NV / 2, 2, segs, len, a_step, a, B, C, ldc);
+    FC_LOCAL(gemm_rows_images_half)(1, 0, 0, segs, len, a_step, a, B, C, ldc);
 }
 #endif
 
@@ -201,35 +219,51 @@ static inline void FC_UKERNEL(gemm_ukernel)(fc_index kc, const T *restrict A, co
 /* The passes' one entry: the microkernel itself. */
 #define FC_GEMM FC_UKERNEL(gemm_ukernel)
 
-static void FC_UKERNEL(gemm_rows_ukernel)(fc_index segs, fc_index len, fc_index a_step,
-                                          const T *const *a, const T *restrict B, T *restrict C,
-                                          fc_index ldc) {
+static void FC_LOCAL(gemm_rows_images)(fc_index imgs, fc_index a_img, fc_index b_img, fc_index segs,
+                                       fc_index len, fc_index a_step, const T *const *a,
+                                       const T *restrict B, T *restrict C, fc_index ldc) {
     T acc[FC_MR][FC_NR];
     memset(acc, 0, sizeof(acc));
-    for (fc_index seg = 0; seg < segs; seg++, B += len * FC_NR)
-        for (fc_index r = 0; r < len; r++)
-            for (int i = 0; i < FC_MR; i++) {
-                const T av = a[i][seg * a_step + r];
-                for (int j = 0; j < FC_NR; j++) acc[i][j] += av * B[r * FC_NR + j];
-            }
+    for (fc_index img = 0; img < imgs; img++) {
+        const T *Bs = B + img * b_img;
+        for (fc_index seg = 0; seg < segs; seg++, Bs += len * FC_NR)
+            for (fc_index r = 0; r < len; r++)
+                for (int i = 0; i < FC_MR; i++) {
+                    const T av = a[i][img * a_img + seg * a_step + r];
+                    for (int j = 0; j < FC_NR; j++) acc[i][j] += av * Bs[r * FC_NR + j];
+                }
+    }
     for (int i = 0; i < FC_MR; i++)
         for (int j = 0; j < FC_NR; j++) C[i * ldc + j] += acc[i][j];
 }
+
+static void FC_UKERNEL(gemm_rows_ukernel)(fc_index segs, fc_index len, fc_index a_step,
+                                          const T *const *a, const T *restrict B, T *restrict C,
+                                          fc_index ldc) {
+    FC_LOCAL(gemm_rows_images)(1, 0, 0, segs, len, a_step, a, B, C, ldc);
+}
 #endif
 
-/* The weight gradient's entry to the rows microkernels: the half-width one where the tile's
- * `cols` <= NR columns fit in it. */
-static inline void FC_LOCAL(gemm_rows_tile)(fc_index cols, fc_index segs, fc_index len,
+/* The weight gradient's entry to the rows microkernels, over `imgs` images (gemm_rows_images):
+ * the half-width one where the tile's `cols` <= NR columns fit in it. */
+static inline void FC_LOCAL(gemm_rows_tile)(fc_index cols, fc_index imgs, fc_index a_img,
+                                            fc_index b_img, fc_index segs, fc_index len,
                                             fc_index a_step, const T *const *a, const T *restrict B,
                                             T *restrict C, fc_index ldc) {
 #if FC_HAVE_GEMM_HALF
     if (cols <= FC_NR / 2) {
-        FC_GEMM_ROWS_UKERNEL_HALF(segs, len, a_step, a, B, C, ldc);
+        if (imgs == 1)
+            FC_GEMM_ROWS_UKERNEL_HALF(segs, len, a_step, a, B, C, ldc);
+        else
+            FC_LOCAL(gemm_rows_images_half)(imgs, a_img, b_img, segs, len, a_step, a, B, C, ldc);
         return;
     }
 #endif
     (void)cols;
-    FC_UKERNEL(gemm_rows_ukernel)(segs, len, a_step, a, B, C, ldc);
+    if (imgs == 1)
+        FC_UKERNEL(gemm_rows_ukernel)(segs, len, a_step, a, B, C, ldc);
+    else
+        FC_LOCAL(gemm_rows_images)(imgs, a_img, b_img, segs, len, a_step, a, B, C, ldc);
 }
 
 #endif /* FC_CONV2D_GEMM_UKERNEL_H */

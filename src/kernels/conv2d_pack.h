@@ -325,7 +325,8 @@ static void FC_NR_NAME(conv2d_pack_dyt)(const T *gyg, fc_index Kg, fc_index P, f
     for (fc_index k0 = 0; k0 < Kg; k0 += FC_NR) {
         const int nr = (int)FC_MIN(FC_NR, Kg - k0);
         T *panel = dst + (k0 / FC_NR) * n * FC_NR;
-        memset(panel, 0, sizeof(T) * (size_t)(n * FC_NR));
+        if (nr < FC_NR || wph > OW) /* zeros to leave: else every element is written below */
+            memset(panel, 0, sizeof(T) * (size_t)(n * FC_NR));
         for (int t = 0; t < nr; t++)
             fc_prefetch(gyg + (k0 + t) * P + next0, sizeof(T) * (size_t)(next1 - next0));
         int t = 0;
@@ -344,6 +345,14 @@ static void FC_NR_NAME(conv2d_pack_dyt)(const T *gyg, fc_index Kg, fc_index P, f
                     const T *block[16];
                     for (int i = 0; i < 16; i++) block[i] = rows[i] + u;
                     FC_LOCAL(transpose_block16)(block, d + u * FC_NR, FC_NR);
+                }
+                if (u < valid && valid >= 16) { /* the tail as the run's last 16 pixels: the
+                                                   block's first ones are written again, with
+                                                   the same values */
+                    const T *block[16];
+                    for (int i = 0; i < 16; i++) block[i] = rows[i] + valid - 16;
+                    FC_LOCAL(transpose_block16)(block, d + (valid - 16) * FC_NR, FC_NR);
+                    u = valid;
                 }
                 for (; u < valid; u++)
                     for (int i = 0; i < 16; i++) d[u * FC_NR + i] = rows[i][u];
