@@ -334,6 +334,10 @@ cdef extern from "fc_ukernels.h" nogil:
         const char *gconv4_dot_nhwc_name
         void (*gconv4_dot_nhwc)(fc_index c, fc_index ne, const void *const *a,
                                 const void *const *b, void *y)
+        const char *igemm_wide_name
+        void (*igemm_wide)(fc_index ks, fc_index kc, const void *const *a, const void *b,
+                           const void *b2, void *c, fc_index ldc, int mr, int nr,
+                           int accumulate, const void *bias)
 
     const fc_ukernel_table *fc_ukernel_table_for(int isa, int dtype)
 

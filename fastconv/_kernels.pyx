@@ -1093,7 +1093,8 @@ cdef class UkernelTable:
                 "dwconv_nhwc": _name(t.dwconv_nhwc_name),
                 "dwconv_dot_nhwc": _name(t.dwconv_dot_nhwc_name),
                 "gconv4_nhwc": _name(t.gconv4_nhwc_name),
-                "gconv4_dot_nhwc": _name(t.gconv4_dot_nhwc_name)}
+                "gconv4_dot_nhwc": _name(t.gconv4_dot_nhwc_name),
+                "igemm_wide": _name(t.igemm_wide_name)}
 
     cdef void *_data(self, cnp.ndarray a, fc_index need, str what) except NULL:
         """a's data, after checking its dtype and layout and that it holds `need` elements."""
@@ -1255,22 +1256,33 @@ cdef class UkernelTable:
 
     def igemm(self, fc_index ks, fc_index kc, cnp.ndarray a, a_offsets, cnp.ndarray b,
               cnp.ndarray c, fc_index ldc, int mr, int nr, bint accumulate,
-              cnp.ndarray bias=None, bint half=False):
+              cnp.ndarray bias=None, bint half=False, cnp.ndarray b2=None):
         """C[mr x nr] (+)= sum over s < ks of A_s * B_s (+ bias[:nr]), row i of A_s being
         a[a_offsets[i * ks + s]:][:kc] (MR * ks offsets), B packed [ks][kc][NR]; half: the
-        half-width microkernel (nr <= NR/2)."""
+        half-width microkernel (nr <= NR/2); b2: the one-and-a-half-panel microkernel, the
+        columns past NR from b2's first NR/2 (NR < nr <= NR + NR/2)."""
+        wide = b2 is not None
         fn = self.t.igemm_half if half else self.t.igemm
-        if fn == NULL:
+        if half and fn == NULL:
             raise ValueError(f"{self.isa} has no half-width microkernel")
-        if not (1 <= mr <= self.t.mr and 1 <= nr <= (self.t.nr // 2 if half else self.t.nr)
+        if wide and (half or self.t.igemm_wide == NULL):
+            raise ValueError(f"{self.isa} has no one-and-a-half-panel microkernel")
+        cdef int lo = self.t.nr + 1 if wide else 1
+        cdef int hi = (self.t.nr + self.t.nr // 2 if wide
+                       else self.t.nr // 2 if half else self.t.nr)
+        if not (1 <= mr <= self.t.mr and lo <= nr <= hi
                 and ldc >= nr and kc >= 1 and ks >= 1 and len(a_offsets) == self.t.mr * ks):
             raise ValueError(f"igemm: mr={mr}, nr={nr}, ldc={ldc}, kc={kc}, ks={ks} or "
                              f"{len(a_offsets)} offsets outside the contract")
         cdef const void *pb = self._data(b, ks * kc * self.t.nr, "b")
+        cdef const void *pb2 = self._data(b2, ks * kc * self.t.nr, "b2") if wide else NULL
         cdef void *pc = self._data(c, (mr - 1) * ldc + nr, "c")
         cdef const void *pbias = NULL if bias is None else self._data(bias, nr, "bias")
         cdef const void **rows = self._pointers(a, a_offsets, kc, "a")
-        fn(ks, kc, rows, pb, pc, ldc, mr, nr, accumulate, pbias)
+        if wide:
+            self.t.igemm_wide(ks, kc, rows, pb, pb2, pc, ldc, mr, nr, accumulate, pbias)
+        else:
+            fn(ks, kc, rows, pb, pc, ldc, mr, nr, accumulate, pbias)
         PyMem_Free(rows)
 
     def gemm_cols(self, fc_index kc, cnp.ndarray a, a_offsets, fc_index off, cnp.ndarray b,

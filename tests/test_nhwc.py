@@ -560,3 +560,29 @@ def test_nn_layer_nhwc_equals_nchw(make):
     for (_, pa), (_, pb) in zip(a.named_parameters(), b.named_parameters()):
         np.testing.assert_allclose(pb.grad, pa.grad, rtol=1e-4, atol=1e-4)
     assert "data_format='NHWC'" in repr(b)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("extra", [1, "half-1", "half", "nr+5"])
+def test_forward_last_narrow_k_block_is_the_split_layers(extra, dtype, isa):
+    """A last K block of at most NR/2 channels runs with the block before it in one pass over the
+    tile (the one-and-a-half-panel microkernel where the ISA has one): each output channel's sum
+    is still its own, in the same order, so the layer equals, bit for bit, its first channels'
+    and its last block's channels run as two layers (full and half-width tiles alone), NaN and
+    Inf included, on direct and im2col, on 1 and 2 threads."""
+    nr = _kernels.tuning(isa, dtype)["nr"]
+    k = {1: nr + 1, "half-1": nr + nr // 2 - 1, "half": nr + nr // 2, "nr+5": 2 * nr + 5}[extra]
+    split = (k - 1) // nr * nr  # the channels before the last block
+    # a few NaN and Inf, each reaching a few pixels or one channel
+    x, w = _sprinkled((2, 3, 9, 11), dtype, 21, 0.01), _sprinkled((k, 3, 3, 3), dtype, 22, 0.003)
+    b = _sprinkled((k,), dtype, 23, 0.05)
+    fmt = dict(padding=1, data_format="NHWC", weight_format="HWIO")
+    for algorithm in ("direct", "im2col"):
+        with _kernels.force_conv_algorithms(forward=algorithm):
+            whole = [lambda: F.conv2d(nhwc(x), hwio(w), b, **fmt)]
+            assert_same_for_1_and_2_threads(whole)
+            got = whole[0]()
+            first = F.conv2d(nhwc(x), hwio(w[:split]), b[:split], **fmt)
+            last = F.conv2d(nhwc(x), hwio(w[split:]), b[split:], **fmt)
+        np.testing.assert_array_equal(got, np.concatenate([first, last], axis=-1))
+    assert_same_nonfinite(nchw(got), F.conv2d(x, w, b, padding=1), 27)

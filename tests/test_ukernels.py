@@ -223,27 +223,33 @@ def _row_offsets(layout, mr, ks, kc):
     return [(i * ks + s) * step + 1 for i in range(mr) for s in range(ks)]
 
 
-def _check_igemm(table, case, half):
+def _check_igemm(table, case, kind):
     m_spec, n_spec, ks, kc, accumulate, with_bias, layout = case
     MR, NR, dtype = table.mr, table.nr, table.dtype
-    width = NR // 2 if half else NR
+    width = {"full": NR, "half": NR // 2, "wide": NR + NR // 2}[kind]
     m, n = _size(m_spec, MR), _size(n_spec, width)
+    if kind == "wide" and n <= NR:  # its columns past NR come from the second panel
+        n = NR + 1
     rng = np.random.default_rng(4)
     offsets = _row_offsets(layout, MR, ks, kc)
     a = _rand(rng, max(offsets) + kc + 2, dtype)
     b = _rand(rng, ks * kc * NR, dtype)  # B panels [ks][kc][NR]
-    if half:  # columns past NR/2 must not be read: poison them
-        b.reshape(ks * kc, NR)[:, width:] = np.nan
+    b2 = _rand(rng, ks * kc * NR, dtype) if kind == "wide" else None
+    if kind != "full":  # columns past the tile's must not be read: poison them
+        (b2 if kind == "wide" else b).reshape(ks * kc, NR)[:, NR // 2:] = np.nan
     ldc = width + 3
     c, written = _tile(rng, m, n, ldc, dtype)
     bias = _rand(rng, n, dtype) if with_bias else None
     before = c.copy().reshape(m, ldc)
-    table.igemm(ks, kc, a, offsets, b, c, ldc, m, n, accumulate, bias, half=half)
+    table.igemm(ks, kc, a, offsets, b, c, ldc, m, n, accumulate, bias, half=kind == "half", b2=b2)
 
-    # A[i, s * kc + r] = row i of segment s, r; B stacked [ks * kc][NR]
+    # A[i, s * kc + r] = row i of segment s, r; B stacked [ks * kc][NR] (side by side: wide)
     A = np.stack([np.concatenate([a[offsets[i * ks + s]:][:kc] for s in range(ks)])
                   for i in range(m)]).astype(np.float64)
-    B = b.reshape(ks * kc, NR).astype(np.float64)[:, :n]
+    B = b.reshape(ks * kc, NR)
+    if kind == "wide":
+        B = np.concatenate([B, b2.reshape(ks * kc, NR)], axis=1)
+    B = B.astype(np.float64)[:, :n]
     expected = np.full((m, ldc), np.nan)
     scale = np.zeros((m, ldc))
     expected[:, :n] = A @ B
@@ -255,15 +261,18 @@ def _check_igemm(table, case, half):
         expected[:, :n] += bias[None, :n]
         scale[:, :n] += np.abs(bias[None, :n])
     _assert_region(c, expected.reshape(-1), written, ks * kc + 1, scale.reshape(-1),
-                   table.names["igemm_half" if half else "igemm"])
+                   table.names["igemm" if kind == "full" else "igemm_" + kind])
 
 
-@pytest.mark.parametrize("half", [False, True], ids=["full", "half"])
+@pytest.mark.parametrize("kind", ["full", "half", "wide"])
 @pytest.mark.parametrize("case", list(IGEMM_CASES.values()), ids=list(IGEMM_CASES))
-def test_igemm_ukernel(table, case, half):
-    if half and table.names["igemm_half"] is None:
+def test_igemm_ukernel(table, case, kind):
+    if kind == "half" and table.names["igemm_half"] is None:
         pytest.skip(f"the {table.isa} path has no half-width microkernel (no vector registers)")
-    _check_igemm(table, case, half)
+    if kind == "wide" and table.names["igemm_wide"] is None:
+        pytest.skip(f"the {table.isa} path has no one-and-a-half-panel microkernel (it needs 32 "
+                    "vector registers)")
+    _check_igemm(table, case, kind)
 
 
 # id: (kc, extra columns of ldc, off, column offsets as a function of (MR, kc)): the weight

@@ -260,15 +260,26 @@ static void FC_NR_NAME(conv2d_nhwc_pack_dy_rows)(const fc_conv2d_params *p, cons
  * u) / m) meets kernel row i = r + kH - 1 - d, zero where that lies outside the kernel. */
 static void FC_MR_NAME(conv2d_nhwc_pack_wphases)(const fc_conv2d_params *p, fc_index depth,
                                                  const T *w, T *dst) {
-    const fc_index K = p->out_channels, kh = p->kernel_h, m = p->kernel_w * p->in_channels;
-    for (fc_index phase = 0; phase < m; phase++)
+    const fc_index K = p->out_channels, C = p->in_channels, kh = p->kernel_h, m = p->kernel_w * C;
+    const fc_weight_layout s = fc_weight_layout_of(p);
+    /* a serial prologue of the pass: row u's input row and offset in w found once per phase,
+     * not per element (nhwc_wrow's divisions) */
+    fc_index r[FC_MR], off[FC_MR];
+    for (fc_index phase = 0; phase < m; phase++) {
+        for (fc_index u = 0; u < FC_MR; u++) {
+            const fc_index e = (phase + u) % m;
+            r[u] = (phase + u) / m;
+            off[u] = e % C * s.c_stride + e / C * s.tap_stride;
+        }
         for (fc_index d = 0; d < depth; d++)
             for (fc_index k = 0; k < K; k++, dst += FC_MR)
                 for (fc_index u = 0; u < FC_MR; u++) {
-                    const fc_index i = (phase + u) / m + kh - 1 - d;
-                    dst[u] = i >= 0 && i < kh ? FC_LOCAL(nhwc_wrow)(p, w, 0, i, k, (phase + u) % m)
-                                              : (T)0;
+                    const fc_index i = r[u] + kh - 1 - d;
+                    dst[u] = i >= 0 && i < kh
+                                 ? w[k * s.k_stride + i * p->kernel_w * s.tap_stride + off[u]]
+                                 : (T)0;
                 }
+    }
 }
 
 /* The tile of a block of input rows [ih0, ih1) at once (the flattened panels above), from the dY

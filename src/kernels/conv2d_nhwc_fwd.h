@@ -145,6 +145,17 @@ static void FC_LOCAL(nhwc_fwd_tile_gemm)(const fc_conv2d_params *p,
         const T *brow = wk->bp ? wk->bp + (g * wk->kblocks + kb) * FC_NR : NULL;
         const int nr = (int)FC_MIN(FC_NR, Kg - kb * FC_NR);
         T *yk = y + (n * P + p0) * K + g * Kg + kb * FC_NR;
+#ifdef FC_IGEMM_UKERNEL_WIDE
+        /* a last K block of at most NR/2 channels with the block before it, in one pass over
+         * the tile's A rows (conv2d_nhwc_ukernel.h): the same sums */
+        if (kb + 2 == wk->kblocks && kb + 1 < kb1 && Kg - (kb + 1) * FC_NR <= FC_NR / 2) {
+            for (fc_index q = 0; q < np; q += FC_MR)
+                FC_IGEMM_UKERNEL_WIDE(count, len, a + q * count, panel, panel + R * FC_NR,
+                                      yk + q * K, K, (int)FC_MIN(FC_MR, np - q),
+                                      (int)(Kg - kb * FC_NR), 0, brow);
+            break;
+        }
+#endif
         for (fc_index q = 0; q < np; q += FC_MR)
             FC_IGEMM(count, len, a + q * count, panel, yk + q * K, K, (int)FC_MIN(FC_MR, np - q),
                      nr, 0, brow);

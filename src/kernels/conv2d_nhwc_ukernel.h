@@ -8,6 +8,8 @@
  *                                                 a bias row; A_s's MR rows (pixels) read in place
  *                                                 through a pointer per row and tap
  *   fc_<dt>_igemm_ukernel_<MR>x<NR>__<isa>_half  the same on the B panel's first NR/2 columns
+ *   fc_<dt>_igemm_ukernel_<MR>x<NR>__<isa>_wide  the same on a B panel's NR columns and the next
+ *                                                 panel's first NR/2 (32 vector registers only)
  *   fc_<dt>_gemm_cols_ukernel_<MR>x<NR>__<isa>   C[MR x NR] += A B, A's kc columns (MR contiguous
  *                                                 values each) read in place through kc pointers
  *   fc_<dt>_gemm_cols_ukernel_<MR>x<NR>__<isa>_half  C[2 MR x NR/2] += the same on the B panel's
@@ -37,52 +39,84 @@
 #include "fc_template.h"
 
 #if FC_HAVE_VEC
-/* a[i * ks + s]: row i of tap s (kc values); B: [ks][kc][NR]; bias: NULL or the tile's column
- * values (a vector's worth readable past nr). nv = NV or NV / 2 (the half-width kernel). */
+/* a[i * ks + s]: row i of tap s (kc values); B: [ks][kc][NR], the tile's first nv vectors of
+ * columns; B2: a second such panel whose first nv2 vectors are the columns past those (NULL and
+ * nv2 = 0 for one panel); bias: NULL or the tile's nr column values. nv = NV or NV / 2 (the
+ * half-width kernel). */
 static inline __attribute__((always_inline)) void FC_LOCAL(igemm_ukernel_nv)(
-    const int nv, fc_index ks, fc_index kc, const T *const *restrict a, const T *restrict B,
-    T *restrict C, fc_index ldc, int mr, int nr, int accumulate, const T *restrict bias) {
-    FC_VEC acc[FC_MR][FC_NV];
+    const int nv, const int nv2, fc_index ks, fc_index kc, const T *const *restrict a,
+    const T *restrict B, const T *restrict B2, T *restrict C, fc_index ldc, int mr, int nr,
+    int accumulate, const T *restrict bias) {
+    enum { NW = FC_NV + FC_NV / 2 };
+    const int nw = nv + nv2;
+    FC_VEC acc[FC_MR][NW];
     FC_PRAGMA(GCC unroll 16)
-    for (int i = 0; i < FC_MR; i++) FC_PRAGMA(GCC unroll 8)
-    for (int v = 0; v < nv; v++) acc[i][v] = FC_VZERO();
+    for (int i = 0; i < FC_MR; i++) FC_PRAGMA(GCC unroll 12)
+    for (int v = 0; v < nw; v++) acc[i][v] = FC_VZERO();
     for (fc_index s = 0; s < ks; s++) {
         const T *rows[FC_MR];
         FC_PRAGMA(GCC unroll 16)
         for (int i = 0; i < FC_MR; i++) rows[i] = a[i * ks + s];
         for (fc_index r = 0; r < kc; r++, B += FC_NR) {
-            FC_VEC b[FC_NV];
+            FC_VEC b[NW];
             FC_PRAGMA(GCC unroll 8)
             for (int v = 0; v < nv; v++) b[v] = FC_VLOADU(B + v * FC_VL);
+            if (nv2) {
+                FC_PRAGMA(GCC unroll 4)
+                for (int v = 0; v < nv2; v++) b[nv + v] = FC_VLOADU(B2 + v * FC_VL);
+                B2 += FC_NR;
+            }
             FC_PRAGMA(GCC unroll 16)
             for (int i = 0; i < FC_MR; i++) {
                 const FC_VEC av = FC_VSET1(rows[i][r]);
-                FC_PRAGMA(GCC unroll 8)
-                for (int v = 0; v < nv; v++) acc[i][v] = FC_VFMA(av, b[v], acc[i][v]);
+                FC_PRAGMA(GCC unroll 12)
+                for (int v = 0; v < nw; v++) acc[i][v] = FC_VFMA(av, b[v], acc[i][v]);
             }
         }
     }
-    if (mr == FC_MR && nr == nv * FC_VL) {
-        FC_VEC add[FC_NV];
-        FC_PRAGMA(GCC unroll 8)
-        for (int v = 0; v < nv; v++) add[v] = bias ? FC_VLOADU(bias + v * FC_VL) : FC_VZERO();
+    /* whole vectors of whole tiles stored from the registers (with two panels, those before
+     * a partial last vector too, which is added as the copy below adds); the rest through a
+     * copy, element by element */
+    const int whole = mr < FC_MR ? 0 : nr == nw * FC_VL ? nw : nv2 ? nr / FC_VL : 0;
+    if (whole) {
+        FC_VEC add[NW];
+        FC_PRAGMA(GCC unroll 12)
+        for (int v = 0; v < nw; v++)
+            add[v] = bias && v < whole ? FC_VLOADU(bias + v * FC_VL) : FC_VZERO();
         FC_PRAGMA(GCC unroll 16)
         for (int i = 0; i < FC_MR; i++) {
             T *c = C + i * ldc;
-            FC_PRAGMA(GCC unroll 8)
-            for (int v = 0; v < nv; v++) {
+            FC_PRAGMA(GCC unroll 12)
+            for (int v = 0; v < nw; v++) {
+                if (v >= whole) break;
                 const FC_VEC base = accumulate ? FC_VLOADU(c + v * FC_VL) : add[v];
                 FC_VSTOREU(c + v * FC_VL, FC_VADD(acc[i][v], base));
             }
         }
-        return;
+        if (whole == nw) return;
+        if (nv2) { /* two panels: the one partial vector through masked copies */
+            const int n = nr - whole * FC_VL;
+            T add[FC_VL] = {0}, part[FC_VL] = {0};
+            if (bias && !accumulate) FC_VCOPY_PARTIAL(add, bias + whole * FC_VL, n);
+            for (int i = 0; i < FC_MR; i++) {
+                T *c = C + i * ldc + whole * FC_VL;
+                if (accumulate) {
+                    FC_VCOPY_PARTIAL(part, c, n);
+                    FC_VSTOREU(part, FC_VADD(FC_VLOADU(part), acc[i][whole]));
+                } else {
+                    FC_VSTOREU(part, FC_VADD(acc[i][whole], FC_VLOADU(add)));
+                }
+                FC_VCOPY_PARTIAL(c, part, n);
+            }
+            return;
+        }
     }
-    T tile[FC_MR][FC_NR];
+    T tile[FC_MR][NW * FC_VL];
     for (int i = 0; i < FC_MR; i++)
-        for (int v = 0; v < nv; v++) FC_VSTOREU(&tile[i][v * FC_VL], acc[i][v]);
+        for (int v = whole; v < nw; v++) FC_VSTOREU(&tile[i][v * FC_VL], acc[i][v]);
     for (int i = 0; i < mr; i++) {
         T *c = C + i * ldc;
-        for (int j = 0; j < nr; j++)
+        for (int j = whole * FC_VL; j < nr; j++)
             c[j] = accumulate ? c[j] + tile[i][j] : tile[i][j] + (bias ? bias[j] : (T)0);
     }
 }
@@ -90,7 +124,7 @@ static inline __attribute__((always_inline)) void FC_LOCAL(igemm_ukernel_nv)(
 static void FC_UKERNEL(igemm_ukernel)(fc_index ks, fc_index kc, const T *const *restrict a,
                                       const T *restrict B, T *restrict C, fc_index ldc, int mr,
                                       int nr, int accumulate, const T *restrict bias) {
-    FC_LOCAL(igemm_ukernel_nv)(FC_NV, ks, kc, a, B, C, ldc, mr, nr, accumulate, bias);
+    FC_LOCAL(igemm_ukernel_nv)(FC_NV, 0, ks, kc, a, B, NULL, C, ldc, mr, nr, accumulate, bias);
 }
 
 #if FC_HAVE_GEMM_HALF
@@ -98,7 +132,23 @@ static void FC_UKERNEL(igemm_ukernel)(fc_index ks, fc_index kc, const T *const *
 static void FC_IGEMM_UKERNEL_HALF(fc_index ks, fc_index kc, const T *const *restrict a,
                                   const T *restrict B, T *restrict C, fc_index ldc, int mr, int nr,
                                   int accumulate, const T *restrict bias) {
-    FC_LOCAL(igemm_ukernel_nv)(FC_NV / 2, ks, kc, a, B, C, ldc, mr, nr, accumulate, bias);
+    FC_LOCAL(igemm_ukernel_nv)(FC_NV / 2, 0, ks, kc, a, B, NULL, C, ldc, mr, nr, accumulate, bias);
+}
+#endif
+
+#if FC_HAVE_GEMM_HALF && FC_VREGS >= 32
+/* One and a half panels: C[mr x nr] (+)= the same over B's NR columns and then the first NR/2 of
+ * B2 (a second panel of the same depth), NR < nr <= NR + NR/2, each A value broadcast once for
+ * both: a layer whose last K block is at most half a panel (K = 37: 32 + 5) would otherwise pass
+ * over A twice, the second time for a few columns. MR (NV + NV/2) accumulators: on 32 registers
+ * only. Each element's sum runs in the same order as on the one-panel kernels. */
+#define FC_IGEMM_UKERNEL_WIDE FC_CAT2(FC_UKERNEL(igemm_ukernel), _wide)
+static void FC_IGEMM_UKERNEL_WIDE(fc_index ks, fc_index kc, const T *const *restrict a,
+                                  const T *restrict B, const T *restrict B2, T *restrict C,
+                                  fc_index ldc, int mr, int nr, int accumulate,
+                                  const T *restrict bias) {
+    FC_LOCAL(igemm_ukernel_nv)(FC_NV, FC_NV / 2, ks, kc, a, B, B2, C, ldc, mr, nr, accumulate,
+                               bias);
 }
 #endif
 

@@ -14,15 +14,17 @@
 #include "conv2d_plan.h"
 #include "fc_template.h"
 
-/* True when every element is finite (exponent bits not all set), as an integer OR-reduction. */
+/* True when every element is finite (exponent bits not all set), as an integer OR-reduction. On
+ * one thread no parallel region at all: the channels-last direct input gradient checks each
+ * task's packed dY from inside its own region, where a nested region of one thread still took
+ * futex calls on every task. */
 static int FC_LOCAL(all_finite)(const fc_tuning *tn, const T *a, fc_index n, int nthreads) {
     int bad = 0;
     const int nt = fc_threads_for(nthreads, (double)n, tn->stream_min_work, n);
-    FC_PRAGMA(omp parallel for reduction(| : bad) schedule(static) num_threads(nt))
-    for (fc_index i = 0; i < n; i++) {
+    FC_PARALLEL_FOR(nt, reduction(| : bad), i, n, {
         const T v = a[i];
         bad |= (v - v) != (v - v); /* inf - inf and NaN - NaN are NaN */
-    }
+    });
     return !bad;
 }
 

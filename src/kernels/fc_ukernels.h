@@ -122,6 +122,13 @@ typedef struct {
     const char *gemm_cols_half_name;
     void (*gemm_cols_half)(fc_index kc, const void *const *a, fc_index off, const void *b, void *c,
                            fc_index ldc);
+    /* the indirect GEMM over a B panel's NR columns and then the first NR/2 of a second panel
+     * b2 of the same depth, NR < nr <= NR + NR/2 (32 vector registers only, else NULL):
+     * fc_<dt>_igemm_ukernel_<MR>x<NR>__<isa>_wide */
+    const char *igemm_wide_name;
+    void (*igemm_wide)(fc_index ks, fc_index kc, const void *const *a, const void *b,
+                       const void *b2, void *c, fc_index ldc, int mr, int nr, int accumulate,
+                       const void *bias);
 } fc_ukernel_table;
 
 /* Each ISA's tables, fc_<dt>_ukernel_table__<isa> (ukernel_table.h), */

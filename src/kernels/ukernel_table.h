@@ -167,6 +167,19 @@ static void FC_WRAP(gemm_cols_half)(fc_index kc, const void *const *a, fc_index 
 #define FC_GEMM_COLS_HALF_ENTRY NULL, NULL
 #endif
 
+#ifdef FC_IGEMM_UKERNEL_WIDE
+static void FC_WRAP(igemm_wide)(fc_index ks, fc_index kc, const void *const *a, const void *b,
+                                const void *b2, void *c, fc_index ldc, int mr, int nr,
+                                int accumulate, const void *bias) {
+    const T *rows[FC_MR * FC_MAX(ks, 1)];
+    for (fc_index i = 0; i < FC_MR * ks; i++) rows[i] = a[i];
+    FC_IGEMM_UKERNEL_WIDE(ks, kc, rows, b, b2, c, ldc, mr, nr, accumulate, bias);
+}
+#define FC_IGEMM_WIDE_ENTRY FC_STR(FC_IGEMM_UKERNEL_WIDE), FC_WRAP(igemm_wide)
+#else
+#define FC_IGEMM_WIDE_ENTRY NULL, NULL
+#endif
+
 static void FC_WRAP(dwconv_nhwc)(fc_index c, fc_index ne, const void *const *a,
                                  const void *const *b, void *y, int accumulate, const void *bias) {
     const T *ae[FC_MAX(ne, 1)], *be[FC_MAX(ne, 1)];
@@ -253,6 +266,7 @@ const fc_ukernel_table FC_FN(ukernel_table) = {
     FC_STR(FC_NR_NAME(gconv4_dot_nhwc_ukernel)),
     FC_WRAP(gconv4_dot_nhwc),
     FC_GEMM_COLS_HALF_ENTRY,
+    FC_IGEMM_WIDE_ENTRY,
 };
 
 #endif /* FC_UKERNEL_TABLE_H */
