@@ -146,6 +146,11 @@ CONV_CASES = {
     # groups on every vector ISA and dtype but AVX2 float64 (no single groups)
     "groups-of-4-wide-strided-dilated": (2, 60, 8, 7, 60, 3, (2, 1), (1, 0, 2, 1), (1, 2), 15,
                                          True),
+    # batch 1 channels last with OIHW weights: the weight gradient's tasks own a K block each
+    # (whole rows of dW) on every ISA, the last block ragged (NR/2 wide: the half-width tile);
+    # grouped, the same where a group has two K blocks or more, the row parts elsewhere
+    "batch1-weight-k-split": (1, 5, 6, 7, 136, 3, 1, 1, 1, 1, True),
+    "batch1-weight-k-split-groups": (1, 8, 5, 6, 40, 3, 1, 1, 1, 2, False),
 }
 
 
@@ -336,7 +341,7 @@ def test_conv2d_halves_equal_backward(name, formats, dtype):
 THREAD_CASES = ["many-pixels-tiles", "big-batch-weight-chunks", "long-reduction", "depthwise",
                 "winograd-blocks-across-images", "winograd-batch1-k-parts", "depthwise-long-rows",
                 "groups-4x4", "batch1-channel-split", "first-layer-k37",
-                "multiplier-3-many-pixels"]
+                "multiplier-3-many-pixels", "batch1-weight-k-split", "batch1-weight-k-split-groups"]
 # (data_format, algorithms forced): the plan's, then the others where the geometry allows them
 THREAD_ALGORITHMS = {
     "planned": ("NCHW", {}),

@@ -22,7 +22,8 @@
  * the copies are added in a fixed order at the end, transposed into OIHW in cache-sized blocks
  * where the weights are OIHW, so results do not depend on the thread count. With one batch chunk
  * (batch 1) and OIHW weights there is nothing to add: each task transposes its accumulator, still
- * in cache, into dW.
+ * in cache, into dW; there, with at least four K blocks in all, tasks are (group, K block) over
+ * every row instead, so that each writes whole rows of dW.
  *
  * Few taps (nhwc_bwd_weight_few_taps): the GEMM turned round, dW[K, R] += dY^T col(X), where a
  * first layer's K far from a multiple of NR and its kernel rows of a few values padded to MR
@@ -227,38 +228,45 @@ static int FC_LOCAL(conv2d_nhwc_bwd_weight_direct)(const fc_conv2d_params *p, co
     }
     const fc_index mblocks = sg.len_pad / FC_MR, blocks = sg.count * mblocks;
     const fc_index kblocks = FC_CEIL_DIV(Kg, FC_NR), kg_pad = kblocks * FC_NR;
-    /* the accumulator's rows a cache line longer than kg_pad: the transposes below read it down
-     * its columns, which at a power-of-two stride (K = 256 float32: 1 KB) fall in a few cache sets
-     * and evict each other */
-    const fc_index ld = kg_pad + 64 / (fc_index)sizeof(T);
-    const fc_index parts = FC_MIN(blocks, FC_CEIL_DIV(sg.count * sg.len_pad, tn->task_rows));
-    const fc_index part_blocks = FC_CEIL_DIV(blocks, parts);
-    const fc_index segs_max = FC_MIN(sg.count, FC_CEIL_DIV(part_blocks, mblocks) + 1);
-    /* pixels per packed dY chunk (one panel per K block stays in L1): chunks run on across the
-     * images of a batch chunk (dY's pixels are consecutive rows), so images with few pixels still
-     * give the microkernel a long reduction per accumulator tile */
-    const fc_index qc = FC_MIN(tn->kc, N * P);
-    /* With one K block each MR-row block of X^T is read once: the microkernel reads the runs in
-     * place (gemm_cols), as the copy into panels would, and stores nothing; at most NR/2 output
-     * channels (res14-16's 16 on AVX-512 float32) run two blocks of a segment at a time on the
-     * half-width tile instead of a full one half on zero columns. Every element's sum is the
-     * packed path's, bit for bit. */
-    const int x_in_place = kblocks == 1;
     /* The tasks' sums are whole rows of K, (tap, channel) rows in order: HWIO, written row by
      * row. HWIO weights take chunk 0's sums in place; OIHW ones get every chunk's from copies,
      * transposed once at the end. */
     const int in_place = p->weight_format == FC_WEIGHT_HWIO;
+    const fc_index row_parts = FC_MIN(blocks, FC_CEIL_DIV(sg.count * sg.len_pad, tn->task_rows));
     /* Batch chunks: enough for weight_grad_tasks tasks in all, within weight_grad_private_bytes of
      * private sums; fixed by the problem, not by the thread count (as the NCHW pass). */
-    fc_index chunks = FC_MIN(N, FC_MAX(2, FC_CEIL_DIV(tn->weight_grad_tasks, G * parts)));
+    fc_index chunks = FC_MIN(N, FC_MAX(2, FC_CEIL_DIV(tn->weight_grad_tasks, G * row_parts)));
     while (chunks > 1 &&
            (chunks - in_place) * wsize * (fc_index)sizeof(T) > tn->weight_grad_private_bytes)
         chunks--;
     if (chunks < 1) chunks = 1;
-    /* one batch chunk of OIHW weights (batch 1): each task transposes its sums straight into dW
-     * from its accumulator, still in cache, instead of through a copy read back at the end */
+    /* One batch chunk of OIHW weights (batch 1): each task writes its sums straight into dW from
+     * its accumulator, still in cache, instead of through a copy read back at the end. Tasks of a
+     * part of the rows would each write a sliver (a tap or two) of every cache line of dW's rows;
+     * with K blocks enough for the threads, a task owns one K block's output channels instead,
+     * all rows: whole rows of dW, K blocks apart (each element's sum is the same GEMM's). */
     const int transpose_own = !in_place && chunks == 1;
-    const fc_index ntasks = chunks * G * parts, copies = transpose_own ? 0 : chunks - in_place;
+    const int by_k = transpose_own && G * kblocks >= 4;
+    const fc_index kparts = by_k ? kblocks : 1, task_kblocks = kblocks / kparts;
+    const fc_index parts = by_k ? 1 : row_parts;
+    const fc_index part_blocks = FC_CEIL_DIV(blocks, parts);
+    const fc_index segs_max = FC_MIN(sg.count, FC_CEIL_DIV(part_blocks, mblocks) + 1);
+    /* the accumulator's rows a cache line longer than its K blocks where the transposes below
+     * read it down its columns, which at a power-of-two stride (K = 256 float32: 1 KB) fall in a
+     * few cache sets and evict each other; a K block's rows are read whole */
+    const fc_index ld = task_kblocks * FC_NR + (by_k ? 0 : 64 / (fc_index)sizeof(T));
+    /* pixels per packed dY chunk (one panel per K block stays in L1): chunks run on across the
+     * images of a batch chunk (dY's pixels are consecutive rows), so images with few pixels still
+     * give the microkernel a long reduction per accumulator tile */
+    const fc_index qc = FC_MIN(tn->kc, N * P);
+    /* With one K block per task each MR-row block of X^T is read once: the microkernel reads the
+     * runs in place (gemm_cols), as the copy into panels would, and stores nothing; at most NR/2
+     * output channels (res14-16's 16 on AVX-512 float32) run two blocks of a segment at a time on
+     * the half-width tile instead of a full one half on zero columns. Every element's sum is the
+     * packed path's, bit for bit. */
+    const int x_in_place = task_kblocks == 1;
+    const fc_index ntasks = chunks * G * parts * kparts,
+                   copies = transpose_own ? 0 : chunks - in_place;
     int failed = 0;
 
     T *partial = copies ? (T *)fc_aligned_alloc(sizeof(T) * (size_t)(copies * wsize)) : NULL;
@@ -287,7 +295,10 @@ static int FC_LOCAL(conv2d_nhwc_bwd_weight_direct)(const fc_conv2d_params *p, co
         FC_PRAGMA(omp for schedule(dynamic, 1))
         for (fc_index t = 0; t < ntasks; t++) {
             if (!ok) continue;
-            const fc_index part = t % parts, g = (t / parts) % G, chunk = t / (parts * G);
+            const fc_index kpart = t % kparts, part = t / kparts % parts;
+            const fc_index g = t / (kparts * parts) % G, chunk = t / (kparts * parts * G);
+            const fc_index k0 = kpart * task_kblocks * FC_NR;
+            const fc_index kw = FC_MIN(task_kblocks * FC_NR, Kg - k0);
             const fc_index b0 = part * blocks / parts, b1 = (part + 1) * blocks / parts;
             const fc_index s0 = b0 / mblocks, s1 = (b1 - 1) / mblocks + 1; /* segments touched */
             const fc_index n0 = chunk * N / chunks, n1 = (chunk + 1) * N / chunks;
@@ -309,14 +320,14 @@ static int FC_LOCAL(conv2d_nhwc_bwd_weight_direct)(const fc_conv2d_params *p, co
                 for (fc_index s = s0; s < s1; s++)
                     used += FC_LOCAL(nhwc_segment_runs)(p, &sg, s, x, total, g * Cg, f0, kc, zero,
                                                         stage, used, a + (s - s0) * kc);
-                FC_NR_NAME(gemm_pack_b)(kc, Kg, gy + f0 * K + g * Kg, K, bp);
+                FC_NR_NAME(gemm_pack_b)(kc, kw, gy + f0 * K + g * Kg + k0, K, bp);
                 if (x_in_place) {
                     for (fc_index b = b0; b < b1;) {
                         const fc_index s = b / mblocks, m0 = (b % mblocks) * FC_MR;
                         const T *const *col = a + (s - s0) * kc;
                         T *c = acc + (b - b0) * FC_MR * ld;
 #if FC_HAVE_GEMM_HALF
-                        if (Kg <= FC_NR / 2 && b + 1 < b1 && m0 + FC_MR < sg.len_pad) {
+                        if (kw <= FC_NR / 2 && b + 1 < b1 && m0 + FC_MR < sg.len_pad) {
                             FC_GEMM_COLS_UKERNEL_HALF(kc, col, m0, bp, c, ld);
                             b += 2;
                             continue;
@@ -337,7 +348,7 @@ static int FC_LOCAL(conv2d_nhwc_bwd_weight_direct)(const fc_conv2d_params *p, co
                     for (fc_index r = 0; r < kc; r++)
                         memcpy(panel + r * FC_MR, col[r] + m0, sizeof(T) * FC_MR);
                 }
-                for (fc_index kb = 0; kb < kblocks; kb++)
+                for (fc_index kb = 0; kb < task_kblocks; kb++)
                     for (fc_index b = b0; b < b1; b++)
                         FC_UKERNEL(gemm_ukernel)(
                             kc, ap + (b - b0) * kc * FC_MR, bp + kb * kc * FC_NR,
@@ -350,6 +361,23 @@ static int FC_LOCAL(conv2d_nhwc_bwd_weight_direct)(const fc_conv2d_params *p, co
             }
             /* row m of segment s is row s * len + m = tap * Cg + c: channel m % Cg of tap s (a
              * single tap's segment) or s * kW + m / Cg (a kernel row's) */
+            if (by_k) {
+                /* per (input channel, tap): its row of acc, the task's output channels, into
+                 * dW[k][c][tap] for each of them: the task's rows of dW are written in order,
+                 * kk values at a time. A segment's length is a multiple of Cg: tap by tap,
+                 * channel c's row steps on by Cg within a segment, then to the next segment's. */
+                T *dk = gw + (g * Kg + k0) * Cg * kk;
+                for (fc_index c = 0; c < Cg; c++)
+                    for (fc_index tap = 0, s = 0, m = c; tap < kk; tap++) {
+                        const T *src = acc + (s * sg.len_pad + m) * ld;
+                        for (fc_index k = 0; k < kw; k++) dk[(k * Cg + c) * kk + tap] = src[k];
+                        if ((m += Cg) >= sg.len) {
+                            m -= sg.len;
+                            s++;
+                        }
+                    }
+                continue;
+            }
             if (transpose_own) {
                 /* per output channel, down the task's rows: one column of acc (its lines reused
                  * by the next output channels) into dW[k][c][tap]. The task's rows, a block's
