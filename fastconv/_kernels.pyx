@@ -1263,10 +1263,13 @@ cdef class UkernelTable:
         columns past NR from b2's first NR/2 (NR < nr <= NR + NR/2)."""
         wide = b2 is not None
         fn = self.t.igemm_half if half else self.t.igemm
+        if half and wide:
+            raise ValueError("igemm: half and b2 (the one-and-a-half-panel microkernel) "
+                             "exclude each other, got both")
         if half and fn == NULL:
-            raise ValueError(f"{self.isa} has no half-width microkernel")
-        if wide and (half or self.t.igemm_wide == NULL):
-            raise ValueError(f"{self.isa} has no one-and-a-half-panel microkernel")
+            raise ValueError(f"igemm: {self.isa} has no half-width microkernel")
+        if wide and self.t.igemm_wide == NULL:
+            raise ValueError(f"igemm: {self.isa} has no one-and-a-half-panel microkernel")
         cdef int lo = self.t.nr + 1 if wide else 1
         cdef int hi = (self.t.nr + self.t.nr // 2 if wide
                        else self.t.nr // 2 if half else self.t.nr)

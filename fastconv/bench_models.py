@@ -7,7 +7,7 @@ too). fastconv trains each network with its convolutions and the ReLUs after the
 (``fastconv.fuse.fuse_conv_relu``: bit for bit the same network, one pass fewer each way) and
 runs inference on ``fastconv.infer.compile``'s executor (``fastconv.fuse.optimize``'s network:
 batch norms folded, convolution + ReLU fused; planned once per input shape: buffers allocated
-once, no checks per call, channels last from ``infer.NHWC_FROM_BATCH`` images), as
+once, no checks per call, channels last on the vector ISAs), as
 onnxruntime optimises every graph it loads; the breakdown by layer times ``optimize``'s layers,
 which run the same kernels one module at a time. PyTorch runs its eager network in
 ``torch.inference_mode`` (the folded one in the ``-folded`` case).

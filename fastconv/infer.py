@@ -10,8 +10,8 @@ nothing kept for backward), and why:
   call touches no fresh pages and runs no NumPy allocation; only the result is a new array.
 - **No checks per call.** Each layer's geometry is validated once, when its shape's plan is
   made; a call checks the input's shape and dtype and then runs the C kernels directly.
-- **Channels last** (``data_format="auto"``, the default, from ``NHWC_FROM_BATCH`` images: every
-  batch, on a vector ISA; the scalar path stays NCHW; ``"NHWC"`` or ``"NCHW"`` force one layout).
+- **Channels last** (``data_format="auto"``, the default: at every batch on a vector ISA; the
+  scalar path stays NCHW; ``"NHWC"`` or ``"NCHW"`` force one layout).
   The input is transposed once into the first buffer, every convolution and pooling runs on the
   channels-last kernels (their indirect GEMM and Winograd keep the channels as the vector
   dimension, which suits strided and 1x1 layers and layers with few pixels, as a single image's
@@ -63,13 +63,6 @@ CALL = "Executor"  # errors of a call: the input's shape against the layers
 
 # input shapes whose plans (buffers) an executor keeps; the oldest goes first
 PLANS_KEPT = 4
-
-# data_format="auto": channels last from this batch size up. Every batch: with the vector
-# ISAs the channels-last passes beat the NCHW ones on ResNet-14 from one image up (its strided,
-# 1x1 and 8 x 8 layers most) and match them on the ConvNet (docs/KERNELS.md). Not on the scalar
-# path: without vector registers the channels-last kernels have no wide channel tile to win with,
-# and there they take two to three times the NCHW kernels' time
-NHWC_FROM_BATCH = 1
 
 # a plan of fewer multiply-adds runs on one thread: its layers are so small (a network on one
 # image) that waking a second thread for each, and waiting for it at the layer's end, costs
@@ -323,12 +316,16 @@ class Executor:
         self._lock = threading.Lock()
 
     def _plan(self, x: np.ndarray) -> _Plan:
-        key = (x.shape, x.dtype)
+        # data_format="auto": channels last at every batch on the vector ISAs, whose channels-last
+        # passes beat the NCHW ones on ResNet-14 from one image up (its strided, 1x1 and 8 x 8
+        # layers most) and match them on the ConvNet (docs/KERNELS.md); NCHW on the scalar path,
+        # where without vector registers the channels-last kernels have no wide channel tile to
+        # win with. Decided per call's ISA (use_isa is per thread), so the layout is in the key.
+        nhwc = self.data_format == "NHWC" or (self.data_format == "auto"
+                                              and _kernels.selected_isa() != "scalar")
+        key = (x.shape, x.dtype, nhwc)
         plan = self._plans.get(key)
         if plan is None:
-            nhwc = self.data_format == "NHWC" or (self.data_format == "auto"
-                                                  and x.shape[0] >= NHWC_FROM_BATCH
-                                                  and _kernels.selected_isa() != "scalar")
             plan = _Plan(self._layers, x.shape, x.dtype, nhwc)
             self._plans[key] = plan
             while len(self._plans) > PLANS_KEPT:
@@ -358,9 +355,8 @@ class Executor:
 def compile(model: nn.Module, data_format: str = "auto") -> Executor:
     """An ``Executor`` running `model` in evaluation mode, planned once per input shape:
     ``fastconv.fuse.optimize``'s network (batch norms folded, convolution + ReLU fused) as a
-    flat list of kernel calls over buffers allocated once, channels last for batches of
-    ``NHWC_FROM_BATCH`` or more (one: every batch) on a vector ISA and NCHW below it or on the
-    scalar path (``data_format="auto"``;
+    flat list of kernel calls over buffers allocated once, channels last on a vector ISA and
+    NCHW on the scalar path (``data_format="auto"``;
     ``"NHWC"`` or ``"NCHW"`` for one layout at every batch). `model` is unchanged.
 
     Supported layers: Sequential, ``fastconv.models.BasicBlock``, Conv2d (NCHW), MaxPool2d,

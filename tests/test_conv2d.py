@@ -147,7 +147,8 @@ CONV_CASES = {
     "groups-of-4-wide-strided-dilated": (2, 60, 8, 7, 60, 3, (2, 1), (1, 0, 2, 1), (1, 2), 15,
                                          True),
     # batch 1 channels last with OIHW weights: the weight gradient's tasks own a K block each
-    # (whole rows of dW) on every ISA, the last block ragged (NR/2 wide: the half-width tile);
+    # (whole rows of dW) on every ISA; 136 = 4 x 32 + 8, so on AVX-512 float32 the last block is
+    # ragged and runs the half-width tile (every block full where NR = 8);
     # grouped, the same where a group has two K blocks or more, the row parts elsewhere
     "batch1-weight-k-split": (1, 5, 6, 7, 136, 3, 1, 1, 1, 1, True),
     "batch1-weight-k-split-groups": (1, 8, 5, 6, 40, 3, 1, 1, 1, 2, False),

@@ -11,8 +11,8 @@
  * of the NR-wide panels of K). A task sums its images in a private MR-aligned accumulator: per
  * image, its channels are split into phases, then over pixel chunks, over its panels of K, over
  * MR rows of taps (a last panel of at most NR/2 channels on the half-width rows kernel); where
- * an image is one pixel chunk shorter than KC, per group of images instead (one microkernel call
- * sums over the group's images). Each chunk's sum is transposed into its own copy of dW, and
+ * an image's reduction takes at most half of KC, per group of images instead (one microkernel
+ * call sums over the group's images). Each chunk's sum is transposed into its own copy of dW, and
  * the copies are added in a fixed order at the end, so results do not depend on the thread
  * count. */
 #ifndef FC_CONV2D_BWD_WEIGHT_H
@@ -143,11 +143,11 @@ static int FC_LOCAL(conv2d_bwd_weight_direct)(const fc_conv2d_params *p, const f
     const fc_index per_slab = FC_MAX(
         1, FC_MIN(chunks, tn->weight_grad_pack_bytes /
                               ((fc_index)sizeof(T) * chunk_images * image_packed)));
-    /* Images per microkernel call: where an image's reduction is one pixel chunk shorter than
-     * KC (few pixels), each call reduces over the phases of up to KC / L images, made together,
-     * its accumulators kept in registers across the images instead of added to the task's sum
-     * after each image's few steps; the images' B panels together stay within KC steps, in L1.
-     * The images per call follow from the problem, not the thread count. */
+    /* Images per microkernel call: where an image's reduction takes at most half of KC (few
+     * pixels, so two images or more fit in one call), each call reduces over the phases of up to
+     * KC/L images, made together, its accumulators kept in registers across the images instead of
+     * added to the task's sum after each image's few steps; the images' B panels together stay
+     * within KC steps, in L1. The images per call follow from the problem, not the thread count. */
     const fc_index img_x = FC_MIN(cb, Cg) * ph.channel; /* one image's phases in a task */
     const fc_index ib = pointwise || nq > 1 ? 1 : FC_MAX(1, FC_MIN(chunk_images, tn->kc / L));
     int failed = 0, nonfinite = 0;

@@ -152,16 +152,6 @@ static int FC_LOCAL(conv2d_fwd_direct)(const fc_conv2d_params *p, const fc_tunin
     return failed ? FC_ENOMEM : FC_OK;
 }
 
-/* Ask L2, not L1, for the n bytes from p: data for a later step, which in L1 would evict the
- * microkernel's operands before that step reads it. */
-static inline void FC_LOCAL(prefetch_outer)(const void *p, size_t n) {
-#if defined(__GNUC__) || defined(__clang__)
-    for (size_t b = 0; b < n; b += 64) __builtin_prefetch((const char *)p + b, 0, 1);
-#else
-    (void)p, (void)n;
-#endif
-}
-
 /* `pixels`' tile height: MR grid pixels, or 14 where the vector registers hold 14 x NR sums
  * beside a row of B and the broadcast (AVX-512: 28 accumulators of 32 registers) and 14-pixel
  * tiles pad the grid no more than MR-pixel ones. More rows per tile load B less often per
@@ -169,6 +159,8 @@ static inline void FC_LOCAL(prefetch_outer)(const void *p, size_t n) {
  * output's sum runs in the same order whatever the height, so the results are the same. */
 #if FC_HAVE_VEC && FC_VREGS >= 32 && FC_NV == 2
 #define FC_PIXELS_WIDE 14
+/* gemm_cols_nv's accumulators hold 2 MR rows */
+_Static_assert(FC_PIXELS_WIDE <= 2 * FC_MR, "pixels' tile is taller than gemm_cols_nv holds");
 #endif
 static fc_index FC_LOCAL(pixels_rows)(fc_index L) {
 #ifdef FC_PIXELS_WIDE
@@ -321,7 +313,7 @@ static int FC_LOCAL(conv2d_fwd_pixels)(const fc_conv2d_params *p, const fc_tunin
                         ahead += ask;
                         ahead_left -= ask;
                         const size_t ask_x = FC_MIN(64 * (size_t)(mt / 2), next_left);
-                        FC_LOCAL(prefetch_outer)(next_x, ask_x);
+                        fc_prefetch_l2(next_x, ask_x);
                         next_x += ask_x;
                         next_left -= ask_x;
                     }

@@ -263,7 +263,8 @@ static void FC_MR_NAME(conv2d_nhwc_pack_wphases)(const fc_conv2d_params *p, fc_i
     const fc_index K = p->out_channels, C = p->in_channels, kh = p->kernel_h, m = p->kernel_w * C;
     const fc_weight_layout s = fc_weight_layout_of(p);
     /* a serial prologue of the pass: row u's input row and offset in w found once per phase,
-     * not per element (nhwc_wrow's divisions) */
+     * not per element (nhwc_wrow's divisions); one group, as `flat` passes are, so C is the
+     * group's channel count */
     fc_index r[FC_MR], off[FC_MR];
     for (fc_index phase = 0; phase < m; phase++) {
         for (fc_index u = 0; u < FC_MR; u++) {

@@ -243,11 +243,12 @@ static int FC_LOCAL(conv2d_nhwc_bwd_weight_direct)(const fc_conv2d_params *p, co
     /* One batch chunk of OIHW weights (batch 1): each task writes its sums straight into dW from
      * its accumulator, still in cache, instead of through a copy read back at the end. Tasks of a
      * part of the rows would each write a sliver (a tap or two) of every cache line of dW's rows;
-     * with K blocks enough for the threads, a task owns one K block's output channels instead,
-     * all rows: whole rows of dW, K blocks apart (each element's sum is the same GEMM's). */
+     * with four K blocks or more (a count fixed by the problem, not the threads, so the sums do
+     * not depend on them), a task owns one K block's output channels instead, all rows: whole
+     * rows of dW, K blocks apart (each element's sum is the same GEMM's). */
     const int transpose_own = !in_place && chunks == 1;
     const int by_k = transpose_own && G * kblocks >= 4;
-    const fc_index kparts = by_k ? kblocks : 1, task_kblocks = kblocks / kparts;
+    const fc_index kparts = by_k ? kblocks : 1, task_kblocks = by_k ? 1 : kblocks;
     const fc_index parts = by_k ? 1 : row_parts;
     const fc_index part_blocks = FC_CEIL_DIV(blocks, parts);
     const fc_index segs_max = FC_MIN(sg.count, FC_CEIL_DIV(part_blocks, mblocks) + 1);

@@ -152,9 +152,10 @@ static void FC_IGEMM_UKERNEL_WIDE(fc_index ks, fc_index kc, const T *const *rest
 }
 #endif
 
-/* C[rows x nv VL] += sum_r a[r][off + i] * B[r * NR + j]: rows = MR on nv = NV vectors (the
- * full tile), or 2 MR on NV / 2 (the half-width one: as many accumulators, so as many FMA chains
- * in flight, on a panel whose last NR/2 columns are zeros). Each element's sum runs in the same
+/* C[rows x nv VL] += sum_r a[r][off + i] * B[r * NR + j], rows <= 2 MR: MR on nv = NV vectors
+ * (the full tile), 2 MR on NV / 2 (the half-width one: as many accumulators, so as many FMA
+ * chains in flight, on a panel whose last NR/2 columns are zeros), or `pixels`' 14-row tile on
+ * NV (FC_PIXELS_WIDE, conv2d_fwd.h). Each element's sum runs in the same
  * order either way. */
 static inline __attribute__((always_inline)) void FC_LOCAL(gemm_cols_nv)(
     const int rows, const int nv, fc_index kc, const T *const *restrict a, fc_index off,

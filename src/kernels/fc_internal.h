@@ -108,6 +108,16 @@ static inline void fc_prefetch(const void *p, size_t n) {
 #endif
 }
 
+/* Ask L2, not L1, for the n bytes from p: data for a later step, which in L1 would evict the
+ * microkernel's operands before that step reads it. */
+static inline void fc_prefetch_l2(const void *p, size_t n) {
+#if defined(__GNUC__) || defined(__clang__)
+    for (size_t b = 0; b < n; b += 64) __builtin_prefetch((const char *)p + b, 0, 1);
+#else
+    (void)p, (void)n;
+#endif
+}
+
 /* This thread's share [*t0, *t1) of `n` tasks, contiguous and balanced as schedule(static)
  * deals them, for loops that walk their tasks incrementally instead of dividing each index. */
 static inline void fc_static_share(fc_index n, fc_index *t0, fc_index *t1) {

@@ -35,8 +35,9 @@ static void FC_LOCAL(linear_pack_panel)(int width, fc_index n, fc_index kd, cons
         for (fc_index k = 0; k < kd; k++) {
             T *d = dst + k * width;
             const T *s = src + k * sk;
-            if (n == width) { /* a fixed size, inlined as vector moves: a call per run cost
-                                 more than its copy */
+            if (n == width) { /* the callers' width is MR or NR, a constant the compiler
+                                 specialises on, so this copy becomes vector moves: a library
+                                 call per run cost more than its copy */
                 memcpy(d, s, sizeof(T) * (size_t)width);
                 continue;
             }
