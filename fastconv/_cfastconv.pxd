@@ -338,6 +338,19 @@ cdef extern from "fc_ukernels.h" nogil:
         void (*igemm_wide)(fc_index ks, fc_index kc, const void *const *a, const void *b,
                            const void *b2, void *c, fc_index ldc, int mr, int nr,
                            int accumulate, const void *bias)
+        const char *gemm_rows_images_name
+        void (*gemm_rows_images)(fc_index imgs, fc_index a_img, fc_index b_img, fc_index segs,
+                                 fc_index len, fc_index a_step, const void *const *a,
+                                 const void *b, void *c, fc_index ldc)
+        const char *gemm_rows_images_half_name
+        void (*gemm_rows_images_half)(fc_index imgs, fc_index a_img, fc_index b_img,
+                                      fc_index segs, fc_index len, fc_index a_step,
+                                      const void *const *a, const void *b, void *c,
+                                      fc_index ldc)
+        const char *gemm_cols_wide_name
+        void (*gemm_cols_wide)(fc_index kc, const void *const *a, fc_index off, const void *b,
+                               void *c, fc_index ldc)
+        int gemm_cols_wide_rows
 
     const fc_ukernel_table *fc_ukernel_table_for(int isa, int dtype)
 

@@ -1094,7 +1094,15 @@ cdef class UkernelTable:
                 "dwconv_dot_nhwc": _name(t.dwconv_dot_nhwc_name),
                 "gconv4_nhwc": _name(t.gconv4_nhwc_name),
                 "gconv4_dot_nhwc": _name(t.gconv4_dot_nhwc_name),
-                "igemm_wide": _name(t.igemm_wide_name)}
+                "igemm_wide": _name(t.igemm_wide_name),
+                "gemm_rows_images": _name(t.gemm_rows_images_name),
+                "gemm_rows_images_half": _name(t.gemm_rows_images_half_name),
+                "gemm_cols_wide": _name(t.gemm_cols_wide_name)}
+
+    @property
+    def gemm_cols_wide_rows(self):
+        """The rows of gemm_cols' tall tile (`pixels`' 14), 0 where this ISA lacks it."""
+        return self.t.gemm_cols_wide_rows
 
     cdef void *_data(self, cnp.ndarray a, fc_index need, str what) except NULL:
         """a's data, after checking its dtype and layout and that it holds `need` elements."""
@@ -1139,24 +1147,32 @@ cdef class UkernelTable:
         fn(kc, pa, pb, pc, ldc, mr, nr, accumulate, pbias)
 
     def gemm_rows(self, fc_index kc, cnp.ndarray a, a_offsets, cnp.ndarray b, cnp.ndarray c,
-                  fc_index ldc, bint half=False, fc_index segments=1, fc_index a_step=0):
+                  fc_index ldc, bint half=False, fc_index segments=1, fc_index a_step=0,
+                  images=None, fc_index a_img=0, fc_index b_img=0):
         """C[MR x NR] += A * B panel [kc][NR], A's row i being a[a_offsets[i]:] read in
         `segments` segments of kc / segments steps, a_step apart; half: the half-width rows
-        microkernel, C[MR x NR/2] on the panel's first NR/2 columns."""
+        microkernel, C[MR x NR/2] on the panel's first NR/2 columns. With `images` (an int):
+        gemm_rows_images[_half], the sum of that over images g < images, image g's rows
+        a_img further on in a and its panel b_img further on in b."""
         fn = self.t.gemm_rows_half if half else self.t.gemm_rows
-        if fn == NULL:
+        fn_images = self.t.gemm_rows_images_half if half else self.t.gemm_rows_images
+        if fn == NULL or fn_images == NULL:
             raise ValueError(f"{self.isa} has no half-width rows microkernel")
         cdef fc_index cols = self.t.nr // 2 if half else self.t.nr
+        cdef fc_index imgs = 1 if images is None else images
         if (len(a_offsets) != self.t.mr or ldc < cols or kc < 1 or segments < 1
-                or kc % segments or a_step < 0):
+                or kc % segments or a_step < 0 or imgs < 1 or a_img < 0 or b_img < 0):
             raise ValueError(f"gemm_rows: MR row offsets, ldc >= {cols}, kc >= 1 a multiple of "
-                             "segments >= 1 and a_step >= 0 needed")
+                             "segments >= 1, a_step, a_img, b_img >= 0 and images >= 1 needed")
         cdef fc_index seg_len = kc // segments
-        cdef const void *pb = self._data(b, kc * self.t.nr, "b")
+        cdef const void *pb = self._data(b, (imgs - 1) * b_img + kc * self.t.nr, "b")
         cdef void *pc = self._data(c, (self.t.mr - 1) * ldc + cols, "c")
-        cdef const void **rows = self._pointers(a, a_offsets, (segments - 1) * a_step + seg_len,
-                                                "a")
-        fn(segments, seg_len, a_step, rows, pb, pc, ldc)
+        cdef const void **rows = self._pointers(
+            a, a_offsets, (imgs - 1) * a_img + (segments - 1) * a_step + seg_len, "a")
+        if images is None:
+            fn(segments, seg_len, a_step, rows, pb, pc, ldc)
+        else:
+            fn_images(imgs, a_img, b_img, segments, seg_len, a_step, rows, pb, pc, ldc)
         PyMem_Free(rows)
 
     def pack_a(self, fc_index m, fc_index kd, cnp.ndarray src, fc_index rs, fc_index cs,
@@ -1289,17 +1305,21 @@ cdef class UkernelTable:
         PyMem_Free(rows)
 
     def gemm_cols(self, fc_index kc, cnp.ndarray a, a_offsets, fc_index off, cnp.ndarray b,
-                  cnp.ndarray c, fc_index ldc, bint half=False):
+                  cnp.ndarray c, fc_index ldc, bint half=False, bint wide=False):
         """C[MR x NR] += A * B panel [kc][NR], A's column r being a[a_offsets[r] + off:][:MR];
-        half: C[2 MR x NR/2] on the panel's first NR/2 columns, A's columns 2 MR long."""
-        fn = self.t.gemm_cols_half if half else self.t.gemm_cols
+        half: C[2 MR x NR/2] on the panel's first NR/2 columns, A's columns 2 MR long; wide
+        (not with half): C[gemm_cols_wide_rows x NR], `pixels`' tall tile."""
+        fn = (self.t.gemm_cols_half if half else self.t.gemm_cols_wide if wide
+              else self.t.gemm_cols)
         if fn == NULL:
-            raise ValueError(f"{self.isa} has no half-width microkernel")
-        cdef fc_index rows = 2 * self.t.mr if half else self.t.mr
+            raise ValueError(f"{self.isa} has no {'wide' if wide else 'half-width'} "
+                             "gemm_cols microkernel")
+        cdef fc_index rows = (2 * self.t.mr if half else self.t.gemm_cols_wide_rows if wide
+                              else self.t.mr)
         cdef fc_index cols_n = self.t.nr // 2 if half else self.t.nr
-        if len(a_offsets) != kc or ldc < cols_n or kc < 1 or off < 0:
+        if len(a_offsets) != kc or ldc < cols_n or kc < 1 or off < 0 or (half and wide):
             raise ValueError("gemm_cols: kc column offsets, ldc >= the tile's columns, kc >= 1 "
-                             "and off >= 0 needed")
+                             "and off >= 0 needed, half and wide exclusive")
         cdef const void *pb = self._data(b, kc * self.t.nr, "b")
         cdef void *pc = self._data(c, (rows - 1) * ldc + cols_n, "c")
         cdef const void **cols = self._pointers(a, a_offsets, off + rows, "a")

@@ -152,38 +152,65 @@ GEMM_ROWS_CASES = {
 }
 
 
-def _check_gemm_rows(table, case, half: bool):
+# id: (images, A's image stride a_img, extra elements between B's panels): gemm_rows_images sums
+# the rows microkernel over images, image g's A rows g * a_img further on (past the previous
+# image's rows, overlapping them, or the same rows) and its B panel g * (kc NR + gap) further on
+# (the gap poisoned, as must stay unread)
+GEMM_ROWS_IMAGES = {
+    "2-images-apart": (2, "apart", 3),
+    "3-images-overlapping": (3, 1, 0),
+    "4-images-same-rows": (4, 0, 5),
+}
+
+
+def _check_gemm_rows(table, case, half: bool, images=None):
     """The rows microkernel (MR x NR) or its half-width variant (MR x NR/2 on the panel's first
     NR/2 columns; the columns past them must stay unread and unwritten), over segments: A's row
-    i is a[offset_i + s * a_step:][:kc / segments] for s < segments, one after another."""
+    i is a[offset_i + s * a_step:][:kc / segments] for s < segments, one after another. With
+    `images` (a GEMM_ROWS_IMAGES case): gemm_rows_images[_half], that summed over the images."""
     kc, ldc_extra, offsets_of, segments, a_step = case
+    imgs, a_img, b_gap = images or (1, 0, 0)
     NR, dtype = table.nr, table.dtype
     rows, cols = table.mr, (NR // 2 if half else NR)
     offsets = offsets_of(rows, kc)
     seg_len = kc // segments
+    span = max(offsets) + (segments - 1) * a_step + seg_len
+    if a_img == "apart":
+        a_img = span + 2
+    b_img = kc * NR + b_gap
     rng = np.random.default_rng(1)
-    a = _rand(rng, max(offsets) + (segments - 1) * a_step + seg_len + 3, dtype)
+    a = _rand(rng, (imgs - 1) * a_img + span + 3, dtype)
+    starts = [g * a_img + o + s * a_step for g in range(imgs) for o in offsets
+              for s in range(segments)]
     read = np.zeros(a.size, bool)
-    for o in offsets:
-        for s in range(segments):
-            read[o + s * a_step:o + s * a_step + seg_len] = True
+    for start in starts:
+        read[start:start + seg_len] = True
     a[~read] = np.nan  # a kernel that read between the segments would spread NaN
-    b = _rand(rng, kc * NR, dtype).reshape(kc, NR)
-    b[:, cols:] = np.nan  # a half-width kernel that read them would spread NaN
-    b = b.reshape(-1)
+    b = _nan(imgs * b_img, dtype)
+    panels = [b[g * b_img:][:kc * NR].reshape(kc, NR) for g in range(imgs)]
+    for panel in panels:  # columns past a half-width kernel's would spread NaN
+        panel[:, :cols] = _rand(rng, kc * cols, dtype).reshape(kc, cols)
+        if not half:
+            panel[:, cols:] = _rand(rng, kc * (NR - cols), dtype).reshape(kc, NR - cols)
     ldc = cols + ldc_extra
     c, written = _tile(rng, rows, cols, ldc, dtype)
     before = c.copy().reshape(rows, ldc)
-    table.gemm_rows(kc, a, offsets, b, c, ldc, half=half, segments=segments, a_step=a_step)
-    A = np.stack([np.concatenate([a[o + s * a_step:o + s * a_step + seg_len]
-                                  for s in range(segments)]) for o in offsets]).astype(np.float64)
-    B = b.reshape(kc, NR)[:, :cols].astype(np.float64)
+    name = "gemm_rows" + ("_images" if images else "") + ("_half" if half else "")
+    table.gemm_rows(kc, a, offsets, b, c, ldc, half=half, segments=segments, a_step=a_step,
+                    images=imgs if images else None, a_img=a_img, b_img=b_img)
     expected = np.full((rows, ldc), np.nan)
-    expected[:, :cols] = before[:, :cols] + A @ B
     scale = np.zeros((rows, ldc))
-    scale[:, :cols] = np.abs(before[:, :cols]) + np.abs(A) @ np.abs(B)
-    _assert_region(c, expected.reshape(-1), written, kc + 1, scale.reshape(-1),
-                   table.names["gemm_rows_half" if half else "gemm_rows"])
+    expected[:, :cols] = before[:, :cols]
+    scale[:, :cols] = np.abs(before[:, :cols])
+    for g, panel in enumerate(panels):
+        A = np.stack([np.concatenate([a[g * a_img + o + s * a_step:][:seg_len]
+                                      for s in range(segments)])
+                      for o in offsets]).astype(np.float64)
+        B = panel[:, :cols].astype(np.float64)
+        expected[:, :cols] += A @ B
+        scale[:, :cols] += np.abs(A) @ np.abs(B)
+    _assert_region(c, expected.reshape(-1), written, imgs * kc + 1, scale.reshape(-1),
+                   table.names[name])
 
 
 @pytest.mark.parametrize("case", list(GEMM_ROWS_CASES.values()), ids=list(GEMM_ROWS_CASES))
@@ -196,6 +223,16 @@ def test_gemm_rows_ukernel_half(table, case):
     if table.names["gemm_rows_half"] is None:
         pytest.skip(f"the {table.isa} path has no half-width rows microkernel (no vectors)")
     _check_gemm_rows(table, case, half=True)
+
+
+@pytest.mark.parametrize("half", [False, True], ids=["full", "half"])
+@pytest.mark.parametrize("images", list(GEMM_ROWS_IMAGES.values()), ids=list(GEMM_ROWS_IMAGES))
+@pytest.mark.parametrize("case", list(GEMM_ROWS_CASES.values()), ids=list(GEMM_ROWS_CASES))
+def test_gemm_rows_images_ukernel(table, case, images, half):
+    """The weight gradient's rows microkernels over several images, on the rows cases."""
+    if half and table.names["gemm_rows_images_half"] is None:
+        pytest.skip(f"the {table.isa} path has no half-width rows microkernel (no vectors)")
+    _check_gemm_rows(table, case, half, images)
 
 
 # ---- the channels-last microkernels -------------------------------------------------------------
@@ -285,16 +322,21 @@ GEMM_COLS_CASES = {
 }
 
 
-@pytest.mark.parametrize("half", [False, True], ids=["full", "half"])
+@pytest.mark.parametrize("kind", ["full", "half", "wide"])
 @pytest.mark.parametrize("case", list(GEMM_COLS_CASES.values()), ids=list(GEMM_COLS_CASES))
-def test_gemm_cols_ukernel(table, case, half):
-    """The full tile (MR x NR) and the half-width one (2 MR x NR/2, the first NR/2 columns of
-    the B panel, whose others are random here and must not count)."""
-    if half and table.names["gemm_cols_half"] is None:
+def test_gemm_cols_ukernel(table, case, kind):
+    """The full tile (MR x NR), the half-width one (2 MR x NR/2, the first NR/2 columns of
+    the B panel, whose others are random here and must not count) and `pixels`' tall one
+    (gemm_cols_wide_rows x NR)."""
+    if kind == "half" and table.names["gemm_cols_half"] is None:
         pytest.skip(f"the {table.isa} path has no half-width microkernel (no vector registers)")
+    if kind == "wide" and table.names["gemm_cols_wide"] is None:
+        pytest.skip(f"the {table.isa} path has no tall pixels tile (it needs 32 vector "
+                    "registers)")
     kc, ldc_extra, off, offsets_of = case
     NR, dtype = table.nr, table.dtype
-    rows, cols = (2 * table.mr, NR // 2) if half else (table.mr, NR)
+    rows, cols = {"full": (table.mr, NR), "half": (2 * table.mr, NR // 2),
+                  "wide": (table.gemm_cols_wide_rows, NR)}[kind]
     offsets = offsets_of(rows, kc)
     rng = np.random.default_rng(5)
     a = _rand(rng, max(offsets) + off + rows + 2, dtype)
@@ -302,7 +344,7 @@ def test_gemm_cols_ukernel(table, case, half):
     ldc = cols + ldc_extra
     c, written = _tile(rng, rows, cols, ldc, dtype)
     before = c.copy().reshape(rows, ldc)
-    table.gemm_cols(kc, a, offsets, off, b, c, ldc, half=half)
+    table.gemm_cols(kc, a, offsets, off, b, c, ldc, half=kind == "half", wide=kind == "wide")
     A = np.stack([a[o + off:][:rows] for o in offsets], axis=1).astype(np.float64)  # rows x kc
     B = b.reshape(kc, NR).astype(np.float64)[:, :cols]
     expected = np.full((rows, ldc), np.nan)
@@ -310,7 +352,7 @@ def test_gemm_cols_ukernel(table, case, half):
     scale = np.zeros((rows, ldc))
     scale[:, :cols] = np.abs(before[:, :cols]) + np.abs(A) @ np.abs(B)
     _assert_region(c, expected.reshape(-1), written, kc + 1, scale.reshape(-1),
-                   table.names["gemm_cols_half" if half else "gemm_cols"])
+                   table.names["gemm_cols" if kind == "full" else "gemm_cols_" + kind])
 
 
 # ---- packing -----------------------------------------------------------------------------------

@@ -152,16 +152,12 @@ static int FC_LOCAL(conv2d_fwd_direct)(const fc_conv2d_params *p, const fc_tunin
     return failed ? FC_ENOMEM : FC_OK;
 }
 
-/* `pixels`' tile height: MR grid pixels, or 14 where the vector registers hold 14 x NR sums
- * beside a row of B and the broadcast (AVX-512: 28 accumulators of 32 registers) and 14-pixel
- * tiles pad the grid no more than MR-pixel ones. More rows per tile load B less often per
- * multiply-add, and a 14 x 14 grid (convnet-5x5) then computes its 196 pixels, not 200. Each
- * output's sum runs in the same order whatever the height, so the results are the same. */
-#if FC_HAVE_VEC && FC_VREGS >= 32 && FC_NV == 2
-#define FC_PIXELS_WIDE 14
-/* gemm_cols_nv's accumulators hold 2 MR rows */
-_Static_assert(FC_PIXELS_WIDE <= 2 * FC_MR, "pixels' tile is taller than gemm_cols_nv holds");
-#endif
+/* `pixels`' tile height: MR grid pixels, or FC_PIXELS_WIDE (14, conv2d_nhwc_ukernel.h) where the
+ * vector registers hold 14 x NR sums beside a row of B and the broadcast (AVX-512: 28
+ * accumulators of 32 registers) and 14-pixel tiles pad the grid no more than MR-pixel ones. More
+ * rows per tile load B less often per multiply-add, and a 14 x 14 grid (convnet-5x5) then
+ * computes its 196 pixels, not 200. Each output's sum runs in the same order whatever the
+ * height, so the results are the same. */
 static fc_index FC_LOCAL(pixels_rows)(fc_index L) {
 #ifdef FC_PIXELS_WIDE
     if (FC_CEIL_DIV(L, FC_PIXELS_WIDE) * FC_PIXELS_WIDE <= FC_CEIL_DIV(L, FC_MR) * FC_MR)

@@ -201,6 +201,15 @@ static void FC_GEMM_COLS_UKERNEL_HALF(fc_index kc, const T *const *restrict a, f
 }
 #endif
 
+/* `pixels`' tall tile height (conv2d_fwd.h: pixels_rows), where the vector registers hold
+ * 14 x NR sums beside a row of B and the broadcast (AVX-512: 28 accumulators of 32 registers);
+ * defined here beside gemm_cols_nv so the tests' table can run that tile too. */
+#if FC_VREGS >= 32 && FC_NV == 2
+#define FC_PIXELS_WIDE 14
+/* gemm_cols_nv's accumulators hold 2 MR rows */
+_Static_assert(FC_PIXELS_WIDE <= 2 * FC_MR, "pixels' tile is taller than gemm_cols_nv holds");
+#endif
+
 #else /* the scalar path */
 
 static void FC_UKERNEL(igemm_ukernel)(fc_index ks, fc_index kc, const T *const *restrict a,

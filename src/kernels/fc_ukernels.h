@@ -129,6 +129,25 @@ typedef struct {
     void (*igemm_wide)(fc_index ks, fc_index kc, const void *const *a, const void *b,
                        const void *b2, void *c, fc_index ldc, int mr, int nr, int accumulate,
                        const void *bias);
+    /* gemm_rows over imgs images summed in registers, image g's A rows at a[i] + g * a_img and
+     * its B panel at b + g * b_img (the weight gradient's images per call; internal, named
+     * gemm_rows_images_<dt> in conv2d_gemm_ukernel.h) */
+    const char *gemm_rows_images_name;
+    void (*gemm_rows_images)(fc_index imgs, fc_index a_img, fc_index b_img, fc_index segs,
+                             fc_index len, fc_index a_step, const void *const *a, const void *b,
+                             void *c, fc_index ldc);
+    /* the same on the first NR/2 columns of the B panels: gemm_rows_images_half_<dt> */
+    const char *gemm_rows_images_half_name;
+    void (*gemm_rows_images_half)(fc_index imgs, fc_index a_img, fc_index b_img, fc_index segs,
+                                  fc_index len, fc_index a_step, const void *const *a,
+                                  const void *b, void *c, fc_index ldc);
+    /* C[gemm_cols_wide_rows x NR] += A * B, A's column r at a[r] + off: `pixels`' tall tile,
+     * gemm_cols_nv_<dt> on FC_PIXELS_WIDE rows (32 vector registers and NV = 2 only, else NULL
+     * and 0 rows) */
+    const char *gemm_cols_wide_name;
+    void (*gemm_cols_wide)(fc_index kc, const void *const *a, fc_index off, const void *b, void *c,
+                           fc_index ldc);
+    int gemm_cols_wide_rows;
 } fc_ukernel_table;
 
 /* Each ISA's tables, fc_<dt>_ukernel_table__<isa> (ukernel_table.h), */

@@ -59,6 +59,29 @@ static void FC_WRAP(gemm_rows_half)(fc_index segs, fc_index len, fc_index a_step
 #define FC_GEMM_ROWS_HALF_ENTRY NULL, NULL
 #endif
 
+static void FC_WRAP(gemm_rows_images)(fc_index imgs, fc_index a_img, fc_index b_img, fc_index segs,
+                                      fc_index len, fc_index a_step, const void *const *a,
+                                      const void *b, void *c, fc_index ldc) {
+    const T *rows[FC_MR];
+    for (int i = 0; i < FC_MR; i++) rows[i] = a[i];
+    FC_LOCAL(gemm_rows_images)(imgs, a_img, b_img, segs, len, a_step, rows, b, c, ldc);
+}
+
+#if FC_HAVE_GEMM_HALF
+static void FC_WRAP(gemm_rows_images_half)(fc_index imgs, fc_index a_img, fc_index b_img,
+                                           fc_index segs, fc_index len, fc_index a_step,
+                                           const void *const *a, const void *b, void *c,
+                                           fc_index ldc) {
+    const T *rows[FC_MR];
+    for (int i = 0; i < FC_MR; i++) rows[i] = a[i];
+    FC_LOCAL(gemm_rows_images_half)(imgs, a_img, b_img, segs, len, a_step, rows, b, c, ldc);
+}
+#define FC_GEMM_ROWS_IMAGES_HALF_ENTRY                                                             \
+    FC_STR(FC_LOCAL(gemm_rows_images_half)), FC_WRAP(gemm_rows_images_half)
+#else
+#define FC_GEMM_ROWS_IMAGES_HALF_ENTRY NULL, NULL
+#endif
+
 static void FC_WRAP(pack_a)(fc_index m, fc_index kd, const void *src, fc_index rs, fc_index cs,
                             void *dst) {
     FC_MR_NAME(gemm_pack_a)(m, kd, src, rs, cs, dst);
@@ -167,6 +190,19 @@ static void FC_WRAP(gemm_cols_half)(fc_index kc, const void *const *a, fc_index 
 #define FC_GEMM_COLS_HALF_ENTRY NULL, NULL
 #endif
 
+#ifdef FC_PIXELS_WIDE
+static void FC_WRAP(gemm_cols_wide)(fc_index kc, const void *const *a, fc_index off, const void *b,
+                                    void *c, fc_index ldc) {
+    const T *cols[FC_MAX(kc, 1)];
+    for (fc_index r = 0; r < kc; r++) cols[r] = a[r];
+    FC_LOCAL(gemm_cols_nv)(FC_PIXELS_WIDE, FC_NV, kc, cols, off, b, c, ldc);
+}
+#define FC_GEMM_COLS_WIDE_ENTRY                                                                    \
+    FC_STR(FC_LOCAL(gemm_cols_nv)), FC_WRAP(gemm_cols_wide), FC_PIXELS_WIDE
+#else
+#define FC_GEMM_COLS_WIDE_ENTRY NULL, NULL, 0
+#endif
+
 #ifdef FC_IGEMM_UKERNEL_WIDE
 static void FC_WRAP(igemm_wide)(fc_index ks, fc_index kc, const void *const *a, const void *b,
                                 const void *b2, void *c, fc_index ldc, int mr, int nr,
@@ -267,6 +303,10 @@ const fc_ukernel_table FC_FN(ukernel_table) = {
     FC_WRAP(gconv4_dot_nhwc),
     FC_GEMM_COLS_HALF_ENTRY,
     FC_IGEMM_WIDE_ENTRY,
+    FC_STR(FC_LOCAL(gemm_rows_images)),
+    FC_WRAP(gemm_rows_images),
+    FC_GEMM_ROWS_IMAGES_HALF_ENTRY,
+    FC_GEMM_COLS_WIDE_ENTRY,
 };
 
 #endif /* FC_UKERNEL_TABLE_H */
