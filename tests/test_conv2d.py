@@ -221,7 +221,7 @@ ALGORITHMS = {
     "NHWC": [("forward", "direct"), ("forward", "winograd"), ("forward", "depthwise"),
              ("forward", "im2col"), ("input", "transposed"), ("input", "col2im"),
              ("input", "depthwise"), ("input", "plain"), ("input", "direct"),
-             ("weight", "direct"), ("weight", "depthwise")],
+             ("input", "pixels"), ("weight", "direct"), ("weight", "depthwise")],
 }
 
 
@@ -356,6 +356,7 @@ THREAD_ALGORITHMS = {
     "nhwc-direct-col2im": ("NHWC", dict(forward="direct", input="col2im")),
     "nhwc-plain-input": ("NHWC", dict(input="plain")),
     "nhwc-direct-input": ("NHWC", dict(input="direct")),
+    "nhwc-pixels-input": ("NHWC", dict(input="pixels")),
     "nhwc-im2col": ("NHWC", dict(forward="im2col")),
 }
 

@@ -134,8 +134,8 @@ def test_pools_match_torch_channels_last(torch, shape, k, s, p, d, ceil):
 # ---- NaN and Inf ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("input_algorithm", [None, "direct", "col2im"], ids=["planned", "direct",
-                                                                             "col2im"])
+@pytest.mark.parametrize("input_algorithm", [None, "direct", "col2im", "pixels"],
+                         ids=["planned", "direct", "col2im", "pixels"])
 @pytest.mark.parametrize("xs, ws, kwargs", CONV, ids=CONV_IDS)
 def test_conv2d_nonfinite_matches_nchw_reference(xs, ws, kwargs, input_algorithm, dtype):
     """NaN and Inf give what the reference gives in NCHW (itself checked against PyTorch in
@@ -259,6 +259,46 @@ def test_strided_direct_input_gradient_in_row_blocks(dtype, isa):
     expected = ref.conv2d_backward(nchw(gy), x, w, *args)[0]
     scale = ref.conv2d_backward(np.abs(nchw(gy)), x, np.abs(w), *args)[0]
     assert_close(nchw(got), expected, 384 * 16, scale)
+
+
+# (dX shape NHWC, weight shape OIHW, kwargs): the pixels input gradient at its edges: dY rows of
+# 28 and 17 pixels (16-pixel transposed blocks and MR-row tiles ragged), 9 columns (the
+# half-width tile), 196 (seven NR = 32 panels, the last ragged), 37 output channels (the GEMM's
+# depth no multiple of a vector), one image (row blocks, the dY rows at their edges computed in
+# both), stride 2 along W (the scalar additions), rows no dY row reaches (stride 3 along H),
+# dilation, padding beyond the kernel, groups
+PIXELS = {
+    "c1-5x5-one-image": ((1, 28, 28, 1), (32, 1, 5, 5), dict(padding=2)),
+    "c3-k37-ragged": ((2, 9, 17, 3), (37, 3, 3, 3), dict(padding=1)),
+    "c1-3x3-half-tile": ((2, 11, 20, 1), (8, 1, 3, 3), dict(padding=(0, 1))),
+    "c4-7x7-panels": ((1, 12, 13, 4), (9, 4, 7, 7), dict(padding=3)),
+    "c2-s2-dilated": ((2, 10, 11, 2), (6, 2, 3, 3), dict(padding=(2, 1), stride=(1, 2),
+                                                          dilation=(2, 1))),
+    "c3-rows-unreached": ((1, 13, 9, 3), (5, 3, 1, 3), dict(padding=(0, 1), stride=(3, 1))),
+    "c3-pad4-beyond": ((1, 6, 7, 3), (4, 3, 2, 2), dict(padding=(3, 2, 1, 3))),
+    "c3-per-group": ((2, 7, 8, 6), (10, 3, 3, 3), dict(padding=1, groups=2)),
+}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape, wshape, kwargs", list(PIXELS.values()), ids=list(PIXELS))
+def test_pixels_input_gradient_edges(shape, wshape, kwargs, dtype, isa):
+    """The pixels input gradient gives the reference's dX, bit for bit on 1 and 2 threads (an
+    element's terms summed by dY row whatever the row blocks)."""
+    rng = np.random.default_rng(37)
+    w = rng.standard_normal(wshape).astype(dtype)
+    x = np.zeros(shape, dtype)
+    gy = rng.standard_normal(F.conv2d(x, w, **kwargs, data_format="NHWC").shape).astype(dtype)
+    fmt = dict(kwargs, data_format="NHWC")
+    with _kernels.force_conv_algorithms(input="pixels"):
+        assert_same_for_1_and_2_threads([lambda: F.conv2d_input(shape, w, gy, **fmt)])
+        got = F.conv2d_input(shape, w, gy, **fmt)
+    dilation = pair(kwargs.get("dilation", 1))
+    args = (pair(kwargs.get("stride", 1)), padding4(kwargs["padding"], wshape[2:], dilation),
+            dilation, kwargs.get("groups", 1))
+    expected = ref.conv2d_backward(nchw(gy), nchw(x), w, *args)[0]
+    scale = ref.conv2d_backward(np.abs(nchw(gy)), nchw(x), np.abs(w), *args)[0]
+    assert_close(nchw(got), expected, wshape[0] // args[3] * wshape[2] * wshape[3], scale)
 
 
 # (x shape NHWC, kwargs), 3x3 kernels: weight gradients whose 16 output channels fit one K block

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import DTYPES, isa_params
+from helpers import DTYPES, isa_params, pair
 
 from fastconv import _kernels
 from fastconv import _validation as v
@@ -125,11 +125,18 @@ def _nhwc_geometry(c, k, groups):
 CHANNELWISE = (("depthwise", "direct"), ("depthwise", "col2im"), ("depthwise", "direct"))
 # the GEMM passes; "few": by the input channels per group, up to the tuning row's field the first
 # plan, else the second (FEW_PLANS): the forward im2col (one panel row per pixel) or direct, the
-# input gradient direct (kW C/groups as the GEMM's rows) or col2im (stride 1 and as few channels
-# as these)
+# input gradient pixels (dY's pixels as the GEMM's rows; direct where a dY row is whole NR-column
+# panels, _few_plan) or col2im (stride 1 and as few channels as these)
 GEMMS = ("few", "few", ("direct", "direct"))
 FEW_PLANS = {"forward": ("im2col_max_channels", "im2col", "direct"),
-             "input": ("direct_input_max_channels", "direct", "col2im")}
+             "input": ("direct_input_max_channels", "pixels", "col2im")}
+
+
+def _few_plan(which, row):
+    """FEW_PLANS' few-channel plan for _nhwc_geometry (8 output pixels a row): the input
+    gradient's is direct where those are whole NR-column panels (NR = 8)."""
+    few = FEW_PLANS[which][1]
+    return "direct" if few == "pixels" and 8 % row["nr"] == 0 else few
 # channels last, id: (channels per group, output channels per group, groups, the three plans);
 # "NR/4" stands for a quarter of the ISA's register columns
 NHWC_PLAN_CASES = {
@@ -156,7 +163,8 @@ def test_nhwc_plan_chooses(case, dtype, isa):
     row = _kernels.tuning(isa, dtype)
     for which, plan in zip(_kernels.CONV_PASSES, expected):
         if plan == "few":
-            field, few, many = FEW_PLANS[which]
+            field, _, many = FEW_PLANS[which]
+            few = _few_plan(which, row)
             plan = (few, few) if c <= row[field] else (many, many)
         assert _kernels.conv_plan(g, which, dtype) == plan, which
 
@@ -164,13 +172,31 @@ def test_nhwc_plan_chooses(case, dtype, isa):
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 @pytest.mark.parametrize("which", list(FEW_PLANS))
 def test_nhwc_few_channel_algorithms_up_to_their_max_channels(which, dtype, isa):
-    """The channels-last forward runs im2col, the input gradient direct, for up to the tuning
+    """The channels-last forward runs im2col, the input gradient pixels, for up to the tuning
     row's input channels, and not past them."""
     row = _kernels.tuning(isa, dtype)
-    field, few, _ = FEW_PLANS[which]
-    cutoff = row[field]
+    field = FEW_PLANS[which][0]
+    few, cutoff = _few_plan(which, row), row[field]
     assert _kernels.conv_plan(_nhwc_geometry(cutoff, row["nr"], 1), which, dtype)[0] == few
     assert _kernels.conv_plan(_nhwc_geometry(cutoff + 1, row["nr"], 1), which, dtype)[0] != few
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("width, stride, expected", [
+    ("NR-1", 1, "pixels"), ("NR", 1, "direct"), ("NR+1", 1, "pixels"), ("2NR", 1, "direct"),
+    ("NR-1", (1, 2), "direct"), ("NR-1", (2, 1), "pixels")],
+    ids=["ragged", "one-panel", "past-one-panel", "two-panels", "strided-w", "strided-h"])
+def test_nhwc_few_channel_input_gradient_pixels_or_direct(width, stride, expected, dtype, isa):
+    """With few input channels the channels-last input gradient runs pixels at stride 1 along W,
+    direct where dY's rows are whole NR-pixel panels (direct's columns) or strided along W."""
+    nr = _kernels.tuning(isa, dtype)["nr"]
+    ow = {"NR-1": nr - 1, "NR": nr, "NR+1": nr + 1, "2NR": 2 * nr}[width]
+    sh, sw = pair(stride)
+    # 3x3, padding 1: OW = (W - 1) // sW + 1
+    g = v.conv_geometry("conv2d", (2, 9, (ow - 1) * sw + 1, 3), (3, 3, 3, 16), stride, 1, 1, 1,
+                        "NHWC", "HWIO")
+    assert g.out_w == ow
+    assert _kernels.conv_plan(g, "input", dtype) == (expected, expected)
 
 
 @pytest.mark.parametrize("which", _kernels.CONV_PASSES)

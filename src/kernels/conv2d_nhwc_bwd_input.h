@@ -13,6 +13,10 @@
  *               row that reaches it stacked in depth [kW * C, rows * K] by their dY rows
  *               [rows * K, OW], scattered once into that row; stride 1 and one group: a
  *               block of input rows at once, its tile rows in panels that run across rows
+ *   pixels      few input channels: per dY row one indirect GEMM, dY's pixels read in place
+ *               as the tile's rows by every tap's input channels [OW, Kg] x [Kg, kH kW C/groups],
+ *               the tile transposed in L1 and its runs along the pixels added into the kH input
+ *               rows' channel planes
  *   depthwise   one input and one output channel per group: a gather vectorised across the
  *               channels, any stride (conv2d_nhwc_depthwise.h)
  *   plain       few input channels, any stride: a gather vectorised along K, each input
@@ -452,6 +456,144 @@ static int FC_LOCAL(conv2d_nhwc_bwd_input_direct)(const fc_conv2d_params *p, con
     return failed ? FC_ENOMEM : FC_OK;
 }
 
+/* B panels of the pixels pass: column e = (i kW + j) Cg + c, every tap's input channel, of
+ * Kg x (kH kW Cg), as [group][e / NR][Kg][NR], zero past the columns. */
+static void FC_NR_NAME(conv2d_nhwc_pack_wtaps)(const fc_conv2d_params *p, const T *w, T *dst) {
+    const fc_index G = p->groups, Cg = p->in_channels / G, Kg = p->out_channels / G;
+    const fc_index m = p->kernel_w * Cg, ncols = p->kernel_h * m;
+    const fc_index cblocks = FC_CEIL_DIV(ncols, FC_NR);
+    for (fc_index g = 0; g < G; g++)
+        for (fc_index cb = 0; cb < cblocks; cb++)
+            for (fc_index k = 0; k < Kg; k++, dst += FC_NR)
+                for (fc_index u = 0; u < FC_NR; u++) {
+                    const fc_index e = cb * FC_NR + u;
+                    dst[u] = e < ncols ? FC_LOCAL(nhwc_wrow)(p, w, g, e / m, k, e % m) : (T)0;
+                }
+}
+
+/* Pixels: dY's pixels as the tile's rows, read in place (the indirect GEMM, one pointer per
+ * pixel), every tap's input channels as its columns: per dY row one GEMM [OW, Kg] x [Kg, kH kW
+ * Cg] gives each pixel's contributions to the kH input rows it reaches. Where direct transposes
+ * every dY row into packed panels (its stalls on the dY loads were a quarter of lenet1's pass),
+ * this reads dY once, in order, as the GEMM's broadcasts, and transposes the tile instead, in L1
+ * (16 x 16 blocks in registers): its row (i, j, c) is then a run along the pixels, added into
+ * row i's channel-c plane of the block at column ow sW + j dW, whole vectors for stride 1. kH kW
+ * Cg columns (25 for a 5x5 kernel on one channel, 27 for 3x3 on three) fill most of an NR-column
+ * panel. Tasks are blocks of input rows of one image (as direct's): a task computes the tiles of
+ * every dY row that reaches its block (the rows at a block's edge in both blocks), adds only into
+ * its own rows, by dY row (an element takes one term per dY row), and interleaves its planes into
+ * dX: each element sums its terms in one order whatever the blocks. Only real output positions
+ * are multiplied, so any data runs exactly. */
+static int FC_LOCAL(conv2d_nhwc_bwd_input_pixels)(const fc_conv2d_params *p, const fc_tuning *tn,
+                                                  const T *gy, const T *w, const T *bias, T *gx,
+                                                  int nthreads) {
+    const fc_index G = p->groups, Cg = p->in_channels / G, Kg = p->out_channels / G;
+    const fc_index C = p->in_channels, K = p->out_channels, H = p->in_h, W = p->in_w;
+    const fc_index OH = p->out_h, OW = p->out_w, kh = p->kernel_h, kw = p->kernel_w;
+    const fc_index sh = p->stride_h, dh = p->dilation_h, sw = p->stride_w, dw = p->dilation_w;
+    const fc_index m = kw * Cg, ncols = kh * m, cblocks = FC_CEIL_DIV(ncols, FC_NR);
+    /* the tile [pixel][column] in whole 16 x 16 blocks and whole MR-row GEMM tiles; tt, the
+     * transposed tile [column][pixel], tld pixels a row */
+    const fc_index ldt = FC_CEIL_DIV(cblocks * FC_NR, 16) * 16, tld = FC_CEIL_DIV(OW, 16) * 16;
+    const fc_index tile_rows = FC_MAX(tld, FC_CEIL_DIV(OW, FC_MR) * FC_MR);
+    const fc_index Wb = FC_MAX(p->pad_left + W, (OW - 1) * sw + (kw - 1) * dw + 1);
+    int failed = 0;
+
+    const int nt = fc_threads_for(nthreads, (double)p->batch * OH * OW * K * kh * m,
+                                  tn->conv_min_work, p->batch * H);
+    /* about four tasks per thread, in whole images when the batch has them */
+    const fc_index blocks = FC_CEIL_DIV(4 * (fc_index)nt, p->batch);
+    const fc_index rb = FC_CEIL_DIV(H, FC_MIN(blocks, H)), per_image = FC_CEIL_DIV(H, rb);
+    T *wb = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(G * cblocks * Kg * FC_NR));
+    if (!wb) return FC_ENOMEM;
+    FC_NR_NAME(conv2d_nhwc_pack_wtaps)(p, w, wb);
+
+    FC_PRAGMA(omp parallel num_threads(nt))
+    {
+        T *tile = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(tile_rows * ldt));
+        T *tt = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(ldt * tld));
+        T *planes = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(C * rb * Wb)); /* [c][row][col] */
+        const int ok = tile && tt && planes;
+        if (!ok) {
+            FC_PRAGMA(omp atomic write)
+            failed = 1;
+        } else { /* the rows and columns past the GEMM's are transposed too, never added */
+            memset(tile, 0, sizeof(T) * (size_t)(tile_rows * ldt));
+        }
+        FC_PRAGMA(omp for schedule(dynamic, 1))
+        for (fc_index t = 0; t < p->batch * per_image; t++) {
+            if (!ok) continue;
+            const fc_index n = t / per_image, ih0 = t % per_image * rb, ih1 = FC_MIN(H, ih0 + rb);
+            const fc_index nb = ih1 - ih0;
+            /* padded rows [r0, r1) are the block's; dY row oh, kernel row i reach oh sH + i dH */
+            const fc_index r0 = ih0 + p->pad_top, r1 = ih1 + p->pad_top;
+            const fc_index first = r0 - (kh - 1) * dh;
+            const fc_index oh0 = first <= 0 ? 0 : FC_CEIL_DIV(first, sh);
+            const fc_index oh1 = FC_MIN(OH, (r1 - 1) / sh + 1);
+            memset(planes, 0, sizeof(T) * (size_t)(C * nb * Wb));
+            for (fc_index oh = oh0; oh < oh1; oh++) {
+                const T *gyr = gy + (n * OH + oh) * OW * K;
+                for (fc_index g = 0; g < G; g++) {
+                    for (fc_index q = 0; q < OW; q += FC_MR) {
+                        const T *a[FC_MR]; /* rows past OW repeat the last pixel, never added */
+                        for (fc_index u = 0; u < FC_MR; u++)
+                            a[u] = gyr + FC_MIN(q + u, OW - 1) * K + g * Kg;
+                        /* whole tiles, stored from the registers: the B panels are zeros past
+                         * the columns */
+                        for (fc_index cb = 0; cb < cblocks; cb++)
+                            FC_IGEMM(1, Kg, a, wb + (g * cblocks + cb) * Kg * FC_NR,
+                                     tile + q * ldt + cb * FC_NR, ldt, FC_MR,
+                                     ncols - cb * FC_NR <= FC_NR / 2 ? FC_NR / 2 : FC_NR, 0, NULL);
+                    }
+                    for (fc_index u0 = 0; u0 < OW; u0 += 16)
+                        for (fc_index e0 = 0; e0 < ncols; e0 += 16) {
+#ifdef FC_HAVE_VEC16
+                            const T *rows[16];
+                            for (fc_index u = 0; u < 16; u++) rows[u] = tile + (u0 + u) * ldt + e0;
+                            FC_LOCAL(transpose_block16)(rows, tt + e0 * tld + u0, tld);
+#else
+                            for (fc_index e = e0; e < e0 + 16; e++)
+                                for (fc_index u = u0; u < u0 + 16; u++)
+                                    tt[e * tld + u] = tile[u * ldt + e];
+#endif
+                        }
+                    /* pixel ow's tap (i, j) lands on padded row oh sH + i dH, column ow sW + j dW
+                     */
+                    for (fc_index i = 0; i < kh; i++) {
+                        const fc_index r = oh * sh + i * dh;
+                        if (r < r0 || r >= r1) continue;
+                        for (fc_index c = 0; c < Cg; c++) {
+                            T *pl = planes + ((g * Cg + c) * nb + r - r0) * Wb;
+                            for (fc_index j = 0; j < kw; j++) {
+                                T *restrict d = pl + j * dw;
+                                const T *restrict s = tt + (i * m + j * Cg + c) * tld;
+                                if (sw == 1)
+                                    for (fc_index ow = 0; ow < OW; ow++) d[ow] += s[ow];
+                                else
+                                    for (fc_index ow = 0; ow < OW; ow++) d[ow * sw] += s[ow];
+                            }
+                        }
+                    }
+                }
+            }
+            /* the planes' inside interleaved into dX, plus the bias */
+            for (fc_index r = 0; r < nb; r++) {
+                T *out = gx + (n * H + ih0 + r) * W * C;
+                for (fc_index c = 0; c < C; c++) {
+                    const T *pl = planes + (c * nb + r) * Wb + p->pad_left;
+                    for (fc_index iw = 0; iw < W; iw++)
+                        out[iw * C + c] = bias ? pl[iw] + bias[c] : pl[iw];
+                }
+            }
+        }
+        fc_aligned_free(tile);
+        fc_aligned_free(tt);
+        fc_aligned_free(planes);
+    }
+    fc_aligned_free(wb);
+    return failed ? FC_ENOMEM : FC_OK;
+}
+
 /* The gather's channel block: one accumulator per channel, each dY load shared by them all. */
 #define FC_GATHER_CHANNELS 4
 
@@ -550,6 +692,8 @@ static int FC_LOCAL(conv2d_nhwc_bwd_input_run)(fc_conv_algorithm algorithm,
         return FC_LOCAL(conv2d_nhwc_bwd_input_plain)(p, tn, gy, w, bias, gx, nthreads);
     if (algorithm == FC_CONV_DIRECT)
         return FC_LOCAL(conv2d_nhwc_bwd_input_direct)(p, tn, gy, w, bias, gx, nthreads);
+    if (algorithm == FC_CONV_PIXELS)
+        return FC_LOCAL(conv2d_nhwc_bwd_input_pixels)(p, tn, gy, w, bias, gx, nthreads);
     return FC_LOCAL(conv2d_nhwc_bwd_input_col2im)(p, tn, gy, w, bias, gx, nthreads);
 }
 
