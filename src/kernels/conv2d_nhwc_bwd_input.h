@@ -1,6 +1,6 @@
 /* conv2d_nhwc_bwd_input.h: the channels-last convolution input gradient dX (N, H, W, C) from dY
  * (N, OH, OW, K), plus a bias per input channel when given (as the NCHW pass, conv2d_bwd_input.h),
- * three ways:
+ * these ways:
  *
  *   transposed  stride 1: the channels-last forward pass (conv2d_nhwc_fwd.h) of dY with the
  *               flipped, transposed weights (conv2d_weights.h; one group: read in place through
