@@ -137,12 +137,15 @@ static int FC_LOCAL(conv2d_bwd_weight_direct)(const fc_conv2d_params *p, const f
     const fc_index kparts = FC_CEIL_DIV(panels, part_panels);
     /* Slabs of whole batch chunks whose packed dY^T fits weight_grad_pack_bytes (at least one
      * chunk): every channel block's task reads the same packed dY^T, where packing it per task
-     * repeated it once per block. */
+     * repeated it once per block. Where the batch takes more than one slab, two buffers of half
+     * that each: the next slab is packed into one while the last tasks of this one still read
+     * the other (below). */
     const fc_index image_packed = G * nq * packed_chunk;
     const fc_index chunk_images = FC_CEIL_DIV(N, chunks);
-    const fc_index per_slab = FC_MAX(
-        1, FC_MIN(chunks, tn->weight_grad_pack_bytes /
-                              ((fc_index)sizeof(T) * chunk_images * image_packed)));
+    const fc_index chunk_bytes = (fc_index)sizeof(T) * chunk_images * image_packed;
+    fc_index per_slab = FC_MAX(1, FC_MIN(chunks, tn->weight_grad_pack_bytes / chunk_bytes));
+    if (per_slab < chunks) per_slab = FC_MAX(1, tn->weight_grad_pack_bytes / 2 / chunk_bytes);
+    const fc_index slab_bufs = per_slab < chunks ? 2 : 1;
     /* Images per microkernel call: where an image's reduction takes at most half of KC (few
      * pixels, so two images or more fit in one call), each call reduces over the phases of up to
      * KC/L images, made together, its accumulators kept in registers across the images instead of
@@ -157,7 +160,8 @@ static int FC_LOCAL(conv2d_bwd_weight_direct)(const fc_conv2d_params *p, const f
         partial = (T *)fc_aligned_alloc(sizeof(T) * (size_t)((chunks - 1) * wsize));
         if (!partial) return FC_ENOMEM;
     }
-    T *packed = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(per_slab * chunk_images * image_packed));
+    const fc_index slab_size = per_slab * chunk_images * image_packed; /* elements per buffer */
+    T *packed = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(slab_bufs * slab_size));
     if (!packed) {
         fc_aligned_free(partial);
         return FC_ENOMEM;
@@ -166,7 +170,12 @@ static int FC_LOCAL(conv2d_bwd_weight_direct)(const fc_conv2d_params *p, const f
                                   FC_MIN(chunks, per_slab) * G * cblocks * kparts);
     FC_PRAGMA(omp parallel num_threads(nt))
     {
+        /* A thread's phases, zeroed once: where they hold padding depends on the geometry
+         * alone, so each channel is then split from inside the input only
+         * (split_phases_inside), not with its padding rows and margins written again, which on
+         * small images (16 x 16 phases of 14 x 14 channels) was most of the split's time. */
         T *xph = pointwise ? NULL : (T *)fc_aligned_alloc(sizeof(T) * (size_t)(ib * img_x));
+        if (xph) memset(xph, 0, sizeof(T) * (size_t)(ib * img_x));
         T *acc = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(rows_max * kg_pad));
         fc_index *taps = (fc_index *)malloc(sizeof(fc_index) * (size_t)rows_max);
         const int ok = (xph || pointwise) && acc && taps;
@@ -174,18 +183,31 @@ static int FC_LOCAL(conv2d_bwd_weight_direct)(const fc_conv2d_params *p, const f
             FC_PRAGMA(omp atomic write)
             failed = 1;
         }
+        /* dY^T of the images of slab s0's chunks, [image][group][pixel chunk], into buffer
+         * (s0 / per_slab) % 2; with the barrier at its end */
+#define FC_PACK_SLAB(s0)                                                                                                                           \
+    do {                                                                                                                                           \
+        const fc_index pn0 = (s0) * N / chunks,                                                                                                    \
+                       pn1 = FC_MIN(chunks, (s0) + per_slab) * N / chunks;                                                                         \
+        T *pbuf = packed + ((s0) / per_slab % 2) * slab_size;                                              FC_PRAGMA(omp for schedule(dynamic, 1)) \
+        for (fc_index t = 0; t < (pn1 - pn0) * G * nq; t++) {                                                                                      \
+            const fc_index qi = t % nq, g = (t / nq) % G, n = pn0 + t / (nq * G);                                                                  \
+            FC_NR_NAME(conv2d_pack_dyt)(gy + (n * p->out_channels + g * Kg) * P, Kg, P, p->out_w,                                                  \
+                                        segmented ? p->out_w : ph.wph, qi * qc,                                                                    \
+                                        FC_MIN(qc, L - qi * qc), pbuf + t * packed_chunk);                                                         \
+        }                                                                                                                                          \
+    } while (0)
+        FC_PACK_SLAB(0);
         for (fc_index s0 = 0; s0 < chunks; s0 += per_slab) {
             const fc_index s1 = FC_MIN(chunks, s0 + per_slab);
-            const fc_index slab_n0 = s0 * N / chunks, slab_n1 = s1 * N / chunks;
-            /* dY^T of the slab's images: [image][group][pixel chunk] */
-            FC_PRAGMA(omp for schedule(dynamic, 1))
-            for (fc_index t = 0; t < (slab_n1 - slab_n0) * G * nq; t++) {
-                const fc_index qi = t % nq, g = (t / nq) % G, n = slab_n0 + t / (nq * G);
-                FC_NR_NAME(conv2d_pack_dyt)(gy + (n * p->out_channels + g * Kg) * P, Kg, P,
-                                            p->out_w, segmented ? p->out_w : ph.wph, qi * qc,
-                                            FC_MIN(qc, L - qi * qc), packed + t * packed_chunk);
-            }
-            FC_PRAGMA(omp for schedule(dynamic, 1))
+            const fc_index slab_n0 = s0 * N / chunks;
+            const T *slab_packed = packed + (s0 / per_slab % 2) * slab_size;
+            /* The slab's tasks, without a barrier after them: a thread out of tasks packs the
+             * next slab into the other buffer while the others finish theirs (the pack's barrier
+             * then also ends this slab's tasks, so the slab after next may reuse this buffer).
+             * Packing is mostly waiting on memory, and each slab's last tasks left the thread
+             * that finished first idle. */
+            FC_PRAGMA(omp for schedule(dynamic, 1) nowait)
             for (fc_index t = 0; t < (s1 - s0) * G * cblocks * kparts; t++) {
                 int stop;
                 FC_PRAGMA(omp atomic read)
@@ -218,12 +240,12 @@ static int FC_LOCAL(conv2d_bwd_weight_direct)(const fc_conv2d_params *p, const f
                     const fc_index imgs = FC_MIN(ib, n1 - nb);
                     const T *a_base = pointwise ? x + (nb * p->in_channels + g * Cg + c0) * HW
                                                 : xph;
-                    const T *bp = packed + ((nb - slab_n0) * G + g) * nq * packed_chunk;
+                    const T *bp = slab_packed + ((nb - slab_n0) * G + g) * nq * packed_chunk;
                     for (fc_index n = nb; !pointwise && n < nb + imgs; n++) {
                         const T *xg = x + (n * p->in_channels + g * Cg) * HW;
                         for (fc_index c = c0; c < c1; c++) {
                             T *xpc = xph + (n - nb) * img_x + (c - c0) * ph.channel;
-                            FC_LOCAL(split_phases)(p, &ph, xg + c * HW, xpc);
+                            FC_LOCAL(split_phases_inside)(p, &ph, xg + c * HW, xpc);
                             for (fc_index e = 0; e < ph.channel; e++) /* Inf - Inf, NaN - NaN */
                                 bad |= (xpc[e] - xpc[e]) != (xpc[e] - xpc[e]);
                         }
@@ -232,6 +254,30 @@ static int FC_LOCAL(conv2d_bwd_weight_direct)(const fc_conv2d_params *p, const f
                         FC_PRAGMA(omp atomic write)
                         nonfinite = 1;
                         break;
+                    }
+                    /* The input this thread splits next, asked for into L2 a slice per
+                     * microkernel call: the next images of this task, else the first of the
+                     * task it likely takes next (the threads take tasks in turn). split_phases
+                     * otherwise waits on each line from memory (most of its time on 32 x 32
+                     * images). A wrong guess costs a few idle reads. */
+                    const char *ahead = NULL;
+                    size_t ahead_left = 0, ahead_slice = 0;
+                    if (!pointwise) {
+                        fc_index an = nb + imgs, ag = g, ac0 = c0, ac1 = c1;
+                        if (an >= n1) {
+                            const fc_index tnext = t + nt,
+                                           ach = s0 + tnext / (kparts * cblocks * G);
+                            ag = (tnext / (kparts * cblocks)) % G;
+                            ac0 = (tnext / kparts) % cblocks * cb, ac1 = FC_MIN(Cg, ac0 + cb);
+                            an = ach < chunks ? ach * N / chunks : N;
+                        }
+                        if (an < N) {
+                            ahead = (const char *)(x + (an * p->in_channels + ag * Cg + ac0) * HW);
+                            ahead_left = sizeof(T) * (size_t)((ac1 - ac0) * HW);
+                            const size_t calls = (size_t)(nq * FC_CEIL_DIV(kp1 - kp0, FC_NR) *
+                                                          FC_CEIL_DIV(rows, FC_MR));
+                            ahead_slice = FC_CEIL_DIV(FC_CEIL_DIV(ahead_left, calls), 64) * 64;
+                        }
                     }
                     for (fc_index qi = 0; qi < nq; qi++, bp += packed_chunk) {
                         const fc_index q0 = qi * qc, kc = FC_MIN(qc, L - q0);
@@ -249,6 +295,11 @@ static int FC_LOCAL(conv2d_bwd_weight_direct)(const fc_conv2d_params *p, const f
                                 const T *a[FC_MR];
                                 for (int i = 0; i < FC_MR; i++) a[i] = a_base + taps[m0 + i] + a0;
                                 if (!last) fc_prefetch(next + (m0 / FC_MR) * slice, slice);
+                                if (ahead_left) {
+                                    const size_t b = FC_MIN(ahead_slice, ahead_left);
+                                    fc_prefetch_l2(ahead, b);
+                                    ahead += b, ahead_left -= b;
+                                }
                                 FC_LOCAL(gemm_rows_tile)(
                                     Kg - k0, imgs, img_x, G * nq * packed_chunk, segs, kc / segs,
                                     ph.wph, a, bp + k0 * kc, acc + m0 * kg_pad + k0, kg_pad);
@@ -261,7 +312,9 @@ static int FC_LOCAL(conv2d_bwd_weight_direct)(const fc_conv2d_params *p, const f
                 FC_LOCAL(transpose_out)(acc + kp0, rows, FC_MIN(Kg, kp1) - kp0, kg_pad,
                                         dst + kp0 * R, R);
             }
+            if (s1 < chunks) FC_PACK_SLAB(s1);
         }
+#undef FC_PACK_SLAB
         fc_aligned_free(xph);
         fc_aligned_free(acc);
         free(taps);
