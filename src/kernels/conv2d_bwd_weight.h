@@ -259,9 +259,13 @@ static int FC_LOCAL(conv2d_bwd_weight_direct)(const fc_conv2d_params *p, const f
                      * microkernel call: the next images of this task, else the first of the
                      * task it likely takes next (the threads take tasks in turn). split_phases
                      * otherwise waits on each line from memory (most of its time on 32 x 32
-                     * images). A wrong guess costs a few idle reads. */
+                     * images). More than an eighth of L2 (vgg-64's 32 channels of 56 x 56:
+                     * 400 KB) over the last quarter of the calls only: asked for from the first,
+                     * its lines were the oldest in L2 by the end and evicted before the split
+                     * came to them, and they had evicted the phases and panels being read. A
+                     * wrong guess costs a few idle reads. */
                     const char *ahead = NULL;
-                    size_t ahead_left = 0, ahead_slice = 0;
+                    size_t ahead_left = 0, ahead_slice = 0, ahead_skip = 0;
                     if (!pointwise) {
                         fc_index an = nb + imgs, ag = g, ac0 = c0, ac1 = c1;
                         if (an >= n1) {
@@ -274,8 +278,12 @@ static int FC_LOCAL(conv2d_bwd_weight_direct)(const fc_conv2d_params *p, const f
                         if (an < N) {
                             ahead = (const char *)(x + (an * p->in_channels + ag * Cg + ac0) * HW);
                             ahead_left = sizeof(T) * (size_t)((ac1 - ac0) * HW);
-                            const size_t calls = (size_t)(nq * FC_CEIL_DIV(kp1 - kp0, FC_NR) *
-                                                          FC_CEIL_DIV(rows, FC_MR));
+                            size_t calls = (size_t)(nq * FC_CEIL_DIV(kp1 - kp0, FC_NR) *
+                                                    FC_CEIL_DIV(rows, FC_MR));
+                            if (ahead_left > (size_t)(128 << 10) && calls >= 4) {
+                                ahead_skip = calls - calls / 4;
+                                calls /= 4;
+                            }
                             ahead_slice = FC_CEIL_DIV(FC_CEIL_DIV(ahead_left, calls), 64) * 64;
                         }
                     }
@@ -295,7 +303,9 @@ static int FC_LOCAL(conv2d_bwd_weight_direct)(const fc_conv2d_params *p, const f
                                 const T *a[FC_MR];
                                 for (int i = 0; i < FC_MR; i++) a[i] = a_base + taps[m0 + i] + a0;
                                 if (!last) fc_prefetch(next + (m0 / FC_MR) * slice, slice);
-                                if (ahead_left) {
+                                if (ahead_skip)
+                                    ahead_skip--;
+                                else if (ahead_left) {
                                     const size_t b = FC_MIN(ahead_slice, ahead_left);
                                     fc_prefetch_l2(ahead, b);
                                     ahead += b, ahead_left -= b;
