@@ -78,6 +78,22 @@ static void FC_LOCAL(transpose_out)(const T *acc, fc_index rows, fc_index Kg, fc
         }
 }
 
+/* dY^T of images [n0, n1) (every group, pixel chunks of qc grid pixels, L per image) as
+ * [image][group][pixel chunk] at dst, chunks kg_pad * qc elements apart, shared among the team's
+ * threads (an orphaned loop: every thread of the region calls it); with the barrier at its end. */
+static void FC_LOCAL(pack_dyt_images)(const fc_conv2d_params *p, const T *gy, fc_index G,
+                                      fc_index n0, fc_index n1, fc_index nq, fc_index qc,
+                                      fc_index L, fc_index wph, T *dst) {
+    const fc_index Kg = p->out_channels / G, P = p->out_h * p->out_w;
+    const fc_index chunk = FC_CEIL_DIV(Kg, FC_NR) * FC_NR * qc;
+    FC_PRAGMA(omp for schedule(dynamic, 1))
+    for (fc_index t = 0; t < (n1 - n0) * G * nq; t++) {
+        const fc_index qi = t % nq, g = (t / nq) % G, n = n0 + t / (nq * G);
+        FC_NR_NAME(conv2d_pack_dyt)(gy + (n * p->out_channels + g * Kg) * P, Kg, P, p->out_w, wph,
+                                    qi * qc, FC_MIN(qc, L - qi * qc), dst + t * chunk);
+    }
+}
+
 /* dW on the stride phases; FC_NONFINITE when the phases hold an Inf or NaN, which the phase
  * grid's dropped columns would multiply by the zeros of dY there (0 * Inf = NaN where the exact
  * gradient never reads the element; the segments skip those columns, but the fallback is
@@ -141,11 +157,18 @@ static int FC_LOCAL(conv2d_bwd_weight_direct)(const fc_conv2d_params *p, const f
      * that each: the next slab is packed into one while the last tasks of this one still read
      * the other (below). */
     const fc_index image_packed = G * nq * packed_chunk;
+    /* Where one task reads each batch chunk's dY^T (one block of channels, one part of K:
+     * ResNet-14's 16- and 32-channel stages), it packs each pixel chunk itself just before
+     * reading it: a slab's dY^T, written out to L3 and read back once, was a fifth of those
+     * passes. */
+    const int own_pack = cblocks * kparts == 1;
+    const fc_index dyt_wph = segmented ? p->out_w : ph.wph; /* the grid dY^T is packed on */
     const fc_index chunk_images = FC_CEIL_DIV(N, chunks);
     const fc_index chunk_bytes = (fc_index)sizeof(T) * chunk_images * image_packed;
     fc_index per_slab = FC_MAX(1, FC_MIN(chunks, tn->weight_grad_pack_bytes / chunk_bytes));
     if (per_slab < chunks) per_slab = FC_MAX(1, tn->weight_grad_pack_bytes / 2 / chunk_bytes);
-    const fc_index slab_bufs = per_slab < chunks ? 2 : 1;
+    if (own_pack) per_slab = chunks;
+    const fc_index slab_bufs = own_pack ? 0 : per_slab < chunks ? 2 : 1;
     /* Images per microkernel call: where an image's reduction takes at most half of KC (few
      * pixels, so two images or more fit in one call), each call reduces over the phases of up to
      * KC/L images, made together, its accumulators kept in registers across the images instead of
@@ -161,8 +184,9 @@ static int FC_LOCAL(conv2d_bwd_weight_direct)(const fc_conv2d_params *p, const f
         if (!partial) return FC_ENOMEM;
     }
     const fc_index slab_size = per_slab * chunk_images * image_packed; /* elements per buffer */
-    T *packed = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(slab_bufs * slab_size));
-    if (!packed) {
+    T *packed = own_pack ? NULL
+                         : (T *)fc_aligned_alloc(sizeof(T) * (size_t)(slab_bufs * slab_size));
+    if (!packed && !own_pack) {
         fc_aligned_free(partial);
         return FC_ENOMEM;
     }
@@ -178,30 +202,20 @@ static int FC_LOCAL(conv2d_bwd_weight_direct)(const fc_conv2d_params *p, const f
         if (xph) memset(xph, 0, sizeof(T) * (size_t)(ib * img_x));
         T *acc = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(rows_max * kg_pad));
         fc_index *taps = (fc_index *)malloc(sizeof(fc_index) * (size_t)rows_max);
-        const int ok = (xph || pointwise) && acc && taps;
+        /* own_pack: a pixel chunk of dY^T of a call's images */
+        T *tpack = own_pack ? (T *)fc_aligned_alloc(sizeof(T) * (size_t)(ib * packed_chunk)) : NULL;
+        const int ok = (xph || pointwise) && acc && taps && (tpack || !own_pack);
         if (!ok) {
             FC_PRAGMA(omp atomic write)
             failed = 1;
         }
-        /* dY^T of the images of slab s0's chunks, [image][group][pixel chunk], into buffer
-         * (s0 / per_slab) % 2; with the barrier at its end */
-#define FC_PACK_SLAB(s0)                                                                                                                           \
-    do {                                                                                                                                           \
-        const fc_index pn0 = (s0) * N / chunks,                                                                                                    \
-                       pn1 = FC_MIN(chunks, (s0) + per_slab) * N / chunks;                                                                         \
-        T *pbuf = packed + ((s0) / per_slab % 2) * slab_size;                                              FC_PRAGMA(omp for schedule(dynamic, 1)) \
-        for (fc_index t = 0; t < (pn1 - pn0) * G * nq; t++) {                                                                                      \
-            const fc_index qi = t % nq, g = (t / nq) % G, n = pn0 + t / (nq * G);                                                                  \
-            FC_NR_NAME(conv2d_pack_dyt)(gy + (n * p->out_channels + g * Kg) * P, Kg, P, p->out_w,                                                  \
-                                        segmented ? p->out_w : ph.wph, qi * qc,                                                                    \
-                                        FC_MIN(qc, L - qi * qc), pbuf + t * packed_chunk);                                                         \
-        }                                                                                                                                          \
-    } while (0)
-        FC_PACK_SLAB(0);
+        if (!own_pack)
+            FC_LOCAL(pack_dyt_images)(p, gy, G, 0, FC_MIN(chunks, per_slab) * N / chunks, nq, qc, L,
+                                      dyt_wph, packed);
         for (fc_index s0 = 0; s0 < chunks; s0 += per_slab) {
             const fc_index s1 = FC_MIN(chunks, s0 + per_slab);
             const fc_index slab_n0 = s0 * N / chunks;
-            const T *slab_packed = packed + (s0 / per_slab % 2) * slab_size;
+            const T *slab_packed = own_pack ? NULL : packed + (s0 / per_slab % 2) * slab_size;
             /* The slab's tasks, without a barrier after them: a thread out of tasks packs the
              * next slab into the other buffer while the others finish theirs (the pack's barrier
              * then also ends this slab's tasks, so the slab after next may reuse this buffer).
@@ -240,7 +254,10 @@ static int FC_LOCAL(conv2d_bwd_weight_direct)(const fc_conv2d_params *p, const f
                     const fc_index imgs = FC_MIN(ib, n1 - nb);
                     const T *a_base = pointwise ? x + (nb * p->in_channels + g * Cg + c0) * HW
                                                 : xph;
-                    const T *bp = slab_packed + ((nb - slab_n0) * G + g) * nq * packed_chunk;
+                    const T *bp = own_pack
+                                      ? tpack
+                                      : slab_packed + ((nb - slab_n0) * G + g) * nq * packed_chunk;
+                    const fc_index b_img = own_pack ? packed_chunk : G * nq * packed_chunk;
                     for (fc_index n = nb; !pointwise && n < nb + imgs; n++) {
                         const T *xg = x + (n * p->in_channels + g * Cg) * HW;
                         for (fc_index c = c0; c < c1; c++) {
@@ -287,8 +304,12 @@ static int FC_LOCAL(conv2d_bwd_weight_direct)(const fc_conv2d_params *p, const f
                             ahead_slice = FC_CEIL_DIV(FC_CEIL_DIV(ahead_left, calls), 64) * 64;
                         }
                     }
-                    for (fc_index qi = 0; qi < nq; qi++, bp += packed_chunk) {
+                    for (fc_index qi = 0; qi < nq; qi++, bp += own_pack ? 0 : packed_chunk) {
                         const fc_index q0 = qi * qc, kc = FC_MIN(qc, L - q0);
+                        for (fc_index n = nb; own_pack && n < nb + imgs; n++)
+                            FC_NR_NAME(conv2d_pack_dyt)(gy + (n * p->out_channels + g * Kg) * P, Kg,
+                                                        P, p->out_w, dyt_wph, q0, kc,
+                                                        tpack + (n - nb) * packed_chunk);
                         const fc_index segs = segmented ? kc / run : 1;
                         const fc_index a0 = segmented ? q0 / run * ph.wph : q0;
                         /* while the MR-row blocks pass over one NR panel (in L1), each asks
@@ -310,9 +331,9 @@ static int FC_LOCAL(conv2d_bwd_weight_direct)(const fc_conv2d_params *p, const f
                                     fc_prefetch_l2(ahead, b);
                                     ahead += b, ahead_left -= b;
                                 }
-                                FC_LOCAL(gemm_rows_tile)(
-                                    Kg - k0, imgs, img_x, G * nq * packed_chunk, segs, kc / segs,
-                                    ph.wph, a, bp + k0 * kc, acc + m0 * kg_pad + k0, kg_pad);
+                                FC_LOCAL(gemm_rows_tile)(Kg - k0, imgs, img_x, b_img, segs,
+                                                         kc / segs, ph.wph, a, bp + k0 * kc,
+                                                         acc + m0 * kg_pad + k0, kg_pad);
                             }
                         }
                     }
@@ -322,11 +343,14 @@ static int FC_LOCAL(conv2d_bwd_weight_direct)(const fc_conv2d_params *p, const f
                 FC_LOCAL(transpose_out)(acc + kp0, rows, FC_MIN(Kg, kp1) - kp0, kg_pad,
                                         dst + kp0 * R, R);
             }
-            if (s1 < chunks) FC_PACK_SLAB(s1);
+            if (s1 < chunks)
+                FC_LOCAL(pack_dyt_images)(p, gy, G, s1 * N / chunks,
+                                          FC_MIN(chunks, s1 + per_slab) * N / chunks, nq, qc, L,
+                                          dyt_wph, packed + (s1 / per_slab % 2) * slab_size);
         }
-#undef FC_PACK_SLAB
         fc_aligned_free(xph);
         fc_aligned_free(acc);
+        fc_aligned_free(tpack);
         free(taps);
         FC_PRAGMA(omp barrier)
         if (!failed && partial) { /* gw + partial 1 + partial 2 + ..., in blocks of dW */
