@@ -6,15 +6,18 @@
  * (conv2d_plain.h) where the phases do not fit or X holds Inf or NaN.
  *
  * Loop structure: the batch is split into chunks, and consecutive chunks into slabs whose packed
- * dY^T fits weight_grad_pack_bytes. Per slab, dY^T is packed in tasks of (image, group, pixel
- * chunk: one panel in L1), then the tasks are (batch chunk, group, block of input channels, part
- * of the NR-wide panels of K). A task sums its images in a private MR-aligned accumulator: per
- * image, its channels are split into phases, then over pixel chunks, over its panels of K, over
- * MR rows of taps (a last panel of at most NR/2 channels on the half-width rows kernel); where
- * an image's reduction takes at most half of KC, per group of images instead (one microkernel
- * call sums over the group's images). Each chunk's sum is transposed into its own copy of dW, and
- * the copies are added in a fixed order at the end, so results do not depend on the thread
- * count. */
+ * dY^T fits half of weight_grad_pack_bytes (all of it for one slab). Per slab, dY^T is packed in
+ * tasks of (image, group, pixel chunk: one panel in L1), then the tasks are (batch chunk, group,
+ * block of input channels, part of the NR-wide panels of K), with no barrier after them: a thread
+ * out of tasks packs the next slab into the other buffer. Where one task reads each chunk's dY^T
+ * (one block, one part of K), no slabs: the task packs each pixel chunk just before its calls.
+ * A task sums its images in a private MR-aligned accumulator: per image, its channels are split
+ * into phases (the next image's input asked for into L2 meanwhile), then over pixel chunks, over
+ * its panels of K, over MR rows of taps (a last panel of at most NR/2 channels on the half-width
+ * rows kernel); where an image's reduction takes at most half of KC, per group of images instead
+ * (one microkernel call sums over the group's images). Each chunk's sum is transposed into its
+ * own copy of dW, and the copies are added in a fixed order at the end, so results do not depend
+ * on the thread count. */
 #ifndef FC_CONV2D_BWD_WEIGHT_H
 #define FC_CONV2D_BWD_WEIGHT_H
 
