@@ -402,6 +402,43 @@ def test_conv2d_weight_gradient_packs_dy_in_slabs(dtype, isa):
     assert_close(results[0], expected, 32 * 64 * 64, scale)
 
 
+
+# id: (N, C, size, K, kernel, stride, groups): the direct weight gradient where one task reads
+# each batch chunk's dY^T (one block of channels, one part of K), so the task packs each pixel
+# chunk itself into its own buffer, no slab: several pixel chunks, the last one ragged; groups;
+# a stride-2 grid; a pointwise layer read in place
+WEIGHT_OWN_PACK_CASES = {
+    "pixel-chunks-ragged": (5, 8, 20, 24, 3, 1, 1),  # 3 chunks of whole rows, 140 + 140 + 120
+    "groups-2": (4, 8, 20, 32, 3, 1, 2),  # 16 output channels a group: half-width panels
+    "stride-2": (3, 3, 23, 40, 3, 2, 1),  # 12 x 12 outputs on phases of 13 columns
+    "pointwise": (6, 4, 13, 40, 1, 1, 1),  # 169 pixels a chunk, read in X itself
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("case", list(WEIGHT_OWN_PACK_CASES.values()),
+                         ids=list(WEIGHT_OWN_PACK_CASES))
+def test_conv2d_weight_gradient_packs_dy_per_task(case, dtype, isa):
+    """One task per batch chunk's dY^T: packed by that task chunk by chunk; against the
+    reference and bit for bit on 1 and 2 threads."""
+    n, c, size, k, kernel, stride, groups = case
+    rng = np.random.default_rng(29)
+    pad = kernel // 2
+    out = (size + 2 * pad - kernel) // stride + 1
+    x = rng.standard_normal((n, c, size, size)).astype(dtype)
+    w = rng.standard_normal((k, c // groups, kernel, kernel)).astype(dtype)
+    gy = rng.standard_normal((n, k, out, out)).astype(dtype)
+    results = []
+    for threads in (1, 2):
+        with fastconv.num_threads(threads):
+            results.append(F.conv2d_weight(x, w.shape, gy, stride=stride, padding=pad,
+                                           groups=groups))
+    np.testing.assert_array_equal(results[0], results[1])
+    args = ((stride, stride), (pad,) * 4, (1, 1), groups)
+    expected = ref.conv2d_backward(gy, x, w, *args)[1]
+    scale = ref.conv2d_backward(np.abs(gy), np.abs(x), np.abs(w), *args)[1]
+    assert_close(results[0], expected, n * out * out, scale)
+
 def _weight_grad_by_taps(x, gy, kernel, padding):
     """dW of a stride-1 convolution as one product over the batch's pixels per kernel tap (in
     float64, through BLAS): an oracle fast enough for layers whose reference takes seconds."""

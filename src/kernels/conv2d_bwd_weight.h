@@ -6,15 +6,18 @@
  * (conv2d_plain.h) where the phases do not fit or X holds Inf or NaN.
  *
  * Loop structure: the batch is split into chunks, and consecutive chunks into slabs whose packed
- * dY^T fits weight_grad_pack_bytes. Per slab, dY^T is packed in tasks of (image, group, pixel
- * chunk: one panel in L1), then the tasks are (batch chunk, group, block of input channels, part
- * of the NR-wide panels of K). A task sums its images in a private MR-aligned accumulator: per
- * image, its channels are split into phases, then over pixel chunks, over its panels of K, over
- * MR rows of taps (a last panel of at most NR/2 channels on the half-width rows kernel); where
- * an image's reduction takes at most half of KC, per group of images instead (one microkernel
- * call sums over the group's images). Each chunk's sum is transposed into its own copy of dW, and
- * the copies are added in a fixed order at the end, so results do not depend on the thread
- * count. */
+ * dY^T fits half of weight_grad_pack_bytes (all of it for one slab). Per slab, dY^T is packed in
+ * tasks of (image, group, pixel chunk: one panel in L1), then the tasks are (batch chunk, group,
+ * block of input channels, part of the NR-wide panels of K), with no barrier after them: a thread
+ * out of tasks packs the next slab into the other buffer. Where one task reads each chunk's dY^T
+ * (one block, one part of K), no slabs: the task packs each pixel chunk just before its calls.
+ * A task sums its images in a private MR-aligned accumulator: per image, its channels are split
+ * into phases (the next image's input asked for into L2 meanwhile), then over pixel chunks, over
+ * its panels of K, over MR rows of taps (a last panel of at most NR/2 channels on the half-width
+ * rows kernel); where an image's reduction takes at most half of KC, per group of images instead
+ * (one microkernel call sums over the group's images). Each chunk's sum is transposed into its
+ * own copy of dW, and the copies are added in a fixed order at the end, so results do not depend
+ * on the thread count. */
 #ifndef FC_CONV2D_BWD_WEIGHT_H
 #define FC_CONV2D_BWD_WEIGHT_H
 
@@ -78,6 +81,22 @@ static void FC_LOCAL(transpose_out)(const T *acc, fc_index rows, fc_index Kg, fc
         }
 }
 
+/* dY^T of images [n0, n1) (every group, pixel chunks of qc grid pixels, L per image) as
+ * [image][group][pixel chunk] at dst, chunks kg_pad * qc elements apart, shared among the team's
+ * threads (an orphaned loop: every thread of the region calls it); with the barrier at its end. */
+static void FC_LOCAL(pack_dyt_images)(const fc_conv2d_params *p, const T *gy, fc_index G,
+                                      fc_index n0, fc_index n1, fc_index nq, fc_index qc,
+                                      fc_index L, fc_index wph, T *dst) {
+    const fc_index Kg = p->out_channels / G, P = p->out_h * p->out_w;
+    const fc_index chunk = FC_CEIL_DIV(Kg, FC_NR) * FC_NR * qc;
+    FC_PRAGMA(omp for schedule(dynamic, 1))
+    for (fc_index t = 0; t < (n1 - n0) * G * nq; t++) {
+        const fc_index qi = t % nq, g = (t / nq) % G, n = n0 + t / (nq * G);
+        FC_NR_NAME(conv2d_pack_dyt)(gy + (n * p->out_channels + g * Kg) * P, Kg, P, p->out_w, wph,
+                                    qi * qc, FC_MIN(qc, L - qi * qc), dst + t * chunk);
+    }
+}
+
 /* dW on the stride phases; FC_NONFINITE when the phases hold an Inf or NaN, which the phase
  * grid's dropped columns would multiply by the zeros of dY there (0 * Inf = NaN where the exact
  * gradient never reads the element; the segments skip those columns, but the fallback is
@@ -137,12 +156,22 @@ static int FC_LOCAL(conv2d_bwd_weight_direct)(const fc_conv2d_params *p, const f
     const fc_index kparts = FC_CEIL_DIV(panels, part_panels);
     /* Slabs of whole batch chunks whose packed dY^T fits weight_grad_pack_bytes (at least one
      * chunk): every channel block's task reads the same packed dY^T, where packing it per task
-     * repeated it once per block. */
+     * repeated it once per block. Where the batch takes more than one slab, two buffers of half
+     * that each: the next slab is packed into one while the last tasks of this one still read
+     * the other (below). */
     const fc_index image_packed = G * nq * packed_chunk;
+    /* Where one task reads each batch chunk's dY^T (one block of channels, one part of K:
+     * ResNet-14's 16- and 32-channel stages), it packs each pixel chunk itself just before
+     * reading it: a slab's dY^T, written out to L3 and read back once, was a fifth of those
+     * passes. */
+    const int own_pack = cblocks * kparts == 1;
+    const fc_index dyt_wph = segmented ? p->out_w : ph.wph; /* the grid dY^T is packed on */
     const fc_index chunk_images = FC_CEIL_DIV(N, chunks);
-    const fc_index per_slab = FC_MAX(
-        1, FC_MIN(chunks, tn->weight_grad_pack_bytes /
-                              ((fc_index)sizeof(T) * chunk_images * image_packed)));
+    const fc_index chunk_bytes = (fc_index)sizeof(T) * chunk_images * image_packed;
+    fc_index per_slab = FC_MAX(1, FC_MIN(chunks, tn->weight_grad_pack_bytes / chunk_bytes));
+    if (per_slab < chunks) per_slab = FC_MAX(1, tn->weight_grad_pack_bytes / 2 / chunk_bytes);
+    if (own_pack) per_slab = chunks;
+    const fc_index slab_bufs = own_pack ? 0 : per_slab < chunks ? 2 : 1;
     /* Images per microkernel call: where an image's reduction takes at most half of KC (few
      * pixels, so two images or more fit in one call), each call reduces over the phases of up to
      * KC/L images, made together, its accumulators kept in registers across the images instead of
@@ -157,8 +186,10 @@ static int FC_LOCAL(conv2d_bwd_weight_direct)(const fc_conv2d_params *p, const f
         partial = (T *)fc_aligned_alloc(sizeof(T) * (size_t)((chunks - 1) * wsize));
         if (!partial) return FC_ENOMEM;
     }
-    T *packed = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(per_slab * chunk_images * image_packed));
-    if (!packed) {
+    const fc_index slab_size = per_slab * chunk_images * image_packed; /* elements per buffer */
+    T *packed = own_pack ? NULL
+                         : (T *)fc_aligned_alloc(sizeof(T) * (size_t)(slab_bufs * slab_size));
+    if (!packed && !own_pack) {
         fc_aligned_free(partial);
         return FC_ENOMEM;
     }
@@ -166,26 +197,34 @@ static int FC_LOCAL(conv2d_bwd_weight_direct)(const fc_conv2d_params *p, const f
                                   FC_MIN(chunks, per_slab) * G * cblocks * kparts);
     FC_PRAGMA(omp parallel num_threads(nt))
     {
+        /* A thread's phases, zeroed once: where they hold padding depends on the geometry
+         * alone, so each channel is then split from inside the input only
+         * (split_phases_inside), not with its padding rows and margins written again, which on
+         * small images (16 x 16 phases of 14 x 14 channels) was most of the split's time. */
         T *xph = pointwise ? NULL : (T *)fc_aligned_alloc(sizeof(T) * (size_t)(ib * img_x));
+        if (xph) memset(xph, 0, sizeof(T) * (size_t)(ib * img_x));
         T *acc = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(rows_max * kg_pad));
         fc_index *taps = (fc_index *)malloc(sizeof(fc_index) * (size_t)rows_max);
-        const int ok = (xph || pointwise) && acc && taps;
+        /* own_pack: a pixel chunk of dY^T of a call's images */
+        T *tpack = own_pack ? (T *)fc_aligned_alloc(sizeof(T) * (size_t)(ib * packed_chunk)) : NULL;
+        const int ok = (xph || pointwise) && acc && taps && (tpack || !own_pack);
         if (!ok) {
             FC_PRAGMA(omp atomic write)
             failed = 1;
         }
+        if (!own_pack)
+            FC_LOCAL(pack_dyt_images)(p, gy, G, 0, FC_MIN(chunks, per_slab) * N / chunks, nq, qc, L,
+                                      dyt_wph, packed);
         for (fc_index s0 = 0; s0 < chunks; s0 += per_slab) {
             const fc_index s1 = FC_MIN(chunks, s0 + per_slab);
-            const fc_index slab_n0 = s0 * N / chunks, slab_n1 = s1 * N / chunks;
-            /* dY^T of the slab's images: [image][group][pixel chunk] */
-            FC_PRAGMA(omp for schedule(dynamic, 1))
-            for (fc_index t = 0; t < (slab_n1 - slab_n0) * G * nq; t++) {
-                const fc_index qi = t % nq, g = (t / nq) % G, n = slab_n0 + t / (nq * G);
-                FC_NR_NAME(conv2d_pack_dyt)(gy + (n * p->out_channels + g * Kg) * P, Kg, P,
-                                            p->out_w, segmented ? p->out_w : ph.wph, qi * qc,
-                                            FC_MIN(qc, L - qi * qc), packed + t * packed_chunk);
-            }
-            FC_PRAGMA(omp for schedule(dynamic, 1))
+            const fc_index slab_n0 = s0 * N / chunks;
+            const T *slab_packed = own_pack ? NULL : packed + (s0 / per_slab % 2) * slab_size;
+            /* The slab's tasks, without a barrier after them: a thread out of tasks packs the
+             * next slab into the other buffer while the others finish theirs (the pack's barrier
+             * then also ends this slab's tasks, so the slab after next may reuse this buffer).
+             * Packing is mostly waiting on memory, and each slab's last tasks left the thread
+             * that finished first idle. */
+            FC_PRAGMA(omp for schedule(dynamic, 1) nowait)
             for (fc_index t = 0; t < (s1 - s0) * G * cblocks * kparts; t++) {
                 int stop;
                 FC_PRAGMA(omp atomic read)
@@ -218,12 +257,15 @@ static int FC_LOCAL(conv2d_bwd_weight_direct)(const fc_conv2d_params *p, const f
                     const fc_index imgs = FC_MIN(ib, n1 - nb);
                     const T *a_base = pointwise ? x + (nb * p->in_channels + g * Cg + c0) * HW
                                                 : xph;
-                    const T *bp = packed + ((nb - slab_n0) * G + g) * nq * packed_chunk;
+                    const T *bp = own_pack
+                                      ? tpack
+                                      : slab_packed + ((nb - slab_n0) * G + g) * nq * packed_chunk;
+                    const fc_index b_img = own_pack ? packed_chunk : G * nq * packed_chunk;
                     for (fc_index n = nb; !pointwise && n < nb + imgs; n++) {
                         const T *xg = x + (n * p->in_channels + g * Cg) * HW;
                         for (fc_index c = c0; c < c1; c++) {
                             T *xpc = xph + (n - nb) * img_x + (c - c0) * ph.channel;
-                            FC_LOCAL(split_phases)(p, &ph, xg + c * HW, xpc);
+                            FC_LOCAL(split_phases_inside)(p, &ph, xg + c * HW, xpc);
                             for (fc_index e = 0; e < ph.channel; e++) /* Inf - Inf, NaN - NaN */
                                 bad |= (xpc[e] - xpc[e]) != (xpc[e] - xpc[e]);
                         }
@@ -233,8 +275,44 @@ static int FC_LOCAL(conv2d_bwd_weight_direct)(const fc_conv2d_params *p, const f
                         nonfinite = 1;
                         break;
                     }
-                    for (fc_index qi = 0; qi < nq; qi++, bp += packed_chunk) {
+                    /* The input this thread splits next, asked for into L2 a slice per
+                     * microkernel call: the next images of this task, else the first of the
+                     * task it likely takes next (the threads take tasks in turn). split_phases
+                     * otherwise waits on each line from memory (most of its time on 32 x 32
+                     * images). More than an eighth of L2 (vgg-64's 32 channels of 56 x 56:
+                     * 400 KB) over the last quarter of the calls only: asked for from the first,
+                     * its lines were the oldest in L2 by the end and evicted before the split
+                     * came to them, and they had evicted the phases and panels being read. A
+                     * wrong guess costs a few idle reads. */
+                    const char *ahead = NULL;
+                    size_t ahead_left = 0, ahead_slice = 0, ahead_skip = 0;
+                    if (!pointwise) {
+                        fc_index an = nb + imgs, ag = g, ac0 = c0, ac1 = c1;
+                        if (an >= n1) {
+                            const fc_index tnext = t + nt,
+                                           ach = s0 + tnext / (kparts * cblocks * G);
+                            ag = (tnext / (kparts * cblocks)) % G;
+                            ac0 = (tnext / kparts) % cblocks * cb, ac1 = FC_MIN(Cg, ac0 + cb);
+                            an = ach < chunks ? ach * N / chunks : N;
+                        }
+                        if (an < N) {
+                            ahead = (const char *)(x + (an * p->in_channels + ag * Cg + ac0) * HW);
+                            ahead_left = sizeof(T) * (size_t)((ac1 - ac0) * HW);
+                            size_t calls = (size_t)(nq * FC_CEIL_DIV(kp1 - kp0, FC_NR) *
+                                                    FC_CEIL_DIV(rows, FC_MR));
+                            if (ahead_left > (size_t)(128 << 10) && calls >= 4) {
+                                ahead_skip = calls - calls / 4;
+                                calls /= 4;
+                            }
+                            ahead_slice = FC_CEIL_DIV(FC_CEIL_DIV(ahead_left, calls), 64) * 64;
+                        }
+                    }
+                    for (fc_index qi = 0; qi < nq; qi++, bp += own_pack ? 0 : packed_chunk) {
                         const fc_index q0 = qi * qc, kc = FC_MIN(qc, L - q0);
+                        for (fc_index n = nb; own_pack && n < nb + imgs; n++)
+                            FC_NR_NAME(conv2d_pack_dyt)(gy + (n * p->out_channels + g * Kg) * P, Kg,
+                                                        P, p->out_w, dyt_wph, q0, kc,
+                                                        tpack + (n - nb) * packed_chunk);
                         const fc_index segs = segmented ? kc / run : 1;
                         const fc_index a0 = segmented ? q0 / run * ph.wph : q0;
                         /* while the MR-row blocks pass over one NR panel (in L1), each asks
@@ -249,9 +327,16 @@ static int FC_LOCAL(conv2d_bwd_weight_direct)(const fc_conv2d_params *p, const f
                                 const T *a[FC_MR];
                                 for (int i = 0; i < FC_MR; i++) a[i] = a_base + taps[m0 + i] + a0;
                                 if (!last) fc_prefetch(next + (m0 / FC_MR) * slice, slice);
-                                FC_LOCAL(gemm_rows_tile)(
-                                    Kg - k0, imgs, img_x, G * nq * packed_chunk, segs, kc / segs,
-                                    ph.wph, a, bp + k0 * kc, acc + m0 * kg_pad + k0, kg_pad);
+                                if (ahead_skip)
+                                    ahead_skip--;
+                                else if (ahead_left) {
+                                    const size_t b = FC_MIN(ahead_slice, ahead_left);
+                                    fc_prefetch_l2(ahead, b);
+                                    ahead += b, ahead_left -= b;
+                                }
+                                FC_LOCAL(gemm_rows_tile)(Kg - k0, imgs, img_x, b_img, segs,
+                                                         kc / segs, ph.wph, a, bp + k0 * kc,
+                                                         acc + m0 * kg_pad + k0, kg_pad);
                             }
                         }
                     }
@@ -261,9 +346,14 @@ static int FC_LOCAL(conv2d_bwd_weight_direct)(const fc_conv2d_params *p, const f
                 FC_LOCAL(transpose_out)(acc + kp0, rows, FC_MIN(Kg, kp1) - kp0, kg_pad,
                                         dst + kp0 * R, R);
             }
+            if (s1 < chunks)
+                FC_LOCAL(pack_dyt_images)(p, gy, G, s1 * N / chunks,
+                                          FC_MIN(chunks, s1 + per_slab) * N / chunks, nq, qc, L,
+                                          dyt_wph, packed + (s1 / per_slab % 2) * slab_size);
         }
         fc_aligned_free(xph);
         fc_aligned_free(acc);
+        fc_aligned_free(tpack);
         free(taps);
         FC_PRAGMA(omp barrier)
         if (!failed && partial) { /* gw + partial 1 + partial 2 + ..., in blocks of dW */
