@@ -28,6 +28,43 @@ static inline void FC_LOCAL(nhwc_window)(const fc_pool2d_params *p, fc_index oh,
     fc_inside_span(*w0, p->dilation_w, p->kernel_w, p->in_w, j0, j1);
 }
 
+/* Software prefetch for the forward passes: output row t (over the batch: image t / OH, row
+ * t % OH) asks, at output column ow, for what output row t + 1 will read there: each of its
+ * window's rows (inside the image and not read by row t's window) from that window's column w0,
+ * the stride_w pixels by which its window moves on per output. That is one output row ahead
+ * (kH rows of W C elements, 28 KB at the ResNet stem pool's 56 x 56 x 64 float32): output by
+ * output, a window reads kH rows a few hundred bytes at a time, and the hardware prefetchers kept
+ * too few lines in flight for those streams on Zen 5, where NHWC max pooling read memory at half
+ * the NCHW speed without it (docs/KERNELS.md has the figures). Prefetching never faults; the
+ * addresses stay integers (a pointer past the array would be undefined behaviour). */
+static inline void FC_LOCAL(nhwc_prefetch)(const fc_pool2d_params *p, const T *x, fc_index t,
+                                           fc_index ow, fc_index rows) {
+    if (t + 1 >= rows) return;
+    const fc_index C = p->channels, H = p->in_h, W = p->in_w, OH = p->out_h;
+    const fc_index oh = t % OH, next = (t + 1) % OH;
+    fc_index h0, i0, i1, w0, j0, j1;
+    FC_LOCAL(nhwc_window)(p, next, ow, &h0, &i0, &i1, &w0, &j0, &j1);
+    if (j0 >= j1) return;
+    /* rows up to `seen` were read by row t's window (none when t + 1 starts an image) */
+    const fc_index seen = next == 0 ? -1
+                                    : FC_MIN(oh * p->stride_h - p->pad_top +
+                                                 (p->kernel_h - 1) * p->dilation_h,
+                                             H - 1);
+    const uintptr_t img = (uintptr_t)(x + (t + 1) / OH * H * W * C);
+    const size_t n = sizeof(T) * (size_t)(p->stride_w * C);
+    const fc_index w = w0 + j0 * p->dilation_w;
+    for (fc_index i = i0; i < i1; i++) {
+        const fc_index h = h0 + i * p->dilation_h;
+        if (h <= seen) continue;
+        const uintptr_t a = img + sizeof(T) * (size_t)((h * W + w) * C);
+#if defined(__GNUC__) || defined(__clang__)
+        for (size_t b = 0; b < n; b += 64) __builtin_prefetch((const void *)(a + b), 0, 3);
+#else
+        (void)a, (void)n;
+#endif
+    }
+}
+
 /* Channel blocks per image for a backward pass: enough tasks for the threads when the batch is
  * small, each block at least a few vectors wide. Blocks only split channels, so results never
  * depend on them. */
@@ -47,13 +84,13 @@ static inline void FC_LOCAL(nhwc_zero)(T *dst, fc_index HW, fc_index C, fc_index
 
 /* ---- max pooling ----------------------------------------------------------------------------- */
 
-/* Channels a max-pool window is folded for at a time, without indices. */
+/* Channels a max-pool window is folded for at a time, without indices, where the vector folds
+ * below are not built (and for C below one vector). */
 #define FC_NHWC_MAX_BLOCK 64
 
 /* out[c] for c < n = the maximum of channel c over the window's taps inside (rows h0 + i dH, i in
  * [i0, i1), columns w0 + j dW, j in [j0, j1); x: the image's first pixel plus the first channel),
- * folded in scan order from the first tap: with n a constant the running maxima stay in
- * registers over the taps, where a loop over every channel per tap stores and reloads them. */
+ * folded in scan order from the first tap. */
 static inline void FC_LOCAL(nhwc_max_fold)(const fc_pool2d_params *p, const T *x, fc_index n,
                                            fc_index h0, fc_index i0, fc_index i1, fc_index w0,
                                            fc_index j0, fc_index j1, T *restrict out) {
@@ -67,6 +104,131 @@ static inline void FC_LOCAL(nhwc_max_fold)(const fc_pool2d_params *p, const T *x
             for (fc_index c = 0; c < n; c++) m[c] = FC_MAX_TAKES(v[c], m[c]) ? v[c] : m[c];
         }
     for (fc_index c = 0; c < n; c++) out[c] = m[c];
+}
+
+/* The window folds keep their running maxima (sums) in registers, FC_NHWC_NV vectors of
+ * FC_NHWC_VL channels over the whole window, and store them once. Written as plain loops over an
+ * array of C, gcc kept that array on the stack and stored and reloaded it at every tap (a
+ * store-forwarding chain through memory per tap and vector): NHWC max pooling ran at half the
+ * NCHW speed on Zen 5. GNU vector extensions give every ISA of a file the same code (two ymm per
+ * vector on AVX2). A row of C that is not a whole number of vectors ends with one vector placed
+ * to end at channel C, overlapping the one before it (the same values written twice) rather than
+ * a masked or scalar tail; C below one vector takes the plain loops. */
+#if defined(__GNUC__) || defined(__clang__)
+#define FC_NHWC_VEC 1
+#define FC_NHWC_VL ((fc_index)(64 / sizeof(T))) /* channels per vector: 64 bytes */
+#define FC_NHWC_MAX_TAPS 64 /* windows of more taps inside take the plain loops */
+typedef T FC_LOCAL(nvec) __attribute__((vector_size(64)));
+typedef __typeof__((FC_LOCAL(nvec)){0} > (FC_LOCAL(nvec)){0}) FC_LOCAL(nmask);
+
+/* The pointers to a window's taps inside, in scan order (at most kH * kW of them). */
+static inline int FC_LOCAL(nhwc_taps)(const fc_pool2d_params *p, const T *img, fc_index h0,
+                                      fc_index i0, fc_index i1, fc_index w0, fc_index j0,
+                                      fc_index j1, const T **taps) {
+    const fc_index C = p->channels, W = p->in_w;
+    int n = 0;
+    for (fc_index i = i0; i < i1; i++)
+        for (fc_index j = j0; j < j1; j++)
+            taps[n++] = img + ((h0 + i * p->dilation_h) * W + w0 + j * p->dilation_w) * C;
+    return n;
+}
+
+/* m = v where v takes (PyTorch's rule, FC_MAX_TAKES: v > m or v is NaN), else m; x: the tap's
+ * channels. A macro: a function passing 64-byte vectors draws gcc's ABI warning in the AVX2 and
+ * scalar files. */
+#define FC_NHWC_MAX_STEP(m, x)                                                                     \
+    do {                                                                                           \
+        FC_LOCAL(nvec) v_;                                                                         \
+        memcpy(&v_, (x), sizeof v_);                                                               \
+        const FC_LOCAL(nmask) take_ = (v_ > (m)) | (v_ != v_);                                     \
+        (m) = (FC_LOCAL(nvec))((take_ & (FC_LOCAL(nmask))v_) | (~take_ & (FC_LOCAL(nmask))(m)));   \
+    } while (0)
+
+/* out[c0 + c], c < 4 VL = the maximum over the ntaps taps (channel offset c0) in scan order. */
+static inline void FC_LOCAL(nhwc_max_vec4)(const T *const *taps, int ntaps, fc_index c0,
+                                           T *restrict out) {
+    FC_LOCAL(nvec) m0, m1, m2, m3;
+    const T *x = taps[0] + c0;
+    memcpy(&m0, x, sizeof m0);
+    memcpy(&m1, x + FC_NHWC_VL, sizeof m1);
+    memcpy(&m2, x + 2 * FC_NHWC_VL, sizeof m2);
+    memcpy(&m3, x + 3 * FC_NHWC_VL, sizeof m3);
+    for (int t = 1; t < ntaps; t++) {
+        x = taps[t] + c0;
+        FC_NHWC_MAX_STEP(m0, x);
+        FC_NHWC_MAX_STEP(m1, x + FC_NHWC_VL);
+        FC_NHWC_MAX_STEP(m2, x + 2 * FC_NHWC_VL);
+        FC_NHWC_MAX_STEP(m3, x + 3 * FC_NHWC_VL);
+    }
+    memcpy(out + c0, &m0, sizeof m0);
+    memcpy(out + c0 + FC_NHWC_VL, &m1, sizeof m1);
+    memcpy(out + c0 + 2 * FC_NHWC_VL, &m2, sizeof m2);
+    memcpy(out + c0 + 3 * FC_NHWC_VL, &m3, sizeof m3);
+}
+
+/* The same for one vector, out[c0 + c], c < VL. */
+static inline void FC_LOCAL(nhwc_max_vec1)(const T *const *taps, int ntaps, fc_index c0,
+                                           T *restrict out) {
+    FC_LOCAL(nvec) m0;
+    memcpy(&m0, taps[0] + c0, sizeof m0);
+    for (int t = 1; t < ntaps; t++) FC_NHWC_MAX_STEP(m0, taps[t] + c0);
+    memcpy(out + c0, &m0, sizeof m0);
+}
+#undef FC_NHWC_MAX_STEP
+
+/* sum[c0 + c], c < 4 VL = 0 + f(x) over the taps in scan order, f(x) = x, or x * x with sq. */
+#define FC_NHWC_SUM_STEP(s, x, sq)                                                                 \
+    do {                                                                                           \
+        FC_LOCAL(nvec) v_;                                                                         \
+        memcpy(&v_, (x), sizeof v_);                                                               \
+        (s) += (sq) ? v_ * v_ : v_;                                                                \
+    } while (0)
+static inline void FC_LOCAL(nhwc_sum_vec4)(const T *const *taps, int ntaps, fc_index c0, int sq,
+                                           T *restrict sum) {
+    FC_LOCAL(nvec) s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0};
+    for (int t = 0; t < ntaps; t++) {
+        const T *x = taps[t] + c0;
+        FC_NHWC_SUM_STEP(s0, x, sq);
+        FC_NHWC_SUM_STEP(s1, x + FC_NHWC_VL, sq);
+        FC_NHWC_SUM_STEP(s2, x + 2 * FC_NHWC_VL, sq);
+        FC_NHWC_SUM_STEP(s3, x + 3 * FC_NHWC_VL, sq);
+    }
+    memcpy(sum + c0, &s0, sizeof s0);
+    memcpy(sum + c0 + FC_NHWC_VL, &s1, sizeof s1);
+    memcpy(sum + c0 + 2 * FC_NHWC_VL, &s2, sizeof s2);
+    memcpy(sum + c0 + 3 * FC_NHWC_VL, &s3, sizeof s3);
+}
+
+static inline void FC_LOCAL(nhwc_sum_vec1)(const T *const *taps, int ntaps, fc_index c0, int sq,
+                                           T *restrict sum) {
+    FC_LOCAL(nvec) s0 = {0};
+    for (int t = 0; t < ntaps; t++) FC_NHWC_SUM_STEP(s0, taps[t] + c0, sq);
+    memcpy(sum + c0, &s0, sizeof s0);
+}
+#undef FC_NHWC_SUM_STEP
+#endif
+
+/* The window's maximum over channels [0, C) into out (the window has a tap inside). */
+static inline void FC_LOCAL(nhwc_max_window)(const fc_pool2d_params *p, const T *img, fc_index h0,
+                                             fc_index i0, fc_index i1, fc_index w0, fc_index j0,
+                                             fc_index j1, T *restrict out) {
+    const fc_index C = p->channels;
+#ifdef FC_NHWC_VEC
+    if (C >= FC_NHWC_VL && (i1 - i0) * (j1 - j0) <= FC_NHWC_MAX_TAPS) {
+        const T *taps[FC_NHWC_MAX_TAPS];
+        const int n = FC_LOCAL(nhwc_taps)(p, img, h0, i0, i1, w0, j0, j1, taps);
+        fc_index c0 = 0;
+        for (; c0 + 4 * FC_NHWC_VL <= C; c0 += 4 * FC_NHWC_VL)
+            FC_LOCAL(nhwc_max_vec4)(taps, n, c0, out);
+        for (; c0 + FC_NHWC_VL <= C; c0 += FC_NHWC_VL) FC_LOCAL(nhwc_max_vec1)(taps, n, c0, out);
+        if (c0 < C) FC_LOCAL(nhwc_max_vec1)(taps, n, C - FC_NHWC_VL, out);
+        return;
+    }
+#endif
+    fc_index c0 = 0;
+    for (; c0 + FC_NHWC_MAX_BLOCK <= C; c0 += FC_NHWC_MAX_BLOCK)
+        FC_LOCAL(nhwc_max_fold)(p, img + c0, FC_NHWC_MAX_BLOCK, h0, i0, i1, w0, j0, j1, out + c0);
+    if (c0 < C) FC_LOCAL(nhwc_max_fold)(p, img + c0, C - c0, h0, i0, i1, w0, j0, j1, out + c0);
 }
 
 int FC_FN(maxpool2d_nhwc_fwd)(const fc_pool2d_params *p, const T *x, T *y, int64_t *indices,
@@ -83,6 +245,7 @@ int FC_FN(maxpool2d_nhwc_fwd)(const fc_pool2d_params *p, const T *x, T *y, int64
             int64_t *restrict idx = indices ? indices + (t * OW + ow) * C : NULL;
             fc_index h0, i0, i1, w0, j0, j1;
             FC_LOCAL(nhwc_window)(p, t % OH, ow, &h0, &i0, &i1, &w0, &j0, &j1);
+            FC_LOCAL(nhwc_prefetch)(p, x, t, ow, rows);
             if (i0 >= i1 || j0 >= j1) { /* wholly in the padding */
                 for (fc_index c = 0; c < C; c++) out[c] = -(T)INFINITY;
                 if (idx)
@@ -90,12 +253,7 @@ int FC_FN(maxpool2d_nhwc_fwd)(const fc_pool2d_params *p, const T *x, T *y, int64
                 continue;
             }
             if (!idx) {
-                fc_index c0 = 0;
-                for (; c0 + FC_NHWC_MAX_BLOCK <= C; c0 += FC_NHWC_MAX_BLOCK)
-                    FC_LOCAL(nhwc_max_fold)(p, img + c0, FC_NHWC_MAX_BLOCK, h0, i0, i1, w0, j0, j1,
-                                            out + c0);
-                if (c0 < C)
-                    FC_LOCAL(nhwc_max_fold)(p, img + c0, C - c0, h0, i0, i1, w0, j0, j1, out + c0);
+                FC_LOCAL(nhwc_max_window)(p, img, h0, i0, i1, w0, j0, j1, out);
                 continue;
             }
             for (fc_index i = i0; i < i1; i++)
@@ -222,6 +380,21 @@ static void FC_LOCAL(nhwc_window_sum)(const fc_pool2d_params *p, const T *img, f
     const fc_index C = p->channels, W = p->in_w;
     fc_index h0, i0, i1, w0, j0, j1;
     FC_LOCAL(nhwc_window)(p, oh, ow, &h0, &i0, &i1, &w0, &j0, &j1);
+#ifdef FC_NHWC_VEC
+    if ((norm == 0.0 || norm == 2.0) && c1 - c0 >= FC_NHWC_VL &&
+        FC_MAX(i1 - i0, 0) * FC_MAX(j1 - j0, 0) <= FC_NHWC_MAX_TAPS) {
+        const T *taps[FC_NHWC_MAX_TAPS];
+        const int n = i0 < i1 && j0 < j1 ? FC_LOCAL(nhwc_taps)(p, img, h0, i0, i1, w0, j0, j1, taps)
+                                         : 0;
+        const int sq = norm == 2.0;
+        fc_index c = c0;
+        for (; c + 4 * FC_NHWC_VL <= c1; c += 4 * FC_NHWC_VL)
+            FC_LOCAL(nhwc_sum_vec4)(taps, n, c, sq, sum);
+        for (; c + FC_NHWC_VL <= c1; c += FC_NHWC_VL) FC_LOCAL(nhwc_sum_vec1)(taps, n, c, sq, sum);
+        if (c < c1) FC_LOCAL(nhwc_sum_vec1)(taps, n, c1 - FC_NHWC_VL, sq, sum);
+        return;
+    }
+#endif
     for (fc_index c = c0; c < c1; c++) sum[c] = 0;
     for (fc_index i = i0; i < i1; i++)
         for (fc_index j = j0; j < j1; j++) {
@@ -257,6 +430,7 @@ int FC_FN(avgpool2d_nhwc_fwd)(const fc_pool2d_params *p, const T *x, T *y, int n
     for (fc_index t = 0; t < rows; t++)
         for (fc_index ow = 0; ow < OW; ow++) {
             T *restrict out = y + (t * OW + ow) * C;
+            FC_LOCAL(nhwc_prefetch)(p, x, t, ow, rows);
             FC_LOCAL(nhwc_window_sum)(p, x + (t / OH) * HWC, t % OH, ow, 0.0, 0, C, out);
             const T d = FC_LOCAL(nhwc_avg_divisor)(p, t % OH, ow);
             for (fc_index c = 0; c < C; c++) out[c] = d != 0 ? out[c] / d : (T)0;
@@ -332,6 +506,7 @@ int FC_FN(lppool2d_nhwc_fwd)(const fc_pool2d_params *p, const T *x, T *y, int nt
     for (fc_index t = 0; t < rows; t++)
         for (fc_index ow = 0; ow < OW; ow++) {
             T *restrict out = y + (t * OW + ow) * C;
+            FC_LOCAL(nhwc_prefetch)(p, x, t, ow, rows);
             FC_LOCAL(nhwc_window_sum)(p, x + (t / OH) * HWC, t % OH, ow, norm, 0, C, out);
             const double scale = FC_LOCAL(lp_scale)(p, t % OH, ow);
             if (norm == 2.0 && scale == 1.0) {
