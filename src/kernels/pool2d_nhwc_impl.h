@@ -124,12 +124,15 @@ typedef __typeof__((FC_LOCAL(nvec)){0} > (FC_LOCAL(nvec)){0}) FC_LOCAL(nmask);
 /* The pointers to a window's taps inside, in scan order (at most kH * kW of them). */
 static inline int FC_LOCAL(nhwc_taps)(const fc_pool2d_params *p, const T *img, fc_index h0,
                                       fc_index i0, fc_index i1, fc_index w0, fc_index j0,
-                                      fc_index j1, const T **taps) {
+                                      fc_index j1, const T **taps, int64_t *at) {
     const fc_index C = p->channels, W = p->in_w;
     int n = 0;
     for (fc_index i = i0; i < i1; i++)
-        for (fc_index j = j0; j < j1; j++)
-            taps[n++] = img + ((h0 + i * p->dilation_h) * W + w0 + j * p->dilation_w) * C;
+        for (fc_index j = j0; j < j1; j++) {
+            const fc_index q = (h0 + i * p->dilation_h) * W + w0 + j * p->dilation_w;
+            if (at) at[n] = q;
+            taps[n++] = img + q * C;
+        }
     return n;
 }
 
@@ -176,6 +179,27 @@ static inline void FC_LOCAL(nhwc_max_vec1)(const T *const *taps, int ntaps, fc_i
 }
 #undef FC_NHWC_MAX_STEP
 
+/* With indices: out[c0 + c], c < VL, as nhwc_max_vec1, and idx[c0 + c] = the flat position
+ * (at[t]) of the tap taken last, the first tap's to begin with (int64 lanes, VL of them). */
+typedef int64_t FC_LOCAL(ivec) __attribute__((vector_size(64 / sizeof(T) * sizeof(int64_t))));
+static inline void FC_LOCAL(nhwc_max_index_vec1)(const T *const *taps, const int64_t *at, int ntaps,
+                                                 fc_index c0, T *restrict out,
+                                                 int64_t *restrict idx) {
+    FC_LOCAL(nvec) m0;
+    memcpy(&m0, taps[0] + c0, sizeof m0);
+    FC_LOCAL(ivec) k0 = (FC_LOCAL(ivec)){0} + at[0];
+    for (int t = 1; t < ntaps; t++) {
+        FC_LOCAL(nvec) v;
+        memcpy(&v, taps[t] + c0, sizeof v);
+        const FC_LOCAL(nmask) take = (v > m0) | (v != v);
+        m0 = (FC_LOCAL(nvec))((take & (FC_LOCAL(nmask))v) | (~take & (FC_LOCAL(nmask))m0));
+        const FC_LOCAL(ivec) tk = __builtin_convertvector(take, FC_LOCAL(ivec));
+        k0 = (tk & ((FC_LOCAL(ivec)){0} + at[t])) | (~tk & k0);
+    }
+    memcpy(out + c0, &m0, sizeof m0);
+    memcpy(idx + c0, &k0, sizeof k0);
+}
+
 /* sum[c0 + c], c < 4 VL = 0 + f(x) over the taps in scan order, f(x) = x, or x * x with sq. */
 #define FC_NHWC_SUM_STEP(s, x, sq)                                                                 \
     do {                                                                                           \
@@ -216,7 +240,7 @@ static inline void FC_LOCAL(nhwc_max_window)(const fc_pool2d_params *p, const T 
 #ifdef FC_NHWC_VEC
     if (C >= FC_NHWC_VL && (i1 - i0) * (j1 - j0) <= FC_NHWC_MAX_TAPS) {
         const T *taps[FC_NHWC_MAX_TAPS];
-        const int n = FC_LOCAL(nhwc_taps)(p, img, h0, i0, i1, w0, j0, j1, taps);
+        const int n = FC_LOCAL(nhwc_taps)(p, img, h0, i0, i1, w0, j0, j1, taps, NULL);
         fc_index c0 = 0;
         for (; c0 + 4 * FC_NHWC_VL <= C; c0 += 4 * FC_NHWC_VL)
             FC_LOCAL(nhwc_max_vec4)(taps, n, c0, out);
@@ -256,6 +280,18 @@ int FC_FN(maxpool2d_nhwc_fwd)(const fc_pool2d_params *p, const T *x, T *y, int64
                 FC_LOCAL(nhwc_max_window)(p, img, h0, i0, i1, w0, j0, j1, out);
                 continue;
             }
+#ifdef FC_NHWC_VEC
+            if (C >= FC_NHWC_VL && (i1 - i0) * (j1 - j0) <= FC_NHWC_MAX_TAPS) {
+                const T *taps[FC_NHWC_MAX_TAPS];
+                int64_t at[FC_NHWC_MAX_TAPS];
+                const int n = FC_LOCAL(nhwc_taps)(p, img, h0, i0, i1, w0, j0, j1, taps, at);
+                fc_index c0 = 0;
+                for (; c0 + FC_NHWC_VL <= C; c0 += FC_NHWC_VL)
+                    FC_LOCAL(nhwc_max_index_vec1)(taps, at, n, c0, out, idx);
+                if (c0 < C) FC_LOCAL(nhwc_max_index_vec1)(taps, at, n, C - FC_NHWC_VL, out, idx);
+                continue;
+            }
+#endif
             for (fc_index i = i0; i < i1; i++)
                 for (fc_index j = j0; j < j1; j++) {
                     const fc_index at = (h0 + i * p->dilation_h) * W + w0 + j * p->dilation_w;
@@ -393,8 +429,9 @@ static void FC_LOCAL(nhwc_window_sum)(const fc_pool2d_params *p, const T *img, f
     if ((norm == 0.0 || norm == 2.0) && c1 - c0 >= FC_NHWC_VL &&
         FC_MAX(i1 - i0, 0) * FC_MAX(j1 - j0, 0) <= FC_NHWC_MAX_TAPS) {
         const T *taps[FC_NHWC_MAX_TAPS];
-        const int n = i0 < i1 && j0 < j1 ? FC_LOCAL(nhwc_taps)(p, img, h0, i0, i1, w0, j0, j1, taps)
-                                         : 0;
+        const int n = i0 < i1 && j0 < j1
+                          ? FC_LOCAL(nhwc_taps)(p, img, h0, i0, i1, w0, j0, j1, taps, NULL)
+                          : 0;
         const int sq = norm == 2.0;
         fc_index c = c0;
         for (; c + 4 * FC_NHWC_VL <= c1; c += 4 * FC_NHWC_VL)
