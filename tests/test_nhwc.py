@@ -231,6 +231,24 @@ def test_max_pool2d_values_in_channel_blocks_match_nchw(channels, dtype, isa):
         np.testing.assert_array_equal(nchw(got_idx), idx)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_pools_same_for_1_and_2_threads(dtype, isa):
+    """The channels-last pools' register folds, with the forward passes' prefetch one output row
+    ahead (across images where a thread's rows end an image) and the max-pool backward's: bit
+    for bit the same on 1 and 2 threads, 80 channels (vector blocks and an overlapping tail)."""
+    x = _sprinkled((4, 28, 27, 80), dtype, 9, 0.05)
+    fmt = dict(data_format="NHWC")
+    for g in ((3, 2, 1), (2, 2, 0)):
+        y, idx = F.max_pool2d(x, *g, return_indices=True, **fmt)
+        gy = np.random.default_rng(2).standard_normal(y.shape).astype(dtype)
+        assert_same_for_1_and_2_threads([
+            lambda g=g: F.max_pool2d(x, *g, **fmt),
+            lambda g=g: F.max_pool2d(x, *g, return_indices=True, **fmt),
+            lambda g=g, gy=gy, idx=idx: F.max_pool2d_backward(gy, x, *g, indices=idx, **fmt),
+            lambda g=g: F.avg_pool2d(x, *g, True, **fmt),
+            lambda g=g: F.lp_pool2d(np.abs(x), 2, *g[:2], True, **fmt)])
+
+
 def _scan_order_sums(x, k, s, p, out_hw, square):
     """Channels-last window sums, 0 + f(x) tap by tap in row-major scan order in x's dtype (an
     IEEE add per tap, as the kernels' vector and plain loops), and each window's taps inside."""
