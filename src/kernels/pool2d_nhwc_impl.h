@@ -37,26 +37,43 @@ static inline void FC_LOCAL(nhwc_window)(const fc_pool2d_params *p, fc_index oh,
  * too few lines in flight for those streams on Zen 5, where NHWC max pooling read memory at half
  * the NCHW speed without it (docs/KERNELS.md has the figures). Prefetching never faults; the
  * addresses stay integers (a pointer past the array would be undefined behaviour). */
-static inline void FC_LOCAL(nhwc_prefetch)(const fc_pool2d_params *p, const T *x, fc_index t,
-                                           fc_index ow, fc_index rows) {
+#define FC_NHWC_PF_ROWS 8 /* rows asked for at most (the first ones of a taller window) */
+typedef struct {
+    uintptr_t row[FC_NHWC_PF_ROWS]; /* the rows' first pixels */
+    int n;
+} FC_LOCAL(nhwc_pf);
+
+/* Once per output row t: the rows to ask for (none for the last row). */
+static inline void FC_LOCAL(nhwc_prefetch_rows)(const fc_pool2d_params *p, const T *x, fc_index t,
+                                                fc_index rows, FC_LOCAL(nhwc_pf) *pf) {
+    pf->n = 0;
     if (t + 1 >= rows) return;
     const fc_index C = p->channels, H = p->in_h, W = p->in_w, OH = p->out_h;
     const fc_index oh = t % OH, next = (t + 1) % OH;
     fc_index h0, i0, i1, w0, j0, j1;
-    FC_LOCAL(nhwc_window)(p, next, ow, &h0, &i0, &i1, &w0, &j0, &j1);
-    if (j0 >= j1) return;
+    FC_LOCAL(nhwc_window)(p, next, 0, &h0, &i0, &i1, &w0, &j0, &j1);
     /* rows up to `seen` were read by row t's window (none when t + 1 starts an image) */
     const fc_index seen = next == 0 ? -1
                                     : FC_MIN(oh * p->stride_h - p->pad_top +
                                                  (p->kernel_h - 1) * p->dilation_h,
                                              H - 1);
     const uintptr_t img = (uintptr_t)(x + (t + 1) / OH * H * W * C);
-    const size_t n = sizeof(T) * (size_t)(p->stride_w * C);
-    const fc_index w = w0 + j0 * p->dilation_w;
-    for (fc_index i = i0; i < i1; i++) {
+    for (fc_index i = i0; i < i1 && pf->n < FC_NHWC_PF_ROWS; i++) {
         const fc_index h = h0 + i * p->dilation_h;
-        if (h <= seen) continue;
-        const uintptr_t a = img + sizeof(T) * (size_t)((h * W + w) * C);
+        if (h > seen) pf->row[pf->n++] = img + sizeof(T) * (size_t)(h * W * C);
+    }
+}
+
+/* At output column ow: the stride_w pixels from the window's first column (clipped to the
+ * image's left edge; past the right edge the addresses run on into the next row, or past the
+ * array, which a prefetch may). */
+static inline void FC_LOCAL(nhwc_prefetch)(const fc_pool2d_params *p, const FC_LOCAL(nhwc_pf) *pf,
+                                           fc_index ow) {
+    const fc_index C = p->channels;
+    const size_t n = sizeof(T) * (size_t)(p->stride_w * C);
+    const size_t at = sizeof(T) * (size_t)(FC_MAX(ow * p->stride_w - p->pad_left, 0) * C);
+    for (int r = 0; r < pf->n; r++) {
+        const uintptr_t a = pf->row[r] + at;
 #if defined(__GNUC__) || defined(__clang__)
         for (size_t b = 0; b < n; b += 64) __builtin_prefetch((const void *)(a + b), 0, 3);
 #else
@@ -264,12 +281,14 @@ int FC_FN(maxpool2d_nhwc_fwd)(const fc_pool2d_params *p, const T *x, T *y, int64
     FC_PRAGMA(omp parallel for schedule(static) num_threads(nt))
     for (fc_index t = 0; t < rows; t++) {
         const T *img = x + (t / OH) * H * W * C;
+        FC_LOCAL(nhwc_pf) pf;
+        FC_LOCAL(nhwc_prefetch_rows)(p, x, t, rows, &pf);
         for (fc_index ow = 0; ow < OW; ow++) {
             T *restrict out = y + (t * OW + ow) * C;
             int64_t *restrict idx = indices ? indices + (t * OW + ow) * C : NULL;
             fc_index h0, i0, i1, w0, j0, j1;
             FC_LOCAL(nhwc_window)(p, t % OH, ow, &h0, &i0, &i1, &w0, &j0, &j1);
-            FC_LOCAL(nhwc_prefetch)(p, x, t, ow, rows);
+            FC_LOCAL(nhwc_prefetch)(p, &pf, ow);
             if (i0 >= i1 || j0 >= j1) { /* wholly in the padding */
                 for (fc_index c = 0; c < C; c++) out[c] = -(T)INFINITY;
                 if (idx)
@@ -473,14 +492,17 @@ int FC_FN(avgpool2d_nhwc_fwd)(const fc_pool2d_params *p, const T *x, T *y, int n
     const int nt = fc_threads_for(nthreads, (double)rows * OW * C * p->kernel_h * p->kernel_w,
                                   FC_POOL_MIN_WORK, rows);
     FC_PRAGMA(omp parallel for schedule(static) num_threads(nt))
-    for (fc_index t = 0; t < rows; t++)
+    for (fc_index t = 0; t < rows; t++) {
+        FC_LOCAL(nhwc_pf) pf;
+        FC_LOCAL(nhwc_prefetch_rows)(p, x, t, rows, &pf);
         for (fc_index ow = 0; ow < OW; ow++) {
             T *restrict out = y + (t * OW + ow) * C;
-            FC_LOCAL(nhwc_prefetch)(p, x, t, ow, rows);
+            FC_LOCAL(nhwc_prefetch)(p, &pf, ow);
             FC_LOCAL(nhwc_window_sum)(p, x + (t / OH) * HWC, t % OH, ow, 0.0, 0, C, out);
             const T d = FC_LOCAL(nhwc_avg_divisor)(p, t % OH, ow);
             for (fc_index c = 0; c < C; c++) out[c] = d != 0 ? out[c] / d : (T)0;
         }
+    }
     return FC_OK;
 }
 
@@ -549,10 +571,12 @@ int FC_FN(lppool2d_nhwc_fwd)(const fc_pool2d_params *p, const T *x, T *y, int nt
     const int nt = fc_threads_for(nthreads, (double)rows * OW * C * p->kernel_h * p->kernel_w * 4,
                                   FC_POOL_MIN_WORK, rows);
     FC_PRAGMA(omp parallel for schedule(static) num_threads(nt))
-    for (fc_index t = 0; t < rows; t++)
+    for (fc_index t = 0; t < rows; t++) {
+        FC_LOCAL(nhwc_pf) pf;
+        FC_LOCAL(nhwc_prefetch_rows)(p, x, t, rows, &pf);
         for (fc_index ow = 0; ow < OW; ow++) {
             T *restrict out = y + (t * OW + ow) * C;
-            FC_LOCAL(nhwc_prefetch)(p, x, t, ow, rows);
+            FC_LOCAL(nhwc_prefetch)(p, &pf, ow);
             FC_LOCAL(nhwc_window_sum)(p, x + (t / OH) * HWC, t % OH, ow, norm, 0, C, out);
             const double scale = FC_LOCAL(lp_scale)(p, t % OH, ow);
             if (norm == 2.0 && scale == 1.0) {
@@ -566,6 +590,7 @@ int FC_FN(lppool2d_nhwc_fwd)(const fc_pool2d_params *p, const T *x, T *y, int nt
             }
             for (fc_index c = 0; c < C; c++) out[c] = FC_LOCAL(lp_finish)(out[c], norm, scale);
         }
+    }
     return FC_OK;
 }
 
