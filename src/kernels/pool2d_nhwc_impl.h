@@ -5,9 +5,12 @@
  * A pixel's C channels are contiguous, so every window operation is element-wise on rows of C:
  * an output pixel folds its window's input rows in PyTorch's row-major scan order, one loop over
  * the channels per tap, which the compiler vectorises for the file's instruction set with no
- * border cases inside it (the window is clipped to the input once per pixel). Semantics are
- * pool2d_impl.h's, channel by channel: the first maximum, the last NaN, -inf and index -1 for a
- * window wholly in the padding, indices flat h * W + w within each (n, c) plane.
+ * border cases inside it (the window is clipped to the input once per pixel); the forward folds
+ * keep a window's running maxima or sums in registers where they can (nhwc_max_window,
+ * nhwc_window_sum), and the forward passes prefetch one output row ahead (nhwc_prefetch), which
+ * their reads need on Zen 5. Semantics are pool2d_impl.h's, channel by channel: the first
+ * maximum, the last NaN, -inf and index -1 for a window wholly in the padding, indices flat
+ * h * W + w within each (n, c) plane.
  *
  * Forward passes are parallel over output rows (image, oh): each output has one writer. Backward
  * passes add each output's gradient into its window, so they are parallel over (image, block of
