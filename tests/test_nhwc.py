@@ -205,19 +205,88 @@ def test_max_pool2d_nonfinite_matches_nchw(dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("channels", [3, 64, 133])
+@pytest.mark.parametrize("channels", [3, 8, 17, 64, 80, 133])
 def test_max_pool2d_values_in_channel_blocks_match_nchw(channels, dtype, isa):
-    """Without indices the channels-last max pool folds a window's taps over blocks of 64
-    channels, then the rest: each channel still in scan order, so the NCHW pass's values bit
-    for bit (the same NaN, signed zero or infinity taken), whole blocks and a tail alike."""
+    """Without indices the channels-last max pool folds a window's taps in registers over
+    blocks of four 64-byte vectors of channels, then single vectors, then one vector ending at
+    channel C (overlapping the one before); below one vector (3; 8 float32), and for windows of
+    over 64 taps inside (9 x 9), the plain loops: each channel still in scan order, so the NCHW
+    pass's values bit for bit (the same NaN, signed zero or infinity taken). With indices (the
+    other loop, with the same prefetch one output row ahead, across images) the same values and
+    NCHW's indices."""
     x = _sprinkled((2, channels, 9, 8), dtype, 7, 0.2)
     x[0, ::2, 4:6, 4:6] = -0.0
     x[1, 1::2, :3, :3] = np.nan
-    for kwargs in (dict(kernel_size=3, stride=2, padding=1), dict(kernel_size=2, dilation=2)):
+    x[1, ::3, 5:, 5:] = 1.5  # ties: the first maximum
+    bits = np.uint32 if dtype == np.float32 else np.uint64
+    for kwargs in (dict(kernel_size=3, stride=2, padding=1), dict(kernel_size=2, dilation=2),
+                   dict(kernel_size=2, stride=2, ceil_mode=True),
+                   dict(kernel_size=3, stride=2, padding=1, ceil_mode=True),
+                   dict(kernel_size=9, stride=4, padding=4)):
         got = nchw(F.max_pool2d(nhwc(x), **kwargs, data_format="NHWC"))
-        expected = F.max_pool2d(x, **kwargs)
-        bits = np.uint32 if dtype == np.float32 else np.uint64
+        expected, idx = F.max_pool2d(x, **kwargs, return_indices=True)
         np.testing.assert_array_equal(got.view(bits), expected.view(bits))
+        got, got_idx = F.max_pool2d(nhwc(x), **kwargs, return_indices=True, data_format="NHWC")
+        np.testing.assert_array_equal(nchw(got).view(bits), expected.view(bits))
+        np.testing.assert_array_equal(nchw(got_idx), idx)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_pools_same_for_1_and_2_threads(dtype, isa):
+    """The channels-last pools' register folds, with the forward passes' prefetch one output row
+    ahead (across images where a thread's rows end an image) and the max-pool backward's: bit
+    for bit the same on 1 and 2 threads, 80 channels (vector blocks and an overlapping tail)."""
+    x = _sprinkled((4, 28, 27, 80), dtype, 9, 0.05)
+    fmt = dict(data_format="NHWC")
+    for g in ((3, 2, 1), (2, 2, 0)):
+        y, idx = F.max_pool2d(x, *g, return_indices=True, **fmt)
+        gy = np.random.default_rng(2).standard_normal(y.shape).astype(dtype)
+        assert_same_for_1_and_2_threads([
+            lambda g=g: F.max_pool2d(x, *g, **fmt),
+            lambda g=g: F.max_pool2d(x, *g, return_indices=True, **fmt),
+            lambda g=g, gy=gy, idx=idx: F.max_pool2d_backward(gy, x, *g, indices=idx, **fmt),
+            lambda g=g: F.avg_pool2d(x, *g, True, **fmt),
+            lambda g=g: F.lp_pool2d(np.abs(x), 2, *g[:2], True, **fmt)])
+
+
+def _scan_order_sums(x, k, s, p, out_hw, square):
+    """Channels-last window sums, 0 + f(x) tap by tap in row-major scan order in x's dtype (an
+    IEEE add per tap, as the kernels' vector and plain loops), and each window's taps inside."""
+    N, H, W, C = x.shape
+    sums = np.zeros((N,) + out_hw + (C,), x.dtype)
+    count = np.zeros(out_hw, np.int64)
+    for oh in range(out_hw[0]):
+        for ow in range(out_hw[1]):
+            rows = range(max(oh * s - p, 0), min(oh * s - p + k, H))
+            cols = range(max(ow * s - p, 0), min(ow * s - p + k, W))
+            for h in rows:
+                for w in cols:
+                    v = x[:, h, w, :]
+                    sums[:, oh, ow, :] = sums[:, oh, ow, :] + (v * v if square else v)
+            count[oh, ow] = len(rows) * len(cols)
+    return sums, count
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("channels", [3, 8, 17, 64, 80, 133])
+def test_avg_lp_pool2d_sums_in_scan_order(channels, dtype, isa):
+    """The channels-last average and L2 pools sum a window's taps in registers over blocks of
+    vectors of channels (a last vector overlapping the one before; below one vector, the plain
+    loops), in scan order from 0 like the plain loops: bit for bit the scan-order sums, divided
+    by the count inside (count_include_pad=False) or square-rooted, at padding, ceil_mode's
+    partial windows and channel tails."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 9, 8, channels)).astype(dtype)
+    bits = np.uint32 if dtype == np.float32 else np.uint64
+    for k, s, p, ceil in ((3, 2, 1, True), (2, 2, 0, True), (3, 1, 0, False)):
+        got = F.avg_pool2d(x, k, s, p, ceil, False, data_format="NHWC")
+        sums, count = _scan_order_sums(x, k, s, p, got.shape[1:3], False)
+        expected = sums / count[:, :, None].astype(dtype)
+        np.testing.assert_array_equal(got.view(bits), expected.view(bits))
+    for k, s in ((3, 2), (2, 2)):  # whole windows: sqrt of the sum of squares
+        got = F.lp_pool2d(x, 2, k, s, data_format="NHWC")
+        sums, _ = _scan_order_sums(x, k, s, 0, got.shape[1:3], True)
+        np.testing.assert_array_equal(got.view(bits), np.sqrt(sums).view(bits))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
