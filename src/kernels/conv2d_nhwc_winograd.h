@@ -9,13 +9,13 @@
  * formulas, one output channel per lane) into B panels U_e [group][e][K block][C][NR]. Tasks are
  * (group, block of TB tiles counted across the batch, part of the NR-wide K blocks: more than one
  * part only when the blocks are fewer than twice the threads). A task transforms each tile's 16
- * input pixels, read in place (a tile crossing the padding staged with zeros), into V [e][tile][C]
- * (a GEMM's rows, consecutive); runs the 16 GEMMs on the indirect GEMM microkernel
- * (conv2d_nhwc_ukernel.h; the half-width one for K blocks of at most NR/2 channels), A's rows
- * being the tiles' V_e rows, into M [e][tile][K]; and transforms each tile's M into its 2 x 2
- * output pixels, written to Y's rows, plus bias. FC_NONFINITE when x or w holds an Inf or NaN (Inf
- * - Inf in the transforms would give NaN where the exact sum is +-Inf): the plan's fallback, the
- * direct pass, then redoes the call. */
+ * input pixels, read in place (a tile crossing the padding through a pointer per pixel, zeros
+ * outside the image), into V [e][tile][C] (a GEMM's rows, consecutive); runs the 16 GEMMs on the
+ * indirect GEMM microkernel (conv2d_nhwc_ukernel.h; the half-width one for K blocks of at most NR/2
+ * channels), A's rows being the tiles' V_e rows, into M [e][tile][K]; and transforms each tile's M
+ * into its 2 x 2 output pixels, written to Y's rows, plus bias. FC_NONFINITE when x or w holds an
+ * Inf or NaN (Inf - Inf in the transforms would give NaN where the exact sum is +-Inf): the plan's
+ * fallback, the direct pass, then redoes the call. */
 #ifndef FC_CONV2D_NHWC_WINOGRAD_H
 #define FC_CONV2D_NHWC_WINOGRAD_H
 
@@ -25,19 +25,23 @@
 #include "fc_template.h"
 
 /* v[e * ld + c] = (B^T d B)[e] for channels c < n of one tile, B^T = [1 0 -1 0; 0 1 1 0;
- * 0 -1 1 0; 0 1 0 -1], the tile's pixel (r, q) at d + r * rs + q * ps (in place in x, or a staged
- * copy of a tile that crosses the padding): one base pointer and two strides, where a pointer per
- * pixel left too few registers and reloaded the pointers from the stack every step. Returns
- * nonzero when an input is Inf or NaN (the inputs' sum is then Inf or NaN; a finite sum past the
- * dtype's range also answers nonzero, which only sends the call to the exact fallback). */
-static int FC_LOCAL(nhwc_winograd_input_tile)(const T *restrict d, fc_index rs, fc_index ps,
-                                              fc_index n, T *restrict v, fc_index ld) {
+ * 0 -1 1 0; 0 1 0 -1]: the tile's pixel (r, q) at d + r * rs + q * ps in place in x (px NULL),
+ * one base pointer and two strides, where a pointer per pixel left too few registers and
+ * reloaded the pointers from the stack every step; or, for a tile that crosses the padding, at
+ * px[r * 4 + q] (x's pixel, or a row of zeros outside the image), rather than staging a copy of
+ * its pixels: GCC turns any copy loop into a memcpy call per pixel, which cost a tenth of a
+ * 16-channel layer's time (a fifth of its tiles cross the padding at 32 x 32). Returns nonzero
+ * when an input is Inf or NaN (the inputs' sum is then Inf or NaN; a finite sum past the dtype's
+ * range also answers nonzero, which only sends the call to the exact fallback). */
+static inline __attribute__((always_inline)) int FC_LOCAL(nhwc_winograd_input_body)(
+    const T *restrict d, fc_index rs, fc_index ps, const T *const *px, fc_index n, T *restrict v,
+    fc_index ld) {
     int bad = 0;
     FC_PRAGMA(GCC ivdep)
     for (fc_index c = 0; c < n; c++) {
         T x[16], t[16], sum = 0;
         for (int k = 0; k < 16; k++) {
-            x[k] = d[(k / 4) * rs + (k % 4) * ps + c];
+            x[k] = px ? px[k][c] : d[(k / 4) * rs + (k % 4) * ps + c];
             sum += x[k];
         }
         for (int q = 0; q < 4; q++) { /* B^T d: the rows' combinations */
@@ -56,6 +60,16 @@ static int FC_LOCAL(nhwc_winograd_input_tile)(const T *restrict d, fc_index rs, 
         bad |= (sum - sum) != (sum - sum);
     }
     return bad;
+}
+
+static int FC_LOCAL(nhwc_winograd_input_tile)(const T *restrict d, fc_index rs, fc_index ps,
+                                              fc_index n, T *restrict v, fc_index ld) {
+    return FC_LOCAL(nhwc_winograd_input_body)(d, rs, ps, NULL, n, v, ld);
+}
+
+static int FC_LOCAL(nhwc_winograd_input_edge)(const T *const *px, fc_index n, T *restrict v,
+                                              fc_index ld) {
+    return FC_LOCAL(nhwc_winograd_input_body)(NULL, 0, 0, px, n, v, ld);
 }
 
 /* A tile's place, counted across the batch: image n, tile row th, tile column tw. Stepped from
@@ -195,9 +209,8 @@ static int FC_LOCAL(conv2d_nhwc_fwd_winograd)(const fc_conv2d_params *p, const f
         }
         T *vb = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(16 * v_stride));
         T *mb = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(16 * m_stride));
-        T *junk = (T *)fc_aligned_alloc(sizeof(T) * (size_t)Kg);        /* outputs past the image */
-        T *edge = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(16 * Cg)); /* a staged tile */
-        const int ok = vb && mb && junk && edge;
+        T *junk = (T *)fc_aligned_alloc(sizeof(T) * (size_t)Kg); /* outputs past the image */
+        const int ok = vb && mb && junk;
         if (!ok) {
             FC_PRAGMA(omp atomic write)
             failed = 1;
@@ -216,29 +229,22 @@ static int FC_LOCAL(conv2d_nhwc_fwd_winograd)(const fc_conv2d_params *p, const f
             FC_LOCAL(wino_tile_pos) at = FC_LOCAL(wino_tile_at)(t0, TH, TW);
             for (fc_index u = 0; u < nb; u++, FC_LOCAL(wino_tile_next)(&at, TH, TW)) {
                 const fc_index ih0 = 2 * at.th - p->pad_top, iw0 = 2 * at.tw - p->pad_left;
-                const T *d = edge;
-                fc_index rs = 4 * Cg, ps = Cg;
                 if (ih0 >= 0 && iw0 >= 0 && ih0 + 4 <= H && iw0 + 4 <= W) {
-                    d = x + ((at.n * H + ih0) * W + iw0) * C + g * Cg;
-                    rs = W * C;
-                    ps = C;
-                } else {
-                    /* a tile crossing the padding: its pixels staged, zeros outside the image */
+                    const T *d = x + ((at.n * H + ih0) * W + iw0) * C + g * Cg;
+                    bad |= FC_LOCAL(nhwc_winograd_input_tile)(d, W * C, C, Cg, vb + u * Cg,
+                                                              v_stride);
+                } else { /* a tile crossing the padding: zeros outside the image */
+                    const T *px[16];
                     for (int r = 0; r < 4; r++)
                         for (int q = 0; q < 4; q++) {
                             const fc_index ih = ih0 + r, iw = iw0 + q;
-                            const T *src = (fc_uindex)ih < (fc_uindex)H &&
-                                                   (fc_uindex)iw < (fc_uindex)W
-                                               ? x + ((at.n * H + ih) * W + iw) * C + g * Cg
-                                               : zero;
-                            /* a loop, not memcpy: a library call per pixel cost 10% of a
-                             * 16-channel layer (a fifth of its tiles cross the padding) */
-                            T *dst = edge + (r * 4 + q) * Cg;
-                            FC_PRAGMA(GCC ivdep)
-                            for (fc_index c = 0; c < Cg; c++) dst[c] = src[c];
+                            px[r * 4 + q] = (fc_uindex)ih < (fc_uindex)H &&
+                                                    (fc_uindex)iw < (fc_uindex)W
+                                                ? x + ((at.n * H + ih) * W + iw) * C + g * Cg
+                                                : zero;
                         }
+                    bad |= FC_LOCAL(nhwc_winograd_input_edge)(px, Cg, vb + u * Cg, v_stride);
                 }
-                bad |= FC_LOCAL(nhwc_winograd_input_tile)(d, rs, ps, Cg, vb + u * Cg, v_stride);
             }
             if (bad) {
                 FC_PRAGMA(omp atomic write)
@@ -279,7 +285,6 @@ static int FC_LOCAL(conv2d_nhwc_fwd_winograd)(const fc_conv2d_params *p, const f
         fc_aligned_free(vb);
         fc_aligned_free(mb);
         fc_aligned_free(junk);
-        fc_aligned_free(edge);
     }
     fc_aligned_free(up);
     free(zero);
