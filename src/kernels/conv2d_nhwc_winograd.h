@@ -72,6 +72,18 @@ static int FC_LOCAL(nhwc_winograd_input_edge)(const T *const *px, fc_index n, T 
     return FC_LOCAL(nhwc_winograd_input_body)(NULL, 0, 0, px, n, v, ld);
 }
 
+/* Ask for the n bytes that follow p + FC_PREFETCH_AHEAD, for writing, stopping at end: as
+ * fc_prefetch_ahead (fc_internal.h) for reads. */
+static inline void FC_LOCAL(nhwc_wino_prefetch_write)(const void *p, size_t n, const void *end) {
+#if defined(__GNUC__) || defined(__clang__)
+    const uintptr_t a = (uintptr_t)p + FC_PREFETCH_AHEAD, e = (uintptr_t)end;
+    for (uintptr_t b = 0; b < n && a + b < e; b += 64)
+        __builtin_prefetch((const void *)(a + b), 1, 3);
+#else
+    (void)p, (void)n, (void)end;
+#endif
+}
+
 /* A tile's place, counted across the batch: image n, tile row th, tile column tw. Stepped from
  * tile to tile of a block rather than divided out of the tile's index, two divisions per tile
  * being as long as a 16-channel tile's transform. */
@@ -185,6 +197,7 @@ static int FC_LOCAL(conv2d_nhwc_fwd_winograd)(const fc_conv2d_params *p, const f
      * strides are skewed off powers of two by 3 cache lines (as conv2d_winograd.h's) */
     const fc_index v_stride = TB * Cg + 48, m_stride = TB * kg_pad + 48;
     int failed = 0, nonfinite = 0;
+    const T *xend = x + p->batch * H * W * C, *yend = y + p->batch * OH * OW * K;
 
     T *up = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(G * 16 * u_stride));
     /* the padding pixels' row, and the bias of a call without one */
@@ -231,6 +244,11 @@ static int FC_LOCAL(conv2d_nhwc_fwd_winograd)(const fc_conv2d_params *p, const f
                 const fc_index ih0 = 2 * at.th - p->pad_top, iw0 = 2 * at.tw - p->pad_left;
                 if (ih0 >= 0 && iw0 >= 0 && ih0 + 4 <= H && iw0 + 4 <= W) {
                     const T *d = x + ((at.n * H + ih0) * W + iw0) * C + g * Cg;
+                    /* the two pixels of the tile's last two rows that the next tile reads
+                     * first, FC_PREFETCH_AHEAD bytes on (two rows on at ResNet-14's sizes):
+                     * left to the hardware prefetchers, the transforms waited on x and Y */
+                    fc_prefetch_ahead(d + 2 * W * C + 2 * C, sizeof(T) * (size_t)(2 * Cg), xend);
+                    fc_prefetch_ahead(d + 3 * W * C + 2 * C, sizeof(T) * (size_t)(2 * Cg), xend);
                     bad |= FC_LOCAL(nhwc_winograd_input_tile)(d, W * C, C, Cg, vb + u * Cg,
                                                               v_stride);
                 } else { /* a tile crossing the padding: zeros outside the image */
@@ -278,6 +296,9 @@ static int FC_LOCAL(conv2d_nhwc_fwd_winograd)(const fc_conv2d_params *p, const f
                                              ? y + ((at.n * OH + oh0 + r) * OW + ow0 + q) * K +
                                                    g * Kg + k0
                                              : junk;
+                for (int i = 0; i < 4; i++) /* the output pixels FC_PREFETCH_AHEAD bytes on */
+                    if (out[i] != junk)
+                        FC_LOCAL(nhwc_wino_prefetch_write)(out[i], sizeof(T) * (size_t)nk, yend);
                 FC_LOCAL(nhwc_winograd_output_tile)(mb + u * kg_pad + k0, m_stride, nk,
                                                     bias ? bias + g * Kg + k0 : zero, out);
             }
