@@ -109,8 +109,9 @@ static inline void FC_LOCAL(wino_tile_next)(FC_LOCAL(wino_tile_pos) *at, fc_inde
 /* Y = A^T M A + bias, A^T = [1 1 1 0; 0 1 -1 -1], for channels k < n of one tile whose M_e row is
  * m + e * ld: output pixel (r, q) to y[r * 2 + q]. bias is never NULL (a call without one passes
  * zeros, which add +0 as before): `bias ? bias[k] : 0` inside the loop became a masked load of
- * bias that, with bias NULL, faulted on every masked-off lane, a microcode assist per vector on
- * Zen 5 (half the input gradient's time at 16 channels, which has no bias). */
+ * bias that, with bias NULL, had every masked-off lane at a faulting address: by the figures a
+ * microcode assist per vector on Zen 5 (half the time of the input gradient, which has no bias,
+ * at 16 channels). */
 static void FC_LOCAL(nhwc_winograd_output_tile)(const T *restrict m, fc_index ld, fc_index n,
                                                 const T *restrict bias, T *const *y) {
     T *restrict y00 = y[0], *restrict y01 = y[1], *restrict y10 = y[2], *restrict y11 = y[3];
