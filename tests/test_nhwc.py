@@ -18,6 +18,7 @@ from test_nonfinite import _sprinkled, assert_same_nonfinite
 
 import fastconv.functional as F
 from fastconv import _kernels, nn
+from fastconv import _validation as v
 from fastconv import reference as ref
 
 
@@ -695,3 +696,63 @@ def test_forward_last_narrow_k_block_is_the_split_layers(extra, dtype, isa):
             last = F.conv2d(nhwc(x), hwio(w[split:]), b[split:], **fmt)
         np.testing.assert_array_equal(got, np.concatenate([first, last], axis=-1))
     assert_same_nonfinite(nchw(got), F.conv2d(x, w, b, padding=1), 27)
+
+
+# (x shape NHWC, output channels, padding, bias): 3x3 stride-1 layers of 16 and 32 channels, which
+# the forward and the (transposed) input gradient run on Winograd F(2x2, 3x3) channels last:
+# res14's stages' widths at odd sizes (partial tiles at the right and bottom), batch 1 and batches
+# of more images than threads (tile blocks across images), no padding (no tile crosses it),
+# padding 1 (a ring of tiles read through a pointer per pixel, zeros outside) and padding 2 (tiles
+# wholly in the padding); 16 output channels take the half-width GEMM tile into M rows of NR/2;
+# without a bias the output transform adds the zero row
+WINOGRAD_NHWC = [
+    ((1, 9, 7, 16), 16, 1, True),
+    ((5, 8, 11, 16), 16, 1, False),
+    ((3, 7, 6, 16), 16, 0, True),
+    ((1, 6, 5, 16), 32, 2, False),
+    ((4, 5, 9, 32), 32, 1, True),
+    ((1, 10, 7, 32), 16, 1, False),
+    ((3, 6, 6, 32), 32, (2, 0), False),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape, k, padding, bias", WINOGRAD_NHWC,
+                         ids=["c16-n1", "c16-n5-nobias", "c16-valid", "c16-k32-pad2", "c32-n4",
+                              "c32-k16", "c32-pad20"])
+def test_winograd_16_32_channels_forward_and_input(shape, k, padding, bias, dtype, isa):
+    """The channels-last Winograd forward and input gradient (planned so) equal the reference
+    within the float tolerance of the reduction, on 1 and 2 threads bit for bit; with Inf and NaN
+    in x and w they give what the NCHW reference gives (the direct fallback)."""
+    c = shape[-1]
+    g = v.conv_geometry("conv2d", shape, (3, 3, c, k), 1, padding, 1, 1, "NHWC", "HWIO")
+    assert _kernels.conv_plan(g, "forward", dtype)[0] == "winograd"
+    gi = v.conv_geometry("conv2d", (*shape[:3], k), (3, 3, k, c), 1, padding, 1, 1, "NHWC",
+                         "HWIO")  # the input gradient's forward pass of dY: K in, C out
+    assert _kernels.conv_plan(gi, "forward", dtype)[0] == "winograd"
+    rng = np.random.default_rng(41)
+    x = rng.standard_normal(shape).astype(dtype)
+    w = rng.standard_normal((k, c, 3, 3)).astype(dtype)
+    b = rng.standard_normal(k).astype(dtype) if bias else None
+    fmt = dict(padding=padding, data_format="NHWC")
+    calls = [lambda: F.conv2d(x, w, b, **fmt)]
+    assert_same_for_1_and_2_threads(calls)
+    y = calls[0]()
+    gy = rng.standard_normal(y.shape).astype(dtype)
+    calls.append(lambda: F.conv2d_input(shape, w, gy, **fmt))
+    assert_same_for_1_and_2_threads(calls[1:])
+    gx = calls[1]()
+    args = ((1, 1), padding4(padding, (3, 3), (1, 1)), (1, 1), 1)
+    expected = ref.conv2d(nchw(x), w, b, *args)
+    scale = ref.conv2d(np.abs(nchw(x)), np.abs(w), None if b is None else np.abs(b), *args)
+    assert_close(nchw(y), expected, 9 * c, scale)
+    expected = ref.conv2d_backward(nchw(gy), nchw(x), w, *args)[0]
+    scale = ref.conv2d_backward(np.abs(nchw(gy)), nchw(x), np.abs(w), *args)[0]
+    assert_close(nchw(gx), expected, 9 * k, scale)
+
+    xs, ws = _sprinkled(nchw(x).shape, dtype, 42, 0.02), _sprinkled(w.shape, dtype, 43, 0.01)
+    gys = _sprinkled(nchw(gy).shape, dtype, 44, 0.02)
+    with np.errstate(invalid="ignore"):  # the reference's Inf - Inf
+        expected = (ref.conv2d(xs, ws, b, *args), ref.conv2d_backward(gys, xs, ws, *args)[0])
+    assert_same_nonfinite(nchw(F.conv2d(nhwc(xs), ws, b, **fmt)), expected[0], 9 * c)
+    assert_same_nonfinite(nchw(F.conv2d_input(shape, ws, nhwc(gys), **fmt)), expected[1], 9 * k)

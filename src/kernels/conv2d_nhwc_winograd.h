@@ -9,13 +9,13 @@
  * formulas, one output channel per lane) into B panels U_e [group][e][K block][C][NR]. Tasks are
  * (group, block of TB tiles counted across the batch, part of the NR-wide K blocks: more than one
  * part only when the blocks are fewer than twice the threads). A task transforms each tile's 16
- * input pixels, read in place (a tile crossing the padding staged with zeros), into V [e][tile][C]
- * (a GEMM's rows, consecutive); runs the 16 GEMMs on the indirect GEMM microkernel
- * (conv2d_nhwc_ukernel.h; the half-width one for K blocks of at most NR/2 channels), A's rows
- * being the tiles' V_e rows, into M [e][tile][K]; and transforms each tile's M into its 2 x 2
- * output pixels, written to Y's rows, plus bias. FC_NONFINITE when x or w holds an Inf or NaN (Inf
- * - Inf in the transforms would give NaN where the exact sum is +-Inf): the plan's fallback, the
- * direct pass, then redoes the call. */
+ * input pixels, read in place (a tile crossing the padding through a pointer per pixel, zeros
+ * outside the image), into V [e][tile][C] (a GEMM's rows, consecutive); runs the 16 GEMMs on the
+ * indirect GEMM microkernel (conv2d_nhwc_ukernel.h; the half-width one for K blocks of at most NR/2
+ * channels), A's rows being the tiles' V_e rows, into M [e][tile][K]; and transforms each tile's M
+ * into its 2 x 2 output pixels, written to Y's rows, plus bias. FC_NONFINITE when x or w holds an
+ * Inf or NaN (Inf - Inf in the transforms would give NaN where the exact sum is +-Inf): the plan's
+ * fallback, the direct pass, then redoes the call. */
 #ifndef FC_CONV2D_NHWC_WINOGRAD_H
 #define FC_CONV2D_NHWC_WINOGRAD_H
 
@@ -25,19 +25,23 @@
 #include "fc_template.h"
 
 /* v[e * ld + c] = (B^T d B)[e] for channels c < n of one tile, B^T = [1 0 -1 0; 0 1 1 0;
- * 0 -1 1 0; 0 1 0 -1], the tile's pixel (r, q) at d + r * rs + q * ps (in place in x, or a staged
- * copy of a tile that crosses the padding): one base pointer and two strides, where a pointer per
- * pixel left too few registers and reloaded the pointers from the stack every step. Returns
- * nonzero when an input is Inf or NaN (the inputs' sum is then Inf or NaN; a finite sum past the
- * dtype's range also answers nonzero, which only sends the call to the exact fallback). */
-static int FC_LOCAL(nhwc_winograd_input_tile)(const T *restrict d, fc_index rs, fc_index ps,
-                                              fc_index n, T *restrict v, fc_index ld) {
+ * 0 -1 1 0; 0 1 0 -1]: the tile's pixel (r, q) at d + r * rs + q * ps in place in x (px NULL),
+ * one base pointer and two strides, where a pointer per pixel left too few registers and
+ * reloaded the pointers from the stack every step; or, for a tile that crosses the padding, at
+ * px[r * 4 + q] (x's pixel, or a row of zeros outside the image), rather than staging a copy of
+ * its pixels: GCC turns any copy loop into a memcpy call per pixel, which cost a tenth of a
+ * 16-channel layer's time (a fifth of its tiles cross the padding at 32 x 32). Returns nonzero
+ * when an input is Inf or NaN (the inputs' sum is then Inf or NaN; a finite sum past the dtype's
+ * range also answers nonzero, which only sends the call to the exact fallback). */
+static inline __attribute__((always_inline)) int FC_LOCAL(nhwc_winograd_input_body)(
+    const T *restrict d, fc_index rs, fc_index ps, const T *const *px, fc_index n, T *restrict v,
+    fc_index ld) {
     int bad = 0;
     FC_PRAGMA(GCC ivdep)
     for (fc_index c = 0; c < n; c++) {
         T x[16], t[16], sum = 0;
         for (int k = 0; k < 16; k++) {
-            x[k] = d[(k / 4) * rs + (k % 4) * ps + c];
+            x[k] = px ? px[k][c] : d[(k / 4) * rs + (k % 4) * ps + c];
             sum += x[k];
         }
         for (int q = 0; q < 4; q++) { /* B^T d: the rows' combinations */
@@ -56,6 +60,28 @@ static int FC_LOCAL(nhwc_winograd_input_tile)(const T *restrict d, fc_index rs, 
         bad |= (sum - sum) != (sum - sum);
     }
     return bad;
+}
+
+static int FC_LOCAL(nhwc_winograd_input_tile)(const T *restrict d, fc_index rs, fc_index ps,
+                                              fc_index n, T *restrict v, fc_index ld) {
+    return FC_LOCAL(nhwc_winograd_input_body)(d, rs, ps, NULL, n, v, ld);
+}
+
+static int FC_LOCAL(nhwc_winograd_input_edge)(const T *const *px, fc_index n, T *restrict v,
+                                              fc_index ld) {
+    return FC_LOCAL(nhwc_winograd_input_body)(NULL, 0, 0, px, n, v, ld);
+}
+
+/* Ask for the n bytes that follow p + FC_PREFETCH_AHEAD, for writing, stopping at end: as
+ * fc_prefetch_ahead (fc_internal.h) for reads. */
+static inline void FC_LOCAL(nhwc_wino_prefetch_write)(const void *p, size_t n, const void *end) {
+#if defined(__GNUC__) || defined(__clang__)
+    const uintptr_t a = (uintptr_t)p + FC_PREFETCH_AHEAD, e = (uintptr_t)end;
+    for (uintptr_t b = 0; b < n && a + b < e; b += 64)
+        __builtin_prefetch((const void *)(a + b), 1, 3);
+#else
+    (void)p, (void)n, (void)end;
+#endif
 }
 
 /* A tile's place, counted across the batch: image n, tile row th, tile column tw. Stepped from
@@ -81,7 +107,11 @@ static inline void FC_LOCAL(wino_tile_next)(FC_LOCAL(wino_tile_pos) *at, fc_inde
 }
 
 /* Y = A^T M A + bias, A^T = [1 1 1 0; 0 1 -1 -1], for channels k < n of one tile whose M_e row is
- * m + e * ld: output pixel (r, q) to y[r * 2 + q]. */
+ * m + e * ld: output pixel (r, q) to y[r * 2 + q]. bias is never NULL (a call without one passes
+ * zeros, which add +0 as before): `bias ? bias[k] : 0` inside the loop became a masked load of
+ * bias that, with bias NULL, had every masked-off lane at a faulting address: by the figures a
+ * microcode assist per vector on Zen 5 (half the time of the input gradient, which has no bias,
+ * at 16 channels). */
 static void FC_LOCAL(nhwc_winograd_output_tile)(const T *restrict m, fc_index ld, fc_index n,
                                                 const T *restrict bias, T *const *y) {
     T *restrict y00 = y[0], *restrict y01 = y[1], *restrict y10 = y[2], *restrict y11 = y[3];
@@ -92,7 +122,7 @@ static void FC_LOCAL(nhwc_winograd_output_tile)(const T *restrict m, fc_index ld
             s[j] = m[j * ld + k] + (m[(4 + j) * ld + k] + m[(8 + j) * ld + k]);
             d[j] = m[(4 + j) * ld + k] - (m[(8 + j) * ld + k] + m[(12 + j) * ld + k]);
         }
-        const T b = bias ? bias[k] : (T)0;
+        const T b = bias[k];
         y00[k] = s[0] + (s[1] + s[2]) + b;
         y01[k] = s[1] - (s[2] + s[3]) + b;
         y10[k] = d[0] + (d[1] + d[2]) + b;
@@ -149,9 +179,14 @@ static int FC_LOCAL(conv2d_nhwc_fwd_winograd)(const fc_conv2d_params *p, const f
     const fc_index OH = p->out_h, OW = p->out_w;
     const fc_index TH = FC_CEIL_DIV(OH, 2), TW = FC_CEIL_DIV(OW, 2), TI = TH * TW;
     const fc_index total = p->batch * TI; /* tiles, counted across the batch */
+    const fc_index kblocks = FC_CEIL_DIV(Kg, FC_NR);
+    /* M's rows: the K blocks' NR columns, or NR/2 when the one K block runs on the half-width
+     * tile (the columns it writes): M then takes half the cache it did, its rows no longer
+     * half empty */
+    const int half = FC_HAVE_GEMM_HALF && Kg <= FC_NR / 2;
+    const fc_index kg_pad = half ? FC_NR / 2 : kblocks * FC_NR;
     const fc_index TB = FC_CEIL_DIV(FC_MIN(tn->winograd_block, total), FC_MR) * FC_MR;
     const fc_index nblocks = FC_CEIL_DIV(total, TB);
-    const fc_index kblocks = FC_CEIL_DIV(Kg, FC_NR), kg_pad = kblocks * FC_NR;
     /* output channels split too when tile blocks alone leave threads idle (batch 1, few pixels):
      * each part transforms its block's inputs again (a small cost beside its GEMMs), and every
      * output is still summed by one task in one order, so results do not depend on the split */
@@ -163,9 +198,11 @@ static int FC_LOCAL(conv2d_nhwc_fwd_winograd)(const fc_conv2d_params *p, const f
      * strides are skewed off powers of two by 3 cache lines (as conv2d_winograd.h's) */
     const fc_index v_stride = TB * Cg + 48, m_stride = TB * kg_pad + 48;
     int failed = 0, nonfinite = 0;
+    const T *xend = x + p->batch * H * W * C, *yend = y + p->batch * OH * OW * K;
 
     T *up = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(G * 16 * u_stride));
-    T *zero = (T *)calloc((size_t)Cg, sizeof(T)); /* the padding pixels' row */
+    /* the padding pixels' row, and the bias of a call without one */
+    T *zero = (T *)calloc((size_t)FC_MAX(Cg, Kg), sizeof(T));
     if (!up || !zero) {
         fc_aligned_free(up);
         free(zero);
@@ -186,9 +223,8 @@ static int FC_LOCAL(conv2d_nhwc_fwd_winograd)(const fc_conv2d_params *p, const f
         }
         T *vb = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(16 * v_stride));
         T *mb = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(16 * m_stride));
-        T *junk = (T *)fc_aligned_alloc(sizeof(T) * (size_t)Kg);        /* outputs past the image */
-        T *edge = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(16 * Cg)); /* a staged tile */
-        const int ok = vb && mb && junk && edge;
+        T *junk = (T *)fc_aligned_alloc(sizeof(T) * (size_t)Kg); /* outputs past the image */
+        const int ok = vb && mb && junk;
         if (!ok) {
             FC_PRAGMA(omp atomic write)
             failed = 1;
@@ -207,25 +243,27 @@ static int FC_LOCAL(conv2d_nhwc_fwd_winograd)(const fc_conv2d_params *p, const f
             FC_LOCAL(wino_tile_pos) at = FC_LOCAL(wino_tile_at)(t0, TH, TW);
             for (fc_index u = 0; u < nb; u++, FC_LOCAL(wino_tile_next)(&at, TH, TW)) {
                 const fc_index ih0 = 2 * at.th - p->pad_top, iw0 = 2 * at.tw - p->pad_left;
-                const T *d = edge;
-                fc_index rs = 4 * Cg, ps = Cg;
                 if (ih0 >= 0 && iw0 >= 0 && ih0 + 4 <= H && iw0 + 4 <= W) {
-                    d = x + ((at.n * H + ih0) * W + iw0) * C + g * Cg;
-                    rs = W * C;
-                    ps = C;
-                } else {
-                    /* a tile crossing the padding: its pixels staged, zeros outside the image */
+                    const T *d = x + ((at.n * H + ih0) * W + iw0) * C + g * Cg;
+                    /* the two pixels of the tile's last two rows that the next tile reads
+                     * first, FC_PREFETCH_AHEAD bytes on (two rows on at ResNet-14's sizes):
+                     * left to the hardware prefetchers, the transforms waited on x and Y */
+                    fc_prefetch_ahead(d + 2 * W * C + 2 * C, sizeof(T) * (size_t)(2 * Cg), xend);
+                    fc_prefetch_ahead(d + 3 * W * C + 2 * C, sizeof(T) * (size_t)(2 * Cg), xend);
+                    bad |= FC_LOCAL(nhwc_winograd_input_tile)(d, W * C, C, Cg, vb + u * Cg,
+                                                              v_stride);
+                } else { /* a tile crossing the padding: zeros outside the image */
+                    const T *px[16];
                     for (int r = 0; r < 4; r++)
                         for (int q = 0; q < 4; q++) {
                             const fc_index ih = ih0 + r, iw = iw0 + q;
-                            const T *src = (fc_uindex)ih < (fc_uindex)H &&
-                                                   (fc_uindex)iw < (fc_uindex)W
-                                               ? x + ((at.n * H + ih) * W + iw) * C + g * Cg
-                                               : zero;
-                            memcpy(edge + (r * 4 + q) * Cg, src, sizeof(T) * (size_t)Cg);
+                            px[r * 4 + q] = (fc_uindex)ih < (fc_uindex)H &&
+                                                    (fc_uindex)iw < (fc_uindex)W
+                                                ? x + ((at.n * H + ih) * W + iw) * C + g * Cg
+                                                : zero;
                         }
+                    bad |= FC_LOCAL(nhwc_winograd_input_edge)(px, Cg, vb + u * Cg, v_stride);
                 }
-                bad |= FC_LOCAL(nhwc_winograd_input_tile)(d, rs, ps, Cg, vb + u * Cg, v_stride);
             }
             if (bad) {
                 FC_PRAGMA(omp atomic write)
@@ -259,14 +297,16 @@ static int FC_LOCAL(conv2d_nhwc_fwd_winograd)(const fc_conv2d_params *p, const f
                                              ? y + ((at.n * OH + oh0 + r) * OW + ow0 + q) * K +
                                                    g * Kg + k0
                                              : junk;
+                for (int i = 0; i < 4; i++) /* the output pixels FC_PREFETCH_AHEAD bytes on */
+                    if (out[i] != junk)
+                        FC_LOCAL(nhwc_wino_prefetch_write)(out[i], sizeof(T) * (size_t)nk, yend);
                 FC_LOCAL(nhwc_winograd_output_tile)(mb + u * kg_pad + k0, m_stride, nk,
-                                                    bias ? bias + g * Kg + k0 : NULL, out);
+                                                    bias ? bias + g * Kg + k0 : zero, out);
             }
         }
         fc_aligned_free(vb);
         fc_aligned_free(mb);
         fc_aligned_free(junk);
-        fc_aligned_free(edge);
     }
     fc_aligned_free(up);
     free(zero);
