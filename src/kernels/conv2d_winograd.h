@@ -31,6 +31,10 @@
 
 /* Input channels per stage of the kernel transform: their taps, MR lanes each, stay in L1. */
 #define FC_WINO_KERNEL_CHUNK 32
+/* The GEMMs ask for each next A panel where a group's U (16 Kg Cg values) exceeds this: half of
+ * a Zen 5 core's 1 MiB L2. Smaller U stays in cache (res14-64: 256 KB), where the prefetches
+ * only cost issue slots (res14-16's 16-deep panels: 8 per 256 multiply-adds). */
+#define FC_WINO_PREFETCH_U_BYTES ((size_t)512 << 10)
 
 #if FC_HAVE_VEC && FC_MR == 8
 typedef T FC_LOCAL(wino_vec8) __attribute__((vector_size(8 * sizeof(T))));
@@ -271,6 +275,7 @@ static int FC_LOCAL(conv2d_fwd_winograd)(const fc_conv2d_params *p, const fc_tun
     /* U_e for every group, packed like the direct path's weights: [e][group][k block][C][MR];
      * the 16 U_e are written together, so their stride is skewed off a power of two too */
     const fc_index u_stride = kblocks * FC_MR * Cg + 48; /* one (e, group) */
+    const int prefetch_u = sizeof(T) * 16 * (size_t)(Kg * Cg) > FC_WINO_PREFETCH_U_BYTES;
     const fc_weight_layout ws = fc_weight_layout_of(p);
     T *up = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(16 * G * u_stride));
     if (!up) return FC_ENOMEM;
@@ -375,7 +380,7 @@ static int FC_LOCAL(conv2d_fwd_winograd)(const fc_conv2d_params *p, const fc_tun
                             /* the next A panel, one call ahead: U (16 C K values, 16 MB in
                              * res-512-7x7) comes from L3 on each block's first panel, and a
                              * panel is too short a run for the prefetchers to get ahead of */
-                            if (kb + 1 < kb1)
+                            if (prefetch_u && kb + 1 < kb1)
                                 fc_prefetch(a + FC_MR * Cg, sizeof(T) * (size_t)(kc * FC_MR));
                             FC_GEMM(kc, a, stage, me + kb * FC_MR * TB + j, TB, FC_MR, FC_NR,
                                     c0 > 0, NULL);
