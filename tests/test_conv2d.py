@@ -152,6 +152,15 @@ CONV_CASES = {
     # grouped, the same where a group has two K blocks or more, the row parts elsewhere
     "batch1-weight-k-split": (1, 5, 6, 7, 136, 3, 1, 1, 1, 1, True),
     "batch1-weight-k-split-groups": (1, 8, 5, 6, 40, 3, 1, 1, 1, 2, False),
+    # a 1x1 layer read in place packs each KC-deep slice of its tile's panels in one pass: 400
+    # channels are 2 or 3 slices (KC 192 / 384 on the vector ISAs), P = 36 ends on a panel of
+    # 4 columns (the half-width tile: 32 + 4, 16 + 16 + 4); two tiles of 320 and 305 pixels
+    # (305 = 9 x 32 + 17, past half a panel), 200 channels = 192 + 8 on AVX-512
+    "pointwise-slices-half-panel": (2, 400, 6, 6, 12, 1, 1, 0, 1, 1, True),
+    "pointwise-tiles-slices": (1, 200, 25, 25, 10, 1, 1, 0, 1, 1, False),
+    # Winograd's kernel transform stages 32 input channels at a time: 70 = 32 + 32 + 6, and
+    # K = 19 leaves a last K block of 3 (MR 8) or 1 (MR 6) kernels
+    "winograd-chunks-ragged-k": (1, 70, 6, 6, 19, 3, 1, 1, 1, 1, True),
 }
 
 
@@ -378,6 +387,22 @@ def test_conv2d_same_result_for_1_and_2_threads(name, algorithms, dtype, isa):
                             *F.conv2d_backward(gy, x, weight, **kwargs)))
     for a, b in zip(*results):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("name", ["pointwise-slices-half-panel", "pointwise-tiles-slices"])
+def test_conv2d_pointwise_same_result_for_1_and_2_threads(name, dtype, isa):
+    """The direct forward of a 1x1 layer read in place (its panels packed a slice at a time, the
+    last on the half-width tile), forced and as planned: bit-identical on 1 and 2 threads
+    (THREAD_CASES' algorithms include Winograd, which a 1x1 kernel cannot run)."""
+    rng = np.random.default_rng(7)
+    x, weight, bias, kwargs, _ = _make(CONV_CASES[name], dtype, rng)
+    for forced in ({}, dict(forward="direct")):
+        results = []
+        for n in (1, 2):
+            with fastconv.num_threads(n), _kernels.force_conv_algorithms(**forced):
+                results.append(F.conv2d(x, weight, bias, **kwargs))
+        np.testing.assert_array_equal(*results)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])

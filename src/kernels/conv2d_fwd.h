@@ -74,7 +74,10 @@ static int FC_LOCAL(conv2d_fwd_direct)(const fc_conv2d_params *p, const fc_tunin
     {
         T *xph = pointwise ? NULL : (T *)fc_aligned_alloc(sizeof(T) * (size_t)xph_size);
         T *cbuf = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(kblocks * FC_MR * nc_max));
-        T *stage = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(tn->kc * FC_NR));
+        /* a KC x NR panel of col(X); a 1x1 layer read in place packs a whole KC-deep slice of
+         * its tile's panels at once (below) */
+        T *stage = (T *)fc_aligned_alloc(sizeof(T) *
+                                         (size_t)(tn->kc * (pointwise ? nc_max : FC_NR)));
         const T **brow = (const T **)malloc(sizeof(*brow) * (size_t)R);
         const int ok = (xph || pointwise) && cbuf && stage && brow;
         if (!ok) {
@@ -102,25 +105,75 @@ static int FC_LOCAL(conv2d_fwd_direct)(const fc_conv2d_params *p, const fc_tunin
                     FC_LOCAL(split_image)(p, &ph, xg, Cg, built < 0, xph);
                 built = ng;
             }
+            /* 1x1 read in place, an image a task (pw-1x1): the task's channels of Y and the
+             * input of the image this thread likely takes next (the threads take tasks in
+             * turn) asked for into L2, a share after each microkernel call, as `pixels` does:
+             * the copy-out's stores and the next image's packing otherwise wait on L3. A wrong
+             * guess costs a few idle reads. */
+            const char *ahead = NULL, *next_x = NULL;
+            size_t ahead_left = 0, next_left = 0, ask_y = 0, ask_x = 0;
+            if (pointwise && ntiles == 1 && kparts == 1) {
+                const fc_index calls = FC_CEIL_DIV(R, tn->kc) * FC_CEIL_DIV(nc, FC_NR) *
+                                       (kb1 - kb0);
+                const fc_index k0 = kb0 * FC_MR, k1 = FC_MIN(Kg, kb1 * FC_MR);
+                const fc_index next = ng + nt, gn = next % G, nn = next / G;
+                ahead = (const char *)(y + (n * p->out_channels + g * Kg + k0) * P);
+                ahead_left = sizeof(T) * (size_t)((k1 - k0) * P);
+                if (nn < p->batch) {
+                    next_x = (const char *)(x + (nn * p->in_channels + gn * Cg) * HW);
+                    next_left = sizeof(T) * (size_t)(Cg * HW);
+                }
+                ask_y = 64 * (size_t)FC_CEIL_DIV(FC_CEIL_DIV(ahead_left, 64), calls);
+                ask_x = 64 * (size_t)FC_CEIL_DIV(FC_CEIL_DIV(next_left, 64), calls);
+            }
             for (fc_index r0 = 0; r0 < R; r0 += tn->kc) {
                 const fc_index kc = FC_MIN(tn->kc, R - r0);
-                /* the kc x NR block of col(X) stays in L1 while every A panel passes */
-                for (fc_index j = 0; j < nc; j += FC_NR) {
-                    const T *const *rows = brow + r0;
-                    const fc_index q = q0 + j;
-                    if (pointwise && q + FC_NR > L) { /* would read past the input */
-                        for (fc_index r = 0; r < kc; r++) {
-                            T *d = stage + r * FC_NR;
+                /* 1x1 read in place: the slice's kc input rows (channels) packed into the tile's
+                 * panels in one pass, each row's nc pixels in order, so the reads run through
+                 * the image's channels as one stream. Packed a panel at a time, each panel read
+                 * a few lines from each of kc rows, more streams than the prefetchers follow,
+                 * and the image's first pass came from L3 line by line (perf: the packing was
+                 * 40% of pw-1x1's pass, its loads waiting). Columns past the tile are zeros. */
+                if (pointwise)
+                    for (fc_index r = 0; r < kc; r++) {
+                        const T *src = brow[r0 + r] + q0;
+                        for (fc_index j = 0; j < nc; j += FC_NR) {
+                            T *d = stage + j * kc + r * FC_NR;
+                            const fc_index n = FC_MIN(FC_NR, nc - j);
+                            if (n == FC_NR) { /* a constant length: vector moves, not rep movs */
+                                for (fc_index u = 0; u < FC_NR; u++) d[u] = src[j + u];
+                                continue;
+                            }
                             fc_index u = 0;
-                            for (; u < L - q; u++) d[u] = rows[r][q + u];
+                            for (; u < n; u++) d[u] = src[j + u];
                             for (; u < FC_NR; u++) d[u] = (T)0;
                         }
-                    } else {
-                        FC_NR_NAME(gemm_pack_b_panel)(kc, rows, q, stage);
                     }
-                    for (fc_index kb = kb0; kb < kb1; kb++)
-                        FC_GEMM(kc, wp + (g * kblocks + kb) * FC_MR * R + r0 * FC_MR, stage,
-                                cbuf + kb * FC_MR * nc_max + j, nc_max, FC_MR, FC_NR, r0 > 0, NULL);
+                /* the kc x NR block of col(X) stays in L1 while every A panel passes */
+                for (fc_index j = 0; j < nc; j += FC_NR) {
+                    const T *bp = stage;
+                    if (pointwise)
+                        bp = stage + j * kc;
+                    else
+                        FC_NR_NAME(gemm_pack_b_panel)(kc, brow + r0, q0 + j, stage);
+                    /* a last panel of at most NR/2 real columns (P = 196: 4) runs on the
+                     * half-width tile (FC_GEMM), the same sums on half the multiply-adds; cbuf
+                     * has room for whole panels, so the other panels store whole */
+                    const int half = nc - j <= FC_NR / 2;
+                    for (fc_index kb = kb0; kb < kb1; kb++) {
+                        const T *a = wp + (g * kblocks + kb) * FC_MR * R + r0 * FC_MR;
+                        T *c = cbuf + kb * FC_MR * nc_max + j;
+                        if (half) /* a constant width each: the tile chosen at compile time */
+                            FC_GEMM(kc, a, bp, c, nc_max, FC_MR, FC_NR / 2, r0 > 0, NULL);
+                        else
+                            FC_GEMM(kc, a, bp, c, nc_max, FC_MR, FC_NR, r0 > 0, NULL);
+                        const size_t n_y = FC_MIN(ask_y, ahead_left);
+                        const size_t n_x = FC_MIN(ask_x, next_left);
+                        fc_prefetch_l2(ahead, n_y);
+                        fc_prefetch_l2(next_x, n_x);
+                        ahead += n_y, ahead_left -= n_y;
+                        next_x += n_x, next_left -= n_x;
+                    }
                 }
             }
             /* the grid's real columns (ow < OW), plus bias (then ReLU if fused), into Y, one

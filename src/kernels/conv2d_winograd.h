@@ -31,6 +31,37 @@
 
 /* Input channels per stage of the kernel transform: their taps, MR lanes each, stay in L1. */
 #define FC_WINO_KERNEL_CHUNK 32
+/* The GEMMs ask for each next A panel where a group's U (16 Kg Cg values) exceeds this: half of
+ * a Zen 5 core's 1 MiB L2. Smaller U stays in cache (res14-64: 256 KB), where the prefetches
+ * only cost issue slots (res14-16's 16-deep panels: 8 per 256 multiply-adds). */
+#define FC_WINO_PREFETCH_U_BYTES ((size_t)512 << 10)
+
+#if FC_HAVE_VEC && FC_MR == 8
+typedef T FC_LOCAL(wino_vec8) __attribute__((vector_size(8 * sizeof(T))));
+/* r[u][i] = r[i][u] for i, u < 8, in registers: round s (4, 2, 1) exchanges bit s of the row
+ * and lane indices, as conv2d_pack.h's transpose_block16. */
+static inline void FC_LOCAL(wino_transpose8)(FC_LOCAL(wino_vec8) *r) {
+    FC_LOCAL(wino_vec8) a, b;
+    for (int i = 0; i < 8; i++) {
+        if (i & 4) continue;
+        a = r[i], b = r[i + 4];
+        r[i] = __builtin_shufflevector(a, b, 0, 1, 2, 3, 8, 9, 10, 11);
+        r[i + 4] = __builtin_shufflevector(a, b, 4, 5, 6, 7, 12, 13, 14, 15);
+    }
+    for (int i = 0; i < 8; i++) {
+        if (i & 2) continue;
+        a = r[i], b = r[i + 2];
+        r[i] = __builtin_shufflevector(a, b, 0, 1, 8, 9, 4, 5, 12, 13);
+        r[i + 2] = __builtin_shufflevector(a, b, 2, 3, 10, 11, 6, 7, 14, 15);
+    }
+    for (int i = 0; i < 8; i++) {
+        if (i & 1) continue;
+        a = r[i], b = r[i + 1];
+        r[i] = __builtin_shufflevector(a, b, 0, 8, 2, 10, 4, 12, 6, 14);
+        r[i + 1] = __builtin_shufflevector(a, b, 1, 9, 3, 11, 5, 13, 7, 15);
+    }
+}
+#endif
 
 /* U = G g G^T, G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1], of the nk <= FC_MR kernels of one
  * packed A panel (lane i: kernel i; lanes past nk are zero) for input channels c < nc, element
@@ -48,11 +79,33 @@ static int FC_MR_NAME(winograd_f2x2_3x3_kernel_transform)(const T *w, fc_index k
     int bad = 0;
     for (fc_index c0 = 0; c0 < nc; c0 += FC_WINO_KERNEL_CHUNK) {
         const fc_index cn = FC_MIN(FC_WINO_KERNEL_CHUNK, nc - c0), n = cn * FC_MR;
-        for (fc_index i = 0; i < FC_MR; i++) {
-            const T *src = w + i * ks + c0 * cs;
-            for (fc_index c = 0; c < cn; c++)
-                for (int tap = 0; tap < 9; tap++)
-                    stage[tap][c * FC_MR + i] = i < nk ? src[c * cs + tap * ts] : (T)0;
+        /* a (channel, tap)'s MR lanes at a time, so the stores run in order through the stage:
+         * lane by lane, each channel's nine stores landed 1 KB apart, and at batch 1 (res-256's
+         * 256 x 256 kernels) those stores were most of the transform's time */
+        const T *src[FC_MR];
+        for (fc_index i = 0; i < FC_MR; i++) src[i] = w + (i < nk ? i : 0) * ks + c0 * cs;
+        /* the next chunk's taps, where each kernel's are one run (OIHW): MR streams in turn are
+         * more than the hardware prefetchers keep ahead of, and the weights come from L3 */
+        if (ts == 1 && cs == 9 && c0 + cn < nc)
+            for (fc_index i = 0; i < nk; i++)
+                fc_prefetch(src[i] + cn * cs, sizeof(T) * (size_t)(FC_MIN(cn, nc - c0 - cn) * cs));
+        fc_index x0 = 0; /* (channel, tap) pairs staged, c * 9 + tap */
+#if FC_HAVE_VEC && FC_MR == 8
+        /* OIHW and a full panel: 8 pairs of the 8 lanes at a time, transposed in registers */
+        if (ts == 1 && cs == 9 && nk == FC_MR)
+            for (; x0 + 8 <= 9 * cn; x0 += 8) {
+                FC_LOCAL(wino_vec8) r[8];
+                for (int i = 0; i < 8; i++) memcpy(&r[i], src[i] + x0, sizeof r[i]);
+                FC_LOCAL(wino_transpose8)(r);
+                for (int v = 0; v < 8; v++)
+                    memcpy(&stage[(x0 + v) % 9][(x0 + v) / 9 * FC_MR], &r[v], sizeof r[v]);
+            }
+#endif
+        for (; x0 < 9 * cn; x0++) {
+            T *restrict d = &stage[x0 % 9][x0 / 9 * FC_MR];
+            const fc_index off = x0 / 9 * cs + x0 % 9 * ts;
+            FC_PRAGMA(GCC unroll 16)
+            for (fc_index i = 0; i < FC_MR; i++) d[i] = i < nk ? src[i][off] : (T)0;
         }
         bad |= FC_LOCAL(winograd_kernel_from_stage)(stage[0], FC_WINO_KERNEL_CHUNK * FC_MR, n,
                                                     u + c0 * FC_MR, us);
@@ -222,6 +275,7 @@ static int FC_LOCAL(conv2d_fwd_winograd)(const fc_conv2d_params *p, const fc_tun
     /* U_e for every group, packed like the direct path's weights: [e][group][k block][C][MR];
      * the 16 U_e are written together, so their stride is skewed off a power of two too */
     const fc_index u_stride = kblocks * FC_MR * Cg + 48; /* one (e, group) */
+    const int prefetch_u = sizeof(T) * 16 * (size_t)(Kg * Cg) > FC_WINO_PREFETCH_U_BYTES;
     const fc_weight_layout ws = fc_weight_layout_of(p);
     T *up = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(16 * G * u_stride));
     if (!up) return FC_ENOMEM;
@@ -321,9 +375,16 @@ static int FC_LOCAL(conv2d_fwd_winograd)(const fc_conv2d_params *p, const fc_tun
                     for (fc_index c = 0; c < kc; c++) rows[c] = vb + e * v_stride + (c0 + c) * TB;
                     for (fc_index j = 0; j < nb; j += FC_NR) {
                         FC_NR_NAME(gemm_pack_b_panel)(kc, rows, j, stage);
-                        for (fc_index kb = kb0; kb < kb1; kb++)
-                            FC_GEMM(kc, ue + kb * FC_MR * Cg + c0 * FC_MR, stage,
-                                    me + kb * FC_MR * TB + j, TB, FC_MR, FC_NR, c0 > 0, NULL);
+                        for (fc_index kb = kb0; kb < kb1; kb++) {
+                            const T *a = ue + kb * FC_MR * Cg + c0 * FC_MR;
+                            /* the next A panel, one call ahead: U (16 C K values, 16 MB in
+                             * res-512-7x7) comes from L3 on each block's first panel, and a
+                             * panel is too short a run for the prefetchers to get ahead of */
+                            if (prefetch_u && kb + 1 < kb1)
+                                fc_prefetch(a + FC_MR * Cg, sizeof(T) * (size_t)(kc * FC_MR));
+                            FC_GEMM(kc, a, stage, me + kb * FC_MR * TB + j, TB, FC_MR, FC_NR,
+                                    c0 > 0, NULL);
+                        }
                     }
                 }
             }
