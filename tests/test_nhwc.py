@@ -416,6 +416,56 @@ def test_weight_gradient_in_place_equals_packed(shape, kwargs, dtype, isa):
                  gy16.shape[2], scale)
 
 
+# (x shape NHWC, output channels, kwargs), 3x3 kernels: the segments' weight gradient at its
+# batch chunks' edges: batches that the chunks do not divide evenly (each chunk's sums in a copy
+# of dW, added in order), whose copies are transposed into OIHW 16 of dW's (channel, tap) columns
+# by 16 output channels at a time (whole blocks, and ragged ones in both directions: 90 or 108
+# columns, 40 or 72 channels), or added in place into HWIO; one K block per task and two or more
+# (the runs read in place for up to two, packed beyond: 96 channels are three on AVX-512 float32,
+# six on AVX2), on 8 x 8 images whose pixel chunks run across images and whose border pixels'
+# kernel rows reach the padding; groups, strides and dilated taps
+WEIGHT_CHUNKS = {
+    "n5-c32-8x8": ((5, 8, 8, 32), 32, dict(padding=1)),
+    "n7-c64-8x8": ((7, 8, 8, 64), 64, dict(padding=1)),
+    "n3-c20-k40-groups2": ((3, 6, 7, 20), 40, dict(padding=1, groups=2)),
+    "n4-c12-k72-s2": ((4, 9, 9, 12), 72, dict(stride=2, padding=(1, 0))),
+    "n3-c16-k96": ((3, 5, 6, 16), 96, dict(padding=(0, 1))),
+    "n2-c8-k48-dilated": ((2, 9, 8, 8), 48, dict(padding=2, dilation=(1, 2))),
+}
+
+
+@pytest.mark.parametrize("weight_format", ["OIHW", "HWIO"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape, k, kwargs", list(WEIGHT_CHUNKS.values()), ids=list(WEIGHT_CHUNKS))
+def test_weight_gradient_batch_chunks(shape, k, kwargs, dtype, weight_format, isa):
+    """The reference's dW in either weight layout, the same on 1 and 2 threads; NaN and Inf
+    sprinkled in x and dY give the reference's NaN and Inf."""
+    rng = np.random.default_rng(23)
+    groups = kwargs.get("groups", 1)
+    x = rng.standard_normal(shape).astype(dtype)
+    ws = (k, shape[3] // groups, 3, 3)
+    gy = rng.standard_normal(F.conv2d(x, np.zeros(ws, dtype), **kwargs,
+                                      data_format="NHWC").shape).astype(dtype)
+    fmt = dict(**kwargs, data_format="NHWC", weight_format=weight_format)
+    wshape = ws if weight_format == "OIHW" else (3, 3, ws[1], k)
+
+    def dw(x, gy):
+        got = F.conv2d_weight(x, wshape, gy, **fmt)
+        return got if weight_format == "OIHW" else got.transpose(3, 2, 0, 1)
+
+    dilation = pair(kwargs.get("dilation", 1))
+    args = (pair(kwargs.get("stride", 1)), padding4(kwargs["padding"], 3, dilation), dilation,
+            groups)
+    length = gy.shape[0] * gy.shape[1] * gy.shape[2]
+    expected = ref.conv2d_backward(nchw(gy), nchw(x), np.zeros(ws, dtype), *args)[1]
+    scale = ref.conv2d_backward(np.abs(nchw(gy)), np.abs(nchw(x)), np.zeros(ws, dtype), *args)[1]
+    assert_close(dw(x, gy), expected, length, scale)
+    assert_same_for_1_and_2_threads([lambda: F.conv2d_weight(x, wshape, gy, **fmt)])
+    xn, gyn = _sprinkled(shape, dtype, 5, 0.002), _sprinkled(gy.shape, dtype, 6, 0.002)
+    expected = ref.conv2d_backward(nchw(gyn), nchw(xn), np.zeros(ws, dtype), *args)[1]
+    assert_same_nonfinite(dw(xn, gyn), expected, length)
+
+
 # (dX shape NHWC, weight shape OIHW, kwargs): the transposed input gradient whose forward pass of
 # dY runs Winograd (24 and 20 channels) or direct (a 3x2 dilated kernel, four paddings), on one
 # group (the weights read in place through a flipped, transposed view) and on two (a copy)

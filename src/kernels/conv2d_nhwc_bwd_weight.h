@@ -10,7 +10,7 @@
  * padding, so padding multiplies as in the definition, and the products are exactly the
  * reference's (no fallback for Inf or NaN). Per chunk of pixels dY is packed into NR-column
  * panels (conv2d_pack.h) and the runs into MR-row panels of X^T, each gathered once and read by
- * every K block (the GEMM microkernel, conv2d_gemm_ukernel.h); with a single K block the runs
+ * every K block (the GEMM microkernel, conv2d_gemm_ukernel.h); with one or two K blocks the runs
  * are read in place instead (gemm_cols, conv2d_nhwc_ukernel.h).
  *
  * Loop structure: tasks are (batch chunk, group, part of the segments' MR-row blocks). A task sums
@@ -19,11 +19,11 @@
  * MR-row blocks of them, then over K blocks and MR-row blocks runs the microkernel. Each batch
  * chunk's sums go to its own copy of dW as whole rows of K (HWIO order, whatever the weights'
  * layout: scattering them into OIHW one value at a time would miss the cache on every store), and
- * the copies are added in a fixed order at the end, transposed into OIHW in cache-sized blocks
- * where the weights are OIHW, so results do not depend on the thread count. With one batch chunk
- * (batch 1) and OIHW weights there is nothing to add: each task transposes its accumulator, still
- * in cache, into dW; there, with at least four K blocks in all, tasks are (group, K block) over
- * every row instead, so that each writes whole rows of dW.
+ * the copies are added in a fixed order at the end (whole rows of K at a time), transposed into
+ * OIHW in 16 x 16 register blocks where the weights are OIHW, so results do not depend on the
+ * thread count. With one batch chunk (batch 1) and OIHW weights there is nothing to add: each task
+ * transposes its accumulator, still in cache, into dW; there, with at least four K blocks in all,
+ * tasks are (group, K block) over every row instead, so that each writes whole rows of dW.
  *
  * Few taps (nhwc_bwd_weight_few_taps): the GEMM turned round, dW[K, R] += dY^T col(X), where a
  * first layer's K far from a multiple of NR and its kernel rows of a few values padded to MR
@@ -63,6 +63,25 @@ static int FC_LOCAL(nhwc_bias_grad)(const fc_conv2d_params *p, const fc_tuning *
     }
     free(part);
     return FC_OK;
+}
+
+/* dst[k * ld + r] = src[r * K + k] for r < rows (at most 16), k < K: 16 x 16 blocks transposed in
+ * registers where the file has them (conv2d_pack.h), the ragged ones value by value. */
+static void FC_LOCAL(nhwc_transpose_rows)(const T *src, fc_index rows, fc_index K, T *dst,
+                                          fc_index ld) {
+    for (fc_index k0 = 0; k0 < K; k0 += 16) {
+        const fc_index k1 = FC_MIN(K, k0 + 16);
+#ifdef FC_HAVE_VEC16
+        if (k1 - k0 == 16 && rows == 16) {
+            const T *rp[16];
+            for (int i = 0; i < 16; i++) rp[i] = src + i * K + k0;
+            FC_LOCAL(transpose_block16)(rp, dst + k0 * ld, ld);
+            continue;
+        }
+#endif
+        for (fc_index k = k0; k < k1; k++)
+            for (fc_index r = 0; r < rows; r++) dst[k * ld + r] = src[r * K + k];
+    }
 }
 
 /* a[r] for pixels [f0, f0 + n) of the batch counted across images (pixel f is pixel f % P of image
@@ -260,12 +279,16 @@ static int FC_LOCAL(conv2d_nhwc_bwd_weight_direct)(const fc_conv2d_params *p, co
      * images of a batch chunk (dY's pixels are consecutive rows), so images with few pixels still
      * give the microkernel a long reduction per accumulator tile */
     const fc_index qc = FC_MIN(tn->kc, N * P);
-    /* With one K block per task each MR-row block of X^T is read once: the microkernel reads the
-     * runs in place (gemm_cols), as the copy into panels would, and stores nothing; at most NR/2
-     * output channels (res14-16's 16 on AVX-512 float32) run two blocks of a segment at a time on
-     * the half-width tile instead of a full one half on zero columns. Every element's sum is the
+    /* With one or two K blocks per task the microkernel reads the runs in place (gemm_cols), K
+     * block after K block, instead of a copy of X^T into MR-row panels: with one, each block is
+     * read once either way and the copy stores for nothing; with two (64 output channels on
+     * AVX-512 float32: vgg-64, res14-64), reading the runs twice from L1/L2 cost less than the
+     * copy, which wrote the chunk's panels to L2 (a quarter of vgg-64's samples outside the
+     * microkernel) and read them back twice (docs/KERNELS.md). At most NR/2 output channels
+     * (res14-16's 16 on AVX-512 float32) run two blocks of a segment at a time on the
+     * half-width tile instead of a full one half on zero columns. Every element's sum is the
      * packed path's, bit for bit. */
-    const int x_in_place = task_kblocks == 1;
+    const int x_in_place = task_kblocks <= 2;
     const fc_index ntasks = chunks * G * parts * kparts,
                    copies = transpose_own ? 0 : chunks - in_place;
     int failed = 0;
@@ -323,20 +346,22 @@ static int FC_LOCAL(conv2d_nhwc_bwd_weight_direct)(const fc_conv2d_params *p, co
                                                         stage, used, a + (s - s0) * kc);
                 FC_NR_NAME(gemm_pack_b)(kc, kw, gy + f0 * K + g * Kg + k0, K, bp);
                 if (x_in_place) {
-                    for (fc_index b = b0; b < b1;) {
-                        const fc_index s = b / mblocks, m0 = (b % mblocks) * FC_MR;
-                        const T *const *col = a + (s - s0) * kc;
-                        T *c = acc + (b - b0) * FC_MR * ld;
+                    for (fc_index kb = 0; kb < task_kblocks; kb++)
+                        for (fc_index b = b0; b < b1;) {
+                            const fc_index s = b / mblocks, m0 = (b % mblocks) * FC_MR;
+                            const T *const *col = a + (s - s0) * kc;
+                            const T *bk = bp + kb * kc * FC_NR;
+                            T *c = acc + (b - b0) * FC_MR * ld + kb * FC_NR;
 #if FC_HAVE_GEMM_HALF
-                        if (kw <= FC_NR / 2 && b + 1 < b1 && m0 + FC_MR < sg.len_pad) {
-                            FC_GEMM_COLS_UKERNEL_HALF(kc, col, m0, bp, c, ld);
-                            b += 2;
-                            continue;
-                        }
+                            if (kw <= FC_NR / 2 && b + 1 < b1 && m0 + FC_MR < sg.len_pad) {
+                                FC_GEMM_COLS_UKERNEL_HALF(kc, col, m0, bk, c, ld);
+                                b += 2;
+                                continue;
+                            }
 #endif
-                        FC_UKERNEL(gemm_cols_ukernel)(kc, col, m0, bp, c, ld);
-                        b++;
-                    }
+                            FC_UKERNEL(gemm_cols_ukernel)(kc, col, m0, bk, c, ld);
+                            b++;
+                        }
                     continue;
                 }
                 /* X^T packed once per chunk as [block][pixel][MR] panels, read by every K
@@ -419,30 +444,42 @@ static int FC_LOCAL(conv2d_nhwc_bwd_weight_direct)(const fc_conv2d_params *p, co
         free(a);
         FC_PRAGMA(omp barrier)
         if (!failed && in_place && chunks > 1) {
+            /* gw + partial 1 + partial 2 + ..., in blocks of dW (whole vectors of adds) */
             FC_PRAGMA(omp for schedule(static))
-            for (fc_index e = 0; e < wsize; e++) {
-                T sum = gw[e];
-                for (fc_index c = 1; c < chunks; c++) sum += partial[(c - 1) * wsize + e];
-                gw[e] = sum;
+            for (fc_index e0 = 0; e0 < wsize; e0 += 4096) {
+                const fc_index e1 = FC_MIN(wsize, e0 + 4096);
+                for (fc_index c = 1; c < chunks; c++) {
+                    const T *part = partial + (c - 1) * wsize;
+                    for (fc_index e = e0; e < e1; e++) gw[e] += part[e];
+                }
             }
         } else if (!failed && copies) {
             /* dW[k][c][tap] = the chunks' sums of row tap * Cg + c, column k, in chunk order: per
-             * block of 16 output channels and 16 input channels, so the reads (16 columns of a
-             * row) and the writes (16 channels' taps of a row of dW) each stay within a few
-             * cache lines */
-            const fc_index cblocks = FC_CEIL_DIV(Cg, 16);
-            FC_PRAGMA(omp for schedule(static))
-            for (fc_index blk = 0; blk < FC_CEIL_DIV(K, 16) * cblocks; blk++) {
-                const fc_index k0 = blk / cblocks * 16, c0 = blk % cblocks * 16;
-                for (fc_index k = k0; k < FC_MIN(k0 + 16, K); k++)
-                    for (fc_index c = c0; c < FC_MIN(c0 + 16, Cg); c++)
-                        for (fc_index tap = 0; tap < kk; tap++) {
-                            const T *src = partial + (tap * Cg + c) * K + k;
-                            T sum = src[0];
-                            for (fc_index ch = 1; ch < chunks; ch++) sum += src[ch * wsize];
-                            gw[(k * Cg + c) * kk + tap] = sum;
-                        }
+             * block of 16 of dW's (c, tap) columns, the 16 rows' sums over the chunks as whole
+             * rows of K (vector adds, in chunk order), then 16 x 16 blocks of them transposed
+             * in registers into dW (one value at a time, the chunks' reads were strided by a
+             * copy's size, a multiple of 4 KB on 64-channel layers that lands in one cache set) */
+            const fc_index R = Cg * kk;
+            T *rows16 = (T *)fc_aligned_alloc(sizeof(T) * (size_t)(16 * K));
+            if (!rows16) {
+                FC_PRAGMA(omp atomic write)
+                failed = 1;
             }
+            FC_PRAGMA(omp for schedule(static))
+            for (fc_index r0 = 0; r0 < R; r0 += 16) {
+                if (!rows16) continue;
+                const fc_index r1 = FC_MIN(R, r0 + 16);
+                for (fc_index r = r0; r < r1; r++) {
+                    const fc_index c = r / kk, tap = r % kk;
+                    const T *src = partial + (tap * Cg + c) * K;
+                    T *sum = rows16 + (r - r0) * K;
+                    memcpy(sum, src, sizeof(T) * (size_t)K);
+                    for (fc_index ch = 1; ch < chunks; ch++)
+                        for (fc_index k = 0; k < K; k++) sum[k] += src[ch * wsize + k];
+                }
+                FC_LOCAL(nhwc_transpose_rows)(rows16, r1 - r0, K, gw + r0, R);
+            }
+            fc_aligned_free(rows16);
         }
     }
     fc_aligned_free(partial);
