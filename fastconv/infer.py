@@ -71,6 +71,11 @@ SERIAL_BELOW = 1 << 27
 
 FORMATS = ("auto", "NHWC", "NCHW")
 
+# channels last, convolutions run on weights packed once per plan, with the ReLU and a residual
+# block's addition in their epilogue (_Plan._prepacked); False runs the per-call passes (the
+# tests compare the two)
+PREPACK = True
+
 
 @dataclass
 class _Layer:
@@ -93,10 +98,12 @@ def _trace(model: nn.Module) -> list[_Layer]:
 
     def emit(m, x):
         if isinstance(m, models.BasicBlock):
+            # the shortcut first, so that the main path's last convolution, the layer before
+            # the addition, can add it in its own pass (_Plan._conv)
+            shortcut = x if m.downsample is None else emit(m.downsample, x)
             out = x
             for name in ("conv1", "bn1", "relu1", "conv2", "bn2"):
                 out = emit(getattr(m, name), out)
-            shortcut = x if m.downsample is None else emit(m.downsample, x)
             if out in (x, shortcut):  # no layer made a buffer of its own to add into
                 v.fail(OP, "a BasicBlock whose main path makes no new array is not supported")
             layers.append(_Layer("add_relu", (out, shortcut), out))
@@ -161,10 +168,18 @@ class _Plan:
         self.buffers = {0: np.empty(first, dtype)}
         self.steps = []
         self.multiply_adds = 0  # of the convolutions and linear layers
+        self.prepacked = 0  # convolutions on weights packed once (PrepackedConv)
         # per slot: the NCHW shape it holds, and whether it is a flattened channels-last map
         shapes = {0: shape}
         flattened = {}
-        for layer in layers:
+        # add_relu layers a convolution's epilogue ran, and slots a convolution's epilogue
+        # already took through the ReLU that _trace moved to the max pool after it
+        self._fused, self._relu_done = set(), set()
+        for i, layer in enumerate(layers):
+            self._next = layers[i + 1] if i + 1 < len(layers) else None
+            if id(layer) in self._fused:
+                shapes[layer.output] = shapes[layer.inputs[0]]
+                continue
             x = self.buffers[layer.inputs[0]]
             xs = shapes[layer.inputs[0]]
             step, out_shape = getattr(self, "_" + layer.kind)(layer, x, xs, dtype, fmt,
@@ -194,6 +209,10 @@ class _Plan:
                             a["groups"], fmt, "HWIO" if fmt == "NHWC" else "OIHW")
         bias = None if a["bias"] is None else np.ascontiguousarray(a["bias"], dtype)
         y = np.zeros(g.output_shape, dtype)
+        self.multiply_adds += int(np.prod(y.shape)) * int(np.prod(weight.shape)) // g.out_channels
+        if PREPACK and fmt == "NHWC" and _kernels.conv_plan(g, "forward", dtype)[0] \
+                in _kernels.PREPACKED_ALGORITHMS:
+            return self._prepacked(layer, g, x, weight, bias, y)
         fused = a["relu"] and fmt == "NCHW"  # the NHWC kernels have no ReLU epilogue
         then_relu = a["relu"] and not fused and not a.get("relu_in_pool")
 
@@ -201,14 +220,34 @@ class _Plan:
             _kernels.conv2d_forward(g, x, weight, bias, y, nt, fused)
             if then_relu:
                 _kernels.relu_forward(y, y, nt)
-        self.multiply_adds += int(np.prod(y.shape)) * int(np.prod(weight.shape)) // g.out_channels
         return _Step(y, call), (g.batch, g.out_channels, g.out_h, g.out_w)
+
+    def _prepacked(self, layer, g, x, weight, bias, y):
+        """A channels-last convolution on weights packed once for this plan (the per-call pass
+        packs them on every call: for Winograd the kernel transform, as long as the layer's
+        GEMMs on a single image's 8 x 8 map), its ReLU, and the residual block's addition and
+        ReLU when the next layer is that and reads the shortcut from an earlier buffer, run in
+        its epilogue on each tile while it is in cache (bit for bit the separate passes)."""
+        relu = bool(layer.args["relu"])
+        if layer.args.get("relu_in_pool"):  # done here, in cache, rather than after the pool
+            self._relu_done.add(layer.output)
+        residual = None
+        nxt = self._next
+        if nxt is not None and nxt.kind == "add_relu" and nxt.inputs[0] == layer.output \
+                and not relu and nxt.inputs[1] in self.buffers \
+                and self.buffers[nxt.inputs[1]].shape == y.shape:
+            residual, relu = self.buffers[nxt.inputs[1]], True
+            self._fused.add(id(nxt))
+        conv = _kernels.PrepackedConv(g, x, weight, bias, residual, y, relu)
+        self.prepacked += 1
+        return _Step(y, conv.run), (g.batch, g.out_channels, g.out_h, g.out_w)
 
     def _maxpool(self, layer, x, xs, dtype, fmt, _):
         kernel, stride, padding, dilation, ceil_mode = layer.args["args"]
         g = v.pool_geometry(CALL, x.shape, kernel, stride, padding, dilation, ceil_mode, fmt)
         y = np.zeros(g.output_shape, dtype)
-        relu = layer.args.get("relu") and fmt == "NHWC"  # the convolution's, moved here
+        # the convolution's, moved here, unless its epilogue ran it
+        relu = layer.args.get("relu") and fmt == "NHWC" and layer.inputs[0] not in self._relu_done
 
         def call(nt):
             _kernels.maxpool2d_forward(g, x, y, None, nt)
@@ -321,9 +360,10 @@ class Executor:
         # layers most) and match them on the ConvNet (docs/KERNELS.md); NCHW on the scalar path,
         # where without vector registers the channels-last kernels have no wide channel tile to
         # win with. Decided per call's ISA (use_isa is per thread), so the layout is in the key.
-        nhwc = self.data_format == "NHWC" or (self.data_format == "auto"
-                                              and _kernels.selected_isa() != "scalar")
-        key = (x.shape, x.dtype, nhwc)
+        isa = _kernels.selected_isa()
+        nhwc = self.data_format == "NHWC" or (self.data_format == "auto" and isa != "scalar")
+        # the ISA too: a channels-last plan's packed weights are in its ISA's tile
+        key = (x.shape, x.dtype, nhwc, isa)
         plan = self._plans.get(key)
         if plan is None:
             plan = _Plan(self._layers, x.shape, x.dtype, nhwc)
