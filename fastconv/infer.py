@@ -165,7 +165,9 @@ class _Plan:
         fmt = "NHWC" if nhwc else "NCHW"
         n, c, h, w = shape
         first = (n, h, w, c) if nhwc else shape
-        self.buffers = {0: np.empty(first, dtype)}
+        self._reuse_plan(layers)
+        self._index, self._root = -1, 0
+        self.buffers = {0: self._alloc(first, dtype)}
         self.steps = []
         self.multiply_adds = 0  # of the convolutions and linear layers
         self.prepacked = 0  # convolutions on weights packed once (PrepackedConv)
@@ -177,6 +179,7 @@ class _Plan:
         self._fused, self._relu_done = set(), set()
         for i, layer in enumerate(layers):
             self._next = layers[i + 1] if i + 1 < len(layers) else None
+            self._index, self._root = i, self._roots[layer.output]
             if id(layer) in self._fused:
                 shapes[layer.output] = shapes[layer.inputs[0]]
                 continue
@@ -196,9 +199,39 @@ class _Plan:
         self.result = self.buffers[layers[-1].output]
         self.result_nhwc = nhwc and self.result.ndim == 4
 
-    def _array(self, nchw_shape, dtype, fmt):
-        return np.zeros(v.from_nchw(nchw_shape, fmt) if len(nchw_shape) == 4 else nchw_shape,
-                        dtype)
+    def _reuse_plan(self, layers):
+        """Which buffer each slot lives in and when each buffer is last read, for _alloc: a
+        flatten's slot is a view of its input's buffer and an in-place layer's (add_relu) its
+        input's, so a buffer lives until the last layer reading any slot in it; the result's
+        lives to the end."""
+        self._roots = {0: 0}
+        for layer in layers:
+            same = layer.kind == "flatten" or layer.output in layer.inputs
+            self._roots[layer.output] = (self._roots[layer.inputs[0]] if same
+                                         else layer.output)
+        self._last = {}
+        for i, layer in enumerate(layers):
+            for slot in layer.inputs:
+                self._last[self._roots[slot]] = i
+        self._last[self._roots[layers[-1].output]] = len(layers)
+        self._pool = []  # [flat array, index of the last layer reading what it holds]
+
+    def _alloc(self, shape, dtype):
+        """The output array of the layer being planned (self._index): a view of the smallest
+        pooled buffer no later layer reads (its last reader runs before this layer, so the layer
+        never writes what it reads), else a new one. Activations then take a few buffers rather
+        than one each: at batch 64 ResNet-14's would outgrow the L3 cache, and a single image's
+        stay in L2 from call to call."""
+        size = int(np.prod(shape))
+        free = [entry for entry in self._pool if entry[1] < self._index
+                and entry[0].dtype == dtype and entry[0].size >= size]
+        if free:
+            entry = min(free, key=lambda e: e[0].size)
+        else:
+            entry = [np.zeros(size, dtype), 0]
+            self._pool.append(entry)
+        entry[1] = self._last.get(self._root, len(self._roots))
+        return entry[0][:size].reshape(shape)
 
     def _conv(self, layer, x, xs, dtype, fmt, _):
         a = layer.args
@@ -208,7 +241,7 @@ class _Plan:
         g = v.conv_geometry(CALL, x.shape, weight.shape, a["stride"], a["padding"], a["dilation"],
                             a["groups"], fmt, "HWIO" if fmt == "NHWC" else "OIHW")
         bias = None if a["bias"] is None else np.ascontiguousarray(a["bias"], dtype)
-        y = np.zeros(g.output_shape, dtype)
+        y = self._alloc(g.output_shape, dtype)
         self.multiply_adds += int(np.prod(y.shape)) * int(np.prod(weight.shape)) // g.out_channels
         if PREPACK and fmt == "NHWC" and _kernels.conv_plan(g, "forward", dtype)[0] \
                 in _kernels.PREPACKED_ALGORITHMS:
@@ -245,7 +278,7 @@ class _Plan:
     def _maxpool(self, layer, x, xs, dtype, fmt, _):
         kernel, stride, padding, dilation, ceil_mode = layer.args["args"]
         g = v.pool_geometry(CALL, x.shape, kernel, stride, padding, dilation, ceil_mode, fmt)
-        y = np.zeros(g.output_shape, dtype)
+        y = self._alloc(g.output_shape, dtype)
         # the convolution's, moved here, unless its epilogue ran it
         relu = layer.args.get("relu") and fmt == "NHWC" and layer.inputs[0] not in self._relu_done
 
@@ -266,12 +299,12 @@ class _Plan:
         # NCHW: the adaptive kernel, as AdaptiveAvgPool2d itself runs, sums each plane in one
         # run; the pooling kernel's walk of one plane-sized window costs tens of times more
         g = v.adaptive_geometry(CALL, x.shape, 1)
-        y = np.zeros(g.output_shape, dtype)
+        y = self._alloc(g.output_shape, dtype)
         return _Step(y, lambda nt: _kernels.adaptive_avgpool2d_forward(g, x, y, nt)), y.shape
 
     def _average(self, x, dtype, fmt, kernel, stride, padding, ceil_mode, include, divisor):
         g = v.pool_geometry(CALL, x.shape, kernel, stride, padding, 1, ceil_mode, fmt)
-        y = np.zeros(g.output_shape, dtype)
+        y = self._alloc(g.output_shape, dtype)
 
         def call(nt):
             _kernels.avgpool2d_forward(g, x, y, nt, count_include_pad=include,
@@ -293,7 +326,7 @@ class _Plan:
             weight = weight.reshape(-1, c, h, w).transpose(0, 2, 3, 1).reshape(len(weight), -1)
         weight = np.ascontiguousarray(weight)
         bias = None if a["bias"] is None else np.ascontiguousarray(a["bias"], dtype)
-        y = np.zeros((x.shape[0], weight.shape[0]), dtype)
+        y = self._alloc((x.shape[0], weight.shape[0]), dtype)
         relu = a.get("relu", False)
 
         def call(nt):
@@ -304,7 +337,7 @@ class _Plan:
         return _Step(y, call), y.shape
 
     def _relu(self, layer, x, xs, dtype, fmt, _):
-        y = np.zeros(x.shape, dtype)
+        y = self._alloc(x.shape, dtype)
         return _Step(y, lambda nt: _kernels.relu_forward(x, y, nt)), xs
 
     def _add_relu(self, layer, x, xs, dtype, fmt, _):
@@ -314,7 +347,7 @@ class _Plan:
         return _Step(x, lambda nt: _kernels.add_relu_forward(x, b, x, nt)), xs
 
     def _copy(self, layer, x, xs, dtype, fmt, _):
-        y = np.zeros(x.shape, dtype)
+        y = self._alloc(x.shape, dtype)
         return _Step(y, lambda nt: np.copyto(y, x)), xs
 
 
