@@ -311,6 +311,7 @@ def test_prepacked_executor_equals_the_per_call_one(name, batch, dtype, isa, mon
         got = run(x)
         plan = next(iter(run._plans.values()))
         assert plan.prepacked == sum(layer.kind == "conv" for layer in run._layers)
+        assert len(plan._pool) < len(plan.buffers)  # activations share buffers
         # each residual block's addition in its second convolution: no step of its own
         assert len(plan.steps) == sum(layer.kind not in ("flatten", "add_relu")
                                       for layer in run._layers)
