@@ -111,6 +111,18 @@ cdef extern from "fastconv.h" nogil:
                                       float *gw, float *gb, int nthreads)
     int fc_f64_conv2d_nhwc_bwd_weight(const fc_conv2d_params *p, const double *gy, const double *x,
                                       double *gw, double *gb, int nthreads)
+    int fc_f32_conv2d_nhwc_prepack(const fc_conv2d_params *p, const float *w, const float *bias,
+                                   float *packed, fc_index *size, int nthreads)
+    int fc_f64_conv2d_nhwc_prepack(const fc_conv2d_params *p, const double *w,
+                                   const double *bias, double *packed, fc_index *size,
+                                   int nthreads)
+    int fc_f32_conv2d_nhwc_fwd_prepacked(const fc_conv2d_params *p, const float *x,
+                                         const float *w, const float *packed, const float *bias,
+                                         const float *residual, float *y, int nthreads)
+    int fc_f64_conv2d_nhwc_fwd_prepacked(const fc_conv2d_params *p, const double *x,
+                                         const double *w, const double *packed,
+                                         const double *bias, const double *residual, double *y,
+                                         int nthreads)
 
     int fc_f32_maxpool2d_nhwc_fwd(const fc_pool2d_params *p, const float *x, float *y,
                                   int64_t *indices, int nthreads)

@@ -320,6 +320,92 @@ def conv2d_forward(geometry, cnp.ndarray x, cnp.ndarray w, object bias, cnp.ndar
         _conv2d_forward(<double *>_ptr(y), &p, _nhwc(geometry), x, w, bias, nthreads)
 
 
+# the algorithms whose weights conv2d_nhwc_prepack packs (conv2d_nhwc_prepacked.h)
+PREPACKED_ALGORITHMS = ("winograd", "direct", "im2col")
+
+
+cdef class PrepackedConv:
+    """A channels-last convolution forward with its weights packed once (fastconv.infer's
+    plans; src/kernels/conv2d_nhwc_prepacked.h) and its arrays bound: ``run(nthreads)`` writes
+    y = conv2d(x, w) + bias (+ residual unless None), then ReLU if `relu`, equal bit for bit to
+    conv2d_forward followed by add_relu_forward or relu_forward. The algorithm is the plan's
+    (with any force_conv_algorithms); Winograd kernels whose transform is not finite are packed
+    for direct, its fallback. The panels are the ISA's selected when it is made: run raises
+    RuntimeError under another. ValueError when the plan's algorithm packs nothing (depthwise:
+    run conv2d_forward) or the geometry is not channels last. y must not overlap the inputs."""
+    cdef fc_conv2d_params p
+    cdef readonly str algorithm
+    cdef readonly int isa
+    cdef readonly object packed
+    cdef object x, w, bias, residual, y
+    cdef bint f32
+
+    def __init__(self, geometry, cnp.ndarray x, cnp.ndarray w, object bias, object residual,
+                 cnp.ndarray y, bint relu=False):
+        if not _nhwc(geometry):
+            raise ValueError("PrepackedConv: the geometry must be channels last")
+        self.p = _conv_params(geometry, 0)
+        self.p.relu = relu
+        self.f32 = _is_f32(y)
+        self.isa = fc_isa_selected()
+        cdef fc_dtype dt = FC_DTYPE_f32 if self.f32 else FC_DTYPE_f64
+        cdef fc_conv_plan plan
+        _check_conv(fc_conv2d_plan(FC_CONV_NHWC_FWD, dt, self.isa, &self.p, &plan),
+                    FC_CONV_NHWC_FWD, &self.p, dt)
+        if CONV_ALGORITHMS[plan.algorithm] not in PREPACKED_ALGORITHMS:
+            raise ValueError(f"PrepackedConv: the plan's algorithm "
+                             f"{CONV_ALGORITHMS[plan.algorithm]!r} packs no weights")
+        self.p.algorithm = plan.algorithm
+        if self._pack(w, bias) == FC_EALGORITHM:  # Winograd kernels not finite
+            self.p.algorithm = plan.nonfinite
+            _check_conv(self._pack(w, bias), FC_CONV_NHWC_FWD, &self.p, dt)
+        self.algorithm = CONV_ALGORITHMS[self.p.algorithm]
+        self.x, self.w, self.bias, self.residual, self.y = x, w, bias, residual, y
+
+    cdef int _pack(self, cnp.ndarray w, object bias) except -2:
+        cdef fc_index size = 0
+        cdef int rc
+        if self.f32:
+            rc = fc_f32_conv2d_nhwc_prepack(&self.p, <float *>_ptr(w), <float *>_ptr(bias),
+                                            NULL, &size, 1)
+        else:
+            rc = fc_f64_conv2d_nhwc_prepack(&self.p, <double *>_ptr(w), <double *>_ptr(bias),
+                                            NULL, &size, 1)
+        if rc != FC_OK:
+            return rc
+        self.packed = np.empty(size, np.float32 if self.f32 else np.float64)
+        if self.f32:
+            return fc_f32_conv2d_nhwc_prepack(&self.p, <float *>_ptr(w), <float *>_ptr(bias),
+                                              <float *>_ptr(self.packed), &size, 1)
+        return fc_f64_conv2d_nhwc_prepack(&self.p, <double *>_ptr(w), <double *>_ptr(bias),
+                                          <double *>_ptr(self.packed), &size, 1)
+
+    def run(self, int nthreads):
+        if _must_hop(nthreads):
+            return _on_fresh_thread(self.run, nthreads)
+        if fc_isa_selected() != self.isa:
+            raise RuntimeError(f"PrepackedConv: packed for {fc_isa_name(self.isa).decode()}, "
+                               f"called under {fc_isa_name(fc_isa_selected()).decode()}")
+        cdef void *x = _ptr(self.x)
+        cdef void *w = _ptr(self.w)
+        cdef void *packed = _ptr(self.packed)
+        cdef void *bias = _ptr(self.bias)
+        cdef void *residual = _ptr(self.residual)
+        cdef void *y = _ptr(self.y)
+        cdef int rc
+        with nogil:
+            if self.f32:
+                rc = fc_f32_conv2d_nhwc_fwd_prepacked(&self.p, <float *>x, <float *>w,
+                                                      <float *>packed, <float *>bias,
+                                                      <float *>residual, <float *>y, nthreads)
+            else:
+                rc = fc_f64_conv2d_nhwc_fwd_prepacked(&self.p, <double *>x, <double *>w,
+                                                      <double *>packed, <double *>bias,
+                                                      <double *>residual, <double *>y,
+                                                      nthreads)
+        _check(rc)
+
+
 cdef int _conv2d_backward_input(real *gx, const fc_conv2d_params *p, bint nhwc, gy, w,
                                 bias, int nthreads) except -1:
     cdef const real *pgy = <real *>_ptr(gy)

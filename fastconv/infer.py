@@ -5,9 +5,11 @@ onnxruntime runs a graph it has loaded.
 What it does beyond ``fastconv.fuse.optimize`` (batch norms folded, convolution + ReLU fused,
 nothing kept for backward), and why:
 
-- **No allocation per call.** Every activation has a buffer of its own, made the first time an
+- **No allocation per call.** The activations live in a few buffers, made the first time an
   input shape is seen and reused by each later call with that shape (a few shapes are kept), so a
-  call touches no fresh pages and runs no NumPy allocation; only the result is a new array.
+  call touches no fresh pages and runs no NumPy allocation; only the result is a new array. A
+  buffer is reused by a later layer once every layer reading it has run (ResNet-14: 4 buffers,
+  0.21 MB at batch 1 and 13 MB at batch 64, rather than 0.59 and 37.5 MB).
 - **No checks per call.** Each layer's geometry is validated once, when its shape's plan is
   made; a call checks the input's shape and dtype and then runs the C kernels directly.
 - **Channels last** (``data_format="auto"``, the default: at every batch on a vector ISA; the
@@ -17,14 +19,20 @@ nothing kept for backward), and why:
   dimension, which suits strided and 1x1 layers and layers with few pixels, as a single image's
   8 x 8 and 16 x 16 maps are: the NCHW passes pad those to whole pixel panels), the weights are
   stored HWIO once, and a ``Flatten`` into a ``Linear`` permutes the linear weights' columns (once
-  per plan) rather than the activations. ReLU after a convolution is one in-place pass (the
-  channels-last kernels have no ReLU epilogue yet).
+  per plan) rather than the activations.
+- **Weights packed once** (channels last, ``_kernels.PrepackedConv``,
+  src/kernels/conv2d_nhwc_prepacked.h): each convolution's B panels, or for Winograd its kernel
+  transform, are written once per plan in the ISA's tile, where the per-call pass redoes them on
+  every call (at batch 1 as long as the GEMMs of an 8 x 8 layer). The ReLU after a convolution,
+  and a residual block's addition and ReLU, run in the convolution's epilogue on each tile while
+  it is in cache, rounded as the separate passes (bit for bit the same results).
 - **One thread for small plans**: a plan of fewer than ``SERIAL_BELOW`` multiply-adds (a
   network on one or a few images) runs on one thread whatever ``fastconv.get_num_threads()``
   says, since a second thread's wake-up and barrier at each of its small layers cost more than
   the thread saves; larger plans use ``get_num_threads()``.
 - **Residual blocks** (``fastconv.models.BasicBlock``): the shortcut's addition and the ReLU
-  after it run as one in-place pass over the second convolution's buffer.
+  after it run in the second convolution's epilogue (channels last; the shortcut is run
+  first), or as one in-place pass over its buffer (NCHW).
 
 Results equal ``fuse.optimize(model)(x)`` up to float32 reduction order (the channels-last
 kernels sum in another order; the NCHW ones as the layers do), and do not depend on
@@ -71,6 +79,11 @@ SERIAL_BELOW = 1 << 27
 
 FORMATS = ("auto", "NHWC", "NCHW")
 
+# channels last, convolutions run on weights packed once per plan, with the ReLU and a residual
+# block's addition in their epilogue (_Plan._prepacked); False runs the per-call passes (the
+# tests compare the two)
+PREPACK = True
+
 
 @dataclass
 class _Layer:
@@ -93,10 +106,12 @@ def _trace(model: nn.Module) -> list[_Layer]:
 
     def emit(m, x):
         if isinstance(m, models.BasicBlock):
+            # the shortcut first, so that the main path's last convolution, the layer before
+            # the addition, can add it in its own pass (_Plan._conv)
+            shortcut = x if m.downsample is None else emit(m.downsample, x)
             out = x
             for name in ("conv1", "bn1", "relu1", "conv2", "bn2"):
                 out = emit(getattr(m, name), out)
-            shortcut = x if m.downsample is None else emit(m.downsample, x)
             if out in (x, shortcut):  # no layer made a buffer of its own to add into
                 v.fail(OP, "a BasicBlock whose main path makes no new array is not supported")
             layers.append(_Layer("add_relu", (out, shortcut), out))
@@ -158,13 +173,24 @@ class _Plan:
         fmt = "NHWC" if nhwc else "NCHW"
         n, c, h, w = shape
         first = (n, h, w, c) if nhwc else shape
-        self.buffers = {0: np.empty(first, dtype)}
+        self._reuse_plan(layers)
+        self._index, self._root = -1, 0
+        self.buffers = {0: self._alloc(first, dtype)}
         self.steps = []
         self.multiply_adds = 0  # of the convolutions and linear layers
+        self.prepacked = 0  # convolutions on weights packed once (PrepackedConv)
         # per slot: the NCHW shape it holds, and whether it is a flattened channels-last map
         shapes = {0: shape}
         flattened = {}
-        for layer in layers:
+        # add_relu layers a convolution's epilogue ran, and slots a convolution's epilogue
+        # already took through the ReLU that _trace moved to the max pool after it
+        self._fused, self._relu_done = set(), set()
+        for i, layer in enumerate(layers):
+            self._next = layers[i + 1] if i + 1 < len(layers) else None
+            self._index, self._root = i, self._roots[layer.output]
+            if id(layer) in self._fused:
+                shapes[layer.output] = shapes[layer.inputs[0]]
+                continue
             x = self.buffers[layer.inputs[0]]
             xs = shapes[layer.inputs[0]]
             step, out_shape = getattr(self, "_" + layer.kind)(layer, x, xs, dtype, fmt,
@@ -181,9 +207,39 @@ class _Plan:
         self.result = self.buffers[layers[-1].output]
         self.result_nhwc = nhwc and self.result.ndim == 4
 
-    def _array(self, nchw_shape, dtype, fmt):
-        return np.zeros(v.from_nchw(nchw_shape, fmt) if len(nchw_shape) == 4 else nchw_shape,
-                        dtype)
+    def _reuse_plan(self, layers):
+        """Which buffer each slot lives in and when each buffer is last read, for _alloc: a
+        flatten's slot is a view of its input's buffer and an in-place layer's (add_relu) its
+        input's, so a buffer lives until the last layer reading any slot in it; the result's
+        lives to the end."""
+        self._roots = {0: 0}
+        for layer in layers:
+            same = layer.kind == "flatten" or layer.output in layer.inputs
+            self._roots[layer.output] = (self._roots[layer.inputs[0]] if same
+                                         else layer.output)
+        self._last = {}
+        for i, layer in enumerate(layers):
+            for slot in layer.inputs:
+                self._last[self._roots[slot]] = i
+        self._last[self._roots[layers[-1].output]] = len(layers)
+        self._pool = []  # [flat array, index of the last layer reading what it holds]
+
+    def _alloc(self, shape, dtype):
+        """The output array of the layer being planned (self._index): a view of the smallest
+        pooled buffer no later layer reads (its last reader runs before this layer, so the layer
+        never writes what it reads), else a new one. Activations then take a few buffers rather
+        than one each: at batch 64 ResNet-14's would outgrow the L3 cache, and a single image's
+        stay in L2 from call to call."""
+        size = int(np.prod(shape))
+        free = [entry for entry in self._pool if entry[1] < self._index
+                and entry[0].dtype == dtype and entry[0].size >= size]
+        if free:
+            entry = min(free, key=lambda e: e[0].size)
+        else:
+            entry = [np.zeros(size, dtype), 0]
+            self._pool.append(entry)
+        entry[1] = self._last.get(self._root, len(self._roots))
+        return entry[0][:size].reshape(shape)
 
     def _conv(self, layer, x, xs, dtype, fmt, _):
         a = layer.args
@@ -193,7 +249,11 @@ class _Plan:
         g = v.conv_geometry(CALL, x.shape, weight.shape, a["stride"], a["padding"], a["dilation"],
                             a["groups"], fmt, "HWIO" if fmt == "NHWC" else "OIHW")
         bias = None if a["bias"] is None else np.ascontiguousarray(a["bias"], dtype)
-        y = np.zeros(g.output_shape, dtype)
+        y = self._alloc(g.output_shape, dtype)
+        self.multiply_adds += int(np.prod(y.shape)) * int(np.prod(weight.shape)) // g.out_channels
+        if PREPACK and fmt == "NHWC" and _kernels.conv_plan(g, "forward", dtype)[0] \
+                in _kernels.PREPACKED_ALGORITHMS:
+            return self._prepacked(layer, g, x, weight, bias, y)
         fused = a["relu"] and fmt == "NCHW"  # the NHWC kernels have no ReLU epilogue
         then_relu = a["relu"] and not fused and not a.get("relu_in_pool")
 
@@ -201,14 +261,34 @@ class _Plan:
             _kernels.conv2d_forward(g, x, weight, bias, y, nt, fused)
             if then_relu:
                 _kernels.relu_forward(y, y, nt)
-        self.multiply_adds += int(np.prod(y.shape)) * int(np.prod(weight.shape)) // g.out_channels
         return _Step(y, call), (g.batch, g.out_channels, g.out_h, g.out_w)
+
+    def _prepacked(self, layer, g, x, weight, bias, y):
+        """A channels-last convolution on weights packed once for this plan (the per-call pass
+        packs them on every call: for Winograd the kernel transform, as long as the layer's
+        GEMMs on a single image's 8 x 8 map), its ReLU, and the residual block's addition and
+        ReLU when the next layer is that and reads the shortcut from an earlier buffer, run in
+        its epilogue on each tile while it is in cache (bit for bit the separate passes)."""
+        relu = bool(layer.args["relu"])
+        if layer.args.get("relu_in_pool"):  # done here, in cache, rather than after the pool
+            self._relu_done.add(layer.output)
+        residual = None
+        nxt = self._next
+        if nxt is not None and nxt.kind == "add_relu" and nxt.inputs[0] == layer.output \
+                and not relu and nxt.inputs[1] in self.buffers \
+                and self.buffers[nxt.inputs[1]].shape == y.shape:
+            residual, relu = self.buffers[nxt.inputs[1]], True
+            self._fused.add(id(nxt))
+        conv = _kernels.PrepackedConv(g, x, weight, bias, residual, y, relu)
+        self.prepacked += 1
+        return _Step(y, conv.run), (g.batch, g.out_channels, g.out_h, g.out_w)
 
     def _maxpool(self, layer, x, xs, dtype, fmt, _):
         kernel, stride, padding, dilation, ceil_mode = layer.args["args"]
         g = v.pool_geometry(CALL, x.shape, kernel, stride, padding, dilation, ceil_mode, fmt)
-        y = np.zeros(g.output_shape, dtype)
-        relu = layer.args.get("relu") and fmt == "NHWC"  # the convolution's, moved here
+        y = self._alloc(g.output_shape, dtype)
+        # the convolution's, moved here, unless its epilogue ran it
+        relu = layer.args.get("relu") and fmt == "NHWC" and layer.inputs[0] not in self._relu_done
 
         def call(nt):
             _kernels.maxpool2d_forward(g, x, y, None, nt)
@@ -227,12 +307,12 @@ class _Plan:
         # NCHW: the adaptive kernel, as AdaptiveAvgPool2d itself runs, sums each plane in one
         # run; the pooling kernel's walk of one plane-sized window costs tens of times more
         g = v.adaptive_geometry(CALL, x.shape, 1)
-        y = np.zeros(g.output_shape, dtype)
+        y = self._alloc(g.output_shape, dtype)
         return _Step(y, lambda nt: _kernels.adaptive_avgpool2d_forward(g, x, y, nt)), y.shape
 
     def _average(self, x, dtype, fmt, kernel, stride, padding, ceil_mode, include, divisor):
         g = v.pool_geometry(CALL, x.shape, kernel, stride, padding, 1, ceil_mode, fmt)
-        y = np.zeros(g.output_shape, dtype)
+        y = self._alloc(g.output_shape, dtype)
 
         def call(nt):
             _kernels.avgpool2d_forward(g, x, y, nt, count_include_pad=include,
@@ -254,7 +334,7 @@ class _Plan:
             weight = weight.reshape(-1, c, h, w).transpose(0, 2, 3, 1).reshape(len(weight), -1)
         weight = np.ascontiguousarray(weight)
         bias = None if a["bias"] is None else np.ascontiguousarray(a["bias"], dtype)
-        y = np.zeros((x.shape[0], weight.shape[0]), dtype)
+        y = self._alloc((x.shape[0], weight.shape[0]), dtype)
         relu = a.get("relu", False)
 
         def call(nt):
@@ -265,7 +345,7 @@ class _Plan:
         return _Step(y, call), y.shape
 
     def _relu(self, layer, x, xs, dtype, fmt, _):
-        y = np.zeros(x.shape, dtype)
+        y = self._alloc(x.shape, dtype)
         return _Step(y, lambda nt: _kernels.relu_forward(x, y, nt)), xs
 
     def _add_relu(self, layer, x, xs, dtype, fmt, _):
@@ -275,7 +355,7 @@ class _Plan:
         return _Step(x, lambda nt: _kernels.add_relu_forward(x, b, x, nt)), xs
 
     def _copy(self, layer, x, xs, dtype, fmt, _):
-        y = np.zeros(x.shape, dtype)
+        y = self._alloc(x.shape, dtype)
         return _Step(y, lambda nt: np.copyto(y, x)), xs
 
 
@@ -321,9 +401,10 @@ class Executor:
         # layers most) and match them on the ConvNet (docs/KERNELS.md); NCHW on the scalar path,
         # where without vector registers the channels-last kernels have no wide channel tile to
         # win with. Decided per call's ISA (use_isa is per thread), so the layout is in the key.
-        nhwc = self.data_format == "NHWC" or (self.data_format == "auto"
-                                              and _kernels.selected_isa() != "scalar")
-        key = (x.shape, x.dtype, nhwc)
+        isa = _kernels.selected_isa()
+        nhwc = self.data_format == "NHWC" or (self.data_format == "auto" and isa != "scalar")
+        # the ISA too: a channels-last plan's packed weights are in its ISA's tile
+        key = (x.shape, x.dtype, nhwc, isa)
         plan = self._plans.get(key)
         if plan is None:
             plan = _Plan(self._layers, x.shape, x.dtype, nhwc)

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import DTYPES, assert_close
+from helpers import DTYPES, assert_close, isa_params
 
 import fastconv
-from fastconv import infer, init, models, nn
+from fastconv import _kernels, infer, init, models, nn
+from fastconv import _validation as v
 
 
 def _net_with_everything():
@@ -81,8 +82,8 @@ def test_auto_plans_channels_last_at_every_batch(batch):
         with fastconv.use_isa(isa):
             run(x)
         vector = isa != "scalar"
-        assert run._plans[(x.shape, x.dtype, vector)].nhwc == vector, isa
-    assert len(run._plans) == (2 if "scalar" in isas and len(isas) > 1 else 1)
+        assert run._plans[(x.shape, x.dtype, vector, isa)].nhwc == vector, isa
+    assert len(run._plans) == len(isas)  # one per ISA: the packed weights are the ISA's
 
 
 @pytest.mark.parametrize("data_format", infer.FORMATS)
@@ -175,3 +176,147 @@ def test_noncontiguous_input():
 def test_errors(call, exc, message):
     with pytest.raises(exc, match="^" + message.replace("(", r"\(").replace(")", r"\)")):
         call()
+
+
+# ---- channels last on weights packed once (PrepackedConv, conv2d_nhwc_prepacked.h) ----------
+
+# (N, C, H, W, K, kernel, stride, padding, groups, bias): Winograd (3x3 stride 1) with K a whole
+# tile, a half one (the half-width microkernel), ragged past a tile and past half of one, odd maps
+# (tiles crossing the bottom and right edges), groups; direct (stride 2, 1x1 with stride, 5x5,
+# no padding, a ragged last pixel tile); im2col (one and two input channels per group)
+PREPACKED_CASES = [
+    (1, 64, 8, 8, 64, 3, 1, 1, 1, True),
+    (1, 16, 32, 32, 16, 3, 1, 1, 1, True),
+    (2, 24, 7, 9, 20, 3, 1, 1, 1, True),
+    (1, 32, 5, 6, 40, 3, 1, 1, 1, False),
+    (3, 32, 6, 6, 72, 3, 1, 0, 2, True),
+    (1, 16, 32, 32, 32, 3, 2, 1, 1, True),
+    (1, 32, 16, 16, 64, 1, 2, 0, 1, True),
+    (2, 32, 14, 14, 40, 5, 1, 2, 1, False),
+    (1, 3, 13, 11, 16, 3, 1, 1, 1, True),
+    (1, 1, 28, 28, 32, 5, 1, 2, 1, True),
+    (2, 4, 9, 9, 6, 3, 2, 1, 2, True),
+]
+
+
+def _prepacked_case(case, dtype, seed=0):
+    n, c, h, w, k, kernel, stride, padding, groups, has_bias = case
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, h, w, c)).astype(dtype)
+    weight = rng.standard_normal((kernel, kernel, c // groups, k)).astype(dtype)
+    bias = rng.standard_normal(k).astype(dtype) if has_bias else None
+    g = v.conv_geometry("test", x.shape, weight.shape, stride, padding, 1, groups, "NHWC", "HWIO")
+    residual = rng.standard_normal(g.output_shape).astype(dtype)
+    return g, x, weight, bias, residual
+
+
+def _per_call(g, x, weight, bias, residual, relu, nt=1):
+    """What the executor ran before: the per-call pass, then add_relu or relu."""
+    y = np.zeros(g.output_shape, x.dtype)
+    _kernels.conv2d_forward(g, x, weight, bias, y, nt)
+    if residual is not None:
+        _kernels.add_relu_forward(y, residual, y, nt)
+    elif relu:
+        _kernels.relu_forward(y, y, nt)
+    return y
+
+
+@pytest.mark.parametrize("isa", isa_params())
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", PREPACKED_CASES)
+def test_prepacked_equals_the_per_call_pass_bit_for_bit(case, dtype, isa):
+    """The same tasks and microkernel calls on weights packed once, and the epilogue rounded as
+    the element-wise passes: equal bit for bit, on every ISA, 1 or 2 threads, with and without
+    the ReLU and the residual addition."""
+    with fastconv.use_isa(isa):
+        g, x, weight, bias, residual = _prepacked_case(case, dtype)
+        algorithm = _kernels.conv_plan(g, "forward", dtype)[0]
+        for res, relu in ((None, False), (None, True), (residual, True)):
+            expected = _per_call(g, x, weight, bias, res, relu)
+            for nt in (1, 2):
+                y = np.full(g.output_shape, np.nan, dtype)
+                conv = _kernels.PrepackedConv(g, x, weight, bias, res, y, relu)
+                assert conv.algorithm == algorithm
+                conv.run(nt)
+                np.testing.assert_array_equal(y, expected, err_msg=f"{algorithm} {nt} threads")
+
+
+@pytest.mark.parametrize("isa", isa_params())
+@pytest.mark.parametrize("algorithm", ["winograd", "direct", "im2col"])
+def test_prepacked_forced_algorithms(algorithm, isa):
+    """Each packed algorithm forced on one geometry that all three can run."""
+    with fastconv.use_isa(isa), _kernels.force_conv_algorithms(forward=algorithm):
+        g, x, weight, bias, residual = _prepacked_case((2, 3, 9, 7, 20, 3, 1, 1, 1, True),
+                                                       np.float32)
+        y = np.zeros(g.output_shape, np.float32)
+        conv = _kernels.PrepackedConv(g, x, weight, bias, residual, y, True)
+        assert conv.algorithm == algorithm
+        conv.run(2)
+        np.testing.assert_array_equal(y, _per_call(g, x, weight, bias, residual, True))
+
+
+@pytest.mark.parametrize("isa", isa_params())
+def test_prepacked_non_finite(isa):
+    """An Inf or NaN input sends a Winograd layer to the plan's fallback on the raw weights, its
+    epilogue after it; kernels whose transform is not finite are packed for direct. Both as the
+    per-call pass gives them."""
+    with fastconv.use_isa(isa):
+        g, x, weight, bias, residual = _prepacked_case((1, 32, 8, 8, 32, 3, 1, 1, 1, True),
+                                                       np.float32)
+        assert _kernels.conv_plan(g, "forward", np.float32)[0] == "winograd"
+        x[0, 3, 4, 5], x[0, 0, 0, 1] = np.inf, np.nan
+        y = np.zeros(g.output_shape, np.float32)
+        _kernels.PrepackedConv(g, x, weight, bias, residual, y, True).run(1)
+        np.testing.assert_array_equal(y, _per_call(g, x, weight, bias, residual, True))
+        x[...] = np.nan_to_num(x, nan=0.5, posinf=1.0)
+        weight[1, 1, 2, 7] = np.inf
+        conv = _kernels.PrepackedConv(g, x, weight, bias, None, y, True)
+        assert conv.algorithm == "direct"
+        conv.run(1)
+        np.testing.assert_array_equal(y, _per_call(g, x, weight, bias, None, True))
+
+
+def test_prepacked_refuses_what_it_cannot_run():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, 4, 4, 8)).astype(np.float32)
+    depthwise = rng.standard_normal((3, 3, 1, 8)).astype(np.float32)
+    g = v.conv_geometry("test", x.shape, depthwise.shape, 1, 1, 1, 8, "NHWC", "HWIO")
+    y = np.zeros(g.output_shape, np.float32)
+    with pytest.raises(ValueError, match="packs no weights"):
+        _kernels.PrepackedConv(g, x, depthwise, None, None, y)
+    nchw = v.conv_geometry("test", (1, 8, 4, 4), (8, 8, 3, 3), 1, 1, 1, 1)
+    with pytest.raises(ValueError, match="channels last"):
+        _kernels.PrepackedConv(nchw, x, depthwise, None, None, y)
+    isas = fastconv.available_isas()
+    if len(isas) > 1:
+        weight = rng.standard_normal((3, 3, 8, 8)).astype(np.float32)
+        g = v.conv_geometry("test", x.shape, weight.shape, 1, 1, 1, 1, "NHWC", "HWIO")
+        with fastconv.use_isa(isas[0]):
+            conv = _kernels.PrepackedConv(g, x, weight, None, None, y)
+        with fastconv.use_isa(isas[-1]), pytest.raises(RuntimeError, match="packed for"):
+            conv.run(1)
+
+
+@pytest.mark.parametrize("isa", isa_params())
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", list(NETWORKS))
+@pytest.mark.parametrize("batch", [1, 3])
+def test_prepacked_executor_equals_the_per_call_one(name, batch, dtype, isa, monkeypatch):
+    """Channels last on every ISA (the scalar one too, forced): the executor on packed weights,
+    its ReLUs and residual additions in the convolutions' epilogues, gives the per-call
+    executor's results bit for bit, and the unfused network's within the tolerance."""
+    model, x, length = _case(name, dtype, batch)
+    with fastconv.use_isa(isa):
+        run = infer.compile(model, data_format="NHWC")
+        got = run(x)
+        plan = next(iter(run._plans.values()))
+        assert plan.prepacked == sum(layer.kind == "conv" for layer in run._layers)
+        assert len(plan._pool) < len(plan.buffers)  # activations share buffers
+        # each residual block's addition in its second convolution: no step of its own
+        assert len(plan.steps) == sum(layer.kind not in ("flatten", "add_relu")
+                                      for layer in run._layers)
+        monkeypatch.setattr(infer, "PREPACK", False)
+        per_call = infer.compile(model, data_format="NHWC")(x)
+    np.testing.assert_array_equal(got, per_call)
+    expected = model.eval()(x)
+    assert_close(got, expected, length, scale=np.full_like(expected, np.abs(expected).max()))

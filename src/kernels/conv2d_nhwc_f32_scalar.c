@@ -7,3 +7,4 @@
 #include "conv2d_nhwc_fwd.h"
 #include "conv2d_nhwc_bwd_input.h"
 #include "conv2d_nhwc_bwd_weight.h"
+#include "conv2d_nhwc_prepacked.h"

@@ -28,7 +28,9 @@
     FC_BATCHNORM_KERNELS(X, ctx, f32, float)                                                       \
     FC_BATCHNORM_KERNELS(X, ctx, f64, double)                                                      \
     FC_TRAINING_KERNELS(X, ctx, f32, float)                                                        \
-    FC_TRAINING_KERNELS(X, ctx, f64, double)
+    FC_TRAINING_KERNELS(X, ctx, f64, double)                                                       \
+    FC_CONV_NHWC_PREPACKED_KERNELS(X, ctx, f32, float)                                             \
+    FC_CONV_NHWC_PREPACKED_KERNELS(X, ctx, f64, double)
 
 /* Dispatched like the kernels but private to fastconv's benchmark (fc_private.h): the
  * multiply-add peak in the active instruction set's microkernel registers. */
@@ -69,6 +71,23 @@
     X(ctx, dt##_conv2d_nhwc_bwd_weight,                                                            \
       (const fc_conv2d_params *p, const T *gy, const T *x, T *gw, T *gb, int nthreads),            \
       (p, gy, x, gw, gb, nthreads))
+
+/* The channels-last forward on weights packed once (conv2d_nhwc_prepacked.h; fastconv.infer).
+ * conv2d_nhwc_prepack: p->algorithm winograd, direct or im2col (as the plan would choose or
+ * force); *size = the values `packed` needs (then, unless packed is NULL, writes them: the
+ * selected ISA's panels, valid only for it); FC_EALGORITHM for another algorithm, one the plan
+ * cannot run, or Winograd kernels whose transform holds an Inf or NaN (pack for direct instead).
+ * conv2d_nhwc_fwd_prepacked: y = conv(x, w) + bias (+ residual unless NULL), then ReLU if
+ * p->relu, from those panels; w (the raw weights) is read only by the non-finite fallback. */
+#define FC_CONV_NHWC_PREPACKED_KERNELS(X, ctx, dt, T)                                              \
+    X(ctx, dt##_conv2d_nhwc_prepack,                                                               \
+      (const fc_conv2d_params *p, const T *w, const T *bias, T *packed, fc_index *size,            \
+       int nthreads),                                                                              \
+      (p, w, bias, packed, size, nthreads))                                                        \
+    X(ctx, dt##_conv2d_nhwc_fwd_prepacked,                                                         \
+      (const fc_conv2d_params *p, const T *x, const T *w, const T *packed, const T *bias,          \
+       const T *residual, T *y, int nthreads),                                                     \
+      (p, x, w, packed, bias, residual, y, nthreads))
 
 /* Pooling. Max pooling: indices may be NULL; a window wholly in the padding yields -inf and
  * index -1, and the backward pass skips indices of -1. Backward kernels write every element of
