@@ -806,3 +806,29 @@ def test_winograd_16_32_channels_forward_and_input(shape, k, padding, bias, dtyp
         expected = (ref.conv2d(xs, ws, b, *args), ref.conv2d_backward(gys, xs, ws, *args)[0])
     assert_same_nonfinite(nchw(F.conv2d(nhwc(xs), ws, b, **fmt)), expected[0], 9 * c)
     assert_same_nonfinite(nchw(F.conv2d_input(shape, ws, nhwc(gys), **fmt)), expected[1], 9 * k)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("extra", [1, 5, "half"])
+def test_forward_narrow_k_block_per_group_is_the_group_alone(extra, dtype, isa):
+    """Two groups of NR + extra output channels (3 input channels each: direct; and im2col): each
+    group's last K block runs with the block before it (the one-and-a-half-panel microkernel
+    where the ISA has one), its ragged last vector stored up to the group's last channel and no
+    further, so each group's channels equal, bit for bit, that group run alone as a layer, NaN and
+    Inf included, on 1 and 2 threads."""
+    nr = _kernels.tuning(isa, dtype)["nr"]
+    kg = nr + (nr // 2 if extra == "half" else extra)
+    x, w = _sprinkled((2, 6, 9, 10), dtype, 24, 0.01), _sprinkled((2 * kg, 3, 3, 3), dtype, 25,
+                                                                   0.003)
+    b = _sprinkled((2 * kg,), dtype, 26, 0.05)
+    fmt = dict(padding=1, data_format="NHWC", weight_format="HWIO")
+    for algorithm in ("direct", "im2col"):
+        with _kernels.force_conv_algorithms(forward=algorithm):
+            whole = [lambda: F.conv2d(nhwc(x), hwio(w), b, groups=2, **fmt)]
+            assert_same_for_1_and_2_threads(whole)
+            got = whole[0]()
+            for g in range(2):
+                cs, ks = slice(3 * g, 3 * g + 3), slice(kg * g, kg * g + kg)
+                alone = F.conv2d(nhwc(x[:, cs]), hwio(w[ks]), b[ks], **fmt)
+                np.testing.assert_array_equal(got[..., ks], alone)
+    assert_same_nonfinite(nchw(got), F.conv2d(x, w, b, padding=1, groups=2), 27)

@@ -249,6 +249,11 @@ IGEMM_CASES = {
     "same-row": ("tile", "tile", 5, 4, False, True, "same"),
     "accumulate": ("tile", "tile", 3, 17, True, False, "apart"),
     "accumulate-edges-ignores-bias": ("tile-1", "tile-1", 2, 3, True, True, "overlapping"),
+    # whole rows, a ragged last vector (wide: all but one lane, or one lane past NR, stored
+    # from the registers under a mask), with a bias (kernel rows of 9 values, odd-3-37's), then
+    # adding to C
+    "rows-ragged-bias": ("tile", "tile-1", 3, 9, False, True, "overlapping"),
+    "accumulate-rows-n1-ignores-bias": ("tile", 1, 2, 5, True, True, "apart"),
 }
 
 

@@ -38,6 +38,20 @@
 #include "conv2d_gemm_ukernel.h"
 #include "fc_template.h"
 
+#if FC_HAVE_VEC && FC_VREGS >= 32
+/* The last n < VL lanes of the one-and-a-half-panel kernel's rows, loaded (the rest zero) and
+ * stored under a mask from a register (32 vector registers: AVX-512 only, as that kernel). */
+#define fc_nhwc_vloadz_f32(s, n) _mm512_maskz_loadu_ps((__mmask16)((1u << (n)) - 1), s)
+#define fc_nhwc_vloadz_f64(s, n) _mm512_maskz_loadu_pd((__mmask8)((1u << (n)) - 1), s)
+#define fc_nhwc_vstore_part_f32(d, v, n) _mm512_mask_storeu_ps(d, (__mmask16)((1u << (n)) - 1), v)
+#define fc_nhwc_vstore_part_f64(d, v, n) _mm512_mask_storeu_pd(d, (__mmask8)((1u << (n)) - 1), v)
+#define FC_NHWC_VLOADZ(s, n) FC_CAT2(fc_nhwc_vloadz_, FC_DT)(s, n)
+#define FC_NHWC_VSTORE_PART(d, v, n) FC_CAT2(fc_nhwc_vstore_part_, FC_DT)(d, v, n)
+#else /* never reached: nv2 is 0 without the wide kernel */
+#define FC_NHWC_VLOADZ(s, n) FC_VZERO()
+#define FC_NHWC_VSTORE_PART(d, v, n) ((void)(d), (void)(v), (void)(n))
+#endif
+
 #if FC_HAVE_VEC
 /* a[i * ks + s]: row i of tap s (kc values); B: [ks][kc][NR], the tile's first nv vectors of
  * columns; B2: a second such panel whose first nv2 vectors are the columns past those (NULL and
@@ -74,49 +88,62 @@ static inline __attribute__((always_inline)) void FC_LOCAL(igemm_ukernel_nv)(
             }
         }
     }
-    /* whole vectors of whole tiles stored from the registers (with two panels, those before
-     * a partial last vector too, which is added as the copy below adds); the rest through a
-     * copy, element by element */
-    const int whole = mr < FC_MR ? 0 : nr == nw * FC_VL ? nw : nv2 ? nr / FC_VL : 0;
-    if (whole) {
+    /* two panels, whole rows: the first nv vectors and the last one, whole or partial,
+     * straight from the registers (acc's indices all constants, so it stays in registers: a
+     * partial vector copied through the stack, a masked store read back whole, waited for each
+     * store to retire, 14% of odd-3-37's kernel samples, and the accumulators were spilled) */
+    if (nv2 == 1 && mr == FC_MR && nr > nv * FC_VL) {
+        const int n = nr - nv * FC_VL; /* the last vector's lanes, 1 to VL */
         FC_VEC add[NW];
         FC_PRAGMA(GCC unroll 12)
         for (int v = 0; v < nw; v++)
-            add[v] = bias && v < whole ? FC_VLOADU(bias + v * FC_VL) : FC_VZERO();
+            add[v] = !bias || accumulate    ? FC_VZERO()
+                     : v < nv || n == FC_VL ? FC_VLOADU(bias + v * FC_VL)
+                                            : FC_NHWC_VLOADZ(bias + v * FC_VL, n);
+        FC_PRAGMA(GCC unroll 16)
+        for (int i = 0; i < FC_MR; i++) {
+            T *c = C + i * ldc;
+            FC_PRAGMA(GCC unroll 12)
+            for (int v = 0; v < nv; v++) {
+                const FC_VEC base = accumulate ? FC_VLOADU(c + v * FC_VL) : add[v];
+                FC_VSTOREU(c + v * FC_VL, FC_VADD(acc[i][v], base));
+            }
+            T *last = c + nv * FC_VL;
+            if (n == FC_VL) {
+                const FC_VEC base = accumulate ? FC_VLOADU(last) : add[nv];
+                FC_VSTOREU(last, FC_VADD(acc[i][nv], base));
+            } else {
+                const FC_VEC base = accumulate ? FC_NHWC_VLOADZ(last, n) : add[nv];
+                FC_NHWC_VSTORE_PART(last, FC_VADD(acc[i][nv], base), n);
+            }
+        }
+        return;
+    }
+    /* whole vectors of whole tiles stored from the registers, the rest through a copy,
+     * element by element */
+    const int whole = mr == FC_MR && nr == nw * FC_VL ? nw : 0;
+    if (whole) {
+        FC_VEC add[NW];
+        FC_PRAGMA(GCC unroll 12)
+        for (int v = 0; v < nw; v++) add[v] = bias ? FC_VLOADU(bias + v * FC_VL) : FC_VZERO();
         FC_PRAGMA(GCC unroll 16)
         for (int i = 0; i < FC_MR; i++) {
             T *c = C + i * ldc;
             FC_PRAGMA(GCC unroll 12)
             for (int v = 0; v < nw; v++) {
-                if (v >= whole) break;
                 const FC_VEC base = accumulate ? FC_VLOADU(c + v * FC_VL) : add[v];
                 FC_VSTOREU(c + v * FC_VL, FC_VADD(acc[i][v], base));
             }
         }
-        if (whole == nw) return;
-        if (nv2) { /* two panels: the one partial vector through masked copies */
-            const int n = nr - whole * FC_VL;
-            T add[FC_VL] = {0}, part[FC_VL] = {0};
-            if (bias && !accumulate) FC_VCOPY_PARTIAL(add, bias + whole * FC_VL, n);
-            for (int i = 0; i < FC_MR; i++) {
-                T *c = C + i * ldc + whole * FC_VL;
-                if (accumulate) {
-                    FC_VCOPY_PARTIAL(part, c, n);
-                    FC_VSTOREU(part, FC_VADD(FC_VLOADU(part), acc[i][whole]));
-                } else {
-                    FC_VSTOREU(part, FC_VADD(acc[i][whole], FC_VLOADU(add)));
-                }
-                FC_VCOPY_PARTIAL(c, part, n);
-            }
-            return;
-        }
+        return;
     }
     T tile[FC_MR][NW * FC_VL];
-    for (int i = 0; i < FC_MR; i++)
-        for (int v = whole; v < nw; v++) FC_VSTOREU(&tile[i][v * FC_VL], acc[i][v]);
+    FC_PRAGMA(GCC unroll 16)
+    for (int i = 0; i < FC_MR; i++) FC_PRAGMA(GCC unroll 12)
+    for (int v = 0; v < nw; v++) FC_VSTOREU(&tile[i][v * FC_VL], acc[i][v]);
     for (int i = 0; i < mr; i++) {
         T *c = C + i * ldc;
-        for (int j = whole * FC_VL; j < nr; j++)
+        for (int j = 0; j < nr; j++)
             c[j] = accumulate ? c[j] + tile[i][j] : tile[i][j] + (bias ? bias[j] : (T)0);
     }
 }
