@@ -231,7 +231,9 @@ static int FC_LOCAL(prepacked_winograd)(const fc_conv2d_params *p, const fc_tuni
     const int relu = p->relu;
     int failed = 0, nonfinite = 0;
 
-    T *zero = (T *)calloc((size_t)Cg, sizeof(T));
+    /* zeros for the padding's pixels and for the output transform's bias, which is never NULL
+     * (conv2d_nhwc_winograd.h: a NULL bias became a masked load from NULL) */
+    T *zero = (T *)calloc((size_t)FC_MAX(Cg, Kg), sizeof(T));
     if (!zero) return FC_ENOMEM;
 
     const int nt = fc_threads_for(nthreads, (double)p->batch * K * OH * OW * Cg * 9,
@@ -308,7 +310,7 @@ static int FC_LOCAL(prepacked_winograd)(const fc_conv2d_params *p, const fc_tuni
                                                    g * Kg + k0
                                              : junk;
                 FC_LOCAL(nhwc_winograd_output_tile)(mb + u * kg_pad + k0, m_stride, nk,
-                                                    bias ? bias + g * Kg + k0 : NULL, out);
+                                                    bias ? bias + g * Kg + k0 : zero, out);
                 if (residual || relu)
                     for (int i = 0; i < 4; i++)
                         if (out[i] != junk)
