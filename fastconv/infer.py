@@ -83,6 +83,12 @@ FORMATS = ("auto", "NHWC", "NCHW")
 # block's addition in their epilogue (_Plan._prepacked); False runs the per-call passes (the
 # tests compare the two)
 PREPACK = True
+# ... at batches up to this: the prepacked passes' task loops are copies of the per-call ones from
+# before their last changes (conv2d_nhwc_prepacked.h), so at larger batches, where packing the
+# weights per call costs little, the per-call passes are as fast or faster (2 threads, Zen 5,
+# folded ResNet-14, per-call / prepacked time: batch 1 1.21, 4 1.35, 8 and 16 1.02, 32 0.97,
+# 64 0.92)
+PREPACK_MAX_BATCH = 16
 
 
 @dataclass
@@ -251,7 +257,8 @@ class _Plan:
         bias = None if a["bias"] is None else np.ascontiguousarray(a["bias"], dtype)
         y = self._alloc(g.output_shape, dtype)
         self.multiply_adds += int(np.prod(y.shape)) * int(np.prod(weight.shape)) // g.out_channels
-        if PREPACK and fmt == "NHWC" and _kernels.conv_plan(g, "forward", dtype)[0] \
+        if PREPACK and fmt == "NHWC" and g.batch <= PREPACK_MAX_BATCH \
+                and _kernels.conv_plan(g, "forward", dtype)[0] \
                 in _kernels.PREPACKED_ALGORITHMS:
             return self._prepacked(layer, g, x, weight, bias, y)
         fused = a["relu"] and fmt == "NCHW"  # the NHWC kernels have no ReLU epilogue

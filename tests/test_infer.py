@@ -297,6 +297,22 @@ def test_prepacked_refuses_what_it_cannot_run():
             conv.run(1)
 
 
+@pytest.mark.parametrize("batches", [(infer.PREPACK_MAX_BATCH, True),
+                                     (infer.PREPACK_MAX_BATCH + 1, False)])
+def test_prepacked_only_up_to_its_batch(batches, monkeypatch):
+    """The executor packs weights once only at batches up to PREPACK_MAX_BATCH; above it every
+    convolution runs the per-call pass (faster there), with the same results."""
+    batch, packed = batches
+    model, x, _ = _case("resnet8", np.float32, batch)
+    run = infer.compile(model, data_format="NHWC")
+    got = run(x)
+    plan = next(iter(run._plans.values()))
+    convs = sum(layer.kind == "conv" for layer in run._layers)
+    assert plan.prepacked == (convs if packed else 0)
+    monkeypatch.setattr(infer, "PREPACK", not packed)
+    np.testing.assert_array_equal(got, infer.compile(model, data_format="NHWC")(x))
+
+
 @pytest.mark.parametrize("isa", isa_params())
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name", list(NETWORKS))
