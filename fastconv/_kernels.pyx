@@ -251,8 +251,8 @@ class force_conv_algorithms:
 
     ``forward``: 'direct', 'winograd', 'depthwise', 'pixels' or 'plain' (the last two NCHW only),
     or 'im2col' (channels last only);
-    ``input`` (the input gradient): 'transposed', 'depthwise', 'col2im', 'direct' or 'plain' (the
-    last two channels last only);
+    ``input`` (the input gradient): 'transposed', 'depthwise', 'col2im', 'direct', 'pixels' or
+    'plain' (the last three channels last only);
     ``weight`` (the weight gradient): 'direct',
     'depthwise', 'grouped' or 'plain' ('depthwise' needs one input channel per group); None or
     'auto' leaves a pass to the plan (src/kernels/conv2d_plan.c). A forced algorithm that cannot
